@@ -1,0 +1,3 @@
+"""vidparse: streaming video human parsing."""
+
+__version__ = "0.1.0"

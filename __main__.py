@@ -1,0 +1,3 @@
+from vidparse.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""Configuration: YAML defaults, a user file and CLI overrides, validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vidparse.errors import ConfigError
+from vidparse.stages.detect import DetectorOptions
+from vidparse.stages.parsers import BACKENDS, backend_module
+from vidparse.stages.person_parser import RoiOptions
+from vidparse.stages.recolor import ComposeOptions
+from vidparse.stages.sink import EncoderOptions
+
+
+@dataclass
+class Config:
+    model: str = field(metadata={"choices": tuple(BACKENDS)})
+    model_path: str | None
+    device: str = field(metadata={"choices": ("cpu", "cuda")})
+    workers: int = field(metadata={"range": (1, 1024)})
+    threads: int = field(metadata={"range": (0, 1024)})
+    queue_size: int = field(metadata={"range": (1, 10_000)})
+    detector: DetectorOptions
+    roi: RoiOptions
+    parsers: dict[str, Any]  # backend name -> that backend's Options dataclass
+    compose: ComposeOptions
+    output: EncoderOptions
+
+    @property
+    def parser_options(self) -> Any:
+        return self.parsers.get(self.model) or backend_module(self.model).Options()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("vidparse.configs") / "default.yaml"))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist", hint="check the path given to --config") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}",
+                          hint="fix the YAML syntax") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys", hint="see configs/default.yaml")
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"roi.margin": 0.2}`` -> ``{"roi": {"margin": 0.2}}``; ``None`` values (flag not given) are dropped."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    data = read_yaml(default_config_path())
+    if path is not None:
+        data = merge(data, read_yaml(path))
+    data = merge(data, dotted(overrides or {}))
+    return build(Config, data, "")
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Make a dataclass from a mapping, checking unknown keys, types, ranges and choices."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{where}' must be a mapping, got {type(data).__name__}",
+                          hint=f"allowed keys: {', '.join(f.name for f in dataclasses.fields(cls))}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key '{where}{unknown[0]}'", hint=f"allowed keys{' in ' + where.rstrip('.') if where else ''}: "
+                          f"{', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = f"{where}{name}"
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"config key '{key}' is missing", hint="see configs/default.yaml")
+            continue
+        values[name] = _value(hints[name], data[name], key, f.metadata)
+    return cls(**values)
+
+
+def _value(kind: Any, value: Any, key: str, metadata: typing.Mapping[str, Any]) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return build(kind, value, key + ".")
+    if key == "parsers":
+        if not isinstance(value, dict):
+            raise ConfigError("config key 'parsers' must be a mapping of model names", hint=", ".join(BACKENDS))
+        return {name: build(backend_module(name).Options, opts or {}, f"parsers.{name}.") for name, opts in value.items()}
+    optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    if optional:
+        if value is None:
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    value = _typed(kind, value, key)
+    if "range" in metadata:
+        low, high = metadata["range"]
+        if not low <= value <= high:
+            raise ConfigError(f"config key '{key}' must be between {low} and {high}, got {value}",
+                              hint=f"set {key} to a value in [{low}, {high}]")
+    if "choices" in metadata and value not in metadata["choices"]:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, metadata['choices']))}; got '{value}'",
+                          hint=f"allowed values: {', '.join(map(str, metadata['choices']))}")
+    return value
+
+
+def _typed(kind: type, value: Any, key: str) -> Any:
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(kind)
+    if ok is None:
+        raise TypeError(f"config key {key} has an unsupported type {kind}")
+    if not ok:
+        raise ConfigError(f"config key '{key}' must be {_type_name(kind)}, got {value!r}",
+                          hint=f"write {key} as {_type_name(kind)}")
+    return float(value) if kind is float else value
+
+
+def _type_name(kind: type) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]

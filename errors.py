@@ -1,0 +1,45 @@
+"""User-facing failures. The CLI turns each into one line, a hint and its own exit code."""
+
+from __future__ import annotations
+
+
+class VidparseError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __reduce__(self):  # keep the hint when errors cross process boundaries
+        return (type(self), (self.message, self.hint))
+
+
+class BadInputError(VidparseError):
+    """The input cannot be read as video (missing, unreadable, not a video, no video stream)."""
+
+    exit_code = 3
+
+
+class BadOutputError(VidparseError):
+    """The output cannot be written (directory missing or read-only, disk full)."""
+
+    exit_code = 4
+
+
+class ConfigError(VidparseError):
+    """A configuration key is unknown, mistyped or out of range."""
+
+    exit_code = 2
+
+
+class ModelError(VidparseError):
+    """A model is unknown, missing, corrupt or does not fit its configuration."""
+
+    exit_code = 5
+
+
+class StreamLostError(VidparseError):
+    """A live stream is gone and no reconnect attempts are left."""
+
+    exit_code = 6

@@ -1,0 +1,63 @@
+"""Wiring: which stages a `vidparse run` uses, built from the configuration inside each process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidparse.config import Config
+from vidparse.model_store import resolve_model
+from vidparse.pipeline.slots import SlotLayout
+from vidparse.stages.detect import PersonDetector
+from vidparse.stages.output import AnnotatedOutput
+from vidparse.stages.labels import load_label_set
+from vidparse.stages.parsers import LABEL_SETS, create_parser
+from vidparse.stages.person_parser import PersonParser
+from vidparse.stages.source import StreamInfo, VideoSource
+
+
+@dataclass
+class ResolvedModels:
+    detector: Path
+    parser: Path
+
+    @classmethod
+    def for_config(cls, config: Config) -> ResolvedModels:
+        """Find the model files up front, so a missing model fails before any process starts."""
+        explicit = Path(config.model_path) if config.model_path else None
+        return cls(detector=resolve_model("fastestdet"), parser=resolve_model(config.model, explicit))
+
+
+@dataclass
+class ParseVideoJob:
+    config: Config
+    input_url: str
+    output_path: Path
+    models: ResolvedModels
+    masks_dir: Path | None = None
+    stats_path: Path | None = None
+    max_frames: int | None = None
+
+    def make_source(self) -> VideoSource:
+        return VideoSource(self.input_url, max_frames=self.max_frames)
+
+    def make_parser(self, threads: int) -> PersonParser:
+        detector = PersonDetector(self.models.detector, self.config.detector, threads)
+        parser = create_parser(self.config.model, self.config.parser_options, self.models.parser,
+                               self.config.device, threads)
+        return PersonParser(detector, parser, self.config.roi)
+
+    def slot_layout(self, info: StreamInfo) -> SlotLayout:
+        return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
+
+    def make_output(self, info: StreamInfo) -> AnnotatedOutput:
+        return AnnotatedOutput(
+            info,
+            load_label_set(LABEL_SETS[self.config.model]),
+            self.output_path,
+            self.config.compose,
+            self.config.output,
+            audio_from=self.input_url if info.has_audio else None,
+            masks_dir=self.masks_dir,
+            stats_path=self.stats_path,
+        )

@@ -1,0 +1,173 @@
+"""Where model files live: resolve a model by name, list what is present, pull from the public source."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidparse.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR_ENV = "VIDPARSE_MODEL_DIR"
+CACHE_ENV = "VIDPARSE_CACHE"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: str  # relative to a model directory: a file, or a folder for hub snapshots
+    description: str
+    license: str
+    url: str | None = None  # single-file download
+    sha256: str | None = None
+    hub_id: str | None = None  # ModelScope snapshot
+
+    @property
+    def how_to_get(self) -> str:
+        return f"run `vidparse models pull {self.name}`, or set ${MODEL_DIR_ENV} to a folder holding {self.path}"
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="bodypix",
+            path="bodypix/MobileNetV1-x050-stride16.onnx",
+            description="BodyPix 2.0 MobileNetV1 0.50 stride 16: person mask + 24 body parts",
+            license="Apache-2.0",
+            url="https://github.com/keijiro/BodyPixSentis/raw/28429a7/Packages/jp.keijiro.bodypix/ONNX/MobileNetV1-x050-stride16.onnx",
+            sha256="f2e51d18eec8e3c9ef3f196ea0245db1d86529161d19e14466ad4ebc5e6ee242",
+        ),
+        ModelSpec(
+            name="fastestdet",
+            path="fastestdet/FastestDet.onnx",
+            description="FastestDet COCO-80 detector (person boxes)",
+            license="BSD-3-Clause",
+            url="https://github.com/dog-qiuqiu/FastestDet/raw/50473cd/example/onnx-runtime/FastestDet.onnx",
+            sha256="31cb14c017fce347cb4c846ec62fdf00d76bb3beecdf4be21e7116ac67feb880",
+        ),
+        ModelSpec(
+            name="m2fp",
+            path="m2fp",
+            description="M2FP multi-human parsing, ResNet-101, CIHP 20 classes",
+            license="CC BY-NC 4.0",
+            hub_id="iic/cv_resnet101_image-multiple-human-parsing",
+        ),
+        ModelSpec(
+            name="m2fp-single",
+            path="m2fp-single",
+            description="M2FP single-human parsing, ResNet-101, per-person crops",
+            license="CC BY-NC 4.0",
+            hub_id="iic/cv_resnet101_image-single-human-parsing",
+        ),
+    )
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ModelError(f"unknown model '{name}'", hint=f"choose one of: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vidparse" / "models")
+
+
+def search_dirs() -> list[Path]:
+    dirs = [Path(os.environ[MODEL_DIR_ENV])] if os.environ.get(MODEL_DIR_ENV) else []
+    return [*dirs, cache_dir()]
+
+
+def resolve_model(name: str, explicit: Path | None = None) -> Path:
+    """Find a model: an explicit path first, then ``$VIDPARSE_MODEL_DIR``, then the user cache."""
+    spec = model_spec(name)
+    if explicit is not None:
+        if not explicit.exists():
+            raise ModelError(f"model path {explicit} does not exist", hint=spec.how_to_get)
+        return explicit
+    candidates = [d / spec.path for d in search_dirs()]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise ModelError(f"model '{name}' not found (looked in {looked})", hint=spec.how_to_get)
+
+
+def find_model(name: str) -> Path | None:
+    try:
+        return resolve_model(name)
+    except ModelError:
+        return None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, target: Path, sha256: str | None, progress=None) -> Path:
+    """Download ``url`` to ``target`` atomically, checking its sha256. ``progress(done, total)`` is optional."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    tmp.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+        except (urllib.error.URLError, OSError) as exc:
+            tmp_path.unlink(missing_ok=True)
+            raise ModelError(f"download of {url} failed: {exc}", hint="check the network, or copy the file by hand") from exc
+    if sha256 and (actual := sha256_of(tmp_path)) != sha256:
+        tmp_path.unlink(missing_ok=True)
+        raise ModelError(f"checksum mismatch for {url}: got {actual[:16]}…, expected {sha256[:16]}…",
+                         hint="the download is corrupt or the source changed; try again or get the file by hand")
+    tmp_path.replace(target)
+    return target
+
+
+def pull(name: str, url: str | None = None, progress=None) -> Path:
+    """Fetch a model into the user cache from its public source (``url`` overrides the source of a file model)."""
+    spec = model_spec(name)
+    target = cache_dir() / spec.path
+    if spec.hub_id and url is None:
+        return _snapshot_from_modelscope(spec, target)
+    source = url or spec.url
+    assert source is not None
+    log.info("downloading %s from %s", name, source)
+    return download(source, target, spec.sha256, progress)
+
+
+def _snapshot_from_modelscope(spec: ModelSpec, target: Path) -> Path:
+    try:
+        from modelscope.hub.snapshot_download import snapshot_download
+    except ImportError as exc:
+        raise ModelError("the modelscope package is not installed", hint="pip install modelscope") from exc
+    log.info("fetching %s from ModelScope hub (%s)", spec.name, spec.hub_id)
+    staging = target.with_name(f".{target.name}.partial")
+    try:
+        snapshot_download(spec.hub_id, local_dir=str(staging))
+    except Exception as exc:  # modelscope raises many types (requests, HTTPError, its own)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelError(f"could not fetch {spec.hub_id} from ModelScope: {type(exc).__name__}: {exc}",
+                         hint="check the network, or download the model folder by hand and pass --model-dir") from exc
+    if target.exists():
+        shutil.rmtree(target)
+    staging.replace(target)
+    return target

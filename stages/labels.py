@@ -1,0 +1,35 @@
+"""Label sets (class names, palette colors, coarse classes) loaded from ``configs/labels/*.yaml``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+import yaml
+
+from vidparse.errors import ConfigError
+from vidparse.stages.types import LabelSet
+
+COARSE_CLASSES = ("background", "head", "hair", "torso", "arms", "hands", "legs", "feet")
+
+
+def available_label_sets() -> list[str]:
+    folder = resources.files("vidparse.configs") / "labels"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+@lru_cache(maxsize=None)
+def load_label_set(name: str) -> LabelSet:
+    path = resources.files("vidparse.configs") / "labels" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown label set '{name}'", hint=f"choose one of: {', '.join(available_label_sets())}")
+    spec = yaml.safe_load(path.read_text())
+    classes = spec["classes"]
+    rgb = np.array([c["color"] for c in classes], dtype=np.uint8)
+    return LabelSet(
+        name=spec["name"],
+        names=tuple(c["name"] for c in classes),
+        colors=rgb[:, ::-1].copy(),
+        coarse={c["name"]: c["coarse"] for c in classes},
+    )

@@ -1,0 +1,33 @@
+"""Parser backends, found by name. Modules are imported lazily: M2FP pulls in torch, BodyPix does not.
+
+Each backend module defines:
+- ``Options``: a dataclass of its settings (validated from the ``parsers.<name>`` config section);
+- ``create(name, options, model_path, device, threads) -> Parser``; ``threads`` sizes ONNX Runtime sessions.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from vidparse.errors import ModelError
+from vidparse.stages.parsers.base import Parser
+
+BACKENDS: dict[str, str] = {
+    "bodypix": "vidparse.stages.parsers.bodypix",
+    "m2fp": "vidparse.stages.parsers.m2fp",
+    "m2fp-single": "vidparse.stages.parsers.m2fp",
+}
+LABEL_SETS: dict[str, str] = {"bodypix": "bodypix", "m2fp": "cihp", "m2fp-single": "cihp"}
+
+
+def backend_module(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise ModelError(f"unknown model '{name}'", hint=f"choose one of: {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
+
+
+def create_parser(name: str, options: Any, model_path: Path, device: str = "cpu", threads: int | None = None) -> Parser:
+    return backend_module(name).create(name, options, model_path, device, threads)

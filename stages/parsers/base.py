@@ -1,0 +1,30 @@
+"""The interface every human-parsing backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from vidparse.stages.types import LabelSet
+
+
+class Parser(ABC):
+    """Turns BGR images (person crops, or whole frames) into label maps.
+
+    Stages call ``open`` once (load weights, build sessions), ``parse`` per frame, ``close`` at the end.
+    A parser never sees processes or queues; it uses the threads the worker process was given.
+    """
+
+    label_set: LabelSet
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Load weights; called once in the process that will parse."""
+
+    @abstractmethod
+    def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return one uint8 label map per image, each of that image's height and width."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions and memory."""

@@ -1,0 +1,129 @@
+"""ModelScope model folders: load one into ``M2FPNet`` (checking that it fits), or write a random one."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidparse.errors import ModelError
+from vidparse.stages.parsers.m2fp.config import (
+    WEIGHTS_FILE,
+    M2FPConfig,
+    full_config,
+    read_config,
+    tiny_config,
+    write_config,
+)
+from vidparse.stages.parsers.m2fp.model import M2FPNet
+
+log = logging.getLogger(__name__)
+
+SHOWN_KEYS = 5
+
+
+@dataclass
+class KeyReport:
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]  # "name: checkpoint shape -> model shape"
+
+    @property
+    def fits(self) -> bool:
+        return not self.missing and not self.mismatched
+
+
+def compare_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> KeyReport:
+    expected = model.state_dict()
+    mismatched = [
+        f"{name}: {tuple(value.shape)} -> {tuple(expected[name].shape)}"
+        for name, value in state_dict.items()
+        if name in expected and tuple(value.shape) != tuple(expected[name].shape)
+    ]
+    return KeyReport(
+        missing=sorted(set(expected) - set(state_dict)),
+        unexpected=sorted(set(state_dict) - set(expected)),
+        mismatched=mismatched,
+    )
+
+
+def _shown(names: list[str]) -> str:
+    more = f" (+{len(names) - SHOWN_KEYS} more)" if len(names) > SHOWN_KEYS else ""
+    return ", ".join(names[:SHOWN_KEYS]) + more
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The ``model`` entry of a ModelScope ``pytorch_model.pt``."""
+    if not path.is_file():
+        raise ModelError(f"{path} not found", hint="a ModelScope M2FP folder holds pytorch_model.pt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise ModelError(f"cannot read {path}: {type(exc).__name__}: {exc}",
+                         hint="the file is corrupt or truncated; pull the model again") from exc
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise ModelError(f"{path} holds no 'model' state_dict",
+                         hint="expected torch.save({'model': state_dict}) as ModelScope writes it")
+    state_dict = checkpoint["model"]
+    if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ModelError(f"{path}: the 'model' entry is not a state_dict of tensors")
+    return state_dict
+
+
+def load_model(model_dir: Path) -> M2FPNet:
+    """Build the network from ``configuration.json`` and load ``pytorch_model.pt``, refusing a misfit."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    model = M2FPNet(config)
+    state_dict = read_state_dict(model_dir / WEIGHTS_FILE)
+    report = compare_state_dict(model, state_dict)
+    if report.unexpected:
+        log.warning("%s: %d unexpected keys ignored: %s", model_dir, len(report.unexpected),
+                    _shown(report.unexpected))
+    if not report.fits:
+        problems = []
+        if report.missing:
+            problems.append(f"{len(report.missing)} missing keys ({_shown(report.missing)})")
+        if report.mismatched:
+            problems.append(f"{len(report.mismatched)} shape mismatches ({_shown(report.mismatched)})")
+        raise ModelError(f"checkpoint in {model_dir} does not fit its configuration: {'; '.join(problems)}",
+                         hint="configuration.json and pytorch_model.pt must come from the same model")
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in report.unexpected}, strict=True)
+    log.info("loaded M2FP from %s (%d tensors)", model_dir, len(state_dict))
+    return model.eval()
+
+
+def randomize(model: nn.Module, generator: torch.Generator) -> None:
+    """Random weights with sane scales, plus non-trivial BatchNorm statistics so nothing is an identity."""
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif tensor.dim() == 1 and name.endswith("weight"):  # norm scales
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif tensor.dim() == 1:  # biases, running means
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
+            else:
+                fan_in = tensor[0].numel()
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) / fan_in**0.5)
+
+
+def make_random_checkpoint(directory: Path, tiny: bool = False, single_human: bool = False, seed: int = 0) -> Path:
+    """Write a ModelScope-format M2FP folder (``configuration.json`` + ``pytorch_model.pt``) with random weights:
+    the full ResNet-101 layout, or a tiny one for fast tests. Returns the folder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config: M2FPConfig = tiny_config(single_human) if tiny else full_config(single_human)
+    model = M2FPNet(config)
+    randomize(model, torch.Generator().manual_seed(seed))
+    write_config(directory, config)
+    torch.save({"model": model.state_dict()}, directory / WEIGHTS_FILE)
+    log.info("wrote a random %s M2FP checkpoint to %s", "tiny" if tiny else "ResNet-101", directory)
+    return directory

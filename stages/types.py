@@ -1,0 +1,70 @@
+"""Small value types shared by every stage and by the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One decoded video frame. ``image`` is HxWx3 BGR uint8."""
+
+    seq: int
+    pts: int | None
+    time_base: Fraction
+    image: np.ndarray
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.pts is None else float(self.pts * self.time_base)
+
+
+@dataclass
+class Detections:
+    """Person boxes in frame pixels: ``boxes`` N x 4 float32 (x1, y1, x2, y2), ``scores`` N float32."""
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The classes a parser produces. Index 0 is always background."""
+
+    name: str
+    names: tuple[str, ...]
+    colors: np.ndarray  # len(names) x 3 uint8, BGR
+    coarse: dict[str, str] = field(default_factory=dict)  # class name -> shared coarse class (evaluation)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class Parsing:
+    """A frame-sized uint8 label map and the label set its values index."""
+
+    labels: np.ndarray
+    label_set: str
+
+
+@dataclass
+class PersonStats:
+    box: tuple[float, float, float, float]
+    score: float
+    part_pixels: dict[str, int]
+
+
+@dataclass
+class FrameResult:
+    """What parsing one frame produced, besides the label map itself."""
+
+    seq: int
+    persons: list[PersonStats] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds

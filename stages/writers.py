@@ -1,0 +1,73 @@
+"""Side outputs: one palette PNG of class ids per frame, one JSON line of statistics per frame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image
+
+from vidparse.errors import BadOutputError
+from vidparse.stages.types import FrameResult, LabelSet
+
+
+class MaskWriter:
+    """Writes ``DIR/000123.png``: 8-bit palette PNGs whose pixel values are class ids (lossless)."""
+
+    def __init__(self, directory: Path, label_set: LabelSet) -> None:
+        self.directory = directory
+        palette = np.zeros((256, 3), np.uint8)
+        palette[: len(label_set)] = label_set.colors[:, ::-1]
+        self._palette = palette.ravel().tolist()
+
+    def open(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadOutputError(f"cannot create mask directory {self.directory}: {exc.strerror}",
+                                 hint="choose a writable location") from exc
+
+    def write(self, seq: int, labels: np.ndarray) -> None:
+        image = Image.fromarray(labels, mode="P")
+        image.putpalette(self._palette)
+        image.save(self.directory / f"{seq:06d}.png", optimize=False, compress_level=1)
+
+    def close(self) -> None:
+        pass
+
+
+class StatsWriter:
+    """Writes one JSON object per frame: seq, pts, seconds, persons (box, score, part pixels), timings."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def open(self) -> None:
+        try:
+            self._file = self.path.open("w")
+        except OSError as exc:
+            raise BadOutputError(f"cannot write stats file {self.path}: {exc.strerror}",
+                                 hint="choose a writable location") from exc
+
+    def write(self, result: FrameResult, pts: int | None, seconds: float | None, extra: dict | None = None) -> None:
+        assert self._file is not None, "open() first"
+        record = {
+            "seq": result.seq,
+            "pts": pts,
+            "time_s": None if seconds is None else round(seconds, 6),
+            "persons": [
+                {"box": [round(v, 1) for v in p.box], "score": round(p.score, 4), "parts": p.part_pixels}
+                for p in result.persons
+            ],
+            "timings_ms": {k: round(v * 1000, 3) for k, v in result.timings.items()},
+            **(extra or {}),
+        }
+        self._file.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
