@@ -35,8 +35,13 @@ def check_output_path(path: Path) -> None:
     if not parent.is_dir():
         raise BadOutputError(f"output directory {parent} does not exist", hint=f"create it first: mkdir -p {parent}")
     try:
-        with open(path, "ab"):
-            pass
+        if path.exists():
+            with open(path, "ab"):
+                pass
+        else:
+            with open(path, "xb"):  # probe, then leave nothing behind until there is something to write
+                pass
+            path.unlink()
     except OSError as exc:
         raise BadOutputError(f"output {path} is not writable: {exc.strerror}", hint="choose a writable location") from exc
 

@@ -115,3 +115,12 @@ class VideoSource:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+def probe(url: str) -> StreamInfo:
+    """Open an input only to describe it (and to fail early with a clear error if it is not a video)."""
+    source = VideoSource(url)
+    try:
+        return source.open()
+    finally:
+        source.close()

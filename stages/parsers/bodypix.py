@@ -34,6 +34,17 @@ def _align_corners_matrix(out_size: int, in_size: int) -> np.ndarray:
     return weights
 
 
+def _argmax_planes(planes: np.ndarray) -> np.ndarray:
+    """Index of the largest plane per pixel; a running max beats np.argmax over a leading axis by ~2.5x."""
+    best = planes[0].copy()
+    index = np.zeros(best.shape, np.uint8)
+    for i in range(1, len(planes)):
+        better = planes[i] > best
+        np.copyto(best, planes[i], where=better)
+        index[better] = i
+    return index
+
+
 def _valid_size(n: int) -> int:
     """Smallest size >= n that BodyPix accepts: a multiple of the stride plus one."""
     return -(-(n - 1) // STRIDE) * STRIDE + 1
@@ -63,12 +74,12 @@ class BodyPixParser(Parser):
         rgb[:height, :width] *= 1 / 127.5
         rgb[:height, :width] -= 1
         segments, parts = self._session.run(["segments", "part_heatmaps"], {"input": rgb[None]})
-        logits = np.concatenate([segments[0], parts[0]], axis=2)  # h x w x 25 at stride 16
-        rows = _align_corners_matrix(padded_h, logits.shape[0])[:height]
-        cols = _align_corners_matrix(padded_w, logits.shape[1])[:width]
-        upsampled = np.einsum("hy,yxc,wx->hwc", rows, logits, cols, optimize=True)
-        labels = np.argmax(upsampled[:, :, 1:], axis=2).astype(np.uint8) + 1
-        labels[upsampled[:, :, 0] <= self._logit_threshold] = 0
+        logits = np.concatenate([segments[0], parts[0]], axis=2).transpose(2, 0, 1)  # 25 x h x w, stride 16
+        rows = _align_corners_matrix(padded_h, logits.shape[1])[:height]
+        cols = _align_corners_matrix(padded_w, logits.shape[2])[:width]
+        planes = rows @ logits @ cols.T  # bilinear upsampling, separable: 25 x height x width
+        labels = _argmax_planes(planes[1:]) + 1
+        labels[planes[0] <= self._logit_threshold] = 0
         return labels
 
     def close(self) -> None:

@@ -1,0 +1,149 @@
+"""The `vidparse` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from vidparse.errors import ConfigError, VidparseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Human parsing for video: every pixel of every person labelled, as an annotated video.")
+models_app = typer.Typer(no_args_is_help=True, help="List, download and make models.")
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=True)
+INTERRUPTED_EXIT = 130
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=verbose)], force=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn vidparse's errors into one line, a hint and the error's exit code."""
+    try:
+        yield
+    except VidparseError as exc:
+        console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        if exc.hint:
+            console.print(f"[dim]hint: {exc.hint}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+@app.command()
+def run(
+    input: Annotated[str, typer.Argument(help="Video file, or a URL FFmpeg can open.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Annotated video to write (.mp4, .mov, .mkv).")],
+    workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
+    stats: Annotated[Optional[Path], typer.Option(help="Write one JSON line of statistics per frame here.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Class color weight over the frame, 0..1.")] = None,
+    legend: Annotated[Optional[bool], typer.Option("--legend/--no-legend", help="Draw the class legend.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (M2FP).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Parse every person in INPUT and write an annotated H.264 video."""
+    _setup_logging(verbose)
+    from vidparse.config import load_config
+    from vidparse.jobs import ParseVideoJob, ResolvedModels
+    from vidparse.pipeline.cpus import threads_per_worker
+    from vidparse.pipeline.runner import Runner, RunSettings
+    from vidparse.progress import RunReporter
+    from vidparse.stages.sink import check_output_path
+    from vidparse.stages.source import probe
+
+    with user_errors():
+        settings = load_config(config, {
+            "workers": workers, "threads": threads, "model": model, "device": device,
+            "model_path": str(model_dir) if model_dir else None, "compose.alpha": alpha, "compose.legend": legend,
+        })
+        if "://" not in input:
+            probe(input)
+        check_output_path(output)
+        job = ParseVideoJob(settings, input, output, ResolvedModels.for_config(settings), masks_dir=masks,
+                            stats_path=stats, max_frames=max_frames)
+        run_settings = RunSettings(settings.workers, threads_per_worker(settings.workers, settings.threads),
+                                   settings.queue_size)
+        with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
+            runner = Runner(job, run_settings, on_open=lambda info: (reporter.on_open(info), reporter.limit(max_frames)),
+                            on_frame=reporter.on_frame)
+            result = runner.run()
+        console.print(reporter.summary(result))
+        console.print(f"wrote {output}" + (f", masks in {masks}" if masks else "") + (f", stats in {stats}" if stats else ""))
+        if result.interrupted:
+            raise typer.Exit(INTERRUPTED_EXIT)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show known models and where each was found."""
+    from vidparse.model_store import MODELS, find_model, search_dirs
+
+    table = Table(title="models")
+    for column in ("name", "found at", "license", "what"):
+        table.add_column(column)
+    for spec in MODELS.values():
+        found = find_model(spec.name)
+        table.add_row(spec.name, str(found) if found else "[red]missing[/]", spec.license, spec.description)
+    Console().print(table)
+    Console().print("searched: " + ", ".join(str(d) for d in search_dirs()))
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="Model name (see `vidparse models list`).")],
+    url: Annotated[Optional[str], typer.Option("--from", help="Download from this URL instead of the public source.")] = None,
+) -> None:
+    """Download a model into the user cache, checking its sha256."""
+    _setup_logging(False)
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from vidparse.model_store import pull
+
+    with user_errors(), Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                                 console=console) as progress:
+        task = progress.add_task(f"pull {name}", total=None)
+        path = pull(name, url, progress=lambda done, total: progress.update(task, completed=done, total=total or None))
+    console.print(f"{name}: {path}")
+
+
+@models_app.command("make-random")
+def models_make_random(
+    name: Annotated[str, typer.Argument(help="m2fp or m2fp-single.")],
+    directory: Annotated[Path, typer.Argument(help="Folder to write configuration.json and pytorch_model.pt into.")],
+    tiny: Annotated[bool, typer.Option(help="A tiny configuration, for fast tests.")] = False,
+) -> None:
+    """Write an M2FP checkpoint folder in ModelScope's format with random weights."""
+    _setup_logging(False)
+    with user_errors():
+        if name not in ("m2fp", "m2fp-single"):
+            raise ConfigError(f"make-random knows only m2fp and m2fp-single, not '{name}'", hint="vidparse models make-random m2fp DIR")
+        from vidparse.stages.parsers.m2fp import make_random_checkpoint
+
+        path = make_random_checkpoint(directory, tiny=tiny, single_human=name == "m2fp-single")
+    console.print(f"wrote {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[yellow]stopped[/]")
+        sys.exit(INTERRUPTED_EXIT)

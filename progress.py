@@ -1,0 +1,79 @@
+"""Terminal reporting for long runs: a live progress bar and the end-of-run summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from vidparse.pipeline.runner import RunStats
+from vidparse.stages.types import Frame, FrameResult
+
+STAGE_ORDER = ("decode", "detect", "parse", "compose", "encode")
+
+
+class RunReporter:
+    """Feeds a rich progress bar from the runner's callbacks and counts what was seen."""
+
+    def __init__(self, console: Console, description: str) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]:.1f} fps"),
+            TextColumn("{task.fields[persons]} persons"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(description, total=None, fps=0.0, persons=0)
+        self.persons_total = 0
+        self.persons_max = 0
+        self.frames_with_persons = 0
+
+    def __enter__(self) -> RunReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def on_open(self, info: Any) -> None:
+        self.progress.update(self.task, total=info.frames or None)
+
+    def limit(self, frames: int | None) -> None:
+        task = self.progress.tasks[0]
+        if frames and (task.total is None or frames < task.total):
+            self.progress.update(self.task, total=frames)
+
+    def on_frame(self, frame: Frame, result: FrameResult) -> None:
+        count = len(result.persons)
+        self.persons_total += count
+        self.persons_max = max(self.persons_max, count)
+        self.frames_with_persons += count > 0
+        task = self.progress.tasks[0]
+        fps = (task.completed + 1) / task.elapsed if task.elapsed else 0.0
+        self.progress.update(self.task, advance=1, fps=fps, persons=count)
+
+    def summary(self, stats: RunStats) -> Table:
+        table = Table(title="vidparse run", show_header=False, title_justify="left")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        table.add_row("frames", f"{stats.frames}")
+        table.add_row("wall time", f"{stats.wall_s:.1f} s")
+        table.add_row("throughput", f"{stats.fps:.2f} fps")
+        table.add_row("persons (all frames / most in one)", f"{self.persons_total} / {self.persons_max}")
+        table.add_row("frames with persons", f"{self.frames_with_persons}")
+        if stats.skipped_packets:
+            table.add_row("undecodable packets skipped", f"{stats.skipped_packets}")
+        for stage in sorted(stats.stage_s, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else 99):
+            per_frame = stats.stage_s[stage] / max(1, stats.frames) * 1000
+            table.add_row(f"{stage} (busy, per frame)", f"{per_frame:.1f} ms")
+        if stats.interrupted:
+            table.add_row("[yellow]stopped early", "[yellow]Ctrl-C")
+        return table

@@ -1,0 +1,120 @@
+"""Shared fixtures: real media from ../shared (never copied into the repo) and clips cut from it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VIDPARSE_SHARED", REPO.parent / "shared")).resolve()
+MODELS = SHARED / "models"
+VTEST = SHARED / "data" / "video" / "vtest.avi"
+
+if not os.environ.get("VIDPARSE_MODEL_DIR"):
+    os.environ["VIDPARSE_MODEL_DIR"] = str(MODELS)
+
+
+def cut_clip(source: Path, target: Path, packets: int) -> Path:
+    """Stream-copy the first ``packets`` video packets (vtest's first keyframe is packet 0)."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for i, packet in enumerate(src.demux(src.streams.video[0])):
+            if i >= packets or packet.dts is None:
+                break
+            packet.stream = stream
+            dst.mux(packet)
+    return target
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not VTEST.exists():
+        pytest.fail(f"shared media not found at {SHARED}; set VIDPARSE_SHARED")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def clip(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 frames of vtest (MS-MPEG4v3 in AVI, 10 fps), cut without re-encoding."""
+    return cut_clip(VTEST, tmp_path_factory.mktemp("clips") / "vtest12.avi", 12)
+
+
+@pytest.fixture(scope="session")
+def clip_with_audio(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 vtest frames as H.264 at 10 fps plus a 440 Hz AAC tone, in MP4."""
+    target = tmp_path_factory.mktemp("clips") / "vtest_audio.mp4"
+    with av.open(str(VTEST)) as src, av.open(str(target), "w") as dst:
+        video = dst.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 768, 576, "yuv420p"
+        audio = dst.add_stream("aac", rate=48000)
+        audio.layout = "mono"
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == 8:
+                break
+            frame.pts = None
+            dst.mux(video.encode(frame))
+        dst.mux(video.encode(None))
+        samples = 48000 * 8 // 10
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
+        for start in range(0, samples, 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = 48000, start, Fraction(1, 48000)
+            dst.mux(audio.encode(chunk))
+        dst.mux(audio.encode(None))
+    return target
+
+
+@pytest.fixture(scope="session")
+def vtest_frame(shared: Path) -> np.ndarray:
+    """Frame 100 of vtest (BGR): seven or more people walking."""
+    with av.open(str(VTEST)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == 100:
+                return frame.to_ndarray(format="bgr24")
+    raise AssertionError("vtest has fewer than 101 frames")
+
+
+@dataclass
+class VideoFacts:
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    frames: int
+    duration_s: float
+    pts_s: list[float]
+    audio_codec: str | None
+    audio_packets: int
+
+
+def probe_video(path: Path) -> VideoFacts:
+    """Decode every frame (what a player does) and report what the file really holds."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = [float(f.pts * f.time_base) for f in container.decode(stream)]
+        duration = float(stream.duration * stream.time_base) if stream.duration else container.duration / av.time_base
+        audio = container.streams.audio[0] if container.streams.audio else None
+        facts = VideoFacts(stream.codec_context.name, stream.codec_context.pix_fmt, stream.width, stream.height,
+                           len(pts), duration, pts, audio.codec_context.name if audio else None, 0)
+    if facts.audio_codec:
+        with av.open(str(path)) as container:
+            facts.audio_packets = sum(1 for p in container.demux(audio=0) if p.size)
+    return facts
+
+
+def decode_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vidparse", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})

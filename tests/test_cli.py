@@ -1,0 +1,127 @@
+"""`vidparse run` end to end, as a user runs it: a real process on real video with the real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import VTEST, decode_frames, probe_video, run_cli
+from vidparse.stages.roi import expand_box
+
+MARGIN = 0.15  # configs/default.yaml roi.margin
+
+
+@pytest.fixture(scope="module")
+def parsed_clip(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """The clip parsed with 1 and with 2 workers, masks and stats kept."""
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path_factory.mktemp(f"w{workers}")
+        result = run_cli("run", str(clip), "-o", str(out / "out.mp4"), "--workers", str(workers),
+                         "--masks", str(out / "masks"), "--stats", str(out / "stats.jsonl"))
+        assert result.returncode == 0, result.stderr
+        runs[workers] = out
+    return runs
+
+
+def test_output_matches_input_size_frames_and_timing(parsed_clip: dict[int, Path], clip: Path) -> None:
+    facts, source = probe_video(parsed_clip[1] / "out.mp4"), probe_video(clip)
+    assert (facts.codec, facts.pix_fmt, facts.width, facts.height) == ("h264", "yuv420p", 768, 576)
+    assert facts.frames == source.frames == 12
+    assert facts.pts_s == pytest.approx(source.pts_s)
+    assert abs(facts.duration_s - source.duration_s) <= 0.1
+
+
+def test_masks_are_identical_for_one_and_two_workers(parsed_clip: dict[int, Path]) -> None:
+    one = sorted((parsed_clip[1] / "masks").glob("*.png"))
+    two = sorted((parsed_clip[2] / "masks").glob("*.png"))
+    assert len(one) == len(two) == 12
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
+
+
+def test_labels_lie_in_person_regions_and_the_rest_is_the_input(parsed_clip: dict[int, Path], clip: Path) -> None:
+    stats = [json.loads(line) for line in (parsed_clip[1] / "stats.jsonl").read_text().splitlines()]
+    assert [s["seq"] for s in stats] == list(range(12))
+    inputs, outputs = decode_frames(clip), decode_frames(parsed_clip[1] / "out.mp4")
+    for record in stats[::4]:
+        labels = np.array(Image.open(parsed_clip[1] / "masks" / f"{record['seq']:06d}.png"))
+        assert record["persons"], "vtest has people in every frame of the clip"
+        inside = np.zeros(labels.shape, bool)
+        for person in record["persons"]:
+            x1, y1, x2, y2 = expand_box(person["box"], MARGIN, labels.shape)
+            inside[y1:y2, x1:x2] = True
+        assert labels[~inside].max() == 0, "no label outside a person region"
+        present = set(np.unique(labels)) - {0}
+        assert len(present) >= 8, "many body parts, not a blob"
+        assert sum(sum(p["parts"].values()) for p in record["persons"]) == int((labels > 0).sum())
+        difference = np.abs(outputs[record["seq"]].astype(int) - inputs[record["seq"]].astype(int)).mean(axis=2)
+        far = ~inside
+        assert difference[far].mean() < 3, "outside persons the video is the input up to encoder noise"
+        labelled = labels > 0
+        assert difference[labelled].mean() > difference[far].mean() + 5, "people are recolored"
+
+
+def test_summary_reports_frames_fps_and_stages(clip: Path, tmp_path: Path) -> None:
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", "4")
+    assert result.returncode == 0, result.stderr
+    for words in ("frames", "fps", "persons", "decode", "detect", "parse", "encode"):
+        assert words in result.stderr
+    assert probe_video(tmp_path / "o.mp4").frames == 4
+
+
+def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
+    result = run_cli("run", str(clip_with_audio), "-o", str(tmp_path / "o.mp4"))
+    assert result.returncode == 0, result.stderr
+    facts = probe_video(tmp_path / "o.mp4")
+    assert facts.audio_codec == "aac" and facts.audio_packets > 0 and facts.frames == 8
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["run", "missing.avi", "-o", "{tmp}/o.mp4"], 3, "error: input missing.avi does not exist"),
+        (["run", "{notvideo}", "-o", "{tmp}/o.mp4"], 3, "is not a readable video"),
+        (["run", "{image}", "-o", "{tmp}/o.mp4"], 3, "is a still image, not a video"),
+        (["run", "{clip}", "-o", "{tmp}/nodir/o.mp4"], 4, "error: output directory"),
+        (["run", "{clip}", "-o", "/sys/o.mp4"], 4, "is not writable"),
+        (["run", "{clip}", "-o", "{tmp}/o.gif"], 4, "unsupported extension"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "'workers' must be between 1 and"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "'model' must be one of bodypix, m2fp"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
+    ],
+    ids=["missing-input", "text-as-video", "image-as-video", "missing-output-dir", "read-only-output",
+         "bad-extension", "zero-workers", "unknown-model", "missing-config", "missing-model-file"],
+)
+def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
+                                                    tmp_path: Path, shared: Path) -> None:
+    (tmp_path / "notes.mp4").write_text("hello\n" * 100)
+    values = {"tmp": tmp_path, "clip": clip, "notvideo": tmp_path / "notes.mp4",
+              "image": shared / "data" / "cihp" / "images" / "0002190.jpg"}
+    result = run_cli(*[a.format(**values) for a in args])
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "hint:" in result.stderr
+    assert not (tmp_path / "o.mp4").exists(), "a failed start leaves no output behind"
+
+
+def test_missing_model_says_where_it_looked(clip: Path, tmp_path: Path) -> None:
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"),
+                     env={"VIDPARSE_MODEL_DIR": str(tmp_path), "VIDPARSE_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 5
+    assert "not found (looked in" in result.stderr and "vidparse models pull" in result.stderr
+
+
+@pytest.mark.slow
+def test_whole_vtest_video(tmp_path: Path) -> None:
+    result = run_cli("run", str(VTEST), "-o", str(tmp_path / "vtest.mp4"), "--workers", "2", timeout=1800)
+    assert result.returncode == 0, result.stderr
+    facts, source = probe_video(tmp_path / "vtest.mp4"), probe_video(VTEST)
+    assert (facts.codec, facts.pix_fmt, facts.width, facts.height, facts.frames) == ("h264", "yuv420p", 768, 576, 795)
+    assert abs(facts.duration_s - source.duration_s) <= 0.1

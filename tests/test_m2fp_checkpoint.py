@@ -1,0 +1,106 @@
+"""Loading ModelScope M2FP folders: config parsing, key reports, clear errors for checkpoints that do not fit."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from vidparse.errors import ModelError
+from vidparse.stages.parsers.m2fp import make_random_checkpoint
+from vidparse.stages.parsers.m2fp.checkpoint import load_model
+from vidparse.stages.parsers.m2fp.config import full_config, read_config
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_random_checkpoint(tmp_path_factory.mktemp("m2fp") / "tiny", tiny=True)
+
+
+def test_random_folder_has_modelscope_layout(tiny_dir):
+    document = json.loads((tiny_dir / "configuration.json").read_text())
+    model = document["model"]
+    assert document["framework"] == "pytorch" and model["type"] == "m2fp"
+    for key in ("backbone", "encoder", "decoder", "pretrained", "classes", "num_parsing", "single_human",
+                "parsing_ins_score_thr", "parsing_on", "semantic_on", "sem_seg_postprocess_before_inference"):
+        assert key in model
+    assert "in_features" in model["encoder"]
+    checkpoint = torch.load(tiny_dir / "pytorch_model.pt", weights_only=True)
+    assert set(checkpoint) == {"model"}
+    assert "backbone.stem.conv1.norm.running_mean" in checkpoint["model"]
+
+
+def test_full_config_is_resnet101():
+    config = full_config()
+    assert config.backbone.depth == 101 and config.decoder.num_classes == config.num_parsing + 1
+    assert full_config(single_human=True).single_human_size == (384, 512)
+
+
+def test_load_roundtrip(tiny_dir):
+    model = load_model(tiny_dir)
+    saved = torch.load(tiny_dir / "pytorch_model.pt", weights_only=True)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    assert read_config(tiny_dir).backbone.depth == 50
+
+
+def _rewrite(folder, source, edit):
+    folder.mkdir()
+    (folder / "configuration.json").write_text((source / "configuration.json").read_text())
+    state = torch.load(source / "pytorch_model.pt", weights_only=True)["model"]
+    torch.save({"model": edit(dict(state))}, folder / "pytorch_model.pt")
+    return folder
+
+
+def test_missing_and_mismatched_keys_are_refused(tmp_path, tiny_dir):
+    def drop_and_reshape(state):
+        del state["sem_seg_head.predictor.class_embed.bias"]
+        state["backbone.stem.conv1.weight"] = torch.zeros(3, 3, 3, 3)
+        return state
+
+    with pytest.raises(ModelError, match=r"1 missing keys \(sem_seg_head.predictor.class_embed.bias\).*"
+                                         r"1 shape mismatches \(backbone.stem.conv1.weight"):
+        load_model(_rewrite(tmp_path / "bad", tiny_dir, drop_and_reshape))
+
+
+def test_unexpected_keys_are_reported_not_fatal(tmp_path, tiny_dir, caplog):
+    folder = _rewrite(tmp_path / "extra", tiny_dir, lambda s: {**s, "criterion.empty_weight": torch.ones(3)})
+    with caplog.at_level(logging.WARNING):
+        load_model(folder)
+    assert "1 unexpected keys ignored: criterion.empty_weight" in caplog.text
+
+
+def test_checkpoint_for_another_config_is_refused(tmp_path, tiny_dir):
+    folder = make_random_checkpoint(tmp_path / "other", tiny=True, single_human=True)
+    (folder / "configuration.json").write_text((tiny_dir / "configuration.json").read_text())
+    with pytest.raises(ModelError, match="does not fit its configuration"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "no-model-key"])
+def test_corrupt_weights_are_refused(tmp_path, tiny_dir, damage):
+    folder = tmp_path / damage
+    folder.mkdir()
+    (folder / "configuration.json").write_text((tiny_dir / "configuration.json").read_text())
+    weights = (tiny_dir / "pytorch_model.pt").read_bytes()
+    target = folder / "pytorch_model.pt"
+    if damage == "truncated":
+        target.write_bytes(weights[: len(weights) // 2])
+    elif damage == "garbage":
+        target.write_bytes(b"not a checkpoint" * 100)
+    else:
+        torch.save({"state_dict": {}}, target)
+    with pytest.raises(ModelError, match=str(target)):
+        load_model(folder)
+
+
+def test_bad_configuration_is_refused(tmp_path):
+    (tmp_path / "configuration.json").write_text('{"model": {"type": "m2fp", "backbone": {"depth": 101}}}')
+    with pytest.raises(ModelError, match="missing a section"):
+        read_config(tmp_path)
+    (tmp_path / "configuration.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot read"):
+        read_config(tmp_path)
+    with pytest.raises(ModelError, match="not found"):
+        read_config(tmp_path / "nowhere")

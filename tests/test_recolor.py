@@ -1,0 +1,35 @@
+import numpy as np
+
+from vidparse.stages.labels import load_label_set
+from vidparse.stages.recolor import ComposeOptions, Recolor
+
+
+def test_blends_labelled_pixels_and_leaves_background_untouched(vtest_frame: np.ndarray) -> None:
+    label_set = load_label_set("cihp")
+    labels = np.zeros(vtest_frame.shape[:2], np.uint8)
+    labels[100:200, 300:350] = 13  # face
+    labels[200:260, 300:350] = 5  # upper clothes
+    out = Recolor(label_set, ComposeOptions(alpha=0.6, legend=False)).process(vtest_frame, labels)
+    assert np.array_equal(out[labels == 0], vtest_frame[labels == 0])
+    expected = 0.4 * vtest_frame[150, 320].astype(float) + 0.6 * label_set.colors[13]
+    assert np.abs(out[150, 320].astype(float) - expected).max() <= 1
+    expected = 0.4 * vtest_frame[230, 320].astype(float) + 0.6 * label_set.colors[5]
+    assert np.abs(out[230, 320].astype(float) - expected).max() <= 1
+
+
+def test_alpha_one_paints_pure_class_colors(vtest_frame: np.ndarray) -> None:
+    label_set = load_label_set("bodypix")
+    labels = np.zeros(vtest_frame.shape[:2], np.uint8)
+    labels[:, :24] = np.arange(1, 25)[None, :]
+    out = Recolor(label_set, ComposeOptions(alpha=1.0, legend=False)).process(vtest_frame, labels)
+    assert np.array_equal(out[0, :24], label_set.colors[1:25])
+
+
+def test_legend_names_the_classes_present(vtest_frame: np.ndarray) -> None:
+    label_set = load_label_set("cihp")
+    labels = np.zeros(vtest_frame.shape[:2], np.uint8)
+    labels[300:400, 400:500] = 2
+    plain = Recolor(label_set, ComposeOptions(alpha=0.5, legend=False)).process(vtest_frame, labels)
+    with_legend = Recolor(label_set, ComposeOptions(alpha=0.5, legend=True)).process(vtest_frame, labels)
+    assert np.array_equal(with_legend[6:18, 6:20], np.broadcast_to(label_set.colors[2], (12, 14, 3)))
+    assert not np.array_equal(plain[:30, :120], with_legend[:30, :120])

@@ -1,0 +1,72 @@
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import decode_frames, probe_video
+from vidparse.errors import BadOutputError
+from vidparse.stages.sink import EncoderOptions, VideoSink, check_output_path
+from vidparse.stages.source import VideoSource, probe
+from vidparse.stages.types import Frame
+
+
+def copy_through_sink(source_path: Path, target: Path, audio: bool) -> None:
+    source = VideoSource(str(source_path))
+    info = source.open()
+    sink = VideoSink(target, info, EncoderOptions(crf=18, preset="ultrafast"), str(source_path) if audio else None)
+    sink.open()
+    for frame in source.frames():
+        sink.write(frame)
+    sink.close()
+    source.close()
+
+
+def test_browser_playable_h264_with_source_timestamps(clip: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    copy_through_sink(clip, target, audio=False)
+    facts = probe_video(target)
+    assert (facts.codec, facts.pix_fmt, facts.width, facts.height, facts.frames) == ("h264", "yuv420p", 768, 576, 12)
+    assert facts.pts_s == pytest.approx([i / 10 for i in range(12)])
+    assert facts.duration_s == pytest.approx(1.2, abs=0.1)
+    data = target.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat"), "faststart: the index comes first"
+
+
+def test_encoder_noise_is_small(clip: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    copy_through_sink(clip, target, audio=False)
+    original, encoded = decode_frames(clip), decode_frames(target)
+    assert np.abs(original[5].astype(int) - encoded[5].astype(int)).mean() < 3
+
+
+def test_audio_is_copied(clip_with_audio: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    copy_through_sink(clip_with_audio, target, audio=True)
+    source, facts = probe_video(clip_with_audio), probe_video(target)
+    assert facts.audio_codec == "aac" and facts.audio_packets == source.audio_packets > 0
+    assert facts.frames == 8
+
+
+def test_variable_frame_timestamps_survive(clip: Path, tmp_path: Path) -> None:
+    info = probe(str(clip))
+    sink = VideoSink(tmp_path / "vfr.mp4", info, EncoderOptions(crf=23, preset="ultrafast"))
+    sink.open()
+    pts = [0, 1, 2, 5, 6, 10]  # gaps, in the source's 1/10 s time base
+    image = np.zeros((576, 768, 3), np.uint8)
+    for seq, p in enumerate(pts):
+        sink.write(Frame(seq, p, Fraction(1, 10), image))
+    sink.close()
+    assert probe_video(tmp_path / "vfr.mp4").pts_s == pytest.approx([p / 10 for p in pts])
+
+
+@pytest.mark.parametrize("name, message", [("out.avi", "unsupported extension"), ("missing/out.mp4", "does not exist")])
+def test_bad_output_paths(tmp_path: Path, name: str, message: str) -> None:
+    with pytest.raises(BadOutputError, match=message):
+        check_output_path(tmp_path / name)
+
+
+def test_read_only_location() -> None:
+    # sysfs refuses new files even to root, so this holds wherever the tests run.
+    with pytest.raises(BadOutputError, match="not writable"):
+        check_output_path(Path("/sys/out.mp4"))

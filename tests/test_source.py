@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from vidparse.errors import BadInputError
+from vidparse.stages.source import VideoSource, probe
+
+
+def test_decodes_clip_with_stream_timestamps(clip: Path) -> None:
+    source = VideoSource(str(clip))
+    info = source.open()
+    frames = list(source.frames())
+    source.close()
+    assert (info.width, info.height, info.codec) == (768, 576, "msmpeg4")
+    assert info.frame_rate == 10
+    assert len(frames) == 12
+    assert [f.seq for f in frames] == list(range(12))
+    assert [f.seconds for f in frames] == pytest.approx([i / 10 for i in range(12)])
+    assert all(f.image.shape == (576, 768, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert frames[0].image.std() > 10  # a real picture, not a blank buffer
+
+
+def test_max_frames_stops_early(clip: Path) -> None:
+    source = VideoSource(str(clip), max_frames=5)
+    source.open()
+    assert len(list(source.frames())) == 5
+    source.close()
+
+
+def test_probe_reports_audio(clip_with_audio: Path, clip: Path) -> None:
+    assert probe(str(clip_with_audio)).has_audio
+    assert not probe(str(clip)).has_audio
+
+
+def _file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.mp4", "does not exist"),
+        (lambda d: _file(d / "empty.mp4", b""), "empty"),
+        (lambda d: _file(d / "notes.mp4", b"this is not a video\n" * 50), "not a readable video"),
+        (lambda d: d, "is a directory"),
+    ],
+    ids=["missing", "zero-length", "text-renamed-mp4", "directory"],
+)
+def test_bad_inputs_raise_one_clear_error(tmp_path: Path, make, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        probe(str(make(tmp_path)))
+
+
+def test_image_is_not_a_video(shared: Path) -> None:
+    with pytest.raises(BadInputError, match="still image"):
+        probe(str(shared / "data" / "cihp" / "images" / "0002190.jpg"))
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
+    path = tmp_path / "tone.m4a"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with pytest.raises(BadInputError, match="no video stream"):
+        probe(str(path))
