@@ -28,6 +28,13 @@ class ResolvedModels:
         return cls(detector=resolve_model("fastestdet"), parser=resolve_model(config.model, explicit))
 
 
+def build_person_parser(config: Config, models: ResolvedModels, threads: int | None) -> PersonParser:
+    """The per-frame stage (detect, crop, parse, paste) exactly as `vidparse run` uses it."""
+    detector = PersonDetector(models.detector, config.detector, threads)
+    parser = create_parser(config.model, config.parser_options, models.parser, config.device, threads)
+    return PersonParser(detector, parser, config.roi)
+
+
 @dataclass
 class ParseVideoJob:
     config: Config
@@ -42,10 +49,7 @@ class ParseVideoJob:
         return VideoSource(self.input_url, max_frames=self.max_frames)
 
     def make_parser(self, threads: int) -> PersonParser:
-        detector = PersonDetector(self.models.detector, self.config.detector, threads)
-        parser = create_parser(self.config.model, self.config.parser_options, self.models.parser,
-                               self.config.device, threads)
-        return PersonParser(detector, parser, self.config.roi)
+        return build_person_parser(self.config, self.models, threads)
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))

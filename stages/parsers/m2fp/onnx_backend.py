@@ -13,6 +13,7 @@ import torch
 
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.parsers.m2fp.config import WEIGHTS_FILE
+from vidparse.stages.parsers.m2fp.deform_attn import use_sampler
 from vidparse.stages.parsers.m2fp.model import M2FPNet
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def export_onnx(model: M2FPNet, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.rand(1, 3, *EXPORT_SIZE) * 255
     tmp = path.with_suffix(".partial")
+    use_sampler(model, "grid_sample")  # ONNX has GridSample; embedding_bag would become a slow loop
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python values are expected and checked by tests
         torch.onnx.export(
@@ -35,6 +37,7 @@ def export_onnx(model: M2FPNet, path: Path) -> Path:
                           "class_logits": {0: "batch"},
                           "mask_logits": {0: "batch", 2: "mask_height", 3: "mask_width"}},
         )
+    use_sampler(model, "embedding_bag")
     tmp.replace(path)
     log.info("exported M2FP to %s", path)
     return path
