@@ -91,6 +91,59 @@ def run(
             raise typer.Exit(INTERRUPTED_EXIT)
 
 
+@app.command()
+def bench(
+    input: Annotated[str, typer.Argument(help="Video to benchmark on (e.g. vtest.avi).")],
+    frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
+    workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
+    threads: Annotated[int, typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers.")] = 0,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
+) -> None:
+    """Measure fps and per-stage time of the real pipeline for several worker counts."""
+    _setup_logging(False)
+    from rich.progress import Progress
+
+    from vidparse.bench import STAGES, machine_description, markdown_table, run_trial
+    from vidparse.config import load_config
+    from vidparse.stages.source import probe
+
+    with user_errors():
+        settings = load_config(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
+        counts = _worker_counts(workers)
+        probe(input)
+        trials = []
+        with Progress(console=console) as progress:
+            task = progress.add_task("bench", total=len(counts))
+            for count in counts:
+                progress.update(task, description=f"workers={count}")
+                trials.append(run_trial(settings, input, frames, count, threads))
+                progress.advance(task)
+    table = Table(title=f"vidparse bench: {settings.model}, first {frames} frames of {Path(input).name}")
+    for column in ("workers", "threads", "fps", "start-up s", *(f"{s} ms" for s in STAGES)):
+        table.add_column(column, justify="right")
+    for t in trials:
+        table.add_row(str(t.workers), str(t.threads), f"{t.stats.steady_fps:.2f}", f"{t.stats.startup_s:.1f}",
+                      *(f"{t.stage_ms(s):.1f}" for s in STAGES))
+    Console().print(table)
+    Console().print(f"machine: {machine_description()}")
+    if markdown:
+        markdown.write_text(f"machine: {machine_description()}\n\n" + markdown_table(trials, settings.model, Path(input).name, frames))
+
+
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--workers must be a comma-separated list of whole numbers >= 1, got '{text}'",
+                          hint="for example --workers 1,2,4")
+    return counts
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Show known models and where each was found."""

@@ -18,6 +18,7 @@ from vidparse.stages.parsers import BACKENDS, backend_module
 from vidparse.stages.person_parser import RoiOptions
 from vidparse.stages.recolor import ComposeOptions
 from vidparse.stages.sink import EncoderOptions
+from vidparse.stages.temporal import TemporalOptions
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Config:
     detector: DetectorOptions
     roi: RoiOptions
     parsers: dict[str, Any]  # backend name -> that backend's Options dataclass
+    temporal: TemporalOptions
     compose: ComposeOptions
     output: EncoderOptions
 

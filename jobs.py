@@ -64,4 +64,5 @@ class ParseVideoJob:
             audio_from=self.input_url if info.has_audio else None,
             masks_dir=self.masks_dir,
             stats_path=self.stats_path,
+            temporal=self.config.temporal,
         )

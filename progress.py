@@ -66,7 +66,8 @@ class RunReporter:
         table.add_column("value", justify="right")
         table.add_row("frames", f"{stats.frames}")
         table.add_row("wall time", f"{stats.wall_s:.1f} s")
-        table.add_row("throughput", f"{stats.fps:.2f} fps")
+        table.add_row("throughput (after start-up)", f"{stats.steady_fps:.2f} fps")
+        table.add_row("start-up (processes, models, first frame)", f"{stats.startup_s:.1f} s")
         table.add_row("persons (all frames / most in one)", f"{self.persons_total} / {self.persons_max}")
         table.add_row("frames with persons", f"{self.frames_with_persons}")
         if stats.skipped_packets:

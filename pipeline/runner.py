@@ -59,12 +59,20 @@ class RunStats:
     frames: int = 0
     skipped_packets: int = 0
     wall_s: float = 0.0
+    startup_s: float = 0.0  # from start to the first frame written: processes, model loading, first parse
     interrupted: bool = False
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @property
     def fps(self) -> float:
+        """Frames per second over the whole run, start-up included."""
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def steady_fps(self) -> float:
+        """Frames per second after the first frame was written: the rate a long video runs at."""
+        running = self.wall_s - self.startup_s
+        return (self.frames - 1) / running if self.frames > 1 and running > 0 else self.fps
 
 
 class PipelineError(VidparseError):
@@ -120,6 +128,7 @@ class Runner:
         )
         with _thread_environment(1):
             self._source.start()
+        self._started = started
         clean = False
         try:
             info = self._wait_for_open()
@@ -187,6 +196,8 @@ class Runner:
         for stage, seconds in parsed.result.timings.items():
             self.stats.stage_s[stage] += seconds
         self.stats.frames += 1
+        if self.stats.frames == 1:
+            self.stats.startup_s = time.perf_counter() - self._started
         if self.on_frame:
             self.on_frame(frame, parsed.result)
 

@@ -12,6 +12,8 @@ from vidparse.errors import ConfigError
 from vidparse.stages.types import LabelSet
 
 COARSE_CLASSES = ("background", "head", "hair", "torso", "arms", "hands", "legs", "feet")
+# A class that fits no single coarse class (CCP's "skin" covers face, arms, hands and legs): left out of evaluation.
+IGNORE = "ignore"
 
 
 def available_label_sets() -> list[str]:
@@ -26,6 +28,10 @@ def load_label_set(name: str) -> LabelSet:
         raise ConfigError(f"unknown label set '{name}'", hint=f"choose one of: {', '.join(available_label_sets())}")
     spec = yaml.safe_load(path.read_text())
     classes = spec["classes"]
+    unknown = sorted({c["coarse"] for c in classes} - {*COARSE_CLASSES, IGNORE})
+    if unknown:
+        raise ConfigError(f"label set '{name}' uses unknown coarse class '{unknown[0]}'",
+                          hint=f"coarse classes: {', '.join(COARSE_CLASSES)}, {IGNORE}")
     rgb = np.array([c["color"] for c in classes], dtype=np.uint8)
     return LabelSet(
         name=spec["name"],

@@ -10,6 +10,7 @@ import numpy as np
 from vidparse.stages.recolor import ComposeOptions, Recolor
 from vidparse.stages.sink import EncoderOptions, VideoSink
 from vidparse.stages.source import StreamInfo
+from vidparse.stages.temporal import TemporalOptions, TemporalVote
 from vidparse.stages.types import Frame, FrameResult, LabelSet
 from vidparse.stages.writers import MaskWriter, StatsWriter
 
@@ -25,7 +26,9 @@ class AnnotatedOutput:
         audio_from: str | None = None,
         masks_dir: Path | None = None,
         stats_path: Path | None = None,
+        temporal: TemporalOptions | None = None,
     ) -> None:
+        self.temporal = TemporalVote(temporal) if temporal else None
         self.recolor = Recolor(label_set, compose)
         self.sink = VideoSink(video_path, info, encoder, audio_from)
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
@@ -41,6 +44,8 @@ class AnnotatedOutput:
 
     def write(self, frame: Frame, labels: np.ndarray, result: FrameResult) -> None:
         started = time.perf_counter()
+        if self.temporal:
+            labels = self.temporal.process(labels, frame.image)
         annotated = self.recolor.process(frame.image, labels)
         composed = time.perf_counter()
         self.sink.write(Frame(frame.seq, frame.pts, frame.time_base, annotated))

@@ -28,16 +28,18 @@ def export_onnx(model: M2FPNet, path: Path) -> Path:
     sample = torch.rand(1, 3, *EXPORT_SIZE) * 255
     tmp = path.with_suffix(".partial")
     use_sampler(model, "grid_sample")  # ONNX has GridSample; embedding_bag would become a slow loop
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about Python values are expected and checked by tests
-        torch.onnx.export(
-            model.eval(), (sample,), str(tmp), dynamo=False, opset_version=OPSET,
-            input_names=["images"], output_names=["class_logits", "mask_logits"],
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
-                          "class_logits": {0: "batch"},
-                          "mask_logits": {0: "batch", 2: "mask_height", 3: "mask_width"}},
-        )
-    use_sampler(model, "embedding_bag")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about Python values; tests check dynamic shapes
+            torch.onnx.export(
+                model.eval(), (sample,), str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=["images"], output_names=["class_logits", "mask_logits"],
+                dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
+                              "class_logits": {0: "batch"},
+                              "mask_logits": {0: "batch", 2: "mask_height", 3: "mask_width"}},
+            )
+    finally:
+        use_sampler(model, "embedding_bag")
     tmp.replace(path)
     log.info("exported M2FP to %s", path)
     return path

@@ -1,0 +1,52 @@
+"""`vidparse bench`: the real pipeline on the first frames of a video for several worker counts."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidparse.config import Config
+from vidparse.jobs import ParseVideoJob, ResolvedModels
+from vidparse.pipeline.cpus import threads_per_worker, usable_cpus
+from vidparse.pipeline.runner import Runner, RunSettings, RunStats
+
+STAGES = ("decode", "detect", "parse", "compose", "encode")
+
+
+@dataclass
+class Trial:
+    workers: int
+    threads: int
+    stats: RunStats
+
+    def stage_ms(self, stage: str) -> float:
+        return self.stats.stage_s.get(stage, 0.0) / max(1, self.stats.frames) * 1000
+
+
+def run_trial(config: Config, input_url: str, frames: int, workers: int, threads: int) -> Trial:
+    threads = threads_per_worker(workers, threads)
+    with tempfile.TemporaryDirectory(prefix="vidparse-bench-") as scratch:
+        job = ParseVideoJob(config, input_url, Path(scratch) / "bench.mp4", ResolvedModels.for_config(config),
+                            max_frames=frames)
+        stats = Runner(job, RunSettings(workers, threads, config.queue_size)).run()
+    return Trial(workers, threads, stats)
+
+
+def machine_description() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return f"{cpu}, {usable_cpus()} usable CPUs, Python {platform.python_version()}, {platform.system()}"
+
+
+def markdown_table(trials: list[Trial], model: str, input_name: str, frames: int) -> str:
+    header = "| workers | threads | fps | start-up s | " + " | ".join(f"{s} ms/frame" for s in STAGES) + " |"
+    lines = [f"model `{model}`, input `{input_name}`, first {frames} frames. fps is the steady rate after the first "
+             "frame; start-up is process start, model loading and the first frame. Stage times are busy time per "
+             "frame, summed over workers (parallel stages can add up to more than the wall time).", "", header,
+             "|" + "---|" * (4 + len(STAGES))]
+    for t in trials:
+        lines.append(f"| {t.workers} | {t.threads} | {t.stats.steady_fps:.2f} | {t.stats.startup_s:.1f} | "
+                     + " | ".join(f"{t.stage_ms(s):.1f}" for s in STAGES) + " |")
+    return "\n".join(lines) + "\n"

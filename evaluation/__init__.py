@@ -1,0 +1,1 @@
+"""Parsing quality: coarse-class IoU against ground-truth label maps, and label flicker on video."""

@@ -1,0 +1,66 @@
+"""Image and ground-truth label folders: pairs matched by file stem, read and checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from vidparse.errors import BadInputError
+from vidparse.stages.types import LabelSet
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    image_path: Path
+    label_path: Path
+
+
+def _folder(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise BadInputError(f"{what} folder {path} does not exist", hint="check the path")
+    if not path.is_dir():
+        raise BadInputError(f"{what} folder {path} is not a folder", hint=f"give the folder that holds the {what}")
+    return path
+
+
+def find_samples(images_dir: Path, labels_dir: Path) -> list[Sample]:
+    """Every image in ``images_dir`` with its label PNG of the same stem in ``labels_dir``."""
+    images = sorted(p for p in _folder(images_dir, "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    _folder(labels_dir, "labels")
+    if not images:
+        raise BadInputError(f"no images in {images_dir}", hint=f"expected files ending in {', '.join(IMAGE_SUFFIXES)}")
+    samples = [Sample(p.stem, p, labels_dir / f"{p.stem}.png") for p in images]
+    missing = [s for s in samples if not s.label_path.is_file()]
+    if missing:
+        raise BadInputError(f"{len(missing)} of {len(samples)} images have no label map, first {missing[0].image_path.name}",
+                            hint=f"put {missing[0].label_path.name} (class indices, one channel) in {labels_dir}")
+    return samples
+
+
+def read_sample(sample: Sample, label_set: LabelSet) -> tuple[np.ndarray, np.ndarray]:
+    """The BGR image and its label map, checked against each other and against ``label_set``."""
+    image = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadInputError(f"image {sample.image_path} is not readable", hint="give JPEG or PNG images")
+    try:
+        with Image.open(sample.label_path) as label_image:
+            if label_image.mode not in ("L", "P"):
+                raise BadInputError(f"label map {sample.label_path} is {label_image.mode}, not one channel of class indices",
+                                    hint="label PNGs hold one class index per pixel (mode L or P)")
+            labels = np.array(label_image)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadInputError(f"label map {sample.label_path} is not a readable PNG", hint="re-export it") from exc
+    if labels.shape != image.shape[:2]:
+        raise BadInputError(f"label map {sample.label_path.name} is {labels.shape[1]}x{labels.shape[0]} but its image is "
+                            f"{image.shape[1]}x{image.shape[0]}", hint="labels must match their image pixel for pixel")
+    if labels.max() >= len(label_set):
+        raise BadInputError(f"label map {sample.label_path.name} holds class {labels.max()}, but label set "
+                            f"'{label_set.name}' has {len(label_set)} classes", hint="check --label-set")
+    return image, labels

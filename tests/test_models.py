@@ -1,0 +1,95 @@
+"""Model lookup order, listing, and pulls over real HTTP from a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import MODELS, run_cli
+from vidparse import model_store
+from vidparse.errors import ModelError
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("VIDPARSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VIDPARSE_MODEL_DIR", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def file_server() -> Iterator[str]:
+    """Serves ../shared/models read-only on an ephemeral loopback port."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(MODELS))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_lookup_order_explicit_then_env_then_cache(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cached = isolated / "cache" / "bodypix" / "MobileNetV1-x050-stride16.onnx"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert model_store.resolve_model("bodypix") == cached
+    env_dir = isolated / "env"
+    (env_dir / "bodypix").mkdir(parents=True)
+    (env_dir / "bodypix" / "MobileNetV1-x050-stride16.onnx").write_bytes(b"y")
+    monkeypatch.setenv("VIDPARSE_MODEL_DIR", str(env_dir))
+    assert model_store.resolve_model("bodypix").parent.parent == env_dir
+    explicit = isolated / "mine.onnx"
+    explicit.write_bytes(b"z")
+    assert model_store.resolve_model("bodypix", explicit) == explicit
+
+
+def test_missing_model_names_the_places_and_the_fix(isolated: Path) -> None:
+    with pytest.raises(ModelError) as caught:
+        model_store.resolve_model("fastestdet")
+    assert "looked in" in caught.value.message and str(isolated / "cache") in caught.value.message
+    assert "vidparse models pull fastestdet" in caught.value.hint
+    with pytest.raises(ModelError, match="unknown model 'yolo'"):
+        model_store.resolve_model("yolo")
+
+
+def test_pull_downloads_and_checks_sha256(isolated: Path, file_server: str) -> None:
+    seen = []
+    path = model_store.pull("fastestdet", f"{file_server}/fastestdet/FastestDet.onnx",
+                            progress=lambda done, total: seen.append((done, total)))
+    assert path == isolated / "cache" / "fastestdet" / "FastestDet.onnx"
+    assert path.read_bytes() == (MODELS / "fastestdet" / "FastestDet.onnx").read_bytes()
+    assert seen[-1][0] == seen[-1][1] == path.stat().st_size
+    assert model_store.resolve_model("fastestdet") == path
+
+
+def test_pull_rejects_a_file_with_the_wrong_checksum(isolated: Path, file_server: str) -> None:
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        model_store.pull("fastestdet", f"{file_server}/bodypix/MobileNetV1-x050-stride16.onnx")
+    assert not list((isolated / "cache").rglob("*.onnx")), "nothing half-downloaded is left"
+
+
+def test_pull_from_an_unreachable_source_is_a_model_error(isolated: Path) -> None:
+    with pytest.raises(ModelError, match="download of .* failed"):
+        model_store.pull("bodypix", "http://127.0.0.1:9/none.onnx")
+
+
+def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
+    env = {"VIDPARSE_CACHE": str(isolated / "cache"), "VIDPARSE_MODEL_DIR": ""}
+    listing = run_cli("models", "list", env=env)
+    assert listing.returncode == 0 and "missing" in listing.stdout
+    pulled = run_cli("models", "pull", "bodypix", "--from", f"{file_server}/bodypix/MobileNetV1-x050-stride16.onnx", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    rows = {line.split()[1]: line for line in run_cli("models", "list", env=env).stdout.splitlines()
+            if line.startswith("│ ")}
+    assert "missing" not in rows["bodypix"] and "missing" in rows["fastestdet"]
+    failed = run_cli("models", "pull", "fastestdet", "--from", "http://127.0.0.1:9/x.onnx", env=env)
+    assert failed.returncode == 5 and "Traceback" not in failed.stderr
+    assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [
+        "error: download of http://127.0.0.1:9/x.onnx failed: <urlopen error [Errno 111] Connection refused>"]
