@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +16,12 @@ from rich.table import Table
 
 from vidparse.errors import ConfigError, VidparseError
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from vidparse.config import Config
+    from vidparse.evaluation.runs import ImageReport, VideoReport
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Human parsing for video: every pixel of every person labelled, as an annotated video.")
 models_app = typer.Typer(no_args_is_help=True, help="List, download and make models.")
@@ -23,6 +29,7 @@ app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
 INTERRUPTED_EXIT = 130
+DEGRADED_EXIT = 8  # finished, every frame written, but workers were replaced or frames written unannotated
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -89,6 +96,10 @@ def run(
         console.print(f"wrote {output}" + (f", masks in {masks}" if masks else "") + (f", stats in {stats}" if stats else ""))
         if result.interrupted:
             raise typer.Exit(INTERRUPTED_EXIT)
+        if result.degraded:
+            console.print("[yellow]degraded run:[/] see the summary; --stats marks frames written without labels",
+                          soft_wrap=True)
+            raise typer.Exit(DEGRADED_EXIT)
 
 
 @app.command()
@@ -192,6 +203,116 @@ def models_make_random(
 
         path = make_random_checkpoint(directory, tiny=tiny, single_human=name == "m2fp-single")
     console.print(f"wrote {path}")
+
+
+ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")]
+ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
+ConfigOption = Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")]
+RoiModeOption = Annotated[Optional[str], typer.Option("--roi-mode", help="roi: parse person crops; whole: whole frames.")]
+MarginOption = Annotated[Optional[float], typer.Option(help="Context around each person box, share of its size.")]
+PersonHeightOption = Annotated[Optional[int], typer.Option("--person-height", help="Height crops are scaled to, pixels.")]
+ScoreOption = Annotated[Optional[float], typer.Option("--score-threshold", help="Detector person score threshold.")]
+JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _quality_config(config: Optional[Path], model: Optional[str], model_dir: Optional[Path], roi_mode: Optional[str],
+                    margin: Optional[float], person_height: Optional[int], score_threshold: Optional[float],
+                    temporal_window: Optional[int] = None) -> Config:
+    from vidparse.config import load_config
+
+    return load_config(config, {
+        "model": model, "model_path": str(model_dir) if model_dir else None, "roi.mode": roi_mode, "roi.margin": margin,
+        "roi.person_height": person_height, "detector.score_threshold": score_threshold,
+        "temporal.window": temporal_window,
+    })
+
+
+def _progress() -> Progress:
+    from rich.progress import MofNCompleteColumn, Progress
+
+    return Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console)
+
+
+def _report(table: Table, report: ImageReport | VideoReport, json_path: Optional[Path]) -> None:
+    from vidparse.evaluation.runs import write_json
+
+    Console().print(table)
+    if json_path:
+        write_json(report, json_path)
+        console.print(f"wrote {json_path}")
+
+
+@app.command("eval")
+def eval_images(
+    images: Annotated[Path, typer.Argument(help="Folder of images (jpg, png).")],
+    labels: Annotated[Path, typer.Argument(help="Folder of ground-truth label PNGs, one per image, same stem.")],
+    label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp.")],
+    model: ModelOption = None,
+    model_dir: ModelDirOption = None,
+    config: ConfigOption = None,
+    roi_mode: RoiModeOption = None,
+    margin: MarginOption = None,
+    person_height: PersonHeightOption = None,
+    score_threshold: ScoreOption = None,
+    json_path: JsonOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Score parsing against ground-truth label maps: IoU per coarse class, mIoU and pixel accuracy."""
+    _setup_logging(verbose)
+    from vidparse.evaluation.datasets import find_samples
+    from vidparse.evaluation.runs import evaluate_images
+    from vidparse.evaluation.tables import image_table
+    from vidparse.jobs import ResolvedModels
+    from vidparse.pipeline.cpus import threads_per_worker
+    from vidparse.stages.labels import load_label_set
+
+    with user_errors():
+        settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold)
+        truth = load_label_set(label_set)
+        samples = find_samples(images, labels)
+        models = ResolvedModels.for_config(settings)
+        with _progress() as progress:
+            task = progress.add_task("eval", total=len(samples))
+            report = evaluate_images(settings, models, truth, samples, threads_per_worker(1, settings.threads),
+                                     on_sample=lambda _: progress.advance(task))
+        _report(image_table(report), report, json_path)
+
+
+@app.command("eval-video")
+def eval_video(
+    input: Annotated[str, typer.Argument(help="Video file, or a URL FFmpeg can open.")],
+    max_frames: Annotated[Optional[int], typer.Option(min=2, help="Stop after this many frames.")] = None,
+    temporal_window: Annotated[Optional[int], typer.Option(
+        "--temporal-window", help="Also measure a label vote over this many frames (temporal.window; 1 = off).")] = None,
+    model: ModelOption = None,
+    model_dir: ModelDirOption = None,
+    config: ConfigOption = None,
+    roi_mode: RoiModeOption = None,
+    margin: MarginOption = None,
+    person_height: PersonHeightOption = None,
+    score_threshold: ScoreOption = None,
+    json_path: JsonOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Measure label flicker: how often labels change where the image stood still between frames."""
+    _setup_logging(verbose)
+    from vidparse.evaluation.runs import evaluate_video
+    from vidparse.evaluation.tables import video_table
+    from vidparse.jobs import ResolvedModels
+    from vidparse.pipeline.cpus import threads_per_worker
+    from vidparse.stages.source import probe
+
+    with user_errors():
+        settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold,
+                                   temporal_window)
+        frames = probe(input).frames if "://" not in input else 0
+        models = ResolvedModels.for_config(settings)
+        with _progress() as progress:
+            task = progress.add_task("eval-video", total=min(filter(None, (frames, max_frames)), default=None))
+            report = evaluate_video(settings, models, input, max_frames, threads_per_worker(1, settings.threads),
+                                    on_frame=lambda: progress.advance(task))
+        _report(video_table(report), report, json_path)
 
 
 def main() -> None:

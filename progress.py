@@ -75,6 +75,10 @@ class RunReporter:
         for stage in sorted(stats.stage_s, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else 99):
             per_frame = stats.stage_s[stage] / max(1, stats.frames) * 1000
             table.add_row(f"{stage} (busy, per frame)", f"{per_frame:.1f} ms")
+        if stats.degraded:
+            table.add_row("[yellow]worker restarts / frames retried", f"[yellow]{stats.worker_restarts} / {stats.retried_frames}")
+            unparsed = ", ".join(map(str, stats.unparsed_frames[:10])) + (" …" if len(stats.unparsed_frames) > 10 else "")
+            table.add_row("[yellow]frames written without labels", f"[yellow]{len(stats.unparsed_frames)} {unparsed}")
         if stats.interrupted:
             table.add_row("[yellow]stopped early", "[yellow]Ctrl-C")
         return table

@@ -9,11 +9,19 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Task:
+    """A decoded frame waiting in shared-memory slot ``slot``."""
+
     seq: int
     slot: int
     pts: int | None
     time_base: Fraction
     decode_s: float
+    captured_at: float | None = None  # wall-clock time the source got the frame (live latency)
+
+
+@dataclass(frozen=True)
+class Opened:
+    info: Any  # the source's stream description, opaque to the pipeline
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,13 @@ class Done:
 
 
 @dataclass(frozen=True)
+class Ready:
+    """Worker ``worker`` has loaded its models and waits for frames."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
 class Parsed:
     task: Task
     result: Any  # the stage's per-frame result object, opaque to the pipeline
@@ -32,13 +47,17 @@ class Parsed:
 
 
 @dataclass(frozen=True)
-class Failed:
-    """A stage raised in a child process; ``error`` is the exception (picklable) or its text."""
+class FrameFailed:
+    """The stage raised on one frame; the worker lives on."""
 
-    where: str
-    error: BaseException
+    task: Task
+    error: str
+    worker: int
 
 
 @dataclass(frozen=True)
-class Opened:
-    info: Any  # the source's stream description, opaque to the pipeline
+class Failed:
+    """A child cannot go on (bad input, model that will not load); ``error`` is the exception or its text."""
+
+    where: str
+    error: BaseException

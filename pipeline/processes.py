@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import queue
 import signal
 import time
+import traceback
 from typing import Any
 
-from vidparse.pipeline.messages import Done, Failed, Opened, Parsed, Task
+from vidparse.pipeline.messages import Done, Failed, FrameFailed, Opened, Parsed, Ready, Task
 from vidparse.pipeline.slots import SharedSlots, SlotsHandle
 
 log = logging.getLogger(__name__)
@@ -18,8 +20,6 @@ POLL_S = 0.2
 
 def _portable(error: BaseException) -> BaseException:
     """The exception itself when it survives pickling, else a RuntimeError with its text."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(error))
         return error
@@ -27,15 +27,15 @@ def _portable(error: BaseException) -> BaseException:
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-def source_main(job: Any, control: Any, free: Any, tasks: Any, results: Any, stop: Any, workers: int) -> None:
-    """Decode frames into free slots and hand their numbers to the workers, in order."""
+def source_main(job: Any, control: Any, free: Any, events: Any, stop: Any) -> None:
+    """Decode frames into free slots and announce each one, in order, on ``events`` (this process's own pipe)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     source = job.make_source()
     sent = 0
     slots: SharedSlots | None = None
     try:
         info = source.open()
-        results.put(Opened(info))
+        events.send(Opened(info))
         handle: SlotsHandle | None = control.get()
         if handle is None:
             return
@@ -51,17 +51,16 @@ def source_main(job: Any, control: Any, free: Any, tasks: Any, results: Any, sto
             if slot is None:
                 break
             slots.view(slot, "image")[:] = frame.image
-            tasks.put(Task(seq=frame.seq, slot=slot, pts=frame.pts, time_base=frame.time_base, decode_s=decode_s))
+            events.send(Task(seq=frame.seq, slot=slot, pts=frame.pts, time_base=frame.time_base, decode_s=decode_s,
+                            captured_at=getattr(frame, "captured_at", None) or time.time()))
             sent += 1
-        results.put(Done(frames=sent, skipped_packets=source.skipped_packets))
+        events.send(Done(frames=sent, skipped_packets=source.skipped_packets))
     except Exception as exc:  # reported to the main process, which owns user-facing errors
-        results.put(Failed("source", _portable(exc)))
+        events.send(Failed("source", _portable(exc)))
     finally:
         source.close()
         if slots is not None:
             slots.close()
-        for _ in range(workers):
-            tasks.put(None)
 
 
 def _take_slot(free: Any, stop: Any) -> int | None:
@@ -73,8 +72,12 @@ def _take_slot(free: Any, stop: Any) -> int | None:
     return None
 
 
-def worker_main(job: Any, index: int, threads: int, handle: SlotsHandle, tasks: Any, results: Any) -> None:
-    """Parse frames from slots until the source's end marker arrives."""
+def worker_main(job: Any, index: int, threads: int, handle: SlotsHandle, inbox: Any, events: Any) -> None:
+    """Parse the frames the main process sends down ``inbox`` until it sends ``None``.
+
+    ``inbox`` and ``events`` are this worker's own pipes: a worker killed mid-message can break only its own
+    pipe, never a lock that other processes share.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import cv2
 
@@ -83,17 +86,21 @@ def worker_main(job: Any, index: int, threads: int, handle: SlotsHandle, tasks: 
         stage = job.make_parser(threads)
         stage.open()
     except Exception as exc:
-        results.put(Failed(f"worker {index}", _portable(exc)))
+        events.send(Failed(f"worker {index}", _portable(exc)))
         return
     slots = SharedSlots.attach(handle)
+    events.send(Ready(index))
     try:
-        while (task := tasks.get()) is not None:
-            labels, result = stage.process(slots.view(task.slot, "image"), task.seq)
+        while (task := inbox.recv()) is not None:
+            try:
+                labels, result = stage.process(slots.view(task.slot, "image"), task.seq)
+            except Exception as exc:
+                log.debug("frame %d failed in worker %d:\n%s", task.seq, index, traceback.format_exc())
+                events.send(FrameFailed(task, f"{type(exc).__name__}: {exc}", index))
+                continue
             slots.view(task.slot, "labels")[:] = labels
             result.timings["decode"] = task.decode_s
-            results.put(Parsed(task=task, result=result, worker=index))
-    except Exception as exc:
-        results.put(Failed(f"worker {index}", _portable(exc)))
+            events.send(Parsed(task=task, result=result, worker=index))
     finally:
         stage.close()
         slots.close()

@@ -10,12 +10,14 @@ import numpy as np
 
 @dataclass
 class Frame:
-    """One decoded video frame. ``image`` is HxWx3 BGR uint8."""
+    """One decoded video frame. ``image`` is HxWx3 BGR uint8; ``captured_at`` is when it was decoded
+    (``time.time()``), the start of its latency."""
 
     seq: int
     pts: int | None
     time_base: Fraction
     image: np.ndarray
+    captured_at: float | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -68,3 +70,4 @@ class FrameResult:
     seq: int
     persons: list[PersonStats] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
+    status: str = "ok"  # "unparsed": parsing failed twice and the frame was written without labels

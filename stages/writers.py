@@ -56,6 +56,7 @@ class StatsWriter:
         assert self._file is not None, "open() first"
         record = {
             "seq": result.seq,
+            "status": result.status,
             "pts": pts,
             "time_s": None if seconds is None else round(seconds, 6),
             "persons": [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,27 +16,42 @@ import pytest
 
 from vidparse.errors import BadInputError, ModelError
 from vidparse.pipeline.reorder import ReorderBuffer
-from vidparse.pipeline.runner import PipelineError, Runner, RunSettings
+from vidparse.pipeline.runner import Runner, RunSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.source import VideoSource
 from vidparse.stages.types import Frame, FrameResult
 
 
 class ThresholdStage:
-    """Labels = 1 where the blue channel is bright; sleeps a random while so workers finish out of order."""
+    """Labels = 1 where the blue channel is bright; sleeps a random while so workers finish out of order.
 
-    def __init__(self, fail_at: int | None, kill_at: int | None, jitter_s: float) -> None:
-        self.fail_at, self.kill_at, self.jitter_s = fail_at, kill_at, jitter_s
+    Faults on demand: fail to open, raise on a frame, SIGKILL itself or hang on a frame. ``kill_times`` limits
+    how many processes a kill or hang takes down (counted in a file, since each replacement starts afresh).
+    """
+
+    def __init__(self, job: TrivialJob) -> None:
+        self.job = job
 
     def open(self) -> None:
-        pass
+        if self.job.fail_open:
+            raise ModelError("model broke on purpose", hint="test")
+
+    def _fault_budget_left(self) -> bool:
+        counter = Path(self.job.fault_counter)
+        used = int(counter.read_text() or 0) if counter.exists() else 0
+        if self.job.kill_times is not None and used >= self.job.kill_times:
+            return False
+        counter.write_text(str(used + 1))
+        return True
 
     def process(self, image: np.ndarray, seq: int) -> tuple[np.ndarray, FrameResult]:
-        if seq == self.fail_at:
-            raise ModelError("stage broke on purpose", hint="test")
-        if seq == self.kill_at:
+        if seq == self.job.raise_at:
+            raise ValueError("this frame always fails")
+        if seq == self.job.kill_at and self._fault_budget_left():
             os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(random.random() * self.jitter_s)
+        if seq == self.job.hang_at and self._fault_budget_left():
+            time.sleep(3600)
+        time.sleep(random.random() * self.job.jitter_s)
         return (image[:, :, 0] > 100).astype(np.uint8), FrameResult(seq=seq, timings={"parse": 0.001})
 
     def close(self) -> None:
@@ -47,6 +63,7 @@ class Collected:
     seqs: list[int] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
     closed: bool = False
 
 
@@ -60,6 +77,7 @@ class CollectingOutput:
     def write(self, frame: Frame, labels: np.ndarray, result: FrameResult) -> None:
         assert result.seq == frame.seq
         self.sink.seqs.append(frame.seq)
+        self.sink.statuses.append(result.status)
         self.sink.labels.append(labels.copy())
         self.sink.images.append(frame.image.copy())
 
@@ -71,15 +89,19 @@ class CollectingOutput:
 class TrivialJob:
     url: str
     collected: Collected
-    fail_at: int | None = None
+    fail_open: bool = False
+    raise_at: int | None = None
     kill_at: int | None = None
+    hang_at: int | None = None
+    kill_times: int | None = None
     jitter_s: float = 0.02
+    fault_counter: str = field(default_factory=lambda: tempfile.mktemp(prefix="vidparse-faults-"))
 
     def make_source(self) -> VideoSource:
         return VideoSource(self.url)
 
     def make_parser(self, threads: int) -> ThresholdStage:
-        return ThresholdStage(self.fail_at, self.kill_at, self.jitter_s)
+        return ThresholdStage(self)
 
     def slot_layout(self, info) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
@@ -92,14 +114,10 @@ def run(job: TrivialJob, workers: int, queue_size: int = 2):
     return Runner(job, RunSettings(workers=workers, threads=1, queue_size=queue_size)).run()
 
 
-def shm_blocks() -> set[str]:
-    return {p.name for p in Path("/dev/shm").iterdir()} if Path("/dev/shm").exists() else set()
-
-
 def test_every_frame_once_in_order_whatever_the_worker_count(clip: Path) -> None:
-    before = shm_blocks()
     one, three = Collected(), Collected()
-    stats = run(TrivialJob(str(clip), one), workers=1)
+    runner = Runner(TrivialJob(str(clip), one), RunSettings(workers=1, threads=1, queue_size=2))
+    stats = runner.run()
     run(TrivialJob(str(clip), three), workers=3)
     assert one.seqs == three.seqs == list(range(12))
     assert stats.frames == 12 and stats.stage_s["parse"] == pytest.approx(0.012) and stats.stage_s["decode"] > 0
@@ -107,24 +125,53 @@ def test_every_frame_once_in_order_whatever_the_worker_count(clip: Path) -> None
         assert np.array_equal(a, b)
         assert np.array_equal(b, (image[:, :, 0] > 100).astype(np.uint8)), "labels belong to their own frame"
     assert one.closed and three.closed
-    assert shm_blocks() <= before, "shared memory is unlinked after the run"
+    assert runner.slots_name and not (Path("/dev/shm") / runner.slots_name.lstrip("/")).exists(), \
+        "shared memory is unlinked after the run"
     assert not multiprocess.active_children()
 
 
-def test_a_stage_error_reaches_the_caller_and_children_stop(clip: Path) -> None:
+def test_a_model_that_will_not_load_stops_the_run(clip: Path) -> None:
     collected = Collected()
     with pytest.raises(ModelError, match="broke on purpose"):
-        run(TrivialJob(str(clip), collected, fail_at=5), workers=2)
+        run(TrivialJob(str(clip), collected, fail_open=True), workers=2)
     assert collected.closed, "the output is finalized even on failure"
     assert not multiprocess.active_children()
 
 
-def test_a_killed_worker_is_detected(clip: Path) -> None:
+def test_a_killed_worker_is_replaced_and_its_frame_parsed_again(clip: Path) -> None:
     collected = Collected()
-    with pytest.raises(PipelineError, match="died"):
-        run(TrivialJob(str(clip), collected, kill_at=3), workers=2)
-    assert collected.closed
+    stats = run(TrivialJob(str(clip), collected, kill_at=3, kill_times=1), workers=2)
+    assert collected.seqs == list(range(12)), "every frame once, in order"
+    assert stats.worker_restarts == 1 and stats.retried_frames == 1 and stats.unparsed_frames == []
+    assert np.array_equal(collected.labels[3], (collected.images[3][:, :, 0] > 100).astype(np.uint8))
+    assert stats.degraded
     assert not multiprocess.active_children()
+
+
+def test_a_frame_that_kills_every_worker_is_written_unparsed(clip: Path) -> None:
+    collected = Collected()
+    stats = run(TrivialJob(str(clip), collected, kill_at=3), workers=2)
+    assert collected.seqs == list(range(12))
+    assert stats.unparsed_frames == [3] and stats.worker_restarts == 2
+    assert collected.statuses[3] == "unparsed" and collected.labels[3].max() == 0
+    assert set(collected.statuses[:3] + collected.statuses[4:]) == {"ok"}
+
+
+def test_a_hung_worker_is_killed_after_the_frame_timeout(clip: Path) -> None:
+    collected = Collected()
+    started = time.monotonic()
+    stats = Runner(TrivialJob(str(clip), collected, hang_at=2, kill_times=1),
+                   RunSettings(workers=1, threads=1, queue_size=2, frame_timeout_s=2.0)).run()
+    assert collected.seqs == list(range(12))
+    assert stats.worker_restarts == 1 and stats.unparsed_frames == []
+    assert time.monotonic() - started < 30
+
+
+def test_a_frame_error_is_retried_then_given_up(clip: Path) -> None:
+    collected = Collected()
+    stats = run(TrivialJob(str(clip), collected, raise_at=4), workers=2)
+    assert collected.seqs == list(range(12))
+    assert stats.unparsed_frames == [4] and stats.worker_restarts == 0 and stats.retried_frames == 1
 
 
 def test_a_bad_input_is_reported_from_the_source_process(tmp_path: Path) -> None:
