@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ class AnnotatedOutput:
             labels = self.temporal.process(labels, frame.image)
         annotated = self.recolor.process(frame.image, labels)
         composed = time.perf_counter()
-        self.sink.write(Frame(frame.seq, frame.pts, frame.time_base, annotated))
+        self.sink.write(replace(frame, image=annotated))
         result.timings["compose"] = composed - started
         result.timings["encode"] = time.perf_counter() - composed
         if self.masks:

@@ -1,9 +1,16 @@
-"""Video output: libx264 yuv420p with the source's timestamps, fast-start MP4, the source's audio copied."""
+"""Video output: libx264 yuv420p with the source's timestamps, fast-start MP4, the source's audio copied.
+
+For long runs the output can be rotated into segments named by their start time, and MP4/MOV can be written
+fragmented, so that a process killed at any moment leaves files that play up to (nearly) that moment.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -16,12 +23,40 @@ from vidparse.stages.types import Frame
 log = logging.getLogger(__name__)
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyond the encoder's delay
+SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
 
 
 @dataclass
 class EncoderOptions:
     crf: int = field(metadata={"range": (0, 51)})
     preset: str = field(metadata={"choices": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")})
+    # > 0: a new file every this many seconds of video, named <stem>_<UTC start time><suffix>; 0: one file.
+    segment_seconds: float = field(default=0.0, metadata={"range": (0.0, 86_400.0)})
+    # MP4/MOV written as fragments (matroska needs nothing): playable however the process ends.
+    fragmented: bool = False
+
+
+def container_options(fmt: str, fragmented: bool) -> dict[str, str]:
+    if fmt not in ("mp4", "mov"):
+        return {}
+    if fragmented:
+        # flush_packets: each finished fragment reaches the file at once instead of waiting in the I/O buffer.
+        return {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": str(FRAGMENT_US),
+                "flush_packets": "1"}
+    return {"movflags": "+faststart"}
+
+
+def segment_path(path: Path, started_at: float) -> Path:
+    """``out.mp4`` -> ``out_20261123T041500.mp4`` for a segment starting at ``started_at`` (epoch seconds);
+    a numbered name when that one exists (two segments within one second, or a restarted run)."""
+    stamp = datetime.fromtimestamp(started_at, timezone.utc).strftime(SEGMENT_TIME_FORMAT)
+    candidate = path.with_name(f"{path.stem}_{stamp}{path.suffix}")
+    number = 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}_{stamp}-{number}{path.suffix}")
+    return candidate
 
 
 def check_output_path(path: Path) -> None:
@@ -47,7 +82,11 @@ def check_output_path(path: Path) -> None:
 
 
 class VideoSink:
-    """Encodes annotated frames. Audio packets of ``audio_from`` are copied, interleaved by time."""
+    """Encodes annotated frames. Audio packets of ``audio_from`` are copied, interleaved by time.
+
+    With ``segment_seconds`` each segment is a complete file whose timestamps start at 0; ``paths`` lists
+    every file written. Audio is copied only into unsegmented output.
+    """
 
     def __init__(self, path: Path, info: StreamInfo, options: EncoderOptions, audio_from: str | None = None) -> None:
         self.path = path
@@ -55,14 +94,31 @@ class VideoSink:
         self.options = options
         self.audio_from = audio_from
         self.frames_written = 0
+        self.paths: list[Path] = []
+        self._output: av.container.OutputContainer | None = None
+        self._audio: _AudioCopy | None = None
+        self._segment_start: Fraction | None = None  # first frame time of the current segment, seconds
+        self._pts_origin = 0
+
+    @property
+    def segmented(self) -> bool:
+        return self.options.segment_seconds > 0
 
     def open(self) -> None:
-        fmt = CONTAINERS[self.path.suffix.lower()]
-        container_options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+        if self.segmented:
+            if self.audio_from:
+                log.warning("segmented output: the input's audio is not copied")
+            return  # each segment is named by the time of its first frame, so it opens with that frame
+        self._open_file(self.path)
+        self._audio = _AudioCopy(self.audio_from, self._output) if self.audio_from else None
+
+    def _open_file(self, path: Path) -> None:
+        fmt = CONTAINERS[path.suffix.lower()]
         try:
-            self._output = av.open(str(self.path), "w", format=fmt, options=container_options)
+            self._output = av.open(str(path), "w", format=fmt, options=container_options(fmt, self.options.fragmented))
         except (av.error.FFmpegError, OSError) as exc:
-            raise BadOutputError(f"cannot create {self.path}: {exc}", hint="choose a writable location") from exc
+            raise BadOutputError(f"cannot create {path}: {exc}", hint="choose a writable location") from exc
+        self.paths.append(path)
         stream = self._output.add_stream("libx264", rate=self.info.frame_rate)
         stream.width = self.info.width - self.info.width % 2
         stream.height = self.info.height - self.info.height % 2
@@ -71,12 +127,24 @@ class VideoSink:
         stream.codec_context.time_base = self.info.time_base
         stream.options = {"crf": str(self.options.crf), "preset": self.options.preset}
         self._video = stream
-        self._audio = _AudioCopy(self.audio_from, self._output) if self.audio_from else None
+
+    def _rotate(self, frame: Frame) -> None:
+        """Start the next segment with ``frame`` when the current one is full (or none is open yet)."""
+        seconds = Fraction(frame.pts or 0) * frame.time_base
+        if self._segment_start is not None and seconds - self._segment_start < self.options.segment_seconds:
+            return
+        self._finish_file()
+        self._open_file(segment_path(self.path, frame.captured_at or time.time()))
+        self._segment_start = seconds
+        self._pts_origin = frame.pts or 0
+        log.info("writing segment %s", self.paths[-1])
 
     def write(self, frame: Frame) -> None:
+        if self.segmented:
+            self._rotate(frame)
         image = frame.image[: self._video.height, : self._video.width]
         av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-        av_frame.pts = frame.pts
+        av_frame.pts = None if frame.pts is None else frame.pts - self._pts_origin
         av_frame.time_base = frame.time_base
         self._mux(self._video.encode(av_frame))
         if self._audio is not None and frame.seconds is not None:
@@ -87,12 +155,12 @@ class VideoSink:
         try:
             self._output.mux(packets)
         except OSError as exc:
-            raise BadOutputError(f"writing {self.path} failed: {exc.strerror or exc}",
+            raise BadOutputError(f"writing {self.paths[-1]} failed: {exc.strerror or exc}",
                                  hint="check free disk space and that the output directory still exists") from exc
 
-    def close(self) -> None:
-        """Flush the encoder and finalize the file so it plays, whatever happened before."""
-        if getattr(self, "_output", None) is None:
+    def _finish_file(self) -> None:
+        """Flush the encoder and finalize the current file so it plays, whatever happened before."""
+        if self._output is None:
             return
         try:
             self._mux(self._video.encode(None))
@@ -101,8 +169,12 @@ class VideoSink:
         finally:
             if self._audio is not None:
                 self._audio.close()
+                self._audio = None
             self._output.close()
             self._output = None
+
+    def close(self) -> None:
+        self._finish_file()
 
 
 class _AudioCopy:

@@ -1,20 +1,81 @@
-"""Video input: PyAV demux and threaded decode of anything FFmpeg reads."""
+"""Video input: PyAV demux and threaded decode of files, RTSP/HTTP streams and cameras.
+
+Files are read once, losslessly. Live inputs (streams, cameras) reconnect by themselves: end of stream, a read
+that times out or an error counts as a disconnect, followed by reconnect attempts with exponential backoff and
+jitter. Live frames carry one monotonic timeline across reconnects and their wall-clock capture time.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
+import re
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import av
 import numpy as np
 
-from vidparse.errors import BadInputError
+from vidparse.errors import BadInputError, StreamLostError
 from vidparse.stages.types import Frame
 
 log = logging.getLogger(__name__)
+
+# After a stall FFmpeg's H.264 parser still hands out the last whole frame it holds when the first timed-out
+# read gives up, so a stall surfaces only when a second read times out: each read gets half the budget.
+READS_PER_STALL = 2
+# A jump in a live stream's own timestamps beyond this (or backwards) re-bases the output timeline.
+MAX_TIMESTAMP_GAP_S = 10.0
+
+
+class InputKind(Enum):
+    FILE = "file"
+    RTSP = "rtsp"
+    HTTP = "http"  # HLS or any stream over HTTP(S); a file with a known duration is read like a file
+    CAMERA = "camera"  # /dev/videoN through FFmpeg's v4l2
+    STREAM = "stream"  # any other protocol URL (udp://, srt://, rtmp://, ...)
+
+
+def input_kind(url: str) -> InputKind:
+    """What ``url`` names, judged from the string alone."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("rtsp", "rtsps"):
+        return InputKind.RTSP
+    if scheme in ("http", "https"):
+        return InputKind.HTTP
+    if re.fullmatch(r"/dev/video\d+", url):
+        return InputKind.CAMERA
+    return InputKind.FILE if scheme in ("", "file") else InputKind.STREAM
+
+
+@dataclass
+class LiveOptions:
+    """How live inputs are read and recovered."""
+
+    rtsp_transport: str = field(default="tcp", metadata={"choices": ("tcp", "udp")})
+    open_timeout_s: float = field(default=10.0, metadata={"range": (0.1, 600.0)})  # connect + read stream headers
+    read_timeout_s: float = field(default=5.0, metadata={"range": (0.1, 600.0)})  # longest wait for data: a stall
+    reconnect_attempts: int = field(default=-1, metadata={"range": (-1, 1_000_000)})  # in a row; -1 = unlimited
+    backoff_initial_s: float = field(default=0.5, metadata={"range": (0.0, 60.0)})  # wait before the 1st attempt
+    backoff_max_s: float = field(default=10.0, metadata={"range": (0.0, 3600.0)})  # doubling stops here
+
+
+class StopSignal(Protocol):
+    """What interrupts a reconnect wait: a ``threading.Event`` or a multiprocessing one."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def backoff_delay(attempt: int, initial_s: float, max_s: float) -> float:
+    """Seconds to wait before reconnect ``attempt`` (1, 2, ...): doubling, capped, then jittered to 50-100 %
+    so that many clients of one camera do not reconnect in lockstep."""
+    ceiling = min(max_s, initial_s * 2 ** (attempt - 1))
+    return ceiling * random.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -27,6 +88,7 @@ class StreamInfo:
     duration_s: float | None
     codec: str
     has_audio: bool
+    live: bool = False  # a stream or camera: frames arrive in real time, reconnects happen, nothing can wait
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -52,31 +114,113 @@ def open_container(url: str, options: dict[str, str] | None = None) -> av.contai
                             hint="give a video file FFmpeg can read (mp4, avi, mkv, ...)") from exc
 
 
-class VideoSource:
-    """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps."""
+def open_live(url: str, kind: InputKind, options: LiveOptions) -> av.container.InputContainer:
+    """One connection attempt to a stream or camera; FFmpeg's exceptions pass through for the caller to judge."""
+    read_s = options.read_timeout_s / READS_PER_STALL
+    # PyAV's interrupt enforces both budgets; FFmpeg's per-operation socket timeout is only a backstop should the
+    # interrupt not be polled, kept above them so that the budgets decide.
+    socket_timeout_us = str(int(2 * max(options.open_timeout_s, options.read_timeout_s) * 1e6))
+    ffmpeg_options = {
+        InputKind.RTSP: {"rtsp_transport": options.rtsp_transport, "timeout": socket_timeout_us},
+        InputKind.HTTP: {"rw_timeout": socket_timeout_us},
+        InputKind.STREAM: {"rw_timeout": socket_timeout_us},
+    }.get(kind, {})
+    return av.open(url, format="v4l2" if kind is InputKind.CAMERA else None, options=ffmpeg_options,
+                   timeout=(options.open_timeout_s, read_s))
 
-    def __init__(self, url: str, max_frames: int | None = None) -> None:
+
+def _is_permanent(error: Exception) -> bool:
+    """Failures that retrying will not fix (when they happen on the very first connection)."""
+    return isinstance(error, (av.error.HTTPClientError, av.error.ProtocolNotFoundError,
+                              av.error.DemuxerNotFoundError, PermissionError, FileNotFoundError, BadInputError))
+
+
+def _reason(error: Exception) -> str:
+    return (getattr(error, "strerror", None) or str(error) or type(error).__name__).strip()
+
+
+def _video_stream(url: str, container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The first video stream, checked for being a usable video; closes ``container`` when it is not."""
+    problem = None
+    if not container.streams.video:
+        problem = (f"input {url} has no video stream", "give a file with a video track")
+    elif container.streams.video[0].codec_context.width <= 0 or container.streams.video[0].codec_context.height <= 0:
+        problem = (f"input {url} has a video stream without a frame size", "the file may be truncated or damaged")
+    elif container.format.name == "image2" or container.format.name.endswith("_pipe"):
+        problem = (f"input {url} is a still image, not a video", "give a video file")
+    if problem:
+        container.close()
+        raise BadInputError(*problem)
+    return container.streams.video[0]
+
+
+class LiveTimeline:
+    """Output timestamps for a live input, strictly increasing across reconnects.
+
+    Within a connection the stream's own timestamps (smooth, as the camera stamped them) are kept; each new
+    connection, and any jump in them, is re-based on the wall clock, so an outage shows as a gap of its length.
+    """
+
+    def __init__(self, time_base: Fraction, frame_rate: Fraction) -> None:
+        self.time_base = time_base
+        self._step = max(1, round(1 / (frame_rate * time_base)))
+        self._max_gap = round(MAX_TIMESTAMP_GAP_S / time_base)
+        self._started: float | None = None
+        self._offset: int | None = None  # output minus stream timestamp on the current connection
+        self._last: int | None = None
+
+    def rebase(self) -> None:
+        self._offset = None
+
+    def stamp(self, pts: int | None, stream_time_base: Fraction, now: float) -> int:
+        if self._started is None:
+            self._started = now
+        wall = round((now - self._started) / self.time_base)
+        rebased = wall if self._last is None else max(wall, self._last + self._step)
+        if pts is None:
+            stamped = rebased if self._offset is None else self._last + self._step
+        else:
+            source = round(pts * stream_time_base / self.time_base)
+            stamped = None if self._offset is None else source + self._offset
+            if stamped is None or not self._last < stamped <= self._last + self._max_gap:
+                stamped = rebased
+                self._offset = stamped - source
+        self._last = stamped
+        return stamped
+
+
+class VideoSource:
+    """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps.
+
+    ``live`` configures streams and cameras (ignored for files); once ``stop`` is set, a reconnect wait is
+    cut short and the frame iterator ends there (or ``open()`` fails).
+    """
+
+    def __init__(self, url: str, max_frames: int | None = None, live: LiveOptions | None = None,
+                 stop: StopSignal | None = None) -> None:
         self.url = url
+        self.kind = input_kind(url)
         self.max_frames = max_frames
+        self.live_options = live or LiveOptions()
+        self.stop = stop
         self.skipped_packets = 0
+        self.reconnects = 0
+        self._failures = 0  # failed connections in a row; a decoded frame resets it
         self._container: av.container.InputContainer | None = None
         self.info: StreamInfo | None = None
 
     def open(self) -> StreamInfo:
-        container = open_container(self.url)
-        if not container.streams.video:
-            container.close()
-            raise BadInputError(f"input {self.url} has no video stream", hint="give a file with a video track")
-        stream = container.streams.video[0]
-        if stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
-            container.close()
-            raise BadInputError(f"input {self.url} has a video stream without a frame size",
-                                hint="the file may be truncated or damaged")
-        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
-            container.close()
-            raise BadInputError(f"input {self.url} is a still image, not a video", hint="give a video file")
-        stream.thread_type = "AUTO"
+        if self.kind is InputKind.FILE:
+            container = open_container(self.url)
+        else:
+            container = self._connect(None)
+            if container is None:
+                raise BadInputError(f"input {self.url}: stopped before it could be opened")
+        stream = _video_stream(self.url, container)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and container.duration)
+        if not live:  # frame threads hold a frame back each: live inputs keep PyAV's default, slice threads
+            stream.thread_type = "AUTO"
         self._container = container
         self.info = StreamInfo(
             width=stream.codec_context.width,
@@ -88,38 +232,126 @@ class VideoSource:
             (container.duration / av.time_base if container.duration else None),
             codec=stream.codec_context.name,
             has_audio=bool(container.streams.audio),
+            live=live,
         )
         return self.info
 
     def frames(self) -> Iterator[Frame]:
         assert self._container is not None and self.info is not None, "open() first"
-        stream = self._container.streams.video[0]
-        frame_step = 1 / (self.info.frame_rate * self.info.time_base)
-        seq = 0
-        for packet in self._container.demux(stream):
+        return self._live_frames() if self.info.live else self._file_frames()
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        assert self._container is not None
+        for packet in self._container.demux(self._container.streams.video[0]):
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError as exc:
                 self.skipped_packets += 1
                 log.warning("skipped an undecodable packet at pts %s: %s", packet.pts, exc)
                 continue
-            for av_frame in decoded:
-                pts = av_frame.pts if av_frame.pts is not None else round(seq * frame_step)
-                image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
-                yield Frame(seq=seq, pts=pts, time_base=self.info.time_base, image=image)
-                seq += 1
-                if self.max_frames is not None and seq >= self.max_frames:
-                    return
+            yield from decoded
 
-    def close(self) -> None:
+    def _file_frames(self) -> Iterator[Frame]:
+        assert self.info is not None
+        frame_step = 1 / (self.info.frame_rate * self.info.time_base)
+        for seq, av_frame in enumerate(self._decoded()):
+            pts = av_frame.pts if av_frame.pts is not None else round(seq * frame_step)
+            image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
+            yield Frame(seq=seq, pts=pts, time_base=self.info.time_base, image=image, captured_at=time.time())
+            if self.max_frames is not None and seq + 1 >= self.max_frames:
+                return
+
+    def _live_frames(self) -> Iterator[Frame]:
+        """Frames across reconnects, scaled to the first connection's size should a camera change it."""
+        assert self.info is not None
+        timeline = LiveTimeline(self.info.time_base, self.info.frame_rate)
+        seq = 0
+        while True:
+            try:
+                for av_frame in self._decoded():
+                    captured_at = time.time()
+                    image = av_frame.to_ndarray(format="bgr24", width=self.info.width, height=self.info.height)
+                    pts = timeline.stamp(av_frame.pts, av_frame.time_base or self.info.time_base, captured_at)
+                    yield Frame(seq=seq, pts=pts, time_base=self.info.time_base,
+                                image=np.ascontiguousarray(image), captured_at=captured_at)
+                    self._failures = 0
+                    seq += 1
+                    if self.max_frames is not None and seq >= self.max_frames:
+                        return
+                reason = "the stream ended"
+            except (av.error.FFmpegError, OSError) as exc:
+                timed_out = isinstance(exc, (av.error.ExitError, TimeoutError))  # PyAV's interrupt, FFmpeg's timeout
+                reason = f"no data for {self.live_options.read_timeout_s:g} s" if timed_out else _reason(exc)
+            self._close_container()
+            self._container = self._connect(reason)
+            if self._container is None:
+                return
+            self.reconnects += 1
+            timeline.rebase()
+
+    def _connect(self, lost: str | None) -> av.container.InputContainer | None:
+        """Connect to the live input, retrying with backoff; ``lost`` says why the last connection ended (None
+        before the first one). None when stopped; raises once ``reconnect_attempts`` failed in a row."""
+        options = self.live_options
+        reason = lost
+        event = f"disconnected from {self.url}" if lost is not None else f"cannot connect to {self.url}"
+        while True:
+            if reason is not None:
+                self._failures += 1
+                if 0 <= options.reconnect_attempts < self._failures:
+                    raise self._gave_up(reason, connected_before=lost is not None)
+                delay = backoff_delay(self._failures, options.backoff_initial_s, options.backoff_max_s)
+                log.warning("%s (%s); reconnecting in %.1f s (attempt %d%s)", event, reason, delay, self._failures,
+                            f" of {options.reconnect_attempts}" if options.reconnect_attempts >= 0 else "")
+                event = f"reconnecting to {self.url} failed"
+                if self._wait(delay):
+                    return None
+            attempt_started = time.monotonic()
+            try:
+                container = open_live(self.url, self.kind, options)
+                _video_stream(self.url, container)
+            except (av.error.FFmpegError, OSError, BadInputError) as exc:
+                # An interrupted RTSP handshake surfaces as "invalid data"; the clock tells what happened.
+                timed_out = time.monotonic() - attempt_started >= options.open_timeout_s
+                reason = f"no answer within {options.open_timeout_s:g} s" if timed_out else _reason(exc)
+                if lost is None and self._failures == 0 and _is_permanent(exc):
+                    raise self._unreachable(reason) from exc
+                continue
+            if reason is not None:
+                log.info("reconnected to %s", self.url)
+            return container
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep, or return True early when asked to stop."""
+        if self.stop is not None:
+            return self.stop.wait(seconds)
+        time.sleep(seconds)
+        return False
+
+    def _unreachable(self, reason: str) -> BadInputError:
+        return BadInputError(f"cannot open {self.url}: {reason}",
+                             hint="check the address, the credentials and that the camera or server is running")
+
+    def _gave_up(self, reason: str, connected_before: bool) -> BadInputError | StreamLostError:
+        attempts = self.live_options.reconnect_attempts
+        if not connected_before:
+            return self._unreachable(reason + (f" ({attempts} reconnect attempts failed)" if attempts else ""))
+        return StreamLostError(f"lost {self.url}: {reason}; " + (f"{attempts} reconnect attempts failed" if attempts
+                                                                 else "reconnecting is off"),
+                               hint="raise --reconnect-attempts (-1 = keep trying) or check the camera")
+
+    def _close_container(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
 
+    def close(self) -> None:
+        self._close_container()
 
-def probe(url: str) -> StreamInfo:
+
+def probe(url: str, live: LiveOptions | None = None) -> StreamInfo:
     """Open an input only to describe it (and to fail early with a clear error if it is not a video)."""
-    source = VideoSource(url)
+    source = VideoSource(url, live=live)
     try:
         return source.open()
     finally:

@@ -1,3 +1,4 @@
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,15 +12,16 @@ from vidparse.stages.source import VideoSource, probe
 from vidparse.stages.types import Frame
 
 
-def copy_through_sink(source_path: Path, target: Path, audio: bool) -> None:
+def copy_through_sink(source_path: Path, target: Path, audio: bool, options: EncoderOptions | None = None) -> VideoSink:
     source = VideoSource(str(source_path))
     info = source.open()
-    sink = VideoSink(target, info, EncoderOptions(crf=18, preset="ultrafast"), str(source_path) if audio else None)
+    sink = VideoSink(target, info, options or EncoderOptions(crf=18, preset="ultrafast"), str(source_path) if audio else None)
     sink.open()
     for frame in source.frames():
         sink.write(frame)
     sink.close()
     source.close()
+    return sink
 
 
 def test_browser_playable_h264_with_source_timestamps(clip: Path, tmp_path: Path) -> None:
@@ -70,3 +72,18 @@ def test_read_only_location() -> None:
     # sysfs refuses new files even to root, so this holds wherever the tests run.
     with pytest.raises(BadOutputError, match="not writable"):
         check_output_path(Path("/sys/out.mp4"))
+
+
+def test_segments_rotate_by_stream_time_and_start_at_zero(clip: Path, tmp_path: Path) -> None:
+    sink = copy_through_sink(clip, tmp_path / "out.mp4", False, EncoderOptions(23, "ultrafast", segment_seconds=0.5))
+    assert sorted(sink.paths) == sorted(tmp_path.glob("out_*.mp4")) and not (tmp_path / "out.mp4").exists()
+    assert all(re.fullmatch(r"out_\d{8}T\d{6}(-\d+)?\.mp4", p.name) for p in sink.paths)
+    facts = [probe_video(p) for p in sink.paths]
+    assert [f.frames for f in facts] == [5, 5, 2]
+    assert all(f.pts_s == pytest.approx([i / 10 for i in range(f.frames)]) for f in facts)
+
+
+def test_fragmented_mp4_plays_like_the_plain_one(clip: Path, tmp_path: Path) -> None:
+    copy_through_sink(clip, tmp_path / "out.mp4", False, EncoderOptions(23, "ultrafast", fragmented=True))
+    assert b"moof" in (tmp_path / "out.mp4").read_bytes()
+    assert probe_video(tmp_path / "out.mp4").pts_s == pytest.approx([i / 10 for i in range(12)])
