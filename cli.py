@@ -35,6 +35,9 @@ DEGRADED_EXIT = 8  # finished, every frame written, but workers were replaced or
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=verbose)], force=True)
+    if not verbose:  # reconnects and segment rotations are worth a timestamped line in every run
+        for name in ("vidparse.stages.source", "vidparse.stages.sink"):
+            logging.getLogger(name).setLevel(logging.INFO)
 
 
 @contextmanager
@@ -47,6 +50,21 @@ def user_errors() -> Iterator[None]:
         if exc.hint:
             console.print(f"[dim]hint: {exc.hint}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager stopping us) finishes the run like Ctrl-C: in-flight frames, then finalize."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -64,36 +82,52 @@ def run(
     alpha: Annotated[Optional[float], typer.Option(help="Class color weight over the frame, 0..1.")] = None,
     legend: Annotated[Optional[bool], typer.Option("--legend/--no-legend", help="Draw the class legend.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (M2FP).")] = None,
+    queue_size: Annotated[Optional[int], typer.Option(help="Frames waiting for a worker.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="When workers fall behind: block, drop (oldest), auto.")] = None,
+    rtsp_transport: Annotated[Optional[str], typer.Option(help="RTSP over tcp or udp.")] = None,
+    reconnect_attempts: Annotated[Optional[int], typer.Option(help="Live: failed reconnects in a row before giving up; -1 = never.")] = None,
+    open_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds to connect.")] = None,
+    read_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds without data that count as a stall.")] = None,
+    segment_seconds: Annotated[Optional[float], typer.Option(help="Rotate the output into files of this length.")] = None,
+    fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Fragmented MP4 (playable after a crash).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Parse every person in INPUT and write an annotated H.264 video."""
+    """Parse every person in INPUT (a file, rtsp://, http(s):// or /dev/videoN) into an annotated H.264 video."""
     _setup_logging(verbose)
     from vidparse.config import load_config
-    from vidparse.jobs import ParseVideoJob, ResolvedModels
+    from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
     from vidparse.pipeline.cpus import threads_per_worker
-    from vidparse.pipeline.runner import Runner, RunSettings
+    from vidparse.pipeline.runner import Runner
     from vidparse.progress import RunReporter
     from vidparse.stages.sink import check_output_path
-    from vidparse.stages.source import probe
+    from vidparse.stages.source import InputKind, input_kind, probe
 
-    with user_errors():
+    with user_errors(), _terminate_as_interrupt():
         settings = load_config(config, {
             "workers": workers, "threads": threads, "model": model, "device": device,
             "model_path": str(model_dir) if model_dir else None, "compose.alpha": alpha, "compose.legend": legend,
+            "queue_size": queue_size, "policy": policy, "live.rtsp_transport": rtsp_transport,
+            "live.reconnect_attempts": reconnect_attempts, "live.open_timeout_s": open_timeout,
+            "live.read_timeout_s": read_timeout, "output.segment_seconds": segment_seconds,
+            "output.fragmented": fragmented,
         })
-        if "://" not in input:
+        if input_kind(input) is InputKind.FILE:
             probe(input)
         check_output_path(output)
         job = ParseVideoJob(settings, input, output, ResolvedModels.for_config(settings), masks_dir=masks,
                             stats_path=stats, max_frames=max_frames)
-        run_settings = RunSettings(settings.workers, threads_per_worker(settings.workers, settings.threads),
-                                   settings.queue_size)
+        threads_each = threads_per_worker(settings.workers, settings.threads)
         with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
-            runner = Runner(job, run_settings, on_open=lambda info: (reporter.on_open(info), reporter.limit(max_frames)),
+            runner = Runner(job, run_settings(settings, input, threads_each),
+                            on_open=lambda info: (reporter.on_open(info), reporter.limit(max_frames)),
                             on_frame=reporter.on_frame)
-            result = runner.run()
+            try:
+                result = runner.run()
+            finally:
+                written = runner.output.sink.paths if runner.output is not None else []
         console.print(reporter.summary(result))
-        console.print(f"wrote {output}" + (f", masks in {masks}" if masks else "") + (f", stats in {stats}" if stats else ""))
+        console.print("wrote " + ", ".join(map(str, written)) + (f", masks in {masks}" if masks else "")
+                      + (f", stats in {stats}" if stats else ""), soft_wrap=True)
         if result.interrupted:
             raise typer.Exit(INTERRUPTED_EXIT)
         if result.degraded:

@@ -18,6 +18,7 @@ from vidparse.stages.parsers import BACKENDS, backend_module
 from vidparse.stages.person_parser import RoiOptions
 from vidparse.stages.recolor import ComposeOptions
 from vidparse.stages.sink import EncoderOptions
+from vidparse.stages.source import LiveOptions
 from vidparse.stages.temporal import TemporalOptions
 
 
@@ -29,6 +30,10 @@ class Config:
     workers: int = field(metadata={"range": (1, 1024)})
     threads: int = field(metadata={"range": (0, 1024)})
     queue_size: int = field(metadata={"range": (1, 10_000)})
+    # block: the source waits for the workers (nothing lost); drop: the oldest waiting frame is dropped
+    # (latency stays bounded); auto: drop for live inputs, block for files
+    policy: str = field(metadata={"choices": ("auto", "block", "drop")})
+    live: LiveOptions
     detector: DetectorOptions
     roi: RoiOptions
     parsers: dict[str, Any]  # backend name -> that backend's Options dataclass

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from vidparse.config import Config
 from vidparse.model_store import resolve_model
+from vidparse.pipeline.runner import RunSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.output import AnnotatedOutput
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
-from vidparse.stages.source import StreamInfo, VideoSource
+from vidparse.stages.source import InputKind, StreamInfo, VideoSource, input_kind
 
 
 @dataclass
@@ -45,8 +47,8 @@ class ParseVideoJob:
     stats_path: Path | None = None
     max_frames: int | None = None
 
-    def make_source(self) -> VideoSource:
-        return VideoSource(self.input_url, max_frames=self.max_frames)
+    def make_source(self, stop: Any = None) -> VideoSource:
+        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.config.live, stop=stop)
 
     def make_parser(self, threads: int) -> PersonParser:
         return build_person_parser(self.config, self.models, threads)
@@ -60,9 +62,24 @@ class ParseVideoJob:
             load_label_set(LABEL_SETS[self.config.model]),
             self.output_path,
             self.config.compose,
-            self.config.output,
-            audio_from=self.input_url if info.has_audio else None,
+            # A live input is written fragmented: a killed process still leaves a playable file.
+            replace(self.config.output, fragmented=self.config.output.fragmented or info.live),
+            # Copying audio opens the input a second time: fine for a file, not for a camera.
+            audio_from=self.input_url if info.has_audio and not info.live else None,
             masks_dir=self.masks_dir,
             stats_path=self.stats_path,
             temporal=self.config.temporal,
         )
+
+
+def run_settings(config: Config, input_url: str, threads: int) -> RunSettings:
+    """Pipeline settings for this input: live inputs drop the oldest waiting frame and have a source watchdog."""
+    live = input_kind(input_url) is not InputKind.FILE
+    drop = config.policy == "drop" or (config.policy == "auto" and live)
+    watchdog = None
+    if live:
+        options = config.live
+        # Longer than a stall plus the slowest reconnect attempt, so the watchdog never fights the reconnect loop.
+        watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
+    return RunSettings(workers=config.workers, threads=threads, queue_size=config.queue_size, drop_oldest=drop,
+                       source_timeout_s=watchdog)

@@ -25,13 +25,14 @@ class RunReporter:
             MofNCompleteColumn(),
             TextColumn("{task.fields[fps]:.1f} fps"),
             TextColumn("{task.fields[persons]} persons"),
+            TextColumn("{task.fields[latency]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             transient=False,
         )
-        self.task = self.progress.add_task(description, total=None, fps=0.0, persons=0)
+        self.task = self.progress.add_task(description, total=None, fps=0.0, persons=0, latency="")
         self.persons_total = 0
         self.persons_max = 0
         self.frames_with_persons = 0
@@ -51,14 +52,17 @@ class RunReporter:
         if frames and (task.total is None or frames < task.total):
             self.progress.update(self.task, total=frames)
 
-    def on_frame(self, frame: Frame, result: FrameResult) -> None:
+    def on_frame(self, frame: Frame, result: FrameResult, stats: RunStats | None = None) -> None:
         count = len(result.persons)
         self.persons_total += count
         self.persons_max = max(self.persons_max, count)
         self.frames_with_persons += count > 0
         task = self.progress.tasks[0]
         fps = (task.completed + 1) / task.elapsed if task.elapsed else 0.0
-        self.progress.update(self.task, advance=1, fps=fps, persons=count)
+        latency = ""
+        if stats is not None and (p50 := stats.latency_percentile(50)) is not None and frame.captured_at:
+            latency = f"latency {p50 * 1000:.0f} ms" + (f", {stats.dropped_frames} dropped" if stats.dropped_frames else "")
+        self.progress.update(self.task, advance=1, fps=fps, persons=count, latency=latency)
 
     def summary(self, stats: RunStats) -> Table:
         table = Table(title="vidparse run", show_header=False, title_justify="left")
@@ -70,6 +74,13 @@ class RunReporter:
         table.add_row("start-up (processes, models, first frame)", f"{stats.startup_s:.1f} s")
         table.add_row("persons (all frames / most in one)", f"{self.persons_total} / {self.persons_max}")
         table.add_row("frames with persons", f"{self.frames_with_persons}")
+        if stats.recent_latency_s:
+            table.add_row("latency p50 / p95 (capture to written, last 1000)",
+                          f"{stats.latency_percentile(50) * 1000:.0f} / {stats.latency_percentile(95) * 1000:.0f} ms")
+        if stats.dropped_frames:
+            table.add_row("frames dropped (live policy)", f"{stats.dropped_frames}")
+        if stats.source_restarts:
+            table.add_row("[yellow]source restarts (watchdog)", f"[yellow]{stats.source_restarts}")
         if stats.skipped_packets:
             table.add_row("undecodable packets skipped", f"{stats.skipped_packets}")
         for stage in sorted(stats.stage_s, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else 99):

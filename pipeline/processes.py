@@ -8,6 +8,8 @@ import queue
 import signal
 import time
 import traceback
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from vidparse.pipeline.messages import Done, Failed, FrameFailed, Opened, Parsed, Ready, Task
@@ -27,11 +29,43 @@ def _portable(error: BaseException) -> BaseException:
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-def source_main(job: Any, control: Any, free: Any, events: Any, stop: Any) -> None:
+@dataclass(frozen=True)
+class Resume:
+    """Where a replacement source process picks up: numbering after ``seq`` and timestamps after ``pts``
+    (shifted by the wall-clock time since ``captured_at``, so an outage stays visible as a gap)."""
+
+    seq: int
+    pts: int
+    captured_at: float
+    time_base: Fraction
+
+
+def logging_levels() -> dict[str, int]:
+    """This process's logging levels that children should keep: the root's and any set on vidparse loggers."""
+    levels = {"": logging.getLogger().level}
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if name.startswith("vidparse") and isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
+
+
+def configure_logging(levels: dict[str, int]) -> None:
+    """Spawned children start with no logging set up: mirror the parent's levels, timestamped, on stderr."""
+    logging.basicConfig(level=levels.get("", logging.WARNING), force=True,
+                        format="%(asctime)s %(levelname)-7s %(processName)s: %(message)s", datefmt="%H:%M:%S")
+    for name, level in levels.items():
+        if name:
+            logging.getLogger(name).setLevel(level)
+
+
+def source_main(job: Any, control: Any, free: Any, events: Any, stop: Any, log_levels: dict[str, int],
+                resume: Resume | None = None) -> None:
     """Decode frames into free slots and announce each one, in order, on ``events`` (this process's own pipe)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    source = job.make_source()
-    sent = 0
+    configure_logging(log_levels)
+    source = job.make_source(stop)
+    next_seq = resume.seq + 1 if resume else 0
+    pts_shift: int | None = None if resume else 0
     slots: SharedSlots | None = None
     try:
         info = source.open()
@@ -47,14 +81,20 @@ def source_main(job: Any, control: Any, free: Any, events: Any, stop: Any) -> No
             if frame is None:
                 break
             decode_s = time.perf_counter() - started
+            captured_at = frame.captured_at or time.time()
+            if pts_shift is None:
+                assert resume is not None
+                gap = round((captured_at - resume.captured_at) / resume.time_base)
+                pts_shift = resume.pts + max(1, gap) - (frame.pts or 0)
             slot = _take_slot(free, stop)
             if slot is None:
                 break
             slots.view(slot, "image")[:] = frame.image
-            events.send(Task(seq=frame.seq, slot=slot, pts=frame.pts, time_base=frame.time_base, decode_s=decode_s,
-                            captured_at=getattr(frame, "captured_at", None) or time.time()))
-            sent += 1
-        events.send(Done(frames=sent, skipped_packets=source.skipped_packets))
+            pts = None if frame.pts is None else frame.pts + pts_shift
+            events.send(Task(seq=next_seq, slot=slot, pts=pts, time_base=frame.time_base, decode_s=decode_s,
+                             captured_at=captured_at))
+            next_seq += 1
+        events.send(Done(frames=next_seq, skipped_packets=source.skipped_packets))
     except Exception as exc:  # reported to the main process, which owns user-facing errors
         events.send(Failed("source", _portable(exc)))
     finally:
@@ -72,13 +112,15 @@ def _take_slot(free: Any, stop: Any) -> int | None:
     return None
 
 
-def worker_main(job: Any, index: int, threads: int, handle: SlotsHandle, inbox: Any, events: Any) -> None:
+def worker_main(job: Any, index: int, threads: int, handle: SlotsHandle, inbox: Any, events: Any,
+                log_levels: dict[str, int]) -> None:
     """Parse the frames the main process sends down ``inbox`` until it sends ``None``.
 
     ``inbox`` and ``events`` are this worker's own pipes: a worker killed mid-message can break only its own
     pipe, never a lock that other processes share.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(log_levels)
     import cv2
 
     cv2.setNumThreads(threads)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ import multiprocess.connection
 
 from vidparse.errors import VidparseError
 from vidparse.pipeline.messages import Done, Failed, FrameFailed, Opened, Parsed, Ready, Task
-from vidparse.pipeline.processes import POLL_S, source_main
+from vidparse.pipeline.processes import POLL_S, Resume, logging_levels, source_main
 from vidparse.pipeline.reorder import ReorderBuffer
 from vidparse.pipeline.slots import SharedSlots, SlotLayout
 from vidparse.pipeline.workers import WorkerPool, WorkerStartError
@@ -32,12 +33,15 @@ log = logging.getLogger(__name__)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 JOIN_TIMEOUT_S = 5.0
 MAX_ATTEMPTS = 2  # a frame is parsed at most twice; then it is written unannotated
+STOP_GRACE_S = 2.0
+SOURCE_EXIT_GRACE_S = 1.0  # after Ctrl-C, how long the source may take to notice before it is killed
+LATENCY_WINDOW = 1000  # frames: latency percentiles describe the recent past, and memory stays flat
 
 
 class Job(Protocol):
     """What the runner needs from the stages side. Must pickle (it is sent to child processes)."""
 
-    def make_source(self) -> Any: ...  # open() -> info, frames() -> Iterator[Frame], close(), skipped_packets
+    def make_source(self, stop: Any) -> Any: ...  # open() -> info, frames(), close(), skipped_packets; ends on stop
 
     def make_parser(self, threads: int) -> Any: ...  # open(), process(image, seq) -> (labels, result), close()
 
@@ -52,10 +56,12 @@ class RunSettings:
     threads: int
     queue_size: int
     frame_timeout_s: float = 120.0  # a worker busy longer than this on one frame is treated as dead
+    drop_oldest: bool = False  # live policy: only the newest frame waits; older waiting frames are dropped
+    source_timeout_s: float | None = None  # restart a source that sends nothing for this long (live inputs)
 
     @property
     def slot_count(self) -> int:
-        # Frames waiting for a worker, PREFETCH per worker, and room for out-of-order results.
+        # Frames waiting for a worker, up to two handed to each worker, and room for out-of-order results.
         return self.queue_size + 2 * self.workers
 
 
@@ -69,7 +75,17 @@ class RunStats:
     worker_restarts: int = 0
     retried_frames: int = 0
     unparsed_frames: list[int] = field(default_factory=list)  # written without labels after failing twice
+    dropped_frames: int = 0  # live policy: waiting frames dropped so the newest could be parsed
+    source_restarts: int = 0
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    recent_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def latency_percentile(self, q: float) -> float | None:
+        """Capture-to-written latency over the last LATENCY_WINDOW frames."""
+        if not self.recent_latency_s:
+            return None
+        ordered = sorted(self.recent_latency_s)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
     @property
     def degraded(self) -> bool:
@@ -112,7 +128,7 @@ class Runner:
         job: Job,
         settings: RunSettings,
         on_open: Callable[[Any], None] | None = None,
-        on_frame: Callable[[Frame, Any], None] | None = None,
+        on_frame: Callable[[Frame, Any, RunStats], None] | None = None,
     ) -> None:
         self.job = job
         self.settings = settings
@@ -120,11 +136,11 @@ class Runner:
         self.on_frame = on_frame
         self.stats = RunStats()
         self.slots_name: str | None = None  # the shared-memory block of the last run, for diagnostics
+        self.output: Any = None  # the job's output stage, once the input is open
         self._context = multiprocess.get_context("spawn")
 
     def run(self) -> RunStats:
         ctx = self._context
-        self._source_events, source_send = ctx.Pipe(duplex=False)
         self._control = ctx.Queue()
         self._free = ctx.Queue()
         self._stop = ctx.Event()
@@ -134,13 +150,11 @@ class Runner:
         self._pending: deque[Task] = deque()
         self._attempts: dict[int, int] = {}
         self._reorder: ReorderBuffer[tuple[Task, Any]] = ReorderBuffer()
+        self._reorder_slots: set[int] = set()  # slots of results waiting in the reorder buffer
         self._started = time.perf_counter()
         self._source_done = False
-        self._source = ctx.Process(target=source_main, args=(self.job, self._control, self._free, source_send, self._stop),
-                                   name="vidparse-source", daemon=True)
-        with _thread_environment(1):
-            self._source.start()
-        source_send.close()
+        self._last_task: Task | None = None
+        self._start_source()
         clean = False
         try:
             self._start(self._wait_for_open())
@@ -153,6 +167,45 @@ class Runner:
             self.stats.wall_s = time.perf_counter() - self._started
         return self.stats
 
+    def _start_source(self, resume: Resume | None = None) -> None:
+        self._source_events, source_send = self._context.Pipe(duplex=False)
+        self._source = self._context.Process(
+            target=source_main,
+            args=(self.job, self._control, self._free, source_send, self._stop, logging_levels(), resume),
+            name="vidparse-source", daemon=True)
+        with _thread_environment(1):
+            self._source.start()
+        source_send.close()
+        self._source_heard_at = time.monotonic()
+
+    def _restart_stalled_source(self) -> None:
+        """Watchdog: a live source silent past its timeout is killed and started again where it left off."""
+        timeout = self.settings.source_timeout_s
+        if timeout is None or self._source_done or time.monotonic() - self._source_heard_at < timeout:
+            return
+        log.warning("the source sent nothing for %.0f s; restarting it", timeout)
+        self._source.kill()
+        self._source.join(timeout=JOIN_TIMEOUT_S)
+        self._source_events.close()
+        self.stats.source_restarts += 1
+        self._reclaim_free_slots()
+        last = self._last_task
+        self._start_source(Resume(last.seq, last.pts or 0, last.captured_at or time.time(), last.time_base)
+                           if last else None)
+        self._control.put(self._slots.handle)
+
+    def _reclaim_free_slots(self) -> None:
+        """A killed source may have taken a slot it never announced: rebuild the free list from what is in use."""
+        while True:
+            try:
+                self._free.get_nowait()
+            except queue.Empty:
+                break
+        used = {t.slot for t in self._pending} | self._pool.slots_in_use() | self._reorder_slots
+        for slot in range(self.settings.slot_count):
+            if slot not in used:
+                self._free.put(slot)
+
     def _wait_for_open(self) -> Any:
         while not isinstance(message := self._next_event(), Opened):
             pass
@@ -164,29 +217,35 @@ class Runner:
         for slot in range(self.settings.slot_count):
             self._free.put(slot)
         self._output = self.job.make_output(info)
+        self.output = self._output
         self._output.open()
 
         def spawn(start: Callable[[], None]) -> None:
             with _thread_environment(self.settings.threads):
                 start()
 
+        # Live: one frame per worker, so a frame never waits behind another in a worker's inbox.
+        prefetch = 1 if self.settings.drop_oldest else 2
         self._pool = WorkerPool(self._context, self.job, self.settings.workers, self.settings.threads,
-                                self._slots.handle, self.settings.frame_timeout_s, spawn)
+                                self._slots.handle, self.settings.frame_timeout_s, spawn, prefetch)
         self._control.put(self._slots.handle)
         if self.on_open:
             self.on_open(info)
 
     def _drain(self) -> None:
         """Dispatch, supervise and write until the source is done and every frame it sent is written."""
-        total: int | None = None
-        while total is None or self.stats.frames < total:
+        self._total: int | None = None
+        while self._total is None or self.stats.frames + self.stats.dropped_frames < self._total:
             try:
                 message = self._next_event()
                 if isinstance(message, Task):
+                    self._last_task = message
                     self._pending.append(message)
+                    if self.settings.drop_oldest and len(self._pending) > 1:
+                        self._drop(self._pending.popleft())
                 elif isinstance(message, Done):
                     self._source_done = True
-                    total = message.frames
+                    self._total = message.frames
                     self.stats.skipped_packets = message.skipped_packets
                 elif isinstance(message, Ready):
                     self._pool.mark_ready(message.worker)
@@ -198,14 +257,35 @@ class Runner:
                     log.warning("frame %d failed in worker %d: %s", message.task.seq, message.worker, message.error)
                     self._retry_or_give_up(message.task)
                 self._supervise()
+                if self.stats.interrupted:
+                    self._stop_source_after_interrupt()
+                else:
+                    self._restart_stalled_source()
                 while self._pending and self._pool.has_capacity():
                     self._pool.dispatch(self._pending.popleft())
             except KeyboardInterrupt:
                 if self.stats.interrupted:
                     raise
-                self.stats.interrupted = True
-                self._stop.set()
-                log.warning("interrupted: finishing the frames in flight (press Ctrl-C again to stop at once)")
+                self._interrupt()
+
+    def _interrupt(self) -> None:
+        """First Ctrl-C: stop reading, drop frames not yet started, finish the ones being parsed."""
+        self.stats.interrupted = True
+        self._interrupted_at = time.monotonic()
+        self._stop.set()
+        while self._pending:
+            self._drop(self._pending.popleft())
+        log.warning("interrupted: finishing the frames in flight (press Ctrl-C again to stop at once)")
+
+    def _stop_source_after_interrupt(self) -> None:
+        """A source blocked on a silent stream is not waited for: the frames it announced are all there is."""
+        if self._source_done or time.monotonic() - self._interrupted_at < STOP_GRACE_S:
+            return
+        self._source.kill()
+        self._source_done = True
+        self._total = self._last_task.seq + 1 if self._last_task else 0
+        while self._pending:
+            self._drop(self._pending.popleft())
 
     def _supervise(self) -> None:
         for lost in self._pool.check():
@@ -226,22 +306,35 @@ class Runner:
         self._slots.view(task.slot, "labels")[:] = 0
         self._deliver(task, FrameResult(seq=task.seq, status="unparsed"))
 
+    def _drop(self, task: Task) -> None:
+        self.stats.dropped_frames += 1
+        self._free.put(task.slot)
+        self._deliver(task, None)
+
     def _deliver(self, task: Task, result: Any) -> None:
+        """Hand a result (None: a dropped frame) to the reorder buffer and write whatever is now in order."""
         self._attempts.pop(task.seq, None)
+        if result is not None:
+            self._reorder_slots.add(task.slot)
         for ready_task, ready_result in self._reorder.push(task.seq, (task, result)):
-            self._write(ready_task, ready_result)
+            if ready_result is not None:
+                self._reorder_slots.discard(ready_task.slot)
+                self._write(ready_task, ready_result)
 
     def _write(self, task: Task, result: Any) -> None:
-        frame = Frame(seq=task.seq, pts=task.pts, time_base=task.time_base, image=self._slots.view(task.slot, "image"))
+        frame = Frame(seq=task.seq, pts=task.pts, time_base=task.time_base, image=self._slots.view(task.slot, "image"),
+                      captured_at=task.captured_at)
         self._output.write(frame, self._slots.view(task.slot, "labels"), result)
         self._free.put(task.slot)
+        if task.captured_at is not None:
+            self.stats.recent_latency_s.append(time.time() - task.captured_at)
         for stage, seconds in result.timings.items():
             self.stats.stage_s[stage] += seconds
         self.stats.frames += 1
         if self.stats.frames == 1:
             self.stats.startup_s = time.perf_counter() - self._started
         if self.on_frame:
-            self.on_frame(frame, result)
+            self.on_frame(frame, result, self.stats)
 
     def _next_event(self) -> Any:
         """The next message from a child, or ``None`` after a quiet poll interval or a worker's pipe closing.
@@ -252,8 +345,11 @@ class Runner:
         sources = [] if self._source_done else [self._source_events]
         ready = multiprocess.connection.wait([*sources, *workers], timeout=POLL_S)
         if not ready:
-            self._check_source()
+            if not self._source_done:
+                self._check_source()
             return None
+        if ready[0] is self._source_events:
+            self._source_heard_at = time.monotonic()
         try:
             message = ready[0].recv()
         except (EOFError, OSError):
@@ -286,7 +382,8 @@ class Runner:
             if self._pool is not None:
                 self.stats.worker_restarts = self._pool.restarts
                 self._pool.stop(JOIN_TIMEOUT_S if clean else 0.0)
-            self._source.join(timeout=JOIN_TIMEOUT_S if clean else 0.0)
+            # After Done the source owes nothing; closing a network stream can block, so it gets a short grace.
+            self._source.join(timeout=SOURCE_EXIT_GRACE_S if clean else 0.0)
             if self._source.is_alive():
                 self._source.kill()
                 self._source.join(timeout=JOIN_TIMEOUT_S)

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidparse.pipeline.messages import Task
-from vidparse.pipeline.processes import worker_main
+from vidparse.pipeline.processes import logging_levels, worker_main
 from vidparse.pipeline.slots import SlotsHandle
 
 log = logging.getLogger(__name__)
 
-PREFETCH = 2  # frames queued per worker: one being parsed, one ready so the worker never waits on the main process
 
 
 @dataclass
@@ -41,13 +40,15 @@ class _Worker:
 
 class WorkerPool:
     def __init__(self, context: Any, job: Any, count: int, threads: int, slots: SlotsHandle,
-                 frame_timeout_s: float, spawn: Callable[[Callable[[], None]], None]) -> None:
+                 frame_timeout_s: float, spawn: Callable[[Callable[[], None]], None], prefetch: int = 2) -> None:
         self._context = context
         self._job = job
         self._threads = threads
         self._slots = slots
         self._frame_timeout_s = frame_timeout_s
         self._spawn = spawn  # runs a start-up callable with the worker thread environment applied
+        # Frames handed to a worker at once: two keep it busy while the main process is elsewhere.
+        self._prefetch = prefetch
         self.restarts = 0
         self._workers = [self._start(i) for i in range(count)]
 
@@ -56,7 +57,7 @@ class WorkerPool:
         events_receive, events_send = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=worker_main,
-            args=(self._job, index, self._threads, self._slots, inbox_receive, events_send),
+            args=(self._job, index, self._threads, self._slots, inbox_receive, events_send, logging_levels()),
             name=f"vidparse-worker-{index}",
             daemon=True,
         )
@@ -75,8 +76,11 @@ class WorkerPool:
         if worker.in_flight and worker.busy_since is None:
             worker.busy_since = time.monotonic()
 
+    def slots_in_use(self) -> set[int]:
+        return {task.slot for worker in self._workers for task in worker.in_flight}
+
     def has_capacity(self) -> bool:
-        return any(len(w.in_flight) < PREFETCH for w in self._workers)
+        return any(len(w.in_flight) < self._prefetch for w in self._workers)
 
     def dispatch(self, task: Task) -> None:
         worker = min(self._workers, key=lambda w: (len(w.in_flight), not w.ready, w.index))

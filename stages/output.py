@@ -55,7 +55,8 @@ class AnnotatedOutput:
         if self.masks:
             self.masks.write(frame.seq, labels)
         if self.stats:
-            self.stats.write(result, frame.pts, frame.seconds)
+            latency = None if frame.captured_at is None else round((time.time() - frame.captured_at) * 1000, 1)
+            self.stats.write(result, frame.pts, frame.seconds, {"latency_ms": latency})
 
     def close(self) -> None:
         try:

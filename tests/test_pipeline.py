@@ -97,8 +97,8 @@ class TrivialJob:
     jitter_s: float = 0.02
     fault_counter: str = field(default_factory=lambda: tempfile.mktemp(prefix="vidparse-faults-"))
 
-    def make_source(self) -> VideoSource:
-        return VideoSource(self.url)
+    def make_source(self, stop) -> VideoSource:
+        return VideoSource(self.url, stop=stop)
 
     def make_parser(self, threads: int) -> ThresholdStage:
         return ThresholdStage(self)
@@ -190,3 +190,46 @@ def test_reorder_buffer_releases_in_sequence() -> None:
     assert len(buffer) == 0 and buffer.next_seq == 3
     with pytest.raises(ValueError):
         list(buffer.push(1, "again"))
+
+
+class StallingSource(VideoSource):
+    """A "live" source whose first incarnation goes silent after five frames; the next one keeps going."""
+
+    def __init__(self, url: str, stop, marker: str) -> None:
+        super().__init__(url, stop=stop)
+        self.marker = Path(marker)
+
+    def frames(self):
+        first_life = not self.marker.exists()
+        self.marker.write_text("started")
+        for frame in super().frames():
+            if first_life and frame.seq == 5:
+                time.sleep(3600)
+            yield frame
+
+
+@dataclass
+class StallingJob(TrivialJob):
+    marker: str = field(default_factory=lambda: tempfile.mktemp(prefix="vidparse-stall-"))
+
+    def make_source(self, stop) -> VideoSource:
+        return StallingSource(self.url, stop, self.marker)
+
+
+def test_the_watchdog_restarts_a_silent_source_and_the_output_carries_on(clip: Path) -> None:
+    collected = Collected()
+    runner = Runner(StallingJob(str(clip), collected, jitter_s=0.0),
+                    RunSettings(workers=1, threads=1, queue_size=2, source_timeout_s=2.0))
+    stats = runner.run()
+    assert stats.source_restarts == 1
+    assert collected.seqs == list(range(len(collected.seqs))), "numbering continues across the restart"
+    assert len(collected.seqs) == 5 + 12
+    assert not multiprocess.active_children()
+
+
+def test_drop_policy_keeps_only_the_newest_waiting_frame(clip: Path) -> None:
+    collected = Collected()
+    stats = Runner(TrivialJob(str(clip), collected, jitter_s=0.3),
+                   RunSettings(workers=1, threads=1, queue_size=4, drop_oldest=True)).run()
+    assert stats.dropped_frames > 0 and len(collected.seqs) + stats.dropped_frames == 12
+    assert collected.seqs == sorted(collected.seqs) and collected.seqs[-1] == 11, "the newest frame wins"
