@@ -88,6 +88,7 @@ def run(
     reconnect_attempts: Annotated[Optional[int], typer.Option(help="Live: failed reconnects in a row before giving up; -1 = never.")] = None,
     open_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds to connect.")] = None,
     read_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds without data that count as a stall.")] = None,
+    max_memory: Annotated[Optional[int], typer.Option("--max-memory", help="Memory budget (MB) for the whole process tree.")] = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Rotate the output into files of this length.")] = None,
     fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Fragmented MP4 (playable after a crash).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
@@ -109,7 +110,7 @@ def run(
             "queue_size": queue_size, "policy": policy, "live.rtsp_transport": rtsp_transport,
             "live.reconnect_attempts": reconnect_attempts, "live.open_timeout_s": open_timeout,
             "live.read_timeout_s": read_timeout, "output.segment_seconds": segment_seconds,
-            "output.fragmented": fragmented,
+            "output.fragmented": fragmented, "max_memory_mb": max_memory,
         })
         if input_kind(input) is InputKind.FILE:
             probe(input)

@@ -33,6 +33,8 @@ class Config:
     # block: the source waits for the workers (nothing lost); drop: the oldest waiting frame is dropped
     # (latency stays bounded); auto: drop for live inputs, block for files
     policy: str = field(metadata={"choices": ("auto", "block", "drop")})
+    max_memory_mb: int = field(metadata={"range": (0, 10_000_000)})  # whole process tree; 0 = no budget
+    frame_timeout_s: float = field(metadata={"range": (1.0, 86_400.0)})  # a worker stuck longer on a frame is replaced
     live: LiveOptions
     detector: DetectorOptions
     roi: RoiOptions

@@ -36,6 +36,7 @@ class RunReporter:
         self.persons_total = 0
         self.persons_max = 0
         self.frames_with_persons = 0
+        self.live = False
 
     def __enter__(self) -> RunReporter:
         self.progress.start()
@@ -45,6 +46,7 @@ class RunReporter:
         self.progress.stop()
 
     def on_open(self, info: Any) -> None:
+        self.live = info.live
         self.progress.update(self.task, total=info.frames or None)
 
     def limit(self, frames: int | None) -> None:
@@ -60,7 +62,7 @@ class RunReporter:
         task = self.progress.tasks[0]
         fps = (task.completed + 1) / task.elapsed if task.elapsed else 0.0
         latency = ""
-        if stats is not None and (p50 := stats.latency_percentile(50)) is not None and frame.captured_at:
+        if self.live and stats is not None and (p50 := stats.latency_percentile(50)) is not None:
             latency = f"latency {p50 * 1000:.0f} ms" + (f", {stats.dropped_frames} dropped" if stats.dropped_frames else "")
         self.progress.update(self.task, advance=1, fps=fps, persons=count, latency=latency)
 
@@ -74,7 +76,7 @@ class RunReporter:
         table.add_row("start-up (processes, models, first frame)", f"{stats.startup_s:.1f} s")
         table.add_row("persons (all frames / most in one)", f"{self.persons_total} / {self.persons_max}")
         table.add_row("frames with persons", f"{self.frames_with_persons}")
-        if stats.recent_latency_s:
+        if self.live and stats.recent_latency_s:
             table.add_row("latency p50 / p95 (capture to written, last 1000)",
                           f"{stats.latency_percentile(50) * 1000:.0f} / {stats.latency_percentile(95) * 1000:.0f} ms")
         if stats.dropped_frames:

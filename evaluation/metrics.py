@@ -11,6 +11,8 @@ from vidparse.stages.temporal import still_mask
 from vidparse.stages.types import LabelSet
 
 UNSCORED = 255  # coarse index of pixels left out of the scores
+OTHER = len(COARSE_CLASSES)  # coarse index of a predicted class the ground truth cannot express
+STILL_THRESHOLD = 8  # flicker is counted where no BGR channel changed by more than this between frames
 
 
 def producible(label_set: LabelSet) -> set[str]:
@@ -18,9 +20,9 @@ def producible(label_set: LabelSet) -> set[str]:
     return set(label_set.coarse.values()) - {IGNORE}
 
 
-def coarse_lut(label_set: LabelSet, scored: set[str]) -> np.ndarray:
-    """A 256-entry table from class index to coarse index; classes outside ``scored`` (and unknown values) -> UNSCORED."""
-    lut = np.full(256, UNSCORED, np.uint8)
+def coarse_lut(label_set: LabelSet, scored: set[str], rest: int = UNSCORED) -> np.ndarray:
+    """A 256-entry table from class index to coarse index; classes outside ``scored`` and unknown values -> ``rest``."""
+    lut = np.full(256, rest, np.uint8)
     for index, name in enumerate(label_set.names):
         coarse = label_set.coarse[name]
         if coarse in scored:
@@ -28,11 +30,17 @@ def coarse_lut(label_set: LabelSet, scored: set[str]) -> np.ndarray:
     return lut
 
 
-def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int = len(COARSE_CLASSES)) -> np.ndarray:
-    """``classes`` x ``classes`` pixel counts (rows: truth, columns: prediction) over pixels scored on both sides."""
-    scored = (truth != UNSCORED) & (predicted != UNSCORED)
-    pairs = truth[scored].astype(np.int64) * classes + predicted[scored]
-    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+def confusion(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Pixel counts, rows: truth, columns: prediction, both coarse indices (OTHER + 1 square).
+
+    Truth pixels marked UNSCORED are left out. A prediction of OTHER over background is a person where there is
+    none and counts as an error; over a person it is a matter of definition (BodyPix's arms over CCP's sleeves)
+    and is left out.
+    """
+    size = OTHER + 1
+    scored = (truth != UNSCORED) & ((predicted != OTHER) | (truth == 0))
+    pairs = truth[scored].astype(np.int64) * size + predicted[scored]
+    return np.bincount(pairs, minlength=size * size).reshape(size, size)
 
 
 def iou_per_class(matrix: np.ndarray) -> np.ndarray:
@@ -50,27 +58,28 @@ def pixel_accuracy(matrix: np.ndarray) -> float:
 
 @dataclass
 class FlickerCount:
-    """Of the pixels that stood still between consecutive frames and that either frame labels as a person,
-    how many changed label."""
-
+    frames: int = 0
     considered: int = 0
     flipped: int = 0
-
-    @property
-    def rate(self) -> float:
-        return self.flipped / self.considered if self.considered else float("nan")
+    coarse_flipped: int = 0
 
 
 class FlickerMeter:
-    def __init__(self, still_threshold: int) -> None:
-        self.still_threshold = still_threshold
+    """Counts, over consecutive frames, the pixels that stood still (no channel changed by more than
+    STILL_THRESHOLD) and that either frame labels as a person, and how many of them changed label."""
+
+    def __init__(self, label_set: LabelSet) -> None:
+        self.coarse = coarse_lut(label_set, set(COARSE_CLASSES))
         self.count = FlickerCount()
         self._previous: tuple[np.ndarray, np.ndarray] | None = None
 
     def update(self, image: np.ndarray, labels: np.ndarray) -> None:
         if self._previous is not None:
             previous_image, previous_labels = self._previous
-            considered = still_mask(previous_image, image, self.still_threshold) & ((previous_labels != 0) | (labels != 0))
+            considered = still_mask(previous_image, image, STILL_THRESHOLD) & ((previous_labels != 0) | (labels != 0))
             self.count.considered += int(np.count_nonzero(considered))
             self.count.flipped += int(np.count_nonzero(considered & (previous_labels != labels)))
+            coarse_change = self.coarse[previous_labels] != self.coarse[labels]
+            self.count.coarse_flipped += int(np.count_nonzero(considered & coarse_change))
         self._previous = (image, labels)
+        self.count.frames += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,13 @@ import numpy as np
 from vidparse.config import Config
 from vidparse.errors import BadOutputError
 from vidparse.evaluation.datasets import Sample, read_sample
-from vidparse.evaluation.metrics import FlickerCount, FlickerMeter, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
+from vidparse.evaluation.metrics import (OTHER, STILL_THRESHOLD, FlickerCount, FlickerMeter, coarse_lut, confusion,
+                                         iou_per_class, pixel_accuracy, producible)
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import COARSE_CLASSES, load_label_set
 from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.source import VideoSource
-from vidparse.stages.temporal import TemporalVote
+from vidparse.stages.temporal import TemporalOptions, TemporalVote
 from vidparse.stages.types import LabelSet
 
 MODEL_CANNOT = "n/a: the model cannot produce it"
@@ -52,9 +53,20 @@ class ImageReport:
 @dataclass
 class FlickerRow:
     mode: str
-    considered: int
-    flipped: int
-    rate: float | None
+    frames: int
+    considered: int  # pixels that stood still between two frames and that either frame labels as a person
+    flipped: int  # of those, the pixels whose label changed
+    coarse_flipped: int  # ... whose coarse class changed (BodyPix flips front and back parts a lot)
+    rate: float | None  # flipped / considered
+    coarse_rate: float | None
+
+    @classmethod
+    def of(cls, mode: str, count: FlickerCount) -> FlickerRow:
+        def share(part: int) -> float | None:
+            return part / count.considered if count.considered else None
+
+        return cls(mode, count.frames, count.considered, count.flipped, count.coarse_flipped, share(count.flipped),
+                   share(count.coarse_flipped))
 
 
 @dataclass
@@ -74,82 +86,104 @@ def quality_settings(config: Config) -> dict[str, Any]:
             "temporal": dataclasses.asdict(config.temporal)}
 
 
+class _Tally:
+    """What scoring images adds up: a coarse confusion matrix and per-class pixel counts on both sides."""
+
+    def __init__(self, truth: LabelSet, predicted: LabelSet) -> None:
+        self.truth_classes, self.predicted_classes = producible(truth), producible(predicted)
+        scored = self.truth_classes & self.predicted_classes
+        self.luts = coarse_lut(truth, scored), coarse_lut(predicted, scored, rest=OTHER)
+        every = set(COARSE_CLASSES)
+        self.full_luts = coarse_lut(truth, every), coarse_lut(predicted, every)
+        self.matrix = np.zeros((OTHER + 1,) * 2, np.int64)
+        self.counts = np.zeros((2, len(COARSE_CLASSES)), np.int64)
+        self.pixels = self.images = 0
+
+    def add(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        self.matrix += confusion(self.luts[0][truth], self.luts[1][predicted])
+        for side, labels in enumerate((truth, predicted)):
+            self.counts[side] += np.bincount(self.full_luts[side][labels].ravel(), minlength=256)[:len(COARSE_CLASSES)]
+        self.pixels += truth.size
+        self.images += 1
+
+
 def evaluate_images(config: Config, models: ResolvedModels, truth: LabelSet, samples: Sequence[Sample],
                     threads: int | None = None, on_sample: Callable[[Sample], None] | None = None) -> ImageReport:
     """Parse every sample image as a video frame is parsed and score it against its label map, on coarse classes."""
-    predicted_set = load_label_set(LABEL_SETS[config.model])
-    scored = producible(predicted_set) & producible(truth)
-    luts = coarse_lut(truth, scored), coarse_lut(predicted_set, scored)
-    every = set(COARSE_CLASSES)
-    full_luts = coarse_lut(truth, every), coarse_lut(predicted_set, every)
-    matrix = np.zeros((len(COARSE_CLASSES),) * 2, np.int64)
-    counts = np.zeros((2, len(COARSE_CLASSES)), np.int64)
-    total = 0
+    tally = _Tally(truth, load_label_set(LABEL_SETS[config.model]))
     parser = build_person_parser(config, models, threads)
     parser.open()
     try:
         for sample in samples:
             image, truth_labels = read_sample(sample, truth)
-            predicted, _ = parser.process(image)
-            matrix += confusion(luts[0][truth_labels], luts[1][predicted])
-            for side, labels in enumerate((truth_labels, predicted)):
-                counts[side] += np.bincount(full_luts[side][labels].ravel(), minlength=256)[:len(COARSE_CLASSES)]
-            total += truth_labels.size
+            tally.add(truth_labels, parser.process(image)[0])
             if on_sample:
                 on_sample(sample)
     finally:
         parser.close()
-    return _image_report(config, truth, len(samples), matrix, counts, total, producible(truth), producible(predicted_set))
+    return _image_report(config, truth, tally)
 
 
-def _image_report(config: Config, truth: LabelSet, images: int, matrix: np.ndarray, counts: np.ndarray, total: int,
-                  truth_classes: set[str], predicted_classes: set[str]) -> ImageReport:
-    ious = iou_per_class(matrix)
+def _image_report(config: Config, truth: LabelSet, tally: _Tally) -> ImageReport:
+    ious = iou_per_class(tally.matrix)
     classes = []
     for index, name in enumerate(COARSE_CLASSES):
-        note = (TRUTH_LACKS if name not in truth_classes else MODEL_CANNOT if name not in predicted_classes
+        note = (TRUTH_LACKS if name not in tally.truth_classes else MODEL_CANNOT if name not in tally.predicted_classes
                 else ABSENT if math.isnan(ious[index]) else "")
-        classes.append(ClassScore(name, None if note else float(ious[index]), int(counts[0, index]),
-                                  int(counts[1, index]), note))
+        classes.append(ClassScore(name, None if note else float(ious[index]), int(tally.counts[0, index]),
+                                  int(tally.counts[1, index]), note))
     scored = [c.iou for c in classes if c.iou is not None]
-    accuracy = pixel_accuracy(matrix)
-    return ImageReport(model=config.model, truth=truth.name, images=images, settings=quality_settings(config),
+    accuracy = pixel_accuracy(tally.matrix)
+    return ImageReport(model=config.model, truth=truth.name, images=tally.images, settings=quality_settings(config),
                        classes=classes, miou=float(np.mean(scored)) if scored else None,
                        pixel_accuracy=None if math.isnan(accuracy) else accuracy,
-                       scored_share=float(matrix.sum() / total) if total else 0.0)
+                       scored_share=float(tally.matrix.sum() / tally.pixels) if tally.pixels else 0.0)
 
 
-def evaluate_video(config: Config, models: ResolvedModels, url: str, max_frames: int | None = None,
-                   threads: int | None = None, on_frame: Callable[[int], None] | None = None) -> VideoReport:
-    """Label flicker of per-frame parsing on a clip, and of the configured temporal vote when it is on."""
-    still = config.temporal.still_threshold
-    meters = {"per-frame": FlickerMeter(still)}
-    vote = TemporalVote(config.temporal) if config.temporal.window > 1 else None
-    if vote:
-        meters[f"per-frame + vote over {config.temporal.window} frames"] = FlickerMeter(still)
+def parsed_frames(config: Config, models: ResolvedModels, url: str, max_frames: int | None = None,
+                  threads: int | None = None, on_frame: Callable[[], None] | None = None
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image, labels) of each frame of a video, parsed as `vidparse run` parses it, in order."""
     source = VideoSource(url, max_frames=max_frames)
     parser = build_person_parser(config, models, threads)
-    frames = 0
     source.open()
-    parser.open()
     try:
+        parser.open()
         for frame in source.frames():
-            labels, _ = parser.process(frame.image, frame.seq)
-            outputs = [labels, vote.process(labels, frame.image)] if vote else [labels]
-            for meter, output in zip(meters.values(), outputs):
-                meter.update(frame.image, output)
-            frames += 1
+            yield frame.image, parser.process(frame.image, frame.seq)[0]
             if on_frame:
-                on_frame(frame.seq)
+                on_frame()
     finally:
         parser.close()
         source.close()
-    rows = [_flicker_row(mode, meter.count) for mode, meter in meters.items()]
-    return VideoReport(config.model, url, frames, quality_settings(config), still, rows)
 
 
-def _flicker_row(mode: str, count: FlickerCount) -> FlickerRow:
-    return FlickerRow(mode, count.considered, count.flipped, None if math.isnan(count.rate) else count.rate)
+def flicker_rows(frames: Iterable[tuple[np.ndarray, np.ndarray]], label_set: LabelSet,
+                 votes: Sequence[TemporalOptions]) -> list[FlickerRow]:
+    """Flicker of the label sequence after each temporal vote (window 1: the labels as parsed)."""
+    smoothers = [TemporalVote(options) for options in votes]
+    meters = [FlickerMeter(label_set) for _ in votes]
+    for image, labels in frames:
+        for smoother, meter in zip(smoothers, meters):
+            meter.update(image, smoother.process(labels, image))
+    return [FlickerRow.of(_vote_name(options), meter.count) for options, meter in zip(votes, meters)]
+
+
+def _vote_name(options: TemporalOptions) -> str:
+    if options.window == 1:
+        return "per-frame"
+    return f"per-frame + vote over {options.window} frames (still <= {options.still_threshold})"
+
+
+def evaluate_video(config: Config, models: ResolvedModels, url: str, max_frames: int | None = None,
+                   threads: int | None = None, on_frame: Callable[[], None] | None = None) -> VideoReport:
+    """Label flicker of per-frame parsing on a clip, and with the configured temporal vote when that is on."""
+    votes = [TemporalOptions(window=1, still_threshold=0)]
+    if config.temporal.window > 1:
+        votes.append(config.temporal)
+    frames = parsed_frames(config, models, url, max_frames, threads, on_frame)
+    rows = flicker_rows(frames, load_label_set(LABEL_SETS[config.model]), votes)
+    return VideoReport(config.model, url, rows[0].frames, quality_settings(config), STILL_THRESHOLD, rows)
 
 
 def write_json(report: ImageReport | VideoReport, path: Path) -> None:

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import multiprocess
 import multiprocess.connection
 
-from vidparse.errors import VidparseError
+from vidparse.errors import ConfigError, VidparseError
+from vidparse.pipeline.memory import MB
 from vidparse.pipeline.messages import Done, Failed, FrameFailed, Opened, Parsed, Ready, Task
 from vidparse.pipeline.processes import POLL_S, Resume, logging_levels, source_main
 from vidparse.pipeline.reorder import ReorderBuffer
@@ -35,7 +36,12 @@ JOIN_TIMEOUT_S = 5.0
 MAX_ATTEMPTS = 2  # a frame is parsed at most twice; then it is written unannotated
 STOP_GRACE_S = 2.0
 SOURCE_EXIT_GRACE_S = 1.0  # after Ctrl-C, how long the source may take to notice before it is killed
-LATENCY_WINDOW = 1000  # frames: latency percentiles describe the recent past, and memory stays flat
+LATENCY_WINDOW = 1000
+# Memory outside the frame slots, from 3840x2160 runs with one BodyPix worker (docs/faults.md: 607 to 829 MB
+# besides the slots): each process's interpreter, libraries and models, plus frame copies in flight (decoder,
+# temporal vote, compose, x264 lookahead), rounded up so a budget holds.
+PROCESS_MB = 120
+FRAME_COPIES_OUTSIDE_SLOTS = 16  # frames: latency percentiles describe the recent past, and memory stays flat
 
 
 class Job(Protocol):
@@ -58,11 +64,24 @@ class RunSettings:
     frame_timeout_s: float = 120.0  # a worker busy longer than this on one frame is treated as dead
     drop_oldest: bool = False  # live policy: only the newest frame waits; older waiting frames are dropped
     source_timeout_s: float | None = None  # restart a source that sends nothing for this long (live inputs)
+    max_memory_mb: int = 0  # budget for the whole process tree; 0 = none
 
-    @property
-    def slot_count(self) -> int:
-        # Frames waiting for a worker, up to two handed to each worker, and room for out-of-order results.
-        return self.queue_size + 2 * self.workers
+    def slot_count(self, slot_bytes: int) -> int:
+        """Frames waiting for a worker, up to two handed to each worker, and room for out-of-order results;
+        fewer when a memory budget cannot hold that many."""
+        wanted = self.queue_size + 2 * self.workers
+        if not self.max_memory_mb:
+            return wanted
+        slot_mb = slot_bytes / MB
+        fixed_mb = PROCESS_MB * (self.workers + 2) + FRAME_COPIES_OUTSIDE_SLOTS * slot_mb
+        fitting = int((self.max_memory_mb - fixed_mb) // slot_mb)
+        least = 1 + 2 * self.workers
+        if fitting < least:
+            need = fixed_mb + least * slot_mb
+            raise ConfigError(f"max_memory_mb {self.max_memory_mb} is too small for these frames with {self.workers} "
+                              f"workers: about {need:.0f} MB is needed",
+                              hint=f"raise --max-memory to {need:.0f} or more, or use fewer --workers")
+        return min(wanted, fitting)
 
 
 @dataclass
@@ -202,7 +221,7 @@ class Runner:
             except queue.Empty:
                 break
         used = {t.slot for t in self._pending} | self._pool.slots_in_use() | self._reorder_slots
-        for slot in range(self.settings.slot_count):
+        for slot in range(self._slot_count):
             if slot not in used:
                 self._free.put(slot)
 
@@ -212,9 +231,17 @@ class Runner:
         return message.info
 
     def _start(self, info: Any) -> None:
-        self._slots = SharedSlots(self.job.slot_layout(info), self.settings.slot_count)
+        layout = self.job.slot_layout(info)
+        self._slot_count = self.settings.slot_count(layout.slot_bytes)
+        try:
+            self._slots = SharedSlots(layout, self._slot_count)
+        except OSError as exc:
+            need_mb = layout.slot_bytes * self._slot_count / MB
+            raise PipelineError(f"cannot allocate {need_mb:.0f} MB of shared memory for frames: {exc.strerror}",
+                                hint="/dev/shm is full or too small (in Docker: --shm-size); or lower --queue-size "
+                                     "or --max-memory") from exc
         self.slots_name = self._slots.handle.name
-        for slot in range(self.settings.slot_count):
+        for slot in range(self._slot_count):
             self._free.put(slot)
         self._output = self.job.make_output(info)
         self.output = self._output

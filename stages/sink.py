@@ -90,6 +90,7 @@ class VideoSink:
 
     def __init__(self, path: Path, info: StreamInfo, options: EncoderOptions, audio_from: str | None = None) -> None:
         self.path = path
+        self.failed = False  # a write failed (disk full, directory gone): the file is kept as written
         self.info = info
         self.options = options
         self.audio_from = audio_from
@@ -112,10 +113,17 @@ class VideoSink:
         self._open_file(self.path)
         self._audio = _AudioCopy(self.audio_from, self._output) if self.audio_from else None
 
+    @property
+    def _faststart_at_end(self) -> bool:
+        """A plain MP4/MOV is written fragmented (a crash or a full disk leaves a playable file) and turned into
+        a fast-start file when the run ends: the index first, for browsers and seeking."""
+        return not self.options.fragmented and not self.segmented and self.path.suffix.lower() in (".mp4", ".mov")
+
     def _open_file(self, path: Path) -> None:
         fmt = CONTAINERS[path.suffix.lower()]
+        fragmented = self.options.fragmented or self._faststart_at_end
         try:
-            self._output = av.open(str(path), "w", format=fmt, options=container_options(fmt, self.options.fragmented))
+            self._output = av.open(str(path), "w", format=fmt, options=container_options(fmt, fragmented))
         except (av.error.FFmpegError, OSError) as exc:
             raise BadOutputError(f"cannot create {path}: {exc}", hint="choose a writable location") from exc
         self.paths.append(path)
@@ -125,7 +133,9 @@ class VideoSink:
         stream.pix_fmt = "yuv420p"
         stream.time_base = self.info.time_base
         stream.codec_context.time_base = self.info.time_base
-        stream.options = {"crf": str(self.options.crf), "preset": self.options.preset}
+        # No B-frames: presentation order is decode order, so fragments need no edit list to start at the
+        # source's first timestamp, and live frames leave the encoder without a reordering delay.
+        stream.options = {"crf": str(self.options.crf), "preset": self.options.preset, "bf": "0"}
         self._video = stream
 
     def _rotate(self, frame: Frame) -> None:
@@ -155,6 +165,7 @@ class VideoSink:
         try:
             self._output.mux(packets)
         except OSError as exc:
+            self.failed = True
             raise BadOutputError(f"writing {self.paths[-1]} failed: {exc.strerror or exc}",
                                  hint="check free disk space and that the output directory still exists") from exc
 
@@ -175,6 +186,30 @@ class VideoSink:
 
     def close(self) -> None:
         self._finish_file()
+        if self.paths and not self.paths[-1].parent.is_dir():
+            self.failed = True
+            raise BadOutputError(f"the output directory {self.paths[-1].parent} vanished during the run",
+                                 hint="the video written so far is lost with it; write to a directory that stays")
+        if self._faststart_at_end and not self.failed and self.paths:
+            _make_faststart(self.path)
+
+
+def _make_faststart(path: Path) -> None:
+    """Rewrite a finished fragmented MP4 as a fast-start MP4 (packets copied, not re-encoded), atomically."""
+    staging = path.with_name(f".{path.name}.faststart")
+    try:
+        with av.open(str(path)) as source, av.open(str(staging), "w", format=CONTAINERS[path.suffix.lower()],
+                                                   options={"movflags": "+faststart"}) as target:
+            streams = {s.index: target.add_stream_from_template(s) for s in source.streams if s.type in ("video", "audio")}
+            for packet in source.demux(*[s for s in source.streams if s.index in streams]):
+                if packet.dts is None:
+                    continue
+                packet.stream = streams[packet.stream.index]
+                target.mux(packet)
+        staging.replace(path)
+    except (av.error.FFmpegError, OSError) as exc:
+        staging.unlink(missing_ok=True)
+        log.warning("kept %s fragmented (it plays; fast start failed: %s)", path, exc)
 
 
 class _AudioCopy:

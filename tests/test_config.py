@@ -17,7 +17,7 @@ def test_file_then_cli_overrides(tmp_path: Path) -> None:
     path.write_text("workers: 3\nroi:\n  margin: 0.3\ncompose:\n  alpha: 0.2\n")
     config = load_config(path, {"workers": 2, "compose.alpha": None})
     assert config.workers == 2  # the flag wins
-    assert config.roi.margin == 0.3 and config.roi.person_height == 256  # the file, merged over defaults
+    assert config.roi.margin == 0.3 and config.roi.person_height == 512  # the file, merged over defaults
     assert config.compose.alpha == 0.2  # a flag not given leaves the file's value
 
 

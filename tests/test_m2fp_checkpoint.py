@@ -104,3 +104,14 @@ def test_bad_configuration_is_refused(tmp_path):
         read_config(tmp_path)
     with pytest.raises(ModelError, match="not found"):
         read_config(tmp_path / "nowhere")
+
+
+def test_unknown_top_level_keys_are_ignored_like_modelscope(tmp_path, tiny_dir):
+    document = json.loads((tiny_dir / "configuration.json").read_text())
+    document["model"]["test_topk_per_image"] = 100
+    (tmp_path / "configuration.json").write_text(json.dumps(document))
+    assert read_config(tmp_path).num_parsing == 20
+    document["model"]["decoder"]["not_a_decoder_key"] = 1
+    (tmp_path / "configuration.json").write_text(json.dumps(document))
+    with pytest.raises(ModelError, match="not_a_decoder_key"):
+        read_config(tmp_path)

@@ -78,7 +78,11 @@ def test_onnx_backend_matches_eager(multi_dir, tmp_path):
     onnx = _parse("m2fp", Options(person_height=96, backend="onnx", onnx_cache=str(tmp_path)), multi_dir, crops)
     agreement = np.mean([(a == b).mean() for a, b in zip(eager, onnx)])
     assert agreement > 0.99
-    assert list(tmp_path.glob("*.onnx"))
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    int8 = _parse("m2fp", Options(person_height=96, backend="onnx", int8=True, onnx_cache=str(tmp_path)),
+                  multi_dir, crops)
+    assert [lab.shape for lab in int8] == [c.shape[:2] for c in crops]
+    assert len(list(tmp_path.glob("*-int8.onnx"))) == 1
 
 
 def test_int8_drift_is_small(multi_dir):
@@ -101,3 +105,17 @@ def test_int8_drift_is_small(multi_dir):
 def test_parse_before_open_fails(multi_dir):
     with pytest.raises(RuntimeError):
         create_parser("m2fp", Options(), multi_dir).parse(_crops(1))
+
+
+def test_fast_postprocess_close_to_exact(multi_dir):
+    crops = _crops()
+    fast = _parse("m2fp", Options(person_height=96), multi_dir, crops)
+    exact = _parse("m2fp", Options(person_height=96, exact_postprocess=True), multi_dir, crops)
+    assert np.mean([(a == b).mean() for a, b in zip(fast, exact)]) > 0.9
+
+
+def test_bad_choice_is_a_config_error(multi_dir):
+    from vidparse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="backend must be one of eager, onnx"):
+        create_parser("m2fp", Options(backend="tensorrt"), multi_dir)

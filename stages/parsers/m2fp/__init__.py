@@ -33,6 +33,8 @@ class Options:
     postprocess: str = field(default="auto", metadata={"choices": ("auto", "semantic", "parsing")})
     # parsing: minimum part-instance score pasted into the label map; 0 = the checkpoint's parsing_ins_score_thr
     score_threshold: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    # post-process at full input resolution like ModelScope (slower); default: at 1/4, then resize the scores
+    exact_postprocess: bool = False
     # m2fp-single: crops per forward pass
     batch_size: int = field(default=8, metadata={"range": (1, 256)})
     # eager backend: run convolutions in channels-last memory format

@@ -25,6 +25,8 @@ from vidparse.stages.parsers.m2fp.model import M2FPNet
 log = logging.getLogger(__name__)
 
 SHOWN_KEYS = 5
+EMBEDDINGS = ("query_feat.weight", "query_embed.weight", "level_embed.weight", "level_embed")
+CONFIDENT_CLASSIFIER = 4.0  # random class_embed weights scaled up: class logits with a std of about 4
 
 
 @dataclass
@@ -110,6 +112,8 @@ def randomize(model: nn.Module, generator: torch.Generator) -> None:
                 tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
             elif tensor.dim() == 1:  # biases, running means
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
+            elif name.endswith(EMBEDDINGS):  # learned queries and level embeddings: unit scale
+                tensor.copy_(torch.randn(tensor.shape, generator=generator))
             else:
                 fan_in = tensor[0].numel()
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) / fan_in**0.5)
@@ -123,6 +127,10 @@ def make_random_checkpoint(directory: Path, tiny: bool = False, single_human: bo
     config: M2FPConfig = tiny_config(single_human) if tiny else full_config(single_human)
     model = M2FPNet(config)
     randomize(model, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        # A random classifier is unsure of every class, so no part instance would pass the parsing score
+        # threshold and every pixel would come out background; a confident one paints visible labels.
+        model.sem_seg_head.predictor.class_embed.weight.mul_(CONFIDENT_CLASSIFIER)
     write_config(directory, config)
     torch.save({"model": model.state_dict()}, directory / WEIGHTS_FILE)
     log.info("wrote a random %s M2FP checkpoint to %s", "tiny" if tiny else "ResNet-101", directory)

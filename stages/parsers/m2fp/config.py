@@ -7,11 +7,14 @@ writes one that ModelScope's loader also accepts.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from vidparse.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "configuration.json"
 WEIGHTS_FILE = "pytorch_model.pt"
@@ -23,6 +26,7 @@ PARSING_CLASSES = (
     "Right-shoe",
 )
 HUMAN_CLASS = "Human"
+BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}  # bottlenecks in res2..res5
 
 
 @dataclass
@@ -124,15 +128,18 @@ def parse_model_section(section: dict[str, Any]) -> M2FPConfig:
     except (KeyError, TypeError) as exc:
         raise ModelError(f"M2FP configuration is missing a section or field: {exc}",
                          hint="configuration.json needs model.backbone, model.encoder and model.decoder") from exc
-    values.pop("model_dir", None)
+    # ModelScope's M2FP takes unknown top-level keys as **kwargs, so they are ignored here too.
+    known = {f.name for f in fields(M2FPConfig)}
+    ignored = sorted(set(values) - known)
+    if ignored:
+        log.info("ignoring model keys that do not shape the network: %s", ", ".join(ignored))
+    values = {k: v for k, v in values.items() if k in known}
     config: M2FPConfig = _typed(M2FPConfig, {**values, **parts}, "model")
     if config.backbone.depth not in BLOCKS_PER_STAGE:
         raise ModelError(f"unsupported ResNet depth {config.backbone.depth}",
                          hint=f"M2FP backbones have depth {', '.join(map(str, BLOCKS_PER_STAGE))}")
     return config
 
-
-BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
 def read_config(model_dir: Path) -> M2FPConfig:

@@ -34,11 +34,14 @@ def sample_embedding_bag(value: torch.Tensor, level_shapes: list[tuple[int, int]
                          offsets: torch.Tensor, weights: torch.Tensor, heads: int) -> torch.Tensor:
     """``value``: (B, L, C), levels concatenated; ``reference_points``: (1 or B, Lq, 2) in [0, 1];
     ``offsets``: (B, Lq, heads, levels, points, 2) in pixels of each level; ``weights``: (B, Lq, heads, levels,
-    points) after softmax. Returns (B, Lq, C)."""
+    points) after softmax. Returns (B, Lq, C).
+
+    Per level and corner the tensors stay contiguous (B, Lq, heads, points); one broadcast over all levels and
+    corners measured three times slower.
+    """
     batch, length, channels = value.shape
     queries = offsets.shape[1]
     table = value.view(batch, length, heads, channels // heads).permute(0, 2, 1, 3).reshape(-1, channels // heads)
-    # first row of each (batch, head) block of the table: (B, 1, heads, 1)
     block = (torch.arange(batch * heads, device=value.device) * length).view(batch, 1, heads, 1)
     indices, corner_weights = [], []
     start = 0
@@ -56,7 +59,7 @@ def sample_embedding_bag(value: torch.Tensor, level_shapes: list[tuple[int, int]
             indices.append(flat + start + block)
             corner_weights.append(torch.where(inside, w * attention, torch.zeros_like(w)))
         start += height * width
-    # (B, Lq, heads, points * 4 * levels) -> one bag per (batch, head, query)
+    # one bag per (batch, head, query) holding its levels x points x 4 corners; outside corners weigh 0
     indices_t = torch.cat(indices, -1).transpose(1, 2).reshape(batch * heads * queries, -1)
     weights_t = torch.cat(corner_weights, -1).transpose(1, 2).reshape(batch * heads * queries, -1)
     out = F.embedding_bag(indices_t, table, mode="sum", per_sample_weights=weights_t)

@@ -28,7 +28,8 @@ class Attention(nn.Module):
                 allowed: torch.Tensor | None = None) -> torch.Tensor:
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        q, k, v = (self._split(F.linear(x, w, b)) for x, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v)))
+        q, k, v = (self._split(F.linear(x, w, b))
+                   for x, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v)))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         batch, _, length, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))

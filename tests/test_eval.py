@@ -1,0 +1,201 @@
+"""Parsing quality: coarse-class metrics, label-set mappings, `vidparse eval` and `vidparse eval-video`, temporal vote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from vidparse.config import load_config
+from vidparse.errors import BadInputError, ConfigError
+from vidparse.evaluation.datasets import Sample, find_samples, read_sample
+from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
+from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
+from vidparse.stages.labels import COARSE_CLASSES, IGNORE, available_label_sets, load_label_set
+from vidparse.stages.temporal import TemporalOptions, TemporalVote
+
+BG, HEAD, TORSO = (COARSE_CLASSES.index(c) for c in ("background", "head", "torso"))
+
+
+def test_iou_and_pixel_accuracy_of_hand_made_maps() -> None:
+    truth = np.array([[BG, BG, TORSO, TORSO], [BG, BG, TORSO, TORSO]], np.uint8)
+    predicted = np.array([[BG, TORSO, TORSO, TORSO], [BG, BG, TORSO, TORSO]], np.uint8)
+    matrix = confusion(truth, predicted)
+    ious = iou_per_class(matrix)
+    assert ious[BG] == pytest.approx(3 / 4)  # 3 hits, 4 truth, 3 predicted
+    assert ious[TORSO] == pytest.approx(4 / 5)  # 4 hits, 4 truth, 5 predicted
+    assert np.isnan(ious[HEAD]), "a class on neither side has no IoU"
+    assert pixel_accuracy(matrix) == pytest.approx(7 / 8)
+
+
+def test_unscored_truth_and_undefinable_predictions() -> None:
+    truth = np.array([[UNSCORED, BG, TORSO]], np.uint8)
+    predicted = np.array([[TORSO, OTHER, OTHER]], np.uint8)
+    matrix = confusion(truth, predicted)
+    assert matrix.sum() == 1, "ignored truth is left out, and so is a class the truth cannot express over a person"
+    assert matrix[BG, OTHER] == 1, "... but over background it is an error"
+    assert iou_per_class(matrix)[BG] == 0 and pixel_accuracy(matrix) == 0
+
+
+def test_coarse_tables_score_only_shared_classes() -> None:
+    bodypix, ccp = load_label_set("bodypix"), load_label_set("ccp")
+    shared = producible(bodypix) & producible(ccp)
+    assert shared == {"background", "torso", "legs", "feet"}
+    truth_lut, model_lut = coarse_lut(ccp, shared), coarse_lut(bodypix, shared, rest=OTHER)
+    assert truth_lut[ccp.names.index("jeans")] == COARSE_CLASSES.index("legs")
+    assert truth_lut[ccp.names.index("skin")] == UNSCORED and truth_lut[ccp.names.index("hair")] == UNSCORED
+    assert model_lut[bodypix.names.index("left_face")] == OTHER
+
+
+@pytest.mark.parametrize("name", available_label_sets())
+def test_every_class_maps_to_a_known_coarse_class(name: str) -> None:
+    label_set = load_label_set(name)
+    assert label_set.names[0] == "background" and label_set.coarse["background"] == "background"
+    assert set(label_set.coarse) == set(label_set.names)
+    assert set(label_set.coarse.values()) <= {*COARSE_CLASSES, IGNORE}
+    assert len({tuple(c) for c in label_set.colors}) == len(label_set), "distinct colors"
+
+
+def test_ccp_has_its_59_classes() -> None:
+    ccp = load_label_set("ccp")
+    assert len(ccp) == 59 and ccp.names[41] == "skin" and ccp.names[58] == "wedges"
+
+
+@pytest.fixture(scope="module")
+def ccp_two(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two CCP images and their labels, linked (not copied) into a temporary folder."""
+    root = tmp_path_factory.mktemp("ccp2")
+    for kind, suffix in (("images", "jpg"), ("labels", "png")):
+        (root / kind).mkdir()
+        for stem in ("0001", "0002"):
+            (root / kind / f"{stem}.{suffix}").symlink_to(shared / "data" / "ccp" / kind / f"{stem}.{suffix}")
+    return root / "images", root / "labels"
+
+
+def test_eval_prints_the_table_and_writes_json(ccp_two: tuple[Path, Path], tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    result = run_cli("eval", *map(str, ccp_two), "--model", "bodypix", "--label-set", "ccp", "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    assert "mIoU" in result.stdout and "n/a" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["images"] == 2 and report["truth"] == "ccp" and report["settings"]["roi"]["mode"] == "roi"
+    classes = {c["name"]: c for c in report["classes"]}
+    assert list(classes) == list(COARSE_CLASSES)
+    assert classes["hair"]["iou"] is None and classes["hair"]["note"] == MODEL_CANNOT
+    assert classes["arms"]["iou"] is None and classes["arms"]["note"] == TRUTH_LACKS
+    scored = [c["iou"] for c in classes.values() if c["iou"] is not None]
+    assert len(scored) == 4 and all(0 <= iou <= 1 for iou in scored)
+    assert report["miou"] == pytest.approx(np.mean(scored))
+    assert report["miou"] > 0.4 and report["pixel_accuracy"] > 0.8  # measured: about 0.58 and 0.92
+
+
+def test_eval_quality_flags_reach_the_configuration(ccp_two: tuple[Path, Path], tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    result = run_cli("eval", *map(str, ccp_two), "--label-set", "ccp", "--roi-mode", "whole", "--margin", "0.3",
+                     "--person-height", "256", "--score-threshold", "0.6", "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    assert "whole frame" in result.stdout
+    settings = json.loads(report_path.read_text())["settings"]
+    assert settings["roi"] == {"mode": "whole", "margin": 0.3, "person_height": 256}
+    assert settings["detector"]["score_threshold"] == 0.6
+
+
+def _link_dirs(tmp_path: Path, shared: Path, stems: tuple[str, ...], labelled: tuple[str, ...]) -> tuple[Path, Path]:
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for stem in stems:
+        (images / f"{stem}.jpg").symlink_to(shared / "data" / "ccp" / "images" / f"{stem}.jpg")
+    for stem in labelled:
+        (labels / f"{stem}.png").symlink_to(shared / "data" / "ccp" / "labels" / f"{stem}.png")
+    return images, labels
+
+
+@pytest.mark.parametrize(
+    "case, code, message",
+    [
+        ("missing folder", 3, "images folder"),
+        ("unknown label set", 2, "unknown label set 'lip'"),
+        ("image without label", 3, "1 of 2 images have no label map, first 0002.jpg"),
+        ("margin out of range", 2, "'roi.margin' must be between 0.0 and 2.0, got 5.0"),
+    ],
+)
+def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: Path, tmp_path: Path) -> None:
+    images, labels = _link_dirs(tmp_path, shared, ("0001", "0002"), ("0001",))
+    args = {
+        "missing folder": [str(tmp_path / "nope"), str(labels), "--label-set", "ccp"],
+        "unknown label set": [str(images), str(labels), "--label-set", "lip"],
+        "image without label": [str(images), str(labels), "--label-set", "ccp"],
+        "margin out of range": [str(images), str(labels), "--label-set", "ccp", "--margin", "5"],
+    }[case]
+    result = run_cli("eval", *args)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [line.startswith("error:") for line in result.stderr.splitlines()].count(True) == 1
+
+
+def test_labels_must_fit_their_image_and_label_set(shared: Path, tmp_path: Path) -> None:
+    images, labels = _link_dirs(tmp_path, shared, ("0001",), ("0001",))
+    sample = find_samples(images, labels)[0]
+    with pytest.raises(BadInputError, match="holds class 5[0-9], but label set 'cihp' has 20 classes"):
+        read_sample(sample, load_label_set("cihp"))
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(small)
+    with pytest.raises(BadInputError, match="is 10x10 but its image is 550x832"):
+        read_sample(Sample("0001", sample.image_path, small), load_label_set("ccp"))
+    rgb = tmp_path / "rgb.png"
+    cv2.imwrite(str(rgb), np.zeros((832, 550, 3), np.uint8))
+    with pytest.raises(BadInputError, match="not one channel"):
+        read_sample(Sample("0001", sample.image_path, rgb), load_label_set("ccp"))
+
+
+def test_eval_video_reports_flicker_with_and_without_the_vote(clip: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "flicker.json"
+    result = run_cli("eval-video", str(clip), "--max-frames", "6", "--temporal-window", "3", "--person-height", "256",
+                     "--json", str(report_path))  # small crops keep the test fast
+    assert result.returncode == 0, result.stderr
+    assert "flicker" in result.stdout and "Keyframe mode" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["frames"] == 6 and report["settings"]["roi"]["person_height"] == 256
+    assert [row["mode"] for row in report["rows"]] == ["per-frame", "per-frame + vote over 3 frames (still <= 8)"]
+    for row in report["rows"]:
+        assert row["considered"] > 0 and 0 <= row["coarse_rate"] <= row["rate"] <= 1
+    assert report["rows"][1]["rate"] <= report["rows"][0]["rate"]
+
+
+def test_temporal_window_is_validated() -> None:
+    with pytest.raises(ConfigError, match="'temporal.window' must be between 1 and 15"):
+        load_config(overrides={"temporal.window": 0})
+
+
+STILL_IMAGE = np.full((2, 4, 3), 100, np.uint8)
+
+
+def _vote(window: int, sequence: list[list[int]], images: list[np.ndarray] | None = None) -> list[list[int]]:
+    vote = TemporalVote(TemporalOptions(window=window, still_threshold=8))
+    images = images or [STILL_IMAGE] * len(sequence)
+    return [vote.process(np.array([row] * 2, np.uint8), image)[0].tolist() for row, image in zip(sequence, images)]
+
+
+def test_vote_holds_parts_steady_where_the_image_stood_still() -> None:
+    flicker = [[0, 1, 2, 3], [0, 2, 2, 3], [0, 1, 2, 3], [0, 2, 2, 3], [0, 1, 2, 3]]
+    assert _vote(1, flicker) == flicker, "window 1 is off"
+    assert _vote(3, flicker) == [[0, 1, 2, 3]] * 5
+
+
+def test_vote_follows_a_lasting_change_and_keeps_person_pixels_the_parsers() -> None:
+    lasting = [[1, 1, 3, 0]] * 3 + [[2, 1, 0, 3]] * 3
+    # part 1 -> 2 follows once it wins by two votes (third frame); person/background changes pass straight through
+    assert _vote(3, lasting) == [[1, 1, 3, 0]] * 3 + [[1, 1, 0, 3]] * 2 + [[2, 1, 0, 3]]
+
+
+def test_vote_leaves_moving_pixels_alone() -> None:
+    flicker = [[1, 1, 1, 1], [2, 2, 2, 2]] * 2
+    moving = [np.full((2, 4, 3), 10 * (i % 2) * 5, np.uint8) for i in range(4)]
+    assert _vote(3, flicker, moving) == flicker

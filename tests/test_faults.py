@@ -1,0 +1,218 @@
+"""Faults injected into real runs on real media: workers killed or hung, damaged files, bad models, full disks,
+4K under a memory budget. Each checks the exit code, the one-line message and what was written."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from conftest import VTEST, cut_clip, probe_video, run_cli
+
+DEGRADED, BAD_INPUT, BAD_OUTPUT, MODEL = 8, 3, 4, 5
+
+
+def decodable_frames(path: Path) -> int:
+    """Frames FFmpeg can decode from a (possibly damaged) file, skipping what it cannot."""
+    count = 0
+    with av.open(str(path)) as container:
+        for packet in container.demux(video=0):
+            try:
+                count += len(packet.decode())
+            except av.error.InvalidDataError:
+                continue
+    return count
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Children of ``parent`` that loaded onnxruntime: the parser workers (not the source or the tracker)."""
+    pids = []
+    for task in Path(f"/proc/{parent}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            try:
+                if "onnxruntime" in Path(f"/proc/{child}/maps").read_text():
+                    pids.append(int(child))
+            except OSError:
+                continue
+    return pids
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vidparse", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+
+
+def wait_for_stats(path: Path, lines: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and len(path.read_text().splitlines()) >= lines):
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def clip40(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cut_clip(VTEST, tmp_path_factory.mktemp("clips") / "vtest40.avi", 40)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_mid_run_loses_no_frame(clip40: Path, tmp_path: Path) -> None:
+    stats = tmp_path / "stats.jsonl"
+    process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--stats", str(stats))
+    wait_for_stats(stats, 3)
+    victims = worker_pids(process.pid)
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == DEGRADED, stderr
+    assert "died (exit code -9)" in stderr and "degraded run" in stderr
+    assert probe_video(tmp_path / "o.mp4").frames == 40
+    assert [int(line.split(",")[0].split(":")[1]) for line in stats.read_text().splitlines()] == list(range(40))
+
+
+@pytest.mark.slow
+def test_a_hung_worker_is_replaced_after_the_frame_timeout(clip40: Path, tmp_path: Path) -> None:
+    config = tmp_path / "fast-timeout.yaml"
+    config.write_text("frame_timeout_s: 3\n")
+    stats = tmp_path / "stats.jsonl"
+    process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--stats", str(stats),
+                    "--config", str(config))
+    wait_for_stats(stats, 3)
+    os.kill(worker_pids(process.pid)[0], signal.SIGSTOP)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == DEGRADED, stderr
+    assert "hung for more than 3 s" in stderr
+    assert probe_video(tmp_path / "o.mp4").frames == 40
+
+
+def test_corrupted_bytes_in_the_middle_are_skipped(clip40: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.avi"
+    data = bytearray(clip40.read_bytes())
+    rng = random.Random(7)
+    middle = len(data) // 2
+    data[middle:middle + 20_000] = bytes(rng.randrange(256) for _ in range(20_000))
+    damaged.write_bytes(bytes(data))
+    result = run_cli("run", str(damaged), "-o", str(tmp_path / "o.mp4"), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert probe_video(tmp_path / "o.mp4").frames == decodable_frames(damaged) > 20
+
+
+def test_a_truncated_file_ends_cleanly_with_what_was_decoded(clip40: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(clip40.read_bytes()[: int(clip40.stat().st_size * 0.6)])
+    result = run_cli("run", str(truncated), "-o", str(tmp_path / "o.mp4"))
+    assert result.returncode == 0, result.stderr
+    frames = probe_video(tmp_path / "o.mp4").frames
+    assert frames == decodable_frames(truncated) and 10 < frames < 40
+
+
+def test_a_file_with_no_video_stream(tmp_path: Path) -> None:
+    audio = tmp_path / "tone.mp4"
+    with av.open(str(audio), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        import numpy as np
+
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    result = run_cli("run", str(audio), "-o", str(tmp_path / "o.mp4"))
+    assert result.returncode == BAD_INPUT
+    assert error_lines(result.stderr) == [f"error: input {audio} has no video stream"]
+    assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_broken_model_file_is_a_model_error(damage: str, clip: Path, tmp_path: Path, shared: Path) -> None:
+    model = tmp_path / "bodypix.onnx"
+    original = (shared / "models" / "bodypix" / "MobileNetV1-x050-stride16.onnx").read_bytes()
+    model.write_bytes(original[: len(original) // 3] if damage == "truncated" else os.urandom(50_000))
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model-dir", str(model))
+    assert result.returncode == MODEL, result.stderr
+    assert len(error_lines(result.stderr)) == 1 and "cannot load model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 200 kB tmpfs: room for the first fragments of the clip's video, not for all of it."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_stops_with_a_clear_message_and_a_playable_file(clip40: Path, small_disk: Path) -> None:
+    result = run_cli("run", str(clip40), "-o", str(small_disk / "o.mp4"))
+    assert result.returncode == BAD_OUTPUT, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in result.stderr
+    assert 0 < decodable_frames(small_disk / "o.mp4") < 40, "what was written before the disk filled plays"
+
+
+def test_no_room_for_shared_memory_is_one_clear_error(clip: Path, tmp_path: Path) -> None:
+    def tiny_files() -> None:  # /dev/shm blocks are files: this makes the frame pool impossible to allocate
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    result = subprocess.run([sys.executable, "-m", "vidparse", "run", str(clip), "-o", str(tmp_path / "o.mp4")],
+                            capture_output=True, text=True, timeout=120, preexec_fn=tiny_files,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 7
+    assert error_lines(result.stderr)[0].startswith("error: cannot allocate") and "--shm-size" in result.stderr
+
+
+def test_an_output_directory_that_vanishes_mid_run(clip40: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    stats = tmp_path / "stats.jsonl"
+    process = start(str(clip40), "-o", str(out_dir / "o.mp4"), "--stats", str(stats))
+    wait_for_stats(stats, 2)
+    shutil.rmtree(out_dir)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == BAD_OUTPUT
+    assert error_lines(stderr) == [f"error: the output directory {out_dir} vanished during the run"]
+
+
+@pytest.mark.slow
+def test_4k_runs_within_its_memory_budget(shared: Path, tmp_path: Path) -> None:
+    import cv2
+
+    from vidparse.pipeline.memory import PeakMemory
+
+    clip = tmp_path / "vtest4k.mp4"
+    with av.open(str(VTEST)) as src, av.open(str(clip), "w") as dst:
+        stream = dst.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == 6:
+                break
+            big = cv2.resize(frame.to_ndarray(format="bgr24"), (3840, 2160))
+            dst.mux(stream.encode(av.VideoFrame.from_ndarray(big, format="bgr24")))
+        dst.mux(stream.encode(None))
+    budget = 1100
+    process = start(str(clip), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--max-memory", str(budget))
+    with PeakMemory(process.pid) as memory:
+        _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    assert memory.peak_mb <= budget, f"peak {memory.peak_mb:.0f} MB over the {budget} MB budget"
+    assert probe_video(tmp_path / "o.mp4").frames == 6
+    too_small = run_cli("run", str(clip), "-o", str(tmp_path / "small.mp4"), "--max-memory", "300")
+    assert too_small.returncode == 2 and "is too small for these frames" in too_small.stderr
