@@ -73,10 +73,10 @@ class ParseVideoJob:
 
 
 def run_settings(config: Config, input_url: str, threads: int) -> RunSettings:
-    """Pipeline settings for this input: live inputs drop the oldest waiting frame and have a source watchdog."""
+    """Pipeline settings for this input: live inputs drop the oldest waiting frame; every source has a watchdog."""
     live = input_kind(input_url) is not InputKind.FILE
     drop = config.policy == "drop" or (config.policy == "auto" and live)
-    watchdog = None
+    watchdog = config.frame_timeout_s
     if live:
         options = config.live
         # Longer than a stall plus the slowest reconnect attempt, so the watchdog never fights the reconnect loop.

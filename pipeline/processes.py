@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import queue
 import signal
 import time
 import traceback
@@ -58,9 +57,35 @@ def configure_logging(levels: dict[str, int]) -> None:
             logging.getLogger(name).setLevel(level)
 
 
-def source_main(job: Any, control: Any, free: Any, events: Any, stop: Any, log_levels: dict[str, int],
+class StopFlag:
+    """A stop signal shared with child processes without a lock: a process killed while reading it cannot
+    leave anything held (a multiprocessing Event's lock could be)."""
+
+    def __init__(self, context: Any) -> None:
+        self._value = context.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())) if deadline else 0.05)
+        return True
+
+
+def source_main(job: Any, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
                 resume: Resume | None = None) -> None:
-    """Decode frames into free slots and announce each one, in order, on ``events`` (this process's own pipe)."""
+    """Decode frames into free slots and announce each one, in order, on ``events``.
+
+    ``inbox`` and ``events`` are this process's own pipes: the main process sends the slots handle first, then
+    the number of each slot that becomes free. A source killed at any moment leaves no shared lock held.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     configure_logging(log_levels)
     source = job.make_source(stop)
@@ -70,7 +95,7 @@ def source_main(job: Any, control: Any, free: Any, events: Any, stop: Any, log_l
     try:
         info = source.open()
         events.send(Opened(info))
-        handle: SlotsHandle | None = control.get()
+        handle: SlotsHandle | None = inbox.recv()
         if handle is None:
             return
         slots = SharedSlots.attach(handle)
@@ -84,9 +109,14 @@ def source_main(job: Any, control: Any, free: Any, events: Any, stop: Any, log_l
             captured_at = frame.captured_at or time.time()
             if pts_shift is None:
                 assert resume is not None
-                gap = round((captured_at - resume.captured_at) / resume.time_base)
-                pts_shift = resume.pts + max(1, gap) - (frame.pts or 0)
-            slot = _take_slot(free, stop)
+                if not info.live:  # a file picks up exactly where the stalled process left it
+                    if frame.seq <= resume.seq:
+                        continue
+                    pts_shift = 0
+                else:  # a live stream starts a new timeline: continue after the last frame, keeping the gap
+                    gap = round((captured_at - resume.captured_at) / resume.time_base)
+                    pts_shift = resume.pts + max(1, gap) - (frame.pts or 0)
+            slot = _take_slot(inbox, stop)
             if slot is None:
                 break
             slots.view(slot, "image")[:] = frame.image
@@ -103,12 +133,10 @@ def source_main(job: Any, control: Any, free: Any, events: Any, stop: Any, log_l
             slots.close()
 
 
-def _take_slot(free: Any, stop: Any) -> int | None:
+def _take_slot(inbox: Any, stop: StopFlag) -> int | None:
     while not stop.is_set():
-        try:
-            return free.get(timeout=POLL_S)
-        except queue.Empty:
-            continue
+        if inbox.poll(POLL_S):
+            return inbox.recv()
     return None
 
 

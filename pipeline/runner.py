@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ import multiprocess.connection
 from vidparse.errors import ConfigError, VidparseError
 from vidparse.pipeline.memory import MB
 from vidparse.pipeline.messages import Done, Failed, FrameFailed, Opened, Parsed, Ready, Task
-from vidparse.pipeline.processes import POLL_S, Resume, logging_levels, source_main
+from vidparse.pipeline.processes import POLL_S, Resume, StopFlag, logging_levels, source_main
 from vidparse.pipeline.reorder import ReorderBuffer
 from vidparse.pipeline.slots import SharedSlots, SlotLayout
 from vidparse.pipeline.workers import WorkerPool, WorkerStartError
@@ -63,7 +62,7 @@ class RunSettings:
     queue_size: int
     frame_timeout_s: float = 120.0  # a worker busy longer than this on one frame is treated as dead
     drop_oldest: bool = False  # live policy: only the newest frame waits; older waiting frames are dropped
-    source_timeout_s: float | None = None  # restart a source that sends nothing for this long (live inputs)
+    source_timeout_s: float | None = None  # restart a source that sends nothing for this long while slots are free
     max_memory_mb: int = 0  # budget for the whole process tree; 0 = none
 
     def slot_count(self, slot_bytes: int) -> int:
@@ -160,9 +159,7 @@ class Runner:
 
     def run(self) -> RunStats:
         ctx = self._context
-        self._control = ctx.Queue()
-        self._free = ctx.Queue()
-        self._stop = ctx.Event()
+        self._stop = StopFlag(ctx)
         self._pool: WorkerPool | None = None
         self._slots: SharedSlots | None = None
         self._output = None
@@ -188,42 +185,57 @@ class Runner:
 
     def _start_source(self, resume: Resume | None = None) -> None:
         self._source_events, source_send = self._context.Pipe(duplex=False)
+        source_inbox, self._source_inbox = self._context.Pipe(duplex=False)
         self._source = self._context.Process(
             target=source_main,
-            args=(self.job, self._control, self._free, source_send, self._stop, logging_levels(), resume),
+            args=(self.job, source_inbox, source_send, self._stop, logging_levels(), resume),
             name="vidparse-source", daemon=True)
         with _thread_environment(1):
             self._source.start()
         source_send.close()
+        source_inbox.close()
         self._source_heard_at = time.monotonic()
 
+    def _send_to_source(self, message: Any) -> None:
+        try:
+            self._source_inbox.send(message)
+        except OSError:
+            pass  # the source is gone; a replacement is given every free slot when it starts
+
     def _restart_stalled_source(self) -> None:
-        """Watchdog: a live source silent past its timeout is killed and started again where it left off."""
+        """Watchdog: a source silent past its timeout while frame slots were free is killed and started again
+        where it left off. (A source waiting for a free slot is held back by the workers, not stalled.)"""
         timeout = self.settings.source_timeout_s
-        if timeout is None or self._source_done or time.monotonic() - self._source_heard_at < timeout:
+        if timeout is None or self._source_done or self._slots_in_use() >= self._slot_count:
+            return
+        if time.monotonic() - self._source_heard_at < timeout:
             return
         log.warning("the source sent nothing for %.0f s; restarting it", timeout)
         self._source.kill()
         self._source.join(timeout=JOIN_TIMEOUT_S)
         self._source_events.close()
+        self._source_inbox.close()
         self.stats.source_restarts += 1
-        self._reclaim_free_slots()
         last = self._last_task
         self._start_source(Resume(last.seq, last.pts or 0, last.captured_at or time.time(), last.time_base)
                            if last else None)
-        self._control.put(self._slots.handle)
+        self._send_to_source(self._slots.handle)
+        self._give_free_slots()
 
-    def _reclaim_free_slots(self) -> None:
-        """A killed source may have taken a slot it never announced: rebuild the free list from what is in use."""
-        while True:
-            try:
-                self._free.get_nowait()
-            except queue.Empty:
-                break
+    def _slots_in_use(self) -> int:
+        return len(self._pending) + len(self._pool.slots_in_use()) + len(self._reorder_slots)
+
+    def _release_slot(self, slot: int) -> None:
+        if self._slots_in_use() + 1 >= self._slot_count:
+            self._source_heard_at = time.monotonic()  # the source was waiting for this slot, not stalled
+        self._send_to_source(slot)
+
+    def _give_free_slots(self) -> None:
+        """Hand a (new) source every slot not in use; one a killed source took but never announced is free."""
         used = {t.slot for t in self._pending} | self._pool.slots_in_use() | self._reorder_slots
         for slot in range(self._slot_count):
             if slot not in used:
-                self._free.put(slot)
+                self._send_to_source(slot)
 
     def _wait_for_open(self) -> Any:
         while not isinstance(message := self._next_event(), Opened):
@@ -241,8 +253,6 @@ class Runner:
                                 hint="/dev/shm is full or too small (in Docker: --shm-size); or lower --queue-size "
                                      "or --max-memory") from exc
         self.slots_name = self._slots.handle.name
-        for slot in range(self._slot_count):
-            self._free.put(slot)
         self._output = self.job.make_output(info)
         self.output = self._output
         self._output.open()
@@ -255,7 +265,8 @@ class Runner:
         prefetch = 1 if self.settings.drop_oldest else 2
         self._pool = WorkerPool(self._context, self.job, self.settings.workers, self.settings.threads,
                                 self._slots.handle, self.settings.frame_timeout_s, spawn, prefetch)
-        self._control.put(self._slots.handle)
+        self._send_to_source(self._slots.handle)
+        self._give_free_slots()
         if self.on_open:
             self.on_open(info)
 
@@ -335,7 +346,7 @@ class Runner:
 
     def _drop(self, task: Task) -> None:
         self.stats.dropped_frames += 1
-        self._free.put(task.slot)
+        self._release_slot(task.slot)
         self._deliver(task, None)
 
     def _deliver(self, task: Task, result: Any) -> None:
@@ -352,7 +363,7 @@ class Runner:
         frame = Frame(seq=task.seq, pts=task.pts, time_base=task.time_base, image=self._slots.view(task.slot, "image"),
                       captured_at=task.captured_at)
         self._output.write(frame, self._slots.view(task.slot, "labels"), result)
-        self._free.put(task.slot)
+        self._release_slot(task.slot)
         if task.captured_at is not None:
             self.stats.recent_latency_s.append(time.time() - task.captured_at)
         for stage, seconds in result.timings.items():
@@ -401,7 +412,7 @@ class Runner:
     def _shutdown(self, clean: bool) -> None:
         """Finalize the output, then let children exit (after a clean run) or stop them (after a failure)."""
         self._stop.set()
-        self._control.put(None)  # releases a source still waiting for its slots
+        self._send_to_source(None)  # releases a source still waiting for its slots
         try:
             if self._output is not None:
                 self._output.close()

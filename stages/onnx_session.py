@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import onnxruntime as ort
+from typing import Any
 
 from vidparse.errors import ModelError
 
 
-def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+def open_session(path: Path, threads: int | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession``; onnxruntime is imported here so that only parsing processes load it."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the shipped graphs warn about initializers listed as inputs
     if threads:

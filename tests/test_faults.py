@@ -37,17 +37,32 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-def worker_pids(parent: int) -> list[int]:
-    """Children of ``parent`` that loaded onnxruntime: the parser workers (not the source or the tracker)."""
+def children_mapping(parent: int, library: str, without: str | None = None) -> list[int]:
+    """Children of ``parent`` that loaded ``library`` (and not ``without``)."""
     pids = []
     for task in Path(f"/proc/{parent}/task").glob("*"):
         for child in (task / "children").read_text().split():
             try:
-                if "onnxruntime" in Path(f"/proc/{child}/maps").read_text():
-                    pids.append(int(child))
+                maps = Path(f"/proc/{child}/maps").read_text()
             except OSError:
                 continue
+            if library in maps and (without is None or without not in maps):
+                pids.append(int(child))
     return pids
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The parser workers: the only children that load onnxruntime."""
+    return children_mapping(parent, "onnxruntime")
+
+
+def source_pid(parent: int) -> int:
+    """The source: it decodes (FFmpeg) but never loads onnxruntime."""
+    (pid,) = children_mapping(parent, "libavformat", without="onnxruntime")
+    return pid
+
+
+FAST = str(Path(__file__).parent / "fast.yaml")
 
 
 def start(*args: str) -> subprocess.Popen:
@@ -70,7 +85,8 @@ def clip40(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_sigkill_of_a_worker_mid_run_loses_no_frame(clip40: Path, tmp_path: Path) -> None:
     stats = tmp_path / "stats.jsonl"
-    process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--stats", str(stats))
+    process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--stats", str(stats),
+                    "--config", FAST)
     wait_for_stats(stats, 3)
     victims = worker_pids(process.pid)
     assert len(victims) == 2
@@ -85,7 +101,7 @@ def test_sigkill_of_a_worker_mid_run_loses_no_frame(clip40: Path, tmp_path: Path
 @pytest.mark.slow
 def test_a_hung_worker_is_replaced_after_the_frame_timeout(clip40: Path, tmp_path: Path) -> None:
     config = tmp_path / "fast-timeout.yaml"
-    config.write_text("frame_timeout_s: 3\n")
+    config.write_text(Path(FAST).read_text() + "frame_timeout_s: 3\n")
     stats = tmp_path / "stats.jsonl"
     process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--stats", str(stats),
                     "--config", str(config))
@@ -97,6 +113,22 @@ def test_a_hung_worker_is_replaced_after_the_frame_timeout(clip40: Path, tmp_pat
     assert probe_video(tmp_path / "o.mp4").frames == 40
 
 
+@pytest.mark.slow
+def test_a_stalled_source_is_restarted_where_it_left_off(clip40: Path, tmp_path: Path) -> None:
+    config = tmp_path / "fast-timeout.yaml"
+    config.write_text(Path(FAST).read_text() + "frame_timeout_s: 3\n")
+    stats = tmp_path / "stats.jsonl"
+    process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--stats", str(stats),
+                    "--config", str(config))
+    wait_for_stats(stats, 3)
+    os.kill(source_pid(process.pid), signal.SIGSTOP)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "the source sent nothing for 3 s; restarting it" in stderr
+    facts = probe_video(tmp_path / "o.mp4")
+    assert facts.frames == 40 and facts.pts_s == pytest.approx([i / 10 for i in range(40)]), "no frame twice"
+
+
 def test_corrupted_bytes_in_the_middle_are_skipped(clip40: Path, tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.avi"
     data = bytearray(clip40.read_bytes())
@@ -104,7 +136,7 @@ def test_corrupted_bytes_in_the_middle_are_skipped(clip40: Path, tmp_path: Path)
     middle = len(data) // 2
     data[middle:middle + 20_000] = bytes(rng.randrange(256) for _ in range(20_000))
     damaged.write_bytes(bytes(data))
-    result = run_cli("run", str(damaged), "-o", str(tmp_path / "o.mp4"), "--workers", "2")
+    result = run_cli("run", str(damaged), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--config", FAST)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert probe_video(tmp_path / "o.mp4").frames == decodable_frames(damaged) > 20
@@ -113,7 +145,7 @@ def test_corrupted_bytes_in_the_middle_are_skipped(clip40: Path, tmp_path: Path)
 def test_a_truncated_file_ends_cleanly_with_what_was_decoded(clip40: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.avi"
     truncated.write_bytes(clip40.read_bytes()[: int(clip40.stat().st_size * 0.6)])
-    result = run_cli("run", str(truncated), "-o", str(tmp_path / "o.mp4"))
+    result = run_cli("run", str(truncated), "-o", str(tmp_path / "o.mp4"), "--config", FAST)
     assert result.returncode == 0, result.stderr
     frames = probe_video(tmp_path / "o.mp4").frames
     assert frames == decodable_frames(truncated) and 10 < frames < 40
@@ -161,7 +193,7 @@ def small_disk(tmp_path: Path):
 
 
 def test_a_full_disk_stops_with_a_clear_message_and_a_playable_file(clip40: Path, small_disk: Path) -> None:
-    result = run_cli("run", str(clip40), "-o", str(small_disk / "o.mp4"))
+    result = run_cli("run", str(clip40), "-o", str(small_disk / "o.mp4"), "--config", FAST)
     assert result.returncode == BAD_OUTPUT, result.stderr
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in result.stderr
@@ -183,7 +215,7 @@ def test_an_output_directory_that_vanishes_mid_run(clip40: Path, tmp_path: Path)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     stats = tmp_path / "stats.jsonl"
-    process = start(str(clip40), "-o", str(out_dir / "o.mp4"), "--stats", str(stats))
+    process = start(str(clip40), "-o", str(out_dir / "o.mp4"), "--stats", str(stats), "--config", FAST)
     wait_for_stats(stats, 2)
     shutil.rmtree(out_dir)
     _, stderr = process.communicate(timeout=300)

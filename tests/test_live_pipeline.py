@@ -15,8 +15,8 @@ import pytest
 from conftest import probe_video
 from rtsp import RtspServer, free_port
 
-# Small crops and no temporal vote keep parsing near a few fps on a 2-core machine; still slower than the camera.
-LIVE_FLAGS = ["--workers", "1", "--read-timeout", "2", "--open-timeout", "3", "--config", str(Path(__file__).parent / "live.yaml")]
+# tests/fast.yaml keeps parsing near a few fps on 2 cores: still slower than the 25 fps camera.
+LIVE_FLAGS = ["--workers", "1", "--read-timeout", "2", "--open-timeout", "3", "--config", str(Path(__file__).parent / "fast.yaml")]
 
 
 def start_cli(url: str, out: Path, *extra: str) -> subprocess.Popen:

@@ -41,7 +41,7 @@ def parsing_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, num
     """Top (query, class) pairs as instances scored by class probability times mean mask probability inside the
     mask; part instances at or above ``score_threshold`` are pasted into per-class maps (mean of the
     probabilities of the instances covering a pixel), label ``num_parsing`` is the human class."""
-    num_queries, num_classes = class_logits.shape[0], class_logits.shape[1] - 1
+    num_classes = class_logits.shape[1] - 1
     scores = class_logits.softmax(-1)[:, :-1].flatten()
     top_scores, top = scores.topk(min(TOPK_PER_IMAGE, scores.numel()))
     labels = top % num_classes
