@@ -165,9 +165,16 @@ class VideoSink:
         try:
             self._output.mux(packets)
         except OSError as exc:
-            self.failed = True
-            raise BadOutputError(f"writing {self.paths[-1]} failed: {exc.strerror or exc}",
-                                 hint="check free disk space and that the output directory still exists") from exc
+            raise self._write_failed(exc.strerror or str(exc)) from exc
+
+    def _write_failed(self, reason: str) -> BadOutputError:
+        self.failed = True
+        directory = self.paths[-1].parent
+        if not directory.is_dir():
+            return BadOutputError(f"the output directory {directory} vanished during the run",
+                                  hint="the video written so far is lost with it; write to a directory that stays")
+        return BadOutputError(f"writing {self.paths[-1]} failed: {reason}",
+                              hint="check free disk space and that the output directory still exists")
 
     def _finish_file(self) -> None:
         """Flush the encoder and finalize the current file so it plays, whatever happened before."""
@@ -187,9 +194,7 @@ class VideoSink:
     def close(self) -> None:
         self._finish_file()
         if self.paths and not self.paths[-1].parent.is_dir():
-            self.failed = True
-            raise BadOutputError(f"the output directory {self.paths[-1].parent} vanished during the run",
-                                 hint="the video written so far is lost with it; write to a directory that stays")
+            raise self._write_failed("its directory is gone")
         if self._faststart_at_end and not self.failed and self.paths:
             _make_faststart(self.path)
 

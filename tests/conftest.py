@@ -84,6 +84,18 @@ def vtest_frame(shared: Path) -> np.ndarray:
     raise AssertionError("vtest has fewer than 101 frames")
 
 
+def make_audio_only(path: Path) -> Path:
+    """An MP4/M4A holding one AAC frame of silence and no video stream."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 @dataclass
 class VideoFacts:
     codec: str

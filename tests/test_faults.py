@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import pytest
 
-from conftest import VTEST, cut_clip, probe_video, run_cli
+from conftest import VTEST, cut_clip, make_audio_only, probe_video, run_cli
 
 DEGRADED, BAD_INPUT, BAD_OUTPUT, MODEL = 8, 3, 4, 5
 
@@ -152,16 +152,7 @@ def test_a_truncated_file_ends_cleanly_with_what_was_decoded(clip40: Path, tmp_p
 
 
 def test_a_file_with_no_video_stream(tmp_path: Path) -> None:
-    audio = tmp_path / "tone.mp4"
-    with av.open(str(audio), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        stream.layout = "mono"
-        import numpy as np
-
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 16000
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    audio = make_audio_only(tmp_path / "tone.mp4")
     result = run_cli("run", str(audio), "-o", str(tmp_path / "o.mp4"))
     assert result.returncode == BAD_INPUT
     assert error_lines(result.stderr) == [f"error: input {audio} has no video stream"]

@@ -1,9 +1,9 @@
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from conftest import make_audio_only
 from vidparse.errors import BadInputError
 from vidparse.stages.source import VideoSource, probe
 
@@ -60,13 +60,5 @@ def test_image_is_not_a_video(shared: Path) -> None:
 
 
 def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
-    path = tmp_path / "tone.m4a"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 16000
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
     with pytest.raises(BadInputError, match="no video stream"):
-        probe(str(path))
+        probe(str(make_audio_only(tmp_path / "tone.m4a")))
