@@ -75,7 +75,7 @@ def run(
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml, or a preset name (fast).")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
     stats: Annotated[Optional[Path], typer.Option(help="Write one JSON line of statistics per frame here.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
@@ -117,7 +117,7 @@ def run(
         check_output_path(output)
         job = ParseVideoJob(settings, input, output, ResolvedModels.for_config(settings), masks_dir=masks,
                             stats_path=stats, max_frames=max_frames)
-        threads_each = threads_per_worker(settings.workers, settings.threads)
+        threads_each = threads_per_worker(settings.worker_count, settings.threads)
         with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
             runner = Runner(job, run_settings(settings, input, threads_each),
                             on_open=lambda info: (reporter.on_open(info), reporter.limit(max_frames)),

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from vidparse.errors import ConfigError
+from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.detect import DetectorOptions
 from vidparse.stages.parsers import BACKENDS, backend_module
 from vidparse.stages.person_parser import RoiOptions
@@ -27,7 +28,7 @@ class Config:
     model: str = field(metadata={"choices": tuple(BACKENDS)})
     model_path: str | None
     device: str = field(metadata={"choices": ("cpu", "cuda")})
-    workers: int = field(metadata={"range": (1, 1024)})
+    workers: int | None = field(metadata={"range": (1, 1024)})  # None: one per usable CPU
     threads: int = field(metadata={"range": (0, 1024)})
     queue_size: int = field(metadata={"range": (1, 10_000)})
     # block: the source waits for the workers (nothing lost); drop: the oldest waiting frame is dropped
@@ -42,6 +43,11 @@ class Config:
     temporal: TemporalOptions
     compose: ComposeOptions
     output: EncoderOptions
+
+    @property
+    def worker_count(self) -> int:
+        """Measured on 2 cores (docs/benchmarks.md): one single-threaded worker per CPU beats fewer, wider ones."""
+        return self.workers or usable_cpus()
 
     @property
     def parser_options(self) -> Any:
@@ -94,10 +100,16 @@ def dotted(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def preset_path(name: str) -> Path | None:
+    """``--config fast`` names ``configs/presets/fast.yaml`` when no file of that name exists."""
+    candidate = Path(str(resources.files("vidparse.configs") / "presets" / f"{name}.yaml"))
+    return candidate if candidate.is_file() else None
+
+
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     data = read_yaml(default_config_path())
     if path is not None:
-        data = merge(data, read_yaml(path))
+        data = merge(data, read_yaml(path if path.exists() else preset_path(str(path)) or path))
     data = merge(data, dotted(overrides or {}))
     return build(Config, data, "")
 

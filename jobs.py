@@ -81,6 +81,6 @@ def run_settings(config: Config, input_url: str, threads: int) -> RunSettings:
         options = config.live
         # Longer than a stall plus the slowest reconnect attempt, so the watchdog never fights the reconnect loop.
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
-    return RunSettings(workers=config.workers, threads=threads, queue_size=config.queue_size, drop_oldest=drop,
+    return RunSettings(workers=config.worker_count, threads=threads, queue_size=config.queue_size, drop_oldest=drop,
                        source_timeout_s=watchdog, frame_timeout_s=config.frame_timeout_s,
                        max_memory_mb=config.max_memory_mb)

@@ -4,11 +4,13 @@ import pytest
 
 from vidparse.config import load_config
 from vidparse.errors import ConfigError
+from vidparse.pipeline.cpus import usable_cpus
 
 
 def test_defaults_load() -> None:
     config = load_config()
-    assert (config.model, config.workers, config.roi.mode) == ("bodypix", 1, "roi")
+    assert (config.model, config.workers, config.roi.mode) == ("bodypix", None, "roi")
+    assert config.worker_count == usable_cpus(), "no worker count given: one per usable CPU"
     assert config.parser_options.person_threshold == 0.5
 
 
@@ -42,6 +44,11 @@ def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, message: s
         load_config(overrides=overrides)
     assert message in caught.value.message
     assert caught.value.hint
+
+
+def test_a_preset_by_name() -> None:
+    assert load_config(Path("fast")).roi.person_height == 256
+    assert load_config().roi.person_height == 512
 
 
 def test_bad_files(tmp_path: Path) -> None:
