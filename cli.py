@@ -52,21 +52,6 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
 
 
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a service manager stopping us) finishes the run like Ctrl-C: in-flight frames, then finalize."""
-    import signal
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @app.command()
 def run(
     input: Annotated[str, typer.Argument(help="Video file, or a URL FFmpeg can open.")],
@@ -103,7 +88,7 @@ def run(
     from vidparse.stages.sink import check_output_path
     from vidparse.stages.source import InputKind, input_kind, probe
 
-    with user_errors(), _terminate_as_interrupt():
+    with user_errors():
         settings = load_config(config, {
             "workers": workers, "threads": threads, "model": model, "device": device,
             "model_path": str(model_dir) if model_dir else None, "compose.alpha": alpha, "compose.legend": legend,

@@ -48,10 +48,10 @@ def logging_levels() -> dict[str, int]:
     return levels
 
 
-def configure_logging(levels: dict[str, int]) -> None:
+def configure_logging(levels: dict[str, int], name: str) -> None:
     """Spawned children start with no logging set up: mirror the parent's levels, timestamped, on stderr."""
     logging.basicConfig(level=levels.get("", logging.WARNING), force=True,
-                        format="%(asctime)s %(levelname)-7s %(processName)s: %(message)s", datefmt="%H:%M:%S")
+                        format=f"%(asctime)s %(levelname)-7s {name}: %(message)s", datefmt="%H:%M:%S")
     for name, level in levels.items():
         if name:
             logging.getLogger(name).setLevel(level)
@@ -87,7 +87,7 @@ def source_main(job: Any, inbox: Any, events: Any, stop: StopFlag, log_levels: d
     the number of each slot that becomes free. A source killed at any moment leaves no shared lock held.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    configure_logging(log_levels)
+    configure_logging(log_levels, "source")
     source = job.make_source(stop)
     next_seq = resume.seq + 1 if resume else 0
     pts_shift: int | None = None if resume else 0
@@ -148,7 +148,7 @@ def worker_main(job: Any, index: int, threads: int, handle: SlotsHandle, inbox: 
     pipe, never a lock that other processes share.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure_logging(log_levels)
+    configure_logging(log_levels, f"worker {index}")
     import cv2
 
     cv2.setNumThreads(threads)

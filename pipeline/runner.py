@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -170,11 +172,13 @@ class Runner:
         self._started = time.perf_counter()
         self._source_done = False
         self._last_task: Task | None = None
+        self._stop_requested = False
         self._start_source()
         clean = False
         try:
-            self._start(self._wait_for_open())
-            self._drain()
+            with self._signals_request_stop():
+                self._start(self._wait_for_open())
+                self._drain()
             clean = True
         except WorkerStartError as exc:
             raise PipelineError(str(exc), hint="out of memory? try fewer --workers") from None
@@ -182,6 +186,26 @@ class Runner:
             self._shutdown(clean)
             self.stats.wall_s = time.perf_counter() - self._started
         return self.stats
+
+    @contextmanager
+    def _signals_request_stop(self) -> Iterator[None]:
+        """The first SIGINT or SIGTERM only asks the loop to stop, so it is handled between two messages (an
+        exception raised mid-receive would lose a frame); the second one raises KeyboardInterrupt at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _start_source(self, resume: Resume | None = None) -> None:
         self._source_events, source_send = self._context.Pipe(duplex=False)
@@ -239,7 +263,8 @@ class Runner:
 
     def _wait_for_open(self) -> Any:
         while not isinstance(message := self._next_event(), Opened):
-            pass
+            if self._stop_requested:
+                raise KeyboardInterrupt  # nothing written yet: stopping now loses nothing
         return message.info
 
     def _start(self, info: Any) -> None:
@@ -274,37 +299,36 @@ class Runner:
         """Dispatch, supervise and write until the source is done and every frame it sent is written."""
         self._total: int | None = None
         while self._total is None or self.stats.frames + self.stats.dropped_frames < self._total:
-            try:
-                message = self._next_event()
-                if isinstance(message, Task):
-                    self._last_task = message
-                    self._pending.append(message)
-                    if self.settings.drop_oldest and len(self._pending) > 1:
-                        self._drop(self._pending.popleft())
-                elif isinstance(message, Done):
-                    self._source_done = True
-                    self._total = message.frames
-                    self.stats.skipped_packets = message.skipped_packets
-                elif isinstance(message, Ready):
-                    self._pool.mark_ready(message.worker)
-                elif isinstance(message, Parsed):
-                    self._pool.finished(message.worker, message.task.seq)
-                    self._deliver(message.task, message.result)
-                elif isinstance(message, FrameFailed):
-                    self._pool.finished(message.worker, message.task.seq)
-                    log.warning("frame %d failed in worker %d: %s", message.task.seq, message.worker, message.error)
-                    self._retry_or_give_up(message.task)
-                self._supervise()
-                if self.stats.interrupted:
-                    self._stop_source_after_interrupt()
-                else:
-                    self._restart_stalled_source()
-                while self._pending and self._pool.has_capacity():
-                    self._pool.dispatch(self._pending.popleft())
-            except KeyboardInterrupt:
-                if self.stats.interrupted:
-                    raise
+            if self._stop_requested and not self.stats.interrupted:
                 self._interrupt()
+            message = self._next_event()
+            if isinstance(message, Task):
+                self._last_task = message
+                self._pending.append(message)
+                if self.stats.interrupted:  # sent before the source saw the stop: not parsed any more
+                    self._drop(self._pending.popleft())
+                if self.settings.drop_oldest and len(self._pending) > 1:
+                    self._drop(self._pending.popleft())
+            elif isinstance(message, Done):
+                self._source_done = True
+                self._total = message.frames
+                self.stats.skipped_packets = message.skipped_packets
+            elif isinstance(message, Ready):
+                self._pool.mark_ready(message.worker)
+            elif isinstance(message, Parsed):
+                self._pool.finished(message.worker, message.task.seq)
+                self._deliver(message.task, message.result)
+            elif isinstance(message, FrameFailed):
+                self._pool.finished(message.worker, message.task.seq)
+                log.warning("frame %d failed in worker %d: %s", message.task.seq, message.worker, message.error)
+                self._retry_or_give_up(message.task)
+            self._supervise()
+            if self.stats.interrupted:
+                self._stop_source_after_interrupt()
+            else:
+                self._restart_stalled_source()
+            while self._pending and self._pool.has_capacity():
+                self._pool.dispatch(self._pending.popleft())
 
     def _interrupt(self) -> None:
         """First Ctrl-C: stop reading, drop frames not yet started, finish the ones being parsed."""
