@@ -246,8 +246,12 @@ class Runner:
         self._send_to_source(self._slots.handle)
         self._give_free_slots()
 
+    def _used_slots(self) -> set[int]:
+        """Slots the main process knows are taken: waiting, in a worker, or waiting in the reorder buffer."""
+        return {t.slot for t in self._pending} | self._pool.slots_in_use() | self._reorder_slots
+
     def _slots_in_use(self) -> int:
-        return len(self._pending) + len(self._pool.slots_in_use()) + len(self._reorder_slots)
+        return len(self._used_slots())
 
     def _release_slot(self, slot: int) -> None:
         if self._slots_in_use() + 1 >= self._slot_count:
@@ -256,7 +260,7 @@ class Runner:
 
     def _give_free_slots(self) -> None:
         """Hand a (new) source every slot not in use; one a killed source took but never announced is free."""
-        used = {t.slot for t in self._pending} | self._pool.slots_in_use() | self._reorder_slots
+        used = self._used_slots()
         for slot in range(self._slot_count):
             if slot not in used:
                 self._send_to_source(slot)
@@ -442,7 +446,6 @@ class Runner:
                 self._output.close()
         finally:
             if self._pool is not None:
-                self.stats.worker_restarts = self._pool.restarts
                 self._pool.stop(JOIN_TIMEOUT_S if clean else 0.0)
             # After Done the source owes nothing; closing a network stream can block, so it gets a short grace.
             self._source.join(timeout=SOURCE_EXIT_GRACE_S if clean else 0.0)

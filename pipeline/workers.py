@@ -49,7 +49,6 @@ class WorkerPool:
         self._spawn = spawn  # runs a start-up callable with the worker thread environment applied
         # Frames handed to a worker at once: two keep it busy while the main process is elsewhere.
         self._prefetch = prefetch
-        self.restarts = 0
         self._workers = [self._start(i) for i in range(count)]
 
     def _start(self, index: int) -> _Worker:
@@ -124,7 +123,6 @@ class WorkerPool:
             held = list(worker.in_flight)
             lost.append(Lost(i, reason, held[0] if held else None, held[1:]))
             log.warning("%s %s; starting a replacement", worker.process.name, reason)
-            self.restarts += 1
             self._workers[i] = self._start(i)
         return lost
 

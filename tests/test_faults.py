@@ -77,6 +77,17 @@ def wait_for_stats(path: Path, lines: int, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
+def start_with_frame_timeout(clip: Path, tmp_path: Path, workers: int) -> subprocess.Popen:
+    """A run whose stalls count after 3 s, once it has written three frames."""
+    config = tmp_path / "fast-timeout.yaml"
+    config.write_text(Path(FAST).read_text() + "frame_timeout_s: 3\n")
+    stats = tmp_path / "stats.jsonl"
+    process = start(str(clip), "-o", str(tmp_path / "o.mp4"), "--workers", str(workers), "--stats", str(stats),
+                    "--config", str(config))
+    wait_for_stats(stats, 3)
+    return process
+
+
 @pytest.fixture(scope="module")
 def clip40(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cut_clip(VTEST, tmp_path_factory.mktemp("clips") / "vtest40.avi", 40)
@@ -100,12 +111,7 @@ def test_sigkill_of_a_worker_mid_run_loses_no_frame(clip40: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_a_hung_worker_is_replaced_after_the_frame_timeout(clip40: Path, tmp_path: Path) -> None:
-    config = tmp_path / "fast-timeout.yaml"
-    config.write_text(Path(FAST).read_text() + "frame_timeout_s: 3\n")
-    stats = tmp_path / "stats.jsonl"
-    process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--stats", str(stats),
-                    "--config", str(config))
-    wait_for_stats(stats, 3)
+    process = start_with_frame_timeout(clip40, tmp_path, workers=2)
     os.kill(worker_pids(process.pid)[0], signal.SIGSTOP)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == DEGRADED, stderr
@@ -115,12 +121,7 @@ def test_a_hung_worker_is_replaced_after_the_frame_timeout(clip40: Path, tmp_pat
 
 @pytest.mark.slow
 def test_a_stalled_source_is_restarted_where_it_left_off(clip40: Path, tmp_path: Path) -> None:
-    config = tmp_path / "fast-timeout.yaml"
-    config.write_text(Path(FAST).read_text() + "frame_timeout_s: 3\n")
-    stats = tmp_path / "stats.jsonl"
-    process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--stats", str(stats),
-                    "--config", str(config))
-    wait_for_stats(stats, 3)
+    process = start_with_frame_timeout(clip40, tmp_path, workers=1)
     os.kill(source_pid(process.pid), signal.SIGSTOP)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
