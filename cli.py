@@ -64,6 +64,7 @@ def run(
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
     stats: Annotated[Optional[Path], typer.Option(help="Write one JSON line of statistics per frame here.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
+    parse_every: Annotated[Optional[int], typer.Option(help="Parse every K-th frame; carry labels between by optical flow.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Class color weight over the frame, 0..1.")] = None,
     legend: Annotated[Optional[bool], typer.Option("--legend/--no-legend", help="Draw the class legend.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (M2FP).")] = None,
@@ -95,7 +96,7 @@ def run(
             "queue_size": queue_size, "policy": policy, "live.rtsp_transport": rtsp_transport,
             "live.reconnect_attempts": reconnect_attempts, "live.open_timeout_s": open_timeout,
             "live.read_timeout_s": read_timeout, "output.segment_seconds": segment_seconds,
-            "output.fragmented": fragmented, "max_memory_mb": max_memory,
+            "output.fragmented": fragmented, "max_memory_mb": max_memory, "keyframes.parse_every": parse_every,
         })
         if input_kind(input) is InputKind.FILE:
             probe(input)

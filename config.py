@@ -15,6 +15,7 @@ import yaml
 from vidparse.errors import ConfigError
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.detect import DetectorOptions
+from vidparse.stages.keyframes import KeyframeOptions
 from vidparse.stages.parsers import BACKENDS, backend_module
 from vidparse.stages.person_parser import RoiOptions
 from vidparse.stages.recolor import ComposeOptions
@@ -40,6 +41,7 @@ class Config:
     detector: DetectorOptions
     roi: RoiOptions
     parsers: dict[str, Any]  # backend name -> that backend's Options dataclass
+    keyframes: KeyframeOptions
     temporal: TemporalOptions
     compose: ComposeOptions
     output: EncoderOptions

@@ -11,6 +11,7 @@ from vidparse.model_store import resolve_model
 from vidparse.pipeline.runner import RunSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.detect import PersonDetector
+from vidparse.stages.keyframes import KeyframeParser
 from vidparse.stages.output import AnnotatedOutput
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS, create_parser
@@ -50,8 +51,10 @@ class ParseVideoJob:
     def make_source(self, stop: Any = None) -> VideoSource:
         return VideoSource(self.input_url, max_frames=self.max_frames, live=self.config.live, stop=stop)
 
-    def make_parser(self, threads: int) -> PersonParser:
-        return build_person_parser(self.config, self.models, threads)
+    def make_parser(self, threads: int) -> PersonParser | KeyframeParser:
+        parser = build_person_parser(self.config, self.models, threads)
+        keyframes = self.config.keyframes
+        return KeyframeParser(parser, keyframes) if keyframes.parse_every > 1 else parser
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
@@ -83,4 +86,4 @@ def run_settings(config: Config, input_url: str, threads: int) -> RunSettings:
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
     return RunSettings(workers=config.worker_count, threads=threads, queue_size=config.queue_size, drop_oldest=drop,
                        source_timeout_s=watchdog, frame_timeout_s=config.frame_timeout_s,
-                       max_memory_mb=config.max_memory_mb)
+                       max_memory_mb=config.max_memory_mb, group_size=config.keyframes.parse_every)

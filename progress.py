@@ -11,7 +11,7 @@ from rich.table import Table
 from vidparse.pipeline.runner import RunStats
 from vidparse.stages.types import Frame, FrameResult
 
-STAGE_ORDER = ("decode", "detect", "parse", "compose", "encode")
+STAGE_ORDER = ("decode", "detect", "parse", "propagate", "compose", "encode")
 
 
 class RunReporter:

@@ -66,6 +66,9 @@ class RunSettings:
     drop_oldest: bool = False  # live policy: only the newest frame waits; older waiting frames are dropped
     source_timeout_s: float | None = None  # restart a source that sends nothing for this long while slots are free
     max_memory_mb: int = 0  # budget for the whole process tree; 0 = none
+    # Frames seq // group_size == g go to one worker, in order, so the job can carry state between them (keyframe
+    # mode). Only an affinity: a job must give the same results when a group is split (a worker was replaced).
+    group_size: int = 1
 
     def slot_count(self, slot_bytes: int) -> int:
         """Frames waiting for a worker, up to two handed to each worker, and room for out-of-order results;
@@ -293,7 +296,8 @@ class Runner:
         # Live: one frame per worker, so a frame never waits behind another in a worker's inbox.
         prefetch = 1 if self.settings.drop_oldest else 2
         self._pool = WorkerPool(self._context, self.job, self.settings.workers, self.settings.threads,
-                                self._slots.handle, self.settings.frame_timeout_s, spawn, prefetch)
+                                self._slots.handle, self.settings.frame_timeout_s, spawn, prefetch,
+                                self.settings.group_size)
         self._send_to_source(self._slots.handle)
         self._give_free_slots()
         if self.on_open:
@@ -331,8 +335,19 @@ class Runner:
                 self._stop_source_after_interrupt()
             else:
                 self._restart_stalled_source()
-            while self._pending and self._pool.has_capacity():
-                self._pool.dispatch(self._pending.popleft())
+            self._dispatch_pending()
+
+    def _dispatch_pending(self) -> None:
+        """Hand waiting frames to workers in order; a frame whose group's worker is full waits without holding back
+        frames of other groups."""
+        if not self._pool.has_capacity():
+            return
+        kept: deque[Task] = deque()
+        while self._pending:
+            task = self._pending.popleft()
+            if not self._pool.dispatch(task):
+                kept.append(task)
+        self._pending = kept
 
     def _interrupt(self) -> None:
         """First Ctrl-C: stop reading, drop frames not yet started, finish the ones being parsed."""

@@ -15,7 +15,7 @@ from vidparse.pipeline.slots import SlotsHandle
 
 log = logging.getLogger(__name__)
 
-
+GROUP_OWNERS_KEPT = 256  # recent groups whose worker is remembered; a group is done long before it falls out
 
 @dataclass
 class Lost:
@@ -40,7 +40,8 @@ class _Worker:
 
 class WorkerPool:
     def __init__(self, context: Any, job: Any, count: int, threads: int, slots: SlotsHandle,
-                 frame_timeout_s: float, spawn: Callable[[Callable[[], None]], None], prefetch: int = 2) -> None:
+                 frame_timeout_s: float, spawn: Callable[[Callable[[], None]], None], prefetch: int = 2,
+                 group_size: int = 1) -> None:
         self._context = context
         self._job = job
         self._threads = threads
@@ -49,6 +50,8 @@ class WorkerPool:
         self._spawn = spawn  # runs a start-up callable with the worker thread environment applied
         # Frames handed to a worker at once: two keep it busy while the main process is elsewhere.
         self._prefetch = prefetch
+        self._group_size = group_size
+        self._group_owner: dict[int, int] = {}  # group number -> worker index
         self._workers = [self._start(i) for i in range(count)]
 
     def _start(self, index: int) -> _Worker:
@@ -81,13 +84,26 @@ class WorkerPool:
     def has_capacity(self) -> bool:
         return any(len(w.in_flight) < self._prefetch for w in self._workers)
 
-    def dispatch(self, task: Task) -> None:
-        worker = min(self._workers, key=lambda w: (len(w.in_flight), not w.ready, w.index))
+    def dispatch(self, task: Task) -> bool:
+        """Send a frame to a worker with room: its group's worker if the group has one. False: no room now."""
+        group = task.seq // self._group_size
+        owner = self._group_owner.get(group) if self._group_size > 1 else None
+        if owner is not None:
+            worker = self._workers[owner]
+        else:
+            worker = min(self._workers, key=lambda w: (len(w.in_flight), not w.ready, w.index))
+        if len(worker.in_flight) >= self._prefetch:
+            return False
+        if self._group_size > 1 and owner is None:
+            self._group_owner[group] = worker.index
+            if len(self._group_owner) > GROUP_OWNERS_KEPT:
+                del self._group_owner[next(iter(self._group_owner))]
         if worker.ready and not worker.in_flight:
             worker.busy_since = time.monotonic()
         worker.in_flight.append(task)
         worker.inbox.send(task)
         log.debug("frame %d -> worker %d (holds %s)", task.seq, worker.index, [t.seq for t in worker.in_flight])
+        return True
 
     def finished(self, index: int, seq: int) -> None:
         worker = self._workers[index]

@@ -10,7 +10,7 @@ import numpy as np
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.parsers.base import Parser
 from vidparse.stages.roi import crop_person, paste_labels
-from vidparse.stages.types import Detections, FrameResult, PersonStats
+from vidparse.stages.types import Detections, FrameResult, LabelSet, PersonStats
 
 
 @dataclass
@@ -21,6 +21,22 @@ class RoiOptions:
     margin: float = field(metadata={"range": (0.0, 2.0)})
     # crops are scaled so the box plus margin is this many pixels tall
     person_height: int = field(metadata={"range": (32, 4096)})
+
+
+def box_region(labels: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The part of a frame-sized label map inside a box (frame pixels, x1 y1 x2 y2)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    return labels[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
+
+
+def person_stats(label_set: LabelSet, box: np.ndarray, score: float, person_labels: np.ndarray) -> PersonStats:
+    """A person's box, score and pixel count per body part (``person_labels``: the labels that are this person's)."""
+    counts = np.bincount(person_labels.ravel(), minlength=len(label_set))
+    return PersonStats(
+        box=tuple(float(v) for v in box),
+        score=float(score),
+        part_pixels={label_set.names[c]: int(counts[c]) for c in np.nonzero(counts)[0] if c != 0},
+    )
 
 
 class PersonParser:
@@ -40,6 +56,10 @@ class PersonParser:
         self.parser.open()
 
     def process(self, image: np.ndarray, seq: int = 0) -> tuple[np.ndarray, FrameResult]:
+        labels, result, _ = self.process_with_detections(image, seq)
+        return labels, result
+
+    def process_with_detections(self, image: np.ndarray, seq: int = 0) -> tuple[np.ndarray, FrameResult, Detections]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         detections = self.detector.process(image)
@@ -54,7 +74,7 @@ class PersonParser:
             else:
                 persons = self._parse_crops(image, detections, labels)
             timings["parse"] = time.perf_counter() - start
-        return labels, FrameResult(seq=seq, persons=persons, timings=timings)
+        return labels, FrameResult(seq=seq, persons=persons, timings=timings), detections
 
     def _parse_crops(self, image: np.ndarray, detections: Detections, labels: np.ndarray) -> list[PersonStats]:
         order = np.argsort(-detections.scores, kind="stable")
@@ -63,24 +83,13 @@ class PersonParser:
         persons = []
         for i, crop, crop_labels in zip(order, crops, parsed):
             written = paste_labels(labels, crop, crop_labels)
-            persons.append(self._stats(detections, i, written))
+            persons.append(person_stats(self.label_set, detections.boxes[i], detections.scores[i], written))
         return persons
 
     def _whole_frame_stats(self, labels: np.ndarray, detections: Detections) -> list[PersonStats]:
-        persons = []
-        for i in np.argsort(-detections.scores, kind="stable"):
-            x1, y1, x2, y2 = (int(round(v)) for v in detections.boxes[i])
-            persons.append(self._stats(detections, i, labels[y1:y2, x1:x2]))
-        return persons
-
-    def _stats(self, detections: Detections, index: int, person_labels: np.ndarray) -> PersonStats:
-        counts = np.bincount(person_labels.ravel(), minlength=len(self.label_set))
-        names = self.label_set.names
-        return PersonStats(
-            box=tuple(float(v) for v in detections.boxes[index]),
-            score=float(detections.scores[index]),
-            part_pixels={names[c]: int(counts[c]) for c in np.nonzero(counts)[0] if c != 0},
-        )
+        return [person_stats(self.label_set, detections.boxes[i], detections.scores[i],
+                             box_region(labels, detections.boxes[i]))
+                for i in np.argsort(-detections.scores, kind="stable")]
 
     def close(self) -> None:
         self.parser.close()

@@ -71,3 +71,4 @@ class FrameResult:
     persons: list[PersonStats] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
     status: str = "ok"  # "unparsed": parsing failed twice and the frame was written without labels
+    carried_from: int | None = None  # keyframe mode: the parsed frame these labels were carried from by optical flow

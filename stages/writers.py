@@ -57,6 +57,7 @@ class StatsWriter:
         record = {
             "seq": result.seq,
             "status": result.status,
+            "carried_from": result.carried_from,
             "pts": pts,
             "time_s": None if seconds is None else round(seconds, 6),
             "persons": [

@@ -52,6 +52,9 @@ class ThresholdStage:
         if seq == self.job.hang_at and self._fault_budget_left():
             time.sleep(3600)
         time.sleep(random.random() * self.job.jitter_s)
+        if self.job.trace:
+            with open(self.job.trace, "a") as trace:
+                trace.write(f"{os.getpid()} {seq}\n")
         return (image[:, :, 0] > 100).astype(np.uint8), FrameResult(seq=seq, timings={"parse": 0.001})
 
     def close(self) -> None:
@@ -95,6 +98,7 @@ class TrivialJob:
     hang_at: int | None = None
     kill_times: int | None = None
     jitter_s: float = 0.02
+    trace: str | None = None  # a file to append "pid seq" to for every frame parsed
     fault_counter: str = field(default_factory=lambda: tempfile.mktemp(prefix="vidparse-faults-"))
 
     def make_source(self, stop) -> VideoSource:
@@ -128,6 +132,23 @@ def test_every_frame_once_in_order_whatever_the_worker_count(clip: Path) -> None
     assert runner.slots_name and not (Path("/dev/shm") / runner.slots_name.lstrip("/")).exists(), \
         "shared memory is unlinked after the run"
     assert not multiprocess.active_children()
+
+
+def test_frames_of_a_group_go_to_one_worker_in_order(clip: Path, tmp_path: Path) -> None:
+    collected, trace = Collected(), tmp_path / "trace"
+    Runner(TrivialJob(str(clip), collected, trace=str(trace)),
+           RunSettings(workers=2, threads=1, queue_size=4, group_size=3)).run()
+    assert collected.seqs == list(range(12))
+    seqs_by_pid: dict[int, list[int]] = {}
+    for line in trace.read_text().split("\n")[:-1]:
+        pid, seq = map(int, line.split())
+        seqs_by_pid.setdefault(pid, []).append(seq)
+    assert len(seqs_by_pid) == 2, "both workers got groups"
+    for seqs in seqs_by_pid.values():
+        assert seqs == sorted(seqs)
+    owners = {seq // 3: pid for pid, seqs in seqs_by_pid.items() for seq in seqs}
+    for pid, seqs in seqs_by_pid.items():
+        assert all(owners[seq // 3] == pid for seq in seqs), "a group was split between workers"
 
 
 def test_a_model_that_will_not_load_stops_the_run(clip: Path) -> None:

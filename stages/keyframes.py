@@ -1,0 +1,119 @@
+"""Keyframe mode: parse every K-th frame, carry its labels to the frames between by dense optical flow.
+
+Flow is OpenCV's DIS, computed backwards (from each frame to the one before it), so every pixel of the new frame
+looks up where it came from and takes that pixel's label: no holes, no splats. Person boxes move with the median
+flow over their person pixels, so statistics stay per person. Frames are carried along a chain (each from the one
+before), which keeps every flow step small.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from vidparse.stages.person_parser import PersonParser, box_region, person_stats
+from vidparse.stages.types import Detections, FrameResult
+
+FLOW_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+@dataclass
+class KeyframeOptions:
+    # parse frames whose number is a multiple of this; carry labels to the others by optical flow; 1 = parse all
+    parse_every: int = field(metadata={"range": (1, 100)})
+    # DIS optical flow preset: ultrafast | fast | medium (slower, follows fast limbs better)
+    flow_preset: str = field(metadata={"choices": tuple(FLOW_PRESETS)})
+
+
+@dataclass
+class _Carried:
+    """What the next frame of the group is carried from."""
+
+    seq: int
+    keyframe: int
+    gray: np.ndarray
+    labels: np.ndarray
+    detections: Detections
+
+
+def warp_labels(labels: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
+    """Labels of the previous frame moved onto the current one; ``backward_flow[y, x]`` points from the current
+    frame's pixel to where it was in the previous frame. Pixels that came from outside the frame get background."""
+    height, width = labels.shape
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return cv2.remap(labels, grid_x + backward_flow[..., 0], grid_y + backward_flow[..., 1], cv2.INTER_NEAREST,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def track_boxes(boxes: np.ndarray, backward_flow: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each box moved by its person's motion: minus the median backward flow over its labelled pixels (over the
+    whole box when it has none), clipped to the frame."""
+    height, width = labels.shape
+    moved = boxes.copy()
+    for box in moved:
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        flow = backward_flow[y1:y2, x1:x2]
+        person = labels[y1:y2, x1:x2] != 0
+        vectors = flow[person] if person.any() else flow.reshape(-1, 2)
+        dx, dy = np.median(vectors, axis=0)
+        box -= (dx, dy, dx, dy)
+    np.clip(moved[:, 0::2], 0, width, out=moved[:, 0::2])
+    np.clip(moved[:, 1::2], 0, height, out=moved[:, 1::2])
+    return moved
+
+
+class KeyframeParser:
+    """Stage object with PersonParser's interface. Frames of one group (``seq // parse_every``) must come in order
+    to get carried labels; a frame with no earlier frame of its group here (a keyframe, or the first this process
+    saw after a restart or a drop) is parsed directly, so results never depend on which process got which frame."""
+
+    def __init__(self, parser: PersonParser, options: KeyframeOptions) -> None:
+        self.parser = parser
+        self.options = options
+        self._flow: cv2.DISOpticalFlow | None = None
+        self._carried: _Carried | None = None
+
+    @property
+    def label_set(self):
+        return self.parser.label_set
+
+    def open(self) -> None:
+        self.parser.open()
+        self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.options.flow_preset])
+        self._carried = None
+
+    def process(self, image: np.ndarray, seq: int = 0) -> tuple[np.ndarray, FrameResult]:
+        every = self.options.parse_every
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        carried = self._carried
+        if (every == 1 or carried is None or carried.seq >= seq or carried.seq // every != seq // every
+                or carried.gray.shape != gray.shape):
+            labels, result, detections = self.parser.process_with_detections(image, seq)
+            self._carried = _Carried(seq, seq, gray, labels, detections) if every > 1 else None
+            return labels, result
+        start = time.perf_counter()
+        flow = self._flow.calc(gray, carried.gray, None)
+        labels = warp_labels(carried.labels, flow)
+        boxes = track_boxes(carried.detections.boxes, flow, labels)
+        detections = Detections(boxes, carried.detections.scores)
+        persons = [person_stats(self.label_set, box, score, box_region(labels, box))
+                   for box, score in zip(detections.boxes, detections.scores)]
+        self._carried = _Carried(seq, carried.keyframe, gray, labels, detections)
+        result = FrameResult(seq=seq, persons=persons, timings={"propagate": time.perf_counter() - start},
+                             carried_from=carried.keyframe)
+        return labels, result
+
+    def close(self) -> None:
+        self._carried = None
+        self._flow = None
+        self.parser.close()
