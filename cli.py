@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from vidparse.errors import ConfigError, VidparseError
+from vidparse.errors import BadOutputError, ConfigError, VidparseError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -163,6 +163,61 @@ def bench(
     Console().print(f"machine: {machine_description()}")
     if markdown:
         markdown.write_text(f"machine: {machine_description()}\n\n" + markdown_table(trials, settings.model, Path(input).name, frames))
+
+
+@app.command()
+def tune(
+    input: Annotated[str, typer.Argument(help="Video (or stream) to tune on, like the ones you will parse.")],
+    seconds: Annotated[float, typer.Option(min=1, help="Measuring time per trial, after a warm-up.")] = 10,
+    max_workers: Annotated[Optional[int], typer.Option(min=1, help="Try at most this many workers.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file or preset to tune, as for run.")] = None,
+    parse_every: Annotated[Optional[int], typer.Option(help="Keyframe mode to tune with, as for run.")] = None,
+    write: Annotated[Path, typer.Option("--write", "-w", help="Config file to write the pick to.")] = Path("vidparse-tuned.yaml"),
+) -> None:
+    """Try (workers, threads per worker) layouts that fit the CPUs this process may use; write the fastest as a config."""
+    _setup_logging(False)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vidparse.bench import machine_description
+    from vidparse.config import config_from, user_settings
+    from vidparse.pipeline.cpus import usable_cpus
+    from vidparse.stages.source import InputKind, input_kind, probe
+    from vidparse.tune import best, layouts, run_trial, tuned_config_text
+
+    with user_errors():
+        chosen = user_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
+                                        "keyframes.parse_every": parse_every})
+        settings = config_from(chosen)
+        if input_kind(input) is InputKind.FILE:
+            probe(input)
+        cpus = usable_cpus()
+        grid = layouts(cpus, max_workers)
+        results = []
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
+                      TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("tune", total=len(grid))
+            for layout in grid:
+                progress.update(task, description=f"trying {layout}")
+                results.append(run_trial(settings, input, layout, seconds, cpus))
+                progress.advance(task)
+        pick = best(results)
+        machine = machine_description()
+        try:
+            write.write_text(tuned_config_text(chosen, pick, results, Path(input).name, machine))
+        except OSError as exc:
+            raise BadOutputError(f"cannot write {write}: {exc.strerror}", hint="choose a writable --write path") from exc
+    table = Table(title=f"vidparse tune: {settings.model} on {Path(input).name}, {cpus} usable CPUs, {seconds:g} s a trial")
+    for column in ("", "workers", "threads", "fps", "p95 frame ms", "peak MB", "CPU busy", "start-up s"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row("best" if r is pick else "", str(r.layout.workers), str(r.layout.threads), f"{r.fps:.2f}",
+                      f"{r.p95_frame_ms:.0f}", f"{r.peak_mb:.0f}", f"{r.cpu_share:.0%}", f"{r.startup_s:.1f}",
+                      style="bold green" if r is pick else None)
+    Console().print(table)
+    Console().print(f"machine: {machine}")
+    Console().print(f"wrote {write}: vidparse run INPUT -o OUTPUT.mp4 --config {write}", soft_wrap=True)
 
 
 def _worker_counts(text: str) -> list[int]:

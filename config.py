@@ -108,12 +108,19 @@ def preset_path(name: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def user_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the user changed from the defaults: the --config file (or preset) with the CLI overrides on top."""
+    data = read_yaml(path if path.exists() else preset_path(str(path)) or path) if path is not None else {}
+    return merge(data, dotted(overrides or {}))
+
+
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    data = read_yaml(default_config_path())
-    if path is not None:
-        data = merge(data, read_yaml(path if path.exists() else preset_path(str(path)) or path))
-    data = merge(data, dotted(overrides or {}))
-    return build(Config, data, "")
+    return config_from(user_settings(path, overrides))
+
+
+def config_from(settings: dict[str, Any]) -> Config:
+    """The defaults with ``settings`` (as from `user_settings`) on top, validated."""
+    return build(Config, merge(read_yaml(default_config_path()), settings), "")
 
 
 def build(cls: type, data: Any, where: str) -> Any:

@@ -5,21 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from vidparse.pipeline.proctree import descendants
+
 MB = 1 << 20
-
-
-def descendants(pid: int) -> list[int]:
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found.extend(children)
-            frontier.extend(children)
-    return found
 
 
 def process_pss_bytes(pid: int) -> int:

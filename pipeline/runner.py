@@ -176,6 +176,7 @@ class Runner:
         self._source_done = False
         self._last_task: Task | None = None
         self._stop_requested = False
+        self._stopped_by_signal = False
         self._start_source()
         clean = False
         try:
@@ -201,7 +202,7 @@ class Runner:
         def request_stop(signum: int, frame: Any) -> None:
             if self._stop_requested:
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self._stop_requested = self._stopped_by_signal = True
 
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -209,6 +210,11 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        """Stop reading and finish the frames already being parsed, as the first Ctrl-C does (callable from
+        ``on_frame``)."""
+        self._stop_requested = True
 
     def _start_source(self, resume: Resume | None = None) -> None:
         self._source_events, source_send = self._context.Pipe(duplex=False)
@@ -356,7 +362,8 @@ class Runner:
         self._stop.set()
         while self._pending:
             self._drop(self._pending.popleft())
-        log.warning("interrupted: finishing the frames in flight (press Ctrl-C again to stop at once)")
+        if self._stopped_by_signal:
+            log.warning("interrupted: finishing the frames in flight (press Ctrl-C again to stop at once)")
 
     def _stop_source_after_interrupt(self) -> None:
         """A source blocked on a silent stream is not waited for: the frames it announced are all there is."""

@@ -256,3 +256,12 @@ def test_drop_policy_keeps_only_the_newest_waiting_frame(clip: Path) -> None:
                    RunSettings(workers=1, threads=1, queue_size=4, drop_oldest=True)).run()
     assert stats.dropped_frames > 0 and len(collected.seqs) + stats.dropped_frames == 12
     assert collected.seqs == sorted(collected.seqs) and collected.seqs[-1] == 11, "the newest frame wins"
+
+
+def test_stop_finishes_the_frames_in_flight_and_ends_the_run(clip: Path) -> None:
+    collected = Collected()
+    runner = Runner(TrivialJob(str(clip), collected, jitter_s=0.1), RunSettings(workers=2, threads=1, queue_size=2))
+    runner.on_frame = lambda frame, result, stats: runner.stop() if stats.frames == 3 else None
+    stats = runner.run()
+    assert 3 <= stats.frames < 12 and collected.seqs == list(range(stats.frames))
+    assert collected.closed and not multiprocess.active_children()

@@ -1,0 +1,73 @@
+"""`vidparse tune`: real trials of worker layouts on a real clip, and the config file it writes."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import multiprocess
+
+from conftest import VTEST, cut_clip, probe_video, run_cli
+from vidparse.config import load_config
+from vidparse.pipeline.cpus import usable_cpus
+from vidparse.pipeline.proctree import process_cpu_seconds, tree_cpu_seconds
+from vidparse.tune import Layout, layouts
+
+FAST = Path(__file__).with_name("fast.yaml")
+
+
+def test_layouts_fit_the_cpus_and_include_the_extremes() -> None:
+    assert layouts(1) == [Layout(1, 1)]
+    assert layouts(2) == [Layout(1, 1), Layout(1, 2), Layout(2, 1)]
+    sixteen = layouts(16)
+    assert all(layout.workers * layout.threads <= 16 for layout in sixteen)
+    assert {Layout(1, 16), Layout(16, 1), Layout(4, 4), Layout(8, 2), Layout(1, 1)} <= set(sixteen)
+    assert {Layout(2, 3), Layout(3, 2), Layout(6, 1)} <= set(layouts(6)), "layouts that fill 6 CPUs"
+    assert max(layout.workers for layout in layouts(16, max_workers=4)) == 4
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_tree_cpu_time_counts_child_processes() -> None:
+    tree, own = tree_cpu_seconds(os.getpid()), process_cpu_seconds(os.getpid())
+    hog = multiprocess.get_context("fork").Process(target=_burn, args=(5,))
+    hog.start()
+    time.sleep(1.0)
+    try:
+        assert tree_cpu_seconds(os.getpid()) - tree >= 0.5, "a running child's CPU time is counted"
+        assert process_cpu_seconds(os.getpid()) - own < 0.5, "the sleeping parent's is not inflated"
+    finally:
+        hog.kill()
+        hog.join()
+
+
+def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, tmp_path: Path) -> None:
+    tuned = tmp_path / "tuned.yaml"
+    result = run_cli("tune", str(clip), "--seconds", "1", "--config", str(FAST), "--max-workers", "2", "-w", str(tuned))
+    assert result.returncode == 0, result.stderr
+    expected = layouts(usable_cpus(), 2)
+    rows = re.findall(r"^#\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)%$", tuned.read_text(), re.M)
+    assert [Layout(int(w), int(t)) for w, t, *_ in rows] == expected
+    assert all(float(fps) > 0 and int(mb) > 50 and 0 < int(cpu) <= 100 for _, _, fps, _, mb, cpu in rows)
+    fastest = max(rows, key=lambda row: float(row[2]))
+    written = load_config(tuned, {})
+    assert (written.workers, written.threads) == (int(fastest[0]), int(fastest[1])), "the fastest trial is the pick"
+    assert written.roi.person_height == 192 and written.temporal.window == 1, "the tuned settings are kept"
+    assert result.stdout.count("best") == 1
+    out = tmp_path / "out.mp4"
+    assert run_cli("run", str(clip), "-o", str(out), "--config", str(tuned)).returncode == 0
+    assert probe_video(out).frames == 12
+
+
+def test_tune_on_a_too_short_video_says_so(tmp_path: Path) -> None:
+    short = cut_clip(VTEST, tmp_path / "short.avi", 3)
+    result = run_cli("tune", str(short), "--seconds", "1", "--config", str(FAST), "--max-workers", "1",
+                     "-w", str(tmp_path / "t.yaml"))
+    assert result.returncode == 3 and "too short" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "t.yaml").exists()

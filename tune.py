@@ -1,0 +1,136 @@
+"""`vidparse tune`: short trials of (workers, threads per worker) layouts that fit the usable CPUs, each measured
+after a warm-up; the fastest is written as a config file for `vidparse run --config`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vidparse.config import Config
+from vidparse.errors import BadInputError
+from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
+from vidparse.pipeline.memory import PeakMemory
+from vidparse.pipeline.proctree import tree_cpu_seconds
+from vidparse.pipeline.runner import Runner, RunStats
+from vidparse.stages.types import FrameResult
+
+WORKER_STAGES = ("detect", "parse", "propagate")  # what a worker spends on one frame
+
+
+@dataclass(frozen=True)
+class Layout:
+    workers: int
+    threads: int
+
+    def __str__(self) -> str:
+        return f"{self.workers} worker{'s' if self.workers > 1 else ''} x {self.threads} thread{'s' if self.threads > 1 else ''}"
+
+
+@dataclass
+class TrialResult:
+    layout: Layout
+    frames: int  # frames written in the measuring window
+    seconds: float  # length of the measuring window
+    p95_frame_ms: float  # a worker's time on one frame (detect, parse, propagate), 95th percentile
+    peak_mb: float  # peak PSS of the whole process tree over the trial, start-up included
+    cpu_share: float  # CPU time of the process tree over the window / (window x usable CPUs)
+    startup_s: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def layouts(cpus: int, max_workers: int | None = None) -> list[Layout]:
+    """Worker and thread counts from powers of two, the CPU count and the counts that fill the CPUs with them;
+    every layout uses at most ``cpus`` threads in all."""
+    counts = {1 << i for i in range(cpus.bit_length())} | {cpus}
+    counts |= {cpus // count for count in counts}
+    return [Layout(workers, threads) for workers in sorted(counts) for threads in sorted(counts)
+            if workers * threads <= cpus and (max_workers is None or workers <= max_workers)]
+
+
+@dataclass
+class _Window:
+    """Watches frames as they are written: the window opens after ``warmup_frames`` and closes ``seconds`` later,
+    when the runner is asked to stop."""
+
+    warmup_frames: int
+    seconds: float
+    stop: Callable[[], None]
+    opened_at: float | None = None
+    closed_at: float | None = None
+    last_at: float | None = None
+    frames_at_open: int = 0
+    frames: int = 0
+    cpu_at_open: float = 0.0
+    cpu_s: float = 0.0
+    frame_ms: list[float] = field(default_factory=list)
+
+    def on_frame(self, frame: Any, result: FrameResult, stats: RunStats) -> None:
+        if self.closed_at is not None:
+            return  # frames finished after the stop request: outside the window
+        now = time.perf_counter()
+        cpu = tree_cpu_seconds(os.getpid())
+        if self.opened_at is None:
+            if stats.frames >= self.warmup_frames:
+                self.opened_at, self.frames_at_open, self.cpu_at_open = now, stats.frames, cpu
+            return
+        self.frame_ms.append(sum(result.timings.get(stage, 0.0) for stage in WORKER_STAGES) * 1000)
+        self.frames, self.cpu_s = stats.frames - self.frames_at_open, cpu - self.cpu_at_open
+        self.last_at = now
+        if now - self.opened_at >= self.seconds:
+            self.closed_at = now
+            self.stop()
+
+    @property
+    def elapsed_s(self) -> float:
+        """The window's length; a window the input's end closed early ends at its last frame."""
+        if self.opened_at is None or self.last_at is None:
+            return 0.0
+        return self.last_at - self.opened_at
+
+
+def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cpus: int) -> TrialResult:
+    """One layout on the real pipeline: warm up, measure ``seconds`` (or until the input ends), stop."""
+    warmup = max(3, 2 * layout.workers)
+    settings = replace(run_settings(config, input_url, layout.threads), workers=layout.workers)
+    with tempfile.TemporaryDirectory(prefix="vidparse-tune-") as scratch:
+        job = ParseVideoJob(config, input_url, Path(scratch) / "trial.mp4", ResolvedModels.for_config(config))
+        runner = Runner(job, settings)
+        window = _Window(warmup, seconds, runner.stop)
+        runner.on_frame = window.on_frame
+        with PeakMemory(os.getpid()) as memory:
+            stats = runner.run()
+    if window.frames < 2:
+        raise BadInputError(f"{input_url} is too short to measure {layout}: {stats.frames} frames, warm-up "
+                            f"takes {warmup}", hint="tune on a longer video")
+    ordered = sorted(window.frame_ms)
+    elapsed = window.elapsed_s
+    return TrialResult(layout, window.frames, elapsed, ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+                       memory.peak_mb, window.cpu_s / (elapsed * cpus) if elapsed > 0 else 0.0, stats.startup_s)
+
+
+def best(results: list[TrialResult]) -> TrialResult:
+    return max(results, key=lambda r: r.fps)
+
+
+def tuned_config_text(settings: dict[str, Any], pick: TrialResult, results: list[TrialResult], input_name: str,
+                      machine: str) -> str:
+    """The user's settings with the picked layout, as YAML for `vidparse run --config`, the trials as comments."""
+    lines = [f"# Written by `vidparse tune {input_name}` on {date.today().isoformat()} ({machine}).",
+             f"# Picked {pick.layout}: {pick.fps:.2f} fps, the fastest of these trials:",
+             "#   workers  threads      fps  p95 frame ms  peak MB  CPU busy"]
+    lines += [f"#   {r.layout.workers:7d}  {r.layout.threads:7d}  {r.fps:7.2f}  {r.p95_frame_ms:12.0f}  "
+              f"{r.peak_mb:7.0f}  {r.cpu_share:7.0%}" for r in results]
+    lines.append("# Use: vidparse run INPUT -o OUTPUT.mp4 --config THIS_FILE")
+    body = {**settings, "workers": pick.layout.workers, "threads": pick.layout.threads}
+    return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False)
