@@ -11,8 +11,7 @@ from vidparse.config import Config
 from vidparse.jobs import ParseVideoJob, ResolvedModels
 from vidparse.pipeline.cpus import threads_per_worker, usable_cpus
 from vidparse.pipeline.runner import Runner, RunSettings, RunStats
-
-STAGES = ("decode", "detect", "parse", "compose", "encode")
+from vidparse.progress import STAGE_ORDER as STAGES
 
 
 @dataclass
@@ -23,6 +22,14 @@ class Trial:
 
     def stage_ms(self, stage: str) -> float:
         return self.stats.stage_s.get(stage, 0.0) / max(1, self.stats.frames) * 1000
+
+
+def scaling(trials: list[Trial]) -> list[tuple[float, float]]:
+    """(speed-up, efficiency) of each trial against the one with the fewest workers: efficiency 1.0 is fps growing
+    in proportion to the worker count."""
+    base = min(trials, key=lambda t: t.workers)
+    base_fps = base.stats.steady_fps or float("nan")
+    return [(t.stats.steady_fps / base_fps, t.stats.steady_fps / base_fps / (t.workers / base.workers)) for t in trials]
 
 
 def run_trial(config: Config, input_url: str, frames: int, workers: int, threads: int) -> Trial:
@@ -41,12 +48,13 @@ def machine_description() -> str:
 
 
 def markdown_table(trials: list[Trial], model: str, input_name: str, frames: int) -> str:
-    header = "| workers | threads | fps | start-up s | " + " | ".join(f"{s} ms/frame" for s in STAGES) + " |"
+    header = ("| workers | threads | fps | speed-up | efficiency | start-up s | "
+              + " | ".join(f"{s} ms/frame" for s in STAGES) + " |")
     lines = [f"model `{model}`, input `{input_name}`, first {frames} frames. fps is the steady rate after the first "
-             "frame; start-up is process start, model loading and the first frame. Stage times are busy time per "
-             "frame, summed over workers (parallel stages can add up to more than the wall time).", "", header,
-             "|" + "---|" * (4 + len(STAGES))]
-    for t in trials:
-        lines.append(f"| {t.workers} | {t.threads} | {t.stats.steady_fps:.2f} | {t.stats.startup_s:.1f} | "
-                     + " | ".join(f"{t.stage_ms(s):.1f}" for s in STAGES) + " |")
+             "frame; speed-up and efficiency are against the fewest workers; start-up is process start, model loading "
+             "and the first frame. Stage times are busy time per frame, summed over workers (parallel stages can add "
+             "up to more than the wall time).", "", header, "|" + "---|" * (6 + len(STAGES))]
+    for t, (speedup, efficiency) in zip(trials, scaling(trials)):
+        lines.append(f"| {t.workers} | {t.threads} | {t.stats.steady_fps:.2f} | {speedup:.2f}x | {efficiency:.0%} | "
+                     f"{t.stats.startup_s:.1f} | " + " | ".join(f"{t.stage_ms(s):.1f}" for s in STAGES) + " |")
     return "\n".join(lines) + "\n"

@@ -138,7 +138,7 @@ def bench(
     _setup_logging(False)
     from rich.progress import Progress
 
-    from vidparse.bench import STAGES, machine_description, markdown_table, run_trial
+    from vidparse.bench import STAGES, machine_description, markdown_table, run_trial, scaling
     from vidparse.config import load_config
     from vidparse.stages.source import probe
 
@@ -154,11 +154,11 @@ def bench(
                 trials.append(run_trial(settings, input, frames, count, threads))
                 progress.advance(task)
     table = Table(title=f"vidparse bench: {settings.model}, first {frames} frames of {Path(input).name}")
-    for column in ("workers", "threads", "fps", "start-up s", *(f"{s} ms" for s in STAGES)):
+    for column in ("workers", "threads", "fps", "speed-up", "efficiency", "start-up s", *(f"{s} ms" for s in STAGES)):
         table.add_column(column, justify="right")
-    for t in trials:
-        table.add_row(str(t.workers), str(t.threads), f"{t.stats.steady_fps:.2f}", f"{t.stats.startup_s:.1f}",
-                      *(f"{t.stage_ms(s):.1f}" for s in STAGES))
+    for t, (speedup, efficiency) in zip(trials, scaling(trials)):
+        table.add_row(str(t.workers), str(t.threads), f"{t.stats.steady_fps:.2f}", f"{speedup:.2f}x",
+                      f"{efficiency:.0%}", f"{t.stats.startup_s:.1f}", *(f"{t.stage_ms(s):.1f}" for s in STAGES))
     Console().print(table)
     Console().print(f"machine: {machine_description()}")
     if markdown:

@@ -6,7 +6,8 @@ with a per-class Python loop (alpha 0.6) and write with cv2.VideoWriter (mp4v). 
 loading to after ``writer.release()``.
 
 Each ``--vidparse`` value is a ``vidparse run --config`` value (a YAML file or a preset name such as ``fast``;
-``default`` means no --config), run as a real subprocess and timed around it, so interpreter start, imports and
+``default`` means no --config), optionally followed by more ``vidparse run`` options for that run only
+(``--vidparse "fast --parse-every 2"``), run as a real subprocess and timed around it, so interpreter start, imports and
 model loading count against vidparse (they are mostly outside the naive timing: a conservative comparison).
 
 Every output is decoded with PyAV and must hold exactly N frames at the source size; any mismatch is shown in
@@ -116,11 +117,13 @@ def run_naive(video: Path, output: Path, frames: int, source: Source) -> Run:
     return Run(NAIVE, output, time.perf_counter() - start)
 
 
-def vidparse_command(video: Path, output: Path, frames: int, config: str, extra: Sequence[str]) -> list[str]:
+def vidparse_command(video: Path, output: Path, frames: int, run: str, extra: Sequence[str]) -> list[str]:
+    """``run`` is a --config value (or 'default'), then options for this run only."""
+    config, *options = shlex.split(run)
     command = [sys.executable, "-m", "vidparse", "run", str(video), "-o", str(output), "--max-frames", str(frames)]
     if config != DEFAULT:
         command += ["--config", config]
-    return command + list(extra)
+    return command + options + list(extra)
 
 
 def run_vidparse(command: list[str], name: str, output: Path) -> Run:
@@ -148,7 +151,7 @@ def count_output(run: Run) -> None:
 
 
 def output_name(index: int, config: str) -> str:
-    return f"vidparse-{index}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(config).stem)}.mp4"
+    return f"vidparse-{index}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(shlex.split(config)[0]).stem)}.mp4"
 
 
 def rows(runs: list[Run], frames: int, source: Source) -> list[tuple[str, ...]]:
@@ -186,7 +189,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("video", type=Path)
     parser.add_argument("--frames", type=int, default=300, help="first N frames, the same for every run")
     parser.add_argument("--vidparse", action="append", metavar="CONFIG",
-                        help="a `vidparse run --config` value, or 'default' (repeatable; default: default)")
+                        help="a `vidparse run --config` value or 'default', then options for this run only "
+                             "(repeatable; default: default)")
     parser.add_argument("--vidparse-args", default="", help="extra `vidparse run` arguments for every vidparse run")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here (overwritten)")
     parser.add_argument("--keep", type=Path, help="write the outputs here instead of a temporary folder")

@@ -33,10 +33,10 @@ def table_row(stdout: str, name: str) -> list[str]:
 @pytest.mark.slow
 def test_naive_and_default_write_the_same_frames(clip: Path, tmp_path: Path) -> None:
     keep, report = tmp_path / "out", tmp_path / "naive.md"
-    result = run_script(str(clip), "--frames", "8", "--vidparse", "default", "--vidparse-args", "--workers 1",
-                        "--keep", str(keep), "--markdown", str(report))
+    result = run_script(str(clip), "--frames", "8", "--vidparse", "default --parse-every 2", "--vidparse-args",
+                        "--workers 1", "--keep", str(keep), "--markdown", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
-    outputs = {"naive": keep / "naive.mp4", "default": keep / "vidparse-0-default.mp4"}
+    outputs = {"naive": keep / "naive.mp4", "default --parse-every 2": keep / "vidparse-0-default.mp4"}
     for path in outputs.values():
         facts = probe_video(path)
         assert (facts.frames, facts.width, facts.height) == (8, 768, 576)
@@ -46,7 +46,7 @@ def test_naive_and_default_write_the_same_frames(clip: Path, tmp_path: Path) -> 
         assert float(row[4]) > 0
     assert table_row(result.stdout, "naive")[5] == "1.00x"
     text = report.read_text()
-    assert "--vidparse-args '--workers 1'" in text and "machine: " in text and "| default | 8 | 768x576 |" in text
+    assert "--vidparse-args '--workers 1'" in text and "machine: " in text and "| default --parse-every 2 | 8 | 768x576 |" in text
 
 
 def test_fewer_frames_than_asked_is_a_mismatch(shared: Path, tmp_path: Path) -> None:
