@@ -200,7 +200,11 @@ def tune(
             task = progress.add_task("tune", total=len(grid))
             for layout in grid:
                 progress.update(task, description=f"trying {layout}")
-                results.append(run_trial(settings, input, layout, seconds, cpus))
+                try:
+                    results.append(run_trial(settings, input, layout, seconds, cpus))
+                except KeyboardInterrupt:
+                    console.print(f"[yellow]interrupted:[/] {write} not written", soft_wrap=True)
+                    raise typer.Exit(INTERRUPTED_EXIT) from None
                 progress.advance(task)
         pick = best(results)
         machine = machine_description()

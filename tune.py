@@ -110,6 +110,8 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
         runner.on_frame = window.on_frame
         with PeakMemory(os.getpid()) as memory:
             stats = runner.run()
+    if runner.stopped_by_signal:
+        raise KeyboardInterrupt
     if window.frames < 2:
         raise BadInputError(f"{input_url} is too short to measure {layout}: {stats.frames} frames, warm-up "
                             f"takes {warmup}", hint="tune on a longer video")

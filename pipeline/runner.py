@@ -160,6 +160,7 @@ class Runner:
         self.stats = RunStats()
         self.slots_name: str | None = None  # the shared-memory block of the last run, for diagnostics
         self.output: Any = None  # the job's output stage, once the input is open
+        self._stopped_by_signal = False
         self._context = multiprocess.get_context("spawn")
 
     def run(self) -> RunStats:
@@ -210,6 +211,11 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        """The last run was stopped by SIGINT or SIGTERM (rather than by `stop` or the input's end)."""
+        return self._stopped_by_signal
 
     def stop(self) -> None:
         """Stop reading and finish the frames already being parsed, as the first Ctrl-C does (callable from

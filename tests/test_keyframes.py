@@ -82,6 +82,9 @@ def test_a_frame_without_an_earlier_frame_of_its_group_is_parsed(person_parser, 
     assert np.array_equal(labels, direct)
     _, after = stage.process(vtest_frame, seq=5)
     assert after.carried_from == 4
+    stage.process(vtest_frame, seq=6)
+    _, across_a_gap = stage.process(shifted(vtest_frame, 2, 0), seq=8)  # frame 7 dropped (live drop policy)
+    assert across_a_gap.carried_from == 6, "a gap inside the group is bridged by one larger flow step"
 
 
 def test_parse_every_3_through_the_pipeline(clip: Path, tmp_path: Path) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -71,3 +74,14 @@ def test_tune_on_a_too_short_video_says_so(tmp_path: Path) -> None:
                      "-w", str(tmp_path / "t.yaml"))
     assert result.returncode == 3 and "too short" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "t.yaml").exists()
+
+
+def test_ctrl_c_stops_tune_without_writing_a_config(shared: Path, tmp_path: Path) -> None:
+    tuned = tmp_path / "tuned.yaml"
+    process = subprocess.Popen([sys.executable, "-m", "vidparse", "tune", str(VTEST), "--seconds", "60", "--config",
+                                str(FAST), "-w", str(tuned)], stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "not written" in stderr and "Traceback" not in stderr
+    assert not tuned.exists()
