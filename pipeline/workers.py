@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 GROUP_OWNERS_KEPT = 256  # recent groups whose worker is remembered; a group is done long before it falls out
 
+
 @dataclass
 class Lost:
     """Frames a dead or hung worker held: ``current`` was being parsed, ``waiting`` never started."""
