@@ -54,7 +54,9 @@ class ParseVideoJob:
     def make_parser(self, threads: int) -> PersonParser | KeyframeParser:
         parser = build_person_parser(self.config, self.models, threads)
         keyframes = self.config.keyframes
-        return KeyframeParser(parser, keyframes) if keyframes.parse_every > 1 else parser
+        if keyframes.parse_every == 1:
+            return parser
+        return KeyframeParser(parser, keyframes, across_drops=drops_frames(self.config, self.input_url))
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
@@ -75,10 +77,15 @@ class ParseVideoJob:
         )
 
 
+def drops_frames(config: Config, input_url: str) -> bool:
+    """Whether waiting frames are dropped when the workers fall behind: the default for live inputs."""
+    return config.policy == "drop" or (config.policy == "auto" and input_kind(input_url) is not InputKind.FILE)
+
+
 def run_settings(config: Config, input_url: str, threads: int) -> RunSettings:
     """Pipeline settings for this input: live inputs drop the oldest waiting frame; every source has a watchdog."""
     live = input_kind(input_url) is not InputKind.FILE
-    drop = config.policy == "drop" or (config.policy == "auto" and live)
+    drop = drops_frames(config, input_url)
     watchdog = config.frame_timeout_s
     if live:
         options = config.live
@@ -86,4 +93,5 @@ def run_settings(config: Config, input_url: str, threads: int) -> RunSettings:
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
     return RunSettings(workers=config.worker_count, threads=threads, queue_size=config.queue_size, drop_oldest=drop,
                        source_timeout_s=watchdog, frame_timeout_s=config.frame_timeout_s,
-                       max_memory_mb=config.max_memory_mb, group_size=config.keyframes.parse_every)
+                       # Dropped frames break fixed groups: each worker then carries from its own latest frame.
+                       max_memory_mb=config.max_memory_mb, group_size=1 if drop else config.keyframes.parse_every)

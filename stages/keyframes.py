@@ -17,6 +17,9 @@ import numpy as np
 from vidparse.stages.person_parser import PersonParser, box_region, person_stats
 from vidparse.stages.types import Detections, FrameResult
 
+# Across dropped frames (live), a frame is carried from one at most this many frames earlier; further back, the
+# motion is too large for the flow to follow and the frame is parsed. (About half a second at 25 fps.)
+MAX_CARRY_GAP = 12
 FLOW_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -38,6 +41,7 @@ class _Carried:
 
     seq: int
     keyframe: int
+    carried: int  # frames carried since the keyframe
     gray: np.ndarray
     labels: np.ndarray
     detections: Detections
@@ -73,13 +77,19 @@ def track_boxes(boxes: np.ndarray, backward_flow: np.ndarray, labels: np.ndarray
 
 
 class KeyframeParser:
-    """Stage object with PersonParser's interface. Frames of one group (``seq // parse_every``) must come in order
-    to get carried labels; a frame with no earlier frame of its group here (a keyframe, or the first this process
-    saw after a restart or a drop) is parsed directly, so results never depend on which process got which frame."""
+    """Stage object with PersonParser's interface.
 
-    def __init__(self, parser: PersonParser, options: KeyframeOptions) -> None:
+    Without drops (files), frames of one group (``seq // parse_every``) must come in order to get carried labels;
+    a frame with no earlier frame of its group here (a keyframe, or the first this process saw after a restart) is
+    parsed directly, so results never depend on which process got which frame. ``across_drops`` (live inputs,
+    where frames are dropped while a worker parses): one frame in ``parse_every`` of those this process sees is
+    parsed, and the others are carried from the frame before them here, up to MAX_CARRY_GAP frames back.
+    """
+
+    def __init__(self, parser: PersonParser, options: KeyframeOptions, across_drops: bool = False) -> None:
         self.parser = parser
         self.options = options
+        self.across_drops = across_drops
         self._flow: cv2.DISOpticalFlow | None = None
         self._carried: _Carried | None = None
 
@@ -92,14 +102,20 @@ class KeyframeParser:
         self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.options.flow_preset])
         self._carried = None
 
+    def _carries_to(self, seq: int, gray: np.ndarray) -> bool:
+        every, carried = self.options.parse_every, self._carried
+        if carried is None or carried.seq >= seq or carried.gray.shape != gray.shape:
+            return False
+        if self.across_drops:
+            return carried.carried < every - 1 and seq - carried.seq <= MAX_CARRY_GAP
+        return carried.seq // every == seq // every
+
     def process(self, image: np.ndarray, seq: int = 0) -> tuple[np.ndarray, FrameResult]:
-        every = self.options.parse_every
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         carried = self._carried
-        if (every == 1 or carried is None or carried.seq >= seq or carried.seq // every != seq // every
-                or carried.gray.shape != gray.shape):
+        if not self._carries_to(seq, gray):
             labels, result, detections = self.parser.process_with_detections(image, seq)
-            self._carried = _Carried(seq, seq, gray, labels, detections) if every > 1 else None
+            self._carried = _Carried(seq, seq, 0, gray, labels, detections)
             return labels, result
         start = time.perf_counter()
         flow = self._flow.calc(gray, carried.gray, None)
@@ -108,7 +124,7 @@ class KeyframeParser:
         detections = Detections(boxes, carried.detections.scores)
         persons = [person_stats(self.label_set, box, score, box_region(labels, box))
                    for box, score in zip(detections.boxes, detections.scores)]
-        self._carried = _Carried(seq, carried.keyframe, gray, labels, detections)
+        self._carried = _Carried(seq, carried.keyframe, carried.carried + 1, gray, labels, detections)
         result = FrameResult(seq=seq, persons=persons, timings={"propagate": time.perf_counter() - start},
                              carried_from=carried.keyframe)
         return labels, result

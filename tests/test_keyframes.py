@@ -87,6 +87,14 @@ def test_a_frame_without_an_earlier_frame_of_its_group_is_parsed(person_parser, 
     assert across_a_gap.carried_from == 6, "a gap inside the group is bridged by one larger flow step"
 
 
+def test_across_drops_one_frame_in_k_is_parsed(person_parser, vtest_frame: np.ndarray) -> None:
+    """Live: frames dropped while a worker parses leave gaps; the next frames are still carried, not parsed."""
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"), across_drops=True)
+    stage.open()
+    sources = [stage.process(vtest_frame, seq)[1].carried_from for seq in (0, 5, 6, 7, 8, 9, 10, 40)]
+    assert sources == [None, 0, 0, None, 7, 7, None, None], "parse, carry twice, parse...; too far back: parse"
+
+
 def test_parse_every_3_through_the_pipeline(clip: Path, tmp_path: Path) -> None:
     """Keyframes are parsed exactly as without keyframe mode; the frames between are carried from their group's
     keyframe, whichever of the two workers had it."""

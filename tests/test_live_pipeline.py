@@ -90,3 +90,24 @@ def test_unreachable_stream_without_reconnects_fails_fast(tmp_path: Path) -> Non
     assert [line for line in stderr.splitlines() if line.startswith("error:")][0].startswith("error: cannot open rtsp://")
     assert "Traceback" not in stderr
     assert not (tmp_path / "live.mp4").exists()
+
+
+@pytest.mark.slow
+def test_keyframe_mode_on_a_live_stream_carries_labels_across_dropped_frames(rtsp_server: RtspServer,
+                                                                            tmp_path: Path) -> None:
+    process = start_cli(rtsp_server.url, tmp_path / "live.mp4", "--stats", str(tmp_path / "stats.jsonl"),
+                        "--parse-every", "3")
+    time.sleep(12)
+    _, stderr = interrupt(process)
+    assert process.returncode == 130, stderr
+    stats = stats_lines(tmp_path / "stats.jsonl")
+    assert probe_video(tmp_path / "live.mp4").frames == len(stats) >= 5
+    carried = [s for s in stats if s["carried_from"] is not None]
+    assert carried and len(carried) < len(stats), "both parsed and carried frames"
+    for record in carried:
+        assert record["carried_from"] < record["seq"] and "propagate" in record["timings_ms"]
+        assert "parse" not in record["timings_ms"]
+    parsed_seqs = {s["seq"] for s in stats if s["carried_from"] is None}
+    assert {r["carried_from"] for r in carried} <= parsed_seqs, "carried from a frame that was written parsed"
+    per_keyframe = [sum(r["carried_from"] == seq for r in carried) for seq in parsed_seqs]
+    assert max(per_keyframe) <= 2, "one frame in 3 is parsed, across drops too"
