@@ -78,14 +78,15 @@ class _Window:
     def on_frame(self, frame: Any, result: FrameResult, stats: RunStats) -> None:
         if self.closed_at is not None:
             return  # frames finished after the stop request: outside the window
-        now = time.perf_counter()
-        cpu = tree_cpu_seconds(os.getpid())
         if self.opened_at is None:
             if stats.frames >= self.warmup_frames:
-                self.opened_at, self.frames_at_open, self.cpu_at_open = now, stats.frames, cpu
+                self.opened_at, self.frames_at_open = time.perf_counter(), stats.frames
+                self.cpu_at_open = tree_cpu_seconds(os.getpid())
             return
+        now = time.perf_counter()
         self.frame_ms.append(sum(result.timings.get(stage, 0.0) for stage in WORKER_STAGES) * 1000)
-        self.frames, self.cpu_s = stats.frames - self.frames_at_open, cpu - self.cpu_at_open
+        self.frames = stats.frames - self.frames_at_open
+        self.cpu_s = tree_cpu_seconds(os.getpid()) - self.cpu_at_open
         self.last_at = now
         if now - self.opened_at >= self.seconds:
             self.closed_at = now
