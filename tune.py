@@ -25,13 +25,17 @@ from vidparse.stages.types import FrameResult
 WORKER_STAGES = ("detect", "parse", "propagate")  # what a worker spends on one frame
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count > 1 else ''}"
+
+
 @dataclass(frozen=True)
 class Layout:
     workers: int
     threads: int
 
     def __str__(self) -> str:
-        return f"{self.workers} worker{'s' if self.workers > 1 else ''} x {self.threads} thread{'s' if self.threads > 1 else ''}"
+        return f"{_plural(self.workers, 'worker')} x {_plural(self.threads, 'thread')}"
 
 
 @dataclass

@@ -77,15 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         direct = Path(scratch) / "k1"
         reference = parse_run(args.video, args.frames, {}, args.config, direct)
         log.info("K=1: %.2f fps", reference.steady_fps)
-        rows.append(f"| 1 (every frame) | - | {reference.steady_fps:.2f} | {reference.fps:.2f} | 1.00x | 100 | 100 | - |")
+        rows.append(f"| 1 (every frame) | - | {reference.steady_fps:.2f} | {reference.fps:.2f} | 1.00x | 100 | 100 "
+                    "| - |")
         for k in every[1:]:
             held_parts, held_person, _ = agreement(direct, None, args.frames, k, classes)
             rows.append(f"| {k} | none: keyframe labels held | - | - | - | {100 * held_parts:.1f} | "
                         f"{100 * held_person:.1f} | - |")
             for preset in presets:
                 masks = Path(scratch) / f"k{k}-{preset}"
-                stats = parse_run(args.video, args.frames, {"keyframes.parse_every": k, "keyframes.flow_preset": preset},
-                                  args.config, masks)
+                keyframes = {"keyframes.parse_every": k, "keyframes.flow_preset": preset}
+                stats = parse_run(args.video, args.frames, keyframes, args.config, masks)
                 part_miou, person_iou, same = agreement(direct, masks, args.frames, k, classes)
                 carry_ms = stats.stage_s.get("propagate", 0.0) / max(1, args.frames - args.frames // k) * 1000
                 log.info("K=%d %s: %.2f fps, part mIoU %.1f, person IoU %.1f", k, preset, stats.steady_fps,

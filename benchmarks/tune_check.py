@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = layouts(cpus, args.max_workers)
     trials = [run_trial(config, args.video, layout, args.seconds, cpus) for layout in grid]
     pick = best(trials)
-    long_fps = {layout: bench.run_trial(config, args.video, args.frames, layout.workers, layout.threads).stats.steady_fps
-                for layout in grid}
+    long_fps = {layout: bench.run_trial(config, args.video, args.frames, layout.workers, layout.threads)
+                .stats.steady_fps for layout in grid}
     best_long = max(long_fps.values())
     print(f"machine: {bench.machine_description()}\n")
     print(f"`{Path(args.video).name}`, config `{args.config or 'defaults'}`; tune: {args.seconds:g} s a trial after "
