@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import platform
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from vidparse.config import Config
-from vidparse.jobs import ParseVideoJob, ResolvedModels
+from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
 from vidparse.pipeline.cpus import threads_per_worker, usable_cpus
-from vidparse.pipeline.runner import Runner, RunSettings, RunStats
+from vidparse.pipeline.runner import Runner, RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
 
 
@@ -32,13 +35,21 @@ def scaling(trials: list[Trial]) -> list[tuple[float, float]]:
     return [(t.stats.steady_fps / base_fps, t.stats.steady_fps / base_fps / (t.workers / base.workers)) for t in trials]
 
 
+@contextmanager
+def scratch_runner(config: Config, input_url: str, workers: int, threads: int, **job_options: Any) -> Iterator[Runner]:
+    """A runner for `vidparse run`'s job and settings on this input with ``workers`` x ``threads`` (0: an equal
+    share of the CPUs), writing its video into a folder that is deleted afterwards."""
+    settings = replace(run_settings(config, input_url, threads_per_worker(workers, threads)), workers=workers)
+    with tempfile.TemporaryDirectory(prefix="vidparse-scratch-") as scratch:
+        job = ParseVideoJob(config, input_url, Path(scratch) / "out.mp4", ResolvedModels.for_config(config),
+                            **job_options)
+        yield Runner(job, settings)
+
+
 def run_trial(config: Config, input_url: str, frames: int, workers: int, threads: int) -> Trial:
-    threads = threads_per_worker(workers, threads)
-    with tempfile.TemporaryDirectory(prefix="vidparse-bench-") as scratch:
-        job = ParseVideoJob(config, input_url, Path(scratch) / "bench.mp4", ResolvedModels.for_config(config),
-                            max_frames=frames)
-        stats = Runner(job, RunSettings(workers, threads, config.queue_size)).run()
-    return Trial(workers, threads, stats)
+    with scratch_runner(config, input_url, workers, threads, max_frames=frames) as runner:
+        stats = runner.run()
+    return Trial(workers, runner.settings.threads, stats)
 
 
 def machine_description() -> str:

@@ -4,22 +4,20 @@ after a warm-up; the fastest is written as a config file for `vidparse run --con
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vidparse.bench import scratch_runner
 from vidparse.config import Config
 from vidparse.errors import BadInputError
-from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
 from vidparse.pipeline.memory import PeakMemory
 from vidparse.pipeline.proctree import tree_cpu_seconds
-from vidparse.pipeline.runner import Runner, RunStats
+from vidparse.pipeline.runner import RunStats, percentile
 from vidparse.stages.types import FrameResult
 
 WORKER_STAGES = ("detect", "parse", "propagate")  # what a worker spends on one frame
@@ -107,10 +105,7 @@ class _Window:
 def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cpus: int) -> TrialResult:
     """One layout on the real pipeline: warm up, measure ``seconds`` (or until the input ends), stop."""
     warmup = max(3, 2 * layout.workers)
-    settings = replace(run_settings(config, input_url, layout.threads), workers=layout.workers)
-    with tempfile.TemporaryDirectory(prefix="vidparse-tune-") as scratch:
-        job = ParseVideoJob(config, input_url, Path(scratch) / "trial.mp4", ResolvedModels.for_config(config))
-        runner = Runner(job, settings)
+    with scratch_runner(config, input_url, layout.workers, layout.threads) as runner:
         window = _Window(warmup, seconds, runner.stop)
         runner.on_frame = window.on_frame
         with PeakMemory(os.getpid()) as memory:
@@ -120,10 +115,9 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
     if window.frames < 2:
         raise BadInputError(f"{input_url} is too short to measure {layout}: {stats.frames} frames, warm-up "
                             f"takes {warmup}", hint="tune on a longer video")
-    ordered = sorted(window.frame_ms)
     elapsed = window.elapsed_s
-    return TrialResult(layout, window.frames, elapsed, ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-                       memory.peak_mb, window.cpu_s / (elapsed * cpus) if elapsed > 0 else 0.0, stats.startup_s)
+    return TrialResult(layout, window.frames, elapsed, percentile(window.frame_ms, 95), memory.peak_mb,
+                       window.cpu_s / (elapsed * cpus) if elapsed > 0 else 0.0, stats.startup_s)
 
 
 def best(results: list[TrialResult]) -> TrialResult:

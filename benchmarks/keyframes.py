@@ -20,21 +20,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vidparse.bench import machine_description
+from vidparse.bench import machine_description, scratch_runner
 from vidparse.config import load_config
 from vidparse.evaluation.metrics import iou_per_class
-from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
-from vidparse.pipeline.cpus import threads_per_worker
-from vidparse.pipeline.runner import Runner, RunStats
+from vidparse.pipeline.runner import RunStats
 
 log = logging.getLogger("keyframes")
 
 
 def parse_run(video: str, frames: int, overrides: dict, config: Path | None, masks: Path) -> RunStats:
     settings = load_config(config, {"temporal.window": 1, **overrides})
-    job = ParseVideoJob(settings, video, masks / "out.mp4", ResolvedModels.for_config(settings), masks_dir=masks,
-                        max_frames=frames)
-    return Runner(job, run_settings(settings, video, threads_per_worker(settings.worker_count, settings.threads))).run()
+    with scratch_runner(settings, video, settings.worker_count, settings.threads, masks_dir=masks,
+                        max_frames=frames) as runner:
+        return runner.run()
 
 
 def read_mask(directory: Path, seq: int) -> np.ndarray:

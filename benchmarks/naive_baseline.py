@@ -202,8 +202,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def benchmark(args: argparse.Namespace, work: Path) -> list[Run]:
-    source = probe_source(args.video)
+def benchmark(args: argparse.Namespace, work: Path, source: Source) -> list[Run]:
     log.info("naive: %d frames of %s", args.frames, args.video.name)
     runs = [run_naive(args.video, work / "naive.mp4", args.frames, source)]
     extra = shlex.split(args.vidparse_args)
@@ -224,10 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = probe_source(args.video)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        runs = benchmark(args, args.keep)
+        runs = benchmark(args, args.keep, source)
     else:
         with tempfile.TemporaryDirectory(prefix="naive-baseline-") as tmp:
-            runs = benchmark(args, Path(tmp))
+            runs = benchmark(args, Path(tmp), source)
 
     from vidparse.bench import machine_description
 

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -88,6 +88,12 @@ class RunSettings:
         return min(wanted, fitting)
 
 
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The value below which ``q`` percent of ``values`` lie (nearest rank); None when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else None
+
+
 @dataclass
 class RunStats:
     frames: int = 0
@@ -105,10 +111,7 @@ class RunStats:
 
     def latency_percentile(self, q: float) -> float | None:
         """Capture-to-written latency over the last LATENCY_WINDOW frames."""
-        if not self.recent_latency_s:
-            return None
-        ordered = sorted(self.recent_latency_s)
-        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+        return percentile(self.recent_latency_s, q)
 
     @property
     def degraded(self) -> bool:
