@@ -42,7 +42,7 @@ def part_groups() -> np.ndarray:
 def tally(shared: Path, truth_name: str, scheme: str | None) -> dict[tuple[int, int], Counter]:
     config = load_config(None, {"model": "cihp-lite"})
     parser = build_person_parser(config, ResolvedModels.for_config(config), 1)
-    # Paste a code instead of a class: 1 + group * 4 + material (0: outside every crop).
+    # Paste a code instead of a class: 1 + group * 5 + material (0: outside every crop).
     parser.parser.table = (1 + part_groups()[:, None] * len(MATERIALS) + np.arange(len(MATERIALS))).astype(np.uint8)
     codes = tuple(str(code) for code in range(1 + len(GROUPS) * len(MATERIALS)))
     parser.parser.label_set = LabelSet("codes", codes, np.zeros((len(codes), 3), np.uint8))

@@ -25,8 +25,9 @@ from vidparse.stages.onnx_session import open_session
 from vidparse.stages.parsers import bodypix
 from vidparse.stages.parsers.base import Parser
 
-MATERIALS = ("skin", "clothes", "hair", "none")  # the segmenter's channels, then "no channel reached the threshold"
-NONE = MATERIALS.index("none")
+# The segmenter's channels, then "no channel reached the threshold", inside the person mask or at its edge.
+MATERIALS = ("skin", "clothes", "hair", "none", "edge")
+NONE, EDGE = MATERIALS.index("none"), MATERIALS.index("edge")
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255  # ImageNet, RGB
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 MULTIPLE = 32  # the segmenter's input sides must be multiples of this (its coarsest feature map is 1/32)
@@ -37,9 +38,12 @@ class Options:
     """Settings of the ``parsers.cihp-lite`` config section."""
 
     # crops are scaled to this height (aspect kept, sides padded to a multiple of 32) for the segmenter
-    material_height: int = field(default=384, metadata={"range": (64, 2048)})
+    material_height: int = field(default=640, metadata={"range": (64, 2048)})
     # a segmenter channel counts when its probability reaches this (the author's demo: 0.5)
     material_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
+    # pixels of the person mask this close to its border (crop pixels) with no material are "edge": BodyPix's
+    # upsampled stride-16 mask bleeds about this far past the person
+    edge_px: int = field(default=8, metadata={"range": (0, 64)})
     # BodyPix: probability above which a pixel belongs to a person
     person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
 
@@ -62,10 +66,16 @@ def fusion_table() -> np.ndarray:
     return table
 
 
-def material_map(probabilities: np.ndarray, threshold: float) -> np.ndarray:
-    """Per pixel, the index of the most probable material (3 x H x W independent probabilities), or NONE."""
+def material_map(probabilities: np.ndarray, person: np.ndarray, threshold: float, edge_px: int) -> np.ndarray:
+    """Per pixel, the index of the most probable material (``probabilities``: 3 x H x W, independent), or NONE
+    where none reaches ``threshold``, or EDGE for such a pixel within ``edge_px`` of the ``person`` mask's border."""
     best = probabilities.argmax(axis=0).astype(np.uint8)
-    best[probabilities.max(axis=0) < threshold] = NONE
+    none = probabilities.max(axis=0) < threshold
+    best[none] = NONE
+    if edge_px:
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge_px + 1,) * 2)
+        inner = cv2.erode(person.astype(np.uint8), disk, borderType=cv2.BORDER_REPLICATE).astype(bool)
+        best[none & ~inner] = EDGE
     return best
 
 
@@ -154,9 +164,10 @@ class CihpLiteParser(Parser):
         self.segmenter.open()
 
     def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        parts = self.geometry.parse(images)
-        return [fuse(p, material_map(self.segmenter.probabilities(image), self.options.material_threshold), self.table)
-                for image, p in zip(images, parts)]
+        options = self.options
+        return [fuse(parts, material_map(self.segmenter.probabilities(image), parts > 0, options.material_threshold,
+                                         options.edge_px), self.table)
+                for image, parts in zip(images, self.geometry.parse(images))]
 
     def close(self) -> None:
         self.geometry.close()
