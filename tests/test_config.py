@@ -9,7 +9,7 @@ from vidparse.pipeline.cpus import usable_cpus
 
 def test_defaults_load() -> None:
     config = load_config()
-    assert (config.model, config.workers, config.roi.mode) == ("bodypix", None, "roi")
+    assert (config.model, config.workers, config.roi.mode) == ("cihp-lite", None, "roi")
     assert config.worker_count == usable_cpus(), "no worker count given: one per usable CPU"
     assert config.parser_options.person_threshold == 0.5
 
