@@ -1,4 +1,5 @@
-"""Metrics on label maps: confusion over a scheme's classes (coarse, garments), IoU and pixel accuracy, and the flicker rate of a label sequence."""
+"""Metrics on label maps: confusion over a scheme's classes (coarse, garments), IoU and pixel accuracy, and the
+flicker rate of a label sequence."""
 
 from __future__ import annotations
 

@@ -104,8 +104,9 @@ class _Tally:
 
     def add(self, truth: np.ndarray, predicted: np.ndarray) -> None:
         self.matrix += confusion(self.luts[0][truth], self.luts[1][predicted])
+        classes = len(SCHEMES[self.scheme])
         for side, labels in enumerate((truth, predicted)):
-            self.counts[side] += np.bincount(self.full_luts[side][labels].ravel(), minlength=256)[:len(SCHEMES[self.scheme])]
+            self.counts[side] += np.bincount(self.full_luts[side][labels].ravel(), minlength=256)[:classes]
         self.pixels += truth.size
         self.images += 1
 
