@@ -68,7 +68,7 @@ def _print_error(message: str, hint: str | None) -> None:
 @app.command()
 def run(
     input: Annotated[str, typer.Argument(help="Video file, URL FFmpeg can open, photo, folder of photos or pattern.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Annotated video (.mp4, .mov, .mkv), image, or folder for images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Video (.mp4, .mov, .mkv), image or folder.")],
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,

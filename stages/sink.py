@@ -170,14 +170,19 @@ class VideoSink:
             if written is not None:
                 self._output.mux(written)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise self._write_failed(getattr(exc, "strerror", None) or str(exc)) from exc
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise self._write_failed(reason, refused=not isinstance(exc, OSError)) from exc
 
-    def _write_failed(self, reason: str) -> BadOutputError:
+    def _write_failed(self, reason: str, refused: bool = False) -> BadOutputError:
+        """The error for a failed write; ``refused``: the encoder or muxer refused the data, not the disk."""
         self.failed = True
         directory = self.paths[-1].parent
         if not directory.is_dir():
             return BadOutputError(f"the output directory {directory} vanished during the run",
                                   hint="the video written so far is lost with it; write to a directory that stays")
+        if refused:
+            return BadOutputError(f"encoding {self.paths[-1]} failed: FFmpeg refused a frame ({reason})",
+                                  hint="the frames written so far play; run with --verbose and report this input")
         return BadOutputError(f"writing {self.paths[-1]} failed: {reason}",
                               hint="check free disk space and that the output directory still exists")
 
