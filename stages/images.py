@@ -9,7 +9,6 @@ crops each result back to its image's own size. An ordered set written to a vide
 from __future__ import annotations
 
 import glob
-import logging
 import re
 import time
 from collections.abc import Iterator
@@ -23,8 +22,6 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from vidparse.errors import BadInputError, BadOutputError
 from vidparse.stages.source import StreamInfo
 from vidparse.stages.types import Frame
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 FRAME_RATE = Fraction(25)  # an image sequence written as video, as FFmpeg's image2 demuxer reads it

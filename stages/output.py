@@ -18,7 +18,7 @@ from vidparse.stages.source import MAX_TIMESTAMP_GAP_S, StreamInfo
 from vidparse.stages.temporal import TemporalOptions, TemporalVote
 from vidparse.stages.timestamps import TimestampRepair
 from vidparse.stages.types import Frame, FrameResult, LabelSet
-from vidparse.stages.writers import MaskWriter, StatsWriter
+from vidparse.stages.writers import MaskWriter, StatsWriter, make_directory
 
 
 class AnnotatedOutput:
@@ -107,11 +107,7 @@ class AnnotatedImages:
         return self.target if self.images.single and self.target.suffix else self.target / source.name
 
     def open(self) -> None:
-        try:
-            self._image_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadOutputError(f"cannot create {self._image_dir}: {exc.strerror}",
-                                 hint="choose a writable location") from exc
+        make_directory(self._image_dir, "output folder")
         self.masks.open()
         if self.stats:
             self.stats.open()

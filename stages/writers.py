@@ -19,6 +19,14 @@ def write_failed(path: Path, error: OSError) -> BadOutputError:
                           hint="check free disk space and that the output directory still exists")
 
 
+def make_directory(path: Path, what: str) -> None:
+    """Create the folder ``path`` (and its parents) for an output, or fail with one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadOutputError(f"cannot create {what} {path}: {exc.strerror}", hint="choose a writable location") from exc
+
+
 class MaskWriter:
     """Writes ``DIR/000123.png``: 8-bit palette PNGs whose pixel values are class ids (lossless)."""
 
@@ -29,11 +37,7 @@ class MaskWriter:
         self._palette = palette.ravel().tolist()
 
     def open(self) -> None:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadOutputError(f"cannot create mask directory {self.directory}: {exc.strerror}",
-                                 hint="choose a writable location") from exc
+        make_directory(self.directory, "mask directory")
 
     def write(self, seq: int, labels: np.ndarray, name: str | None = None) -> None:
         """Write ``DIR/<name>.png``; the name defaults to the frame number, ``000123``."""
