@@ -49,6 +49,7 @@ def assert_same_frames_in_order(written: list[np.ndarray], reference: list[np.nd
         assert distances[i] < NOISE, f"frame {i} shows what ffmpeg shows ({distances[i]:.1f})"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [*VIDEOS, *ROTATED])
 def test_every_corpus_video_is_written_whole_upright_and_in_order(name: str, corpus: dict[str, Path],
                                                                  tmp_path: Path) -> None:
@@ -140,6 +141,7 @@ def test_exif_orientation_is_respected(shared: Path, tmp_path: Path) -> None:
     assert np.asarray(Image.open(tmp_path / "turned_labels.png")).any(), "the upright person is found"
 
 
+@pytest.mark.slow
 def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path, tmp_path: Path) -> None:
     photos = sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))
     assert len({Image.open(p).size for p in photos}) > 1, "the folder mixes sizes"
