@@ -93,6 +93,8 @@ class ImageSet:
     @classmethod
     def find(cls, spec: str) -> ImageSet:
         paths = _expand(spec)
+        if not paths and not glob.has_magic(spec) and not _PRINTF.search(spec) and not Path(spec).exists():
+            raise BadInputError(f"input {spec} does not exist", hint="check the path")
         if not paths:
             raise BadInputError(f"input {spec} names no image files",
                                 hint=f"give a photo, a folder of photos or a pattern ({', '.join(IMAGE_SUFFIXES)})")

@@ -158,9 +158,10 @@ def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path
     [
         (lambda d: (d / "notes.jpg").write_text("hello") and d / "notes.jpg", "o.png", 3, "is not a readable image"),
         (lambda d: d / "nothing_*.png", "out", 3, "names no image files"),
+        (lambda d: d / "missing.jpg", "o.jpg", 3, "missing.jpg does not exist"),
         (lambda d: (d / "a.png", d / "b.png") and d, "o.png", 4, "cannot all be written"),
     ],
-    ids=["text-as-jpeg", "empty-pattern", "folder-into-one-image"],
+    ids=["text-as-jpeg", "empty-pattern", "missing-photo", "folder-into-one-image"],
 )
 def test_image_mistakes_get_one_line_and_an_exit_code(make, output: str, code: int, message: str,
                                                       tmp_path: Path) -> None:
