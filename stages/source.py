@@ -277,12 +277,17 @@ class VideoSource:
         return turn
 
     def _file_frames(self) -> Iterator[Frame]:
-        """Frames upright, with FFmpeg's best-effort timestamps (None where there is none: the output repairs it)."""
+        """Frames upright, with FFmpeg's best-effort timestamps (None where there is none: the output repairs it).
+        A file whose frame size changes midway (joined TS captures) is scaled to its first size, as live input is."""
         assert self.info is not None and self._file_decoded is not None
         timestamps = BestEffortTimestamps()
+        width, height = self.info.width, self.info.height
+        if self.turn.swaps_axes:  # the decoded size, before the turn
+            width, height = height, width
         for seq, av_frame in enumerate(self._file_decoded):
             pts = timestamps.guess(av_frame.pts, av_frame.dts)
-            image = self.turn.apply(np.ascontiguousarray(av_frame.to_ndarray(format="bgr24")))
+            image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24", width=width, height=height))
+            image = self.turn.apply(image)
             yield Frame(seq=seq, pts=pts, time_base=self.info.time_base, image=image, captured_at=time.time())
             if self.max_frames is not None and seq + 1 >= self.max_frames:
                 return

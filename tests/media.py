@@ -51,6 +51,11 @@ def build_corpus(vtest: Path, folder: Path) -> dict[str, Path]:
     for name, angle in ROTATED.items():
         ffmpeg("-i", str(folder / "plain.mp4"), "-c", "copy", "-metadata:s:v:0", f"rotate={angle}", str(folder / name))
         made[name] = folder / name
+    parts = [folder / "part_384x288.ts", folder / "part_320x240.ts"]
+    ffmpeg("-i", str(folder / "plain.mp4"), "-c:v", "libx264", str(parts[0]))
+    ffmpeg("-i", str(folder / "plain.mp4"), "-vf", "scale=320:240", "-c:v", "libx264", str(parts[1]))
+    made["size_change.ts"] = folder / "size_change.ts"  # two captures joined: the frame size changes midway
+    made["size_change.ts"].write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
     sequence = folder / "sequence"
     sequence.mkdir()
     ffmpeg("-i", str(vtest), "-vf", EVERY_10TH, "-frames:v", "8", str(sequence / "%06d.png"))

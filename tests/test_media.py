@@ -80,6 +80,16 @@ def test_timestamps_across_the_33_bit_wrap_keep_their_spacing(corpus: dict[str, 
     assert np.allclose(np.diff(probe_video(tmp_path / "o.mp4").pts_s), 0.1, atol=0.002)
 
 
+def test_a_frame_size_change_midway_is_scaled_to_the_first_size(corpus: dict[str, Path], tmp_path: Path) -> None:
+    parse(corpus["size_change.ts"], tmp_path / "o.mp4")
+    facts = probe_video(tmp_path / "o.mp4")
+    assert (facts.width, facts.height, facts.frames) == (384, 288, 16)
+    assert all(b > a for a, b in zip(facts.pts_s, facts.pts_s[1:]))
+    written, first = decode_frames(tmp_path / "o.mp4"), reference_frames(corpus["plain.mp4"], tmp_path / "ref")
+    assert_same_frames_in_order(written[:8], first)
+    assert_same_frames_in_order(written[8:], first)  # shrunk to 320x240 by the capture, scaled back by vidparse
+
+
 def test_b_frames_in_avi_take_presentation_order_timestamps(corpus: dict[str, Path], tmp_path: Path) -> None:
     with av.open(str(corpus["bframes.avi"])) as container:
         raw = [f.pts for f in container.decode(video=0)]
