@@ -193,7 +193,8 @@ class LiveTimeline:
 
 
 class VideoSource:
-    """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps.
+    """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps (for files:
+    FFmpeg's best-effort ones, frames turned upright as the display matrix says).
 
     ``live`` configures streams and cameras (ignored for files); once ``stop`` is set, a reconnect wait is
     cut short and the frame iterator ends there (or ``open()`` fails).
