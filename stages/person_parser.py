@@ -19,8 +19,10 @@ class RoiOptions:
     mode: str = field(metadata={"choices": ("roi", "whole")})
     # context added around each box, as a share of its width and height
     margin: float = field(metadata={"range": (0.0, 2.0)})
-    # crops are scaled so the box plus margin is this many pixels tall
+    # crops are scaled so the box plus margin is this many pixels tall (at most, with max_upscale)
     person_height: int = field(metadata={"range": (32, 4096)})
+    # > 0: a crop is enlarged no more than this many times its height in the frame; 0: always person_height
+    max_upscale: float = field(default=0.0, metadata={"range": (0.0, 64.0)})
 
 
 def box_region(labels: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -78,7 +80,9 @@ class PersonParser:
 
     def _parse_crops(self, image: np.ndarray, detections: Detections, labels: np.ndarray) -> list[PersonStats]:
         order = np.argsort(-detections.scores, kind="stable")
-        crops = [crop_person(image, detections.boxes[i], self.options.margin, self.options.person_height) for i in order]
+        options = self.options
+        crops = [crop_person(image, detections.boxes[i], options.margin, options.person_height, options.max_upscale)
+                 for i in order]
         parsed = self.parser.parse([crop.image for crop in crops])
         persons = []
         for i, crop, crop_labels in zip(order, crops, parsed):

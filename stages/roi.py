@@ -36,13 +36,23 @@ def expand_box(box: Sequence[float], margin: float, frame_hw: tuple[int, int]) -
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
-def crop_person(image: np.ndarray, box: Sequence[float], margin: float, person_height: int) -> Crop:
-    """Cut the box plus margin out of ``image`` and scale it so the region is ``person_height`` pixels tall."""
+def crop_height(region_height: int, person_height: int, max_upscale: float = 0.0) -> int:
+    """The height a region is parsed at: ``person_height``, or with ``max_upscale`` > 0 no more than
+    ``max_upscale`` times the region's own height (small people are not blown up to ``person_height``)."""
+    if max_upscale <= 0:
+        return person_height
+    return max(1, min(person_height, round(region_height * max_upscale)))
+
+
+def crop_person(image: np.ndarray, box: Sequence[float], margin: float, person_height: int,
+                max_upscale: float = 0.0) -> Crop:
+    """Cut the box plus margin out of ``image`` and scale it to ``crop_height`` pixels tall."""
     region = expand_box(box, margin, image.shape[:2])
     x1, y1, x2, y2 = region
     patch = image[y1:y2, x1:x2]
-    scale = person_height / patch.shape[0]
-    size = (max(1, round(patch.shape[1] * scale)), person_height)
+    height = crop_height(patch.shape[0], person_height, max_upscale)
+    scale = height / patch.shape[0]
+    size = (max(1, round(patch.shape[1] * scale)), height)
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return Crop(region=region, image=cv2.resize(patch, size, interpolation=interpolation), scale=scale)
 

@@ -24,6 +24,7 @@ from vidparse.stages.labels import load_label_set
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.parsers import bodypix
 from vidparse.stages.parsers.base import Parser
+from vidparse.stages.roi import crop_height
 
 # The segmenter's channels, then "no channel reached the threshold", inside the person mask or at its edge.
 MATERIALS = ("skin", "clothes", "hair", "none", "edge")
@@ -39,6 +40,9 @@ class Options:
 
     # crops are scaled to this height (aspect kept, sides padded to a multiple of 32) for the segmenter
     material_height: int = field(default=640, metadata={"range": (64, 2048)})
+    # > 0: the segmenter input is at most this many times the crop's height (small crops stay small); 0: always
+    # material_height
+    material_upscale: float = field(default=0.0, metadata={"range": (0.0, 16.0)})
     # a segmenter channel counts when its probability reaches this (the author's demo: 0.5)
     material_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
     # pixels of the person mask this close to its border (crop pixels) with no material are "edge": BodyPix's
@@ -128,8 +132,8 @@ def size_agnostic_graph(path: Path) -> bytes:
 class MaterialSegmenter:
     """The PAN skin / clothes / hair segmenter: 3 x H x W independent probabilities for a BGR image."""
 
-    def __init__(self, model_path: Path, height: int, threads: int | None) -> None:
-        self.model_path, self.height, self.threads = model_path, height, threads
+    def __init__(self, model_path: Path, height: int, threads: int | None, max_upscale: float = 0.0) -> None:
+        self.model_path, self.height, self.threads, self.max_upscale = model_path, height, threads, max_upscale
         self._session = None
 
     def open(self) -> None:
@@ -138,13 +142,14 @@ class MaterialSegmenter:
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         assert self._session is not None, "open() first"
         height, width = image.shape[:2]
-        scaled_w = max(1, round(width * self.height / height))
-        padded = np.zeros((-(-self.height // MULTIPLE) * MULTIPLE, -(-scaled_w // MULTIPLE) * MULTIPLE, 3), np.float32)
-        padded[:self.height, :scaled_w] = cv2.resize(image, (scaled_w, self.height), interpolation=cv2.INTER_AREA)[:, :, ::-1]
-        padded[:self.height, :scaled_w] -= MEAN
-        padded[:self.height, :scaled_w] /= STD
+        scaled_h = crop_height(height, self.height, self.max_upscale)
+        scaled_w = max(1, round(width * scaled_h / height))
+        padded = np.zeros((-(-scaled_h // MULTIPLE) * MULTIPLE, -(-scaled_w // MULTIPLE) * MULTIPLE, 3), np.float32)
+        padded[:scaled_h, :scaled_w] = cv2.resize(image, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+        padded[:scaled_h, :scaled_w] -= MEAN
+        padded[:scaled_h, :scaled_w] /= STD
         (output,) = self._session.run(None, {self._session.get_inputs()[0].name: padded.transpose(2, 0, 1)[None]})
-        scaled = output[0, :, :self.height, :scaled_w].transpose(1, 2, 0)
+        scaled = output[0, :, :scaled_h, :scaled_w].transpose(1, 2, 0)
         return cv2.resize(scaled, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, 3).transpose(2, 0, 1)
 
     def close(self) -> None:
@@ -156,7 +161,7 @@ class CihpLiteParser(Parser):
         self.options = options
         self.label_set = load_label_set("cihp")
         self.geometry = bodypix.BodyPixParser(resolve_model("bodypix"), bodypix.Options(options.person_threshold), threads)
-        self.segmenter = MaterialSegmenter(model_path, options.material_height, threads)
+        self.segmenter = MaterialSegmenter(model_path, options.material_height, threads, options.material_upscale)
         self.table = fusion_table()
 
     def open(self) -> None:
