@@ -10,18 +10,24 @@ Each ``--vidparse`` value is a ``vidparse run --config`` value (a YAML file or a
 (``--vidparse "fast --parse-every 2"``), run as a real subprocess and timed around it, so interpreter start, imports and
 model loading count against vidparse (they are mostly outside the naive timing: a conservative comparison).
 
+Without ``--vidparse`` it runs BodyPix with the default settings (``default --model bodypix``) and the default
+model (``default``). With ``--eval SHARED`` it also scores each vidparse run's --config and --model with
+``vidparse eval`` on SHARED/data/{cihp,ccp} (coarse mIoU), so speed and quality come from the same settings.
+
 Every output is decoded with PyAV and must hold exactly N frames at the source size; any mismatch is shown in
-the table and makes the script exit 1. Usage, from the repository root:
+the table and makes the script exit 1. The load average (``os.getloadavg``) before and after is printed: on a
+shared machine it says how far to trust the numbers. Usage, from the repository root:
 
     VIDPARSE_MODEL_DIR=../shared/models python benchmarks/naive_baseline.py ../shared/data/video/vtest.avi \\
-        --frames 300 --vidparse default --vidparse fast [--vidparse-args "--workers 2"] \\
-        [--markdown docs/naive_baseline.md] [--keep DIR]
+        --frames 200 [--vidparse "default --model bodypix" --vidparse fast] [--vidparse-args "--workers 2"] \\
+        [--eval ../shared] [--markdown docs/naive_baseline.md] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import os
 import re
@@ -45,7 +51,9 @@ log = logging.getLogger("naive_baseline")
 ALPHA = 0.6
 NAIVE = "naive"
 DEFAULT = "default"
+DEFAULT_RUNS = ["default --model bodypix", DEFAULT]
 COLUMNS = ("run", "frames", "size", "wall s", "fps", "x naive")
+EVAL_SETS = ("cihp", "ccp")
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Run:
     frames: int = 0
     width: int = 0
     height: int = 0
+    miou: dict[str, float] | None = None  # coarse mIoU (%) per eval set, with --eval
 
     @property
     def fps(self) -> float:
@@ -139,6 +148,31 @@ def run_vidparse(command: list[str], name: str, output: Path) -> Run:
     return Run(name, output, wall_s)
 
 
+def eval_command(run: str, shared: Path, dataset: str, report: Path) -> list[str]:
+    """``vidparse eval`` of one data set with a run's --config and --model (its other options are run-only)."""
+    config, *options = shlex.split(run)
+    command = [sys.executable, "-m", "vidparse", "eval", str(shared / "data" / dataset / "images"),
+               str(shared / "data" / dataset / "labels"), "--label-set", dataset, "--json", str(report)]
+    if config != DEFAULT:
+        command += ["--config", config]
+    if "--model" in options:
+        command += ["--model", options[options.index("--model") + 1]]
+    return command
+
+
+def run_eval(run: Run, shared: Path, work: Path) -> None:
+    run.miou = {}
+    for dataset in EVAL_SETS:
+        report = work / f"{run.output.stem}-{dataset}.json"
+        command = eval_command(run.name, shared, dataset, report)
+        log.debug("%s", shlex.join(command))
+        result = subprocess.run(command, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.stderr.write(result.stderr)
+            raise SystemExit(result.returncode)
+        run.miou[dataset] = 100 * json.loads(report.read_text())["miou"]
+
+
 def count_output(run: Run) -> None:
     """Decode the output with PyAV (what a player sees): frames, width and height."""
     try:
@@ -154,20 +188,28 @@ def output_name(index: int, config: str) -> str:
     return f"vidparse-{index}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(shlex.split(config)[0]).stem)}.mp4"
 
 
+def columns(runs: list[Run]) -> tuple[str, ...]:
+    scored = any(run.miou for run in runs)
+    return COLUMNS + (tuple(f"{d.upper()} mIoU" for d in EVAL_SETS) if scored else ())
+
+
 def rows(runs: list[Run], frames: int, source: Source) -> list[tuple[str, ...]]:
     naive_fps = runs[0].fps
+    scored = any(run.miou for run in runs)
     table = []
     for run in runs:
         ok = run.matches(frames, source)
-        table.append((run.name if ok else f"{run.name} (MISMATCH)", str(run.frames),
-                      f"{run.width}x{run.height}", f"{run.wall_s:.1f}", f"{run.fps:.2f}",
-                      f"{run.fps / naive_fps:.2f}x" if naive_fps > 0 else "n/a"))
+        row = (run.name if ok else f"{run.name} (MISMATCH)", str(run.frames), f"{run.width}x{run.height}",
+               f"{run.wall_s:.1f}", f"{run.fps:.2f}", f"{run.fps / naive_fps:.2f}x" if naive_fps > 0 else "n/a")
+        if scored:
+            row += tuple(f"{run.miou[d]:.1f}" if run.miou else "" for d in EVAL_SETS)
+        table.append(row)
     return table
 
 
-def print_table(table: list[tuple[str, ...]], title: str, machine: str) -> None:
+def print_table(table: list[tuple[str, ...]], header: tuple[str, ...], title: str, machine: str) -> None:
     rich_table = Table(title=title)
-    for column in COLUMNS:
+    for column in header:
         rich_table.add_column(column, justify="left" if column == "run" else "right")
     for row in table:
         rich_table.add_row(*row)
@@ -176,10 +218,10 @@ def print_table(table: list[tuple[str, ...]], title: str, machine: str) -> None:
     console.print(f"machine: {machine}", soft_wrap=True)
 
 
-def markdown(table: list[tuple[str, ...]], title: str, command: str, machine: str) -> str:
+def markdown(table: list[tuple[str, ...]], header: tuple[str, ...], title: str, command: str, machine: str) -> str:
     lines = [f"# {title}", "", f"`{command}`", "", f"machine: {machine}", "",
              f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}", "",
-             "| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
+             "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in table]
     return "\n".join(lines) + "\n"
 
@@ -190,15 +232,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=300, help="first N frames, the same for every run")
     parser.add_argument("--vidparse", action="append", metavar="CONFIG",
                         help="a `vidparse run --config` value or 'default', then options for this run only "
-                             "(repeatable; default: default)")
+                             f"(repeatable; default: {' and '.join(repr(r) for r in DEFAULT_RUNS)})")
     parser.add_argument("--vidparse-args", default="", help="extra `vidparse run` arguments for every vidparse run")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here (overwritten)")
     parser.add_argument("--keep", type=Path, help="write the outputs here instead of a temporary folder")
+    parser.add_argument("--eval", type=Path, metavar="SHARED",
+                        help="also score each vidparse run's settings with `vidparse eval` on SHARED/data/cihp and ccp")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be >= 1")
-    args.vidparse = args.vidparse or [DEFAULT]
+    args.vidparse = args.vidparse or DEFAULT_RUNS
     return args
 
 
@@ -212,6 +256,10 @@ def benchmark(args: argparse.Namespace, work: Path, source: Source) -> list[Run]
         runs.append(run_vidparse(vidparse_command(args.video, output, args.frames, config, extra), config, output))
     for run in runs:
         count_output(run)
+    if args.eval:
+        for run in runs[1:]:
+            log.info("vidparse eval %s", run.name)
+            run_eval(run, args.eval, work)
     return runs
 
 
@@ -221,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)], force=True)
     source = probe_source(args.video)
+    load_before = os.getloadavg()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         runs = benchmark(args, args.keep, source)
@@ -230,13 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from vidparse.bench import machine_description
 
-    machine = machine_description()
+    load = ", ".join(f"{value:.1f}" for value in (*load_before, *os.getloadavg()))
+    machine = f"{machine_description()}; load average (1, 5, 15 min) before and after: {load}"
     title = f"Naive baseline vs vidparse: first {args.frames} frames of {args.video.name}"
-    table = rows(runs, args.frames, source)
-    print_table(table, title, machine)
+    table, header = rows(runs, args.frames, source), columns(runs)
+    print_table(table, header, title, machine)
     if args.markdown:
         script = os.path.relpath(__file__) if not os.path.relpath(__file__).startswith("..") else __file__
-        args.markdown.write_text(markdown(table, title, shlex.join(["python", script, *argv]), machine))
+        args.markdown.write_text(markdown(table, header, title, shlex.join(["python", script, *argv]), machine))
     bad = [run.name for run in runs if not run.matches(args.frames, source)]
     if bad:
         log.error("outputs not %d frames at %dx%d: %s", args.frames, source.width, source.height, ", ".join(bad))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vidparse.stages.roi import Crop, crop_person, expand_box, pack, paste_labels, unpack
+from vidparse.stages.roi import Crop, crop_height, crop_person, expand_box, pack, paste_labels, unpack
 
 
 def test_expand_box_adds_margin_and_clips_to_frame() -> None:
@@ -15,6 +15,24 @@ def test_crop_is_scaled_to_person_height(vtest_frame: np.ndarray) -> None:
     x1, y1, x2, y2 = crop.region
     assert crop.scale == pytest.approx(256 / (y2 - y1))
     assert crop.image.shape[1] == round((x2 - x1) * crop.scale)
+
+
+@pytest.mark.parametrize(("region", "max_upscale", "expected"), [
+    (72, 0, 512),  # off: always person_height
+    (72, 2, 144),  # a vtest-sized person: twice its height, not 512
+    (72, 1.5, 108),
+    (300, 2, 512),  # a photo-sized person: capped at person_height
+    (800, 2, 512),  # larger than person_height: scaled down as before
+])
+def test_adaptive_scale_chooses_the_height_from_the_region(region: int, max_upscale: float, expected: int) -> None:
+    assert crop_height(region, 512, max_upscale) == expected
+
+
+def test_small_person_crop_is_upscaled_at_most_max_upscale(vtest_frame: np.ndarray) -> None:
+    crop = crop_person(vtest_frame, [591, 150, 618, 236], 0.1, 512, max_upscale=2)
+    x1, y1, x2, y2 = crop.region
+    assert crop.image.shape[0] == 2 * (y2 - y1) and crop.scale == pytest.approx(2)
+    assert crop.image.shape[1] == round((x2 - x1) * 2)
 
 
 def test_pack_then_unpack_returns_every_image() -> None:
