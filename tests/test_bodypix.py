@@ -6,8 +6,6 @@ import pytest
 
 from vidparse.model_store import resolve_model
 from vidparse.stages.parsers.bodypix import BodyPixParser, Options, _align_corners_matrix, _argmax_planes
-from vidparse.stages.detect import DetectorOptions, PersonDetector
-from vidparse.stages.roi import crop_person
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +56,3 @@ def test_upsampling_maps_corners_onto_corners() -> None:
 def test_argmax_planes_matches_numpy() -> None:
     planes = np.random.default_rng(0).normal(size=(24, 40, 30)).astype(np.float32)
     assert np.array_equal(_argmax_planes(planes), planes.argmax(axis=0))
-
-
-def test_packed_crops_get_the_labels_of_one_by_one_parsing(bodypix: BodyPixParser, vtest_frame: np.ndarray) -> None:
-    """One canvas for all crops changes only the context at crop borders (vtest: 93 to 96% equal labels)."""
-    packed = BodyPixParser(resolve_model("bodypix"), Options(pack=True), 1)
-    packed.open()
-    detector = PersonDetector(resolve_model("fastestdet"), DetectorOptions(0.5, 0.45, 16), 1)
-    detector.open()
-    boxes = detector.process(vtest_frame).boxes
-    assert len(boxes) >= 4
-    crops = [crop_person(vtest_frame, box, 0.15, 512, max_upscale=2).image for box in boxes]
-    labels, masks = [], []
-    for one, together, crop in zip(bodypix.parse(crops), packed.parse(crops), crops):
-        assert together.shape == crop.shape[:2]
-        labels.append(np.mean(one == together))
-        masks.append(np.mean((one > 0) == (together > 0)))
-    assert np.mean(labels) > 0.9 and np.mean(masks) > 0.95, (labels, masks)
-    assert any((one > 0).mean() > 0.1 for one in bodypix.parse(crops))  # people were found at all

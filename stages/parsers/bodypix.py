@@ -11,18 +11,14 @@ import numpy as np
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.parsers.base import Parser
-from vidparse.stages.roi import pack, unpack
 
 STRIDE = 16
-PACK_GAP = 32  # black pixels between packed crops
 
 
 @dataclass
 class Options:
     # probability above which a pixel belongs to a person
     person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
-    # parse all crops of a frame on one canvas in one inference call (BodyPix is fully convolutional)
-    pack: bool = False
 
 
 def _align_corners_matrix(out_size: int, in_size: int) -> np.ndarray:
@@ -67,9 +63,6 @@ class BodyPixParser(Parser):
         self._session = open_session(self.model_path, self.threads)
 
     def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        if self.options.pack and len(images) > 1:
-            canvas, placements = pack(images, gap=PACK_GAP, align=STRIDE)
-            return unpack(self._parse_one(canvas), placements)
         return [self._parse_one(image) for image in images]
 
     def _parse_one(self, image: np.ndarray) -> np.ndarray:
