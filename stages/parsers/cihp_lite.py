@@ -145,7 +145,8 @@ class MaterialSegmenter:
         scaled_h = crop_height(height, self.height, self.max_upscale)
         scaled_w = max(1, round(width * scaled_h / height))
         padded = np.zeros((-(-scaled_h // MULTIPLE) * MULTIPLE, -(-scaled_w // MULTIPLE) * MULTIPLE, 3), np.float32)
-        padded[:scaled_h, :scaled_w] = cv2.resize(image, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+        interpolation = cv2.INTER_AREA if scaled_h < height else cv2.INTER_LINEAR  # INTER_AREA enlarges blockily
+        padded[:scaled_h, :scaled_w] = cv2.resize(image, (scaled_w, scaled_h), interpolation=interpolation)[:, :, ::-1]
         padded[:scaled_h, :scaled_w] -= MEAN
         padded[:scaled_h, :scaled_w] /= STD
         (output,) = self._session.run(None, {self._session.get_inputs()[0].name: padded.transpose(2, 0, 1)[None]})
