@@ -13,8 +13,8 @@ from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.model_store import resolve_model
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.onnx_session import open_session
-from vidparse.stages.parsers.cihp_lite import (EDGE, MATERIALS, NONE, fuse, fusion_table, material_map,
-                                               size_agnostic_graph)
+from vidparse.stages.parsers.cihp_lite import (EDGE, MATERIALS, NONE, MaterialSegmenter, fuse, fusion_table,
+                                               material_map, size_agnostic_graph)
 
 CIHP, BODYPIX = load_label_set("cihp"), load_label_set("bodypix")
 SKIN, CLOTHES, HAIR = (MATERIALS.index(m) for m in ("skin", "clothes", "hair"))
@@ -97,6 +97,30 @@ def test_size_agnostic_graph_matches_the_original_and_takes_any_size(segmenter_p
     assert out.shape == (2, 3, 384, 256) and 0 <= out.min() and out.max() <= 1
     single = edited.run(None, {"x.1": batch[1:]})[0]
     assert np.abs(out[1] - single[0]).max() < 1e-4, "a crop's result does not depend on its batch"
+
+
+@pytest.mark.parametrize(("crop_height", "max_upscale", "segmented_height"), [
+    (100, 2, 224),  # a small crop: twice its height (200), padded to a multiple of 32
+    (400, 2, 640),  # a large one: material_height
+    (100, 0, 640),  # off: always material_height
+])
+def test_segmenter_input_follows_the_crop_height(segmenter_path: Path, crop_height: int, max_upscale: float,
+                                                 segmented_height: int) -> None:
+    segmenter = MaterialSegmenter(segmenter_path, 640, 1, max_upscale)
+    segmenter.open()
+    session, heights = segmenter._session, []
+
+    class Spy:
+        get_inputs = session.get_inputs
+
+        def run(self, names, feeds):
+            heights.append(next(iter(feeds.values())).shape[2])
+            return session.run(names, feeds)
+
+    segmenter._session = Spy()
+    image = np.full((crop_height, crop_height // 2, 3), 128, np.uint8)
+    assert segmenter.probabilities(image).shape == (3, crop_height, crop_height // 2)
+    assert heights == [segmented_height]
 
 
 def test_real_ccp_photo_has_hair_upper_and_lower_garments(shared: Path) -> None:
