@@ -33,3 +33,15 @@ def test_legend_names_the_classes_present(vtest_frame: np.ndarray) -> None:
     with_legend = Recolor(label_set, ComposeOptions(alpha=0.5, legend=True)).process(vtest_frame, labels)
     assert np.array_equal(with_legend[6:18, 6:20], np.broadcast_to(label_set.colors[2], (12, 14, 3)))
     assert not np.array_equal(plain[:30, :120], with_legend[:30, :120])
+
+
+def test_background_between_two_people_is_untouched(vtest_frame: np.ndarray) -> None:
+    """Blending works on the labels' bounding box; the background inside it must come out as it went in."""
+    label_set = load_label_set("cihp")
+    labels = np.zeros(vtest_frame.shape[:2], np.uint8)
+    labels[50:120, 40:90] = 13
+    labels[400:500, 600:660] = 9
+    out = Recolor(label_set, ComposeOptions(alpha=0.6, legend=False)).process(vtest_frame, labels)
+    assert np.array_equal(out[labels == 0], vtest_frame[labels == 0])
+    expected = 0.4 * vtest_frame[450, 630].astype(float) + 0.6 * label_set.colors[9]
+    assert np.abs(out[450, 630].astype(float) - expected).max() <= 1
