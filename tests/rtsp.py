@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -66,20 +66,26 @@ def free_port() -> int:
 
 
 class RtspServer:
-    """One server process serving ``clip`` in a loop; keeps its port across kill and restart."""
+    """One server process serving ``clip`` in a loop; keeps its port across kill and restart.
 
-    def __init__(self, clip: Path, fps: int = CLIP_FPS, path: str = "live") -> None:
+    ``port`` 0 lets the first start choose one (``url`` is known from then on); ``options`` are more
+    ``rtsp_server.py`` flags (camera faults, credentials).
+    """
+
+    def __init__(self, clip: Path, fps: int = CLIP_FPS, path: str = "live", port: int = 0,
+                 options: Sequence[str] = ()) -> None:
         self.clip = clip
         self.fps = fps
         self.mount = path
-        self.port = 0  # chosen by the first start
-        self.url = ""
+        self.port = port
+        self.url = f"rtsp://127.0.0.1:{port}/{path}" if port else ""
+        self.options = list(options)
         self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> RtspServer:
         """Start serving; after ``kill()`` or ``stop()`` this starts again on the same port."""
         command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.clip), "--port", str(self.port),
-                   "--fps", str(self.fps), "--path", self.mount]
+                   "--fps", str(self.fps), "--path", self.mount, *self.options]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.url = self._wait_ready()
         self.port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
