@@ -164,7 +164,8 @@ CONNECT_FAILURES: tuple[tuple[type[BaseException], bool], ...] = (
     (TimeoutError, TRANSIENT),  # no answer within the open timeout
     (NoFrameSizeError, TRANSIENT),  # no frame size yet
     (NoKeyframeError, TRANSIENT),  # no keyframe yet
-    (ConnectionResetError, TRANSIENT),  # the server went away mid-handshake
+    (ConnectionResetError, TRANSIENT),  # the connection was reset
+    (av.error.InvalidDataError, TRANSIENT),  # the server went away mid-handshake: FFmpeg reads a cut-off reply
 )
 
 
