@@ -31,10 +31,9 @@ log = logging.getLogger(__name__)
 READS_PER_STALL = 2
 # A jump in a live stream's own timestamps beyond this (or backwards) re-bases the output timeline.
 MAX_TIMESTAMP_GAP_S = 10.0
-# How much of a live stream FFmpeg may buffer while it looks for the frame size (within the open timeout).
-LIVE_PROBE_BYTES = 64 * 2**20
 # PyAV gives connecting and reading the stream headers an open timeout each; a connection attempt ends when the
-# first frame is decoded, within those two.
+# first frame is decoded, within those two. A camera's SDP often lacks the H.264 parameter sets: FFmpeg's probing
+# may then end without a frame size, which the decoder learns from the first keyframe.
 OPEN_TIMEOUTS_PER_ATTEMPT = 2
 
 
@@ -130,10 +129,7 @@ def open_live(url: str, kind: InputKind, options: LiveOptions) -> av.container.I
         InputKind.HTTP: {"rw_timeout": socket_timeout_us},
         InputKind.STREAM: {"rw_timeout": socket_timeout_us},
     }.get(kind, {})
-    # A camera's SDP often lacks the H.264 parameter sets: the frame size then comes with the first keyframe,
-    # which may be further away than FFmpeg's default probing (5 s, 5 MB). Probe for the whole open timeout.
-    probing = {"analyzeduration": str(int(options.open_timeout_s * 1e6)), "probesize": str(LIVE_PROBE_BYTES)}
-    return av.open(url, format="v4l2" if kind is InputKind.CAMERA else None, options={**ffmpeg_options, **probing},
+    return av.open(url, format="v4l2" if kind is InputKind.CAMERA else None, options=ffmpeg_options,
                    timeout=(options.open_timeout_s, read_s))
 
 
@@ -142,17 +138,17 @@ class NotReadyError(Exception):
 
 
 class NoFrameSizeError(NotReadyError):
-    """Connected, but the stream did not tell its frame size within the open timeout."""
+    """Connected, but the stream did not tell its frame size within the attempt (no keyframe with the SPS yet)."""
 
 
 class NoKeyframeError(NotReadyError):
-    """Connected and the frame size is known, but no frame could be decoded within the open timeout."""
+    """Connected and the frame size is known, but no frame could be decoded within the attempt."""
 
 
 PERMANENT, TRANSIENT = True, False
 # How a failed connection attempt is sorted: the first row that matches wins; anything else is transient.
-# Permanent failures end the run while the input has never been connected; every other failure is retried with
-# backoff and counts against ``reconnect_attempts``. docs/live.md shows the same table.
+# Permanent failures end the first connection at once; every other failure, and any failure after a drop, is
+# retried with backoff and counts against ``reconnect_attempts``. docs/live.md shows the same table.
 CONNECT_FAILURES: tuple[tuple[type[BaseException], bool], ...] = (
     (av.error.ProtocolNotFoundError, PERMANENT),  # wrong scheme (FFmpeg knows no such protocol)
     (av.error.DemuxerNotFoundError, PERMANENT),  # FFmpeg built without the input's format (v4l2)

@@ -10,7 +10,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -31,6 +33,7 @@ SOURCE_LOG = "vidparse.stages.source"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "live.md"
 UNLIMITED = LiveOptions(open_timeout_s=2.0, read_timeout_s=2.0, reconnect_attempts=-1, backoff_initial_s=0.2,
                         backoff_max_s=0.5)
+PATIENT = replace(UNLIMITED, reconnect_attempts=20)  # where a bug would otherwise retry forever
 # The clip has a keyframe each second; joined one frame after it, the next comes 0.96 s later: after an attempt
 # of 2 x 0.3 s, well before one of 2 x 2 s.
 JOIN_AFTER_KEYFRAME = ("--join-at", "1")
@@ -40,11 +43,23 @@ TOO_SHORT = LiveOptions(open_timeout_s=0.3, read_timeout_s=2.0, reconnect_attemp
 Make = Callable[..., RtspServer]
 
 
+@contextmanager
+def after(seconds: float, action: Callable[[], object]) -> Iterator[None]:
+    """Run ``action`` from a thread ``seconds`` from now; on leaving, wait for it, so that a server it starts is
+    also stopped by the fixture when the test fails early."""
+    timer = threading.Timer(seconds, action)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+
+
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == SOURCE_LOG and r.levelno == logging.WARNING]
 
 
-def opens(url: str, options: LiveOptions = UNLIMITED) -> tuple[int, int]:
+def opens(url: str, options: LiveOptions = PATIENT) -> tuple[int, int]:
     """Open ``url``, read one frame; the frame size."""
     source = VideoSource(url, max_frames=1, live=options)
     try:
@@ -56,10 +71,17 @@ def opens(url: str, options: LiveOptions = UNLIMITED) -> tuple[int, int]:
 
 
 def fails_at_once(url: str, match: str, caplog: pytest.LogCaptureFixture) -> None:
-    """A permanent failure: no attempt logged, well within the open timeout, although attempts are unlimited."""
+    """A permanent failure: no attempt logged, well within the open timeout, although attempts are unlimited
+    (should it be retried, a stop after 3 open timeouts ends the test with "stopped")."""
+    stop = threading.Event()
+    timer = threading.Timer(3 * UNLIMITED.open_timeout_s, stop.set)
+    timer.start()
     started = time.monotonic()
-    with pytest.raises(BadInputError, match=match):
-        VideoSource(url, live=UNLIMITED).open()
+    try:
+        with pytest.raises(BadInputError, match=match):
+            VideoSource(url, live=UNLIMITED, stop=stop).open()
+    finally:
+        timer.cancel()
     assert time.monotonic() - started < UNLIMITED.open_timeout_s
     assert not warnings(caplog)
 
@@ -118,9 +140,8 @@ def test_wrong_path_fails_at_once(rtsp_server: RtspServer, caplog: pytest.LogCap
 def test_wrong_path_on_a_server_started_late_fails_once_it_answers(rtsp_servers: Make,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     server = rtsp_servers(port=free_port())
-    threading.Timer(0.5, server.start).start()
-    with pytest.raises(BadInputError, match="404"):
-        VideoSource(server.url + "-missing", live=UNLIMITED).open()
+    with after(0.5, server.start), pytest.raises(BadInputError, match="404"):
+        VideoSource(server.url + "-missing", live=PATIENT).open()
     assert all("Connection refused" in message for message in warnings(caplog))
 
 
@@ -133,8 +154,8 @@ def test_stream_without_video_fails_at_once(rtsp_servers: Make, caplog: pytest.L
 def test_server_started_late_is_reached(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=SOURCE_LOG)
     server = rtsp_servers(port=free_port())
-    threading.Timer(1.5, server.start).start()
-    assert opens(server.url) == (768, 576)
+    with after(1.5, server.start):
+        assert opens(server.url) == (768, 576)
     logged = warnings(caplog)
     assert logged and all("Connection refused" in message for message in logged)
     assert logged[0].startswith(f"cannot connect to {server.url} (Connection refused); reconnecting in")
@@ -145,9 +166,9 @@ def test_server_started_late_is_reached(rtsp_servers: Make, caplog: pytest.LogCa
 def test_frozen_server_times_out_until_thawed(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
     server = rtsp_servers().start()
     server.freeze()
-    threading.Timer(3.0, server.thaw).start()
-    assert opens(server.url, LiveOptions(open_timeout_s=1.0, reconnect_attempts=-1, backoff_initial_s=0.2,
-                                         backoff_max_s=0.2)) == (768, 576)
+    with after(3.0, server.thaw):
+        assert opens(server.url, LiveOptions(open_timeout_s=1.0, reconnect_attempts=10, backoff_initial_s=0.2,
+                                             backoff_max_s=0.2)) == (768, 576)
     assert warnings(caplog) and all("no answer within 1 s" in message for message in warnings(caplog))
 
 
@@ -169,7 +190,6 @@ def test_no_keyframe_yet_is_retried(rtsp_servers: Make, caplog: pytest.LogCaptur
 def test_server_gone_mid_handshake_is_retried(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
     server = rtsp_servers().start()
     server.freeze()
-    threading.Timer(0.5, server.kill).start()
-    threading.Timer(2.0, server.start).start()
-    assert opens(server.url) == (768, 576)
+    with after(0.5, server.kill), after(2.0, server.start):
+        assert opens(server.url) == (768, 576)
     assert "Invalid data found" in warnings(caplog)[0]
