@@ -250,15 +250,15 @@ class VideoSource:
     def open(self) -> StreamInfo:
         if self.kind is InputKind.FILE:
             container = open_container(self.url)
-        else:
+            stream = _video_stream(self.url, container)
+            live = self._choose_threads(container)
+        else:  # threads are chosen while connecting, before the first frame is decoded
             container = self._connect(None)
             if container is None:
                 raise BadInputError(f"input {self.url}: stopped before it could be opened")
-        stream = _video_stream(self.url, container)
+            stream = _video_stream(self.url, container)
+            live = self._choose_threads(container, decoding=False)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and container.duration)
-        if not live:  # frame threads hold a frame back each: live inputs keep PyAV's default, slice threads
-            stream.thread_type = "AUTO"
         self._container = container
         self.info = StreamInfo(
             width=stream.codec_context.width,
@@ -273,6 +273,15 @@ class VideoSource:
             live=live,
         )
         return self.info
+
+    def _choose_threads(self, container: av.container.InputContainer, decoding: bool = True) -> bool:
+        """Whether ``container`` is live (a file over HTTP has a duration and is not); with ``decoding``, give
+        the decoder of one that is not frame threads. Frame threads hold a frame back each: live inputs keep
+        PyAV's default, slice threads. Threads can be chosen only before the first decode."""
+        live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and container.duration)
+        if decoding and not live:
+            container.streams.video[0].thread_type = "AUTO"
+        return live
 
     def frames(self) -> Iterator[Frame]:
         assert self._container is not None and self.info is not None, "open() first"
@@ -378,6 +387,7 @@ class VideoSource:
                 raise TimeoutError(f"no answer within {options.open_timeout_s:g} s") from exc
             raise
         _video_stream(self.url, container, sized=False)
+        self._choose_threads(container)
         self._container = container
         try:
             self._first_frame = self._first_frame_by(started + OPEN_TIMEOUTS_PER_ATTEMPT * options.open_timeout_s)

@@ -6,10 +6,12 @@ backoff and counted against ``reconnect_attempts``. Servers play camera faults (
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -18,6 +20,7 @@ from pathlib import Path
 import av
 import pytest
 
+from conftest import probe_video
 from rtsp import RtspServer, free_port
 from vidparse.errors import BadInputError
 from vidparse.stages.source import (
@@ -193,3 +196,18 @@ def test_server_gone_mid_handshake_is_retried(rtsp_servers: Make, caplog: pytest
     with after(0.5, server.kill), after(2.0, server.start):
         assert opens(server.url) == (768, 576)
     assert "Invalid data found" in warnings(caplog)[0]
+
+
+def test_a_file_over_http_connects_like_a_stream_and_is_read_like_a_file(clip: Path) -> None:
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(clip.parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        source = VideoSource(f"http://127.0.0.1:{server.server_address[1]}/{clip.name}", live=PATIENT)
+        try:
+            info = source.open()
+            frames = list(source.frames())
+        finally:
+            source.close()
+            server.shutdown()
+    assert not info.live
+    assert [f.seq for f in frames] == list(range(probe_video(clip).frames)), "every frame, the first one too"
