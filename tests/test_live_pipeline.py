@@ -23,7 +23,7 @@ LIVE_FLAGS = ["--workers", "1", "--read-timeout", "2", "--open-timeout", "3", "-
 def start_cli(url: str, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vidparse", "run", url, "-o", str(out), *LIVE_FLAGS, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"}, start_new_session=True)
 
 
 def interrupt(process: subprocess.Popen) -> tuple[float, str]:
@@ -34,9 +34,14 @@ def interrupt(process: subprocess.Popen) -> tuple[float, str]:
     return time.monotonic() - started, stderr
 
 
-def run_cli(url: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_cli(url: str, out: Path, *extra: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
     process = start_cli(url, out, *extra)
-    stdout, stderr = process.communicate(timeout=120)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # the pipeline's processes too: they hold the pipes open
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
@@ -159,7 +164,7 @@ def test_server_started_5_s_after_run_is_reached(rtsp_servers, tmp_path: Path) -
 
 
 def test_wrong_path_gives_its_permanent_error_at_once(rtsp_server: RtspServer, tmp_path: Path) -> None:
-    result = run_cli(rtsp_server.url + "-missing", tmp_path / "live.mp4")  # reconnect attempts: unlimited
+    result = run_cli(rtsp_server.url + "-missing", tmp_path / "live.mp4", timeout_s=60)  # attempts: unlimited
     assert result.returncode == 3, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot open {rtsp_server.url}-missing: Server returned 404 Not Found"]
