@@ -177,7 +177,8 @@ def _reason(error: Exception) -> str:
     return (getattr(error, "strerror", None) or str(error) or type(error).__name__).strip()
 
 
-def _video_stream(url: str, container: av.container.InputContainer, sized: bool = True) -> av.video.stream.VideoStream:
+def _video_stream(url: str, container: av.container.InputContainer,
+                  sized: bool = True) -> av.video.stream.VideoStream:
     """The first video stream, checked for being a usable video (with a frame size, unless not ``sized``);
     closes ``container`` when it is not."""
     problem = None
@@ -407,8 +408,9 @@ class VideoSource:
             return self._container
 
     def _attempt(self) -> None:
-        """One connection: open the input and decode its first frame (kept for ``frames()``), both within the
-        open timeout; on failure, raises an exception that ``CONNECT_FAILURES`` sorts."""
+        """One connection: open the input and decode its first frame (kept for ``frames()``), within
+        ``OPEN_TIMEOUTS_PER_ATTEMPT`` open timeouts; on failure, raises an exception that ``CONNECT_FAILURES``
+        sorts."""
         options = self.live_options
         started = time.monotonic()
         try:
