@@ -13,7 +13,9 @@ def _percent(value: float | None, digits: int = 1) -> str:
 
 def _roi_caption(settings: dict) -> str:
     roi = settings["roi"]
-    where = "whole frame" if roi["mode"] == "whole" else f"ROI margin {roi['margin']}, person height {roi['person_height']}"
+    upscale = f" (at most {roi['max_upscale']:g}x the box)" if roi.get("max_upscale") else ""
+    where = ("whole frame" if roi["mode"] == "whole"
+             else f"ROI margin {roi['margin']}, person height {roi['person_height']}{upscale}")
     return f"{where}, detector score >= {settings['detector']['score_threshold']}"
 
 

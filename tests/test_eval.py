@@ -131,7 +131,7 @@ def test_eval_quality_flags_reach_the_configuration(ccp_two: tuple[Path, Path], 
     assert result.returncode == 0, result.stderr
     assert "whole frame" in result.stdout
     settings = json.loads(report_path.read_text())["settings"]
-    assert settings["roi"] == {"mode": "whole", "margin": 0.3, "person_height": 256}
+    assert settings["roi"] == {"mode": "whole", "margin": 0.3, "person_height": 256, "max_upscale": 2.0}
     assert settings["detector"]["score_threshold"] == 0.6
 
 
