@@ -65,12 +65,31 @@ def test_labels_lie_in_person_regions_and_the_rest_is_the_input(parsed_clip: dic
         assert difference[labelled].mean() > difference[far].mean() + 5, "people are recolored"
 
 
+def summary_rows(stderr: str) -> dict[str, str]:
+    """The rows of the end-of-run summary table (after its title), name -> value."""
+    rows = {}
+    for line in stderr[stderr.index("vidparse run"):].splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
 def test_summary_reports_frames_fps_and_stages(clip: Path, tmp_path: Path) -> None:
-    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", "4")
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", "4",
+                     "--stats", str(tmp_path / "stats.jsonl"))
     assert result.returncode == 0, result.stderr
-    for words in ("frames", "fps", "persons", "decode", "detect", "parse", "encode"):
-        assert words in result.stderr
     assert probe_video(tmp_path / "o.mp4").frames == 4
+    persons = [len(json.loads(line)["persons"]) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    rows = summary_rows(result.stderr)
+    assert rows["frames"] == "4"
+    assert rows["persons (all frames / most in one)"] == f"{sum(persons)} / {max(persons)}"
+    assert rows["frames with persons"] == str(sum(1 for count in persons if count))
+    wall, startup = (float(rows[name].removesuffix(" s")) for name in ("wall time", "start-up (processes, models, first frame)"))
+    assert 0 < startup < wall
+    assert float(rows["throughput (after start-up)"].removesuffix(" fps")) > 0
+    for stage in ("decode", "detect", "parse", "compose", "encode"):
+        assert float(rows[f"{stage} (busy, per frame)"].removesuffix(" ms")) > 0, stage
 
 
 def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
