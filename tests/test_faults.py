@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -21,16 +22,20 @@ from conftest import VTEST, cut_clip, make_audio_only, probe_video, run_cli
 DEGRADED, BAD_INPUT, BAD_OUTPUT, MODEL = 8, 3, 4, 5
 
 
-def decodable_frames(path: Path) -> int:
-    """Frames FFmpeg can decode from a (possibly damaged) file, skipping what it cannot."""
-    count = 0
+def decode_damaged(path: Path) -> tuple[int, int]:
+    """Frames FFmpeg can decode from a (possibly damaged) file, and the packets it cannot decode."""
+    frames = failed = 0
     with av.open(str(path)) as container:
         for packet in container.demux(video=0):
             try:
-                count += len(packet.decode())
+                frames += len(packet.decode())
             except av.error.InvalidDataError:
-                continue
-    return count
+                failed += 1
+    return frames, failed
+
+
+def decodable_frames(path: Path) -> int:
+    return decode_damaged(path)[0]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -130,17 +135,24 @@ def test_a_stalled_source_is_restarted_where_it_left_off(clip40: Path, tmp_path:
     assert facts.frames == 40 and facts.pts_s == pytest.approx([i / 10 for i in range(40)]), "no frame twice"
 
 
-def test_corrupted_bytes_in_the_middle_are_skipped(clip40: Path, tmp_path: Path) -> None:
-    damaged = tmp_path / "damaged.avi"
-    data = bytearray(clip40.read_bytes())
+def test_corrupted_bytes_in_the_middle_are_skipped(h264_clip: Path, tmp_path: Path) -> None:
+    """Random bytes over the payload of 10 H.264 packets (the container stays intact): those packets cannot be
+    decoded, the rest can."""
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(h264_clip.read_bytes())
+    with av.open(str(h264_clip)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size][15:25]
     rng = random.Random(7)
-    middle = len(data) // 2
-    data[middle:middle + 20_000] = bytes(rng.randrange(256) for _ in range(20_000))
+    for position, size in packets:
+        data[position + 4:position + size] = bytes(rng.randrange(256) for _ in range(size - 4))  # after the NAL size
     damaged.write_bytes(bytes(data))
     result = run_cli("run", str(damaged), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--config", FAST)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert probe_video(tmp_path / "o.mp4").frames == decodable_frames(damaged) > 20
+    frames, failed = decode_damaged(damaged)
+    assert probe_video(tmp_path / "o.mp4").frames == frames > 30
+    skipped = re.search(r"undecodable packets skipped\s*│\s*(\d+)", result.stderr)
+    assert skipped and int(skipped[1]) == failed > 0, "the summary counts the packets it skipped"
 
 
 def test_a_truncated_file_ends_cleanly_with_what_was_decoded(clip40: Path, tmp_path: Path) -> None:
