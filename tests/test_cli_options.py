@@ -1,0 +1,126 @@
+"""`vidparse run` options, each shown to change what it says, end to end on a few frames of vtest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import cut_clip, decode_frames, probe_video, run_cli, VTEST
+
+FRAMES = 3
+
+
+def run_ok(*args: str) -> subprocess.CompletedProcess:
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def composed(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The first frames written with alpha 0, alpha 0 plus the legend, and alpha 1 (masks kept)."""
+    runs = {}
+    for name, extra in (("alpha0", ["--alpha", "0", "--no-legend"]), ("legend", ["--alpha", "0", "--legend"]),
+                        ("alpha1", ["--alpha", "1", "--no-legend"])):
+        out = tmp_path_factory.mktemp(name)
+        run_ok("run", str(clip), "-o", str(out / "o.mp4"), "--max-frames", str(FRAMES), "--workers", "1",
+               "--masks", str(out / "masks"), *extra)
+        runs[name] = out
+    return runs
+
+
+def labelled(run: Path, seq: int) -> np.ndarray:
+    return np.array(Image.open(run / "masks" / f"{seq:06d}.png")) > 0
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(int) - b.astype(int)).mean(axis=2)
+
+
+def test_alpha_sets_how_much_class_color_covers_people(composed: dict[str, Path], clip: Path) -> None:
+    source = decode_frames(clip)
+    for seq in range(FRAMES):
+        people = labelled(composed["alpha0"], seq)
+        assert people.mean() > 0.005
+        clear = difference(decode_frames(composed["alpha0"] / "o.mp4")[seq], source[seq])
+        painted = difference(decode_frames(composed["alpha1"] / "o.mp4")[seq], source[seq])
+        assert clear[people].mean() < 3, "alpha 0: people keep their pixels (up to encoder noise)"
+        assert painted[people].mean() > 30, "alpha 1: people are painted over"
+        assert painted[~people].mean() < 3
+
+
+def test_legend_draws_in_the_top_left_corner_only(composed: dict[str, Path]) -> None:
+    plain, legend = decode_frames(composed["alpha0"] / "o.mp4"), decode_frames(composed["legend"] / "o.mp4")
+    for a, b in zip(plain, legend):
+        changed = difference(a, b) > 20
+        assert changed[:40, :100].sum() > 200, "the legend is drawn"
+        assert changed[:, 250:].mean() < 0.001, "and nothing else changes (up to encoder noise)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["m2fp", "m2fp-single"])
+def test_m2fp_from_a_random_checkpoint_made_by_the_cli(name: str, clip: Path, tmp_path: Path) -> None:
+    model = tmp_path / name
+    made = run_ok("models", "make-random", name, str(model), "--tiny")
+    assert (model / "configuration.json").exists() and (model / "pytorch_model.pt").exists(), made.stdout
+    config = json.loads((model / "configuration.json").read_text())
+    assert config, "a ModelScope configuration"
+    run_ok("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", name, "--model-dir", str(model),
+           "--max-frames", "2", "--workers", "1", "--masks", str(tmp_path / "masks"))
+    assert probe_video(tmp_path / "o.mp4").frames == 2
+    masks = [np.array(Image.open(p)) for p in sorted((tmp_path / "masks").glob("*.png"))]
+    assert len(masks) == 2 and all(m.max() < 20 for m in masks), "CIHP's 20 classes"
+    wrong = run_cli("run", str(clip), "-o", str(tmp_path / "w.mp4"), "--model",
+                    "m2fp" if name == "m2fp-single" else "m2fp-single", "--model-dir", str(model))
+    assert wrong.returncode == 5 and "does not fit" in wrong.stderr, "the variant is checked against the folder"
+
+
+def test_segmented_output_warns_that_audio_is_not_copied(clip_with_audio: Path, tmp_path: Path) -> None:
+    result = run_ok("run", str(clip_with_audio), "-o", str(tmp_path / "o.mp4"), "--segment-seconds", "0.5",
+                    "--workers", "1")
+    assert "segmented output: the input's audio is not copied" in result.stderr
+    segments = sorted(tmp_path.glob("o_*.mp4"))
+    assert len(segments) == 2 and sum(probe_video(p).frames for p in segments) == 8
+    assert all(probe_video(p).audio_codec is None for p in segments)
+
+
+@pytest.mark.slow
+def test_parse_every_gives_the_same_masks_with_one_and_two_workers(clip: Path, tmp_path: Path) -> None:
+    masks = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        run_ok("run", str(clip), "-o", str(out / "o.mp4"), "--workers", str(workers), "--parse-every", "3",
+               "--masks", str(out / "masks"), "--stats", str(out / "stats.jsonl"))
+        masks[workers] = [p.read_bytes() for p in sorted((out / "masks").glob("*.png"))]
+        carried = [json.loads(line)["carried_from"] for line in (out / "stats.jsonl").read_text().splitlines()]
+        assert carried == [None if seq % 3 == 0 else seq - seq % 3 for seq in range(12)]
+    assert len(masks[1]) == 12 and masks[1] == masks[2]
+    assert len(set(masks[1])) > 4, "the masks change over the clip"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_run_leaves_a_playable_file(shared: Path, tmp_path: Path) -> None:
+    clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
+    stats, output = tmp_path / "stats.jsonl", tmp_path / "o.mp4"
+    process = subprocess.Popen([sys.executable, "-m", "vidparse", "run", str(clip), "-o", str(output), "--stats",
+                                str(stats), "--config", str(Path(__file__).with_name("fast.yaml"))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               env={**os.environ, "COLUMNS": "200"})
+    deadline = time.monotonic() + 120
+    while not (stats.exists() and len(stats.read_text().splitlines()) >= 25):
+        assert time.monotonic() < deadline and process.poll() is None, "the run made no progress"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    facts = probe_video(output)
+    assert 10 <= facts.frames < 40, "the flushed fragments play"
+    assert facts.pts_s == pytest.approx([i / 10 for i in range(facts.frames)])
