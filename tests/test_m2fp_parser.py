@@ -160,7 +160,7 @@ def test_fast_postprocess_close_to_exact(multi_dir):
         parser.close()
     fast, exact = labels[False], labels[True]
     assert len(np.unique(exact)) >= 5 and len(np.unique(fast)) >= 5, "several classes in both maps"
-    assert (fast == exact).mean() > 0.97
+    assert (fast == exact).mean() > 0.99  # measured 0.996; resizing the scores nearest-neighbour gives 0.977
 
 
 def test_bad_choice_is_a_config_error(multi_dir):
