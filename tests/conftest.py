@@ -125,7 +125,7 @@ def probe_video(path: Path) -> VideoFacts:
 
 
 def audio_packets(path: Path) -> list[tuple[float, float, bytes]]:
-    """(pts and duration in seconds, bytes) of every audio packet: a stream copy keeps them all, a re-encode does not."""
+    """(pts and duration in seconds, bytes) of every audio packet: a copy keeps them all, a re-encode does not."""
     with av.open(str(path)) as container:
         return [(float(p.pts * p.time_base), float(p.duration * p.time_base), bytes(p))
                 for p in container.demux(audio=0) if p.size]
@@ -172,6 +172,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if reporter:
             reporter.ensure_newline()
-            reporter.write_sep("=", f"{len(skipped)} skipped test(s) not in ALLOWED_SKIPS (tests/conftest.py)", red=True)
+            reporter.write_sep("=", f"{len(skipped)} skipped test(s) not in ALLOWED_SKIPS (tests/conftest.py)",
+                               red=True)
             for line in skipped:
                 reporter.write_line(f"SKIPPED {line}")

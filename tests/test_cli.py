@@ -80,13 +80,17 @@ def test_summary_reports_frames_fps_and_stages(clip: Path, tmp_path: Path) -> No
                      "--stats", str(tmp_path / "stats.jsonl"))
     assert result.returncode == 0, result.stderr
     assert probe_video(tmp_path / "o.mp4").frames == 4
-    persons = [len(json.loads(line)["persons"]) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [(r["seq"], r["status"], r["carried_from"]) for r in records] == [(seq, "ok", None) for seq in range(4)]
+    persons = [len(r["persons"]) for r in records]
     rows = summary_rows(result.stderr)
     assert rows["frames"] == "4"
     assert rows["persons (all frames / most in one)"] == f"{sum(persons)} / {max(persons)}"
     assert rows["frames with persons"] == str(sum(1 for count in persons if count))
-    wall, startup = (float(rows[name].removesuffix(" s")) for name in ("wall time", "start-up (processes, models, first frame)"))
+    wall, startup = (float(rows[name].removesuffix(" s"))
+                     for name in ("wall time", "start-up (processes, models, first frame)"))
     assert 0 < startup < wall
+    assert all(0 < r["latency_ms"] < wall * 1000 for r in records), "decoded to written, per frame"
     assert float(rows["throughput (after start-up)"].removesuffix(" fps")) > 0
     for stage in ("decode", "detect", "parse", "compose", "encode"):
         assert float(rows[f"{stage} (busy, per frame)"].removesuffix(" ms")) > 0, stage

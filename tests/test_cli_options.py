@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cut_clip, decode_frames, probe_video, run_cli, VTEST
+from conftest import VTEST, cut_clip, decode_frames, probe_video, run_cli
 
 FRAMES = 3
 
@@ -53,7 +53,7 @@ def test_alpha_sets_how_much_class_color_covers_people(composed: dict[str, Path]
         assert people.mean() > 0.005
         clear = difference(decode_frames(composed["alpha0"] / "o.mp4")[seq], source[seq])
         painted = difference(decode_frames(composed["alpha1"] / "o.mp4")[seq], source[seq])
-        assert clear[people].mean() < 3, "alpha 0: people keep their pixels (up to encoder noise)"
+        assert clear[people].mean() < 5, "alpha 0: people keep their pixels (up to encoder noise)"
         assert painted[people].mean() > 30, "alpha 1: people are painted over"
         assert painted[~people].mean() < 3
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -111,7 +112,8 @@ def test_sigkill_of_a_worker_mid_run_loses_no_frame(clip40: Path, tmp_path: Path
     assert process.returncode == DEGRADED, stderr
     assert "died (exit code -9)" in stderr and "degraded run" in stderr
     assert probe_video(tmp_path / "o.mp4").frames == 40
-    assert [int(line.split(",")[0].split(":")[1]) for line in stats.read_text().splitlines()] == list(range(40))
+    records = [json.loads(line) for line in stats.read_text().splitlines()]
+    assert [(r["seq"], r["status"]) for r in records] == [(seq, "ok") for seq in range(40)], "each parsed, once"
 
 
 @pytest.mark.slow
@@ -229,12 +231,13 @@ def test_an_output_directory_that_vanishes_mid_run(clip40: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_4k_runs_within_its_memory_budget(shared: Path, tmp_path: Path) -> None:
-    """24 4K frames, enough to fill every slot: without a budget the tree goes over 900 MB, with it it does not."""
+    """24 4K frames, enough to fill every slot and x264's lookahead: without a budget the tree's peak is over the
+    budget (measured 1357 MB on a loaded 2-core machine), with it it stays under (1207 MB)."""
     import cv2
 
     from vidparse.pipeline.memory import PeakMemory
 
-    frames, budget = 24, 900
+    frames, budget = 24, 1300
     clip = tmp_path / "vtest4k.mp4"
     with av.open(str(VTEST)) as src, av.open(str(clip), "w") as dst:
         stream = dst.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
