@@ -98,6 +98,7 @@ def test_parse_every_gives_the_same_masks_with_one_and_two_workers(clip: Path, t
     masks = {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
+        out.mkdir()
         run_ok("run", str(clip), "-o", str(out / "o.mp4"), "--workers", str(workers), "--parse-every", "3",
                "--masks", str(out / "masks"), "--stats", str(out / "stats.jsonl"))
         masks[workers] = [p.read_bytes() for p in sorted((out / "masks").glob("*.png"))]
