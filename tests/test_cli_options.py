@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,3 +127,20 @@ def test_a_sigkilled_run_leaves_a_playable_file(shared: Path, tmp_path: Path) ->
     facts = probe_video(output)
     assert 10 <= facts.frames < 40, "the flushed fragments play"
     assert facts.pts_s == pytest.approx([i / 10 for i in range(facts.frames)])
+
+
+def test_variable_frame_rate_survives_from_input_to_output(shared: Path, tmp_path: Path) -> None:
+    """Frames at irregular times (gaps of 1 to 4 ticks of 1/10 s) come out at the same times."""
+    pts = [0, 1, 2, 5, 6, 10]
+    source = tmp_path / "vfr.mp4"
+    with av.open(str(VTEST)) as src, av.open(str(source), "w") as dst:
+        stream = dst.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = 768, 576, "yuv420p", Fraction(1, 10)
+        stream.codec_context.time_base = Fraction(1, 10)
+        for p, frame in zip(pts, src.decode(video=0)):
+            frame.pts, frame.time_base = p, Fraction(1, 10)
+            dst.mux(stream.encode(frame))
+        dst.mux(stream.encode(None))
+    assert probe_video(source).pts_s == pytest.approx([p / 10 for p in pts])
+    run_ok("run", str(source), "-o", str(tmp_path / "o.mp4"), "--workers", "1")
+    assert probe_video(tmp_path / "o.mp4").pts_s == pytest.approx([p / 10 for p in pts])
