@@ -29,6 +29,7 @@ app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
 INTERRUPTED_EXIT = 130
+UNEXPECTED_EXIT = 7  # the pipeline-failure code: a failure vidparse did not foresee
 DEGRADED_EXIT = 8  # finished, every frame written, but workers were replaced or frames written unannotated
 
 
@@ -42,23 +43,35 @@ def _setup_logging(verbose: bool) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn vidparse's errors into one line, a hint and the error's exit code."""
+    """Turn vidparse's errors into one line, a hint and the error's exit code. Anything else is a bug: one line
+    too (exit 7), with the traceback only under --verbose."""
     try:
         yield
     except VidparseError as exc:
-        console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            console.print(f"[dim]hint: {exc.hint}[/]", highlight=False, soft_wrap=True)
+        _print_error(exc.message, exc.hint)
         raise typer.Exit(exc.exit_code) from None
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
+        _print_error(f"unexpected {type(exc).__name__}: {exc}",
+                     "this is a bug; run again with --verbose for the traceback and report it")
+        raise typer.Exit(UNEXPECTED_EXIT) from None
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if hint:
+        console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def run(
-    input: Annotated[str, typer.Argument(help="Video file, or a URL FFmpeg can open.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Annotated video to write (.mp4, .mov, .mkv).")],
+    input: Annotated[str, typer.Argument(help="Video file, URL FFmpeg can open, photo, folder of photos or pattern.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Video (.mp4, .mov, .mkv), image or folder.")],
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml, or a preset name (fast).")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
@@ -79,14 +92,16 @@ def run(
     fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Fragmented MP4 (playable after a crash).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Parse every person in INPUT (a file, rtsp://, http(s):// or /dev/videoN) into an annotated H.264 video."""
+    """Parse every person in INPUT (a file, rtsp://, http(s)://, /dev/videoN, or photos) into an annotated H.264
+    video, or annotated images and label PNGs."""
     _setup_logging(verbose)
     from vidparse.config import load_config
     from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
     from vidparse.pipeline.cpus import threads_per_worker
     from vidparse.pipeline.runner import Runner
     from vidparse.progress import RunReporter
-    from vidparse.stages.sink import check_output_path
+    from vidparse.stages.images import ImageSet, check_image_output, is_image_input
+    from vidparse.stages.sink import CONTAINERS, check_output_path
     from vidparse.stages.source import InputKind, input_kind, probe
 
     with user_errors():
@@ -98,11 +113,15 @@ def run(
             "live.read_timeout_s": read_timeout, "output.segment_seconds": segment_seconds,
             "output.fragmented": fragmented, "max_memory_mb": max_memory, "keyframes.parse_every": parse_every,
         })
-        if input_kind(input) is InputKind.FILE:
-            probe(input)
-        check_output_path(output)
+        images = ImageSet.find(input) if is_image_input(input) else None
+        if images and output.suffix.lower() not in CONTAINERS:
+            check_image_output(images, output)
+        else:
+            if input_kind(input) is InputKind.FILE and not images:
+                probe(input)
+            check_output_path(output)
         job = ParseVideoJob(settings, input, output, ResolvedModels.for_config(settings), masks_dir=masks,
-                            stats_path=stats, max_frames=max_frames)
+                            stats_path=stats, max_frames=max_frames, images=images)
         threads_each = threads_per_worker(settings.worker_count, settings.threads)
         with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
             runner = Runner(job, run_settings(settings, input, threads_each),
@@ -111,9 +130,14 @@ def run(
             try:
                 result = runner.run()
             finally:
-                written = runner.output.sink.paths if runner.output is not None else []
-        console.print(reporter.summary(result))
-        console.print("wrote " + ", ".join(map(str, written)) + (f", masks in {masks}" if masks else "")
+                written = runner.output.paths if runner.output is not None else []
+        summary = reporter.summary(result)
+        repaired = runner.output.timestamps.repaired if runner.output.timestamps else 0
+        if repaired:
+            summary.add_row("timestamps repaired (docs/faults.md)", f"{repaired}")
+        console.print(summary)
+        files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
+        console.print("wrote " + files + (f", masks in {masks}" if masks else "")
                       + (f", stats in {stats}" if stats else ""), soft_wrap=True)
         if result.interrupted:
             raise typer.Exit(INTERRUPTED_EXIT)
@@ -129,7 +153,7 @@ def bench(
     frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
     workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
     threads: Annotated[int, typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers.")] = 0,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
@@ -170,7 +194,7 @@ def tune(
     input: Annotated[str, typer.Argument(help="Video (or stream) to tune on, like the ones you will parse.")],
     seconds: Annotated[float, typer.Option(min=1, help="Measuring time per trial, after a warm-up.")] = 10,
     max_workers: Annotated[Optional[int], typer.Option(min=1, help="Try at most this many workers.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file or preset to tune, as for run.")] = None,
     parse_every: Annotated[Optional[int], typer.Option(help="Keyframe mode to tune with, as for run.")] = None,
@@ -285,7 +309,7 @@ def models_make_random(
     console.print(f"wrote {path}")
 
 
-ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")]
+ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")]
 ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
 ConfigOption = Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")]
 RoiModeOption = Annotated[Optional[str], typer.Option("--roi-mode", help="roi: parse person crops; whole: whole frames.")]
@@ -328,6 +352,8 @@ def eval_images(
     images: Annotated[Path, typer.Argument(help="Folder of images (jpg, png).")],
     labels: Annotated[Path, typer.Argument(help="Folder of ground-truth label PNGs, one per image, same stem.")],
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp.")],
+    scheme: Annotated[str, typer.Option(help="Classes scored: coarse (body regions) or garments "
+                                             "(skin, hair, upper, lower, footwear).")] = "coarse",
     model: ModelOption = None,
     model_dir: ModelDirOption = None,
     config: ConfigOption = None,
@@ -338,16 +364,18 @@ def eval_images(
     json_path: JsonOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Score parsing against ground-truth label maps: IoU per coarse class, mIoU and pixel accuracy."""
+    """Score parsing against ground-truth label maps: IoU per class of a scheme, mIoU and pixel accuracy."""
     _setup_logging(verbose)
     from vidparse.evaluation.datasets import find_samples
     from vidparse.evaluation.runs import evaluate_images
     from vidparse.evaluation.tables import image_table
     from vidparse.jobs import ResolvedModels
     from vidparse.pipeline.cpus import threads_per_worker
-    from vidparse.stages.labels import load_label_set
+    from vidparse.stages.labels import SCHEMES, load_label_set
 
     with user_errors():
+        if scheme not in SCHEMES:
+            raise ConfigError(f"unknown scheme '{scheme}'", hint=f"choose one of: {', '.join(SCHEMES)}")
         settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold)
         truth = load_label_set(label_set)
         samples = find_samples(images, labels)
@@ -355,7 +383,7 @@ def eval_images(
         with _progress() as progress:
             task = progress.add_task("eval", total=len(samples))
             report = evaluate_images(settings, models, truth, samples, threads_per_worker(1, settings.threads),
-                                     on_sample=lambda _: progress.advance(task))
+                                     on_sample=lambda _: progress.advance(task), scheme=scheme)
         _report(image_table(report), report, json_path)
 
 

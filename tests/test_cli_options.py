@@ -35,7 +35,7 @@ def composed(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
                         ("alpha1", ["--alpha", "1", "--no-legend"])):
         out = tmp_path_factory.mktemp(name)
         run_ok("run", str(clip), "-o", str(out / "o.mp4"), "--max-frames", str(FRAMES), "--workers", "1",
-               "--masks", str(out / "masks"), *extra)
+               "--model", "bodypix", "--masks", str(out / "masks"), *extra)
         runs[name] = out
     return runs
 
@@ -88,7 +88,7 @@ def test_m2fp_from_a_random_checkpoint_made_by_the_cli(name: str, clip: Path, tm
 
 def test_segmented_output_warns_that_audio_is_not_copied(clip_with_audio: Path, tmp_path: Path) -> None:
     result = run_ok("run", str(clip_with_audio), "-o", str(tmp_path / "o.mp4"), "--segment-seconds", "0.5",
-                    "--workers", "1")
+                    "--workers", "1", "--model", "bodypix")
     assert "segmented output: the input's audio is not copied" in result.stderr
     segments = sorted(tmp_path.glob("o_*.mp4"))
     assert len(segments) == 2 and sum(probe_video(p).frames for p in segments) == 8
@@ -101,7 +101,8 @@ def test_parse_every_gives_the_same_masks_with_one_and_two_workers(clip: Path, t
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
         out.mkdir()
-        run_ok("run", str(clip), "-o", str(out / "o.mp4"), "--workers", str(workers), "--parse-every", "3",
+        run_ok("run", str(clip), "-o", str(out / "o.mp4"), "--workers", str(workers), "--parse-every", "3", "--model",
+               "bodypix",
                "--masks", str(out / "masks"), "--stats", str(out / "stats.jsonl"))
         masks[workers] = [p.read_bytes() for p in sorted((out / "masks").glob("*.png"))]
         carried = [json.loads(line)["carried_from"] for line in (out / "stats.jsonl").read_text().splitlines()]
@@ -142,5 +143,5 @@ def test_variable_frame_rate_survives_from_input_to_output(shared: Path, tmp_pat
             dst.mux(stream.encode(frame))
         dst.mux(stream.encode(None))
     assert probe_video(source).pts_s == pytest.approx([p / 10 for p in pts])
-    run_ok("run", str(source), "-o", str(tmp_path / "o.mp4"), "--workers", "1")
+    run_ok("run", str(source), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--model", "bodypix")
     assert probe_video(tmp_path / "o.mp4").pts_s == pytest.approx([p / 10 for p in pts])

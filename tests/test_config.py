@@ -19,7 +19,7 @@ def six_cpus_in_a_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 
 def test_defaults_load(six_cpus_in_a_cgroup: Path) -> None:
     config = load_config()
-    assert (config.model, config.workers, config.roi.mode) == ("bodypix", None, "roi")
+    assert (config.model, config.workers, config.roi.mode) == ("cihp-lite", None, "roi")
     assert config.worker_count == 6, "no worker count given: one per usable CPU"
     assert config.parser_options.person_threshold == 0.5
     (six_cpus_in_a_cgroup / "cpu.max").write_text("250000 100000\n")
@@ -75,6 +75,7 @@ def test_file_then_cli_overrides(tmp_path: Path) -> None:
         ({"colour": 3}, "unknown config key 'colour'"),
         ({"parsers.bodypix.threshold": 0.3}, "unknown config key 'parsers.bodypix.threshold'"),
         ({"parsers.bodypix.person_threshold": 1.0}, "'parsers.bodypix.person_threshold' must be between"),
+        ({"parsers.cihp-lite.material_height": 16}, "'parsers.cihp-lite.material_height' must be between 64 and"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, message: str) -> None:
