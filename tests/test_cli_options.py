@@ -57,7 +57,7 @@ def test_alpha_sets_how_much_class_color_covers_people(composed: dict[str, Path]
         painted = difference(decode_frames(composed["alpha1"] / "o.mp4")[seq], source[seq])
         assert clear[people].mean() < 5, "alpha 0: people keep their pixels (up to encoder noise)"
         assert painted[people].mean() > 30, "alpha 1: people are painted over"
-        assert painted[~people].mean() < 3
+        assert painted[~people].mean() < 5
 
 
 def test_legend_draws_in_the_top_left_corner_only(composed: dict[str, Path]) -> None:
