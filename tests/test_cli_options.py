@@ -1,4 +1,4 @@
-"""`vidparse run` options, each shown to change what it says, end to end on a few frames of vtest."""
+"""`vidparse run` options and signals, each shown to change what it says, end to end on a few frames of vtest."""
 
 from __future__ import annotations
 
@@ -145,3 +145,45 @@ def test_variable_frame_rate_survives_from_input_to_output(shared: Path, tmp_pat
     assert probe_video(source).pts_s == pytest.approx([p / 10 for p in pts])
     run_ok("run", str(source), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--model", "bodypix")
     assert probe_video(tmp_path / "o.mp4").pts_s == pytest.approx([p / 10 for p in pts])
+
+
+def start_and_wait(tmp_path: Path, frames: int) -> tuple[subprocess.Popen, Path]:
+    """`vidparse run` on 40 frames of vtest, once ``frames`` frames are written."""
+    clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
+    stats = tmp_path / "stats.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "vidparse", "run", str(clip), "-o", str(tmp_path / "o.mp4"),
+                                "--stats", str(stats), "--config", str(Path(__file__).with_name("fast.yaml"))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "200"})
+    deadline = time.monotonic() + 120
+    while not (stats.exists() and len(stats.read_text().splitlines()) >= frames):
+        assert time.monotonic() < deadline and process.poll() is None, "the run made no progress"
+        time.sleep(0.05)
+    return process, stats
+
+
+@pytest.mark.slow
+def test_sigterm_drains_and_finalizes_the_file(tmp_path: Path, shared: Path) -> None:
+    process, stats = start_and_wait(tmp_path, 5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "stopped early" in stderr
+    written = [json.loads(line)["seq"] for line in stats.read_text().splitlines()]
+    assert written == list(range(len(written))) and 5 <= len(written) < 40, "frames in flight finished, in order"
+    assert probe_video(tmp_path / "o.mp4").frames == len(written)
+    data = (tmp_path / "o.mp4").read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat"), "finalized: a fast-start MP4"
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_without_draining(tmp_path: Path, shared: Path) -> None:
+    process, stats = start_and_wait(tmp_path, 5)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # two signals sent together may arrive as one
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "press Ctrl-C again to stop at once" in stderr
+    assert "stopped early" not in stderr, "no draining and no summary: it stopped at once"
+    assert len(stats.read_text().splitlines()) < 40
