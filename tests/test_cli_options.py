@@ -187,3 +187,37 @@ def test_a_second_ctrl_c_stops_without_draining(tmp_path: Path, shared: Path) ->
     assert "Traceback" not in stderr and "press Ctrl-C again to stop at once" in stderr
     assert "stopped early" not in stderr, "no draining and no summary: it stopped at once"
     assert len(stats.read_text().splitlines()) < 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers, threads", [(1, 2), (2, 1)])
+def test_each_worker_starts_with_its_share_of_the_cpus(workers: int, threads: int, tmp_path: Path,
+                                                       shared: Path) -> None:
+    """Two usable CPUs shared by the workers: OpenMP, BLAS and MKL read their thread counts at start-up from the
+    environment each worker process was started with."""
+    from test_faults import worker_pids
+
+    clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
+    two_cpus = set(sorted(os.sched_getaffinity(0))[:2])
+    assert len(two_cpus) == 2, "the test needs two CPUs"
+    stats = tmp_path / "stats.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "vidparse", "run", str(clip), "-o", str(tmp_path / "o.mp4"),
+                                "--workers", str(workers), "--stats", str(stats), "--config",
+                                str(Path(__file__).with_name("fast.yaml"))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=lambda: os.sched_setaffinity(0, two_cpus))
+    try:
+        deadline = time.monotonic() + 120
+        while not (stats.exists() and stats.read_text().count("\n") >= 2):
+            assert time.monotonic() < deadline and process.poll() is None, "the run made no progress"
+            time.sleep(0.05)
+        pids = worker_pids(process.pid)
+        assert len(pids) == workers
+        for pid in pids:
+            environment = dict(item.split("=", 1) for item in
+                               Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                assert environment.get(name) == str(threads), name
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
