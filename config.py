@@ -22,6 +22,7 @@ from vidparse.stages.recolor import ComposeOptions
 from vidparse.stages.sink import EncoderOptions
 from vidparse.stages.source import LiveOptions
 from vidparse.stages.temporal import TemporalOptions
+from vidparse.stages.tracker import TrackingOptions
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Config:
     parsers: dict[str, Any]  # backend name -> that backend's Options dataclass
     keyframes: KeyframeOptions
     temporal: TemporalOptions
+    tracking: TrackingOptions
     compose: ComposeOptions
     output: EncoderOptions
 

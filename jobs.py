@@ -48,6 +48,7 @@ class ParseVideoJob:
     models: ResolvedModels
     masks_dir: Path | None = None
     stats_path: Path | None = None
+    instances_dir: Path | None = None  # per-frame 16-bit PNGs of track ids (tracking must be on)
     max_frames: int | None = None
     images: ImageSet | None = None  # the input is still images (a photo, a folder, a pattern)
 
@@ -82,6 +83,9 @@ class ParseVideoJob:
             masks_dir=self.masks_dir,
             stats_path=self.stats_path,
             temporal=self.config.temporal,
+            tracking=self.config.tracking,
+            margin=self.config.roi.margin,
+            instances_dir=self.instances_dir,
         )
 
 

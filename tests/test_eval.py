@@ -155,7 +155,7 @@ def test_labels_must_fit_their_image_and_label_set(shared: Path, tmp_path: Path)
         read_sample(Sample("0001", sample.image_path, rgb), load_label_set("ccp"))
 
 
-def test_eval_video_reports_flicker_with_and_without_the_vote(clip: Path, tmp_path: Path) -> None:
+def test_eval_video_reports_flicker_and_agreement_with_and_without_vote_and_tracking(clip: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "flicker.json"
     result = run_cli("eval-video", str(clip), "--max-frames", "6", "--temporal-window", "3", "--person-height", "256",
                      "--json", str(report_path))  # small crops keep the test fast
@@ -163,10 +163,15 @@ def test_eval_video_reports_flicker_with_and_without_the_vote(clip: Path, tmp_pa
     assert "flicker" in result.stdout and "Keyframe mode" in result.stdout
     report = json.loads(report_path.read_text())
     assert report["frames"] == 6 and report["settings"]["roi"]["person_height"] == 256
-    assert [row["mode"] for row in report["rows"]] == ["per-frame", "per-frame + vote over 3 frames (still <= 8)"]
+    vote = " + vote over 3 frames (still <= 8)"
+    assert [row["mode"] for row in report["rows"]] == ["per-frame", "per-frame" + vote, "tracked", "tracked" + vote]
     for row in report["rows"]:
         assert row["considered"] > 0 and 0 <= row["coarse_rate"] <= row["rate"] <= 1
-    assert report["rows"][1]["rate"] <= report["rows"][0]["rate"]
+        assert row["person_frames"] >= 6 and 0 < row["part_agreement"] < row["person_agreement"] <= 1
+        assert row["id_switches"] is None  # no --truth
+    per_frame, voted, tracked, _ = report["rows"]
+    assert voted["rate"] <= per_frame["rate"]
+    assert tracked["person_agreement"] > per_frame["person_agreement"]
 
 
 def test_temporal_window_is_validated() -> None:
