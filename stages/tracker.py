@@ -20,13 +20,16 @@ class TrackingOptions:
     # follow persons from frame to frame (video only): stable ids, bridged misses, labels smoothed per person
     enabled: bool = True
     # frames a person keeps its id (and stays drawn at its predicted box) without a detection
-    max_missed: int = field(default=3, metadata={"range": (0, 100)})
+    max_missed: int = field(default=5, metadata={"range": (0, 100)})
     # a detection overlapping a track's predicted box by at least this IoU can continue it
     match_iou: float = field(default=0.2, metadata={"range": (0.01, 1.0)})
     # detections scoring below this are matched second, to the tracks the confident ones left
     high_score: float = field(default=0.6, metadata={"range": (0.0, 1.0)})
+    # how far a detector box may be off the person, as a share of its height (Kalman measurement noise): higher
+    # holds boxes, and the labels in them, steadier; lower follows each detection more closely
+    box_noise: float = field(default=1.5, metadata={"range": (0.01, 10.0)})
     # weight of a person's past labels against this frame's in its smoothed labels; 0 = no smoothing
-    smoothing: float = field(default=0.6, metadata={"range": (0.0, 0.95)})
+    smoothing: float = field(default=0.85, metadata={"range": (0.0, 0.95)})
     # a person's labels are kept on a grid this many cells tall (and half as wide), in its own box coordinates
     crop_height: int = field(default=128, metadata={"range": (16, 1024)})
     # write each person's track id above its box on the video
@@ -67,16 +70,18 @@ def match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
 
 
 class KalmanBox:
-    """Constant-velocity Kalman filter on (cx, cy, w, h), noise scaled by the box height."""
+    """Constant-velocity Kalman filter on (cx, cy, w, h), noise scaled by the box height. ``box_noise``: how far
+    a detector box may be off the person, as a share of its height."""
 
     _motion = np.eye(8) + np.eye(8, k=4)
     _observe = np.eye(4, 8)
 
-    def __init__(self, box: np.ndarray) -> None:
+    def __init__(self, box: np.ndarray, box_noise: float) -> None:
+        self.box_noise = box_noise
         height = float(box[3] - box[1])
         self.mean = np.concatenate([to_state(box), np.zeros(4)])
-        std = np.array([2 * POSITION_NOISE] * 4 + [10 * VELOCITY_NOISE] * 4) * height
-        self.covariance = np.diag(std ** 2)
+        # Uncertain from the start as a measurement (position) and about its pace: the first detections decide.
+        self.covariance = np.diag(np.full(8, box_noise * height) ** 2)
 
     @property
     def box(self) -> np.ndarray:
@@ -90,7 +95,7 @@ class KalmanBox:
 
     def update(self, box: np.ndarray) -> None:
         measured = to_state(box)
-        noise = np.diag((np.full(4, POSITION_NOISE) * measured[3]) ** 2)
+        noise = np.diag((np.full(4, self.box_noise) * measured[3]) ** 2)
         projected = self._observe @ self.covariance @ self._observe.T + noise
         gain = np.linalg.solve(projected, self._observe @ self.covariance).T
         self.mean = self.mean + gain @ (measured - self._observe @ self.mean)
@@ -102,7 +107,6 @@ class Track:
     track_id: int
     filter: KalmanBox
     score: float
-    hits: int = 1  # frames with a detection
     missed: int = 0  # frames since the last detection
 
 
@@ -125,8 +129,7 @@ class ByteTracker:
     """Stage object: ``update(boxes, scores)`` once per frame, in order, returns this frame's tracked persons.
 
     Every detection continues a track or starts one. A track with no detection this frame is bridged, at its
-    predicted box, for up to ``max_missed`` frames once it was seen twice (a single detection is not yet a
-    person worth drawing where nothing was detected); after that it ends and its id is never reused.
+    predicted box, for up to ``max_missed`` frames; after that it ends and its id is never reused.
     """
 
     def __init__(self, options: TrackingOptions) -> None:
@@ -157,15 +160,15 @@ class ByteTracker:
             if index in matched:
                 detection = matched[index]
                 track.filter.update(boxes[detection])
-                track.hits, track.missed, track.score = track.hits + 1, 0, float(scores[detection])
+                track.missed, track.score = 0, float(scores[detection])
                 tracked.append(TrackedBox(track.track_id, track.filter.box, track.score, detection))
             else:
                 track.missed += 1
-                if track.missed <= self.options.max_missed and track.hits >= 2:
+                if track.missed <= self.options.max_missed:
                     tracked.append(TrackedBox(track.track_id, track.filter.box, track.score, None))
         self._tracks = [t for t in self._tracks if t.missed <= self.options.max_missed]
         for detection in sorted(set(range(len(boxes))) - set(matched.values())):
-            track = Track(self._next_id, KalmanBox(boxes[detection]), float(scores[detection]))
+            track = Track(self._next_id, KalmanBox(boxes[detection], self.options.box_noise), float(scores[detection]))
             self._next_id += 1
             self._tracks.append(track)
             tracked.append(TrackedBox(track.track_id, track.filter.box, track.score, detection))
