@@ -7,7 +7,8 @@ writes them four ways (per frame, with the pixel vote, tracked, tracked with the
 Speed: the real pipeline on the first ``--fps-frames`` frames with tracking off and on, alternated ``--rounds``
 times back to back (the machine may be shared), plus the tracking stage's own time per frame on the parsed frames.
 
-    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/tracking.py ../shared/data/video/vtest.avi --frames 300
+    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/tracking.py ../shared/data/video/vtest.avi --frames 300 \
+        --model bodypix --cache vtest300.npz
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="npz file keeping the parsed frames between runs")
     parser.add_argument("--fps-frames", type=int, default=60, help="frames per speed run; 0 skips the speed runs")
     parser.add_argument("--rounds", type=int, default=2, help="speed runs per setting, alternated")
+    parser.add_argument("--model", help="parser (default: configs/default.yaml's)")
     args = parser.parse_args()
-    config = load_config()
+    config = load_config(None, {"model": args.model})
     print(f"machine: {machine_description()}")
     quality(config, parse(config, args.video, args.frames, args.cache))
     if args.fps_frames:

@@ -104,6 +104,8 @@ class TrackLabels:
     def _paste(self, output: np.ndarray, instances: np.ndarray, grid_labels: np.ndarray, box: np.ndarray,
                track_id: int) -> None:
         x1, y1, x2, y2 = expand_box(box, self.margin, output.shape)
+        if x1 >= output.shape[1] or y1 >= output.shape[0] or x2 <= 0 or y2 <= 0:
+            return  # predicted out of the frame
         to_grid = cv2.invertAffineTransform(grid_to_frame(region(box, self.margin), self.grid))
         to_grid[:, 2] += to_grid[:, :2] @ np.array([x1, y1], np.float64)  # window pixel -> grid cell
         pasted = cv2.warpAffine(grid_labels, to_grid, (x2 - x1, y2 - y1), flags=NEAREST,

@@ -110,3 +110,13 @@ def test_labels_are_smoothed_in_the_persons_own_coordinates() -> None:
     tracked = stage.process(labels, result)
     # Only a sliver at the edge, where the track's box still lags the walk, takes the new label.
     assert np.count_nonzero(tracked.labels == 15) < 0.1 * np.count_nonzero(tracked.labels == 14)
+
+
+def test_a_bridged_person_predicted_out_of_the_frame_is_not_drawn() -> None:
+    stage = TrackLabels(OPTIONS, load_label_set("bodypix"), margin=0.1)
+    stage.open()
+    for i in range(4):
+        stage.process(*labelled_frame(200 + 25 * i))  # walking out on the right, 25 px per frame
+    for _ in range(3):
+        tracked = stage.process(*labelled_frame(0, present=False))
+    assert not tracked.labels.any() and not tracked.instances.any()
