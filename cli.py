@@ -89,7 +89,7 @@ def run(
     policy: Annotated[Optional[str], typer.Option(help="When workers fall behind: block, drop (oldest), auto.")] = None,
     rtsp_transport: Annotated[Optional[str], typer.Option(help="RTSP over tcp or udp.")] = None,
     reconnect_attempts: Annotated[Optional[int], typer.Option(help="Live: failed reconnects in a row before giving up; -1 = never.")] = None,
-    open_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds to connect.")] = None,
+    open_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds to connect, to a first frame.")] = None,
     read_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds without data that count as a stall.")] = None,
     max_memory: Annotated[Optional[int], typer.Option("--max-memory", help="Memory budget (MB) for the whole process tree.")] = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Rotate the output into files of this length.")] = None,
