@@ -68,7 +68,8 @@ class AnnotatedOutput:
         if self.timestamps:
             frame = replace(frame, pts=self.timestamps.stamp(frame.pts))
         tracked = self.ordered.process(labels, frame.image, result)
-        labels, result = tracked.labels, tracked.result
+        labels = tracked.labels
+        result.persons = tracked.result.persons  # in place: the run's summary counts the persons written
         annotated = self.recolor.process(frame.image, labels)
         if self.draw_ids:
             draw_track_ids(annotated, result.persons)
