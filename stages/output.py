@@ -43,8 +43,11 @@ class AnnotatedOutput:
         for writer in self._side_outputs():
             writer.open()
 
-    def write(self, frame: Frame, labels: np.ndarray, result: FrameResult) -> None:
+    def write(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
+        """Write one frame from its parser ``arrays``; returns the labels written (after the temporal vote) and the
+        annotated image."""
         started = time.perf_counter()
+        labels = arrays["labels"]
         if self.temporal:
             labels = self.temporal.process(labels, frame.image)
         annotated = self.recolor.process(frame.image, labels)
@@ -57,6 +60,7 @@ class AnnotatedOutput:
         if self.stats:
             latency = None if frame.captured_at is None else round((time.time() - frame.captured_at) * 1000, 1)
             self.stats.write(result, frame.pts, frame.seconds, {"latency_ms": latency})
+        return labels, annotated
 
     def close(self) -> None:
         try:
