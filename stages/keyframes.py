@@ -30,9 +30,9 @@ FLOW_PRESETS = {
 @dataclass
 class KeyframeOptions:
     # parse frames whose number is a multiple of this; carry labels to the others by optical flow; 1 = parse all
-    parse_every: int = field(metadata={"range": (1, 100)})
+    parse_every: int = field(default=1, metadata={"range": (1, 100)})
     # DIS optical flow preset: ultrafast | fast | medium (slower, follows fast limbs better)
-    flow_preset: str = field(metadata={"choices": tuple(FLOW_PRESETS)})
+    flow_preset: str = field(default="ultrafast", metadata={"choices": tuple(FLOW_PRESETS)})
 
 
 @dataclass

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from vidparse.config import load_config
+from vidparse.config import Config, default_config_path, load_config, read_yaml
 from vidparse.errors import ConfigError
 from vidparse.pipeline.cpus import usable_cpus
 
@@ -12,6 +12,18 @@ def test_defaults_load() -> None:
     assert (config.model, config.workers, config.roi.mode) == ("bodypix", None, "roi")
     assert config.worker_count == usable_cpus(), "no worker count given: one per usable CPU"
     assert config.parser_options.person_threshold == 0.5
+
+
+def test_python_defaults_equal_the_yaml() -> None:
+    """A Config made in Python (no YAML read) is the one configs/default.yaml gives, and the YAML names every key
+    the dataclasses have (so it documents them all)."""
+    assert Config() == load_config()
+
+    def keys(node: dict, prefix: str = "") -> set[str]:
+        return {f"{prefix}{k}" for k in node} | {key for k, v in node.items() if isinstance(v, dict)
+                                                  for key in keys(v, f"{prefix}{k}.")}
+
+    assert keys(read_yaml(default_config_path())) == keys(Config().to_dict())
 
 
 def test_file_then_cli_overrides(tmp_path: Path) -> None:
