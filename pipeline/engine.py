@@ -31,6 +31,10 @@ from vidparse.pipeline.writer import Subscriber
 log = logging.getLogger(__name__)
 
 
+class _Aborted(Exception):
+    """Ends the hub loop at once (`Engine.abort`); not an error for whoever joins."""
+
+
 class Engine:
     """``parser`` (``make_parser(threads)``; pickled to every worker) is shared by all streams. Streams are added
     with `add` before or after `start`; with ``until_idle`` the engine ends when its last stream does.
@@ -102,6 +106,8 @@ class Engine:
         try:
             self._loop()
             clean = True
+        except _Aborted:
+            pass
         except WorkerStartError as exc:
             self._error = PipelineError(str(exc), hint="out of memory? try fewer --workers")
         except BaseException as exc:  # handed to whoever joins
@@ -171,7 +177,7 @@ class Engine:
         while not self._commands.empty():
             name, argument = self._commands.get()
             if name == "abort":
-                raise KeyboardInterrupt
+                raise _Aborted
             if name == "add":
                 stream, spec, settings, subscribers, on_open, on_end = argument
                 session = StreamSession(stream, spec, settings, self._context, self.settings.workers, subscribers,

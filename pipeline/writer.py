@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -15,8 +14,6 @@ from vidparse.pipeline.messages import Task
 from vidparse.pipeline.slots import SharedSlots
 from vidparse.pipeline.stats import RunStats
 from vidparse.stages.types import Frame
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
