@@ -105,8 +105,10 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="git revision of the older engine")
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=1, help="before/after pairs")
-    parser.add_argument("run_args", nargs="*", help="more `vidparse run` options (after --)")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.run_args = argv[split + 1:]  # more `vidparse run` options, after --
     rows = []
     with tempfile.TemporaryDirectory(prefix="vidparse-engine-hub-") as scratch:
         before = str(unpack(args.before, Path(scratch) / "before"))
