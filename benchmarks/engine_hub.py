@@ -5,8 +5,10 @@ newer one is this checkout. Runs alternate (before, after, before, after...) so 
 alike. Each run is a real `vidparse run` subprocess started through this script's ``--probe`` mode, which times
 every `multiprocess.connection.wait` call per thread: the hub thread is the one that waits most (the main thread
 before the split, ``vidparse-hub`` after), and its busy share is 1 - (time waiting / time from its first wait to
-its last). fps is the run's steady rate (after the first frame), from the run's own summary. Usage, from the
-repository root:
+its last). fps is the run's steady rate (after the first frame), from the run's own summary. CPU s/frame is the
+CPU time of the run's process and its children (workers, source), start-up included, per frame written: on a
+loaded machine it says whether a change costs more work where fps only says how much CPU the run was given. Usage,
+from the repository root:
 
     VIDPARSE_MODEL_DIR=../shared/models python benchmarks/engine_hub.py ../shared/data/video/vtest.avi \\
         --before 3852d77 --frames 300 --repeat 1 -- --config fast --workers 2
@@ -18,6 +20,7 @@ import argparse
 import atexit
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -64,8 +67,11 @@ def probe(argv: list[str]) -> None:
     def report() -> None:
         name, (first, last, waited, _) = max(waits.items(), key=lambda item: item[1][3])
         stats = summaries[0]
+        cpu_s = sum(usage.ru_utime + usage.ru_stime for usage in (resource.getrusage(resource.RUSAGE_SELF),
+                                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
         print(RESULT_PREFIX + json.dumps({"hub_thread": name, "busy_share": 1 - waited / (last - first),
-                                          "fps": stats.steady_fps, "frames": stats.frames}), flush=True)
+                                          "fps": stats.steady_fps, "frames": stats.frames,
+                                          "cpu_s_per_frame": cpu_s / max(1, stats.frames)}), flush=True)
 
     atexit.register(report)
     sys.argv = ["vidparse", *argv]
@@ -117,12 +123,14 @@ def main() -> None:
                 result = measure(path, args.video, args.frames, args.run_args, Path(scratch))
                 rows.append((label, pair, result))
                 print(f"{label} #{pair + 1}: {result['fps']:.2f} fps, hub thread {result['hub_thread']} busy "
-                      f"{result['busy_share']:.0%}", file=sys.stderr, flush=True)
+                      f"{result['busy_share']:.0%}, {result['cpu_s_per_frame']:.3f} CPU s/frame", file=sys.stderr,
+                      flush=True)
     print(f"`{' '.join(args.run_args)}`, first {args.frames} frames of `{Path(args.video).name}`, before = "
           f"`{args.before}`\n")
-    print("| engine | run | fps (steady) | hub thread busy |\n|---|---|---|---|")
+    print("| engine | run | fps (steady) | hub thread busy | CPU s/frame |\n|---|---|---|---|---|")
     for label, pair, result in rows:
-        print(f"| {label} | {pair + 1} | {result['fps']:.2f} | {result['busy_share']:.0%} |")
+        print(f"| {label} | {pair + 1} | {result['fps']:.2f} | {result['busy_share']:.0%} | "
+              f"{result['cpu_s_per_frame']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import multiprocess
@@ -26,7 +27,7 @@ from vidparse.pipeline.session import JOIN_TIMEOUT_S, StreamSession
 from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.threads import thread_environment
 from vidparse.pipeline.workers import WorkerPool, WorkerStartError
-from vidparse.pipeline.writer import Subscriber
+from vidparse.pipeline.writer import Subscriber, Written
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Engine:
         self._abort = False
         self._error: BaseException | None = None
         self._pool: WorkerPool | None = None
+        self._subscribers: list[Subscriber] = []  # every stream's, after the stream's own
+        self._ended: list[Callable[[], None]] = []  # run when the hub has shut down
         self._thread = threading.Thread(target=self._hub, name="vidparse-hub", daemon=True)
 
     def add(self, spec: Any, settings: StreamSettings, subscribers: list[Subscriber] | None = None,
@@ -95,6 +98,27 @@ class Engine:
             raise self._error
         return True
 
+    def results(self) -> Iterator[Written]:
+        """Copies of every frame any stream writes (the arrays outlive their slot), until the engine ends; then
+        raises what ended it, as `join` does. Call before streams are added; leaving the loop early aborts."""
+        items: queue.Queue[Written | None] = queue.Queue(maxsize=4)
+        self._subscribers.append(lambda written, stats: items.put(_copied(written)))
+        self._ended.append(lambda: items.put(None))
+        return self._iterate(items)
+
+    def _iterate(self, items: queue.Queue[Written | None]) -> Iterator[Written]:
+        try:
+            while (item := items.get()) is not None:
+                yield item
+        finally:
+            if self._thread.is_alive():  # the caller stopped early: a writer must not wait on a full queue
+                self.abort()
+                while self._thread.is_alive():
+                    while not items.empty():
+                        items.get_nowait()
+                    self._thread.join(POLL_S / 10)
+        self.join()
+
     def _command(self, name: str, argument: Any) -> None:
         self._commands.put((name, argument))
         with self._wake_lock:
@@ -130,10 +154,7 @@ class Engine:
             if pool is None and any(session.opened for session in self._sessions.values()):
                 pool = self._pool = self._start_pool()
                 scheduler = Scheduler(pool)
-            if pool is None:
-                self._wait_for_open()
-                continue
-            workers = pool.connections()
+            workers = pool.connections() if pool is not None else {}
             sources = {conn: s for s in self._sessions.values() if (conn := s.connection()) is not None}
             ready = multiprocess.connection.wait([self._wake_receive, *sources, *workers], timeout=POLL_S)
             busy_since = time.perf_counter()
@@ -147,29 +168,15 @@ class Engine:
             if not ready:
                 for session in self._sessions.values():
                     session.check_source()
-            for lost in pool.check():
+            for lost in pool.check() if pool is not None else []:
                 self._requeue(scheduler, lost)
             for session in list(self._sessions.values()):
                 session.tick()
                 if session.finished:
                     self._end(pool, scheduler, session, clean=True)
-            scheduler.dispatch([s for s in self._sessions.values() if s.opened])
+            if scheduler is not None:
+                scheduler.dispatch([s for s in self._sessions.values() if s.opened])
             self.hub_busy_s += time.perf_counter() - busy_since
-
-    def _wait_for_open(self) -> None:
-        sources = {conn: s for s in self._sessions.values() if (conn := s.connection()) is not None}
-        ready = multiprocess.connection.wait([self._wake_receive, *sources], timeout=POLL_S)
-        for conn in ready:
-            if conn is self._wake_receive:
-                self._run_commands()
-            else:
-                sources[conn].receive()
-        for session in list(self._sessions.values()):
-            if not ready:
-                session.check_source()
-            session.tick()
-            if session.finished:
-                self._end(None, None, session, clean=True)
 
     def _run_commands(self) -> None:
         while self._wake_receive.poll():
@@ -180,17 +187,21 @@ class Engine:
                 raise _Aborted
             if name == "add":
                 stream, spec, settings, subscribers, on_open, on_end = argument
-                session = StreamSession(stream, spec, settings, self._context, self.settings.workers, subscribers,
-                                        on_open)
+                session = StreamSession(stream, spec, settings, self._context, self.settings.workers,
+                                        [*subscribers, self._every_stream], on_open)
                 self._sessions[stream], self._on_end[stream] = session, on_end
                 if self._stopping:
-                    session.interrupt(loudly=False)
+                    session.interrupt()
             elif name == "stop":
                 self._stopping = True
                 for session in self._sessions.values():
-                    session.interrupt(loudly=False)
+                    session.interrupt()
             elif name == "remove" and argument in self._sessions:
-                self._sessions[argument].interrupt(loudly=False)
+                self._sessions[argument].interrupt()
+
+    def _every_stream(self, written: Written, stats: Any) -> None:
+        for subscriber in self._subscribers:
+            subscriber(written, stats)
 
     def _receive_from_worker(self, pool: WorkerPool, scheduler: Scheduler, conn: Any, index: int) -> None:
         try:
@@ -251,3 +262,10 @@ class Engine:
             with self._wake_lock:
                 self._wake_receive.close()
                 self._wake_send.close()
+            for ended in self._ended:
+                ended()
+
+
+def _copied(written: Written) -> Written:
+    return replace(written, frame=replace(written.frame, image=written.frame.image.copy()),
+                   labels=written.labels.copy(), annotated=written.annotated.copy())

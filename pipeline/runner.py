@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 from vidparse.pipeline.engine import Engine
@@ -30,7 +28,6 @@ class Runner:
         self.stats = RunStats()
         self.output: Any = None  # the stream's output stage, once the run ended (also after a failure)
         self.slots_name: str | None = None  # the stream's shared-memory block, for diagnostics
-        self._ended: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self.engine.add(self.stream, self.settings, self.subscribers, on_open=self.on_open, on_end=self._end)
@@ -39,8 +36,6 @@ class Runner:
     def _end(self, session: StreamSession) -> None:
         self.stats, self.output = session.stats, session.output
         self.slots_name = session.slots.handle.name if session.slots is not None else None
-        for ended in self._ended:
-            ended()
 
     def stop(self) -> None:
         self.engine.stop()
@@ -61,23 +56,7 @@ class Runner:
         return self.join()
 
     def results(self) -> Iterator[Written]:
-        """Run, yielding a copy of every frame as it is written (the arrays outlive their slot)."""
-        items: queue.Queue[Written | None] = queue.Queue(maxsize=4)
-        self.subscribers.append(lambda written, stats: items.put(_copied(written)))
-        self._ended.append(lambda: items.put(None))
+        """Run, yielding a copy of every frame as it is written."""
+        results = self.engine.results()
         self.start()
-        try:
-            while (item := items.get()) is not None:
-                yield item
-        finally:
-            if self.engine.join(0):
-                return
-            self.engine.abort()  # the caller stopped iterating: the writer must not wait on a full queue
-            while not self.engine.join(JOIN_POLL_S / 10):
-                while not items.empty():
-                    items.get_nowait()
-
-
-def _copied(written: Written) -> Written:
-    return replace(written, frame=replace(written.frame, image=written.frame.image.copy()),
-                   labels=written.labels.copy(), annotated=written.annotated.copy())
+        yield from results

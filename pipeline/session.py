@@ -183,7 +183,7 @@ class StreamSession:
         self._ledger.release(task.slot)
         self.deliver(task, None)
 
-    def interrupt(self, loudly: bool) -> None:
+    def interrupt(self) -> None:
         """Stop reading, drop frames not yet started, finish the ones being parsed."""
         if self.stats.interrupted:
             return
@@ -192,8 +192,6 @@ class StreamSession:
         self._stop.set()
         while self.pending:
             self.drop(self.pending.popleft())
-        if loudly:
-            log.warning("interrupted: finishing the frames in flight (press Ctrl-C again to stop at once)")
 
     def tick(self) -> None:
         """Between messages: the writer's errors surface here; the watchdog and the stop grace run."""

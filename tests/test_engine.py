@@ -54,6 +54,16 @@ def test_results_are_copies_that_outlive_their_slot(clip: Path) -> None:
     assert all(np.array_equal(r.frame.image, frames[r.frame.seq]) for r in results)
 
 
+def test_leaving_the_results_early_ends_the_run(clip: Path) -> None:
+    started = time.monotonic()
+    for written in runner(TrivialJob(str(clip), Collected(), jitter_s=0.1), workers=2, queue_size=1).results():
+        if written.frame.seq == 2:
+            break
+    assert time.monotonic() - started < 60
+    assert not multiprocess.active_children()
+    assert not [t for t in threading.enumerate() if t.name.startswith("vidparse-")]
+
+
 def test_two_streams_share_one_pool(clip: Path) -> None:
     """Two sessions on two workers: each stream gets every frame once, in order, with its own labels; a stream
     added while the engine runs is served too."""
