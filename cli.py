@@ -29,6 +29,7 @@ app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
 INTERRUPTED_EXIT = 130
+UNEXPECTED_EXIT = 7  # the pipeline-failure code: a failure vidparse did not foresee
 DEGRADED_EXIT = 8  # finished, every frame written, but workers were replaced or frames written unannotated
 
 
@@ -42,20 +43,32 @@ def _setup_logging(verbose: bool) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn vidparse's errors into one line, a hint and the error's exit code."""
+    """Turn vidparse's errors into one line, a hint and the error's exit code. Anything else is a bug: one line
+    too (exit 7), with the traceback only under --verbose."""
     try:
         yield
     except VidparseError as exc:
-        console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            console.print(f"[dim]hint: {exc.hint}[/]", highlight=False, soft_wrap=True)
+        _print_error(exc.message, exc.hint)
         raise typer.Exit(exc.exit_code) from None
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
+        _print_error(f"unexpected {type(exc).__name__}: {exc}",
+                     "this is a bug; run again with --verbose for the traceback and report it")
+        raise typer.Exit(UNEXPECTED_EXIT) from None
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if hint:
+        console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def run(
-    input: Annotated[str, typer.Argument(help="Video file, or a URL FFmpeg can open.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Annotated video to write (.mp4, .mov, .mkv).")],
+    input: Annotated[str, typer.Argument(help="Video file, URL FFmpeg can open, photo, folder of photos or pattern.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Video (.mp4, .mov, .mkv), image or folder.")],
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
@@ -79,7 +92,8 @@ def run(
     fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Fragmented MP4 (playable after a crash).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Parse every person in INPUT (a file, rtsp://, http(s):// or /dev/videoN) into an annotated H.264 video."""
+    """Parse every person in INPUT (a file, rtsp://, http(s)://, /dev/videoN, or photos) into an annotated H.264
+    video, or annotated images and label PNGs."""
     _setup_logging(verbose)
     from vidparse.config import load_config
     from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
@@ -87,7 +101,8 @@ def run(
     from vidparse.pipeline.runner import Runner
     from vidparse.progress import RunReporter
     from vidparse.signals import stop_on_signals
-    from vidparse.stages.sink import check_output_path
+    from vidparse.stages.images import ImageSet, check_image_output, is_image_input
+    from vidparse.stages.sink import CONTAINERS, check_output_path
     from vidparse.stages.source import InputKind, input_kind, probe
 
     with user_errors():
@@ -99,11 +114,16 @@ def run(
             "live.read_timeout_s": read_timeout, "output.segment_seconds": segment_seconds,
             "output.fragmented": fragmented, "max_memory_mb": max_memory, "keyframes.parse_every": parse_every,
         })
-        if input_kind(input) is InputKind.FILE:
-            probe(input)
-        check_output_path(output)
+        images = ImageSet.find(input) if is_image_input(input) else None
+        if images and output.suffix.lower() not in CONTAINERS:
+            check_image_output(images, output)
+        else:
+            if input_kind(input) is InputKind.FILE and not images:
+                probe(input)
+            check_output_path(output)
         parser = ParserSpec(settings, ResolvedModels.for_config(settings))
-        stream = StreamSpec(settings, input, output, masks_dir=masks, stats_path=stats, max_frames=max_frames)
+        stream = StreamSpec(settings, input, output, masks_dir=masks, stats_path=stats, max_frames=max_frames,
+                            images=images)
         threads_each = threads_per_worker(settings.worker_count, settings.threads)
         with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
             runner = Runner(parser, stream, pool_settings(settings, input, threads_each),
@@ -114,9 +134,14 @@ def run(
                 with stop_on_signals(runner.stop):
                     result = runner.run()
             finally:
-                written = runner.output.sink.paths if runner.output is not None else []
-        console.print(reporter.summary(result))
-        console.print("wrote " + ", ".join(map(str, written)) + (f", masks in {masks}" if masks else "")
+                written = runner.output.paths if runner.output is not None else []
+        summary = reporter.summary(result)
+        repaired = runner.output.timestamps.repaired if runner.output.timestamps else 0
+        if repaired:
+            summary.add_row("timestamps repaired (docs/faults.md)", f"{repaired}")
+        console.print(summary)
+        files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
+        console.print("wrote " + files + (f", masks in {masks}" if masks else "")
                       + (f", stats in {stats}" if stats else ""), soft_wrap=True)
         if result.interrupted:
             raise typer.Exit(INTERRUPTED_EXIT)

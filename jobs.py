@@ -15,10 +15,12 @@ from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.keyframes import KeyframeParser
-from vidparse.stages.output import AnnotatedOutput
+from vidparse.stages.images import ImageSet, ImageSource
+from vidparse.stages.output import AnnotatedImages, AnnotatedOutput
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
+from vidparse.stages.sink import CONTAINERS
 from vidparse.stages.source import InputKind, StreamInfo, VideoSource, input_kind
 from vidparse.stages.types import FrameResult
 
@@ -90,14 +92,20 @@ class StreamSpec:
     masks_dir: Path | None = None
     stats_path: Path | None = None
     max_frames: int | None = None
+    images: ImageSet | None = None  # the input is still images (a photo, a folder, a pattern)
 
-    def make_source(self, stop: Any = None) -> VideoSource:
+    def make_source(self, stop: Any = None) -> VideoSource | ImageSource:
+        if self.images:
+            return ImageSource(self.images, self.max_frames)
         return VideoSource(self.input_url, max_frames=self.max_frames, live=self.config.live, stop=stop)
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
 
-    def make_output(self, info: StreamInfo) -> AnnotatedOutput:
+    def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
+        if self.images and self.output_path.suffix.lower() not in CONTAINERS:
+            return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
+                                   self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path)
         return AnnotatedOutput(
             info,
             load_label_set(LABEL_SETS[self.config.model]),

@@ -1,4 +1,5 @@
-"""The output stage: recolor each parsed frame, encode it, and write the optional masks and statistics."""
+"""The output stages: recolor each parsed frame, then encode it into a video (``AnnotatedOutput``) or save it as
+an image (``AnnotatedImages``), and write the optional masks and statistics."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from vidparse.errors import BadOutputError
+from vidparse.stages.images import ImageSet
 from vidparse.stages.recolor import ComposeOptions, Recolor
 from vidparse.stages.sink import EncoderOptions, VideoSink
-from vidparse.stages.source import StreamInfo
+from vidparse.stages.source import MAX_TIMESTAMP_GAP_S, StreamInfo
 from vidparse.stages.temporal import TemporalOptions, TemporalVote
+from vidparse.stages.timestamps import TimestampRepair
 from vidparse.stages.types import Frame, FrameResult, LabelSet
-from vidparse.stages.writers import MaskWriter, StatsWriter
+from vidparse.stages.writers import MaskWriter, StatsWriter, make_directory
 
 
 class AnnotatedOutput:
@@ -34,6 +39,12 @@ class AnnotatedOutput:
         self.sink = VideoSink(video_path, info, encoder, audio_from)
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
         self.stats = StatsWriter(stats_path) if stats_path else None
+        # A file's timestamps are repaired here, where frames arrive in order; a live timeline is already strict.
+        self.timestamps = None if info.live else TimestampRepair(info.time_base, info.frame_rate, MAX_TIMESTAMP_GAP_S)
+
+    @property
+    def paths(self) -> list[Path]:
+        return self.sink.paths
 
     def _side_outputs(self) -> list:
         return [writer for writer in (self.masks, self.stats) if writer is not None]
@@ -48,6 +59,8 @@ class AnnotatedOutput:
         annotated image."""
         started = time.perf_counter()
         labels = arrays["labels"]
+        if self.timestamps:
+            frame = replace(frame, pts=self.timestamps.stamp(frame.pts))
         if self.temporal:
             labels = self.temporal.process(labels, frame.image)
         annotated = self.recolor.process(frame.image, labels)
@@ -68,3 +81,61 @@ class AnnotatedOutput:
         finally:
             for writer in self._side_outputs():
                 writer.close()
+
+
+class AnnotatedImages:
+    """One annotated image and one label PNG per input image, each at that image's own size.
+
+    ``target`` is the annotated image's path for a single photo, else a folder that gets ``<stem><suffix>`` per
+    image. Label PNGs go to ``masks_dir/<stem>.png``, or beside the annotated image as ``<stem>_labels.png``.
+    """
+
+    timestamps = None  # images carry no timestamps to repair
+
+    def __init__(self, images: ImageSet, label_set: LabelSet, target: Path, compose: ComposeOptions,
+                 masks_dir: Path | None = None, stats_path: Path | None = None) -> None:
+        self.images = images
+        self.recolor = Recolor(label_set, compose)
+        self.target = target
+        self.masks = MaskWriter(masks_dir or self._image_dir, label_set)
+        self._mask_suffix = "" if masks_dir else "_labels"
+        self.stats = StatsWriter(stats_path) if stats_path else None
+        self.paths: list[Path] = []
+
+    @property
+    def _image_dir(self) -> Path:
+        return self.target.parent if self.images.single and self.target.suffix else self.target
+
+    def _image_path(self, seq: int) -> Path:
+        source = self.images.paths[seq]
+        return self.target if self.images.single and self.target.suffix else self.target / source.name
+
+    def open(self) -> None:
+        make_directory(self._image_dir, "output folder")
+        self.masks.open()
+        if self.stats:
+            self.stats.open()
+
+    def write(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
+        """As `AnnotatedOutput.write`, for the image's own size."""
+        width, height = self.images.sizes[frame.seq]
+        image, labels = frame.image[:height, :width], np.ascontiguousarray(arrays["labels"][:height, :width])
+        started = time.perf_counter()
+        annotated = self.recolor.process(image, labels)
+        result.timings["compose"] = time.perf_counter() - started
+        path = self._image_path(frame.seq)
+        try:
+            saved = cv2.imwrite(str(path), annotated)
+        except cv2.error as exc:
+            raise BadOutputError(f"cannot write {path}: {exc}", hint="use jpg, png, webp, bmp or tiff") from exc
+        if not saved:
+            raise BadOutputError(f"writing {path} failed", hint="check free disk space and the output folder")
+        self.paths.append(path)
+        self.masks.write(frame.seq, labels, self.images.paths[frame.seq].stem + self._mask_suffix)
+        if self.stats:
+            self.stats.write(result, None, None, {"image": str(self.images.paths[frame.seq])})
+        return labels, annotated
+
+    def close(self) -> None:
+        if self.stats:
+            self.stats.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -156,23 +157,32 @@ class VideoSink:
         av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         av_frame.pts = None if frame.pts is None else frame.pts - self._pts_origin
         av_frame.time_base = frame.time_base
-        self._mux(self._video.encode(av_frame))
+        self._mux(lambda: self._video.encode(av_frame))
         if self._audio is not None and frame.seconds is not None:
-            self._audio.copy_until(frame.seconds)
+            self._mux(lambda: self._audio.copy_until(frame.seconds))
         self.frames_written += 1
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _mux(self, packets: Callable[[], list[av.Packet] | None]) -> None:
+        """Encode and mux; whatever FFmpeg or the disk raises becomes a ``BadOutputError`` and marks the sink
+        failed, so that closing only finalizes what was written."""
         try:
-            self._output.mux(packets)
-        except OSError as exc:
-            raise self._write_failed(exc.strerror or str(exc)) from exc
+            written = packets()
+            if written is not None:
+                self._output.mux(written)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise self._write_failed(reason, refused=not isinstance(exc, OSError)) from exc
 
-    def _write_failed(self, reason: str) -> BadOutputError:
+    def _write_failed(self, reason: str, refused: bool = False) -> BadOutputError:
+        """The error for a failed write; ``refused``: the encoder or muxer refused the data, not the disk."""
         self.failed = True
         directory = self.paths[-1].parent
         if not directory.is_dir():
             return BadOutputError(f"the output directory {directory} vanished during the run",
                                   hint="the video written so far is lost with it; write to a directory that stays")
+        if refused:
+            return BadOutputError(f"encoding {self.paths[-1]} failed: FFmpeg refused a frame ({reason})",
+                                  hint="the frames written so far play; run with --verbose and report this input")
         return BadOutputError(f"writing {self.paths[-1]} failed: {reason}",
                               hint="check free disk space and that the output directory still exists")
 
@@ -181,15 +191,21 @@ class VideoSink:
         if self._output is None:
             return
         try:
-            self._mux(self._video.encode(None))
-            if self._audio is not None:
-                self._audio.copy_until(float("inf"))
+            if not self.failed:  # after a failure the encoder's last packets are not worth a second error
+                self._mux(lambda: self._video.encode(None))
+                if self._audio is not None:
+                    self._mux(lambda: self._audio.copy_until(float("inf")))
         finally:
             if self._audio is not None:
                 self._audio.close()
                 self._audio = None
-            self._output.close()
-            self._output = None
+            try:
+                self._output.close()  # writes the trailer: a fragmented file plays up to its last fragment
+            except (av.error.FFmpegError, OSError) as exc:
+                if not self.failed:
+                    raise self._write_failed(getattr(exc, "strerror", None) or str(exc)) from exc
+            finally:
+                self._output = None
 
     def close(self) -> None:
         self._finish_file()

@@ -7,6 +7,7 @@ jitter. Live frames carry one monotonic timeline across reconnects and their wal
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import re
@@ -22,6 +23,8 @@ import av
 import numpy as np
 
 from vidparse.errors import BadInputError, StreamLostError
+from vidparse.stages.orientation import Turn, turn_for_display_matrix
+from vidparse.stages.timestamps import BestEffortTimestamps
 from vidparse.stages.types import Frame
 
 log = logging.getLogger(__name__)
@@ -190,7 +193,8 @@ class LiveTimeline:
 
 
 class VideoSource:
-    """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps.
+    """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps (for files:
+    FFmpeg's best-effort ones, frames turned upright as the display matrix says).
 
     ``live`` configures streams and cameras (ignored for files); once ``stop`` is set, a reconnect wait is
     cut short and the frame iterator ends there (or ``open()`` fails).
@@ -207,6 +211,8 @@ class VideoSource:
         self.reconnects = 0
         self._failures = 0  # failed connections in a row; a decoded frame resets it
         self._container: av.container.InputContainer | None = None
+        self._file_decoded: Iterator[av.VideoFrame] | None = None
+        self.turn = Turn.NONE  # what turns a file's frames upright (its display matrix)
         self.info: StreamInfo | None = None
 
     def open(self) -> StreamInfo:
@@ -222,9 +228,14 @@ class VideoSource:
         if not live:  # frame threads hold a frame back each: live inputs keep PyAV's default, slice threads
             stream.thread_type = "AUTO"
         self._container = container
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not live:
+            self.turn = self._peek_turn()
+            if self.turn.swaps_axes:
+                width, height = height, width
         self.info = StreamInfo(
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=width,
+            height=height,
             time_base=stream.time_base or Fraction(1, 1000),
             frame_rate=Fraction(rate),
             frames=stream.frames or 0,
@@ -251,12 +262,33 @@ class VideoSource:
                 continue
             yield from decoded
 
+    def _peek_turn(self) -> Turn:
+        """Decode the first frame (kept for ``frames()``) to read its display matrix: the stream's size on screen
+        is known before any frame is handed out."""
+        decoded = self._decoded()
+        first = next(decoded, None)
+        self._file_decoded = decoded if first is None else itertools.chain([first], decoded)
+        if first is None:
+            return Turn.NONE
+        matrix = next((np.frombuffer(bytes(side), np.int32) for side in first.side_data
+                       if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
+        turn = turn_for_display_matrix(matrix)
+        if turn is not Turn.NONE:
+            log.info("turning frames upright as the display matrix says (%s)", turn.value)
+        return turn
+
     def _file_frames(self) -> Iterator[Frame]:
-        assert self.info is not None
-        frame_step = 1 / (self.info.frame_rate * self.info.time_base)
-        for seq, av_frame in enumerate(self._decoded()):
-            pts = av_frame.pts if av_frame.pts is not None else round(seq * frame_step)
-            image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
+        """Frames upright, with FFmpeg's best-effort timestamps (None where there is none: the output repairs it).
+        A file whose frame size changes midway (joined TS captures) is scaled to its first size, as live input is."""
+        assert self.info is not None and self._file_decoded is not None
+        timestamps = BestEffortTimestamps()
+        width, height = self.info.width, self.info.height
+        if self.turn.swaps_axes:  # the decoded size, before the turn
+            width, height = height, width
+        for seq, av_frame in enumerate(self._file_decoded):
+            pts = timestamps.guess(av_frame.pts, av_frame.dts)
+            image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24", width=width, height=height))
+            image = self.turn.apply(image)
             yield Frame(seq=seq, pts=pts, time_base=self.info.time_base, image=image, captured_at=time.time())
             if self.max_frames is not None and seq + 1 >= self.max_frames:
                 return

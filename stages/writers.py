@@ -13,6 +13,20 @@ from vidparse.errors import BadOutputError
 from vidparse.stages.types import FrameResult, LabelSet
 
 
+def write_failed(path: Path, error: OSError) -> BadOutputError:
+    """One line for a side output that could not be written mid-run (disk full, directory removed)."""
+    return BadOutputError(f"writing {path} failed: {error.strerror or error}",
+                          hint="check free disk space and that the output directory still exists")
+
+
+def make_directory(path: Path, what: str) -> None:
+    """Create the folder ``path`` (and its parents) for an output, or fail with one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadOutputError(f"cannot create {what} {path}: {exc.strerror}", hint="choose a writable location") from exc
+
+
 class MaskWriter:
     """Writes ``DIR/000123.png``: 8-bit palette PNGs whose pixel values are class ids (lossless)."""
 
@@ -23,16 +37,17 @@ class MaskWriter:
         self._palette = palette.ravel().tolist()
 
     def open(self) -> None:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadOutputError(f"cannot create mask directory {self.directory}: {exc.strerror}",
-                                 hint="choose a writable location") from exc
+        make_directory(self.directory, "mask directory")
 
-    def write(self, seq: int, labels: np.ndarray) -> None:
+    def write(self, seq: int, labels: np.ndarray, name: str | None = None) -> None:
+        """Write ``DIR/<name>.png``; the name defaults to the frame number, ``000123``."""
+        path = self.directory / f"{name or f'{seq:06d}'}.png"
         image = Image.fromarray(labels, mode="P")
         image.putpalette(self._palette)
-        image.save(self.directory / f"{seq:06d}.png", optimize=False, compress_level=1)
+        try:
+            image.save(path, optimize=False, compress_level=1)
+        except OSError as exc:
+            raise write_failed(path, exc) from exc
 
     def close(self) -> None:
         pass
@@ -67,7 +82,10 @@ class StatsWriter:
             "timings_ms": {k: round(v * 1000, 3) for k, v in result.timings.items()},
             **(extra or {}),
         }
-        self._file.write(json.dumps(record) + "\n")
+        try:
+            self._file.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise write_failed(self.path, exc) from exc
 
     def close(self) -> None:
         if self._file is not None:

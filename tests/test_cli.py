@@ -85,7 +85,7 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
     [
         (["run", "missing.avi", "-o", "{tmp}/o.mp4"], 3, "error: input missing.avi does not exist"),
         (["run", "{notvideo}", "-o", "{tmp}/o.mp4"], 3, "is not a readable video"),
-        (["run", "{image}", "-o", "{tmp}/o.mp4"], 3, "is a still image, not a video"),
+        (["run", "{image}", "-o", "{tmp}/o.gif"], 4, "is neither a video nor an image"),
         (["run", "{clip}", "-o", "{tmp}/nodir/o.mp4"], 4, "error: output directory"),
         (["run", "{clip}", "-o", "/sys/o.mp4"], 4, "is not writable"),
         (["run", "{clip}", "-o", "{tmp}/o.gif"], 4, "unsupported extension"),
@@ -94,7 +94,7 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
     ],
-    ids=["missing-input", "text-as-video", "image-as-video", "missing-output-dir", "read-only-output",
+    ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "read-only-output",
          "bad-extension", "zero-workers", "unknown-model", "missing-config", "missing-model-file"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,

@@ -240,3 +240,39 @@ def test_4k_runs_within_its_memory_budget(shared: Path, tmp_path: Path) -> None:
     assert probe_video(tmp_path / "o.mp4").frames == 6
     too_small = run_cli("run", str(clip), "-o", str(tmp_path / "small.mp4"), "--max-memory", "300")
     assert too_small.returncode == 2 and "is too small for these frames" in too_small.stderr
+
+
+def test_a_mask_folder_that_vanishes_mid_run(clip40: Path, tmp_path: Path) -> None:
+    masks, stats = tmp_path / "masks", tmp_path / "stats.jsonl"
+    process = start(str(clip40), "-o", str(tmp_path / "o.mp4"), "--masks", str(masks), "--stats", str(stats),
+                    "--config", FAST)
+    wait_for_stats(stats, 2)
+    shutil.rmtree(masks)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == BAD_OUTPUT, stderr
+    (line,) = error_lines(stderr)
+    assert line.startswith(f"error: writing {masks}/") and "No such file or directory" in line, line
+    assert "hint:" in stderr and "Traceback" not in stderr
+    assert 0 < decodable_frames(tmp_path / "o.mp4") < 40, "the video written so far plays"
+
+
+def run_with_fault(fault: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(Path(__file__).parent / "faulty_run.py"), fault, "run", *args],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_a_muxer_that_refuses_timestamps_is_one_line_and_leaves_a_playable_file(clip: Path, tmp_path: Path) -> None:
+    result = run_with_fault("unordered-pts", str(clip), "-o", str(tmp_path / "o.mp4"), "--config", FAST)
+    assert result.returncode == BAD_OUTPUT, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(f"error: encoding {tmp_path / 'o.mp4'} failed: FFmpeg refused a frame"), line
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr
+    assert 0 < decodable_frames(tmp_path / "o.mp4") < 12, "the frames muxed before the refusal play"
+
+
+def test_an_unexpected_exception_in_the_sink_is_one_line_without_a_traceback(clip: Path, tmp_path: Path) -> None:
+    result = run_with_fault("sink-bug", str(clip), "-o", str(tmp_path / "o.mp4"), "--config", FAST)
+    assert result.returncode == 7, result.stderr
+    assert error_lines(result.stderr) == ["error: unexpected KeyError: 'no such thing'"]
+    assert "--verbose" in result.stderr and "Traceback" not in result.stderr
+    assert decodable_frames(tmp_path / "o.mp4") == 3, "the three frames written before it play"

@@ -1,0 +1,152 @@
+"""Still images as input: one photo, a folder of photos, or a pattern (``frames/%06d.png``, ``'*.jpg'``).
+
+Every image is read upright (its EXIF orientation applied) and placed at the top left of a canvas as large as the
+largest image of the set, so that images of different sizes share the pipeline's fixed frame slots. The output
+crops each result back to its image's own size. An ordered set written to a video becomes frames at
+``FRAME_RATE``.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from vidparse.errors import BadInputError, BadOutputError
+from vidparse.stages.source import StreamInfo
+from vidparse.stages.types import Frame
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+FRAME_RATE = Fraction(25)  # an image sequence written as video, as FFmpeg's image2 demuxer reads it
+_PRINTF = re.compile(r"%(0?\d*)d")
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def is_image_input(spec: str) -> bool:
+    """Whether ``spec`` names images rather than a video: an image file, a folder, a %d or glob pattern of images."""
+    if "://" in spec:
+        return False
+    path = Path(spec)
+    if path.is_dir():
+        return True
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _expand(spec: str) -> list[Path]:
+    """The image files ``spec`` names, in order (numbers of a %d pattern in numeric order, names otherwise)."""
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
+    if _PRINTF.search(path.name):
+        pattern = re.compile("".join(
+            f"(\\d{{{max(1, int(part or 0))},}})" if i % 2 else re.escape(part)
+            for i, part in enumerate(_PRINTF.split(path.name))))
+        matches = [(m, p) for p in path.parent.glob("*") if (m := pattern.fullmatch(p.name))]
+        return [p for _, p in sorted(matches, key=lambda item: tuple(int(g) for g in item[0].groups()))]
+    if glob.has_magic(spec):
+        return sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+    return [path] if path.is_file() else []
+
+
+def upright_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image as shown: EXIF quarter turns swap the stored size. Reads the header only."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadInputError(f"input {path} is not a readable image ({exc})",
+                            hint="give jpg, png, webp, bmp or tiff files") from exc
+    return (height, width) if turned else (width, height)
+
+
+def load_upright(path: Path) -> np.ndarray:
+    """The image as HxWx3 BGR uint8, turned as its EXIF orientation says."""
+    try:
+        with Image.open(path) as image:
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadInputError(f"input {path} is not a readable image ({exc})",
+                            hint="the file may be truncated or damaged") from exc
+    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images of one input, in order, with their upright sizes."""
+
+    spec: str
+    paths: tuple[Path, ...]
+    sizes: tuple[tuple[int, int], ...]  # (width, height) each
+
+    @classmethod
+    def find(cls, spec: str) -> ImageSet:
+        paths = _expand(spec)
+        if not paths and not glob.has_magic(spec) and not _PRINTF.search(spec) and not Path(spec).exists():
+            raise BadInputError(f"input {spec} does not exist", hint="check the path")
+        if not paths:
+            raise BadInputError(f"input {spec} names no image files",
+                                hint=f"give a photo, a folder of photos or a pattern ({', '.join(IMAGE_SUFFIXES)})")
+        return cls(spec, tuple(paths), tuple(upright_size(p) for p in paths))
+
+    @property
+    def single(self) -> bool:
+        return len(self.paths) == 1 and Path(self.spec).is_file()
+
+    def info(self) -> StreamInfo:
+        """The canvas every image is placed on: as wide and as tall as the largest."""
+        return StreamInfo(width=max(w for w, _ in self.sizes), height=max(h for _, h in self.sizes),
+                          time_base=1 / FRAME_RATE, frame_rate=FRAME_RATE, frames=len(self.paths),
+                          duration_s=float(len(self.paths) / FRAME_RATE), codec="image", has_audio=False)
+
+
+def check_image_output(images: ImageSet, path: Path) -> None:
+    """Fail before any work if ``path`` cannot take annotated images: a file for one photo, else a folder."""
+    if path.suffix and not is_image_path(path):
+        raise BadOutputError(f"output {path} is neither a video nor an image",
+                             hint="give a video (.mp4, .mov, .mkv), an image (.jpg, .png, ...) or a folder")
+    if path.suffix and not images.single:
+        raise BadOutputError(f"{len(images.paths)} images cannot all be written to {path}",
+                             hint="give a folder for -o (one annotated image each), or a video such as out.mp4")
+    parent = path.parent if path.suffix else path
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise BadOutputError(f"output {path} cannot be created: {existing} is not a folder",
+                             hint="choose another output path")
+
+
+class ImageSource:
+    """The source stage for an ``ImageSet``: one frame per image, upright, on the set's canvas."""
+
+    def __init__(self, images: ImageSet, max_frames: int | None = None) -> None:
+        self.images = images
+        self.max_frames = max_frames
+        self.skipped_packets = 0
+        self.info: StreamInfo | None = None
+
+    def open(self) -> StreamInfo:
+        self.info = self.images.info()
+        return self.info
+
+    def frames(self) -> Iterator[Frame]:
+        assert self.info is not None, "open() first"
+        paths = self.images.paths[: self.max_frames]
+        for seq, path in enumerate(paths):
+            image = load_upright(path)
+            canvas = np.zeros(self.info.frame_shape, np.uint8)
+            canvas[: image.shape[0], : image.shape[1]] = image
+            yield Frame(seq=seq, pts=seq, time_base=self.info.time_base, image=canvas, captured_at=time.time())
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,185 @@
+"""Real-world media (docs/faults.md, "Real-world media"): every corpus file gives exit 0 and every decodable
+frame exactly once, in order, upright, with strictly increasing timestamps; photos, folders and patterns too.
+
+The corpus is made by ffmpeg from vtest once per session (tests/media.py). Runs use ``--alpha 0``, so the
+output is the input up to encoder noise and can be matched frame by frame against ffmpeg's own decode."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import VTEST, decode_frames, probe_video, run_cli
+from media import ROTATED, VIDEOS, build_corpus, exif_rotated_jpeg, ffmpeg, reference_frames
+
+FAST = str(Path(__file__).parent / "fast.yaml")
+NOISE = 8.0  # mean absolute difference (0..255) of one frame encoded twice; a wrong frame or turn is far above
+
+
+@pytest.fixture(scope="session")
+def corpus(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_corpus(VTEST, tmp_path_factory.mktemp("corpus"))
+
+
+def parse(source: Path | str, output: Path, *extra: str) -> subprocess.CompletedProcess:
+    result = run_cli("run", str(source), "-o", str(output), "--config", FAST, "--alpha", "0", *extra)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def assert_same_frames_in_order(written: list[np.ndarray], reference: list[np.ndarray]) -> None:
+    """Frame i of the output is reference frame i (at the even size the encoder keeps), and no other."""
+    assert len(written) == len(reference), "every decodable frame exactly once"
+    for i, frame in enumerate(written):
+        height, width = frame.shape[:2]
+        assert (height, width) == (reference[i].shape[0] // 2 * 2, reference[i].shape[1] // 2 * 2), "upright"
+        distances = [difference(frame, ref[:height, :width]) for ref in reference]
+        assert int(np.argmin(distances)) == i, f"frame {i} is in its place"
+        assert distances[i] < NOISE, f"frame {i} shows what ffmpeg shows ({distances[i]:.1f})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*VIDEOS, *ROTATED])
+def test_every_corpus_video_is_written_whole_upright_and_in_order(name: str, corpus: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    output = tmp_path / "o.mp4"
+    parse(corpus[name], output)
+    facts = probe_video(output)
+    assert all(b > a for a, b in zip(facts.pts_s, facts.pts_s[1:])), facts.pts_s
+    assert_same_frames_in_order(decode_frames(output), reference_frames(corpus[name], tmp_path / "reference"))
+
+
+def source_seconds(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        return [float(f.pts * f.time_base) for f in container.decode(video=0)]
+
+
+def test_variable_frame_rate_and_audio_survive(corpus: dict[str, Path], tmp_path: Path) -> None:
+    parse(corpus["vfr_audio.mkv"], tmp_path / "o.mkv")
+    facts = probe_video(tmp_path / "o.mkv")
+    expected = source_seconds(corpus["vfr_audio.mkv"])
+    assert np.allclose(facts.pts_s, expected, atol=0.002), (facts.pts_s, expected)
+    assert np.diff(expected).max() > 3 * np.diff(expected).min(), "the clip really has a variable frame rate"
+    assert facts.audio_codec == "aac" and facts.audio_packets > 0
+
+
+def test_timestamps_across_the_33_bit_wrap_keep_their_spacing(corpus: dict[str, Path], tmp_path: Path) -> None:
+    result = parse(corpus["wrap.ts"], tmp_path / "o.mp4")
+    assert "timestamps repaired" not in result.stderr, "FFmpeg's demuxer unwraps them: nothing to repair"
+    assert np.allclose(np.diff(probe_video(tmp_path / "o.mp4").pts_s), 0.1, atol=0.002)
+
+
+def test_a_frame_size_change_midway_is_scaled_to_the_first_size(corpus: dict[str, Path], tmp_path: Path) -> None:
+    parse(corpus["size_change.ts"], tmp_path / "o.mp4")
+    facts = probe_video(tmp_path / "o.mp4")
+    assert (facts.width, facts.height, facts.frames) == (384, 288, 16)
+    assert all(b > a for a, b in zip(facts.pts_s, facts.pts_s[1:]))
+    written, first = decode_frames(tmp_path / "o.mp4"), reference_frames(corpus["plain.mp4"], tmp_path / "ref")
+    assert_same_frames_in_order(written[:8], first)
+    assert_same_frames_in_order(written[8:], first)  # shrunk to 320x240 by the capture, scaled back by vidparse
+
+
+def test_b_frames_in_avi_take_presentation_order_timestamps(corpus: dict[str, Path], tmp_path: Path) -> None:
+    with av.open(str(corpus["bframes.avi"])) as container:
+        raw = [f.pts for f in container.decode(video=0)]
+    assert any(b <= a for a, b in zip(raw, raw[1:])), "the decoder hands out decode-order timestamps"
+    parse(corpus["bframes.avi"], tmp_path / "o.mp4")
+    written = probe_video(tmp_path / "o.mp4").pts_s
+    assert len(written) == 12 and all(b > a for a, b in zip(written, written[1:]))
+    late = [t - written[0] - i / 10 for i, t in enumerate(written)]
+    assert max(late) <= 0.3 + 1e-6, f"no frame later than the 3 B-frames a packet can be reordered by: {late}"
+
+
+def test_video_without_timestamps_is_repaired_and_counted(corpus: dict[str, Path], tmp_path: Path) -> None:
+    raw = tmp_path / "raw.h264"  # an elementary stream: no container, no timestamp on any frame
+    ffmpeg("-i", str(corpus["plain.mp4"]), "-c", "copy", "-bsf:v", "h264_mp4toannexb", str(raw))
+    result = parse(raw, tmp_path / "o.mp4")
+    assert "timestamps repaired (docs/faults.md)" in result.stderr
+    assert result.stderr.split("timestamps repaired (docs/faults.md)")[1].split()[1] == "8"
+    assert np.allclose(np.diff(probe_video(tmp_path / "o.mp4").pts_s), 1 / 25, atol=0.002)
+
+
+def test_an_image_sequence_becomes_a_video(corpus: dict[str, Path], tmp_path: Path) -> None:
+    parse(corpus["sequence"] / "%06d.png", tmp_path / "o.mp4")
+    facts = probe_video(tmp_path / "o.mp4")
+    assert np.allclose(np.diff(facts.pts_s), 1 / 25, atol=0.002)
+    reference = [cv2.imread(str(p)) for p in sorted(corpus["sequence"].glob("*.png"))]
+    assert_same_frames_in_order(decode_frames(tmp_path / "o.mp4"), reference)
+
+
+def test_a_glob_pattern_gives_an_annotated_image_and_a_label_png_each(corpus: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    parse(f"{corpus['sequence']}/*.png", tmp_path / "out")
+    for source in sorted(corpus["sequence"].glob("*.png")):
+        annotated = cv2.imread(str(tmp_path / "out" / source.name))
+        labels = np.asarray(Image.open(tmp_path / "out" / f"{source.stem}_labels.png"))
+        assert difference(annotated, cv2.imread(str(source))) < 1, "png in, lossless png out"
+        assert labels.shape == annotated.shape[:2]
+
+
+def test_a_photo_gets_an_overlay_and_a_label_png_at_its_size(shared: Path, tmp_path: Path) -> None:
+    photo = shared / "data" / "photos" / "messi5.jpg"
+    result = run_cli("run", str(photo), "-o", str(tmp_path / "photo_parsed.jpg"), "--masks", str(tmp_path / "m"),
+                     "--config", FAST)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    original = cv2.imread(str(photo))
+    overlay = cv2.imread(str(tmp_path / "photo_parsed.jpg"))
+    labels = np.asarray(Image.open(tmp_path / "m" / "messi5.png"))
+    assert overlay.shape == original.shape and labels.shape == original.shape[:2]
+    person = labels > 0
+    assert person.mean() > 0.02, "the footballer is labelled"
+    assert difference(overlay[person], original[person]) > 3 * difference(overlay[~person], original[~person])
+
+
+def test_exif_orientation_is_respected(shared: Path, tmp_path: Path) -> None:
+    photo = shared / "data" / "ccp" / "images" / "0001.jpg"
+    turned = exif_rotated_jpeg(photo, tmp_path / "turned.jpg")
+    parse(turned, tmp_path / "out.png")
+    original, written = cv2.imread(str(photo)), cv2.imread(str(tmp_path / "out.png"))
+    assert written.shape == original.shape, "portrait, as shown, not as stored"
+    assert difference(written, original) < NOISE
+    assert np.asarray(Image.open(tmp_path / "turned_labels.png")).any(), "the upright person is found"
+
+
+@pytest.mark.slow
+def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path, tmp_path: Path) -> None:
+    photos = sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))
+    assert len({Image.open(p).size for p in photos}) > 1, "the folder mixes sizes"
+    parse(shared / "data" / "ccp" / "images", tmp_path / "out", "--workers", "2", "--masks", str(tmp_path / "m"))
+    for photo in photos:
+        size = Image.open(photo).size
+        assert Image.open(tmp_path / "out" / photo.name).size == size
+        labels = np.asarray(Image.open(tmp_path / "m" / f"{photo.stem}.png"))
+        assert labels.shape == size[::-1] and labels.any(), photo.name
+
+
+@pytest.mark.parametrize(
+    "make, output, code, message",
+    [
+        (lambda d: (d / "notes.jpg").write_text("hello") and d / "notes.jpg", "o.png", 3, "is not a readable image"),
+        (lambda d: d / "nothing_*.png", "out", 3, "names no image files"),
+        (lambda d: d / "missing.jpg", "o.jpg", 3, "missing.jpg does not exist"),
+        (lambda d: (d / "a.png", d / "b.png") and d, "o.png", 4, "cannot all be written"),
+    ],
+    ids=["text-as-jpeg", "empty-pattern", "missing-photo", "folder-into-one-image"],
+)
+def test_image_mistakes_get_one_line_and_an_exit_code(make, output: str, code: int, message: str,
+                                                      tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (32, 48)).save(photos / name)
+    result = run_cli("run", str(make(photos)), "-o", str(tmp_path / output))
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
