@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -45,7 +44,6 @@ class Engine:
         self.parser = parser
         self.settings = settings
         self.until_idle = until_idle
-        self.hub_busy_s = 0.0  # time the hub thread spent outside waiting for messages
         self._context = multiprocess.get_context("spawn")
         self._sessions: dict[int, StreamSession] = {}
         self._on_end: dict[int, Callable[[StreamSession], None] | None] = {}
@@ -157,7 +155,6 @@ class Engine:
             workers = pool.connections() if pool is not None else {}
             sources = {conn: s for s in self._sessions.values() if (conn := s.connection()) is not None}
             ready = multiprocess.connection.wait([self._wake_receive, *sources, *workers], timeout=POLL_S)
-            busy_since = time.perf_counter()
             for conn in ready:
                 if conn is self._wake_receive:
                     self._run_commands()
@@ -176,7 +173,6 @@ class Engine:
                     self._end(pool, scheduler, session, clean=True)
             if scheduler is not None:
                 scheduler.dispatch([s for s in self._sessions.values() if s.opened])
-            self.hub_busy_s += time.perf_counter() - busy_since
 
     def _run_commands(self) -> None:
         while self._wake_receive.poll():
@@ -240,7 +236,6 @@ class Engine:
         try:
             session.close(clean)
         finally:
-            session.stats.hub_busy_s = self.hub_busy_s
             if pool is not None and session.slots is not None:
                 pool.forget(session.stream, session.slots.handle.name)
             if scheduler is not None:

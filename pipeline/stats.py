@@ -27,7 +27,6 @@ class RunStats:
     unparsed_frames: list[int] = field(default_factory=list)  # written without labels after failing twice
     dropped_frames: int = 0  # live policy: waiting frames dropped so the newest could be parsed
     source_restarts: int = 0
-    hub_busy_s: float = 0.0  # the hub thread's time outside waiting for messages (the whole engine's)
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     recent_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
