@@ -227,7 +227,7 @@ class Engine:
             session.stats.worker_restarts += 1
         for task in reversed(lost.waiting):
             if (session := self._sessions.get(task.stream)) is not None:
-                session.pending.appendleft(task)
+                session.wait_again(task)
         if lost.current is not None and (session := self._sessions.get(lost.current.stream)) is not None:
             scheduler.retry_or_give_up(session, lost.current)
 

@@ -49,7 +49,7 @@ class Scheduler:
         if attempts < MAX_ATTEMPTS:
             self._attempts[task.key] = attempts
             session.stats.retried_frames += 1
-            session.pending.appendleft(task)
+            session.wait_again(task)
             return
         self._attempts.pop(task.key, None)
         session.give_up(task, attempts)

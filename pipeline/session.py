@@ -160,6 +160,11 @@ class StreamSession:
     def dispatched(self, task: Task) -> None:
         self._ledger.move(task.slot, Holder.WORKER)
 
+    def wait_again(self, task: Task) -> None:
+        """A frame back from a worker (replaced, or to be retried): first in line again."""
+        self._ledger.move(task.slot, Holder.PENDING)
+        self.pending.appendleft(task)
+
     def deliver(self, task: Task, result: Any) -> None:
         """Hand a result (None: a dropped frame) to the reorder buffer; what is now in order goes to the writer."""
         if result is not None:
