@@ -71,7 +71,7 @@ def run(
     output: Annotated[Path, typer.Option("--output", "-o", help="Video (.mp4, .mov, .mkv), image or folder.")],
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml, or a preset name (fast).")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
@@ -85,7 +85,7 @@ def run(
     policy: Annotated[Optional[str], typer.Option(help="When workers fall behind: block, drop (oldest), auto.")] = None,
     rtsp_transport: Annotated[Optional[str], typer.Option(help="RTSP over tcp or udp.")] = None,
     reconnect_attempts: Annotated[Optional[int], typer.Option(help="Live: failed reconnects in a row before giving up; -1 = never.")] = None,
-    open_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds to connect.")] = None,
+    open_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds to connect, to a first frame.")] = None,
     read_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds without data that count as a stall.")] = None,
     max_memory: Annotated[Optional[int], typer.Option("--max-memory", help="Memory budget (MB) for the whole process tree.")] = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Rotate the output into files of this length.")] = None,
@@ -157,7 +157,7 @@ def bench(
     frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
     workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
     threads: Annotated[int, typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers.")] = 0,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
@@ -198,7 +198,7 @@ def tune(
     input: Annotated[str, typer.Argument(help="Video (or stream) to tune on, like the ones you will parse.")],
     seconds: Annotated[float, typer.Option(min=1, help="Measuring time per trial, after a warm-up.")] = 10,
     max_workers: Annotated[Optional[int], typer.Option(min=1, help="Try at most this many workers.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file or preset to tune, as for run.")] = None,
     parse_every: Annotated[Optional[int], typer.Option(help="Keyframe mode to tune with, as for run.")] = None,
@@ -313,7 +313,7 @@ def models_make_random(
     console.print(f"wrote {path}")
 
 
-ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, m2fp, m2fp-single.")]
+ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")]
 ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
 ConfigOption = Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")]
 RoiModeOption = Annotated[Optional[str], typer.Option("--roi-mode", help="roi: parse person crops; whole: whole frames.")]
@@ -356,6 +356,8 @@ def eval_images(
     images: Annotated[Path, typer.Argument(help="Folder of images (jpg, png).")],
     labels: Annotated[Path, typer.Argument(help="Folder of ground-truth label PNGs, one per image, same stem.")],
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp.")],
+    scheme: Annotated[str, typer.Option(help="Classes scored: coarse (body regions) or garments "
+                                             "(skin, hair, upper, lower, footwear).")] = "coarse",
     model: ModelOption = None,
     model_dir: ModelDirOption = None,
     config: ConfigOption = None,
@@ -366,16 +368,18 @@ def eval_images(
     json_path: JsonOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Score parsing against ground-truth label maps: IoU per coarse class, mIoU and pixel accuracy."""
+    """Score parsing against ground-truth label maps: IoU per class of a scheme, mIoU and pixel accuracy."""
     _setup_logging(verbose)
     from vidparse.evaluation.datasets import find_samples
     from vidparse.evaluation.runs import evaluate_images
     from vidparse.evaluation.tables import image_table
     from vidparse.jobs import ResolvedModels
     from vidparse.pipeline.cpus import threads_per_worker
-    from vidparse.stages.labels import load_label_set
+    from vidparse.stages.labels import SCHEMES, load_label_set
 
     with user_errors():
+        if scheme not in SCHEMES:
+            raise ConfigError(f"unknown scheme '{scheme}'", hint=f"choose one of: {', '.join(SCHEMES)}")
         settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold)
         truth = load_label_set(label_set)
         samples = find_samples(images, labels)
@@ -383,7 +387,7 @@ def eval_images(
         with _progress() as progress:
             task = progress.add_task("eval", total=len(samples))
             report = evaluate_images(settings, models, truth, samples, threads_per_worker(1, settings.threads),
-                                     on_sample=lambda _: progress.advance(task))
+                                     on_sample=lambda _: progress.advance(task), scheme=scheme)
         _report(image_table(report), report, json_path)
 
 

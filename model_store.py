@@ -29,6 +29,7 @@ class ModelSpec:
     url: str | None = None  # single-file download
     sha256: str | None = None
     hub_id: str | None = None  # ModelScope snapshot
+    needs: tuple[str, ...] = ()  # other models this one runs with (resolved and pulled with it)
 
     @property
     def how_to_get(self) -> str:
@@ -53,6 +54,16 @@ MODELS: dict[str, ModelSpec] = {
             license="BSD-3-Clause",
             url="https://github.com/dog-qiuqiu/FastestDet/raw/50473cd/example/onnx-runtime/FastestDet.onnx",
             sha256="31cb14c017fce347cb4c846ec62fdf00d76bb3beecdf4be21e7116ac67feb880",
+        ),
+        ModelSpec(
+            name="cihp-lite",
+            path="skin-clothes-hair/PAN-mobilenetv3s-skin-clothes-hair.onnx",
+            description="CIHP 20 classes offline: BodyPix parts fused with a PAN skin/clothes/hair segmenter",
+            license="MIT (segmenter), Apache-2.0 (BodyPix)",
+            url="https://github.com/Kazuhito00/Skin-Clothes-Hair-Segmentation-using-SMP/raw/043fc08/02.model/_old/"
+                "PAN(timm-mobilenetv3_small_100)_452_1.02M_0.8028/best_model_simplifier.onnx",
+            sha256="324a22a1c2e3a433d6225d4c5c50f50912797a4d14b69f7d632eeb5c85346f36",
+            needs=("bodypix",),
         ),
         ModelSpec(
             name="m2fp",
@@ -88,8 +99,11 @@ def search_dirs() -> list[Path]:
 
 
 def resolve_model(name: str, explicit: Path | None = None) -> Path:
-    """Find a model: an explicit path first, then ``$VIDPARSE_MODEL_DIR``, then the user cache."""
+    """Find a model: an explicit path first, then ``$VIDPARSE_MODEL_DIR``, then the user cache. The models it
+    ``needs`` must be found too (in the usual places), so that a missing one fails before any work starts."""
     spec = model_spec(name)
+    for need in spec.needs:
+        resolve_model(need)
     if explicit is not None:
         if not explicit.exists():
             raise ModelError(f"model path {explicit} does not exist", hint=spec.how_to_get)
@@ -143,8 +157,12 @@ def download(url: str, target: Path, sha256: str | None, progress=None) -> Path:
 
 
 def pull(name: str, url: str | None = None, progress=None) -> Path:
-    """Fetch a model into the user cache from its public source (``url`` overrides the source of a file model)."""
+    """Fetch a model into the user cache from its public source (``url`` overrides the source of a file model),
+    and the models it needs that are not found yet."""
     spec = model_spec(name)
+    for need in spec.needs:
+        if find_model(need) is None:
+            pull(need, progress=progress)
     target = cache_dir() / spec.path
     if spec.hub_id and url is None:
         return _snapshot_from_modelscope(spec, target)

@@ -1,4 +1,5 @@
-"""Metrics on label maps: coarse-class confusion, IoU and pixel accuracy, and the flicker rate of a label sequence."""
+"""Metrics on label maps: confusion over a scheme's classes (coarse, garments), IoU and pixel accuracy, and the
+flicker rate of a label sequence."""
 
 from __future__ import annotations
 
@@ -6,32 +7,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidparse.stages.labels import COARSE_CLASSES, IGNORE
+from vidparse.stages.labels import COARSE_CLASSES, IGNORE, SCHEMES
 from vidparse.stages.temporal import still_mask
 from vidparse.stages.types import LabelSet
 
-UNSCORED = 255  # coarse index of pixels left out of the scores
-OTHER = len(COARSE_CLASSES)  # coarse index of a predicted class the ground truth cannot express
+UNSCORED = 255  # class index of pixels left out of the scores
+OTHER = max(map(len, SCHEMES.values()))  # class index of a predicted class the ground truth cannot express
 STILL_THRESHOLD = 8  # flicker is counted where no BGR channel changed by more than this between frames
 
 
-def producible(label_set: LabelSet) -> set[str]:
-    """The coarse classes a label set can express."""
-    return set(label_set.coarse.values()) - {IGNORE}
+def producible(label_set: LabelSet, scheme: str = "coarse") -> set[str]:
+    """The classes of ``scheme`` a label set can express."""
+    return set(label_set.groups[scheme].values()) - {IGNORE}
 
 
-def coarse_lut(label_set: LabelSet, scored: set[str], rest: int = UNSCORED) -> np.ndarray:
-    """A 256-entry table from class index to coarse index; classes outside ``scored`` and unknown values -> ``rest``."""
+def coarse_lut(label_set: LabelSet, scored: set[str], rest: int = UNSCORED, scheme: str = "coarse") -> np.ndarray:
+    """A 256-entry table from class index to the index of its class in ``scheme``; classes outside ``scored`` and
+    unknown values -> ``rest``."""
     lut = np.full(256, rest, np.uint8)
     for index, name in enumerate(label_set.names):
-        coarse = label_set.coarse[name]
-        if coarse in scored:
-            lut[index] = COARSE_CLASSES.index(coarse)
+        group = label_set.groups[scheme][name]
+        if group in scored:
+            lut[index] = SCHEMES[scheme].index(group)
     return lut
 
 
 def confusion(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Pixel counts, rows: truth, columns: prediction, both coarse indices (OTHER + 1 square).
+    """Pixel counts, rows: truth, columns: prediction, both class indices of a scheme (OTHER + 1 square).
 
     Truth pixels marked UNSCORED are left out. A prediction of OTHER over background is a person where there is
     none and counts as an error; over a person it is a matter of definition (BodyPix's arms over CCP's sleeves)

@@ -18,7 +18,7 @@ from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.metrics import (OTHER, STILL_THRESHOLD, FlickerCount, FlickerMeter, coarse_lut, confusion,
                                          iou_per_class, pixel_accuracy, producible)
 from vidparse.jobs import ResolvedModels, build_person_parser
-from vidparse.stages.labels import COARSE_CLASSES, load_label_set
+from vidparse.stages.labels import SCHEMES, load_label_set
 from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.source import VideoSource
 from vidparse.stages.temporal import TemporalOptions, TemporalVote
@@ -44,6 +44,7 @@ class ImageReport:
     truth: str
     images: int
     settings: dict[str, Any]
+    scheme: str  # the classes scored: "coarse" (body regions) or "garments" (stages/labels.py)
     classes: list[ClassScore]
     miou: float | None  # mean IoU over the classes scored
     pixel_accuracy: float | None  # over the pixels scored
@@ -87,30 +88,35 @@ def quality_settings(config: Config) -> dict[str, Any]:
 
 
 class _Tally:
-    """What scoring images adds up: a coarse confusion matrix and per-class pixel counts on both sides."""
+    """What scoring images adds up: a confusion matrix over a scheme's classes and per-class pixel counts on both
+    sides."""
 
-    def __init__(self, truth: LabelSet, predicted: LabelSet) -> None:
-        self.truth_classes, self.predicted_classes = producible(truth), producible(predicted)
+    def __init__(self, truth: LabelSet, predicted: LabelSet, scheme: str) -> None:
+        self.scheme = scheme
+        self.truth_classes, self.predicted_classes = producible(truth, scheme), producible(predicted, scheme)
         scored = self.truth_classes & self.predicted_classes
-        self.luts = coarse_lut(truth, scored), coarse_lut(predicted, scored, rest=OTHER)
-        every = set(COARSE_CLASSES)
-        self.full_luts = coarse_lut(truth, every), coarse_lut(predicted, every)
+        self.luts = coarse_lut(truth, scored, scheme=scheme), coarse_lut(predicted, scored, rest=OTHER, scheme=scheme)
+        every = set(SCHEMES[scheme])
+        self.full_luts = coarse_lut(truth, every, scheme=scheme), coarse_lut(predicted, every, scheme=scheme)
         self.matrix = np.zeros((OTHER + 1,) * 2, np.int64)
-        self.counts = np.zeros((2, len(COARSE_CLASSES)), np.int64)
+        self.counts = np.zeros((2, len(SCHEMES[scheme])), np.int64)
         self.pixels = self.images = 0
 
     def add(self, truth: np.ndarray, predicted: np.ndarray) -> None:
         self.matrix += confusion(self.luts[0][truth], self.luts[1][predicted])
+        classes = len(SCHEMES[self.scheme])
         for side, labels in enumerate((truth, predicted)):
-            self.counts[side] += np.bincount(self.full_luts[side][labels].ravel(), minlength=256)[:len(COARSE_CLASSES)]
+            self.counts[side] += np.bincount(self.full_luts[side][labels].ravel(), minlength=256)[:classes]
         self.pixels += truth.size
         self.images += 1
 
 
 def evaluate_images(config: Config, models: ResolvedModels, truth: LabelSet, samples: Sequence[Sample],
-                    threads: int | None = None, on_sample: Callable[[Sample], None] | None = None) -> ImageReport:
-    """Parse every sample image as a video frame is parsed and score it against its label map, on coarse classes."""
-    tally = _Tally(truth, load_label_set(LABEL_SETS[config.model]))
+                    threads: int | None = None, on_sample: Callable[[Sample], None] | None = None,
+                    scheme: str = "coarse") -> ImageReport:
+    """Parse every sample image as a video frame is parsed and score it against its label map, on the classes of
+    ``scheme``."""
+    tally = _Tally(truth, load_label_set(LABEL_SETS[config.model]), scheme)
     parser = build_person_parser(config, models, threads)
     parser.open()
     try:
@@ -127,7 +133,7 @@ def evaluate_images(config: Config, models: ResolvedModels, truth: LabelSet, sam
 def _image_report(config: Config, truth: LabelSet, tally: _Tally) -> ImageReport:
     ious = iou_per_class(tally.matrix)
     classes = []
-    for index, name in enumerate(COARSE_CLASSES):
+    for index, name in enumerate(SCHEMES[tally.scheme]):
         note = (TRUTH_LACKS if name not in tally.truth_classes else MODEL_CANNOT if name not in tally.predicted_classes
                 else ABSENT if math.isnan(ious[index]) else "")
         classes.append(ClassScore(name, None if note else float(ious[index]), int(tally.counts[0, index]),
@@ -135,7 +141,7 @@ def _image_report(config: Config, truth: LabelSet, tally: _Tally) -> ImageReport
     scored = [c.iou for c in classes if c.iou is not None]
     accuracy = pixel_accuracy(tally.matrix)
     return ImageReport(model=config.model, truth=truth.name, images=tally.images, settings=quality_settings(config),
-                       classes=classes, miou=float(np.mean(scored)) if scored else None,
+                       scheme=tally.scheme, classes=classes, miou=float(np.mean(scored)) if scored else None,
                        pixel_accuracy=None if math.isnan(accuracy) else accuracy,
                        scored_share=float(tally.matrix.sum() / tally.pixels) if tally.pixels else 0.0)
 

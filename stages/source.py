@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 READS_PER_STALL = 2
 # A jump in a live stream's own timestamps beyond this (or backwards) re-bases the output timeline.
 MAX_TIMESTAMP_GAP_S = 10.0
+# PyAV gives connecting and reading the stream headers an open timeout each; a connection attempt ends when the
+# first frame is decoded, within those two. A camera's SDP often lacks the H.264 parameter sets: FFmpeg's probing
+# may then end without a frame size, which the decoder learns from the first keyframe.
+OPEN_TIMEOUTS_PER_ATTEMPT = 2
 
 
 class InputKind(Enum):
@@ -61,7 +65,7 @@ class LiveOptions:
     """How live inputs are read and recovered."""
 
     rtsp_transport: str = field(default="tcp", metadata={"choices": ("tcp", "udp")})
-    open_timeout_s: float = field(default=10.0, metadata={"range": (0.1, 600.0)})  # connect + read stream headers
+    open_timeout_s: float = field(default=10.0, metadata={"range": (0.1, 600.0)})  # connect + get the first frame
     read_timeout_s: float = field(default=5.0, metadata={"range": (0.1, 600.0)})  # longest wait for data: a stall
     reconnect_attempts: int = field(default=-1, metadata={"range": (-1, 1_000_000)})  # in a row; -1 = unlimited
     backoff_initial_s: float = field(default=0.5, metadata={"range": (0.0, 60.0)})  # wait before the 1st attempt
@@ -132,22 +136,56 @@ def open_live(url: str, kind: InputKind, options: LiveOptions) -> av.container.I
                    timeout=(options.open_timeout_s, read_s))
 
 
-def _is_permanent(error: Exception) -> bool:
-    """Failures that retrying will not fix (when they happen on the very first connection)."""
-    return isinstance(error, (av.error.HTTPClientError, av.error.ProtocolNotFoundError,
-                              av.error.DemuxerNotFoundError, PermissionError, FileNotFoundError, BadInputError))
+class NotReadyError(Exception):
+    """A live input answered but shows no picture yet (a camera that is starting, a keyframe still to come)."""
+
+
+class NoFrameSizeError(NotReadyError):
+    """Connected, but the stream did not tell its frame size within the attempt (no keyframe with the SPS yet)."""
+
+
+class NoKeyframeError(NotReadyError):
+    """Connected and the frame size is known, but no frame could be decoded within the attempt."""
+
+
+PERMANENT, TRANSIENT = True, False
+# How a failed connection attempt is sorted: the first row that matches wins; anything else is transient.
+# Permanent failures end the first connection at once; every other failure, and any failure after a drop, is
+# retried with backoff and counts against ``reconnect_attempts``. docs/live.md shows the same table.
+CONNECT_FAILURES: tuple[tuple[type[BaseException], bool], ...] = (
+    (av.error.ProtocolNotFoundError, PERMANENT),  # wrong scheme (FFmpeg knows no such protocol)
+    (av.error.DemuxerNotFoundError, PERMANENT),  # FFmpeg built without the input's format (v4l2)
+    (av.error.HTTPClientError, PERMANENT),  # 401, 403, 404 and any other 4xx answer: credentials, path
+    (BadInputError, PERMANENT),  # no video stream
+    (FileNotFoundError, PERMANENT),  # no such camera device
+    (PermissionError, PERMANENT),  # camera device not readable
+    (ConnectionRefusedError, TRANSIENT),  # nothing listens (yet)
+    (TimeoutError, TRANSIENT),  # no answer within the open timeout
+    (NoFrameSizeError, TRANSIENT),  # no frame size yet
+    (NoKeyframeError, TRANSIENT),  # no keyframe yet
+    (ConnectionResetError, TRANSIENT),  # the connection was reset
+    (av.error.InvalidDataError, TRANSIENT),  # the server went away mid-handshake: FFmpeg reads a cut-off reply
+)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether retrying a failed connection attempt cannot help, by ``CONNECT_FAILURES``."""
+    return next((permanent for kind, permanent in CONNECT_FAILURES if isinstance(error, kind)), TRANSIENT)
 
 
 def _reason(error: Exception) -> str:
     return (getattr(error, "strerror", None) or str(error) or type(error).__name__).strip()
 
 
-def _video_stream(url: str, container: av.container.InputContainer) -> av.video.stream.VideoStream:
-    """The first video stream, checked for being a usable video; closes ``container`` when it is not."""
+def _video_stream(url: str, container: av.container.InputContainer,
+                  sized: bool = True) -> av.video.stream.VideoStream:
+    """The first video stream, checked for being a usable video (with a frame size, unless not ``sized``);
+    closes ``container`` when it is not."""
     problem = None
     if not container.streams.video:
         problem = (f"input {url} has no video stream", "give a file with a video track")
-    elif container.streams.video[0].codec_context.width <= 0 or container.streams.video[0].codec_context.height <= 0:
+    elif sized and (container.streams.video[0].codec_context.width <= 0
+                    or container.streams.video[0].codec_context.height <= 0):
         problem = (f"input {url} has a video stream without a frame size", "the file may be truncated or damaged")
     elif container.format.name == "image2" or container.format.name.endswith("_pipe"):
         problem = (f"input {url} is a still image, not a video", "give a video file")
@@ -211,6 +249,7 @@ class VideoSource:
         self.reconnects = 0
         self._failures = 0  # failed connections in a row; a decoded frame resets it
         self._container: av.container.InputContainer | None = None
+        self._first_frame: av.VideoFrame | None = None  # decoded while connecting
         self._file_decoded: Iterator[av.VideoFrame] | None = None
         self.turn = Turn.NONE  # what turns a file's frames upright (its display matrix)
         self.info: StreamInfo | None = None
@@ -218,15 +257,15 @@ class VideoSource:
     def open(self) -> StreamInfo:
         if self.kind is InputKind.FILE:
             container = open_container(self.url)
-        else:
+            stream = _video_stream(self.url, container)
+            live = self._choose_threads(container)
+        else:  # threads are chosen while connecting, before the first frame is decoded
             container = self._connect(None)
             if container is None:
                 raise BadInputError(f"input {self.url}: stopped before it could be opened")
-        stream = _video_stream(self.url, container)
+            stream = _video_stream(self.url, container)
+            live = self._choose_threads(container, decoding=False)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and container.duration)
-        if not live:  # frame threads hold a frame back each: live inputs keep PyAV's default, slice threads
-            stream.thread_type = "AUTO"
         self._container = container
         width, height = stream.codec_context.width, stream.codec_context.height
         if not live:
@@ -247,18 +286,37 @@ class VideoSource:
         )
         return self.info
 
+    def _choose_threads(self, container: av.container.InputContainer, decoding: bool = True) -> bool:
+        """Whether ``container`` is live (a file over HTTP has a duration and is not); with ``decoding``, give
+        the decoder of one that is not frame threads. Frame threads hold a frame back each: live inputs keep
+        PyAV's default, slice threads. Threads can be chosen only before the first decode."""
+        live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and container.duration)
+        if decoding and not live:
+            container.streams.video[0].thread_type = "AUTO"
+        return live
+
     def frames(self) -> Iterator[Frame]:
         assert self._container is not None and self.info is not None, "open() first"
         return self._live_frames() if self.info.live else self._file_frames()
 
-    def _decoded(self) -> Iterator[av.VideoFrame]:
+    def _decoded(self, deadline: float | None = None) -> Iterator[av.VideoFrame]:
+        """Frames in decoding order, after the one decoded while connecting; ends at the first packet read
+        after the monotonic ``deadline``."""
         assert self._container is not None
+        if self._first_frame is not None:
+            first, self._first_frame = self._first_frame, None
+            yield first
         for packet in self._container.demux(self._container.streams.video[0]):
+            if deadline is not None and time.monotonic() > deadline:
+                return
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError as exc:
-                self.skipped_packets += 1
-                log.warning("skipped an undecodable packet at pts %s: %s", packet.pts, exc)
+                if deadline is None:
+                    self.skipped_packets += 1
+                    log.warning("skipped an undecodable packet at pts %s: %s", packet.pts, exc)
+                else:  # a camera joined between keyframes: normal until its first keyframe
+                    log.debug("skipped an undecodable packet while connecting at pts %s: %s", packet.pts, exc)
                 continue
             yield from decoded
 
@@ -338,20 +396,53 @@ class VideoSource:
                 event = f"reconnecting to {self.url} failed"
                 if self._wait(delay):
                     return None
-            attempt_started = time.monotonic()
             try:
-                container = open_live(self.url, self.kind, options)
-                _video_stream(self.url, container)
-            except (av.error.FFmpegError, OSError, BadInputError) as exc:
-                # An interrupted RTSP handshake surfaces as "invalid data"; the clock tells what happened.
-                timed_out = time.monotonic() - attempt_started >= options.open_timeout_s
-                reason = f"no answer within {options.open_timeout_s:g} s" if timed_out else _reason(exc)
-                if lost is None and self._failures == 0 and _is_permanent(exc):
+                self._attempt()
+            except (av.error.FFmpegError, OSError, BadInputError, NotReadyError) as exc:
+                reason = _reason(exc)
+                if lost is None and is_permanent(exc):
                     raise self._unreachable(reason) from exc
                 continue
             if reason is not None:
-                log.info("reconnected to %s", self.url)
-            return container
+                log.info("%s to %s", "connected" if lost is None else "reconnected", self.url)
+            return self._container
+
+    def _attempt(self) -> None:
+        """One connection: open the input and decode its first frame (kept for ``frames()``), within
+        ``OPEN_TIMEOUTS_PER_ATTEMPT`` open timeouts; on failure, raises an exception that ``CONNECT_FAILURES``
+        sorts."""
+        options = self.live_options
+        started = time.monotonic()
+        try:
+            container = open_live(self.url, self.kind, options)
+        except (av.error.FFmpegError, OSError) as exc:
+            # An interrupted RTSP handshake surfaces as "invalid data"; the clock tells what happened.
+            if time.monotonic() - started >= options.open_timeout_s and not is_permanent(exc):
+                raise TimeoutError(f"no answer within {options.open_timeout_s:g} s") from exc
+            raise
+        _video_stream(self.url, container, sized=False)
+        self._choose_threads(container)
+        self._container = container
+        try:
+            self._first_frame = self._first_frame_by(started + OPEN_TIMEOUTS_PER_ATTEMPT * options.open_timeout_s)
+        except BaseException:
+            self._close_container()
+            raise
+
+    def _first_frame_by(self, deadline: float) -> av.VideoFrame:
+        """The newly connected input's first frame, decoded by the monotonic ``deadline``."""
+        try:
+            frame = next(self._decoded(deadline), None)
+        except (av.error.ExitError, TimeoutError):  # no data for a read timeout: no picture, like any other
+            frame = None
+        if frame is not None:
+            return frame
+        assert self._container is not None
+        waited = f"within {OPEN_TIMEOUTS_PER_ATTEMPT} x {self.live_options.open_timeout_s:g} s"
+        codec = self._container.streams.video[0].codec_context
+        if codec.width <= 0 or codec.height <= 0:
+            raise NoFrameSizeError(f"connected, but no frame size {waited}")
+        raise NoKeyframeError(f"connected, but no keyframe {waited}")
 
     def _wait(self, seconds: float) -> bool:
         """Sleep, or return True early when asked to stop."""

@@ -42,7 +42,12 @@ class LabelSet:
     name: str
     names: tuple[str, ...]
     colors: np.ndarray  # len(names) x 3 uint8, BGR
-    coarse: dict[str, str] = field(default_factory=dict)  # class name -> shared coarse class (evaluation)
+    # scoring scheme ("coarse", "garments") -> class name -> that scheme's class (evaluation; stages/labels.py)
+    groups: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def coarse(self) -> dict[str, str]:
+        return self.groups["coarse"]
 
     def __len__(self) -> int:
         return len(self.names)

@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from rtsp import h264_clip, rtsp_server  # noqa: F401  (fixtures: a real RTSP server, see tests/rtsp.py)
+from rtsp import h264_clip, rtsp_server, rtsp_servers  # noqa: F401  (fixtures: a real RTSP server, see tests/rtsp.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VIDPARSE_SHARED", REPO.parent / "shared")).resolve()

@@ -1,7 +1,8 @@
 """A real RTSP server for tests: ``tests/rtsp_server.py`` run by the system Python as a child process.
 
 Fixtures: ``h264_clip`` (50 vtest frames as H.264 at 25 fps) and ``rtsp_server`` (a started ``RtspServer``
-looping that clip; kill, start again, freeze and thaw it to inject faults). Tests using the server are skipped
+looping that clip; kill, start again, freeze and thaw it to inject faults); ``rtsp_servers`` makes servers with
+camera faults or credentials, started when the test says and stopped after it. Tests using the server are skipped
 when the system Python lacks GStreamer's RTSP server; CI installs it with ``apt-get install -y`` and
 ``APT_PACKAGES``.
 """
@@ -14,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -40,14 +41,14 @@ def server_unavailable() -> str | None:
     return None
 
 
-def make_h264_clip(source: Path, target: Path, frames: int = 50, fps: int = CLIP_FPS) -> Path:
-    """The first ``frames`` frames of ``source`` as H.264 in MP4: a keyframe each second, no B-frames, and one
-    slice per frame (FFmpeg's RTSP demuxer hands out the slices of a multi-slice frame as separate frames)."""
+def make_h264_clip(source: Path, target: Path, frames: int = 50, fps: int = CLIP_FPS, gop: int = CLIP_FPS) -> Path:
+    """The first ``frames`` frames of ``source`` as H.264 in MP4: a keyframe each ``gop`` frames, no B-frames, and
+    one slice per frame (FFmpeg's RTSP demuxer hands out the slices of a multi-slice frame as separate frames)."""
     with av.open(str(source)) as src, av.open(str(target), "w") as dst:
         stream = dst.add_stream("libx264", rate=fps)
         decoder = src.streams.video[0]
         stream.width, stream.height, stream.pix_fmt = decoder.width, decoder.height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "26", "g": str(fps), "bf": "0"}
+        stream.options = {"preset": "veryfast", "crf": "26", "g": str(gop), "bf": "0"}
         stream.codec_context.thread_count = 1
         for index, frame in enumerate(src.decode(decoder)):
             if index == frames:
@@ -66,20 +67,26 @@ def free_port() -> int:
 
 
 class RtspServer:
-    """One server process serving ``clip`` in a loop; keeps its port across kill and restart."""
+    """One server process serving ``clip`` in a loop; keeps its port across kill and restart.
 
-    def __init__(self, clip: Path, fps: int = CLIP_FPS, path: str = "live") -> None:
+    ``port`` 0 lets the first start choose one (``url`` is known from then on); ``options`` are more
+    ``rtsp_server.py`` flags (camera faults, credentials).
+    """
+
+    def __init__(self, clip: Path, fps: int = CLIP_FPS, path: str = "live", port: int = 0,
+                 options: Sequence[str] = ()) -> None:
         self.clip = clip
         self.fps = fps
         self.mount = path
-        self.port = 0  # chosen by the first start
-        self.url = ""
+        self.port = port
+        self.url = f"rtsp://127.0.0.1:{port}/{path}" if port else ""
+        self.options = list(options)
         self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> RtspServer:
         """Start serving; after ``kill()`` or ``stop()`` this starts again on the same port."""
         command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.clip), "--port", str(self.port),
-                   "--fps", str(self.fps), "--path", self.mount]
+                   "--fps", str(self.fps), "--path", self.mount, *self.options]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.url = self._wait_ready()
         self.port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
@@ -150,3 +157,23 @@ def rtsp_server(h264_clip: Path) -> Iterator[RtspServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def rtsp_servers(h264_clip: Path) -> Iterator[Callable[..., RtspServer]]:
+    """``make(*options, port=0, clip=h264_clip)``: a server not started yet (with ``port`` its URL is known
+    before it starts); every server made is stopped after the test."""
+    reason = server_unavailable()
+    if reason:
+        pytest.skip(reason)
+    made: list[RtspServer] = []
+
+    def make(*options: str, port: int = 0, clip: Path = h264_clip) -> RtspServer:
+        made.append(RtspServer(clip, port=port, options=options))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.stop()

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import VTEST, decode_frames, probe_video, run_cli
+from vidparse.stages.labels import load_label_set
 from vidparse.stages.roi import expand_box
 
 MARGIN = 0.15  # configs/default.yaml roi.margin
@@ -21,7 +22,7 @@ def parsed_clip(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[in
     runs = {}
     for workers in (1, 2):
         out = tmp_path_factory.mktemp(f"w{workers}")
-        result = run_cli("run", str(clip), "-o", str(out / "out.mp4"), "--workers", str(workers),
+        result = run_cli("run", str(clip), "-o", str(out / "out.mp4"), "--workers", str(workers), "--model", "bodypix",
                          "--masks", str(out / "masks"), "--stats", str(out / "stats.jsonl"))
         assert result.returncode == 0, result.stderr
         runs[workers] = out
@@ -66,15 +67,31 @@ def test_labels_lie_in_person_regions_and_the_rest_is_the_input(parsed_clip: dic
 
 
 def test_summary_reports_frames_fps_and_stages(clip: Path, tmp_path: Path) -> None:
-    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", "4")
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", "4", "--model", "bodypix")
     assert result.returncode == 0, result.stderr
     for words in ("frames", "fps", "persons", "decode", "detect", "parse", "encode"):
         assert words in result.stderr
     assert probe_video(tmp_path / "o.mp4").frames == 4
 
 
+def test_cihp_lite_run_labels_clothes_and_hair_in_cihp_colors(clip: Path, tmp_path: Path) -> None:
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "cihp-lite", "--max-frames", "2",
+                     "--masks", str(tmp_path / "masks"), "--stats", str(tmp_path / "stats.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert probe_video(tmp_path / "o.mp4").frames == 2
+    cihp = load_label_set("cihp")
+    with Image.open(tmp_path / "masks" / "000001.png") as mask:
+        palette = np.array(mask.getpalette()[:3 * len(cihp)]).reshape(-1, 3)
+        labels = np.array(mask)
+    assert np.array_equal(palette, cihp.colors[:, ::-1]), "the CIHP palette, as m2fp writes it"
+    found = {cihp.names[c] for c in np.unique(labels)}
+    assert {"upper_clothes", "pants", "face"} <= found <= set(cihp.names), found
+    parts = set().union(*(p["parts"] for p in json.loads((tmp_path / "stats.jsonl").read_text().splitlines()[1])["persons"]))
+    assert parts == found - {"background"}
+
+
 def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
-    result = run_cli("run", str(clip_with_audio), "-o", str(tmp_path / "o.mp4"))
+    result = run_cli("run", str(clip_with_audio), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix")
     assert result.returncode == 0, result.stderr
     facts = probe_video(tmp_path / "o.mp4")
     assert facts.audio_codec == "aac" and facts.audio_packets > 0 and facts.frames == 8
@@ -90,7 +107,7 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
         (["run", "{clip}", "-o", "/sys/o.mp4"], 4, "is not writable"),
         (["run", "{clip}", "-o", "{tmp}/o.gif"], 4, "unsupported extension"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "'workers' must be between 1 and"),
-        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "'model' must be one of bodypix, m2fp"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "'model' must be one of bodypix, cihp-lite, m2fp"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
     ],
@@ -120,7 +137,8 @@ def test_missing_model_says_where_it_looked(clip: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_whole_vtest_video(tmp_path: Path) -> None:
-    result = run_cli("run", str(VTEST), "-o", str(tmp_path / "vtest.mp4"), "--workers", "2", timeout=1800)
+    result = run_cli("run", str(VTEST), "-o", str(tmp_path / "vtest.mp4"), "--workers", "2", "--model", "bodypix",
+                     timeout=1800)
     assert result.returncode == 0, result.stderr
     facts, source = probe_video(tmp_path / "vtest.mp4"), probe_video(VTEST)
     assert (facts.codec, facts.pix_fmt, facts.width, facts.height, facts.frames) == ("h264", "yuv420p", 768, 576, 795)

@@ -9,7 +9,7 @@ from vidparse.pipeline.cpus import usable_cpus
 
 def test_defaults_load() -> None:
     config = load_config()
-    assert (config.model, config.workers, config.roi.mode) == ("bodypix", None, "roi")
+    assert (config.model, config.workers, config.roi.mode) == ("cihp-lite", None, "roi")
     assert config.worker_count == usable_cpus(), "no worker count given: one per usable CPU"
     assert config.parser_options.person_threshold == 0.5
 
@@ -49,6 +49,7 @@ def test_file_then_cli_overrides(tmp_path: Path) -> None:
         ({"colour": 3}, "unknown config key 'colour'"),
         ({"parsers.bodypix.threshold": 0.3}, "unknown config key 'parsers.bodypix.threshold'"),
         ({"parsers.bodypix.person_threshold": 1.0}, "'parsers.bodypix.person_threshold' must be between"),
+        ({"parsers.cihp-lite.material_height": 16}, "'parsers.cihp-lite.material_height' must be between 64 and"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, message: str) -> None:

@@ -16,7 +16,7 @@ from vidparse.errors import BadInputError, ConfigError
 from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
 from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
-from vidparse.stages.labels import COARSE_CLASSES, IGNORE, available_label_sets, load_label_set
+from vidparse.stages.labels import COARSE_CLASSES, GARMENT_CLASSES, IGNORE, SCHEMES, available_label_sets, load_label_set
 from vidparse.stages.temporal import TemporalOptions, TemporalVote
 
 BG, HEAD, TORSO = (COARSE_CLASSES.index(c) for c in ("background", "head", "torso"))
@@ -53,11 +53,13 @@ def test_coarse_tables_score_only_shared_classes() -> None:
 
 
 @pytest.mark.parametrize("name", available_label_sets())
-def test_every_class_maps_to_a_known_coarse_class(name: str) -> None:
+def test_every_class_maps_to_a_known_class_of_each_scheme(name: str) -> None:
     label_set = load_label_set(name)
-    assert label_set.names[0] == "background" and label_set.coarse["background"] == "background"
-    assert set(label_set.coarse) == set(label_set.names)
-    assert set(label_set.coarse.values()) <= {*COARSE_CLASSES, IGNORE}
+    for scheme, classes in SCHEMES.items():
+        groups = label_set.groups[scheme]
+        assert label_set.names[0] == "background" and groups["background"] == "background"
+        assert set(groups) == set(label_set.names)
+        assert set(groups.values()) <= {*classes, IGNORE}
     assert len({tuple(c) for c in label_set.colors}) == len(label_set), "distinct colors"
 
 
@@ -94,6 +96,34 @@ def test_eval_prints_the_table_and_writes_json(ccp_two: tuple[Path, Path], tmp_p
     assert report["miou"] > 0.4 and report["pixel_accuracy"] > 0.8  # measured: about 0.58 and 0.92
 
 
+def test_garments_scheme_maps_one_piece_garments_to_upper() -> None:
+    cihp, ccp = load_label_set("cihp"), load_label_set("ccp")
+    assert {cihp.groups["garments"][n] for n in ("dress", "coat", "upper_clothes")} == {"upper"}
+    assert {ccp.groups["garments"][n] for n in ("dress", "romper", "jumper", "t-shirt")} == {"upper"}
+    assert {ccp.groups["garments"][n] for n in ("jeans", "skirt", "shorts", "tights")} == {"lower"}
+    assert {cihp.groups["garments"][n] for n in ("face", "left_arm", "torso_skin", "right_leg")} == {"skin"}
+    assert producible(load_label_set("bodypix"), "garments") == {"background", "footwear"}
+
+
+@pytest.mark.parametrize("model, unscored", [("cihp-lite", set()), ("bodypix", {"skin", "hair", "upper", "lower"})])
+def test_eval_garments_scheme(model: str, unscored: set[str], ccp_two: tuple[Path, Path], tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    result = run_cli("eval", *map(str, ccp_two), "--model", model, "--label-set", "ccp", "--scheme", "garments",
+                     "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    assert "(garments classes)" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["scheme"] == "garments"
+    classes = {c["name"]: c for c in report["classes"]}
+    assert list(classes) == list(GARMENT_CLASSES)
+    assert {name for name, c in classes.items() if c["iou"] is None} == unscored
+    assert all(classes[name]["note"] == MODEL_CANNOT for name in unscored), "n/a, not 0"
+    scored = [c["iou"] for c in classes.values() if c["iou"] is not None]
+    assert all(0 < iou <= 1 for iou in scored) and report["miou"] == pytest.approx(np.mean(scored))
+    if model == "cihp-lite":  # measured on these two photos: hair 0.61, upper 0.40, skin 0.59
+        assert min(classes[name]["iou"] for name in ("hair", "upper", "skin")) > 0.3
+
+
 def test_eval_quality_flags_reach_the_configuration(ccp_two: tuple[Path, Path], tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     result = run_cli("eval", *map(str, ccp_two), "--label-set", "ccp", "--roi-mode", "whole", "--margin", "0.3",
@@ -123,6 +153,7 @@ def _link_dirs(tmp_path: Path, shared: Path, stems: tuple[str, ...], labelled: t
         ("unknown label set", 2, "unknown label set 'lip'"),
         ("image without label", 3, "1 of 2 images have no label map, first 0002.jpg"),
         ("margin out of range", 2, "'roi.margin' must be between 0.0 and 2.0, got 5.0"),
+        ("unknown scheme", 2, "unknown scheme 'clothes'"),
     ],
 )
 def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: Path, tmp_path: Path) -> None:
@@ -132,6 +163,7 @@ def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: 
         "unknown label set": [str(images), str(labels), "--label-set", "lip"],
         "image without label": [str(images), str(labels), "--label-set", "ccp"],
         "margin out of range": [str(images), str(labels), "--label-set", "ccp", "--margin", "5"],
+        "unknown scheme": [str(images), str(labels), "--label-set", "ccp", "--scheme", "clothes"],
     }[case]
     result = run_cli("eval", *args)
     assert result.returncode == code, result.stderr

@@ -232,7 +232,8 @@ def test_4k_runs_within_its_memory_budget(shared: Path, tmp_path: Path) -> None:
             dst.mux(stream.encode(av.VideoFrame.from_ndarray(big, format="bgr24")))
         dst.mux(stream.encode(None))
     budget = 1100
-    process = start(str(clip), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--max-memory", str(budget))
+    process = start(str(clip), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--max-memory", str(budget),
+                    "--model", "bodypix")
     with PeakMemory(process.pid) as memory:
         _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr

@@ -144,12 +144,6 @@ def test_stop_ends_a_reconnect_wait() -> None:
 
 # Against the real server.
 
-def test_wrong_path_is_not_retried(rtsp_server: RtspServer) -> None:
-    """A 404 on the first connection will not fix itself: fail at once even with unlimited attempts."""
-    with pytest.raises(BadInputError, match="404"):
-        VideoSource(rtsp_server.url + "-missing", live=QUICK).open()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_twenty_seconds_of_rtsp_into_a_valid_mp4(rtsp_server: RtspServer, tmp_path: Path) -> None:

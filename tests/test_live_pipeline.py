@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import probe_video
-from rtsp import RtspServer, free_port
+from rtsp import CLIP_FPS, RtspServer, free_port, make_h264_clip
 
 # tests/fast.yaml keeps parsing near a few fps on 2 cores: still slower than the 25 fps camera.
 LIVE_FLAGS = ["--workers", "1", "--read-timeout", "2", "--open-timeout", "3", "--config", str(Path(__file__).parent / "fast.yaml")]
@@ -22,7 +23,7 @@ LIVE_FLAGS = ["--workers", "1", "--read-timeout", "2", "--open-timeout", "3", "-
 def start_cli(url: str, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vidparse", "run", url, "-o", str(out), *LIVE_FLAGS, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"}, start_new_session=True)
 
 
 def interrupt(process: subprocess.Popen) -> tuple[float, str]:
@@ -31,6 +32,24 @@ def interrupt(process: subprocess.Popen) -> tuple[float, str]:
     started = time.monotonic()
     _, stderr = process.communicate(timeout=30)
     return time.monotonic() - started, stderr
+
+
+def run_cli(url: str, out: Path, *extra: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    process = start_cli(url, out, *extra)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # the pipeline's processes too: they hold the pipes open
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def camera_clip(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s of vtest with a single keyframe: a camera's 2 s keyframe interval."""
+    return make_h264_clip(shared / "data" / "video" / "vtest.avi", tmp_path_factory.mktemp("clips") / "gop2.mp4",
+                          gop=2 * CLIP_FPS)
 
 
 def stats_lines(path: Path) -> list[dict]:
@@ -111,3 +130,42 @@ def test_keyframe_mode_on_a_live_stream_carries_labels_across_dropped_frames(rts
     assert {r["carried_from"] for r in carried} <= parsed_seqs, "carried from a frame that was written parsed"
     per_keyframe = [sum(r["carried_from"] == seq for r in carried) for seq in parsed_seqs]
     assert max(per_keyframe) <= 2, "one frame in 3 is parsed, across drops too"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_twenty_first_connections_to_a_camera_started_just_before(rtsp_servers, camera_clip: Path,
+                                                                  tmp_path: Path) -> None:
+    """The issue's report: a server started 0 to 2 s before `vidparse run`. The server plays a camera joined at a
+    random point of its 2 s keyframe interval, with no SPS in its SDP: the frame size comes with the next
+    keyframe, up to 2 s later, after FFmpeg's probing within a 1.5 s open timeout would have stopped."""
+    for run in range(20):
+        server = rtsp_servers("--join-at", str(random.randrange(2 * CLIP_FPS)), clip=camera_clip).start()
+        time.sleep(random.uniform(0, 2))
+        out = tmp_path / f"live{run}.mp4"
+        result = run_cli(server.url, out, "--max-frames", "3", "--open-timeout", "1.5")
+        server.stop()
+        assert result.returncode == 0, f"run {run}: {result.stderr}"
+        assert probe_video(out).frames >= 1
+
+
+@pytest.mark.slow
+def test_server_started_5_s_after_run_is_reached(rtsp_servers, tmp_path: Path) -> None:
+    server = rtsp_servers(port=free_port())
+    process = start_cli(server.url, tmp_path / "live.mp4", "--max-frames", "3")
+    time.sleep(5)
+    server.start()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    log = stderr.replace("\n", " ")
+    assert f"cannot connect to {server.url} (Connection refused); reconnecting in" in log
+    assert "(attempt 2)" in log and f"connected to {server.url}" in log
+    assert probe_video(tmp_path / "live.mp4").frames >= 1
+
+
+def test_wrong_path_gives_its_permanent_error_at_once(rtsp_server: RtspServer, tmp_path: Path) -> None:
+    result = run_cli(rtsp_server.url + "-missing", tmp_path / "live.mp4", timeout_s=60)  # attempts: unlimited
+    assert result.returncode == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot open {rtsp_server.url}-missing: Server returned 404 Not Found"]
+    assert "reconnecting" not in result.stderr and "Traceback" not in result.stderr

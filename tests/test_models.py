@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import threading
@@ -68,6 +69,19 @@ def test_pull_downloads_and_checks_sha256(isolated: Path, file_server: str) -> N
     assert model_store.resolve_model("fastestdet") == path
 
 
+def test_cihp_lite_needs_bodypix_and_a_pull_fetches_both(isolated: Path, file_server: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    bodypix = model_store.MODELS["bodypix"]
+    monkeypatch.setitem(model_store.MODELS, "bodypix", dataclasses.replace(bodypix, url=f"{file_server}/{bodypix.path}"))
+    with pytest.raises(ModelError, match="model 'bodypix' not found"):
+        model_store.resolve_model("cihp-lite")
+    segmenter = model_store.MODELS["cihp-lite"].path
+    path = model_store.pull("cihp-lite", f"{file_server}/{segmenter}")  # checked against the spec's sha256
+    assert path == isolated / "cache" / segmenter and path.read_bytes() == (MODELS / segmenter).read_bytes()
+    assert (isolated / "cache" / bodypix.path).read_bytes() == (MODELS / bodypix.path).read_bytes()
+    assert model_store.resolve_model("cihp-lite") == path
+
+
 def test_pull_rejects_a_file_with_the_wrong_checksum(isolated: Path, file_server: str) -> None:
     with pytest.raises(ModelError, match="checksum mismatch"):
         model_store.pull("fastestdet", f"{file_server}/bodypix/MobileNetV1-x050-stride16.onnx")
@@ -87,7 +101,7 @@ def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
     assert pulled.returncode == 0, pulled.stderr
     rows = {line.split()[1]: line for line in run_cli("models", "list", env=env).stdout.splitlines()
             if line.startswith("│ ")}
-    assert "missing" not in rows["bodypix"] and "missing" in rows["fastestdet"]
+    assert "missing" not in rows["bodypix"] and "missing" in rows["fastestdet"] and "missing" in rows["cihp-lite"]
     failed = run_cli("models", "pull", "fastestdet", "--from", "http://127.0.0.1:9/x.onnx", env=env)
     assert failed.returncode == 5 and "Traceback" not in failed.stderr
     assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [

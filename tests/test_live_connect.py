@@ -1,0 +1,213 @@
+"""The first connection to a live input: each row of ``CONNECT_FAILURES`` against the real RTSP server.
+
+Permanent failures end ``open()`` at once, even with unlimited attempts; transient ones are logged, retried with
+backoff and counted against ``reconnect_attempts``. Servers play camera faults (see ``tests/rtsp_server.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import pytest
+
+from conftest import probe_video
+from rtsp import RtspServer, free_port
+from vidparse.errors import BadInputError
+from vidparse.stages.source import (
+    CONNECT_FAILURES,
+    LiveOptions,
+    NoFrameSizeError,
+    NoKeyframeError,
+    VideoSource,
+    is_permanent,
+)
+
+SOURCE_LOG = "vidparse.stages.source"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "live.md"
+UNLIMITED = LiveOptions(open_timeout_s=2.0, read_timeout_s=2.0, reconnect_attempts=-1, backoff_initial_s=0.2,
+                        backoff_max_s=0.5)
+PATIENT = replace(UNLIMITED, reconnect_attempts=20)  # where a bug would otherwise retry forever
+# The clip has a keyframe each second; joined one frame after it, the next comes 0.96 s later: after an attempt
+# of 2 x 0.3 s, well before one of 2 x 2 s.
+JOIN_AFTER_KEYFRAME = ("--join-at", "1")
+TOO_SHORT = LiveOptions(open_timeout_s=0.3, read_timeout_s=2.0, reconnect_attempts=2, backoff_initial_s=0.1,
+                        backoff_max_s=0.2)
+
+Make = Callable[..., RtspServer]
+
+
+@contextmanager
+def after(seconds: float, action: Callable[[], object]) -> Iterator[None]:
+    """Run ``action`` from a thread ``seconds`` from now; on leaving, wait for it, so that a server it starts is
+    also stopped by the fixture when the test fails early."""
+    timer = threading.Timer(seconds, action)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == SOURCE_LOG and r.levelno == logging.WARNING]
+
+
+def opens(url: str, options: LiveOptions = PATIENT) -> tuple[int, int]:
+    """Open ``url``, read one frame; the frame size."""
+    source = VideoSource(url, max_frames=1, live=options)
+    try:
+        info = source.open()
+        assert len(list(source.frames())) == 1
+        return info.width, info.height
+    finally:
+        source.close()
+
+
+def fails_at_once(url: str, match: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A permanent failure: no attempt logged, well within the open timeout, although attempts are unlimited
+    (should it be retried, a stop after 3 open timeouts ends the test with "stopped")."""
+    stop = threading.Event()
+    timer = threading.Timer(3 * UNLIMITED.open_timeout_s, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BadInputError, match=match):
+            VideoSource(url, live=UNLIMITED, stop=stop).open()
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < UNLIMITED.open_timeout_s
+    assert not warnings(caplog)
+
+
+def retried_then_given_up(url: str, match: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A transient failure: each attempt logged, until ``TOO_SHORT.reconnect_attempts`` are used up."""
+    with pytest.raises(BadInputError, match=f"{match}.*2 reconnect attempts failed"):
+        VideoSource(url, live=TOO_SHORT).open()
+    logged = warnings(caplog)
+    assert len(logged) == 2 and all(re.search(match, message) for message in logged), logged
+    assert "(attempt 1 of 2)" in logged[0] and "(attempt 2 of 2)" in logged[1]
+
+
+# The table itself.
+
+def test_docs_table_is_the_code_table() -> None:
+    rows = re.findall(r"^\| [^|]+ \| `(\w+)` \| (permanent|transient) \|", DOCS.read_text(), re.MULTILINE)
+    assert rows == [(kind.__name__, "permanent" if permanent else "transient")
+                    for kind, permanent in CONNECT_FAILURES]
+
+
+@pytest.mark.parametrize("error, permanent", [
+    (av.error.ProtocolNotFoundError(-1, "Protocol not found"), True),
+    (av.error.HTTPUnauthorizedError(-1, "401 Unauthorized"), True),
+    (av.error.HTTPForbiddenError(-1, "403 Forbidden"), True),  # gst-rtsp-server cannot send it
+    (av.error.HTTPNotFoundError(-1, "404 Not Found"), True),
+    (av.error.PermissionError(13, "Permission denied"), True),
+    (av.error.ConnectionRefusedError(111, "Connection refused"), False),
+    (av.error.ConnectionResetError(104, "Connection reset by peer"), False),
+    (av.error.HTTPServerError(-1, "503 Service Unavailable"), False),
+    (av.error.ExitError(-1, "Immediate exit requested"), False),
+    (NoFrameSizeError("no frame size"), False),
+    (NoKeyframeError("no keyframe"), False),
+])
+def test_errors_that_no_server_here_can_cause_are_sorted_too(error: Exception, permanent: bool) -> None:
+    assert is_permanent(error) is permanent
+
+
+# Permanent rows.
+
+def test_wrong_scheme_fails_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    fails_at_once(f"rtps://127.0.0.1:{free_port()}/live", "Protocol not found", caplog)
+
+
+def test_missing_or_wrong_credentials_fail_at_once(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
+    server = rtsp_servers("--user", "viewer:secret").start()
+    for credentials in ("", "viewer:wrong@"):
+        fails_at_once(server.url.replace("rtsp://", f"rtsp://{credentials}"), "401", caplog)
+    assert opens(server.url.replace("rtsp://", "rtsp://viewer:secret@")) == (768, 576)
+
+
+def test_wrong_path_fails_at_once(rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
+    fails_at_once(rtsp_server.url + "-missing", "404", caplog)
+
+
+def test_wrong_path_on_a_server_started_late_fails_once_it_answers(rtsp_servers: Make,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    server = rtsp_servers(port=free_port())
+    with after(0.5, server.start), pytest.raises(BadInputError, match="404"):
+        VideoSource(server.url + "-missing", live=PATIENT).open()
+    assert all("Connection refused" in message for message in warnings(caplog))
+
+
+def test_stream_without_video_fails_at_once(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
+    fails_at_once(rtsp_servers("--audio-only").start().url, "has no video stream", caplog)
+
+
+# Transient rows.
+
+def test_server_started_late_is_reached(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=SOURCE_LOG)
+    server = rtsp_servers(port=free_port())
+    with after(1.5, server.start):
+        assert opens(server.url) == (768, 576)
+    logged = warnings(caplog)
+    assert logged and all("Connection refused" in message for message in logged)
+    assert logged[0].startswith(f"cannot connect to {server.url} (Connection refused); reconnecting in")
+    assert caplog.records[-1].getMessage() == f"connected to {server.url}"
+
+
+@pytest.mark.slow
+def test_frozen_server_times_out_until_thawed(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
+    server = rtsp_servers().start()
+    server.freeze()
+    with after(3.0, server.thaw):
+        assert opens(server.url, LiveOptions(open_timeout_s=1.0, reconnect_attempts=10, backoff_initial_s=0.2,
+                                             backoff_max_s=0.2)) == (768, 576)
+    assert warnings(caplog) and all("no answer within 1 s" in message for message in warnings(caplog))
+
+
+def test_no_frame_size_yet_is_retried(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera joined between keyframes whose SDP lacks the SPS: the size comes with the next keyframe."""
+    server = rtsp_servers(*JOIN_AFTER_KEYFRAME).start()
+    retried_then_given_up(server.url, "connected, but no frame size within 2 x 0.3 s", caplog)
+    assert opens(server.url) == (768, 576), "learnt from the stream when the attempt lasts long enough"
+
+
+def test_no_keyframe_yet_is_retried(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
+    """The frame size is known from the SPS sent first, the picture waits for the next keyframe."""
+    server = rtsp_servers(*JOIN_AFTER_KEYFRAME, "--sps-on-join").start()
+    retried_then_given_up(server.url, "connected, but no keyframe within 2 x 0.3 s", caplog)
+    assert opens(server.url) == (768, 576)
+
+
+@pytest.mark.slow
+def test_server_gone_mid_handshake_is_retried(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
+    server = rtsp_servers().start()
+    server.freeze()
+    with after(0.5, server.kill), after(2.0, server.start):
+        assert opens(server.url) == (768, 576)
+    assert "Invalid data found" in warnings(caplog)[0]
+
+
+def test_a_file_over_http_connects_like_a_stream_and_is_read_like_a_file(clip: Path) -> None:
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(clip.parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        source = VideoSource(f"http://127.0.0.1:{server.server_address[1]}/{clip.name}", live=PATIENT)
+        try:
+            info = source.open()
+            frames = list(source.frames())
+        finally:
+            source.close()
+            server.shutdown()
+    assert not info.live
+    assert [f.seq for f in frames] == list(range(probe_video(clip).frames)), "every frame, the first one too"
