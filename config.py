@@ -25,7 +25,7 @@ from vidparse.stages.temporal import TemporalOptions
 
 
 def _default_parsers() -> dict[str, Any]:
-    return {"bodypix": backend_module("bodypix").Options()}
+    return {name: backend_module(name).Options() for name in ("bodypix", "cihp-lite")}
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Config:
     """The Python defaults equal configs/default.yaml's (tests/test_config.py checks it), so a Config can be made
     without the YAML."""
 
-    model: str = field(default="bodypix", metadata={"choices": tuple(BACKENDS)})
+    model: str = field(default="cihp-lite", metadata={"choices": tuple(BACKENDS)})
     model_path: str | None = None
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
     workers: int | None = field(default=None, metadata={"range": (1, 1024)})  # None: one per usable CPU
