@@ -7,8 +7,13 @@ import os
 from pathlib import Path
 
 
-def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs allowed by a cgroup v2 ``cpu.max`` or v1 ``cfs_quota_us`` quota; ``None`` when unlimited."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path | None = None) -> float | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` or v1 ``cfs_quota_us`` quota under ``root`` (default
+    ``CGROUP_ROOT``); ``None`` when unlimited."""
+    root = root or CGROUP_ROOT
     try:
         quota, period = (root / "cpu.max").read_text().split()
         if quota != "max":

@@ -1,17 +1,55 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from vidparse.config import Config, default_config_path, load_config, read_yaml
 from vidparse.errors import ConfigError
-from vidparse.pipeline.cpus import usable_cpus
+from vidparse.pipeline import cpus
+from vidparse.pipeline.cpus import threads_per_worker, usable_cpus
 
 
-def test_defaults_load() -> None:
+@pytest.fixture
+def six_cpus_in_a_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An affinity of 6 CPUs and an empty cgroup folder (no quota) standing in for /sys/fs/cgroup."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", tmp_path)
+    return tmp_path
+
+
+def test_defaults_load(six_cpus_in_a_cgroup: Path) -> None:
     config = load_config()
     assert (config.model, config.workers, config.roi.mode) == ("cihp-lite", None, "roi")
-    assert config.worker_count == usable_cpus(), "no worker count given: one per usable CPU"
+    assert config.worker_count == 6, "no worker count given: one per usable CPU"
     assert config.parser_options.person_threshold == 0.5
+    (six_cpus_in_a_cgroup / "cpu.max").write_text("250000 100000\n")
+    assert load_config().worker_count == 2, "a 2.5 CPU quota gives 2 workers"
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({}, 6),
+        ({"cpu.max": "max 100000"}, 6),
+        ({"cpu.max": "250000 100000"}, 2),
+        ({"cpu.max": "800000 100000"}, 6),
+        ({"cpu.max": "50000 100000"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "300000", "cpu/cpu.cfs_period_us": "100000"}, 3),
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, 6),
+    ],
+    ids=["no-quota", "v2-max", "v2-2.5", "v2-above-affinity", "v2-half", "v1-3", "v1-unlimited"],
+)
+def test_usable_cpus_is_the_affinity_capped_by_the_cgroup_quota(six_cpus_in_a_cgroup: Path, files: dict[str, str],
+                                                                 expected: int) -> None:
+    for name, text in files.items():
+        (six_cpus_in_a_cgroup / name).parent.mkdir(exist_ok=True)
+        (six_cpus_in_a_cgroup / name).write_text(text + "\n")
+    assert usable_cpus() == expected
+
+
+def test_threads_per_worker_share_the_usable_cpus(six_cpus_in_a_cgroup: Path) -> None:
+    assert [threads_per_worker(workers, 0) for workers in (1, 2, 4, 6, 8)] == [6, 3, 1, 1, 1]
+    assert threads_per_worker(4, 5) == 5, "an explicit thread count wins"
 
 
 def test_python_defaults_equal_the_yaml() -> None:

@@ -124,15 +124,35 @@ def test_eval_garments_scheme(model: str, unscored: set[str], ccp_two: tuple[Pat
         assert min(classes[name]["iou"] for name in ("hair", "upper", "skin")) > 0.3
 
 
-def test_eval_quality_flags_reach_the_configuration(ccp_two: tuple[Path, Path], tmp_path: Path) -> None:
-    report_path = tmp_path / "report.json"
-    result = run_cli("eval", *map(str, ccp_two), "--label-set", "ccp", "--roi-mode", "whole", "--margin", "0.3",
-                     "--person-height", "256", "--score-threshold", "0.6", "--json", str(report_path))
+@pytest.fixture(scope="module")
+def default_eval(ccp_two: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    report_path = tmp_path_factory.mktemp("eval") / "report.json"
+    result = run_cli("eval", *map(str, ccp_two), "--label-set", "ccp", "--json", str(report_path))
     assert result.returncode == 0, result.stderr
-    assert "whole frame" in result.stdout
-    settings = json.loads(report_path.read_text())["settings"]
-    assert settings["roi"] == {"mode": "whole", "margin": 0.3, "person_height": 256}
-    assert settings["detector"]["score_threshold"] == 0.6
+    return json.loads(report_path.read_text())
+
+
+@pytest.mark.parametrize(
+    "flag, value, setting",
+    [
+        ("--roi-mode", "whole", ("roi", "mode")),
+        ("--margin", "0.3", ("roi", "margin")),
+        ("--person-height", "256", ("roi", "person_height")),
+        ("--score-threshold", "0.95", ("detector", "score_threshold")),
+    ],
+)
+def test_eval_quality_flags_change_the_scores(flag: str, value: str, setting: tuple[str, str], default_eval: dict,
+                                              ccp_two: tuple[Path, Path], tmp_path: Path) -> None:
+    """Each flag reaches the run: it is in the settings and the labels (so the scores) are not the default's."""
+    report_path = tmp_path / "report.json"
+    result = run_cli("eval", *map(str, ccp_two), "--label-set", "ccp", flag, value, "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    section, key = setting
+    assert str(report["settings"][section][key]) == value and str(default_eval["settings"][section][key]) != value
+    assert report["pixel_accuracy"] != pytest.approx(default_eval["pixel_accuracy"], abs=1e-4)
+    if flag == "--roi-mode":
+        assert "whole frame" in result.stdout
 
 
 def _link_dirs(tmp_path: Path, shared: Path, stems: tuple[str, ...], labelled: tuple[str, ...]) -> tuple[Path, Path]:

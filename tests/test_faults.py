@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -21,16 +23,20 @@ from conftest import VTEST, cut_clip, make_audio_only, probe_video, run_cli
 DEGRADED, BAD_INPUT, BAD_OUTPUT, MODEL = 8, 3, 4, 5
 
 
-def decodable_frames(path: Path) -> int:
-    """Frames FFmpeg can decode from a (possibly damaged) file, skipping what it cannot."""
-    count = 0
+def decode_damaged(path: Path) -> tuple[int, int]:
+    """Frames FFmpeg can decode from a (possibly damaged) file, and the packets it cannot decode."""
+    frames = failed = 0
     with av.open(str(path)) as container:
         for packet in container.demux(video=0):
             try:
-                count += len(packet.decode())
+                frames += len(packet.decode())
             except av.error.InvalidDataError:
-                continue
-    return count
+                failed += 1
+    return frames, failed
+
+
+def decodable_frames(path: Path) -> int:
+    return decode_damaged(path)[0]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -106,7 +112,8 @@ def test_sigkill_of_a_worker_mid_run_loses_no_frame(clip40: Path, tmp_path: Path
     assert process.returncode == DEGRADED, stderr
     assert "died (exit code -9)" in stderr and "degraded run" in stderr
     assert probe_video(tmp_path / "o.mp4").frames == 40
-    assert [int(line.split(",")[0].split(":")[1]) for line in stats.read_text().splitlines()] == list(range(40))
+    records = [json.loads(line) for line in stats.read_text().splitlines()]
+    assert [(r["seq"], r["status"]) for r in records] == [(seq, "ok") for seq in range(40)], "each parsed, once"
 
 
 @pytest.mark.slow
@@ -130,17 +137,24 @@ def test_a_stalled_source_is_restarted_where_it_left_off(clip40: Path, tmp_path:
     assert facts.frames == 40 and facts.pts_s == pytest.approx([i / 10 for i in range(40)]), "no frame twice"
 
 
-def test_corrupted_bytes_in_the_middle_are_skipped(clip40: Path, tmp_path: Path) -> None:
-    damaged = tmp_path / "damaged.avi"
-    data = bytearray(clip40.read_bytes())
+def test_corrupted_bytes_in_the_middle_are_skipped(h264_clip: Path, tmp_path: Path) -> None:
+    """Random bytes over the payload of 10 H.264 packets (the container stays intact): those packets cannot be
+    decoded, the rest can."""
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(h264_clip.read_bytes())
+    with av.open(str(h264_clip)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size][15:25]
     rng = random.Random(7)
-    middle = len(data) // 2
-    data[middle:middle + 20_000] = bytes(rng.randrange(256) for _ in range(20_000))
+    for position, size in packets:
+        data[position + 4:position + size] = bytes(rng.randrange(256) for _ in range(size - 4))  # after the NAL size
     damaged.write_bytes(bytes(data))
     result = run_cli("run", str(damaged), "-o", str(tmp_path / "o.mp4"), "--workers", "2", "--config", FAST)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert probe_video(tmp_path / "o.mp4").frames == decodable_frames(damaged) > 20
+    frames, failed = decode_damaged(damaged)
+    assert probe_video(tmp_path / "o.mp4").frames == frames > 30
+    skipped = re.search(r"undecodable packets skipped\s*│\s*(\d+)", result.stderr)
+    assert skipped and int(skipped[1]) == failed > 0, "the summary counts the packets it skipped"
 
 
 def test_a_truncated_file_ends_cleanly_with_what_was_decoded(clip40: Path, tmp_path: Path) -> None:
@@ -179,7 +193,7 @@ def small_disk(tmp_path: Path):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount_point)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+        pytest.fail(f"cannot mount a small tmpfs ({mounted.stderr.strip()}): the tests need root, as in CI")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
@@ -217,28 +231,34 @@ def test_an_output_directory_that_vanishes_mid_run(clip40: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_4k_runs_within_its_memory_budget(shared: Path, tmp_path: Path) -> None:
+    """24 4K frames, enough to fill every slot and x264's lookahead: without a budget the tree's peak is over the
+    budget (measured 1357 MB on a loaded 2-core machine), with it it stays under (1207 MB)."""
     import cv2
 
     from vidparse.pipeline.memory import PeakMemory
 
+    frames, budget = 24, 1300
     clip = tmp_path / "vtest4k.mp4"
     with av.open(str(VTEST)) as src, av.open(str(clip), "w") as dst:
-        stream = dst.add_stream("libx264", rate=10)
+        stream = dst.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
         stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
         for i, frame in enumerate(src.decode(video=0)):
-            if i == 6:
+            if i == frames:
                 break
             big = cv2.resize(frame.to_ndarray(format="bgr24"), (3840, 2160))
             dst.mux(stream.encode(av.VideoFrame.from_ndarray(big, format="bgr24")))
         dst.mux(stream.encode(None))
-    budget = 1100
-    process = start(str(clip), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--max-memory", str(budget),
-                    "--model", "bodypix")
-    with PeakMemory(process.pid) as memory:
-        _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr
-    assert memory.peak_mb <= budget, f"peak {memory.peak_mb:.0f} MB over the {budget} MB budget"
-    assert probe_video(tmp_path / "o.mp4").frames == 6
+    peaks = {}
+    for name, extra in (("unbounded", []), ("budget", ["--max-memory", str(budget)])):
+        process = start(str(clip), "-o", str(tmp_path / f"{name}.mp4"), "--workers", "1", "--model", "bodypix",
+                        *extra)
+        with PeakMemory(process.pid) as memory:
+            _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+        assert probe_video(tmp_path / f"{name}.mp4").frames == frames
+        peaks[name] = memory.peak_mb
+    assert peaks["unbounded"] > budget, f"without a budget the peak ({peaks['unbounded']:.0f} MB) is over {budget} MB"
+    assert peaks["budget"] <= budget, f"peak {peaks['budget']:.0f} MB over the {budget} MB budget"
     too_small = run_cli("run", str(clip), "-o", str(tmp_path / "small.mp4"), "--max-memory", "300")
     assert too_small.returncode == 2 and "is too small for these frames" in too_small.stderr
 

@@ -97,7 +97,26 @@ def test_server_killed_and_restarted_reconnects_by_itself(rtsp_server: RtspServe
     gap_at = max(range(1, len(times)), key=lambda i: times[i] - times[i - 1])
     assert times[gap_at] - times[gap_at - 1] >= 2, "the outage shows as a gap"
     assert gap_at >= 3 and len(times) - gap_at >= 3, "frames from before and after the outage"
-    assert probe_video(tmp_path / "live.mp4").frames == len(times)
+    written = probe_video(tmp_path / "live.mp4").pts_s
+    assert len(written) == len(times)
+    assert all(b > a for a, b in zip(written, written[1:])), "the file's timestamps rise across the reconnect"
+    assert written[gap_at] - written[gap_at - 1] >= 2, "and keep the outage as a gap"
+
+
+@pytest.mark.slow
+def test_stream_lost_without_reconnects_exits_6_with_a_playable_file(rtsp_server: RtspServer, tmp_path: Path) -> None:
+    stats = tmp_path / "stats.jsonl"
+    process = start_cli(rtsp_server.url, tmp_path / "live.mp4", "--reconnect-attempts", "0", "--stats", str(stats))
+    deadline = time.monotonic() + 60
+    while not (stats.exists() and len(stats.read_text().splitlines()) >= 5):
+        assert time.monotonic() < deadline and process.poll() is None, "the run made no progress"
+        time.sleep(0.1)
+    rtsp_server.kill()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 6, stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert "reconnecting is off" in line and "hint:" in stderr and "Traceback" not in stderr
+    assert probe_video(tmp_path / "live.mp4").frames == len(stats_lines(stats)) >= 5, "every frame read is written"
 
 
 def test_unreachable_stream_without_reconnects_fails_fast(tmp_path: Path) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from modelscope_m2fp import build_modelscope_m2fp, modelscope_outputs  # modelscope is a test dependency: no skip
 
 from vidparse.stages.parsers.m2fp.checkpoint import make_random_checkpoint, read_state_dict
 from vidparse.stages.parsers.m2fp.config import read_config
 from vidparse.stages.parsers.m2fp.model import M2FPNet
 from vidparse.stages.parsers.m2fp.postprocess import parsing_inference, semantic_inference, upsample_masks
-
-pytest.importorskip("modelscope")
-from modelscope_m2fp import build_modelscope_m2fp, modelscope_outputs  # noqa: E402
 
 TOLERANCE = 1e-4
 

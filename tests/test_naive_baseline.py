@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import VTEST, cut_clip, probe_video
+from conftest import VTEST, cut_clip, probe_video, run_cli
+from vidparse.model_store import resolve_model
+from vidparse.stages.parsers.bodypix import BodyPixParser, Options
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "naive_baseline.py"
@@ -63,3 +68,23 @@ def test_failed_vidparse_run_exits_with_its_code(shared: Path, tmp_path: Path) -
     result = run_script(str(short), "--frames", "2", "--vidparse", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2, result.stdout + result.stderr  # vidparse's exit code for a user error
     assert "does not exist" in result.stderr and "failed with exit code 2" in result.stderr
+
+
+def test_whole_frame_config_gives_the_naive_labels_exactly(clip: Path, tmp_path: Path) -> None:
+    """docs/tuning.md compares speed at equal output: benchmarks/configs/whole-frame.yaml must label every pixel as
+    the naive baseline does (its whole frame, decoded by cv2, to BodyPix with default options)."""
+    frames = 4
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", str(frames), "--workers", "1",
+                     "--config", str(REPO / "benchmarks" / "configs" / "whole-frame.yaml"), "--masks", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    parser = BodyPixParser(resolve_model("bodypix"), Options(), None)
+    parser.open()
+    capture = cv2.VideoCapture(str(clip))
+    for seq in range(frames):
+        ok, image = capture.read()
+        assert ok
+        naive = parser.parse([image])[0]
+        ours = np.array(Image.open(tmp_path / f"{seq:06d}.png"))
+        assert len(np.unique(naive)) > 5, "a frame with people in it"
+        assert np.array_equal(ours, naive), f"frame {seq}: {(ours != naive).mean():.2%} of the pixels differ"
+    capture.release()

@@ -28,8 +28,15 @@ def test_alpha_one_paints_pure_class_colors(vtest_frame: np.ndarray) -> None:
 def test_legend_names_the_classes_present(vtest_frame: np.ndarray) -> None:
     label_set = load_label_set("cihp")
     labels = np.zeros(vtest_frame.shape[:2], np.uint8)
-    labels[300:400, 400:500] = 2
+    present = (2, 5, 13)
+    for i, label in enumerate(present):
+        labels[300 + 30 * i:330 + 30 * i, 400:500] = label
     plain = Recolor(label_set, ComposeOptions(alpha=0.5, legend=False)).process(vtest_frame, labels)
     with_legend = Recolor(label_set, ComposeOptions(alpha=0.5, legend=True)).process(vtest_frame, labels)
-    assert np.array_equal(with_legend[6:18, 6:20], np.broadcast_to(label_set.colors[2], (12, 14, 3)))
-    assert not np.array_equal(plain[:30, :120], with_legend[:30, :120])
+    changed = np.any(plain != with_legend, axis=2)
+    rows = np.nonzero(changed.any(axis=1))[0]
+    assert rows.min() >= 6 and rows.max() < 6 + 18 * len(present), "one entry per class present, no more"
+    for i, label in enumerate(present):
+        y = 6 + 18 * i
+        assert np.array_equal(with_legend[y + 1:y + 12, 7:20], np.broadcast_to(label_set.colors[label], (11, 13, 3)))
+        assert changed[y:y + 13, 26:120].sum() > 20, f"entry {i} has its name written beside the swatch"
