@@ -100,10 +100,11 @@ def run(
     video, or annotated images and label PNGs."""
     _setup_logging(verbose)
     from vidparse.config import load_config
-    from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
+    from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
     from vidparse.pipeline.cpus import threads_per_worker
     from vidparse.pipeline.runner import Runner
     from vidparse.progress import RunReporter
+    from vidparse.signals import stop_on_signals
     from vidparse.stages.images import ImageSet, check_image_output, is_image_input
     from vidparse.stages.sink import CONTAINERS, check_output_path
     from vidparse.stages.source import InputKind, input_kind, probe
@@ -129,15 +130,18 @@ def run(
             if input_kind(input) is InputKind.FILE and not images:
                 probe(input)
             check_output_path(output)
-        job = ParseVideoJob(settings, input, output, ResolvedModels.for_config(settings), masks_dir=masks,
-                            stats_path=stats, instances_dir=instances, max_frames=max_frames, images=images)
+        parser = ParserSpec(settings, ResolvedModels.for_config(settings))
+        stream = StreamSpec(settings, input, output, masks_dir=masks, stats_path=stats, instances_dir=instances,
+                            max_frames=max_frames, images=images)
         threads_each = threads_per_worker(settings.worker_count, settings.threads)
         with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
-            runner = Runner(job, run_settings(settings, input, threads_each),
+            runner = Runner(parser, stream, pool_settings(settings, input, threads_each),
+                            stream_settings(settings, input),
                             on_open=lambda info: (reporter.on_open(info), reporter.limit(max_frames)),
-                            on_frame=reporter.on_frame)
+                            subscribers=[reporter.on_frame])
             try:
-                result = runner.run()
+                with stop_on_signals(runner.stop):
+                    result = runner.run()
             finally:
                 written = runner.output.paths if runner.output is not None else []
         summary = reporter.summary(result)

@@ -63,8 +63,11 @@ class AnnotatedOutput:
         for writer in self._side_outputs():
             writer.open()
 
-    def write(self, frame: Frame, labels: np.ndarray, result: FrameResult) -> None:
+    def write(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
+        """Write one frame from its parser ``arrays``; returns the labels written (after tracking and the temporal vote) and the
+        annotated image."""
         started = time.perf_counter()
+        labels = arrays["labels"]
         if self.timestamps:
             frame = replace(frame, pts=self.timestamps.stamp(frame.pts))
         tracked = self.ordered.process(labels, frame.image, result)
@@ -84,6 +87,7 @@ class AnnotatedOutput:
         if self.stats:
             latency = None if frame.captured_at is None else round((time.time() - frame.captured_at) * 1000, 1)
             self.stats.write(result, frame.pts, frame.seconds, {"latency_ms": latency})
+        return labels, annotated
 
     def close(self) -> None:
         self.ordered.close()
@@ -127,9 +131,10 @@ class AnnotatedImages:
         if self.stats:
             self.stats.open()
 
-    def write(self, frame: Frame, labels: np.ndarray, result: FrameResult) -> None:
+    def write(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
+        """As `AnnotatedOutput.write`, for the image's own size."""
         width, height = self.images.sizes[frame.seq]
-        image, labels = frame.image[:height, :width], np.ascontiguousarray(labels[:height, :width])
+        image, labels = frame.image[:height, :width], np.ascontiguousarray(arrays["labels"][:height, :width])
         started = time.perf_counter()
         annotated = self.recolor.process(image, labels)
         result.timings["compose"] = time.perf_counter() - started
@@ -144,6 +149,7 @@ class AnnotatedImages:
         self.masks.write(frame.seq, labels, self.images.paths[frame.seq].stem + self._mask_suffix)
         if self.stats:
             self.stats.write(result, None, None, {"image": str(self.images.paths[frame.seq])})
+        return labels, annotated
 
     def close(self) -> None:
         if self.stats:

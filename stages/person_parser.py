@@ -16,11 +16,11 @@ from vidparse.stages.types import Detections, FrameResult, LabelSet, PersonStats
 @dataclass
 class RoiOptions:
     # "roi": parse person crops; "whole": parse the whole frame, boxes only for statistics
-    mode: str = field(metadata={"choices": ("roi", "whole")})
+    mode: str = field(default="roi", metadata={"choices": ("roi", "whole")})
     # context added around each box, as a share of its width and height
-    margin: float = field(metadata={"range": (0.0, 2.0)})
+    margin: float = field(default=0.15, metadata={"range": (0.0, 2.0)})
     # crops are scaled so the box plus margin is this many pixels tall
-    person_height: int = field(metadata={"range": (32, 4096)})
+    person_height: int = field(default=512, metadata={"range": (32, 4096)})
 
 
 def box_region(labels: np.ndarray, box: np.ndarray) -> np.ndarray:
