@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from vidparse.config import Config
-from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
+from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
 from vidparse.pipeline.cpus import threads_per_worker, usable_cpus
-from vidparse.pipeline.runner import Runner, RunStats
+from vidparse.pipeline.runner import Runner
+from vidparse.pipeline.stats import RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
 
 
@@ -36,20 +37,21 @@ def scaling(trials: list[Trial]) -> list[tuple[float, float]]:
 
 
 @contextmanager
-def scratch_runner(config: Config, input_url: str, workers: int, threads: int, **job_options: Any) -> Iterator[Runner]:
-    """A runner for `vidparse run`'s job and settings on this input with ``workers`` x ``threads`` (0: an equal
+def scratch_runner(config: Config, input_url: str, workers: int, threads: int, **stream_options: Any
+                   ) -> Iterator[Runner]:
+    """A runner for `vidparse run`'s specs and settings on this input with ``workers`` x ``threads`` (0: an equal
     share of the CPUs), writing its video into a folder that is deleted afterwards."""
-    settings = replace(run_settings(config, input_url, threads_per_worker(workers, threads)), workers=workers)
+    pool = replace(pool_settings(config, input_url, threads_per_worker(workers, threads)), workers=workers)
     with tempfile.TemporaryDirectory(prefix="vidparse-scratch-") as scratch:
-        job = ParseVideoJob(config, input_url, Path(scratch) / "out.mp4", ResolvedModels.for_config(config),
-                            **job_options)
-        yield Runner(job, settings)
+        stream = StreamSpec(config, input_url, Path(scratch) / "out.mp4", **stream_options)
+        yield Runner(ParserSpec(config, ResolvedModels.for_config(config)), stream, pool,
+                     stream_settings(config, input_url))
 
 
 def run_trial(config: Config, input_url: str, frames: int, workers: int, threads: int) -> Trial:
     with scratch_runner(config, input_url, workers, threads, max_frames=frames) as runner:
         stats = runner.run()
-    return Trial(workers, runner.settings.threads, stats)
+    return Trial(workers, runner.engine.settings.threads, stats)
 
 
 def machine_description() -> str:

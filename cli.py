@@ -78,6 +78,10 @@ def run(
     stats: Annotated[Optional[Path], typer.Option(help="Write one JSON line of statistics per frame here.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
     parse_every: Annotated[Optional[int], typer.Option(help="Parse every K-th frame; carry labels between by optical flow.")] = None,
+    tracking: Annotated[Optional[bool], typer.Option("--tracking/--no-tracking", help="Track persons (video): stable ids, bridged misses, smoothed labels.")] = None,
+    max_missed: Annotated[Optional[int], typer.Option(help="Tracking: frames a person survives without a detection.")] = None,
+    instances: Annotated[Optional[Path], typer.Option(help="Write one 16-bit PNG of track ids per frame here.")] = None,
+    track_ids: Annotated[Optional[bool], typer.Option("--track-ids/--no-track-ids", help="Write track ids on the video.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Class color weight over the frame, 0..1.")] = None,
     legend: Annotated[Optional[bool], typer.Option("--legend/--no-legend", help="Draw the class legend.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (M2FP).")] = None,
@@ -96,10 +100,11 @@ def run(
     video, or annotated images and label PNGs."""
     _setup_logging(verbose)
     from vidparse.config import load_config
-    from vidparse.jobs import ParseVideoJob, ResolvedModels, run_settings
+    from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
     from vidparse.pipeline.cpus import threads_per_worker
     from vidparse.pipeline.runner import Runner
     from vidparse.progress import RunReporter
+    from vidparse.signals import stop_on_signals
     from vidparse.stages.images import ImageSet, check_image_output, is_image_input
     from vidparse.stages.sink import CONTAINERS, check_output_path
     from vidparse.stages.source import InputKind, input_kind, probe
@@ -112,23 +117,31 @@ def run(
             "live.reconnect_attempts": reconnect_attempts, "live.open_timeout_s": open_timeout,
             "live.read_timeout_s": read_timeout, "output.segment_seconds": segment_seconds,
             "output.fragmented": fragmented, "max_memory_mb": max_memory, "keyframes.parse_every": parse_every,
+            "tracking.enabled": tracking, "tracking.max_missed": max_missed, "tracking.draw_ids": track_ids,
         })
         images = ImageSet.find(input) if is_image_input(input) else None
-        if images and output.suffix.lower() not in CONTAINERS:
+        image_output = images and output.suffix.lower() not in CONTAINERS
+        if instances and (image_output or not settings.tracking.enabled):
+            raise ConfigError("--instances needs tracking, which runs on video output only",
+                              hint="drop --no-tracking (or tracking.enabled: false), or write a video")
+        if image_output:
             check_image_output(images, output)
         else:
             if input_kind(input) is InputKind.FILE and not images:
                 probe(input)
             check_output_path(output)
-        job = ParseVideoJob(settings, input, output, ResolvedModels.for_config(settings), masks_dir=masks,
-                            stats_path=stats, max_frames=max_frames, images=images)
+        parser = ParserSpec(settings, ResolvedModels.for_config(settings))
+        stream = StreamSpec(settings, input, output, masks_dir=masks, stats_path=stats, instances_dir=instances,
+                            max_frames=max_frames, images=images)
         threads_each = threads_per_worker(settings.worker_count, settings.threads)
         with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
-            runner = Runner(job, run_settings(settings, input, threads_each),
+            runner = Runner(parser, stream, pool_settings(settings, input, threads_each),
+                            stream_settings(settings, input),
                             on_open=lambda info: (reporter.on_open(info), reporter.limit(max_frames)),
-                            on_frame=reporter.on_frame)
+                            subscribers=[reporter.on_frame])
             try:
-                result = runner.run()
+                with stop_on_signals(runner.stop):
+                    result = runner.run()
             finally:
                 written = runner.output.paths if runner.output is not None else []
         summary = reporter.summary(result)
@@ -138,7 +151,8 @@ def run(
         console.print(summary)
         files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
         console.print("wrote " + files + (f", masks in {masks}" if masks else "")
-                      + (f", stats in {stats}" if stats else ""), soft_wrap=True)
+                      + (f", stats in {stats}" if stats else "") + (f", instances in {instances}" if instances else ""),
+                      soft_wrap=True)
         if result.interrupted:
             raise typer.Exit(INTERRUPTED_EXIT)
         if result.degraded:
@@ -393,6 +407,8 @@ def eval_video(
     max_frames: Annotated[Optional[int], typer.Option(min=2, help="Stop after this many frames.")] = None,
     temporal_window: Annotated[Optional[int], typer.Option(
         "--temporal-window", help="Also measure a label vote over this many frames (temporal.window; 1 = off).")] = None,
+    truth: Annotated[Optional[Path], typer.Option(
+        help="MOT ground truth (gt.txt: frame,id,x,y,w,h,...): also count ID switches of the tracks.")] = None,
     model: ModelOption = None,
     model_dir: ModelDirOption = None,
     config: ConfigOption = None,
@@ -403,9 +419,11 @@ def eval_video(
     json_path: JsonOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Measure label flicker: how often labels change where the image stood still between frames."""
+    """Measure flicker (labels changing where the image stood still, persons vanishing for a frame or three),
+    consecutive-frame agreement, and ID switches against MOT ground truth; per frame, with the vote, with tracking."""
     _setup_logging(verbose)
     from vidparse.evaluation.runs import evaluate_video
+    from vidparse.evaluation.tracking import read_mot
     from vidparse.evaluation.tables import video_table
     from vidparse.jobs import ResolvedModels
     from vidparse.pipeline.cpus import threads_per_worker
@@ -415,11 +433,12 @@ def eval_video(
         settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold,
                                    temporal_window)
         frames = probe(input).frames if "://" not in input else 0
+        ground_truth = read_mot(truth) if truth else None
         models = ResolvedModels.for_config(settings)
         with _progress() as progress:
             task = progress.add_task("eval-video", total=min(filter(None, (frames, max_frames)), default=None))
             report = evaluate_video(settings, models, input, max_frames, threads_per_worker(1, settings.threads),
-                                    on_frame=lambda: progress.advance(task))
+                                    on_frame=lambda: progress.advance(task), truth=ground_truth)
         _report(video_table(report), report, json_path)
 
 

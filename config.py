@@ -22,29 +22,39 @@ from vidparse.stages.recolor import ComposeOptions
 from vidparse.stages.sink import EncoderOptions
 from vidparse.stages.source import LiveOptions
 from vidparse.stages.temporal import TemporalOptions
+from vidparse.stages.tracker import TrackingOptions
+
+
+def _default_parsers() -> dict[str, Any]:
+    return {name: backend_module(name).Options() for name in ("bodypix", "cihp-lite")}
 
 
 @dataclass
 class Config:
-    model: str = field(metadata={"choices": tuple(BACKENDS)})
-    model_path: str | None
-    device: str = field(metadata={"choices": ("cpu", "cuda")})
-    workers: int | None = field(metadata={"range": (1, 1024)})  # None: one per usable CPU
-    threads: int = field(metadata={"range": (0, 1024)})
-    queue_size: int = field(metadata={"range": (1, 10_000)})
+    """The Python defaults equal configs/default.yaml's (tests/test_config.py checks it), so a Config can be made
+    without the YAML."""
+
+    model: str = field(default="cihp-lite", metadata={"choices": tuple(BACKENDS)})
+    model_path: str | None = None
+    device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+    workers: int | None = field(default=None, metadata={"range": (1, 1024)})  # None: one per usable CPU
+    threads: int = field(default=0, metadata={"range": (0, 1024)})
+    queue_size: int = field(default=8, metadata={"range": (1, 10_000)})
     # block: the source waits for the workers (nothing lost); drop: the oldest waiting frame is dropped
     # (latency stays bounded); auto: drop for live inputs, block for files
-    policy: str = field(metadata={"choices": ("auto", "block", "drop")})
-    max_memory_mb: int = field(metadata={"range": (0, 10_000_000)})  # whole process tree; 0 = no budget
-    frame_timeout_s: float = field(metadata={"range": (1.0, 86_400.0)})  # a worker stuck longer on a frame is replaced
-    live: LiveOptions
-    detector: DetectorOptions
-    roi: RoiOptions
-    parsers: dict[str, Any]  # backend name -> that backend's Options dataclass
-    keyframes: KeyframeOptions
-    temporal: TemporalOptions
-    compose: ComposeOptions
-    output: EncoderOptions
+    policy: str = field(default="auto", metadata={"choices": ("auto", "block", "drop")})
+    max_memory_mb: int = field(default=0, metadata={"range": (0, 10_000_000)})  # whole process tree; 0 = no budget
+    # a worker stuck longer on a frame is replaced
+    frame_timeout_s: float = field(default=120.0, metadata={"range": (1.0, 86_400.0)})
+    live: LiveOptions = field(default_factory=LiveOptions)
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    roi: RoiOptions = field(default_factory=RoiOptions)
+    parsers: dict[str, Any] = field(default_factory=_default_parsers)  # backend name -> its Options dataclass
+    keyframes: KeyframeOptions = field(default_factory=KeyframeOptions)
+    temporal: TemporalOptions = field(default_factory=TemporalOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    compose: ComposeOptions = field(default_factory=ComposeOptions)
+    output: EncoderOptions = field(default_factory=EncoderOptions)
 
     @property
     def worker_count(self) -> int:
@@ -138,9 +148,7 @@ def build(cls: type, data: Any, where: str) -> Any:
     for name, f in fields.items():
         key = f"{where}{name}"
         if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"config key '{key}' is missing", hint="see configs/default.yaml")
-            continue
+            continue  # every option has a Python default
         values[name] = _value(hints[name], data[name], key, f.metadata)
     return cls(**values)
 

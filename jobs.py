@@ -6,9 +6,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vidparse.config import Config
 from vidparse.model_store import resolve_model
-from vidparse.pipeline.runner import RunSettings
+from vidparse.pipeline.messages import FrameKey
+from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.keyframes import KeyframeParser
@@ -19,6 +22,7 @@ from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.sink import CONTAINERS
 from vidparse.stages.source import InputKind, StreamInfo, VideoSource, input_kind
+from vidparse.stages.types import FrameResult
 
 
 @dataclass
@@ -40,14 +44,54 @@ def build_person_parser(config: Config, models: ResolvedModels, threads: int | N
     return PersonParser(detector, parser, config.roi)
 
 
+class LabelsParser:
+    """The per-frame stage as the worker pool runs it: frames of any stream in, the ``labels`` array out (named as
+    in `StreamSpec.slot_layout`)."""
+
+    def __init__(self, stage: PersonParser | KeyframeParser) -> None:
+        self.stage = stage
+
+    def open(self) -> None:
+        self.stage.open()
+
+    def process(self, image: np.ndarray, key: FrameKey, group: int | None) -> tuple[dict[str, np.ndarray], FrameResult]:
+        if isinstance(self.stage, KeyframeParser):
+            labels, result = self.stage.process(image, key.seq, key.stream, group)
+        else:
+            labels, result = self.stage.process(image, key.seq)
+        return {"labels": labels}, result
+
+    def forget(self, stream: int) -> None:
+        if isinstance(self.stage, KeyframeParser):
+            self.stage.forget(stream)
+
+    def close(self) -> None:
+        self.stage.close()
+
+
 @dataclass
-class ParseVideoJob:
+class ParserSpec:
+    """What every worker needs, whatever the stream: pickled into each worker process."""
+
+    config: Config
+    models: ResolvedModels
+
+    def make_parser(self, threads: int) -> LabelsParser:
+        parser = build_person_parser(self.config, self.models, threads)
+        keyframes = self.config.keyframes
+        return LabelsParser(parser if keyframes.parse_every == 1 else KeyframeParser(parser, keyframes))
+
+
+@dataclass
+class StreamSpec:
+    """One input and its output: pickled into the stream's source process."""
+
     config: Config
     input_url: str
     output_path: Path
-    models: ResolvedModels
     masks_dir: Path | None = None
     stats_path: Path | None = None
+    instances_dir: Path | None = None  # per-frame 16-bit PNGs of track ids (tracking must be on)
     max_frames: int | None = None
     images: ImageSet | None = None  # the input is still images (a photo, a folder, a pattern)
 
@@ -55,13 +99,6 @@ class ParseVideoJob:
         if self.images:
             return ImageSource(self.images, self.max_frames)
         return VideoSource(self.input_url, max_frames=self.max_frames, live=self.config.live, stop=stop)
-
-    def make_parser(self, threads: int) -> PersonParser | KeyframeParser:
-        parser = build_person_parser(self.config, self.models, threads)
-        keyframes = self.config.keyframes
-        if keyframes.parse_every == 1:
-            return parser
-        return KeyframeParser(parser, keyframes, across_drops=drops_frames(self.config, self.input_url))
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
@@ -82,6 +119,9 @@ class ParseVideoJob:
             masks_dir=self.masks_dir,
             stats_path=self.stats_path,
             temporal=self.config.temporal,
+            tracking=self.config.tracking,
+            margin=self.config.roi.margin,
+            instances_dir=self.instances_dir,
         )
 
 
@@ -90,16 +130,20 @@ def drops_frames(config: Config, input_url: str) -> bool:
     return config.policy == "drop" or (config.policy == "auto" and input_kind(input_url) is not InputKind.FILE)
 
 
-def run_settings(config: Config, input_url: str, threads: int) -> RunSettings:
-    """Pipeline settings for this input: live inputs drop the oldest waiting frame; every source has a watchdog."""
-    live = input_kind(input_url) is not InputKind.FILE
-    drop = drops_frames(config, input_url)
+def pool_settings(config: Config, input_url: str, threads: int) -> PoolSettings:
+    """Live inputs: one frame per worker, so a frame never waits behind another in a worker's inbox."""
+    return PoolSettings(workers=config.worker_count, threads=threads, frame_timeout_s=config.frame_timeout_s,
+                        prefetch=1 if drops_frames(config, input_url) else 2)
+
+
+def stream_settings(config: Config, input_url: str) -> StreamSettings:
+    """Settings for this input: live inputs drop the oldest waiting frame; every source has a watchdog."""
     watchdog = config.frame_timeout_s
-    if live:
+    if input_kind(input_url) is not InputKind.FILE:
         options = config.live
         # Longer than a stall plus the slowest reconnect attempt, so the watchdog never fights the reconnect loop.
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
-    return RunSettings(workers=config.worker_count, threads=threads, queue_size=config.queue_size, drop_oldest=drop,
-                       source_timeout_s=watchdog, frame_timeout_s=config.frame_timeout_s,
-                       # Dropped frames break fixed groups: each worker then carries from its own latest frame.
-                       max_memory_mb=config.max_memory_mb, group_size=1 if drop else config.keyframes.parse_every)
+    # Dropped frames break fixed groups: the parser then carries from the stream's latest frame it saw.
+    return StreamSettings(queue_size=config.queue_size, drop_oldest=drops_frames(config, input_url),
+                          source_timeout_s=watchdog, max_memory_mb=config.max_memory_mb,
+                          group_size=config.keyframes.parse_every)

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vidparse.pipeline.runner import RunStats
-from vidparse.stages.types import Frame, FrameResult
+from vidparse.pipeline.stats import RunStats
+from vidparse.pipeline.writer import Written
 
 STAGE_ORDER = ("decode", "detect", "parse", "propagate", "compose", "encode")
 
@@ -54,8 +54,8 @@ class RunReporter:
         if frames and (task.total is None or frames < task.total):
             self.progress.update(self.task, total=frames)
 
-    def on_frame(self, frame: Frame, result: FrameResult, stats: RunStats | None = None) -> None:
-        count = len(result.persons)
+    def on_frame(self, written: Written, stats: RunStats | None = None) -> None:
+        count = len(written.result.persons)
         self.persons_total += count
         self.persons_max = max(self.persons_max, count)
         self.frames_with_persons += count > 0

@@ -17,8 +17,9 @@ from vidparse.config import Config
 from vidparse.errors import BadInputError
 from vidparse.pipeline.memory import PeakMemory
 from vidparse.pipeline.proctree import tree_cpu_seconds
-from vidparse.pipeline.runner import RunStats, percentile
-from vidparse.stages.types import FrameResult
+from vidparse.pipeline.stats import RunStats, percentile
+from vidparse.pipeline.writer import Written
+from vidparse.signals import stop_on_signals
 
 WORKER_STAGES = ("detect", "parse", "propagate")  # what a worker spends on one frame
 
@@ -77,7 +78,7 @@ class _Window:
     cpu_s: float = 0.0
     frame_ms: list[float] = field(default_factory=list)
 
-    def on_frame(self, frame: Any, result: FrameResult, stats: RunStats) -> None:
+    def on_frame(self, written: Written, stats: RunStats) -> None:
         if self.closed_at is not None:
             return  # frames finished after the stop request: outside the window
         if self.opened_at is None:
@@ -86,7 +87,7 @@ class _Window:
                 self.cpu_at_open = tree_cpu_seconds(os.getpid())
             return
         now = time.perf_counter()
-        self.frame_ms.append(sum(result.timings.get(stage, 0.0) for stage in WORKER_STAGES) * 1000)
+        self.frame_ms.append(sum(written.result.timings.get(stage, 0.0) for stage in WORKER_STAGES) * 1000)
         self.frames = stats.frames - self.frames_at_open
         self.cpu_s = tree_cpu_seconds(os.getpid()) - self.cpu_at_open
         self.last_at = now
@@ -107,10 +108,10 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
     warmup = max(3, 2 * layout.workers)
     with scratch_runner(config, input_url, layout.workers, layout.threads) as runner:
         window = _Window(warmup, seconds, runner.stop)
-        runner.on_frame = window.on_frame
-        with PeakMemory(os.getpid()) as memory:
+        runner.subscribers.append(window.on_frame)
+        with PeakMemory(os.getpid()) as memory, stop_on_signals(runner.stop) as signals:
             stats = runner.run()
-    if runner.stopped_by_signal:
+    if signals.received:
         raise KeyboardInterrupt
     if window.frames < 2:
         raise BadInputError(f"{input_url} is too short to measure {layout}: {stats.frames} frames, warm-up "

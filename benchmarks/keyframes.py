@@ -23,7 +23,7 @@ from PIL import Image
 from vidparse.bench import machine_description, scratch_runner
 from vidparse.config import load_config
 from vidparse.evaluation.metrics import iou_per_class
-from vidparse.pipeline.runner import RunStats
+from vidparse.pipeline.stats import RunStats
 
 log = logging.getLogger("keyframes")
 

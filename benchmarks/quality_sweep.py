@@ -16,7 +16,7 @@ import numpy as np
 
 from vidparse.config import load_config
 from vidparse.evaluation.datasets import find_samples
-from vidparse.evaluation.runs import ImageReport, evaluate_images, flicker_rows, parsed_frames
+from vidparse.evaluation.runs import ImageReport, VideoMode, evaluate_images, parsed_frames, video_rows
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.roi import crop_person
@@ -34,7 +34,8 @@ SWEEP: list[tuple[str, dict[str, Any]]] = [
     *((f"person height {v}", {"roi.person_height": v}) for v in PERSON_HEIGHTS),
     *((f"score threshold {v}", {"detector.score_threshold": v}) for v in SCORE_THRESHOLDS),
 ]
-VOTES = [TemporalOptions(1, 0)] + [TemporalOptions(w, t) for w in (2, 3, 5, 8) for t in (4, 8, 16)]
+VOTES = [VideoMode(vote, tracked=False) for vote in
+         [TemporalOptions(1, 0)] + [TemporalOptions(w, t) for w in (2, 3, 5, 8) for t in (4, 8, 16)]]
 
 
 def percent(value: float | None) -> str:
@@ -102,7 +103,7 @@ def flicker_sweep(shared: Path, frames: int, threads: int) -> None:
     parsed = list(parsed_frames(config, ResolvedModels.for_config(config), str(shared / VTEST), frames, threads))
     print(f"\nvtest.avi frames 0-{len(parsed) - 1}, {config.model}, roi {config.roi.mode}\n")
     print("| labels | flicker % | coarse flicker % | pixels considered |\n|---|---:|---:|---:|")
-    for row in flicker_rows(parsed, load_label_set("bodypix"), VOTES):
+    for row in video_rows(parsed, load_label_set("bodypix"), config, VOTES):
         print(f"| {row.mode} | {percent(row.rate)} | {percent(row.coarse_rate)} | {row.considered:,} |", flush=True)
 
 

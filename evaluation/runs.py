@@ -15,14 +15,16 @@ import numpy as np
 from vidparse.config import Config
 from vidparse.errors import BadOutputError
 from vidparse.evaluation.datasets import Sample, read_sample
-from vidparse.evaluation.metrics import (OTHER, STILL_THRESHOLD, FlickerCount, FlickerMeter, coarse_lut, confusion,
-                                         iou_per_class, pixel_accuracy, producible)
+from vidparse.evaluation.metrics import (OTHER, STILL_THRESHOLD, FlickerMeter, coarse_lut, confusion, iou_per_class,
+                                         pixel_accuracy, producible)
+from vidparse.evaluation.tracking import AgreementMeter, IdSwitchMeter, PresenceMeter
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import SCHEMES, load_label_set
 from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.source import VideoSource
-from vidparse.stages.temporal import TemporalOptions, TemporalVote
-from vidparse.stages.types import LabelSet
+from vidparse.stages.temporal import TemporalOptions
+from vidparse.stages.track_labels import OrderedLabels
+from vidparse.stages.types import FrameResult, LabelSet
 
 MODEL_CANNOT = "n/a: the model cannot produce it"
 TRUTH_LACKS = "n/a: the ground truth has no such class"
@@ -60,14 +62,57 @@ class FlickerRow:
     coarse_flipped: int  # ... whose coarse class changed (BodyPix flips front and back parts a lot)
     rate: float | None  # flipped / considered
     coarse_rate: float | None
+    person_frames: int  # persons written, summed over frames (bridged ones included)
+    presence_flickers: int  # persons present, then missing for 1 to 3 frames, then present again
+    part_agreement: float | None  # part mIoU of each label map against the one before it
+    person_agreement: float | None  # person IoU of each label map against the one before it
+    id_switches: int | None  # against the ground truth (--truth), tracked modes only
 
-    @classmethod
-    def of(cls, mode: str, count: FlickerCount) -> FlickerRow:
+
+@dataclass
+class VideoMode:
+    vote: TemporalOptions
+    tracked: bool
+
+    @property
+    def name(self) -> str:
+        name = "tracked" if self.tracked else "per-frame"
+        if self.vote.window > 1:
+            name += f" + vote over {self.vote.window} frames (still <= {self.vote.still_threshold})"
+        return name
+
+
+class _ModeRun:
+    """One way of writing the parsed frames (with or without tracking and the vote), and its meters."""
+
+    def __init__(self, mode: VideoMode, label_set: LabelSet, config: Config,
+                 truth: dict[int, list[tuple[int, np.ndarray]]] | None) -> None:
+        self.mode = mode
+        self.stages = OrderedLabels(label_set, mode.vote, config.tracking if mode.tracked else None, config.roi.margin)
+        self.flicker = FlickerMeter(label_set)
+        self.presence = PresenceMeter()
+        self.agreement = AgreementMeter(len(label_set))
+        self.ids = IdSwitchMeter(truth) if truth is not None and mode.tracked else None
+
+    def update(self, image: np.ndarray, labels: np.ndarray, result: FrameResult) -> None:
+        tracked = self.stages.process(labels, image, result)
+        persons = tracked.result.persons
+        self.flicker.update(image, tracked.labels)
+        self.presence.update(np.array([p.box for p in persons], np.float32).reshape(-1, 4))
+        self.agreement.update(tracked.labels)
+        if self.ids:
+            self.ids.update(result.seq, [(p.track_id, np.array(p.box)) for p in persons])
+
+    def row(self) -> FlickerRow:
+        count = self.flicker.count
+
         def share(part: int) -> float | None:
             return part / count.considered if count.considered else None
 
-        return cls(mode, count.frames, count.considered, count.flipped, count.coarse_flipped, share(count.flipped),
-                   share(count.coarse_flipped))
+        return FlickerRow(self.mode.name, count.frames, count.considered, count.flipped, count.coarse_flipped,
+                          share(count.flipped), share(count.coarse_flipped), self.presence.person_frames,
+                          self.presence.flickers, self.agreement.part_miou, self.agreement.person_iou,
+                          self.ids.switches if self.ids else None)
 
 
 @dataclass
@@ -84,7 +129,7 @@ def quality_settings(config: Config) -> dict[str, Any]:
     """The configuration keys that change parsing quality, as reported with every result."""
     return {"model": config.model, "roi": dataclasses.asdict(config.roi),
             "detector": {"score_threshold": config.detector.score_threshold},
-            "temporal": dataclasses.asdict(config.temporal)}
+            "temporal": dataclasses.asdict(config.temporal), "tracking": dataclasses.asdict(config.tracking)}
 
 
 class _Tally:
@@ -148,15 +193,15 @@ def _image_report(config: Config, truth: LabelSet, tally: _Tally) -> ImageReport
 
 def parsed_frames(config: Config, models: ResolvedModels, url: str, max_frames: int | None = None,
                   threads: int | None = None, on_frame: Callable[[], None] | None = None
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(image, labels) of each frame of a video, parsed as `vidparse run` parses it, in order."""
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, FrameResult]]:
+    """(image, labels, result) of each frame of a video, parsed as `vidparse run` parses it, in order."""
     source = VideoSource(url, max_frames=max_frames)
     parser = build_person_parser(config, models, threads)
     source.open()
     try:
         parser.open()
         for frame in source.frames():
-            yield frame.image, parser.process(frame.image, frame.seq)[0]
+            yield frame.image, *parser.process(frame.image, frame.seq)
             if on_frame:
                 on_frame()
     finally:
@@ -164,31 +209,34 @@ def parsed_frames(config: Config, models: ResolvedModels, url: str, max_frames: 
         source.close()
 
 
-def flicker_rows(frames: Iterable[tuple[np.ndarray, np.ndarray]], label_set: LabelSet,
-                 votes: Sequence[TemporalOptions]) -> list[FlickerRow]:
-    """Flicker of the label sequence after each temporal vote (window 1: the labels as parsed)."""
-    smoothers = [TemporalVote(options) for options in votes]
-    meters = [FlickerMeter(label_set) for _ in votes]
-    for image, labels in frames:
-        for smoother, meter in zip(smoothers, meters):
-            meter.update(image, smoother.process(labels, image))
-    return [FlickerRow.of(_vote_name(options), meter.count) for options, meter in zip(votes, meters)]
+def video_modes(config: Config) -> list[VideoMode]:
+    """Per-frame parsing, and with the configured vote and tracking when those are on."""
+    off = TemporalOptions(window=1, still_threshold=0)
+    votes = [off] + ([config.temporal] if config.temporal.window > 1 else [])
+    tracking = [False] + ([True] if config.tracking.enabled else [])
+    return [VideoMode(vote, tracked) for tracked in tracking for vote in votes]
 
 
-def _vote_name(options: TemporalOptions) -> str:
-    if options.window == 1:
-        return "per-frame"
-    return f"per-frame + vote over {options.window} frames (still <= {options.still_threshold})"
+def video_rows(frames: Iterable[tuple[np.ndarray, np.ndarray, FrameResult]], label_set: LabelSet, config: Config,
+               modes: Sequence[VideoMode], truth: dict[int, list[tuple[int, np.ndarray]]] | None = None
+               ) -> list[FlickerRow]:
+    """Pixel flicker, presence flicker, consecutive-frame agreement (and ID switches against ``truth``) of the
+    parsed frames written each way."""
+    runs = [_ModeRun(mode, label_set, config, truth) for mode in modes]
+    for run in runs:
+        run.stages.open()
+    for image, labels, result in frames:
+        for run in runs:
+            run.update(image, labels, result)
+    return [run.row() for run in runs]
 
 
 def evaluate_video(config: Config, models: ResolvedModels, url: str, max_frames: int | None = None,
-                   threads: int | None = None, on_frame: Callable[[], None] | None = None) -> VideoReport:
-    """Label flicker of per-frame parsing on a clip, and with the configured temporal vote when that is on."""
-    votes = [TemporalOptions(window=1, still_threshold=0)]
-    if config.temporal.window > 1:
-        votes.append(config.temporal)
+                   threads: int | None = None, on_frame: Callable[[], None] | None = None,
+                   truth: dict[int, list[tuple[int, np.ndarray]]] | None = None) -> VideoReport:
+    """Flicker and agreement of per-frame parsing on a clip, and with the configured vote and tracking."""
     frames = parsed_frames(config, models, url, max_frames, threads, on_frame)
-    rows = flicker_rows(frames, load_label_set(LABEL_SETS[config.model]), votes)
+    rows = video_rows(frames, load_label_set(LABEL_SETS[config.model]), config, video_modes(config), truth)
     return VideoReport(config.model, url, rows[0].frames, quality_settings(config), STILL_THRESHOLD, rows)
 
 

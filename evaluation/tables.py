@@ -38,14 +38,20 @@ def image_table(report: ImageReport) -> Table:
 
 
 def video_table(report: VideoReport) -> Table:
-    table = Table(title=f"label flicker: {report.model} on {report.video}, frames 0-{report.frames - 1}",
+    table = Table(title=f"flicker and agreement: {report.model} on {report.video}, frames 0-{report.frames - 1}",
                   caption=f"{_roi_caption(report.settings)}. Flicker: of the pixels that stood still between consecutive "
                           f"frames (no channel changed by more than {report.still_threshold}) and that either frame labels "
-                          "as a person, the share whose label changed (coarse: whose coarse class changed). "
-                          "Keyframe mode (--parse-every) does not exist yet.",
+                          "as a person, the share whose label changed (coarse: whose coarse class changed). Presence "
+                          "flicker: persons present, missing for 1-3 frames, present again. Agreement: each label map "
+                          "against the one before it (part mIoU, person IoU). ID switches need --truth. "
+                          "Keyframe mode (--parse-every) is not measured here.",
                   title_justify="left")
-    for column in ("parsing", "flicker %", "coarse flicker %", "pixels considered"):
-        table.add_column(column, justify="left" if column == "parsing" else "right")
+    columns = ("labels", "flicker %", "coarse flicker %", "pixels considered", "presence flickers", "persons",
+               "part mIoU %", "person IoU %", "ID switches")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "labels" else "right")
     for row in report.rows:
-        table.add_row(row.mode, _percent(row.rate, 2), _percent(row.coarse_rate, 2), f"{row.considered:,}")
+        table.add_row(row.mode, _percent(row.rate, 2), _percent(row.coarse_rate, 2), f"{row.considered:,}",
+                      f"{row.presence_flickers}", f"{row.person_frames:,}", _percent(row.part_agreement),
+                      _percent(row.person_agreement), "n/a" if row.id_switches is None else f"{row.id_switches}")
     return table

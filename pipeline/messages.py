@@ -6,17 +6,39 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from vidparse.pipeline.slots import SlotsHandle
+
+
+@dataclass(frozen=True, order=True)
+class FrameKey:
+    """A frame's identity in a pool shared by several streams."""
+
+    stream: int
+    seq: int
+
 
 @dataclass(frozen=True)
 class Task:
-    """A decoded frame waiting in shared-memory slot ``slot``."""
+    """A decoded frame waiting in slot ``slot`` of the shared-memory block ``block`` (attached by its name)."""
 
-    seq: int
+    key: FrameKey
     slot: int
+    block: SlotsHandle
     pts: int | None
     time_base: Fraction
     decode_s: float
     captured_at: float | None = None  # wall-clock time the source got the frame (live latency)
+    # Frames of one group go to one worker, in order, so the parser can carry state between them (keyframe mode);
+    # None: no fixed groups (frames may be dropped), a worker carries from the frame before on its stream.
+    group: int | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.key.seq
+
+    @property
+    def stream(self) -> int:
+        return self.key.stream
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,14 @@ class FrameFailed:
     task: Task
     error: str
     worker: int
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Tells a worker that a stream ended: drop its slot block and whatever state the parser kept for it."""
+
+    stream: int
+    block: str
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from vidparse.pipeline.messages import Done, Failed, FrameFailed, Opened, Parsed, Ready, Task
+from vidparse.pipeline.messages import Done, Failed, FrameFailed, FrameKey, Forget, Opened, Parsed, Ready, Task
 from vidparse.pipeline.slots import SharedSlots, SlotsHandle
 
 log = logging.getLogger(__name__)
@@ -79,16 +79,17 @@ class StopFlag:
         return True
 
 
-def source_main(job: Any, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
+def source_main(spec: Any, stream: int, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
                 resume: Resume | None = None) -> None:
     """Decode frames into free slots and announce each one, in order, on ``events``.
 
     ``inbox`` and ``events`` are this process's own pipes: the main process sends the slots handle first, then
-    the number of each slot that becomes free. A source killed at any moment leaves no shared lock held.
+    the number of each slot that becomes free. A source killed at any moment leaves no shared lock held. The
+    frame goes into the layout's first array.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    configure_logging(log_levels, "source")
-    source = job.make_source(stop)
+    configure_logging(log_levels, "source" if stream == 0 else f"source {stream}")
+    source = spec.make_source(stop)
     next_seq = resume.seq + 1 if resume else 0
     pts_shift: int | None = None if resume else 0
     slots: SharedSlots | None = None
@@ -119,10 +120,10 @@ def source_main(job: Any, inbox: Any, events: Any, stop: StopFlag, log_levels: d
             slot = _take_slot(inbox, stop)
             if slot is None:
                 break
-            slots.view(slot, "image")[:] = frame.image
+            slots.view(slot, handle.layout.input)[:] = frame.image
             pts = None if frame.pts is None else frame.pts + pts_shift
-            events.send(Task(seq=next_seq, slot=slot, pts=pts, time_base=frame.time_base, decode_s=decode_s,
-                             captured_at=captured_at))
+            events.send(Task(key=FrameKey(stream, next_seq), slot=slot, block=handle, pts=pts,
+                             time_base=frame.time_base, decode_s=decode_s, captured_at=captured_at))
             next_seq += 1
         events.send(Done(frames=next_seq, skipped_packets=source.skipped_packets))
     except Exception as exc:  # reported to the main process, which owns user-facing errors
@@ -140,12 +141,11 @@ def _take_slot(inbox: Any, stop: StopFlag) -> int | None:
     return None
 
 
-def worker_main(job: Any, index: int, threads: int, handle: SlotsHandle, inbox: Any, events: Any,
-                log_levels: dict[str, int]) -> None:
+def worker_main(spec: Any, index: int, threads: int, inbox: Any, events: Any, log_levels: dict[str, int]) -> None:
     """Parse the frames the main process sends down ``inbox`` until it sends ``None``.
 
     ``inbox`` and ``events`` are this worker's own pipes: a worker killed mid-message can break only its own
-    pipe, never a lock that other processes share.
+    pipe, never a lock that other processes share. Each task names its stream's slot block, attached on first use.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(log_levels, f"worker {index}")
@@ -153,24 +153,32 @@ def worker_main(job: Any, index: int, threads: int, handle: SlotsHandle, inbox: 
 
     cv2.setNumThreads(threads)
     try:
-        stage = job.make_parser(threads)
+        stage = spec.make_parser(threads)
         stage.open()
     except Exception as exc:
         events.send(Failed(f"worker {index}", _portable(exc)))
         return
-    slots = SharedSlots.attach(handle)
+    blocks: dict[str, SharedSlots] = {}
     events.send(Ready(index))
     try:
         while (task := inbox.recv()) is not None:
+            if isinstance(task, Forget):
+                stage.forget(task.stream)
+                if (block := blocks.pop(task.block, None)) is not None:
+                    block.close()
+                continue
+            slots = blocks.get(task.block.name) or blocks.setdefault(task.block.name, SharedSlots.attach(task.block))
             try:
-                labels, result = stage.process(slots.view(task.slot, "image"), task.seq)
+                arrays, result = stage.process(slots.view(task.slot, task.block.layout.input), task.key, task.group)
             except Exception as exc:
-                log.debug("frame %d failed in worker %d:\n%s", task.seq, index, traceback.format_exc())
+                log.debug("frame %s failed in worker %d:\n%s", task.key, index, traceback.format_exc())
                 events.send(FrameFailed(task, f"{type(exc).__name__}: {exc}", index))
                 continue
-            slots.view(task.slot, "labels")[:] = labels
+            for name, array in arrays.items():
+                slots.view(task.slot, name)[:] = array
             result.timings["decode"] = task.decode_s
             events.send(Parsed(task=task, result=result, worker=index))
     finally:
         stage.close()
-        slots.close()
+        for block in blocks.values():
+            block.close()

@@ -13,9 +13,18 @@ from multiprocess import shared_memory
 
 @dataclass(frozen=True)
 class SlotLayout:
-    """The arrays in every slot: name -> (shape, dtype string)."""
+    """The arrays in every slot: name -> (shape, dtype string). The source decodes into the first (``input``);
+    the parser fills the others (``outputs``), named as the parser returns them."""
 
     arrays: tuple[tuple[str, tuple[int, ...], str], ...]
+
+    @property
+    def input(self) -> str:
+        return self.arrays[0][0]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.arrays[1:])
 
     @property
     def slot_bytes(self) -> int:
@@ -63,6 +72,10 @@ class SharedSlots:
 
     def view(self, index: int, array_name: str) -> np.ndarray:
         return self._views[index][array_name]
+
+    def outputs(self, index: int) -> dict[str, np.ndarray]:
+        """Slot ``index``'s parser outputs by name."""
+        return {name: self._views[index][name] for name in self.layout.outputs}
 
     def close(self) -> None:
         self._views = []

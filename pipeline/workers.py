@@ -9,9 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vidparse.pipeline.messages import Task
+from vidparse.pipeline.messages import FrameKey, Forget, Task
 from vidparse.pipeline.processes import logging_levels, worker_main
-from vidparse.pipeline.slots import SlotsHandle
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +39,19 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, context: Any, job: Any, count: int, threads: int, slots: SlotsHandle,
-                 frame_timeout_s: float, spawn: Callable[[Callable[[], None]], None], prefetch: int = 2,
-                 group_size: int = 1) -> None:
+    """Parser processes shared by every stream. Frames are known by their `FrameKey`; a task names the slot block
+    its frame is in, so streams can come and go while the workers run."""
+
+    def __init__(self, context: Any, spec: Any, count: int, threads: int, frame_timeout_s: float,
+                 spawn: Callable[[Callable[[], None]], None], prefetch: int = 2) -> None:
         self._context = context
-        self._job = job
+        self._spec = spec
         self._threads = threads
-        self._slots = slots
         self._frame_timeout_s = frame_timeout_s
         self._spawn = spawn  # runs a start-up callable with the worker thread environment applied
         # Frames handed to a worker at once: two keep it busy while the main process is elsewhere.
         self._prefetch = prefetch
-        self._group_size = group_size
-        self._group_owner: dict[int, int] = {}  # group number -> worker index
+        self._group_owner: dict[tuple[int, int], int] = {}  # (stream, group) -> worker index
         self._workers = [self._start(i) for i in range(count)]
 
     def _start(self, index: int) -> _Worker:
@@ -60,7 +59,7 @@ class WorkerPool:
         events_receive, events_send = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=worker_main,
-            args=(self._job, index, self._threads, self._slots, inbox_receive, events_send, logging_levels()),
+            args=(self._spec, index, self._threads, inbox_receive, events_send, logging_levels()),
             name=f"vidparse-worker-{index}",
             daemon=True,
         )
@@ -79,23 +78,20 @@ class WorkerPool:
         if worker.in_flight and worker.busy_since is None:
             worker.busy_since = time.monotonic()
 
-    def slots_in_use(self) -> set[int]:
-        return {task.slot for worker in self._workers for task in worker.in_flight}
-
     def has_capacity(self) -> bool:
         return any(len(w.in_flight) < self._prefetch for w in self._workers)
 
     def dispatch(self, task: Task) -> bool:
         """Send a frame to a worker with room: its group's worker if the group has one. False: no room now."""
-        group = task.seq // self._group_size
-        owner = self._group_owner.get(group) if self._group_size > 1 else None
+        group = None if task.group is None else (task.stream, task.group)
+        owner = None if group is None else self._group_owner.get(group)
         if owner is not None:
             worker = self._workers[owner]
         else:
             worker = min(self._workers, key=lambda w: (len(w.in_flight), not w.ready, w.index))
         if len(worker.in_flight) >= self._prefetch:
             return False
-        if self._group_size > 1 and owner is None:
+        if group is not None and owner is None:
             self._group_owner[group] = worker.index
             if len(self._group_owner) > GROUP_OWNERS_KEPT:
                 del self._group_owner[next(iter(self._group_owner))]
@@ -103,16 +99,32 @@ class WorkerPool:
             worker.busy_since = time.monotonic()
         worker.in_flight.append(task)
         worker.inbox.send(task)
-        log.debug("frame %d -> worker %d (holds %s)", task.seq, worker.index, [t.seq for t in worker.in_flight])
+        log.debug("frame %s -> worker %d (holds %s)", task.key, worker.index, [t.seq for t in worker.in_flight])
         return True
 
-    def finished(self, index: int, seq: int) -> None:
+    def finished(self, index: int, key: FrameKey) -> bool:
+        """Worker ``index`` answered for ``key``; False for a late answer from a worker already given up on."""
         worker = self._workers[index]
-        if not worker.in_flight or worker.in_flight[0].seq != seq:
-            log.debug("ignored a late result for frame %d from worker %d", seq, index)
-            return  # a result from a worker that was already given up on (hung, then answered)
+        if not worker.in_flight or worker.in_flight[0].key != key:
+            log.debug("ignored a late result for frame %s from worker %d", key, index)
+            return False  # a result from a worker that was already given up on (hung, then answered)
         worker.in_flight.popleft()
         worker.busy_since = time.monotonic() if worker.in_flight else None
+        return True
+
+    def forget(self, stream: int, block: str) -> None:
+        """A stream ended: its group owners go, and workers detach its slot block and drop its parser state."""
+        for group in [group for group in self._group_owner if group[0] == stream]:
+            del self._group_owner[group]
+        for worker in self._workers:
+            self._send(worker, Forget(stream, block))
+
+    @staticmethod
+    def _send(worker: _Worker, message: Any) -> None:
+        try:
+            worker.inbox.send(message)
+        except OSError:  # the worker is gone; check() replaces it
+            pass
 
     def wait_for_exit(self, index: int) -> None:
         """A worker's pipe closed: give its process a moment to be reaped so ``check`` sees the exit code."""
@@ -147,10 +159,7 @@ class WorkerPool:
         """Ask every worker to finish (after ``wait_s`` at most), then kill the ones still running."""
         for worker in self._workers:
             if worker.process.exitcode is None:
-                try:
-                    worker.inbox.send(None)
-                except OSError:  # the worker is gone already
-                    pass
+                self._send(worker, None)
         deadline = time.monotonic() + wait_s
         for worker in self._workers:
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))

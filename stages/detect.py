@@ -17,9 +17,9 @@ PERSON_CLASS = 0
 
 @dataclass
 class DetectorOptions:
-    score_threshold: float = field(metadata={"range": (0.0, 1.0)})
-    nms_iou: float = field(metadata={"range": (0.0, 1.0)})
-    min_height: int = field(metadata={"range": (0, 100_000)})  # shorter boxes (frame pixels) are dropped
+    score_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    nms_iou: float = field(default=0.45, metadata={"range": (0.0, 1.0)})
+    min_height: int = field(default=16, metadata={"range": (0, 100_000)})  # shorter boxes (frame pixels) are dropped
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

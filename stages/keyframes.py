@@ -30,9 +30,9 @@ FLOW_PRESETS = {
 @dataclass
 class KeyframeOptions:
     # parse frames whose number is a multiple of this; carry labels to the others by optical flow; 1 = parse all
-    parse_every: int = field(metadata={"range": (1, 100)})
+    parse_every: int = field(default=1, metadata={"range": (1, 100)})
     # DIS optical flow preset: ultrafast | fast | medium (slower, follows fast limbs better)
-    flow_preset: str = field(metadata={"choices": tuple(FLOW_PRESETS)})
+    flow_preset: str = field(default="ultrafast", metadata={"choices": tuple(FLOW_PRESETS)})
 
 
 @dataclass
@@ -40,6 +40,7 @@ class _Carried:
     """What the next frame of the group is carried from."""
 
     seq: int
+    group: int | None
     keyframe: int
     carried: int  # frames carried since the keyframe
     gray: np.ndarray
@@ -77,21 +78,20 @@ def track_boxes(boxes: np.ndarray, backward_flow: np.ndarray, labels: np.ndarray
 
 
 class KeyframeParser:
-    """Stage object with PersonParser's interface.
+    """Stage object like PersonParser, for frames of several streams: what is carried is kept per stream.
 
-    Without drops (files), frames of one group (``seq // parse_every``) must come in order to get carried labels;
-    a frame with no earlier frame of its group here (a keyframe, or the first this process saw after a restart) is
-    parsed directly, so results never depend on which process got which frame. ``across_drops`` (live inputs,
-    where frames are dropped while a worker parses): one frame in ``parse_every`` of those this process sees is
-    parsed, and the others are carried from the frame before them here, up to MAX_CARRY_GAP frames back.
+    With fixed groups (``group``, files), frames of one group must come in order to get carried labels; a frame
+    with no earlier frame of its group here (a keyframe, or the first this process saw after a restart) is parsed
+    directly, so results never depend on which process got which frame. Without (``group`` None: live inputs,
+    where frames are dropped while a worker parses): one frame in ``parse_every`` of those this process sees of
+    the stream is parsed, and the others are carried from the frame before them here, up to MAX_CARRY_GAP back.
     """
 
-    def __init__(self, parser: PersonParser, options: KeyframeOptions, across_drops: bool = False) -> None:
+    def __init__(self, parser: PersonParser, options: KeyframeOptions) -> None:
         self.parser = parser
         self.options = options
-        self.across_drops = across_drops
         self._flow: cv2.DISOpticalFlow | None = None
-        self._carried: _Carried | None = None
+        self._carried: dict[int, _Carried] = {}  # stream -> what its next frame is carried from
 
     @property
     def label_set(self):
@@ -100,22 +100,23 @@ class KeyframeParser:
     def open(self) -> None:
         self.parser.open()
         self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.options.flow_preset])
-        self._carried = None
+        self._carried = {}
 
-    def _carries_to(self, seq: int, gray: np.ndarray) -> bool:
-        every, carried = self.options.parse_every, self._carried
+    def _carries_to(self, carried: _Carried | None, seq: int, group: int | None, gray: np.ndarray) -> bool:
+        every = self.options.parse_every
         if carried is None or carried.seq >= seq or carried.gray.shape != gray.shape:
             return False
-        if self.across_drops:
+        if group is None:
             return carried.carried < every - 1 and seq - carried.seq <= MAX_CARRY_GAP
-        return carried.seq // every == seq // every
+        return carried.group == group
 
-    def process(self, image: np.ndarray, seq: int = 0) -> tuple[np.ndarray, FrameResult]:
+    def process(self, image: np.ndarray, seq: int = 0, stream: int = 0,
+                group: int | None = None) -> tuple[np.ndarray, FrameResult]:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        carried = self._carried
-        if not self._carries_to(seq, gray):
+        carried = self._carried.get(stream)
+        if not self._carries_to(carried, seq, group, gray):
             labels, result, detections = self.parser.process_with_detections(image, seq)
-            self._carried = _Carried(seq, seq, 0, gray, labels, detections)
+            self._carried[stream] = _Carried(seq, group, seq, 0, gray, labels, detections)
             return labels, result
         start = time.perf_counter()
         flow = self._flow.calc(gray, carried.gray, None)
@@ -124,12 +125,16 @@ class KeyframeParser:
         detections = Detections(boxes, carried.detections.scores)
         persons = [person_stats(self.label_set, box, score, box_region(labels, box))
                    for box, score in zip(detections.boxes, detections.scores)]
-        self._carried = _Carried(seq, carried.keyframe, carried.carried + 1, gray, labels, detections)
+        self._carried[stream] = _Carried(seq, group, carried.keyframe, carried.carried + 1, gray, labels, detections)
         result = FrameResult(seq=seq, persons=persons, timings={"propagate": time.perf_counter() - start},
                              carried_from=carried.keyframe)
         return labels, result
 
+    def forget(self, stream: int) -> None:
+        """The stream ended: drop what its frames would be carried from."""
+        self._carried.pop(stream, None)
+
     def close(self) -> None:
-        self._carried = None
+        self._carried = {}
         self._flow = None
         self.parser.close()

@@ -15,10 +15,12 @@ from vidparse.stages.images import ImageSet
 from vidparse.stages.recolor import ComposeOptions, Recolor
 from vidparse.stages.sink import EncoderOptions, VideoSink
 from vidparse.stages.source import MAX_TIMESTAMP_GAP_S, StreamInfo
-from vidparse.stages.temporal import TemporalOptions, TemporalVote
+from vidparse.stages.temporal import TemporalOptions
+from vidparse.stages.track_labels import OrderedLabels, draw_track_ids
 from vidparse.stages.timestamps import TimestampRepair
+from vidparse.stages.tracker import TrackingOptions
 from vidparse.stages.types import Frame, FrameResult, LabelSet
-from vidparse.stages.writers import MaskWriter, StatsWriter, make_directory
+from vidparse.stages.writers import InstanceWriter, MaskWriter, StatsWriter, make_directory
 
 
 class AnnotatedOutput:
@@ -33,12 +35,18 @@ class AnnotatedOutput:
         masks_dir: Path | None = None,
         stats_path: Path | None = None,
         temporal: TemporalOptions | None = None,
+        tracking: TrackingOptions | None = None,
+        margin: float = 0.0,
+        instances_dir: Path | None = None,
     ) -> None:
-        self.temporal = TemporalVote(temporal) if temporal else None
+        self.label_set = label_set
+        self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
+        self.draw_ids = bool(tracking and tracking.enabled and tracking.draw_ids)
         self.recolor = Recolor(label_set, compose)
         self.sink = VideoSink(video_path, info, encoder, audio_from)
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
         self.stats = StatsWriter(stats_path) if stats_path else None
+        self.instances = InstanceWriter(instances_dir) if instances_dir else None
         # A file's timestamps are repaired here, where frames arrive in order; a live timeline is already strict.
         self.timestamps = None if info.live else TimestampRepair(info.time_base, info.frame_rate, MAX_TIMESTAMP_GAP_S)
 
@@ -47,31 +55,42 @@ class AnnotatedOutput:
         return self.sink.paths
 
     def _side_outputs(self) -> list:
-        return [writer for writer in (self.masks, self.stats) if writer is not None]
+        return [writer for writer in (self.masks, self.stats, self.instances) if writer is not None]
 
     def open(self) -> None:
+        self.ordered.open()
         self.sink.open()
         for writer in self._side_outputs():
             writer.open()
 
-    def write(self, frame: Frame, labels: np.ndarray, result: FrameResult) -> None:
+    def write(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
+        """Write one frame from its parser ``arrays``; returns the labels written (after tracking and the temporal vote) and the
+        annotated image."""
         started = time.perf_counter()
+        labels = arrays["labels"]
         if self.timestamps:
             frame = replace(frame, pts=self.timestamps.stamp(frame.pts))
-        if self.temporal:
-            labels = self.temporal.process(labels, frame.image)
+        tracked = self.ordered.process(labels, frame.image, result)
+        labels = tracked.labels
+        result.persons = tracked.result.persons  # in place: the run's summary counts the persons written
         annotated = self.recolor.process(frame.image, labels)
+        if self.draw_ids:
+            draw_track_ids(annotated, result.persons)
         composed = time.perf_counter()
         self.sink.write(replace(frame, image=annotated))
         result.timings["compose"] = composed - started
         result.timings["encode"] = time.perf_counter() - composed
         if self.masks:
             self.masks.write(frame.seq, labels)
+        if self.instances:
+            self.instances.write(frame.seq, tracked.instances)
         if self.stats:
             latency = None if frame.captured_at is None else round((time.time() - frame.captured_at) * 1000, 1)
             self.stats.write(result, frame.pts, frame.seconds, {"latency_ms": latency})
+        return labels, annotated
 
     def close(self) -> None:
+        self.ordered.close()
         try:
             self.sink.close()
         finally:
@@ -112,9 +131,10 @@ class AnnotatedImages:
         if self.stats:
             self.stats.open()
 
-    def write(self, frame: Frame, labels: np.ndarray, result: FrameResult) -> None:
+    def write(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
+        """As `AnnotatedOutput.write`, for the image's own size."""
         width, height = self.images.sizes[frame.seq]
-        image, labels = frame.image[:height, :width], np.ascontiguousarray(labels[:height, :width])
+        image, labels = frame.image[:height, :width], np.ascontiguousarray(arrays["labels"][:height, :width])
         started = time.perf_counter()
         annotated = self.recolor.process(image, labels)
         result.timings["compose"] = time.perf_counter() - started
@@ -129,6 +149,7 @@ class AnnotatedImages:
         self.masks.write(frame.seq, labels, self.images.paths[frame.seq].stem + self._mask_suffix)
         if self.stats:
             self.stats.write(result, None, None, {"image": str(self.images.paths[frame.seq])})
+        return labels, annotated
 
     def close(self) -> None:
         if self.stats:

@@ -12,7 +12,7 @@ from vidparse.stages.types import LabelSet
 
 @dataclass
 class ComposeOptions:
-    alpha: float = field(metadata={"range": (0.0, 1.0)})  # weight of the class color over the frame
+    alpha: float = field(default=0.6, metadata={"range": (0.0, 1.0)})  # weight of the class color over the frame
     legend: bool = False
 
 

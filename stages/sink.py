@@ -30,8 +30,8 @@ SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
 
 @dataclass
 class EncoderOptions:
-    crf: int = field(metadata={"range": (0, 51)})
-    preset: str = field(metadata={"choices": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")})
+    crf: int = field(default=20, metadata={"range": (0, 51)})
+    preset: str = field(default="veryfast", metadata={"choices": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")})
     # > 0: a new file every this many seconds of video, named <stem>_<UTC start time><suffix>; 0: one file.
     segment_seconds: float = field(default=0.0, metadata={"range": (0.0, 86_400.0)})
     # MP4/MOV written as fragments (matroska needs nothing): playable however the process ends.

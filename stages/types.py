@@ -66,6 +66,8 @@ class PersonStats:
     box: tuple[float, float, float, float]
     score: float
     part_pixels: dict[str, int]
+    track_id: int | None = None  # tracking: the person's id, stable from frame to frame
+    bridged: bool = False  # tracking: not detected in this frame, drawn at its track's predicted box
 
 
 @dataclass

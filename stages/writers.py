@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import IO
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -53,6 +54,28 @@ class MaskWriter:
         pass
 
 
+class InstanceWriter:
+    """Writes ``DIR/000123.png``: 16-bit grayscale PNGs whose pixel values are track ids (0: no person)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def open(self) -> None:
+        make_directory(self.directory, "instance directory")
+
+    def write(self, seq: int, instances: np.ndarray) -> None:
+        path = self.directory / f"{seq:06d}.png"
+        try:
+            saved = cv2.imwrite(str(path), instances, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        except cv2.error as exc:
+            raise write_failed(path, OSError(str(exc))) from exc
+        if not saved:
+            raise write_failed(path, OSError("the PNG encoder refused it"))
+
+    def close(self) -> None:
+        pass
+
+
 class StatsWriter:
     """Writes one JSON object per frame: seq, pts, seconds, persons (box, score, part pixels), timings."""
 
@@ -76,7 +99,8 @@ class StatsWriter:
             "pts": pts,
             "time_s": None if seconds is None else round(seconds, 6),
             "persons": [
-                {"box": [round(v, 1) for v in p.box], "score": round(p.score, 4), "parts": p.part_pixels}
+                {"box": [round(v, 1) for v in p.box], "score": round(p.score, 4), "parts": p.part_pixels,
+                 "track_id": p.track_id, "bridged": p.bridged}
                 for p in result.persons
             ],
             "timings_ms": {k: round(v * 1000, 3) for k, v in result.timings.items()},

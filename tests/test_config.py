@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from vidparse.config import load_config
+from vidparse.config import Config, default_config_path, load_config, read_yaml
 from vidparse.errors import ConfigError
 from vidparse.pipeline import cpus
 from vidparse.pipeline.cpus import threads_per_worker, usable_cpus
@@ -50,6 +50,18 @@ def test_usable_cpus_is_the_affinity_capped_by_the_cgroup_quota(six_cpus_in_a_cg
 def test_threads_per_worker_share_the_usable_cpus(six_cpus_in_a_cgroup: Path) -> None:
     assert [threads_per_worker(workers, 0) for workers in (1, 2, 4, 6, 8)] == [6, 3, 1, 1, 1]
     assert threads_per_worker(4, 5) == 5, "an explicit thread count wins"
+
+
+def test_python_defaults_equal_the_yaml() -> None:
+    """A Config made in Python (no YAML read) is the one configs/default.yaml gives, and the YAML names every key
+    the dataclasses have (so it documents them all)."""
+    assert Config() == load_config()
+
+    def keys(node: dict, prefix: str = "") -> set[str]:
+        return {f"{prefix}{k}" for k in node} | {key for k, v in node.items() if isinstance(v, dict)
+                                                  for key in keys(v, f"{prefix}{k}.")}
+
+    assert keys(read_yaml(default_config_path())) == keys(Config().to_dict())
 
 
 def test_file_then_cli_overrides(tmp_path: Path) -> None:

@@ -207,18 +207,24 @@ def test_labels_must_fit_their_image_and_label_set(shared: Path, tmp_path: Path)
         read_sample(Sample("0001", sample.image_path, rgb), load_label_set("ccp"))
 
 
-def test_eval_video_reports_flicker_with_and_without_the_vote(clip: Path, tmp_path: Path) -> None:
-    report_path = tmp_path / "flicker.json"
+def test_eval_video_reports_flicker_and_agreement_with_and_without_vote_and_tracking(clip: Path, tmp_path: Path) -> None:
+    report_path, truth = tmp_path / "flicker.json", tmp_path / "gt.txt"
+    truth.write_text("".join(f"{frame},1,10,10,40,100,1\n" for frame in range(1, 7)))  # MOT: nobody stands there
     result = run_cli("eval-video", str(clip), "--max-frames", "6", "--temporal-window", "3", "--person-height", "256",
-                     "--json", str(report_path))  # small crops keep the test fast
+                     "--truth", str(truth), "--json", str(report_path))  # small crops keep the test fast
     assert result.returncode == 0, result.stderr
     assert "flicker" in result.stdout and "Keyframe mode" in result.stdout
     report = json.loads(report_path.read_text())
     assert report["frames"] == 6 and report["settings"]["roi"]["person_height"] == 256
-    assert [row["mode"] for row in report["rows"]] == ["per-frame", "per-frame + vote over 3 frames (still <= 8)"]
+    vote = " + vote over 3 frames (still <= 8)"
+    assert [row["mode"] for row in report["rows"]] == ["per-frame", "per-frame" + vote, "tracked", "tracked" + vote]
     for row in report["rows"]:
         assert row["considered"] > 0 and 0 <= row["coarse_rate"] <= row["rate"] <= 1
-    assert report["rows"][1]["rate"] <= report["rows"][0]["rate"]
+        assert row["person_frames"] >= 6 and 0 < row["part_agreement"] < row["person_agreement"] <= 1
+        assert row["id_switches"] == (0 if row["mode"].startswith("tracked") else None)
+    per_frame, voted, tracked, _ = report["rows"]
+    assert voted["rate"] <= per_frame["rate"]
+    assert tracked["person_agreement"] > per_frame["person_agreement"]
 
 
 def test_temporal_window_is_validated() -> None:

@@ -56,8 +56,8 @@ def shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
 def test_a_moved_frame_gets_the_keyframe_labels_moved_with_it(person_parser, vtest_frame: np.ndarray) -> None:
     stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="fast"))
     stage.open()
-    key_labels, key_result = stage.process(vtest_frame, seq=0)
-    labels, result = stage.process(shifted(vtest_frame, 6, 3), seq=1)
+    key_labels, key_result = stage.process(vtest_frame, seq=0, group=0)
+    labels, result = stage.process(shifted(vtest_frame, 6, 3), seq=1, group=0)
     assert key_result.carried_from is None and result.carried_from == 0
     assert result.timings.keys() == {"propagate"}, "carried frames are neither detected nor parsed"
     expected = shifted(key_labels, 6, 3)
@@ -76,20 +76,34 @@ def test_a_frame_without_an_earlier_frame_of_its_group_is_parsed(person_parser, 
     stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"))
     stage.open()
     direct, _ = person_parser.process(vtest_frame, seq=4)
-    stage.process(vtest_frame, seq=0)
-    labels, result = stage.process(vtest_frame, seq=4)  # group 1 (frames 3-5), nothing of it seen: a restart
+    stage.process(vtest_frame, seq=0, group=0)
+    labels, result = stage.process(vtest_frame, seq=4, group=1)  # frames 3-5, nothing of it seen: a restart
     assert result.carried_from is None and "parse" in result.timings
     assert np.array_equal(labels, direct)
-    _, after = stage.process(vtest_frame, seq=5)
+    _, after = stage.process(vtest_frame, seq=5, group=1)
     assert after.carried_from == 4
-    stage.process(vtest_frame, seq=6)
-    _, across_a_gap = stage.process(shifted(vtest_frame, 2, 0), seq=8)  # frame 7 dropped (live drop policy)
+    stage.process(vtest_frame, seq=6, group=2)
+    _, across_a_gap = stage.process(shifted(vtest_frame, 2, 0), seq=8, group=2)  # frame 7 was not sent here
     assert across_a_gap.carried_from == 6, "a gap inside the group is bridged by one larger flow step"
+
+
+def test_what_is_carried_is_kept_per_stream(person_parser, vtest_frame: np.ndarray) -> None:
+    """One worker parses frames of two streams: stream 1's frames are never carried from stream 0's."""
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"))
+    stage.open()
+    stage.process(vtest_frame, seq=0, stream=0, group=0)
+    _, other = stage.process(vtest_frame, seq=1, stream=1, group=0)  # stream 1 joined late: its first frame
+    assert other.carried_from is None, "a stream's first frame is parsed, not carried from another stream"
+    _, own = stage.process(vtest_frame, seq=1, stream=0, group=0)
+    assert own.carried_from == 0, "stream 0 still carries from its own keyframe"
+    stage.forget(0)
+    _, forgotten = stage.process(vtest_frame, seq=2, stream=0, group=0)
+    assert forgotten.carried_from is None
 
 
 def test_across_drops_one_frame_in_k_is_parsed(person_parser, vtest_frame: np.ndarray) -> None:
     """Live: frames dropped while a worker parses leave gaps; the next frames are still carried, not parsed."""
-    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"), across_drops=True)
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"))  # no groups
     stage.open()
     sources = [stage.process(vtest_frame, seq)[1].carried_from for seq in (0, 5, 6, 7, 8, 9, 10, 40)]
     assert sources == [None, 0, 0, None, 7, 7, None, None], "parse, carry twice, parse...; too far back: parse"

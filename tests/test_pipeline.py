@@ -16,7 +16,9 @@ import pytest
 
 from vidparse.errors import BadInputError, ModelError
 from vidparse.pipeline.reorder import ReorderBuffer
-from vidparse.pipeline.runner import Runner, RunSettings
+from vidparse.pipeline.messages import FrameKey
+from vidparse.pipeline.runner import Runner
+from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.source import VideoSource
 from vidparse.stages.types import Frame, FrameResult
@@ -44,7 +46,8 @@ class ThresholdStage:
         counter.write_text(str(used + 1))
         return True
 
-    def process(self, image: np.ndarray, seq: int) -> tuple[np.ndarray, FrameResult]:
+    def process(self, image: np.ndarray, key: FrameKey, group: int | None) -> tuple[dict, FrameResult]:
+        seq = key.seq
         if seq == self.job.raise_at:
             raise ValueError("this frame always fails")
         if seq == self.job.kill_at and self._fault_budget_left():
@@ -55,7 +58,10 @@ class ThresholdStage:
         if self.job.trace:
             with open(self.job.trace, "a") as trace:
                 trace.write(f"{os.getpid()} {seq}\n")
-        return (image[:, :, 0] > 100).astype(np.uint8), FrameResult(seq=seq, timings={"parse": 0.001})
+        return {"labels": (image[:, :, 0] > 100).astype(np.uint8)}, FrameResult(seq=seq, timings={"parse": 0.001})
+
+    def forget(self, stream: int) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -77,12 +83,14 @@ class CollectingOutput:
     def open(self) -> None:
         pass
 
-    def write(self, frame: Frame, labels: np.ndarray, result: FrameResult) -> None:
+    def write(self, frame: Frame, arrays: dict, result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
+        labels = arrays["labels"]
         assert result.seq == frame.seq
         self.sink.seqs.append(frame.seq)
         self.sink.statuses.append(result.status)
         self.sink.labels.append(labels.copy())
         self.sink.images.append(frame.image.copy())
+        return labels, frame.image
 
     def close(self) -> None:
         self.sink.closed = True
@@ -90,6 +98,8 @@ class CollectingOutput:
 
 @dataclass
 class TrivialJob:
+    """Both specs at once: the parser (for the workers) and the stream (source, layout, output)."""
+
     url: str
     collected: Collected
     fail_open: bool = False
@@ -114,14 +124,19 @@ class TrivialJob:
         return CollectingOutput(self.collected)
 
 
+def runner(job: TrivialJob, workers: int, queue_size: int = 2, frame_timeout_s: float = 120.0, **stream) -> Runner:
+    return Runner(job, job, PoolSettings(workers=workers, threads=1, frame_timeout_s=frame_timeout_s),
+                  StreamSettings(queue_size=queue_size, **stream))
+
+
 def run(job: TrivialJob, workers: int, queue_size: int = 2):
-    return Runner(job, RunSettings(workers=workers, threads=1, queue_size=queue_size)).run()
+    return runner(job, workers, queue_size).run()
 
 
 def test_every_frame_once_in_order_whatever_the_worker_count(clip: Path) -> None:
     one, three = Collected(), Collected()
-    runner = Runner(TrivialJob(str(clip), one), RunSettings(workers=1, threads=1, queue_size=2))
-    stats = runner.run()
+    runner_one = runner(TrivialJob(str(clip), one), workers=1)
+    stats = runner_one.run()
     run(TrivialJob(str(clip), three), workers=3)
     assert one.seqs == three.seqs == list(range(12))
     assert stats.frames == 12 and stats.stage_s["parse"] == pytest.approx(0.012) and stats.stage_s["decode"] > 0
@@ -129,15 +144,14 @@ def test_every_frame_once_in_order_whatever_the_worker_count(clip: Path) -> None
         assert np.array_equal(a, b)
         assert np.array_equal(b, (image[:, :, 0] > 100).astype(np.uint8)), "labels belong to their own frame"
     assert one.closed and three.closed
-    assert runner.slots_name and not (Path("/dev/shm") / runner.slots_name.lstrip("/")).exists(), \
+    assert runner_one.slots_name and not (Path("/dev/shm") / runner_one.slots_name.lstrip("/")).exists(), \
         "shared memory is unlinked after the run"
     assert not multiprocess.active_children()
 
 
 def test_frames_of_a_group_go_to_one_worker_in_order(clip: Path, tmp_path: Path) -> None:
     collected, trace = Collected(), tmp_path / "trace"
-    Runner(TrivialJob(str(clip), collected, trace=str(trace)),
-           RunSettings(workers=2, threads=1, queue_size=4, group_size=3)).run()
+    runner(TrivialJob(str(clip), collected, trace=str(trace)), workers=2, queue_size=4, group_size=3).run()
     assert collected.seqs == list(range(12))
     seqs_by_pid: dict[int, list[int]] = {}
     for line in trace.read_text().split("\n")[:-1]:
@@ -181,8 +195,7 @@ def test_a_frame_that_kills_every_worker_is_written_unparsed(clip: Path) -> None
 def test_a_hung_worker_is_killed_after_the_frame_timeout(clip: Path) -> None:
     collected = Collected()
     started = time.monotonic()
-    stats = Runner(TrivialJob(str(clip), collected, hang_at=2, kill_times=1),
-                   RunSettings(workers=1, threads=1, queue_size=2, frame_timeout_s=2.0)).run()
+    stats = runner(TrivialJob(str(clip), collected, hang_at=2, kill_times=1), workers=1, frame_timeout_s=2.0).run()
     assert collected.seqs == list(range(12))
     assert stats.worker_restarts == 1 and stats.unparsed_frames == []
     assert time.monotonic() - started < 30
@@ -239,9 +252,7 @@ class StallingJob(TrivialJob):
 
 def test_the_watchdog_restarts_a_silent_source_and_the_output_carries_on(clip: Path) -> None:
     collected = Collected()
-    runner = Runner(StallingJob(str(clip), collected, jitter_s=0.0),
-                    RunSettings(workers=1, threads=1, queue_size=2, source_timeout_s=2.0))
-    stats = runner.run()
+    stats = runner(StallingJob(str(clip), collected, jitter_s=0.0), workers=1, source_timeout_s=2.0).run()
     assert stats.source_restarts == 1
     assert collected.seqs == list(range(12)), "a file resumes where it stopped: every frame once"
     reference = Collected()
@@ -252,16 +263,15 @@ def test_the_watchdog_restarts_a_silent_source_and_the_output_carries_on(clip: P
 
 def test_drop_policy_keeps_only_the_newest_waiting_frame(clip: Path) -> None:
     collected = Collected()
-    stats = Runner(TrivialJob(str(clip), collected, jitter_s=0.3),
-                   RunSettings(workers=1, threads=1, queue_size=4, drop_oldest=True)).run()
+    stats = runner(TrivialJob(str(clip), collected, jitter_s=0.3), workers=1, queue_size=4, drop_oldest=True).run()
     assert stats.dropped_frames > 0 and len(collected.seqs) + stats.dropped_frames == 12
     assert collected.seqs == sorted(collected.seqs) and collected.seqs[-1] == 11, "the newest frame wins"
 
 
 def test_stop_finishes_the_frames_in_flight_and_ends_the_run(clip: Path) -> None:
     collected = Collected()
-    runner = Runner(TrivialJob(str(clip), collected, jitter_s=0.1), RunSettings(workers=2, threads=1, queue_size=2))
-    runner.on_frame = lambda frame, result, stats: runner.stop() if stats.frames == 3 else None
-    stats = runner.run()
+    stopping = runner(TrivialJob(str(clip), collected, jitter_s=0.1), workers=2)
+    stopping.subscribers.append(lambda written, stats: stopping.stop() if stats.frames == 3 else None)
+    stats = stopping.run()
     assert 3 <= stats.frames < 12 and collected.seqs == list(range(stats.frames))
     assert collected.closed and not multiprocess.active_children()

@@ -42,7 +42,7 @@ class Options:
     material_height: int = field(default=640, metadata={"range": (64, 2048)})
     # > 0: the segmenter input is at most this many times the crop's height (small crops stay small); 0: always
     # material_height
-    material_upscale: float = field(default=0.0, metadata={"range": (0.0, 16.0)})
+    material_upscale: float = field(default=2.0, metadata={"range": (0.0, 16.0)})
     # a segmenter channel counts when its probability reaches this (the author's demo: 0.5)
     material_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
     # pixels of the person mask this close to its border (crop pixels) with no material are "edge": BodyPix's

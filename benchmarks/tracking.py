@@ -1,0 +1,113 @@
+"""Tracking: presence flicker, consecutive-frame agreement and the fps cost of `tracking.enabled`.
+
+Quality: parses the first frames of a video once, every frame (K = 1), with the stage `vidparse run` uses, then
+writes them four ways (per frame, with the pixel vote, tracked, tracked with the vote) and measures each as
+`vidparse eval-video` does. ``--cache FILE.npz`` keeps the parse for the next run (parsing is the slow part).
+
+Speed: the real pipeline on the first ``--fps-frames`` frames with tracking off and on, alternated ``--rounds``
+times back to back (the machine may be shared), plus the tracking stage's own time per frame on the parsed frames.
+
+    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/tracking.py ../shared/data/video/vtest.avi --frames 300 \
+        --model bodypix --cache vtest300.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vidparse.bench import machine_description, scratch_runner
+from vidparse.config import Config, load_config
+from vidparse.evaluation.runs import VideoMode, parsed_frames, video_rows
+from vidparse.jobs import ResolvedModels
+from vidparse.stages.labels import load_label_set
+from vidparse.stages.parsers import LABEL_SETS
+from vidparse.stages.source import VideoSource
+from vidparse.stages.temporal import TemporalOptions
+from vidparse.stages.track_labels import TrackLabels
+from vidparse.stages.types import FrameResult, PersonStats
+
+Parsed = list[tuple[np.ndarray, np.ndarray, FrameResult]]
+
+
+def parse(config: Config, video: str, frames: int, cache: Path | None) -> Parsed:
+    """(image, labels, result) per frame; labels and boxes from ``cache`` when it exists, else parsed (and saved)."""
+    if cache and cache.exists():
+        stored = np.load(cache)
+        source = VideoSource(video, max_frames=frames)
+        source.open()
+        images = [frame.image for frame in source.frames()]
+        source.close()
+        parsed = []
+        for seq, (image, labels) in enumerate(zip(images, stored["labels"])):
+            persons = [PersonStats(tuple(row[:4]), float(row[4]), {}) for row in stored[f"boxes{seq}"]]
+            parsed.append((image, labels, FrameResult(seq, persons)))
+        return parsed
+    parsed = list(parsed_frames(config, ResolvedModels.for_config(config), video, frames, threads=config.threads or 1))
+    if cache:
+        boxes = {f"boxes{seq}": np.array([[*p.box, p.score] for p in result.persons], np.float32).reshape(-1, 5)
+                 for seq, (_, _, result) in enumerate(parsed)}
+        np.savez_compressed(cache, labels=np.stack([labels for _, labels, _ in parsed]), **boxes)
+    return parsed
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def quality(config: Config, parsed: Parsed) -> None:
+    label_set = load_label_set(LABEL_SETS[config.model])
+    off = TemporalOptions(window=1, still_threshold=0)
+    modes = [VideoMode(vote, tracked) for tracked in (False, True) for vote in (off, config.temporal)]
+    print(f"\nfirst {len(parsed)} frames, every frame parsed (K = 1), {config.model}, tracking {config.tracking}\n")
+    print("| labels | presence flickers | persons | part mIoU vs previous frame % | person IoU vs previous frame % "
+          "| pixel flicker % |\n|---|---:|---:|---:|---:|---:|")
+    for row in video_rows(parsed, label_set, config, modes):
+        print(f"| {row.mode} | {row.presence_flickers} | {row.person_frames} | {pct(row.part_agreement)} | "
+              f"{pct(row.person_agreement)} | {pct(row.rate)} |", flush=True)
+    stage = TrackLabels(config.tracking, label_set, config.roi.margin)
+    stage.open()
+    started = time.perf_counter()
+    for _, labels, result in parsed:
+        stage.process(labels, result)
+    print(f"\ntracking stage alone: {(time.perf_counter() - started) / len(parsed) * 1000:.1f} ms/frame")
+
+
+def speed(config: Config, video: str, frames: int, rounds: int) -> None:
+    print(f"\nreal pipeline, first {frames} frames, {config.worker_count} workers, alternated back to back\n")
+    print("| round | tracking | fps (steady) | compose ms/frame (tracking + vote + recolor) |\n|---|---|---:|---:|")
+    fps: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(rounds):
+        for enabled in (False, True):
+            settings = load_config(None, {"tracking.enabled": enabled, "model": config.model})
+            with scratch_runner(settings, video, settings.worker_count, settings.threads, max_frames=frames) as runner:
+                stats = runner.run()
+            fps[enabled].append(stats.steady_fps)
+            compose = stats.stage_s.get("compose", 0.0) / max(1, stats.frames) * 1000
+            print(f"| {round_ + 1} | {'on' if enabled else 'off'} | {stats.steady_fps:.2f} | {compose:.1f} |",
+                  flush=True)
+    off, on = np.mean(fps[False]), np.mean(fps[True])
+    print(f"\nmean fps: off {off:.2f}, on {on:.2f}, cost {100 * (1 - on / off):.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video")
+    parser.add_argument("--frames", type=int, default=300, help="frames for the quality measurement")
+    parser.add_argument("--cache", type=Path, help="npz file keeping the parsed frames between runs")
+    parser.add_argument("--fps-frames", type=int, default=60, help="frames per speed run; 0 skips the speed runs")
+    parser.add_argument("--rounds", type=int, default=2, help="speed runs per setting, alternated")
+    parser.add_argument("--model", help="parser (default: configs/default.yaml's)")
+    args = parser.parse_args()
+    config = load_config(None, {"model": args.model})
+    print(f"machine: {machine_description()}")
+    quality(config, parse(config, args.video, args.frames, args.cache))
+    if args.fps_frames:
+        speed(config, args.video, args.fps_frames, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

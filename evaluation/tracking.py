@@ -1,0 +1,123 @@
+"""Metrics of persons over time: presence flicker, consecutive-frame agreement, and ID switches against MOT
+ground truth."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidparse.errors import BadInputError
+from vidparse.evaluation.metrics import iou_per_class
+from vidparse.stages.tracker import iou_matrix, match
+
+FLICKER_GAP = 3  # a person missing for at most this many frames, then back, is a presence flicker
+LINK_IOU = 0.3  # the presence meter links a box to a person last seen at a box overlapping it this much
+TRUTH_IOU = 0.5  # a ground-truth box and a tracked box this much overlapping are the same person (CLEAR-MOT)
+
+
+@dataclass
+class _Seen:
+    box: np.ndarray
+    frame: int
+
+
+class PresenceMeter:
+    """Counts persons that vanish and come back: present, missing for 1 to FLICKER_GAP frames, present again.
+
+    It links boxes from frame to frame on its own (IoU with where each person was last seen, within the gap), so
+    parsing without tracking and with it are measured alike, whatever ids the boxes carry."""
+
+    def __init__(self) -> None:
+        self.flickers = 0
+        self.person_frames = 0
+        self._seen: list[_Seen] = []
+        self._frame = 0
+
+    def update(self, boxes: np.ndarray) -> None:
+        recent = [s for s in self._seen if self._frame - s.frame <= FLICKER_GAP + 1]
+        last = np.array([s.box for s in recent], np.float32).reshape(-1, 4)
+        linked = dict(match(iou_matrix(boxes, last), LINK_IOU))
+        for index, box in enumerate(boxes):
+            if index in linked:
+                seen = recent[linked[index]]
+                self.flickers += self._frame - seen.frame > 1
+                seen.box, seen.frame = box, self._frame
+            else:
+                recent.append(_Seen(box, self._frame))
+        self._seen = recent
+        self.person_frames += len(boxes)
+        self._frame += 1
+
+
+class AgreementMeter:
+    """How well each label map agrees with the one before it: one confusion matrix over all consecutive pairs."""
+
+    def __init__(self, classes: int) -> None:
+        self.classes = classes
+        self.matrix = np.zeros((classes, classes), np.int64)
+        self._previous: np.ndarray | None = None
+
+    def update(self, labels: np.ndarray) -> None:
+        if self._previous is not None:
+            pairs = self._previous.astype(np.int64).ravel() * self.classes + labels.ravel()
+            self.matrix += np.bincount(pairs, minlength=self.classes ** 2).reshape(self.classes, self.classes)
+        self._previous = labels.copy()
+
+    @property
+    def part_miou(self) -> float | None:
+        """Mean IoU over the parts present in either frame of some pair (background left out)."""
+        ious = iou_per_class(self.matrix)[1:]
+        return None if np.isnan(ious).all() else float(np.nanmean(ious))
+
+    @property
+    def person_iou(self) -> float | None:
+        """Person (any part) against background."""
+        union = self.matrix.sum() - self.matrix[0, 0]
+        return float(self.matrix[1:, 1:].sum() / union) if union else None
+
+
+def read_mot(path: Path) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """MOT Challenge ground truth (``frame,id,x,y,w,h[,conf,...]``, frames from 1) -> frame seq (from 0) -> (id,
+    box x1 y1 x2 y2). Rows with a confidence of 0 are ignored, as MOT does."""
+    truth: dict[int, list[tuple[int, np.ndarray]]] = {}
+    try:
+        with path.open(newline="") as file:
+            for number, row in enumerate(csv.reader(file), 1):
+                if not row or not "".join(row).strip():
+                    continue
+                try:
+                    frame, track, x, y, w, h = (float(v) for v in row[:6])
+                    confidence = float(row[6]) if len(row) > 6 else 1.0
+                except ValueError:
+                    raise BadInputError(f"{path} line {number} is not a MOT row: {','.join(row)[:60]}",
+                                        hint="expected frame,id,x,y,width,height[,conf,...]") from None
+                if confidence != 0:
+                    truth.setdefault(int(frame) - 1, []).append((int(track), np.array([x, y, x + w, y + h])))
+    except OSError as exc:
+        raise BadInputError(f"cannot read ground truth {path}: {exc.strerror or exc}",
+                            hint="give a MOT gt.txt file") from exc
+    return truth
+
+
+class IdSwitchMeter:
+    """CLEAR-MOT ID switches: a ground-truth person matched to a different track id than the last time it was
+    matched. Also counts matches and ground-truth boxes, for context."""
+
+    def __init__(self, truth: dict[int, list[tuple[int, np.ndarray]]]) -> None:
+        self.truth = truth
+        self.switches = self.matched = self.truth_boxes = 0
+        self._last: dict[int, int] = {}  # ground-truth id -> track id it was last matched to
+
+    def update(self, seq: int, tracked: list[tuple[int, np.ndarray]]) -> None:
+        people = self.truth.get(seq, [])
+        self.truth_boxes += len(people)
+        truth_boxes = np.array([box for _, box in people], np.float32).reshape(-1, 4)
+        boxes = np.array([box for _, box in tracked], np.float32).reshape(-1, 4)
+        for row, col in match(iou_matrix(truth_boxes, boxes), TRUTH_IOU):
+            person, track = people[row][0], tracked[col][0]
+            self.switches += self._last.get(person, track) != track
+            self._last[person] = track
+            self.matched += 1

@@ -1,0 +1,266 @@
+"""The engine: one worker pool shared by stream sessions, driven by the hub thread.
+
+The hub thread waits on every pipe (each source's, each worker's, and a control pipe through which other threads
+add or remove streams and ask for a stop), reads everything that is ready, supervises the workers and hands
+waiting frames out. Ordered output runs in each stream's writer thread. The engine moves slot numbers and small
+records; what a frame holds is the specs' business.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import multiprocess
+import multiprocess.connection
+
+from vidparse.pipeline.errors import PipelineError, raise_failure
+from vidparse.pipeline.messages import FrameFailed, Parsed, Ready
+from vidparse.pipeline.processes import POLL_S
+from vidparse.pipeline.scheduler import Scheduler
+from vidparse.pipeline.session import JOIN_TIMEOUT_S, StreamSession
+from vidparse.pipeline.settings import PoolSettings, StreamSettings
+from vidparse.pipeline.threads import thread_environment
+from vidparse.pipeline.workers import WorkerPool, WorkerStartError
+from vidparse.pipeline.writer import Subscriber, Written
+
+log = logging.getLogger(__name__)
+
+
+class _Aborted(Exception):
+    """Ends the hub loop at once (`Engine.abort`); not an error for whoever joins."""
+
+
+class Engine:
+    """``parser`` (``make_parser(threads)``; pickled to every worker) is shared by all streams. Streams are added
+    with `add` before or after `start`; with ``until_idle`` the engine ends when its last stream does.
+    Callbacks run in the hub thread (``on_open``) or the stream's writer thread (subscribers)."""
+
+    def __init__(self, parser: Any, settings: PoolSettings, until_idle: bool = True) -> None:
+        self.parser = parser
+        self.settings = settings
+        self.until_idle = until_idle
+        self._context = multiprocess.get_context("spawn")
+        self._sessions: dict[int, StreamSession] = {}
+        self._on_end: dict[int, Callable[[StreamSession], None] | None] = {}
+        self._next_stream = 0
+        self._add_lock = threading.Lock()
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._wake_receive, self._wake_send = self._context.Pipe(duplex=False)
+        self._wake_lock = threading.Lock()
+        self._stopping = False
+        self._abort = False
+        self._error: BaseException | None = None
+        self._pool: WorkerPool | None = None
+        self._subscribers: list[Subscriber] = []  # every stream's, after the stream's own
+        self._ended: list[Callable[[], None]] = []  # run when the hub has shut down
+        self._thread = threading.Thread(target=self._hub, name="vidparse-hub", daemon=True)
+
+    def add(self, spec: Any, settings: StreamSettings, subscribers: list[Subscriber] | None = None,
+            on_open: Callable[[Any], None] | None = None, on_end: Callable[[StreamSession], None] | None = None
+            ) -> int:
+        """Start a stream (its source opens in the hub thread); returns its number. ``on_end`` gets the finished
+        session (statistics, output) in the hub thread."""
+        with self._add_lock:  # counted after the command is queued: the hub never sees a stream it cannot find
+            stream = self._next_stream
+            self._command("add", (stream, spec, settings, list(subscribers or []), on_open, on_end))
+            self._next_stream = stream + 1
+        return stream
+
+    def remove(self, stream: int) -> None:
+        """Stop a stream as `stop` stops them all: frames in flight are finished and written."""
+        self._command("remove", stream)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading every stream and finish the frames already being parsed (any thread)."""
+        self._command("stop", None)
+
+    def abort(self) -> None:
+        """Stop at once: kill the processes, close the outputs without what was in flight; then `join`."""
+        self._abort = True
+        self._command("abort", None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the hub to end (True) and raise what ended it; False on timeout."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        if self._error is not None:
+            raise self._error
+        return True
+
+    def results(self) -> Iterator[Written]:
+        """Copies of every frame any stream writes (the arrays outlive their slot), until the engine ends; then
+        raises what ended it, as `join` does. Call before streams are added; leaving the loop early aborts."""
+        items: queue.Queue[Written | None] = queue.Queue(maxsize=4)
+        self._subscribers.append(lambda written, stats: items.put(_copied(written)))
+        self._ended.append(lambda: items.put(None))
+        return self._iterate(items)
+
+    def _iterate(self, items: queue.Queue[Written | None]) -> Iterator[Written]:
+        try:
+            while (item := items.get()) is not None:
+                yield item
+        finally:
+            if self._thread.is_alive():  # the caller stopped early: a writer must not wait on a full queue
+                self.abort()
+                while self._thread.is_alive():
+                    while not items.empty():
+                        items.get_nowait()
+                    self._thread.join(POLL_S / 10)
+        self.join()
+
+    def _command(self, name: str, argument: Any) -> None:
+        self._commands.put((name, argument))
+        with self._wake_lock:
+            if not self._wake_send.closed:  # after the hub ended, nothing is listening
+                self._wake_send.send_bytes(b"!")
+
+    def _hub(self) -> None:
+        clean = False
+        try:
+            self._loop()
+            clean = True
+        except _Aborted:
+            pass
+        except WorkerStartError as exc:
+            self._error = PipelineError(str(exc), hint="out of memory? try fewer --workers")
+        except BaseException as exc:  # handed to whoever joins
+            self._error = exc
+        finally:
+            self._shutdown(clean)
+
+    def _start_pool(self) -> WorkerPool:
+        def spawn(start: Callable[[], None]) -> None:
+            with thread_environment(self.settings.threads):
+                start()
+
+        return WorkerPool(self._context, self.parser, self.settings.workers, self.settings.threads,
+                          self.settings.frame_timeout_s, spawn, self.settings.prefetch)
+
+    def _loop(self) -> None:
+        pool: WorkerPool | None = None  # started once the first stream is open (and its output with it)
+        scheduler: Scheduler | None = None
+        while self._sessions or not self.until_idle or not self._commands.empty() or self._next_stream == 0:
+            if pool is None and any(session.opened for session in self._sessions.values()):
+                pool = self._pool = self._start_pool()
+                scheduler = Scheduler(pool)
+            workers = pool.connections() if pool is not None else {}
+            sources = {conn: s for s in self._sessions.values() if (conn := s.connection()) is not None}
+            ready = multiprocess.connection.wait([self._wake_receive, *sources, *workers], timeout=POLL_S)
+            for conn in ready:
+                if conn is self._wake_receive:
+                    self._run_commands()
+                elif conn in sources:
+                    sources[conn].receive()
+                else:
+                    self._receive_from_worker(pool, scheduler, conn, workers[conn])
+            if not ready:
+                for session in self._sessions.values():
+                    session.check_source()
+            for lost in pool.check() if pool is not None else []:
+                self._requeue(scheduler, lost)
+            for session in list(self._sessions.values()):
+                session.tick()
+                if session.finished:
+                    self._end(pool, scheduler, session, clean=True)
+            if scheduler is not None:
+                scheduler.dispatch([s for s in self._sessions.values() if s.opened])
+
+    def _run_commands(self) -> None:
+        while self._wake_receive.poll():
+            self._wake_receive.recv_bytes()
+        while not self._commands.empty():
+            name, argument = self._commands.get()
+            if name == "abort":
+                raise _Aborted
+            if name == "add":
+                stream, spec, settings, subscribers, on_open, on_end = argument
+                session = StreamSession(stream, spec, settings, self._context, self.settings.workers,
+                                        [*subscribers, self._every_stream], on_open)
+                self._sessions[stream], self._on_end[stream] = session, on_end
+                if self._stopping:
+                    session.interrupt()
+            elif name == "stop":
+                self._stopping = True
+                for session in self._sessions.values():
+                    session.interrupt()
+            elif name == "remove" and argument in self._sessions:
+                self._sessions[argument].interrupt()
+
+    def _every_stream(self, written: Written, stats: Any) -> None:
+        for subscriber in self._subscribers:
+            subscriber(written, stats)
+
+    def _receive_from_worker(self, pool: WorkerPool, scheduler: Scheduler, conn: Any, index: int) -> None:
+        try:
+            while conn.poll():
+                message = conn.recv()
+                if isinstance(message, Ready):
+                    pool.mark_ready(message.worker)
+                    continue
+                if isinstance(message, (Parsed, FrameFailed)):
+                    session = self._sessions.get(message.task.stream)
+                    if not pool.finished(message.worker, message.task.key) or session is None:
+                        continue
+                    if isinstance(message, Parsed):
+                        scheduler.parsed(message.task.key)
+                        session.deliver(message.task, message.result)
+                    else:
+                        log.warning("frame %d failed in worker %d: %s", message.task.seq, message.worker,
+                                    message.error)
+                        scheduler.retry_or_give_up(session, message.task)
+                else:
+                    raise_failure(message)
+        except (EOFError, OSError):
+            pool.wait_for_exit(index)
+
+    def _requeue(self, scheduler: Scheduler, lost: Any) -> None:
+        for session in self._sessions.values():
+            session.stats.worker_restarts += 1
+        for task in reversed(lost.waiting):
+            if (session := self._sessions.get(task.stream)) is not None:
+                session.wait_again(task)
+        if lost.current is not None and (session := self._sessions.get(lost.current.stream)) is not None:
+            scheduler.retry_or_give_up(session, lost.current)
+
+    def _end(self, pool: WorkerPool | None, scheduler: Scheduler | None, session: StreamSession, clean: bool) -> None:
+        del self._sessions[session.stream]
+        try:
+            session.close(clean)
+        finally:
+            if pool is not None and session.slots is not None:
+                pool.forget(session.stream, session.slots.handle.name)
+            if scheduler is not None:
+                scheduler.forget(session.stream)
+            if (on_end := self._on_end.pop(session.stream)) is not None:
+                on_end(session)
+
+    def _shutdown(self, clean: bool) -> None:
+        """Finish every open stream's output, then let the workers exit (after a clean end) or stop them."""
+        try:
+            for session in list(self._sessions.values()):
+                try:
+                    self._end(None, None, session, clean)
+                except BaseException as exc:
+                    self._error = self._error or exc
+        finally:
+            if self._pool is not None:
+                self._pool.stop(JOIN_TIMEOUT_S if clean else 0.0)
+            with self._wake_lock:
+                self._wake_receive.close()
+                self._wake_send.close()
+            for ended in self._ended:
+                ended()
+
+
+def _copied(written: Written) -> Written:
+    return replace(written, frame=replace(written.frame, image=written.frame.image.copy()),
+                   labels=written.labels.copy(), annotated=written.annotated.copy())

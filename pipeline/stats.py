@@ -1,0 +1,50 @@
+"""What a stream's run did: counts, times and recent latencies."""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+LATENCY_WINDOW = 1000
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The value below which ``q`` percent of ``values`` lie (nearest rank); None when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else None
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    skipped_packets: int = 0
+    wall_s: float = 0.0
+    startup_s: float = 0.0  # from start to the first frame written: processes, model loading, first parse
+    interrupted: bool = False
+    worker_restarts: int = 0
+    retried_frames: int = 0
+    unparsed_frames: list[int] = field(default_factory=list)  # written without labels after failing twice
+    dropped_frames: int = 0  # live policy: waiting frames dropped so the newest could be parsed
+    source_restarts: int = 0
+    stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    recent_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def latency_percentile(self, q: float) -> float | None:
+        """Capture-to-written latency over the last LATENCY_WINDOW frames."""
+        return percentile(self.recent_latency_s, q)
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.unparsed_frames) or self.worker_restarts > 0 or self.retried_frames > 0
+
+    @property
+    def fps(self) -> float:
+        """Frames per second over the whole run, start-up included."""
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def steady_fps(self) -> float:
+        """Frames per second after the first frame was written: the rate a long video runs at."""
+        running = self.wall_s - self.startup_s
+        return (self.frames - 1) / running if self.frames > 1 and running > 0 else self.fps
