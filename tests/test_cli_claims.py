@@ -1,0 +1,45 @@
+"""`vidparse run` options and fault reports that had no test: each shown, end to end, to do what it says."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import VTEST, cut_clip, probe_video, run_cli
+
+FAST = str(Path(__file__).with_name("fast.yaml"))
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def clip20(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cut_clip(VTEST, tmp_path_factory.mktemp("clips") / "vtest20.avi", 20)
+
+
+@pytest.mark.slow
+def test_policy_drop_drops_frames_of_a_file_that_block_writes_in_full(clip20: Path, tmp_path: Path) -> None:
+    """A file decodes far faster than one worker parses: `drop` keeps only the newest waiting frame, `block`
+    (what `auto` picks for files) makes the source wait and loses nothing."""
+    written = {}
+    for policy in ("block", "drop"):
+        stats = tmp_path / f"{policy}.jsonl"
+        result = run_cli("run", str(clip20), "-o", str(tmp_path / f"{policy}.mp4"), "--workers", "1", "--policy",
+                         policy, "--stats", str(stats), "--config", FAST)
+        assert result.returncode == 0, result.stderr
+        seqs = [r["seq"] for r in records(stats)]
+        assert probe_video(tmp_path / f"{policy}.mp4").frames == len(seqs)
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        written[policy] = (seqs, result.stderr.replace("\n", " "))
+    seqs, summary = written["block"]
+    assert seqs == list(range(20)) and "frames dropped" not in summary
+    seqs, summary = written["drop"]
+    assert len(seqs) < 20, "frames were dropped"
+    dropped = re.search(r"frames dropped \(live policy\)\W*(\d+)", summary)
+    assert dropped and int(dropped.group(1)) == 20 - len(seqs), summary
