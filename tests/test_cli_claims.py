@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,34 @@ def test_policy_drop_drops_frames_of_a_file_that_block_writes_in_full(clip20: Pa
     assert len(seqs) < 20, "frames were dropped"
     dropped = re.search(r"frames dropped \(live policy\)\W*(\d+)", summary)
     assert dropped and int(dropped.group(1)) == 20 - len(seqs), summary
+
+
+SLOT_PROBE = """
+import sys
+from vidparse.pipeline import session
+from vidparse.cli import main
+
+class Counted(session.SharedSlots):
+    def __init__(self, layout, count):
+        print(f"SLOTS {count}", file=sys.stderr, flush=True)
+        super().__init__(layout, count)
+
+session.SharedSlots = Counted
+sys.argv = ["vidparse", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("queue_size, workers", [(None, 1), (30, 2)])
+def test_queue_size_sets_the_frame_slots_of_a_run(queue_size: int | None, workers: int, clip: Path,
+                                                  tmp_path: Path) -> None:
+    """The run's shared frame slots, counted where they are allocated: the frames allowed to wait (--queue-size,
+    8 by default) plus two handed to each worker."""
+    extra = ["--queue-size", str(queue_size)] if queue_size else []
+    result = subprocess.run([sys.executable, "-c", SLOT_PROBE, "run", str(clip), "-o", str(tmp_path / "o.mp4"),
+                             "--workers", str(workers), "--max-frames", "2", "--config", FAST, *extra],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    slots = [line for line in result.stderr.splitlines() if line.startswith("SLOTS ")]
+    assert slots == [f"SLOTS {(queue_size or 8) + 2 * workers}"]
+    assert probe_video(tmp_path / "o.mp4").frames == 2
