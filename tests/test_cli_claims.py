@@ -14,6 +14,7 @@ import pytest
 from conftest import VTEST, cut_clip, probe_video, run_cli
 
 FAST = str(Path(__file__).with_name("fast.yaml"))
+DEGRADED = 8
 
 
 def records(path: Path) -> list[dict]:
@@ -76,3 +77,17 @@ def test_queue_size_sets_the_frame_slots_of_a_run(queue_size: int | None, worker
     slots = [line for line in result.stderr.splitlines() if line.startswith("SLOTS ")]
     assert slots == [f"SLOTS {(queue_size or 8) + 2 * workers}"]
     assert probe_video(tmp_path / "o.mp4").frames == 2
+
+
+def test_a_frame_that_fails_twice_is_written_unparsed_and_marked_in_stats(clip: Path, tmp_path: Path) -> None:
+    stats = tmp_path / "stats.jsonl"
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("faulty_run.py")), "parse-bug", "run",
+                             str(clip), "-o", str(tmp_path / "o.mp4"), "--workers", "1", "--stats", str(stats),
+                             "--config", FAST], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == DEGRADED, result.stderr
+    assert "ValueError: injected parse fault" in result.stderr and "Traceback" not in result.stderr
+    assert [(r["seq"], r["status"]) for r in records(stats)] == [
+        (seq, "unparsed" if seq == 2 else "ok") for seq in range(12)]
+    assert probe_video(tmp_path / "o.mp4").frames == 12, "the unparsed frame is written too"
+    assert "frames written without labels" in result.stderr and "degraded run" in result.stderr
