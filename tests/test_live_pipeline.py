@@ -227,3 +227,42 @@ def test_rtsp_transport_sets_how_the_stream_is_received(transport: str, rtsp_ser
     assert process.returncode == 130, stderr
     assert (sockets >= 2) if transport == "udp" else (sockets == 0), sockets
     assert probe_video(tmp_path / "live.mp4").frames == len(stats_lines(stats)) >= 5
+
+
+@pytest.mark.slow
+def test_a_live_source_that_goes_silent_is_restarted_by_the_watchdog(rtsp_server: RtspServer,
+                                                                     tmp_path: Path) -> None:
+    """The source process hangs (SIGSTOP: stuck where no FFmpeg timeout reaches, so it neither reads nor
+    reconnects). After read + open timeouts + longest backoff + 5 s (2 + 3 + 1 + 5) the watchdog kills it, starts
+    another that connects again, and frames keep coming, their timestamps still rising."""
+    from test_faults import source_pid
+
+    config = tmp_path / "live.yaml"
+    config.write_text(Path(LIVE_FLAGS[-1]).read_text() + "live:\n  backoff_max_s: 1\n")
+    stats = tmp_path / "stats.jsonl"
+
+    def written() -> int:
+        return len(stats.read_text().splitlines()) if stats.exists() else 0
+
+    process = start_cli(rtsp_server.url, tmp_path / "live.mp4", "--stats", str(stats), "--config", str(config))
+    try:
+        deadline = time.monotonic() + 60
+        while written() < 5:
+            assert time.monotonic() < deadline and process.poll() is None, "no frames came"
+            time.sleep(0.1)
+        hung = source_pid(process.pid)
+        os.kill(hung, signal.SIGSTOP)
+        before = written()
+        deadline = time.monotonic() + 60
+        while written() < before + 5:
+            assert time.monotonic() < deadline and process.poll() is None, "no frames after the source hung"
+            time.sleep(0.1)
+        assert source_pid(process.pid) != hung, "a new source process"
+    finally:
+        _, stderr = interrupt(process)
+    assert process.returncode == 130, stderr
+    assert "the source sent nothing for 11 s; restarting it" in stderr.replace("\n", " ")
+    times = [s["time_s"] for s in stats_lines(stats)]
+    assert max(b - a for a, b in zip(times, times[1:])) >= 10, "the silence shows as a gap"
+    pts = probe_video(tmp_path / "live.mp4").pts_s
+    assert len(pts) == len(times) and all(b > a for a, b in zip(pts, pts[1:]))
