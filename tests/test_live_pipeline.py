@@ -188,3 +188,81 @@ def test_wrong_path_gives_its_permanent_error_at_once(rtsp_server: RtspServer, t
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot open {rtsp_server.url}-missing: Server returned 404 Not Found"]
     assert "reconnecting" not in result.stderr and "Traceback" not in result.stderr
+
+
+def udp_socket_count(pid: int) -> int:
+    """UDP sockets process ``pid`` holds open (its socket fds matched against the kernel's UDP table)."""
+    inodes = set()
+    for table in ("udp", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            inodes.add(line.split()[9])
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        held += target.startswith("socket:[") and target[8:-1] in inodes
+    return held
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_rtsp_transport_sets_how_the_stream_is_received(transport: str, rtsp_server: RtspServer,
+                                                       tmp_path: Path) -> None:
+    """Frames arrive over either transport; over UDP the source process receives RTP on UDP sockets of its own
+    (two per stream, RTP and RTCP), over TCP (interleaved) it holds none."""
+    from test_faults import source_pid
+
+    stats = tmp_path / "stats.jsonl"
+    process = start_cli(rtsp_server.url, tmp_path / "live.mp4", "--rtsp-transport", transport, "--stats", str(stats))
+    try:
+        deadline = time.monotonic() + 60
+        while not (stats.exists() and len(stats.read_text().splitlines()) >= 5):
+            assert time.monotonic() < deadline and process.poll() is None, "no frames came"
+            time.sleep(0.1)
+        sockets = udp_socket_count(source_pid(process.pid))
+    finally:
+        _, stderr = interrupt(process)
+    assert process.returncode == 130, stderr
+    assert (sockets >= 2) if transport == "udp" else (sockets == 0), sockets
+    assert probe_video(tmp_path / "live.mp4").frames == len(stats_lines(stats)) >= 5
+
+
+@pytest.mark.slow
+def test_a_live_source_that_goes_silent_is_restarted_by_the_watchdog(rtsp_server: RtspServer,
+                                                                     tmp_path: Path) -> None:
+    """The source process hangs (SIGSTOP: stuck where no FFmpeg timeout reaches, so it neither reads nor
+    reconnects). After read + open timeouts + longest backoff + 5 s (2 + 3 + 1 + 5) the watchdog kills it, starts
+    another that connects again, and frames keep coming, their timestamps still rising."""
+    from test_faults import source_pid
+
+    config = tmp_path / "live.yaml"
+    config.write_text(Path(LIVE_FLAGS[-1]).read_text() + "live:\n  backoff_max_s: 1\n")
+    stats = tmp_path / "stats.jsonl"
+
+    def written() -> int:
+        return len(stats.read_text().splitlines()) if stats.exists() else 0
+
+    process = start_cli(rtsp_server.url, tmp_path / "live.mp4", "--stats", str(stats), "--config", str(config))
+    try:
+        deadline = time.monotonic() + 60
+        while written() < 5:
+            assert time.monotonic() < deadline and process.poll() is None, "no frames came"
+            time.sleep(0.1)
+        hung = source_pid(process.pid)
+        os.kill(hung, signal.SIGSTOP)
+        before = written()
+        deadline = time.monotonic() + 60
+        while written() < before + 5:
+            assert time.monotonic() < deadline and process.poll() is None, "no frames after the source hung"
+            time.sleep(0.1)
+        assert source_pid(process.pid) != hung, "a new source process"
+    finally:
+        _, stderr = interrupt(process)
+    assert process.returncode == 130, stderr
+    assert "the source sent nothing for 11 s; restarting it" in stderr.replace("\n", " ")
+    times = [s["time_s"] for s in stats_lines(stats)]
+    assert max(b - a for a, b in zip(times, times[1:])) >= 10, "the silence shows as a gap"
+    pts = probe_video(tmp_path / "live.mp4").pts_s
+    assert len(pts) == len(times) and all(b > a for a, b in zip(pts, pts[1:]))
