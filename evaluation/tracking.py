@@ -62,9 +62,13 @@ class AgreementMeter:
 
     def update(self, labels: np.ndarray) -> None:
         if self._previous is not None:
-            pairs = self._previous.astype(np.int64).ravel() * self.classes + labels.ravel()
-            self.matrix += np.bincount(pairs, minlength=self.classes ** 2).reshape(self.classes, self.classes)
+            self.add(self._previous, labels)
         self._previous = labels.copy()
+
+    def add(self, before: np.ndarray, after: np.ndarray) -> None:
+        """One pair of label maps."""
+        pairs = before.astype(np.int64).ravel() * self.classes + after.ravel()
+        self.matrix += np.bincount(pairs, minlength=self.classes ** 2).reshape(self.classes, self.classes)
 
     @property
     def part_miou(self) -> float | None:

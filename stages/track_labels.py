@@ -84,11 +84,15 @@ class TrackLabels:
     def open(self) -> None:
         self.tracker.open()
         self._persons = {}
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self._previous: tuple[np.ndarray, np.ndarray] | None = None  # gray image and instances written last
 
-    def process(self, labels: np.ndarray, result: FrameResult) -> TrackedFrame:
+    def process(self, labels: np.ndarray, result: FrameResult, image: np.ndarray | None = None) -> TrackedFrame:
+        """``image`` (BGR) lets each person's box move with the optical flow of its pixels (``flow_noise``)."""
         boxes = np.array([p.box for p in result.persons], np.float32).reshape(-1, 4)
         scores = np.array([p.score for p in result.persons], np.float32)
-        tracked = self.tracker.update(boxes, scores)
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image is not None and self.options.flow_noise else None
+        tracked = self.tracker.update(boxes, scores, self._motion(gray))
         self._persons = {k: v for k, v in self._persons.items() if k in self.tracker.track_ids}
         output = np.zeros_like(labels)
         instances = np.zeros(labels.shape, np.uint16)
@@ -99,7 +103,18 @@ class TrackLabels:
             if memory.shares is not None:
                 self._paste(output, instances, memory.labels(), person.box, person.track_id)
         persons = [self._stats(person, output, instances) for person in tracked]
+        self._previous = None if gray is None else (gray, instances)
         return TrackedFrame(output, instances, replace(result, persons=persons))
+
+    def _motion(self, gray: np.ndarray | None) -> dict[int, np.ndarray]:
+        """Track id -> median optical flow (dx, dy) from the previous frame, over the pixels it was drawn on there."""
+        if gray is None or self._previous is None or self._previous[0].shape != gray.shape:
+            return {}
+        before, drawn = self._previous
+        if not drawn.any():
+            return {}
+        flow = self._flow.calc(before, gray, None)
+        return {int(track_id): np.median(flow[drawn == track_id], axis=0) for track_id in np.unique(drawn[drawn > 0])}
 
     def _paste(self, output: np.ndarray, instances: np.ndarray, grid_labels: np.ndarray, box: np.ndarray,
                track_id: int) -> None:
@@ -149,7 +164,7 @@ class OrderedLabels:
                 stage.open()
 
     def process(self, labels: np.ndarray, image: np.ndarray, result: FrameResult) -> TrackedFrame:
-        tracked = self.tracks.process(labels, result) if self.tracks else TrackedFrame(labels, None, result)
+        tracked = self.tracks.process(labels, result, image) if self.tracks else TrackedFrame(labels, None, result)
         if self.vote:
             tracked.labels = self.vote.process(tracked.labels, image)
         return tracked

@@ -28,6 +28,10 @@ class TrackingOptions:
     # how far a detector box may be off the person, as a share of its height (Kalman measurement noise): higher
     # holds boxes, and the labels in them, steadier; lower follows each detection more closely
     box_noise: float = field(default=1.5, metadata={"range": (0.01, 10.0)})
+    # each person's motion is measured by the optical flow of its pixels (DIS), so a box held steady against the
+    # detector's jitter still follows the person: how far the flow may be off that motion per frame, as a share
+    # of the box height; 0 = no flow (constant velocity only)
+    flow_noise: float = field(default=0.02, metadata={"range": (0.0, 1.0)})
     # weight of a person's past labels against this frame's in its smoothed labels; 0 = no smoothing
     smoothing: float = field(default=0.85, metadata={"range": (0.0, 0.95)})
     # a person's labels are kept on a grid this many cells tall (and half as wide), in its own box coordinates
@@ -87,11 +91,19 @@ class KalmanBox:
     def box(self) -> np.ndarray:
         return to_box(self.mean)
 
-    def predict(self) -> None:
+    def predict(self, shift: np.ndarray | None = None, shift_noise: float = 0.0) -> None:
+        """One frame on. ``shift``: how far the person's centre moved (dx, dy), measured (optical flow), with
+        ``shift_noise`` (a share of the box height) as its uncertainty; without it, the velocity carries the box."""
         height = self.mean[3]
         noise = np.diag((np.array([POSITION_NOISE] * 4 + [VELOCITY_NOISE] * 4) * height) ** 2)
         self.mean = self._motion @ self.mean
         self.covariance = self._motion @ self.covariance @ self._motion.T + noise
+        if shift is not None:
+            # The centre moves by the measured shift instead of the velocity, which becomes that shift.
+            self.mean[:2] += np.asarray(shift, np.float64) - self.mean[4:6]
+            self.mean[4:6] = shift
+            self.covariance[:, 4:6] = self.covariance[4:6, :] = 0.0
+            self.covariance[4:6, 4:6] = np.eye(2) * (shift_noise * height) ** 2
 
     def update(self, box: np.ndarray) -> None:
         measured = to_state(box)
@@ -145,9 +157,12 @@ class ByteTracker:
         """The tracks alive (seen within ``max_missed`` frames), bridged or not."""
         return {track.track_id for track in self._tracks}
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray) -> list[TrackedBox]:
+    def update(self, boxes: np.ndarray, scores: np.ndarray,
+               motion: dict[int, np.ndarray] | None = None) -> list[TrackedBox]:
+        """``motion``: track id -> how far its person moved since the last frame (dx, dy), where known (flow)."""
+        motion = motion or {}
         for track in self._tracks:
-            track.filter.predict()
+            track.filter.predict(motion.get(track.track_id), self.options.flow_noise)
         high = np.nonzero(scores >= self.options.high_score)[0]
         low = np.nonzero(scores < self.options.high_score)[0]
         matched: dict[int, int] = {}  # track index -> detection index

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import cv2
 import numpy as np
 
 from vidparse.stages.labels import load_label_set
@@ -120,3 +123,38 @@ def test_a_bridged_person_predicted_out_of_the_frame_is_not_drawn() -> None:
     for _ in range(3):
         tracked = stage.process(*labelled_frame(0, present=False))
     assert not tracked.labels.any() and not tracked.instances.any()
+
+
+def test_a_bridged_box_moves_with_the_measured_motion_not_the_old_velocity() -> None:
+    walked, held = ByteTracker(OPTIONS), ByteTracker(OPTIONS)
+    for i in range(6):  # walking right 8 px per frame
+        box = np.array([person(10 + 8 * i)], np.float32)
+        [seen] = walked.update(box, np.array([0.9], np.float32))
+        held.update(box, np.array([0.9], np.float32))
+    nobody = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    for _ in range(3):  # missed by the detector; the flow says the person stopped
+        [kept] = walked.update(*nobody)
+        [stopped] = held.update(*nobody, motion={1: np.zeros(2)})
+    assert kept.box[0] > seen.box[0] + 18  # constant velocity: walked on
+    assert abs(stopped.box[0] - seen.box[0]) < 1, (seen.box, stopped.box)  # measured: stayed where last seen
+
+
+def textured_frame(x: int, texture: np.ndarray) -> np.ndarray:
+    """A 200 x 300 grey image with a textured 40 x 100 'person' at x (something optical flow can follow)."""
+    image = np.full((200, 300, 3), 90, np.uint8)
+    image[50:150, x:x + 40] = texture
+    return image
+
+
+def test_a_bridged_person_follows_its_pixels_motion() -> None:
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (100, 40, 3), np.uint8), (5, 5), 0)
+    positions = [40 + 8 * i for i in range(5)] + [64, 56, 48]  # walks right, then turns back unseen
+    stage = TrackLabels(replace(OPTIONS, max_missed=5), load_label_set("bodypix"), margin=0.1)
+    stage.open()
+    for i, x in enumerate(positions):
+        labels, result = labelled_frame(x, present=i < 5)
+        tracked = stage.process(labels, result, textured_frame(x, texture))
+    [person] = tracked.result.persons
+    assert person.bridged and person.track_id == 1
+    # The box turned back with the pixels (x = 48); without the flow it would have walked on past x = 90.
+    assert abs(person.box[0] - 48) < 8, person.box
