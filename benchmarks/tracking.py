@@ -129,7 +129,7 @@ def speed(config: Config, video: str, frames: int, rounds: int, workers: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video")
-    parser.add_argument("--frames", type=int, default=300, help="frames for the quality measurement")
+    parser.add_argument("--frames", type=int, default=300, help="frames for the quality measurement; 0 skips it")
     parser.add_argument("--cache", type=Path, help="npz file keeping the parsed frames between runs")
     parser.add_argument("--fps-frames", type=int, default=60, help="frames per speed run; 0 skips the speed runs")
     parser.add_argument("--rounds", type=int, default=2, help="speed runs per setting, alternated")
@@ -138,7 +138,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(None, {"model": args.model})
     print(f"machine: {machine_description()}")
-    quality(config, parse(config, args.video, args.frames, args.cache))
+    if args.frames:
+        quality(config, parse(config, args.video, args.frames, args.cache))
     if args.fps_frames:
         speed(config, args.video, args.fps_frames, args.rounds, args.workers)
 
