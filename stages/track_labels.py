@@ -46,7 +46,7 @@ class PersonLabels:
 
     def __init__(self, classes: int, grid: tuple[int, int]) -> None:
         self.grid = grid
-        self.shares: np.ndarray | None = None  # classes x height x width
+        self.shares: np.ndarray | None = None  # height x width x classes (classes last: argmax over them is fast)
         self._classes = classes
         self._cells = np.indices((grid[1], grid[0]))
 
@@ -54,14 +54,15 @@ class PersonLabels:
         seen = cv2.warpAffine(labels, grid_to_frame(area, self.grid), self.grid, flags=NEAREST,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if self.shares is None:
-            self.shares = np.zeros((self._classes, *seen.shape), np.float32)
+            self.shares = np.zeros((*seen.shape, self._classes), np.float32)
             smoothing = 0.0
         self.shares *= smoothing
-        self.shares[np.minimum(seen, self._classes - 1), self._cells[0], self._cells[1]] += 1 - smoothing
+        self.shares[self._cells[0], self._cells[1], np.minimum(seen, self._classes - 1)] += 1 - smoothing
 
     def labels(self) -> np.ndarray:
-        person = self.shares[1:].sum(axis=0) > self.shares[0]
-        return np.where(person, self.shares[1:].argmax(axis=0) + 1, 0).astype(np.uint8)
+        parts = self.shares[..., 1:]
+        person = parts.sum(axis=2) > self.shares[..., 0]
+        return np.where(person, parts.argmax(axis=2) + 1, 0).astype(np.uint8)
 
 
 class TrackLabels:
@@ -114,7 +115,13 @@ class TrackLabels:
         if not drawn.any():
             return {}
         flow = self._flow.calc(before, gray, None)
-        return {int(track_id): np.median(flow[drawn == track_id], axis=0) for track_id in np.unique(drawn[drawn > 0])}
+        where = drawn > 0
+        ids, vectors = drawn[where], flow[where]
+        order = np.argsort(ids, kind="stable")
+        ids, vectors = ids[order], vectors[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        return {int(ids[start]): np.median(group, axis=0)
+                for start, group in zip(starts, np.split(vectors, starts[1:]))}
 
     def _paste(self, output: np.ndarray, instances: np.ndarray, grid_labels: np.ndarray, box: np.ndarray,
                track_id: int) -> None:

@@ -31,7 +31,7 @@ class TrackingOptions:
     # each person's motion is measured by the optical flow of its pixels (DIS), so a box held steady against the
     # detector's jitter still follows the person: how far the flow may be off that motion per frame, as a share
     # of the box height; 0 = no flow (constant velocity only)
-    flow_noise: float = field(default=0.02, metadata={"range": (0.0, 1.0)})
+    flow_noise: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
     # weight of a person's past labels against this frame's in its smoothed labels; 0 = no smoothing
     smoothing: float = field(default=0.85, metadata={"range": (0.0, 0.95)})
     # a person's labels are kept on a grid this many cells tall (and half as wide), in its own box coordinates

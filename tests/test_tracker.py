@@ -13,6 +13,7 @@ from vidparse.stages.tracker import ByteTracker, TrackingOptions
 from vidparse.stages.types import FrameResult, PersonStats
 
 OPTIONS = TrackingOptions(enabled=True, max_missed=3, match_iou=0.2, high_score=0.6, smoothing=0.6, crop_height=64)
+FLOW = replace(OPTIONS, flow_noise=0.02)  # boxes moved by the optical flow of their pixels
 
 
 def person(x: float, y: float = 100.0, width: float = 40.0, height: float = 100.0) -> list[float]:
@@ -126,7 +127,7 @@ def test_a_bridged_person_predicted_out_of_the_frame_is_not_drawn() -> None:
 
 
 def test_a_bridged_box_moves_with_the_measured_motion_not_the_old_velocity() -> None:
-    walked, held = ByteTracker(OPTIONS), ByteTracker(OPTIONS)
+    walked, held = ByteTracker(FLOW), ByteTracker(FLOW)
     for i in range(6):  # walking right 8 px per frame
         box = np.array([person(10 + 8 * i)], np.float32)
         [seen] = walked.update(box, np.array([0.9], np.float32))
@@ -149,7 +150,7 @@ def textured_frame(x: int, texture: np.ndarray) -> np.ndarray:
 def test_a_bridged_person_follows_its_pixels_motion() -> None:
     texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (100, 40, 3), np.uint8), (5, 5), 0)
     positions = [40 + 8 * i for i in range(5)] + [64, 56, 48]  # walks right, then turns back unseen
-    stage = TrackLabels(replace(OPTIONS, max_missed=5), load_label_set("bodypix"), margin=0.1)
+    stage = TrackLabels(replace(FLOW, max_missed=5), load_label_set("bodypix"), margin=0.1)
     stage.open()
     for i, x in enumerate(positions):
         labels, result = labelled_frame(x, present=i < 5)
