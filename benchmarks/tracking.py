@@ -14,6 +14,7 @@ times back to back (the machine may be shared), plus the tracking stage's own ti
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -121,22 +122,35 @@ def motion_ceiling(config: Config, parsed: Parsed, label_set: LabelSet) -> None:
               f"{pct(left.person_iou)} |")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the workers, once a run is over)."""
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
 def speed(config: Config, video: str, frames: int, rounds: int, workers: int) -> None:
+    """fps (wall clock, sensitive to other jobs on the machine) and CPU seconds per frame of the whole process tree
+    (start-up included; much less sensitive to them), tracking off and on."""
     print(f"\nreal pipeline, first {frames} frames, {workers} workers, alternated back to back\n")
-    print("| round | tracking | fps (steady) | compose ms/frame (tracking + vote + recolor) |\n|---|---|---:|---:|")
+    print("| round | tracking | fps (steady) | CPU s/frame (all processes) | compose ms/frame (tracking + vote + "
+          "recolor) |\n|---|---|---:|---:|---:|")
     fps: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     for round_ in range(rounds):
         for enabled in (False, True):
             settings = replace(config, tracking=replace(config.tracking, enabled=enabled))
             with scratch_runner(settings, video, workers, settings.threads, max_frames=frames) as runner:
+                started = cpu_seconds()
                 stats = runner.run()
+                cpu[enabled].append((cpu_seconds() - started) / max(1, stats.frames))
             fps[enabled].append(stats.steady_fps)
             compose = stats.stage_s.get("compose", 0.0) / max(1, stats.frames) * 1000
-            print(f"| {round_ + 1} | {'on' if enabled else 'off'} | {stats.steady_fps:.2f} | {compose:.1f} |",
-                  flush=True)
-    off, on = np.mean(fps[False]), np.mean(fps[True])
-    print(f"\nmean fps: off {off:.2f} (range {min(fps[False]):.2f}-{max(fps[False]):.2f}), on {on:.2f} (range "
-          f"{min(fps[True]):.2f}-{max(fps[True]):.2f}), cost {100 * (1 - on / off):.1f}%")
+            print(f"| {round_ + 1} | {'on' if enabled else 'off'} | {stats.steady_fps:.2f} | {cpu[enabled][-1]:.2f} | "
+                  f"{compose:.1f} |", flush=True)
+    for name, values in (("fps", fps), ("CPU s/frame", cpu)):
+        off, on = np.mean(values[False]), np.mean(values[True])
+        print(f"mean {name}: off {off:.2f} (range {min(values[False]):.2f}-{max(values[False]):.2f}), on {on:.2f} "
+              f"(range {min(values[True]):.2f}-{max(values[True]):.2f}), on/off {on / off:.3f}")
 
 
 def main() -> None:
