@@ -48,7 +48,8 @@ class PersonLabels:
         self.grid = grid
         self.shares: np.ndarray | None = None  # height x width x classes (classes last: argmax over them is fast)
         self._classes = classes
-        self._cells = np.indices((grid[1], grid[0]))
+        self._cells = np.arange(grid[0] * grid[1]) * classes  # each cell's first class in the flat shares
+        self._total = 0.0  # every cell's shares add up to this: each observation adds to one class per cell
 
     def observe(self, labels: np.ndarray, area: np.ndarray, smoothing: float) -> None:
         seen = cv2.warpAffine(labels, grid_to_frame(area, self.grid), self.grid, flags=NEAREST,
@@ -57,12 +58,12 @@ class PersonLabels:
             self.shares = np.zeros((*seen.shape, self._classes), np.float32)
             smoothing = 0.0
         self.shares *= smoothing
-        self.shares[self._cells[0], self._cells[1], np.minimum(seen, self._classes - 1)] += 1 - smoothing
+        self.shares.reshape(-1)[self._cells + np.minimum(seen, self._classes - 1).ravel()] += 1 - smoothing
+        self._total = self._total * smoothing + 1 - smoothing
 
     def labels(self) -> np.ndarray:
-        parts = self.shares[..., 1:]
-        person = parts.sum(axis=2) > self.shares[..., 0]
-        return np.where(person, parts.argmax(axis=2) + 1, 0).astype(np.uint8)
+        person = self.shares[..., 0] < self._total / 2  # the parts together outweigh the background
+        return np.where(person, self.shares[..., 1:].argmax(axis=2) + 1, 0).astype(np.uint8)
 
 
 class TrackLabels:
