@@ -33,7 +33,11 @@ def box_region(labels: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 def person_stats(label_set: LabelSet, box: np.ndarray, score: float, person_labels: np.ndarray) -> PersonStats:
     """A person's box, score and pixel count per body part (``person_labels``: the labels that are this person's)."""
-    counts = np.bincount(person_labels.ravel(), minlength=len(label_set))
+    return counted_person(label_set, box, score, np.bincount(person_labels.ravel(), minlength=len(label_set)))
+
+
+def counted_person(label_set: LabelSet, box: np.ndarray, score: float, counts: np.ndarray) -> PersonStats:
+    """A person's box, score and pixel count per body part (``counts``: pixels per class id)."""
     return PersonStats(
         box=tuple(float(v) for v in box),
         score=float(score),

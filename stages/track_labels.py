@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from vidparse.stages.person_parser import person_stats
+from vidparse.stages.person_parser import counted_person
 from vidparse.stages.roi import expand_box
 from vidparse.stages.temporal import TemporalOptions, TemporalVote
 from vidparse.stages.tracker import ByteTracker, TrackedBox, TrackingOptions
@@ -104,7 +104,7 @@ class TrackLabels:
                 memory.observe(labels, region(person.box, self.margin), self.options.smoothing)
             if memory.shares is not None:
                 self._paste(output, instances, memory.labels(), person.box, person.track_id)
-        persons = [self._stats(person, output, instances) for person in tracked]
+        persons = self._stats(tracked, output, instances)
         self._previous = None if gray is None else (gray, instances)
         return TrackedFrame(output, instances, replace(result, persons=persons))
 
@@ -137,9 +137,15 @@ class TrackLabels:
         output[y1:y2, x1:x2][mine] = pasted[mine]
         instances[y1:y2, x1:x2][mine] = track_id
 
-    def _stats(self, person: TrackedBox, output: np.ndarray, instances: np.ndarray) -> PersonStats:
-        stats = person_stats(self.label_set, person.box, person.score, output[instances == person.track_id])
-        return replace(stats, track_id=person.track_id, bridged=person.bridged)
+    def _stats(self, tracked: list[TrackedBox], output: np.ndarray, instances: np.ndarray) -> list[PersonStats]:
+        """Each person's part counts on what is written (one count of (track, class) pairs for all of them)."""
+        classes = len(self.label_set)
+        rows = max((person.track_id for person in tracked), default=0) + 1
+        drawn = instances > 0
+        pairs = instances[drawn].astype(np.int64) * classes + output[drawn]
+        counts = np.bincount(pairs, minlength=rows * classes).reshape(-1, classes)
+        return [replace(counted_person(self.label_set, person.box, person.score, counts[person.track_id]),
+                        track_id=person.track_id, bridged=person.bridged) for person in tracked]
 
     def close(self) -> None:
         self.tracker.close()
