@@ -89,6 +89,7 @@ def motion_ceiling(config: Config, parsed: Parsed, label_set: LabelSet) -> None:
     agreement left after that motion is taken out is the labels' own noise."""
     flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     ways = {"per-frame": None, "tracked": OrderedLabels(label_set, None, config.tracking, config.roi.margin)}
+    ways["tracked"].open()
     meters = {(way, kind): AgreementMeter(len(label_set)) for way in ways for kind in ("moved", "left")}
     previous: dict[str, np.ndarray] = {}
     gray_before = instances_before = None

@@ -81,11 +81,11 @@ class TrackLabels:
         self.tracker = ByteTracker(options)
         height = options.crop_height
         self.grid = (max(1, height // 2), height)
-        self._persons: dict[int, PersonLabels] = {}
+        self.open()
 
     def open(self) -> None:
         self.tracker.open()
-        self._persons = {}
+        self._persons: dict[int, PersonLabels] = {}
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self._previous: tuple[np.ndarray, np.ndarray] | None = None  # gray image and instances written last
 
