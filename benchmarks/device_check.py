@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -113,6 +114,8 @@ def part_env(args: argparse.Namespace) -> dict:
             env[name] = __import__(name).__version__
         except Exception as exc:  # a missing package is a finding, not a failure of this part
             env[name] = f"missing: {type(exc).__name__}: {exc}"
+    shm = shutil.disk_usage("/dev/shm") if Path("/dev/shm").exists() else None
+    env["dev_shm_free_gib"] = shm.free / 2**30 if shm else None  # the frame slots live there
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
         env["nvidia_smi"] = subprocess.run(
@@ -129,6 +132,34 @@ def part_checkpoint(args: argparse.Namespace) -> dict:
     return {"folder": str(folder), "layout": "tiny" if args.smoke else "ResNet-101", "mib": size / 2**20}
 
 
+def one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+
+
+def forward_rows(args: argparse.Namespace, part: str, result: dict, precision: str, make_forward) -> bool:
+    """Forward fps at each batch size in ``precision`` (``make_forward(batch)`` returns the call to time), saved as
+    they come; a failure is recorded as one line under ``errors`` and the part goes on. True if all ran."""
+    import torch
+
+    try:
+        for batch in args.batches:
+            forward = make_forward(batch)
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            row = {"precision": precision, "batch": batch, "what": "forward",
+                   **speed(timed(forward, args.device, args.warmup, args.iterations), batch)}
+            if args.device == "cuda":
+                row["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+            result["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            save(args.work / f"{part}.partial.json", result)
+    except Exception as exc:  # e.g. an op without a bf16 kernel: the other precision still counts
+        result.setdefault("errors", {})[precision] = one_line(exc)
+        print(f"{part} {precision}: {result['errors'][precision]}", flush=True)
+        return False
+    return True
+
+
 def part_gpu(args: argparse.Namespace) -> dict:
     import torch
 
@@ -142,32 +173,31 @@ def part_gpu(args: argparse.Namespace) -> dict:
         options = Options(input_short_side=args.frame_size[1], precision=precision)
         parser = create("m2fp", options, args.work / "m2fp", args.device, args.cpu_threads)
         parser.open()
-        for batch in args.batches:
+
+        def make_forward(batch, parser=parser):
             images = network_batch(frames[:batch], args.device)
-            if args.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            row = {"precision": precision, "batch": batch, "what": "forward",
-                   **speed(timed(lambda: parser.runner(images), args.device, args.warmup, args.iterations), batch)}
-            if args.device == "cuda":
-                row["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+            return lambda: parser.runner(images)
+
+        if forward_rows(args, "gpu", result, precision, make_forward):
+            logits[precision] = parser.runner(network_batch(frames[:1], args.device))
+            row = {"precision": precision, "batch": 1, "what": "parse (pre + forward + post, labels on the host)",
+                   **speed(timed(lambda: parser.parse(frames[:1]), args.device, args.warmup, args.iterations), 1)}
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
-        logits[precision] = parser.runner(network_batch(frames[:1], args.device))
-        row = {"precision": precision, "batch": 1, "what": "parse (pre + forward + post, labels on the host)",
-               **speed(timed(lambda: parser.parse(frames[:1]), args.device, args.warmup, args.iterations), 1)}
-        result["rows"].append(row)
-        print(json.dumps(row), flush=True)
         parser.close()
-    result["bf16_vs_fp32_mask_drift"] = drift(logits["bf16"][1], logits["fp32"][1])
-    result["bf16_vs_fp32_class_drift"] = drift(logits["bf16"][0], logits["fp32"][0])
-    torch.save({"class": logits["fp32"][0].float().cpu(), "mask": logits["fp32"][1].float().cpu()},
-               args.work / "ours-fp32-batch1.pt")
-    if args.device != "cpu" or args.smoke:  # the same network on the CPU: does the GPU compute the same function?
-        cpu = create("m2fp", Options(input_short_side=args.frame_size[1]), args.work / "m2fp", "cpu", args.cpu_threads)
-        cpu.open()
-        cpu_logits = cpu.runner(network_batch(frames[:1], "cpu"))
-        result["gpu_vs_cpu_fp32_mask_drift"] = drift(logits["fp32"][1], cpu_logits[1])
-        result["gpu_vs_cpu_fp32_class_drift"] = drift(logits["fp32"][0], cpu_logits[0])
+    if "bf16" in logits and "fp32" in logits:
+        result["bf16_vs_fp32_mask_drift"] = drift(logits["bf16"][1], logits["fp32"][1])
+        result["bf16_vs_fp32_class_drift"] = drift(logits["bf16"][0], logits["fp32"][0])
+    if "fp32" in logits:
+        torch.save({"class": logits["fp32"][0].float().cpu(), "mask": logits["fp32"][1].float().cpu()},
+                   args.work / "ours-fp32-batch1.pt")
+        if args.device != "cpu" or args.smoke:  # the same network on the CPU: does the GPU compute the same?
+            cpu = create("m2fp", Options(input_short_side=args.frame_size[1]), args.work / "m2fp", "cpu",
+                         args.cpu_threads)
+            cpu.open()
+            cpu_logits = cpu.runner(network_batch(frames[:1], "cpu"))
+            result["gpu_vs_cpu_fp32_mask_drift"] = drift(logits["fp32"][1], cpu_logits[1])
+            result["gpu_vs_cpu_fp32_class_drift"] = drift(logits["fp32"][0], cpu_logits[0])
     return result
 
 
@@ -186,19 +216,6 @@ def part_modelscope(args: argparse.Namespace) -> dict:
     model = model.to(args.device).eval()
     frames = read_frames(args.video, max(args.batches), args.frame_size)
     result: dict[str, Any] = {"rows": []}
-    for precision in ("fp32", "bf16"):
-        for batch in args.batches:
-            images = network_batch(frames[:batch], args.device)
-            inputs = {"batched_inputs": [{"image": image} for image in images]}
-
-            def forward(inputs=inputs, precision=precision):
-                with torch.no_grad(), torch.autocast(args.device, torch.bfloat16, enabled=precision == "bf16"):
-                    return model.forward(inputs)["outputs"]
-
-            row = {"precision": precision, "batch": batch, "what": "forward",
-                   **speed(timed(forward, args.device, args.warmup, args.iterations), batch)}
-            result["rows"].append(row)
-            print(json.dumps(row), flush=True)
     ours_path = args.work / "ours-fp32-batch1.pt"
     if ours_path.exists():  # same weights, same input: ModelScope's logits against ours
         ours = torch.load(ours_path)
@@ -206,6 +223,18 @@ def part_modelscope(args: argparse.Namespace) -> dict:
             out = model.forward({"batched_inputs": [{"image": network_batch(frames[:1], args.device)[0]}]})["outputs"]
         result["vs_ours_fp32_mask_drift"] = drift(out["pred_masks"], ours["mask"])
         result["vs_ours_fp32_class_drift"] = drift(out["pred_logits"], ours["class"])
+    for precision in ("fp32", "bf16"):
+
+        def make_forward(batch, precision=precision):
+            inputs = {"batched_inputs": [{"image": image} for image in network_batch(frames[:batch], args.device)]}
+
+            def forward():
+                with torch.no_grad(), torch.autocast(args.device, torch.bfloat16, enabled=precision == "bf16"):
+                    return model.forward(inputs)["outputs"]
+
+            return forward
+
+        forward_rows(args, "modelscope", result, precision, make_forward)
     return result
 
 
@@ -291,16 +320,19 @@ def part_tune(args: argparse.Namespace) -> dict:
 
 
 def gpu_table(gpu: dict, modelscope: dict) -> str:
-    theirs = {(r["precision"], r["batch"]): r for r in modelscope.get("rows", [])}
-    lines = ["| precision | batch | what | ours fps | ours median ms | ModelScope fps | H100 reference fps | peak GPU MiB |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in gpu.get("rows", []):
-        key = (r["precision"], r["batch"])
-        ms = theirs.get(key) if r["what"] == "forward" else None
-        ref = REFERENCE_H100.get(key) if r["what"] == "forward" else None
-        lines.append(f"| {r['precision']} | {r['batch']} | {r['what']} | {r['fps']:.1f} | {r['median_ms']:.1f} | "
-                     f"{format(ms['fps'], '.1f') if ms else '-'} | {ref or '-'} | "
-                     f"{r.get('peak_gpu_mib', 0):.0f} |")
+    def cell(row: dict | None, key: str, spec: str = ".1f") -> str:
+        return format(row[key], spec) if row and key in row else "-"
+
+    ours = {(r["precision"], r["batch"], r["what"]): r for r in gpu.get("rows", [])}
+    theirs = {(r["precision"], r["batch"], r["what"]): r for r in modelscope.get("rows", [])}
+    lines = ["| precision | batch | what | ours fps | ours median ms | ours peak GPU MiB | ModelScope fps | "
+             "ModelScope peak GPU MiB | H100 reference fps |", "|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(set(ours) | set(theirs), key=lambda k: (k[0] != "fp32", k[2] != "forward", k[1])):
+        o, t = ours.get(key), theirs.get(key)
+        reference = REFERENCE_H100.get(key[:2]) if key[2] == "forward" else None
+        lines.append(f"| {' | '.join(map(str, key))} | {cell(o, 'fps')} | {cell(o, 'median_ms')} | "
+                     f"{cell(o, 'peak_gpu_mib', '.0f')} | {cell(t, 'fps')} | {cell(t, 'peak_gpu_mib', '.0f')} | "
+                     f"{reference or '-'} |")
     return "\n".join(lines)
 
 
@@ -309,10 +341,13 @@ def report(results: dict, args: argparse.Namespace) -> str:
     out = [f"# device_check ({'smoke, ' if args.smoke else ''}device {args.device})", "",
            f"Machine: {env.get('machine', '?')}; GPU: {env.get('nvidia_smi') or env.get('gpu', 'none')}; "
            f"Python {env.get('python', '?')}, torch {env.get('torch', '?')} (cuDNN TF32 "
-           f"{env.get('cudnn_allow_tf32')}, matmul TF32 {env.get('matmul_allow_tf32')}).", "",
+           f"{env.get('cudnn_allow_tf32')}, matmul TF32 {env.get('matmul_allow_tf32')}); /dev/shm free "
+           f"{env.get('dev_shm_free_gib') or 0:.1f} GiB.", "",
            f"Command: `python benchmarks/device_check.py {' '.join(sys.argv[1:])}`", "",
            "## Failures", ""]
-    failed = [f"- {p}: {results[p]['error']}" for p in PARTS if isinstance(results.get(p), dict) and "error" in results[p]]
+    failed = [f"- {p}: {results[p]['error']}" for p in PARTS if "error" in results.get(p, {})]
+    failed += [f"- {p} {precision}: {error}" for p in ("gpu", "modelscope")
+               for precision, error in results.get(p, {}).get("errors", {}).items()]
     out += (failed or ["none"]) + ["", "## M2FP on the device (random ResNet-101 weights)", ""]
     if "rows" in gpu:
         out += [f"Input {gpu['input']}; {args.warmup} warm-up runs, median of {args.iterations}. Drift (mean abs "
@@ -348,11 +383,10 @@ def run_part(name: str, args: argparse.Namespace, end: float) -> dict:
         error = None if run.returncode == 0 else f"exit {run.returncode}"
     except subprocess.TimeoutExpired:
         error = f"killed after {limit:.0f} s"
-    path = args.work / f"{name}.json"
-    result = json.loads(path.read_text()) if path.exists() else {}
-    partial = args.work / f"{name}.partial.json"
-    if error and not result and partial.exists():
-        result = json.loads(partial.read_text())
+    result: dict[str, Any] = {}
+    for path in (args.work / f"{name}.partial.json", args.work / f"{name}.json"):  # what was done, then the end
+        if path.exists():
+            result.update(json.loads(path.read_text()))
     if error:
         result["error"] = result.get("error") or error
     result["part_s"] = time.perf_counter() - begin
@@ -386,7 +420,7 @@ def main() -> None:
         try:
             save(args.work / f"{args.part}.json", globals()[f"part_{args.part}"](args))
         except Exception as exc:
-            save(args.work / f"{args.part}.json", {"error": f"{type(exc).__name__}: {exc}"[:800]})
+            save(args.work / f"{args.part}.json", {"error": one_line(exc)})
             raise
         return
     args.out.mkdir(parents=True, exist_ok=True)
