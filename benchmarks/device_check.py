@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -378,10 +379,13 @@ def run_part(name: str, args: argparse.Namespace, end: float) -> dict:
     command = [sys.executable, __file__, "--part", name, "--deadline", str(end), *sys.argv[1:]]
     begin = time.perf_counter()
     print(f"== {name} (at most {limit:.0f} s)", flush=True)
+    child = subprocess.Popen(command, start_new_session=True)  # its own group: worker processes go with it
     try:
-        run = subprocess.run(command, timeout=limit, check=False)
-        error = None if run.returncode == 0 else f"exit {run.returncode}"
+        code = child.wait(timeout=limit)
+        error = None if code == 0 else f"exit {code}"
     except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
         error = f"killed after {limit:.0f} s"
     result: dict[str, Any] = {}
     for path in (args.work / f"{name}.partial.json", args.work / f"{name}.json"):  # what was done, then the end
