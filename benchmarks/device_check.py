@@ -102,26 +102,24 @@ def speed(times: list[float], batch: int) -> dict[str, float]:
 
 
 def part_env(args: argparse.Namespace) -> dict:
-    import torch
-
     from vidparse.bench import machine_description
 
-    env: dict[str, Any] = {"machine": machine_description(), "python": platform.python_version(),
-                           "torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
-                           "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-                           "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
-    for name in ("numpy", "onnxruntime", "cv2", "av", "multiprocess", "typer", "modelscope"):
+    env: dict[str, Any] = {"machine": machine_description(), "python": platform.python_version()}
+    for name in ("torch", "numpy", "onnxruntime", "cv2", "av", "multiprocess", "typer", "modelscope"):
         try:
             env[name] = __import__(name).__version__
         except Exception as exc:  # a missing package is a finding, not a failure of this part
-            env[name] = f"missing: {type(exc).__name__}: {exc}"
+            env[name] = f"missing: {one_line(exc)}"
     shm = shutil.disk_usage("/dev/shm") if Path("/dev/shm").exists() else None
     env["dev_shm_free_gib"] = shm.free / 2**30 if shm else None  # the frame slots live there
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
-        env["nvidia_smi"] = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
-             "--format=csv,noheader"], capture_output=True, text=True, check=False).stdout.strip()
+    env["nvidia_smi"] = subprocess.run(
+        "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader",
+        shell=True, capture_output=True, text=True, check=False).stdout.strip()
+    save(args.work / "env.partial.json", env)  # kept should torch fail to import
+    import torch
+
+    env.update(cuda_available=torch.cuda.is_available(), cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+               matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
     return env
 
 
@@ -340,7 +338,7 @@ def gpu_table(gpu: dict, modelscope: dict) -> str:
 def report(results: dict, args: argparse.Namespace) -> str:
     env, gpu, ms = (results.get(p, {}) for p in ("env", "gpu", "modelscope"))
     out = [f"# device_check ({'smoke, ' if args.smoke else ''}device {args.device})", "",
-           f"Machine: {env.get('machine', '?')}; GPU: {env.get('nvidia_smi') or env.get('gpu', 'none')}; "
+           f"Machine: {env.get('machine', '?')}; GPU: {env.get('nvidia_smi') or 'none'}; "
            f"Python {env.get('python', '?')}, torch {env.get('torch', '?')} (cuDNN TF32 "
            f"{env.get('cudnn_allow_tf32')}, matmul TF32 {env.get('matmul_allow_tf32')}); /dev/shm free "
            f"{env.get('dev_shm_free_gib') or 0:.1f} GiB.", "",
@@ -375,7 +373,10 @@ def report(results: dict, args: argparse.Namespace) -> str:
 
 def run_part(name: str, args: argparse.Namespace, end: float) -> dict:
     """``name`` in a child process, killed at ``end``; its JSON result, or the error as one line."""
-    limit = max(5.0, end - time.time())
+    limit = end - time.time()
+    if limit < 5:
+        print(f"== {name}: not run, the budget is spent", flush=True)
+        return {"error": "not run: the budget is spent"}
     command = [sys.executable, __file__, "--part", name, "--deadline", str(end), *sys.argv[1:]]
     begin = time.perf_counter()
     print(f"== {name} (at most {limit:.0f} s)", flush=True)
