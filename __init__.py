@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Parser", "Parsing", "PersonStats", "annotate", "parse_image", "resolve_config"]
+__all__ = ["Parser", "Parsing", "PersonStats", "Stream", "StreamFrame", "annotate", "parse_image", "resolve_config", "stream"]
 
 if TYPE_CHECKING:
-    from vidparse.api import Parser, Parsing, annotate, parse_image, resolve_config
+    from vidparse.api import Parser, Parsing, Stream, StreamFrame, annotate, parse_image, resolve_config, stream
     from vidparse.stages.types import PersonStats
 
 

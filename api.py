@@ -7,6 +7,7 @@ subclasses, each with a ``message``, a ``hint`` and the CLI's ``exit_code``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
@@ -15,10 +16,15 @@ import cv2
 import numpy as np
 
 from vidparse.config import Config, config_from, load_config, merge, user_settings
-from vidparse.errors import BadInputError
-from vidparse.jobs import ResolvedModels, build_person_parser
+from vidparse.errors import BadInputError, ConfigError
+from vidparse.jobs import (ParserSpec, ResolvedModels, StreamSpec, build_person_parser, drops_frames, pool_settings,
+                           stream_settings, stream_spec)
 from vidparse.pipeline.cpus import threads_per_worker
+from vidparse.pipeline.engine import Engine
+from vidparse.pipeline.writer import Written
 from vidparse.stages.images import load_upright
+from vidparse.stages.labels import load_label_set
+from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.recolor import Recolor
 from vidparse.stages.types import LabelSet, PersonStats
 
@@ -151,3 +157,99 @@ def annotate(image: ImageInput, parsing: Parsing, alpha: float | None = None, le
     options = resolve_config(**{"compose.alpha": alpha, "compose.legend": legend}).compose  # validated, YAML defaults
     rgb_colors = replace(parsing.label_set, colors=parsing.palette)  # Recolor blends in the image's channel order
     return Recolor(rgb_colors, options).process(rgb, parsing.labels)
+
+
+@dataclass
+class StreamFrame(Parsing):
+    """One parsed frame of `stream`: a `Parsing` (labels, persons with track ids when tracking is on, label set)
+    plus where it came from. ``stream`` is the source's index in the list given to `stream` and ``source`` its
+    input; ``seq`` counts the source's frames from 0; ``pts`` is the frame's timestamp in the source's time base
+    and ``time_s`` the same in seconds (None when the source has none); ``image`` is the frame, RGB."""
+
+    stream: int
+    source: str
+    seq: int
+    pts: int | None
+    time_s: float | None
+    image: np.ndarray
+
+
+class Stream:
+    """The frames of `stream`, as they are written: an iterator, and a context manager that stops the run on exit.
+
+    Leaving the loop early (``break``, an exception) or dropping the object stops the pipeline: the processes
+    end and the outputs are closed with what was written. A run that fails raises its `VidparseError` from the
+    loop."""
+
+    def __init__(self, engine: Engine, specs: list[StreamSpec], settings: Config) -> None:
+        self._frames = self._run(engine, specs, settings)
+
+    @staticmethod
+    def _run(engine: Engine, specs: list[StreamSpec], settings: Config) -> Iterator[StreamFrame]:
+        written_frames = engine.results()
+        label_set = load_label_set(LABEL_SETS[settings.model])
+        try:
+            for spec in specs:
+                engine.add(spec, stream_settings(settings, spec.input_url))
+            engine.start()
+            for written in written_frames:
+                yield _stream_frame(written, specs[written.stream], label_set)
+        finally:
+            written_frames.close()  # aborts a run that is still going, and waits for its processes
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> StreamFrame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop the run (if it still goes) and wait for its processes to end."""
+        self._frames.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> StreamFrame:
+    image, labels = written.frame.image, written.labels  # copies already (`Engine.results`)
+    if spec.images is not None:  # photos share a canvas as large as the largest: back to this one's size
+        width, height = spec.images.sizes[written.frame.seq]
+        image, labels = image[:height, :width], labels[:height, :width]
+    return StreamFrame(labels=np.ascontiguousarray(labels), persons=written.result.persons, label_set=label_set,
+                       stream=written.stream, source=spec.input_url, seq=written.frame.seq, pts=written.frame.pts,
+                       time_s=written.frame.seconds, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def stream(sources: str | Path | Sequence[str | Path], model: str | None = None, workers: int | None = None,
+           config: ConfigInput = None, outputs: str | Path | Sequence[str | Path | None] | None = None,
+           max_frames: int | None = None, model_dir: str | Path | None = None, **overrides: Any) -> Stream:
+    """Parse one or more videos (files, ``rtsp://`` and other URLs FFmpeg opens, ``/dev/videoN``) on one pool of
+    ``workers`` parser processes, yielding every written frame as a `StreamFrame`, each source's in order::
+
+        for frame in vidparse.stream(["a.mp4", "rtsp://camera/1"], workers=2):
+            print(frame.stream, frame.seq, len(frame.persons))
+
+    ``outputs``: one annotated video per source (None, or a None entry: none written). Frames wait in a small
+    bounded queue, so memory stays bounded however slow the loop is (files wait; live sources drop their oldest
+    frames, as ``policy: auto`` says). Other arguments as for `Parser`; ``max_frames`` stops each source after
+    that many frames. Inputs, outputs, models and settings are checked before any process starts."""
+    inputs = [str(sources)] if isinstance(sources, (str, Path)) else [str(s) for s in sources]
+    paths = [outputs] if outputs is None or isinstance(outputs, (str, Path)) else list(outputs)
+    if len(paths) == 1 and len(inputs) > 1 and paths[0] is None:
+        paths = paths * len(inputs)
+    if not inputs or len(paths) != len(inputs):
+        raise ConfigError(f"{len(inputs)} sources but {len(paths)} outputs",
+                          hint="give one output (or None) per source, or no outputs")
+    settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
+                              **overrides)
+    specs = [stream_spec(settings, url, Path(path) if path is not None else None, max_frames=max_frames)
+             for url, path in zip(inputs, paths)]
+    parser = ParserSpec(settings, ResolvedModels.for_config(settings))
+    live = [url for url in inputs if drops_frames(settings, url)]  # live inputs: one frame per worker at a time
+    threads = threads_per_worker(settings.worker_count, settings.threads)
+    engine = Engine(parser, pool_settings(settings, (live or inputs)[0], threads))
+    return Stream(engine, specs, settings)

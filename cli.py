@@ -100,14 +100,11 @@ def run(
     video, or annotated images and label PNGs."""
     _setup_logging(verbose)
     from vidparse.config import load_config
-    from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
+    from vidparse.jobs import ParserSpec, ResolvedModels, pool_settings, stream_settings, stream_spec
     from vidparse.pipeline.cpus import threads_per_worker
     from vidparse.pipeline.runner import Runner
     from vidparse.progress import RunReporter
     from vidparse.signals import stop_on_signals
-    from vidparse.stages.images import ImageSet, check_image_output, is_image_input
-    from vidparse.stages.sink import CONTAINERS, check_output_path
-    from vidparse.stages.source import InputKind, input_kind, probe
 
     with user_errors():
         settings = load_config(config, {
@@ -119,20 +116,8 @@ def run(
             "output.fragmented": fragmented, "max_memory_mb": max_memory, "keyframes.parse_every": parse_every,
             "tracking.enabled": tracking, "tracking.max_missed": max_missed, "tracking.draw_ids": track_ids,
         })
-        images = ImageSet.find(input) if is_image_input(input) else None
-        image_output = images and output.suffix.lower() not in CONTAINERS
-        if instances and (image_output or not settings.tracking.enabled):
-            raise ConfigError("--instances needs tracking, which runs on video output only",
-                              hint="drop --no-tracking (or tracking.enabled: false), or write a video")
-        if image_output:
-            check_image_output(images, output)
-        else:
-            if input_kind(input) is InputKind.FILE and not images:
-                probe(input)
-            check_output_path(output)
+        stream = stream_spec(settings, input, output, masks, stats, instances, max_frames)
         parser = ParserSpec(settings, ResolvedModels.for_config(settings))
-        stream = StreamSpec(settings, input, output, masks_dir=masks, stats_path=stats, instances_dir=instances,
-                            max_frames=max_frames, images=images)
         threads_each = threads_per_worker(settings.worker_count, settings.threads)
         with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
             runner = Runner(parser, stream, pool_settings(settings, input, threads_each),

@@ -9,19 +9,20 @@ from typing import Any
 import numpy as np
 
 from vidparse.config import Config
+from vidparse.errors import ConfigError
 from vidparse.model_store import resolve_model
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.keyframes import KeyframeParser
-from vidparse.stages.images import ImageSet, ImageSource
+from vidparse.stages.images import ImageSet, ImageSource, check_image_output, is_image_input
 from vidparse.stages.output import AnnotatedImages, AnnotatedOutput
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
-from vidparse.stages.sink import CONTAINERS
-from vidparse.stages.source import InputKind, StreamInfo, VideoSource, input_kind
+from vidparse.stages.sink import CONTAINERS, check_output_path
+from vidparse.stages.source import InputKind, StreamInfo, VideoSource, input_kind, probe
 from vidparse.stages.types import FrameResult
 
 
@@ -88,7 +89,7 @@ class StreamSpec:
 
     config: Config
     input_url: str
-    output_path: Path
+    output_path: Path | None  # None: no video or images written (`vidparse.stream`)
     masks_dir: Path | None = None
     stats_path: Path | None = None
     instances_dir: Path | None = None  # per-frame 16-bit PNGs of track ids (tracking must be on)
@@ -104,7 +105,7 @@ class StreamSpec:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
 
     def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
-        if self.images and self.output_path.suffix.lower() not in CONTAINERS:
+        if self.images and self.output_path is not None and self.output_path.suffix.lower() not in CONTAINERS:
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
                                    self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path)
         return AnnotatedOutput(
@@ -123,6 +124,26 @@ class StreamSpec:
             margin=self.config.roi.margin,
             instances_dir=self.instances_dir,
         )
+
+
+def stream_spec(config: Config, input_url: str, output: Path | None, masks: Path | None = None,
+                stats: Path | None = None, instances: Path | None = None, max_frames: int | None = None) -> StreamSpec:
+    """The spec of one input and its outputs, checked before any process starts: the input exists and is readable
+    (files), the outputs can be written, and ``instances`` has tracking and a video to go with."""
+    images = ImageSet.find(input_url) if is_image_input(input_url) else None
+    image_output = images is not None and output is not None and output.suffix.lower() not in CONTAINERS
+    if instances and (image_output or not config.tracking.enabled):
+        raise ConfigError("--instances needs tracking, which runs on video output only",
+                          hint="drop --no-tracking (or tracking.enabled: false), or write a video")
+    if image_output:
+        check_image_output(images, output)
+    else:
+        if input_kind(input_url) is InputKind.FILE and not images:
+            probe(input_url)
+        if output is not None:
+            check_output_path(output)
+    return StreamSpec(config, input_url, output, masks_dir=masks, stats_path=stats, instances_dir=instances,
+                      max_frames=max_frames, images=images)
 
 
 def drops_frames(config: Config, input_url: str) -> bool:

@@ -1,0 +1,95 @@
+"""`vidparse.stream` on the real pipeline: every frame once and in order, two sources on one pool, and no process
+left behind when the caller leaves early, raises, or drops the iterator."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+import vidparse
+from conftest import VTEST, cut_clip, decode_frames, probe_video
+from vidparse.errors import BadInputError
+
+
+def pipeline_processes() -> list[psutil.Process]:
+    """This test process's descendants, less multiprocess's resource tracker (one per interpreter, by design)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any("resource_tracker" in part for part in child.cmdline()):
+                continue
+        except psutil.ZombieProcess:
+            pass  # a zombie is a child nobody waited for: left behind as well
+        except psutil.NoSuchProcess:
+            continue
+        found.append(child)
+    return found
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5 vtest frames: a second source that differs from the 12-frame clip."""
+    return cut_clip(VTEST, tmp_path_factory.mktemp("clips") / "vtest5.avi", 5)
+
+
+def test_two_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, tmp_path: Path) -> None:
+    """Two files on one pool of two workers: each stream's frames come once, in order, with their timestamps, the
+    decoded pixels (RGB) and labels; the second source also writes its annotated video."""
+    expected = {0: decode_frames(clip), 1: decode_frames(short_clip)}
+    seen: dict[int, list[vidparse.StreamFrame]] = {0: [], 1: []}
+    video = tmp_path / "short.mp4"
+    for frame in vidparse.stream([clip, short_clip], model="bodypix", workers=2, outputs=[None, video]):
+        seen[frame.stream].append(frame)
+    for stream, frames in seen.items():
+        assert [f.seq for f in frames] == list(range(len(expected[stream])))
+        assert [f.time_s for f in frames] == pytest.approx([0.1 * i for i in range(len(frames))])
+        assert [f.pts for f in frames] == list(range(len(frames)))
+        assert {f.source for f in frames} == {str((clip, short_clip)[stream])}
+        for frame in frames:
+            assert np.array_equal(frame.image, expected[stream][frame.seq][:, :, ::-1])
+            assert frame.labels.shape == frame.image.shape[:2]
+    assert all(f.persons and f.labels.any() for f in seen[0]), "vtest shows people in every frame"
+    assert all(p.track_id is not None for f in seen[0] for p in f.persons), "tracking is on for video"
+    assert probe_video(video).frames == len(expected[1])
+
+
+def test_break_leaves_no_process_behind(clip: Path) -> None:
+    before = pipeline_processes()
+    for frame in vidparse.stream(clip, model="bodypix", workers=2):
+        assert pipeline_processes(), "the source and the workers run while frames come"
+        break
+    assert pipeline_processes() == before
+
+
+def test_an_exception_in_the_loop_stops_the_run(clip: Path) -> None:
+    before = pipeline_processes()
+
+    def consume() -> None:
+        for frame in vidparse.stream(clip, model="bodypix", workers=2):
+            raise RuntimeError(f"caller failed on frame {frame.seq}")
+
+    with pytest.raises(RuntimeError, match="frame 0"):
+        consume()
+    assert pipeline_processes() == before
+
+
+def test_a_dropped_stream_stops_its_run(clip: Path) -> None:
+    """Garbage collection stops a run that was neither finished nor closed."""
+    before = pipeline_processes()
+    frames = vidparse.stream(clip, model="bodypix", workers=1)
+    assert next(frames).seq == 0
+    del frames
+    gc.collect()
+    assert pipeline_processes() == before
+
+
+def test_a_bad_source_fails_before_any_process_starts(clip: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.mp4"
+    before = pipeline_processes()
+    with pytest.raises(BadInputError):
+        vidparse.stream([clip, missing], model="bodypix")
+    assert pipeline_processes() == before
