@@ -133,7 +133,7 @@ def drops_frames(config: Config, input_url: str) -> bool:
 def pool_settings(config: Config, input_url: str, threads: int) -> PoolSettings:
     """Live inputs: one frame per worker, so a frame never waits behind another in a worker's inbox."""
     return PoolSettings(workers=config.worker_count, threads=threads, frame_timeout_s=config.frame_timeout_s,
-                        prefetch=1 if drops_frames(config, input_url) else 2)
+                        prefetch=1 if drops_frames(config, input_url) else 2, max_memory_mb=config.max_memory_mb)
 
 
 def stream_settings(config: Config, input_url: str) -> StreamSettings:
@@ -145,5 +145,5 @@ def stream_settings(config: Config, input_url: str) -> StreamSettings:
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
     # Dropped frames break fixed groups: the parser then carries from the stream's latest frame it saw.
     return StreamSettings(queue_size=config.queue_size, drop_oldest=drops_frames(config, input_url),
-                          source_timeout_s=watchdog, max_memory_mb=config.max_memory_mb,
+                          source_timeout_s=watchdog,
                           group_size=config.keyframes.parse_every)

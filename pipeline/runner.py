@@ -28,20 +28,22 @@ class Runner:
         self.stats = RunStats()
         self.output: Any = None  # the stream's output stage, once the run ended (also after a failure)
         self.slots_name: str | None = None  # the stream's shared-memory block, for diagnostics
+        self.error: Exception | None = None  # what stopped the stream, raised by `join`
 
     def start(self) -> None:
-        self.engine.add(self.stream, self.settings, self.subscribers, on_open=self.on_open, on_end=self._end)
+        self.engine.add_source(self.stream, self.settings, self.subscribers, on_open=self.on_open, on_end=self._end)
         self.engine.start()
 
     def _end(self, session: StreamSession) -> None:
-        self.stats, self.output = session.stats, session.output
+        self.stats, self.output, self.error = session.stats, session.output, session.error
         self.slots_name = session.slots.handle.name if session.slots is not None else None
 
     def stop(self) -> None:
         self.engine.stop()
 
     def join(self) -> RunStats:
-        """Wait for the end; a KeyboardInterrupt meanwhile (second Ctrl-C) aborts the run and is raised."""
+        """Wait for the end and raise what stopped the stream; a KeyboardInterrupt meanwhile (second Ctrl-C)
+        aborts the run and is raised."""
         try:
             while not self.engine.join(JOIN_POLL_S):
                 pass
@@ -49,6 +51,8 @@ class Runner:
             self.engine.abort()
             self.engine.join()
             raise
+        if self.error is not None:
+            raise self.error
         return self.stats
 
     def run(self) -> RunStats:
@@ -60,3 +64,5 @@ class Runner:
         results = self.engine.results()
         self.start()
         yield from results
+        if self.error is not None:
+            raise self.error

@@ -79,13 +79,13 @@ def test_streams_share_one_pool(clip: Path) -> None:
 
     def add_third(written: Written, stats) -> None:
         if written.frame.seq == 3:  # the first stream is running: the third joins through the control pipe
-            engine.add(TrivialJob(str(clip), collected[2]), StreamSettings(queue_size=2),
+            engine.add_source(TrivialJob(str(clip), collected[2]), StreamSettings(queue_size=2),
                        on_end=lambda s: ended.append(s.stream))
 
-    engine.add(TrivialJob(str(clip), collected[0], jitter_s=0.3), StreamSettings(queue_size=2),
+    engine.add_source(TrivialJob(str(clip), collected[0], jitter_s=0.3), StreamSettings(queue_size=2),
                [add_third, lambda written, stats: written_order.append(written.stream)],
                on_end=lambda s: ended.append(s.stream))
-    engine.add(TrivialJob(str(clip), collected[1], jitter_s=0.3), StreamSettings(queue_size=2, group_size=3),
+    engine.add_source(TrivialJob(str(clip), collected[1], jitter_s=0.3), StreamSettings(queue_size=2, group_size=3),
                [lambda written, stats: written_order.append(written.stream)], on_end=lambda s: ended.append(s.stream))
     engine.start()
     assert engine.join(120)
