@@ -30,6 +30,8 @@ from vidparse.pipeline.writer import Subscriber, Written
 
 log = logging.getLogger(__name__)
 
+JOIN_POLL_S = 0.2  # `run` waits in short steps, so the caller's signal handlers run
+
 
 class _Aborted(Exception):
     """Ends the hub loop at once (`Engine.abort`); not an error for whoever joins."""
@@ -100,6 +102,18 @@ class Engine:
         if self._error is not None:
             raise self._error
         return True
+
+    def run(self) -> None:
+        """`start`, then wait for the end in short steps (so the caller's signal handlers run) and raise what ended
+        the engine; a KeyboardInterrupt meanwhile (a second Ctrl-C) aborts and is raised."""
+        self.start()
+        try:
+            while not self.join(JOIN_POLL_S):
+                pass
+        except KeyboardInterrupt:
+            self.abort()
+            self.join()
+            raise
 
     def results(self) -> Iterator[Written]:
         """Copies of every frame any stream writes (the arrays outlive their slot), until the engine ends; then
@@ -235,7 +249,7 @@ class Engine:
         try:
             call()
         except Exception as exc:
-            log.warning("stream %d failed: %s", session.stream, getattr(exc, "message", exc))
+            log.info("stream %d failed: %s", session.stream, getattr(exc, "message", exc))
             session.error = exc
 
     def _requeue(self, scheduler: Scheduler, lost: Any) -> None:
