@@ -152,8 +152,9 @@ class StreamOutcome:
 
     @property
     def exit_code(self) -> int:
-        return {"ok": 0, "degraded": DEGRADED_EXIT, "interrupted": INTERRUPTED_EXIT}.get(self.status) or (
-            self.error.exit_code if isinstance(self.error, VidparseError) else UNEXPECTED_EXIT)
+        if self.error is not None:
+            return self.error.exit_code if isinstance(self.error, VidparseError) else UNEXPECTED_EXIT
+        return {"ok": 0, "degraded": DEGRADED_EXIT, "interrupted": INTERRUPTED_EXIT}[self.status]
 
 
 @dataclass
