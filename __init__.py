@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Parser", "Parsing", "PersonStats", "Stream", "StreamFrame", "annotate", "parse_image", "resolve_config", "stream"]
+__all__ = ["Parser", "Parsing", "PersonStats", "RunOutcome", "Stream", "StreamFrame", "annotate", "parse_image",
+           "resolve_config", "run", "stream"]
 
 if TYPE_CHECKING:
-    from vidparse.api import Parser, Parsing, Stream, StreamFrame, annotate, parse_image, resolve_config, stream
+    from vidparse.api import (Parser, Parsing, RunOutcome, Stream, StreamFrame, annotate, parse_image, resolve_config,
+                              run, stream)
     from vidparse.stages.types import PersonStats
 
 

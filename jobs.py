@@ -9,20 +9,19 @@ from typing import Any
 import numpy as np
 
 from vidparse.config import Config
-from vidparse.errors import ConfigError
 from vidparse.model_store import resolve_model
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.keyframes import KeyframeParser
-from vidparse.stages.images import ImageSet, ImageSource, check_image_output, is_image_input
+from vidparse.stages.images import ImageSet, ImageSource
 from vidparse.stages.output import AnnotatedImages, AnnotatedOutput
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
-from vidparse.stages.sink import CONTAINERS, check_output_path
-from vidparse.stages.source import InputKind, StreamInfo, VideoSource, input_kind, probe
+from vidparse.stages.sink import CONTAINERS
+from vidparse.stages.source import InputKind, StreamInfo, VideoSource, input_kind
 from vidparse.stages.types import FrameResult
 
 
@@ -95,6 +94,7 @@ class StreamSpec:
     instances_dir: Path | None = None  # per-frame 16-bit PNGs of track ids (tracking must be on)
     max_frames: int | None = None
     images: ImageSet | None = None  # the input is still images (a photo, a folder, a pattern)
+    name: str | None = None  # the stream's name in every stats line
 
     def make_source(self, stop: Any = None) -> VideoSource | ImageSource:
         if self.images:
@@ -107,7 +107,8 @@ class StreamSpec:
     def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
         if self.images and self.output_path is not None and self.output_path.suffix.lower() not in CONTAINERS:
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
-                                   self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path)
+                                   self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path,
+                                   stream_name=self.name)
         return AnnotatedOutput(
             info,
             load_label_set(LABEL_SETS[self.config.model]),
@@ -123,27 +124,8 @@ class StreamSpec:
             tracking=self.config.tracking,
             margin=self.config.roi.margin,
             instances_dir=self.instances_dir,
+            stream_name=self.name,
         )
-
-
-def stream_spec(config: Config, input_url: str, output: Path | None, masks: Path | None = None,
-                stats: Path | None = None, instances: Path | None = None, max_frames: int | None = None) -> StreamSpec:
-    """The spec of one input and its outputs, checked before any process starts: the input exists and is readable
-    (files), the outputs can be written, and ``instances`` has tracking and a video to go with."""
-    images = ImageSet.find(input_url) if is_image_input(input_url) else None
-    image_output = images is not None and output is not None and output.suffix.lower() not in CONTAINERS
-    if instances and (image_output or not config.tracking.enabled):
-        raise ConfigError("--instances needs tracking, which runs on video output only",
-                          hint="drop --no-tracking (or tracking.enabled: false), or write a video")
-    if image_output:
-        check_image_output(images, output)
-    else:
-        if input_kind(input_url) is InputKind.FILE and not images:
-            probe(input_url)
-        if output is not None:
-            check_output_path(output)
-    return StreamSpec(config, input_url, output, masks_dir=masks, stats_path=stats, instances_dir=instances,
-                      max_frames=max_frames, images=images)
 
 
 def drops_frames(config: Config, input_url: str) -> bool:
@@ -151,10 +133,11 @@ def drops_frames(config: Config, input_url: str) -> bool:
     return config.policy == "drop" or (config.policy == "auto" and input_kind(input_url) is not InputKind.FILE)
 
 
-def pool_settings(config: Config, input_url: str, threads: int) -> PoolSettings:
-    """Live inputs: one frame per worker, so a frame never waits behind another in a worker's inbox."""
+def pool_settings(config: Config, threads: int, live: bool) -> PoolSettings:
+    """``live`` (any stream drops frames): one frame per worker, so a frame never waits behind another in a
+    worker's inbox."""
     return PoolSettings(workers=config.worker_count, threads=threads, frame_timeout_s=config.frame_timeout_s,
-                        prefetch=1 if drops_frames(config, input_url) else 2)
+                        prefetch=1 if live else 2, max_memory_mb=config.max_memory_mb)
 
 
 def stream_settings(config: Config, input_url: str) -> StreamSettings:
@@ -166,5 +149,5 @@ def stream_settings(config: Config, input_url: str) -> StreamSettings:
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
     # Dropped frames break fixed groups: the parser then carries from the stream's latest frame it saw.
     return StreamSettings(queue_size=config.queue_size, drop_oldest=drops_frames(config, input_url),
-                          source_timeout_s=watchdog, max_memory_mb=config.max_memory_mb,
+                          source_timeout_s=watchdog,
                           group_size=config.keyframes.parse_every)

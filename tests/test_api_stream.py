@@ -93,3 +93,19 @@ def test_a_bad_source_fails_before_any_process_starts(clip: Path, tmp_path: Path
     with pytest.raises(BadInputError):
         vidparse.stream([clip, missing], model="bodypix")
     assert pipeline_processes() == before
+
+
+def test_run_does_what_the_cli_run_does(clip: Path, tmp_path: Path) -> None:
+    """One input: its video (every frame) and masks; several inputs, one of them missing: the good one is written
+    to ``output/<name>.mp4``, the missing one is in the outcome (exit code 9); with ``check`` (the default) a failure is raised."""
+    outcome = vidparse.run(clip, tmp_path / "one.mp4", model="bodypix", workers=1, masks=tmp_path / "masks")
+    assert outcome.exit_code == 0 and outcome.streams[0].paths == [tmp_path / "one.mp4"]
+    assert probe_video(tmp_path / "one.mp4").frames == 12
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 12
+    missing = tmp_path / "missing.mp4"
+    outcome = vidparse.run([clip, missing], tmp_path / "many", model="bodypix", workers=1, max_frames=3,
+                           check=False)
+    assert outcome.exit_code == 9 and isinstance(outcome.failed[0].error, BadInputError)
+    assert probe_video(tmp_path / "many" / f"{clip.stem}.mp4").frames == 3
+    with pytest.raises(BadInputError, match="missing"):
+        vidparse.run(missing, tmp_path / "none.mp4", model="bodypix")
