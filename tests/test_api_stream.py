@@ -12,7 +12,8 @@ import pytest
 
 import vidparse
 from conftest import VTEST, cut_clip, decode_frames, probe_video
-from vidparse.errors import BadInputError
+from rtsp import free_port
+from vidparse.errors import BadInputError, VidparseError
 
 
 def pipeline_processes() -> list[psutil.Process]:
@@ -95,6 +96,21 @@ def test_a_bad_source_fails_before_any_process_starts(clip: Path, tmp_path: Path
     assert pipeline_processes() == before
 
 
+def test_a_source_that_fails_stops_alone_and_is_raised_at_the_end(clip: Path) -> None:
+    """A camera nobody answers on (no reconnects) beside a file: the file's frames all come, then the camera's
+    error is raised; `Stream.failed` names it."""
+    camera = f"rtsp://127.0.0.1:{free_port()}/none"
+    frames = vidparse.stream([clip, camera], model="bodypix", workers=1, max_frames=3,
+                             live={"reconnect_attempts": 0, "open_timeout_s": 3})
+    seen = []
+    with pytest.raises(VidparseError, match="cannot open rtsp://"):
+        for frame in frames:
+            seen.append((frame.stream, frame.seq))
+    assert seen == [(0, 0), (0, 1), (0, 2)]
+    assert list(frames.failed) == [1]
+
+
+@pytest.mark.slow
 def test_run_does_what_the_cli_run_does(clip: Path, tmp_path: Path) -> None:
     """One input: its video (every frame) and masks; several inputs, one of them missing: the good one is written
     to ``output/<name>.mp4``, the missing one is in the outcome (exit code 9); with ``check`` (the default) a failure is raised."""
