@@ -4,11 +4,13 @@ left behind when the caller leaves early, raises, or drops the iterator."""
 from __future__ import annotations
 
 import gc
+import shutil
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
+from PIL import Image
 
 import vidparse
 from conftest import VTEST, cut_clip, decode_frames, probe_video
@@ -37,15 +39,25 @@ def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cut_clip(VTEST, tmp_path_factory.mktemp("clips") / "vtest5.avi", 5)
 
 
-def test_two_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, tmp_path: Path) -> None:
-    """Two files on one pool of two workers: each stream's frames come once, in order, with their timestamps, the
-    decoded pixels (RGB) and labels; the second source also writes its annotated video."""
+def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, shared: Path, tmp_path: Path) -> None:
+    """Two files and a folder of photos on one pool of two workers: each file's frames come once, in order, with
+    their timestamps, the decoded pixels (RGB) and labels; the second file also writes its annotated video; each
+    photo comes at its own size."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("0002190.jpg", "0005008.jpg"):  # two sizes
+        shutil.copy(shared / "data" / "cihp" / "images" / name, photos / name)
     expected = {0: decode_frames(clip), 1: decode_frames(short_clip)}
-    seen: dict[int, list[vidparse.StreamFrame]] = {0: [], 1: []}
+    seen: dict[int, list[vidparse.StreamFrame]] = {0: [], 1: [], 2: []}
     video = tmp_path / "short.mp4"
-    for frame in vidparse.stream([clip, short_clip], model="bodypix", workers=2, outputs=[None, video]):
+    for frame in vidparse.stream([clip, short_clip, photos], model="bodypix", workers=2, outputs=[None, video, None]):
         seen[frame.stream].append(frame)
-    for stream, frames in seen.items():
+    pictures = [np.asarray(Image.open(path).convert("RGB")) for path in sorted(photos.iterdir())]
+    assert pictures[0].shape != pictures[1].shape
+    assert [f.seq for f in seen[2]] == [0, 1]
+    for frame, picture in zip(seen[2], pictures):
+        assert np.array_equal(frame.image, picture) and frame.labels.shape == picture.shape[:2]
+    for stream, frames in ((0, seen[0]), (1, seen[1])):
         assert [f.seq for f in frames] == list(range(len(expected[stream])))
         assert [f.time_s for f in frames] == pytest.approx([0.1 * i for i in range(len(frames))])
         assert [f.pts for f in frames] == list(range(len(frames)))
