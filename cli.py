@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, UNEXPECTED_EXIT, BadOutputError, ConfigError,
-                             VidparseError)
+from vidparse.errors import INTERRUPTED_EXIT, UNEXPECTED_EXIT, BadOutputError, ConfigError, VidparseError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
