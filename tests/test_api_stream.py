@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ def test_break_leaves_no_process_behind(clip: Path) -> None:
         assert pipeline_processes(), "the source and the workers run while frames come"
         break
     assert pipeline_processes() == before
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("vidparse-")], "hub and writer threads end"
 
 
 def test_an_exception_in_the_loop_stops_the_run(clip: Path) -> None:
