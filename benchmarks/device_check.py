@@ -24,6 +24,7 @@ Writes ``device_check.md`` (tables) and ``device_check.json`` (raw numbers) into
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -105,11 +106,12 @@ def part_env(args: argparse.Namespace) -> dict:
     from vidparse.bench import machine_description
 
     env: dict[str, Any] = {"machine": machine_description(), "python": platform.python_version()}
-    for name in ("torch", "numpy", "onnxruntime", "cv2", "av", "multiprocess", "typer", "modelscope"):
+    for name in ("torch", "numpy", "onnxruntime", "opencv-python-headless", "av", "multiprocess", "typer",
+                 "modelscope"):
         try:
-            env[name] = __import__(name).__version__
-        except Exception as exc:  # a missing package is a finding, not a failure of this part
-            env[name] = f"missing: {one_line(exc)}"
+            env[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # a missing package is a finding, not a failure here
+            env[name] = "missing"
     shm = shutil.disk_usage("/dev/shm") if Path("/dev/shm").exists() else None
     env["dev_shm_free_gib"] = shm.free / 2**30 if shm else None  # the frame slots live there
     env["nvidia_smi"] = subprocess.run(
