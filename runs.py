@@ -35,7 +35,7 @@ class Source:
     names the stream in progress lines, summaries and every stats line; ``policy`` overrides the config's."""
 
     input: str
-    output: Path
+    output: Path | None  # None: no video or images written (the API's `vidparse.stream`)
     name: str | None = None
     masks: Path | None = None
     stats: Path | None = None
@@ -192,7 +192,7 @@ class RunHooks:
 def check_source(source: Source, config: Config) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec."""
     images = ImageSet.find(source.input) if is_image_input(source.input) else None
-    image_output = images and source.output.suffix.lower() not in CONTAINERS
+    image_output = images and source.output is not None and source.output.suffix.lower() not in CONTAINERS
     if source.instances and (image_output or not config.tracking.enabled):
         raise ConfigError("--instances needs tracking, which runs on video output only",
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")
@@ -201,10 +201,20 @@ def check_source(source: Source, config: Config) -> StreamSpec:
     else:
         if input_kind(source.input) is InputKind.FILE and not images:
             probe(source.input)
-        check_output_path(source.output)
+        if source.output is not None:
+            check_output_path(source.output)
     return StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
                       instances_dir=source.instances, max_frames=source.max_frames, images=images,
                       name=source.label)
+
+
+def make_engine(config: Config, specs: Sequence[StreamSpec]) -> Engine:
+    """One pool of workers for these streams (not started); live streams make the workers take one frame at a
+    time."""
+    parser = ParserSpec(config, ResolvedModels.for_config(config))
+    pool = pool_settings(config, threads_per_worker(config.worker_count, config.threads),
+                         live=any(drops_frames(spec.config, spec.input_url) for spec in specs))
+    return Engine(parser, pool)
 
 
 def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
@@ -226,10 +236,7 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
             outcome.error = exc
     if not specs:
         return RunOutcome(outcomes)
-    parser = ParserSpec(config, ResolvedModels.for_config(config))
-    pool = pool_settings(config, threads_per_worker(config.worker_count, config.threads),
-                         live=any(drops_frames(spec.config, spec.input_url) for spec in specs.values()))
-    engine = Engine(parser, pool)
+    engine = make_engine(config, list(specs.values()))
     for index, spec in specs.items():
         engine.add_source(spec, stream_settings(spec.config, spec.input_url), _subscribers(hooks, index),
                           on_open=_bind(hooks.on_open, index), on_end=_ender(outcomes[index], len(outcomes) == 1))

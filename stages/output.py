@@ -24,11 +24,14 @@ from vidparse.stages.writers import InstanceWriter, MaskWriter, StatsWriter, mak
 
 
 class AnnotatedOutput:
+    """Each parsed frame recolored and encoded into ``video_path`` (None: no video, as for `vidparse.stream`), with
+    the optional masks, statistics and instances."""
+
     def __init__(
         self,
         info: StreamInfo,
         label_set: LabelSet,
-        video_path: Path,
+        video_path: Path | None,
         compose: ComposeOptions,
         encoder: EncoderOptions,
         audio_from: str | None = None,
@@ -44,7 +47,7 @@ class AnnotatedOutput:
         self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
         self.draw_ids = bool(tracking and tracking.enabled and tracking.draw_ids)
         self.recolor = Recolor(label_set, compose)
-        self.sink = VideoSink(video_path, info, encoder, audio_from)
+        self.sink = VideoSink(video_path, info, encoder, audio_from) if video_path is not None else None
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
         self.stats = StatsWriter(stats_path, stream_name) if stats_path else None
         self.instances = InstanceWriter(instances_dir) if instances_dir else None
@@ -53,14 +56,15 @@ class AnnotatedOutput:
 
     @property
     def paths(self) -> list[Path]:
-        return self.sink.paths
+        return self.sink.paths if self.sink is not None else []
 
     def _side_outputs(self) -> list:
         return [writer for writer in (self.masks, self.stats, self.instances) if writer is not None]
 
     def open(self) -> None:
         self.ordered.open()
-        self.sink.open()
+        if self.sink is not None:
+            self.sink.open()
         for writer in self._side_outputs():
             writer.open()
 
@@ -78,7 +82,8 @@ class AnnotatedOutput:
         if self.draw_ids:
             draw_track_ids(annotated, result.persons)
         composed = time.perf_counter()
-        self.sink.write(replace(frame, image=annotated))
+        if self.sink is not None:
+            self.sink.write(replace(frame, image=annotated))
         result.timings["compose"] = composed - started
         result.timings["encode"] = time.perf_counter() - composed
         if self.masks:
@@ -93,7 +98,8 @@ class AnnotatedOutput:
     def close(self) -> None:
         self.ordered.close()
         try:
-            self.sink.close()
+            if self.sink is not None:
+                self.sink.close()
         finally:
             for writer in self._side_outputs():
                 writer.close()
