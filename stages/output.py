@@ -24,11 +24,14 @@ from vidparse.stages.writers import InstanceWriter, MaskWriter, StatsWriter, mak
 
 
 class AnnotatedOutput:
+    """``video_path`` None: nothing is encoded (a live preview takes the annotated frames from the writer's
+    subscribers)."""
+
     def __init__(
         self,
         info: StreamInfo,
         label_set: LabelSet,
-        video_path: Path,
+        video_path: Path | None,
         compose: ComposeOptions,
         encoder: EncoderOptions,
         audio_from: str | None = None,
@@ -43,7 +46,7 @@ class AnnotatedOutput:
         self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
         self.draw_ids = bool(tracking and tracking.enabled and tracking.draw_ids)
         self.recolor = Recolor(label_set, compose)
-        self.sink = VideoSink(video_path, info, encoder, audio_from)
+        self.sink = VideoSink(video_path, info, encoder, audio_from) if video_path else None
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
         self.stats = StatsWriter(stats_path) if stats_path else None
         self.instances = InstanceWriter(instances_dir) if instances_dir else None
@@ -52,14 +55,15 @@ class AnnotatedOutput:
 
     @property
     def paths(self) -> list[Path]:
-        return self.sink.paths
+        return self.sink.paths if self.sink else []
 
     def _side_outputs(self) -> list:
         return [writer for writer in (self.masks, self.stats, self.instances) if writer is not None]
 
     def open(self) -> None:
         self.ordered.open()
-        self.sink.open()
+        if self.sink:
+            self.sink.open()
         for writer in self._side_outputs():
             writer.open()
 
@@ -77,7 +81,8 @@ class AnnotatedOutput:
         if self.draw_ids:
             draw_track_ids(annotated, result.persons)
         composed = time.perf_counter()
-        self.sink.write(replace(frame, image=annotated))
+        if self.sink:
+            self.sink.write(replace(frame, image=annotated))
         result.timings["compose"] = composed - started
         result.timings["encode"] = time.perf_counter() - composed
         if self.masks:
@@ -92,7 +97,8 @@ class AnnotatedOutput:
     def close(self) -> None:
         self.ordered.close()
         try:
-            self.sink.close()
+            if self.sink:
+                self.sink.close()
         finally:
             for writer in self._side_outputs():
                 writer.close()
