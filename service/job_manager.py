@@ -94,7 +94,8 @@ class JobManager:
             if active >= limit:
                 raise ApiError(429, f"{limit} job(s) already queued or running", "wait for one to finish, or cancel "
                                "one with DELETE /v1/jobs/{id}", headers={"Retry-After": "5"})
-            job = Job(new_id(), source, self.directory / new_id())
+            ident = new_id()
+            job = Job(ident, source, self.directory / ident)
             job.directory.mkdir(parents=True)
             self._jobs[job.id] = job
         return job
