@@ -88,7 +88,7 @@ class StreamSpec:
 
     config: Config
     input_url: str
-    output_path: Path | None  # None: no video is written (a live preview reads the subscribers)
+    output_path: Path | None  # None: no video or images written (`vidparse.stream`)
     masks_dir: Path | None = None
     stats_path: Path | None = None
     instances_dir: Path | None = None  # per-frame 16-bit PNGs of track ids (tracking must be on)
@@ -104,7 +104,7 @@ class StreamSpec:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
 
     def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
-        if self.images and self.output_path and self.output_path.suffix.lower() not in CONTAINERS:
+        if self.images and self.output_path is not None and self.output_path.suffix.lower() not in CONTAINERS:
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
                                    self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path)
         return AnnotatedOutput(

@@ -24,8 +24,8 @@ from vidparse.stages.writers import InstanceWriter, MaskWriter, StatsWriter, mak
 
 
 class AnnotatedOutput:
-    """``video_path`` None: nothing is encoded (a live preview takes the annotated frames from the writer's
-    subscribers)."""
+    """Each parsed frame recolored and encoded into ``video_path`` (None: no video, as for `vidparse.stream`), with
+    the optional masks, statistics and instances."""
 
     def __init__(
         self,
@@ -46,7 +46,7 @@ class AnnotatedOutput:
         self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
         self.draw_ids = bool(tracking and tracking.enabled and tracking.draw_ids)
         self.recolor = Recolor(label_set, compose)
-        self.sink = VideoSink(video_path, info, encoder, audio_from) if video_path else None
+        self.sink = VideoSink(video_path, info, encoder, audio_from) if video_path is not None else None
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
         self.stats = StatsWriter(stats_path) if stats_path else None
         self.instances = InstanceWriter(instances_dir) if instances_dir else None
@@ -55,14 +55,14 @@ class AnnotatedOutput:
 
     @property
     def paths(self) -> list[Path]:
-        return self.sink.paths if self.sink else []
+        return self.sink.paths if self.sink is not None else []
 
     def _side_outputs(self) -> list:
         return [writer for writer in (self.masks, self.stats, self.instances) if writer is not None]
 
     def open(self) -> None:
         self.ordered.open()
-        if self.sink:
+        if self.sink is not None:
             self.sink.open()
         for writer in self._side_outputs():
             writer.open()
@@ -81,7 +81,7 @@ class AnnotatedOutput:
         if self.draw_ids:
             draw_track_ids(annotated, result.persons)
         composed = time.perf_counter()
-        if self.sink:
+        if self.sink is not None:
             self.sink.write(replace(frame, image=annotated))
         result.timings["compose"] = composed - started
         result.timings["encode"] = time.perf_counter() - composed
@@ -97,7 +97,7 @@ class AnnotatedOutput:
     def close(self) -> None:
         self.ordered.close()
         try:
-            if self.sink:
+            if self.sink is not None:
                 self.sink.close()
         finally:
             for writer in self._side_outputs():
