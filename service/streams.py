@@ -24,7 +24,7 @@ from vidparse.service.photos import jpeg
 
 log = logging.getLogger(__name__)
 
-FPS_WINDOW_S = 5.0
+FPS_WINDOW_S = 10.0
 
 
 @dataclass
@@ -37,7 +37,7 @@ class LiveStream:
     stats: RunStats | None = None
     jpeg: bytes | None = None  # the newest annotated frame
     version: int = 0  # counts frames: a viewer sends a part when it changes
-    frame_times: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    frame_times: deque[float] = field(default_factory=lambda: deque(maxlen=512))  # when frames were written
     engine: Engine | None = None
     stream: int | None = None
 
@@ -47,8 +47,8 @@ class LiveStream:
 
     def describe(self) -> dict[str, Any]:
         now = time.monotonic()
-        recent = [t for t in self.frame_times if now - t <= FPS_WINDOW_S]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        recent = sum(now - t <= FPS_WINDOW_S for t in self.frame_times)
+        fps = recent / min(FPS_WINDOW_S, now - self.frame_times[0]) if recent > 1 else 0.0
         stats = self.stats
         p50 = stats.latency_percentile(50) if stats else None
         p95 = stats.latency_percentile(95) if stats else None

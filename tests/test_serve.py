@@ -169,6 +169,7 @@ def test_live_stream_preview_then_removed(server: Server, rtsp_server: RtspServe
                 break
     frames = [cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) for data in jpegs]
     assert all(frame is not None and frame.shape == (576, 768, 3) for frame in frames)
+    assert len(set(jpegs)) == len(jpegs), "each part is a new frame"
     listed = {s["id"]: s for s in server.client.get("/v1/streams").json()}[stream["id"]]
     assert listed["state"] == "live" and listed["name"] == "door" and listed["fps"] > 0
     assert listed["latency_p95_ms"] >= listed["latency_p50_ms"] > 0
@@ -182,26 +183,33 @@ def test_live_stream_preview_then_removed(server: Server, rtsp_server: RtspServe
     assert stream["id"] not in {s["id"] for s in server.client.get("/v1/streams").json()}
 
 
-def test_bad_requests(server: Server, tmp_path: Path) -> None:
+def test_token_required_except_healthz(server: Server) -> None:
     anonymous = httpx.Client(base_url=server.url, timeout=30)
     assert anonymous.get("/healthz").status_code == 200
     for path in ("/", "/readyz", "/metrics", "/v1/streams", "/v1/jobs/x"):
         denied = anonymous.get(path)
         assert denied.status_code == 401 and denied.json()["hint"], path
+    assert anonymous.post("/v1/images", files={"file": ("a.jpg", PHOTO.read_bytes())}).status_code == 401
     assert anonymous.get("/v1/streams", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert anonymous.get("/v1/streams", params={"token": TOKEN}).status_code == 200
 
+
+def test_unknown_ids_and_routes_are_404(server: Server) -> None:
     for path in ("/v1/jobs/0123456789abcdef01234567", "/v1/jobs/0123456789abcdef01234567/result",
                  "/v1/streams/0123456789abcdef01234567/preview.mjpg", "/no/such/route"):
         missing = server.client.get(path)
         assert missing.status_code == 404 and set(missing.json()) == {"error", "hint"}, path
+    assert server.client.delete("/v1/streams/0123456789abcdef01234567").status_code == 404
 
+
+def test_uploads_too_large_not_media_or_not_allowed(server: Server, tmp_path: Path) -> None:
     big = os.urandom(UPLOAD_LIMIT_MB * (1 << 20) + 200_000)
     for route in ("/v1/images", "/v1/jobs"):
         too_large = server.client.post(route, files={"file": ("big.jpg", big, "image/jpeg")})
         assert too_large.status_code == 413 and "MB" in too_large.json()["error"], route
     text = b"this is not media\n" * 100
-    assert server.client.post("/v1/images", files={"file": ("a.jpg", text, "image/jpeg")}).status_code == 415
+    not_image = server.client.post("/v1/images", files={"file": ("a.jpg", text, "image/jpeg")})
+    assert not_image.status_code == 415 and not_image.json()["hint"]
     assert server.client.post("/v1/jobs", files={"file": ("a.mp4", text, "video/mp4")}).status_code == 415
     (tmp_path / "notes.mp4").write_bytes(text)
     assert server.client.post("/v1/jobs", json={"input": str(tmp_path / "notes.mp4")}).status_code == 403
