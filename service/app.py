@@ -88,7 +88,7 @@ class Service:
         models = ResolvedModels.for_config(config)
         self.metrics = Metrics()
         self.engines = EngineHost(config, ParserSpec(config, models))
-        self.photos = PhotoParser(config, models, self.engines.threads)
+        self.photos = PhotoParser(config, self.engines.threads)
         self.jobs = JobManager(config, self.engines, self.data_dir, self.metrics)
         self.streams = StreamManager(config, self.engines, self.metrics)
         self.stopping = threading.Event()

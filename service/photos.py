@@ -1,5 +1,5 @@
-"""Photos: parsed in the server process by one parser loaded at start-up (photo requests never wait behind the
-worker pool's video frames), answered as JSON, a label PNG or an overlay JPEG."""
+"""Photos: parsed in the server process by one `vidparse.Parser` loaded at start-up (photo requests never wait
+behind the worker pool's video frames), answered as JSON, a label PNG or an overlay JPEG."""
 
 from __future__ import annotations
 
@@ -13,74 +13,69 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vidparse.api import Parser, Parsing, annotate
 from vidparse.config import Config
-from vidparse.jobs import ResolvedModels, build_person_parser
-from vidparse.stages.labels import load_label_set
-from vidparse.stages.parsers import LABEL_SETS
-from vidparse.stages.recolor import Recolor
-from vidparse.stages.types import FrameResult
 from vidparse.stages.writers import label_image, label_palette
 
 
 @dataclass
 class ParsedPhoto:
-    image: np.ndarray  # BGR, upright
-    labels: np.ndarray  # class ids, the photo's size
-    result: FrameResult
+    image: np.ndarray  # RGB, upright
+    parsing: Parsing
     seconds: float
 
 
-def _hex(color: np.ndarray) -> str:
-    b, g, r = (int(c) for c in color)
-    return f"#{r:02x}{g:02x}{b:02x}"
+def _hex(rgb: np.ndarray) -> str:
+    return "#" + "".join(f"{int(c):02x}" for c in rgb)
 
 
 class PhotoParser:
-    """One detect-crop-parse stage (as a worker runs it) behind a lock: requests take turns."""
+    """The parser behind a lock: requests take turns."""
 
-    def __init__(self, config: Config, models: ResolvedModels, threads: int) -> None:
-        self.stage = build_person_parser(config, models, threads)
-        self.label_set = load_label_set(LABEL_SETS[config.model])
-        self.recolor = Recolor(self.label_set, config.compose)
-        self.palette = label_palette(self.label_set)
+    def __init__(self, config: Config, threads: int) -> None:
+        self.parser = Parser(config=config, threads=threads)
+        self.alpha = config.compose.alpha
         self.quality = config.serve.preview_quality
         self._lock = threading.Lock()
         self.ready = False
 
     def open(self) -> None:
-        self.stage.open()
+        self.parser.open()
         self.ready = True
 
     def close(self) -> None:
         self.ready = False
-        self.stage.close()
+        with self._lock:
+            self.parser.close()
 
-    def parse(self, image: np.ndarray) -> ParsedPhoto:
+    def parse(self, bgr: np.ndarray) -> ParsedPhoto:
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
         with self._lock:
             started = time.perf_counter()
-            labels, result = self.stage.process(image)
-            return ParsedPhoto(image, labels, result, time.perf_counter() - started)
+            parsing = self.parser.parse(rgb)
+            return ParsedPhoto(rgb, parsing, time.perf_counter() - started)
 
     def overlay_jpeg(self, photo: ParsedPhoto) -> bytes:
-        return jpeg(self.recolor.process(photo.image, photo.labels), self.quality)
+        return jpeg(annotate(photo.image, photo.parsing, alpha=self.alpha)[:, :, ::-1], self.quality)
 
     def labels_png(self, photo: ParsedPhoto) -> bytes:
         buffer = io.BytesIO()
-        label_image(photo.labels, self.palette).save(buffer, format="PNG")
+        label_image(photo.parsing.labels, label_palette(photo.parsing.label_set)).save(buffer, format="PNG")
         return buffer.getvalue()
 
     def summary(self, photo: ParsedPhoto, with_overlay: bool = False) -> dict[str, Any]:
         """Persons (box, score, part pixels), the whole photo's part pixels and the label set with colors."""
-        counts = np.bincount(photo.labels.ravel(), minlength=len(self.label_set))
-        names = self.label_set.names
+        parsing = photo.parsing
+        counts = np.bincount(parsing.labels.ravel(), minlength=len(parsing.names))
+        names = parsing.names
         answer: dict[str, Any] = {
             "width": int(photo.image.shape[1]),
             "height": int(photo.image.shape[0]),
-            "label_set": self.label_set.name,
-            "labels": [{"id": i, "name": name, "color": _hex(self.label_set.colors[i])} for i, name in enumerate(names)],
+            "label_set": parsing.label_set.name,
+            "labels": [{"id": i, "name": name, "color": _hex(parsing.palette[i])} for i, name in enumerate(names)],
             "parts": {names[i]: int(counts[i]) for i in np.nonzero(counts)[0] if i != 0},
             "persons": [{"box": [round(v, 1) for v in p.box], "score": round(p.score, 3), "parts": p.part_pixels}
-                        for p in photo.result.persons],
+                        for p in parsing.persons],
             "parse_ms": round(photo.seconds * 1000, 1),
         }
         if with_overlay:
