@@ -1,6 +1,6 @@
 """`vidparse serve` end to end: the real command on a free loopback port, real photos, a real vtest job, a real
 RTSP server and a real headless Chromium. One server serves the whole file (the models load once); the last test
-stops it with SIGTERM while a job runs."""
+stops it with SIGTERM while a job runs. The metrics test counts the job test's frames (both slow)."""
 
 from __future__ import annotations
 
@@ -123,6 +123,7 @@ def test_photo_in_each_format(server: Server) -> None:
     assert changed[ids > 0].mean() > 0.5 > changed[ids == 0].mean()  # colored where labelled, not elsewhere
 
 
+@pytest.mark.slow
 def test_job_runs_to_the_end_and_the_mp4_plays(server: Server, clip: Path) -> None:
     posted = server.client.post("/v1/jobs", files={"file": ("clip.avi", clip.read_bytes(), "video/x-msvideo")})
     assert posted.status_code == 202, posted.text
@@ -150,6 +151,7 @@ def test_job_runs_to_the_end_and_the_mp4_plays(server: Server, clip: Path) -> No
     assert [json.loads(line)["seq"] for line in stats] == list(range(12))
 
 
+@pytest.mark.slow
 def test_live_stream_preview_then_removed(server: Server, rtsp_server: RtspServer) -> None:
     added = server.client.post("/v1/streams", json={"url": rtsp_server.url, "name": "door"})
     assert added.status_code == 201, added.text
@@ -219,6 +221,7 @@ def test_uploads_too_large_not_media_or_not_allowed(server: Server, tmp_path: Pa
     assert server.client.post("/v1/streams", json={"url": "/dev/video0"}).status_code == 400
 
 
+@pytest.mark.slow
 def test_metrics_scrape(server: Server) -> None:
     families = {f.name: f for f in text_string_to_metric_families(server.client.get("/metrics").text)}
     jobs = {s.labels["state"]: s.value for s in families["vidparse_jobs"].samples}
@@ -230,6 +233,7 @@ def test_metrics_scrape(server: Server) -> None:
     assert photos["vidparse_photo_seconds_count"] >= 3
 
 
+@pytest.mark.slow
 def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -259,6 +263,7 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: 
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_the_running_job_playable(server: Server) -> None:
     """Last: stops the module's server."""
     posted = server.client.post("/v1/jobs", json={"input": str(VTEST)})
