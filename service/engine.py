@@ -58,6 +58,11 @@ class EngineHost:
             return engine, engine.add(spec, stream_settings(spec.config, spec.input_url), subscribers,
                                       on_open=on_open, on_end=on_end)
 
+    @staticmethod
+    def remove(engine: Engine, stream: int) -> None:
+        """Stop one stream of ``engine`` (the one `add` returned): frames in flight are finished and written."""
+        engine.remove(stream)
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Finish the frames in flight and close every output (playable files); abort what takes longer."""
         with self._lock:

@@ -147,7 +147,7 @@ class JobManager:
         if job.state in ACTIVE:
             job.cancel_requested = True
             if job.engine is not None and job.stream is not None:
-                job.engine.remove(job.stream)
+                self.engines.remove(job.engine, job.stream)
             return job
         with self._lock:
             self._jobs.pop(job.id, None)

@@ -118,5 +118,5 @@ class StreamManager:
         if live.active:
             live.state = "stopping"
             if live.engine is not None and live.stream is not None:
-                live.engine.remove(live.stream)
+                self.engines.remove(live.engine, live.stream)
         return live

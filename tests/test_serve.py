@@ -274,16 +274,35 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: 
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
+def wait_for_frames(server: Server, job_id: str, frames: int) -> None:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while server.client.get(f"/v1/jobs/{job_id}").json()["frames"] < frames:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_delete_cancels_a_job_then_removes_it(server: Server) -> None:
+    job_id = server.client.post("/v1/jobs", json={"input": str(VTEST)}).json()["id"]
+    wait_for_frames(server, job_id, 2)
+    assert server.client.delete(f"/v1/jobs/{job_id}").status_code == 200
+    job = server.wait(job_id)
+    assert job["state"] == "cancelled" and 2 <= job["frames"] < 795
+    mp4 = server.data_dir.parent / "cancelled.mp4"
+    mp4.write_bytes(server.client.get(job["result"]).content)
+    assert probe_video(mp4).frames == job["frames"]
+    assert server.client.delete(f"/v1/jobs/{job_id}").status_code == 200  # a finished job: removed
+    assert server.client.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert not (server.data_dir / "jobs" / job_id).exists()
+
+
 @pytest.mark.slow
 def test_sigterm_leaves_the_running_job_playable(server: Server) -> None:
     """Last: stops the module's server."""
     posted = server.client.post("/v1/jobs", json={"input": str(VTEST)})
     assert posted.status_code == 202, posted.text
     job_id = posted.json()["id"]
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while server.client.get(f"/v1/jobs/{job_id}").json()["frames"] < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
+    wait_for_frames(server, job_id, 3)
     server.process.send_signal(signal.SIGTERM)
     started = time.monotonic()
     assert server.process.wait(timeout=30) == -signal.SIGTERM  # uvicorn ends by the signal once it shut down
