@@ -25,7 +25,7 @@ import yaml
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REPO, SHARED, VTEST, probe_video
+from conftest import REPO, SHARED, VTEST, probe_video, run_cli
 from rtsp import RtspServer, free_port
 
 TOKEN = "test-token"
@@ -195,6 +195,12 @@ def test_live_stream_preview_reconnect_then_removed(server: Server, rtsp_server:
     assert server.client.delete(f"/v1/streams/{stream['id']}").status_code == 200
     assert server.client.get(stream["snapshot"]).status_code == 404
     assert stream["id"] not in {s["id"] for s in server.client.get("/v1/streams").json()}
+
+
+def test_no_public_address_without_a_token() -> None:
+    refused = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), timeout=60)
+    assert refused.returncode == 2
+    assert "without a token" in refused.stderr and "hint: pass --token" in refused.stderr
 
 
 def test_token_required_except_healthz(server: Server) -> None:
