@@ -94,6 +94,7 @@ class StreamSpec:
     instances_dir: Path | None = None  # per-frame 16-bit PNGs of track ids (tracking must be on)
     max_frames: int | None = None
     images: ImageSet | None = None  # the input is still images (a photo, a folder, a pattern)
+    name: str | None = None  # the stream's name in every stats line
 
     def make_source(self, stop: Any = None) -> VideoSource | ImageSource:
         if self.images:
@@ -106,7 +107,8 @@ class StreamSpec:
     def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
         if self.images and self.output_path is not None and self.output_path.suffix.lower() not in CONTAINERS:
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
-                                   self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path)
+                                   self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path,
+                                   stream_name=self.name)
         return AnnotatedOutput(
             info,
             load_label_set(LABEL_SETS[self.config.model]),
@@ -122,6 +124,7 @@ class StreamSpec:
             tracking=self.config.tracking,
             margin=self.config.roi.margin,
             instances_dir=self.instances_dir,
+            stream_name=self.name,
         )
 
 
@@ -130,10 +133,11 @@ def drops_frames(config: Config, input_url: str) -> bool:
     return config.policy == "drop" or (config.policy == "auto" and input_kind(input_url) is not InputKind.FILE)
 
 
-def pool_settings(config: Config, input_url: str, threads: int) -> PoolSettings:
-    """Live inputs: one frame per worker, so a frame never waits behind another in a worker's inbox."""
+def pool_settings(config: Config, threads: int, live: bool) -> PoolSettings:
+    """``live`` (any stream drops frames): one frame per worker, so a frame never waits behind another in a
+    worker's inbox."""
     return PoolSettings(workers=config.worker_count, threads=threads, frame_timeout_s=config.frame_timeout_s,
-                        prefetch=1 if drops_frames(config, input_url) else 2)
+                        prefetch=1 if live else 2, max_memory_mb=config.max_memory_mb)
 
 
 def stream_settings(config: Config, input_url: str) -> StreamSettings:
@@ -145,5 +149,5 @@ def stream_settings(config: Config, input_url: str) -> StreamSettings:
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
     # Dropped frames break fixed groups: the parser then carries from the stream's latest frame it saw.
     return StreamSettings(queue_size=config.queue_size, drop_oldest=drops_frames(config, input_url),
-                          source_timeout_s=watchdog, max_memory_mb=config.max_memory_mb,
+                          source_timeout_s=watchdog,
                           group_size=config.keyframes.parse_every)

@@ -21,8 +21,9 @@ STOP_TIMEOUT_S = 8.0
 
 
 class EngineHost:
-    """Starts the engine at once (streams come and go; it never ends by itself). Should a stream's failure end it
-    (engines before isolation), the next stream gets a fresh one."""
+    """Starts the engine at once (streams come and go; it never ends by itself). A failing stream ends alone; should
+    a failure of every stream's concern end the engine (a worker that cannot load its models), the next job or
+    stream gets a fresh one."""
 
     def __init__(self, config: Config, parser: ParserSpec) -> None:
         self.config = config
@@ -34,7 +35,7 @@ class EngineHost:
     def _current(self) -> Engine:
         if self._engine is None or not self._engine.running:
             if self._engine is not None:
-                log.warning("the engine ended (a stream failed); starting a fresh one")
+                log.warning("the engine ended; starting a fresh one")
             # Live streams share the pool: one frame per worker at a time keeps their latency low.
             pool = PoolSettings(workers=self.config.worker_count, threads=self.threads,
                                 frame_timeout_s=self.config.frame_timeout_s, prefetch=1)
@@ -55,13 +56,13 @@ class EngineHost:
             on_end: Callable[[StreamSession], None]) -> tuple[Engine, int]:
         with self._lock:
             engine = self._current()
-            return engine, engine.add(spec, stream_settings(spec.config, spec.input_url), subscribers,
-                                      on_open=on_open, on_end=on_end)
+            return engine, engine.add_source(spec, stream_settings(spec.config, spec.input_url), subscribers,
+                                             on_open=on_open, on_end=on_end)
 
     @staticmethod
     def remove(engine: Engine, stream: int) -> None:
         """Stop one stream of ``engine`` (the one `add` returned): frames in flight are finished and written."""
-        engine.remove(stream)
+        engine.remove_source(stream)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Finish the frames in flight and close every output (playable files); abort what takes longer."""

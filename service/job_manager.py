@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vidparse.config import Config
+from vidparse.errors import VidparseError
 from vidparse.jobs import StreamSpec
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.session import StreamSession
@@ -29,6 +30,14 @@ ACTIVE = ("queued", "running")
 RESULT = "result.mp4"
 STATS = "stats.jsonl"
 MASKS = "masks"
+
+
+def failure(session: StreamSession) -> str:
+    """Why a stream ended before its end: its own error, or the engine's (see the server log)."""
+    error = session.error
+    if error is None:
+        return "the engine stopped; see the server log"
+    return error.message if isinstance(error, VidparseError) else f"{type(error).__name__}: {error}"
 
 
 def new_id() -> str:
@@ -131,7 +140,7 @@ class JobManager:
         elif session.finished:
             job.state = "done"
         else:
-            job.state, job.error = "failed", "the input could not be parsed to the end; see the server log"
+            job.state, job.error = "failed", failure(session)
         log.info("job %s %s after %d frames", job.id, job.state, job.frames)
 
     def get(self, job_id: str) -> Job:

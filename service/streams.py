@@ -18,7 +18,7 @@ from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Written
 from vidparse.service.engine import EngineHost
 from vidparse.service.errors import ApiError, not_found
-from vidparse.service.job_manager import new_id
+from vidparse.service.job_manager import failure, new_id
 from vidparse.service.metrics import Metrics, StreamMetrics
 from vidparse.service.photos import jpeg
 
@@ -40,6 +40,7 @@ class LiveStream:
     frame_times: deque[float] = field(default_factory=lambda: deque(maxlen=512))  # when frames were written
     engine: Engine | None = None
     stream: int | None = None
+    error: str | None = None  # why a failed stream ended
 
     @property
     def active(self) -> bool:
@@ -56,6 +57,7 @@ class LiveStream:
                 "fps": round(fps, 2), "latency_p50_ms": None if p50 is None else round(p50 * 1000),
                 "latency_p95_ms": None if p95 is None else round(p95 * 1000),
                 "dropped": stats.dropped_frames if stats else 0, "reconnects": stats.reconnects if stats else 0,
+                "error": self.error,
                 "preview": f"/v1/streams/{self.id}/preview.mjpg", "snapshot": f"/v1/streams/{self.id}/snapshot.jpg"}
 
 
@@ -92,7 +94,8 @@ class StreamManager:
         live.metrics.frame(stats)
 
     def _ended(self, live: LiveStream, session: StreamSession) -> None:
-        live.state = "stopped" if session.stats.interrupted else "failed"
+        live.state = "stopped" if session.stats.interrupted and session.error is None else "failed"
+        live.error = None if live.state == "stopped" else failure(session)
         live.metrics.remove()
         with self._lock:
             if live.state == "stopped":

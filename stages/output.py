@@ -41,6 +41,7 @@ class AnnotatedOutput:
         tracking: TrackingOptions | None = None,
         margin: float = 0.0,
         instances_dir: Path | None = None,
+        stream_name: str | None = None,
     ) -> None:
         self.label_set = label_set
         self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
@@ -48,7 +49,7 @@ class AnnotatedOutput:
         self.recolor = Recolor(label_set, compose)
         self.sink = VideoSink(video_path, info, encoder, audio_from) if video_path is not None else None
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
-        self.stats = StatsWriter(stats_path) if stats_path else None
+        self.stats = StatsWriter(stats_path, stream_name) if stats_path else None
         self.instances = InstanceWriter(instances_dir) if instances_dir else None
         # A file's timestamps are repaired here, where frames arrive in order; a live timeline is already strict.
         self.timestamps = None if info.live else TimestampRepair(info.time_base, info.frame_rate, MAX_TIMESTAMP_GAP_S)
@@ -114,13 +115,14 @@ class AnnotatedImages:
     timestamps = None  # images carry no timestamps to repair
 
     def __init__(self, images: ImageSet, label_set: LabelSet, target: Path, compose: ComposeOptions,
-                 masks_dir: Path | None = None, stats_path: Path | None = None) -> None:
+                 masks_dir: Path | None = None, stats_path: Path | None = None, stream_name: str | None = None
+                 ) -> None:
         self.images = images
         self.recolor = Recolor(label_set, compose)
         self.target = target
         self.masks = MaskWriter(masks_dir or self._image_dir, label_set)
         self._mask_suffix = "" if masks_dir else "_labels"
-        self.stats = StatsWriter(stats_path) if stats_path else None
+        self.stats = StatsWriter(stats_path, stream_name) if stats_path else None
         self.paths: list[Path] = []
 
     @property
