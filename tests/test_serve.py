@@ -280,6 +280,21 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: 
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
+def test_a_camera_refusing_us_fails_alone(server: Server, rtsp_servers) -> None:
+    url = rtsp_servers("--user", "viewer:secret").start().url  # no credentials given: 401, a permanent failure
+    job = server.wait(server.client.post("/v1/jobs", json={"input": url}).json()["id"])
+    assert job["state"] == "failed" and "401" in job["error"]
+    stream = server.client.post("/v1/streams", json={"url": url, "name": "locked"}).json()
+    deadline = time.monotonic() + 60
+    while (listed := server.client.get("/v1/streams").json()[0])["state"] != "failed":
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.5)
+    assert listed["id"] == stream["id"] and "401" in listed["error"]
+    assert server.client.delete(f"/v1/streams/{stream['id']}").status_code == 200
+    assert server.client.get("/readyz").status_code == 200  # the engine goes on (the next test uses it)
+
+
 def wait_for_frames(server: Server, job_id: str, frames: int) -> None:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while server.client.get(f"/v1/jobs/{job_id}").json()["frames"] < frames:
