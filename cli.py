@@ -287,6 +287,36 @@ def _worker_counts(text: str) -> list[int]:
     return counts
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(envvar="VIDPARSE_TOKEN", help="Bearer token required on every route but /healthz.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file or preset overriding configs/default.yaml.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parser worker processes (shared by jobs and streams).")] = None,
+    max_upload_mb: Annotated[Optional[int], typer.Option("--max-upload-mb", help="Larger uploads get 413.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Keep jobs' files here (default: a temporary folder).")] = None,
+    allow_dir: Annotated[Optional[list[Path]], typer.Option("--allow-dir", help="A folder JSON job inputs may name (repeat).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Serve a web page and a REST API for photos, video jobs and live cameras (docs/serve.md)."""
+    _setup_logging(verbose)
+    from vidparse.config import load_config
+
+    with user_errors():
+        settings = load_config(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb})
+        try:
+            from vidparse.service.app import ServeSettings
+            from vidparse.service.server import serve as run_server
+        except ImportError as exc:
+            raise ConfigError(f"vidparse serve needs {exc.name}", hint='pip install "vidparse[serve]"') from exc
+
+        serve_settings = ServeSettings(settings, host, port, token, data_dir, list(allow_dir or []))
+        serve_settings.check()
+        console.print(f"vidparse serving on http://{host}:{port}/ (API docs at /docs)", soft_wrap=True)
+        run_server(serve_settings, "debug" if verbose else "warning")
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Show known models and where each was found."""

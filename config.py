@@ -25,6 +25,16 @@ from vidparse.stages.temporal import TemporalOptions
 from vidparse.stages.tracker import TrackingOptions
 
 
+@dataclass
+class ServeOptions:
+    """`vidparse serve`: upload size, how many jobs and live streams at once, the live preview."""
+
+    max_upload_mb: int = field(default=200, metadata={"range": (1, 1_000_000)})
+    max_jobs: int = field(default=2, metadata={"range": (1, 1000)})  # queued or running; more get 429
+    max_streams: int = field(default=4, metadata={"range": (1, 1000)})  # live streams at once; more get 429
+    preview_quality: int = field(default=80, metadata={"range": (10, 100)})  # JPEG quality of previews and overlays
+
+
 def _default_parsers() -> dict[str, Any]:
     return {name: backend_module(name).Options() for name in ("bodypix", "cihp-lite")}
 
@@ -55,6 +65,7 @@ class Config:
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     compose: ComposeOptions = field(default_factory=ComposeOptions)
     output: EncoderOptions = field(default_factory=EncoderOptions)
+    serve: ServeOptions = field(default_factory=ServeOptions)
 
     @property
     def worker_count(self) -> int:
