@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from vidparse.batch.options import BatchOptions
 from vidparse.errors import ConfigError
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.detect import DetectorOptions
@@ -55,6 +56,7 @@ class Config:
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     compose: ComposeOptions = field(default_factory=ComposeOptions)
     output: EncoderOptions = field(default_factory=EncoderOptions)
+    batch: BatchOptions = field(default_factory=BatchOptions)
 
     @property
     def worker_count(self) -> int:
