@@ -105,8 +105,11 @@ class BatchDriver:
         try:
             info = probe(url)
             settings = self.config.batch
-            # Keyframe mode parses frames in fixed groups from frame 0: a cut elsewhere would move them.
-            seconds = settings.segment_seconds if self.config.keyframes.parse_every == 1 else 0
+            # Keyframe mode parses frames in fixed groups from frame 0: a cut elsewhere would move them. Tracking's
+            # state cannot be rebuilt at a cut (docs/batch.md).
+            split = self.config.keyframes.parse_every == 1 and (settings.split_tracked or
+                                                                not self.config.tracking.enabled)
+            seconds = settings.segment_seconds if split else 0
             segments = plan_segments(read_packets(url), seconds, settings.warmup_frames, info.frames)
         except VidparseError as exc:
             record.error = exc.message
