@@ -68,11 +68,11 @@ class BatchDriver:
         self._running: dict[Future[SegmentResult], tuple[Job, Segment]] = {}
 
     def fail(self, inputs: list[str], problems: list[Record], reason: str) -> None:
-        """Record every input as failed for ``reason`` (the engine could not start)."""
-        for record in problems:
-            self._finish(record)
-        for url in inputs:
-            self._finish(Record(input=url, state="failed", error=reason, config_hash=self.digest))
+        """Record every input as failed for ``reason`` (the engine could not start; the caller says why, once)."""
+        for record in problems + [Record(input=url, state="failed", error=reason, config_hash=self.digest)
+                                  for url in inputs]:
+            self.manifest.append(record)
+            self.records.append(record)
 
     def output(self, name: str) -> Path:
         return self.outdir / f"{name}.mp4"
