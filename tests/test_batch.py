@@ -4,6 +4,7 @@ reruns and bad inputs. Real clips, real models, real processes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from batch_media import BATCH_CONFIG, LONG_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
 from conftest import run_cli
 from rtsp import free_port
+from vidparse.batch.manifest import Record, config_hash, input_identity
 from vidparse.batch.plan import plan_segments, read_packets
+from vidparse.config import load_config
 
 
 def manifest(outdir: Path) -> list[dict]:
@@ -94,3 +97,20 @@ def test_an_unreachable_ray_cluster_is_one_line_and_a_record_per_input(batch_cli
     assert errors(result.stderr) == [f"error: Ray cluster at {address} is unreachable: Connection refused"]
     (record,) = manifest(tmp_path)
     assert record["state"] == "failed" and "unreachable" in record["error"]
+
+
+def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) -> None:
+    video, output = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    video.write_bytes(b"x" * 10)
+    output.write_bytes(b"y")
+    size, mtime = input_identity(str(video))
+    record = Record(input=str(video), state="done", outputs=[str(output)], config_hash="abc", size=size, mtime_ns=mtime)
+    assert record.skips("abc")
+    assert not record.skips("def"), "another configuration"
+    os.utime(video, ns=(mtime + 10**9, mtime + 10**9))
+    assert not record.skips("abc"), "a changed file"
+    record.mtime_ns = input_identity(str(video))[1]
+    output.unlink()
+    assert not record.skips("abc"), "an output that is gone"
+    assert config_hash(load_config(None, {"workers": 3})) == config_hash(load_config(None, {}))
+    assert config_hash(load_config(None, {"model": "bodypix"})) != config_hash(load_config(None, {}))
