@@ -54,11 +54,14 @@ class RayCluster:
 
     def start(self, nodes: int) -> RayCluster:
         self._start("--head", "--port", str(self.port), "--include-dashboard=false", "--temp-dir", self.temp_dir)
+        self._wait_for(1)
         for _ in range(nodes - 1):
-            self._wait_for(len(self.nodes))
-            self._start("--address", self.address)
-        self._wait_for(nodes)
+            self.add_node()
         return self
+
+    def add_node(self) -> None:
+        self._start("--address", self.address)
+        self._wait_for(len(self.nodes))
 
     def raylets(self) -> list[int]:
         """Each node's raylet (a child of its ``ray start``)."""
