@@ -1,3 +1,26 @@
-"""vidparse: streaming video human parsing."""
+"""vidparse: streaming video human parsing.
+
+The Python API (`vidparse.api`) is imported on first use, so that the command line starts fast::
+
+    import vidparse
+    parsing = vidparse.parse_image("photo.jpg")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = ["Parser", "Parsing", "PersonStats", "annotate", "parse_image", "resolve_config"]
+
+if TYPE_CHECKING:
+    from vidparse.api import Parser, Parsing, annotate, parse_image, resolve_config
+    from vidparse.stages.types import PersonStats
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("vidparse.api"), name)
+    raise AttributeError(f"module 'vidparse' has no attribute {name!r}")

@@ -54,14 +54,6 @@ class LabelSet:
 
 
 @dataclass
-class Parsing:
-    """A frame-sized uint8 label map and the label set its values index."""
-
-    labels: np.ndarray
-    label_set: str
-
-
-@dataclass
 class PersonStats:
     box: tuple[float, float, float, float]
     score: float

@@ -1,0 +1,107 @@
+"""The Python API with the real models: photos and arrays in, `Parsing` out; the overlay; errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+from PIL import Image
+
+import vidparse
+from vidparse.errors import BadInputError, ConfigError, ModelError
+
+
+@pytest.fixture(scope="module")
+def photo(shared: Path) -> Path:
+    return shared / "data" / "cihp" / "images" / "0002190.jpg"
+
+
+@pytest.fixture(scope="module")
+def rgb(photo: Path) -> np.ndarray:
+    return np.asarray(Image.open(photo).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def parser():
+    with vidparse.Parser(model="bodypix") as parser:
+        yield parser
+
+
+def test_a_photo_by_path_and_as_an_rgb_array_parse_alike(photo: Path, rgb: np.ndarray) -> None:
+    """cihp-lite, the default: labels at the photo's size, persons with boxes inside it and part counts that add
+    up to the labels; the array is read as RGB (the same array as BGR parses differently)."""
+    by_path = vidparse.parse_image(photo)
+    height, width = rgb.shape[:2]
+    assert by_path.labels.shape == (height, width) and by_path.labels.dtype == np.uint8
+    assert by_path.names[0] == "background" and "face" in by_path.names
+    assert by_path.palette.shape == (len(by_path.names), 3) and tuple(by_path.palette[13]) == (0, 0, 255)  # face
+    assert by_path.persons, "the CIHP photo shows a person"
+    for person in by_path.persons:
+        x1, y1, x2, y2 = person.box
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height and 0 < person.score <= 1
+    assert sum(sum(p.part_pixels.values()) for p in by_path.persons) == np.count_nonzero(by_path.labels)
+    by_array = vidparse.parse_image(rgb)
+    assert np.array_equal(by_array.labels, by_path.labels)
+    swapped = vidparse.parse_image(np.ascontiguousarray(rgb[:, :, ::-1]))
+    assert not np.array_equal(swapped.labels, by_path.labels)
+
+
+def test_a_parser_loads_its_models_once(parser: vidparse.Parser, photo: Path, rgb: np.ndarray,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    sessions = []
+
+    class Counted(onnxruntime.InferenceSession):
+        def __init__(self, *args, **kwargs) -> None:
+            sessions.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Counted)
+    first, second = parser.parse(photo), parser.parse(rgb[::2, ::2])
+    assert sessions == [], "the models were loaded when the parser was opened, not per image"
+    assert first.labels.shape == rgb.shape[:2] and second.labels.shape == rgb[::2, ::2].shape[:2]
+    vidparse.parse_image(rgb, model="bodypix")
+    assert len(sessions) == 2, "parse_image loads the detector and the parser for its one image"
+
+
+def test_photos_of_any_orientation_come_out_upright(parser: vidparse.Parser, photo: Path, tmp_path: Path) -> None:
+    """A photo stored sideways with EXIF orientation 6 (turn clockwise to show) is parsed as shown."""
+    turned = tmp_path / "turned.jpg"
+    with Image.open(photo) as image:
+        exif = image.getexif()
+        exif[0x0112] = 6
+        image.transpose(Image.Transpose.ROTATE_90).save(turned, exif=exif)  # stored counterclockwise
+    upright = parser.parse(photo)
+    sideways = parser.parse(turned)
+    assert sideways.labels.shape == upright.labels.shape
+    assert len(sideways.persons) == len(upright.persons)
+
+
+def test_annotate_blends_labelled_pixels_only(parser: vidparse.Parser, rgb: np.ndarray) -> None:
+    parsing = parser.parse(rgb)
+    overlay = vidparse.annotate(rgb, parsing, alpha=1.0)
+    assert overlay.shape == rgb.shape and overlay.dtype == np.uint8
+    background = parsing.labels == 0
+    assert np.array_equal(overlay[background], rgb[background])
+    assert np.array_equal(overlay[~background], parsing.palette[parsing.labels[~background]]), "RGB class colors"
+    with_legend = vidparse.annotate(rgb, parsing, legend=True)
+    assert not np.array_equal(with_legend[background], rgb[background]), "the legend is drawn"
+
+
+@pytest.mark.parametrize(("call", "error"), [
+    (lambda p: p.parse("/no/such/photo.jpg"), BadInputError),
+    (lambda p: p.parse(np.zeros((10, 10, 3), np.float32)), BadInputError),
+    (lambda p: p.parse(np.zeros((10, 10, 2), np.uint8)), BadInputError),
+    (lambda p: vidparse.annotate(np.zeros((10, 10, 3), np.uint8), p.parse(np.zeros((20, 20, 3), np.uint8))),
+     BadInputError),
+    (lambda p: vidparse.annotate(np.zeros((20, 20, 3), np.uint8), p.parse(np.zeros((20, 20, 3), np.uint8)),
+                                 alpha=1.5), ConfigError),
+    (lambda p: vidparse.Parser(model="nope"), ConfigError),
+    (lambda p: vidparse.Parser(roi={"margin": "wide"}), ConfigError),
+    (lambda p: vidparse.Parser(model="bodypix", model_dir="/no/such/model.onnx"), ModelError),
+])
+def test_mistakes_raise_vidparse_errors_with_a_hint(parser: vidparse.Parser, call, error) -> None:
+    with pytest.raises(error) as raised:
+        call(parser)
+    assert raised.value.hint
