@@ -81,9 +81,9 @@ def main() -> None:
             cluster.stop()
         (folder / "cpu").mkdir()
         cpu_clips = make_clips(folder / "cpu", 2, args.cpu_frames, "768:576")
-        wall, cpu = batch(cpu_clips, folder / "local", "--model", args.model)
+        cpu_wall, cpu = batch(cpu_clips, folder / "local", "--model", args.model)
         cpu_frames = 2 * args.cpu_frames
-        print(f"local, {args.model}, 768x576: {cpu / cpu_frames:.3f} CPU s per frame ({wall:.1f} s wall)")
+        print(f"local, {args.model}, 768x576: {cpu / cpu_frames:.3f} CPU s per frame ({cpu_wall:.1f} s wall)")
 
     lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs "
              f"(timings are indicative)", "",
@@ -94,7 +94,7 @@ def main() -> None:
         lines.append(f"| {nodes} | {nodes} | {wall:.1f} | {fps:.2f} | {fps / rows[0][2]:.2f}x |")
     lines += ["", f"CPU time per frame, `vidparse batch --engine local --model {args.model}`, 2 clips x "
                   f"{args.cpu_frames} frames of vtest at 768x576: **{cpu / cpu_frames:.3f} CPU s per frame** "
-                  f"(user + system of every process; {wall:.1f} s wall)"]
+                  f"(user + system of every process, start-ups included; {cpu_wall:.1f} s wall)"]
     print("\n".join(lines))
     if args.markdown:
         args.markdown.write_text("\n".join(lines) + "\n")
