@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from batch_media import BATCH_CONFIG, LONG_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
-from conftest import run_cli
+from conftest import assert_audio_copied, run_cli
 from rtsp import free_port
 from vidparse.batch.manifest import Record, config_hash, input_identity
 from vidparse.batch.plan import plan_segments, read_packets
@@ -57,23 +57,25 @@ def test_local_batch_equals_run_and_a_rerun_skips_everything(batch_clips: BatchC
 
 
 
-def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: BatchClips, tmp_path: Path) -> None:
+def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: BatchClips, clip_with_audio: Path,
+                                                              tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video at all" * 100)
     missing_list = tmp_path / "no-such-list.txt"
     outdir = tmp_path / "out"
-    result = run_cli("batch", str(garbage), str(tmp_path / "missing.mp4"), str(batch_clips.short[1]), "--list",
+    result = run_cli("batch", str(garbage), str(tmp_path / "missing.mp4"), str(clip_with_audio), "--list",
                      str(missing_list), "-o", str(outdir), "--config", str(BATCH_CONFIG))
     assert result.returncode == 9, result.stderr
     assert "Traceback" not in result.stderr
     lines = errors(result.stderr)
     assert len(lines) == 3, result.stderr
     states = {Path(r["input"]).name: (r["state"], r["error"]) for r in manifest(outdir)}
-    assert states["short1.mp4"] == ("done", None)
+    assert states[clip_with_audio.name] == ("done", None)
     assert states["garbage.mp4"][0] == states["missing.mp4"][0] == states["no-such-list.txt"][0] == "failed"
     assert "not a readable video" in states["garbage.mp4"][1] and "does not exist" in states["missing.mp4"][1]
     assert "cannot be read" in states["no-such-list.txt"][1]
-    assert len(frame_times(outdir / "short1.mp4")) == 5
+    assert len(frame_times(outdir / clip_with_audio.name)) == 8
+    assert_audio_copied(outdir / clip_with_audio.name, clip_with_audio)  # the join copies the input's audio
 
 
 def test_a_failing_segment_is_retried_then_recorded(batch_clips: BatchClips, tmp_path: Path) -> None:
