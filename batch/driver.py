@@ -17,7 +17,7 @@ from vidparse.batch.plan import UNBOUNDED, Segment, plan_segments, read_packets
 from vidparse.batch.progress import BatchProgress
 from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, receive
 from vidparse.config import Config
-from vidparse.errors import VidparseError
+from vidparse.errors import BadOutputError, VidparseError
 from vidparse.stages.source import probe
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,9 @@ class BatchDriver:
         size, mtime = input_identity(url) or (None, None)
         record = Record(input=url, state="failed", config_hash=self.digest, size=size, mtime_ns=mtime)
         try:
+            if "://" not in url and self.output(name).resolve() == Path(url).resolve():
+                raise BadOutputError(f"the output of {url} would overwrite it",
+                                     hint="give an output folder (-o) other than the input's folder")
             info = probe(url)
             settings = self.config.batch
             # Keyframe mode parses frames in fixed groups from frame 0: a cut elsewhere would move them. Tracking's
@@ -112,7 +115,7 @@ class BatchDriver:
             seconds = settings.segment_seconds if split else 0
             segments = plan_segments(read_packets(url), seconds, settings.warmup_frames, info.frames)
         except VidparseError as exc:
-            record.error = exc.message
+            record.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
             self._finish(record)
             return None
         record.segments = len(segments)

@@ -116,3 +116,15 @@ def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) 
     assert not record.skips("abc"), "an output that is gone"
     assert config_hash(load_config(None, {"workers": 3})) == config_hash(load_config(None, {}))
     assert config_hash(load_config(None, {"model": "bodypix"})) != config_hash(load_config(None, {}))
+
+
+def test_an_output_that_would_overwrite_its_input_is_refused(batch_clips: BatchClips, tmp_path: Path) -> None:
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    video = folder / "clip.mp4"
+    video.write_bytes(batch_clips.short[0].read_bytes())
+    result = run_cli("batch", str(folder), "-o", str(folder), "--config", str(BATCH_CONFIG))
+    assert result.returncode == 9, result.stderr
+    (record,) = manifest(folder)
+    assert record["state"] == "failed" and "would overwrite" in record["error"] and "hint:" in record["error"]
+    assert video.read_bytes() == batch_clips.short[0].read_bytes()
