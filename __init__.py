@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Parser", "Parsing", "PersonStats", "annotate", "parse_image", "resolve_config"]
+__all__ = ["Parser", "Parsing", "PersonStats", "RunOutcome", "Stream", "StreamFrame", "annotate", "parse_image",
+           "resolve_config", "run", "stream"]
 
 if TYPE_CHECKING:
-    from vidparse.api import Parser, Parsing, annotate, parse_image, resolve_config
+    from vidparse.api import (Parser, Parsing, RunOutcome, Stream, StreamFrame, annotate, parse_image, resolve_config,
+                              run, stream)
     from vidparse.stages.types import PersonStats
 
 

@@ -7,6 +7,8 @@ subclasses, each with a ``message``, a ``hint`` and the CLI's ``exit_code``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
@@ -15,12 +17,20 @@ import cv2
 import numpy as np
 
 from vidparse.config import Config, config_from, load_config, merge, user_settings
-from vidparse.errors import BadInputError
-from vidparse.jobs import ResolvedModels, build_person_parser
+from vidparse.errors import BadInputError, ConfigError
+from vidparse.jobs import ResolvedModels, StreamSpec, build_person_parser, stream_settings
 from vidparse.pipeline.cpus import threads_per_worker
+from vidparse.pipeline.engine import Engine
+from vidparse.pipeline.session import StreamSession
+from vidparse.pipeline.writer import Written
+from vidparse.runs import RunOutcome, Source, check_source, make_engine, run_sources, sources_for
 from vidparse.stages.images import load_upright
+from vidparse.stages.labels import load_label_set
+from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.recolor import Recolor
 from vidparse.stages.types import LabelSet, PersonStats
+
+log = logging.getLogger(__name__)
 
 ImageInput = Union[str, Path, np.ndarray]
 ConfigInput = Union[str, Path, Config, None]
@@ -151,3 +161,134 @@ def annotate(image: ImageInput, parsing: Parsing, alpha: float | None = None, le
     options = resolve_config(**{"compose.alpha": alpha, "compose.legend": legend}).compose  # validated, YAML defaults
     rgb_colors = replace(parsing.label_set, colors=parsing.palette)  # Recolor blends in the image's channel order
     return Recolor(rgb_colors, options).process(rgb, parsing.labels)
+
+
+@dataclass
+class StreamFrame(Parsing):
+    """One parsed frame of `stream`: a `Parsing` (labels, persons with track ids when tracking is on, label set)
+    plus where it came from. ``stream`` is the source's index in the list given to `stream` and ``source`` its
+    input; ``seq`` counts the source's frames from 0; ``pts`` is the frame's timestamp in the source's time base
+    and ``time_s`` the same in seconds (None when the source has none); ``image`` is the frame, RGB."""
+
+    stream: int
+    source: str
+    seq: int
+    pts: int | None
+    time_s: float | None
+    image: np.ndarray
+
+
+class Stream:
+    """The frames of `stream`, as they are written: an iterator, and a context manager that stops the run on exit.
+
+    Leaving the loop early (``break``, an exception) or dropping the object stops the pipeline: the processes
+    end and the outputs are closed with what was written. A source that fails (unreachable, lost for good,
+    damaged) stops alone, with a logged warning, and lands in `failed`; once every source has ended, the loop
+    raises the first failure's `VidparseError`. What stops every source (workers that cannot start) raises at
+    once."""
+
+    def __init__(self, engine: Engine, specs: list[StreamSpec], settings: Config) -> None:
+        self.failed: dict[int, Exception] = {}  # source index -> why it stopped
+        self._frames = self._run(engine, specs, settings, self.failed)  # holds no reference to self: no cycle
+
+    @staticmethod
+    def _run(engine: Engine, specs: list[StreamSpec], settings: Config, failed: dict[int, Exception]
+             ) -> Iterator[StreamFrame]:
+        written_frames = engine.results()
+        label_set = load_label_set(LABEL_SETS[settings.model])
+        try:
+            for index, spec in enumerate(specs):
+                engine.add_source(spec, stream_settings(spec.config, spec.input_url), on_end=_ender(index, failed))
+            engine.start()
+            for written in written_frames:
+                yield _stream_frame(written, specs[written.stream], label_set)
+        finally:
+            written_frames.close()  # aborts a run that is still going, and waits for its processes
+        if failed:
+            raise next(iter(failed.values()))
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> StreamFrame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop the run (if it still goes) and wait for its processes to end."""
+        self._frames.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamSession], None]:
+    def end(session: StreamSession) -> None:
+        if session.error is not None:
+            log.warning("source %d failed: %s", index, getattr(session.error, "message", session.error))
+            failed[index] = session.error
+
+    return end
+
+
+def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> StreamFrame:
+    image, labels = written.frame.image, written.labels  # copies already (`Engine.results`)
+    if spec.images is not None:  # photos share a canvas as large as the largest: back to this one's size
+        width, height = spec.images.sizes[written.frame.seq]
+        image, labels = image[:height, :width], labels[:height, :width]
+    return StreamFrame(labels=np.ascontiguousarray(labels), persons=written.result.persons, label_set=label_set,
+                       stream=written.stream, source=spec.input_url, seq=written.frame.seq, pts=written.frame.pts,
+                       time_s=written.frame.seconds, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def _inputs(sources: str | Path | Sequence[str | Path]) -> list[str]:
+    return [str(sources)] if isinstance(sources, (str, Path)) else [str(s) for s in sources]
+
+
+def stream(sources: str | Path | Sequence[str | Path], model: str | None = None, workers: int | None = None,
+           config: ConfigInput = None, outputs: str | Path | Sequence[str | Path | None] | None = None,
+           max_frames: int | None = None, model_dir: str | Path | None = None, **overrides: Any) -> Stream:
+    """Parse one or more videos (files, ``rtsp://`` and other URLs FFmpeg opens, ``/dev/videoN``) on one pool of
+    ``workers`` parser processes, yielding every written frame as a `StreamFrame`, each source's in order::
+
+        for frame in vidparse.stream(["a.mp4", "rtsp://camera/1"], workers=2):
+            print(frame.stream, frame.seq, len(frame.persons))
+
+    ``outputs``: one annotated video per source (None, or a None entry: none written). Frames wait in a small
+    bounded queue, so memory stays bounded however slow the loop is (files wait; live sources drop their oldest
+    frames, as ``policy: auto`` says). Other arguments as for `Parser`; ``max_frames`` stops each source after
+    that many frames. Inputs, outputs, models and settings are checked before any process starts."""
+    inputs = _inputs(sources)
+    paths = [outputs] if outputs is None or isinstance(outputs, (str, Path)) else list(outputs)
+    if len(paths) == 1 and len(inputs) > 1 and paths[0] is None:
+        paths = paths * len(inputs)
+    if not inputs or len(paths) != len(inputs):
+        raise ConfigError(f"{len(inputs)} sources but {len(paths)} outputs",
+                          hint="give one output (or None) per source, or no outputs")
+    settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
+                              **overrides)
+    specs = [check_source(Source(url, Path(path) if path is not None else None, max_frames=max_frames), settings)
+             for url, path in zip(inputs, paths)]
+    return Stream(make_engine(settings, specs), specs, settings)
+
+
+def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: str | None = None,
+        workers: int | None = None, config: ConfigInput = None, masks: str | Path | None = None,
+        stats: str | Path | None = None, instances: str | Path | None = None, max_frames: int | None = None,
+        model_dir: str | Path | None = None, check: bool = True, **overrides: Any) -> RunOutcome:
+    """What ``vidparse run INPUT... -o OUTPUT`` does, without the progress bar: one input writes ``output`` (a
+    video, an image or a folder of images); several write ``output/<name>.mp4`` each, on one pool of workers.
+    ``masks``, ``stats`` and ``instances`` as the CLI's ``--masks``, ``--stats`` and ``--instances``; other
+    arguments as for `Parser`.
+
+    Returns a `RunOutcome`: per stream its statistics, files and error, and the CLI's ``exit_code``. A source that
+    fails stops alone; with ``check`` (the default) the first failure is raised once every stream has ended."""
+    settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
+                              **overrides)
+    optional = [Path(p) if p is not None else None for p in (masks, stats, instances)]
+    outcome = run_sources(settings, sources_for(_inputs(inputs), Path(output), *optional, max_frames=max_frames))
+    if check and outcome.failed:
+        raise outcome.failed[0].error
+    return outcome

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from vidparse.errors import BadOutputError, ConfigError, VidparseError
+from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError, ConfigError,
+                             VidparseError)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from vidparse.batch.ray_engine import RayEngine
     from vidparse.config import Config
     from vidparse.evaluation.runs import ImageReport, VideoReport
+    from vidparse.progress import RunReporter
+    from vidparse.runs import RunOutcome, StreamOutcome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Human parsing for video: every pixel of every person labelled, as an annotated video.")
@@ -30,10 +33,6 @@ models_app = typer.Typer(no_args_is_help=True, help="List, download and make mod
 app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
-INTERRUPTED_EXIT = 130
-UNEXPECTED_EXIT = 7  # the pipeline-failure code: a failure vidparse did not foresee
-DEGRADED_EXIT = 8  # finished, every frame written, but workers were replaced or frames written unannotated
-BATCH_FAILED_EXIT = 9  # a batch finished, but some inputs failed (the manifest and the summary say why)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -70,8 +69,12 @@ def _print_error(message: str, hint: str | None) -> None:
 
 @app.command()
 def run(
-    input: Annotated[str, typer.Argument(help="Video file, URL FFmpeg can open, photo, folder of photos or pattern.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Video (.mp4, .mov, .mkv), image or folder.")],
+    inputs: Annotated[Optional[list[str]], typer.Argument(
+        metavar="INPUT...", help="Video files, URLs FFmpeg can open, photos, folders of photos or patterns.")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Video (.mp4, .mov, .mkv), image or folder; a folder for several inputs.")] = None,
+    sources: Annotated[Optional[Path], typer.Option(
+        help="YAML list of sources with per-source name, output, policy... (README, 'Many inputs').")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
@@ -99,18 +102,12 @@ def run(
     fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Fragmented MP4 (playable after a crash).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Parse every person in INPUT (a file, rtsp://, http(s)://, /dev/videoN, or photos) into an annotated H.264
-    video, or annotated images and label PNGs."""
+    """Parse every person in each INPUT (a file, rtsp://, http(s)://, /dev/videoN, or photos) into an annotated
+    H.264 video, or annotated images and label PNGs. Several inputs share one pool of workers."""
     _setup_logging(verbose)
     from vidparse.config import load_config
-    from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
-    from vidparse.pipeline.cpus import threads_per_worker
-    from vidparse.pipeline.runner import Runner
     from vidparse.progress import RunReporter
-    from vidparse.signals import stop_on_signals
-    from vidparse.stages.images import ImageSet, check_image_output, is_image_input
-    from vidparse.stages.sink import CONTAINERS, check_output_path
-    from vidparse.stages.source import InputKind, input_kind, probe
+    from vidparse.runs import RunHooks, load_sources, run_sources, sources_for
 
     with user_errors():
         settings = load_config(config, {
@@ -122,46 +119,63 @@ def run(
             "output.fragmented": fragmented, "max_memory_mb": max_memory, "keyframes.parse_every": parse_every,
             "tracking.enabled": tracking, "tracking.max_missed": max_missed, "tracking.draw_ids": track_ids,
         })
-        images = ImageSet.find(input) if is_image_input(input) else None
-        image_output = images and output.suffix.lower() not in CONTAINERS
-        if instances and (image_output or not settings.tracking.enabled):
-            raise ConfigError("--instances needs tracking, which runs on video output only",
-                              hint="drop --no-tracking (or tracking.enabled: false), or write a video")
-        if image_output:
-            check_image_output(images, output)
+        if bool(inputs) == bool(sources):
+            raise ConfigError("give the inputs or --sources FILE, not both" if inputs else "no input given",
+                              hint="vidparse run INPUT -o OUTPUT.mp4, or vidparse run IN1 IN2 -o OUTDIR/, or "
+                                   "vidparse run --sources sources.yaml -o OUTDIR/")
+        if sources:
+            streams = load_sources(sources, output)
+        elif output is None:
+            raise ConfigError("no output given", hint="add -o OUTPUT.mp4 (a folder for several inputs)")
         else:
-            if input_kind(input) is InputKind.FILE and not images:
-                probe(input)
-            check_output_path(output)
-        parser = ParserSpec(settings, ResolvedModels.for_config(settings))
-        stream = StreamSpec(settings, input, output, masks_dir=masks, stats_path=stats, instances_dir=instances,
-                            max_frames=max_frames, images=images)
-        threads_each = threads_per_worker(settings.worker_count, settings.threads)
-        with RunReporter(console, Path(input).name if "://" not in input else input) as reporter:
-            runner = Runner(parser, stream, pool_settings(settings, input, threads_each),
-                            stream_settings(settings, input),
-                            on_open=lambda info: (reporter.on_open(info), reporter.limit(max_frames)),
-                            subscribers=[reporter.on_frame])
-            try:
-                with stop_on_signals(runner.stop):
-                    result = runner.run()
-            finally:
-                written = runner.output.paths if runner.output is not None else []
-        summary = reporter.summary(result)
-        repaired = runner.output.timestamps.repaired if runner.output.timestamps else 0
-        if repaired:
-            summary.add_row("timestamps repaired (docs/faults.md)", f"{repaired}")
-        console.print(summary)
-        files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
-        console.print("wrote " + files + (f", masks in {masks}" if masks else "")
-                      + (f", stats in {stats}" if stats else "") + (f", instances in {instances}" if instances else ""),
+            streams = sources_for(inputs, output, masks, stats, instances, max_frames)
+        single = len(streams) == 1 and not sources
+        names = [s.input if "://" in s.input else Path(s.input).name for s in streams] if single else [
+            s.label for s in streams]
+        with RunReporter(console, names) as reporter:
+            def on_open(index: int, info: object) -> None:
+                reporter.on_open(index, info)
+                reporter.limit(index, streams[index].max_frames)
+
+            outcome = run_sources(settings, streams, RunHooks(on_open=on_open, on_frame=reporter.on_frame))
+        if single:
+            _single_summary(reporter, outcome.streams[0])
+        else:
+            _streams_summary(reporter, outcome)
+        if outcome.exit_code:
+            raise typer.Exit(outcome.exit_code)
+
+
+def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
+    """One input: its error as the only line, or the summary table as it always was."""
+    if stream.error is not None:
+        raise stream.error
+    result, source, written = stream.stats, stream.source, stream.paths
+    summary = reporter.summary(result)
+    if stream.timestamps_repaired:
+        summary.add_row("timestamps repaired (docs/faults.md)", f"{stream.timestamps_repaired}")
+    console.print(summary)
+    files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
+    console.print("wrote " + files + (f", masks in {source.masks}" if source.masks else "")
+                  + (f", stats in {source.stats}" if source.stats else "")
+                  + (f", instances in {source.instances}" if source.instances else ""), soft_wrap=True)
+    if result.degraded and not result.interrupted:
+        console.print("[yellow]degraded run:[/] see the summary; --stats marks frames written without labels",
                       soft_wrap=True)
-        if result.interrupted:
-            raise typer.Exit(INTERRUPTED_EXIT)
-        if result.degraded:
-            console.print("[yellow]degraded run:[/] see the summary; --stats marks frames written without labels",
-                          soft_wrap=True)
-            raise typer.Exit(DEGRADED_EXIT)
+
+
+def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
+    """Several inputs: a row per stream, then one error line (and hint) per failed stream."""
+    console.print(reporter.streams_table(outcome))
+    written = [str(path) for stream in outcome.streams for path in stream.paths]
+    if written:
+        console.print("wrote " + ", ".join(written), soft_wrap=True)
+    for stream in outcome.failed:
+        error = stream.error
+        _print_error(f"stream {stream.name}: {getattr(error, 'message', error)}", getattr(error, "hint", None))
+    if any(s.status == "degraded" for s in outcome.streams):
+        console.print("[yellow]degraded streams:[/] see the table; --stats marks frames written without labels",
+                      soft_wrap=True)
 
 
 @app.command()
@@ -216,7 +230,7 @@ def batch(
     console.print(f"{len(records) - failed} done, {failed} failed, {len(runner.skipped)} skipped; "
                   f"manifest: {runner.manifest.path}", highlight=False, soft_wrap=True)
     if failed:
-        raise typer.Exit(BATCH_FAILED_EXIT)
+        raise typer.Exit(STREAMS_FAILED_EXIT)
 
 
 def _batch_engine(engine: str, ray_address: str, cpus_per_task: int) -> LocalEngine | RayEngine:

@@ -88,12 +88,13 @@ class StreamSpec:
 
     config: Config
     input_url: str
-    output_path: Path
+    output_path: Path | None  # None: no video or images written (`vidparse.stream`)
     masks_dir: Path | None = None
     stats_path: Path | None = None
     instances_dir: Path | None = None  # per-frame 16-bit PNGs of track ids (tracking must be on)
     max_frames: int | None = None
     images: ImageSet | None = None  # the input is still images (a photo, a folder, a pattern)
+    name: str | None = None  # the stream's name in every stats line
     window: FrameWindow | None = None  # read only this part of a file: a `vidparse batch` segment (no audio)
     write_from: int = 0  # the window's first frame written (index in the whole file); earlier ones only warm up
 
@@ -107,9 +108,10 @@ class StreamSpec:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
 
     def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
-        if self.images and self.output_path.suffix.lower() not in CONTAINERS:
+        if self.images and self.output_path is not None and self.output_path.suffix.lower() not in CONTAINERS:
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
-                                   self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path)
+                                   self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path,
+                                   stream_name=self.name)
         return AnnotatedOutput(
             info,
             load_label_set(LABEL_SETS[self.config.model]),
@@ -125,6 +127,7 @@ class StreamSpec:
             tracking=self.config.tracking,
             margin=self.config.roi.margin,
             instances_dir=self.instances_dir,
+            stream_name=self.name,
             warmup=self.write_from - self.window.first_index if self.window else 0,
             index_offset=self.window.first_index if self.window else 0,
         )
@@ -135,10 +138,11 @@ def drops_frames(config: Config, input_url: str) -> bool:
     return config.policy == "drop" or (config.policy == "auto" and input_kind(input_url) is not InputKind.FILE)
 
 
-def pool_settings(config: Config, input_url: str, threads: int) -> PoolSettings:
-    """Live inputs: one frame per worker, so a frame never waits behind another in a worker's inbox."""
+def pool_settings(config: Config, threads: int, live: bool) -> PoolSettings:
+    """``live`` (any stream drops frames): one frame per worker, so a frame never waits behind another in a
+    worker's inbox."""
     return PoolSettings(workers=config.worker_count, threads=threads, frame_timeout_s=config.frame_timeout_s,
-                        prefetch=1 if drops_frames(config, input_url) else 2)
+                        prefetch=1 if live else 2, max_memory_mb=config.max_memory_mb)
 
 
 def stream_settings(config: Config, input_url: str) -> StreamSettings:
@@ -150,5 +154,5 @@ def stream_settings(config: Config, input_url: str) -> StreamSettings:
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
     # Dropped frames break fixed groups: the parser then carries from the stream's latest frame it saw.
     return StreamSettings(queue_size=config.queue_size, drop_oldest=drops_frames(config, input_url),
-                          source_timeout_s=watchdog, max_memory_mb=config.max_memory_mb,
+                          source_timeout_s=watchdog,
                           group_size=config.keyframes.parse_every)

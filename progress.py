@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -11,13 +13,26 @@ from rich.table import Table
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Written
 
+if TYPE_CHECKING:
+    from vidparse.runs import RunOutcome
+
 STAGE_ORDER = ("decode", "detect", "parse", "propagate", "compose", "encode")
 
 
-class RunReporter:
-    """Feeds a rich progress bar from the runner's callbacks and counts what was seen."""
+@dataclass
+class _Seen:
+    """What one stream's frames showed, for its summary."""
 
-    def __init__(self, console: Console, description: str) -> None:
+    persons_total: int = 0
+    persons_max: int = 0
+    frames_with_persons: int = 0
+    live: bool = False
+
+
+class RunReporter:
+    """Feeds a rich progress display from the run's callbacks, one line per stream, and counts what was seen."""
+
+    def __init__(self, console: Console, descriptions: Sequence[str]) -> None:
         self.console = console
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -32,11 +47,8 @@ class RunReporter:
             console=console,
             transient=False,
         )
-        self.task = self.progress.add_task(description, total=None, fps=0.0, persons=0, latency="")
-        self.persons_total = 0
-        self.persons_max = 0
-        self.frames_with_persons = 0
-        self.live = False
+        self.tasks = [self.progress.add_task(d, total=None, fps=0.0, persons=0, latency="") for d in descriptions]
+        self.seen = [_Seen() for _ in descriptions]
 
     def __enter__(self) -> RunReporter:
         self.progress.start()
@@ -45,28 +57,46 @@ class RunReporter:
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    def on_open(self, info: Any) -> None:
-        self.live = info.live
-        self.progress.update(self.task, total=info.frames or None)
+    def on_open(self, index: int, info: Any) -> None:
+        self.seen[index].live = info.live
+        self.progress.update(self.tasks[index], total=info.frames or None)
 
-    def limit(self, frames: int | None) -> None:
-        task = self.progress.tasks[0]
+    def limit(self, index: int, frames: int | None) -> None:
+        task = self.progress.tasks[index]
         if frames and (task.total is None or frames < task.total):
-            self.progress.update(self.task, total=frames)
+            self.progress.update(self.tasks[index], total=frames)
 
     def on_frame(self, written: Written, stats: RunStats | None = None) -> None:
+        seen = self.seen[written.stream]
         count = len(written.result.persons)
-        self.persons_total += count
-        self.persons_max = max(self.persons_max, count)
-        self.frames_with_persons += count > 0
-        task = self.progress.tasks[0]
+        seen.persons_total += count
+        seen.persons_max = max(seen.persons_max, count)
+        seen.frames_with_persons += count > 0
+        task = self.progress.tasks[written.stream]
         fps = (task.completed + 1) / task.elapsed if task.elapsed else 0.0
         latency = ""
-        if self.live and stats is not None and (p50 := stats.latency_percentile(50)) is not None:
+        if seen.live and stats is not None and (p50 := stats.latency_percentile(50)) is not None:
             latency = f"latency {p50 * 1000:.0f} ms" + (f", {stats.dropped_frames} dropped" if stats.dropped_frames else "")
-        self.progress.update(self.task, advance=1, fps=fps, persons=count, latency=latency)
+        self.progress.update(self.tasks[written.stream], advance=1, fps=fps, persons=count, latency=latency)
 
-    def summary(self, stats: RunStats) -> Table:
+    def streams_table(self, outcome: RunOutcome) -> Table:
+        """A row per stream: how it ended, frames, fps after start-up, persons (all frames / most in one), live
+        latency p50 and dropped frames, worker restarts."""
+        table = Table(title="vidparse run", title_justify="left")
+        for column in ("stream", "status", "frames", "fps", "persons", "p50 ms", "dropped", "restarts"):
+            table.add_column(column, justify="left" if column in ("stream", "status") else "right")
+        for index, stream in enumerate(outcome.streams):
+            stats, seen = stream.stats, self.seen[index]
+            p50 = stats.latency_percentile(50) if seen.live else None
+            color = {"ok": "green", "failed": "red"}.get(stream.status, "yellow")
+            table.add_row(stream.name, f"[{color}]{stream.status}", str(stats.frames), f"{stats.steady_fps:.2f}",
+                          f"{seen.persons_total}/{seen.persons_max}", "" if p50 is None else f"{p50 * 1000:.0f}",
+                          str(stats.dropped_frames), str(stats.worker_restarts))
+        return table
+
+    def summary(self, stats: RunStats, index: int = 0) -> Table:
+        """One stream's summary table (what a run of one input prints)."""
+        seen = self.seen[index]
         table = Table(title="vidparse run", show_header=False, title_justify="left")
         table.add_column("what")
         table.add_column("value", justify="right")
@@ -74,9 +104,9 @@ class RunReporter:
         table.add_row("wall time", f"{stats.wall_s:.1f} s")
         table.add_row("throughput (after start-up)", f"{stats.steady_fps:.2f} fps")
         table.add_row("start-up (processes, models, first frame)", f"{stats.startup_s:.1f} s")
-        table.add_row("persons (all frames / most in one)", f"{self.persons_total} / {self.persons_max}")
-        table.add_row("frames with persons", f"{self.frames_with_persons}")
-        if self.live and stats.recent_latency_s:
+        table.add_row("persons (all frames / most in one)", f"{seen.persons_total} / {seen.persons_max}")
+        table.add_row("frames with persons", f"{seen.frames_with_persons}")
+        if seen.live and stats.recent_latency_s:
             table.add_row("latency p50 / p95 (capture to written, last 1000)",
                           f"{stats.latency_percentile(50) * 1000:.0f} / {stats.latency_percentile(95) * 1000:.0f} ms")
         if stats.dropped_frames:

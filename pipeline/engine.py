@@ -23,12 +23,14 @@ from vidparse.pipeline.messages import FrameFailed, Parsed, Ready
 from vidparse.pipeline.processes import POLL_S
 from vidparse.pipeline.scheduler import Scheduler
 from vidparse.pipeline.session import JOIN_TIMEOUT_S, StreamSession
-from vidparse.pipeline.settings import PoolSettings, StreamSettings
+from vidparse.pipeline.settings import MemoryBudget, PoolSettings, StreamSettings
 from vidparse.pipeline.threads import thread_environment
 from vidparse.pipeline.workers import WorkerPool, WorkerStartError
 from vidparse.pipeline.writer import Subscriber, Written
 
 log = logging.getLogger(__name__)
+
+JOIN_POLL_S = 0.2  # `run` waits in short steps, so the caller's signal handlers run
 
 
 class _Aborted(Exception):
@@ -37,8 +39,10 @@ class _Aborted(Exception):
 
 class Engine:
     """``parser`` (``make_parser(threads)``; pickled to every worker) is shared by all streams. Streams are added
-    with `add` before or after `start`; with ``until_idle`` the engine ends when its last stream does.
-    Callbacks run in the hub thread (``on_open``) or the stream's writer thread (subscribers)."""
+    with `add_source` and removed with `remove_source`, before or after `start`; with ``until_idle`` the engine
+    ends when its last stream does. A stream that fails (its input unreachable, lost or damaged, its output not
+    writable) ends alone: its session's ``error`` says why, and the others go on. Callbacks run in the hub thread
+    (``on_open``, ``on_end``) or the stream's writer thread (subscribers)."""
 
     def __init__(self, parser: Any, settings: PoolSettings, until_idle: bool = True) -> None:
         self.parser = parser
@@ -56,23 +60,26 @@ class Engine:
         self._abort = False
         self._error: BaseException | None = None
         self._pool: WorkerPool | None = None
+        self._budget = MemoryBudget(settings.max_memory_mb, settings.workers)
         self._subscribers: list[Subscriber] = []  # every stream's, after the stream's own
         self._ended: list[Callable[[], None]] = []  # run when the hub has shut down
         self._thread = threading.Thread(target=self._hub, name="vidparse-hub", daemon=True)
 
-    def add(self, spec: Any, settings: StreamSettings, subscribers: list[Subscriber] | None = None,
-            on_open: Callable[[Any], None] | None = None, on_end: Callable[[StreamSession], None] | None = None
-            ) -> int:
-        """Start a stream (its source opens in the hub thread); returns its number. ``on_end`` gets the finished
-        session (statistics, output) in the hub thread."""
+    def add_source(self, spec: Any, settings: StreamSettings, subscribers: list[Subscriber] | None = None,
+                   on_open: Callable[[Any], None] | None = None,
+                   on_end: Callable[[StreamSession], None] | None = None) -> int:
+        """Start a stream (its source opens in the hub thread; any thread may call this, also while the engine
+        runs); returns its number. ``on_end`` gets the finished session (statistics, output, ``error`` when it
+        failed) in the hub thread."""
         with self._add_lock:  # counted after the command is queued: the hub never sees a stream it cannot find
             stream = self._next_stream
             self._command("add", (stream, spec, settings, list(subscribers or []), on_open, on_end))
             self._next_stream = stream + 1
         return stream
 
-    def remove(self, stream: int) -> None:
-        """Stop a stream as `stop` stops them all: frames in flight are finished and written."""
+    def remove_source(self, stream: int) -> None:
+        """Stop one stream (any thread) as `stop` stops them all: frames in flight are finished and written; the
+        other streams go on."""
         self._command("remove", stream)
 
     def start(self) -> None:
@@ -95,6 +102,18 @@ class Engine:
         if self._error is not None:
             raise self._error
         return True
+
+    def run(self) -> None:
+        """`start`, then wait for the end in short steps (so the caller's signal handlers run) and raise what ended
+        the engine; a KeyboardInterrupt meanwhile (a second Ctrl-C) aborts and is raised."""
+        self.start()
+        try:
+            while not self.join(JOIN_POLL_S):
+                pass
+        except KeyboardInterrupt:
+            self.abort()
+            self.join()
+            raise
 
     def results(self) -> Iterator[Written]:
         """Copies of every frame any stream writes (the arrays outlive their slot), until the engine ends; then
@@ -159,18 +178,18 @@ class Engine:
                 if conn is self._wake_receive:
                     self._run_commands()
                 elif conn in sources:
-                    sources[conn].receive()
+                    self._guard(sources[conn], sources[conn].receive)
                 else:
                     self._receive_from_worker(pool, scheduler, conn, workers[conn])
             if not ready:
                 for session in self._sessions.values():
-                    session.check_source()
+                    self._guard(session, session.check_source)
             for lost in pool.check() if pool is not None else []:
                 self._requeue(scheduler, lost)
             for session in list(self._sessions.values()):
-                session.tick()
-                if session.finished:
-                    self._end(pool, scheduler, session, clean=True)
+                self._guard(session, session.tick)
+                if session.error is not None or session.finished:
+                    self._end(pool, scheduler, session, clean=session.error is None)
             if scheduler is not None:
                 scheduler.dispatch([s for s in self._sessions.values() if s.opened])
 
@@ -183,7 +202,7 @@ class Engine:
                 raise _Aborted
             if name == "add":
                 stream, spec, settings, subscribers, on_open, on_end = argument
-                session = StreamSession(stream, spec, settings, self._context, self.settings.workers,
+                session = StreamSession(stream, spec, settings, self._context, self._budget,
                                         [*subscribers, self._every_stream], on_open)
                 self._sessions[stream], self._on_end[stream] = session, on_end
                 if self._stopping:
@@ -222,9 +241,23 @@ class Engine:
         except (EOFError, OSError):
             pool.wait_for_exit(index)
 
+    @staticmethod
+    def _guard(session: StreamSession, call: Callable[[], None]) -> None:
+        """Run a stream's own step; what it raises stops that stream alone (the hub ends it next)."""
+        if session.error is not None:
+            return
+        try:
+            call()
+        except Exception as exc:
+            log.info("stream %d failed: %s", session.stream, getattr(exc, "message", exc))
+            session.error = exc
+
     def _requeue(self, scheduler: Scheduler, lost: Any) -> None:
-        for session in self._sessions.values():
-            session.stats.worker_restarts += 1
+        """A worker was replaced: the restart counts in each stream that had a frame on it."""
+        held = [task for task in (lost.current, *lost.waiting) if task is not None]
+        for stream in {task.stream for task in held}:
+            if (session := self._sessions.get(stream)) is not None:
+                session.stats.worker_restarts += 1
         for task in reversed(lost.waiting):
             if (session := self._sessions.get(task.stream)) is not None:
                 session.wait_again(task)
@@ -232,9 +265,12 @@ class Engine:
             scheduler.retry_or_give_up(session, lost.current)
 
     def _end(self, pool: WorkerPool | None, scheduler: Scheduler | None, session: StreamSession, clean: bool) -> None:
+        """Close a stream's output and source; a failure doing so is that stream's error."""
         del self._sessions[session.stream]
         try:
             session.close(clean)
+        except Exception as exc:
+            session.error = session.error or exc
         finally:
             if pool is not None and session.slots is not None:
                 pool.forget(session.stream, session.slots.handle.name)
@@ -249,7 +285,7 @@ class Engine:
             for session in list(self._sessions.values()):
                 try:
                     self._end(None, None, session, clean)
-                except BaseException as exc:
+                except BaseException as exc:  # an on_end callback's own failure
                     self._error = self._error or exc
         finally:
             if self._pool is not None:

@@ -11,12 +11,10 @@ from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
 
-JOIN_POLL_S = 0.2  # join waits in short steps, so the caller's signal handlers run
-
 
 class Runner:
     """``parser`` is what the workers need (pickled to them), ``stream`` the input, its slot layout and output.
-    `start`, `stop` (any thread, e.g. a subscriber), `join`; `run` is both; `results` iterates copies."""
+    `run`, `stop` (any thread, e.g. a subscriber); `results` iterates copies."""
 
     def __init__(self, parser: Any, stream: Any, pool: PoolSettings, settings: StreamSettings,
                  on_open: Callable[[Any], None] | None = None, subscribers: list[Subscriber] | None = None) -> None:
@@ -28,35 +26,32 @@ class Runner:
         self.stats = RunStats()
         self.output: Any = None  # the stream's output stage, once the run ended (also after a failure)
         self.slots_name: str | None = None  # the stream's shared-memory block, for diagnostics
+        self.error: Exception | None = None  # what stopped the stream, raised by `join`
 
-    def start(self) -> None:
-        self.engine.add(self.stream, self.settings, self.subscribers, on_open=self.on_open, on_end=self._end)
-        self.engine.start()
+    def _add(self) -> None:
+        self.engine.add_source(self.stream, self.settings, self.subscribers, on_open=self.on_open, on_end=self._end)
 
     def _end(self, session: StreamSession) -> None:
-        self.stats, self.output = session.stats, session.output
+        self.stats, self.output, self.error = session.stats, session.output, session.error
         self.slots_name = session.slots.handle.name if session.slots is not None else None
 
     def stop(self) -> None:
         self.engine.stop()
 
-    def join(self) -> RunStats:
-        """Wait for the end; a KeyboardInterrupt meanwhile (second Ctrl-C) aborts the run and is raised."""
-        try:
-            while not self.engine.join(JOIN_POLL_S):
-                pass
-        except KeyboardInterrupt:
-            self.engine.abort()
-            self.engine.join()
-            raise
-        return self.stats
-
     def run(self) -> RunStats:
-        self.start()
-        return self.join()
+        """Run to the end and raise what stopped the stream; a KeyboardInterrupt meanwhile (second Ctrl-C) aborts
+        the run and is raised."""
+        self._add()
+        self.engine.run()
+        if self.error is not None:
+            raise self.error
+        return self.stats
 
     def results(self) -> Iterator[Written]:
         """Run, yielding a copy of every frame as it is written."""
         results = self.engine.results()
-        self.start()
+        self._add()
+        self.engine.start()
         yield from results
+        if self.error is not None:
+            raise self.error

@@ -16,7 +16,7 @@ from vidparse.pipeline.memory import MB
 from vidparse.pipeline.messages import Done, Failed, Opened, Task
 from vidparse.pipeline.processes import Resume, StopFlag, logging_levels, source_main
 from vidparse.pipeline.reorder import ReorderBuffer
-from vidparse.pipeline.settings import StreamSettings
+from vidparse.pipeline.settings import MemoryBudget, StreamSettings
 from vidparse.pipeline.slots import SharedSlots
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.threads import thread_environment
@@ -39,17 +39,18 @@ class StreamSession:
     ``make_output(info)``); it is pickled into the source process.
     """
 
-    def __init__(self, stream: int, spec: Any, settings: StreamSettings, context: Any, workers: int,
+    def __init__(self, stream: int, spec: Any, settings: StreamSettings, context: Any, budget: MemoryBudget,
                  subscribers: list[Subscriber], on_open: Callable[[Any], None] | None = None) -> None:
         self.stream = stream
         self.spec = spec
         self.settings = settings
         self.stats = RunStats()
+        self.error: Exception | None = None  # what stopped this stream alone (the engine goes on)
         self.pending: deque[Task] = deque()
         self.slots: SharedSlots | None = None
         self.output: Any = None  # the stream's output stage, once the input is open
         self._context = context
-        self._workers = workers
+        self._budget = budget
         self._subscribers = subscribers
         self._on_open = on_open
         self._stop = StopFlag(context)
@@ -138,7 +139,7 @@ class StreamSession:
 
     def _open(self, info: Any) -> None:
         layout = self.spec.slot_layout(info)
-        count = self.settings.slot_count(layout.slot_bytes, self._workers)
+        count = self._budget.slot_count(self.stream, self.settings.queue_size, layout.slot_bytes)
         try:
             self.slots = SharedSlots(layout, count)
         except OSError as exc:
@@ -266,6 +267,7 @@ class StreamSession:
             self._source_inbox.close()
             if self.slots is not None:
                 self.slots.close()
+            self._budget.release(self.stream)
             self.stats.wall_s = time.perf_counter() - self._started
         if clean and self._writer is not None and self._writer.error is not None:
             raise self._writer.error

@@ -22,6 +22,7 @@ class PoolSettings:
     threads: int
     frame_timeout_s: float = 120.0  # a worker busy longer than this on one frame is treated as dead
     prefetch: int = 2  # frames handed to a worker at once; 1 for live inputs, so none waits behind another
+    max_memory_mb: int = 0  # budget for the whole process tree, shared by every stream (`MemoryBudget`); 0 = none
 
 
 @dataclass
@@ -29,28 +30,49 @@ class StreamSettings:
     queue_size: int
     drop_oldest: bool = False  # live policy: only the newest frame waits; older waiting frames are dropped
     source_timeout_s: float | None = None  # restart a source that sends nothing for this long while slots are free
-    max_memory_mb: int = 0  # budget for the whole process tree (this stream being the only one); 0 = none
     # Frames seq // group_size == g go to one worker, in order, so the parser can carry state between them
     # (keyframe mode). Only an affinity: a parser must give the same results when a group is split.
     group_size: int = 1
 
-    def slot_count(self, slot_bytes: int, workers: int) -> int:
-        """Frames waiting for a worker, up to two handed to each worker, and room for out-of-order results;
-        fewer when a memory budget cannot hold that many."""
-        wanted = self.queue_size + 2 * workers
-        if not self.max_memory_mb:
-            return wanted
-        slot_mb = slot_bytes / MB
-        fixed_mb = PROCESS_MB * (workers + 2) + FRAME_COPIES_OUTSIDE_SLOTS * slot_mb
-        fitting = int((self.max_memory_mb - fixed_mb) // slot_mb)
-        least = 1 + 2 * workers
-        if fitting < least:
-            need = fixed_mb + least * slot_mb
-            raise ConfigError(f"max_memory_mb {self.max_memory_mb} is too small for these frames with {workers} "
-                              f"workers: about {need:.0f} MB is needed",
-                              hint=f"raise --max-memory to {need:.0f} or more, or use fewer --workers")
-        return min(wanted, fitting)
-
     def group_of(self, seq: int) -> int | None:
         """The affinity group of frame ``seq``; None without fixed groups (dropping frames breaks them)."""
         return None if self.group_size == 1 or self.drop_oldest else seq // self.group_size
+
+
+class MemoryBudget:
+    """The process tree's memory budget, shared by the streams of one engine. The main process and the workers
+    take their share first; each stream, as it opens, reserves its source process and its frames (the slots and
+    the copies outside them) from what the streams before it left, and gives them back when it ends. A stream
+    gets the slots it wants (frames waiting for a worker, up to two handed to each worker, room for out-of-order
+    results), fewer when the rest of the budget cannot hold that many, and fails alone when not even the least
+    fits."""
+
+    def __init__(self, total_mb: int, workers: int) -> None:
+        self.total_mb = total_mb
+        self.workers = workers
+        self._reserved_mb: dict[int, float] = {}  # stream -> its source process and frames
+
+    def slot_count(self, stream: int, queue_size: int, slot_bytes: int) -> int:
+        """How many slots ``stream`` gets (reserved until `release`)."""
+        workers = self.workers
+        wanted = queue_size + 2 * workers
+        if not self.total_mb:
+            return wanted
+        slot_mb = slot_bytes / MB
+        others = [mb for other, mb in self._reserved_mb.items() if other != stream]
+        others_mb = sum(others)
+        fixed_mb = PROCESS_MB * (workers + 2) + FRAME_COPIES_OUTSIDE_SLOTS * slot_mb + others_mb
+        fitting = int((self.total_mb - fixed_mb) // slot_mb)
+        least = 1 + 2 * workers
+        if fitting < least:
+            need = fixed_mb + least * slot_mb
+            held = f" ({others_mb:.0f} MB of it held by {len(others)} other streams)" if others_mb else ""
+            raise ConfigError(f"max_memory_mb {self.total_mb} is too small for these frames with {workers} "
+                              f"workers{held}: about {need:.0f} MB is needed",
+                              hint=f"raise --max-memory to {need:.0f} or more, or use fewer --workers")
+        count = min(wanted, fitting)
+        self._reserved_mb[stream] = PROCESS_MB + (FRAME_COPIES_OUTSIDE_SLOTS + count) * slot_mb
+        return count
+
+    def release(self, stream: int) -> None:
+        self._reserved_mb.pop(stream, None)

@@ -24,11 +24,14 @@ from vidparse.stages.writers import InstanceWriter, MaskWriter, StatsWriter, mak
 
 
 class AnnotatedOutput:
+    """Each parsed frame recolored and encoded into ``video_path`` (None: no video, as for `vidparse.stream`), with
+    the optional masks, statistics and instances."""
+
     def __init__(
         self,
         info: StreamInfo,
         label_set: LabelSet,
-        video_path: Path,
+        video_path: Path | None,
         compose: ComposeOptions,
         encoder: EncoderOptions,
         audio_from: str | None = None,
@@ -38,6 +41,7 @@ class AnnotatedOutput:
         tracking: TrackingOptions | None = None,
         margin: float = 0.0,
         instances_dir: Path | None = None,
+        stream_name: str | None = None,
         warmup: int = 0,
         index_offset: int = 0,
     ) -> None:
@@ -49,23 +53,24 @@ class AnnotatedOutput:
         self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
         self.draw_ids = bool(tracking and tracking.enabled and tracking.draw_ids)
         self.recolor = Recolor(label_set, compose)
-        self.sink = VideoSink(video_path, info, encoder, audio_from)
+        self.sink = VideoSink(video_path, info, encoder, audio_from) if video_path is not None else None
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
-        self.stats = StatsWriter(stats_path) if stats_path else None
+        self.stats = StatsWriter(stats_path, stream_name) if stats_path else None
         self.instances = InstanceWriter(instances_dir) if instances_dir else None
         # A file's timestamps are repaired here, where frames arrive in order; a live timeline is already strict.
         self.timestamps = None if info.live else TimestampRepair(info.time_base, info.frame_rate, MAX_TIMESTAMP_GAP_S)
 
     @property
     def paths(self) -> list[Path]:
-        return self.sink.paths
+        return self.sink.paths if self.sink is not None else []
 
     def _side_outputs(self) -> list:
         return [writer for writer in (self.masks, self.stats, self.instances) if writer is not None]
 
     def open(self) -> None:
         self.ordered.open()
-        self.sink.open()
+        if self.sink is not None:
+            self.sink.open()
         for writer in self._side_outputs():
             writer.open()
 
@@ -85,7 +90,8 @@ class AnnotatedOutput:
         if self.draw_ids:
             draw_track_ids(annotated, result.persons)
         composed = time.perf_counter()
-        self.sink.write(replace(frame, image=annotated))
+        if self.sink is not None:
+            self.sink.write(replace(frame, image=annotated))
         result.timings["compose"] = composed - started
         result.timings["encode"] = time.perf_counter() - composed
         if self.masks:
@@ -100,7 +106,8 @@ class AnnotatedOutput:
     def close(self) -> None:
         self.ordered.close()
         try:
-            self.sink.close()
+            if self.sink is not None:
+                self.sink.close()
         finally:
             for writer in self._side_outputs():
                 writer.close()
@@ -116,13 +123,14 @@ class AnnotatedImages:
     timestamps = None  # images carry no timestamps to repair
 
     def __init__(self, images: ImageSet, label_set: LabelSet, target: Path, compose: ComposeOptions,
-                 masks_dir: Path | None = None, stats_path: Path | None = None) -> None:
+                 masks_dir: Path | None = None, stats_path: Path | None = None, stream_name: str | None = None
+                 ) -> None:
         self.images = images
         self.recolor = Recolor(label_set, compose)
         self.target = target
         self.masks = MaskWriter(masks_dir or self._image_dir, label_set)
         self._mask_suffix = "" if masks_dir else "_labels"
-        self.stats = StatsWriter(stats_path) if stats_path else None
+        self.stats = StatsWriter(stats_path, stream_name) if stats_path else None
         self.paths: list[Path] = []
 
     @property

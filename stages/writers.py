@@ -77,10 +77,12 @@ class InstanceWriter:
 
 
 class StatsWriter:
-    """Writes one JSON object per frame: seq, pts, seconds, persons (box, score, part pixels), timings."""
+    """Writes one JSON object per frame: the stream's name, seq, pts, seconds, persons (box, score, part pixels),
+    timings."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, stream: str | None = None) -> None:
         self.path = path
+        self.stream = stream
         self._file: IO[str] | None = None
 
     def open(self) -> None:
@@ -93,6 +95,7 @@ class StatsWriter:
     def write(self, result: FrameResult, pts: int | None, seconds: float | None, extra: dict | None = None) -> None:
         assert self._file is not None, "open() first"
         record = {
+            "stream": self.stream,
             "seq": result.seq,
             "status": result.status,
             "carried_from": result.carried_from,

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import vidparse
+from vidparse.config import preset_path
 from vidparse.errors import BadInputError, ConfigError, ModelError
 
 
@@ -105,3 +106,16 @@ def test_mistakes_raise_vidparse_errors_with_a_hint(parser: vidparse.Parser, cal
     with pytest.raises(error) as raised:
         call(parser)
     assert raised.value.hint
+
+
+def test_configuration_from_a_config_a_preset_and_overrides(tmp_path: Path) -> None:
+    """Overrides go on top of a `Config`, a preset name or a YAML file, with the YAML keys, nested or dotted."""
+    base = vidparse.resolve_config(model="bodypix", roi={"margin": 0.3})
+    assert (base.model, base.roi.margin) == ("bodypix", 0.3)
+    again = vidparse.resolve_config(base, **{"roi.person_height": 256})
+    assert (again.model, again.roi.margin, again.roi.person_height) == ("bodypix", 0.3, 256)
+    assert vidparse.resolve_config("fast") == vidparse.resolve_config(preset_path("fast"))
+    yaml_file = tmp_path / "mine.yaml"
+    yaml_file.write_text("compose:\n  alpha: 0.25\n")
+    assert vidparse.resolve_config(yaml_file, workers=3).compose.alpha == 0.25
+    assert vidparse.Parser(config=yaml_file, model="bodypix").config.compose.alpha == 0.25

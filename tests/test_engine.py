@@ -10,12 +10,15 @@ from types import SimpleNamespace
 
 import multiprocess
 import numpy as np
+import pytest
 
 from test_pipeline import Collected, TrivialJob, runner
+from vidparse.errors import BadInputError, ConfigError
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.scheduler import Scheduler
-from vidparse.pipeline.settings import PoolSettings, StreamSettings
+from vidparse.pipeline.memory import MB
+from vidparse.pipeline.settings import MemoryBudget, PoolSettings, StreamSettings
 from vidparse.pipeline.writer import Written
 from vidparse.stages.source import VideoSource
 
@@ -79,13 +82,13 @@ def test_streams_share_one_pool(clip: Path) -> None:
 
     def add_third(written: Written, stats) -> None:
         if written.frame.seq == 3:  # the first stream is running: the third joins through the control pipe
-            engine.add(TrivialJob(str(clip), collected[2]), StreamSettings(queue_size=2),
+            engine.add_source(TrivialJob(str(clip), collected[2]), StreamSettings(queue_size=2),
                        on_end=lambda s: ended.append(s.stream))
 
-    engine.add(TrivialJob(str(clip), collected[0], jitter_s=0.3), StreamSettings(queue_size=2),
+    engine.add_source(TrivialJob(str(clip), collected[0], jitter_s=0.3), StreamSettings(queue_size=2),
                [add_third, lambda written, stats: written_order.append(written.stream)],
                on_end=lambda s: ended.append(s.stream))
-    engine.add(TrivialJob(str(clip), collected[1], jitter_s=0.3), StreamSettings(queue_size=2, group_size=3),
+    engine.add_source(TrivialJob(str(clip), collected[1], jitter_s=0.3), StreamSettings(queue_size=2, group_size=3),
                [lambda written, stats: written_order.append(written.stream)], on_end=lambda s: ended.append(s.stream))
     engine.start()
     assert engine.join(120)
@@ -141,3 +144,66 @@ def test_streams_take_turns_for_free_workers() -> None:
     pool.taken.clear()
     scheduler.dispatch(sessions)
     assert pool.taken[0] == FrameKey(1, 2), "the other stream is offered the first worker next time"
+
+
+def test_a_failing_stream_ends_alone_and_restarts_count_where_the_frame_was(clip: Path, tmp_path: Path) -> None:
+    """Two good streams and a damaged one on two workers, one of which is killed on a frame: the damaged stream
+    ends with its own error, the good ones write every frame once, and the worker restart counts only in the
+    stream whose frame the killed worker held (one frame per worker, so it held one)."""
+    bogus = tmp_path / "bogus.mp4"
+    bogus.write_text("not a video")
+    frames = len(decoded(clip))
+    collected = [Collected(), Collected(), Collected()]
+    sessions = {}
+    engine = Engine(TrivialJob(str(clip), Collected(), kill_at=3, kill_times=1),
+                    PoolSettings(workers=2, threads=1, prefetch=1))
+    for url, sink in zip((str(clip), str(bogus), str(clip)), collected):
+        engine.add_source(TrivialJob(url, sink, jitter_s=0.1), StreamSettings(queue_size=2),
+                          on_end=lambda s: sessions.update({s.stream: s}))
+    engine.start()
+    assert engine.join(120), "the engine ends when its last stream does, without raising the stream's error"
+    assert isinstance(sessions[1].error, BadInputError) and collected[1].seqs == []
+    for good in (0, 2):
+        assert sessions[good].error is None
+        assert collected[good].seqs == list(range(frames)) and collected[good].closed
+    assert sorted(sessions[s].stats.worker_restarts for s in (0, 2)) == [0, 1]
+    assert not multiprocess.active_children()
+
+
+def test_sources_are_added_and_removed_while_the_engine_runs(clip: Path) -> None:
+    """A stream removed while it runs ends after the frames in flight (an in-order prefix, marked interrupted);
+    the stream added meanwhile from another thread is served to its end."""
+    frames = len(decoded(clip))
+    first, second = Collected(), Collected()
+    sessions = {}
+    engine = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=2, threads=1))
+
+    def swap(written: Written, stats) -> None:  # runs in the first stream's writer thread
+        if written.frame.seq == 1:
+            engine.add_source(TrivialJob(str(clip), second, jitter_s=0.05), StreamSettings(queue_size=2),
+                              on_end=lambda s: sessions.update({s.stream: s}))
+            engine.remove_source(written.stream)
+
+    engine.add_source(TrivialJob(str(clip), first, jitter_s=0.3), StreamSettings(queue_size=2), [swap],
+                      on_end=lambda s: sessions.update({s.stream: s}))
+    engine.start()
+    assert engine.join(120)
+    assert 2 <= len(first.seqs) < frames and first.seqs == list(range(len(first.seqs))) and first.closed
+    assert sessions[0].stats.interrupted and sessions[0].error is None
+    assert second.seqs == list(range(frames)) and not sessions[1].stats.interrupted
+    assert not multiprocess.active_children()
+
+
+def test_the_memory_budget_is_shared_by_the_streams() -> None:
+    """The main process and two workers come first (3 x 120 MB); each stream then reserves its source process,
+    30 frame copies and its slots from what the others left, and gives them back when it ends."""
+    budget = MemoryBudget(total_mb=1400, workers=2)
+    slot = 10 * MB
+    assert budget.slot_count(0, queue_size=8, slot_bytes=slot) == 12, "all it wants: 8 + 2 x 2 slots"
+    # 1400 - 4 x 120 - 30 x 10 - (120 + 42 x 10 held by stream 0) = 80 MB: 8 slots
+    assert budget.slot_count(1, queue_size=8, slot_bytes=slot) == 8
+    with pytest.raises(ConfigError, match="held by 2 other streams"):
+        budget.slot_count(2, queue_size=8, slot_bytes=slot)
+    budget.release(0)
+    assert budget.slot_count(2, queue_size=8, slot_bytes=slot) == 12
+    assert MemoryBudget(total_mb=0, workers=2).slot_count(0, queue_size=8, slot_bytes=slot) == 12, "no budget"

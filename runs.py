@@ -1,0 +1,268 @@
+"""Run inputs with a configuration: what `vidparse run` (and the API's `vidparse.run`) does, for one input or many
+on one worker pool. A stream that fails is reported in its `StreamOutcome` and stops alone."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from vidparse.config import Config, read_yaml
+from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
+                             ConfigError, VidparseError)
+from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, drops_frames, pool_settings, stream_settings
+from vidparse.pipeline.cpus import threads_per_worker
+from vidparse.pipeline.engine import Engine
+from vidparse.pipeline.session import StreamSession
+from vidparse.pipeline.stats import RunStats
+from vidparse.pipeline.writer import Subscriber, Written
+from vidparse.signals import stop_on_signals
+from vidparse.stages.images import ImageSet, check_image_output, is_image_input
+from vidparse.stages.sink import CONTAINERS, check_output_path
+from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("auto", "block", "drop")
+
+
+@dataclass
+class Source:
+    """One input and where its results go. ``name`` (default: the input's file stem, or the URL's host and path)
+    names the stream in progress lines, summaries and every stats line; ``policy`` overrides the config's."""
+
+    input: str
+    output: Path | None  # None: no video or images written (the API's `vidparse.stream`)
+    name: str | None = None
+    masks: Path | None = None
+    stats: Path | None = None
+    instances: Path | None = None
+    max_frames: int | None = None
+    policy: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or stream_name(self.input)
+
+
+def stream_name(input: str) -> str:
+    """A file's stem; for a URL, its host and path with anything but letters, digits, '-' and '.' as '_'."""
+    if "://" in input:
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1]).strip("_") or "stream"
+    return Path(input.rstrip("/")).stem or "stream"
+
+
+def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, stats: Path | None = None,
+                instances: Path | None = None, max_frames: int | None = None) -> list[Source]:
+    """One input writes to ``output`` as given. Several: ``output`` is a folder with ``<name>.mp4`` per input
+    (``<name>/`` for photos), and ``masks``, ``stats`` and ``instances`` are folders holding ``<name>/``,
+    ``<name>.jsonl`` and ``<name>/``; names that repeat get ``_2``, ``_3``..."""
+    if len(inputs) == 1:
+        return [Source(inputs[0], output, masks=masks, stats=stats, instances=instances, max_frames=max_frames)]
+    if output.suffix:
+        raise ConfigError(f"{len(inputs)} inputs need a folder for -o, not {output}",
+                          hint="give a folder such as -o parsed/ (one output per input, named after it)")
+    sources = []
+    for input, name in zip(inputs, unique_names([stream_name(i) for i in inputs])):
+        target = output / (name if is_image_input(input) else f"{name}.mp4")
+        sources.append(Source(input, target, name, masks=masks / name if masks else None,
+                              stats=stats / f"{name}.jsonl" if stats else None,
+                              instances=instances / name if instances else None, max_frames=max_frames))
+    for folder in (output, stats):
+        if folder is not None:
+            make_folder(folder)
+    return sources
+
+
+def make_folder(folder: Path) -> None:
+    """Several inputs write into folders of their own: made here, as photo folders are."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadOutputError(f"cannot create folder {folder}: {exc.strerror}", hint="choose a writable folder") from exc
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return unique
+
+
+def load_sources(path: Path, output: Path | None) -> list[Source]:
+    """Read a sources file: ``sources:``, a list of mappings with ``input`` and optionally ``name``, ``output``,
+    ``masks``, ``stats``, ``instances``, ``max_frames``, ``policy``. Paths are as on the command line (relative to
+    the current folder); a source without ``output`` writes ``OUTPUT/<name>.mp4``."""
+    data = read_yaml(path)
+    entries = data.get("sources")
+    if set(data) != {"sources"} or not isinstance(entries, list) or not entries:
+        raise ConfigError(f"sources file {path} must hold one key, 'sources', a non-empty list",
+                          hint="sources:\n  - input: cam1.mp4\n    name: cam1")
+    known = {f.name: f for f in fields(Source)}
+    sources = []
+    for number, entry in enumerate(entries, 1):
+        where = f"sources file {path}, source {number}"
+        if not isinstance(entry, dict) or "input" not in entry:
+            raise ConfigError(f"{where} needs an 'input'", hint="each source is a mapping such as {input: cam1.mp4}")
+        if unknown := sorted(set(entry) - set(known)):
+            raise ConfigError(f"{where} has unknown key '{unknown[0]}'", hint=f"known keys: {', '.join(known)}")
+        if entry.get("policy") not in (None, *POLICIES):
+            raise ConfigError(f"{where}: policy must be one of {', '.join(POLICIES)}, got {entry['policy']!r}",
+                              hint="policy: drop (live) or block (files)")
+        max_frames = entry.get("max_frames")
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+            raise ConfigError(f"{where}: max_frames must be a whole number >= 1, got {max_frames!r}",
+                              hint="leave it out to parse every frame")
+        paths = {key: Path(str(entry[key])) for key in ("output", "masks", "stats", "instances") if entry.get(key)}
+        source = Source(input=str(entry["input"]), output=Path(), name=entry.get("name") and str(entry["name"]),
+                        max_frames=max_frames, policy=entry.get("policy"), **paths)
+        if "output" not in paths:
+            if output is None:
+                raise ConfigError(f"{where} has no 'output' and no -o folder was given",
+                                  hint="give -o OUTDIR/ or an output per source")
+            make_folder(output)
+            source.output = output / (source.label if is_image_input(source.input) else f"{source.label}.mp4")
+        sources.append(source)
+    return sources
+
+
+@dataclass
+class StreamOutcome:
+    """How one stream ended: its statistics, the files it wrote, and ``error`` when it failed."""
+
+    name: str
+    source: Source
+    stats: RunStats = field(default_factory=RunStats)
+    paths: list[Path] = field(default_factory=list)
+    timestamps_repaired: int = 0
+    error: Exception | None = None
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "failed"
+        if self.stats.interrupted:
+            return "interrupted"
+        return "degraded" if self.stats.degraded else "ok"
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error.exit_code if isinstance(self.error, VidparseError) else UNEXPECTED_EXIT
+        return {"ok": 0, "degraded": DEGRADED_EXIT, "interrupted": INTERRUPTED_EXIT}[self.status]
+
+
+@dataclass
+class RunOutcome:
+    streams: list[StreamOutcome]
+
+    @property
+    def failed(self) -> list[StreamOutcome]:
+        return [s for s in self.streams if s.error is not None]
+
+    @property
+    def exit_code(self) -> int:
+        """One input: its own code (0, 8 degraded, 130 interrupted, or its error's). Several: 9 when any stream
+        failed, else 130 when interrupted, else 8 when any was degraded, else 0."""
+        if len(self.streams) == 1:
+            return self.streams[0].exit_code
+        statuses = {s.status for s in self.streams}
+        for status, code in (("failed", STREAMS_FAILED_EXIT), ("interrupted", INTERRUPTED_EXIT),
+                             ("degraded", DEGRADED_EXIT)):
+            if status in statuses:
+                return code
+        return 0
+
+
+@dataclass
+class RunHooks:
+    """Callbacks while `run_sources` runs: ``on_open(index, info)`` in the engine's hub thread when a stream's
+    input opens, ``on_frame(written, stats)`` in the stream's writer thread (``written.stream`` is the source's
+    index)."""
+
+    on_open: Callable[[int, StreamInfo], None] | None = None
+    on_frame: Callable[[Written, RunStats], None] | None = None
+
+
+def check_source(source: Source, config: Config) -> StreamSpec:
+    """Everything about one source that can be checked before any process starts; its spec."""
+    images = ImageSet.find(source.input) if is_image_input(source.input) else None
+    image_output = images and source.output is not None and source.output.suffix.lower() not in CONTAINERS
+    if source.instances and (image_output or not config.tracking.enabled):
+        raise ConfigError("--instances needs tracking, which runs on video output only",
+                          hint="drop --no-tracking (or tracking.enabled: false), or write a video")
+    if image_output:
+        check_image_output(images, source.output)
+    else:
+        if input_kind(source.input) is InputKind.FILE and not images:
+            probe(source.input)
+        if source.output is not None:
+            check_output_path(source.output)
+    return StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
+                      instances_dir=source.instances, max_frames=source.max_frames, images=images,
+                      name=source.label)
+
+
+def make_engine(config: Config, specs: Sequence[StreamSpec]) -> Engine:
+    """One pool of workers for these streams (not started); live streams make the workers take one frame at a
+    time."""
+    parser = ParserSpec(config, ResolvedModels.for_config(config))
+    pool = pool_settings(config, threads_per_worker(config.worker_count, config.threads),
+                         live=any(drops_frames(spec.config, spec.input_url) for spec in specs))
+    return Engine(parser, pool)
+
+
+def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
+    """Run these inputs with this config on one worker pool, as `vidparse run` does. A stream that fails (its
+    input missing, damaged, unreachable or lost for good, its output not writable) is reported in its outcome
+    and stops alone; the others go on. Ctrl-C or SIGTERM (from the main thread) finishes the frames in flight;
+    a second one aborts. Raises `VidparseError` only for what stops every stream (models, workers)."""
+    hooks = hooks or RunHooks()
+    names = [source.label for source in sources]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"stream names repeat: {', '.join(sorted({n for n in names if names.count(n) > 1}))}",
+                          hint="give each source its own name")
+    outcomes = [StreamOutcome(name, source) for name, source in zip(names, sources)]
+    specs: dict[int, StreamSpec] = {}
+    for index, (outcome, source) in enumerate(zip(outcomes, sources)):
+        try:
+            specs[index] = check_source(source, replace(config, policy=source.policy or config.policy))
+        except VidparseError as exc:
+            outcome.error = exc
+    if not specs:
+        return RunOutcome(outcomes)
+    engine = make_engine(config, list(specs.values()))
+    for index, spec in specs.items():
+        engine.add_source(spec, stream_settings(spec.config, spec.input_url), _subscribers(hooks, index),
+                          on_open=_bind(hooks.on_open, index), on_end=_ender(outcomes[index], len(outcomes) == 1))
+    with stop_on_signals(engine.stop):
+        engine.run()
+    return RunOutcome(outcomes)
+
+
+def _subscribers(hooks: RunHooks, index: int) -> list[Subscriber]:
+    """``on_frame`` sees the source's index as the stream (the engine numbers only the streams it started)."""
+    on_frame = hooks.on_frame
+    return [] if on_frame is None else [lambda written, stats: on_frame(replace(written, stream=index), stats)]
+
+
+def _bind(on_open: Callable[[int, StreamInfo], None] | None, index: int) -> Callable[[Any], None] | None:
+    return None if on_open is None else (lambda info: on_open(index, info))
+
+
+def _ender(outcome: StreamOutcome, alone: bool) -> Callable[[StreamSession], None]:
+    def end(session: StreamSession) -> None:
+        outcome.stats, outcome.error = session.stats, session.error
+        if session.error is not None and not alone:  # said when it happens: the other streams go on
+            log.warning("stream %s failed: %s", outcome.name, getattr(session.error, "message", session.error))
+        if session.output is not None:
+            outcome.paths = list(session.output.paths)
+            timestamps = getattr(session.output, "timestamps", None)
+            outcome.timestamps_repaired = timestamps.repaired if timestamps else 0
+
+    return end

@@ -1,0 +1,141 @@
+"""`vidparse.stream` on the real pipeline: every frame once and in order, two sources on one pool, and no process
+left behind when the caller leaves early, raises, or drops the iterator."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+import vidparse
+from conftest import VTEST, cut_clip, decode_frames, probe_video
+from rtsp import free_port
+from vidparse.errors import BadInputError, VidparseError
+
+
+def pipeline_processes() -> list[psutil.Process]:
+    """This test process's descendants, less multiprocess's resource tracker (one per interpreter, by design)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any("resource_tracker" in part for part in child.cmdline()):
+                continue
+        except psutil.ZombieProcess:
+            pass  # a zombie is a child nobody waited for: left behind as well
+        except psutil.NoSuchProcess:
+            continue
+        found.append(child)
+    return found
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5 vtest frames: a second source that differs from the 12-frame clip."""
+    return cut_clip(VTEST, tmp_path_factory.mktemp("clips") / "vtest5.avi", 5)
+
+
+def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, shared: Path, tmp_path: Path) -> None:
+    """Two files and a folder of photos on one pool of two workers: each file's frames come once, in order, with
+    their timestamps, the decoded pixels (RGB) and labels; the second file also writes its annotated video; each
+    photo comes at its own size."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("0002190.jpg", "0005008.jpg"):  # two sizes
+        shutil.copy(shared / "data" / "cihp" / "images" / name, photos / name)
+    expected = {0: decode_frames(clip), 1: decode_frames(short_clip)}
+    seen: dict[int, list[vidparse.StreamFrame]] = {0: [], 1: [], 2: []}
+    video = tmp_path / "short.mp4"
+    for frame in vidparse.stream([clip, short_clip, photos], model="bodypix", workers=2, outputs=[None, video, None]):
+        seen[frame.stream].append(frame)
+    pictures = [np.asarray(Image.open(path).convert("RGB")) for path in sorted(photos.iterdir())]
+    assert pictures[0].shape != pictures[1].shape
+    assert [f.seq for f in seen[2]] == [0, 1]
+    for frame, picture in zip(seen[2], pictures):
+        assert np.array_equal(frame.image, picture) and frame.labels.shape == picture.shape[:2]
+    for stream, frames in ((0, seen[0]), (1, seen[1])):
+        assert [f.seq for f in frames] == list(range(len(expected[stream])))
+        assert [f.time_s for f in frames] == pytest.approx([0.1 * i for i in range(len(frames))])
+        assert [f.pts for f in frames] == list(range(len(frames)))
+        assert {f.source for f in frames} == {str((clip, short_clip)[stream])}
+        for frame in frames:
+            assert np.array_equal(frame.image, expected[stream][frame.seq][:, :, ::-1])
+            assert frame.labels.shape == frame.image.shape[:2]
+    assert all(f.persons and f.labels.any() for f in seen[0]), "vtest shows people in every frame"
+    assert all(p.track_id is not None for f in seen[0] for p in f.persons), "tracking is on for video"
+    assert probe_video(video).frames == len(expected[1])
+
+
+def test_break_leaves_no_process_behind(clip: Path) -> None:
+    before = pipeline_processes()
+    for frame in vidparse.stream(clip, model="bodypix", workers=2):
+        assert pipeline_processes(), "the source and the workers run while frames come"
+        break
+    assert pipeline_processes() == before
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("vidparse-")], "hub and writer threads end"
+
+
+def test_an_exception_in_the_loop_stops_the_run(clip: Path) -> None:
+    before = pipeline_processes()
+
+    def consume() -> None:
+        for frame in vidparse.stream(clip, model="bodypix", workers=2):
+            raise RuntimeError(f"caller failed on frame {frame.seq}")
+
+    with pytest.raises(RuntimeError, match="frame 0"):
+        consume()
+    assert pipeline_processes() == before
+
+
+def test_a_dropped_stream_stops_its_run(clip: Path) -> None:
+    """Garbage collection stops a run that was neither finished nor closed."""
+    before = pipeline_processes()
+    frames = vidparse.stream(clip, model="bodypix", workers=1)
+    assert next(frames).seq == 0
+    del frames
+    gc.collect()
+    assert pipeline_processes() == before
+
+
+def test_a_bad_source_fails_before_any_process_starts(clip: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.mp4"
+    before = pipeline_processes()
+    with pytest.raises(BadInputError):
+        vidparse.stream([clip, missing], model="bodypix")
+    assert pipeline_processes() == before
+
+
+def test_a_source_that_fails_stops_alone_and_is_raised_at_the_end(clip: Path) -> None:
+    """A camera nobody answers on (no reconnects) beside a file: the file's frames all come, then the camera's
+    error is raised; `Stream.failed` names it."""
+    camera = f"rtsp://127.0.0.1:{free_port()}/none"
+    frames = vidparse.stream([clip, camera], model="bodypix", workers=1, max_frames=3,
+                             live={"reconnect_attempts": 0, "open_timeout_s": 3})
+    seen = []
+    with pytest.raises(VidparseError, match="cannot open rtsp://"):
+        for frame in frames:
+            seen.append((frame.stream, frame.seq))
+    assert seen == [(0, 0), (0, 1), (0, 2)]
+    assert list(frames.failed) == [1]
+
+
+@pytest.mark.slow
+def test_run_does_what_the_cli_run_does(clip: Path, tmp_path: Path) -> None:
+    """One input: its video (every frame) and masks; several inputs, one of them missing: the good one is written
+    to ``output/<name>.mp4``, the missing one is in the outcome (exit code 9); with ``check`` (the default) a failure is raised."""
+    outcome = vidparse.run(clip, tmp_path / "one.mp4", model="bodypix", workers=1, masks=tmp_path / "masks")
+    assert outcome.exit_code == 0 and outcome.streams[0].paths == [tmp_path / "one.mp4"]
+    assert probe_video(tmp_path / "one.mp4").frames == 12
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 12
+    missing = tmp_path / "missing.mp4"
+    outcome = vidparse.run([clip, missing], tmp_path / "many", model="bodypix", workers=1, max_frames=3,
+                           check=False)
+    assert outcome.exit_code == 9 and isinstance(outcome.failed[0].error, BadInputError)
+    assert probe_video(tmp_path / "many" / f"{clip.stem}.mp4").frames == 3
+    with pytest.raises(BadInputError, match="missing"):
+        vidparse.run(missing, tmp_path / "none.mp4", model="bodypix")

@@ -1,0 +1,123 @@
+"""`vidparse run` over several inputs on one worker pool: outputs named after the inputs, the same masks as each
+input alone, a `stream` field in every stats line, and a failing stream that stops alone (exit code 9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import probe_video, run_cli
+from media import ffmpeg
+from rtsp import RtspServer, free_port
+
+FAST = str(Path(__file__).parent / "fast.yaml")
+STREAMS_FAILED_EXIT = 9
+
+
+@pytest.fixture(scope="module")
+def other_clip(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 frames from the middle of vtest (other people than the first frames), as H.264."""
+    target = tmp_path_factory.mktemp("clips") / "middle.mp4"
+    ffmpeg("-ss", "40", "-i", str(shared / "data" / "video" / "vtest.avi"), "-frames:v", "6", "-c:v", "libx264",
+           "-an", str(target))
+    return target
+
+
+def masks(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(path)) for path in sorted(folder.glob("*.png"))]
+
+
+def stats_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_inputs_on_one_pool_write_what_each_writes_alone(clip: Path, other_clip: Path, tmp_path: Path) -> None:
+    """Two files share two workers: each gets OUTDIR/<name>.mp4 with every frame, the same masks (byte for byte)
+    as when it runs alone, and stats lines that name their stream."""
+    common = ["--workers", "2", "--config", FAST, "--max-frames", "6"]
+    for name, path in (("vtest12", clip), ("middle", other_clip)):
+        alone = run_cli("run", str(path), "-o", str(tmp_path / f"{name}.mp4"), "--masks", str(tmp_path / name),
+                        *common)
+        assert alone.returncode == 0, alone.stderr
+    together = run_cli("run", str(clip), str(other_clip), "-o", str(tmp_path / "out"), "--masks",
+                       str(tmp_path / "masks"), "--stats", str(tmp_path / "stats"), *common)
+    assert together.returncode == 0, together.stderr
+    for name in ("vtest12", "middle"):
+        assert probe_video(tmp_path / "out" / f"{name}.mp4").frames == 6
+        shared_pool, alone = masks(tmp_path / "masks" / name), masks(tmp_path / name)
+        assert len(shared_pool) == len(alone) == 6
+        assert all(np.array_equal(a, b) for a, b in zip(shared_pool, alone)), f"{name}: masks differ"
+        lines = stats_lines(tmp_path / "stats" / f"{name}.jsonl")
+        assert [line["seq"] for line in lines] == list(range(6)) and {line["stream"] for line in lines} == {name}
+    assert "vtest12" in together.stderr and "middle" in together.stderr, "a summary row per stream"
+
+
+def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path) -> None:
+    """A good file, a missing file and a camera nobody answers on (no reconnects): the file is parsed to its end,
+    each failure is one error line with a hint, and the exit code says a stream failed."""
+    camera = f"rtsp://127.0.0.1:{free_port()}/none"
+    result = run_cli("run", str(clip), str(tmp_path / "missing.avi"), camera, "-o", str(tmp_path / "out"),
+                     "--stats", str(tmp_path / "stats"), "--workers", "1", "--config", FAST, "--max-frames", "4",
+                     "--reconnect-attempts", "0", "--open-timeout", "3", timeout=300)
+    assert result.returncode == STREAMS_FAILED_EXIT, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "Traceback" not in result.stderr
+    assert errors[0].startswith("error: stream missing: input") and "does not exist" in errors[0]
+    assert errors[1].startswith("error: stream 127.0.0.1_") and "cannot open rtsp://" in errors[1]
+    assert result.stderr.count("hint:") == 2
+    assert probe_video(tmp_path / "out" / "vtest12.mp4").frames == 4
+    assert [line["stream"] for line in stats_lines(tmp_path / "stats" / "vtest12.jsonl")] == ["vtest12"] * 4
+
+
+def test_a_sources_file_is_checked_before_any_work(tmp_path: Path) -> None:
+    sources = tmp_path / "sources.yaml"
+    sources.write_text("sources:\n  - input: a.mp4\n    colour: red\n")
+    result = run_cli("run", "--sources", str(sources), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "source 1 has unknown key 'colour'" in result.stderr and "hint: known keys: input, output" in result.stderr
+
+
+@pytest.mark.slow
+def test_files_and_a_camera_on_one_pool_and_the_camera_lost_for_good(clip: Path, other_clip: Path,
+                                                                      rtsp_server: RtspServer, tmp_path: Path) -> None:
+    """Two files and an RTSP camera (a sources file, per-source frame limits) on two workers. The camera's server
+    is killed for good: only that stream stops (with what it wrote so far playable), the files are complete, and
+    the exit code is 9."""
+    out = tmp_path / "out"
+    (tmp_path / "sources.yaml").write_text(
+        f"sources:\n"
+        f"  - {{input: {clip}, max_frames: 8, masks: {out / 'a_masks'}}}\n"
+        f"  - {{input: {other_clip}, name: middle, masks: {out / 'b_masks'}}}\n"
+        f"  - {{input: '{rtsp_server.url}', name: camera, policy: drop, stats: {tmp_path / 'camera.jsonl'}}}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidparse", "run", "--sources", str(tmp_path / "sources.yaml"), "-o", str(out),
+         "--workers", "2", "--config", FAST, "--reconnect-attempts", "1", "--open-timeout", "2", "--read-timeout",
+         "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True)
+    try:
+        camera_stats = tmp_path / "camera.jsonl"
+        deadline = time.monotonic() + 120
+        while not (camera_stats.exists() and len(camera_stats.read_text().splitlines()) >= 3):
+            assert time.monotonic() < deadline and process.poll() is None, "the camera stream made no progress"
+            time.sleep(0.1)
+        rtsp_server.kill()
+        _, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == STREAMS_FAILED_EXIT, stderr
+    (error,) = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: stream camera:") and "Traceback" not in stderr
+    assert probe_video(out / "vtest12.mp4").frames == len(list((out / "a_masks").glob("*.png"))) == 8
+    assert probe_video(out / "middle.mp4").frames == len(list((out / "b_masks").glob("*.png"))) == 6
+    assert probe_video(out / "camera.mp4").frames == len(stats_lines(camera_stats)) >= 3
