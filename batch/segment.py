@@ -79,7 +79,8 @@ def _run(task: SegmentTask, folder: Path) -> SegmentResult:
     parser = ParserSpec(config, ResolvedModels.for_config(config))  # this node's model folder
     stream = StreamSpec(config, task.input_url, folder / VIDEO_NAME, masks_dir=folder / MASKS_NAME if task.masks
                         else None, window=segment.window, write_from=segment.start)
-    runner = Runner(parser, stream, pool_settings(config, task.input_url, 1), stream_settings(config, task.input_url))
+    runner = Runner(parser, stream, pool_settings(config, threads=1, live=False),  # a segment is a part of a file
+                    stream_settings(config, task.input_url))
     stats = runner.run()
     written = runner.output.sink.frames_written if runner.output is not None else 0
     if stats.interrupted or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
