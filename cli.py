@@ -180,8 +180,8 @@ def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
 
 @app.command()
 def batch(
+    outdir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs and manifest.jsonl.")],
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Video files, folders of videos or glob patterns.")] = None,
-    outdir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs and manifest.jsonl.")] = Path("."),
     list_file: Annotated[Optional[Path], typer.Option("--list", help="A file with one input per line.")] = None,
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster).")] = "local",
     ray_address: Annotated[str, typer.Option("--ray-address", help="auto or HOST:PORT of the Ray head.")] = "auto",
