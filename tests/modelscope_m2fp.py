@@ -1,9 +1,9 @@
 """Test helper: import ModelScope's own M2FP class on a CPU-only machine, to check our network against it.
 
-ModelScope's M2FP module imports mmcv.ops, timm and torchvision (and addict, through its config utilities) at
-import time. Its CPU forward never uses them except mmcv's pure-PyTorch deformable-attention fallback, which is
-written out below from mmcv's published math (grid_sample per level, weighted sum), independently of vidparse's
-own sampler. Stand-ins are visible only while ModelScope's modules are imported.
+ModelScope's M2FP module imports mmcv.ops, timm and torchvision (and addict, through its config utilities, and
+cryptography, through modelscope_hub's login code) at import time. Its CPU forward never uses them except mmcv's
+pure-PyTorch deformable-attention fallback, which is written out below from mmcv's published math (grid_sample
+per level, weighted sum), independently of vidparse's own sampler. Stand-ins are visible only while ModelScope's modules are imported.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-STAND_IN_ROOTS = ("mmcv", "timm", "torchvision", "addict")
+STAND_IN_ROOTS = ("mmcv", "timm", "torchvision", "addict", "cryptography")
 
 
 def multi_scale_deformable_attn_pytorch(value, value_spatial_shapes, sampling_locations, attention_weights):
@@ -74,10 +74,10 @@ class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def import_modelscope_m2fp() -> type:
     if "modelscope.models.cv.image_human_parsing.m2fp_net" in sys.modules:
         return sys.modules["modelscope.models.cv.image_human_parsing.m2fp_net"].M2FP
-    import modelscope.utils.import_utils as import_utils
-
     finder = _StandInFinder()
     sys.meta_path.insert(0, finder)
+    import modelscope.utils.import_utils as import_utils
+
     timm_flag = import_utils._timm_available
     import_utils._timm_available = True  # ModelScope checks timm's install metadata before its lazy imports
     try:

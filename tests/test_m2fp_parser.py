@@ -168,3 +168,24 @@ def test_bad_choice_is_a_config_error(multi_dir):
 
     with pytest.raises(ConfigError, match="backend must be one of eager, onnx"):
         create_parser("m2fp", Options(backend="tensorrt"), multi_dir)
+
+
+def test_bf16_autocasts_and_stays_close_to_fp32(multi_dir):
+    """precision: bf16 autocasts the network (its logits come out bf16) while the pixel decoder's deformable
+    attention stays fp32, as in ModelScope; logits and labels stay near fp32's. Runs on the CPU; --device cuda
+    takes the same autocast path (benchmarks/device_check.py times it on a GPU)."""
+    from vidparse.errors import ConfigError
+
+    crops = _crops()
+    fp32, ((shape, classes, masks),) = _parse_recorded("m2fp", Options(person_height=96), multi_dir, crops)
+    options = Options(person_height=96, precision="bf16")
+    bf16, ((bf_shape, bf_classes, bf_masks),) = _parse_recorded("m2fp", options, multi_dir, crops)
+    assert bf_shape == shape
+    assert 1e-4 < _relative_drift(bf_masks, masks) < 0.05
+    assert 1e-4 < _relative_drift(bf_classes, classes) < 0.05
+    assert np.mean([(a == b).mean() for a, b in zip(bf16, fp32)]) > 0.9
+    parser = create_parser("m2fp", options, multi_dir)
+    parser.open()
+    assert all(out.dtype == torch.bfloat16 for out in parser.runner(torch.rand(1, 3, 64, 64) * 255))
+    with pytest.raises(ConfigError, match="onnx backend runs in fp32"):
+        create_parser("m2fp", Options(backend="onnx", precision="bf16"), multi_dir)

@@ -39,6 +39,8 @@ class Options:
     batch_size: int = field(default=8, metadata={"range": (1, 256)})
     # eager backend: run convolutions in channels-last memory format
     channels_last: bool = True
+    # eager backend: fp32, or bf16 autocast (backbone and transformer decoder; the pixel decoder stays fp32)
+    precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16")})
     # folder for exported ONNX files; empty = <vidparse model cache>/m2fp-onnx
     onnx_cache: str = ""
 

@@ -99,8 +99,8 @@ class MSDeformAttn(nn.Module):
             end = start + height * width
             values.append(value[:, start:end].transpose(1, 2).reshape(batch * heads, head_dim, height, width))
             start = end
-            scale = torch.stack((2 / torch.as_tensor(width, dtype=value.dtype),
-                                 2 / torch.as_tensor(height, dtype=value.dtype)))
+            scale = torch.stack((2 / torch.as_tensor(width, dtype=value.dtype, device=value.device),
+                                 2 / torch.as_tensor(height, dtype=value.dtype, device=value.device)))
             grid = ref + offsets[:, :, :, level] * scale
             grids.append(grid.transpose(1, 2).reshape(batch * heads, length, points, 2))
             level_weights.append(weights[:, :, :, level].transpose(1, 2).reshape(batch * heads, length, points))

@@ -36,18 +36,21 @@ def quantize_linear(model: M2FPNet) -> torch.nn.Module:
 
 
 class EagerRunner:
-    def __init__(self, model: M2FPNet, device: str, channels_last: bool, int8: bool) -> None:
+    def __init__(self, model: M2FPNet, device: str, channels_last: bool, int8: bool, precision: str = "fp32") -> None:
         model.fuse_batchnorm()
         if int8:
             if device != "cpu":
                 raise ConfigError("int8 runs on the CPU only", hint="set parsers.m2fp.int8 false for this device")
+            if precision != "fp32":
+                raise ConfigError("int8 and bf16 do not combine", hint="set parsers.m2fp.precision to fp32 for int8")
             model = quantize_linear(model)
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        self.autocast = precision == "bf16"
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             images = images.to(self.device).contiguous(memory_format=self.memory_format)
             class_logits, mask_logits = self.model(images)
         return class_logits, mask_logits
@@ -84,6 +87,8 @@ class M2FPParser(Parser):
                 raise ConfigError(f"parsers.{name}.{option.name} must be one of {', '.join(choices)}, not '{value}'")
         if options.backend == "onnx" and device != "cpu":
             raise ConfigError("the onnx backend runs on the CPU", hint="use backend: eager with a GPU device")
+        if options.backend == "onnx" and options.precision != "fp32":
+            raise ConfigError("the onnx backend runs in fp32", hint="use backend: eager for bf16")
         self.name, self.options, self.model_path, self.device = name, options, model_path, device
         self.threads = threads
         self.label_set = load_label_set("cihp")
@@ -106,7 +111,8 @@ class M2FPParser(Parser):
             path = cached_onnx(model, self.model_path, cache, self.options.int8)
             self.runner = OnnxRunner(path, self.threads or torch.get_num_threads())
         else:
-            self.runner = EagerRunner(model, self.device, self.options.channels_last, self.options.int8)
+            self.runner = EagerRunner(model, self.device, self.options.channels_last, self.options.int8,
+                                      self.options.precision)
         log.info("M2FP %s ready (%s%s, %s post-processing)", self.name, self.options.backend,
                  " int8" if self.options.int8 else "", "parsing" if self.parsing else "semantic")
 

@@ -92,7 +92,15 @@ class MSDeformAttnPixelDecoder(nn.Module):
                                                          norm=nn.GroupNorm(32, conv_dim), activation=F.relu))
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Returns the mask features (stride ``common_stride``) and three multi-scale maps, coarsest first."""
+        """Returns the mask features (stride ``common_stride``) and three multi-scale maps, coarsest first.
+
+        Always in float32, as ModelScope does (its ``forward_features`` turns autocast off): deformable attention
+        does not run in half precision."""
+        device_type = next(iter(features.values())).device.type
+        with torch.autocast(device_type, enabled=False):
+            return self._forward_float(features)
+
+    def _forward_float(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         inputs = [features[f].float() for f in reversed(self.transformer_in_features)]
         srcs = [proj(x) for proj, x in zip(self.input_proj, inputs)]
         pos = [sine_position_embedding(x, self.conv_dim // 2) for x in inputs]
