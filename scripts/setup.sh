@@ -18,4 +18,9 @@ fi
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned to the CPU build (torch==2.13.0 in pyproject); pip finds it without pulling CUDA packages.
-.venv/bin/python -m pip install -q -e ".[test]"
+# The tests run `vidparse batch` on a real Ray cluster: "test" installs the ray extra too.
+if [[ "${1:-}" == "test" ]]; then
+  .venv/bin/python -m pip install -q -e ".[test,ray]"
+else
+  .venv/bin/python -m pip install -q -e ".[test]"
+fi
