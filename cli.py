@@ -14,11 +14,14 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from vidparse.errors import INTERRUPTED_EXIT, UNEXPECTED_EXIT, BadOutputError, ConfigError, VidparseError
+from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError, ConfigError,
+                             VidparseError)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from vidparse.batch.local import LocalEngine
+    from vidparse.batch.ray_engine import RayEngine
     from vidparse.config import Config
     from vidparse.evaluation.runs import ImageReport, VideoReport
     from vidparse.progress import RunReporter
@@ -176,6 +179,71 @@ def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
 
 
 @app.command()
+def batch(
+    outdir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs and manifest.jsonl.")],
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Video files, folders of videos or glob patterns.")] = None,
+    list_file: Annotated[Optional[Path], typer.Option("--list", help="A file with one input per line.")] = None,
+    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster).")] = "local",
+    ray_address: Annotated[str, typer.Option("--ray-address", help="auto or HOST:PORT of the Ray head.")] = "auto",
+    gather: Annotated[bool, typer.Option("--gather/--no-gather", help="Ray: send outputs back to this machine "
+                                         "(else the output folder must be a path every node shares).")] = False,
+    segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this at keyframes; 0 = never.")] = None,
+    retries: Annotated[Optional[int], typer.Option(help="Runs again of a failed segment before its input fails.")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option(help="CPUs (parser workers) of one segment task.")] = None,
+    masks: Annotated[bool, typer.Option("--masks/--no-masks", help="Also write OUTDIR/<name>_masks/ (class-id PNGs).")] = False,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml, or a preset name (fast).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Parse many videos into OUTDIR/<name>.mp4, resumable (OUTDIR/manifest.jsonl), here or on a Ray cluster."""
+    _setup_logging(verbose)
+    from vidparse.batch.driver import BatchDriver
+    from vidparse.batch.inputs import expand
+    from vidparse.batch.progress import BatchProgress, summary_table
+    from vidparse.config import load_config
+    from vidparse.stages.writers import make_directory
+
+    with user_errors():
+        settings = load_config(config, {"model": model, "batch.segment_seconds": segment_seconds,
+                                        "batch.retries": retries, "batch.cpus_per_task": cpus_per_task})
+        if engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, not '{engine}'", hint="--engine local")
+        found, problems = expand(list(inputs or []), list_file)
+        if not found and not problems:
+            raise ConfigError("no inputs", hint="give video files, folders or patterns, or --list FILE")
+        make_directory(outdir, "output folder")
+        progress = BatchProgress(console)
+        try:
+            engine_ = _batch_engine(engine, ray_address, settings.batch.cpus_per_task)
+        except VidparseError as exc:  # no engine, no input runs: each gets a record saying why
+            BatchDriver(settings, outdir, None, progress).fail(found, problems, exc.message)
+            raise
+        runner = BatchDriver(settings, outdir, engine_, progress, masks=masks, gather=gather)
+        console.print(runner.engine.description, highlight=False)
+        try:
+            with progress:
+                records = runner.run(found, problems)
+        finally:
+            runner.engine.close()
+    Console().print(summary_table(records, runner.skipped))
+    failed = sum(r.state == "failed" for r in records)
+    console.print(f"{len(records) - failed} done, {failed} failed, {len(runner.skipped)} skipped; "
+                  f"manifest: {runner.manifest.path}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(STREAMS_FAILED_EXIT)
+
+
+def _batch_engine(engine: str, ray_address: str, cpus_per_task: int) -> LocalEngine | RayEngine:
+    if engine == "ray":
+        from vidparse.batch.ray_engine import RayEngine
+
+        return RayEngine(ray_address, cpus_per_task)
+    from vidparse.batch.local import LocalEngine
+
+    return LocalEngine(cpus_per_task)
+
+
+@app.command()
 def bench(
     input: Annotated[str, typer.Argument(help="Video to benchmark on (e.g. vtest.avi).")],
     frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
@@ -285,6 +353,36 @@ def _worker_counts(text: str) -> list[int]:
         raise ConfigError(f"--workers must be a comma-separated list of whole numbers >= 1, got '{text}'",
                           hint="for example --workers 1,2,4")
     return counts
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(envvar="VIDPARSE_TOKEN", help="Bearer token required on every route but /healthz.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file or preset overriding configs/default.yaml.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parser worker processes (shared by jobs and streams).")] = None,
+    max_upload_mb: Annotated[Optional[int], typer.Option("--max-upload-mb", help="Larger uploads get 413.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Keep jobs' files here (default: a temporary folder).")] = None,
+    allow_dir: Annotated[Optional[list[Path]], typer.Option("--allow-dir", help="A folder JSON job inputs may name (repeat).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Serve a web page and a REST API for photos, video jobs and live cameras (docs/serve.md)."""
+    _setup_logging(verbose)
+    from vidparse.config import load_config
+
+    with user_errors():
+        settings = load_config(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb})
+        try:
+            from vidparse.service.app import ServeSettings
+            from vidparse.service.server import serve as run_server
+        except ImportError as exc:
+            raise ConfigError(f"vidparse serve needs {exc.name}", hint='pip install "vidparse[serve]"') from exc
+
+        serve_settings = ServeSettings(settings, host, port, token, data_dir, list(allow_dir or []))
+        serve_settings.check()
+        console.print(f"vidparse serving on http://{host}:{port}/ (API docs at /docs)", soft_wrap=True)
+        run_server(serve_settings, "debug" if verbose else "warning")
 
 
 @models_app.command("list")

@@ -25,6 +25,33 @@ from vidparse.stages.temporal import TemporalOptions
 from vidparse.stages.tracker import TrackingOptions
 
 
+@dataclass
+class ServeOptions:
+    """`vidparse serve`: upload size, how many jobs and live streams at once, the live preview."""
+
+    max_upload_mb: int = field(default=200, metadata={"range": (1, 1_000_000)})
+    max_jobs: int = field(default=2, metadata={"range": (1, 1000)})  # queued or running; more get 429
+    max_streams: int = field(default=4, metadata={"range": (1, 1000)})  # live streams at once; more get 429
+    preview_quality: int = field(default=80, metadata={"range": (10, 100)})  # JPEG quality of previews and overlays
+
+
+@dataclass
+class BatchOptions:
+    """`vidparse batch`: segments, their warm-up, retries, CPUs a task (docs/batch.md)."""
+
+    # a video longer than this is split at keyframes into segments of about this length that run in parallel;
+    # 0 = never split
+    segment_seconds: float = field(default=60.0, metadata={"range": (0.0, 86_400.0)})
+    # frames parsed before a segment's first frame and not written: they bring the tracker and the temporal vote
+    # up to date (decoding starts at the keyframe before them); docs/batch.md says when masks match `vidparse run`
+    warmup_frames: int = field(default=10, metadata={"range": (0, 10_000)})
+    # tracking's state (track ids, each person's smoothed labels) cannot be rebuilt at a cut: with tracking on, a
+    # video runs whole unless this is true (then its masks differ from `vidparse run`'s after each cut)
+    split_tracked: bool = False
+    retries: int = field(default=2, metadata={"range": (0, 100)})  # a failed segment runs again this many times
+    cpus_per_task: int = field(default=1, metadata={"range": (1, 1024)})  # CPUs (workers) of one segment task
+
+
 def _default_parsers() -> dict[str, Any]:
     return {name: backend_module(name).Options() for name in ("bodypix", "cihp-lite")}
 
@@ -55,6 +82,8 @@ class Config:
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     compose: ComposeOptions = field(default_factory=ComposeOptions)
     output: EncoderOptions = field(default_factory=EncoderOptions)
+    serve: ServeOptions = field(default_factory=ServeOptions)
+    batch: BatchOptions = field(default_factory=BatchOptions)
 
     @property
     def worker_count(self) -> int:

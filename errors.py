@@ -5,7 +5,7 @@ from __future__ import annotations
 # Exit codes that no single error class carries (README, "Exit codes").
 UNEXPECTED_EXIT = 7  # the pipeline-failure code: a failure vidparse did not foresee
 DEGRADED_EXIT = 8  # finished, every frame written, but workers were replaced or frames written unannotated
-STREAMS_FAILED_EXIT = 9  # several inputs: one or more streams failed (the others finished)
+STREAMS_FAILED_EXIT = 9  # several inputs: one or more streams (or `vidparse batch` inputs) failed, the others finished
 INTERRUPTED_EXIT = 130
 
 

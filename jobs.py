@@ -21,7 +21,7 @@ from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.sink import CONTAINERS
-from vidparse.stages.source import InputKind, StreamInfo, VideoSource, input_kind
+from vidparse.stages.source import FrameWindow, InputKind, StreamInfo, VideoSource, input_kind
 from vidparse.stages.types import FrameResult
 
 
@@ -95,11 +95,14 @@ class StreamSpec:
     max_frames: int | None = None
     images: ImageSet | None = None  # the input is still images (a photo, a folder, a pattern)
     name: str | None = None  # the stream's name in every stats line
+    window: FrameWindow | None = None  # read only this part of a file: a `vidparse batch` segment (no audio)
+    write_from: int = 0  # the window's first frame written (index in the whole file); earlier ones only warm up
 
     def make_source(self, stop: Any = None) -> VideoSource | ImageSource:
         if self.images:
             return ImageSource(self.images, self.max_frames)
-        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.config.live, stop=stop)
+        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.config.live, stop=stop,
+                           window=self.window)
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
@@ -117,7 +120,7 @@ class StreamSpec:
             # A live input is written fragmented: a killed process still leaves a playable file.
             replace(self.config.output, fragmented=self.config.output.fragmented or info.live),
             # Copying audio opens the input a second time: fine for a file, not for a camera.
-            audio_from=self.input_url if info.has_audio and not info.live else None,
+            audio_from=self.input_url if info.has_audio and not info.live and not self.window else None,
             masks_dir=self.masks_dir,
             stats_path=self.stats_path,
             temporal=self.config.temporal,
@@ -125,6 +128,8 @@ class StreamSpec:
             margin=self.config.roi.margin,
             instances_dir=self.instances_dir,
             stream_name=self.name,
+            warmup=self.write_from - self.window.first_index if self.window else 0,
+            index_offset=self.window.first_index if self.window else 0,
         )
 
 

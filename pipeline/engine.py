@@ -40,9 +40,10 @@ class _Aborted(Exception):
 class Engine:
     """``parser`` (``make_parser(threads)``; pickled to every worker) is shared by all streams. Streams are added
     with `add_source` and removed with `remove_source`, before or after `start`; with ``until_idle`` the engine
-    ends when its last stream does. A stream that fails (its input unreachable, lost or damaged, its output not
-    writable) ends alone: its session's ``error`` says why, and the others go on. Callbacks run in the hub thread
-    (``on_open``, ``on_end``) or the stream's writer thread (subscribers)."""
+    ends when its last stream does, else when `stop` was called and its last stream ended. A stream that fails (its
+    input unreachable, lost or damaged, its output not writable) ends alone: its session's ``error`` says why, and
+    the others go on. Callbacks run in the hub thread (``on_open``, ``on_end``) or the stream's writer thread
+    (subscribers)."""
 
     def __init__(self, parser: Any, settings: PoolSettings, until_idle: bool = True) -> None:
         self.parser = parser
@@ -84,6 +85,11 @@ class Engine:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the hub runs: started, and not ended (by `stop`, `abort`, an error or its last stream)."""
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         """Stop reading every stream and finish the frames already being parsed (any thread)."""
@@ -167,7 +173,9 @@ class Engine:
     def _loop(self) -> None:
         pool: WorkerPool | None = None  # started once the first stream is open (and its output with it)
         scheduler: Scheduler | None = None
-        while self._sessions or not self.until_idle or not self._commands.empty() or self._next_stream == 0:
+        # Without ``until_idle`` the engine waits for streams until `stop`, then ends with its last one.
+        while (self._sessions or not (self.until_idle or self._stopping) or not self._commands.empty()
+               or (self._next_stream == 0 and not self._stopping)):
             if pool is None and any(session.opened for session in self._sessions.values()):
                 pool = self._pool = self._start_pool()
                 scheduler = Scheduler(pool)

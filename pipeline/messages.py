@@ -31,6 +31,7 @@ class Task:
     # Frames of one group go to one worker, in order, so the parser can carry state between them (keyframe mode);
     # None: no fixed groups (frames may be dropped), a worker carries from the frame before on its stream.
     group: int | None = None
+    reconnects: int = 0  # live: reconnects of this source process so far
 
     @property
     def seq(self) -> int:

@@ -123,7 +123,8 @@ def source_main(spec: Any, stream: int, inbox: Any, events: Any, stop: StopFlag,
             slots.view(slot, handle.layout.input)[:] = frame.image
             pts = None if frame.pts is None else frame.pts + pts_shift
             events.send(Task(key=FrameKey(stream, next_seq), slot=slot, block=handle, pts=pts,
-                             time_base=frame.time_base, decode_s=decode_s, captured_at=captured_at))
+                             time_base=frame.time_base, decode_s=decode_s, captured_at=captured_at,
+                             reconnects=getattr(source, "reconnects", 0)))
             next_seq += 1
         events.send(Done(frames=next_seq, skipped_packets=source.skipped_packets))
     except Exception as exc:  # reported to the main process, which owns user-facing errors

@@ -65,6 +65,7 @@ class StreamSession:
         self._total: int | None = None  # frames the source sent, once it is done
         self._delivered = 0  # frames handed to the writer or dropped
         self._interrupted_at = 0.0
+        self._reconnects_before = 0  # reconnects counted by source processes the watchdog replaced
         self._start_source()
 
     @property
@@ -123,6 +124,7 @@ class StreamSession:
                 message = replace(message, group=group)
             self._ledger.move(message.slot, Holder.PENDING)
             self._last_task = message
+            self.stats.reconnects = self._reconnects_before + message.reconnects
             self.pending.append(message)
             if self.stats.interrupted:  # sent before the source saw the stop: not parsed any more
                 self.drop(self.pending.popleft())
@@ -241,6 +243,7 @@ class StreamSession:
             self._source_events.close()
             self._source_inbox.close()
             self.stats.source_restarts += 1
+            self._reconnects_before = self.stats.reconnects + 1
             last = self._last_task
             self._start_source(Resume(last.seq, last.pts or 0, last.captured_at or time.time(), last.time_base)
                                if last else None)

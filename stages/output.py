@@ -42,8 +42,14 @@ class AnnotatedOutput:
         margin: float = 0.0,
         instances_dir: Path | None = None,
         stream_name: str | None = None,
+        warmup: int = 0,
+        index_offset: int = 0,
     ) -> None:
+        """The first ``warmup`` frames only bring the tracker and the vote up to date and are not written (a
+        `vidparse batch` segment); masks and instances are named by ``seq + index_offset``."""
         self.label_set = label_set
+        self.warmup = warmup
+        self.index_offset = index_offset
         self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
         self.draw_ids = bool(tracking and tracking.enabled and tracking.draw_ids)
         self.recolor = Recolor(label_set, compose)
@@ -78,6 +84,8 @@ class AnnotatedOutput:
         tracked = self.ordered.process(labels, frame.image, result)
         labels = tracked.labels
         result.persons = tracked.result.persons  # in place: the run's summary counts the persons written
+        if frame.seq < self.warmup:
+            return labels, frame.image
         annotated = self.recolor.process(frame.image, labels)
         if self.draw_ids:
             draw_track_ids(annotated, result.persons)
@@ -87,9 +95,9 @@ class AnnotatedOutput:
         result.timings["compose"] = composed - started
         result.timings["encode"] = time.perf_counter() - composed
         if self.masks:
-            self.masks.write(frame.seq, labels)
+            self.masks.write(frame.seq + self.index_offset, labels)
         if self.instances:
-            self.instances.write(frame.seq, tracked.instances)
+            self.instances.write(frame.seq + self.index_offset, tracked.instances)
         if self.stats:
             latency = None if frame.captured_at is None else round((time.time() - frame.captured_at) * 1000, 1)
             self.stats.write(result, frame.pts, frame.seconds, {"latency_ms": latency})

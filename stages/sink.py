@@ -98,7 +98,7 @@ class VideoSink:
         self.frames_written = 0
         self.paths: list[Path] = []
         self._output: av.container.OutputContainer | None = None
-        self._audio: _AudioCopy | None = None
+        self._audio: AudioCopy | None = None
         self._segment_start: Fraction | None = None  # first frame time of the current segment, seconds
         self._pts_origin = 0
 
@@ -112,7 +112,7 @@ class VideoSink:
                 log.warning("segmented output: the input's audio is not copied")
             return  # each segment is named by the time of its first frame, so it opens with that frame
         self._open_file(self.path)
-        self._audio = _AudioCopy(self.audio_from, self._output) if self.audio_from else None
+        self._audio = AudioCopy(self.audio_from, self._output) if self.audio_from else None
 
     @property
     def _faststart_at_end(self) -> bool:
@@ -233,7 +233,7 @@ def _make_faststart(path: Path) -> None:
         log.warning("kept %s fragmented (it plays; fast start failed: %s)", path, exc)
 
 
-class _AudioCopy:
+class AudioCopy:
     """Remuxes the input's first audio stream without re-encoding."""
 
     def __init__(self, url: str, output: av.container.OutputContainer) -> None:

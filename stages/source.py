@@ -230,17 +230,30 @@ class LiveTimeline:
         return stamped
 
 
+@dataclass(frozen=True)
+class FrameWindow:
+    """A part of a file, by frame index in presentation order (`vidparse batch`'s segments): decoding starts at the
+    keyframe with timestamp ``seek_pts`` (frame ``seek_index``); frames before ``first_index`` are decoded and
+    dropped, frames from ``end_index`` on are never read. Frames keep their index as ``seq`` minus ``first_index``."""
+
+    seek_pts: int
+    seek_index: int
+    first_index: int
+    end_index: int
+
+
 class VideoSource:
     """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps (for files:
     FFmpeg's best-effort ones, frames turned upright as the display matrix says).
 
     ``live`` configures streams and cameras (ignored for files); once ``stop`` is set, a reconnect wait is
-    cut short and the frame iterator ends there (or ``open()`` fails).
+    cut short and the frame iterator ends there (or ``open()`` fails). A file is read within ``window`` only.
     """
 
     def __init__(self, url: str, max_frames: int | None = None, live: LiveOptions | None = None,
-                 stop: StopSignal | None = None) -> None:
+                 stop: StopSignal | None = None, window: FrameWindow | None = None) -> None:
         self.url = url
+        self.window = window
         self.kind = input_kind(url)
         self.max_frames = max_frames
         self.live_options = live or LiveOptions()
@@ -268,6 +281,8 @@ class VideoSource:
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         self._container = container
         width, height = stream.codec_context.width, stream.codec_context.height
+        if self.window is not None and self.window.seek_index > 0 and not live:
+            container.seek(self.window.seek_pts, stream=stream, backward=True)
         if not live:
             self.turn = self._peek_turn()
             if self.turn.swaps_axes:
@@ -343,13 +358,30 @@ class VideoSource:
         width, height = self.info.width, self.info.height
         if self.turn.swaps_axes:  # the decoded size, before the turn
             width, height = height, width
-        for seq, av_frame in enumerate(self._file_decoded):
+        for seq, av_frame in enumerate(self._windowed(self._file_decoded)):
             pts = timestamps.guess(av_frame.pts, av_frame.dts)
             image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24", width=width, height=height))
             image = self.turn.apply(image)
             yield Frame(seq=seq, pts=pts, time_base=self.info.time_base, image=image, captured_at=time.time())
             if self.max_frames is not None and seq + 1 >= self.max_frames:
                 return
+
+    def _windowed(self, decoded: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """The decoded frames of ``window``: after a seek, frames shown before the keyframe (an open GOP's leading
+        B-frames) are dropped, so that counting from the keyframe gives each frame its index in the whole file."""
+        window = self.window
+        if window is None:
+            yield from decoded
+            return
+        index = window.seek_index
+        for av_frame in decoded:
+            if av_frame.pts is not None and av_frame.pts < window.seek_pts:
+                continue
+            if index >= window.end_index:
+                return
+            if index >= window.first_index:
+                yield av_frame
+            index += 1
 
     def _live_frames(self) -> Iterator[Frame]:
         """Frames across reconnects, scaled to the first connection's size should a camera change it."""

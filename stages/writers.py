@@ -28,14 +28,26 @@ def make_directory(path: Path, what: str) -> None:
         raise BadOutputError(f"cannot create {what} {path}: {exc.strerror}", hint="choose a writable location") from exc
 
 
+def label_palette(label_set: LabelSet) -> list[int]:
+    """The class colors as a PIL palette (RGB, 256 entries)."""
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(label_set)] = label_set.colors[:, ::-1]
+    return palette.ravel().tolist()
+
+
+def label_image(labels: np.ndarray, palette: list[int]) -> Image.Image:
+    """A label map as an 8-bit palette image: pixel values are class ids, shown in their class colors."""
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette(palette)
+    return image
+
+
 class MaskWriter:
     """Writes ``DIR/000123.png``: 8-bit palette PNGs whose pixel values are class ids (lossless)."""
 
     def __init__(self, directory: Path, label_set: LabelSet) -> None:
         self.directory = directory
-        palette = np.zeros((256, 3), np.uint8)
-        palette[: len(label_set)] = label_set.colors[:, ::-1]
-        self._palette = palette.ravel().tolist()
+        self._palette = label_palette(label_set)
 
     def open(self) -> None:
         make_directory(self.directory, "mask directory")
@@ -43,8 +55,7 @@ class MaskWriter:
     def write(self, seq: int, labels: np.ndarray, name: str | None = None) -> None:
         """Write ``DIR/<name>.png``; the name defaults to the frame number, ``000123``."""
         path = self.directory / f"{name or f'{seq:06d}'}.png"
-        image = Image.fromarray(labels, mode="P")
-        image.putpalette(self._palette)
+        image = label_image(labels, self._palette)
         try:
             image.save(path, optimize=False, compress_level=1)
         except OSError as exc:

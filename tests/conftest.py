@@ -176,3 +176,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                                red=True)
             for line in skipped:
                 reporter.write_line(f"SKIPPED {line}")
+
+
+from batch_media import batch_clips, batch_reference  # noqa: E402, F401  (fixtures: `vidparse batch` media; needs the names above)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-STAND_IN_ROOTS = ("mmcv", "timm", "torchvision", "addict", "cryptography")
+# mmcv always (its compiled ops are CUDA builds); the others only where they are not installed, since a stand-in
+# shadowing a real package breaks the real packages that import it (transformers imports torchvision).
+OPTIONAL_STAND_INS = ("timm", "torchvision", "addict", "cryptography")
 
 
 def multi_scale_deformable_attn_pytorch(value, value_spatial_shapes, sampling_locations, attention_weights):
@@ -47,8 +50,11 @@ class _CompiledOpUnavailable:
 class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Placeholder packages whose attributes are empty classes (enough for imports and base classes)."""
 
+    def __init__(self) -> None:
+        self.roots = {"mmcv"} | {root for root in OPTIONAL_STAND_INS if importlib.util.find_spec(root) is None}
+
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in STAND_IN_ROOTS:
+        if name.split(".")[0] in self.roots:
             return importlib.machinery.ModuleSpec(name, self, is_package=True)
         return None
 
@@ -78,14 +84,19 @@ def import_modelscope_m2fp() -> type:
     sys.meta_path.insert(0, finder)
     import modelscope.utils.import_utils as import_utils
 
-    timm_flag = import_utils._timm_available
-    import_utils._timm_available = True  # ModelScope checks timm's install metadata before its lazy imports
+    # ModelScope checks timm's install metadata before its lazy imports; some versions (where this module is
+    # transformers' own) have no such flag and need no help.
+    has_timm_flag = hasattr(import_utils, "_timm_available")
+    if has_timm_flag:
+        timm_flag = import_utils._timm_available
+        import_utils._timm_available = True
     try:
         from modelscope.models.cv.image_human_parsing.m2fp_net import M2FP
     finally:
         sys.meta_path.remove(finder)
-        import_utils._timm_available = timm_flag
-        for name in [n for n in sys.modules if n.split(".")[0] in STAND_IN_ROOTS]:
+        if has_timm_flag:
+            import_utils._timm_available = timm_flag
+        for name in [n for n in sys.modules if n.split(".")[0] in finder.roots]:
             del sys.modules[name]
     return M2FP
 

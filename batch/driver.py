@@ -1,0 +1,208 @@
+"""The batch driver: plans each input into segments, hands them to an engine (local or Ray), retries failed
+segments, joins each input's segments into ``OUTDIR/<name>.mp4`` and records every input in the manifest."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from vidparse.batch.join import join_segments
+from vidparse.batch.manifest import Manifest, Record, config_hash, input_identity
+from vidparse.batch.plan import UNBOUNDED, Segment, plan_segments, read_packets
+from vidparse.batch.progress import BatchProgress
+from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, receive
+from vidparse.config import Config
+from vidparse.errors import BadOutputError, VidparseError
+from vidparse.stages.source import probe
+
+log = logging.getLogger(__name__)
+
+PARTS_NAME = ".parts"  # OUTDIR/.parts/<name>/<segment>-<attempt>/: segment outputs until the join
+
+
+class Engine(Protocol):
+    cpus_per_task: int
+
+    def submit(self, task: SegmentTask) -> Future[SegmentResult]: ...
+
+
+def one_line(error: BaseException) -> str:
+    """A failure as one line: vidparse's own message, or the exception's first line (a Ray error's cause)."""
+    error = getattr(error, "cause", None) or error
+    if isinstance(error, VidparseError):
+        return error.message
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@dataclass
+class Job:
+    input: str
+    name: str
+    segments: list[Segment]
+    has_audio: bool
+    record: Record
+    folders: dict[int, Path] = field(default_factory=dict)
+    tries: dict[int, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+
+class BatchDriver:
+    def __init__(self, config: Config, outdir: Path, engine: Engine | None, progress: BatchProgress, masks: bool = False,
+                 gather: bool = False) -> None:
+        self.config = config
+        self.outdir = outdir
+        self.engine = engine
+        self.progress = progress
+        self.masks = masks
+        self.gather = gather
+        self.manifest = Manifest(outdir)
+        self.digest = config_hash(config)
+        self.records: list[Record] = []
+        self.skipped: list[Record] = []
+        self._running: dict[Future[SegmentResult], tuple[Job, Segment]] = {}
+
+    def fail(self, inputs: list[str], problems: list[Record], reason: str) -> None:
+        """Record every input as failed for ``reason`` (the engine could not start; the caller says why, once)."""
+        for record in problems + [Record(input=url, state="failed", error=reason, config_hash=self.digest)
+                                  for url in inputs]:
+            self.manifest.append(record)
+            self.records.append(record)
+
+    def output(self, name: str) -> Path:
+        return self.outdir / f"{name}.mp4"
+
+    def masks_dir(self, name: str) -> Path:
+        return self.outdir / f"{name}_masks"
+
+    def run(self, inputs: list[str], problems: list[Record]) -> list[Record]:
+        """Every input ends done, failed or skipped; a failure of one never stops the others."""
+        for record in problems:
+            self._finish(record)
+        previous = self.manifest.load()
+        names: set[str] = set()
+        for url in inputs:
+            name = _unique(Path(url.split("://")[-1]).stem or "input", names)
+            if url in previous and previous[url].skips(self.digest):
+                self.skipped.append(previous[url])
+                self.progress.skipped += 1
+                continue
+            job = self._plan(url, name)
+            if job is not None:
+                for segment in job.segments:
+                    self._submit(job, segment)
+        self._drain()
+        return self.records
+
+    def _plan(self, url: str, name: str) -> Job | None:
+        size, mtime = input_identity(url) or (None, None)
+        record = Record(input=url, state="failed", config_hash=self.digest, size=size, mtime_ns=mtime)
+        try:
+            if "://" not in url and self.output(name).resolve() == Path(url).resolve():
+                raise BadOutputError(f"the output of {url} would overwrite it",
+                                     hint="give an output folder (-o) other than the input's folder")
+            info = probe(url)
+            settings = self.config.batch
+            # Keyframe mode parses frames in fixed groups from frame 0: a cut elsewhere would move them. Tracking's
+            # state cannot be rebuilt at a cut (docs/batch.md).
+            split = self.config.keyframes.parse_every == 1 and (settings.split_tracked or
+                                                                not self.config.tracking.enabled)
+            seconds = settings.segment_seconds if split else 0
+            segments = plan_segments(read_packets(url), seconds, settings.warmup_frames, info.frames)
+        except VidparseError as exc:
+            record.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            self._finish(record)
+            return None
+        record.segments = len(segments)
+        job = Job(url, name, segments, info.has_audio, record)
+        shutil.rmtree(self._parts(job), ignore_errors=True)  # what a killed batch left
+        self.progress.planned(sum(s.frames for s in segments if s.end != UNBOUNDED))
+        return job
+
+    def _parts(self, job: Job) -> Path:
+        return self.outdir / PARTS_NAME / job.name
+
+    def _submit(self, job: Job, segment: Segment) -> None:
+        assert self.engine is not None, "fail() is all a driver without an engine does"
+        task = SegmentTask(self.config, job.input, segment, self._parts(job), masks=self.masks, gather=self.gather,
+                           cpus=self.engine.cpus_per_task)
+        job.tries[segment.number] = job.tries.get(segment.number, 0) + 1
+        job.record.attempts += 1
+        self._running[self.engine.submit(task)] = (job, segment)
+
+    def _drain(self) -> None:
+        while self._running:
+            finished, _ = wait(list(self._running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                job, segment = self._running.pop(future)
+                if job.record.error:  # the input failed already: the rest of its segments do not matter
+                    continue
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001  (any failure of a task: a retry, then a record)
+                    self._segment_failed(job, segment, exc)
+                    continue
+                job.folders[segment.number] = receive(result)
+                job.record.frames += result.frames
+                self.progress.segment_done(result.frames)
+                if len(job.folders) == len(job.segments):
+                    self._join(job)
+
+    def _segment_failed(self, job: Job, segment: Segment, error: BaseException) -> None:
+        reason = one_line(error)
+        if job.tries[segment.number] <= self.config.batch.retries:
+            log.warning("segment %d of %s failed (%s); retrying", segment.number, job.input, reason)
+            self._submit(job, segment)
+            return
+        job.record.error = f"{job.input}: segment {segment.number} failed {job.tries[segment.number]} times: {reason}"
+        self.progress.dropped(sum(s.frames for s in job.segments if s.number not in job.folders))
+        self._close(job)
+
+    def _join(self, job: Job) -> None:
+        output = self.output(job.name)
+        folders = [job.folders[s.number] for s in job.segments]
+        try:
+            join_segments([(folder / VIDEO_NAME, s.offset) for folder, s in zip(folders, job.segments)], output,
+                          job.input if job.has_audio else None)
+            job.record.outputs = [str(output)]
+            if self.masks:
+                job.record.outputs.append(str(self._move_masks(job, folders)))
+            job.record.state = "done"
+        except VidparseError as exc:
+            job.record.error = exc.message
+        self._close(job)
+
+    def _move_masks(self, job: Job, folders: list[Path]) -> Path:
+        target = self.masks_dir(job.name)
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for folder in folders:
+            for path in (folder / MASKS_NAME).iterdir():
+                path.replace(target / path.name)
+        return target
+
+    def _close(self, job: Job) -> None:
+        job.record.seconds = time.monotonic() - job.started
+        job.record.fps = job.record.frames / job.record.seconds if job.record.seconds else 0.0
+        shutil.rmtree(self._parts(job), ignore_errors=True)
+        self._finish(job.record)
+
+    def _finish(self, record: Record) -> None:
+        self.manifest.append(record)
+        self.records.append(record)
+        self.progress.finished(record)
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    """``clip``, then ``clip-2``, ``clip-3`` for further inputs of the same name (in input order)."""
+    name, number = stem, 1
+    while name in taken:
+        number += 1
+        name = f"{stem}-{number}"
+    taken.add(name)
+    return name

@@ -1,0 +1,40 @@
+"""What a batch reads: files, folders (their videos), glob patterns and ``--list`` files (one input a line)."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from vidparse.batch.manifest import Record
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv"}
+
+
+def expand(inputs: list[str], list_file: Path | None) -> tuple[list[str], list[Record]]:
+    """Inputs in order, each once; and a failed record for each list that cannot be read (the rest goes on)."""
+    problems: list[Record] = []
+    names = list(inputs)
+    if list_file is not None:
+        try:
+            lines = list_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            problems.append(Record(input=str(list_file), state="failed",
+                                   error=f"input list {list_file} cannot be read: {reason}"))
+        else:
+            names += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    found: list[str] = []
+    for name in names:
+        found += _one(name)
+    return list(dict.fromkeys(found)), problems
+
+
+def _one(name: str) -> list[str]:
+    if "://" in name:
+        return [name]
+    path = Path(name)
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not path.exists() and glob.has_magic(name):
+        return sorted(glob.glob(name, recursive=True))
+    return [name]  # a file, or a missing one: its probe records why it failed

@@ -1,0 +1,26 @@
+"""`--engine local`: segment tasks in threads of this process, as many at a time as the CPUs allow (each task's
+pipeline starts its own source and worker processes)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from vidparse.batch.segment import SegmentResult, SegmentTask, run_segment
+from vidparse.pipeline.cpus import usable_cpus
+
+
+class LocalEngine:
+    def __init__(self, cpus_per_task: int) -> None:
+        self.cpus_per_task = cpus_per_task
+        self.slots = max(1, usable_cpus() // cpus_per_task)
+        self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="vidparse-segment")
+
+    @property
+    def description(self) -> str:
+        return f"local: {self.slots} segment(s) at a time, {self.cpus_per_task} CPU each"
+
+    def submit(self, task: SegmentTask) -> Future[SegmentResult]:
+        return self._pool.submit(run_segment, task)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

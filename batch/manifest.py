@@ -1,0 +1,88 @@
+"""``OUTDIR/manifest.jsonl``: one JSON line per finished input (done or failed), appended as each one ends, so a
+killed batch keeps what it finished. The last line of an input wins; a rerun skips an input that is done with the
+same configuration and the same file (size and mtime)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidparse.config import Config
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.jsonl"
+# Keys that change how fast a run goes, never what it writes: not part of the configuration's hash.
+EXECUTION_KEYS = ("workers", "threads", "queue_size", "policy", "max_memory_mb", "frame_timeout_s", "live")
+EXECUTION_BATCH_KEYS = ("retries", "cpus_per_task")
+
+
+def config_hash(config: Config) -> str:
+    settings = config.to_dict()
+    for key in EXECUTION_KEYS:
+        settings.pop(key)
+    for key in EXECUTION_BATCH_KEYS:
+        settings["batch"].pop(key)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def input_identity(url: str) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a local file; None for what cannot be stat'ed."""
+    try:
+        stat = os.stat(url)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+@dataclass
+class Record:
+    input: str
+    state: str  # done | failed
+    outputs: list[str] = field(default_factory=list)
+    frames: int = 0
+    fps: float = 0.0  # frames over the input's wall time, all its segments together
+    seconds: float = 0.0
+    segments: int = 0
+    attempts: int = 0  # segment runs, retries included
+    error: str | None = None
+    config_hash: str = ""
+    size: int | None = None
+    mtime_ns: int | None = None
+
+    def skips(self, config_digest: str) -> bool:
+        """Whether this record lets a rerun skip its input: done, same configuration, same file, outputs there."""
+        identity = input_identity(self.input)
+        return (self.state == "done" and self.config_hash == config_digest and identity == (self.size, self.mtime_ns)
+                and all(Path(path).exists() for path in self.outputs))
+
+
+class Manifest:
+    def __init__(self, outdir: Path) -> None:
+        self.path = outdir / MANIFEST_NAME
+
+    def load(self) -> dict[str, Record]:
+        records: dict[str, Record] = {}
+        if not self.path.exists():
+            return records
+        names = {f.name for f in dataclasses.fields(Record)}
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            try:
+                data = json.loads(line)
+                record = Record(**{k: v for k, v in data.items() if k in names})
+            except (ValueError, TypeError):  # a line cut short by a crash: that input simply runs again
+                log.warning("%s line %d is damaged; ignoring it", self.path, number)
+                continue
+            records[record.input] = record
+        return records
+
+    def append(self, record: Record) -> None:
+        with open(self.path, "a") as file:
+            file.write(json.dumps(dataclasses.asdict(record)) + "\n")
+            file.flush()
+            os.fsync(file.fileno())

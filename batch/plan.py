@@ -1,0 +1,91 @@
+"""Segment planning: where a video can be cut, read from its packets' keyframe flags and timestamps (no decoding)."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+
+from vidparse.errors import BadInputError
+from vidparse.stages.source import FrameWindow, open_container
+
+log = logging.getLogger(__name__)
+UNBOUNDED = 2**62  # the end of a segment that runs to the end of a file of unknown length
+
+
+@dataclass(frozen=True)
+class Packets:
+    """A file's video packets in presentation order: ``pts`` of every frame, the indices of its keyframes."""
+
+    pts: list[int]
+    keyframes: list[int]
+    time_base: Fraction
+
+    def seconds(self, index: int) -> float:
+        return float((self.pts[index] - self.pts[0]) * self.time_base)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``[start, end)`` of a file (indices in presentation order), read through ``window``: decoding starts
+    at a keyframe up to a warm-up before ``start``. ``offset`` is the time of frame ``start`` from frame 0."""
+
+    number: int
+    start: int
+    end: int
+    window: FrameWindow
+    offset: Fraction
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+
+def read_packets(url: str) -> Packets | None:
+    """The video packets' timestamps and keyframe flags; None when some packet has no timestamp (such a file is
+    not cut: it runs as one segment)."""
+    with open_container(url) as container:
+        if not container.streams.video:
+            raise BadInputError(f"input {url} has no video stream", hint="give a file with a video track")
+        stream = container.streams.video[0]
+        packets = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's empty flush packet
+                    continue
+                if packet.pts is None:
+                    return None
+                packets.append((packet.pts, packet.is_keyframe))
+        except av.error.FFmpegError as exc:
+            log.warning("reading the packets of %s stopped early (%s); it runs as one segment", url, exc)
+            return None
+        time_base = stream.time_base or Fraction(1, 1000)
+    packets.sort()
+    return Packets([pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key], time_base)
+
+
+def plan_segments(packets: Packets | None, segment_seconds: float, warmup_frames: int,
+                  frame_count: int = 0) -> list[Segment]:
+    """Cut at the first keyframe ``segment_seconds`` or more after the previous cut. Each segment but the first
+    decodes from the last keyframe at or before ``warmup_frames`` ahead of its start. ``frame_count`` is used when
+    ``packets`` is None (one segment for the whole file)."""
+    if packets is None or not packets.pts:
+        everything = FrameWindow(seek_pts=0, seek_index=0, first_index=0, end_index=frame_count or UNBOUNDED)
+        return [Segment(0, 0, everything.end_index, everything, Fraction(0))]
+    cuts = [0]
+    for key in packets.keyframes:
+        if segment_seconds > 0 and packets.seconds(key) - packets.seconds(cuts[-1]) >= segment_seconds:
+            cuts.append(key)
+    ends = cuts[1:] + [len(packets.pts)]
+    segments = []
+    for number, (start, end) in enumerate(zip(cuts, ends)):
+        first = max(0, start - warmup_frames)
+        before = bisect.bisect_right(packets.keyframes, first) - 1
+        seek = packets.keyframes[before] if number and before >= 0 else 0
+        window = FrameWindow(seek_pts=packets.pts[seek], seek_index=seek, first_index=first if number else 0,
+                             end_index=end)
+        segments.append(Segment(number, start, end, window, (packets.pts[start] - packets.pts[0]) * packets.time_base))
+    return segments

@@ -1,0 +1,66 @@
+"""`--engine ray`: one Ray task per segment, with ``cpus_per_task`` CPUs each (Ray runs as many at a time as the
+cluster's CPUs allow, and reruns a task whose node died). Ray is an optional extra: ``pip install vidparse[ray]``."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from concurrent.futures import Future
+from typing import Any
+
+from vidparse.batch.segment import SegmentResult, SegmentTask, run_segment
+from vidparse.errors import ConfigError, VidparseError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+NODE_FAILURE_RETRIES = 3  # Ray reruns a task this many times when its worker or node dies
+
+
+class ClusterUnreachable(VidparseError):
+    """The Ray cluster cannot be reached: no input can run."""
+
+    exit_code = 3
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, when nothing listens at HOST:PORT (Ray itself would wait a minute)."""
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be auto or HOST:PORT, not '{address}'", hint="e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: {exc.strerror or exc}",
+                                 hint="start it with `ray start --head`, or check the address and the firewall")
+
+
+class RayEngine:
+    def __init__(self, address: str, cpus_per_task: int) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ConfigError("--engine ray needs Ray", hint="pip install 'vidparse[ray]'") from exc
+        check_reachable(address)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: {exc}".splitlines()[0],
+                                     hint="start it with `ray start --head`, or check the address") from exc
+        self._ray = ray
+        self.cpus_per_task = cpus_per_task
+        self._remote: Any = ray.remote(num_cpus=cpus_per_task, max_retries=NODE_FAILURE_RETRIES)(run_segment)
+
+    @property
+    def description(self) -> str:
+        nodes = [node for node in self._ray.nodes() if node.get("Alive")]
+        cpus = int(self._ray.cluster_resources().get("CPU", 0))
+        return f"ray: {len(nodes)} node(s), {cpus} CPU(s), {self.cpus_per_task} CPU per segment"
+
+    def submit(self, task: SegmentTask) -> Future[SegmentResult]:
+        return self._remote.remote(task).future()
+
+    def close(self) -> None:
+        self._ray.shutdown()

@@ -1,0 +1,90 @@
+"""One segment task: the normal pipeline (jobs.py) on a part of a file, with the CPUs the task was given. Runs in a
+thread (`--engine local`) or a Ray worker (`--engine ray`); it resolves the models where it runs.
+
+Every attempt writes into a folder of its own (``video.mp4``, ``masks/``), so an attempt that a dead node left
+running can never mix its files with the retry's; the driver keeps the folder of the attempt that succeeded."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vidparse.batch.plan import UNBOUNDED, Segment
+from vidparse.config import Config
+from vidparse.errors import VidparseError
+from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
+from vidparse.pipeline.runner import Runner
+
+VIDEO_NAME = "video.mp4"
+MASKS_NAME = "masks"
+
+
+class SegmentFailed(VidparseError):
+    """A segment did not write every one of its frames with labels (worth a retry)."""
+
+    exit_code = 7
+
+
+@dataclass
+class SegmentTask:
+    """``parts`` is the driver's folder for the input's segments. With ``gather`` the task writes beside itself and
+    sends the files back in its result; otherwise it writes under ``parts`` (a path every node shares)."""
+
+    config: Config
+    input_url: str
+    segment: Segment
+    parts: Path
+    masks: bool = False
+    gather: bool = False
+    cpus: int = 1
+
+
+@dataclass
+class SegmentResult:
+    frames: int
+    seconds: float
+    folder: Path  # where the attempt wrote (on the driver, once gathered)
+    files: dict[str, bytes] | None = None  # gathered: path relative to ``folder`` -> content
+
+
+def run_segment(task: SegmentTask) -> SegmentResult:
+    attempt = f"{task.segment.number:04d}-{uuid.uuid4().hex[:8]}"
+    if not task.gather:
+        return _run(task, task.parts / attempt)
+    with tempfile.TemporaryDirectory(prefix="vidparse-segment-") as scratch:
+        result = _run(task, Path(scratch))
+        result.files = {str(path.relative_to(scratch)): path.read_bytes()
+                        for path in Path(scratch).rglob("*") if path.is_file()}
+    result.folder = task.parts / attempt
+    return result
+
+
+def receive(result: SegmentResult) -> Path:
+    """The attempt's folder on the driver: gathered files are written there first."""
+    for name, content in (result.files or {}).items():
+        path = result.folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return result.folder
+
+
+def _run(task: SegmentTask, folder: Path) -> SegmentResult:
+    started = time.monotonic()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = replace(task.config, workers=task.cpus, threads=1)
+    segment = task.segment
+    parser = ParserSpec(config, ResolvedModels.for_config(config))  # this node's model folder
+    stream = StreamSpec(config, task.input_url, folder / VIDEO_NAME, masks_dir=folder / MASKS_NAME if task.masks
+                        else None, window=segment.window, write_from=segment.start)
+    runner = Runner(parser, stream, pool_settings(config, threads=1, live=False),  # a segment is a part of a file
+                    stream_settings(config, task.input_url))
+    stats = runner.run()
+    written = runner.output.sink.frames_written if runner.output is not None else 0
+    if stats.interrupted or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
+        raise SegmentFailed(f"segment {segment.number} of {task.input_url} wrote {written} of {segment.frames} "
+                            f"frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
+                            hint="it is retried; see --verbose for the run's log")
+    return SegmentResult(written, time.monotonic() - started, folder)

@@ -1,0 +1,80 @@
+"""The service's one engine: one worker pool for every job and live stream, for the life of the server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from vidparse.config import Config
+from vidparse.jobs import ParserSpec, StreamSpec, stream_settings
+from vidparse.pipeline.cpus import threads_per_worker
+from vidparse.pipeline.engine import Engine
+from vidparse.pipeline.session import StreamSession
+from vidparse.pipeline.settings import PoolSettings
+from vidparse.pipeline.writer import Subscriber
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 8.0
+
+
+class EngineHost:
+    """Starts the engine at once (streams come and go; it never ends by itself). A failing stream ends alone; should
+    a failure of every stream's concern end the engine (a worker that cannot load its models), the next job or
+    stream gets a fresh one."""
+
+    def __init__(self, config: Config, parser: ParserSpec) -> None:
+        self.config = config
+        self.parser = parser
+        self.threads = threads_per_worker(config.worker_count, config.threads)
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+
+    def _current(self) -> Engine:
+        if self._engine is None or not self._engine.running:
+            if self._engine is not None:
+                log.warning("the engine ended; starting a fresh one")
+            # Live streams share the pool: one frame per worker at a time keeps their latency low.
+            pool = PoolSettings(workers=self.config.worker_count, threads=self.threads,
+                                frame_timeout_s=self.config.frame_timeout_s, prefetch=1)
+            self._engine = Engine(self.parser, pool, until_idle=False)
+            self._engine.start()
+        return self._engine
+
+    @property
+    def running(self) -> bool:
+        engine = self._engine
+        return engine is not None and engine.running
+
+    def start(self) -> None:
+        with self._lock:
+            self._current()
+
+    def add(self, spec: StreamSpec, subscribers: list[Subscriber], on_open: Callable[[Any], None],
+            on_end: Callable[[StreamSession], None]) -> tuple[Engine, int]:
+        with self._lock:
+            engine = self._current()
+            return engine, engine.add_source(spec, stream_settings(spec.config, spec.input_url), subscribers,
+                                             on_open=on_open, on_end=on_end)
+
+    @staticmethod
+    def remove(engine: Engine, stream: int) -> None:
+        """Stop one stream of ``engine`` (the one `add` returned): frames in flight are finished and written."""
+        engine.remove_source(stream)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Finish the frames in flight and close every output (playable files); abort what takes longer."""
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        engine.stop()
+        try:
+            if not engine.join(timeout):
+                log.warning("the engine did not stop within %.0f s; aborting", timeout)
+                engine.abort()
+                engine.join(timeout)
+        except Exception as exc:  # the server is going down: a stream's failure is only worth a line
+            log.warning("the engine ended with an error: %s", exc)

@@ -1,0 +1,90 @@
+"""Photos: parsed in the server process by one `vidparse.Parser` loaded at start-up (photo requests never wait
+behind the worker pool's video frames), answered as JSON, a label PNG or an overlay JPEG."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vidparse.api import Parser, Parsing, annotate
+from vidparse.config import Config
+from vidparse.stages.writers import label_image, label_palette
+
+
+@dataclass
+class ParsedPhoto:
+    image: np.ndarray  # RGB, upright
+    parsing: Parsing
+    seconds: float
+
+
+def _hex(rgb: np.ndarray) -> str:
+    return "#" + "".join(f"{int(c):02x}" for c in rgb)
+
+
+class PhotoParser:
+    """The parser behind a lock: requests take turns."""
+
+    def __init__(self, config: Config, threads: int) -> None:
+        self.parser = Parser(config=config, threads=threads)
+        self.alpha = config.compose.alpha
+        self.quality = config.serve.preview_quality
+        self._lock = threading.Lock()
+        self.ready = False
+
+    def open(self) -> None:
+        self.parser.open()
+        self.ready = True
+
+    def close(self) -> None:
+        self.ready = False
+        with self._lock:
+            self.parser.close()
+
+    def parse(self, bgr: np.ndarray) -> ParsedPhoto:
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        with self._lock:
+            started = time.perf_counter()
+            parsing = self.parser.parse(rgb)
+            return ParsedPhoto(rgb, parsing, time.perf_counter() - started)
+
+    def overlay_jpeg(self, photo: ParsedPhoto) -> bytes:
+        return jpeg(annotate(photo.image, photo.parsing, alpha=self.alpha)[:, :, ::-1], self.quality)
+
+    def labels_png(self, photo: ParsedPhoto) -> bytes:
+        buffer = io.BytesIO()
+        label_image(photo.parsing.labels, label_palette(photo.parsing.label_set)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def summary(self, photo: ParsedPhoto, with_overlay: bool = False) -> dict[str, Any]:
+        """Persons (box, score, part pixels), the whole photo's part pixels and the label set with colors."""
+        parsing = photo.parsing
+        counts = np.bincount(parsing.labels.ravel(), minlength=len(parsing.names))
+        names = parsing.names
+        answer: dict[str, Any] = {
+            "width": int(photo.image.shape[1]),
+            "height": int(photo.image.shape[0]),
+            "label_set": parsing.label_set.name,
+            "labels": [{"id": i, "name": name, "color": _hex(parsing.palette[i])} for i, name in enumerate(names)],
+            "parts": {names[i]: int(counts[i]) for i in np.nonzero(counts)[0] if i != 0},
+            "persons": [{"box": [round(v, 1) for v in p.box], "score": round(p.score, 3), "parts": p.part_pixels}
+                        for p in parsing.persons],
+            "parse_ms": round(photo.seconds * 1000, 1),
+        }
+        if with_overlay:
+            answer["overlay_jpeg"] = base64.b64encode(self.overlay_jpeg(photo)).decode()
+        return answer
+
+
+def jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()

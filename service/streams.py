@@ -1,0 +1,125 @@
+"""Live streams: one engine session per camera, no video written; the newest annotated frame is JPEG-encoded
+once in the stream's writer thread and handed to every viewer (MJPEG preview, snapshot)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from vidparse.config import Config
+from vidparse.jobs import StreamSpec
+from vidparse.pipeline.engine import Engine
+from vidparse.pipeline.session import StreamSession
+from vidparse.pipeline.stats import RunStats
+from vidparse.pipeline.writer import Written
+from vidparse.service.engine import EngineHost
+from vidparse.service.errors import ApiError, not_found
+from vidparse.service.job_manager import failure, new_id
+from vidparse.service.metrics import Metrics, StreamMetrics
+from vidparse.service.photos import jpeg
+
+log = logging.getLogger(__name__)
+
+FPS_WINDOW_S = 10.0
+
+
+@dataclass
+class LiveStream:
+    id: str
+    name: str
+    url: str
+    metrics: StreamMetrics
+    state: str = "connecting"
+    stats: RunStats | None = None
+    jpeg: bytes | None = None  # the newest annotated frame
+    version: int = 0  # counts frames: a viewer sends a part when it changes
+    frame_times: deque[float] = field(default_factory=lambda: deque(maxlen=512))  # when frames were written
+    engine: Engine | None = None
+    stream: int | None = None
+    error: str | None = None  # why a failed stream ended
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("connecting", "live")
+
+    def describe(self) -> dict[str, Any]:
+        now = time.monotonic()
+        recent = sum(now - t <= FPS_WINDOW_S for t in self.frame_times)
+        fps = recent / min(FPS_WINDOW_S, now - self.frame_times[0]) if recent > 1 else 0.0
+        stats = self.stats
+        p50 = stats.latency_percentile(50) if stats else None
+        p95 = stats.latency_percentile(95) if stats else None
+        return {"id": self.id, "name": self.name, "url": self.url, "state": self.state, "frames": self.version,
+                "fps": round(fps, 2), "latency_p50_ms": None if p50 is None else round(p50 * 1000),
+                "latency_p95_ms": None if p95 is None else round(p95 * 1000),
+                "dropped": stats.dropped_frames if stats else 0, "reconnects": stats.reconnects if stats else 0,
+                "error": self.error,
+                "preview": f"/v1/streams/{self.id}/preview.mjpg", "snapshot": f"/v1/streams/{self.id}/snapshot.jpg"}
+
+
+class StreamManager:
+    def __init__(self, config: Config, engines: EngineHost, metrics: Metrics) -> None:
+        self.config = config
+        self.engines = engines
+        self.metrics = metrics
+        self._streams: dict[str, LiveStream] = {}
+        self._lock = threading.Lock()
+
+    def add(self, url: str, name: str) -> LiveStream:
+        with self._lock:
+            limit = self.config.serve.max_streams
+            if len(self._streams) >= limit:
+                raise ApiError(429, f"{limit} live stream(s) already running", "remove one with DELETE "
+                               "/v1/streams/{id}, or raise serve.max_streams", headers={"Retry-After": "5"})
+            ident = new_id()
+            live = LiveStream(ident, name or ident[:8], url, StreamMetrics(self.metrics, ident, live=True))
+            self._streams[ident] = live
+        spec = StreamSpec(self.config, url, None)
+        live.engine, live.stream = self.engines.add(spec, [lambda written, stats: self._frame(live, written, stats)],
+                                                    on_open=lambda info: None,
+                                                    on_end=lambda session: self._ended(live, session))
+        return live
+
+    def _frame(self, live: LiveStream, written: Written, stats: RunStats) -> None:
+        live.jpeg = jpeg(written.annotated, self.config.serve.preview_quality)
+        live.stats = stats
+        live.version += 1
+        live.frame_times.append(time.monotonic())
+        if live.state == "connecting":
+            live.state = "live"
+        live.metrics.frame(stats)
+
+    def _ended(self, live: LiveStream, session: StreamSession) -> None:
+        live.state = "stopped" if session.stats.interrupted and session.error is None else "failed"
+        live.error = None if live.state == "stopped" else failure(session)
+        live.metrics.remove()
+        with self._lock:
+            if live.state == "stopped":
+                self._streams.pop(live.id, None)
+        log.info("stream %s (%s) %s", live.id, live.url, live.state)
+
+    def list(self) -> list[LiveStream]:
+        with self._lock:
+            return list(self._streams.values())
+
+    def get(self, ident: str) -> LiveStream:
+        with self._lock:
+            live = self._streams.get(ident)
+        if live is None:
+            raise not_found("stream", ident)
+        return live
+
+    def remove(self, ident: str) -> LiveStream:
+        """Stop the stream; its id is gone at once (viewers' previews end)."""
+        live = self.get(ident)
+        with self._lock:
+            self._streams.pop(ident, None)
+        if live.active:
+            live.state = "stopping"
+            if live.engine is not None and live.stream is not None:
+                self.engines.remove(live.engine, live.stream)
+        return live

@@ -1,0 +1,130 @@
+"""`vidparse batch --engine local`: segments at keyframes joined into `vidparse run`'s output, the manifest,
+reruns and bad inputs. Real clips, real models, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from batch_media import BATCH_CONFIG, LONG_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
+from conftest import assert_audio_copied, run_cli
+from rtsp import free_port
+from vidparse.batch.manifest import Record, config_hash, input_identity
+from vidparse.batch.plan import plan_segments, read_packets
+from vidparse.config import load_config
+
+
+def manifest(outdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (outdir / "manifest.jsonl").read_text().splitlines()]
+
+
+def errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(("error:", "failed:"))]
+
+
+def test_segments_start_at_keyframes_and_warm_up_before(batch_clips: BatchClips) -> None:
+    packets = read_packets(str(batch_clips.long))
+    assert packets is not None and packets.keyframes == [0, 12, 24]
+    segments = plan_segments(packets, 1.0, 10)
+    assert [(s.start, s.end) for s in segments] == [(0, 12), (12, 24), (24, 36)]
+    # Decoding starts at the last keyframe at or before the warm-up's first frame (10 frames before the cut).
+    assert [(s.window.seek_index, s.window.first_index) for s in segments] == [(0, 0), (0, 2), (12, 14)]
+    assert [float(s.offset) for s in segments] == [0.0, 1.2, 2.4]
+
+
+@pytest.mark.slow
+def test_local_batch_equals_run_and_a_rerun_skips_everything(batch_clips: BatchClips, batch_reference: Reference,
+                                                             tmp_path: Path) -> None:
+    args = ("batch", str(batch_clips.long), str(batch_clips.short[0]), "-o", str(tmp_path), "--config",
+            str(BATCH_CONFIG), "--masks")
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    records = {Path(r["input"]).name: r for r in manifest(tmp_path)}
+    assert records["long.mp4"]["state"] == "done" and records["long.mp4"]["segments"] == 3
+    assert records["long.mp4"]["frames"] == LONG_FRAMES
+    assert records["short0.mp4"]["state"] == "done" and records["short0.mp4"]["segments"] == 1
+    assert_matches_reference(tmp_path, batch_reference)
+    assert not (tmp_path / ".parts" / "long").exists(), "segment files are removed once joined"
+
+    written = (tmp_path / "long.mp4").stat().st_mtime_ns
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "0 done, 0 failed, 2 skipped" in again.stderr
+    assert len(manifest(tmp_path)) == 2 and (tmp_path / "long.mp4").stat().st_mtime_ns == written
+
+
+
+def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: BatchClips, clip_with_audio: Path,
+                                                              tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video at all" * 100)
+    missing_list = tmp_path / "no-such-list.txt"
+    outdir = tmp_path / "out"
+    result = run_cli("batch", str(garbage), str(tmp_path / "missing.mp4"), str(clip_with_audio), "--list",
+                     str(missing_list), "-o", str(outdir), "--config", str(BATCH_CONFIG))
+    assert result.returncode == 9, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = errors(result.stderr)
+    assert len(lines) == 3, result.stderr
+    states = {Path(r["input"]).name: (r["state"], r["error"]) for r in manifest(outdir)}
+    assert states[clip_with_audio.name] == ("done", None)
+    assert states["garbage.mp4"][0] == states["missing.mp4"][0] == states["no-such-list.txt"][0] == "failed"
+    assert "not a readable video" in states["garbage.mp4"][1] and "does not exist" in states["missing.mp4"][1]
+    assert "cannot be read" in states["no-such-list.txt"][1]
+    assert len(frame_times(outdir / clip_with_audio.name)) == 8
+    assert_audio_copied(outdir / clip_with_audio.name, clip_with_audio)  # the join copies the input's audio
+
+
+def test_a_failing_segment_is_retried_then_recorded(batch_clips: BatchClips, tmp_path: Path) -> None:
+    config = tmp_path / "broken.yaml"
+    config.write_text(BATCH_CONFIG.read_text() + f"model_path: {tmp_path / 'no-such-model.onnx'}\n")
+    result = run_cli("batch", str(batch_clips.short[2]), "-o", str(tmp_path / "out"), "--config", str(config),
+                     "--retries", "1")
+    assert result.returncode == 9, result.stderr
+    (record,) = manifest(tmp_path / "out")
+    assert record["state"] == "failed" and record["attempts"] == 2
+    assert "segment 0 failed 2 times" in record["error"] and "\n" not in record["error"]
+    assert len(errors(result.stderr)) == 1
+
+
+def test_an_unreachable_ray_cluster_is_one_line_and_a_record_per_input(batch_clips: BatchClips,
+                                                                        tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    result = run_cli("batch", str(batch_clips.short[3]), "-o", str(tmp_path), "--engine", "ray", "--ray-address",
+                     address, "--config", str(BATCH_CONFIG), timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert errors(result.stderr) == [f"error: Ray cluster at {address} is unreachable: Connection refused"]
+    (record,) = manifest(tmp_path)
+    assert record["state"] == "failed" and "unreachable" in record["error"]
+
+
+def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) -> None:
+    video, output = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    video.write_bytes(b"x" * 10)
+    output.write_bytes(b"y")
+    size, mtime = input_identity(str(video))
+    record = Record(input=str(video), state="done", outputs=[str(output)], config_hash="abc", size=size, mtime_ns=mtime)
+    assert record.skips("abc")
+    assert not record.skips("def"), "another configuration"
+    os.utime(video, ns=(mtime + 10**9, mtime + 10**9))
+    assert not record.skips("abc"), "a changed file"
+    record.mtime_ns = input_identity(str(video))[1]
+    output.unlink()
+    assert not record.skips("abc"), "an output that is gone"
+    assert config_hash(load_config(None, {"workers": 3})) == config_hash(load_config(None, {}))
+    assert config_hash(load_config(None, {"model": "bodypix"})) != config_hash(load_config(None, {}))
+
+
+def test_an_output_that_would_overwrite_its_input_is_refused(batch_clips: BatchClips, tmp_path: Path) -> None:
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    video = folder / "clip.mp4"
+    video.write_bytes(batch_clips.short[0].read_bytes())
+    result = run_cli("batch", str(folder), "-o", str(folder), "--config", str(BATCH_CONFIG))
+    assert result.returncode == 9, result.stderr
+    (record,) = manifest(folder)
+    assert record["state"] == "failed" and "would overwrite" in record["error"] and "hint:" in record["error"]
+    assert video.read_bytes() == batch_clips.short[0].read_bytes()

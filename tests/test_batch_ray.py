@@ -1,0 +1,66 @@
+"""`vidparse batch --engine ray` on a real two-node Ray cluster on 127.0.0.1 (1 CPU each): 4 short clips and a
+long one cut into 3 segments, the second node's raylet killed mid-batch, outputs gathered to the driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batch_media import BATCH_CONFIG, LONG_FRAMES, SHORT_FRAMES, BatchClips, Reference, assert_matches_reference
+from batch_media import frame_times
+from ray_cluster import RayCluster
+
+BATCH_TIMEOUT_S = 600
+KILL_WAIT_S = 300
+
+
+@pytest.fixture
+def cluster() -> Iterator[RayCluster]:
+    cluster = RayCluster()
+    try:
+        yield cluster.start(nodes=2)
+    finally:
+        cluster.stop()
+
+
+def batch(cluster: RayCluster, clips: BatchClips, outdir: Path) -> subprocess.Popen:
+    inputs = [str(clips.long), *map(str, clips.short)]
+    return subprocess.Popen([sys.executable, "-m", "vidparse", "batch", *inputs, "-o", str(outdir), "--engine", "ray",
+                             "--ray-address", cluster.address, "--gather", "--masks", "--config", str(BATCH_CONFIG)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.mark.slow
+def test_ray_batch_survives_a_dead_node_and_equals_run(cluster: RayCluster, batch_clips: BatchClips,
+                                                       batch_reference: Reference, tmp_path: Path) -> None:
+    process = batch(cluster, batch_clips, tmp_path)
+    deadline = time.monotonic() + KILL_WAIT_S
+    while not cluster.running_task_on(1) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, "the batch ended before the second node ran a segment"
+    assert cluster.running_task_on(1), "the second node never ran a segment"
+    cluster.kill_raylet(1)  # mid-segment: Ray reruns the lost task on the head
+    stdout, stderr = process.communicate(timeout=BATCH_TIMEOUT_S)
+    assert process.returncode == 0, stderr
+
+    records = {Path(r["input"]).name: r for r in map(json.loads, (tmp_path / "manifest.jsonl").read_text().splitlines())}
+    assert {name: r["state"] for name, r in records.items()} == {p.name: "done" for p in
+                                                                 [batch_clips.long, *batch_clips.short]}
+    assert records["long.mp4"]["segments"] == 3 and records["long.mp4"]["frames"] == LONG_FRAMES
+    assert_matches_reference(tmp_path, batch_reference)  # every frame once, `vidparse run`'s masks and timestamps
+    for clip in batch_clips.short:
+        assert len(frame_times(tmp_path / clip.name)) == SHORT_FRAMES
+        assert len(list((tmp_path / f"{clip.stem}_masks").iterdir())) == SHORT_FRAMES
+
+    again = batch(cluster, batch_clips, tmp_path)
+    _, stderr = again.communicate(timeout=BATCH_TIMEOUT_S)
+    assert again.returncode == 0, stderr
+    assert "0 done, 0 failed, 5 skipped" in stderr
