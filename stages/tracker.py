@@ -30,7 +30,7 @@ class TrackingOptions:
     box_noise: float = field(default=1.5, metadata={"range": (0.01, 10.0)})
     # each person's motion is measured by the optical flow of its pixels (DIS), so a box held steady against the
     # detector's jitter still follows the person: how far the flow may be off that motion per frame, as a share
-    # of the box height; 0 = no flow (constant velocity only)
+    # of the box height; 0 = no flow (constant velocity only; the default, docs/tracking.md says why)
     flow_noise: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
     # weight of a person's past labels against this frame's in its smoothed labels; 0 = no smoothing
     smoothing: float = field(default=0.85, metadata={"range": (0.0, 0.95)})
