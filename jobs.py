@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -15,13 +14,14 @@ from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.keyframes import KeyframeParser
-from vidparse.stages.images import ImageSet, ImageSource
+from vidparse.stages.images import ImageSet
 from vidparse.stages.output import AnnotatedImages, AnnotatedOutput
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.sink import CONTAINERS
-from vidparse.stages.source import FrameWindow, InputKind, StreamInfo, VideoSource, input_kind
+from vidparse.stages.source import FrameWindow, InputKind, StreamInfo, input_kind
+from vidparse.stages.source_spec import SourceSpec
 from vidparse.stages.types import FrameResult
 
 
@@ -84,7 +84,7 @@ class ParserSpec:
 
 @dataclass
 class StreamSpec:
-    """One input and its output: pickled into the stream's source process."""
+    """One input and its output, for the main process; its `source_spec()` goes to the stream's source process."""
 
     config: Config
     input_url: str
@@ -98,11 +98,9 @@ class StreamSpec:
     window: FrameWindow | None = None  # read only this part of a file: a `vidparse batch` segment (no audio)
     write_from: int = 0  # the window's first frame written (index in the whole file); earlier ones only warm up
 
-    def make_source(self, stop: Any = None) -> VideoSource | ImageSource:
-        if self.images:
-            return ImageSource(self.images, self.max_frames)
-        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.config.live, stop=stop,
-                           window=self.window)
+    def source_spec(self) -> SourceSpec:
+        """What the source process gets: the input alone, so that it imports only what decoding needs."""
+        return SourceSpec(self.input_url, self.config.live, self.max_frames, self.window, self.images)
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))

@@ -79,7 +79,7 @@ class StopFlag:
         return True
 
 
-def source_main(spec: Any, stream: int, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
+def source_main(source_spec: Any, stream: int, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
                 resume: Resume | None = None) -> None:
     """Decode frames into free slots and announce each one, in order, on ``events``.
 
@@ -89,7 +89,7 @@ def source_main(spec: Any, stream: int, inbox: Any, events: Any, stop: StopFlag,
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     configure_logging(log_levels, "source" if stream == 0 else f"source {stream}")
-    source = spec.make_source(stop)
+    source = source_spec.make_source(stop)
     next_seq = resume.seq + 1 if resume else 0
     pts_shift: int | None = None if resume else 0
     slots: SharedSlots | None = None

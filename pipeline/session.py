@@ -35,8 +35,9 @@ class StreamSession:
     slot block and its ledger, frames waiting for a worker (and the drop policy), the reorder buffer, the writer
     thread and the stream's statistics. The hub thread calls every method; only the writer runs elsewhere.
 
-    ``spec`` makes the source, the slot layout and the output (``make_source(stop)``, ``slot_layout(info)``,
-    ``make_output(info)``); it is pickled into the source process.
+    ``spec`` describes the source, the slot layout and the output (``source_spec()``, ``slot_layout(info)``,
+    ``make_output(info)``); only what ``source_spec()`` returns (it has ``make_source(stop)``) is pickled into
+    the source process, so that process imports no more than the source needs.
     """
 
     def __init__(self, stream: int, spec: Any, settings: StreamSettings, context: Any, budget: MemoryBudget,
@@ -85,7 +86,7 @@ class StreamSession:
         source_inbox, self._source_inbox = self._context.Pipe(duplex=False)
         self._source = self._context.Process(
             target=source_main,
-            args=(self.spec, self.stream, source_inbox, source_send, self._stop, logging_levels(), resume),
+            args=(self.spec.source_spec(), self.stream, source_inbox, source_send, self._stop, logging_levels(), resume),
             name=f"vidparse-source-{self.stream}", daemon=True)
         with thread_environment(1):
             self._source.start()

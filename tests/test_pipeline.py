@@ -98,7 +98,8 @@ class CollectingOutput:
 
 @dataclass
 class TrivialJob:
-    """Both specs at once: the parser (for the workers) and the stream (source, layout, output)."""
+    """Both specs at once: the parser (for the workers) and the stream (source, layout, output); it is its own
+    source spec."""
 
     url: str
     collected: Collected
@@ -110,6 +111,9 @@ class TrivialJob:
     jitter_s: float = 0.02
     trace: str | None = None  # a file to append "pid seq" to for every frame parsed
     fault_counter: str = field(default_factory=lambda: tempfile.mktemp(prefix="vidparse-faults-"))
+
+    def source_spec(self) -> TrivialJob:
+        return self
 
     def make_source(self, stop) -> VideoSource:
         return VideoSource(self.url, stop=stop)

@@ -1,0 +1,29 @@
+"""What a stream's source process is given: its input, in a few picklable fields.
+
+The source process is spawned and unpickles this alone, so this module and what it imports stay light (PyAV,
+numpy, Pillow): never the configuration or the parsers' libraries (OpenCV, SciPy, ONNX Runtime, torch), which
+would cost every stream tens of MB (`docs/multi.md`; `tests/test_source_spec.py` checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidparse.stages.images import ImageSet, ImageSource
+from vidparse.stages.source import FrameWindow, LiveOptions, StopSignal, VideoSource
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One input: a video file or live URL (``images`` None) or a set of still images."""
+
+    input_url: str
+    live: LiveOptions
+    max_frames: int | None = None
+    window: FrameWindow | None = None  # read only this part of a file
+    images: ImageSet | None = None
+
+    def make_source(self, stop: StopSignal | None = None) -> VideoSource | ImageSource:
+        if self.images:
+            return ImageSource(self.images, self.max_frames)
+        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.live, stop=stop, window=self.window)
