@@ -86,7 +86,8 @@ class StreamSession:
         source_inbox, self._source_inbox = self._context.Pipe(duplex=False)
         self._source = self._context.Process(
             target=source_main,
-            args=(self.spec.source_spec(), self.stream, source_inbox, source_send, self._stop, logging_levels(), resume),
+            args=(self.spec.source_spec(), self.stream, source_inbox, source_send, self._stop, logging_levels(),
+                  resume),
             name=f"vidparse-source-{self.stream}", daemon=True)
         with thread_environment(1):
             self._source.start()
