@@ -8,11 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from vidparse.config import Config
-from vidparse.jobs import ParserSpec, StreamSpec, stream_settings
+from vidparse.jobs import ParserSpec, StreamSpec, pool_settings, stream_settings
 from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.session import StreamSession
-from vidparse.pipeline.settings import PoolSettings
 from vidparse.pipeline.writer import Subscriber
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,7 @@ class EngineHost:
             if self._engine is not None:
                 log.warning("the engine ended; starting a fresh one")
             # Live streams share the pool: one frame per worker at a time keeps their latency low.
-            pool = PoolSettings(workers=self.config.worker_count, threads=self.threads,
-                                frame_timeout_s=self.config.frame_timeout_s, prefetch=1)
+            pool = pool_settings(self.config, self.threads, live=True)
             self._engine = Engine(self.parser, pool, until_idle=False)
             self._engine.start()
         return self._engine
