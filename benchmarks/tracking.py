@@ -14,6 +14,7 @@ times back to back (the machine may be shared), plus the tracking stage's own ti
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 from dataclasses import replace
@@ -24,7 +25,7 @@ import numpy as np
 
 from vidparse.bench import machine_description, scratch_runner
 from vidparse.config import Config, load_config
-from vidparse.evaluation.runs import VideoMode, parsed_frames, video_rows
+from vidparse.evaluation.runs import VideoMode, parsed_frames, quality_settings, video_rows
 from vidparse.evaluation.tracking import AgreementMeter
 from vidparse.jobs import ResolvedModels
 from vidparse.stages.labels import load_label_set
@@ -38,10 +39,21 @@ from vidparse.stages.types import FrameResult, LabelSet, PersonStats
 Parsed = list[tuple[np.ndarray, np.ndarray, FrameResult]]
 
 
+def parse_key(config: Config, video: str, frames: int) -> str:
+    """What a cached parse depends on: the video, the frames and the settings that change parsing."""
+    settings = {key: value for key, value in quality_settings(config).items() if key not in ("temporal", "tracking")}
+    return json.dumps({"video": str(Path(video).resolve()), "frames": frames, **settings}, sort_keys=True)
+
+
 def parse(config: Config, video: str, frames: int, cache: Path | None) -> Parsed:
-    """(image, labels, result) per frame; labels and boxes from ``cache`` when it exists, else parsed (and saved)."""
-    if cache and cache.exists():
-        stored = np.load(cache)
+    """(image, labels, result) per frame; labels and boxes from ``cache`` when it holds this parse, else parsed (and
+    saved there). The parser's own code is not part of the key: delete the cache after changing it."""
+    key = parse_key(config, video, frames)
+    stored = np.load(cache) if cache and cache.exists() else None
+    if stored is not None and str(stored.get("key", "")) != key:
+        print(f"{cache} holds another parse (other video, frames or settings): parsing again")
+        stored = None
+    if stored is not None:
         source = VideoSource(video, max_frames=frames)
         source.open()
         images = [frame.image for frame in source.frames()]
@@ -55,7 +67,7 @@ def parse(config: Config, video: str, frames: int, cache: Path | None) -> Parsed
     if cache:
         boxes = {f"boxes{seq}": np.array([[*p.box, p.score] for p in result.persons], np.float32).reshape(-1, 5)
                  for seq, (_, _, result) in enumerate(parsed)}
-        np.savez_compressed(cache, labels=np.stack([labels for _, labels, _ in parsed]), **boxes)
+        np.savez_compressed(cache, key=np.array(key), labels=np.stack([labels for _, labels, _ in parsed]), **boxes)
     return parsed
 
 
@@ -86,11 +98,15 @@ def quality(config: Config, parsed: Parsed) -> None:
 def motion_ceiling(config: Config, parsed: Parsed, label_set: LabelSet) -> None:
     """What the persons' own motion leaves of the agreement: each label map against the one before it moved onto
     this frame by dense optical flow (DIS, medium), as if the labels had followed the persons exactly. The
-    agreement left after that motion is taken out is the labels' own noise."""
+    agreement left after that motion is taken out is the labels' own noise. And for the tracked labels: the
+    agreement if no person's shape ever changed, each drawn with its labels of the frame before at this frame's
+    box (so only the tracked boxes move)."""
     flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     ways = {"per-frame": None, "tracked": OrderedLabels(label_set, None, config.tracking, config.roi.margin)}
     ways["tracked"].open()
     meters = {(way, kind): AgreementMeter(len(label_set)) for way in ways for kind in ("moved", "left")}
+    frozen = AgreementMeter(len(label_set))
+    shapes_before: dict[int, np.ndarray] = {}
     previous: dict[str, np.ndarray] = {}
     gray_before = instances_before = None
     kept = changed = 0  # tracked: pixels turning person <-> background; of those, on a track in both frames
@@ -110,7 +126,12 @@ def motion_ceiling(config: Config, parsed: Parsed, label_set: LabelSet) -> None:
                 both = np.intersect1d(instances_before[instances_before > 0], tracked.instances[tracked.instances > 0])
                 kept, changed = kept + np.count_nonzero(np.isin(owner, both)), changed + owner.size
             if tracked:
-                instances_before = tracked.instances
+                if instances_before is not None:
+                    tracks = stage.tracks
+                    persons = [(p.track_id, np.array(p.box), shapes_before.get(p.track_id, tracks.shapes[p.track_id]))
+                               for p in tracked.result.persons if p.track_id in tracks.shapes]
+                    frozen.add(previous[way], tracks.draw(persons, written.shape)[0])
+                instances_before, shapes_before = tracked.instances, dict(stage.tracks.shapes)
             previous[way] = written
         gray_before = gray
     print(f"\ntracked: {pct(kept / max(1, changed))}% of the pixels turning person <-> background from one frame to "
@@ -121,6 +142,8 @@ def motion_ceiling(config: Config, parsed: Parsed, label_set: LabelSet) -> None:
         moved, left = meters[way, "moved"], meters[way, "left"]
         print(f"| {way} | {pct(moved.part_miou)} | {pct(moved.person_iou)} | {pct(left.part_miou)} | "
               f"{pct(left.person_iou)} |")
+    print(f"\ntracked, had no person's shape changed (its labels of the frame before drawn at its box): part mIoU "
+          f"{pct(frozen.part_miou)}%, person IoU {pct(frozen.person_iou)}%")
 
 
 def cpu_seconds() -> float:

@@ -1,4 +1,5 @@
-"""One stream's ordered output, off the hub thread: the output stage, then subscribers, then the slot goes back."""
+"""One stream's ordered output, off the hub thread: the output stage (composed, then emitted on a second thread),
+then subscribers, then the slot goes back."""
 
 from __future__ import annotations
 
@@ -29,11 +30,14 @@ class Written:
 
 
 Subscriber = Callable[[Written, RunStats], None]
+COMPOSED_AHEAD = 2  # composed frames waiting to be emitted
 
 
 class OutputWriter:
-    """A thread per stream behind a bounded queue. ``output.write(frame, arrays, result)`` returns
-    ``(labels, annotated)``; the writer owns the output from the first write until it closes it."""
+    """Two threads per stream, behind a bounded queue: one composes the frames in order (``output.compose(frame,
+    arrays, result)``: tracking, the vote, the recolor), the other emits them (``output.emit(composed)``: encoding,
+    masks, statistics), then the subscribers run and the slot goes back. So a frame is encoded while the next is
+    composed. The writer owns the output from the first frame until it closes it."""
 
     def __init__(self, stream: int, output: Any, slots: SharedSlots, ledger: SlotLedger, stats: RunStats,
                  subscribers: list[Subscriber], started: float) -> None:
@@ -44,30 +48,54 @@ class OutputWriter:
         self._stats = stats
         self._subscribers = subscribers
         self._started = started
-        # Every queued frame holds a slot, so the queue never holds more than the slots (plus the end marker).
+        # Every queued frame holds a slot, so the queues never hold more than the slots (plus the end markers).
         self._queue: queue.Queue[tuple[Task, Any] | None] = queue.Queue(maxsize=ledger.count + 1)
+        self._composed: queue.Queue[tuple[Task, Any, Any] | None] = queue.Queue(maxsize=COMPOSED_AHEAD)
         self.error: BaseException | None = None
         self._discard = False
-        self._thread = threading.Thread(target=self._run, name=f"vidparse-writer-{stream}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._compose_frames, name=f"vidparse-compose-{stream}", daemon=True),
+                         threading.Thread(target=self._emit_frames, name=f"vidparse-writer-{stream}", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def put(self, task: Task, result: Any) -> None:
         self._queue.put((task, result))
 
     def close(self, discard: bool = False) -> None:
-        """Write what is queued (nothing after an error, or with ``discard``), close the output, end the thread."""
+        """Write what is queued (nothing after an error, or with ``discard``), close the output, end the threads."""
         self._discard = discard
         self._queue.put(None)
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
-    def _run(self) -> None:
+    def _writing(self) -> bool:
+        return self.error is None and not self._discard
+
+    def _compose_frames(self) -> None:
         try:
             while (item := self._queue.get()) is not None:
                 task, result = item
-                if self.error is None and not self._discard:
+                composed = None
+                if self._writing():
                     try:
-                        self._write(task, result)
+                        frame = Frame(seq=task.seq, pts=task.pts, time_base=task.time_base,
+                                      image=self._slots.view(task.slot, self._slots.layout.input),
+                                      captured_at=task.captured_at)
+                        composed = self._output.compose(frame, self._slots.outputs(task.slot), result)
                     except BaseException as exc:  # reported by the hub thread, which owns errors
+                        self.error = exc
+                self._composed.put((task, result, composed))
+        finally:
+            self._composed.put(None)
+
+    def _emit_frames(self) -> None:
+        try:
+            while (item := self._composed.get()) is not None:
+                task, result, composed = item
+                if composed is not None and self._writing():
+                    try:
+                        self._emit(task, result, composed)
+                    except BaseException as exc:
                         self.error = exc
                 self._ledger.release(task.slot)
         finally:
@@ -76,10 +104,8 @@ class OutputWriter:
             except BaseException as exc:
                 self.error = self.error or exc
 
-    def _write(self, task: Task, result: Any) -> None:
-        frame = Frame(seq=task.seq, pts=task.pts, time_base=task.time_base,
-                      image=self._slots.view(task.slot, self._slots.layout.input), captured_at=task.captured_at)
-        labels, annotated = self._output.write(frame, self._slots.outputs(task.slot), result)
+    def _emit(self, task: Task, result: Any, composed: Any) -> None:
+        self._output.emit(composed)
         stats = self._stats
         if task.captured_at is not None:
             stats.recent_latency_s.append(time.time() - task.captured_at)
@@ -88,6 +114,6 @@ class OutputWriter:
         stats.frames += 1
         if stats.frames == 1:
             stats.startup_s = time.perf_counter() - self._started
-        written = Written(self.stream, frame, labels, annotated, result)
+        written = Written(self.stream, composed.frame, composed.labels, composed.annotated, result)
         for subscriber in self._subscribers:
             subscriber(written, stats)

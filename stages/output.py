@@ -1,10 +1,11 @@
-"""The output stages: recolor each parsed frame, then encode it into a video (``AnnotatedOutput``) or save it as
-an image (``AnnotatedImages``), and write the optional masks and statistics."""
+"""The output stages: recolor each parsed frame (``compose``), then encode it into a video (``AnnotatedOutput``) or
+save it as an image (``AnnotatedImages``), and write the optional masks and statistics (``emit``). Frames come to
+each in order; ``emit`` of one frame may run while the next is composed (on another thread)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,19 @@ from vidparse.stages.timestamps import TimestampRepair
 from vidparse.stages.tracker import TrackingOptions
 from vidparse.stages.types import Frame, FrameResult, LabelSet
 from vidparse.stages.writers import InstanceWriter, MaskWriter, StatsWriter, make_directory
+
+
+@dataclass
+class Composed:
+    """A frame ready to be written: its labels (after tracking and the vote), its annotated image, and its
+    instances (track ids; None without tracking). ``written`` is False for a warm-up frame, which is not written."""
+
+    frame: Frame
+    labels: np.ndarray
+    annotated: np.ndarray
+    result: FrameResult
+    instances: np.ndarray | None = None
+    written: bool = True
 
 
 class AnnotatedOutput:
@@ -74,34 +88,37 @@ class AnnotatedOutput:
         for writer in self._side_outputs():
             writer.open()
 
-    def write(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
-        """Write one frame from its parser ``arrays``; returns the labels written (after tracking and the temporal vote) and the
-        annotated image."""
+    def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> Composed:
+        """One frame made from its parser ``arrays``, in order: tracking and the temporal vote, then the recolor."""
         started = time.perf_counter()
-        labels = arrays["labels"]
         if self.timestamps:
             frame = replace(frame, pts=self.timestamps.stamp(frame.pts))
-        tracked = self.ordered.process(labels, frame.image, result)
-        labels = tracked.labels
+        tracked = self.ordered.process(arrays["labels"], frame.image, result)
         result.persons = tracked.result.persons  # in place: the run's summary counts the persons written
         if frame.seq < self.warmup:
-            return labels, frame.image
-        annotated = self.recolor.process(frame.image, labels)
+            return Composed(frame, tracked.labels, frame.image, result, tracked.instances, written=False)
+        annotated = self.recolor.process(frame.image, tracked.labels)
         if self.draw_ids:
             draw_track_ids(annotated, result.persons)
-        composed = time.perf_counter()
+        result.timings["compose"] = time.perf_counter() - started
+        return Composed(frame, tracked.labels, annotated, result, tracked.instances)
+
+    def emit(self, composed: Composed) -> None:
+        """Encode a composed frame and write its masks, instances and statistics (frames in order)."""
+        if not composed.written:
+            return
+        frame, result = composed.frame, composed.result
+        started = time.perf_counter()
         if self.sink is not None:
-            self.sink.write(replace(frame, image=annotated))
-        result.timings["compose"] = composed - started
-        result.timings["encode"] = time.perf_counter() - composed
+            self.sink.write(replace(frame, image=composed.annotated))
+        result.timings["encode"] = time.perf_counter() - started
         if self.masks:
-            self.masks.write(frame.seq + self.index_offset, labels)
+            self.masks.write(frame.seq + self.index_offset, composed.labels)
         if self.instances:
-            self.instances.write(frame.seq + self.index_offset, tracked.instances)
+            self.instances.write(frame.seq + self.index_offset, composed.instances)
         if self.stats:
             latency = None if frame.captured_at is None else round((time.time() - frame.captured_at) * 1000, 1)
             self.stats.write(result, frame.pts, frame.seconds, {"latency_ms": latency})
-        return labels, annotated
 
     def close(self) -> None:
         self.ordered.close()
@@ -147,25 +164,29 @@ class AnnotatedImages:
         if self.stats:
             self.stats.open()
 
-    def write(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
-        """As `AnnotatedOutput.write`, for the image's own size."""
+    def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> Composed:
+        """As `AnnotatedOutput.compose`, at the image's own size."""
         width, height = self.images.sizes[frame.seq]
         image, labels = frame.image[:height, :width], np.ascontiguousarray(arrays["labels"][:height, :width])
         started = time.perf_counter()
         annotated = self.recolor.process(image, labels)
         result.timings["compose"] = time.perf_counter() - started
-        path = self._image_path(frame.seq)
+        return Composed(frame, labels, annotated, result)
+
+    def emit(self, composed: Composed) -> None:
+        """Save the annotated image, its label PNG and its statistics."""
+        seq = composed.frame.seq
+        path = self._image_path(seq)
         try:
-            saved = cv2.imwrite(str(path), annotated)
+            saved = cv2.imwrite(str(path), composed.annotated)
         except cv2.error as exc:
             raise BadOutputError(f"cannot write {path}: {exc}", hint="use jpg, png, webp, bmp or tiff") from exc
         if not saved:
             raise BadOutputError(f"writing {path} failed", hint="check free disk space and the output folder")
         self.paths.append(path)
-        self.masks.write(frame.seq, labels, self.images.paths[frame.seq].stem + self._mask_suffix)
+        self.masks.write(seq, composed.labels, self.images.paths[seq].stem + self._mask_suffix)
         if self.stats:
-            self.stats.write(result, None, None, {"image": str(self.images.paths[frame.seq])})
-        return labels, annotated
+            self.stats.write(composed.result, None, None, {"image": str(self.images.paths[seq])})
 
     def close(self) -> None:
         if self.stats:

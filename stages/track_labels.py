@@ -14,8 +14,6 @@ from vidparse.stages.temporal import TemporalOptions, TemporalVote
 from vidparse.stages.tracker import ByteTracker, TrackedBox, TrackingOptions
 from vidparse.stages.types import FrameResult, LabelSet, PersonStats
 
-NEAREST = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-
 
 @dataclass
 class TrackedFrame:
@@ -31,11 +29,27 @@ def region(box: np.ndarray, margin: float) -> np.ndarray:
     return np.array([x1 - dx, y1 - dy, x2 + dx, y2 + dy])
 
 
-def grid_to_frame(area: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Affine map from grid cell centres (u, v) to frame pixel coordinates for ``area`` (x1 y1 x2 y2)."""
-    width, height = grid
-    sx, sy = (area[2] - area[0]) / width, (area[3] - area[1]) / height
-    return np.array([[sx, 0, area[0] + 0.5 * sx - 0.5], [0, sy, area[1] + 0.5 * sy - 0.5]], np.float64)
+def nearest(offset: float, step: float, count: int, limit: int) -> tuple[slice, np.ndarray]:
+    """Nearest-neighbour sampling along one axis: the ``count`` samples whose centres lie at ``offset + (i + 0.5) *
+    step`` (in source pixels) take source pixel ``floor`` of that. Returns the samples that fall inside the source
+    (``0 .. limit - 1``; a contiguous run, as the positions only grow) and their source indices."""
+    source = np.floor(offset + (np.arange(count) + 0.5) * step).astype(np.intp)
+    inside = np.flatnonzero((source >= 0) & (source < limit))
+    if not inside.size:
+        return slice(0, 0), source[:0]
+    return slice(int(inside[0]), int(inside[-1]) + 1), source[inside[0]:inside[-1] + 1]
+
+
+def resample(source: np.ndarray, area: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``source`` labels seen through an axis-aligned window: ``area`` (x1 y1 x2 y2, in ``source`` pixels) sampled
+    onto ``shape`` (height, width) cells, nearest neighbour; outside ``source`` is 0.
+    Plain indexing, not an OpenCV warp: these windows are small, and OpenCV's threads cost more than they save."""
+    height, width = shape
+    rows, row_index = nearest(area[1], (area[3] - area[1]) / height, height, source.shape[0])
+    cols, col_index = nearest(area[0], (area[2] - area[0]) / width, width, source.shape[1])
+    sampled = np.zeros(shape, source.dtype)
+    sampled[rows, cols] = source.take(row_index, axis=0).take(col_index, axis=1)  # faster than one 2-D fancy index
+    return sampled
 
 
 class PersonLabels:
@@ -45,25 +59,32 @@ class PersonLabels:
     and back parts that take turns do not let the background win."""
 
     def __init__(self, classes: int, grid: tuple[int, int]) -> None:
-        self.grid = grid
-        self.shares: np.ndarray | None = None  # height x width x classes (classes last: argmax over them is fast)
+        self.grid = grid  # width, height
+        self.shares: np.ndarray | None = None  # height x width x classes
         self._classes = classes
         self._cells = np.arange(grid[0] * grid[1]) * classes  # each cell's first class in the flat shares
         self._total = 0.0  # every cell's shares add up to this: each observation adds to one class per cell
+        # Each cell's strongest part, kept up to date as it is observed: the decay scales every share alike, so
+        # only the part observed can overtake it (as argmax does, the lower class wins a tie).
+        self._strongest = np.ones(grid[0] * grid[1], np.intp)
 
     def observe(self, labels: np.ndarray, area: np.ndarray, smoothing: float) -> None:
-        seen = cv2.warpAffine(labels, grid_to_frame(area, self.grid), self.grid, flags=NEAREST,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        seen = np.minimum(resample(labels, area, self.grid[::-1]), self._classes - 1).ravel().astype(np.intp)
         if self.shares is None:
-            self.shares = np.zeros((*seen.shape, self._classes), np.float32)
+            self.shares = np.zeros((self.grid[1], self.grid[0], self._classes), np.float32)
             smoothing = 0.0
-        self.shares *= smoothing
-        self.shares.reshape(-1)[self._cells + np.minimum(seen, self._classes - 1).ravel()] += 1 - smoothing
+        flat = self.shares.reshape(-1)
+        flat *= smoothing
+        flat[self._cells + seen] += 1 - smoothing
         self._total = self._total * smoothing + 1 - smoothing
+        seen_share, strongest_share = flat[self._cells + seen], flat[self._cells + self._strongest]
+        overtaken = (seen > 0) & ((seen_share > strongest_share) | ((seen_share == strongest_share)
+                                                                      & (seen < self._strongest)))
+        self._strongest[overtaken] = seen[overtaken]
 
     def labels(self) -> np.ndarray:
         person = self.shares[..., 0] < self._total / 2  # the parts together outweigh the background
-        return np.where(person, self.shares[..., 1:].argmax(axis=2) + 1, 0).astype(np.uint8)
+        return np.where(person, self._strongest.reshape(person.shape), 0).astype(np.uint8)
 
 
 class TrackLabels:
@@ -86,6 +107,7 @@ class TrackLabels:
     def open(self) -> None:
         self.tracker.open()
         self._persons: dict[int, PersonLabels] = {}
+        self.shapes: dict[int, np.ndarray] = {}  # each track's labels on its grid, as drawn on the last frame
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self._previous: tuple[np.ndarray, np.ndarray] | None = None  # gray image and instances written last
 
@@ -96,14 +118,15 @@ class TrackLabels:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image is not None and self.options.flow_noise else None
         tracked = self.tracker.update(boxes, scores, self._motion(gray))
         self._persons = {k: v for k, v in self._persons.items() if k in self.tracker.track_ids}
-        output = np.zeros_like(labels)
-        instances = np.zeros(labels.shape, np.uint16)
-        for person in sorted(tracked, key=lambda t: t.box[3]):
+        self.shapes = {}
+        for person in tracked:
             memory = self._persons.setdefault(person.track_id, PersonLabels(len(self.label_set), self.grid))
             if not person.bridged:
                 memory.observe(labels, region(person.box, self.margin), self.options.smoothing)
             if memory.shares is not None:
-                self._paste(output, instances, memory.labels(), person.box, person.track_id)
+                self.shapes[person.track_id] = memory.labels()
+        output, instances = self.draw([(p.track_id, p.box, self.shapes[p.track_id]) for p in tracked
+                                       if p.track_id in self.shapes], labels.shape)
         persons = self._stats(tracked, output, instances)
         self._previous = None if gray is None else (gray, instances)
         return TrackedFrame(output, instances, replace(result, persons=persons))
@@ -124,15 +147,26 @@ class TrackLabels:
         return {int(ids[start]): np.median(group, axis=0)
                 for start, group in zip(starts, np.split(vectors, starts[1:]))}
 
+    def draw(self, persons: list[tuple[int, np.ndarray, np.ndarray]], size: tuple[int, int],
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and instances of a ``size`` frame with each person (track id, box, its labels on its grid) drawn
+        at its box, far to near (by the bottom of the box)."""
+        output = np.zeros(size, np.uint8)
+        instances = np.zeros(size, np.uint16)
+        for track_id, box, shape in sorted(persons, key=lambda person: person[1][3]):
+            self._paste(output, instances, shape, box, track_id)
+        return output, instances
+
     def _paste(self, output: np.ndarray, instances: np.ndarray, grid_labels: np.ndarray, box: np.ndarray,
                track_id: int) -> None:
         x1, y1, x2, y2 = expand_box(box, self.margin, output.shape)
         if x1 >= output.shape[1] or y1 >= output.shape[0] or x2 <= 0 or y2 <= 0:
             return  # predicted out of the frame
-        to_grid = cv2.invertAffineTransform(grid_to_frame(region(box, self.margin), self.grid))
-        to_grid[:, 2] += to_grid[:, :2] @ np.array([x1, y1], np.float64)  # window pixel -> grid cell
-        pasted = cv2.warpAffine(grid_labels, to_grid, (x2 - x1, y2 - y1), flags=NEAREST,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        area = region(box, self.margin)
+        cells_x, cells_y = self.grid[0] / (area[2] - area[0]), self.grid[1] / (area[3] - area[1])  # per pixel
+        window = np.array([(x1 - area[0]) * cells_x, (y1 - area[1]) * cells_y,  # the window in grid cells
+                           (x2 - area[0]) * cells_x, (y2 - area[1]) * cells_y])
+        pasted = resample(grid_labels, window, (y2 - y1, x2 - x1))
         mine = pasted != 0
         output[y1:y2, x1:x2][mine] = pasted[mine]
         instances[y1:y2, x1:x2][mine] = track_id

@@ -20,6 +20,7 @@ from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.runner import Runner
 from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
+from vidparse.stages.output import Composed
 from vidparse.stages.source import VideoSource
 from vidparse.stages.types import Frame, FrameResult
 
@@ -83,14 +84,15 @@ class CollectingOutput:
     def open(self) -> None:
         pass
 
-    def write(self, frame: Frame, arrays: dict, result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
-        labels = arrays["labels"]
+    def compose(self, frame: Frame, arrays: dict, result: FrameResult) -> Composed:
         assert result.seq == frame.seq
-        self.sink.seqs.append(frame.seq)
-        self.sink.statuses.append(result.status)
-        self.sink.labels.append(labels.copy())
-        self.sink.images.append(frame.image.copy())
-        return labels, frame.image
+        return Composed(frame, arrays["labels"], frame.image, result)
+
+    def emit(self, composed: Composed) -> None:
+        self.sink.seqs.append(composed.frame.seq)
+        self.sink.statuses.append(composed.result.status)
+        self.sink.labels.append(composed.labels.copy())
+        self.sink.images.append(composed.frame.image.copy())
 
     def close(self) -> None:
         self.sink.closed = True

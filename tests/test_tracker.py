@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from vidparse.stages.labels import load_label_set
-from vidparse.stages.track_labels import TrackLabels
+from vidparse.stages.track_labels import PersonLabels, TrackLabels, resample
 from vidparse.stages.tracker import ByteTracker, TrackingOptions
 from vidparse.stages.types import FrameResult, PersonStats
 
@@ -159,3 +159,27 @@ def test_a_bridged_person_follows_its_pixels_motion() -> None:
     assert person.bridged and person.track_id == 1
     # The box turned back with the pixels (x = 48); without the flow it would have walked on past x = 90.
     assert abs(person.box[0] - 48) < 8, person.box
+
+
+def test_resample_takes_the_nearest_source_pixel_and_zero_outside() -> None:
+    source = np.arange(1, 17, dtype=np.uint8).reshape(4, 4)
+    doubled = resample(source, np.array([0.0, 0.0, 4.0, 4.0]), (8, 8))
+    assert (doubled == np.kron(source, np.ones((2, 2), np.uint8))).all()
+    shifted = resample(source, np.array([-1.0, 2.0, 3.0, 6.0]), (4, 4))  # one column left of it, two rows below
+    assert (shifted[:2, 1:] == source[2:, :3]).all()
+    assert not shifted[:, 0].any() and not shifted[2:].any()
+    assert (resample(source, np.array([0.0, 0.0, 4.0, 4.0]), (2, 2)) == source[1::2, 1::2]).all()
+
+
+def test_person_labels_keep_the_strongest_part_of_every_cell() -> None:
+    """The running strongest part equals an argmax over the shares after every observation."""
+    rng = np.random.default_rng(7)
+    grid, classes = (6, 12), 5
+    person_labels = PersonLabels(classes, grid)
+    area = np.array([0.0, 0.0, 6.0, 12.0])
+    for _ in range(40):
+        observed = rng.choice(classes, size=(12, 6), p=[0.4, 0.3, 0.1, 0.1, 0.1]).astype(np.uint8)
+        person_labels.observe(observed, area, smoothing=0.7)
+        shares = person_labels.shares
+        expected = np.where(shares[..., 0] < shares.sum(axis=2) / 2, shares[..., 1:].argmax(axis=2) + 1, 0)
+        assert (person_labels.labels() == expected).all()
