@@ -68,35 +68,35 @@ class OutputWriter:
         for thread in self._threads:
             thread.join()
 
-    def _writing(self) -> bool:
-        return self.error is None and not self._discard
-
     def _compose_frames(self) -> None:
         try:
             while (item := self._queue.get()) is not None:
                 task, result = item
                 composed = None
-                if self._writing():
+                if self.error is None and not self._discard:
                     try:
                         frame = Frame(seq=task.seq, pts=task.pts, time_base=task.time_base,
                                       image=self._slots.view(task.slot, self._slots.layout.input),
                                       captured_at=task.captured_at)
                         composed = self._output.compose(frame, self._slots.outputs(task.slot), result)
                     except BaseException as exc:  # reported by the hub thread, which owns errors
-                        self.error = exc
+                        self.error = self.error or exc
                 self._composed.put((task, result, composed))
         finally:
             self._composed.put(None)
 
     def _emit_frames(self) -> None:
+        """Every frame composed is emitted (at most COMPOSED_AHEAD more after an error elsewhere or a discard), so
+        the frames before a failing one are all written; after an error here, none is."""
+        broken = False
         try:
             while (item := self._composed.get()) is not None:
                 task, result, composed = item
-                if composed is not None and self._writing():
+                if composed is not None and not broken:
                     try:
                         self._emit(task, result, composed)
                     except BaseException as exc:
-                        self.error = exc
+                        self.error, broken = self.error or exc, True
                 self._ledger.release(task.slot)
         finally:
             try:

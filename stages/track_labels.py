@@ -15,6 +15,10 @@ from vidparse.stages.tracker import ByteTracker, TrackedBox, TrackingOptions
 from vidparse.stages.types import FrameResult, LabelSet, PersonStats
 
 
+MIN_GRID_HEIGHT = 16
+REGRID_GROWTH = 1.25
+
+
 @dataclass
 class TrackedFrame:
     labels: np.ndarray  # frame-sized class ids
@@ -53,25 +57,29 @@ def resample(source: np.ndarray, area: np.ndarray, shape: tuple[int, int]) -> np
 
 
 class PersonLabels:
-    """One track's labels on its grid: a running share of each class per cell, decayed by ``smoothing``.
+    """One track's labels on its grid (``shape``: height, width): a running share of each class per cell, decayed by
+    ``smoothing``.
 
     A cell is a person where the parts together outweigh the background, and takes its strongest part; so front
     and back parts that take turns do not let the background win."""
 
-    def __init__(self, classes: int, grid: tuple[int, int]) -> None:
-        self.grid = grid  # width, height
-        self.shares: np.ndarray | None = None  # height x width x classes
+    def __init__(self, classes: int, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.shares = np.zeros((*shape, classes), np.float32)
         self._classes = classes
-        self._cells = np.arange(grid[0] * grid[1]) * classes  # each cell's first class in the flat shares
+        self._cells = np.arange(shape[0] * shape[1]) * classes  # each cell's first class in the flat shares
         self._total = 0.0  # every cell's shares add up to this: each observation adds to one class per cell
         # Each cell's strongest part, kept up to date as it is observed: the decay scales every share alike, so
         # only the part observed can overtake it (as argmax does, the lower class wins a tie).
-        self._strongest = np.ones(grid[0] * grid[1], np.intp)
+        self._strongest = np.ones(shape[0] * shape[1], np.intp)
+
+    @property
+    def observed(self) -> bool:
+        return self._total > 0
 
     def observe(self, labels: np.ndarray, area: np.ndarray, smoothing: float) -> None:
-        seen = np.minimum(resample(labels, area, self.grid[::-1]), self._classes - 1).ravel().astype(np.intp)
-        if self.shares is None:
-            self.shares = np.zeros((self.grid[1], self.grid[0], self._classes), np.float32)
+        seen = np.minimum(resample(labels, area, self.shape), self._classes - 1).ravel().astype(np.intp)
+        if not self.observed:
             smoothing = 0.0
         flat = self.shares.reshape(-1)
         flat *= smoothing
@@ -85,6 +93,16 @@ class PersonLabels:
     def labels(self) -> np.ndarray:
         person = self.shares[..., 0] < self._total / 2  # the parts together outweigh the background
         return np.where(person, self._strongest.reshape(person.shape), 0).astype(np.uint8)
+
+    def resized(self, shape: tuple[int, int]) -> PersonLabels:
+        """The same shares on a grid of ``shape``, each cell taking the nearest old cell's."""
+        other = PersonLabels(self._classes, shape)
+        rows = nearest(0.0, self.shape[0] / shape[0], shape[0], self.shape[0])[1]
+        cols = nearest(0.0, self.shape[1] / shape[1], shape[1], self.shape[1])[1]
+        other.shares = self.shares.take(rows, axis=0).take(cols, axis=1)
+        other._total = self._total
+        other._strongest = other.shares[..., 1:].argmax(axis=2).ravel() + 1
+        return other
 
 
 class TrackLabels:
@@ -100,8 +118,6 @@ class TrackLabels:
         self.label_set = label_set
         self.margin = margin
         self.tracker = ByteTracker(options)
-        height = options.crop_height
-        self.grid = (max(1, height // 2), height)
         self.open()
 
     def open(self) -> None:
@@ -120,16 +136,29 @@ class TrackLabels:
         self._persons = {k: v for k, v in self._persons.items() if k in self.tracker.track_ids}
         self.shapes = {}
         for person in tracked:
-            memory = self._persons.setdefault(person.track_id, PersonLabels(len(self.label_set), self.grid))
+            memory = self._persons.get(person.track_id)
             if not person.bridged:
-                memory.observe(labels, region(person.box, self.margin), self.options.smoothing)
-            if memory.shares is not None:
+                area = region(person.box, self.margin)
+                memory = self._persons[person.track_id] = self._fitted(memory, area)
+                memory.observe(labels, area, self.options.smoothing)
+            if memory is not None and memory.observed:
                 self.shapes[person.track_id] = memory.labels()
         output, instances = self.draw([(p.track_id, p.box, self.shapes[p.track_id]) for p in tracked
                                        if p.track_id in self.shapes], labels.shape)
         persons = self._stats(tracked, output, instances)
         self._previous = None if gray is None else (gray, instances)
         return TrackedFrame(output, instances, replace(result, persons=persons))
+
+    def _fitted(self, memory: PersonLabels | None, area: np.ndarray) -> PersonLabels:
+        """A person's labels on a grid no finer than its area's own pixels (at most ``crop_height`` cells tall, half
+        as wide): a person who grew ``REGRID_GROWTH`` times taller than its grid gets a finer one."""
+        height = int(np.clip(np.ceil(area[3] - area[1]), MIN_GRID_HEIGHT, self.options.crop_height))
+        shape = (height, max(1, height // 2))
+        if memory is None:
+            return PersonLabels(len(self.label_set), shape)
+        if height > memory.shape[0] * REGRID_GROWTH:
+            return memory.resized(shape)
+        return memory
 
     def _motion(self, gray: np.ndarray | None) -> dict[int, np.ndarray]:
         """Track id -> median optical flow (dx, dy) from the previous frame, over the pixels it was drawn on there."""
@@ -163,7 +192,7 @@ class TrackLabels:
         if x1 >= output.shape[1] or y1 >= output.shape[0] or x2 <= 0 or y2 <= 0:
             return  # predicted out of the frame
         area = region(box, self.margin)
-        cells_x, cells_y = self.grid[0] / (area[2] - area[0]), self.grid[1] / (area[3] - area[1])  # per pixel
+        cells_y, cells_x = grid_labels.shape[0] / (area[3] - area[1]), grid_labels.shape[1] / (area[2] - area[0])
         window = np.array([(x1 - area[0]) * cells_x, (y1 - area[1]) * cells_y,  # the window in grid cells
                            (x2 - area[0]) * cells_x, (y2 - area[1]) * cells_y])
         pasted = resample(grid_labels, window, (y2 - y1, x2 - x1))

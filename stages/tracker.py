@@ -34,7 +34,8 @@ class TrackingOptions:
     flow_noise: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
     # weight of a person's past labels against this frame's in its smoothed labels; 0 = no smoothing
     smoothing: float = field(default=0.85, metadata={"range": (0.0, 0.95)})
-    # a person's labels are kept on a grid this many cells tall (and half as wide), in its own box coordinates
+    # a person's labels are kept on a grid at most this many cells tall (and half as wide), in its own box
+    # coordinates; a smaller person's grid has no more cells than its pixels
     crop_height: int = field(default=128, metadata={"range": (16, 1024)})
     # write each person's track id above its box on the video
     draw_ids: bool = False

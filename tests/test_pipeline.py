@@ -14,7 +14,7 @@ import multiprocess
 import numpy as np
 import pytest
 
-from vidparse.errors import BadInputError, ModelError
+from vidparse.errors import BadInputError, BadOutputError, ModelError
 from vidparse.pipeline.reorder import ReorderBuffer
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.runner import Runner
@@ -75,6 +75,7 @@ class Collected:
     images: list[np.ndarray] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     closed: bool = False
+    fail_in: tuple[str, int] | None = None  # ("compose" or "emit", seq): the output raises there
 
 
 class CollectingOutput:
@@ -86,9 +87,13 @@ class CollectingOutput:
 
     def compose(self, frame: Frame, arrays: dict, result: FrameResult) -> Composed:
         assert result.seq == frame.seq
+        if self.sink.fail_in == ("compose", frame.seq):
+            raise BadOutputError("compose broke on purpose")
         return Composed(frame, arrays["labels"], frame.image, result)
 
     def emit(self, composed: Composed) -> None:
+        if self.sink.fail_in == ("emit", composed.frame.seq):
+            raise BadOutputError("emit broke on purpose")
         self.sink.seqs.append(composed.frame.seq)
         self.sink.statuses.append(composed.result.status)
         self.sink.labels.append(composed.labels.copy())
@@ -176,6 +181,18 @@ def test_a_model_that_will_not_load_stops_the_run(clip: Path) -> None:
     with pytest.raises(ModelError, match="broke on purpose"):
         run(TrivialJob(str(clip), collected, fail_open=True), workers=2)
     assert collected.closed, "the output is finalized even on failure"
+    assert not multiprocess.active_children()
+
+
+@pytest.mark.parametrize("step", ["compose", "emit"])
+def test_an_output_error_stops_the_run_after_the_frames_before_it(clip: Path, step: str) -> None:
+    collected = Collected(fail_in=(step, 5))
+    job_runner = runner(TrivialJob(str(clip), collected), workers=2)
+    with pytest.raises(BadOutputError, match=f"{step} broke on purpose"):
+        job_runner.run()
+    assert collected.seqs == [0, 1, 2, 3, 4]  # in order, and nothing after the error
+    assert collected.closed, "the output is finalized even on failure"
+    assert not (Path("/dev/shm") / job_runner.slots_name.lstrip("/")).exists()
     assert not multiprocess.active_children()
 
 

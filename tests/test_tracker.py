@@ -174,8 +174,8 @@ def test_resample_takes_the_nearest_source_pixel_and_zero_outside() -> None:
 def test_person_labels_keep_the_strongest_part_of_every_cell() -> None:
     """The running strongest part equals an argmax over the shares after every observation."""
     rng = np.random.default_rng(7)
-    grid, classes = (6, 12), 5
-    person_labels = PersonLabels(classes, grid)
+    classes = 5
+    person_labels = PersonLabels(classes, (12, 6))
     area = np.array([0.0, 0.0, 6.0, 12.0])
     for _ in range(40):
         observed = rng.choice(classes, size=(12, 6), p=[0.4, 0.3, 0.1, 0.1, 0.1]).astype(np.uint8)
@@ -183,3 +183,43 @@ def test_person_labels_keep_the_strongest_part_of_every_cell() -> None:
         shares = person_labels.shares
         expected = np.where(shares[..., 0] < shares.sum(axis=2) / 2, shares[..., 1:].argmax(axis=2) + 1, 0)
         assert (person_labels.labels() == expected).all()
+
+
+def person_of_height(height: int) -> tuple[np.ndarray, FrameResult]:
+    """A 300 x 300 label map with one person ``height`` pixels tall at (50, 20): part 2 above, part 14 below."""
+    labels = np.zeros((300, 300), np.uint8)
+    width = height // 3
+    labels[20:20 + height // 2, 50:50 + width] = 2
+    labels[20 + height // 2:20 + height, 50:50 + width] = 14
+    return labels, FrameResult(seq=0, persons=[PersonStats(box=(50, 20, 50 + width, 20 + height), score=0.9,
+                                                                part_pixels={})])
+
+
+def test_a_persons_grid_is_no_finer_than_its_pixels_and_grows_with_it() -> None:
+    stage = TrackLabels(replace(OPTIONS, crop_height=128), load_label_set("bodypix"), margin=0.1)
+    stage.open()
+    grid_heights = []
+    for height in range(40, 301, 8):  # walking towards the camera
+        tracked = stage.process(*person_of_height(height))
+        assert [person.track_id for person in tracked.result.persons] == [1]
+        grid_heights.append(stage.shapes[1].shape[0])
+    assert grid_heights[0] == 48  # its area: 40 px and a 10% margin above and below
+    assert 128 / 1.25 < grid_heights[-1] <= 128  # never taller than crop_height
+    changes = [(before, after) for before, after in zip(grid_heights, grid_heights[1:]) if after != before]
+    # A finer grid only once the person has outgrown the old one by 25%.
+    assert changes and all(after > 1.25 * before for before, after in changes), changes
+    assert len(changes) <= 5
+
+
+def test_a_finer_grid_keeps_the_persons_labels() -> None:
+    person_labels = PersonLabels(5, (4, 2))
+    area = np.array([0.0, 0.0, 2.0, 4.0])
+    person_labels.observe(np.array([[1, 2], [3, 3], [0, 4], [4, 4]], np.uint8), area, smoothing=0.5)
+    person_labels.observe(np.array([[1, 1], [3, 0], [0, 4], [2, 4]], np.uint8), area, smoothing=0.5)
+    finer = person_labels.resized((8, 4))
+    assert (finer.labels() == np.kron(person_labels.labels(), np.ones((2, 2), np.uint8))).all()
+    # It goes on from the same shares: the next observation weighs as much against them as on the old grid.
+    update = np.array([[2, 2], [2, 2], [2, 2], [2, 2]], np.uint8)
+    person_labels.observe(update, area, smoothing=0.5)
+    finer.observe(np.kron(update, np.ones((2, 2), np.uint8)), area * 2, smoothing=0.5)
+    assert (finer.labels() == np.kron(person_labels.labels(), np.ones((2, 2), np.uint8))).all()
