@@ -52,6 +52,11 @@ class Job:
     started: float = field(default_factory=time.monotonic)
 
 
+def known_frames(segments: list[Segment]) -> int:
+    """The frames of ``segments`` that progress can count (not those running to an unknown end)."""
+    return sum(segment.frames for segment in segments if segment.end != UNBOUNDED)
+
+
 class BatchDriver:
     def __init__(self, config: Config, outdir: Path, engine: Engine | None, progress: BatchProgress, masks: bool = False,
                  gather: bool = False) -> None:
@@ -121,7 +126,7 @@ class BatchDriver:
         record.segments = len(segments)
         job = Job(url, name, segments, info.has_audio, record)
         shutil.rmtree(self._parts(job), ignore_errors=True)  # what a killed batch left
-        self.progress.planned(sum(s.frames for s in segments if s.end != UNBOUNDED))
+        self.progress.planned(known_frames(segments))
         return job
 
     def _parts(self, job: Job) -> Path:
@@ -160,7 +165,7 @@ class BatchDriver:
             self._submit(job, segment)
             return
         job.record.error = f"{job.input}: segment {segment.number} failed {job.tries[segment.number]} times: {reason}"
-        self.progress.dropped(sum(s.frames for s in job.segments if s.number not in job.folders))
+        self.progress.dropped(known_frames([s for s in job.segments if s.number not in job.folders]))
         self._close(job)
 
     def _join(self, job: Job) -> None:

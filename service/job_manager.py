@@ -19,7 +19,6 @@ from vidparse.jobs import StreamSpec
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.session import StreamSession
 from vidparse.pipeline.stats import RunStats
-from vidparse.pipeline.writer import Written
 from vidparse.service.engine import EngineHost
 from vidparse.service.errors import ApiError, not_found
 from vidparse.service.metrics import Metrics, StreamMetrics
@@ -86,7 +85,6 @@ class JobManager:
         self.engines = engines
         self.directory = data_dir / "jobs"
         self.metrics = metrics
-        self.stream_metrics = StreamMetrics(metrics, "jobs", live=False)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         metrics.track_jobs(self.count)
@@ -124,15 +122,17 @@ class JobManager:
             job.total = min(filter(None, (frames, max_frames)), default=None)
             job.state = "running"
 
-        job.engine, job.stream = self.engines.add(spec, [lambda written, stats: self._frame(job, written, stats)],
+        # One series for all jobs, but each job its own counter state: its statistics start from zero.
+        metrics = StreamMetrics(self.metrics, "jobs", live=False)
+        job.engine, job.stream = self.engines.add(spec, [lambda written, stats: self._frame(job, stats, metrics)],
                                                   on_open=opened, on_end=lambda session: self._ended(job, session))
 
-    def _frame(self, job: Job, written: Written, stats: RunStats) -> None:
+    def _frame(self, job: Job, stats: RunStats, metrics: StreamMetrics) -> None:
         now = time.monotonic()
         job.first_frame_at = job.first_frame_at or now
         job.last_frame_at = now
         job.frames = stats.frames
-        self.stream_metrics.frame(stats)
+        metrics.frame(stats)
 
     def _ended(self, job: Job, session: StreamSession) -> None:
         if session.stats.interrupted:
