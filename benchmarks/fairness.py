@@ -27,6 +27,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from rtsp import RtspServer, make_h264_clip  # noqa: E402
 
+from vidparse.pipeline.stats import percentile  # noqa: E402
+
 STREAMS = 3
 
 
@@ -34,9 +36,8 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+def milliseconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def main() -> None:
@@ -74,8 +75,8 @@ def main() -> None:
     rows = ["| stream | frames parsed in the window | share | latency p50 ms | latency p95 ms |", "|---|---|---|---|---|"]
     for index, (records, start, count) in enumerate(zip(after, before, counts)):
         latencies = [r["latency_ms"] for r in records[start:] if r.get("latency_ms") is not None]
-        rows.append(f"| cam{index} | {count} | {count / total:.1%} | {percentile(latencies, 50):.0f} | "
-                    f"{percentile(latencies, 95):.0f} |")
+        p50, p95 = (percentile(latencies, q) for q in (50, 95))
+        rows.append(f"| cam{index} | {count} | {count / total:.1%} | {milliseconds(p50)} | {milliseconds(p95)} |")
     rows.append(f"| all | {total} ({total / args.seconds:.2f} fps) | 100% | | |")
     machine = f"{platform.machine()}, Python {platform.python_version()}"
     text = (f"machine: {machine}; {STREAMS} RTSP streams at 25 fps, {args.workers} workers, "

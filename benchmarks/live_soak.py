@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from rtsp import RtspServer, make_h264_clip  # noqa: E402
 
 from vidparse.pipeline.memory import MB, tree_pss_bytes  # noqa: E402
+from vidparse.pipeline.stats import percentile  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -32,11 +33,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
 
 def main() -> None:
