@@ -241,6 +241,11 @@ class FrameWindow:
     first_index: int
     end_index: int
 
+    @property
+    def seeks(self) -> bool:
+        """Whether decoding starts at a seek (not at the file's start)."""
+        return self.seek_index > 0
+
 
 class VideoSource:
     """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps (for files:
@@ -281,7 +286,7 @@ class VideoSource:
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         self._container = container
         width, height = stream.codec_context.width, stream.codec_context.height
-        if self.window is not None and self.window.seek_index > 0 and not live:
+        if self.window is not None and self.window.seeks and not live:
             container.seek(self.window.seek_pts, stream=stream, backward=True)
         if not live:
             self.turn = self._peek_turn()
@@ -368,14 +373,15 @@ class VideoSource:
 
     def _windowed(self, decoded: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         """The decoded frames of ``window``: after a seek, frames shown before the keyframe (an open GOP's leading
-        B-frames) are dropped, so that counting from the keyframe gives each frame its index in the whole file."""
+        B-frames) are dropped, so that counting from the keyframe gives each frame its index in the whole file.
+        Without a seek every frame counts, as in a plain read (some files start with negative timestamps)."""
         window = self.window
         if window is None:
             yield from decoded
             return
         index = window.seek_index
         for av_frame in decoded:
-            if av_frame.pts is not None and av_frame.pts < window.seek_pts:
+            if window.seeks and av_frame.pts is not None and av_frame.pts < window.seek_pts:
                 continue
             if index >= window.end_index:
                 return
