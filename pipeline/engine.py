@@ -173,9 +173,9 @@ class Engine:
     def _loop(self) -> None:
         pool: WorkerPool | None = None  # started once the first stream is open (and its output with it)
         scheduler: Scheduler | None = None
-        # Without ``until_idle`` the engine waits for streams until `stop`, then ends with its last one.
-        while (self._sessions or not (self.until_idle or self._stopping) or not self._commands.empty()
-               or (self._next_stream == 0 and not self._stopping)):
+        # Streams are awaited until `stop`: always without ``until_idle``, else until the first one was added.
+        while (self._sessions or not self._commands.empty()
+               or not (self._stopping or (self.until_idle and self._next_stream > 0))):
             if pool is None and any(session.opened for session in self._sessions.values()):
                 pool = self._pool = self._start_pool()
                 scheduler = Scheduler(pool)
