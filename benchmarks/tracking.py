@@ -23,9 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidparse.batch.manifest import config_hash
 from vidparse.bench import machine_description, scratch_runner
 from vidparse.config import Config, load_config
-from vidparse.evaluation.runs import VideoMode, parsed_frames, quality_settings, video_rows
+from vidparse.evaluation.runs import VideoMode, parsed_frames, video_rows
 from vidparse.evaluation.tracking import AgreementMeter
 from vidparse.jobs import ResolvedModels
 from vidparse.stages.labels import load_label_set
@@ -34,15 +35,17 @@ from vidparse.stages.keyframes import warp_labels
 from vidparse.stages.source import VideoSource
 from vidparse.stages.temporal import TemporalOptions
 from vidparse.stages.track_labels import OrderedLabels, TrackLabels
+from vidparse.stages.tracker import TrackingOptions
 from vidparse.stages.types import FrameResult, LabelSet, PersonStats
 
 Parsed = list[tuple[np.ndarray, np.ndarray, FrameResult]]
 
 
 def parse_key(config: Config, video: str, frames: int) -> str:
-    """What a cached parse depends on: the video, the frames and the settings that change parsing."""
-    settings = {key: value for key, value in quality_settings(config).items() if key not in ("temporal", "tracking")}
-    return json.dumps({"video": str(Path(video).resolve()), "frames": frames, **settings}, sort_keys=True)
+    """What a cached parse depends on: the video, the frames and every setting that changes the output but the
+    ones applied after parsing (tracking and the vote)."""
+    parsing = replace(config, temporal=TemporalOptions(), tracking=TrackingOptions())
+    return json.dumps({"video": str(Path(video).resolve()), "frames": frames, "config": config_hash(parsing)})
 
 
 def parse(config: Config, video: str, frames: int, cache: Path | None) -> Parsed:
