@@ -478,8 +478,9 @@ def eval_images(
     images: Annotated[Path, typer.Argument(help="Folder of images (jpg, png).")],
     labels: Annotated[Path, typer.Argument(help="Folder of ground-truth label PNGs, one per image, same stem.")],
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp.")],
-    scheme: Annotated[str, typer.Option(help="Classes scored: coarse (body regions) or garments "
-                                             "(skin, hair, upper, lower, footwear).")] = "coarse",
+    scheme: Annotated[str, typer.Option(help="Classes scored: coarse (body regions), garments (skin, hair, upper, "
+                                             "lower, footwear) or fine (garment types: coat, dress, skirt, pants...).")
+                      ] = "coarse",
     model: ModelOption = None,
     model_dir: ModelDirOption = None,
     config: ConfigOption = None,
@@ -511,6 +512,39 @@ def eval_images(
             report = evaluate_images(settings, models, truth, samples, threads_per_worker(1, settings.threads),
                                      on_sample=lambda _: progress.advance(task), scheme=scheme)
         _report(image_table(report), report, json_path)
+
+
+@app.command("train")
+def train_weights(
+    images: Annotated[Path, typer.Argument(help="Folder of labelled photos (jpg, png).")],
+    labels: Annotated[Path, typer.Argument(help="Folder of their label PNGs, one per photo, same stem.")],
+    label_set: Annotated[str, typer.Option("--label-set", help="Label set of the labels: ccp or cihp.")] = "ccp",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write (ONNX); MODEL_CARD.md goes "
+                                                                  "beside it.")] = Path("cihp-net.onnx"),
+    folds: Annotated[int, typer.Option(min=0, max=20, help="k of the k-fold scores reported first; 0 skips them.")] = 5,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the photos.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of everything random: the same seed gives the same weights.")] = 0,
+    processes: Annotated[int, typer.Option(min=0, help="Processes computing the frozen models' outputs; 0 = one per "
+                                                        "usable CPU.")] = 0,
+    cache: Annotated[Optional[Path], typer.Option(help="Folder keeping the frozen models' outputs between runs "
+                                                        "(default: the user cache).")] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Train cihp-net's network from labelled photos: k-fold scores, then weights and a model card."""
+    _setup_logging(verbose)
+    with user_errors():
+        from vidparse.evaluation.tables import image_table
+
+        try:
+            from vidparse.training.run import TrainingJob
+        except ImportError as exc:
+            raise ConfigError(f"training needs {exc.name}", hint='pip install "vidparse"') from exc
+        job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache)
+        with _progress() as progress:
+            card = job.run(progress)
+        for report in job.scores.values():
+            Console().print(image_table(report))
+        console.print(f"wrote {output} and {card}")
 
 
 @app.command("eval-video")

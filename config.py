@@ -53,7 +53,7 @@ class BatchOptions:
 
 
 def _default_parsers() -> dict[str, Any]:
-    return {name: backend_module(name).Options() for name in ("bodypix", "cihp-lite")}
+    return {name: backend_module(name).Options() for name in ("bodypix", "cihp-lite", "cihp-net")}
 
 
 @dataclass

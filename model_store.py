@@ -66,6 +66,23 @@ MODELS: dict[str, ModelSpec] = {
             needs=("bodypix",),
         ),
         ModelSpec(
+            name="multiclass",
+            path="mediapipe/selfie_multiclass_256x256.tflite",
+            description="MediaPipe multiclass selfie segmenter: hair, body skin, face skin, clothes, accessories",
+            license="Apache-2.0",
+            url="https://storage.googleapis.com/mediapipe-models/image_segmenter/selfie_multiclass_256x256/float32/"
+                "latest/selfie_multiclass_256x256.tflite",
+            sha256="c6748b1253a99067ef71f7e26ca71096cd449baefa8f101900ea23016507e0e0",
+        ),
+        ModelSpec(
+            name="cihp-net",
+            path="cihp-net.onnx",
+            description="CIHP 20 classes with garment types: a network trained here (weights/MODEL_CARD.md) on the "
+                        "outputs of BodyPix and MediaPipe's multiclass segmenter",
+            license="Apache-2.0 (weights trained on Clothing-Co-Parsing; MediaPipe, BodyPix)",
+            needs=("bodypix", "multiclass"),
+        ),
+        ModelSpec(
             name="m2fp",
             path="m2fp",
             description="M2FP multi-human parsing, ResNet-101, CIHP 20 classes",
@@ -93,9 +110,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vidparse" / "models")
 
 
+# Weights trained for vidparse ship inside the package (cihp-net): looked for after the user's folders.
+PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
+
+
 def search_dirs() -> list[Path]:
     dirs = [Path(os.environ[MODEL_DIR_ENV])] if os.environ.get(MODEL_DIR_ENV) else []
-    return [*dirs, cache_dir()]
+    return [*dirs, cache_dir(), PACKAGED_DIR]
 
 
 def resolve_model(name: str, explicit: Path | None = None) -> Path:
@@ -164,6 +185,8 @@ def pull(name: str, url: str | None = None, progress=None) -> Path:
         if find_model(need) is None:
             pull(need, progress=progress)
     target = cache_dir() / spec.path
+    if spec.url is None and spec.hub_id is None and url is None:
+        return resolve_model(name)  # it comes with vidparse
     if spec.hub_id and url is None:
         return _snapshot_from_modelscope(spec, target)
     source = url or spec.url

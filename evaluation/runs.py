@@ -132,7 +132,7 @@ def quality_settings(config: Config) -> dict[str, Any]:
             "temporal": dataclasses.asdict(config.temporal), "tracking": dataclasses.asdict(config.tracking)}
 
 
-class _Tally:
+class Tally:
     """What scoring images adds up: a confusion matrix over a scheme's classes and per-class pixel counts on both
     sides."""
 
@@ -161,7 +161,7 @@ def evaluate_images(config: Config, models: ResolvedModels, truth: LabelSet, sam
                     scheme: str = "coarse") -> ImageReport:
     """Parse every sample image as a video frame is parsed and score it against its label map, on the classes of
     ``scheme``."""
-    tally = _Tally(truth, load_label_set(LABEL_SETS[config.model]), scheme)
+    tally = Tally(truth, load_label_set(LABEL_SETS[config.model]), scheme)
     parser = build_person_parser(config, models, threads)
     parser.open()
     try:
@@ -172,10 +172,10 @@ def evaluate_images(config: Config, models: ResolvedModels, truth: LabelSet, sam
                 on_sample(sample)
     finally:
         parser.close()
-    return _image_report(config, truth, tally)
+    return image_report(truth, tally, config.model, quality_settings(config))
 
 
-def _image_report(config: Config, truth: LabelSet, tally: _Tally) -> ImageReport:
+def image_report(truth: LabelSet, tally: Tally, model: str, settings: dict[str, Any]) -> ImageReport:
     ious = iou_per_class(tally.matrix)
     classes = []
     for index, name in enumerate(SCHEMES[tally.scheme]):
@@ -185,7 +185,7 @@ def _image_report(config: Config, truth: LabelSet, tally: _Tally) -> ImageReport
                                   int(tally.counts[1, index]), note))
     scored = [c.iou for c in classes if c.iou is not None]
     accuracy = pixel_accuracy(tally.matrix)
-    return ImageReport(model=config.model, truth=truth.name, images=tally.images, settings=quality_settings(config),
+    return ImageReport(model=model, truth=truth.name, images=tally.images, settings=settings,
                        scheme=tally.scheme, classes=classes, miou=float(np.mean(scored)) if scored else None,
                        pixel_accuracy=None if math.isnan(accuracy) else accuracy,
                        scored_share=float(tally.matrix.sum() / tally.pixels) if tally.pixels else 0.0)

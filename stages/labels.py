@@ -15,8 +15,12 @@ COARSE_CLASSES = ("background", "head", "hair", "torso", "arms", "hands", "legs"
 # What people wear: upper = garments over the torso and arms, one-piece garments (dress, romper, suit) included;
 # lower = garments over the legs (trousers, skirts, shorts, tights); skin = face, neck, arms, hands, legs.
 GARMENT_CLASSES = ("background", "skin", "hair", "upper", "lower", "footwear")
+# Garment types: coat = blazer, jacket, cardigan, cape, suit; dress = dress, romper; pants = trousers, jeans, shorts,
+# leggings, tights; shoes = any footwear; skin = face, neck, arms, hands, legs. Accessories are left out.
+FINE_CLASSES = ("background", "hat", "hair", "sunglasses", "upper", "coat", "dress", "skirt", "pants", "socks", "shoes",
+                "scarf", "gloves", "skin")
 # Scoring schemes: the classes of each; every label-set class names its class in each scheme (a YAML key per scheme).
-SCHEMES: dict[str, tuple[str, ...]] = {"coarse": COARSE_CLASSES, "garments": GARMENT_CLASSES}
+SCHEMES: dict[str, tuple[str, ...]] = {"coarse": COARSE_CLASSES, "garments": GARMENT_CLASSES, "fine": FINE_CLASSES}
 # A class that fits no single coarse class (CCP's "skin" covers face, arms, hands and legs): left out of evaluation.
 IGNORE = "ignore"
 

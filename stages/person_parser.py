@@ -87,7 +87,7 @@ class PersonParser:
         options = self.options
         crops = [crop_person(image, detections.boxes[i], options.margin, options.person_height, options.max_upscale)
                  for i in order]
-        parsed = self.parser.parse([crop.image for crop in crops])
+        parsed = self.parser.parse_crops(crops)
         persons = []
         for i, crop, crop_labels in zip(order, crops, parsed):
             written = paste_labels(labels, crop, crop_labels)

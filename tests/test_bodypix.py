@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vidparse.model_store import resolve_model
-from vidparse.stages.parsers.bodypix import BodyPixParser, Options, _align_corners_matrix, _argmax_planes
+from vidparse.stages.parsers.bodypix import BodyPixParser, Options, _argmax_planes, _upsampling_matrix, upsample
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,18 @@ def test_any_crop_size_gives_a_label_map_of_that_size(bodypix: BodyPixParser, vt
 
 
 def test_upsampling_maps_corners_onto_corners() -> None:
-    weights = _align_corners_matrix(33, 3)
+    weights = _upsampling_matrix(33, 33, 33, 3)
     assert weights[0].tolist() == [1, 0, 0] and weights[16].tolist() == [0, 1, 0] and weights[32].tolist() == [0, 0, 1]
     assert np.allclose(weights.sum(1), 1)
+
+
+def test_upsampling_to_another_size_samples_the_same_surface() -> None:
+    """Logits upsampled straight to half the image's size equal the full-size upsampling at the same points."""
+    logits = np.random.default_rng(1).normal(size=(2, 5, 4)).astype(np.float32)
+    full = upsample(logits, (65, 49), (61, 41))
+    half = upsample(logits, (65, 49), (61, 41), (31, 21))
+    assert half.shape == (2, 31, 21)
+    assert np.allclose(half, full[:, ::2, ::2], atol=1e-5)
 
 
 def test_argmax_planes_matches_numpy() -> None:

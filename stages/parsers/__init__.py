@@ -18,10 +18,11 @@ from vidparse.stages.parsers.base import Parser
 BACKENDS: dict[str, str] = {
     "bodypix": "vidparse.stages.parsers.bodypix",
     "cihp-lite": "vidparse.stages.parsers.cihp_lite",
+    "cihp-net": "vidparse.stages.parsers.cihp_net",
     "m2fp": "vidparse.stages.parsers.m2fp",
     "m2fp-single": "vidparse.stages.parsers.m2fp",
 }
-LABEL_SETS: dict[str, str] = {"bodypix": "bodypix", "cihp-lite": "cihp", "m2fp": "cihp", "m2fp-single": "cihp"}
+LABEL_SETS: dict[str, str] = {"bodypix": "bodypix", "cihp-lite": "cihp", "cihp-net": "cihp", "m2fp": "cihp", "m2fp-single": "cihp"}
 
 
 def backend_module(name: str) -> ModuleType:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vidparse.stages.roi import Crop
 from vidparse.stages.types import LabelSet
 
 
@@ -25,6 +26,10 @@ class Parser(ABC):
     @abstractmethod
     def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return one uint8 label map per image, each of that image's height and width."""
+
+    def parse_crops(self, crops: Sequence[Crop]) -> list[np.ndarray]:
+        """``parse`` of person crops; a parser that can use how much each crop was enlarged overrides this."""
+        return self.parse([crop.image for crop in crops])
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions and memory."""

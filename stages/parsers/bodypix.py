@@ -21,17 +21,24 @@ class Options:
     person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
 
 
-def _align_corners_matrix(out_size: int, in_size: int) -> np.ndarray:
-    """Bilinear interpolation weights (out_size x in_size) that map the corners onto each other."""
+def _interpolation_matrix(positions: np.ndarray, in_size: int) -> np.ndarray:
+    """Linear interpolation weights (len(positions) x in_size) sampling an axis of ``in_size`` samples at
+    fractional ``positions``."""
     if in_size == 1:
-        return np.ones((out_size, 1), np.float32)
-    position = np.arange(out_size, dtype=np.float64) * (in_size - 1) / (out_size - 1)
-    low = np.minimum(np.floor(position).astype(int), in_size - 2)
-    frac = position - low
-    weights = np.zeros((out_size, in_size), np.float32)
-    weights[np.arange(out_size), low] = 1 - frac
-    weights[np.arange(out_size), low + 1] = frac
+        return np.ones((len(positions), 1), np.float32)
+    low = np.clip(np.floor(positions).astype(int), 0, in_size - 2)
+    frac = np.clip(positions - low, 0, 1)
+    weights = np.zeros((len(positions), in_size), np.float32)
+    weights[np.arange(len(positions)), low] = 1 - frac
+    weights[np.arange(len(positions)), low + 1] = frac
     return weights
+
+
+def _upsampling_matrix(out_size: int, image_size: int, padded_size: int, in_size: int) -> np.ndarray:
+    """Weights taking a logit axis (``in_size`` cells over a ``padded_size`` input, corners aligned) to
+    ``out_size`` samples spread over the first ``image_size`` input pixels (the image; the rest is padding)."""
+    pixels = np.arange(out_size, dtype=np.float64) * ((image_size - 1) / max(out_size - 1, 1))
+    return _interpolation_matrix(pixels * ((in_size - 1) / max(padded_size - 1, 1)), in_size)
 
 
 def _argmax_planes(planes: np.ndarray) -> np.ndarray:
@@ -66,6 +73,14 @@ class BodyPixParser(Parser):
         return [self._parse_one(image) for image in images]
 
     def _parse_one(self, image: np.ndarray) -> np.ndarray:
+        planes = upsample(*self.logits(image), image.shape[:2])
+        labels = _argmax_planes(planes[1:]) + 1
+        labels[planes[0] <= self._logit_threshold] = 0
+        return labels
+
+    def logits(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        """The person logit and the 24 part logits (25 x h x w, stride 16) of ``image`` padded to a size BodyPix
+        accepts; with that padded size and the image's, as ``upsample`` takes them."""
         assert self._session is not None, "open() first"
         height, width = image.shape[:2]
         padded_h, padded_w = _valid_size(height), _valid_size(width)
@@ -74,16 +89,20 @@ class BodyPixParser(Parser):
         rgb[:height, :width] *= 1 / 127.5
         rgb[:height, :width] -= 1
         segments, parts = self._session.run(["segments", "part_heatmaps"], {"input": rgb[None]})
-        logits = np.concatenate([segments[0], parts[0]], axis=2).transpose(2, 0, 1)  # 25 x h x w, stride 16
-        rows = _align_corners_matrix(padded_h, logits.shape[1])[:height]
-        cols = _align_corners_matrix(padded_w, logits.shape[2])[:width]
-        planes = rows @ logits @ cols.T  # bilinear upsampling, separable: 25 x height x width
-        labels = _argmax_planes(planes[1:]) + 1
-        labels[planes[0] <= self._logit_threshold] = 0
-        return labels
+        return np.concatenate([segments[0], parts[0]], axis=2).transpose(2, 0, 1), (padded_h, padded_w), (height, width)
 
     def close(self) -> None:
         self._session = None
+
+
+def upsample(logits: np.ndarray, padded_hw: tuple[int, int], image_hw: tuple[int, int],
+             out_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """BodyPix logits upsampled bilinearly (corners aligned, padding cut off) to ``out_hw`` (default: the image's
+    size): separable, C x out_h x out_w."""
+    out_h, out_w = out_hw or image_hw
+    rows = _upsampling_matrix(out_h, image_hw[0], padded_hw[0], logits.shape[1])
+    cols = _upsampling_matrix(out_w, image_hw[1], padded_hw[1], logits.shape[2])
+    return rows @ logits @ cols.T
 
 
 def create(name: str, options: Options, model_path: Path, device: str, threads: int | None = None) -> Parser:

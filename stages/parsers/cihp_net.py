@@ -1,0 +1,262 @@
+"""cihp-net: CIHP's 20 classes from frozen models' outputs and a small network trained here.
+
+Two frozen models look at each person crop: BodyPix (where on the body: person mask, 24 parts with left and
+right) and MediaPipe's multiclass segmenter (hair, body skin, face skin, clothes, accessories). Their outputs, the crop's pixels and the position in the crop are stacked into
+``FEATURES`` context channels at ``NET_HEIGHT`` rows, plus the segmenters' finer outputs and the pixels as
+``DETAILS`` channels at ``DETAIL_HEIGHT`` rows; the trained network (an ONNX file, made by ``vidparse train``) sees the
+whole crop in the first and draws boundaries from the second, giving garment types (``FINE_CLASSES``: upper, coat,
+dress, skirt, pants, ...) at ``DETAIL_HEIGHT`` rows. CIHP's body-side classes come
+from BodyPix: skin becomes face, arm, leg or torso skin and shoes left or right by the BodyPix part under them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidparse.errors import ModelError
+from vidparse.model_store import resolve_model
+from vidparse.stages.labels import FINE_CLASSES, load_label_set
+from vidparse.stages.onnx_session import open_session
+from vidparse.stages.parsers import bodypix, multiclass
+from vidparse.stages.parsers.base import Parser
+from vidparse.stages.roi import Crop
+
+NET_HEIGHT = 128  # rows of the network's context input; the width follows the crop's aspect
+DETAIL_HEIGHT = 2 * NET_HEIGHT  # rows of its detail input and of its output
+NET_MULTIPLE = 16  # the network halves its context input four times
+BODYPIX_HEIGHT = 2 * NET_HEIGHT + 1  # BodyPix sees crops at most this tall (its parts feed the context)
+BODYPIX_PARTS = 24
+# channel groups of the network input, in order
+FEATURE_GROUPS = (("pixels", 3), ("person", 1), ("parts", BODYPIX_PARTS), ("multiclass", len(multiclass.CLASSES)),
+                  ("position", 2))
+FEATURES = sum(size for _, size in FEATURE_GROUPS)
+DETAIL_GROUPS = (("pixels", 3), ("person", 1), ("multiclass", len(multiclass.CLASSES)))
+DETAILS = sum(size for _, size in DETAIL_GROUPS)
+DETAIL_MULTICLASS = slice(4, 4 + len(multiclass.CLASSES))
+PARTS = slice(4, 4 + BODYPIX_PARTS)
+MULTICLASS = slice(PARTS.stop, PARTS.stop + len(multiclass.CLASSES))
+FACE_SKIN, BODY_SKIN = multiclass.CLASSES.index("face_skin"), multiclass.CLASSES.index("body_skin")
+BODYPIX_NAMES = load_label_set("bodypix").names[1:]  # the 24 parts, in channel order
+
+
+def _cihp_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lookup tables: fine class -> CIHP class (skin and shoes decided apart), BodyPix part -> CIHP skin class,
+    BodyPix part -> CIHP shoe class."""
+    cihp = load_label_set("cihp").names
+    direct = {"upper": "upper_clothes", "gloves": "glove"}
+    fine = np.array([cihp.index(direct.get(name, name)) if name not in ("skin", "shoes") else 0
+                     for name in FINE_CLASSES], np.uint8)
+    skin, shoe = np.zeros(BODYPIX_PARTS, np.uint8), np.zeros(BODYPIX_PARTS, np.uint8)
+    for index, part in enumerate(BODYPIX_NAMES):
+        side = "right" if part.startswith(("r_", "right")) else "left"
+        limb = ("arm" if "arm" in part or "hand" in part else "leg" if "leg" in part or "foot" in part else None)
+        skin[index] = cihp.index(f"{side}_{limb}" if limb else "torso_skin")
+        shoe[index] = cihp.index(f"{side}_shoe")
+    return fine, skin, shoe
+
+
+FINE_TO_CIHP, PART_SKIN, PART_SHOE = _cihp_tables()
+SKIN, SHOES = FINE_CLASSES.index("skin"), FINE_CLASSES.index("shoes")
+FACE = load_label_set("cihp").names.index("face")
+
+
+def to_cihp(fine: np.ndarray, parts: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """CIHP labels from garment types (``FINE_CLASSES`` indices), the BodyPix part under each pixel (0..23) and
+    where the multiclass segmenter sees face skin rather than body skin; all of one size."""
+    labels = FINE_TO_CIHP[fine]
+    skin, shoes = fine == SKIN, fine == SHOES
+    labels[skin] = np.where(face[skin], FACE, PART_SKIN[parts[skin]])
+    labels[shoes] = PART_SHOE[parts[shoes]]
+    return labels
+
+
+def net_width(height: int, width: int) -> int:
+    """Columns of a crop's features at NET_HEIGHT rows (aspect kept); the input is padded to NET_MULTIPLE."""
+    return max(1, round(width * NET_HEIGHT / height))
+
+
+def padded(width: int) -> int:
+    return -(-width // NET_MULTIPLE) * NET_MULTIPLE
+
+
+@dataclass
+class CropOutputs:
+    """What the frozen models say about one crop, each at its own resolution."""
+
+    image: np.ndarray  # the crop, BGR
+    bodypix: np.ndarray  # 25 x h x w logits (person, then parts), stride 16 over the padded input
+    bodypix_padded: tuple[int, int]
+    multiclass: np.ndarray  # 6 x c x c probabilities of the crop stretched to a square cell
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+    def bodypix_planes(self, out_hw: tuple[int, int]) -> np.ndarray:
+        return bodypix.upsample(self.bodypix, self.bodypix_padded, self.size, out_hw)
+
+    def face(self, out_hw: tuple[int, int]) -> np.ndarray:
+        """Where the multiclass segmenter rates face skin above body skin, at ``out_hw``."""
+        margin = self.multiclass[FACE_SKIN] - self.multiclass[BODY_SKIN]
+        return cv2.resize(margin, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR) > 0
+
+
+def _resized(planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """C x h x w planes resized bilinearly to C x out_hw."""
+    channels_last = cv2.resize(planes.transpose(1, 2, 0), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+    return channels_last.reshape(out_hw[0], out_hw[1], -1).transpose(2, 0, 1)
+
+
+def _pixels(image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    interpolation = cv2.INTER_AREA if image.shape[0] > out_hw[0] else cv2.INTER_LINEAR
+    return cv2.resize(image, (out_hw[1], out_hw[0]), interpolation=interpolation).transpose(2, 0, 1) * np.float32(1 / 255)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits))
+
+
+def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
+    """The network's inputs for one crop, float32, zero in the padding: context (FEATURES x NET_HEIGHT x
+    padded(width)) and details (DETAILS x DETAIL_HEIGHT x twice that width)."""
+    height, width = outputs.size
+    out_hw = (NET_HEIGHT, net_width(height, width))
+    context = np.zeros((FEATURES, NET_HEIGHT, padded(out_hw[1])), np.float32)
+    view = context[:, :, :out_hw[1]]
+    view[0:3] = _pixels(outputs.image, out_hw)
+    planes = outputs.bodypix_planes(out_hw)
+    view[3] = _sigmoid(planes[0])
+    view[PARTS] = multiclass.softmax(planes[1:], axis=0)
+    view[MULTICLASS] = _resized(outputs.multiclass, out_hw)
+    view[-2] = np.linspace(0, 1, out_hw[0], dtype=np.float32)[:, None]
+    view[-1] = np.linspace(0, 1, out_hw[1], dtype=np.float32)[None, :]
+    detail_hw = (DETAIL_HEIGHT, 2 * out_hw[1])
+    details = np.zeros((DETAILS, DETAIL_HEIGHT, 2 * context.shape[2]), np.float32)
+    view = details[:, :, :detail_hw[1]]
+    view[0:3] = _pixels(outputs.image, detail_hw)
+    view[3] = _sigmoid(bodypix.upsample(outputs.bodypix[:1], outputs.bodypix_padded, outputs.size, detail_hw)[0])
+    view[DETAIL_MULTICLASS] = _resized(outputs.multiclass, detail_hw)
+    return context, details
+
+
+def labels_at(logits: np.ndarray, parts: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """CIHP labels at the size of ``parts`` and ``face`` from the network's logits over the crop (padding cut off),
+    upsampled bilinearly before the argmax."""
+    fine = _resized(logits, parts.shape).argmax(axis=0).astype(np.uint8)
+    return to_cihp(fine, parts, face)
+
+
+@dataclass
+class Options:
+    """Settings of the ``parsers.cihp-net`` config section."""
+
+    # the multiclass segmenter packs crops 4, 9 or 16 to a call while a cell keeps at least this share of the rows
+    # of real pixels in a crop (an enlarged crop has fewer than its height)
+    segmenter_detail: float = field(default=0.4, metadata={"range": (0.05, 1.0)})
+
+
+class FrozenModels:
+    """BodyPix and the multiclass segmenter, run on a batch of crops."""
+
+    def __init__(self, options: Options, threads: int | None = None) -> None:
+        self.bodypix = bodypix.BodyPixParser(resolve_model("bodypix"), bodypix.Options(), threads)
+        self.multiclass = multiclass.MulticlassSegmenter(resolve_model("multiclass"), threads, options.segmenter_detail)
+
+    def open(self) -> None:
+        self.bodypix.open()
+        self.multiclass.open()
+
+    def analyze(self, crops: Sequence[Crop]) -> list[CropOutputs]:
+        images = [crop.image for crop in crops]
+        segmented = self.multiclass.probabilities(images, [len(crop.image) / max(crop.scale, 1.0) for crop in crops])
+        return [CropOutputs(image, *self._bodypix(image), probabilities) for image, probabilities in zip(images, segmented)]
+
+    def _bodypix(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """BodyPix's logits of the image seen at most BODYPIX_HEIGHT rows tall, as if of the whole image."""
+        height, width = image.shape[:2]
+        if height <= BODYPIX_HEIGHT:
+            return self.bodypix.logits(image)[:2]
+        scale = BODYPIX_HEIGHT / height
+        seen = cv2.resize(image, (max(1, round(width * scale)), BODYPIX_HEIGHT), interpolation=cv2.INTER_AREA)
+        logits, (padded_h, padded_w), _ = self.bodypix.logits(seen)
+        return logits, (round(padded_h / scale), round(padded_w / scale))
+
+    def close(self) -> None:
+        self.bodypix.close()
+        self.multiclass.close()
+
+
+class GarmentNet:
+    """The trained network: features in, ``FINE_CLASSES`` logits out (ONNX Runtime)."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self.path, self.threads = path, threads
+        self._session = None
+
+    def open(self) -> None:
+        session = open_session(self.path, self.threads)
+        inputs, (target,) = session.get_inputs(), session.get_outputs()
+        if [i.shape[1] for i in inputs] != [FEATURES, DETAILS] or target.shape[1] != len(FINE_CLASSES):
+            raise ModelError(f"{self.path} is not a cihp-net network for this version of vidparse (inputs of "
+                             f"{[i.shape[1] for i in inputs]} channels, {target.shape[1]} classes; expected "
+                             f"{[FEATURES, DETAILS]} and {len(FINE_CLASSES)})",
+                             hint="train weights for this version with `vidparse train`, or drop --model-dir")
+        self._session, self._inputs = session, [i.name for i in inputs]
+
+    def logits(self, inputs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """FINE_CLASSES x DETAIL_HEIGHT x (details' width) logits of each crop's (context, details), in one call
+        (inputs padded to the widest)."""
+        assert self._session is not None, "open() first"
+        width = max(context.shape[2] for context, _ in inputs)
+        batch = [np.zeros((len(inputs), *part.shape[:2], width * (index + 1)), np.float32)
+                 for index, part in enumerate(inputs[0])]
+        for row, parts in enumerate(inputs):
+            for stacked, part in zip(batch, parts):
+                stacked[row, :, :, :part.shape[2]] = part
+        logits = self._session.run(None, dict(zip(self._inputs, batch)))[0]
+        return [logits[row, :, :, :details.shape[2]] for row, (_, details) in enumerate(inputs)]
+
+    def close(self) -> None:
+        self._session = None
+
+
+def crop_labels(logits: np.ndarray, outputs: CropOutputs) -> np.ndarray:
+    """CIHP labels of one crop at its own size, from its logits (FINE_CLASSES x DETAIL_HEIGHT x padded width)."""
+    height, width = outputs.size
+    parts = outputs.bodypix_planes((height, width))[1:].argmax(axis=0)
+    return labels_at(logits[:, :, :2 * net_width(height, width)], parts, outputs.face((height, width)))
+
+
+class CihpNetParser(Parser):
+    def __init__(self, weights: Path, options: Options, threads: int | None = None) -> None:
+        self.label_set = load_label_set("cihp")
+        self.frozen = FrozenModels(options, threads)
+        self.net = GarmentNet(weights, threads)
+
+    def open(self) -> None:
+        self.frozen.open()
+        self.net.open()
+
+    def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.parse_crops([Crop(region=(0, 0, image.shape[1], image.shape[0]), image=image, scale=1.0)
+                                 for image in images])
+
+    def parse_crops(self, crops: Sequence[Crop]) -> list[np.ndarray]:
+        if not crops:
+            return []
+        analyzed = self.frozen.analyze(crops)
+        logits = self.net.logits([features(outputs) for outputs in analyzed])
+        return [crop_labels(crop_logits, outputs) for crop_logits, outputs in zip(logits, analyzed)]
+
+    def close(self) -> None:
+        self.frozen.close()
+        self.net.close()
+
+
+def create(name: str, options: Options, model_path: Path, device: str, threads: int | None = None) -> Parser:
+    return CihpNetParser(model_path, options, threads)

@@ -1,0 +1,186 @@
+"""cihp-net: the garment-type parser, its shipped weights, training from labelled photos, and its failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from vidparse.errors import ModelError
+from vidparse.evaluation.datasets import find_samples
+from vidparse.model_store import PACKAGED_DIR, resolve_model, sha256_of
+from vidparse.stages.labels import FINE_CLASSES, load_label_set
+from vidparse.stages.parsers import cihp_net
+from vidparse.stages.parsers.multiclass import MulticlassSegmenter, grid_for
+from vidparse.training import fit
+from vidparse.training.dataset import IGNORED, Extractor, fine_lut
+
+CIHP, CCP, BODYPIX = load_label_set("cihp"), load_label_set("ccp"), load_label_set("bodypix")
+REFERENCE = Path(__file__).with_name("cihp_net_reference.json")
+
+
+def fixed_inputs() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return (rng.random((cihp_net.FEATURES, cihp_net.NET_HEIGHT, 48), dtype=np.float32),
+            rng.random((cihp_net.DETAILS, cihp_net.DETAIL_HEIGHT, 96), dtype=np.float32))
+
+
+def reference_of(weights: Path) -> dict:
+    """What the network gives on the fixed inputs: recorded once per weights file (tests/cihp_net_reference.json)."""
+    net = cihp_net.GarmentNet(weights, threads=1)
+    net.open()
+    (logits,) = net.logits([fixed_inputs()])
+    return {"weights_sha256": sha256_of(weights), "shape": list(logits.shape),
+            "class_pixels": np.bincount(logits.argmax(axis=0).ravel(), minlength=len(FINE_CLASSES)).tolist(),
+            "logits_at": {f"{c},{y},{x}": float(logits[c, y, x]) for c, y, x in ((0, 0, 0), (4, 128, 40), (13, 255, 95))}}
+
+
+def test_shipped_weights_reproduce_their_recorded_output() -> None:
+    weights = PACKAGED_DIR / "cihp-net.onnx"
+    recorded = json.loads(REFERENCE.read_text())
+    assert recorded["weights_sha256"] == sha256_of(weights), "weights changed: record them again (see reference_of)"
+    assert weights.stat().st_size < 5e6
+    now = reference_of(weights)
+    assert now["shape"] == recorded["shape"] and now["class_pixels"] == recorded["class_pixels"]
+    for key, value in recorded["logits_at"].items():
+        assert now["logits_at"][key] == pytest.approx(value, abs=1e-4)
+
+
+@pytest.mark.parametrize("label_set, name, fine", [
+    ("ccp", "blazer", "coat"), ("ccp", "cardigan", "coat"), ("ccp", "cape", "coat"), ("ccp", "suit", "coat"),
+    ("ccp", "jacket", "coat"), ("ccp", "romper", "dress"), ("ccp", "dress", "dress"), ("ccp", "jeans", "pants"),
+    ("ccp", "leggings", "pants"), ("ccp", "shorts", "pants"), ("ccp", "boots", "shoes"), ("ccp", "heels", "shoes"),
+    ("ccp", "sneakers", "shoes"), ("ccp", "t-shirt", "upper"), ("ccp", "skirt", "skirt"), ("ccp", "skin", "skin"),
+    ("ccp", "accessories", "ignore"), ("ccp", "necklace", "ignore"), ("ccp", "bag", "background"),
+    ("cihp", "upper_clothes", "upper"), ("cihp", "coat", "coat"), ("cihp", "face", "skin"),
+    ("cihp", "left_leg", "skin"), ("cihp", "right_shoe", "shoes"), ("cihp", "glove", "gloves"),
+])
+def test_fine_scheme_maps_garments(label_set: str, name: str, fine: str) -> None:
+    assert load_label_set(label_set).groups["fine"][name] == fine
+
+
+def test_fine_labels_for_training_leave_accessories_out() -> None:
+    lut = fine_lut(CCP)
+    assert lut[CCP.names.index("romper")] == FINE_CLASSES.index("dress")
+    assert lut[CCP.names.index("watch")] == IGNORED
+
+
+def part(name: str) -> int:
+    return BODYPIX.names.index(name) - 1  # the network's part channels have no background
+
+
+@pytest.mark.parametrize("fine, body_part, face, expected", [
+    ("skin", "l_lower_arm_front", False, "left_arm"), ("skin", "right_hand", False, "right_arm"),
+    ("skin", "l_upper_leg_back", False, "left_leg"), ("skin", "torso_front", False, "torso_skin"),
+    ("skin", "torso_front", True, "face"), ("skin", "left_face", False, "torso_skin"),  # the neck
+    ("shoes", "left_foot", False, "left_shoe"), ("shoes", "r_lower_leg_front", False, "right_shoe"),
+    ("coat", "torso_front", False, "coat"), ("skirt", "l_upper_leg_front", False, "skirt"),
+    ("gloves", "left_hand", False, "glove"), ("background", "torso_front", True, "background"),
+])
+def test_body_side_comes_from_bodypix(fine: str, body_part: str, face: bool, expected: str) -> None:
+    labels = cihp_net.to_cihp(np.array([[FINE_CLASSES.index(fine)]], np.uint8), np.array([[part(body_part)]]),
+                              np.array([[face]]))
+    assert CIHP.names[labels[0, 0]] == expected
+
+
+def test_multiclass_packs_small_crops_per_call() -> None:
+    assert grid_for(80, 0.5) == 4 and grid_for(150, 0.5) == 3 and grid_for(200, 0.5) == 2
+    assert grid_for(512, 0.5) == 1 and grid_for(200, 1.0) == 1
+
+
+@pytest.fixture(scope="module")
+def person_crop(shared: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(shared / "data" / "ccp-train" / "images" / "0040.jpg"))
+    return image[:, max(0, image.shape[1] // 2 - 220):image.shape[1] // 2 + 220]
+
+
+def test_packed_crops_keep_their_order(person_crop: np.ndarray) -> None:
+    import cv2
+
+    small = cv2.resize(person_crop, (50, 100))
+    blank = np.zeros_like(small)
+    segmenter = MulticlassSegmenter(resolve_model("multiclass"), threads=1)
+    segmenter.open()
+    first, second = segmenter.probabilities([small, blank]), segmenter.probabilities([blank, small])
+    assert [p.shape for p in first] == [(6, 64, 64)] * 2
+    person_share = [1 - p[0].mean() for p in (*first, *second)]
+    assert person_share[0] > 0.3 and person_share[3] > 0.3 and person_share[1] < 0.1 and person_share[2] < 0.1
+
+
+def test_parser_labels_a_person_with_garments(person_crop: np.ndarray) -> None:
+    parser = cihp_net.create("cihp-net", cihp_net.Options(), resolve_model("cihp-net"), "cpu", threads=1)
+    parser.open()
+    (labels,) = parser.parse([person_crop])
+    parser.close()
+    assert labels.shape == person_crop.shape[:2]
+    present = {CIHP.names[c] for c in np.unique(labels)}
+    assert {"background", "hair", "face"} <= present
+    assert present & {"upper_clothes", "coat", "dress"} and present & {"left_shoe", "right_shoe"}
+
+
+def test_training_loss_falls_on_four_photos(shared: Path) -> None:
+    samples = find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:4]
+    extractor = Extractor("ccp", threads=2)
+    examples = [e for sample in samples for e in extractor.examples(sample, seed=0)]
+    assert len(examples) == 8 and sum(e.small for e in examples) == 4
+    losses: list[float] = []
+    settings = fit.TrainSettings(epochs=6, batch_size=4, learning_rate=5e-3)
+    model = fit.train(examples, settings, on_epoch=lambda _, loss: losses.append(loss))
+    assert losses[-1] < 0.8 * losses[0], losses
+    again: list[float] = []
+    fit.train(examples, settings, on_epoch=lambda _, loss: again.append(loss))
+    assert again == losses, "the same seed gives the same training"
+    labels = fit.predict(model, examples[0], (900, 600))
+    assert labels.shape == (900, 600) and labels.max() < len(CIHP)
+
+
+@pytest.mark.slow
+def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: Path) -> None:
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    for sample in find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:6]:
+        (images / sample.image_path.name).symlink_to(sample.image_path)
+        (labels / sample.label_path.name).symlink_to(sample.label_path)
+    weights = tmp_path / "out" / "mine.onnx"
+    weights.parent.mkdir()
+    result = run_cli("train", str(images), str(labels), "--label-set", "ccp", "-o", str(weights), "--folds", "2",
+                     "--epochs", "2", "--cache", str(tmp_path / "cache"), timeout=600)
+    assert result.returncode == 0, result.stderr
+    card = (weights.parent / "MODEL_CARD.md").read_text()
+    assert "Apache-2.0" in card and "2-fold" in card and "--epochs 2" in card and sha256_of(weights) in card
+    assert "garments" in result.stdout and "mIoU" in result.stdout
+    net = cihp_net.GarmentNet(weights, threads=1)
+    net.open()
+    assert net.logits([fixed_inputs()])[0].shape == (len(FINE_CLASSES), cihp_net.DETAIL_HEIGHT, 96)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p, "does not exist"),
+    (lambda p: (p.write_bytes(b"\x08\x01garbage" * 100), p)[1], "cannot load model"),
+], ids=["missing-weights", "damaged-weights"])
+def test_bad_weights_are_one_line(make, message: str, clip: Path, tmp_path: Path) -> None:
+    weights = make(tmp_path / "cihp-net.onnx")
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "cihp-net", "--model-dir", str(weights))
+    assert result.returncode == ModelError.exit_code, result.stderr
+    assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_damaged_segmenter_is_one_line(clip: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    for name in ("fastestdet", "bodypix"):
+        path = resolve_model(name)
+        target = models / path.relative_to(path.parents[1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path)
+    damaged = models / "mediapipe" / "selfie_multiclass_256x256.tflite"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"TFL3" + b"\x00" * 4000)
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "cihp-net",
+                     env={"VIDPARSE_MODEL_DIR": str(models), "VIDPARSE_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == ModelError.exit_code, result.stderr
+    assert "multiclass" in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr

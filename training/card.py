@@ -1,0 +1,74 @@
+"""The model card written beside trained weights: data, licenses, the command that made them, their scores."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidparse.evaluation.runs import ImageReport
+from vidparse.model_store import sha256_of
+from vidparse.training.fit import TrainSettings
+
+FROZEN_MODELS = """\
+| model | role | license |
+|---|---|---|
+| BodyPix 2.0 MobileNetV1 0.50 (Google, via keijiro/BodyPixSentis) | person mask, 24 body parts (left/right) | Apache-2.0 |
+| MediaPipe selfie multiclass 256x256 (Google) | hair, body skin, face skin, clothes, accessories | Apache-2.0 |
+| FastestDet (dog-qiuqiu) | the person box each crop is cut around | BSD-3-Clause |
+"""
+DATA_LICENSES = {"ccp": "Clothing Co-Parsing (github.com/bearpaw/clothing-co-parsing), Apache-2.0"}
+
+
+@dataclass
+class TrainingRecord:
+    command: str
+    images: Path
+    label_set: str
+    photos: int
+    examples: int
+    settings: TrainSettings
+    seconds: float
+    folds: int
+    scores: dict[str, ImageReport]  # k-fold, by scheme; empty without k-fold
+
+
+def _score_table(report: ImageReport) -> str:
+    rows = [f"| {c.name} | {'n/a' if c.iou is None else f'{100 * c.iou:.1f}'} |" for c in report.classes]
+    miou = "n/a" if report.miou is None else f"{100 * report.miou:.1f}"
+    return "\n".join([f"**{report.scheme}** (mIoU {miou})", "", "| class | IoU % |", "|---|---:|", *rows])
+
+
+def write_card(weights: Path, record: TrainingRecord) -> Path:
+    settings = record.settings
+    scores = "\n\n".join(_score_table(report) for report in record.scores.values()) or "(trained without --folds)"
+    data_license = DATA_LICENSES.get(record.label_set, "see the data's own license")
+    text = f"""# cihp-net weights: `{weights.name}`
+
+A small U-Net (training/network.py) that turns the outputs of frozen models on a person crop into garment types
+(background, hat, hair, sunglasses, upper, coat, dress, skirt, pants, socks, shoes, scarf, gloves, skin); the
+parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with BodyPix's body sides.
+
+- sha256: `{sha256_of(weights)}`, {weights.stat().st_size / 1e6:.2f} MB
+- made by: `{record.command}`
+- data: {record.photos} labelled photos in `{record.images}` (label set `{record.label_set}`), two views each
+  ({record.examples} examples): the photo as it is and scaled down to a 48-160 pixel person
+- training: {settings.epochs} epochs, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (one-cycle),
+  weight decay {settings.weight_decay}, seed {settings.seed}; {record.seconds / 60:.1f} minutes in all on
+  {platform.machine()} CPU
+
+## Licenses
+- training data: {data_license}
+- frozen models whose outputs are the network's input (needed at run time; `vidparse models pull cihp-net`):
+
+{FROZEN_MODELS}
+## Scores: {record.folds}-fold cross-validation on the training photos
+Each fold's network is trained on the other folds and scored on its held-out photos: the full-size view, labels at
+the network's resolution pasted into the photo, the confusion pooled over all held-out photos. Crops come from the
+detector box that best matches the labelled person, or from the label's bounds where the detector finds none.
+
+{scores}
+"""
+    path = weights.with_name("MODEL_CARD.md")
+    path.write_text(text)
+    return path

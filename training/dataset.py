@@ -1,0 +1,189 @@
+"""Training examples for cihp-net: each labelled photo's person, cropped as `vidparse run` crops it, run through the
+frozen models (stages/parsers/cihp_net.py) and stored as network inputs with the garment-type labels under them.
+
+Each photo gives two views: the photo as it is, and the same photo scaled down so its person is 48 to 160 pixels
+tall (as in video), so the network also learns from blurred crops and coarser segmenter cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidparse.evaluation.datasets import Sample, read_sample
+from vidparse.model_store import resolve_model, sha256_of
+from vidparse.stages.detect import DetectorOptions, PersonDetector
+from vidparse.stages.labels import FINE_CLASSES, load_label_set
+from vidparse.stages.parsers import cihp_net
+from vidparse.stages.roi import crop_person
+from vidparse.stages.types import LabelSet
+
+log = logging.getLogger(__name__)
+
+IGNORED = 255  # label of pixels left out of the loss (accessories, padding)
+SMALL_PERSON = (48, 160)  # person heights (pixels) of the scaled-down view
+ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE = 0.15, 512, 2.0  # configs/default.yaml's roi section
+
+
+@dataclass
+class Example:
+    """One view of one photo: the network input, the fine labels under it, and where it came from."""
+
+    name: str
+    small: bool  # the scaled-down view
+    features: np.ndarray  # FEATURES x NET_HEIGHT x padded width, float16
+    details: np.ndarray  # DETAILS x DETAIL_HEIGHT x twice that, float16
+    labels: np.ndarray  # DETAIL_HEIGHT x the details' width, FINE_CLASSES indices or IGNORED
+    region: tuple[int, int, int, int]  # the crop in the photo's pixels (x1, y1, x2, y2)
+    width: int  # columns of the context input that hold the crop (the rest is padding; twice as many in details)
+
+
+def fine_lut(label_set: LabelSet) -> np.ndarray:
+    """Class index of ``label_set`` -> index in FINE_CLASSES (IGNORED for classes the fine scheme leaves out)."""
+    lut = np.full(256, IGNORED, np.uint8)
+    for index, name in enumerate(label_set.names):
+        fine = label_set.groups["fine"][name]
+        if fine in FINE_CLASSES:
+            lut[index] = FINE_CLASSES.index(fine)
+    return lut
+
+
+def person_box(detector: PersonDetector, image: np.ndarray, person: np.ndarray) -> np.ndarray:
+    """The detected box that best covers the labelled person, or the person's own bounds if none does."""
+    ys, xs = np.nonzero(person)
+    truth = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+    detections = detector.process(image)
+    if len(detections):
+        boxes = detections.boxes
+        inter = (np.clip(np.minimum(boxes[:, 2], truth[2]) - np.maximum(boxes[:, 0], truth[0]), 0, None)
+                 * np.clip(np.minimum(boxes[:, 3], truth[3]) - np.maximum(boxes[:, 1], truth[1]), 0, None))
+        union = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                 + (truth[2] - truth[0]) * (truth[3] - truth[1]) - inter)
+        best = int(np.argmax(inter / union))
+        if inter[best] / union[best] >= 0.5:
+            return boxes[best]
+    return truth
+
+
+class Extractor:
+    """Detector and frozen models of one process, turning samples into examples."""
+
+    def __init__(self, label_set: str, threads: int) -> None:
+        self.label_set = load_label_set(label_set)
+        self.lut = fine_lut(self.label_set)
+        self.detector = PersonDetector(resolve_model("fastestdet"), DetectorOptions(score_threshold=0.3), threads)
+        self.frozen = cihp_net.FrozenModels(cihp_net.Options(), threads)
+        self.detector.open()
+        self.frozen.open()
+
+    def examples(self, sample: Sample, seed: int) -> list[Example]:
+        image, labels = read_sample(sample, self.label_set)
+        fine = self.lut[labels]
+        person = (fine != 0) & (fine != IGNORED)
+        if not person.any():
+            log.warning("%s: no person in its labels, skipped", sample.name)
+            return []
+        rng = np.random.default_rng([seed, int(hashlib.sha256(sample.name.encode()).hexdigest()[:8], 16)])
+        ys = np.nonzero(person.any(axis=1))[0]
+        small_scale = min(1.0, rng.uniform(*SMALL_PERSON) / (ys[-1] + 1 - ys[0]))
+        return [self._view(sample.name, image, fine, person, scale) for scale in (1.0, small_scale)]
+
+    def _view(self, name: str, image: np.ndarray, fine: np.ndarray, person: np.ndarray, scale: float) -> Example:
+        if scale < 1:
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+            seen = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            seen_person = cv2.resize(person.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+            if not seen_person.any():
+                seen_person = person
+                seen, scale = image, 1.0
+        else:
+            seen, seen_person = image, person
+        box = person_box(self.detector, seen, seen_person)
+        crop = crop_person(seen, box, ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE)
+        (outputs,) = self.frozen.analyze([crop])
+        context, details = cihp_net.features(outputs)
+        width = cihp_net.net_width(*outputs.size)
+        x1, y1, x2, y2 = (round(v / scale) for v in crop.region)
+        x2, y2 = min(max(x2, x1 + 1), fine.shape[1]), min(max(y2, y1 + 1), fine.shape[0])
+        target = np.full(details.shape[1:], IGNORED, np.uint8)
+        target[:, :2 * width] = cv2.resize(fine[y1:y2, x1:x2], (2 * width, cihp_net.DETAIL_HEIGHT),
+                                           interpolation=cv2.INTER_NEAREST)
+        return Example(name, scale < 1, context.astype(np.float16), details.astype(np.float16), target,
+                       (x1, y1, x2, y2), width)
+
+
+_extractor: Extractor | None = None
+
+
+def _start_worker(label_set: str) -> None:
+    global _extractor
+    _extractor = Extractor(label_set, threads=1)
+
+
+def _examples_of(sample: Sample, seed: int) -> list[Example]:
+    assert _extractor is not None
+    return _extractor.examples(sample, seed)
+
+
+def cache_key(samples: Sequence[Sample], label_set: str, seed: int) -> str:
+    """Changes with the photos, their labels, the frozen models and the feature layout."""
+    digest = hashlib.sha256(repr((label_set, seed, cihp_net.FEATURE_GROUPS, cihp_net.DETAIL_GROUPS, cihp_net.NET_HEIGHT,
+                                  SMALL_PERSON, cihp_net.Options())).encode())
+    for sample in samples:
+        for path in (sample.image_path, sample.label_path):
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for model in ("fastestdet", "bodypix", "multiclass"):
+        digest.update(sha256_of(resolve_model(model)).encode())
+    return digest.hexdigest()[:16]
+
+
+def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int, cache: Path | None = None,
+            on_sample: Callable[[], None] | None = None) -> list[Example]:
+    """Examples of every sample (two views each), computed in ``processes`` processes or read from ``cache``."""
+    cached = cache / f"examples-{cache_key(samples, label_set, seed)}.npz" if cache else None
+    if cached and cached.is_file():
+        log.info("examples from %s", cached)
+        return load_examples(cached)
+    examples: list[Example] = []
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_start_worker,
+                             initargs=(label_set,)) as pool:
+        for found in pool.map(_examples_of, samples, [seed] * len(samples)):
+            examples.extend(found)
+            if on_sample:
+                on_sample()
+    if cached:
+        save_examples(examples, cached)
+    return examples
+
+
+def save_examples(examples: Sequence[Example], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "names": np.array([e.name for e in examples]),
+        "small": np.array([e.small for e in examples]),
+        "regions": np.array([e.region for e in examples], np.int64).reshape(-1, 4),
+        "widths": np.array([e.width for e in examples], np.int64),
+    }
+    for index, example in enumerate(examples):
+        arrays[f"features_{index}"], arrays[f"details_{index}"] = example.features, example.details
+        arrays[f"labels_{index}"] = example.labels
+    tmp = path.with_suffix(".partial.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_examples(path: Path) -> list[Example]:
+    with np.load(path) as data:
+        return [Example(str(name), bool(small), data[f"features_{i}"], data[f"details_{i}"], data[f"labels_{i}"],
+                        tuple(int(v) for v in region), int(width))  # type: ignore[arg-type]
+                for i, (name, small, region, width) in enumerate(zip(data["names"], data["small"], data["regions"],
+                                                                     data["widths"]))]

@@ -1,0 +1,168 @@
+"""Training cihp-net: seeded, on CPU; k-fold scores on the training photos, then the final weights on all of them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidparse.evaluation.datasets import Sample, read_sample
+from vidparse.evaluation.runs import ImageReport, Tally, image_report
+from vidparse.stages.labels import FINE_CLASSES, SCHEMES, load_label_set
+from vidparse.stages.parsers import cihp_net
+from vidparse.stages.parsers.multiclass import CLASSES as MULTICLASS_CLASSES
+from vidparse.training.dataset import IGNORED, ROI_HEIGHT, ROI_MARGIN, ROI_UPSCALE, Example
+from vidparse.training.network import GarmentUNet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = field(default=16, metadata={"range": (1, 1000)})
+    batch_size: int = field(default=16, metadata={"range": (1, 1024)})
+    learning_rate: float = field(default=3e-3, metadata={"range": (1e-6, 1.0)})
+    weight_decay: float = field(default=1e-4, metadata={"range": (0.0, 1.0)})
+    seed: int = 0
+
+
+def _flip_permutation() -> np.ndarray:
+    """Channel order of a mirrored input: BodyPix's left and right parts swap."""
+    order = np.arange(cihp_net.FEATURES)
+    names = list(cihp_net.BODYPIX_NAMES)
+    swaps = {"left": "right", "right": "left", "l_": "r_", "r_": "l_"}
+    for index, name in enumerate(names):
+        prefix = next(p for p in ("left", "right", "l_", "r_", "") if name.startswith(p))
+        if prefix:
+            order[cihp_net.PARTS.start + index] = cihp_net.PARTS.start + names.index(swaps[prefix] + name[len(prefix):])
+    return order
+
+
+FLIP_ORDER = _flip_permutation()
+
+
+def class_weights(examples: Sequence[Example]) -> torch.Tensor:
+    """Inverse square root of each class's pixel share (rare garments count more), mean 1 over the classes seen."""
+    counts = np.zeros(len(FINE_CLASSES))
+    for example in examples:
+        counts += np.bincount(example.labels.ravel(), minlength=256)[:len(FINE_CLASSES)]
+    weights = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1) / counts.sum()), 0.0)
+    return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+
+
+def batch_tensors(examples: Sequence[Example], rng: np.random.Generator | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Examples padded to the widest; with ``rng``, mirrored at random and the pixels' brightness jittered."""
+    width = max(e.features.shape[2] for e in examples)
+    context = np.zeros((len(examples), cihp_net.FEATURES, cihp_net.NET_HEIGHT, width), np.float32)
+    details = np.zeros((len(examples), cihp_net.DETAILS, cihp_net.DETAIL_HEIGHT, 2 * width), np.float32)
+    targets = np.full((len(examples), cihp_net.DETAIL_HEIGHT, 2 * width), IGNORED, np.int64)
+    for index, example in enumerate(examples):
+        features, fine, labels, used = (example.features.astype(np.float32), example.details.astype(np.float32),
+                                        example.labels, example.width)
+        if rng is not None:
+            if rng.random() < 0.5:
+                position = features[-1, :, :used].copy()
+                features[:, :, :used] = features[FLIP_ORDER, :, used - 1::-1]
+                features[-1, :, :used] = position
+                fine[:, :, :2 * used] = fine[:, :, 2 * used - 1::-1]
+                labels = labels.copy()
+                labels[:, :2 * used] = labels[:, 2 * used - 1::-1]
+            gain, offset = rng.uniform(0.75, 1.25), rng.uniform(-0.1, 0.1)
+            features[0:3, :, :used] = np.clip(features[0:3, :, :used] * gain + offset, 0, 1)
+            fine[0:3, :, :2 * used] = np.clip(fine[0:3, :, :2 * used] * gain + offset, 0, 1)
+        context[index, :, :, :features.shape[2]] = features
+        details[index, :, :, :fine.shape[2]] = fine
+        targets[index, :, :labels.shape[1]] = labels
+    return torch.from_numpy(context), torch.from_numpy(details), torch.from_numpy(targets)
+
+
+def train(examples: Sequence[Example], settings: TrainSettings,
+          on_epoch: Callable[[int, float], None] | None = None) -> GarmentUNet:
+    """A network trained on ``examples``; the same seed and examples give the same weights."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    model = GarmentUNet()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    steps = settings.epochs * -(-len(examples) // settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=steps, pct_start=0.15)
+    weights = class_weights(examples)
+    model.train()
+    for epoch in range(settings.epochs):
+        order = rng.permutation(len(examples))
+        total = 0.0
+        for start in range(0, len(order), settings.batch_size):
+            context, details, targets = batch_tensors([examples[i] for i in order[start:start + settings.batch_size]],
+                                                      rng)
+            loss = F.cross_entropy(model(context, details), targets, weight=weights, ignore_index=IGNORED)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(targets)
+        if on_epoch:
+            on_epoch(epoch, total / len(examples))
+    return model.eval()
+
+
+def predict(model: GarmentUNet, example: Example, shape: tuple[int, int]) -> np.ndarray:
+    """CIHP labels of an example's photo (``shape``): its crop's logits upsampled into its region, the body side and
+    face taken from the frozen models' outputs in the example."""
+    with torch.no_grad():
+        logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
+    x1, y1, x2, y2 = example.region
+    region_hw = (y2 - y1, x2 - x1)
+    context = example.features[:, :, :example.width].astype(np.float32)
+    parts = cv2.resize(context[cihp_net.PARTS].argmax(axis=0).astype(np.uint8), region_hw[::-1],
+                       interpolation=cv2.INTER_NEAREST)
+    multiclass = example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32)
+    margin = multiclass[MULTICLASS_CLASSES.index("face_skin")] - multiclass[MULTICLASS_CLASSES.index("body_skin")]
+    face = cv2.resize(margin, region_hw[::-1], interpolation=cv2.INTER_LINEAR) > 0
+    photo = np.zeros(shape, np.uint8)
+    photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), parts, face)
+    return photo
+
+
+def fold_of(name: str, folds: int) -> int:
+    """Photos are dealt to folds by name, so both views of a photo stay together."""
+    import zlib
+
+    return zlib.crc32(name.encode()) % folds
+
+
+@dataclass
+class FoldScores:
+    reports: dict[str, ImageReport]  # scheme -> pooled report over every held-out photo
+    seconds: float
+
+
+def cross_validate(examples: Sequence[Example], samples: Sequence[Sample], label_set: str, folds: int,
+                   settings: TrainSettings, on_fold: Callable[[int], None] | None = None) -> FoldScores:
+    """Train on all folds but one and score the held-out photos (their full-size views, pasted into the photo at
+    full resolution), for each fold in turn; the confusion is pooled over all held-out photos."""
+    start = time.perf_counter()
+    truth_set, cihp = load_label_set(label_set), load_label_set("cihp")
+    tallies = {scheme: Tally(truth_set, cihp, scheme) for scheme in SCHEMES}
+    by_name = {sample.name: sample for sample in samples}
+    for fold in range(folds):
+        model = train([e for e in examples if fold_of(e.name, folds) != fold], settings)
+        for example in examples:
+            if example.small or fold_of(example.name, folds) != fold:
+                continue
+            _, truth = read_sample(by_name[example.name], truth_set)
+            predicted = predict(model, example, truth.shape)
+            for tally in tallies.values():
+                tally.add(truth, predicted)
+        if on_fold:
+            on_fold(fold)
+    settings_report = {"roi": {"mode": "roi", "margin": ROI_MARGIN, "person_height": ROI_HEIGHT,
+                               "max_upscale": ROI_UPSCALE},
+                       "detector": {"score_threshold": 0.3}, "folds": folds, "epochs": settings.epochs}
+    reports = {scheme: image_report(truth_set, tally, "cihp-net", settings_report) for scheme, tally in tallies.items()}
+    return FoldScores(reports, time.perf_counter() - start)

@@ -1,0 +1,73 @@
+"""`vidparse train`: frozen models' outputs for every photo, k-fold scores, final weights and their model card."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+
+from vidparse.errors import BadOutputError, ConfigError
+from vidparse.evaluation.datasets import find_samples
+from vidparse.evaluation.runs import ImageReport
+from vidparse.model_store import cache_dir
+from vidparse.pipeline.cpus import usable_cpus
+from vidparse.stages.labels import load_label_set
+from vidparse.training import dataset, fit
+from vidparse.training.card import TrainingRecord, write_card
+from vidparse.training.network import export_onnx
+
+TRAINABLE_LABEL_SETS = ("ccp", "cihp")
+
+
+@dataclass
+class TrainingJob:
+    images: Path
+    labels: Path
+    label_set: str
+    output: Path
+    folds: int
+    epochs: int
+    seed: int = 0
+    processes: int = 0
+    cache: Path | None = None
+    scores: dict[str, ImageReport] = field(default_factory=dict)
+
+    def run(self, progress: Progress) -> Path:
+        """Train and write the weights and their model card; returns the card's path."""
+        if self.label_set not in TRAINABLE_LABEL_SETS:
+            raise ConfigError(f"cannot train from label set '{self.label_set}'",
+                              hint=f"choose one of: {', '.join(TRAINABLE_LABEL_SETS)}")
+        load_label_set(self.label_set)
+        if not self.output.parent.is_dir():
+            raise BadOutputError(f"folder {self.output.parent} does not exist", hint="create it, or give another --output")
+        if self.folds == 1:
+            raise ConfigError("--folds 1 leaves nothing to train on", hint="use --folds 0 (no scores) or 2 and more")
+        samples = find_samples(self.images, self.labels)
+        start = time.perf_counter()
+        torch.set_num_threads(usable_cpus())
+        settings = fit.TrainSettings(epochs=self.epochs, seed=self.seed)
+
+        task = progress.add_task("frozen models", total=len(samples))
+        examples = dataset.extract(samples, self.label_set, self.seed, self.processes or usable_cpus(),
+                                   self.cache or cache_dir().parent / "training", lambda: progress.advance(task))
+        if not examples:
+            raise ConfigError(f"no labelled person in {self.labels}", hint="check --label-set")
+        if self.folds:
+            task = progress.add_task(f"{self.folds}-fold", total=self.folds)
+            self.scores = fit.cross_validate(examples, samples, self.label_set, self.folds, settings,
+                                             on_fold=lambda _: progress.advance(task)).reports
+        task = progress.add_task("final weights", total=self.epochs)
+        model = fit.train(examples, settings, on_epoch=lambda _, __: progress.advance(task))
+        try:
+            export_onnx(model, self.output)
+        except OSError as exc:
+            raise BadOutputError(f"cannot write {self.output}: {exc.strerror or exc}", hint="check the folder is writable") from exc
+        record = TrainingRecord(command=shlex.join(["vidparse", *sys.argv[1:]]), images=self.images,
+                                label_set=self.label_set, photos=len(samples), examples=len(examples), settings=settings,
+                                seconds=time.perf_counter() - start, folds=self.folds, scores=self.scores)
+        return write_card(self.output, record)

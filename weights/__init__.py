@@ -1,0 +1,1 @@
+"""Weights trained for vidparse (see MODEL_CARD.md)."""
