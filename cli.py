@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError, ConfigError,
@@ -62,9 +63,10 @@ def user_errors() -> Iterator[None]:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Messages and hints are plain text: escaped, so that "vidparse[serve]" is not read as markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command()
