@@ -4,6 +4,7 @@ stops it with SIGTERM while a job runs. The metrics test counts the job test's f
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 import zlib
@@ -28,6 +30,7 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -175,8 +178,13 @@ def test_job_runs_to_the_end_and_the_mp4_plays(server: Server, clip: Path) -> No
     facts = probe_video(mp4)
     assert (facts.codec, facts.width, facts.height, facts.frames) == ("h264", 768, 576, 12)
 
-    masks = zipfile.ZipFile(io.BytesIO(server.client.get(f"/v1/jobs/{job_id}/masks.zip").content))
-    assert sorted(masks.namelist()) == [f"{i:06d}.png" for i in range(12)]
+    with ThreadPoolExecutor(4) as pool:  # first requests at once: each zips on its own, all get the same
+        zips = list(pool.map(lambda _: server.client.get(f"/v1/jobs/{job_id}/masks.zip"), range(4)))
+    assert all(z.status_code == 200 for z in zips)
+    for answer in zips:
+        masks = zipfile.ZipFile(io.BytesIO(answer.content))
+        assert sorted(masks.namelist()) == [f"{i:06d}.png" for i in range(12)]
+    assert not list((server.data_dir / "jobs" / job_id).glob("*.part"))
     stats = server.client.get(f"/v1/jobs/{job_id}/stats.jsonl").text.splitlines()
     assert [json.loads(line)["seq"] for line in stats] == list(range(12))
 
@@ -200,6 +208,16 @@ def test_live_stream_preview_reconnect_then_removed(server: Server, rtsp_server:
             if len(jpegs) >= 10:
                 break
     assert len(jpegs) >= 10
+    deadline = time.monotonic() + 10
+    while True:  # serve.max_viewers is 2; the first viewer's place is free once the server saw it go
+        with server.client.stream("GET", stream["preview"]) as second, \
+                server.client.stream("GET", stream["preview"]) as third:
+            if second.status_code == third.status_code == 200:
+                with server.client.stream("GET", stream["preview"]) as fourth:
+                    assert fourth.status_code == 429 and fourth.headers["Retry-After"]
+                break
+        assert time.monotonic() < deadline, "a closed preview still counts as a viewer"
+        time.sleep(0.2)
     frames = [cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) for data in jpegs]
     assert all(frame is not None and frame.shape == (576, 768, 3) for frame in frames)
     assert len(set(jpegs)) >= 5, "a moving picture (the 2 s clip loops, so a frame may come again)"
@@ -411,6 +429,7 @@ def tiny_video(path: Path, width: int, height: int) -> Path:
 def test_video_pixel_cap_and_container_allow_list(server: Server, clip: Path, tmp_path: Path) -> None:
     """Frames past serve.max_video_pixels: 413. A playlist under an --allow-dir folder naming a file elsewhere,
     as a JSON input or an upload, and a concat list: 415 (no hls or concat demuxer). No job is left behind."""
+    jobs_before = set((server.data_dir / "jobs").iterdir())
     large = tiny_video(tmp_path / "large.avi", 1024, 768)
     too_large = server.client.post("/v1/jobs", files={"file": ("large.avi", large.read_bytes(), "video/x-msvideo")})
     assert too_large.status_code == 413 and "pixels" in too_large.json()["error"]
@@ -428,7 +447,7 @@ def test_video_pixel_cap_and_container_allow_list(server: Server, clip: Path, tm
     finally:
         playlist.unlink()
         concat.unlink()
-    assert not list((server.data_dir / "jobs").glob("*/input"))  # refused uploads took no job with them
+    assert set((server.data_dir / "jobs").iterdir()) == jobs_before  # refused inputs took no job with them
     families = {f.name: f for f in text_string_to_metric_families(server.client.get("/metrics").text)}
     assert {s.labels["state"]: s.value for s in families["vidparse_jobs"].samples}["queued"] == 0
 
@@ -472,17 +491,17 @@ def test_schema_fuzzing_finds_no_500(server: Server) -> None:
     """schemathesis on the live server's OpenAPI, with the token: no answer is a 500. Cases naming a URL are left
     out: the server would resolve its host (only loopback traffic leaves these tests)."""
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers=AUTH)
-    for result in schema.get_all_operations():
-        operation = result.ok()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 14
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        def no_server_error(case: schemathesis.Case, label: str = operation.label) -> None:
-            assume("://" not in repr(case.body) + repr(case.query))
-            answer = case.call(base_url=server.url, headers=AUTH, timeout=60)
-            assert answer.status_code < 500, (label, case.body, answer.text)
+    @given(case=st.sampled_from(operations).flatmap(lambda operation: operation.as_strategy()))
+    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def no_server_error(case: schemathesis.Case) -> None:
+        assume("://" not in repr(case.body) + repr(case.query))
+        answer = case.call(base_url=server.url, headers=AUTH, timeout=60)
+        assert answer.status_code < 500, (case.method, case.path, case.body, answer.text)
 
-        no_server_error()
+    no_server_error()
 
 
 def test_missing_serve_extra_names_it(tmp_path: Path) -> None:
@@ -491,6 +510,61 @@ def test_missing_serve_extra_names_it(tmp_path: Path) -> None:
     missing = run_cli("serve", "--port", str(free_port()), timeout=120,
                       env={"PYTHONPATH": os.pathsep.join(filter(None, (str(tmp_path), os.environ.get("PYTHONPATH"))))})
     assert missing.returncode != 0 and 'pip install "vidparse[serve]"' in missing.stderr, missing.stderr
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second server without a token (loopback only): finished jobs expire after 3 s, the data dir's quota is
+    1 MB."""
+    folder = tmp_path_factory.mktemp("open")
+    process, url = start_server(folder, {"job_ttl_s": 3, "max_data_mb": 1, "job_connect_attempts": 0})
+    client = httpx.Client(base_url=url, timeout=60)
+    try:
+        wait_until_up(process, client, "/healthz")
+        yield Server(process, url, folder / "data", client)
+    finally:
+        client.close()
+        stop(process)
+
+
+def test_host_checked_without_a_token(open_server: Server) -> None:
+    """DNS rebinding: a page of another origin whose name resolves to 127.0.0.1 still sends its own Host."""
+    port = open_server.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1", f"[::1]:{port}"):
+        assert open_server.client.get("/v1/streams", headers={"Host": host}).status_code == 200, host
+    for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.attacker.example:{port}", ""):
+        refused = open_server.client.get("/v1/streams", headers={"Host": host})
+        assert refused.status_code == 403 and refused.json()["hint"], host
+
+
+def dead_url_job(server: Server) -> str:
+    """A job of a loopback port nothing listens on: it must end failed (never stay queued)."""
+    posted = server.client.post("/v1/jobs", json={"input": f"rtsp://127.0.0.1:{free_port()}/x"})
+    assert posted.status_code == 202, posted.text
+    return posted.json()["id"]
+
+
+@pytest.mark.slow
+def test_finished_jobs_expire_and_the_data_dir_has_a_quota(open_server: Server) -> None:
+    job_id = dead_url_job(open_server)
+    assert open_server.wait(job_id)["state"] == "failed"
+    deadline = time.monotonic() + 15  # 3 s of TTL, a sweep every 1.5 s
+    while open_server.client.get(f"/v1/jobs/{job_id}").status_code != 404:
+        assert time.monotonic() < deadline, "the finished job did not expire"
+        time.sleep(0.5)
+    assert not (open_server.data_dir / "jobs" / job_id).exists()
+
+    kept = dead_url_job(open_server)
+    assert open_server.wait(kept)["state"] == "failed"
+    filler = open_server.data_dir / "filler.bin"  # 2 MB that are not jobs': past the 1 MB quota
+    filler.write_bytes(bytes(2 << 20))
+    try:
+        refused = open_server.client.post("/v1/jobs", json={"input": f"rtsp://127.0.0.1:{free_port()}/x"})
+        assert refused.status_code == 507 and "quota" in refused.json()["error"]
+        assert open_server.client.get(f"/v1/jobs/{kept}").status_code == 404  # the oldest finished job went first
+    finally:
+        filler.unlink()
+    assert open_server.wait(dead_url_job(open_server))["state"] == "failed"
 
 
 @pytest.mark.slow
@@ -537,17 +611,76 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: 
 
 @pytest.mark.slow
 def test_a_camera_refusing_us_fails_alone(server: Server, rtsp_servers) -> None:
-    url = rtsp_servers("--user", "viewer:secret").start().url  # no credentials given: 401, a permanent failure
-    job = server.wait(server.client.post("/v1/jobs", json={"input": url}).json()["id"])
-    assert job["state"] == "failed" and "401" in job["error"]
+    """A URL job's error is the same whatever answered (a camera's 401, a closed port): a caller learns nothing
+    of which ports answer. A failed stream does not count against max_streams; a camera's password shows nowhere."""
+    camera = rtsp_servers("--user", f"viewer:{CAMERA_SECRET}").start()
+    url = camera.url  # no credentials given: 401, a permanent failure
+    refused = server.wait(server.client.post("/v1/jobs", json={"input": url}).json()["id"])
+    dead = server.wait(dead_url_job(server))
+    assert refused["state"] == dead["state"] == "failed" and refused["error"] == dead["error"]
+    assert "401" not in refused["error"] and "refused" not in dead["error"].lower()
     stream = server.client.post("/v1/streams", json={"url": url, "name": "locked"}).json()
     deadline = time.monotonic() + 60
     while (listed := server.client.get("/v1/streams").json()[0])["state"] != "failed":
         assert time.monotonic() < deadline, listed
         time.sleep(0.5)
-    assert listed["id"] == stream["id"] and "401" in listed["error"]
-    assert server.client.delete(f"/v1/streams/{stream['id']}").status_code == 200
+    assert listed["id"] == stream["id"] and listed["error"] == refused["error"]
+
+    with_password = url.replace("rtsp://", f"rtsp://viewer:{CAMERA_SECRET}@")
+    added = server.client.post("/v1/streams", json={"url": with_password, "name": "unlocked"})
+    assert added.status_code == 201, added.text  # max_streams is 1: the failed stream does not count
+    assert added.json()["url"] == url
+    deadline = time.monotonic() + 60
+    while {s["id"]: s for s in server.client.get("/v1/streams").json()}[added.json()["id"]]["state"] != "live":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    for answer in (added, server.client.get("/v1/streams"), server.client.get("/metrics")):
+        assert CAMERA_SECRET not in answer.text
+    for ident in (stream["id"], added.json()["id"]):
+        assert server.client.delete(f"/v1/streams/{ident}").status_code == 200
     assert server.client.get("/readyz").status_code == 200  # the engine goes on (the next test uses it)
+
+
+@pytest.mark.slow
+def test_redirects_are_not_followed(server: Server, clip: Path) -> None:
+    """An allowed host that redirects elsewhere: the job fails and the other host gets no request."""
+    requests: list[str] = []
+
+    class Target(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(clip.parent), **kwargs)
+
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+
+    class Redirect(Target):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{target.server_address[1]}/{clip.name}")
+            self.end_headers()
+
+    redirect = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for running in (target, redirect):
+        threading.Thread(target=running.serve_forever, daemon=True).start()
+    try:
+        direct = server.wait(server.client.post(
+            "/v1/jobs", json={"input": f"http://127.0.0.1:{target.server_address[1]}/{clip.name}"}).json()["id"])
+        # the server is a fine source (an HTTP input drops frames the worker is too busy for, like a live one)
+        assert direct["state"] == "done" and direct["frames"] >= 1 and requests
+        requests.clear()
+        job = server.wait(server.client.post(
+            "/v1/jobs", json={"input": f"http://127.0.0.1:{redirect.server_address[1]}/{clip.name}"}).json()["id"])
+        assert job["state"] == "failed" and not requests
+    finally:
+        for running in (target, redirect):
+            running.shutdown()
+            running.server_close()
 
 
 def wait_for_frames(server: Server, job_id: str, frames: int) -> None:
@@ -567,7 +700,12 @@ def test_delete_cancels_a_job_then_removes_it(server: Server) -> None:
     mp4 = server.data_dir.parent / "cancelled.mp4"
     mp4.write_bytes(server.client.get(job["result"]).content)
     assert probe_video(mp4).frames == job["frames"]
-    assert server.client.delete(f"/v1/jobs/{job_id}").status_code == 200  # a finished job: removed
+    with ThreadPoolExecutor(8) as pool:  # a finished job, removed while it is being downloaded
+        downloads = [pool.submit(server.client.get, job["result"]) for _ in range(8)]
+        assert server.client.delete(f"/v1/jobs/{job_id}").status_code == 200
+        answers = [download.result() for download in downloads]
+    assert all(a.status_code == 404 or a.content == mp4.read_bytes() for a in answers), \
+        [a.status_code for a in answers]
     assert server.client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert not (server.data_dir / "jobs" / job_id).exists()
 
@@ -586,4 +724,5 @@ def test_sigterm_leaves_the_running_job_playable(server: Server) -> None:
     with av.open(str(server.data_dir / "jobs" / job_id / "result.mp4")) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert 3 <= frames < 795
-    assert "Traceback" not in server.process.stdout.read()
+    log = server.process.stdout.read()
+    assert "Traceback" not in log and CAMERA_SECRET not in log
