@@ -4,6 +4,7 @@ stops it with SIGTERM while a job runs. The metrics test counts the job test's f
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import io
 import json
@@ -28,6 +29,7 @@ import numpy as np
 import psutil
 import pytest
 import schemathesis
+from fastapi import FastAPI
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -37,7 +39,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import REPO, SHARED, VTEST, probe_video, run_cli
 from rtsp import RtspServer, free_port
 from vidparse.config import load_config
-from vidparse.service.errors import ApiError
+from vidparse.errors import VidparseError
+from vidparse.service.errors import ApiError, install_handlers
 from vidparse.service.inputs import InputPolicy, UrlPolicy
 from vidparse.service.job_manager import JobManager
 from vidparse.service.metrics import Metrics
@@ -462,6 +465,30 @@ def test_a_reserved_job_is_forgotten_whatever_fails(tmp_path: Path) -> None:
     assert jobs.count("queued") == 0 and not job.directory.exists()
     with pytest.raises(ApiError), jobs.reserved("upload"):  # the slot is free again: this one is reserved
         raise ApiError(415, "not a video")
+
+
+def test_a_bug_is_a_json_500_that_names_no_path() -> None:
+    """The handlers on an app of their own: a bug's 500 is the one JSON error, without the exception's text."""
+    app = FastAPI()
+    install_handlers(app)
+
+    @app.get("/bug")
+    def bug() -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/srv/vidparse/data/jobs/secret/input")
+
+    @app.get("/engine")
+    def engine() -> None:
+        raise VidparseError("worker failed reading /srv/vidparse/models/parser.onnx")
+
+    async def get(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.get(path)
+
+    for path in ("/bug", "/engine"):
+        answer = asyncio.run(get(path))
+        assert answer.status_code == 500 and answer.json() == {"error": "internal error",
+                                                               "hint": "the server log has the details"}, path
 
 
 def test_photos_queue_is_bounded_and_healthz_answers(server: Server, tmp_path: Path) -> None:
