@@ -39,21 +39,18 @@ STATS = "stats.jsonl"
 MASKS = "masks"
 
 
+# What a caller is told when a URL's job or stream fails, whatever happened (refused, timed out, a 401, not a
+# video): nothing about which hosts and ports answer. The server log has the reason.
 URL_FAILURE = "the URL could not be read; the server log says why"
 
 
-def failure(session: StreamSession, url: bool) -> str:
-    """Why a stream ended before its end: its own error, or the engine's (see the server log). A URL's is one
-    sentence whatever happened, logged in full: a caller learns nothing of which hosts and ports answer."""
+def failure(session: StreamSession) -> str:
+    """Why a stream ended before its end: its own error, or the engine's (see the server log); no credentials."""
     error = session.error
     if error is None:
         return "the engine stopped; see the server log"
-    reason = without_credentials(error.message if isinstance(error, VidparseError) else f"{type(error).__name__}: "
-                                 f"{error}")
-    if url:
-        log.warning("%s", reason)
-        return URL_FAILURE
-    return reason
+    return without_credentials(error.message if isinstance(error, VidparseError) else f"{type(error).__name__}: "
+                               f"{error}")
 
 
 def new_id() -> str:
@@ -206,7 +203,9 @@ class JobManager:
         elif session.finished:
             job.state = "done"
         else:
-            job.state, job.error = "failed", failure(session, url)
+            reason = failure(session)
+            job.state, job.error = "failed", URL_FAILURE if url else reason
+            log.warning("job %s failed: %s", job.id, reason)
         job.ended_at = time.monotonic()
         log.info("job %s %s after %d frames", job.id, job.state, job.frames)
 

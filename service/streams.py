@@ -22,7 +22,7 @@ from vidparse.pipeline.writer import Written
 from vidparse.service.engine import EngineHost
 from vidparse.service.errors import ApiError, not_found
 from vidparse.service.inputs import InputPolicy
-from vidparse.service.job_manager import failure, new_id
+from vidparse.service.job_manager import URL_FAILURE, failure, new_id
 from vidparse.service.metrics import Metrics, StreamMetrics
 from vidparse.service.photos import jpeg
 from vidparse.stages.source import without_credentials
@@ -141,7 +141,9 @@ class StreamManager:
 
     def _ended(self, live: LiveStream, session: StreamSession) -> None:
         live.state = "stopped" if session.stats.interrupted and session.error is None else "failed"
-        live.error = None if live.state == "stopped" else failure(session, url=True)
+        if live.state == "failed":
+            live.error = URL_FAILURE
+            log.warning("stream %s failed: %s", live.id, failure(session))
         live.metrics.remove()
         with self._lock:
             if live.state == "stopped":

@@ -734,7 +734,10 @@ def test_delete_cancels_a_job_then_removes_it(server: Server) -> None:
     assert all(a.status_code == 404 or a.content == mp4.read_bytes() for a in answers), \
         [a.status_code for a in answers]
     assert server.client.get(f"/v1/jobs/{job_id}").status_code == 404
-    assert not (server.data_dir / "jobs" / job_id).exists()
+    deadline = time.monotonic() + 10  # the files go once the server has closed the last download
+    while (server.data_dir / "jobs" / job_id).exists():
+        assert time.monotonic() < deadline, "a deleted job's files stayed"
+        time.sleep(0.1)
 
 
 @pytest.mark.slow
