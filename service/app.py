@@ -68,13 +68,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MAX_INPUT_CHARS = 4096
+
+
 class JobRequest(BaseModel):
-    input: str = Field(description="A file under an --allow-dir folder, or an rtsp/rtsps/http/https URL")
+    input: str = Field(description="A file under an --allow-dir folder, or an rtsp/rtsps/http/https URL",
+                       max_length=MAX_INPUT_CHARS)
     max_frames: int | None = Field(None, ge=1, description="Stop after this many frames")
 
 
 class StreamRequest(BaseModel):
-    url: str = Field(description="rtsp, rtsps, http or https URL")
+    url: str = Field(description="rtsp, rtsps, http or https URL", max_length=MAX_INPUT_CHARS)
     name: str = Field("", max_length=100)
 
 
@@ -88,7 +92,7 @@ class Service:
         self.data_dir = settings.data_dir or Path(self._temporary.name)
         self.uploads = self.data_dir / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
-        self.inputs = InputPolicy(UrlPolicy(frozenset(settings.allow_hosts), settings.allow_private),
+        self.inputs = InputPolicy(UrlPolicy.allowing(settings.allow_hosts, settings.allow_private),
                                   tuple(settings.allow_dirs), config.serve.max_video_pixels)
         models = ResolvedModels.for_config(config)
         self.metrics = Metrics()

@@ -45,6 +45,11 @@ class UrlPolicy:
     allow_hosts: frozenset[str] = frozenset()  # names or addresses URLs may name whatever they resolve to
     allow_private: bool = False  # any address, private, loopback and link-local included
 
+    @classmethod
+    def allowing(cls, hosts: Iterable[str], private: bool) -> UrlPolicy:
+        """The policy of --allow-host (as a URL spells the host: ``[::1]`` or ``::1``, any case) and --allow-private."""
+        return cls(frozenset(host.strip("[]").lower() for host in hosts), private)
+
     def check(self, url: str, resolver: Resolver = resolve) -> str:
         """``url``, when a job or stream may read it; else an `ApiError` that says why (400, or 403 for a host
         the policy refuses). Names are resolved, and every address they resolve to must be allowed."""
@@ -105,6 +110,10 @@ class InputPolicy:
         if not any(path.is_relative_to(folder.resolve()) for folder in self.allow_dirs):
             raise ApiError(403, "that path is outside the allowed folders",
                            "start the server with --allow-dir FOLDER, or upload the file")
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError:  # a name too long, say
+            found = False
+        if not found:
             raise ApiError(400, "no such file in the allowed folders", "check the path")
         return str(path)

@@ -11,6 +11,7 @@ import io
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -66,7 +67,12 @@ class PhotoParser:
         loop = asyncio.get_running_loop()
         self._admitted += 1
         future = self._thread.submit(work)
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._leave))
+
+        def left(_: object) -> None:
+            with suppress(RuntimeError):  # the server's loop has closed: nobody counts any more
+                loop.call_soon_threadsafe(self._leave)
+
+        future.add_done_callback(left)
         return await asyncio.wrap_future(future)
 
     def _leave(self) -> None:

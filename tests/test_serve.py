@@ -382,6 +382,8 @@ def test_url_policy_refuses_internal_addresses() -> None:
     assert refusal("rtsp://nvr.lan/x", UrlPolicy(frozenset({"nvr.lan"})), resolved=("10.0.0.7",)) == 0
     assert refusal("rtsp://10.1.2.4/x", UrlPolicy(frozenset({"10.1.2.3"}))) == 403
     assert refusal("rtsp://169.254.169.254/x", UrlPolicy(allow_private=True)) == 0
+    assert refusal("rtsp://[::1]:554/x", UrlPolicy.allowing(["[::1]"], private=False)) == 0  # as --allow-host says
+    assert refusal("rtsp://NVR.lan/x", UrlPolicy.allowing(["nvr.LAN"], private=False), resolved=("10.0.0.7",)) == 0
 
 
 def test_inputs_refused_before_any_connection(server: Server) -> None:
@@ -395,6 +397,8 @@ def test_inputs_refused_before_any_connection(server: Server) -> None:
     assert server.client.post("/v1/streams", json={"url": "rtsp:///x"}).status_code == 400
     nul = server.client.post("/v1/jobs", json={"input": f"{VTEST}\u0000.avi"})
     assert nul.status_code == 400 and set(nul.json()) == {"error", "hint"}
+    long_name = server.client.post("/v1/jobs", json={"input": str(VTEST.parent / ("a" * 300))})
+    assert long_name.status_code == 400, long_name.text
 
 
 def png_header(width: int, height: int) -> bytes:
