@@ -44,6 +44,7 @@ from vidparse.service.errors import ApiError, install_handlers
 from vidparse.service.inputs import InputPolicy, UrlPolicy
 from vidparse.service.job_manager import JobManager
 from vidparse.service.metrics import Metrics
+from vidparse.service.streams import Viewers
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -493,6 +494,26 @@ def test_a_bug_is_a_json_500_that_names_no_path() -> None:
         answer = asyncio.run(get(path))
         assert answer.status_code == 500 and answer.json() == {"error": "internal error",
                                                                "hint": "the server log has the details"}, path
+
+
+def test_viewers_are_woken_by_the_writer_thread() -> None:
+    """A preview waits on its event; the stream's writer thread sets it (a new frame, the stream's end): no
+    polling. One viewer more than the cap: 429."""
+    async def woken_after() -> float:
+        viewers = Viewers()
+        event = viewers.join(limit=1)
+        with pytest.raises(ApiError) as refused:
+            viewers.join(limit=1)
+        assert refused.value.status == 429
+        writer = threading.Timer(0.2, viewers.wake)
+        started = time.monotonic()
+        writer.start()
+        await asyncio.wait_for(event.wait(), 5)
+        viewers.leave(event)
+        viewers.join(limit=1)  # its place is free again
+        return time.monotonic() - started
+
+    assert 0.15 < asyncio.run(woken_after()) < 0.5
 
 
 def test_photos_queue_is_bounded_and_healthz_answers(server: Server, tmp_path: Path) -> None:
