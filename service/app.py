@@ -230,8 +230,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                                                                       "format": "binary"}}}},
         "application/json": {"schema": JobRequest.model_json_schema()}}}})
     async def create_job(request: Request, max_frames: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
-        """Parse a video: a multipart upload (field ``file``), or JSON ``{"input": path-or-url}``."""
+        """Parse a video: a multipart upload (field ``file``), or JSON ``{"input": path-or-url}``. 507 while the
+        data folder is over its quota."""
         kind = request.headers.get("content-type", "")
+        await asyncio.to_thread(service.jobs.make_room)
         if kind.startswith("multipart/form-data"):
             form = await request.form()
             upload = form.get("file")

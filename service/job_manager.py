@@ -114,14 +114,17 @@ class JobManager:
         with self._lock:
             return sum(job.state == state for job in self._jobs.values())
 
-    def reserve(self, source: str) -> Job:
-        """A job directory for an input still to be placed there; 429 past the limit of active jobs, 507 while
-        the data dir is over its quota with no finished job left to expire."""
+    def make_room(self) -> None:
+        """Expire what is due before a new job; 507 while the data dir is still over its quota (it walks the
+        folder: call it off the event loop)."""
         self.expire()
         quota_mb = self.config.serve.max_data_mb
         if data_size(self.data_dir) > quota_mb * MB:
             raise ApiError(507, f"the server's data folder holds more than its quota of {quota_mb} MB",
                            "wait for running jobs to end and expire, or delete finished ones")
+
+    def reserve(self, source: str) -> Job:
+        """A job directory for an input still to be placed there; 429 past the limit of active jobs."""
         with self._lock:
             active = sum(job.state in ACTIVE for job in self._jobs.values())
             limit = self.config.serve.max_jobs
