@@ -1,6 +1,11 @@
 """`vidparse serve` end to end: the real command on a free loopback port, real photos, a real vtest job, a real
-RTSP server and a real headless Chromium. One server serves the whole file (the models load once); the last test
-stops it with SIGTERM while a job runs. The metrics test counts the job test's frames (both slow)."""
+RTSP server and a real headless Chromium. One server with a token serves most of the file (the models load once);
+the last test stops it with SIGTERM while a job runs. The metrics test counts the job test's frames (both slow).
+A second server, without a token, serves the Host check and the expiry of jobs.
+
+Every address these tests send traffic to is on loopback (127.0.0.1): the refusal of private and link-local
+addresses is tested on the check itself, with a stand-in resolver; the fuzzer's cases that name a URL are
+skipped."""
 
 from __future__ import annotations
 
