@@ -1,11 +1,13 @@
-"""The ASGI layer ahead of routing: the Host check (no token), the token (every route but /healthz) and the size
-of the body, decided before a byte of the body is read; the body is then counted as it arrives (chunked too)."""
+"""The ASGI layer ahead of routing: the Host and Origin checks (no token), the token (every route but /healthz) and
+the size of the body, decided before a byte of the body is read; the body is then counted as it arrives (chunked
+too)."""
 
 from __future__ import annotations
 
 import re
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,10 +57,15 @@ class RequestGuard:
         token = self.settings.token
         if token is None:
             # Without a token the server binds to loopback; a page of another origin resolving its own name to
-            # 127.0.0.1 (DNS rebinding) still sends its own name as Host.
+            # 127.0.0.1 (DNS rebinding) still sends its own name as Host, and a page of another origin posting
+            # to 127.0.0.1 (blind CSRF) sends its own Origin.
             if not is_local_host(headers.get("host", "")):
                 return ApiError(403, "this Host is not served", "without --token, open the server as 127.0.0.1 "
                                 "or localhost")
+            origin = headers.get("origin")
+            if origin is not None and not is_local_host(urlsplit(origin).netloc):
+                return ApiError(403, "requests from another site's pages are refused", "without --token, only "
+                                "pages served by 127.0.0.1 or localhost may call the API")
             return None
         if path in OPEN_PATHS:
             return None

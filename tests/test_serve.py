@@ -584,7 +584,7 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stop(process)
 
 
-def test_host_checked_without_a_token(open_server: Server) -> None:
+def test_host_and_origin_checked_without_a_token(open_server: Server) -> None:
     """DNS rebinding: a page of another origin whose name resolves to 127.0.0.1 still sends its own Host."""
     port = open_server.url.rsplit(":", 1)[1]
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1", f"[::1]:{port}"):
@@ -592,6 +592,12 @@ def test_host_checked_without_a_token(open_server: Server) -> None:
     for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.attacker.example:{port}", ""):
         refused = open_server.client.get("/v1/streams", headers={"Host": host})
         assert refused.status_code == 403 and refused.json()["hint"], host
+    # blind CSRF: another site's page posting to 127.0.0.1 sends its own Origin
+    forged = open_server.client.post("/v1/streams", json={"url": "rtsp://127.0.0.1:1/x"},
+                                     headers={"Origin": "https://attacker.example"})
+    assert forged.status_code == 403 and "another site" in forged.json()["error"]
+    own_page = open_server.client.get("/v1/streams", headers={"Origin": open_server.url})
+    assert own_page.status_code == 200
 
 
 def dead_url_job(server: Server) -> str:
