@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError, ConfigError,
@@ -62,9 +63,10 @@ def user_errors() -> Iterator[None]:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Messages and hints are plain text: escaped, so that "vidparse[serve]" is not read as markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -365,6 +367,10 @@ def serve(
     max_upload_mb: Annotated[Optional[int], typer.Option("--max-upload-mb", help="Larger uploads get 413.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Keep jobs' files here (default: a temporary folder).")] = None,
     allow_dir: Annotated[Optional[list[Path]], typer.Option("--allow-dir", help="A folder JSON job inputs may name (repeat).")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="A host URLs may name even when it is private or loopback (repeat).")] = None,
+    allow_private: Annotated[bool, typer.Option("--allow-private", help="URLs may name any host, private, loopback and link-local ones included.")] = False,
+    job_ttl_s: Annotated[Optional[float], typer.Option("--job-ttl-s", help="Finished jobs and their files are removed this long after they end.")] = None,
+    max_data_mb: Annotated[Optional[int], typer.Option("--max-data-mb", help="Quota of the data dir: oldest finished jobs go first, then new jobs get 507.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Serve a web page and a REST API for photos, video jobs and live cameras (docs/serve.md)."""
@@ -372,16 +378,18 @@ def serve(
     from vidparse.config import load_config
 
     with user_errors():
-        settings = load_config(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb})
+        settings = load_config(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb,
+                                        "serve.job_ttl_s": job_ttl_s, "serve.max_data_mb": max_data_mb})
         try:
             from vidparse.service.app import ServeSettings
             from vidparse.service.server import serve as run_server
         except ImportError as exc:
             raise ConfigError(f"vidparse serve needs {exc.name}", hint='pip install "vidparse[serve]"') from exc
 
-        serve_settings = ServeSettings(settings, host, port, token, data_dir, list(allow_dir or []))
+        serve_settings = ServeSettings(settings, host, port, token, data_dir, list(allow_dir or []),
+                                       list(allow_host or []), allow_private)
         serve_settings.check()
-        console.print(f"vidparse serving on http://{host}:{port}/ (API docs at /docs)", soft_wrap=True)
+        console.print(f"vidparse serving on http://{host}:{port}/ (API schema at /openapi.json)", soft_wrap=True)
         run_server(serve_settings, "debug" if verbose else "warning")
 
 

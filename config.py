@@ -27,12 +27,20 @@ from vidparse.stages.tracker import TrackingOptions
 
 @dataclass
 class ServeOptions:
-    """`vidparse serve`: upload size, how many jobs and live streams at once, the live preview."""
+    """`vidparse serve`: upload and frame sizes, how many jobs, streams, photos and viewers at once, the live
+    preview, how long finished jobs are kept and how much disk they may take."""
 
     max_upload_mb: int = field(default=200, metadata={"range": (1, 1_000_000)})
     max_jobs: int = field(default=2, metadata={"range": (1, 1000)})  # queued or running; more get 429
     max_streams: int = field(default=4, metadata={"range": (1, 1000)})  # live streams at once; more get 429
     preview_quality: int = field(default=80, metadata={"range": (10, 100)})  # JPEG quality of previews and overlays
+    max_photo_pixels: int = field(default=40_000_000, metadata={"range": (1, 1_000_000_000)})  # larger get 413
+    max_video_pixels: int = field(default=3840 * 2160, metadata={"range": (1, 1_000_000_000)})  # width x height
+    photo_queue: int = field(default=8, metadata={"range": (1, 1000)})  # photos waiting or parsed; more get 429
+    max_viewers: int = field(default=8, metadata={"range": (1, 1000)})  # MJPEG previews of one stream; more get 429
+    job_connect_attempts: int = field(default=2, metadata={"range": (0, 100)})  # a URL job's reconnects, then failed
+    job_ttl_s: float = field(default=86_400.0, metadata={"range": (1.0, 31_536_000.0)})  # finished jobs then expire
+    max_data_mb: int = field(default=20_480, metadata={"range": (1, 100_000_000)})  # the data dir's quota
 
 
 @dataclass

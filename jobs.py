@@ -20,7 +20,7 @@ from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.sink import CONTAINERS
-from vidparse.stages.source import FrameWindow, InputKind, StreamInfo, input_kind
+from vidparse.stages.source import FrameWindow, InputKind, InputLimits, StreamInfo, input_kind
 from vidparse.stages.source_spec import SourceSpec
 from vidparse.stages.types import FrameResult
 
@@ -97,10 +97,11 @@ class StreamSpec:
     name: str | None = None  # the stream's name in every stats line
     window: FrameWindow | None = None  # read only this part of a file: a `vidparse batch` segment (no audio)
     write_from: int = 0  # the window's first frame written (index in the whole file); earlier ones only warm up
+    limits: InputLimits | None = None  # what the input may be (`vidparse serve`'s inputs from callers)
 
     def source_spec(self) -> SourceSpec:
         """What the source process gets: the input alone, so that it imports only what decoding needs."""
-        return SourceSpec(self.input_url, self.config.live, self.max_frames, self.window, self.images)
+        return SourceSpec(self.input_url, self.config.live, self.max_frames, self.window, self.images, self.limits)
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))

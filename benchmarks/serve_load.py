@@ -35,7 +35,9 @@ SAMPLE_S = 10
 
 def start_server(args: argparse.Namespace, scratch: Path) -> tuple[subprocess.Popen, httpx.Client]:
     port = free_port()
-    command = [sys.executable, "-m", "vidparse", "serve", "--port", str(port), "--data-dir", str(scratch / "data")]
+    # the test RTSP servers listen on 127.0.0.1: a loopback host the server refuses unless allowed
+    command = [sys.executable, "-m", "vidparse", "serve", "--port", str(port), "--data-dir", str(scratch / "data"),
+               "--allow-host", "127.0.0.1"]
     command += ["--workers", str(args.workers)] if args.workers else []
     command += ["--config", str(args.config)] if args.config else []
     log = (scratch / "server.log").open("w")

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Creates .venv and installs vidparse into it (editable). Pass "test" to add the test tools and the
 # system packages the tests use (FFmpeg's tools, a GStreamer RTSP server, Chromium and its driver for the web page
-# test); those need root or sudo.
+# test, Prometheus's promtool for the metrics test); those need root or sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "test" ]]; then
   packages=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-            gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium chromium-driver)
+            gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium chromium-driver prometheus)
   missing=()
   for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if ((${#missing[@]})); then

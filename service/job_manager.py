@@ -1,15 +1,20 @@
 """Jobs: a video (uploaded, an allowed file, or a URL) parsed by the service's engine into an MP4, masks and
-per-frame statistics, with progress, fps and ETA."""
+per-frame statistics, with progress, fps and ETA. Finished jobs expire after ``serve.job_ttl_s``, and the oldest
+go first while the data dir holds more than ``serve.max_data_mb``."""
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
+import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,10 @@ from vidparse.pipeline.session import StreamSession
 from vidparse.pipeline.stats import RunStats
 from vidparse.service.engine import EngineHost
 from vidparse.service.errors import ApiError, not_found
+from vidparse.service.inputs import InputPolicy
 from vidparse.service.metrics import Metrics, StreamMetrics
+from vidparse.service.uploads import MB
+from vidparse.stages.source import without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +39,18 @@ STATS = "stats.jsonl"
 MASKS = "masks"
 
 
+# What a caller is told when a URL's job or stream fails, whatever happened (refused, timed out, a 401, not a
+# video): nothing about which hosts and ports answer. The server log has the reason.
+URL_FAILURE = "the URL could not be read; the server log says why"
+
+
 def failure(session: StreamSession) -> str:
-    """Why a stream ended before its end: its own error, or the engine's (see the server log)."""
+    """Why a stream ended before its end: its own error, or the engine's (see the server log); no credentials."""
     error = session.error
     if error is None:
         return "the engine stopped; see the server log"
-    return error.message if isinstance(error, VidparseError) else f"{type(error).__name__}: {error}"
+    return without_credentials(error.message if isinstance(error, VidparseError) else f"{type(error).__name__}: "
+                               f"{error}")
 
 
 def new_id() -> str:
@@ -56,9 +70,12 @@ class Job:
     created_at: float = field(default_factory=time.time)
     first_frame_at: float | None = None
     last_frame_at: float | None = None
+    ended_at: float | None = None  # monotonic
     cancel_requested: bool = False
     engine: Engine | None = None
     stream: int | None = None
+    downloads: int = 0  # responses sending its files; a deleted job's files go when the last one ends
+    removed: bool = False
 
     @property
     def result_path(self) -> Path:
@@ -74,17 +91,21 @@ class Job:
         if self.state == "running" and fps and self.total:
             eta = round(max(0, self.total - self.frames) / fps, 1)
         finished = self.state in ("done", "cancelled", "interrupted") and self.result_path.exists()
-        return {"id": self.id, "state": self.state, "source": self.source, "frames": self.frames, "total": self.total,
+        return {"id": self.id, "state": self.state, "source": without_credentials(self.source), "frames": self.frames,
+                "total": self.total,
                 "progress": 1.0 if self.state == "done" else progress, "fps": fps, "eta_s": eta, "error": self.error,
                 "result": f"/v1/jobs/{self.id}/result" if finished else None}
 
 
 class JobManager:
-    def __init__(self, config: Config, engines: EngineHost, data_dir: Path, metrics: Metrics) -> None:
+    def __init__(self, config: Config, engines: EngineHost, data_dir: Path, metrics: Metrics,
+                 inputs: InputPolicy) -> None:
         self.config = config
         self.engines = engines
+        self.data_dir = data_dir
         self.directory = data_dir / "jobs"
         self.metrics = metrics
+        self.inputs = inputs
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         metrics.track_jobs(self.count)
@@ -92,6 +113,15 @@ class JobManager:
     def count(self, state: str) -> int:
         with self._lock:
             return sum(job.state == state for job in self._jobs.values())
+
+    def make_room(self) -> None:
+        """Expire what is due before a new job; 507 while the data dir is still over its quota (it walks the
+        folder: call it off the event loop)."""
+        self.expire()
+        quota_mb = self.config.serve.max_data_mb
+        if data_size(self.data_dir) > quota_mb * MB:
+            raise ApiError(507, f"the server's data folder holds more than its quota of {quota_mb} MB",
+                           "wait for running jobs to end and expire, or delete finished ones")
 
     def reserve(self, source: str) -> Job:
         """A job directory for an input still to be placed there; 429 past the limit of active jobs."""
@@ -107,15 +137,51 @@ class JobManager:
             self._jobs[job.id] = job
         return job
 
+    @contextmanager
+    def reserved(self, source: str) -> Iterator[Job]:
+        """A job reserved for the block, which places its input and starts it; should the block raise, whatever
+        the exception, the job is forgotten (no queued job, no slot taken, no files)."""
+        job = self.reserve(source)
+        try:
+            yield job
+        except BaseException:
+            self.forget(job)
+            raise
+
     def forget(self, job: Job) -> None:
-        """A reserved job whose input was refused."""
+        """A reserved job that never started."""
         with self._lock:
             self._jobs.pop(job.id, None)
         shutil.rmtree(job.directory, ignore_errors=True)
 
+    def expire(self, now: float | None = None) -> None:
+        """Remove finished jobs older than ``serve.job_ttl_s``, then the oldest finished ones while the data dir
+        is over ``serve.max_data_mb``."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            finished = sorted((job for job in self._jobs.values() if job.ended_at is not None),
+                              key=lambda job: job.ended_at or 0.0)
+        expired = [job for job in finished if now - (job.ended_at or now) >= self.config.serve.job_ttl_s]
+        for job in expired:
+            self.remove(job)
+        quota = self.config.serve.max_data_mb * MB
+        size = data_size(self.data_dir)
+        for job in finished[len(expired):]:
+            if size <= quota:
+                break
+            size -= data_size(job.directory)
+            self.remove(job)
+
     def start(self, job: Job, input_url: str, max_frames: int | None) -> None:
-        spec = StreamSpec(self.config, input_url, job.result_path, masks_dir=job.directory / MASKS,
-                          stats_path=job.directory / STATS, max_frames=max_frames)
+        # A URL job gives up after a few reconnects: a dead host fails the job instead of keeping it queued.
+        live = self.config.live
+        attempts = self.config.serve.job_connect_attempts
+        if not 0 <= live.reconnect_attempts <= attempts:
+            live = replace(live, reconnect_attempts=attempts)
+        spec = StreamSpec(replace(self.config, live=live), input_url, job.result_path, masks_dir=job.directory / MASKS,
+                          stats_path=job.directory / STATS, max_frames=max_frames,
+                          limits=self.inputs.limits_for(input_url))
+        url = "://" in input_url
 
         def opened(info: Any) -> None:
             frames = info.frames or None
@@ -125,7 +191,7 @@ class JobManager:
         # One series for all jobs, but each job its own counter state: its statistics start from zero.
         metrics = StreamMetrics(self.metrics, "jobs", live=False)
         job.engine, job.stream = self.engines.add(spec, [lambda written, stats: self._frame(job, stats, metrics)],
-                                                  on_open=opened, on_end=lambda session: self._ended(job, session))
+                                                  on_open=opened, on_end=lambda session: self._ended(job, session, url))
 
     def _frame(self, job: Job, stats: RunStats, metrics: StreamMetrics) -> None:
         now = time.monotonic()
@@ -134,13 +200,16 @@ class JobManager:
         job.frames = stats.frames
         metrics.frame(stats)
 
-    def _ended(self, job: Job, session: StreamSession) -> None:
+    def _ended(self, job: Job, session: StreamSession, url: bool) -> None:
         if session.stats.interrupted:
             job.state = "cancelled" if job.cancel_requested else "interrupted"
         elif session.finished:
             job.state = "done"
         else:
-            job.state, job.error = "failed", failure(session)
+            reason = failure(session)
+            job.state, job.error = "failed", URL_FAILURE if url else reason
+            log.warning("job %s failed: %s", job.id, reason)
+        job.ended_at = time.monotonic()
         log.info("job %s %s after %d frames", job.id, job.state, job.frames)
 
     def get(self, job_id: str) -> Job:
@@ -151,36 +220,74 @@ class JobManager:
         return job
 
     def delete(self, job_id: str) -> Job:
-        """Cancel an active job (its output so far stays playable); a finished one is removed with its files."""
+        """Cancel an active job (its output so far stays playable); a finished one is removed with its files (at
+        once for callers; the files once its last download ends)."""
         job = self.get(job_id)
         if job.state in ACTIVE:
             job.cancel_requested = True
             if job.engine is not None and job.stream is not None:
                 self.engines.remove(job.engine, job.stream)
             return job
-        with self._lock:
-            self._jobs.pop(job.id, None)
-        shutil.rmtree(job.directory, ignore_errors=True)
+        self.remove(job)
         return job
 
-    def finished_file(self, job_id: str, name: str) -> Path:
-        """A finished job's output; 409 while it runs."""
+    def remove(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.pop(job.id, None)
+            job.removed = True
+            sending = job.downloads
+        if not sending:
+            shutil.rmtree(job.directory, ignore_errors=True)
+
+    def download(self, job_id: str, name: str) -> tuple[Path, Callable[[], None]]:
+        """A finished job's output, and what to call once it is sent (its files stay while it is); 409 while the
+        job runs."""
         job = self.get(job_id)
         if job.state in ACTIVE:
             raise ApiError(409, f"job {job.id} is {job.state}", f"poll GET /v1/jobs/{job.id} until its state is done")
-        if name == "masks.zip":
-            return self._masks_zip(job)
-        path = job.directory / name
-        if not path.exists():
-            raise ApiError(404, f"job {job.id} has no {name}", "the job ended before writing a frame")
-        return path
+        with self._lock:
+            if job.removed:
+                raise not_found("job", job_id)
+            job.downloads += 1
+        try:
+            path = self._masks_zip(job) if name == "masks.zip" else job.directory / name
+            if not path.exists():
+                raise ApiError(404, f"job {job.id} has no {name}", "the job ended before writing a frame")
+        except BaseException:
+            self._sent(job)
+            raise
+        return path, lambda: self._sent(job)
 
-    def _masks_zip(self, job: Job) -> Path:
+    def _sent(self, job: Job) -> None:
+        with self._lock:
+            job.downloads -= 1
+            remove = job.removed and not job.downloads
+        if remove:
+            shutil.rmtree(job.directory, ignore_errors=True)
+
+    @staticmethod
+    def _masks_zip(job: Job) -> Path:
+        """Zipped when first asked; concurrent first requests each write their own part file, the first done wins."""
         target = job.directory / "masks.zip"
         if not target.exists():
-            partial = target.with_suffix(".part")
-            with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
-                for png in sorted((job.directory / MASKS).glob("*.png")):
-                    archive.write(png, png.name)
-            partial.replace(target)
+            handle, name = tempfile.mkstemp(dir=job.directory, prefix="masks-", suffix=".part")
+            partial = Path(name)
+            try:
+                # PNGs are compressed already: stored
+                with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+                    for png in sorted((job.directory / MASKS).glob("*.png")):
+                        archive.write(png, png.name)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
         return target
+
+
+def data_size(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (files removed meanwhile count nothing)."""
+    total = 0
+    for path in folder.rglob("*"):
+        with suppress(FileNotFoundError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total

@@ -1,21 +1,29 @@
 """Photos: parsed in the server process by one `vidparse.Parser` loaded at start-up (photo requests never wait
-behind the worker pool's video frames), answered as JSON, a label PNG or an overlay JPEG."""
+behind the worker pool's video frames), answered as JSON, a label PNG or an overlay JPEG. Photos are read and
+parsed one at a time in the parser's own thread, at most ``serve.photo_queue`` admitted at once (one more gets 429):
+waiting photos hold no thread of the server's shared pool."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
-import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 
 from vidparse.api import Parser, Parsing, annotate
 from vidparse.config import Config
+from vidparse.service.errors import ApiError
 from vidparse.stages.writers import label_image, label_palette
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,13 +38,15 @@ def _hex(rgb: np.ndarray) -> str:
 
 
 class PhotoParser:
-    """The parser behind a lock: requests take turns."""
+    """The parser in its own thread: requests take turns, ``queue`` of them at most admitted at once."""
 
     def __init__(self, config: Config, threads: int) -> None:
         self.parser = Parser(config=config, threads=threads)
         self.alpha = config.compose.alpha
         self.quality = config.serve.preview_quality
-        self._lock = threading.Lock()
+        self.queue = config.serve.photo_queue
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="vidparse-photo")
+        self._admitted = 0  # photos waiting or being parsed; only the event loop's thread changes it
         self.ready = False
 
     def open(self) -> None:
@@ -45,15 +55,35 @@ class PhotoParser:
 
     def close(self) -> None:
         self.ready = False
-        with self._lock:
-            self.parser.close()
+        self._thread.shutdown(wait=True, cancel_futures=True)
+        self.parser.close()
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """``work`` (read, parse, encode one photo) in the parser's thread; 429 when the queue is full. A photo
+        leaves the queue when its work ends, even when its client has gone."""
+        if self._admitted >= self.queue:
+            raise ApiError(429, f"{self.queue} photo(s) already waiting or being parsed", "retry shortly",
+                           headers={"Retry-After": "2"})
+        loop = asyncio.get_running_loop()
+        self._admitted += 1
+        future = self._thread.submit(work)
+
+        def left(_: object) -> None:
+            with suppress(RuntimeError):  # the server's loop has closed: nobody counts any more
+                loop.call_soon_threadsafe(self._leave)
+
+        future.add_done_callback(left)
+        return await asyncio.wrap_future(future)
+
+    def _leave(self) -> None:
+        self._admitted -= 1
 
     def parse(self, bgr: np.ndarray) -> ParsedPhoto:
+        """Only in `run`'s work (the parser's thread)."""
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-        with self._lock:
-            started = time.perf_counter()
-            parsing = self.parser.parse(rgb)
-            return ParsedPhoto(rgb, parsing, time.perf_counter() - started)
+        started = time.perf_counter()
+        parsing = self.parser.parse(rgb)
+        return ParsedPhoto(rgb, parsing, time.perf_counter() - started)
 
     def overlay_jpeg(self, photo: ParsedPhoto) -> bytes:
         return jpeg(annotate(photo.image, photo.parsing, alpha=self.alpha)[:, :, ::-1], self.quality)

@@ -1,18 +1,36 @@
 """`vidparse serve`: the app under a real uvicorn server. SIGINT and SIGTERM stop it: new requests are refused,
 open previews get a short grace, then jobs finish the frames in flight and close their MP4s (playable), streams
-stop, and the process exits."""
+stop, and the process exits. No log line shows a URL's credentials."""
 
 from __future__ import annotations
+
+import logging
 
 import uvicorn
 
 from vidparse.service.app import ServeSettings, create_app
+from vidparse.stages.source import without_credentials
 
 GRACEFUL_S = 2  # open connections (MJPEG viewers) get this long before they are closed
+LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")  # those with handlers: the root (the CLI's), uvicorn's
+
+
+class HideCredentials(logging.Filter):
+    """Takes ``user:password@`` out of every URL in a record's message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = without_credentials(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
 
 
 def serve(settings: ServeSettings, log_level: str = "warning") -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                            timeout_graceful_shutdown=GRACEFUL_S, access_log=False)
+                            timeout_graceful_shutdown=GRACEFUL_S, access_log=False)  # configures uvicorn's logging
+    for name in LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(HideCredentials())
     uvicorn.Server(config).run()

@@ -1,8 +1,11 @@
 """Live streams: one engine session per camera, no video written; the newest annotated frame is JPEG-encoded
-once in the stream's writer thread and handed to every viewer (MJPEG preview, snapshot)."""
+once in the stream's writer thread and handed to every viewer (MJPEG preview, snapshot). Viewers wait on an event
+the writer thread sets; ``serve.max_viewers`` of them at most per stream."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -18,13 +21,45 @@ from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Written
 from vidparse.service.engine import EngineHost
 from vidparse.service.errors import ApiError, not_found
-from vidparse.service.job_manager import failure, new_id
+from vidparse.service.inputs import InputPolicy
+from vidparse.service.job_manager import URL_FAILURE, failure, new_id
 from vidparse.service.metrics import Metrics, StreamMetrics
 from vidparse.service.photos import jpeg
+from vidparse.stages.source import without_credentials
 
 log = logging.getLogger(__name__)
 
 FPS_WINDOW_S = 10.0
+
+
+class Viewers:
+    """The MJPEG viewers of one stream, each an asyncio event that the stream's writer thread sets for a new
+    frame and that its end sets too."""
+
+    def __init__(self) -> None:
+        self._events: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
+        self._lock = threading.Lock()
+
+    def join(self, limit: int) -> asyncio.Event:
+        """A new viewer's event; 429 past ``limit`` viewers."""
+        with self._lock:
+            if len(self._events) >= limit:
+                raise ApiError(429, f"{limit} viewer(s) already watch this stream", "close a preview, use the "
+                               "snapshot, or raise serve.max_viewers", headers={"Retry-After": "5"})
+            event = asyncio.Event()
+            self._events[event] = asyncio.get_running_loop()
+        return event
+
+    def leave(self, event: asyncio.Event) -> None:
+        with self._lock:
+            self._events.pop(event, None)
+
+    def wake(self) -> None:
+        with self._lock:
+            waiting = list(self._events.items())
+        for event, loop in waiting:
+            with contextlib.suppress(RuntimeError):  # the server's loop closed: nobody waits any more
+                loop.call_soon_threadsafe(event.set)
 
 
 @dataclass
@@ -41,6 +76,7 @@ class LiveStream:
     engine: Engine | None = None
     stream: int | None = None
     error: str | None = None  # why a failed stream ended
+    viewers: Viewers = field(default_factory=Viewers)
 
     @property
     def active(self) -> bool:
@@ -53,7 +89,8 @@ class LiveStream:
         stats = self.stats
         p50 = stats.latency_percentile(50) if stats else None
         p95 = stats.latency_percentile(95) if stats else None
-        return {"id": self.id, "name": self.name, "url": self.url, "state": self.state, "frames": self.version,
+        return {"id": self.id, "name": self.name, "url": without_credentials(self.url), "state": self.state,
+                "frames": self.version,
                 "fps": round(fps, 2), "latency_p50_ms": None if p50 is None else round(p50 * 1000),
                 "latency_p95_ms": None if p95 is None else round(p95 * 1000),
                 "dropped": stats.dropped_frames if stats else 0, "reconnects": stats.reconnects if stats else 0,
@@ -62,26 +99,34 @@ class LiveStream:
 
 
 class StreamManager:
-    def __init__(self, config: Config, engines: EngineHost, metrics: Metrics) -> None:
+    def __init__(self, config: Config, engines: EngineHost, metrics: Metrics, inputs: InputPolicy) -> None:
         self.config = config
         self.engines = engines
         self.metrics = metrics
+        self.inputs = inputs
         self._streams: dict[str, LiveStream] = {}
         self._lock = threading.Lock()
 
     def add(self, url: str, name: str) -> LiveStream:
+        """Start a stream of ``url`` (checked by the caller); 429 past ``serve.max_streams`` active ones (failed
+        streams, still listed, do not count)."""
         with self._lock:
             limit = self.config.serve.max_streams
-            if len(self._streams) >= limit:
+            if sum(live.active for live in self._streams.values()) >= limit:
                 raise ApiError(429, f"{limit} live stream(s) already running", "remove one with DELETE "
                                "/v1/streams/{id}, or raise serve.max_streams", headers={"Retry-After": "5"})
             ident = new_id()
             live = LiveStream(ident, name or ident[:8], url, StreamMetrics(self.metrics, ident, live=True))
             self._streams[ident] = live
-        spec = StreamSpec(self.config, url, None)
-        live.engine, live.stream = self.engines.add(spec, [lambda written, stats: self._frame(live, written, stats)],
-                                                    on_open=lambda info: None,
-                                                    on_end=lambda session: self._ended(live, session))
+        spec = StreamSpec(self.config, url, None, limits=self.inputs.url_limits())
+        try:
+            live.engine, live.stream = self.engines.add(
+                spec, [lambda written, stats: self._frame(live, written, stats)], on_open=lambda info: None,
+                on_end=lambda session: self._ended(live, session))
+        except BaseException:
+            with self._lock:
+                self._streams.pop(ident, None)
+            raise
         return live
 
     def _frame(self, live: LiveStream, written: Written, stats: RunStats) -> None:
@@ -92,15 +137,19 @@ class StreamManager:
         if live.state == "connecting":
             live.state = "live"
         live.metrics.frame(stats)
+        live.viewers.wake()
 
     def _ended(self, live: LiveStream, session: StreamSession) -> None:
         live.state = "stopped" if session.stats.interrupted and session.error is None else "failed"
-        live.error = None if live.state == "stopped" else failure(session)
+        if live.state == "failed":
+            live.error = URL_FAILURE
+            log.warning("stream %s failed: %s", live.id, failure(session))
         live.metrics.remove()
         with self._lock:
             if live.state == "stopped":
                 self._streams.pop(live.id, None)
-        log.info("stream %s (%s) %s", live.id, live.url, live.state)
+        live.viewers.wake()
+        log.info("stream %s (%s) %s", live.id, without_credentials(live.url), live.state)
 
     def list(self) -> list[LiveStream]:
         with self._lock:
@@ -122,4 +171,5 @@ class StreamManager:
             live.state = "stopping"
             if live.engine is not None and live.stream is not None:
                 self.engines.remove(live.engine, live.stream)
+        live.viewers.wake()
         return live

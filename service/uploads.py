@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
 from vidparse.errors import BadInputError
 from vidparse.service.errors import ApiError
 from vidparse.stages.images import load_upright
-from vidparse.stages.source import StreamInfo, probe
+from vidparse.stages.source import FrameTooLargeError, InputLimits, StreamInfo, probe
 
 CHUNK = 1 << 20
 MB = 1 << 20
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # PIL's names; no other decoder (EPS, PSD...) is reached
 
 
 def too_large(limit_mb: int) -> ApiError:
@@ -39,17 +41,36 @@ def save_upload(upload: UploadFile, target: Path, limit_mb: int) -> Path:
     return target
 
 
-def read_photo(path: Path) -> np.ndarray:
-    """The photo as BGR, upright; 415 when PIL cannot read it as an image."""
+def read_photo(path: Path, max_pixels: int) -> np.ndarray:
+    """The photo as BGR, upright; 415 unless it is an image of ``PHOTO_FORMATS``, 413 past ``max_pixels`` (checked
+    from its header, before it is decoded)."""
     try:
-        return load_upright(path)
+        with Image.open(path, formats=PHOTO_FORMATS) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise too_many_pixels(max_pixels) from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ApiError(415, "the upload is not a jpeg, png, webp, bmp or tiff image", "send one of those") from exc
+    if width * height > max_pixels:
+        raise too_many_pixels(max_pixels)
+    try:
+        return load_upright(path, PHOTO_FORMATS)
     except BadInputError as exc:
-        raise ApiError(415, "the upload is not an image PIL can read", "send a jpg, png, webp, bmp or tiff") from exc
+        raise ApiError(415, "the image cannot be decoded", "the file may be truncated or damaged") from exc
 
 
-def probe_video(path: Path) -> StreamInfo:
-    """What PyAV finds in an uploaded video; 415 when it holds no decodable video."""
+def too_many_pixels(max_pixels: int) -> ApiError:
+    return ApiError(413, f"more than {max_pixels} pixels", "send a smaller image or video (serve.max_photo_pixels, "
+                    "serve.max_video_pixels)")
+
+
+def probe_video(path: Path, limits: InputLimits) -> StreamInfo:
+    """What PyAV finds in an uploaded or allowed video; 415 when it holds no decodable video in an allowed format,
+    413 when its frames are larger than ``limits`` allow."""
     try:
-        return probe(str(path))
+        return probe(str(path), limits=limits)
+    except FrameTooLargeError as exc:
+        raise too_many_pixels(limits.max_pixels or 0) from exc
     except BadInputError as exc:
-        raise ApiError(415, "the upload is not a video PyAV can read", exc.hint or "send an mp4, mkv, avi or mov") from exc
+        raise ApiError(415, "not a video PyAV can read in an allowed format",
+                       "send an mp4, mkv, webm, avi, mov or ts") from exc

@@ -71,10 +71,11 @@ def upright_size(path: Path) -> tuple[int, int]:
     return (height, width) if turned else (width, height)
 
 
-def load_upright(path: Path) -> np.ndarray:
-    """The image as HxWx3 BGR uint8, turned as its EXIF orientation says."""
+def load_upright(path: Path, formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """The image as HxWx3 BGR uint8, turned as its EXIF orientation says; ``formats``: the PIL formats it may be
+    in (None: any)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=formats) as image:
             rgb = ImageOps.exif_transpose(image).convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"input {path} is not a readable image ({exc})",

@@ -60,6 +60,49 @@ def input_kind(url: str) -> InputKind:
     return InputKind.FILE if scheme in ("", "file") else InputKind.STREAM
 
 
+CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]*@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it taken out (log lines, errors, listings)."""
+    return CREDENTIALS.sub(r"\1", text)
+
+
+class FrameTooLargeError(BadInputError):
+    """An input whose frames have more pixels than its `InputLimits` allow."""
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What an input from an untrusted caller may be (`vidparse serve`): FFmpeg's demuxers and protocols allowed
+    (None: any), enforced by FFmpeg while it opens the input and checked again after; the largest frame (width x
+    height, None: any); whether HTTP redirects are followed."""
+
+    formats: tuple[str, ...] | None = None
+    protocols: tuple[str, ...] | None = None
+    max_pixels: int | None = None
+    follow_redirects: bool = True
+
+    def ffmpeg_options(self, kind: InputKind) -> dict[str, str]:
+        options = {}
+        if self.formats is not None:
+            options["format_whitelist"] = ",".join(self.formats)
+        if self.protocols is not None:
+            options["protocol_whitelist"] = ",".join(self.protocols)
+        if kind is InputKind.HTTP and not self.follow_redirects:
+            options["max_redirects"] = "0"
+        return options
+
+    def check(self, shown_url: str, container: av.container.InputContainer, width: int, height: int) -> None:
+        """Raise `BadInputError` for a demuxer or a frame size past the limits."""
+        if self.formats is not None and not set(container.format.name.split(",")) & set(self.formats):
+            raise BadInputError(f"input {shown_url} is in a format that is not allowed ({container.format.name})",
+                                hint="allowed: " + ", ".join(self.formats))
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise FrameTooLargeError(f"input {shown_url} has {width}x{height} frames, more than {self.max_pixels} "
+                                     "pixels", hint="send a smaller video")
+
+
 @dataclass
 class LiveOptions:
     """How live inputs are read and recovered."""
@@ -103,7 +146,8 @@ class StreamInfo:
 
 
 def open_container(url: str, options: dict[str, str] | None = None) -> av.container.InputContainer:
-    """Open an input for reading, turning FFmpeg's failures into one clear ``BadInputError``."""
+    """Open an input for reading, turning FFmpeg's failures into one clear ``BadInputError`` (``options``: FFmpeg's
+    format options)."""
     if "://" not in url:
         path = Path(url)
         if not path.exists():
@@ -121,7 +165,8 @@ def open_container(url: str, options: dict[str, str] | None = None) -> av.contai
                             hint="give a video file FFmpeg can read (mp4, avi, mkv, ...)") from exc
 
 
-def open_live(url: str, kind: InputKind, options: LiveOptions) -> av.container.InputContainer:
+def open_live(url: str, kind: InputKind, options: LiveOptions,
+              limits: InputLimits | None = None) -> av.container.InputContainer:
     """One connection attempt to a stream or camera; FFmpeg's exceptions pass through for the caller to judge."""
     read_s = options.read_timeout_s / READS_PER_STALL
     # PyAV's interrupt enforces both budgets; FFmpeg's per-operation socket timeout is only a backstop should the
@@ -131,7 +176,7 @@ def open_live(url: str, kind: InputKind, options: LiveOptions) -> av.container.I
         InputKind.RTSP: {"rtsp_transport": options.rtsp_transport, "timeout": socket_timeout_us},
         InputKind.HTTP: {"rw_timeout": socket_timeout_us},
         InputKind.STREAM: {"rw_timeout": socket_timeout_us},
-    }.get(kind, {})
+    }.get(kind, {}) | (limits or InputLimits()).ffmpeg_options(kind)
     return av.open(url, format="v4l2" if kind is InputKind.CAMERA else None, options=ffmpeg_options,
                    timeout=(options.open_timeout_s, read_s))
 
@@ -253,11 +298,15 @@ class VideoSource:
 
     ``live`` configures streams and cameras (ignored for files); once ``stop`` is set, a reconnect wait is
     cut short and the frame iterator ends there (or ``open()`` fails). A file is read within ``window`` only.
+    ``limits`` bound what the input may be. Messages and log lines show the URL without its credentials.
     """
 
     def __init__(self, url: str, max_frames: int | None = None, live: LiveOptions | None = None,
-                 stop: StopSignal | None = None, window: FrameWindow | None = None) -> None:
+                 stop: StopSignal | None = None, window: FrameWindow | None = None,
+                 limits: InputLimits | None = None) -> None:
         self.url = url
+        self.shown_url = without_credentials(url)
+        self.limits = limits or InputLimits()
         self.window = window
         self.kind = input_kind(url)
         self.max_frames = max_frames
@@ -274,18 +323,23 @@ class VideoSource:
 
     def open(self) -> StreamInfo:
         if self.kind is InputKind.FILE:
-            container = open_container(self.url)
-            stream = _video_stream(self.url, container)
+            container = open_container(self.url, self.limits.ffmpeg_options(self.kind))
+            stream = _video_stream(self.shown_url, container)
             live = self._choose_threads(container)
         else:  # threads are chosen while connecting, before the first frame is decoded
             container = self._connect(None)
             if container is None:
-                raise BadInputError(f"input {self.url}: stopped before it could be opened")
-            stream = _video_stream(self.url, container)
+                raise BadInputError(f"input {self.shown_url}: stopped before it could be opened")
+            stream = _video_stream(self.shown_url, container)
             live = self._choose_threads(container, decoding=False)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         self._container = container
         width, height = stream.codec_context.width, stream.codec_context.height
+        try:
+            self.limits.check(self.shown_url, container, width, height)
+        except BadInputError:
+            self._close_container()
+            raise
         if self.window is not None and self.window.seeks and not live:
             container.seek(self.window.seek_pts, stream=stream, backward=True)
         if not live:
@@ -422,7 +476,7 @@ class VideoSource:
         before the first one). None when stopped; raises once ``reconnect_attempts`` failed in a row."""
         options = self.live_options
         reason = lost
-        event = f"disconnected from {self.url}" if lost is not None else f"cannot connect to {self.url}"
+        event = f"disconnected from {self.shown_url}" if lost is not None else f"cannot connect to {self.shown_url}"
         while True:
             if reason is not None:
                 self._failures += 1
@@ -431,7 +485,7 @@ class VideoSource:
                 delay = backoff_delay(self._failures, options.backoff_initial_s, options.backoff_max_s)
                 log.warning("%s (%s); reconnecting in %.1f s (attempt %d%s)", event, reason, delay, self._failures,
                             f" of {options.reconnect_attempts}" if options.reconnect_attempts >= 0 else "")
-                event = f"reconnecting to {self.url} failed"
+                event = f"reconnecting to {self.shown_url} failed"
                 if self._wait(delay):
                     return None
             try:
@@ -442,7 +496,7 @@ class VideoSource:
                     raise self._unreachable(reason) from exc
                 continue
             if reason is not None:
-                log.info("%s to %s", "connected" if lost is None else "reconnected", self.url)
+                log.info("%s to %s", "connected" if lost is None else "reconnected", self.shown_url)
             return self._container
 
     def _attempt(self) -> None:
@@ -452,13 +506,13 @@ class VideoSource:
         options = self.live_options
         started = time.monotonic()
         try:
-            container = open_live(self.url, self.kind, options)
+            container = open_live(self.url, self.kind, options, self.limits)
         except (av.error.FFmpegError, OSError) as exc:
             # An interrupted RTSP handshake surfaces as "invalid data"; the clock tells what happened.
             if time.monotonic() - started >= options.open_timeout_s and not is_permanent(exc):
                 raise TimeoutError(f"no answer within {options.open_timeout_s:g} s") from exc
             raise
-        _video_stream(self.url, container, sized=False)
+        _video_stream(self.shown_url, container, sized=False)
         self._choose_threads(container)
         self._container = container
         try:
@@ -490,15 +544,15 @@ class VideoSource:
         return False
 
     def _unreachable(self, reason: str) -> BadInputError:
-        return BadInputError(f"cannot open {self.url}: {reason}",
+        return BadInputError(f"cannot open {self.shown_url}: {reason}",
                              hint="check the address, the credentials and that the camera or server is running")
 
     def _gave_up(self, reason: str, connected_before: bool) -> BadInputError | StreamLostError:
         attempts = self.live_options.reconnect_attempts
         if not connected_before:
             return self._unreachable(reason + (f" ({attempts} reconnect attempts failed)" if attempts else ""))
-        return StreamLostError(f"lost {self.url}: {reason}; " + (f"{attempts} reconnect attempts failed" if attempts
-                                                                 else "reconnecting is off"),
+        return StreamLostError(f"lost {self.shown_url}: {reason}; "
+                               + (f"{attempts} reconnect attempts failed" if attempts else "reconnecting is off"),
                                hint="raise --reconnect-attempts (-1 = keep trying) or check the camera")
 
     def _close_container(self) -> None:
@@ -510,9 +564,9 @@ class VideoSource:
         self._close_container()
 
 
-def probe(url: str, live: LiveOptions | None = None) -> StreamInfo:
+def probe(url: str, live: LiveOptions | None = None, limits: InputLimits | None = None) -> StreamInfo:
     """Open an input only to describe it (and to fail early with a clear error if it is not a video)."""
-    source = VideoSource(url, live=live)
+    source = VideoSource(url, live=live, limits=limits)
     try:
         return source.open()
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vidparse.stages.images import ImageSet, ImageSource
-from vidparse.stages.source import FrameWindow, LiveOptions, StopSignal, VideoSource
+from vidparse.stages.source import FrameWindow, InputLimits, LiveOptions, StopSignal, VideoSource
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,10 @@ class SourceSpec:
     max_frames: int | None = None
     window: FrameWindow | None = None  # read only this part of a file
     images: ImageSet | None = None
+    limits: InputLimits | None = None  # what a video input may be (None: anything FFmpeg reads)
 
     def make_source(self, stop: StopSignal | None = None) -> VideoSource | ImageSource:
         if self.images:
             return ImageSource(self.images, self.max_frames)
-        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.live, stop=stop, window=self.window)
+        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.live, stop=stop, window=self.window,
+                           limits=self.limits)

@@ -133,6 +133,9 @@ def test_missing_or_wrong_credentials_fail_at_once(rtsp_servers: Make, caplog: p
     server = rtsp_servers("--user", "viewer:secret").start()
     for credentials in ("", "viewer:wrong@"):
         fails_at_once(server.url.replace("rtsp://", f"rtsp://{credentials}"), "401", caplog)
+    with pytest.raises(BadInputError) as refused:
+        VideoSource(server.url.replace("rtsp://", "rtsp://viewer:wrong@"), live=TOO_SHORT).open()
+    assert server.url in refused.value.message and "wrong" not in refused.value.message  # no password shown
     assert opens(server.url.replace("rtsp://", "rtsp://viewer:secret@")) == (768, 576)
 
 
