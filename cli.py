@@ -79,7 +79,7 @@ def run(
         help="YAML list of sources with per-source name, output, policy... (README, 'Many inputs').")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml, or a preset name (fast).")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
@@ -193,7 +193,7 @@ def batch(
     retries: Annotated[Optional[int], typer.Option(help="Runs again of a failed segment before its input fails.")] = None,
     cpus_per_task: Annotated[Optional[int], typer.Option(help="CPUs (parser workers) of one segment task.")] = None,
     masks: Annotated[bool, typer.Option("--masks/--no-masks", help="Also write OUTDIR/<name>_masks/ (class-id PNGs).")] = False,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml, or a preset name (fast).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -251,7 +251,7 @@ def bench(
     frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
     workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
     threads: Annotated[int, typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers.")] = 0,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
@@ -292,7 +292,7 @@ def tune(
     input: Annotated[str, typer.Argument(help="Video (or stream) to tune on, like the ones you will parse.")],
     seconds: Annotated[float, typer.Option(min=1, help="Measuring time per trial, after a warm-up.")] = 10,
     max_workers: Annotated[Optional[int], typer.Option(min=1, help="Try at most this many workers.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file or preset to tune, as for run.")] = None,
     parse_every: Annotated[Optional[int], typer.Option(help="Keyframe mode to tune with, as for run.")] = None,
@@ -443,7 +443,7 @@ def models_make_random(
     console.print(f"wrote {path}")
 
 
-ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, m2fp, m2fp-single.")]
+ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")]
 ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
 ConfigOption = Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")]
 RoiModeOption = Annotated[Optional[str], typer.Option("--roi-mode", help="roi: parse person crops; whole: whole frames.")]
@@ -529,8 +529,8 @@ def train_weights(
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the labels: ccp or cihp.")] = "ccp",
     output: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write (ONNX); MODEL_CARD.md goes "
                                                                   "beside it.")] = Path("cihp-net.onnx"),
-    folds: Annotated[int, typer.Option(min=0, max=20, help="k of the k-fold scores reported first; 0 skips them.")] = 5,
-    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the photos.")] = 16,
+    folds: Annotated[int, typer.Option(min=0, max=20, help="k of the k-fold scores reported first; 0 skips them.")] = 4,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the photos.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of everything random: the same seed gives the same weights.")] = 0,
     processes: Annotated[int, typer.Option(min=0, help="Processes computing the frozen models' outputs; 0 = one per "
                                                         "usable CPU.")] = 0,
@@ -540,6 +540,7 @@ def train_weights(
 ) -> None:
     """Train cihp-net's network from labelled photos: k-fold scores, then weights and a model card."""
     _setup_logging(verbose)
+    logging.getLogger("vidparse.training").setLevel(logging.INFO)  # each epoch's loss, each fold scored
     with user_errors():
         from vidparse.evaluation.tables import image_table
 

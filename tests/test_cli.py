@@ -131,7 +131,7 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
         (["run", "{clip}", "-o", "/sys/o.mp4"], 4, "is not writable"),
         (["run", "{clip}", "-o", "{tmp}/o.gif"], 4, "unsupported extension"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "'workers' must be between 1 and"),
-        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "'model' must be one of bodypix, cihp-lite, m2fp"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "'model' must be one of bodypix, cihp-lite, cihp-net, m2fp"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
     ],

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainSettings:
-    epochs: int = field(default=16, metadata={"range": (1, 1000)})
+    epochs: int = field(default=10, metadata={"range": (1, 1000)})
     batch_size: int = field(default=16, metadata={"range": (1, 1024)})
     learning_rate: float = field(default=3e-3, metadata={"range": (1e-6, 1.0)})
     weight_decay: float = field(default=1e-4, metadata={"range": (0.0, 1.0)})
@@ -143,7 +143,7 @@ class FoldScores:
 
 
 def cross_validate(examples: Sequence[Example], samples: Sequence[Sample], label_set: str, folds: int,
-                   settings: TrainSettings, on_fold: Callable[[int], None] | None = None) -> FoldScores:
+                   settings: TrainSettings, on_epoch: Callable[[int, float], None] | None = None) -> FoldScores:
     """Train on all folds but one and score the held-out photos (their full-size views, pasted into the photo at
     full resolution), for each fold in turn; the confusion is pooled over all held-out photos."""
     start = time.perf_counter()
@@ -151,7 +151,7 @@ def cross_validate(examples: Sequence[Example], samples: Sequence[Sample], label
     tallies = {scheme: Tally(truth_set, cihp, scheme) for scheme in SCHEMES}
     by_name = {sample.name: sample for sample in samples}
     for fold in range(folds):
-        model = train([e for e in examples if fold_of(e.name, folds) != fold], settings)
+        model = train([e for e in examples if fold_of(e.name, folds) != fold], settings, on_epoch)
         for example in examples:
             if example.small or fold_of(example.name, folds) != fold:
                 continue
@@ -159,8 +159,7 @@ def cross_validate(examples: Sequence[Example], samples: Sequence[Sample], label
             predicted = predict(model, example, truth.shape)
             for tally in tallies.values():
                 tally.add(truth, predicted)
-        if on_fold:
-            on_fold(fold)
+        log.info("fold %d of %d scored", fold + 1, folds)
     settings_report = {"roi": {"mode": "roi", "margin": ROI_MARGIN, "person_height": ROI_HEIGHT,
                                "max_upscale": ROI_UPSCALE},
                        "detector": {"score_threshold": 0.3}, "folds": folds, "epochs": settings.epochs}

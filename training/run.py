@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from vidparse.errors import BadOutputError, ConfigError
 from vidparse.evaluation.datasets import find_samples
@@ -20,6 +22,8 @@ from vidparse.stages.labels import load_label_set
 from vidparse.training import dataset, fit
 from vidparse.training.card import TrainingRecord, write_card
 from vidparse.training.network import export_onnx
+
+log = logging.getLogger(__name__)
 
 TRAINABLE_LABEL_SETS = ("ccp", "cihp")
 
@@ -58,11 +62,11 @@ class TrainingJob:
         if not examples:
             raise ConfigError(f"no labelled person in {self.labels}", hint="check --label-set")
         if self.folds:
-            task = progress.add_task(f"{self.folds}-fold", total=self.folds)
+            task = progress.add_task(f"{self.folds}-fold, epochs", total=self.folds * self.epochs)
             self.scores = fit.cross_validate(examples, samples, self.label_set, self.folds, settings,
-                                             on_fold=lambda _: progress.advance(task)).reports
-        task = progress.add_task("final weights", total=self.epochs)
-        model = fit.train(examples, settings, on_epoch=lambda _, __: progress.advance(task))
+                                             on_epoch=self._epoch_logger(progress, task)).reports
+        task = progress.add_task("final weights, epochs", total=self.epochs)
+        model = fit.train(examples, settings, on_epoch=self._epoch_logger(progress, task))
         try:
             export_onnx(model, self.output)
         except OSError as exc:
@@ -71,3 +75,11 @@ class TrainingJob:
                                 label_set=self.label_set, photos=len(samples), examples=len(examples), settings=settings,
                                 seconds=time.perf_counter() - start, folds=self.folds, scores=self.scores)
         return write_card(self.output, record)
+
+    @staticmethod
+    def _epoch_logger(progress: Progress, task: TaskID) -> Callable[[int, float], None]:
+        def on_epoch(epoch: int, loss: float) -> None:
+            progress.advance(task)
+            log.info("epoch %d: loss %.4f", epoch + 1, loss)
+
+        return on_epoch
