@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-import multiprocess
 import multiprocess.connection
 
 from vidparse.pipeline.errors import PipelineError, raise_failure
@@ -24,6 +23,7 @@ from vidparse.pipeline.processes import POLL_S
 from vidparse.pipeline.scheduler import Scheduler
 from vidparse.pipeline.session import JOIN_TIMEOUT_S, StreamSession
 from vidparse.pipeline.settings import MemoryBudget, PoolSettings, StreamSettings
+from vidparse.pipeline.spawning import package_context
 from vidparse.pipeline.threads import thread_environment
 from vidparse.pipeline.workers import WorkerPool, WorkerStartError
 from vidparse.pipeline.writer import Subscriber, Written
@@ -49,7 +49,7 @@ class Engine:
         self.parser = parser
         self.settings = settings
         self.until_idle = until_idle
-        self._context = multiprocess.get_context("spawn")
+        self._context = package_context()  # children never import the caller's __main__
         self._sessions: dict[int, StreamSession] = {}
         self._on_end: dict[int, Callable[[StreamSession], None] | None] = {}
         self._next_stream = 0
