@@ -18,12 +18,12 @@ import numpy as np
 
 from vidparse.config import Config, config_from, load_config, merge, user_settings
 from vidparse.errors import BadInputError, ConfigError
-from vidparse.jobs import ResolvedModels, StreamSpec, build_person_parser, stream_settings
+from vidparse.jobs import ResolvedModels, StreamSpec, add_stream, build_engine, build_person_parser
 from vidparse.pipeline.cpus import threads_per_worker
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
 from vidparse.pipeline.writer import Written
-from vidparse.runs import RunOutcome, Source, check_source, make_engine, run_sources, sources_for
+from vidparse.runs import RunOutcome, Source, check_source, run_sources, sources_for
 from vidparse.stages.images import load_upright
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS
@@ -198,7 +198,7 @@ class Stream:
         label_set = load_label_set(LABEL_SETS[settings.model])
         try:
             for index, spec in enumerate(specs):
-                engine.add_source(spec, stream_settings(spec.config, spec.input_url), on_end=_ender(index, failed))
+                add_stream(engine, spec, on_end=_ender(index, failed))
             engine.start()
             for written in written_frames:
                 yield _stream_frame(written, specs[written.stream], label_set)
@@ -224,13 +224,13 @@ class Stream:
         self.close()
 
 
-def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamSession], None]:
-    def end(session: StreamSession) -> None:
-        if session.error is not None:
-            log.warning("source %d failed: %s", index, getattr(session.error, "message", session.error))
-            failed[index] = session.error
+def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamEnd], None]:
+    def ended(end: StreamEnd) -> None:
+        if end.error is not None:
+            log.warning("source %d failed: %s", index, end.message)
+            failed[index] = end.error
 
-    return end
+    return ended
 
 
 def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> StreamFrame:
@@ -271,7 +271,7 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
                               **overrides)
     specs = [check_source(Source(url, Path(path) if path is not None else None, max_frames=max_frames), settings)
              for url, path in zip(inputs, paths)]
-    return Stream(make_engine(settings, specs), specs, settings)
+    return Stream(build_engine(settings, specs), specs, settings)
 
 
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: str | None = None,

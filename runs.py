@@ -4,7 +4,6 @@ on one worker pool. A stream that fails is reported in its `StreamOutcome` and s
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -13,10 +12,8 @@ from typing import Any
 from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
                              ConfigError, VidparseError)
-from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, drops_frames, pool_settings, stream_settings
-from vidparse.pipeline.cpus import threads_per_worker
-from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
+from vidparse.jobs import StreamSpec, add_stream, build_engine, output_names, stream_name
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
 from vidparse.signals import stop_on_signals
@@ -48,13 +45,6 @@ class Source:
         return self.name or stream_name(self.input)
 
 
-def stream_name(input: str) -> str:
-    """A file's stem; for a URL, its host and path with anything but letters, digits, '-' and '.' as '_'."""
-    if "://" in input:
-        return re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1]).strip("_") or "stream"
-    return Path(input.rstrip("/")).stem or "stream"
-
-
 def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, stats: Path | None = None,
                 instances: Path | None = None, max_frames: int | None = None) -> list[Source]:
     """One input writes to ``output`` as given. Several: ``output`` is a folder with ``<name>.mp4`` per input
@@ -66,7 +56,7 @@ def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, 
         raise ConfigError(f"{len(inputs)} inputs need a folder for -o, not {output}",
                           hint="give a folder such as -o parsed/ (one output per input, named after it)")
     sources = []
-    for input, name in zip(inputs, unique_names([stream_name(i) for i in inputs])):
+    for input, name in zip(inputs, output_names(inputs)):
         target = output / (name if is_image_input(input) else f"{name}.mp4")
         sources.append(Source(input, target, name, masks=masks / name if masks else None,
                               stats=stats / f"{name}.jsonl" if stats else None,
@@ -83,15 +73,6 @@ def make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadOutputError(f"cannot create folder {folder}: {exc.strerror}", hint="choose a writable folder") from exc
-
-
-def unique_names(names: Sequence[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return unique
 
 
 def load_sources(path: Path, output: Path | None) -> list[Source]:
@@ -133,28 +114,35 @@ def load_sources(path: Path, output: Path | None) -> list[Source]:
 
 @dataclass
 class StreamOutcome:
-    """How one stream ended: its statistics, the files it wrote, and ``error`` when it failed."""
+    """How one stream ended (``end``, as the engine decided it; a source refused before the run is failed), its
+    statistics and the files it wrote."""
 
     name: str
     source: Source
-    stats: RunStats = field(default_factory=RunStats)
+    end: StreamEnd = field(default_factory=lambda: StreamEnd(-1, "interrupted"))  # until the engine says
     paths: list[Path] = field(default_factory=list)
     timestamps_repaired: int = 0
-    error: Exception | None = None
+
+    @property
+    def error(self) -> Exception | None:
+        return self.end.error
+
+    @property
+    def stats(self) -> RunStats:
+        return self.end.stats
 
     @property
     def status(self) -> str:
-        if self.error is not None:
-            return "failed"
-        if self.stats.interrupted:
-            return "interrupted"
-        return "degraded" if self.stats.degraded else "ok"
+        """The end's state; an ``ok`` end is ``degraded`` when workers were replaced or frames written unparsed."""
+        if self.end.ok and self.stats.degraded:
+            return "degraded"
+        return self.end.state
 
     @property
     def exit_code(self) -> int:
         if self.error is not None:
             return self.error.exit_code if isinstance(self.error, VidparseError) else UNEXPECTED_EXIT
-        return {"ok": 0, "degraded": DEGRADED_EXIT, "interrupted": INTERRUPTED_EXIT}[self.status]
+        return {"ok": 0, "degraded": DEGRADED_EXIT}.get(self.status, INTERRUPTED_EXIT)
 
 
 @dataclass
@@ -208,15 +196,6 @@ def check_source(source: Source, config: Config) -> StreamSpec:
                       name=source.label)
 
 
-def make_engine(config: Config, specs: Sequence[StreamSpec]) -> Engine:
-    """One pool of workers for these streams (not started); live streams make the workers take one frame at a
-    time."""
-    parser = ParserSpec(config, ResolvedModels.for_config(config))
-    pool = pool_settings(config, threads_per_worker(config.worker_count, config.threads),
-                         live=any(drops_frames(spec.config, spec.input_url) for spec in specs))
-    return Engine(parser, pool)
-
-
 def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
     """Run these inputs with this config on one worker pool, as `vidparse run` does. A stream that fails (its
     input missing, damaged, unreachable or lost for good, its output not writable) is reported in its outcome
@@ -233,13 +212,13 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
         try:
             specs[index] = check_source(source, replace(config, policy=source.policy or config.policy))
         except VidparseError as exc:
-            outcome.error = exc
+            outcome.end = StreamEnd(index, "failed", exc)
     if not specs:
         return RunOutcome(outcomes)
-    engine = make_engine(config, list(specs.values()))
+    engine = build_engine(config, list(specs.values()))
     for index, spec in specs.items():
-        engine.add_source(spec, stream_settings(spec.config, spec.input_url), _subscribers(hooks, index),
-                          on_open=_bind(hooks.on_open, index), on_end=_ender(outcomes[index], len(outcomes) == 1))
+        add_stream(engine, spec, _subscribers(hooks, index), on_open=_bind(hooks.on_open, index),
+                   on_end=_ender(outcomes[index], len(outcomes) == 1))
     with stop_on_signals(engine.stop):
         engine.run()
     return RunOutcome(outcomes)
@@ -255,14 +234,14 @@ def _bind(on_open: Callable[[int, StreamInfo], None] | None, index: int) -> Call
     return None if on_open is None else (lambda info: on_open(index, info))
 
 
-def _ender(outcome: StreamOutcome, alone: bool) -> Callable[[StreamSession], None]:
-    def end(session: StreamSession) -> None:
-        outcome.stats, outcome.error = session.stats, session.error
-        if session.error is not None and not alone:  # said when it happens: the other streams go on
-            log.warning("stream %s failed: %s", outcome.name, getattr(session.error, "message", session.error))
-        if session.output is not None:
-            outcome.paths = list(session.output.paths)
-            timestamps = getattr(session.output, "timestamps", None)
+def _ender(outcome: StreamOutcome, alone: bool) -> Callable[[StreamEnd], None]:
+    def ended(end: StreamEnd) -> None:
+        outcome.end = end
+        if end.error is not None and not alone:  # said when it happens: the other streams go on
+            log.warning("stream %s failed: %s", outcome.name, end.message)
+        if end.output is not None:
+            outcome.paths = list(end.output.paths)
+            timestamps = getattr(end.output, "timestamps", None)
             outcome.timestamps_repaired = timestamps.repaired if timestamps else 0
 
-    return end
+    return ended

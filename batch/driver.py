@@ -18,6 +18,7 @@ from vidparse.batch.progress import BatchProgress
 from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, receive
 from vidparse.config import Config
 from vidparse.errors import BadOutputError, VidparseError
+from vidparse.jobs import output_names
 from vidparse.stages.source import probe
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,7 @@ class BatchDriver:
         for record in problems:
             self._finish(record)
         previous = self.manifest.load()
-        names: set[str] = set()
-        for url in inputs:
-            name = _unique(Path(url.split("://")[-1]).stem or "input", names)
+        for url, name in zip(inputs, output_names(inputs)):
             if url in previous and previous[url].skips(self.digest):
                 self.skipped.append(previous[url])
                 self.progress.skipped += 1
@@ -201,13 +200,3 @@ class BatchDriver:
         self.manifest.append(record)
         self.records.append(record)
         self.progress.finished(record)
-
-
-def _unique(stem: str, taken: set[str]) -> str:
-    """``clip``, then ``clip-2``, ``clip-3`` for further inputs of the same name (in input order)."""
-    name, number = stem, 1
-    while name in taken:
-        number += 1
-        name = f"{stem}-{number}"
-    taken.add(name)
-    return name

@@ -15,7 +15,7 @@ from pathlib import Path
 from vidparse.batch.plan import UNBOUNDED, Segment
 from vidparse.config import Config
 from vidparse.errors import VidparseError
-from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
+from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.runner import Runner
 
 VIDEO_NAME = "video.mp4"
@@ -76,14 +76,14 @@ def _run(task: SegmentTask, folder: Path) -> SegmentResult:
     folder.mkdir(parents=True, exist_ok=True)
     config = replace(task.config, workers=task.cpus, threads=1)
     segment = task.segment
-    parser = ParserSpec(config, ResolvedModels.for_config(config))  # this node's model folder
     stream = StreamSpec(config, task.input_url, folder / VIDEO_NAME, masks_dir=folder / MASKS_NAME if task.masks
                         else None, window=segment.window, write_from=segment.start)
-    runner = Runner(parser, stream, pool_settings(config, threads=1, live=False),  # a segment is a part of a file
-                    stream_settings(config, task.input_url))
-    stats = runner.run()
+    # The models are resolved in this node's model folder; a segment is a part of a file, never live.
+    runner = Runner(build_engine(config, [stream]), stream, stream_settings(config, task.input_url))
+    stats = runner.run()  # raises a failed end's error
+    assert runner.end is not None
     written = runner.output.sink.frames_written if runner.output is not None else 0
-    if stats.interrupted or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
+    if not runner.end.ok or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
         raise SegmentFailed(f"segment {segment.number} of {task.input_url} wrote {written} of {segment.frames} "
                             f"frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
                             hint="it is retried; see --verbose for the run's log")

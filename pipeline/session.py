@@ -47,6 +47,7 @@ class StreamSession:
         self.settings = settings
         self.stats = RunStats()
         self.error: Exception | None = None  # what stopped this stream alone (the engine goes on)
+        self.cancelled = False  # removed on its own (`Engine.remove_source`), not stopped with the engine
         self.pending: deque[Task] = deque()
         self.slots: SharedSlots | None = None
         self.output: Any = None  # the stream's output stage, once the input is open
@@ -193,8 +194,10 @@ class StreamSession:
         self._ledger.release(task.slot)
         self.deliver(task, None)
 
-    def interrupt(self) -> None:
-        """Stop reading, drop frames not yet started, finish the ones being parsed."""
+    def interrupt(self, cancel: bool = False) -> None:
+        """Stop reading, drop frames not yet started, finish the ones being parsed. ``cancel``: this stream alone
+        was asked to stop."""
+        self.cancelled = self.cancelled or cancel
         if self.stats.interrupted:
             return
         self.stats.interrupted = True

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from vidparse.config import Config
-from vidparse.errors import VidparseError
 from vidparse.jobs import StreamSpec
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
 from vidparse.pipeline.stats import RunStats
 from vidparse.service.engine import EngineHost
 from vidparse.service.errors import ApiError, not_found
@@ -29,14 +28,7 @@ ACTIVE = ("queued", "running")
 RESULT = "result.mp4"
 STATS = "stats.jsonl"
 MASKS = "masks"
-
-
-def failure(session: StreamSession) -> str:
-    """Why a stream ended before its end: its own error, or the engine's (see the server log)."""
-    error = session.error
-    if error is None:
-        return "the engine stopped; see the server log"
-    return error.message if isinstance(error, VidparseError) else f"{type(error).__name__}: {error}"
+END_STATES = {"ok": "done", "failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted"}  # by StreamEnd
 
 
 def new_id() -> str:
@@ -56,7 +48,6 @@ class Job:
     created_at: float = field(default_factory=time.time)
     first_frame_at: float | None = None
     last_frame_at: float | None = None
-    cancel_requested: bool = False
     engine: Engine | None = None
     stream: int | None = None
 
@@ -125,7 +116,7 @@ class JobManager:
         # One series for all jobs, but each job its own counter state: its statistics start from zero.
         metrics = StreamMetrics(self.metrics, "jobs", live=False)
         job.engine, job.stream = self.engines.add(spec, [lambda written, stats: self._frame(job, stats, metrics)],
-                                                  on_open=opened, on_end=lambda session: self._ended(job, session))
+                                                  on_open=opened, on_end=lambda end: self._ended(job, end))
 
     def _frame(self, job: Job, stats: RunStats, metrics: StreamMetrics) -> None:
         now = time.monotonic()
@@ -134,13 +125,8 @@ class JobManager:
         job.frames = stats.frames
         metrics.frame(stats)
 
-    def _ended(self, job: Job, session: StreamSession) -> None:
-        if session.stats.interrupted:
-            job.state = "cancelled" if job.cancel_requested else "interrupted"
-        elif session.finished:
-            job.state = "done"
-        else:
-            job.state, job.error = "failed", failure(session)
+    def _ended(self, job: Job, end: StreamEnd) -> None:
+        job.state, job.error = END_STATES[end.state], end.message
         log.info("job %s %s after %d frames", job.id, job.state, job.frames)
 
     def get(self, job_id: str) -> Job:
@@ -154,7 +140,6 @@ class JobManager:
         """Cancel an active job (its output so far stays playable); a finished one is removed with its files."""
         job = self.get(job_id)
         if job.state in ACTIVE:
-            job.cancel_requested = True
             if job.engine is not None and job.stream is not None:
                 self.engines.remove(job.engine, job.stream)
             return job

@@ -12,13 +12,13 @@ from typing import Any
 
 from vidparse.config import Config
 from vidparse.jobs import StreamSpec
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Written
 from vidparse.service.engine import EngineHost
 from vidparse.service.errors import ApiError, not_found
-from vidparse.service.job_manager import failure, new_id
+from vidparse.service.job_manager import new_id
 from vidparse.service.metrics import Metrics, StreamMetrics
 from vidparse.service.photos import jpeg
 
@@ -81,7 +81,7 @@ class StreamManager:
         spec = StreamSpec(self.config, url, None)
         live.engine, live.stream = self.engines.add(spec, [lambda written, stats: self._frame(live, written, stats)],
                                                     on_open=lambda info: None,
-                                                    on_end=lambda session: self._ended(live, session))
+                                                    on_end=lambda end: self._ended(live, end))
         return live
 
     def _frame(self, live: LiveStream, written: Written, stats: RunStats) -> None:
@@ -93,9 +93,11 @@ class StreamManager:
             live.state = "live"
         live.metrics.frame(stats)
 
-    def _ended(self, live: LiveStream, session: StreamSession) -> None:
-        live.state = "stopped" if session.stats.interrupted and session.error is None else "failed"
-        live.error = None if live.state == "stopped" else failure(session)
+    def _ended(self, live: LiveStream, end: StreamEnd) -> None:
+        """A failed stream stays listed with its error; one that ended otherwise (removed, the server stopping, its
+        input at an end) is gone."""
+        live.state = "failed" if end.error is not None else "stopped"
+        live.error = end.message
         live.metrics.remove()
         with self._lock:
             if live.state == "stopped":

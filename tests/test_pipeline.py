@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from vidparse.errors import BadInputError, BadOutputError, ModelError
+from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.reorder import ReorderBuffer
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.runner import Runner
@@ -136,7 +137,7 @@ class TrivialJob:
 
 
 def runner(job: TrivialJob, workers: int, queue_size: int = 2, frame_timeout_s: float = 120.0, **stream) -> Runner:
-    return Runner(job, job, PoolSettings(workers=workers, threads=1, frame_timeout_s=frame_timeout_s),
+    return Runner(Engine(job, PoolSettings(workers=workers, threads=1, frame_timeout_s=frame_timeout_s)), job,
                   StreamSettings(queue_size=queue_size, **stream))
 
 
