@@ -77,6 +77,9 @@ class Collected:
     statuses: list[str] = field(default_factory=list)
     closed: bool = False
     fail_in: tuple[str, int] | None = None  # ("compose" or "emit", seq): the output raises there
+    close_s: float = 0.0  # closing takes this long (an encoder flushing, a file remuxed)
+    fail_close: bool = False  # closing raises, after everything was written
+    closing: tuple[float, float] | None = None  # when closing began and ended (time.monotonic)
 
 
 class CollectingOutput:
@@ -101,7 +104,12 @@ class CollectingOutput:
         self.sink.images.append(composed.frame.image.copy())
 
     def close(self) -> None:
+        began = time.monotonic()
+        time.sleep(self.sink.close_s)
         self.sink.closed = True
+        self.sink.closing = (began, time.monotonic())
+        if self.sink.fail_close:
+            raise BadOutputError("close broke on purpose")
 
 
 @dataclass
