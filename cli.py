@@ -124,7 +124,7 @@ def run(
                               hint="vidparse run INPUT -o OUTPUT.mp4, or vidparse run IN1 IN2 -o OUTDIR/, or "
                                    "vidparse run --sources sources.yaml -o OUTDIR/")
         if sources:
-            streams = load_sources(sources, output)
+            streams = load_sources(sources, output, masks, stats, instances, max_frames)
         elif output is None:
             raise ConfigError("no output given", hint="add -o OUTPUT.mp4 (a folder for several inputs)")
         else:

@@ -58,13 +58,17 @@ def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, 
     sources = []
     for input, name in zip(inputs, output_names(inputs)):
         target = output / (name if is_image_input(input) else f"{name}.mp4")
-        sources.append(Source(input, target, name, masks=masks / name if masks else None,
-                              stats=stats / f"{name}.jsonl" if stats else None,
-                              instances=instances / name if instances else None, max_frames=max_frames))
+        sources.append(Source(input, target, name, max_frames=max_frames, **stream_files(name, masks, stats, instances)))
     for folder in (output, stats):
         if folder is not None:
             make_folder(folder)
     return sources
+
+
+def stream_files(name: str, masks: Path | None, stats: Path | None, instances: Path | None) -> dict[str, Path | None]:
+    """Where one of several streams writes inside the ``--masks``, ``--stats`` and ``--instances`` folders."""
+    return {"masks": masks / name if masks else None, "stats": stats / f"{name}.jsonl" if stats else None,
+            "instances": instances / name if instances else None}
 
 
 def make_folder(folder: Path) -> None:
@@ -75,10 +79,13 @@ def make_folder(folder: Path) -> None:
         raise BadOutputError(f"cannot create folder {folder}: {exc.strerror}", hint="choose a writable folder") from exc
 
 
-def load_sources(path: Path, output: Path | None) -> list[Source]:
+def load_sources(path: Path, output: Path | None, masks: Path | None = None, stats: Path | None = None,
+                 instances: Path | None = None, max_frames: int | None = None) -> list[Source]:
     """Read a sources file: ``sources:``, a list of mappings with ``input`` and optionally ``name``, ``output``,
     ``masks``, ``stats``, ``instances``, ``max_frames``, ``policy``. Paths are as on the command line (relative to
-    the current folder); a source without ``output`` writes ``OUTPUT/<name>.mp4``."""
+    the current folder); a source without ``output`` writes ``OUTPUT/<name>.mp4``. The command line's options apply
+    to every source that does not set its own: ``masks``, ``stats`` and ``instances`` are folders (``<name>/``,
+    ``<name>.jsonl``, ``<name>/``) as with several inputs, ``max_frames`` a limit."""
     data = read_yaml(path)
     entries = data.get("sources")
     if set(data) != {"sources"} or not isinstance(entries, list) or not entries:
@@ -95,13 +102,16 @@ def load_sources(path: Path, output: Path | None) -> list[Source]:
         if entry.get("policy") not in (None, *POLICIES):
             raise ConfigError(f"{where}: policy must be one of {', '.join(POLICIES)}, got {entry['policy']!r}",
                               hint="policy: drop (live) or block (files)")
-        max_frames = entry.get("max_frames")
-        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-            raise ConfigError(f"{where}: max_frames must be a whole number >= 1, got {max_frames!r}",
+        limit = entry.get("max_frames")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"{where}: max_frames must be a whole number >= 1, got {limit!r}",
                               hint="leave it out to parse every frame")
         paths = {key: Path(str(entry[key])) for key in ("output", "masks", "stats", "instances") if entry.get(key)}
         source = Source(input=str(entry["input"]), output=Path(), name=entry.get("name") and str(entry["name"]),
-                        max_frames=max_frames, policy=entry.get("policy"), **paths)
+                        max_frames=max_frames if limit is None else limit, policy=entry.get("policy"), **paths)
+        for key, default in stream_files(source.label, masks, stats, instances).items():
+            if key not in paths:
+                setattr(source, key, default)
         if "output" not in paths:
             if output is None:
                 raise ConfigError(f"{where} has no 'output' and no -o folder was given",
@@ -109,6 +119,8 @@ def load_sources(path: Path, output: Path | None) -> list[Source]:
             make_folder(output)
             source.output = output / (source.label if is_image_input(source.input) else f"{source.label}.mp4")
         sources.append(source)
+    if stats is not None:
+        make_folder(stats)
     return sources
 
 
