@@ -8,7 +8,7 @@ subclasses, each with a ``message``, a ``hint`` and the CLI's ``exit_code``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
@@ -158,7 +158,7 @@ def annotate(image: ImageInput, parsing: Parsing, alpha: float | None = None, le
         raise BadInputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but its labels are "
                             f"{parsing.labels.shape[1]}x{parsing.labels.shape[0]}",
                             hint="annotate the image that was parsed")
-    options = resolve_config(**{"compose.alpha": alpha, "compose.legend": legend}).compose  # validated, YAML defaults
+    options = resolve_config(None, **{"compose.alpha": alpha, "compose.legend": legend}).compose  # validated, defaults
     rgb_colors = replace(parsing.label_set, colors=parsing.palette)  # Recolor blends in the image's channel order
     return Recolor(rgb_colors, options).process(rgb, parsing.labels)
 
@@ -193,7 +193,7 @@ class Stream:
 
     @staticmethod
     def _run(engine: Engine, specs: list[StreamSpec], settings: Config, failed: dict[int, Exception]
-             ) -> Iterator[StreamFrame]:
+             ) -> Generator[StreamFrame, None, None]:
         written_frames = engine.results()
         label_set = load_label_set(LABEL_SETS[settings.model])
         try:
@@ -287,8 +287,9 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     fails stops alone; with ``check`` (the default) the first failure is raised once every stream has ended."""
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
-    optional = [Path(p) if p is not None else None for p in (masks, stats, instances)]
-    outcome = run_sources(settings, sources_for(_inputs(inputs), Path(output), *optional, max_frames=max_frames))
-    if check and outcome.failed:
-        raise outcome.failed[0].error
+    masks_dir, stats_path, instances_dir = (Path(p) if p is not None else None for p in (masks, stats, instances))
+    outcome = run_sources(settings, sources_for(_inputs(inputs), Path(output), masks_dir, stats_path, instances_dir,
+                                                max_frames))
+    if check and (error := next((s.error for s in outcome.failed if s.error is not None), None)) is not None:
+        raise error
     return outcome

@@ -183,7 +183,7 @@ def build(cls: type, data: Any, where: str) -> Any:
 
 
 def _value(kind: Any, value: Any, key: str, metadata: typing.Mapping[str, Any]) -> Any:
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return build(kind, value, key + ".")
     if key == "parsers":
         if not isinstance(value, dict):

@@ -58,7 +58,8 @@ def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, 
     sources = []
     for input, name in zip(inputs, output_names(inputs)):
         target = output / (name if is_image_input(input) else f"{name}.mp4")
-        sources.append(Source(input, target, name, max_frames=max_frames, **stream_files(name, masks, stats, instances)))
+        files = stream_files(name, masks, stats, instances)
+        sources.append(Source(input, target, name, files["masks"], files["stats"], files["instances"], max_frames))
     for folder in (output, stats):
         if folder is not None:
             make_folder(folder)
@@ -196,7 +197,7 @@ def check_source(source: Source, config: Config) -> StreamSpec:
     if source.instances and (image_output or not config.tracking.enabled):
         raise ConfigError("--instances needs tracking, which runs on video output only",
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")
-    if image_output:
+    if images is not None and source.output is not None and image_output:
         check_image_output(images, source.output)
     else:
         if input_kind(source.input) is InputKind.FILE and not images:

@@ -34,7 +34,8 @@ def check_reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: {exc.strerror or exc}",
-                                 hint="start it with `ray start --head`, or check the address and the firewall")
+                                 hint="start it with `ray start --head`, or check the address and the firewall"
+                                 ) from exc
 
 
 class RayEngine:

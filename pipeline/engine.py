@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from typing import Any
 
@@ -128,7 +128,7 @@ class Engine:
             self.join()
             raise
 
-    def results(self) -> Iterator[Written]:
+    def results(self) -> Generator[Written, None, None]:
         """Copies of every frame any stream writes (the arrays outlive their slot), until the engine ends; then
         raises what ended it, as `join` does. Call before streams are added; leaving the loop early aborts."""
         items: queue.Queue[Written | None] = queue.Queue(maxsize=4)
@@ -136,7 +136,7 @@ class Engine:
         self._after.append(lambda: items.put(None))
         return self._iterate(items)
 
-    def _iterate(self, items: queue.Queue[Written | None]) -> Iterator[Written]:
+    def _iterate(self, items: queue.Queue[Written | None]) -> Generator[Written, None, None]:
         try:
             while (item := items.get()) is not None:
                 yield item
@@ -197,13 +197,14 @@ class Engine:
                     self._run_commands()
                 elif conn in sources:
                     self._guard(sources[conn], sources[conn].receive)
-                else:
+                elif pool is not None and scheduler is not None:  # a worker's pipe: workers come with the pool
                     self._receive_from_worker(pool, scheduler, conn, workers[conn])
             if not ready:
                 for session in self._sessions.values():
                     self._guard(session, session.check_source)
-            for lost in pool.check() if pool is not None else []:
-                self._requeue(scheduler, lost)
+            if pool is not None and scheduler is not None:
+                for lost in pool.check():
+                    self._requeue(scheduler, lost)
             for session in list(self._sessions.values()):
                 self._guard(session, session.tick)
                 if session.error is not None or session.finished:

@@ -78,6 +78,25 @@ class StreamSession:
     def finished(self) -> bool:
         return self._total is not None and self._delivered >= self._total
 
+    # What exists once the input is open: the hub reaches these only after the source's `Opened`.
+    @property
+    def _open_ledger(self) -> SlotLedger:
+        if self._ledger is None:
+            raise RuntimeError(f"stream {self.stream} is not open")
+        return self._ledger
+
+    @property
+    def _open_slots(self) -> SharedSlots:
+        if self.slots is None:
+            raise RuntimeError(f"stream {self.stream} is not open")
+        return self.slots
+
+    @property
+    def _open_writer(self) -> OutputWriter:
+        if self._writer is None:
+            raise RuntimeError(f"stream {self.stream} is not open")
+        return self._writer
+
     def connection(self) -> Any | None:
         """The source's pipe to wait on, while it has something to say."""
         return None if self._source_done else self._source_events
@@ -104,7 +123,7 @@ class StreamSession:
                 pass  # the source is gone; a replacement is given every free slot when it starts
 
     def _give_slot(self, slot: int, in_use: int) -> None:
-        if in_use + 1 >= self._ledger.count:
+        if in_use + 1 >= self._open_ledger.count:
             self._source_heard_at = time.monotonic()  # the source was waiting for this slot, not stalled
         self._send_to_source(slot)
 
@@ -125,7 +144,7 @@ class StreamSession:
         if isinstance(message, Task):
             if (group := self.settings.group_of(message.seq)) is not None:
                 message = replace(message, group=group)
-            self._ledger.move(message.slot, Holder.PENDING)
+            self._open_ledger.move(message.slot, Holder.PENDING)
             self._last_task = message
             self.stats.reconnects = self._reconnects_before + message.reconnects
             self.pending.append(message)
@@ -154,44 +173,44 @@ class StreamSession:
                                      "or --max-memory") from exc
         self.output = self.spec.make_output(info)
         self.output.open()
-        self._ledger = SlotLedger(count, self._give_slot, self._lock)
-        self._writer = OutputWriter(self.stream, self.output, self.slots, self._ledger, self.stats,
+        self._ledger = ledger = SlotLedger(count, self._give_slot, self._lock)
+        self._writer = OutputWriter(self.stream, self.output, self.slots, ledger, self.stats,
                                     self._subscribers, self._started)
         with self._lock:
             self._send_to_source(self.slots.handle)
-            self._ledger.give_free()
+            ledger.give_free()
         if self._on_open:
             self._on_open(info)
 
     def dispatched(self, task: Task) -> None:
-        self._ledger.move(task.slot, Holder.WORKER)
+        self._open_ledger.move(task.slot, Holder.WORKER)
 
     def wait_again(self, task: Task) -> None:
         """A frame back from a worker (replaced, or to be retried): first in line again."""
-        self._ledger.move(task.slot, Holder.PENDING)
+        self._open_ledger.move(task.slot, Holder.PENDING)
         self.pending.appendleft(task)
 
     def deliver(self, task: Task, result: Any) -> None:
         """Hand a result (None: a dropped frame) to the reorder buffer; what is now in order goes to the writer."""
         if result is not None:
-            self._ledger.move(task.slot, Holder.REORDER)
+            self._open_ledger.move(task.slot, Holder.REORDER)
         for ready_task, ready_result in self._reorder.push(task.seq, (task, result)):
             self._delivered += 1
             if ready_result is not None:
-                self._ledger.move(ready_task.slot, Holder.WRITER)
-                self._writer.put(ready_task, ready_result)
+                self._open_ledger.move(ready_task.slot, Holder.WRITER)
+                self._open_writer.put(ready_task, ready_result)
 
     def give_up(self, task: Task, attempts: int) -> None:
         """A frame that failed too often: written with zeroed parser outputs, marked unparsed."""
         log.warning("frame %d failed %d times; writing it without labels", task.seq, attempts)
         self.stats.unparsed_frames.append(task.seq)
-        for array in self.slots.outputs(task.slot).values():
+        for array in self._open_slots.outputs(task.slot).values():
             array[:] = 0
         self.deliver(task, FrameResult(seq=task.seq, status="unparsed"))
 
     def drop(self, task: Task) -> None:
         self.stats.dropped_frames += 1
-        self._ledger.release(task.slot)
+        self._open_ledger.release(task.slot)
         self.deliver(task, None)
 
     def interrupt(self, cancel: bool = False) -> None:
@@ -237,7 +256,7 @@ class StreamSession:
         """Watchdog: a source silent past its timeout while frame slots were free is killed and started again
         where it left off. (A source waiting for a free slot is held back by the workers, not stalled.)"""
         timeout = self.settings.source_timeout_s
-        if timeout is None or self._ledger.in_use() >= self._ledger.count:
+        if timeout is None or self._open_ledger.in_use() >= self._open_ledger.count:
             return
         if time.monotonic() - self._source_heard_at < timeout:
             return
@@ -252,8 +271,8 @@ class StreamSession:
             last = self._last_task
             self._start_source(Resume(last.seq, last.pts or 0, last.captured_at or time.time(), last.time_base)
                                if last else None)
-            self._send_to_source(self.slots.handle)
-            self._ledger.give_free()
+            self._send_to_source(self._open_slots.handle)
+            self._open_ledger.give_free()
 
     def close(self, clean: bool) -> None:
         """Finish the output (what is queued is written after a clean end), then stop the source and free the
