@@ -201,6 +201,7 @@ def batch(
     from vidparse.batch.inputs import expand
     from vidparse.batch.progress import BatchProgress, summary_table
     from vidparse.config import load_config
+    from vidparse.signals import stop_on_signals
     from vidparse.stages.writers import make_directory
 
     with user_errors():
@@ -221,10 +222,14 @@ def batch(
         runner = BatchDriver(settings, outdir, engine_, progress, masks=masks, gather=gather)
         console.print(runner.engine.description, highlight=False)
         try:
-            with progress:
+            with progress, stop_on_signals(runner.cancel):
                 records = runner.run(found, problems)
         finally:
             runner.engine.close()
+        if runner.interrupted:
+            console.print(f"[yellow]interrupted:[/] {len(records)} input(s) recorded; a rerun does the others",
+                          highlight=False)
+            raise typer.Exit(INTERRUPTED_EXIT)
     Console().print(summary_table(records, runner.skipped))
     failed = sum(r.state == "failed" for r in records)
     console.print(f"{len(records) - failed} done, {failed} failed, {len(runner.skipped)} skipped; "

@@ -7,8 +7,10 @@ running can never mix its files with the retry's; the driver keeps the folder of
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,12 +52,34 @@ class SegmentResult:
     files: dict[str, bytes] | None = None  # gathered: path relative to ``folder`` -> content
 
 
-def run_segment(task: SegmentTask) -> SegmentResult:
+class Cancel:
+    """Cancels a segment running in a thread of this process (`--engine local`): its engine is aborted, now or as
+    soon as it exists; the segment then fails as interrupted. Ray cancels its tasks itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._abort: Callable[[], None] | None = None
+
+    def bind(self, abort: Callable[[], None]) -> None:
+        with self._lock:
+            self._abort, cancelled = abort, self._cancelled
+        if cancelled:
+            abort()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._cancelled, abort = True, self._abort
+        if abort is not None:
+            abort()
+
+
+def run_segment(task: SegmentTask, cancel: Cancel | None = None) -> SegmentResult:
     attempt = f"{task.segment.number:04d}-{uuid.uuid4().hex[:8]}"
     if not task.gather:
-        return _run(task, task.parts / attempt)
+        return _run(task, task.parts / attempt, cancel)
     with tempfile.TemporaryDirectory(prefix="vidparse-segment-") as scratch:
-        result = _run(task, Path(scratch))
+        result = _run(task, Path(scratch), cancel)
         result.files = {str(path.relative_to(scratch)): path.read_bytes()
                         for path in Path(scratch).rglob("*") if path.is_file()}
     result.folder = task.parts / attempt
@@ -71,7 +95,7 @@ def receive(result: SegmentResult) -> Path:
     return result.folder
 
 
-def _run(task: SegmentTask, folder: Path) -> SegmentResult:
+def _run(task: SegmentTask, folder: Path, cancel: Cancel | None) -> SegmentResult:
     started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
     config = replace(task.config, workers=task.cpus, threads=1)
@@ -80,11 +104,14 @@ def _run(task: SegmentTask, folder: Path) -> SegmentResult:
                         else None, window=segment.window, write_from=segment.start)
     # The models are resolved in this node's model folder; a segment is a part of a file, never live.
     runner = Runner(build_engine(config, [stream]), stream, stream_settings(config, task.input_url))
+    if cancel is not None:
+        cancel.bind(runner.engine.abort)
     stats = runner.run()  # raises a failed end's error
     assert runner.end is not None
     written = runner.output.sink.frames_written if runner.output is not None else 0
     if not runner.end.ok or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
-        raise SegmentFailed(f"segment {segment.number} of {task.input_url} wrote {written} of {segment.frames} "
-                            f"frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
+        raise SegmentFailed(f"segment {segment.number} of {task.input_url} "
+                            f"{'was ' + runner.end.state if not runner.end.ok else 'wrote'} {written} of "
+                            f"{segment.frames} frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
                             hint="it is retried; see --verbose for the run's log")
     return SegmentResult(written, time.monotonic() - started, folder)
