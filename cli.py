@@ -137,7 +137,8 @@ def run(
                 reporter.on_open(index, info)
                 reporter.limit(index, streams[index].max_frames)
 
-            outcome = run_sources(settings, streams, RunHooks(on_open=on_open, on_frame=reporter.on_frame))
+            outcome = run_sources(settings, streams, RunHooks(on_open=on_open, on_frame=reporter.on_frame,
+                                                              on_connecting=reporter.on_connecting))
         if single:
             _single_summary(reporter, outcome.streams[0])
         else:
@@ -155,6 +156,10 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
     if stream.timestamps_repaired:
         summary.add_row("timestamps repaired (docs/faults.md)", f"{stream.timestamps_repaired}")
     console.print(summary)
+    if not written:
+        console.print("[yellow]interrupted[/] before the input opened: nothing written" if result.interrupted
+                      else "nothing written", soft_wrap=True)
+        return
     files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
     console.print("wrote " + files + (f", masks in {source.masks}" if source.masks else "")
                   + (f", stats in {source.stats}" if source.stats else "")

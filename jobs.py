@@ -20,6 +20,7 @@ from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
+from vidparse.pipeline.stats import RunStats
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.keyframes import KeyframeParser
 from vidparse.stages.images import ImageSet
@@ -166,10 +167,11 @@ def build_engine(config: Config, specs: Sequence[StreamSpec] = (), live: bool = 
 
 def add_stream(engine: Engine, spec: StreamSpec, subscribers: list[Any] | None = None,
                on_open: Callable[[StreamInfo], None] | None = None,
-               on_end: Callable[[StreamEnd], None] | None = None) -> int:
+               on_end: Callable[[StreamEnd], None] | None = None,
+               on_connecting: Callable[[RunStats], None] | None = None) -> int:
     """Add one input to ``engine`` with the stream settings its kind wants (`stream_settings`)."""
     return engine.add_source(spec, stream_settings(spec.config, spec.input_url), subscribers, on_open=on_open,
-                             on_end=on_end)
+                             on_end=on_end, on_connecting=on_connecting)
 
 
 def stream_name(input: str) -> str:

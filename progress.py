@@ -61,6 +61,12 @@ class RunReporter:
         self.seen[index].live = info.live
         self.progress.update(self.tasks[index], total=info.frames or None)
 
+    def on_connecting(self, index: int, stats: RunStats) -> None:
+        """A live input cannot connect: the line says how many attempts failed and why (until a frame comes)."""
+        if stats.connecting is not None:
+            attempt, reason = stats.connecting
+            self.progress.update(self.tasks[index], latency=f"connecting: attempt {attempt} failed ({reason})")
+
     def limit(self, index: int, frames: int | None) -> None:
         task = self.progress.tasks[index]
         if frames and (task.total is None or frames < task.total):

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
@@ -24,6 +24,7 @@ from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
 log = logging.getLogger(__name__)
 
 POLICIES = ("auto", "block", "drop")
+T = TypeVar("T")
 
 
 @dataclass
@@ -184,10 +185,12 @@ class RunOutcome:
 class RunHooks:
     """Callbacks while `run_sources` runs: ``on_open(index, info)`` in the engine's hub thread when a stream's
     input opens, ``on_frame(written, stats)`` in the stream's writer thread (``written.stream`` is the source's
-    index)."""
+    index), ``on_connecting(index, stats)`` in the hub thread when a live input failed to connect
+    (``stats.connecting``: failed attempts in a row, the last reason)."""
 
     on_open: Callable[[int, StreamInfo], None] | None = None
     on_frame: Callable[[Written, RunStats], None] | None = None
+    on_connecting: Callable[[int, RunStats], None] | None = None
 
 
 def check_source(source: Source, config: Config) -> StreamSpec:
@@ -231,7 +234,8 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
     engine = build_engine(config, list(specs.values()))
     for index, spec in specs.items():
         add_stream(engine, spec, _subscribers(hooks, index), on_open=_bind(hooks.on_open, index),
-                   on_end=_ender(outcomes[index], len(outcomes) == 1))
+                   on_end=_ender(outcomes[index], len(outcomes) == 1),
+                   on_connecting=_bind(hooks.on_connecting, index))
     with stop_on_signals(engine.stop):
         engine.run()
     return RunOutcome(outcomes)
@@ -243,8 +247,9 @@ def _subscribers(hooks: RunHooks, index: int) -> list[Subscriber]:
     return [] if on_frame is None else [lambda written, stats: on_frame(replace(written, stream=index), stats)]
 
 
-def _bind(on_open: Callable[[int, StreamInfo], None] | None, index: int) -> Callable[[Any], None] | None:
-    return None if on_open is None else (lambda info: on_open(index, info))
+def _bind(callback: Callable[[int, T], None] | None, index: int) -> Callable[[T], None] | None:
+    """``callback`` with the source's index first (the engine numbers only the streams it started)."""
+    return None if callback is None else (lambda value: callback(index, value))
 
 
 def _ender(outcome: StreamOutcome, alone: bool) -> Callable[[StreamEnd], None]:

@@ -25,6 +25,7 @@ from vidparse.pipeline.scheduler import Scheduler
 from vidparse.pipeline.session import JOIN_TIMEOUT_S, StreamSession
 from vidparse.pipeline.settings import MemoryBudget, PoolSettings, StreamSettings
 from vidparse.pipeline.spawning import package_context
+from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.threads import thread_environment
 from vidparse.pipeline.workers import WorkerPool, WorkerStartError
 from vidparse.pipeline.writer import Subscriber, Written
@@ -73,16 +74,19 @@ class Engine:
 
     def add_source(self, spec: Any, settings: StreamSettings, subscribers: list[Subscriber] | None = None,
                    on_open: Callable[[Any], None] | None = None,
-                   on_end: Callable[[StreamEnd], None] | None = None) -> int:
+                   on_end: Callable[[StreamEnd], None] | None = None,
+                   on_connecting: Callable[[RunStats], None] | None = None) -> int:
         """Start a stream (its source opens in the hub thread; any thread may call this, also while the engine
         runs); returns its number. ``on_end`` gets its `StreamEnd` once its output is closed, also when the engine
-        ends before the stream could start. Raises `EngineEndedError` once the engine has ended."""
+        ends before the stream could start; ``on_connecting`` gets its statistics (``connecting``: attempts, why)
+        in the hub thread each time a live input fails to connect. Raises `EngineEndedError` once the engine has
+        ended."""
         with self._add_lock:  # counted after the command is queued: the hub never sees a stream it cannot find
             if self._ended:
                 raise EngineEndedError(f"the engine has ended ({self._reason()}); stream not added",
                                        hint="start a new engine for new streams")
             stream = self._next_stream
-            self._command("add", (stream, spec, settings, list(subscribers or []), on_open, on_end))
+            self._command("add", (stream, spec, settings, list(subscribers or []), on_open, on_connecting, on_end))
             self._next_stream = stream + 1
         return stream
 
@@ -220,9 +224,9 @@ class Engine:
             if name == "abort":
                 raise _Aborted
             if name == "add":
-                stream, spec, settings, subscribers, on_open, on_end = argument
+                stream, spec, settings, subscribers, on_open, on_connecting, on_end = argument
                 session = StreamSession(stream, spec, settings, self._context, self._budget,
-                                        [*subscribers, self._every_stream], on_open)
+                                        [*subscribers, self._every_stream], on_open, on_connecting)
                 self._sessions[stream], self._on_end[stream] = session, on_end
                 if self._stopping:
                     session.interrupt()

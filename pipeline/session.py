@@ -13,7 +13,7 @@ from typing import Any
 from vidparse.pipeline.errors import PipelineError, raise_failure
 from vidparse.pipeline.ledger import Holder, SlotLedger
 from vidparse.pipeline.memory import MB
-from vidparse.pipeline.messages import Done, Failed, Opened, Task
+from vidparse.pipeline.messages import Connecting, Done, Failed, Opened, Task
 from vidparse.pipeline.processes import Resume, StopFlag, logging_levels, source_main
 from vidparse.pipeline.reorder import ReorderBuffer
 from vidparse.pipeline.settings import MemoryBudget, StreamSettings
@@ -41,7 +41,8 @@ class StreamSession:
     """
 
     def __init__(self, stream: int, spec: Any, settings: StreamSettings, context: Any, budget: MemoryBudget,
-                 subscribers: list[Subscriber], on_open: Callable[[Any], None] | None = None) -> None:
+                 subscribers: list[Subscriber], on_open: Callable[[Any], None] | None = None,
+                 on_connecting: Callable[[RunStats], None] | None = None) -> None:
         self.stream = stream
         self.spec = spec
         self.settings = settings
@@ -55,6 +56,7 @@ class StreamSession:
         self._budget = budget
         self._subscribers = subscribers
         self._on_open = on_open
+        self._on_connecting = on_connecting  # told each failed connection attempt (in ``stats.connecting``)
         self._stop = StopFlag(context)
         # Taken for every message to the source: the writer thread hands slots back while the hub talks to it.
         self._lock = threading.RLock()
@@ -147,6 +149,7 @@ class StreamSession:
             self._open_ledger.move(message.slot, Holder.PENDING)
             self._last_task = message
             self.stats.reconnects = self._reconnects_before + message.reconnects
+            self.stats.connecting = None
             self.pending.append(message)
             if self.stats.interrupted:  # sent before the source saw the stop: not parsed any more
                 self.drop(self.pending.popleft())
@@ -156,6 +159,10 @@ class StreamSession:
             self._source_done = True
             self._total = message.frames
             self.stats.skipped_packets = message.skipped_packets
+        elif isinstance(message, Connecting):
+            self.stats.connecting = (message.attempt, message.reason)
+            if self._on_connecting is not None:
+                self._on_connecting(self.stats)
         elif isinstance(message, Opened) and not self.opened:  # a restarted source opens again: nothing new
             self._open(message.info)
         elif isinstance(message, Failed):

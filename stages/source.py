@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
@@ -256,8 +256,10 @@ class VideoSource:
     """
 
     def __init__(self, url: str, max_frames: int | None = None, live: LiveOptions | None = None,
-                 stop: StopSignal | None = None, window: FrameWindow | None = None) -> None:
+                 stop: StopSignal | None = None, window: FrameWindow | None = None,
+                 on_attempt: Callable[[int, str], None] | None = None) -> None:
         self.url = url
+        self.on_attempt = on_attempt  # told of each failed connection (failures in a row, why) before the wait
         self.window = window
         self.kind = input_kind(url)
         self.max_frames = max_frames
@@ -432,6 +434,8 @@ class VideoSource:
                 log.warning("%s (%s); reconnecting in %.1f s (attempt %d%s)", event, reason, delay, self._failures,
                             f" of {options.reconnect_attempts}" if options.reconnect_attempts >= 0 else "")
                 event = f"reconnecting to {self.url} failed"
+                if self.on_attempt is not None:
+                    self.on_attempt(self._failures, reason)
                 if self._wait(delay):
                     return None
             try:

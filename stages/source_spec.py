@@ -7,6 +7,7 @@ would cost every stream tens of MB (`docs/multi.md`; `tests/test_source_spec.py`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vidparse.stages.images import ImageSet, ImageSource
@@ -23,7 +24,10 @@ class SourceSpec:
     window: FrameWindow | None = None  # read only this part of a file
     images: ImageSet | None = None
 
-    def make_source(self, stop: StopSignal | None = None) -> VideoSource | ImageSource:
+    def make_source(self, stop: StopSignal | None = None, on_attempt: Callable[[int, str], None] | None = None
+                    ) -> VideoSource | ImageSource:
+        """``on_attempt(failures, reason)``: a live input failed to connect and waits before trying again."""
         if self.images:
             return ImageSource(self.images, self.max_frames)
-        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.live, stop=stop, window=self.window)
+        return VideoSource(self.input_url, max_frames=self.max_frames, live=self.live, stop=stop, window=self.window,
+                           on_attempt=on_attempt)

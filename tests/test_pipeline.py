@@ -131,8 +131,8 @@ class TrivialJob:
     def source_spec(self) -> TrivialJob:
         return self
 
-    def make_source(self, stop) -> VideoSource:
-        return VideoSource(self.url, stop=stop)
+    def make_source(self, stop, on_attempt=None) -> VideoSource:
+        return VideoSource(self.url, stop=stop, on_attempt=on_attempt)
 
     def make_parser(self, threads: int) -> ThresholdStage:
         return ThresholdStage(self)
@@ -278,7 +278,7 @@ class StallingSource(VideoSource):
 class StallingJob(TrivialJob):
     marker: str = field(default_factory=lambda: tempfile.mktemp(prefix="vidparse-stall-"))
 
-    def make_source(self, stop) -> VideoSource:
+    def make_source(self, stop, on_attempt=None) -> VideoSource:
         return StallingSource(self.url, stop, self.marker)
 
 
