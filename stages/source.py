@@ -13,7 +13,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +26,7 @@ from vidparse.errors import BadInputError, StreamLostError
 from vidparse.stages.orientation import Turn, turn_for_display_matrix
 from vidparse.stages.timestamps import BestEffortTimestamps
 from vidparse.stages.types import Frame
+from vidparse.stages.options import LiveOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +59,6 @@ def input_kind(url: str) -> InputKind:
     if re.fullmatch(r"/dev/video\d+", url):
         return InputKind.CAMERA
     return InputKind.FILE if scheme in ("", "file") else InputKind.STREAM
-
-
-@dataclass
-class LiveOptions:
-    """How live inputs are read and recovered."""
-
-    rtsp_transport: str = field(default="tcp", metadata={"choices": ("tcp", "udp")})
-    open_timeout_s: float = field(default=10.0, metadata={"range": (0.1, 600.0)})  # connect + get the first frame
-    read_timeout_s: float = field(default=5.0, metadata={"range": (0.1, 600.0)})  # longest wait for data: a stall
-    reconnect_attempts: int = field(default=-1, metadata={"range": (-1, 1_000_000)})  # in a row; -1 = unlimited
-    backoff_initial_s: float = field(default=0.5, metadata={"range": (0.0, 60.0)})  # wait before the 1st attempt
-    backoff_max_s: float = field(default=10.0, metadata={"range": (0.0, 3600.0)})  # doubling stops here
 
 
 class StopSignal(Protocol):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,9 @@ import numpy as np
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.parsers.base import Parser
+from vidparse.stages.options import BodyPixOptions as Options
 
 STRIDE = 16
-
-
-@dataclass
-class Options:
-    # probability above which a pixel belongs to a person
-    person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
 
 
 def _align_corners_matrix(out_size: int, in_size: int) -> np.ndarray:
