@@ -90,7 +90,7 @@ def run(
     track_ids: Annotated[Optional[bool], typer.Option("--track-ids/--no-track-ids", help="Write track ids on the video.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Class color weight over the frame, 0..1.")] = None,
     legend: Annotated[Optional[bool], typer.Option("--legend/--no-legend", help="Draw the class legend.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (M2FP).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda: where the parser runs (ONNX Runtime's CUDA provider, or M2FP's PyTorch).")] = None,
     queue_size: Annotated[Optional[int], typer.Option(help="Frames waiting for a worker.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="When workers fall behind: block, drop (oldest), auto.")] = None,
     rtsp_transport: Annotated[Optional[str], typer.Option(help="RTSP over tcp or udp.")] = None,

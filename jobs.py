@@ -26,6 +26,7 @@ from vidparse.stages.keyframes import KeyframeParser
 from vidparse.stages.images import ImageSet
 from vidparse.stages.output import AnnotatedImages, AnnotatedOutput
 from vidparse.stages.labels import load_label_set
+from vidparse.stages.onnx_session import providers
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.sink import CONTAINERS
@@ -41,7 +42,10 @@ class ResolvedModels:
 
     @classmethod
     def for_config(cls, config: Config) -> ResolvedModels:
-        """Find the model files up front, so a missing model fails before any process starts."""
+        """Find the model files up front, and check that ONNX Runtime can run the parser on ``config.device``, so a
+        missing model or device fails before any process starts."""
+        if config.device != "cpu" and getattr(config.parser_options, "backend", "onnx") == "onnx":
+            providers(config.device)  # bodypix, cihp-lite and m2fp's onnx backend
         explicit = Path(config.model_path) if config.model_path else None
         return cls(detector=resolve_model("fastestdet"), parser=resolve_model(config.model, explicit))
 

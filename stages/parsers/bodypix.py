@@ -45,8 +45,9 @@ def _valid_size(n: int) -> int:
 
 
 class BodyPixParser(Parser):
-    def __init__(self, model_path: Path, options: Options, threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, options: Options, threads: int | None = None, device: str = "cpu") -> None:
         self.model_path = model_path
+        self.device = device
         self.options = options
         self.threads = threads
         self.label_set = load_label_set("bodypix")
@@ -54,7 +55,7 @@ class BodyPixParser(Parser):
         self._logit_threshold = float(np.log(options.person_threshold / (1 - options.person_threshold)))
 
     def open(self) -> None:
-        self._session = open_session(self.model_path, self.threads)
+        self._session = open_session(self.model_path, self.threads, device=self.device)
 
     def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [self._parse_one(image) for image in images]
@@ -81,4 +82,4 @@ class BodyPixParser(Parser):
 
 
 def create(name: str, options: Options, model_path: Path, device: str, threads: int | None = None) -> Parser:
-    return BodyPixParser(model_path, options, threads)
+    return BodyPixParser(model_path, options, threads, device)

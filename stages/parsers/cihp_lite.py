@@ -114,12 +114,15 @@ def size_agnostic_graph(path: Path) -> bytes:
 class MaterialSegmenter:
     """The PAN skin / clothes / hair segmenter: 3 x H x W independent probabilities for a BGR image."""
 
-    def __init__(self, model_path: Path, height: int, threads: int | None, max_upscale: float = 0.0) -> None:
+    def __init__(self, model_path: Path, height: int, threads: int | None, max_upscale: float = 0.0,
+                 device: str = "cpu") -> None:
+        self.device = device
         self.model_path, self.height, self.threads, self.max_upscale = model_path, height, threads, max_upscale
         self._session = None
 
     def open(self) -> None:
-        self._session = open_session(self.model_path, self.threads, graph=size_agnostic_graph(self.model_path))
+        self._session = open_session(self.model_path, self.threads, graph=size_agnostic_graph(self.model_path),
+                                     device=self.device)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         assert self._session is not None, "open() first"
@@ -140,11 +143,13 @@ class MaterialSegmenter:
 
 
 class CihpLiteParser(Parser):
-    def __init__(self, model_path: Path, options: Options, threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, options: Options, threads: int | None = None, device: str = "cpu") -> None:
         self.options = options
         self.label_set = load_label_set("cihp")
-        self.geometry = bodypix.BodyPixParser(resolve_model("bodypix"), bodypix.Options(options.person_threshold), threads)
-        self.segmenter = MaterialSegmenter(model_path, options.material_height, threads, options.material_upscale)
+        self.geometry = bodypix.BodyPixParser(resolve_model("bodypix"), bodypix.Options(options.person_threshold),
+                                              threads, device)
+        self.segmenter = MaterialSegmenter(model_path, options.material_height, threads, options.material_upscale,
+                                           device)
         self.table = fusion_table()
 
     def open(self) -> None:
@@ -163,4 +168,4 @@ class CihpLiteParser(Parser):
 
 
 def create(name: str, options: Options, model_path: Path, device: str, threads: int | None = None) -> Parser:
-    return CihpLiteParser(model_path, options, threads)
+    return CihpLiteParser(model_path, options, threads, device)
