@@ -98,8 +98,9 @@ def source_main(source_spec: Any, stream: int, inbox: Any, events: Any, stop: St
     """
     leave_signals_to_the_main_process()
     configure_logging(log_levels, "source" if stream == 0 else f"source {stream}")
-    source = source_spec.make_source(stop, lambda attempt, reason: events.send(Connecting(attempt, reason)))
     next_seq = resume.seq + 1 if resume else 0
+    source = source_spec.make_source(stop, lambda attempt, reason: events.send(Connecting(attempt, reason)),
+                                     next_seq)
     pts_shift: int | None = None if resume else 0
     slots: SharedSlots | None = None
     try:
@@ -119,8 +120,8 @@ def source_main(source_spec: Any, stream: int, inbox: Any, events: Any, stop: St
             captured_at = frame.captured_at or time.time()
             if pts_shift is None:
                 assert resume is not None
-                if not info.live:  # a file picks up exactly where the stalled process left it
-                    if frame.seq <= resume.seq:
+                if not info.live:  # a file picks up exactly where the stalled process left it (it seeks there)
+                    if frame.seq <= resume.seq:  # a source that could not start there itself
                         continue
                     pts_shift = 0
                 else:  # a live stream starts a new timeline: continue after the last frame, keeping the gap

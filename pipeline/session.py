@@ -267,6 +267,10 @@ class StreamSession:
             return
         if time.monotonic() - self._source_heard_at < timeout:
             return
+        if self.stats.source_restarts >= self.settings.max_source_restarts:
+            raise PipelineError(f"the source stalled {self.stats.source_restarts + 1} times (nothing for {timeout:g} s "
+                                "while frame slots were free); giving up",
+                                hint="the input keeps hanging: check it (run with --verbose), or the source timeout")
         log.warning("the source sent nothing for %.0f s; restarting it", timeout)
         with self._lock:  # the new source gets the handle first, then every free slot
             self._source.kill()

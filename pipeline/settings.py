@@ -31,6 +31,7 @@ class StreamSettings:
     queue_size: int
     drop_oldest: bool = False  # live policy: only the newest frame waits; older waiting frames are dropped
     source_timeout_s: float | None = None  # restart a source that sends nothing for this long while slots are free
+    max_source_restarts: int = 3  # a source silent once more after this many restarts fails the stream
     # Frames seq // group_size == g go to one worker, in order, so the parser can carry state between them
     # (keyframe mode). Only an affinity: a parser must give the same results when a group is split.
     group_size: int = 1

@@ -236,6 +236,58 @@ class FrameWindow:
         return self.seek_index > 0
 
 
+@dataclass(frozen=True)
+class Packets:
+    """A file's video packets in presentation order: ``pts`` of every frame, the indices of its keyframes."""
+
+    pts: list[int]
+    keyframes: list[int]
+    time_base: Fraction
+
+    def seconds(self, index: int) -> float:
+        return float((self.pts[index] - self.pts[0]) * self.time_base)
+
+
+def read_packets(url: str) -> Packets | None:
+    """The video packets' timestamps and keyframe flags; None when some packet has no timestamp (such a file is
+    not cut: it runs as one segment)."""
+    with open_container(url) as container:
+        if not container.streams.video:
+            raise BadInputError(f"input {url} has no video stream", hint="give a file with a video track")
+        stream = container.streams.video[0]
+        packets = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's empty flush packet
+                    continue
+                if packet.pts is None:
+                    return None
+                packets.append((packet.pts, packet.is_keyframe))
+        except av.error.FFmpegError as exc:
+            log.warning("reading the packets of %s stopped early (%s); it runs as one segment", url, exc)
+            return None
+        time_base = stream.time_base or Fraction(1, 1000)
+    packets.sort()
+    return Packets([pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key], time_base)
+
+
+def resume_window(url: str, window: FrameWindow | None, skip: int) -> FrameWindow:
+    """``window`` (None: the whole file) less its first ``skip`` frames, for a source that picks up where another
+    stopped: decoding starts at the last keyframe at or before the first frame wanted, found from the packets
+    (no decoding); a file whose packets lack timestamps is decoded from its window's start and the frames before
+    dropped."""
+    start = window.first_index if window else 0
+    first = start + skip
+    end = window.end_index if window else 2**62
+    packets = read_packets(url)
+    keyframes = [k for k in packets.keyframes if k <= first] if packets else []
+    if packets is None or not keyframes or (window is not None and keyframes[-1] < window.seek_index):
+        seek_pts, seek_index = (window.seek_pts, window.seek_index) if window else (0, 0)
+    else:
+        seek_pts, seek_index = packets.pts[keyframes[-1]], keyframes[-1]
+    return FrameWindow(seek_pts=seek_pts, seek_index=seek_index, first_index=first, end_index=end)
+
+
 class VideoSource:
     """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps (for files:
     FFmpeg's best-effort ones, frames turned upright as the display matrix says).
@@ -246,8 +298,9 @@ class VideoSource:
 
     def __init__(self, url: str, max_frames: int | None = None, live: LiveOptions | None = None,
                  stop: StopSignal | None = None, window: FrameWindow | None = None,
-                 on_attempt: Callable[[int, str], None] | None = None) -> None:
+                 on_attempt: Callable[[int, str], None] | None = None, resume_at: int = 0) -> None:
         self.url = url
+        self.resume_at = resume_at  # a file: start at this frame (of ``window``), found by seeking, not decoding
         self.on_attempt = on_attempt  # told of each failed connection (failures in a row, why) before the wait
         self.window = window
         self.kind = input_kind(url)
@@ -265,6 +318,8 @@ class VideoSource:
 
     def open(self) -> StreamInfo:
         if self.kind is InputKind.FILE:
+            if self.resume_at:
+                self.window = resume_window(self.url, self.window, self.resume_at)
             container = open_container(self.url)
             stream = _video_stream(self.url, container)
             live = self._choose_threads(container)
@@ -354,7 +409,9 @@ class VideoSource:
         width, height = self.info.width, self.info.height
         if self.turn.swaps_axes:  # the decoded size, before the turn
             width, height = height, width
-        for seq, av_frame in enumerate(self._windowed(self._file_decoded)):
+        if self.max_frames is not None and self.resume_at >= self.max_frames:
+            return
+        for seq, av_frame in enumerate(self._windowed(self._file_decoded), self.resume_at):
             pts = timestamps.guess(av_frame.pts, av_frame.dts)
             image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24", width=width, height=height))
             image = self.turn.apply(image)

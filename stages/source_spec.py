@@ -24,10 +24,11 @@ class SourceSpec:
     window: FrameWindow | None = None  # read only this part of a file
     images: ImageSet | None = None
 
-    def make_source(self, stop: StopSignal | None = None, on_attempt: Callable[[int, str], None] | None = None
-                    ) -> VideoSource | ImageSource:
-        """``on_attempt(failures, reason)``: a live input failed to connect and waits before trying again."""
+    def make_source(self, stop: StopSignal | None = None, on_attempt: Callable[[int, str], None] | None = None,
+                    resume_at: int = 0) -> VideoSource | ImageSource:
+        """``on_attempt(failures, reason)``: a live input failed to connect and waits before trying again.
+        ``resume_at``: a file or images start at that frame (a replacement for a stalled source; a file seeks)."""
         if self.images:
-            return ImageSource(self.images, self.max_frames)
+            return ImageSource(self.images, self.max_frames, resume_at)
         return VideoSource(self.input_url, max_frames=self.max_frames, live=self.live, stop=stop, window=self.window,
-                           on_attempt=on_attempt)
+                           on_attempt=on_attempt, resume_at=resume_at)
