@@ -5,22 +5,21 @@ built for a run and streams are added to it (`build_engine`, `add_stream`), and 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vidparse.config import Config
 from vidparse.model_store import resolve_model
 from vidparse.pipeline.cpus import threads_per_worker
-from vidparse.pipeline.ends import StreamEnd
+from vidparse.pipeline.contracts import OnConnecting, OnEnd, OnOpen
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
-from vidparse.pipeline.stats import RunStats
+from vidparse.pipeline.writer import Subscriber
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.keyframes import KeyframeParser
 from vidparse.stages.images import ImageSet
@@ -169,10 +168,9 @@ def build_engine(config: Config, specs: Sequence[StreamSpec] = (), live: bool = 
     return Engine(parser, pool_settings(config, live), until_idle)
 
 
-def add_stream(engine: Engine, spec: StreamSpec, subscribers: list[Any] | None = None,
-               on_open: Callable[[StreamInfo], None] | None = None,
-               on_end: Callable[[StreamEnd], None] | None = None,
-               on_connecting: Callable[[RunStats], None] | None = None) -> int:
+def add_stream(engine: Engine, spec: StreamSpec, subscribers: list[Subscriber] | None = None,
+               on_open: OnOpen | None = None, on_end: OnEnd | None = None,
+               on_connecting: OnConnecting | None = None) -> int:
     """Add one input to ``engine`` with the stream settings its kind wants (`stream_settings`)."""
     return engine.add_source(spec, stream_settings(spec.config, spec.input_url), subscribers, on_open=on_open,
                              on_end=on_end, on_connecting=on_connecting)

@@ -17,6 +17,7 @@ from typing import Any
 
 import multiprocess.connection
 
+from vidparse.pipeline.contracts import OnConnecting, OnEnd, OnOpen, ParserFactory, StreamFactory
 from vidparse.pipeline.ends import EndState, StreamEnd
 from vidparse.pipeline.errors import EngineEndedError, PipelineError, raise_failure
 from vidparse.pipeline.messages import FrameFailed, Parsed, Ready
@@ -27,7 +28,7 @@ from vidparse.pipeline.settings import MemoryBudget, PoolSettings, StreamSetting
 from vidparse.pipeline.spawning import package_context
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.threads import thread_environment
-from vidparse.pipeline.workers import WorkerPool, WorkerStartError
+from vidparse.pipeline.workers import Lost, WorkerPool, WorkerStartError
 from vidparse.pipeline.writer import Subscriber, Written
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,13 @@ class Engine:
     off the hub thread, so the other streams keep their pace meanwhile. Callbacks run in the hub thread
     (``on_open``), the stream's closing thread (``on_end``) or its writer thread (subscribers)."""
 
-    def __init__(self, parser: Any, settings: PoolSettings, until_idle: bool = True) -> None:
+    def __init__(self, parser: ParserFactory, settings: PoolSettings, until_idle: bool = True) -> None:
         self.parser = parser
         self.settings = settings
         self.until_idle = until_idle
         self._context = package_context()  # children never import the caller's __main__
         self._sessions: dict[int, StreamSession] = {}
-        self._on_end: dict[int, Callable[[StreamEnd], None] | None] = {}
+        self._on_end: dict[int, OnEnd | None] = {}
         self._next_stream = 0
         self._add_lock = threading.Lock()
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -72,10 +73,9 @@ class Engine:
         self._after: list[Callable[[], None]] = []  # run when the hub has shut down
         self._thread = threading.Thread(target=self._hub, name="vidparse-hub", daemon=True)
 
-    def add_source(self, spec: Any, settings: StreamSettings, subscribers: list[Subscriber] | None = None,
-                   on_open: Callable[[Any], None] | None = None,
-                   on_end: Callable[[StreamEnd], None] | None = None,
-                   on_connecting: Callable[[RunStats], None] | None = None) -> int:
+    def add_source(self, spec: StreamFactory, settings: StreamSettings, subscribers: list[Subscriber] | None = None,
+                   on_open: OnOpen | None = None, on_end: OnEnd | None = None,
+                   on_connecting: OnConnecting | None = None) -> int:
         """Start a stream (its source opens in the hub thread; any thread may call this, also while the engine
         runs); returns its number. ``on_end`` gets its `StreamEnd` once its output is closed, also when the engine
         ends before the stream could start; ``on_connecting`` gets its statistics (``connecting``: attempts, why)
@@ -237,7 +237,7 @@ class Engine:
             elif name == "remove" and argument in self._sessions:
                 self._sessions[argument].interrupt(cancel=True)
 
-    def _every_stream(self, written: Written, stats: Any) -> None:
+    def _every_stream(self, written: Written, stats: RunStats) -> None:
         for subscriber in self._subscribers:
             subscriber(written, stats)
 
@@ -275,7 +275,7 @@ class Engine:
             log.info("stream %d failed: %s", session.stream, getattr(exc, "message", exc))
             session.error = exc
 
-    def _requeue(self, scheduler: Scheduler, lost: Any) -> None:
+    def _requeue(self, scheduler: Scheduler, lost: Lost) -> None:
         """A worker was replaced: the restart counts in each stream that had a frame on it."""
         held = [task for task in (lost.current, *lost.waiting) if task is not None]
         for stream in {task.stream for task in held}:
@@ -300,7 +300,7 @@ class Engine:
         self._closing = [thread for thread in self._closing if thread.is_alive()] + [closing]
         closing.start()
 
-    def _close(self, session: StreamSession, clean: bool, on_end: Callable[[StreamEnd], None] | None) -> None:
+    def _close(self, session: StreamSession, clean: bool, on_end: OnEnd | None) -> None:
         """Close a stream (a failure doing so is that stream's error) and tell ``on_end`` how it ended."""
         try:
             session.close(clean)
@@ -323,7 +323,7 @@ class Engine:
             return "failed", self._error
         return "interrupted", None
 
-    def _call_on_end(self, on_end: Callable[[StreamEnd], None] | None, end: StreamEnd) -> None:
+    def _call_on_end(self, on_end: OnEnd | None, end: StreamEnd) -> None:
         if on_end is None:
             return
         try:

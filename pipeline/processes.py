@@ -9,11 +9,14 @@ import time
 import traceback
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidparse.pipeline.messages import (Connecting, Done, Failed, FrameFailed, FrameKey, Forget, Opened, Parsed, Ready,
                                         Task)
 from vidparse.pipeline.slots import SharedSlots, SlotsHandle
+
+if TYPE_CHECKING:
+    from vidparse.pipeline.contracts import ParserFactory, SourceFactory
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ class StopFlag:
         return True
 
 
-def source_main(source_spec: Any, stream: int, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
+def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
                 resume: Resume | None = None) -> None:
     """Decode frames into free slots and announce each one, in order, on ``events``.
 
@@ -156,7 +159,7 @@ def _take_slot(inbox: Any, stop: StopFlag) -> int | None:
     return None
 
 
-def worker_main(spec: Any, index: int, threads: int, inbox: Any, events: Any, log_levels: dict[str, int]) -> None:
+def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, events: Any, log_levels: dict[str, int]) -> None:
     """Parse the frames the main process sends down ``inbox`` until it sends ``None``.
 
     ``inbox`` and ``events`` are this worker's own pipes: a worker killed mid-message can break only its own

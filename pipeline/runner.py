@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from vidparse.pipeline.contracts import OnOpen, StreamFactory
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.settings import StreamSettings
@@ -16,8 +17,8 @@ class Runner:
     """``engine`` (not started, no streams yet) runs ``stream`` (the input, its slot layout and output) alone.
     `run`, `stop` (any thread, e.g. a subscriber); `results` iterates copies."""
 
-    def __init__(self, engine: Engine, stream: Any, settings: StreamSettings,
-                 on_open: Callable[[Any], None] | None = None, subscribers: list[Subscriber] | None = None) -> None:
+    def __init__(self, engine: Engine, stream: StreamFactory, settings: StreamSettings,
+                 on_open: OnOpen | None = None, subscribers: list[Subscriber] | None = None) -> None:
         self.engine = engine
         self.stream = stream
         self.settings = settings

@@ -6,10 +6,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from vidparse.pipeline.contracts import OnConnecting, OnOpen, StreamFactory, StreamOutput
 from vidparse.pipeline.errors import PipelineError, raise_failure
 from vidparse.pipeline.ledger import Holder, SlotLedger
 from vidparse.pipeline.memory import MB
@@ -40,9 +40,9 @@ class StreamSession:
     the source process, so that process imports no more than the source needs.
     """
 
-    def __init__(self, stream: int, spec: Any, settings: StreamSettings, context: Any, budget: MemoryBudget,
-                 subscribers: list[Subscriber], on_open: Callable[[Any], None] | None = None,
-                 on_connecting: Callable[[RunStats], None] | None = None) -> None:
+    def __init__(self, stream: int, spec: StreamFactory, settings: StreamSettings, context: Any, budget: MemoryBudget,
+                 subscribers: list[Subscriber], on_open: OnOpen | None = None,
+                 on_connecting: OnConnecting | None = None) -> None:
         self.stream = stream
         self.spec = spec
         self.settings = settings
@@ -51,7 +51,7 @@ class StreamSession:
         self.cancelled = False  # removed on its own (`Engine.remove_source`), not stopped with the engine
         self.pending: deque[Task] = deque()
         self.slots: SharedSlots | None = None
-        self.output: Any = None  # the stream's output stage, once the input is open
+        self.output: StreamOutput | None = None  # the stream's output stage, once the input is open
         self._context = context
         self._budget = budget
         self._subscribers = subscribers

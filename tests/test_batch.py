@@ -163,3 +163,15 @@ def test_ctrl_c_cancels_the_running_segments_and_leaves_no_parts(tmp_path: Path)
     listed = subprocess.run(["ps", "-o", "pid=,args=", "-s", str(process.pid)], capture_output=True, text=True)
     survivors = [line for line in listed.stdout.splitlines() if "<defunct>" not in line]  # exited, not reaped yet
     assert not survivors, f"processes left behind: {survivors}"
+
+
+def test_run_and_batch_name_outputs_alike(tmp_path: Path) -> None:
+    """One naming for `vidparse run` and `vidparse batch` (jobs.output_names): a file's stem, a URL's host and path,
+    and _2, _3... for names that repeat (never a name another input has)."""
+    from vidparse.jobs import output_names
+    from vidparse.runs import sources_for
+
+    inputs = ["a/clip.mp4", "b/clip.mp4", "rtsp://user:pw@cam:554/live/1", "c/clip_2.mp4", "d/clip.mp4"]
+    assert output_names(inputs) == ["clip", "clip_3", "cam_554_live_1", "clip_2", "clip_4"]
+    names = [source.name for source in sources_for(inputs, tmp_path / "out")]
+    assert names == output_names(inputs)
