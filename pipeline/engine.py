@@ -349,7 +349,7 @@ class Engine:
                 if name == "add":
                     stream, on_end = argument[0], argument[-1]
                     error = self._error if isinstance(self._error, Exception) else None
-                    log.info("stream %d ended before it started: the engine %s", stream, self._reason())
+                    log.info("stream %d ended before it started: the engine ended (%s)", stream, self._reason())
                     self._call_on_end(on_end, StreamEnd(stream, "failed" if error else "interrupted", error))
             for session in list(self._sessions.values()):
                 self._end(None, session, clean)
