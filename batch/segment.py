@@ -110,8 +110,8 @@ def _run(task: SegmentTask, folder: Path, cancel: Cancel | None) -> SegmentResul
     assert runner.end is not None
     written = runner.output.sink.frames_written if runner.output is not None else 0
     if not runner.end.ok or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
-        raise SegmentFailed(f"segment {segment.number} of {task.input_url} "
-                            f"{'was ' + runner.end.state if not runner.end.ok else 'wrote'} {written} of "
-                            f"{segment.frames} frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
+        what = "wrote" if runner.end.ok else f"was {runner.end.state} after"
+        raise SegmentFailed(f"segment {segment.number} of {task.input_url} {what} {written} of {segment.frames} "
+                            f"frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
                             hint="it is retried; see --verbose for the run's log")
     return SegmentResult(written, time.monotonic() - started, folder)
