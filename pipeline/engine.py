@@ -100,8 +100,9 @@ class Engine:
 
     @property
     def running(self) -> bool:
-        """Whether the hub runs: started, and not ended (by `stop`, `abort`, an error or its last stream)."""
-        return self._thread.is_alive()
+        """Whether the hub runs: started, and not ended (by `stop`, `abort`, an error or its last stream). False
+        from the moment it takes no more streams, while it may still be closing the last ones."""
+        return self._thread.is_alive() and not self._ended
 
     def stop(self) -> None:
         """Stop reading every stream and finish the frames already being parsed (any thread)."""

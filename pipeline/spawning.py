@@ -7,7 +7,8 @@ starts the engine again inside every child, which dies while bootstrapping; ``py
 path, which the child cannot open; a notebook's kernel module is imported into every child.
 
 The engine's children need none of it: their targets live in `vidparse.pipeline.processes` and their arguments
-are the package's specs (``multiprocess`` pickles with dill, so anything defined in ``__main__`` travels by value).
+are the package's specs. (``multiprocess`` pickles with dill: a class defined in ``__main__`` travels by value, and
+with ``dill.settings["recurse"]`` the ``__main__`` globals its methods use go with it; `tests/faulty_run.py`.)
 So the processes of `package_context` are launched with preparation data that names no main module: they start
 from ``multiprocess.spawn.spawn_main`` and import only what unpickling their target and arguments needs.
 """
