@@ -114,7 +114,8 @@ class RunReporter:
         table.add_row("frames with persons", f"{seen.frames_with_persons}")
         p50, p95 = stats.latency_percentile(50), stats.latency_percentile(95)
         if seen.live and p50 is not None and p95 is not None:
-            table.add_row("latency p50 / p95 (capture to written, last 1000)", f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms")
+            table.add_row("latency p50 / p95 (capture to written, last 1000)",
+                          f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms")
         if stats.dropped_frames:
             table.add_row("frames dropped (live policy)", f"{stats.dropped_frames}")
         if stats.source_restarts:

@@ -91,8 +91,8 @@ class StopFlag:
         return True
 
 
-def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
-                resume: Resume | None = None) -> None:
+def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any, stop: StopFlag,
+                log_levels: dict[str, int], resume: Resume | None = None) -> None:
     """Decode frames into free slots and announce each one, in order, on ``events``.
 
     ``inbox`` and ``events`` are this process's own pipes: the main process sends the slots handle first, then
@@ -159,7 +159,8 @@ def _take_slot(inbox: Any, stop: StopFlag) -> int | None:
     return None
 
 
-def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, events: Any, log_levels: dict[str, int]) -> None:
+def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, events: Any,
+                log_levels: dict[str, int]) -> None:
     """Parse the frames the main process sends down ``inbox`` until it sends ``None``.
 
     ``inbox`` and ``events`` are this worker's own pipes: a worker killed mid-message can break only its own
