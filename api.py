@@ -8,7 +8,7 @@ subclasses, each with a ``message``, a ``hint`` and the CLI's ``exit_code``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
@@ -18,12 +18,12 @@ import numpy as np
 
 from vidparse.config import Config, config_from, load_config, merge, user_settings
 from vidparse.errors import BadInputError, ConfigError
-from vidparse.jobs import ResolvedModels, StreamSpec, build_person_parser, stream_settings
+from vidparse.jobs import ResolvedModels, StreamSpec, add_stream, build_engine, build_person_parser
 from vidparse.pipeline.cpus import threads_per_worker
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
 from vidparse.pipeline.writer import Written
-from vidparse.runs import RunOutcome, Source, check_source, make_engine, run_sources, sources_for
+from vidparse.runs import RunOutcome, Source, check_source, run_sources, sources_for
 from vidparse.stages.images import load_upright
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS
@@ -158,7 +158,7 @@ def annotate(image: ImageInput, parsing: Parsing, alpha: float | None = None, le
         raise BadInputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but its labels are "
                             f"{parsing.labels.shape[1]}x{parsing.labels.shape[0]}",
                             hint="annotate the image that was parsed")
-    options = resolve_config(**{"compose.alpha": alpha, "compose.legend": legend}).compose  # validated, YAML defaults
+    options = resolve_config(None, **{"compose.alpha": alpha, "compose.legend": legend}).compose  # validated, defaults
     rgb_colors = replace(parsing.label_set, colors=parsing.palette)  # Recolor blends in the image's channel order
     return Recolor(rgb_colors, options).process(rgb, parsing.labels)
 
@@ -193,12 +193,12 @@ class Stream:
 
     @staticmethod
     def _run(engine: Engine, specs: list[StreamSpec], settings: Config, failed: dict[int, Exception]
-             ) -> Iterator[StreamFrame]:
+             ) -> Generator[StreamFrame, None, None]:
         written_frames = engine.results()
         label_set = load_label_set(LABEL_SETS[settings.model])
         try:
             for index, spec in enumerate(specs):
-                engine.add_source(spec, stream_settings(spec.config, spec.input_url), on_end=_ender(index, failed))
+                add_stream(engine, spec, on_end=_ender(index, failed))
             engine.start()
             for written in written_frames:
                 yield _stream_frame(written, specs[written.stream], label_set)
@@ -224,13 +224,13 @@ class Stream:
         self.close()
 
 
-def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamSession], None]:
-    def end(session: StreamSession) -> None:
-        if session.error is not None:
-            log.warning("source %d failed: %s", index, getattr(session.error, "message", session.error))
-            failed[index] = session.error
+def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamEnd], None]:
+    def ended(end: StreamEnd) -> None:
+        if end.error is not None:
+            log.warning("source %d failed: %s", index, end.message)
+            failed[index] = end.error
 
-    return end
+    return ended
 
 
 def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> StreamFrame:
@@ -271,7 +271,7 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
                               **overrides)
     specs = [check_source(Source(url, Path(path) if path is not None else None, max_frames=max_frames), settings)
              for url, path in zip(inputs, paths)]
-    return Stream(make_engine(settings, specs), specs, settings)
+    return Stream(build_engine(settings, specs), specs, settings)
 
 
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: str | None = None,
@@ -287,8 +287,9 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     fails stops alone; with ``check`` (the default) the first failure is raised once every stream has ended."""
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
-    optional = [Path(p) if p is not None else None for p in (masks, stats, instances)]
-    outcome = run_sources(settings, sources_for(_inputs(inputs), Path(output), *optional, max_frames=max_frames))
-    if check and outcome.failed:
-        raise outcome.failed[0].error
+    masks_dir, stats_path, instances_dir = (Path(p) if p is not None else None for p in (masks, stats, instances))
+    outcome = run_sources(settings, sources_for(_inputs(inputs), Path(output), masks_dir, stats_path, instances_dir,
+                                                max_frames))
+    if check and (error := next((s.error for s in outcome.failed if s.error is not None), None)) is not None:
+        raise error
     return outcome

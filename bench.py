@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vidparse.config import Config
-from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, drops_frames, pool_settings, stream_settings
-from vidparse.pipeline.cpus import threads_per_worker, usable_cpus
+from vidparse.jobs import StreamSpec, build_engine, stream_settings
+from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
 from vidparse.pipeline.stats import RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
@@ -41,12 +41,10 @@ def scratch_runner(config: Config, input_url: str, workers: int, threads: int, *
                    ) -> Iterator[Runner]:
     """A runner for `vidparse run`'s specs and settings on this input with ``workers`` x ``threads`` (0: an equal
     share of the CPUs), writing its video into a folder that is deleted afterwards."""
-    pool = replace(pool_settings(config, threads_per_worker(workers, threads), drops_frames(config, input_url)),
-                   workers=workers)
+    config = replace(config, workers=workers, threads=threads)
     with tempfile.TemporaryDirectory(prefix="vidparse-scratch-") as scratch:
         stream = StreamSpec(config, input_url, Path(scratch) / "out.mp4", **stream_options)
-        yield Runner(ParserSpec(config, ResolvedModels.for_config(config)), stream, pool,
-                     stream_settings(config, input_url))
+        yield Runner(build_engine(config, [stream]), stream, stream_settings(config, input_url))
 
 
 def run_trial(config: Config, input_url: str, frames: int, workers: int, threads: int) -> Trial:

@@ -92,7 +92,7 @@ def run(
     track_ids: Annotated[Optional[bool], typer.Option("--track-ids/--no-track-ids", help="Write track ids on the video.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Class color weight over the frame, 0..1.")] = None,
     legend: Annotated[Optional[bool], typer.Option("--legend/--no-legend", help="Draw the class legend.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (M2FP).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda: where the parser runs (ONNX Runtime's CUDA provider, or M2FP's PyTorch).")] = None,
     queue_size: Annotated[Optional[int], typer.Option(help="Frames waiting for a worker.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="When workers fall behind: block, drop (oldest), auto.")] = None,
     rtsp_transport: Annotated[Optional[str], typer.Option(help="RTSP over tcp or udp.")] = None,
@@ -126,7 +126,7 @@ def run(
                               hint="vidparse run INPUT -o OUTPUT.mp4, or vidparse run IN1 IN2 -o OUTDIR/, or "
                                    "vidparse run --sources sources.yaml -o OUTDIR/")
         if sources:
-            streams = load_sources(sources, output)
+            streams = load_sources(sources, output, masks, stats, instances, max_frames)
         elif output is None:
             raise ConfigError("no output given", hint="add -o OUTPUT.mp4 (a folder for several inputs)")
         else:
@@ -139,7 +139,8 @@ def run(
                 reporter.on_open(index, info)
                 reporter.limit(index, streams[index].max_frames)
 
-            outcome = run_sources(settings, streams, RunHooks(on_open=on_open, on_frame=reporter.on_frame))
+            outcome = run_sources(settings, streams, RunHooks(on_open=on_open, on_frame=reporter.on_frame,
+                                                              on_connecting=reporter.on_connecting))
         if single:
             _single_summary(reporter, outcome.streams[0])
         else:
@@ -157,6 +158,10 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
     if stream.timestamps_repaired:
         summary.add_row("timestamps repaired (docs/faults.md)", f"{stream.timestamps_repaired}")
     console.print(summary)
+    if not written:
+        console.print("[yellow]interrupted[/] before the input opened: nothing written" if result.interrupted
+                      else "nothing written", soft_wrap=True)
+        return
     files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
     console.print("wrote " + files + (f", masks in {source.masks}" if source.masks else "")
                   + (f", stats in {source.stats}" if source.stats else "")
@@ -203,6 +208,7 @@ def batch(
     from vidparse.batch.inputs import expand
     from vidparse.batch.progress import BatchProgress, summary_table
     from vidparse.config import load_config
+    from vidparse.signals import stop_on_signals
     from vidparse.stages.writers import make_directory
 
     with user_errors():
@@ -223,10 +229,14 @@ def batch(
         runner = BatchDriver(settings, outdir, engine_, progress, masks=masks, gather=gather)
         console.print(runner.engine.description, highlight=False)
         try:
-            with progress:
+            with progress, stop_on_signals(runner.cancel):
                 records = runner.run(found, problems)
         finally:
             runner.engine.close()
+        if runner.interrupted:
+            console.print(f"[yellow]interrupted:[/] {len(records)} input(s) recorded; a rerun does the others",
+                          highlight=False)
+            raise typer.Exit(INTERRUPTED_EXIT)
     Console().print(summary_table(records, runner.skipped))
     failed = sum(r.state == "failed" for r in records)
     console.print(f"{len(records) - failed} done, {failed} failed, {len(runner.skipped)} skipped; "

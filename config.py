@@ -14,15 +14,8 @@ import yaml
 
 from vidparse.errors import ConfigError
 from vidparse.pipeline.cpus import usable_cpus
-from vidparse.stages.detect import DetectorOptions
-from vidparse.stages.keyframes import KeyframeOptions
-from vidparse.stages.parsers import BACKENDS, backend_module
-from vidparse.stages.person_parser import RoiOptions
-from vidparse.stages.recolor import ComposeOptions
-from vidparse.stages.sink import EncoderOptions
-from vidparse.stages.source import LiveOptions
-from vidparse.stages.temporal import TemporalOptions
-from vidparse.stages.tracker import TrackingOptions
+from vidparse.stages.options import (PARSER_OPTIONS, ComposeOptions, DetectorOptions, EncoderOptions, KeyframeOptions,
+                                     LiveOptions, RoiOptions, TemporalOptions, TrackingOptions, check_model)
 
 
 @dataclass
@@ -61,7 +54,7 @@ class BatchOptions:
 
 
 def _default_parsers() -> dict[str, Any]:
-    return {name: backend_module(name).Options() for name in ("bodypix", "cihp-lite", "cihp-net")}
+    return {name: PARSER_OPTIONS[name]() for name in ("bodypix", "cihp-lite", "cihp-net")}
 
 
 @dataclass
@@ -69,7 +62,7 @@ class Config:
     """The Python defaults equal configs/default.yaml's (tests/test_config.py checks it), so a Config can be made
     without the YAML."""
 
-    model: str = field(default="cihp-lite", metadata={"choices": tuple(BACKENDS)})
+    model: str = field(default="cihp-lite", metadata={"choices": tuple(PARSER_OPTIONS)})
     model_path: str | None = None
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
     workers: int | None = field(default=None, metadata={"range": (1, 1024)})  # None: one per usable CPU
@@ -100,7 +93,7 @@ class Config:
 
     @property
     def parser_options(self) -> Any:
-        return self.parsers.get(self.model) or backend_module(self.model).Options()
+        return self.parsers.get(self.model) or PARSER_OPTIONS[check_model(self.model)]()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -191,12 +184,13 @@ def build(cls: type, data: Any, where: str) -> Any:
 
 
 def _value(kind: Any, value: Any, key: str, metadata: typing.Mapping[str, Any]) -> Any:
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return build(kind, value, key + ".")
     if key == "parsers":
         if not isinstance(value, dict):
-            raise ConfigError("config key 'parsers' must be a mapping of model names", hint=", ".join(BACKENDS))
-        return {name: build(backend_module(name).Options, opts or {}, f"parsers.{name}.") for name, opts in value.items()}
+            raise ConfigError("config key 'parsers' must be a mapping of model names", hint=", ".join(PARSER_OPTIONS))
+        return {name: build(PARSER_OPTIONS[check_model(name)], opts or {}, f"parsers.{name}.")
+                for name, opts in value.items()}
     optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
     if optional:
         if value is None:

@@ -1,7 +1,11 @@
-"""Wiring: which stages a `vidparse run` uses, built from the configuration inside each process."""
+"""Wiring: which stages a run uses, built from the configuration inside each process; the one place an engine is
+built for a run and streams are added to it (`build_engine`, `add_stream`), and the one naming of outputs
+(`output_names`). `vidparse run`, the Python API, the service, batch, bench and tune all go through here."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -9,14 +13,19 @@ import numpy as np
 
 from vidparse.config import Config
 from vidparse.model_store import resolve_model
+from vidparse.pipeline.cpus import threads_per_worker
+from vidparse.pipeline.contracts import OnConnecting, OnEnd, OnOpen
+from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.settings import PoolSettings, StreamSettings
 from vidparse.pipeline.slots import SlotLayout
+from vidparse.pipeline.writer import Subscriber
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.keyframes import KeyframeParser
 from vidparse.stages.images import ImageSet
 from vidparse.stages.output import AnnotatedImages, AnnotatedOutput
 from vidparse.stages.labels import load_label_set
+from vidparse.stages.onnx_session import providers
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.sink import CONTAINERS
@@ -32,7 +41,10 @@ class ResolvedModels:
 
     @classmethod
     def for_config(cls, config: Config) -> ResolvedModels:
-        """Find the model files up front, so a missing model fails before any process starts."""
+        """Find the model files up front, and check that ONNX Runtime can run the parser on ``config.device``, so a
+        missing model or device fails before any process starts."""
+        if config.device != "cpu" and getattr(config.parser_options, "backend", "onnx") == "onnx":
+            providers(config.device)  # bodypix, cihp-lite and m2fp's onnx backend
         explicit = Path(config.model_path) if config.model_path else None
         return cls(detector=resolve_model("fastestdet"), parser=resolve_model(config.model, explicit))
 
@@ -137,11 +149,61 @@ def drops_frames(config: Config, input_url: str) -> bool:
     return config.policy == "drop" or (config.policy == "auto" and input_kind(input_url) is not InputKind.FILE)
 
 
-def pool_settings(config: Config, threads: int, live: bool) -> PoolSettings:
-    """``live`` (any stream drops frames): one frame per worker, so a frame never waits behind another in a
-    worker's inbox."""
-    return PoolSettings(workers=config.worker_count, threads=threads, frame_timeout_s=config.frame_timeout_s,
-                        prefetch=1 if live else 2, max_memory_mb=config.max_memory_mb)
+def pool_settings(config: Config, live: bool) -> PoolSettings:
+    """``config``'s workers with its threads each (0: an equal share of the CPUs). ``live`` (any stream drops
+    frames): one frame per worker, so a frame never waits behind another in a worker's inbox."""
+    workers = config.worker_count
+    return PoolSettings(workers=workers, threads=threads_per_worker(workers, config.threads),
+                        frame_timeout_s=config.frame_timeout_s, prefetch=1 if live else 2,
+                        max_memory_mb=config.max_memory_mb)
+
+
+def build_engine(config: Config, specs: Sequence[StreamSpec] = (), live: bool = False, until_idle: bool = True,
+                 parser: ParserSpec | None = None) -> Engine:
+    """The engine for a run (not started): one pool of ``config``'s workers for every stream. It is live (one frame
+    per worker at a time) when ``live`` or any of ``specs`` drops frames; ``until_idle`` as in `Engine`;
+    ``parser``: the workers' spec when the models were resolved already (else they are found here, so a missing
+    model fails before any process starts)."""
+    parser = parser or ParserSpec(config, ResolvedModels.for_config(config))
+    live = live or any(drops_frames(spec.config, spec.input_url) for spec in specs)
+    return Engine(parser, pool_settings(config, live), until_idle)
+
+
+def add_stream(engine: Engine, spec: StreamSpec, subscribers: list[Subscriber] | None = None,
+               on_open: OnOpen | None = None, on_end: OnEnd | None = None,
+               on_connecting: OnConnecting | None = None) -> int:
+    """Add one input to ``engine`` with the stream settings its kind wants (`stream_settings`)."""
+    return engine.add_source(spec, stream_settings(spec.config, spec.input_url), subscribers, on_open=on_open,
+                             on_end=on_end, on_connecting=on_connecting)
+
+
+def stream_name(input: str) -> str:
+    """A file's stem; for a URL, its host and path with anything but letters, digits, '-' and '.' as '_'."""
+    if "://" in input:
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1]).strip("_") or "stream"
+    return Path(input.rstrip("/")).stem or "stream"
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` in order, a repeat of a name getting ``_2``, ``_3``... (a suffixed name never taken twice)."""
+    taken = set(names)
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        candidate, number = name, seen[name]
+        while number > 1 and (candidate := f"{name}_{number}") in taken:
+            number += 1
+        seen[name] = number
+        taken.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def output_names(inputs: Sequence[str]) -> list[str]:
+    """What each input's outputs are named after, the same for `vidparse run` and `vidparse batch`: `stream_name`,
+    and ``_2``, ``_3``... for a name that repeats (in input order)."""
+    return unique_names([stream_name(input) for input in inputs])
 
 
 def stream_settings(config: Config, input_url: str) -> StreamSettings:

@@ -61,6 +61,12 @@ class RunReporter:
         self.seen[index].live = info.live
         self.progress.update(self.tasks[index], total=info.frames or None)
 
+    def on_connecting(self, index: int, stats: RunStats) -> None:
+        """A live input cannot connect: the line says how many attempts failed and why (until a frame comes)."""
+        if stats.connecting is not None:
+            attempt, reason = stats.connecting
+            self.progress.update(self.tasks[index], latency=f"connecting: attempt {attempt} failed ({reason})")
+
     def limit(self, index: int, frames: int | None) -> None:
         task = self.progress.tasks[index]
         if frames and (task.total is None or frames < task.total):
@@ -106,9 +112,10 @@ class RunReporter:
         table.add_row("start-up (processes, models, first frame)", f"{stats.startup_s:.1f} s")
         table.add_row("persons (all frames / most in one)", f"{seen.persons_total} / {seen.persons_max}")
         table.add_row("frames with persons", f"{seen.frames_with_persons}")
-        if seen.live and stats.recent_latency_s:
+        p50, p95 = stats.latency_percentile(50), stats.latency_percentile(95)
+        if seen.live and p50 is not None and p95 is not None:
             table.add_row("latency p50 / p95 (capture to written, last 1000)",
-                          f"{stats.latency_percentile(50) * 1000:.0f} / {stats.latency_percentile(95) * 1000:.0f} ms")
+                          f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms")
         if stats.dropped_frames:
             table.add_row("frames dropped (live policy)", f"{stats.dropped_frames}")
         if stats.source_restarts:

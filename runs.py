@@ -4,19 +4,16 @@ on one worker pool. A stream that fails is reported in its `StreamOutcome` and s
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
                              ConfigError, VidparseError)
-from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, drops_frames, pool_settings, stream_settings
-from vidparse.pipeline.cpus import threads_per_worker
-from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
+from vidparse.jobs import StreamSpec, add_stream, build_engine, output_names, stream_name
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
 from vidparse.signals import stop_on_signals
@@ -27,6 +24,7 @@ from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
 log = logging.getLogger(__name__)
 
 POLICIES = ("auto", "block", "drop")
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,13 +46,6 @@ class Source:
         return self.name or stream_name(self.input)
 
 
-def stream_name(input: str) -> str:
-    """A file's stem; for a URL, its host and path with anything but letters, digits, '-' and '.' as '_'."""
-    if "://" in input:
-        return re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1]).strip("_") or "stream"
-    return Path(input.rstrip("/")).stem or "stream"
-
-
 def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, stats: Path | None = None,
                 instances: Path | None = None, max_frames: int | None = None) -> list[Source]:
     """One input writes to ``output`` as given. Several: ``output`` is a folder with ``<name>.mp4`` per input
@@ -66,15 +57,20 @@ def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, 
         raise ConfigError(f"{len(inputs)} inputs need a folder for -o, not {output}",
                           hint="give a folder such as -o parsed/ (one output per input, named after it)")
     sources = []
-    for input, name in zip(inputs, unique_names([stream_name(i) for i in inputs])):
+    for input, name in zip(inputs, output_names(inputs)):
         target = output / (name if is_image_input(input) else f"{name}.mp4")
-        sources.append(Source(input, target, name, masks=masks / name if masks else None,
-                              stats=stats / f"{name}.jsonl" if stats else None,
-                              instances=instances / name if instances else None, max_frames=max_frames))
+        files = stream_files(name, masks, stats, instances)
+        sources.append(Source(input, target, name, files["masks"], files["stats"], files["instances"], max_frames))
     for folder in (output, stats):
         if folder is not None:
             make_folder(folder)
     return sources
+
+
+def stream_files(name: str, masks: Path | None, stats: Path | None, instances: Path | None) -> dict[str, Path | None]:
+    """Where one of several streams writes inside the ``--masks``, ``--stats`` and ``--instances`` folders."""
+    return {"masks": masks / name if masks else None, "stats": stats / f"{name}.jsonl" if stats else None,
+            "instances": instances / name if instances else None}
 
 
 def make_folder(folder: Path) -> None:
@@ -85,19 +81,13 @@ def make_folder(folder: Path) -> None:
         raise BadOutputError(f"cannot create folder {folder}: {exc.strerror}", hint="choose a writable folder") from exc
 
 
-def unique_names(names: Sequence[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return unique
-
-
-def load_sources(path: Path, output: Path | None) -> list[Source]:
+def load_sources(path: Path, output: Path | None, masks: Path | None = None, stats: Path | None = None,
+                 instances: Path | None = None, max_frames: int | None = None) -> list[Source]:
     """Read a sources file: ``sources:``, a list of mappings with ``input`` and optionally ``name``, ``output``,
     ``masks``, ``stats``, ``instances``, ``max_frames``, ``policy``. Paths are as on the command line (relative to
-    the current folder); a source without ``output`` writes ``OUTPUT/<name>.mp4``."""
+    the current folder); a source without ``output`` writes ``OUTPUT/<name>.mp4``. The command line's options apply
+    to every source that does not set its own: ``masks``, ``stats`` and ``instances`` are folders (``<name>/``,
+    ``<name>.jsonl``, ``<name>/``) as with several inputs, ``max_frames`` a limit."""
     data = read_yaml(path)
     entries = data.get("sources")
     if set(data) != {"sources"} or not isinstance(entries, list) or not entries:
@@ -114,13 +104,16 @@ def load_sources(path: Path, output: Path | None) -> list[Source]:
         if entry.get("policy") not in (None, *POLICIES):
             raise ConfigError(f"{where}: policy must be one of {', '.join(POLICIES)}, got {entry['policy']!r}",
                               hint="policy: drop (live) or block (files)")
-        max_frames = entry.get("max_frames")
-        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-            raise ConfigError(f"{where}: max_frames must be a whole number >= 1, got {max_frames!r}",
+        limit = entry.get("max_frames")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"{where}: max_frames must be a whole number >= 1, got {limit!r}",
                               hint="leave it out to parse every frame")
         paths = {key: Path(str(entry[key])) for key in ("output", "masks", "stats", "instances") if entry.get(key)}
         source = Source(input=str(entry["input"]), output=Path(), name=entry.get("name") and str(entry["name"]),
-                        max_frames=max_frames, policy=entry.get("policy"), **paths)
+                        max_frames=max_frames if limit is None else limit, policy=entry.get("policy"), **paths)
+        for key, default in stream_files(source.label, masks, stats, instances).items():
+            if key not in paths:
+                setattr(source, key, default)
         if "output" not in paths:
             if output is None:
                 raise ConfigError(f"{where} has no 'output' and no -o folder was given",
@@ -128,33 +121,42 @@ def load_sources(path: Path, output: Path | None) -> list[Source]:
             make_folder(output)
             source.output = output / (source.label if is_image_input(source.input) else f"{source.label}.mp4")
         sources.append(source)
+    if stats is not None:
+        make_folder(stats)
     return sources
 
 
 @dataclass
 class StreamOutcome:
-    """How one stream ended: its statistics, the files it wrote, and ``error`` when it failed."""
+    """How one stream ended (``end``, as the engine decided it; a source refused before the run is failed), its
+    statistics and the files it wrote."""
 
     name: str
     source: Source
-    stats: RunStats = field(default_factory=RunStats)
+    end: StreamEnd = field(default_factory=lambda: StreamEnd(-1, "interrupted"))  # until the engine says
     paths: list[Path] = field(default_factory=list)
     timestamps_repaired: int = 0
-    error: Exception | None = None
+
+    @property
+    def error(self) -> Exception | None:
+        return self.end.error
+
+    @property
+    def stats(self) -> RunStats:
+        return self.end.stats
 
     @property
     def status(self) -> str:
-        if self.error is not None:
-            return "failed"
-        if self.stats.interrupted:
-            return "interrupted"
-        return "degraded" if self.stats.degraded else "ok"
+        """The end's state; an ``ok`` end is ``degraded`` when workers were replaced or frames written unparsed."""
+        if self.end.ok and self.stats.degraded:
+            return "degraded"
+        return self.end.state
 
     @property
     def exit_code(self) -> int:
         if self.error is not None:
             return self.error.exit_code if isinstance(self.error, VidparseError) else UNEXPECTED_EXIT
-        return {"ok": 0, "degraded": DEGRADED_EXIT, "interrupted": INTERRUPTED_EXIT}[self.status]
+        return {"ok": 0, "degraded": DEGRADED_EXIT}.get(self.status, INTERRUPTED_EXIT)
 
 
 @dataclass
@@ -183,10 +185,12 @@ class RunOutcome:
 class RunHooks:
     """Callbacks while `run_sources` runs: ``on_open(index, info)`` in the engine's hub thread when a stream's
     input opens, ``on_frame(written, stats)`` in the stream's writer thread (``written.stream`` is the source's
-    index)."""
+    index), ``on_connecting(index, stats)`` in the hub thread when a live input failed to connect
+    (``stats.connecting``: failed attempts in a row, the last reason)."""
 
     on_open: Callable[[int, StreamInfo], None] | None = None
     on_frame: Callable[[Written, RunStats], None] | None = None
+    on_connecting: Callable[[int, RunStats], None] | None = None
 
 
 def check_source(source: Source, config: Config) -> StreamSpec:
@@ -196,7 +200,7 @@ def check_source(source: Source, config: Config) -> StreamSpec:
     if source.instances and (image_output or not config.tracking.enabled):
         raise ConfigError("--instances needs tracking, which runs on video output only",
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")
-    if image_output:
+    if images is not None and source.output is not None and image_output:
         check_image_output(images, source.output)
     else:
         if input_kind(source.input) is InputKind.FILE and not images:
@@ -206,15 +210,6 @@ def check_source(source: Source, config: Config) -> StreamSpec:
     return StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
                       instances_dir=source.instances, max_frames=source.max_frames, images=images,
                       name=source.label)
-
-
-def make_engine(config: Config, specs: Sequence[StreamSpec]) -> Engine:
-    """One pool of workers for these streams (not started); live streams make the workers take one frame at a
-    time."""
-    parser = ParserSpec(config, ResolvedModels.for_config(config))
-    pool = pool_settings(config, threads_per_worker(config.worker_count, config.threads),
-                         live=any(drops_frames(spec.config, spec.input_url) for spec in specs))
-    return Engine(parser, pool)
 
 
 def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
@@ -233,13 +228,14 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
         try:
             specs[index] = check_source(source, replace(config, policy=source.policy or config.policy))
         except VidparseError as exc:
-            outcome.error = exc
+            outcome.end = StreamEnd(index, "failed", exc)
     if not specs:
         return RunOutcome(outcomes)
-    engine = make_engine(config, list(specs.values()))
+    engine = build_engine(config, list(specs.values()))
     for index, spec in specs.items():
-        engine.add_source(spec, stream_settings(spec.config, spec.input_url), _subscribers(hooks, index),
-                          on_open=_bind(hooks.on_open, index), on_end=_ender(outcomes[index], len(outcomes) == 1))
+        add_stream(engine, spec, _subscribers(hooks, index), on_open=_bind(hooks.on_open, index),
+                   on_end=_ender(outcomes[index], len(outcomes) == 1),
+                   on_connecting=_bind(hooks.on_connecting, index))
     with stop_on_signals(engine.stop):
         engine.run()
     return RunOutcome(outcomes)
@@ -251,18 +247,19 @@ def _subscribers(hooks: RunHooks, index: int) -> list[Subscriber]:
     return [] if on_frame is None else [lambda written, stats: on_frame(replace(written, stream=index), stats)]
 
 
-def _bind(on_open: Callable[[int, StreamInfo], None] | None, index: int) -> Callable[[Any], None] | None:
-    return None if on_open is None else (lambda info: on_open(index, info))
+def _bind(callback: Callable[[int, T], None] | None, index: int) -> Callable[[T], None] | None:
+    """``callback`` with the source's index first (the engine numbers only the streams it started)."""
+    return None if callback is None else (lambda value: callback(index, value))
 
 
-def _ender(outcome: StreamOutcome, alone: bool) -> Callable[[StreamSession], None]:
-    def end(session: StreamSession) -> None:
-        outcome.stats, outcome.error = session.stats, session.error
-        if session.error is not None and not alone:  # said when it happens: the other streams go on
-            log.warning("stream %s failed: %s", outcome.name, getattr(session.error, "message", session.error))
-        if session.output is not None:
-            outcome.paths = list(session.output.paths)
-            timestamps = getattr(session.output, "timestamps", None)
+def _ender(outcome: StreamOutcome, alone: bool) -> Callable[[StreamEnd], None]:
+    def ended(end: StreamEnd) -> None:
+        outcome.end = end
+        if end.error is not None and not alone:  # said when it happens: the other streams go on
+            log.warning("stream %s failed: %s", outcome.name, end.message)
+        if end.output is not None:
+            outcome.paths = list(end.output.paths)
+            timestamps = getattr(end.output, "timestamps", None)
             outcome.timestamps_repaired = timestamps.repaired if timestamps else 0
 
-    return end
+    return ended

@@ -117,7 +117,9 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
         raise BadInputError(f"{input_url} is too short to measure {layout}: {stats.frames} frames, warm-up "
                             f"takes {warmup}", hint="tune on a longer video")
     elapsed = window.elapsed_s
-    return TrialResult(layout, window.frames, elapsed, percentile(window.frame_ms, 95), memory.peak_mb,
+    frame_p95 = percentile(window.frame_ms, 95)
+    assert frame_p95 is not None, "two frames or more were measured"
+    return TrialResult(layout, window.frames, elapsed, frame_p95, memory.peak_mb,
                        window.cpu_s / (elapsed * cpus) if elapsed > 0 else 0.0, stats.startup_s)
 
 

@@ -18,6 +18,7 @@ from vidparse.batch.progress import BatchProgress
 from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, receive
 from vidparse.config import Config
 from vidparse.errors import BadOutputError, VidparseError
+from vidparse.jobs import output_names
 from vidparse.stages.source import probe
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Engine(Protocol):
     cpus_per_task: int
 
     def submit(self, task: SegmentTask) -> Future[SegmentResult]: ...
+
+    def cancel(self, future: Future[SegmentResult]) -> None: ...
 
 
 def one_line(error: BaseException) -> str:
@@ -71,6 +74,7 @@ class BatchDriver:
         self.records: list[Record] = []
         self.skipped: list[Record] = []
         self._running: dict[Future[SegmentResult], tuple[Job, Segment]] = {}
+        self.interrupted = False  # Ctrl-C or SIGTERM: running segments cancelled, unfinished inputs not recorded
 
     def fail(self, inputs: list[str], problems: list[Record], reason: str) -> None:
         """Record every input as failed for ``reason`` (the engine could not start; the caller says why, once)."""
@@ -90,9 +94,9 @@ class BatchDriver:
         for record in problems:
             self._finish(record)
         previous = self.manifest.load()
-        names: set[str] = set()
-        for url in inputs:
-            name = _unique(Path(url.split("://")[-1]).stem or "input", names)
+        for url, name in zip(inputs, output_names(inputs)):
+            if self.interrupted:
+                break
             if url in previous and previous[url].skips(self.digest):
                 self.skipped.append(previous[url])
                 self.progress.skipped += 1
@@ -102,7 +106,20 @@ class BatchDriver:
                 for segment in job.segments:
                     self._submit(job, segment)
         self._drain()
+        if self.interrupted:  # what cancelled segments wrote: a rerun starts those inputs afresh
+            shutil.rmtree(self.outdir / PARTS_NAME, ignore_errors=True)
         return self.records
+
+    def cancel(self) -> None:
+        """Stop the batch (a signal handler may call this): cancel every segment; the inputs they belong to get no
+        record, so a rerun does them."""
+        self.interrupted = True
+        for future in list(self._running):
+            self._cancel(future)
+
+    def _cancel(self, future: Future[SegmentResult]) -> None:
+        assert self.engine is not None
+        self.engine.cancel(future)
 
     def _plan(self, url: str, name: str) -> Job | None:
         size, mtime = input_identity(url) or (None, None)
@@ -145,7 +162,10 @@ class BatchDriver:
             finished, _ = wait(list(self._running), return_when=FIRST_COMPLETED)
             for future in finished:
                 job, segment = self._running.pop(future)
-                if job.record.error:  # the input failed already: the rest of its segments do not matter
+                if self.interrupted:
+                    continue
+                if job.record.error:  # the input failed already: its cancelled segments' folders go now
+                    self._tidy(job)
                     continue
                 try:
                     result = future.result()
@@ -166,6 +186,9 @@ class BatchDriver:
             return
         job.record.error = f"{job.input}: segment {segment.number} failed {job.tries[segment.number]} times: {reason}"
         self.progress.dropped(known_frames([s for s in job.segments if s.number not in job.folders]))
+        for future, (other, _) in list(self._running.items()):
+            if other is job:  # the input has failed: its other segments are not worth finishing
+                self._cancel(future)
         self._close(job)
 
     def _join(self, job: Job) -> None:
@@ -194,20 +217,16 @@ class BatchDriver:
     def _close(self, job: Job) -> None:
         job.record.seconds = time.monotonic() - job.started
         job.record.fps = job.record.frames / job.record.seconds if job.record.seconds else 0.0
-        shutil.rmtree(self._parts(job), ignore_errors=True)
+        self._tidy(job)
         self._finish(job.record)
+
+    def _tidy(self, job: Job) -> None:
+        """Remove the input's segment folders once none of its segments runs (one still running would make them
+        again)."""
+        if not any(other is job for other, _ in self._running.values()):
+            shutil.rmtree(self._parts(job), ignore_errors=True)
 
     def _finish(self, record: Record) -> None:
         self.manifest.append(record)
         self.records.append(record)
         self.progress.finished(record)
-
-
-def _unique(stem: str, taken: set[str]) -> str:
-    """``clip``, then ``clip-2``, ``clip-3`` for further inputs of the same name (in input order)."""
-    name, number = stem, 1
-    while name in taken:
-        number += 1
-        name = f"{stem}-{number}"
-    taken.add(name)
-    return name

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import bisect
-import logging
 from dataclasses import dataclass
 from fractions import Fraction
 
-import av
+from vidparse.stages.source import FrameWindow, Packets, read_packets
 
-from vidparse.errors import BadInputError
-from vidparse.stages.source import FrameWindow, open_container
-
-log = logging.getLogger(__name__)
+__all__ = ["UNBOUNDED", "Packets", "Segment", "plan_segments", "read_packets"]
 UNBOUNDED = 2**62  # the end of a segment that runs to the end of a file of unknown length
-
-
-@dataclass(frozen=True)
-class Packets:
-    """A file's video packets in presentation order: ``pts`` of every frame, the indices of its keyframes."""
-
-    pts: list[int]
-    keyframes: list[int]
-    time_base: Fraction
-
-    def seconds(self, index: int) -> float:
-        return float((self.pts[index] - self.pts[0]) * self.time_base)
 
 
 @dataclass(frozen=True)
@@ -42,29 +26,6 @@ class Segment:
     @property
     def frames(self) -> int:
         return self.end - self.start
-
-
-def read_packets(url: str) -> Packets | None:
-    """The video packets' timestamps and keyframe flags; None when some packet has no timestamp (such a file is
-    not cut: it runs as one segment)."""
-    with open_container(url) as container:
-        if not container.streams.video:
-            raise BadInputError(f"input {url} has no video stream", hint="give a file with a video track")
-        stream = container.streams.video[0]
-        packets = []
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:  # the demuxer's empty flush packet
-                    continue
-                if packet.pts is None:
-                    return None
-                packets.append((packet.pts, packet.is_keyframe))
-        except av.error.FFmpegError as exc:
-            log.warning("reading the packets of %s stopped early (%s); it runs as one segment", url, exc)
-            return None
-        time_base = stream.time_base or Fraction(1, 1000)
-    packets.sort()
-    return Packets([pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key], time_base)
 
 
 def plan_segments(packets: Packets | None, segment_seconds: float, warmup_frames: int,

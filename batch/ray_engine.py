@@ -34,7 +34,8 @@ def check_reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: {exc.strerror or exc}",
-                                 hint="start it with `ray start --head`, or check the address and the firewall")
+                                 hint="start it with `ray start --head`, or check the address and the firewall"
+                                 ) from exc
 
 
 class RayEngine:
@@ -52,6 +53,7 @@ class RayEngine:
         self._ray = ray
         self.cpus_per_task = cpus_per_task
         self._remote: Any = ray.remote(num_cpus=cpus_per_task, max_retries=NODE_FAILURE_RETRIES)(run_segment)
+        self._refs: dict[Future[SegmentResult], Any] = {}
 
     @property
     def description(self) -> str:
@@ -60,7 +62,16 @@ class RayEngine:
         return f"ray: {len(nodes)} node(s), {cpus} CPU(s), {self.cpus_per_task} CPU per segment"
 
     def submit(self, task: SegmentTask) -> Future[SegmentResult]:
-        return self._remote.remote(task).future()
+        ref = self._remote.remote(task)
+        future: Future[SegmentResult] = ref.future()
+        self._refs[future] = ref
+        future.add_done_callback(lambda done: self._refs.pop(done, None))
+        return future
+
+    def cancel(self, future: Future[SegmentResult]) -> None:
+        """The task gets a KeyboardInterrupt, which aborts its engine; a task not started never runs."""
+        if (ref := self._refs.get(future)) is not None:
+            self._ray.cancel(ref)
 
     def close(self) -> None:
         self._ray.shutdown()

@@ -7,15 +7,17 @@ running can never mix its files with the retry's; the driver keeps the folder of
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vidparse.batch.plan import UNBOUNDED, Segment
 from vidparse.config import Config
 from vidparse.errors import VidparseError
-from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec, pool_settings, stream_settings
+from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.runner import Runner
 
 VIDEO_NAME = "video.mp4"
@@ -50,12 +52,34 @@ class SegmentResult:
     files: dict[str, bytes] | None = None  # gathered: path relative to ``folder`` -> content
 
 
-def run_segment(task: SegmentTask) -> SegmentResult:
+class Cancel:
+    """Cancels a segment running in a thread of this process (`--engine local`): its engine is aborted, now or as
+    soon as it exists; the segment then fails as interrupted. Ray cancels its tasks itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._abort: Callable[[], None] | None = None
+
+    def bind(self, abort: Callable[[], None]) -> None:
+        with self._lock:
+            self._abort, cancelled = abort, self._cancelled
+        if cancelled:
+            abort()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._cancelled, abort = True, self._abort
+        if abort is not None:
+            abort()
+
+
+def run_segment(task: SegmentTask, cancel: Cancel | None = None) -> SegmentResult:
     attempt = f"{task.segment.number:04d}-{uuid.uuid4().hex[:8]}"
     if not task.gather:
-        return _run(task, task.parts / attempt)
+        return _run(task, task.parts / attempt, cancel)
     with tempfile.TemporaryDirectory(prefix="vidparse-segment-") as scratch:
-        result = _run(task, Path(scratch))
+        result = _run(task, Path(scratch), cancel)
         result.files = {str(path.relative_to(scratch)): path.read_bytes()
                         for path in Path(scratch).rglob("*") if path.is_file()}
     result.folder = task.parts / attempt
@@ -71,20 +95,23 @@ def receive(result: SegmentResult) -> Path:
     return result.folder
 
 
-def _run(task: SegmentTask, folder: Path) -> SegmentResult:
+def _run(task: SegmentTask, folder: Path, cancel: Cancel | None) -> SegmentResult:
     started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
     config = replace(task.config, workers=task.cpus, threads=1)
     segment = task.segment
-    parser = ParserSpec(config, ResolvedModels.for_config(config))  # this node's model folder
     stream = StreamSpec(config, task.input_url, folder / VIDEO_NAME, masks_dir=folder / MASKS_NAME if task.masks
                         else None, window=segment.window, write_from=segment.start)
-    runner = Runner(parser, stream, pool_settings(config, threads=1, live=False),  # a segment is a part of a file
-                    stream_settings(config, task.input_url))
-    stats = runner.run()
+    # The models are resolved in this node's model folder; a segment is a part of a file, never live.
+    runner = Runner(build_engine(config, [stream]), stream, stream_settings(config, task.input_url))
+    if cancel is not None:
+        cancel.bind(runner.engine.abort)
+    stats = runner.run()  # raises a failed end's error
+    assert runner.end is not None
     written = runner.output.sink.frames_written if runner.output is not None else 0
-    if stats.interrupted or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
-        raise SegmentFailed(f"segment {segment.number} of {task.input_url} wrote {written} of {segment.frames} "
+    if not runner.end.ok or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
+        what = "wrote" if runner.end.ok else f"was {runner.end.state} after"
+        raise SegmentFailed(f"segment {segment.number} of {task.input_url} {what} {written} of {segment.frames} "
                             f"frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
                             hint="it is retried; see --verbose for the run's log")
     return SegmentResult(written, time.monotonic() - started, folder)

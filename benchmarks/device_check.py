@@ -182,7 +182,8 @@ def part_gpu(args: argparse.Namespace) -> dict:
         if forward_rows(args, "gpu", result, precision, make_forward):
             logits[precision] = parser.runner(network_batch(frames[:1], args.device))
             row = {"precision": precision, "batch": 1, "what": "parse (pre + forward + post, labels on the host)",
-                   **speed(timed(lambda: parser.parse(frames[:1]), args.device, args.warmup, args.iterations), 1)}
+                   **speed(timed(lambda: parser.parse(frames[:1]), args.device, args.warmup,  # noqa: B023 - timed now
+                                 args.iterations), 1)}
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
         parser.close()
@@ -299,7 +300,7 @@ def part_tune(args: argparse.Namespace) -> dict:
     chosen = user_settings(None, {})
     settings = config_from(chosen)
     cpus = usable_cpus()
-    grid = sorted(layouts(cpus, args.tune_max_workers), key=lambda l: l.workers * l.threads != cpus)
+    grid = sorted(layouts(cpus, args.tune_max_workers), key=lambda layout: layout.workers * layout.threads != cpus)
     results, skipped = [], []
     for layout in grid:
         if results and time.time() + args.tune_seconds + 15 > args.deadline:

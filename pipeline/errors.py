@@ -18,3 +18,8 @@ def raise_failure(message: Failed) -> NoReturn:
         raise message.error
     raise PipelineError(f"{message.where} failed: {message.error}",
                         hint="this is a bug or a broken model; run with --verbose for details")
+
+
+class EngineEndedError(PipelineError):
+    """A stream was added to an engine that has ended (`Engine.add_source`), or was still waiting to start when
+    the engine ended."""

@@ -48,6 +48,15 @@ class Opened:
 
 
 @dataclass(frozen=True)
+class Connecting:
+    """A live source could not connect (or reconnect) and waits before its next attempt; ``attempt`` counts the
+    failures in a row, ``reason`` is the last one's."""
+
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Done:
     """The source has no more frames; ``frames`` were sent in all."""
 

@@ -9,10 +9,14 @@ import time
 import traceback
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vidparse.pipeline.messages import Done, Failed, FrameFailed, FrameKey, Forget, Opened, Parsed, Ready, Task
+from vidparse.pipeline.messages import (Connecting, Done, Failed, FrameFailed, FrameKey, Forget, Opened, Parsed, Ready,
+                                        Task)
 from vidparse.pipeline.slots import SharedSlots, SlotsHandle
+
+if TYPE_CHECKING:
+    from vidparse.pipeline.contracts import ParserFactory, SourceFactory
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,14 @@ class Resume:
     pts: int
     captured_at: float
     time_base: Fraction
+
+
+def leave_signals_to_the_main_process() -> None:
+    """Ctrl-C and SIGTERM reach a whole process group; the main process decides how its children stop (it asks a
+    source to stop, and ends workers when it is done with them), so a child killed by them is not mistaken for a
+    crash ("the source process died")."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def logging_levels() -> dict[str, int]:
@@ -79,18 +91,19 @@ class StopFlag:
         return True
 
 
-def source_main(source_spec: Any, stream: int, inbox: Any, events: Any, stop: StopFlag, log_levels: dict[str, int],
-                resume: Resume | None = None) -> None:
+def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any, stop: StopFlag,
+                log_levels: dict[str, int], resume: Resume | None = None) -> None:
     """Decode frames into free slots and announce each one, in order, on ``events``.
 
     ``inbox`` and ``events`` are this process's own pipes: the main process sends the slots handle first, then
     the number of each slot that becomes free. A source killed at any moment leaves no shared lock held. The
     frame goes into the layout's first array.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    leave_signals_to_the_main_process()
     configure_logging(log_levels, "source" if stream == 0 else f"source {stream}")
-    source = source_spec.make_source(stop)
     next_seq = resume.seq + 1 if resume else 0
+    source = source_spec.make_source(stop, lambda attempt, reason: events.send(Connecting(attempt, reason)),
+                                     next_seq)
     pts_shift: int | None = None if resume else 0
     slots: SharedSlots | None = None
     try:
@@ -110,8 +123,8 @@ def source_main(source_spec: Any, stream: int, inbox: Any, events: Any, stop: St
             captured_at = frame.captured_at or time.time()
             if pts_shift is None:
                 assert resume is not None
-                if not info.live:  # a file picks up exactly where the stalled process left it
-                    if frame.seq <= resume.seq:
+                if not info.live:  # a file picks up exactly where the stalled process left it (it seeks there)
+                    if frame.seq <= resume.seq:  # a source that could not start there itself
                         continue
                     pts_shift = 0
                 else:  # a live stream starts a new timeline: continue after the last frame, keeping the gap
@@ -128,7 +141,11 @@ def source_main(source_spec: Any, stream: int, inbox: Any, events: Any, stop: St
             next_seq += 1
         events.send(Done(frames=next_seq, skipped_packets=source.skipped_packets))
     except Exception as exc:  # reported to the main process, which owns user-facing errors
-        events.send(Failed("source", _portable(exc)))
+        if stop.is_set():  # asked to stop (while connecting, say): what failed since is no failure of the input
+            log.info("stopped: %s", exc)
+            events.send(Done(frames=next_seq, skipped_packets=getattr(source, "skipped_packets", 0)))
+        else:
+            events.send(Failed("source", _portable(exc)))
     finally:
         source.close()
         if slots is not None:
@@ -142,13 +159,14 @@ def _take_slot(inbox: Any, stop: StopFlag) -> int | None:
     return None
 
 
-def worker_main(spec: Any, index: int, threads: int, inbox: Any, events: Any, log_levels: dict[str, int]) -> None:
+def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, events: Any,
+                log_levels: dict[str, int]) -> None:
     """Parse the frames the main process sends down ``inbox`` until it sends ``None``.
 
     ``inbox`` and ``events`` are this worker's own pipes: a worker killed mid-message can break only its own
     pipe, never a lock that other processes share. Each task names its stream's slot block, attached on first use.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_signals_to_the_main_process()
     configure_logging(log_levels, f"worker {index}")
     import cv2
 

@@ -1,39 +1,54 @@
-"""One stream on an engine of its own: what `vidparse run`, bench and tune use."""
+"""One stream on an engine of its own: what bench, tune and a batch segment use."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from vidparse.pipeline.contracts import OnOpen, StreamFactory
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
-from vidparse.pipeline.settings import PoolSettings, StreamSettings
+from vidparse.pipeline.settings import StreamSettings
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
 
 
 class Runner:
-    """``parser`` is what the workers need (pickled to them), ``stream`` the input, its slot layout and output.
+    """``engine`` (not started, no streams yet) runs ``stream`` (the input, its slot layout and output) alone.
     `run`, `stop` (any thread, e.g. a subscriber); `results` iterates copies."""
 
-    def __init__(self, parser: Any, stream: Any, pool: PoolSettings, settings: StreamSettings,
-                 on_open: Callable[[Any], None] | None = None, subscribers: list[Subscriber] | None = None) -> None:
-        self.engine = Engine(parser, pool)
+    def __init__(self, engine: Engine, stream: StreamFactory, settings: StreamSettings,
+                 on_open: OnOpen | None = None, subscribers: list[Subscriber] | None = None) -> None:
+        self.engine = engine
         self.stream = stream
         self.settings = settings
         self.on_open = on_open
         self.subscribers = list(subscribers or [])
-        self.stats = RunStats()
-        self.output: Any = None  # the stream's output stage, once the run ended (also after a failure)
-        self.slots_name: str | None = None  # the stream's shared-memory block, for diagnostics
-        self.error: Exception | None = None  # what stopped the stream, raised by `join`
+        self.end: StreamEnd | None = None  # how the stream ended, once it has
+
+    @property
+    def stats(self) -> RunStats:
+        return self.end.stats if self.end is not None else RunStats()
+
+    @property
+    def output(self) -> Any:
+        """The stream's output stage, once the run ended (also after a failure); None if its input never opened."""
+        return self.end.output if self.end is not None else None
+
+    @property
+    def slots_name(self) -> str | None:
+        """The stream's shared-memory block, for diagnostics."""
+        return self.end.slots_name if self.end is not None else None
 
     def _add(self) -> None:
         self.engine.add_source(self.stream, self.settings, self.subscribers, on_open=self.on_open, on_end=self._end)
 
-    def _end(self, session: StreamSession) -> None:
-        self.stats, self.output, self.error = session.stats, session.output, session.error
-        self.slots_name = session.slots.handle.name if session.slots is not None else None
+    def _end(self, end: StreamEnd) -> None:
+        self.end = end
+
+    def _raise(self) -> None:
+        if self.end is not None and self.end.error is not None:
+            raise self.end.error
 
     def stop(self) -> None:
         self.engine.stop()
@@ -43,8 +58,7 @@ class Runner:
         the run and is raised."""
         self._add()
         self.engine.run()
-        if self.error is not None:
-            raise self.error
+        self._raise()
         return self.stats
 
     def results(self) -> Iterator[Written]:
@@ -53,5 +67,4 @@ class Runner:
         self._add()
         self.engine.start()
         yield from results
-        if self.error is not None:
-            raise self.error
+        self._raise()

@@ -6,14 +6,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from vidparse.pipeline.contracts import OnConnecting, OnOpen, StreamFactory, StreamOutput
 from vidparse.pipeline.errors import PipelineError, raise_failure
 from vidparse.pipeline.ledger import Holder, SlotLedger
 from vidparse.pipeline.memory import MB
-from vidparse.pipeline.messages import Done, Failed, Opened, Task
+from vidparse.pipeline.messages import Connecting, Done, Failed, Opened, Task
 from vidparse.pipeline.processes import Resume, StopFlag, logging_levels, source_main
 from vidparse.pipeline.reorder import ReorderBuffer
 from vidparse.pipeline.settings import MemoryBudget, StreamSettings
@@ -40,20 +40,23 @@ class StreamSession:
     the source process, so that process imports no more than the source needs.
     """
 
-    def __init__(self, stream: int, spec: Any, settings: StreamSettings, context: Any, budget: MemoryBudget,
-                 subscribers: list[Subscriber], on_open: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, stream: int, spec: StreamFactory, settings: StreamSettings, context: Any, budget: MemoryBudget,
+                 subscribers: list[Subscriber], on_open: OnOpen | None = None,
+                 on_connecting: OnConnecting | None = None) -> None:
         self.stream = stream
         self.spec = spec
         self.settings = settings
         self.stats = RunStats()
         self.error: Exception | None = None  # what stopped this stream alone (the engine goes on)
+        self.cancelled = False  # removed on its own (`Engine.remove_source`), not stopped with the engine
         self.pending: deque[Task] = deque()
         self.slots: SharedSlots | None = None
-        self.output: Any = None  # the stream's output stage, once the input is open
+        self.output: StreamOutput | None = None  # the stream's output stage, once the input is open
         self._context = context
         self._budget = budget
         self._subscribers = subscribers
         self._on_open = on_open
+        self._on_connecting = on_connecting  # told each failed connection attempt (in ``stats.connecting``)
         self._stop = StopFlag(context)
         # Taken for every message to the source: the writer thread hands slots back while the hub talks to it.
         self._lock = threading.RLock()
@@ -76,6 +79,25 @@ class StreamSession:
     @property
     def finished(self) -> bool:
         return self._total is not None and self._delivered >= self._total
+
+    # What exists once the input is open: the hub reaches these only after the source's `Opened`.
+    @property
+    def _open_ledger(self) -> SlotLedger:
+        if self._ledger is None:
+            raise RuntimeError(f"stream {self.stream} is not open")
+        return self._ledger
+
+    @property
+    def _open_slots(self) -> SharedSlots:
+        if self.slots is None:
+            raise RuntimeError(f"stream {self.stream} is not open")
+        return self.slots
+
+    @property
+    def _open_writer(self) -> OutputWriter:
+        if self._writer is None:
+            raise RuntimeError(f"stream {self.stream} is not open")
+        return self._writer
 
     def connection(self) -> Any | None:
         """The source's pipe to wait on, while it has something to say."""
@@ -103,7 +125,7 @@ class StreamSession:
                 pass  # the source is gone; a replacement is given every free slot when it starts
 
     def _give_slot(self, slot: int, in_use: int) -> None:
-        if in_use + 1 >= self._ledger.count:
+        if in_use + 1 >= self._open_ledger.count:
             self._source_heard_at = time.monotonic()  # the source was waiting for this slot, not stalled
         self._send_to_source(slot)
 
@@ -124,9 +146,10 @@ class StreamSession:
         if isinstance(message, Task):
             if (group := self.settings.group_of(message.seq)) is not None:
                 message = replace(message, group=group)
-            self._ledger.move(message.slot, Holder.PENDING)
+            self._open_ledger.move(message.slot, Holder.PENDING)
             self._last_task = message
             self.stats.reconnects = self._reconnects_before + message.reconnects
+            self.stats.connecting = None
             self.pending.append(message)
             if self.stats.interrupted:  # sent before the source saw the stop: not parsed any more
                 self.drop(self.pending.popleft())
@@ -136,6 +159,10 @@ class StreamSession:
             self._source_done = True
             self._total = message.frames
             self.stats.skipped_packets = message.skipped_packets
+        elif isinstance(message, Connecting):
+            self.stats.connecting = (message.attempt, message.reason)
+            if self._on_connecting is not None:
+                self._on_connecting(self.stats)
         elif isinstance(message, Opened) and not self.opened:  # a restarted source opens again: nothing new
             self._open(message.info)
         elif isinstance(message, Failed):
@@ -153,48 +180,50 @@ class StreamSession:
                                      "or --max-memory") from exc
         self.output = self.spec.make_output(info)
         self.output.open()
-        self._ledger = SlotLedger(count, self._give_slot, self._lock)
-        self._writer = OutputWriter(self.stream, self.output, self.slots, self._ledger, self.stats,
+        self._ledger = ledger = SlotLedger(count, self._give_slot, self._lock)
+        self._writer = OutputWriter(self.stream, self.output, self.slots, ledger, self.stats,
                                     self._subscribers, self._started)
         with self._lock:
             self._send_to_source(self.slots.handle)
-            self._ledger.give_free()
+            ledger.give_free()
         if self._on_open:
             self._on_open(info)
 
     def dispatched(self, task: Task) -> None:
-        self._ledger.move(task.slot, Holder.WORKER)
+        self._open_ledger.move(task.slot, Holder.WORKER)
 
     def wait_again(self, task: Task) -> None:
         """A frame back from a worker (replaced, or to be retried): first in line again."""
-        self._ledger.move(task.slot, Holder.PENDING)
+        self._open_ledger.move(task.slot, Holder.PENDING)
         self.pending.appendleft(task)
 
     def deliver(self, task: Task, result: Any) -> None:
         """Hand a result (None: a dropped frame) to the reorder buffer; what is now in order goes to the writer."""
         if result is not None:
-            self._ledger.move(task.slot, Holder.REORDER)
+            self._open_ledger.move(task.slot, Holder.REORDER)
         for ready_task, ready_result in self._reorder.push(task.seq, (task, result)):
             self._delivered += 1
             if ready_result is not None:
-                self._ledger.move(ready_task.slot, Holder.WRITER)
-                self._writer.put(ready_task, ready_result)
+                self._open_ledger.move(ready_task.slot, Holder.WRITER)
+                self._open_writer.put(ready_task, ready_result)
 
     def give_up(self, task: Task, attempts: int) -> None:
         """A frame that failed too often: written with zeroed parser outputs, marked unparsed."""
         log.warning("frame %d failed %d times; writing it without labels", task.seq, attempts)
         self.stats.unparsed_frames.append(task.seq)
-        for array in self.slots.outputs(task.slot).values():
+        for array in self._open_slots.outputs(task.slot).values():
             array[:] = 0
         self.deliver(task, FrameResult(seq=task.seq, status="unparsed"))
 
     def drop(self, task: Task) -> None:
         self.stats.dropped_frames += 1
-        self._ledger.release(task.slot)
+        self._open_ledger.release(task.slot)
         self.deliver(task, None)
 
-    def interrupt(self) -> None:
-        """Stop reading, drop frames not yet started, finish the ones being parsed."""
+    def interrupt(self, cancel: bool = False) -> None:
+        """Stop reading, drop frames not yet started, finish the ones being parsed. ``cancel``: this stream alone
+        was asked to stop."""
+        self.cancelled = self.cancelled or cancel
         if self.stats.interrupted:
             return
         self.stats.interrupted = True
@@ -234,10 +263,14 @@ class StreamSession:
         """Watchdog: a source silent past its timeout while frame slots were free is killed and started again
         where it left off. (A source waiting for a free slot is held back by the workers, not stalled.)"""
         timeout = self.settings.source_timeout_s
-        if timeout is None or self._ledger.in_use() >= self._ledger.count:
+        if timeout is None or self._open_ledger.in_use() >= self._open_ledger.count:
             return
         if time.monotonic() - self._source_heard_at < timeout:
             return
+        if self.stats.source_restarts >= self.settings.max_source_restarts:
+            raise PipelineError(f"the source stalled {self.stats.source_restarts + 1} times (nothing for {timeout:g} s "
+                                "while frame slots were free); giving up",
+                                hint="the input keeps hanging: check it (run with --verbose), or the source timeout")
         log.warning("the source sent nothing for %.0f s; restarting it", timeout)
         with self._lock:  # the new source gets the handle first, then every free slot
             self._source.kill()
@@ -249,8 +282,8 @@ class StreamSession:
             last = self._last_task
             self._start_source(Resume(last.seq, last.pts or 0, last.captured_at or time.time(), last.time_base)
                                if last else None)
-            self._send_to_source(self.slots.handle)
-            self._ledger.give_free()
+            self._send_to_source(self._open_slots.handle)
+            self._open_ledger.give_free()
 
     def close(self, clean: bool) -> None:
         """Finish the output (what is queued is written after a clean end), then stop the source and free the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from vidparse.errors import ConfigError
@@ -30,6 +31,7 @@ class StreamSettings:
     queue_size: int
     drop_oldest: bool = False  # live policy: only the newest frame waits; older waiting frames are dropped
     source_timeout_s: float | None = None  # restart a source that sends nothing for this long while slots are free
+    max_source_restarts: int = 3  # a source silent once more after this many restarts fails the stream
     # Frames seq // group_size == g go to one worker, in order, so the parser can carry state between them
     # (keyframe mode). Only an affinity: a parser must give the same results when a group is split.
     group_size: int = 1
@@ -51,9 +53,14 @@ class MemoryBudget:
         self.total_mb = total_mb
         self.workers = workers
         self._reserved_mb: dict[int, float] = {}  # stream -> its source process and frames
+        self._lock = threading.Lock()  # streams open in the hub thread and are released by their closing thread
 
     def slot_count(self, stream: int, queue_size: int, slot_bytes: int) -> int:
         """How many slots ``stream`` gets (reserved until `release`)."""
+        with self._lock:
+            return self._reserve(stream, queue_size, slot_bytes)
+
+    def _reserve(self, stream: int, queue_size: int, slot_bytes: int) -> int:
         workers = self.workers
         wanted = queue_size + 2 * workers
         if not self.total_mb:
@@ -75,4 +82,5 @@ class MemoryBudget:
         return count
 
     def release(self, stream: int) -> None:
-        self._reserved_mb.pop(stream, None)
+        with self._lock:
+            self._reserved_mb.pop(stream, None)

@@ -28,6 +28,7 @@ class RunStats:
     dropped_frames: int = 0  # live policy: waiting frames dropped so the newest could be parsed
     source_restarts: int = 0
     reconnects: int = 0  # live: reconnects to the stream, over every source process (a watchdog restart counts one)
+    connecting: tuple[int, str] | None = None  # live, while it cannot connect: failed attempts in a row, the last why
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     recent_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vidparse.pipeline.contracts import ParserFactory
 from vidparse.pipeline.messages import FrameKey, Forget, Task
 from vidparse.pipeline.processes import logging_levels, worker_main
 
@@ -42,7 +43,7 @@ class WorkerPool:
     """Parser processes shared by every stream. Frames are known by their `FrameKey`; a task names the slot block
     its frame is in, so streams can come and go while the workers run."""
 
-    def __init__(self, context: Any, spec: Any, count: int, threads: int, frame_timeout_s: float,
+    def __init__(self, context: Any, spec: ParserFactory, count: int, threads: int, frame_timeout_s: float,
                  spawn: Callable[[Callable[[], None]], None], prefetch: int = 2) -> None:
         self._context = context
         self._spec = spec

@@ -8,9 +8,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidparse.pipeline.ledger import SlotLedger
+
+if TYPE_CHECKING:
+    from vidparse.pipeline.contracts import StreamOutput
 from vidparse.pipeline.messages import Task
 from vidparse.pipeline.slots import SharedSlots
 from vidparse.pipeline.stats import RunStats
@@ -39,7 +42,7 @@ class OutputWriter:
     masks, statistics), then the subscribers run and the slot goes back. So a frame is encoded while the next is
     composed. The writer owns the output from the first frame until it closes it."""
 
-    def __init__(self, stream: int, output: Any, slots: SharedSlots, ledger: SlotLedger, stats: RunStats,
+    def __init__(self, stream: int, output: StreamOutput, slots: SharedSlots, ledger: SlotLedger, stats: RunStats,
                  subscribers: list[Subscriber], started: float) -> None:
         self.stream = stream
         self._output = output

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need, then runs the whole suite (slow end-to-end tests included).
+# Sets up everything the tests need, runs ruff and mypy, then the whole suite (slow end-to-end tests included).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow" for the fast subset.
 # A skip fails the run unless tests/conftest.py's ALLOWED_SKIPS lists it (see README, Tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 export VIDPARSE_MODEL_DIR="${VIDPARSE_MODEL_DIR:-$(cd .. && pwd)/shared/models}"
+# Lint and type check first (pyproject.toml says what each covers); mypy finds the package through a link, as the
+# repository root is the package itself.
+.venv/bin/ruff check .
+mkdir -p .venv/typecheck && ln -sfn ../.. .venv/typecheck/vidparse
+.venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from vidparse.config import Config
-from vidparse.jobs import ParserSpec, StreamSpec, pool_settings, stream_settings
+from vidparse.jobs import ParserSpec, StreamSpec, add_stream, build_engine
 from vidparse.pipeline.cpus import threads_per_worker
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
+from vidparse.pipeline.errors import EngineEndedError
 from vidparse.pipeline.writer import Subscriber
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ class EngineHost:
             if self._engine is not None:
                 log.warning("the engine ended; starting a fresh one")
             # Live streams share the pool: one frame per worker at a time keeps their latency low.
-            pool = pool_settings(self.config, self.threads, live=True)
-            self._engine = Engine(self.parser, pool, until_idle=False)
+            self._engine = build_engine(self.config, live=True, until_idle=False, parser=self.parser)
             self._engine.start()
         return self._engine
 
@@ -51,11 +51,15 @@ class EngineHost:
             self._current()
 
     def add(self, spec: StreamSpec, subscribers: list[Subscriber], on_open: Callable[[Any], None],
-            on_end: Callable[[StreamSession], None]) -> tuple[Engine, int]:
+            on_end: Callable[[StreamEnd], None]) -> tuple[Engine, int]:
+        """Add a stream; ``on_end`` gets its `StreamEnd`, whatever ends it."""
         with self._lock:
             engine = self._current()
-            return engine, engine.add_source(spec, stream_settings(spec.config, spec.input_url), subscribers,
-                                             on_open=on_open, on_end=on_end)
+            try:
+                return engine, add_stream(engine, spec, subscribers, on_open=on_open, on_end=on_end)
+            except EngineEndedError:  # it ended since `_current` looked: the stream goes to a fresh one
+                engine = self._current()
+                return engine, add_stream(engine, spec, subscribers, on_open=on_open, on_end=on_end)
 
     @staticmethod
     def remove(engine: Engine, stream: int) -> None:

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from vidparse.config import Config
-from vidparse.errors import VidparseError
 from vidparse.jobs import StreamSpec
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
 from vidparse.pipeline.stats import RunStats
 from vidparse.service.engine import EngineHost
 from vidparse.service.errors import ApiError, not_found
@@ -37,6 +36,7 @@ ACTIVE = ("queued", "running")
 RESULT = "result.mp4"
 STATS = "stats.jsonl"
 MASKS = "masks"
+END_STATES = {"ok": "done", "failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted"}  # by StreamEnd
 
 
 # What a caller is told when a URL's job or stream fails, whatever happened (refused, timed out, a 401, not a
@@ -44,13 +44,9 @@ MASKS = "masks"
 URL_FAILURE = "the URL could not be read; the server log says why"
 
 
-def failure(session: StreamSession) -> str:
-    """Why a stream ended before its end: its own error, or the engine's (see the server log); no credentials."""
-    error = session.error
-    if error is None:
-        return "the engine stopped; see the server log"
-    return without_credentials(error.message if isinstance(error, VidparseError) else f"{type(error).__name__}: "
-                               f"{error}")
+def failure(end: StreamEnd) -> str:
+    """Why a stream failed (its own error, or what ended the engine), without credentials."""
+    return without_credentials(end.message or "")
 
 
 def new_id() -> str:
@@ -71,7 +67,6 @@ class Job:
     first_frame_at: float | None = None
     last_frame_at: float | None = None
     ended_at: float | None = None  # monotonic
-    cancel_requested: bool = False
     engine: Engine | None = None
     stream: int | None = None
     downloads: int = 0  # responses sending its files; a deleted job's files go when the last one ends
@@ -191,7 +186,7 @@ class JobManager:
         # One series for all jobs, but each job its own counter state: its statistics start from zero.
         metrics = StreamMetrics(self.metrics, "jobs", live=False)
         job.engine, job.stream = self.engines.add(spec, [lambda written, stats: self._frame(job, stats, metrics)],
-                                                  on_open=opened, on_end=lambda session: self._ended(job, session, url))
+                                                  on_open=opened, on_end=lambda end: self._ended(job, end, url))
 
     def _frame(self, job: Job, stats: RunStats, metrics: StreamMetrics) -> None:
         now = time.monotonic()
@@ -200,14 +195,11 @@ class JobManager:
         job.frames = stats.frames
         metrics.frame(stats)
 
-    def _ended(self, job: Job, session: StreamSession, url: bool) -> None:
-        if session.stats.interrupted:
-            job.state = "cancelled" if job.cancel_requested else "interrupted"
-        elif session.finished:
-            job.state = "done"
-        else:
-            reason = failure(session)
-            job.state, job.error = "failed", URL_FAILURE if url else reason
+    def _ended(self, job: Job, end: StreamEnd, url: bool) -> None:
+        job.state = END_STATES[end.state]
+        if end.state == "failed":
+            reason = failure(end)
+            job.error = URL_FAILURE if url else reason
             log.warning("job %s failed: %s", job.id, reason)
         job.ended_at = time.monotonic()
         log.info("job %s %s after %d frames", job.id, job.state, job.frames)
@@ -224,7 +216,6 @@ class JobManager:
         once for callers; the files once its last download ends)."""
         job = self.get(job_id)
         if job.state in ACTIVE:
-            job.cancel_requested = True
             if job.engine is not None and job.stream is not None:
                 self.engines.remove(job.engine, job.stream)
             return job

@@ -15,8 +15,8 @@ from typing import Any
 
 from vidparse.config import Config
 from vidparse.jobs import StreamSpec
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
-from vidparse.pipeline.session import StreamSession
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Written
 from vidparse.service.engine import EngineHost
@@ -122,7 +122,7 @@ class StreamManager:
         try:
             live.engine, live.stream = self.engines.add(
                 spec, [lambda written, stats: self._frame(live, written, stats)], on_open=lambda info: None,
-                on_end=lambda session: self._ended(live, session))
+                on_end=lambda end: self._ended(live, end))
         except BaseException:
             with self._lock:
                 self._streams.pop(ident, None)
@@ -139,11 +139,13 @@ class StreamManager:
         live.metrics.frame(stats)
         live.viewers.wake()
 
-    def _ended(self, live: LiveStream, session: StreamSession) -> None:
-        live.state = "stopped" if session.stats.interrupted and session.error is None else "failed"
+    def _ended(self, live: LiveStream, end: StreamEnd) -> None:
+        """A failed stream stays listed with a general error (the server log says why); one that ended otherwise
+        (removed, the server stopping, its input at an end) is gone."""
+        live.state = "failed" if end.state == "failed" else "stopped"
         if live.state == "failed":
             live.error = URL_FAILURE
-            log.warning("stream %s failed: %s", live.id, failure(session))
+            log.warning("stream %s failed: %s", live.id, failure(end))
         live.metrics.remove()
         with self._lock:
             if live.state == "stopped":

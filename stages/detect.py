@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -10,16 +9,10 @@ import numpy as np
 
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.types import Detections
+from vidparse.stages.options import DetectorOptions
 
 INPUT_SIZE = 352
 PERSON_CLASS = 0
-
-
-@dataclass
-class DetectorOptions:
-    score_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
-    nms_iou: float = field(default=0.45, metadata={"range": (0.0, 1.0)})
-    min_height: int = field(default=16, metadata={"range": (0, 100_000)})  # shorter boxes (frame pixels) are dropped
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -130,9 +130,10 @@ def check_image_output(images: ImageSet, path: Path) -> None:
 class ImageSource:
     """The source stage for an ``ImageSet``: one frame per image, upright, on the set's canvas."""
 
-    def __init__(self, images: ImageSet, max_frames: int | None = None) -> None:
+    def __init__(self, images: ImageSet, max_frames: int | None = None, resume_at: int = 0) -> None:
         self.images = images
         self.max_frames = max_frames
+        self.resume_at = resume_at  # the first image given
         self.skipped_packets = 0
         self.info: StreamInfo | None = None
 
@@ -142,8 +143,8 @@ class ImageSource:
 
     def frames(self) -> Iterator[Frame]:
         assert self.info is not None, "open() first"
-        paths = self.images.paths[: self.max_frames]
-        for seq, path in enumerate(paths):
+        paths = self.images.paths[self.resume_at: self.max_frames]
+        for seq, path in enumerate(paths, self.resume_at):
             image = load_upright(path)
             canvas = np.zeros(self.info.frame_shape, np.uint8)
             canvas[: image.shape[0], : image.shape[1]] = image

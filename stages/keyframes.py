@@ -9,30 +9,20 @@ before), which keeps every flow step small.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from vidparse.stages.person_parser import PersonParser, box_region, person_stats
 from vidparse.stages.types import Detections, FrameResult
+from vidparse.stages.options import FLOW_PRESET_NAMES, KeyframeOptions
 
 # Across dropped frames (live), a frame is carried from one at most this many frames earlier; further back, the
 # motion is too large for the flow to follow and the frame is parsed. (About half a second at 25 fps.)
 MAX_CARRY_GAP = 12
-FLOW_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
-
-
-@dataclass
-class KeyframeOptions:
-    # parse frames whose number is a multiple of this; carry labels to the others by optical flow; 1 = parse all
-    parse_every: int = field(default=1, metadata={"range": (1, 100)})
-    # DIS optical flow preset: ultrafast | fast | medium (slower, follows fast limbs better)
-    flow_preset: str = field(default="ultrafast", metadata={"choices": tuple(FLOW_PRESETS)})
+FLOW_PRESETS = dict(zip(FLOW_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                                            cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
 
 
 @dataclass

@@ -1,16 +1,34 @@
-"""ONNX Runtime sessions made the same way everywhere: CPU, quiet, with an explicit thread count."""
+"""ONNX Runtime sessions made the same way everywhere: quiet, with an explicit thread count, on the CPU or (``device``
+"cuda") on ONNX Runtime's CUDA provider, which only the ``onnxruntime-gpu`` build has."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from vidparse.errors import ModelError
+from vidparse.errors import ConfigError, ModelError
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
-def open_session(path: Path, threads: int | None = None, graph: bytes | None = None) -> Any:
-    """An ``onnxruntime.InferenceSession`` of the model at ``path`` (or of ``graph``, that model edited in memory);
-    onnxruntime is imported here so that only parsing processes load it."""
+def providers(device: str) -> list[str]:
+    """ONNX Runtime's execution providers for ``device``; a `ConfigError` when this ONNX Runtime cannot run there
+    (so ``--device cuda`` is never quietly run on the CPU)."""
+    import onnxruntime as ort
+
+    wanted = PROVIDERS[device]
+    available = ort.get_available_providers()
+    if wanted[0] not in available:
+        raise ConfigError(f"--device {device}: this ONNX Runtime ({ort.__version__}) has no {wanted[0]} "
+                          f"(it has {', '.join(available)})",
+                          hint="install onnxruntime-gpu in place of onnxruntime (CUDA and cuDNN as it requires), "
+                               "or use --device cpu")
+    return wanted
+
+
+def open_session(path: Path, threads: int | None = None, graph: bytes | None = None, device: str = "cpu") -> Any:
+    """An ``onnxruntime.InferenceSession`` of the model at ``path`` (or of ``graph``, that model edited in memory)
+    on ``device``; onnxruntime is imported here so that only parsing processes load it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -19,7 +37,7 @@ def open_session(path: Path, threads: int | None = None, graph: bytes | None = N
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(graph or str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(graph or str(path), options, providers=providers(device))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
         raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}",
                          hint="the file is corrupt or not an ONNX model; fetch it again with `vidparse models pull`") from exc

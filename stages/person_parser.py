@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,18 +10,7 @@ from vidparse.stages.detect import PersonDetector
 from vidparse.stages.parsers.base import Parser
 from vidparse.stages.roi import crop_person, paste_labels
 from vidparse.stages.types import Detections, FrameResult, LabelSet, PersonStats
-
-
-@dataclass
-class RoiOptions:
-    # "roi": parse person crops; "whole": parse the whole frame, boxes only for statistics
-    mode: str = field(default="roi", metadata={"choices": ("roi", "whole")})
-    # context added around each box, as a share of its width and height
-    margin: float = field(default=0.15, metadata={"range": (0.0, 2.0)})
-    # crops are scaled so the box plus margin is this many pixels tall (at most, with max_upscale)
-    person_height: int = field(default=512, metadata={"range": (32, 4096)})
-    # > 0: a crop is enlarged no more than this many times its height in the frame; 0: always person_height
-    max_upscale: float = field(default=2.0, metadata={"range": (0.0, 64.0)})
+from vidparse.stages.options import RoiOptions
 
 
 def box_region(labels: np.ndarray, box: np.ndarray) -> np.ndarray:

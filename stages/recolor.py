@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from vidparse.stages.types import LabelSet
-
-
-@dataclass
-class ComposeOptions:
-    alpha: float = field(default=0.6, metadata={"range": (0.0, 1.0)})  # weight of the class color over the frame
-    legend: bool = False
+from vidparse.stages.options import ComposeOptions
 
 
 class Recolor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
@@ -20,22 +19,13 @@ import numpy as np
 from vidparse.errors import BadOutputError
 from vidparse.stages.source import StreamInfo
 from vidparse.stages.types import Frame
+from vidparse.stages.options import EncoderOptions
 
 log = logging.getLogger(__name__)
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyond the encoder's delay
 SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
-
-
-@dataclass
-class EncoderOptions:
-    crf: int = field(default=20, metadata={"range": (0, 51)})
-    preset: str = field(default="veryfast", metadata={"choices": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")})
-    # > 0: a new file every this many seconds of video, named <stem>_<UTC start time><suffix>; 0: one file.
-    segment_seconds: float = field(default=0.0, metadata={"range": (0.0, 86_400.0)})
-    # MP4/MOV written as fragments (matroska needs nothing): playable however the process ends.
-    fragmented: bool = False
 
 
 def container_options(fmt: str, fragmented: bool) -> dict[str, str]:

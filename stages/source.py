@@ -12,8 +12,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +26,7 @@ from vidparse.errors import BadInputError, StreamLostError
 from vidparse.stages.orientation import Turn, turn_for_display_matrix
 from vidparse.stages.timestamps import BestEffortTimestamps
 from vidparse.stages.types import Frame
+from vidparse.stages.options import LiveOptions
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +102,6 @@ class InputLimits:
         if self.max_pixels is not None and width * height > self.max_pixels:
             raise FrameTooLargeError(f"input {shown_url} has {width}x{height} frames, more than {self.max_pixels} "
                                      "pixels", hint="send a smaller video")
-
-
-@dataclass
-class LiveOptions:
-    """How live inputs are read and recovered."""
-
-    rtsp_transport: str = field(default="tcp", metadata={"choices": ("tcp", "udp")})
-    open_timeout_s: float = field(default=10.0, metadata={"range": (0.1, 600.0)})  # connect + get the first frame
-    read_timeout_s: float = field(default=5.0, metadata={"range": (0.1, 600.0)})  # longest wait for data: a stall
-    reconnect_attempts: int = field(default=-1, metadata={"range": (-1, 1_000_000)})  # in a row; -1 = unlimited
-    backoff_initial_s: float = field(default=0.5, metadata={"range": (0.0, 60.0)})  # wait before the 1st attempt
-    backoff_max_s: float = field(default=10.0, metadata={"range": (0.0, 3600.0)})  # doubling stops here
 
 
 class StopSignal(Protocol):
@@ -292,6 +281,58 @@ class FrameWindow:
         return self.seek_index > 0
 
 
+@dataclass(frozen=True)
+class Packets:
+    """A file's video packets in presentation order: ``pts`` of every frame, the indices of its keyframes."""
+
+    pts: list[int]
+    keyframes: list[int]
+    time_base: Fraction
+
+    def seconds(self, index: int) -> float:
+        return float((self.pts[index] - self.pts[0]) * self.time_base)
+
+
+def read_packets(url: str) -> Packets | None:
+    """The video packets' timestamps and keyframe flags; None when some packet has no timestamp (such a file is
+    not cut: it runs as one segment)."""
+    with open_container(url) as container:
+        if not container.streams.video:
+            raise BadInputError(f"input {url} has no video stream", hint="give a file with a video track")
+        stream = container.streams.video[0]
+        packets = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's empty flush packet
+                    continue
+                if packet.pts is None:
+                    return None
+                packets.append((packet.pts, packet.is_keyframe))
+        except av.error.FFmpegError as exc:
+            log.warning("reading the packets of %s stopped early (%s); it runs as one segment", url, exc)
+            return None
+        time_base = stream.time_base or Fraction(1, 1000)
+    packets.sort()
+    return Packets([pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key], time_base)
+
+
+def resume_window(url: str, window: FrameWindow | None, skip: int) -> FrameWindow:
+    """``window`` (None: the whole file) less its first ``skip`` frames, for a source that picks up where another
+    stopped: decoding starts at the last keyframe at or before the first frame wanted, found from the packets
+    (no decoding); a file whose packets lack timestamps is decoded from its window's start and the frames before
+    dropped."""
+    start = window.first_index if window else 0
+    first = start + skip
+    end = window.end_index if window else 2**62
+    packets = read_packets(url)
+    keyframes = [k for k in packets.keyframes if k <= first] if packets else []
+    if packets is None or not keyframes or (window is not None and keyframes[-1] < window.seek_index):
+        seek_pts, seek_index = (window.seek_pts, window.seek_index) if window else (0, 0)
+    else:
+        seek_pts, seek_index = packets.pts[keyframes[-1]], keyframes[-1]
+    return FrameWindow(seek_pts=seek_pts, seek_index=seek_index, first_index=first, end_index=end)
+
+
 class VideoSource:
     """Decodes the first video stream of ``url`` into BGR frames with the stream's own timestamps (for files:
     FFmpeg's best-effort ones, frames turned upright as the display matrix says).
@@ -303,10 +344,13 @@ class VideoSource:
 
     def __init__(self, url: str, max_frames: int | None = None, live: LiveOptions | None = None,
                  stop: StopSignal | None = None, window: FrameWindow | None = None,
+                 on_attempt: Callable[[int, str], None] | None = None, resume_at: int = 0,
                  limits: InputLimits | None = None) -> None:
         self.url = url
         self.shown_url = without_credentials(url)
         self.limits = limits or InputLimits()
+        self.resume_at = resume_at  # a file: start at this frame (of ``window``), found by seeking, not decoding
+        self.on_attempt = on_attempt  # told of each failed connection (failures in a row, why) before the wait
         self.window = window
         self.kind = input_kind(url)
         self.max_frames = max_frames
@@ -323,6 +367,8 @@ class VideoSource:
 
     def open(self) -> StreamInfo:
         if self.kind is InputKind.FILE:
+            if self.resume_at:
+                self.window = resume_window(self.url, self.window, self.resume_at)
             container = open_container(self.url, self.limits.ffmpeg_options(self.kind))
             stream = _video_stream(self.shown_url, container)
             live = self._choose_threads(container)
@@ -417,7 +463,9 @@ class VideoSource:
         width, height = self.info.width, self.info.height
         if self.turn.swaps_axes:  # the decoded size, before the turn
             width, height = height, width
-        for seq, av_frame in enumerate(self._windowed(self._file_decoded)):
+        if self.max_frames is not None and self.resume_at >= self.max_frames:
+            return
+        for seq, av_frame in enumerate(self._windowed(self._file_decoded), self.resume_at):
             pts = timestamps.guess(av_frame.pts, av_frame.dts)
             image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24", width=width, height=height))
             image = self.turn.apply(image)
@@ -486,6 +534,8 @@ class VideoSource:
                 log.warning("%s (%s); reconnecting in %.1f s (attempt %d%s)", event, reason, delay, self._failures,
                             f" of {options.reconnect_attempts}" if options.reconnect_attempts >= 0 else "")
                 event = f"reconnecting to {self.shown_url} failed"
+                if self.on_attempt is not None:
+                    self.on_attempt(self._failures, reason)
                 if self._wait(delay):
                     return None
             try:

@@ -7,6 +7,7 @@ would cost every stream tens of MB (`docs/multi.md`; `tests/test_source_spec.py`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vidparse.stages.images import ImageSet, ImageSource
@@ -24,8 +25,11 @@ class SourceSpec:
     images: ImageSet | None = None
     limits: InputLimits | None = None  # what a video input may be (None: anything FFmpeg reads)
 
-    def make_source(self, stop: StopSignal | None = None) -> VideoSource | ImageSource:
+    def make_source(self, stop: StopSignal | None = None, on_attempt: Callable[[int, str], None] | None = None,
+                    resume_at: int = 0) -> VideoSource | ImageSource:
+        """``on_attempt(failures, reason)``: a live input failed to connect and waits before trying again.
+        ``resume_at``: a file or images start at that frame (a replacement for a stalled source; a file seeks)."""
         if self.images:
-            return ImageSource(self.images, self.max_frames)
+            return ImageSource(self.images, self.max_frames, resume_at)
         return VideoSource(self.input_url, max_frames=self.max_frames, live=self.live, stop=stop, window=self.window,
-                           limits=self.limits)
+                           on_attempt=on_attempt, resume_at=resume_at, limits=self.limits)

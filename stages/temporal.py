@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
-
-@dataclass
-class TemporalOptions:
-    # label maps voted over (the current one included); 1 = off
-    window: int = field(default=5, metadata={"range": (1, 15)})
-    # a pixel stands still when no BGR channel changed by more than this since the previous frame
-    still_threshold: int = field(default=8, metadata={"range": (0, 255)})
+from vidparse.stages.options import TemporalOptions
 
 
 def still_mask(previous: np.ndarray, current: np.ndarray, threshold: int) -> np.ndarray:

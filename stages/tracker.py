@@ -4,41 +4,16 @@ without a detection, at its predicted box (bridged)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from vidparse.stages.options import TrackingOptions
 
 # Kalman noise, as a share of the box height (ByteTrack's values): position and velocity per frame.
 POSITION_NOISE = 1 / 20
 VELOCITY_NOISE = 1 / 160
 LOW_SCORE_IOU = 0.5  # the second pass (weak detections) only takes clear overlaps with a track left over
-
-
-@dataclass
-class TrackingOptions:
-    # follow persons from frame to frame (video only): stable ids, bridged misses, labels smoothed per person
-    enabled: bool = True
-    # frames a person keeps its id (and stays drawn at its predicted box) without a detection
-    max_missed: int = field(default=5, metadata={"range": (0, 100)})
-    # a detection overlapping a track's predicted box by at least this IoU can continue it
-    match_iou: float = field(default=0.2, metadata={"range": (0.01, 1.0)})
-    # detections scoring below this are matched second, to the tracks the confident ones left
-    high_score: float = field(default=0.6, metadata={"range": (0.0, 1.0)})
-    # how far a detector box may be off the person, as a share of its height (Kalman measurement noise): higher
-    # holds boxes, and the labels in them, steadier; lower follows each detection more closely
-    box_noise: float = field(default=1.5, metadata={"range": (0.01, 10.0)})
-    # each person's motion is measured by the optical flow of its pixels (DIS), so a box held steady against the
-    # detector's jitter still follows the person: how far the flow may be off that motion per frame, as a share
-    # of the box height; 0 = no flow (constant velocity only; the default, docs/tracking.md says why)
-    flow_noise: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
-    # weight of a person's past labels against this frame's in its smoothed labels; 0 = no smoothing
-    smoothing: float = field(default=0.85, metadata={"range": (0.0, 0.95)})
-    # a person's labels are kept on a grid at most this many cells tall (and half as wide), in its own box
-    # coordinates; a smaller person's grid has no more cells than its pixels
-    crop_height: int = field(default=128, metadata={"range": (16, 1024)})
-    # write each person's track id above its box on the video
-    draw_ids: bool = False
 
 
 def to_state(box: np.ndarray) -> np.ndarray:

@@ -4,18 +4,21 @@ which runs in this (the main) process. Fault tests use it for failures no real f
 - ``unordered-pts``: the timestamp repair is bypassed and the encoder gets decode-order timestamps (pts going
   back by one frame every third frame), as before issue 13: the real muxer refuses them.
 - ``sink-bug``: the sink raises an exception vidparse does not know (a bug) on the 4th frame.
-- ``parse-bug``: in every worker (spawned workers import this module as ``__mp_main__``; the fault is passed to
-  them in ``VIDPARSE_TEST_FAULT``), parsing frame 2 raises, each time it is tried.
+- ``parse-bug``: in every worker, parsing frame 2 raises, each time it is tried. The workers never import this
+  script (`pipeline/spawning.py`): the engine is given a parser spec whose class is defined here, in ``__main__``,
+  so it reaches them by value (``multiprocess`` pickles with dill).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 
+import dill
+
+from vidparse import jobs
 from vidparse.cli import main
-from vidparse.jobs import LabelsParser
+from vidparse.jobs import LabelsParser, ParserSpec
 from vidparse.stages.sink import VideoSink
 from vidparse.stages.timestamps import TimestampRepair
 
@@ -37,25 +40,25 @@ def sink_bug() -> None:
     VideoSink.write = failing
 
 
-def parse_bug() -> None:
-    process = LabelsParser.process
-
-    def failing(self: LabelsParser, image, key, group):
+class FailingParser(LabelsParser):
+    def process(self, image, key, group):
         if key.seq == 2:
             raise ValueError("injected parse fault")
-        return process(self, image, key, group)
-
-    LabelsParser.process = failing
+        return LabelsParser.process(self, image, key, group)
 
 
-if __name__ == "__mp_main__" and os.environ.get("VIDPARSE_TEST_FAULT") == "parse-bug":
-    parse_bug()  # a spawned worker
+class FailingParserSpec(ParserSpec):
+    def make_parser(self, threads: int) -> FailingParser:
+        return FailingParser(ParserSpec.make_parser(self, threads).stage)
 
-if __name__ == "__main__":  # spawned children import this module as __mp_main__: other faults leave them unpatched
+
+def parse_bug() -> None:
+    dill.settings["recurse"] = True  # a function defined here travels with the globals it uses (FailingParser)
+    jobs.ParserSpec = FailingParserSpec  # what `jobs.build_engine` gives the workers
+
+
+if __name__ == "__main__":
     fault = sys.argv.pop(1)
-    if fault == "parse-bug":
-        os.environ["VIDPARSE_TEST_FAULT"] = fault
-    else:
-        {"unordered-pts": unordered_pts, "sink-bug": sink_bug}[fault]()
+    {"unordered-pts": unordered_pts, "sink-bug": sink_bug, "parse-bug": parse_bug}[fault]()
     sys.argv[0] = "vidparse"
     main()

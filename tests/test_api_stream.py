@@ -73,7 +73,7 @@ def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, s
 
 def test_break_leaves_no_process_behind(clip: Path) -> None:
     before = pipeline_processes()
-    for frame in vidparse.stream(clip, model="bodypix", workers=2):
+    for _ in vidparse.stream(clip, model="bodypix", workers=2):
         assert pipeline_processes(), "the source and the workers run while frames come"
         break
     assert pipeline_processes() == before

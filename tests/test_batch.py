@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from batch_media import BATCH_CONFIG, LONG_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
-from conftest import assert_audio_copied, run_cli
+from conftest import VTEST, assert_audio_copied, run_cli
 from rtsp import free_port
 from vidparse.batch.manifest import Record, config_hash, input_identity
 from vidparse.batch.plan import plan_segments, read_packets
@@ -128,3 +132,46 @@ def test_an_output_that_would_overwrite_its_input_is_refused(batch_clips: BatchC
     (record,) = manifest(folder)
     assert record["state"] == "failed" and "would overwrite" in record["error"] and "hint:" in record["error"]
     assert video.read_bytes() == batch_clips.short[0].read_bytes()
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_running_segments_and_leaves_no_parts(tmp_path: Path) -> None:
+    """vtest cut into 1-second segments, two at a time: Ctrl-C while segments run ends the batch within 10 s (the
+    running segments' engines are aborted, the waiting ones never start), exit code 130, nothing left in .parts/
+    and no process left behind; the input is not recorded, so a rerun does it."""
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "vidparse", "batch", str(VTEST), "-o", str(out), "--config",
+                                str(BATCH_CONFIG), "--cpus-per-task", "1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / ".parts").rglob("video.mp4")):  # a segment is writing
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+            time.sleep(0.1)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        took = time.monotonic() - interrupted
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert took < 10, f"the batch took {took:.1f} s to end after Ctrl-C"
+    assert not (out / ".parts").exists()
+    assert not (out / "manifest.jsonl").exists() or not manifest(out)
+    listed = subprocess.run(["ps", "-o", "pid=,args=", "-s", str(process.pid)], capture_output=True, text=True)
+    survivors = [line for line in listed.stdout.splitlines() if "<defunct>" not in line]  # exited, not reaped yet
+    assert not survivors, f"processes left behind: {survivors}"
+
+
+def test_run_and_batch_name_outputs_alike(tmp_path: Path) -> None:
+    """One naming for `vidparse run` and `vidparse batch` (jobs.output_names): a file's stem, a URL's host and path,
+    and _2, _3... for names that repeat (never a name another input has)."""
+    from vidparse.jobs import output_names
+    from vidparse.runs import sources_for
+
+    inputs = ["a/clip.mp4", "b/clip.mp4", "rtsp://user:pw@cam:554/live/1", "c/clip_2.mp4", "d/clip.mp4"]
+    assert output_names(inputs) == ["clip", "clip_3", "cam_554_live_1", "clip_2", "clip_4"]
+    names = [source.name for source in sources_for(inputs, tmp_path / "out")]
+    assert names == output_names(inputs)

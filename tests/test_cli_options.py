@@ -221,3 +221,19 @@ def test_each_worker_starts_with_its_share_of_the_cpus(workers: int, threads: in
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
+
+
+def test_device_cuda_runs_the_onnx_parser_on_cuda_or_says_why_it_cannot(clip: Path, tmp_path: Path) -> None:
+    """--device cuda is never quietly run on the CPU: with ONNX Runtime's CUDA provider the BodyPix run works; without
+    it (the plain onnxruntime build) the run stops before any process starts, with one line naming the fix."""
+    import onnxruntime
+
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", "bodypix", "--device", "cuda",
+                     "--workers", "1", "--max-frames", "2")
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "no CUDAExecutionProvider" in error and "hint: install onnxruntime-gpu" in result.stderr
+    assert not (tmp_path / "out.mp4").exists()

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,12 @@ def test_bad_files(tmp_path: Path) -> None:
     listing.write_text("- workers\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(listing)
+
+
+def test_importing_the_config_loads_no_stage_library() -> None:
+    """The options live in `stages/options.py`: reading a config never loads PyAV, OpenCV, SciPy or a parser's
+    runtime (about 0.8 s when the config imported nine stage modules)."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, vidparse.config; print(' '.join(sorted(sys.modules)))"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    heavy = {"av", "cv2", "scipy", "onnxruntime", "torch"} & set(loaded)
+    assert not heavy, f"import vidparse.config loaded {sorted(heavy)}"

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 from test_pipeline import Collected, TrivialJob, runner
-from vidparse.errors import BadInputError, ConfigError
+from conftest import VTEST
+from vidparse.errors import BadInputError, ConfigError, ModelError
+from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
+from vidparse.pipeline.errors import EngineEndedError
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.scheduler import Scheduler
 from vidparse.pipeline.memory import MB
@@ -207,3 +210,77 @@ def test_the_memory_budget_is_shared_by_the_streams() -> None:
     budget.release(0)
     assert budget.slot_count(2, queue_size=8, slot_bytes=slot) == 12
     assert MemoryBudget(total_mb=0, workers=2).slot_count(0, queue_size=8, slot_bytes=slot) == 12, "no budget"
+
+
+def test_one_stream_closing_does_not_stall_another(shared: Path, clip: Path) -> None:
+    """Stream A's output takes 1.5 s to close (an x264 flush, a fast-start remux): it closes off the hub thread, so
+    stream B's frames keep coming meanwhile, never more than 200 ms apart."""
+    slow_close, steady = Collected(close_s=1.5), Collected()
+    written_at: list[float] = []
+    engine = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=2, threads=1))
+
+    def pace(written: Written, stats) -> None:
+        written_at.append(time.monotonic())
+        if slow_close.closing is not None:  # A has closed: enough seen
+            engine.remove_source(written.stream)
+
+    engine.add_source(TrivialJob(str(clip), slow_close, jitter_s=0.0), StreamSettings(queue_size=2))
+    engine.add_source(TrivialJob(str(VTEST), steady, jitter_s=0.0), StreamSettings(queue_size=2), [pace])
+    engine.start()
+    assert engine.join(120)
+    began, ended = slow_close.closing
+    during = [t for t in written_at if began <= t <= ended]
+    assert len(during) >= 5, f"B wrote {len(during)} frames while A closed"
+    gaps = [b - a for a, b in zip([began, *during], [*during, ended])]
+    assert max(gaps) < 0.2, f"B's longest gap while A closed: {max(gaps):.3f} s"
+
+
+def test_every_stream_gets_its_end_and_an_ended_engine_refuses_streams(clip: Path) -> None:
+    """A stream ends ok; one queued behind an abort ends interrupted without starting; once the engine has ended,
+    adding raises (and its callback is not kept waiting for an end that cannot come)."""
+    ends: dict[int, StreamEnd] = {}
+    engine = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=1, threads=1))
+    engine.add_source(TrivialJob(str(clip), Collected(), jitter_s=0.0), StreamSettings(queue_size=2),
+                      on_end=lambda end: ends.update({end.stream: end}))
+    engine.run()
+    assert ends[0].state == "ok" and ends[0].stats.frames == 12
+    with pytest.raises(EngineEndedError, match="its last stream ended"):
+        engine.add_source(TrivialJob(str(clip), Collected()), StreamSettings(queue_size=2))
+
+    aborted = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=1, threads=1))
+    aborted.abort()
+    aborted.add_source(TrivialJob(str(clip), Collected()), StreamSettings(queue_size=2),
+                       on_end=lambda end: ends.update({10 + end.stream: end}))
+    aborted.start()
+    assert aborted.join(30)
+    assert ends[10].state == "interrupted" and ends[10].error is None
+    with pytest.raises(EngineEndedError, match="aborted"):
+        aborted.add_source(TrivialJob(str(clip), Collected()), StreamSettings(queue_size=2))
+    assert not multiprocess.active_children()
+
+
+def test_streams_end_failed_with_the_engine_error_and_an_output_failing_at_close_fails(clip: Path) -> None:
+    """Workers that cannot load their models end the engine: every stream added (one while the first opens) ends
+    failed with that error. An output that fails at close, after every frame was written, is failed too."""
+    ends: dict[int, StreamEnd] = {}
+    broken = Engine(TrivialJob(str(clip), Collected(), fail_open=True), PoolSettings(workers=1, threads=1))
+
+    def add_another(info) -> None:
+        broken.add_source(TrivialJob(str(clip), Collected()), StreamSettings(queue_size=2),
+                          on_end=lambda end: ends.update({end.stream: end}))
+
+    broken.add_source(TrivialJob(str(clip), Collected()), StreamSettings(queue_size=2), on_open=add_another,
+                      on_end=lambda end: ends.update({end.stream: end}))
+    with pytest.raises(ModelError):
+        broken.run()
+    assert sorted(ends) == [0, 1]
+    assert all(end.state == "failed" and isinstance(end.error, ModelError) for end in ends.values())
+
+    failing = Collected(fail_close=True)
+    engine = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=1, threads=1))
+    engine.add_source(TrivialJob(str(clip), failing, jitter_s=0.0), StreamSettings(queue_size=2),
+                      on_end=lambda end: ends.update({20: end}))
+    engine.run()
+    assert failing.seqs == list(range(12)) and failing.closed
+    assert ends[20].state == "failed" and ends[20].message == "close broke on purpose"
+    assert not multiprocess.active_children()

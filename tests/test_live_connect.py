@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -214,3 +218,27 @@ def test_a_file_over_http_connects_like_a_stream_and_is_read_like_a_file(clip: P
             server.shutdown()
     assert not info.live
     assert [f.seq for f in frames] == list(range(probe_video(clip).frames)), "every frame, the first one too"
+
+
+@pytest.mark.slow
+def test_sigterm_while_connecting_is_an_interruption_and_the_line_shows_the_attempts(tmp_path: Path) -> None:
+    """`vidparse run` on a camera nobody answers yet: the progress line says which attempt failed and why; SIGTERM
+    to the whole process group (as a service manager sends it) ends the run as interrupted (exit 130), not as a
+    source process that died on a damaged input."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidparse", "run", f"rtsp://127.0.0.1:{free_port()}/cam", "-o",
+         str(tmp_path / "out.mp4"), "--workers", "1", "--config", str(Path(__file__).parent / "fast.yaml"),
+         "--open-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True)
+    try:
+        time.sleep(4)  # a few attempts fail meanwhile (backoff 0.5 s, 1 s, ...)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "died" not in stderr and "damaged" not in stderr and "error:" not in stderr, stderr
+    assert re.search(r"connecting: attempt [2-9]\d* failed \(Connection refused\)", stderr), stderr
+    assert "interrupted before the input opened" in stderr

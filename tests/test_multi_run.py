@@ -79,6 +79,23 @@ def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path
     assert [line["stream"] for line in stats_lines(tmp_path / "stats" / "vtest12.jsonl")] == ["vtest12"] * 4
 
 
+@pytest.mark.slow
+def test_the_command_line_options_apply_to_every_source_of_a_sources_file(clip: Path, tmp_path: Path) -> None:
+    """--masks, --stats, --instances and --max-frames with --sources: folders with one entry per source, and the
+    limit for each source that sets none of its own (the second keeps its own)."""
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(f"sources:\n  - {{input: {clip}, name: a}}\n  - {{input: {clip}, name: b, max_frames: 2}}\n")
+    result = run_cli("run", "--sources", str(sources), "-o", str(tmp_path / "out"), "--workers", "1", "--config",
+                     FAST, "--tracking", "--masks", str(tmp_path / "masks"), "--stats", str(tmp_path / "stats"),
+                     "--instances", str(tmp_path / "ids"), "--max-frames", "3", timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name, frames in (("a", 3), ("b", 2)):
+        assert probe_video(tmp_path / "out" / f"{name}.mp4").frames == frames
+        assert len(list((tmp_path / "masks" / name).glob("*.png"))) == frames
+        assert len(list((tmp_path / "ids" / name).glob("*.png"))) == frames
+        assert [line["stream"] for line in stats_lines(tmp_path / "stats" / f"{name}.jsonl")] == [name] * frames
+
+
 def test_a_sources_file_is_checked_before_any_work(tmp_path: Path) -> None:
     sources = tmp_path / "sources.yaml"
     sources.write_text("sources:\n  - input: a.mp4\n    colour: red\n")

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from vidparse.errors import BadInputError, BadOutputError, ModelError
+from vidparse.pipeline.engine import Engine
+from vidparse.pipeline.errors import PipelineError
 from vidparse.pipeline.reorder import ReorderBuffer
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.runner import Runner
@@ -76,6 +78,9 @@ class Collected:
     statuses: list[str] = field(default_factory=list)
     closed: bool = False
     fail_in: tuple[str, int] | None = None  # ("compose" or "emit", seq): the output raises there
+    close_s: float = 0.0  # closing takes this long (an encoder flushing, a file remuxed)
+    fail_close: bool = False  # closing raises, after everything was written
+    closing: tuple[float, float] | None = None  # when closing began and ended (time.monotonic)
 
 
 class CollectingOutput:
@@ -100,7 +105,12 @@ class CollectingOutput:
         self.sink.images.append(composed.frame.image.copy())
 
     def close(self) -> None:
+        began = time.monotonic()
+        time.sleep(self.sink.close_s)
         self.sink.closed = True
+        self.sink.closing = (began, time.monotonic())
+        if self.sink.fail_close:
+            raise BadOutputError("close broke on purpose")
 
 
 @dataclass
@@ -122,8 +132,8 @@ class TrivialJob:
     def source_spec(self) -> TrivialJob:
         return self
 
-    def make_source(self, stop) -> VideoSource:
-        return VideoSource(self.url, stop=stop)
+    def make_source(self, stop, on_attempt=None, resume_at=0) -> VideoSource:
+        return VideoSource(self.url, stop=stop, on_attempt=on_attempt, resume_at=resume_at)
 
     def make_parser(self, threads: int) -> ThresholdStage:
         return ThresholdStage(self)
@@ -136,7 +146,7 @@ class TrivialJob:
 
 
 def runner(job: TrivialJob, workers: int, queue_size: int = 2, frame_timeout_s: float = 120.0, **stream) -> Runner:
-    return Runner(job, job, PoolSettings(workers=workers, threads=1, frame_timeout_s=frame_timeout_s),
+    return Runner(Engine(job, PoolSettings(workers=workers, threads=1, frame_timeout_s=frame_timeout_s)), job,
                   StreamSettings(queue_size=queue_size, **stream))
 
 
@@ -250,16 +260,20 @@ def test_reorder_buffer_releases_in_sequence() -> None:
 
 
 class StallingSource(VideoSource):
-    """A source whose first incarnation goes silent after five frames; the next one keeps going."""
+    """A source whose first incarnation (every one, with ``always``) goes silent after five frames; the next one
+    keeps going. Each incarnation appends the first frame it decoded to ``marker``."""
 
-    def __init__(self, url: str, stop, marker: str) -> None:
-        super().__init__(url, stop=stop)
+    def __init__(self, url: str, stop, marker: str, resume_at: int, always: bool) -> None:
+        super().__init__(url, stop=stop, resume_at=resume_at)
         self.marker = Path(marker)
+        self.always = always
 
     def frames(self):
-        first_life = not self.marker.exists()
-        self.marker.write_text("started")
+        first_life = self.always or not self.marker.exists()
         for frame in super().frames():
+            if frame.seq == self.resume_at:
+                with self.marker.open("a") as marker:
+                    marker.write(f"{frame.seq}\n")
             if first_life and frame.seq == 5:
                 time.sleep(3600)
             yield frame
@@ -268,16 +282,19 @@ class StallingSource(VideoSource):
 @dataclass
 class StallingJob(TrivialJob):
     marker: str = field(default_factory=lambda: tempfile.mktemp(prefix="vidparse-stall-"))
+    always: bool = False
 
-    def make_source(self, stop) -> VideoSource:
-        return StallingSource(self.url, stop, self.marker)
+    def make_source(self, stop, on_attempt=None, resume_at=0) -> VideoSource:
+        return StallingSource(self.url, stop, self.marker, resume_at, self.always)
 
 
 def test_the_watchdog_restarts_a_silent_source_and_the_output_carries_on(clip: Path) -> None:
     collected = Collected()
-    stats = runner(StallingJob(str(clip), collected, jitter_s=0.0), workers=1, source_timeout_s=2.0).run()
+    job = StallingJob(str(clip), collected, jitter_s=0.0)
+    stats = runner(job, workers=1, source_timeout_s=2.0).run()
     assert stats.source_restarts == 1
     assert collected.seqs == list(range(12)), "a file resumes where it stopped: every frame once"
+    assert Path(job.marker).read_text().split() == ["0", "5"], "the replacement's first frame is the one after"
     reference = Collected()
     run(TrivialJob(str(clip), reference, jitter_s=0.0), workers=1)
     assert all(np.array_equal(a, b) for a, b in zip(collected.images, reference.images))
@@ -298,3 +315,10 @@ def test_stop_finishes_the_frames_in_flight_and_ends_the_run(clip: Path) -> None
     stats = stopping.run()
     assert 3 <= stats.frames < 12 and collected.seqs == list(range(stats.frames))
     assert collected.closed and not multiprocess.active_children()
+
+
+def test_the_watchdog_gives_up_on_a_source_that_keeps_stalling(clip: Path) -> None:
+    job = StallingJob(str(clip), Collected(), jitter_s=0.0, always=True)
+    with pytest.raises(PipelineError, match="stalled 3 times"):
+        runner(job, workers=1, source_timeout_s=1.0, max_source_restarts=2).run()
+    assert not multiprocess.active_children()

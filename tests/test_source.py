@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_audio_only
+from conftest import VTEST, make_audio_only
 from vidparse.errors import BadInputError
 from vidparse.stages.source import VideoSource, probe
 
@@ -62,3 +62,25 @@ def test_image_is_not_a_video(shared: Path) -> None:
 def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="no video stream"):
         probe(str(make_audio_only(tmp_path / "tone.m4a")))
+
+
+def test_a_resumed_file_seeks_to_the_keyframe_before_and_gives_the_same_frames(shared: Path) -> None:
+    """A replacement for a stalled source starts at frame 300 of vtest by seeking to the last keyframe at or before
+    it (decoding from there, not from frame 0): the frames it gives are those a plain read gives there, with their
+    timestamps, numbered as in the whole file."""
+    resumed = VideoSource(str(VTEST), max_frames=303, resume_at=300)
+    resumed.open()
+    try:
+        frames = list(resumed.frames())
+    finally:
+        resumed.close()
+    assert resumed.window is not None and resumed.window.seeks and 0 < resumed.window.seek_index <= 300
+    plain = VideoSource(str(VTEST), max_frames=303)
+    plain.open()
+    try:
+        expected = list(plain.frames())[300:]
+    finally:
+        plain.close()
+    assert [f.seq for f in frames] == [300, 301, 302]
+    assert [f.pts for f in frames] == [f.pts for f in expected]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, expected))

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vidparse.errors import ModelError
+from vidparse.stages.options import check_model
 from vidparse.stages.parsers.base import Parser
 
 BACKENDS: dict[str, str] = {
@@ -26,9 +26,7 @@ LABEL_SETS: dict[str, str] = {"bodypix": "bodypix", "cihp-lite": "cihp", "cihp-n
 
 
 def backend_module(name: str) -> ModuleType:
-    if name not in BACKENDS:
-        raise ModelError(f"unknown model '{name}'", hint=f"choose one of: {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    return importlib.import_module(BACKENDS[check_model(name)])
 
 
 def create_parser(name: str, options: Any, model_path: Path, device: str = "cpu", threads: int | None = None) -> Parser:

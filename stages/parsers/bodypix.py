@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,9 @@ import numpy as np
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.parsers.base import Parser
+from vidparse.stages.options import BodyPixOptions as Options
 
 STRIDE = 16
-
-
-@dataclass
-class Options:
-    # probability above which a pixel belongs to a person
-    person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
 
 
 def _interpolation_matrix(positions: np.ndarray, in_size: int) -> np.ndarray:
@@ -58,8 +52,9 @@ def _valid_size(n: int) -> int:
 
 
 class BodyPixParser(Parser):
-    def __init__(self, model_path: Path, options: Options, threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, options: Options, threads: int | None = None, device: str = "cpu") -> None:
         self.model_path = model_path
+        self.device = device
         self.options = options
         self.threads = threads
         self.label_set = load_label_set("bodypix")
@@ -67,7 +62,7 @@ class BodyPixParser(Parser):
         self._logit_threshold = float(np.log(options.person_threshold / (1 - options.person_threshold)))
 
     def open(self) -> None:
-        self._session = open_session(self.model_path, self.threads)
+        self._session = open_session(self.model_path, self.threads, device=self.device)
 
     def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [self._parse_one(image) for image in images]
@@ -106,4 +101,4 @@ def upsample(logits: np.ndarray, padded_hw: tuple[int, int], image_hw: tuple[int
 
 
 def create(name: str, options: Options, model_path: Path, device: str, threads: int | None = None) -> Parser:
-    return BodyPixParser(model_path, options, threads)
+    return BodyPixParser(model_path, options, threads, device)

@@ -9,7 +9,6 @@ are segmented at their own aspect ratio (``material_height``) instead of being s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,7 @@ from vidparse.stages.onnx_session import open_session
 from vidparse.stages.parsers import bodypix
 from vidparse.stages.parsers.base import Parser
 from vidparse.stages.roi import crop_height
+from vidparse.stages.options import CihpLiteOptions as Options
 
 # The segmenter's channels, then "no channel reached the threshold", inside the person mask or at its edge.
 MATERIALS = ("skin", "clothes", "hair", "none", "edge")
@@ -32,24 +32,6 @@ NONE, EDGE = MATERIALS.index("none"), MATERIALS.index("edge")
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255  # ImageNet, RGB
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 MULTIPLE = 32  # the segmenter's input sides must be multiples of this (its coarsest feature map is 1/32)
-
-
-@dataclass
-class Options:
-    """Settings of the ``parsers.cihp-lite`` config section."""
-
-    # crops are scaled to this height (aspect kept, sides padded to a multiple of 32) for the segmenter
-    material_height: int = field(default=640, metadata={"range": (64, 2048)})
-    # > 0: the segmenter input is at most this many times the crop's height (small crops stay small); 0: always
-    # material_height
-    material_upscale: float = field(default=2.0, metadata={"range": (0.0, 16.0)})
-    # a segmenter channel counts when its probability reaches this (the author's demo: 0.5)
-    material_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
-    # pixels of the person mask this close to its border (crop pixels) with no material are "edge": BodyPix's
-    # upsampled stride-16 mask bleeds about this far past the person
-    edge_px: int = field(default=8, metadata={"range": (0, 64)})
-    # BodyPix: probability above which a pixel belongs to a person
-    person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
 
 
 @lru_cache(maxsize=None)
@@ -132,12 +114,15 @@ def size_agnostic_graph(path: Path) -> bytes:
 class MaterialSegmenter:
     """The PAN skin / clothes / hair segmenter: 3 x H x W independent probabilities for a BGR image."""
 
-    def __init__(self, model_path: Path, height: int, threads: int | None, max_upscale: float = 0.0) -> None:
+    def __init__(self, model_path: Path, height: int, threads: int | None, max_upscale: float = 0.0,
+                 device: str = "cpu") -> None:
+        self.device = device
         self.model_path, self.height, self.threads, self.max_upscale = model_path, height, threads, max_upscale
         self._session = None
 
     def open(self) -> None:
-        self._session = open_session(self.model_path, self.threads, graph=size_agnostic_graph(self.model_path))
+        self._session = open_session(self.model_path, self.threads, graph=size_agnostic_graph(self.model_path),
+                                     device=self.device)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         assert self._session is not None, "open() first"
@@ -158,11 +143,13 @@ class MaterialSegmenter:
 
 
 class CihpLiteParser(Parser):
-    def __init__(self, model_path: Path, options: Options, threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, options: Options, threads: int | None = None, device: str = "cpu") -> None:
         self.options = options
         self.label_set = load_label_set("cihp")
-        self.geometry = bodypix.BodyPixParser(resolve_model("bodypix"), bodypix.Options(options.person_threshold), threads)
-        self.segmenter = MaterialSegmenter(model_path, options.material_height, threads, options.material_upscale)
+        self.geometry = bodypix.BodyPixParser(resolve_model("bodypix"), bodypix.Options(options.person_threshold),
+                                              threads, device)
+        self.segmenter = MaterialSegmenter(model_path, options.material_height, threads, options.material_upscale,
+                                           device)
         self.table = fusion_table()
 
     def open(self) -> None:
@@ -181,4 +168,4 @@ class CihpLiteParser(Parser):
 
 
 def create(name: str, options: Options, model_path: Path, device: str, threads: int | None = None) -> Parser:
-    return CihpLiteParser(model_path, options, threads)
+    return CihpLiteParser(model_path, options, threads, device)

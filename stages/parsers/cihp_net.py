@@ -12,7 +12,7 @@ from BodyPix: skin becomes face, arm, leg or torso skin and shoes left or right 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,6 +22,7 @@ from vidparse.errors import ModelError
 from vidparse.model_store import resolve_model
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.onnx_session import open_session
+from vidparse.stages.options import CihpNetOptions as Options
 from vidparse.stages.parsers import bodypix, multiclass
 from vidparse.stages.parsers.base import Parser
 from vidparse.stages.roi import Crop
@@ -151,20 +152,11 @@ def labels_at(logits: np.ndarray, parts: np.ndarray, face: np.ndarray) -> np.nda
     return to_cihp(fine, parts, face)
 
 
-@dataclass
-class Options:
-    """Settings of the ``parsers.cihp-net`` config section."""
-
-    # the multiclass segmenter packs crops 4, 9 or 16 to a call while a cell keeps at least this share of the rows
-    # of real pixels in a crop (an enlarged crop has fewer than its height)
-    segmenter_detail: float = field(default=0.4, metadata={"range": (0.05, 1.0)})
-
-
 class FrozenModels:
     """BodyPix and the multiclass segmenter, run on a batch of crops."""
 
-    def __init__(self, options: Options, threads: int | None = None) -> None:
-        self.bodypix = bodypix.BodyPixParser(resolve_model("bodypix"), bodypix.Options(), threads)
+    def __init__(self, options: Options, threads: int | None = None, device: str = "cpu") -> None:
+        self.bodypix = bodypix.BodyPixParser(resolve_model("bodypix"), bodypix.Options(), threads, device)
         self.multiclass = multiclass.MulticlassSegmenter(resolve_model("multiclass"), threads, options.segmenter_detail)
 
     def open(self) -> None:
@@ -194,12 +186,12 @@ class FrozenModels:
 class GarmentNet:
     """The trained network: features in, ``FINE_CLASSES`` logits out (ONNX Runtime)."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        self.path, self.threads = path, threads
+    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu") -> None:
+        self.path, self.threads, self.device = path, threads, device
         self._session = None
 
     def open(self) -> None:
-        session = open_session(self.path, self.threads)
+        session = open_session(self.path, self.threads, device=self.device)
         inputs, (target,) = session.get_inputs(), session.get_outputs()
         if [i.shape[1] for i in inputs] != [FEATURES, DETAILS] or target.shape[1] != len(FINE_CLASSES):
             raise ModelError(f"{self.path} is not a cihp-net network for this version of vidparse (inputs of "
@@ -233,10 +225,10 @@ def crop_labels(logits: np.ndarray, outputs: CropOutputs) -> np.ndarray:
 
 
 class CihpNetParser(Parser):
-    def __init__(self, weights: Path, options: Options, threads: int | None = None) -> None:
+    def __init__(self, weights: Path, options: Options, threads: int | None = None, device: str = "cpu") -> None:
         self.label_set = load_label_set("cihp")
-        self.frozen = FrozenModels(options, threads)
-        self.net = GarmentNet(weights, threads)
+        self.frozen = FrozenModels(options, threads, device)  # the multiclass segmenter runs on the CPU (LiteRT)
+        self.net = GarmentNet(weights, threads, device)
 
     def open(self) -> None:
         self.frozen.open()
@@ -259,4 +251,4 @@ class CihpNetParser(Parser):
 
 
 def create(name: str, options: Options, model_path: Path, device: str, threads: int | None = None) -> Parser:
-    return CihpNetParser(model_path, options, threads)
+    return CihpNetParser(model_path, options, threads, device)

@@ -74,8 +74,8 @@ def cached_onnx(model: M2FPNet, model_dir: Path, cache: Path, int8: bool) -> Pat
 
 
 class OnnxRunner:
-    def __init__(self, path: Path, threads: int) -> None:
-        self.session = open_session(path, threads)
+    def __init__(self, path: Path, threads: int, device: str = "cpu") -> None:
+        self.session = open_session(path, threads, device=device)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feed = {"images": np.ascontiguousarray(images.cpu().numpy(), dtype=np.float32)}

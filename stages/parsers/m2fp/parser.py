@@ -109,7 +109,7 @@ class M2FPParser(Parser):
         if self.options.backend == "onnx":
             cache = Path(self.options.onnx_cache) if self.options.onnx_cache else cache_dir() / "m2fp-onnx"
             path = cached_onnx(model, self.model_path, cache, self.options.int8)
-            self.runner = OnnxRunner(path, self.threads or torch.get_num_threads())
+            self.runner = OnnxRunner(path, self.threads or torch.get_num_threads(), self.device)
         else:
             self.runner = EagerRunner(model, self.device, self.options.channels_last, self.options.int8,
                                       self.options.precision)

@@ -1,0 +1,64 @@
+"""Child processes that start from the package, never from the user's program.
+
+``spawn`` starts a fresh interpreter and, before it unpickles the process object, re-runs the parent's main module
+(``spawn.get_preparation_data`` sends ``init_main_from_path`` or ``init_main_from_name``; the child's
+``spawn.prepare`` imports it as ``__mp_main__``). A script without an ``if __name__ == "__main__":`` guard then
+starts the engine again inside every child, which dies while bootstrapping; ``python -`` sends ``<stdin>`` as the
+path, which the child cannot open; a notebook's kernel module is imported into every child.
+
+The engine's children need none of it: their targets live in `vidparse.pipeline.processes` and their arguments
+are the package's specs. (``multiprocess`` pickles with dill: a class defined in ``__main__`` travels by value, and
+with ``dill.settings["recurse"]`` the ``__main__`` globals its methods use go with it; `tests/faulty_run.py`.)
+So the processes of `package_context` are launched with preparation data that names no main module: they start
+from ``multiprocess.spawn.spawn_main`` and import only what unpickling their target and arguments needs.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from multiprocess import context as mp_context
+from multiprocess import popen_spawn_posix, spawn
+
+MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+
+_launching = threading.local()  # set while this thread launches one of the package's processes
+_parent_preparation_data = spawn.get_preparation_data
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    """``spawn.get_preparation_data``, less the main module for the package's own processes (other processes of
+    the same program, the user's included, are launched as ``multiprocess`` always did)."""
+    data: dict[str, Any] = _parent_preparation_data(name)
+    if getattr(_launching, "active", False):
+        for key in MAIN_KEYS:
+            data.pop(key, None)
+    return data
+
+
+class _Popen(popen_spawn_posix.Popen):
+    def _launch(self, process_obj: Any) -> None:
+        _launching.active = True
+        try:
+            super()._launch(process_obj)
+        finally:
+            _launching.active = False
+
+
+class PackageProcess(mp_context.SpawnProcess):
+    """A spawned process that does not import the parent's ``__main__``."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> _Popen:
+        return _Popen(process_obj)
+
+
+class PackageContext(mp_context.SpawnContext):
+    Process = PackageProcess
+
+
+def package_context() -> PackageContext:
+    """The context the engine starts its workers and sources with (pipes, shared values, processes)."""
+    spawn.get_preparation_data = _preparation_data  # popen_spawn_posix looks it up on the module at each launch
+    return PackageContext()

@@ -1,0 +1,176 @@
+"""Every stage's settings, as plain dataclasses in one light module: `vidparse.config` builds and validates them
+without importing the stages themselves (PyAV, OpenCV, SciPy, ONNX Runtime), so ``import vidparse.config`` stays
+cheap. Each stage imports its own options from here. A field's ``metadata`` gives its valid ``range`` or
+``choices``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vidparse.errors import ModelError
+
+FLOW_PRESET_NAMES = ("ultrafast", "fast", "medium")  # DIS optical flow presets (stages/keyframes.py maps them)
+
+
+@dataclass
+class DetectorOptions:
+    score_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    nms_iou: float = field(default=0.45, metadata={"range": (0.0, 1.0)})
+    min_height: int = field(default=16, metadata={"range": (0, 100_000)})  # shorter boxes (frame pixels) are dropped
+
+
+@dataclass
+class KeyframeOptions:
+    # parse frames whose number is a multiple of this; carry labels to the others by optical flow; 1 = parse all
+    parse_every: int = field(default=1, metadata={"range": (1, 100)})
+    # DIS optical flow preset: ultrafast | fast | medium (slower, follows fast limbs better)
+    flow_preset: str = field(default="ultrafast", metadata={"choices": FLOW_PRESET_NAMES})
+
+
+@dataclass
+class RoiOptions:
+    # "roi": parse person crops; "whole": parse the whole frame, boxes only for statistics
+    mode: str = field(default="roi", metadata={"choices": ("roi", "whole")})
+    # context added around each box, as a share of its width and height
+    margin: float = field(default=0.15, metadata={"range": (0.0, 2.0)})
+    # crops are scaled so the box plus margin is this many pixels tall (at most, with max_upscale)
+    person_height: int = field(default=512, metadata={"range": (32, 4096)})
+    # > 0: a crop is enlarged no more than this many times its height in the frame; 0: always person_height
+    max_upscale: float = field(default=2.0, metadata={"range": (0.0, 64.0)})
+
+
+@dataclass
+class ComposeOptions:
+    alpha: float = field(default=0.6, metadata={"range": (0.0, 1.0)})  # weight of the class color over the frame
+    legend: bool = False
+
+
+@dataclass
+class EncoderOptions:
+    crf: int = field(default=20, metadata={"range": (0, 51)})
+    preset: str = field(default="veryfast", metadata={"choices": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")})
+    # > 0: a new file every this many seconds of video, named <stem>_<UTC start time><suffix>; 0: one file.
+    segment_seconds: float = field(default=0.0, metadata={"range": (0.0, 86_400.0)})
+    # MP4/MOV written as fragments (matroska needs nothing): playable however the process ends.
+    fragmented: bool = False
+
+
+@dataclass
+class LiveOptions:
+    """How live inputs are read and recovered."""
+
+    rtsp_transport: str = field(default="tcp", metadata={"choices": ("tcp", "udp")})
+    open_timeout_s: float = field(default=10.0, metadata={"range": (0.1, 600.0)})  # connect + get the first frame
+    read_timeout_s: float = field(default=5.0, metadata={"range": (0.1, 600.0)})  # longest wait for data: a stall
+    reconnect_attempts: int = field(default=-1, metadata={"range": (-1, 1_000_000)})  # in a row; -1 = unlimited
+    backoff_initial_s: float = field(default=0.5, metadata={"range": (0.0, 60.0)})  # wait before the 1st attempt
+    backoff_max_s: float = field(default=10.0, metadata={"range": (0.0, 3600.0)})  # doubling stops here
+
+
+@dataclass
+class TemporalOptions:
+    # label maps voted over (the current one included); 1 = off
+    window: int = field(default=5, metadata={"range": (1, 15)})
+    # a pixel stands still when no BGR channel changed by more than this since the previous frame
+    still_threshold: int = field(default=8, metadata={"range": (0, 255)})
+
+
+@dataclass
+class TrackingOptions:
+    # follow persons from frame to frame (video only): stable ids, bridged misses, labels smoothed per person
+    enabled: bool = True
+    # frames a person keeps its id (and stays drawn at its predicted box) without a detection
+    max_missed: int = field(default=5, metadata={"range": (0, 100)})
+    # a detection overlapping a track's predicted box by at least this IoU can continue it
+    match_iou: float = field(default=0.2, metadata={"range": (0.01, 1.0)})
+    # detections scoring below this are matched second, to the tracks the confident ones left
+    high_score: float = field(default=0.6, metadata={"range": (0.0, 1.0)})
+    # how far a detector box may be off the person, as a share of its height (Kalman measurement noise): higher
+    # holds boxes, and the labels in them, steadier; lower follows each detection more closely
+    box_noise: float = field(default=1.5, metadata={"range": (0.01, 10.0)})
+    # each person's motion is measured by the optical flow of its pixels (DIS), so a box held steady against the
+    # detector's jitter still follows the person: how far the flow may be off that motion per frame, as a share
+    # of the box height; 0 = no flow (constant velocity only; the default, docs/tracking.md says why)
+    flow_noise: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    # weight of a person's past labels against this frame's in its smoothed labels; 0 = no smoothing
+    smoothing: float = field(default=0.85, metadata={"range": (0.0, 0.95)})
+    # a person's labels are kept on a grid at most this many cells tall (and half as wide), in its own box
+    # coordinates; a smaller person's grid has no more cells than its pixels
+    crop_height: int = field(default=128, metadata={"range": (16, 1024)})
+    # write each person's track id above its box on the video
+    draw_ids: bool = False
+
+
+@dataclass
+class BodyPixOptions:
+    # probability above which a pixel belongs to a person
+    person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
+
+
+@dataclass
+class CihpLiteOptions:
+    """Settings of the ``parsers.cihp-lite`` config section."""
+
+    # crops are scaled to this height (aspect kept, sides padded to a multiple of 32) for the segmenter
+    material_height: int = field(default=640, metadata={"range": (64, 2048)})
+    # > 0: the segmenter input is at most this many times the crop's height (small crops stay small); 0: always
+    # material_height
+    material_upscale: float = field(default=2.0, metadata={"range": (0.0, 16.0)})
+    # a segmenter channel counts when its probability reaches this (the author's demo: 0.5)
+    material_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
+    # pixels of the person mask this close to its border (crop pixels) with no material are "edge": BodyPix's
+    # upsampled stride-16 mask bleeds about this far past the person
+    edge_px: int = field(default=8, metadata={"range": (0, 64)})
+    # BodyPix: probability above which a pixel belongs to a person
+    person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
+
+
+@dataclass
+class CihpNetOptions:
+    """Settings of the ``parsers.cihp-net`` config section."""
+
+    # the multiclass segmenter packs crops 4, 9 or 16 to a call while a cell keeps at least this share of the rows
+    # of real pixels in a crop (an enlarged crop has fewer than its height)
+    segmenter_detail: float = field(default=0.4, metadata={"range": (0.05, 1.0)})
+
+
+@dataclass
+class M2fpOptions:
+    """Settings of the ``parsers.m2fp`` config section."""
+
+    # eager (PyTorch) or onnx (ONNX Runtime; the graph is exported once per checkpoint and cached)
+    backend: str = field(default="eager", metadata={"choices": ("eager", "onnx")})
+    # dynamic INT8 quantization of the linear layers (transformer and heads); the backbone stays float
+    int8: bool = False
+    # m2fp: rescale each image to this height before packing; 0 = as given (the ROI stage already scales crops)
+    person_height: int = field(default=0, metadata={"range": (0, 4096)})
+    # m2fp: scale the packed canvas so its short side is this; 640 is ModelScope's whole-frame resize; 0 = as is
+    input_short_side: int = field(default=0, metadata={"range": (0, 4096)})
+    # m2fp: cap on the canvas' long side when input_short_side scales it (ModelScope: 1333)
+    max_size: int = field(default=1333, metadata={"range": (32, 8192)})
+    # auto (the checkpoint's parsing_on / semantic_on), semantic (softmax x sigmoid) or parsing (instances)
+    postprocess: str = field(default="auto", metadata={"choices": ("auto", "semantic", "parsing")})
+    # parsing: minimum part-instance score pasted into the label map; 0 = the checkpoint's parsing_ins_score_thr
+    score_threshold: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    # post-process at full input resolution like ModelScope (slower); default: at 1/4, then resize the scores
+    exact_postprocess: bool = False
+    # m2fp-single: crops per forward pass
+    batch_size: int = field(default=8, metadata={"range": (1, 256)})
+    # eager backend: run convolutions in channels-last memory format
+    channels_last: bool = True
+    # eager backend: fp32, or bf16 autocast (backbone and transformer decoder; the pixel decoder stays fp32)
+    precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16")})
+    # folder for exported ONNX files; empty = <vidparse model cache>/m2fp-onnx
+    onnx_cache: str = ""
+
+
+# A parser backend's options by model name (`stages/parsers`' BACKENDS has the same names).
+PARSER_OPTIONS: dict[str, type] = {"bodypix": BodyPixOptions, "cihp-lite": CihpLiteOptions, "cihp-net": CihpNetOptions,
+                                   "m2fp": M2fpOptions, "m2fp-single": M2fpOptions}
+
+
+def check_model(name: str) -> str:
+    """``name`` if it names a parser, else a `ModelError` listing the ones there are."""
+    if name not in PARSER_OPTIONS:
+        raise ModelError(f"unknown model '{name}'", hint=f"choose one of: {', '.join(PARSER_OPTIONS)}")
+    return name
