@@ -14,6 +14,7 @@ from vidparse.config import load_config
 from vidparse.errors import BadOutputError
 from vidparse.jobs import ParserSpec, ResolvedModels, StreamSpec
 from vidparse.service.engine import EngineHost
+from vidparse.service.inputs import InputPolicy, UrlPolicy
 from vidparse.service.job_manager import JobManager
 from vidparse.service.metrics import Metrics
 
@@ -39,7 +40,7 @@ def test_a_job_whose_output_fails_at_close_is_failed(clip: Path, tmp_path: Path,
     monkeypatch.setattr(StreamSpec, "make_output", failing_at_close(StreamSpec.make_output))
     config = load_config(REPO / "tests" / "fast.yaml", {"workers": 1})
     engines = EngineHost(config, ParserSpec(config, ResolvedModels.for_config(config)))
-    jobs = JobManager(config, engines, tmp_path, Metrics())
+    jobs = JobManager(config, engines, tmp_path, Metrics(), InputPolicy(UrlPolicy()))
     try:
         job = jobs.reserve(str(clip))
         jobs.start(job, str(clip), max_frames=None)
