@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -107,7 +108,7 @@ class Extractor:
         else:
             seen, seen_person = image, person
         box = person_box(self.detector, seen, seen_person)
-        crop = crop_person(seen, box, ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE)
+        crop = crop_person(seen, box.tolist(), ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE)
         (outputs,) = self.frozen.analyze([crop])
         context, details = cihp_net.features(outputs)
         width = cihp_net.net_width(*outputs.size)
@@ -167,7 +168,7 @@ def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int
 
 def save_examples(examples: Sequence[Example], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {
+    arrays: dict[str, Any] = {
         "names": np.array([e.name for e in examples]),
         "small": np.array([e.small for e in examples]),
         "regions": np.array([e.region for e in examples], np.int64).reshape(-1, 4),
