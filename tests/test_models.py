@@ -82,6 +82,20 @@ def test_cihp_lite_needs_bodypix_and_a_pull_fetches_both(isolated: Path, file_se
     assert model_store.resolve_model("cihp-lite") == path
 
 
+def test_cihp_net_ships_its_weights_and_a_pull_fetches_the_segmenter(isolated: Path, file_server: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("bodypix", "multiclass"):
+        spec = model_store.MODELS[name]
+        monkeypatch.setitem(model_store.MODELS, name, dataclasses.replace(spec, url=f"{file_server}/{spec.path}"))
+    with pytest.raises(ModelError, match="model 'bodypix' not found"):
+        model_store.resolve_model("cihp-net")
+    path = model_store.pull("cihp-net")
+    assert path == model_store.PACKAGED_DIR / "cihp-net.onnx", "the weights come with vidparse"
+    segmenter = model_store.MODELS["multiclass"].path
+    assert (isolated / "cache" / segmenter).read_bytes() == (MODELS / segmenter).read_bytes()  # sha256 checked
+    assert model_store.resolve_model("cihp-net") == path
+
+
 def test_pull_rejects_a_file_with_the_wrong_checksum(isolated: Path, file_server: str) -> None:
     with pytest.raises(ModelError, match="checksum mismatch"):
         model_store.pull("fastestdet", f"{file_server}/bodypix/MobileNetV1-x050-stride16.onnx")

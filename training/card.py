@@ -63,8 +63,8 @@ parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with Body
 
 {FROZEN_MODELS}
 ## Scores: {record.folds}-fold cross-validation on the training photos
-Each fold's network is trained on the other folds and scored on its held-out photos: the full-size view, labels at
-the network's resolution pasted into the photo, the confusion pooled over all held-out photos. Crops come from the
+Each fold's network is trained on the other folds and scored on its held-out photos: the full-size view, its logits
+upsampled into the photo, the confusion pooled over all held-out photos. Crops come from the
 detector box that best matches the labelled person, or from the label's bounds where the detector finds none.
 
 {scores}
