@@ -91,7 +91,7 @@ def _bgr(image: ImageInput) -> np.ndarray:
 class Parser:
     """Parses images one at a time in this process, with the models loaded once.
 
-    ``model``: ``cihp-lite`` (default), ``bodypix``, ``m2fp`` or ``m2fp-single``; ``model_dir``: an explicit model
+    ``model``: ``cihp-net`` (default), ``cihp-lite``, ``bodypix``, ``m2fp`` or ``m2fp-single``; ``model_dir``: an explicit model
     file or folder; ``config`` and ``overrides`` as in `resolve_config`. The models load on the first `parse`
     (or on ``open``); `close` frees them. A context manager::
 

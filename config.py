@@ -62,7 +62,7 @@ class Config:
     """The Python defaults equal configs/default.yaml's (tests/test_config.py checks it), so a Config can be made
     without the YAML."""
 
-    model: str = field(default="cihp-lite", metadata={"choices": tuple(PARSER_OPTIONS)})
+    model: str = field(default="cihp-net", metadata={"choices": tuple(PARSER_OPTIONS)})
     model_path: str | None = None
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
     workers: int | None = field(default=None, metadata={"range": (1, 1024)})  # None: one per usable CPU

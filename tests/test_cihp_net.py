@@ -32,7 +32,7 @@ def reference_of(weights: Path) -> dict:
     """What the network gives on the fixed inputs: recorded once per weights file (tests/cihp_net_reference.json)."""
     net = cihp_net.GarmentNet(weights, threads=1)
     net.open()
-    (logits,) = net.logits([fixed_inputs()])
+    logits = net.logits(*fixed_inputs())
     return {"weights_sha256": sha256_of(weights), "shape": list(logits.shape),
             "class_pixels": np.bincount(logits.argmax(axis=0).ravel(), minlength=len(FINE_CLASSES)).tolist(),
             "logits_at": {f"{c},{y},{x}": float(logits[c, y, x]) for c, y, x in ((0, 0, 0), (4, 128, 40), (13, 255, 95))}}
@@ -156,7 +156,7 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     assert "garments" in result.stdout and "mIoU" in result.stdout
     net = cihp_net.GarmentNet(weights, threads=1)
     net.open()
-    assert net.logits([fixed_inputs()])[0].shape == (len(FINE_CLASSES), cihp_net.DETAIL_HEIGHT, 96)
+    assert net.logits(*fixed_inputs()).shape == (len(FINE_CLASSES), cihp_net.DETAIL_HEIGHT, 96)
 
 
 @pytest.mark.parametrize("make, message", [

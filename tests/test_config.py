@@ -21,7 +21,7 @@ def six_cpus_in_a_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 
 def test_defaults_load(six_cpus_in_a_cgroup: Path) -> None:
     config = load_config()
-    assert (config.model, config.workers, config.roi.mode) == ("cihp-lite", None, "roi")
+    assert (config.model, config.workers, config.roi.mode) == ("cihp-net", None, "roi")
     assert config.worker_count == 6, "no worker count given: one per usable CPU"
     assert config.parser_options.person_threshold == 0.5
     (six_cpus_in_a_cgroup / "cpu.max").write_text("250000 100000\n")

@@ -200,18 +200,11 @@ class GarmentNet:
                              hint="train weights for this version with `vidparse train`, or drop --model-dir")
         self._session, self._inputs = session, [i.name for i in inputs]
 
-    def logits(self, inputs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        """FINE_CLASSES x DETAIL_HEIGHT x (details' width) logits of each crop's (context, details), in one call
-        (inputs padded to the widest)."""
+    def logits(self, context: np.ndarray, details: np.ndarray) -> np.ndarray:
+        """FINE_CLASSES x DETAIL_HEIGHT x (details' width) logits of one crop (a call per crop: padding a frame's
+        crops to the widest made a batch 3x slower on vtest)."""
         assert self._session is not None, "open() first"
-        width = max(context.shape[2] for context, _ in inputs)
-        batch = [np.zeros((len(inputs), *part.shape[:2], width * (index + 1)), np.float32)
-                 for index, part in enumerate(inputs[0])]
-        for row, parts in enumerate(inputs):
-            for stacked, part in zip(batch, parts):
-                stacked[row, :, :, :part.shape[2]] = part
-        logits = self._session.run(None, dict(zip(self._inputs, batch)))[0]
-        return [logits[row, :, :, :details.shape[2]] for row, (_, details) in enumerate(inputs)]
+        return self._session.run(None, dict(zip(self._inputs, (context[None], details[None]))))[0][0]
 
     def close(self) -> None:
         self._session = None
@@ -241,9 +234,7 @@ class CihpNetParser(Parser):
     def parse_crops(self, crops: Sequence[Crop]) -> list[np.ndarray]:
         if not crops:
             return []
-        analyzed = self.frozen.analyze(crops)
-        logits = self.net.logits([features(outputs) for outputs in analyzed])
-        return [crop_labels(crop_logits, outputs) for crop_logits, outputs in zip(logits, analyzed)]
+        return [crop_labels(self.net.logits(*features(outputs)), outputs) for outputs in self.frozen.analyze(crops)]
 
     def close(self) -> None:
         self.frozen.close()
