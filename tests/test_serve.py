@@ -10,6 +10,7 @@ skipped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import io
 import json
@@ -113,23 +114,31 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def running_server(folder: Path, serve_config: dict, *flags: str, headers: dict | None = None,
+                   ready_path: str = "/readyz") -> Iterator[Server]:
+    """A started server, up on ``ready_path``, killed when the block ends."""
+    process, url = start_server(folder, serve_config, *flags)
+    client = httpx.Client(base_url=url, headers=headers, timeout=60)
+    try:
+        wait_until_up(process, client, ready_path)
+        yield Server(process, url, folder / "data", client)
+    finally:
+        client.close()
+        stop(process)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, clip: Path) -> Iterator[Server]:
     """BodyPix and small crops (tests/fast.yaml), one worker, at most one job and one stream at a time, two viewers
     a stream, one photo at a time, uploads up to 2 MB, frames up to vtest's size; the vtest folder and the clips'
     folder are allowed as JSON inputs."""
     folder = tmp_path_factory.mktemp("serve")
-    process, url = start_server(
-        folder, {"max_jobs": 1, "max_streams": 1, "max_viewers": 2, "photo_queue": 1,
-                 "max_video_pixels": VTEST_PIXELS}, "--token", TOKEN, "--max-upload-mb", str(UPLOAD_LIMIT_MB),
-        "--allow-dir", str(VTEST.parent), "--allow-dir", str(clip.parent))
-    client = httpx.Client(base_url=url, headers=AUTH, timeout=60)
-    try:
-        wait_until_up(process, client, "/readyz")
-        yield Server(process, url, folder / "data", client)
-    finally:
-        client.close()
-        stop(process)
+    with running_server(folder, {"max_jobs": 1, "max_streams": 1, "max_viewers": 2, "photo_queue": 1,
+                                 "max_video_pixels": VTEST_PIXELS}, "--token", TOKEN, "--max-upload-mb",
+                        str(UPLOAD_LIMIT_MB), "--allow-dir", str(VTEST.parent), "--allow-dir", str(clip.parent),
+                        headers=AUTH) as started:
+        yield started
 
 
 def photo_size() -> tuple[int, int]:
@@ -574,14 +583,9 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second server without a token (loopback only): finished jobs expire after 3 s, the data dir's quota is
     1 MB."""
     folder = tmp_path_factory.mktemp("open")
-    process, url = start_server(folder, {"job_ttl_s": 3, "max_data_mb": 1, "job_connect_attempts": 0})
-    client = httpx.Client(base_url=url, timeout=60)
-    try:
-        wait_until_up(process, client, "/healthz")
-        yield Server(process, url, folder / "data", client)
-    finally:
-        client.close()
-        stop(process)
+    with running_server(folder, {"job_ttl_s": 3, "max_data_mb": 1, "job_connect_attempts": 0},
+                        ready_path="/healthz") as started:
+        yield started
 
 
 def test_host_and_origin_checked_without_a_token(open_server: Server) -> None:
