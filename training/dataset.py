@@ -25,6 +25,7 @@ from vidparse.stages.detect import DetectorOptions, PersonDetector
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.parsers import cihp_net
 from vidparse.stages.roi import crop_person
+from vidparse.stages.tracker import iou_matrix
 from vidparse.stages.types import LabelSet
 
 log = logging.getLogger(__name__)
@@ -62,15 +63,9 @@ def person_box(detector: PersonDetector, image: np.ndarray, person: np.ndarray) 
     ys, xs = np.nonzero(person)
     truth = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
     detections = detector.process(image)
-    if len(detections):
-        boxes = detections.boxes
-        inter = (np.clip(np.minimum(boxes[:, 2], truth[2]) - np.maximum(boxes[:, 0], truth[0]), 0, None)
-                 * np.clip(np.minimum(boxes[:, 3], truth[3]) - np.maximum(boxes[:, 1], truth[1]), 0, None))
-        union = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                 + (truth[2] - truth[0]) * (truth[3] - truth[1]) - inter)
-        best = int(np.argmax(inter / union))
-        if inter[best] / union[best] >= 0.5:
-            return boxes[best]
+    overlaps = iou_matrix(detections.boxes, truth[None])[:, 0]
+    if len(overlaps) and overlaps.max() >= 0.5:
+        return detections.boxes[int(np.argmax(overlaps))]
     return truth
 
 

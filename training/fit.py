@@ -16,7 +16,6 @@ from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.runs import ImageReport, Tally, image_report
 from vidparse.stages.labels import FINE_CLASSES, SCHEMES, load_label_set
 from vidparse.stages.parsers import cihp_net
-from vidparse.stages.parsers.multiclass import CLASSES as MULTICLASS_CLASSES
 from vidparse.training.dataset import IGNORED, ROI_HEIGHT, ROI_MARGIN, ROI_UPSCALE, Example
 from vidparse.training.network import GarmentUNet
 
@@ -121,9 +120,8 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int]) -> np.
     context = example.features[:, :, :example.width].astype(np.float32)
     parts = cv2.resize(context[cihp_net.PARTS].argmax(axis=0).astype(np.uint8), region_hw[::-1],
                        interpolation=cv2.INTER_NEAREST)
-    multiclass = example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32)
-    margin = multiclass[MULTICLASS_CLASSES.index("face_skin")] - multiclass[MULTICLASS_CLASSES.index("body_skin")]
-    face = cv2.resize(margin, region_hw[::-1], interpolation=cv2.INTER_LINEAR) > 0
+    face = cihp_net.face_map(example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32),
+                             region_hw)
     photo = np.zeros(shape, np.uint8)
     photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), parts, face)
     return photo

@@ -102,9 +102,14 @@ class CropOutputs:
         return bodypix.upsample(self.bodypix, self.bodypix_padded, self.size, out_hw)
 
     def face(self, out_hw: tuple[int, int]) -> np.ndarray:
-        """Where the multiclass segmenter rates face skin above body skin, at ``out_hw``."""
-        margin = self.multiclass[FACE_SKIN] - self.multiclass[BODY_SKIN]
-        return cv2.resize(margin, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR) > 0
+        return face_map(self.multiclass, out_hw)
+
+
+def face_map(multiclass_planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Where the multiclass segmenter's planes (``multiclass.CLASSES`` first) rate face skin above body skin,
+    resized to ``out_hw``."""
+    margin = multiclass_planes[FACE_SKIN] - multiclass_planes[BODY_SKIN]
+    return cv2.resize(margin, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR) > 0
 
 
 def _resized(planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
@@ -232,8 +237,6 @@ class CihpNetParser(Parser):
                                  for image in images])
 
     def parse_crops(self, crops: Sequence[Crop]) -> list[np.ndarray]:
-        if not crops:
-            return []
         return [crop_labels(self.net.logits(*features(outputs)), outputs) for outputs in self.frozen.analyze(crops)]
 
     def close(self) -> None:
