@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from vidparse.evaluation.datasets import Sample, read_sample
+from vidparse.evaluation.metrics import coarse_lut
 from vidparse.model_store import resolve_model, sha256_of
 from vidparse.stages.detect import DetectorOptions, PersonDetector
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
@@ -50,12 +51,7 @@ class Example:
 
 def fine_lut(label_set: LabelSet) -> np.ndarray:
     """Class index of ``label_set`` -> index in FINE_CLASSES (IGNORED for classes the fine scheme leaves out)."""
-    lut = np.full(256, IGNORED, np.uint8)
-    for index, name in enumerate(label_set.names):
-        fine = label_set.groups["fine"][name]
-        if fine in FINE_CLASSES:
-            lut[index] = FINE_CLASSES.index(fine)
-    return lut
+    return coarse_lut(label_set, set(FINE_CLASSES), rest=IGNORED, scheme="fine")
 
 
 def person_box(detector: PersonDetector, image: np.ndarray, person: np.ndarray) -> np.ndarray:
