@@ -1,5 +1,6 @@
 """Parsing-quality sweep: coarse-class mIoU on CIHP and CCP for whole-frame versus ROI parsing and each ROI knob
-(one at a time, around configs/default.yaml), then label flicker on vtest for several temporal votes.
+(one at a time, around configs/default.yaml), then label flicker and flow-warped agreement on vtest for several
+temporal votes.
 
 Prints Markdown tables; docs/quality.md holds a run. Usage, from the repository root:
 
@@ -19,6 +20,7 @@ from vidparse.evaluation.datasets import find_samples
 from vidparse.evaluation.runs import ImageReport, VideoMode, evaluate_images, parsed_frames, video_rows
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import load_label_set
+from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.roi import crop_person
 from vidparse.stages.source import VideoSource
 from vidparse.stages.temporal import TemporalOptions
@@ -34,8 +36,9 @@ SWEEP: list[tuple[str, dict[str, Any]]] = [
     *((f"person height {v}", {"roi.person_height": v}) for v in PERSON_HEIGHTS),
     *((f"score threshold {v}", {"detector.score_threshold": v}) for v in SCORE_THRESHOLDS),
 ]
-VOTES = [VideoMode(vote, tracked=False) for vote in
-         [TemporalOptions(1, 0)] + [TemporalOptions(w, t) for w in (2, 3, 5, 8) for t in (4, 8, 16)]]
+VOTES = [VideoMode(TemporalOptions(window=1), tracked=False)] + [
+    VideoMode(TemporalOptions(window=w, part_window=w + 2, part_hold=hold), tracked=False)
+    for w in (3, 5, 7) for hold in (0.0, 0.3)]
 
 
 def percent(value: float | None) -> str:
@@ -102,9 +105,12 @@ def flicker_sweep(shared: Path, frames: int, threads: int) -> None:
     config = load_config()
     parsed = list(parsed_frames(config, ResolvedModels.for_config(config), str(shared / VTEST), frames, threads))
     print(f"\nvtest.avi frames 0-{len(parsed) - 1}, {config.model}, roi {config.roi.mode}\n")
-    print("| labels | flicker % | coarse flicker % | pixels considered |\n|---|---:|---:|---:|")
-    for row in video_rows(parsed, load_label_set("bodypix"), config, VOTES):
-        print(f"| {row.mode} | {percent(row.rate)} | {percent(row.coarse_rate)} | {row.considered:,} |", flush=True)
+    print("| labels | flicker % | coarse flicker % | moved by flow: part mIoU % | person IoU % | vs parse: person IoU % "
+          "|\n|---|---:|---:|---:|---:|---:|")
+    for vote, row in zip(VOTES, video_rows(parsed, load_label_set(LABEL_SETS[config.model]), config, VOTES)):
+        print(f"| {row.mode}, parts over {vote.vote.part_window} held {vote.vote.part_hold} | {percent(row.rate)} | "
+              f"{percent(row.coarse_rate)} | {percent(row.warped_part)} | {percent(row.warped_person)} | "
+              f"{percent(row.parse_person)} |", flush=True)
 
 
 def main() -> None:

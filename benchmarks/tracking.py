@@ -1,8 +1,8 @@
 """Tracking: presence flicker, consecutive-frame agreement and the fps cost of `tracking.enabled`.
 
 Quality: parses the first frames of a video once, every frame (K = 1), with the stage `vidparse run` uses, then
-writes them four ways (per frame, with the pixel vote, tracked, tracked with the vote) and measures each as
-`vidparse eval-video` does. ``--cache FILE.npz`` keeps the parse for the next run (parsing is the slow part).
+writes them per frame and as `vidparse run` does (the vote, tracking) and measures each as `vidparse eval-video`
+does. ``--cache FILE.npz`` keeps the parse for the next run (parsing is the slow part).
 
 Speed: the real pipeline on the first ``--fps-frames`` frames with tracking off and on, alternated ``--rounds``
 times back to back (the machine may be shared), plus the tracking stage's own time per frame on the parsed frames.
@@ -20,23 +20,20 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vidparse.batch.manifest import config_hash
 from vidparse.bench import machine_description, scratch_runner
 from vidparse.config import Config, load_config
-from vidparse.evaluation.runs import VideoMode, parsed_frames, video_rows
-from vidparse.evaluation.tracking import AgreementMeter
+from vidparse.evaluation.runs import parsed_frames, video_modes, video_rows
 from vidparse.jobs import ResolvedModels
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS
-from vidparse.stages.keyframes import warp_labels
 from vidparse.stages.source import VideoSource
 from vidparse.stages.temporal import TemporalOptions
-from vidparse.stages.track_labels import OrderedLabels, TrackLabels
+from vidparse.stages.track_labels import TrackLabels
 from vidparse.stages.tracker import TrackingOptions
-from vidparse.stages.types import FrameResult, LabelSet, PersonStats
+from vidparse.stages.types import FrameResult, PersonStats
 
 Parsed = list[tuple[np.ndarray, np.ndarray, FrameResult]]
 
@@ -80,73 +77,22 @@ def pct(value: float | None) -> str:
 
 def quality(config: Config, parsed: Parsed) -> None:
     label_set = load_label_set(LABEL_SETS[config.model])
-    off = TemporalOptions(window=1, still_threshold=0)
-    modes = [VideoMode(vote, tracked) for tracked in (False, True) for vote in (off, config.temporal)]
-    print(f"\nfirst {len(parsed)} frames, every frame parsed (K = 1), {config.model}, tracking {config.tracking}\n")
+    print(f"\nfirst {len(parsed)} frames, every frame parsed (K = 1), {config.model}, tracking {config.tracking}, "
+          f"temporal {config.temporal}\n")
     print("| labels | presence flickers | persons | part mIoU vs previous frame % | person IoU vs previous frame % "
-          "| pixel flicker % |\n|---|---:|---:|---:|---:|---:|")
-    for row in video_rows(parsed, label_set, config, modes):
+          "| moved by flow: part mIoU % | person IoU % | vs parse: person IoU % | pixel flicker % |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in video_rows(parsed, label_set, config, video_modes(config)):
         print(f"| {row.mode} | {row.presence_flickers} | {row.person_frames} | {pct(row.part_agreement)} | "
-              f"{pct(row.person_agreement)} | {pct(row.rate)} |", flush=True)
+              f"{pct(row.person_agreement)} | {pct(row.warped_part)} | {pct(row.warped_person)} | "
+              f"{pct(row.parse_person)} | {pct(row.rate)} |", flush=True)
     stage = TrackLabels(config.tracking, label_set, config.roi.margin)
     stage.open()
     started, cpu = time.perf_counter(), time.process_time()
-    for image, labels, result in parsed:
-        stage.process(labels, result, image)
+    for _, labels, result in parsed:
+        stage.process(labels, result)
     print(f"\ntracking stage alone: {(time.perf_counter() - started) / len(parsed) * 1000:.1f} ms/frame wall clock, "
           f"{(time.process_time() - cpu) / len(parsed) * 1000:.1f} ms/frame CPU time")
-    motion_ceiling(config, parsed, label_set)
-
-
-def motion_ceiling(config: Config, parsed: Parsed, label_set: LabelSet) -> None:
-    """What the persons' own motion leaves of the agreement: each label map against the one before it moved onto
-    this frame by dense optical flow (DIS, medium), as if the labels had followed the persons exactly. The
-    agreement left after that motion is taken out is the labels' own noise. And for the tracked labels: the
-    agreement if no person's shape ever changed, each drawn with its labels of the frame before at this frame's
-    box (so only the tracked boxes move)."""
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    ways = {"per-frame": None, "tracked": OrderedLabels(label_set, None, config.tracking, config.roi.margin)}
-    ways["tracked"].open()
-    meters = {(way, kind): AgreementMeter(len(label_set)) for way in ways for kind in ("moved", "left")}
-    frozen = AgreementMeter(len(label_set))
-    shapes_before: dict[int, np.ndarray] = {}
-    previous: dict[str, np.ndarray] = {}
-    gray_before = instances_before = None
-    kept = changed = 0  # tracked: pixels turning person <-> background; of those, on a track in both frames
-    for image, labels, result in parsed:
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        backward = None if gray_before is None else flow.calc(gray, gray_before, None)
-        for way, stage in ways.items():
-            tracked = stage.process(labels, image, result) if stage else None
-            written = tracked.labels if tracked else labels
-            if backward is not None:
-                moved = warp_labels(previous[way], backward)
-                meters[way, "moved"].add(previous[way], moved)
-                meters[way, "left"].add(moved, written)
-            if tracked and instances_before is not None:
-                flipped = (previous[way] != 0) != (written != 0)
-                owner = np.where(previous[way] != 0, instances_before, tracked.instances)[flipped]
-                both = np.intersect1d(instances_before[instances_before > 0], tracked.instances[tracked.instances > 0])
-                kept, changed = kept + np.count_nonzero(np.isin(owner, both)), changed + owner.size
-            if tracked:
-                if instances_before is not None:
-                    tracks = stage.tracks
-                    persons = [(p.track_id, np.array(p.box), shapes_before.get(p.track_id, tracks.shapes[p.track_id]))
-                               for p in tracked.result.persons if p.track_id in tracks.shapes]
-                    frozen.add(previous[way], tracks.draw(persons, written.shape)[0])
-                instances_before, shapes_before = tracked.instances, dict(stage.tracks.shapes)
-            previous[way] = written
-        gray_before = gray
-    print(f"\ntracked: {pct(kept / max(1, changed))}% of the pixels turning person <-> background from one frame to "
-          "the next lie on a track drawn in both frames")
-    print("\n| labels | agreement if they moved exactly with the persons: part mIoU % | person IoU % "
-          "| after taking the motion out: part mIoU % | person IoU % |\n|---|---:|---:|---:|---:|")
-    for way in ways:
-        moved, left = meters[way, "moved"], meters[way, "left"]
-        print(f"| {way} | {pct(moved.part_miou)} | {pct(moved.person_iou)} | {pct(left.part_miou)} | "
-              f"{pct(left.person_iou)} |")
-    print(f"\ntracked, had no person's shape changed (its labels of the frame before drawn at its box): part mIoU "
-          f"{pct(frozen.part_miou)}%, person IoU {pct(frozen.person_iou)}%")
 
 
 def cpu_seconds() -> float:
@@ -159,7 +105,7 @@ def speed(config: Config, video: str, frames: int, rounds: int, workers: int) ->
     """fps (wall clock, sensitive to other jobs on the machine) and CPU seconds per frame of the whole process tree
     (start-up included; much less sensitive to them), tracking off and on."""
     print(f"\nreal pipeline, first {frames} frames, {workers} workers, alternated back to back\n")
-    print("| round | tracking | fps (steady) | CPU s/frame (all processes) | compose ms/frame (tracking + vote + "
+    print("| round | tracking | fps (steady) | CPU s/frame (all processes) | compose ms/frame (vote + tracking + "
           "recolor) |\n|---|---|---:|---:|---:|")
     fps: dict[bool, list[float]] = {False: [], True: []}
     cpu: dict[bool, list[float]] = {False: [], True: []}

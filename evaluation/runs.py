@@ -17,7 +17,7 @@ from vidparse.errors import BadOutputError
 from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.metrics import (OTHER, STILL_THRESHOLD, FlickerMeter, coarse_lut, confusion, iou_per_class,
                                          pixel_accuracy, producible)
-from vidparse.evaluation.tracking import AgreementMeter, IdSwitchMeter, PresenceMeter
+from vidparse.evaluation.tracking import AgreementMeter, IdSwitchMeter, InputFlow, PresenceMeter, WarpedAgreementMeter
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import SCHEMES, load_label_set
 from vidparse.stages.parsers import LABEL_SETS
@@ -67,6 +67,10 @@ class FlickerRow:
     part_agreement: float | None  # part mIoU of each label map against the one before it
     person_agreement: float | None  # person IoU of each label map against the one before it
     id_switches: int | None  # against the ground truth (--truth), tracked modes only
+    warped_part: float | None = None  # part mIoU of each label map moved by the input's flow against the next
+    warped_person: float | None = None  # ... person IoU (where the flow is reliable)
+    parse_part: float | None = None  # part mIoU of the labels written against the frame's own parse
+    parse_person: float | None = None  # ... person IoU
 
 
 @dataclass
@@ -76,10 +80,10 @@ class VideoMode:
 
     @property
     def name(self) -> str:
-        name = "tracked" if self.tracked else "per-frame"
-        if self.vote.window > 1:
-            name += f" + vote over {self.vote.window} frames (still <= {self.vote.still_threshold})"
-        return name
+        if self.vote.window == 1:
+            return "tracked" if self.tracked else "per-frame"
+        name = f"vote over {self.vote.window} parses moved by flow"
+        return name + " + tracked" if self.tracked else name
 
 
 class _ModeRun:
@@ -92,14 +96,18 @@ class _ModeRun:
         self.flicker = FlickerMeter(label_set)
         self.presence = PresenceMeter()
         self.agreement = AgreementMeter(len(label_set))
+        self.warped = WarpedAgreementMeter(len(label_set))
+        self.parse = AgreementMeter(len(label_set))
         self.ids = IdSwitchMeter(truth) if truth is not None and mode.tracked else None
 
-    def update(self, image: np.ndarray, labels: np.ndarray, result: FrameResult) -> None:
-        tracked = self.stages.process(labels, image, result)
+    def update(self, image: np.ndarray, labels: np.ndarray, result: FrameResult, flow: InputFlow) -> None:
+        tracked = self.stages.process(labels, image, result, self.stages.measure(image))
         persons = tracked.result.persons
         self.flicker.update(image, tracked.labels)
         self.presence.update(np.array([p.box for p in persons], np.float32).reshape(-1, 4))
         self.agreement.update(tracked.labels)
+        self.warped.update_warped(tracked.labels, flow)
+        self.parse.add(labels, tracked.labels)
         if self.ids:
             self.ids.update(result.seq, [(p.track_id, np.array(p.box)) for p in persons])
 
@@ -112,7 +120,8 @@ class _ModeRun:
         return FlickerRow(self.mode.name, count.frames, count.considered, count.flipped, count.coarse_flipped,
                           share(count.flipped), share(count.coarse_flipped), self.presence.person_frames,
                           self.presence.flickers, self.agreement.part_miou, self.agreement.person_iou,
-                          self.ids.switches if self.ids else None)
+                          self.ids.switches if self.ids else None, self.warped.part_miou, self.warped.person_iou,
+                          self.parse.part_miou, self.parse.person_iou)
 
 
 @dataclass
@@ -210,24 +219,27 @@ def parsed_frames(config: Config, models: ResolvedModels, url: str, max_frames: 
 
 
 def video_modes(config: Config) -> list[VideoMode]:
-    """Per-frame parsing, and with the configured vote and tracking when those are on."""
-    off = TemporalOptions(window=1, still_threshold=0)
-    votes = [off] + ([config.temporal] if config.temporal.window > 1 else [])
-    tracking = [False] + ([True] if config.tracking.enabled else [])
-    return [VideoMode(vote, tracked) for tracked in tracking for vote in votes]
+    """Per-frame parsing (the reference), and as `vidparse run` writes it (the configured vote and tracking) when
+    either is on."""
+    modes = [VideoMode(TemporalOptions(window=1), False)]
+    if config.temporal.window > 1 or config.tracking.enabled:
+        modes.append(VideoMode(config.temporal, config.tracking.enabled))
+    return modes
 
 
 def video_rows(frames: Iterable[tuple[np.ndarray, np.ndarray, FrameResult]], label_set: LabelSet, config: Config,
                modes: Sequence[VideoMode], truth: dict[int, list[tuple[int, np.ndarray]]] | None = None
                ) -> list[FlickerRow]:
-    """Pixel flicker, presence flicker, consecutive-frame agreement (and ID switches against ``truth``) of the
-    parsed frames written each way."""
+    """Pixel flicker, presence flicker, consecutive-frame agreement with and without the motion (and ID switches
+    against ``truth``) of the parsed frames written each way, and their agreement with the frame's own parse."""
     runs = [_ModeRun(mode, label_set, config, truth) for mode in modes]
     for run in runs:
         run.stages.open()
+    flow = InputFlow()
     for image, labels, result in frames:
+        flow.update(image)
         for run in runs:
-            run.update(image, labels, result)
+            run.update(image, labels, result, flow)
     return [run.row() for run in runs]
 
 

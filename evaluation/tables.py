@@ -43,15 +43,21 @@ def video_table(report: VideoReport) -> Table:
                           f"frames (no channel changed by more than {report.still_threshold}) and that either frame labels "
                           "as a person, the share whose label changed (coarse: whose coarse class changed). Presence "
                           "flicker: persons present, missing for 1-3 frames, present again. Agreement: each label map "
-                          "against the one before it (part mIoU, person IoU). ID switches need --truth. "
+                          "against the one before it (part mIoU, person IoU). Moved: the same with each label map "
+                          "moved onto the next frame by the input's optical flow (DIS medium), where that flow is "
+                          "reliable (forward-backward check): labels that move with the people score high. Vs parse: "
+                          "the labels written against the frame's own parse. ID switches need --truth. "
                           "Keyframe mode (--parse-every) is not measured here.",
                   title_justify="left")
     columns = ("labels", "flicker %", "coarse flicker %", "pixels considered", "presence flickers", "persons",
-               "part mIoU %", "person IoU %", "ID switches")
+               "part mIoU %", "person IoU %", "moved part mIoU %", "moved person IoU %", "vs parse part mIoU %",
+               "vs parse person IoU %", "ID switches")
     for column in columns:
         table.add_column(column, justify="left" if column == "labels" else "right")
     for row in report.rows:
         table.add_row(row.mode, _percent(row.rate, 2), _percent(row.coarse_rate, 2), f"{row.considered:,}",
                       f"{row.presence_flickers}", f"{row.person_frames:,}", _percent(row.part_agreement),
-                      _percent(row.person_agreement), "n/a" if row.id_switches is None else f"{row.id_switches}")
+                      _percent(row.person_agreement), _percent(row.warped_part), _percent(row.warped_person),
+                      _percent(row.parse_part), _percent(row.parse_person),
+                      "n/a" if row.id_switches is None else f"{row.id_switches}")
     return table

@@ -7,6 +7,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from vidparse.errors import BadInputError
@@ -81,6 +82,52 @@ class AgreementMeter:
         """Person (any part) against background."""
         union = self.matrix.sum() - self.matrix[0, 0]
         return float(self.matrix[1:, 1:].sum() / union) if union else None
+
+
+class InputFlow:
+    """Dense optical flow between consecutive input frames (OpenCV DIS, medium preset, both ways) for moving a
+    label map onto the next frame: ``warp(labels)`` gives the previous frame's labels where each pixel of the
+    current frame came from, and ``reliable`` the pixels where the two flows agree (forward-backward check, as in
+    Sundaram et al. 2010; occlusions and flow errors fail it)."""
+
+    def __init__(self) -> None:
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._gray: np.ndarray | None = None
+        self.reliable: np.ndarray | None = None  # None before the second frame
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+
+    def update(self, image: np.ndarray) -> None:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        previous, self._gray = self._gray, gray
+        if previous is None or previous.shape != gray.shape:
+            self.reliable = self._maps = None
+            return
+        backward = self._flow.calc(gray, previous, None)  # where each pixel of this frame was in the previous one
+        forward = self._flow.calc(previous, gray, None)
+        height, width = gray.shape
+        grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        self._maps = grid_x + backward[..., 0], grid_y + backward[..., 1]
+        returned = cv2.remap(forward, *self._maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=(np.nan, np.nan))
+        error = ((returned + backward) ** 2).sum(axis=2)
+        scale = (returned ** 2).sum(axis=2) + (backward ** 2).sum(axis=2)
+        self.reliable = error <= 0.01 * scale + 0.5  # NaN (from outside the previous frame) compares False
+
+    def warp(self, labels: np.ndarray) -> np.ndarray:
+        assert self._maps is not None, "two frames first"
+        return cv2.remap(labels, *self._maps, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+class WarpedAgreementMeter(AgreementMeter):
+    """Temporal consistency with the motion taken out (Liu et al., ECCV 2020): each label map moved onto the next
+    frame by the input's optical flow, compared with that frame's labels where the flow is reliable. Labels that
+    move with the people score high; labels held still while the people move score low."""
+
+    def update_warped(self, labels: np.ndarray, flow: InputFlow) -> None:
+        if self._previous is not None and flow.reliable is not None:
+            reliable = flow.reliable
+            self.add(flow.warp(self._previous)[reliable], labels[reliable])
+        self._previous = labels.copy()
 
 
 def read_mot(path: Path) -> dict[int, list[tuple[int, np.ndarray]]]:

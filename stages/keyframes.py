@@ -14,15 +14,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from vidparse.stages.motion import FLOW_PRESETS, warp_labels
+from vidparse.stages.options import KeyframeOptions
 from vidparse.stages.person_parser import PersonParser, box_region, person_stats
 from vidparse.stages.types import Detections, FrameResult
-from vidparse.stages.options import FLOW_PRESET_NAMES, KeyframeOptions
 
 # Across dropped frames (live), a frame is carried from one at most this many frames earlier; further back, the
 # motion is too large for the flow to follow and the frame is parsed. (About half a second at 25 fps.)
 MAX_CARRY_GAP = 12
-FLOW_PRESETS = dict(zip(FLOW_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                                            cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
 
 
 @dataclass
@@ -36,15 +35,6 @@ class _Carried:
     gray: np.ndarray
     labels: np.ndarray
     detections: Detections
-
-
-def warp_labels(labels: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
-    """Labels of the previous frame moved onto the current one; ``backward_flow[y, x]`` points from the current
-    frame's pixel to where it was in the previous frame. Pixels that came from outside the frame get background."""
-    height, width = labels.shape
-    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    return cv2.remap(labels, grid_x + backward_flow[..., 0], grid_y + backward_flow[..., 1], cv2.INTER_NEAREST,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def track_boxes(boxes: np.ndarray, backward_flow: np.ndarray, labels: np.ndarray) -> np.ndarray:

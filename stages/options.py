@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from vidparse.errors import ModelError
 
-FLOW_PRESET_NAMES = ("ultrafast", "fast", "medium")  # DIS optical flow presets (stages/keyframes.py maps them)
+FLOW_PRESET_NAMES = ("ultrafast", "fast", "medium")  # DIS optical flow presets (stages/motion.py maps them)
 
 
 @dataclass
@@ -69,15 +69,25 @@ class LiveOptions:
 
 @dataclass
 class TemporalOptions:
-    # label maps voted over (the current one included); 1 = off
+    # parses voted over per pixel (the current one included), the older ones moved by optical flow; 1 = off
     window: int = field(default=5, metadata={"range": (1, 15)})
-    # a pixel stands still when no BGR channel changed by more than this since the previous frame
-    still_threshold: int = field(default=8, metadata={"range": (0, 255)})
+    # weight of a parse against the one a frame newer
+    decay: float = field(default=0.8, metadata={"range": (0.05, 1.0)})
+    # a pixel is a person where the parses calling it one weigh more than this share of all
+    person_share: float = field(default=0.5, metadata={"range": (0.05, 0.95)})
+    # which part a person pixel is: voted over this many parses, each weighing part_decay against the one newer
+    part_window: int = field(default=7, metadata={"range": (1, 15)})
+    part_decay: float = field(default=1.0, metadata={"range": (0.05, 1.0)})
+    # a person pixel keeps its part while that part weighs at least the best one's weight less this share of all
+    part_hold: float = field(default=0.3, metadata={"range": (0.0, 1.0)})
+    # the optical flow (DIS, with this preset) is measured at this share of the frame's size
+    flow_preset: str = field(default="ultrafast", metadata={"choices": FLOW_PRESET_NAMES})
+    flow_scale: float = field(default=1.0, metadata={"range": (0.1, 1.0)})
 
 
 @dataclass
 class TrackingOptions:
-    # follow persons from frame to frame (video only): stable ids, bridged misses, labels smoothed per person
+    # follow persons from frame to frame (video only): stable ids, bridged misses, each labelled pixel a person's
     enabled: bool = True
     # frames a person keeps its id (and stays drawn at its predicted box) without a detection
     max_missed: int = field(default=5, metadata={"range": (0, 100)})
@@ -92,11 +102,6 @@ class TrackingOptions:
     # detector's jitter still follows the person: how far the flow may be off that motion per frame, as a share
     # of the box height; 0 = no flow (constant velocity only; the default, docs/tracking.md says why)
     flow_noise: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
-    # weight of a person's past labels against this frame's in its smoothed labels; 0 = no smoothing
-    smoothing: float = field(default=0.85, metadata={"range": (0.0, 0.95)})
-    # a person's labels are kept on a grid at most this many cells tall (and half as wide), in its own box
-    # coordinates; a smaller person's grid has no more cells than its pixels
-    crop_height: int = field(default=128, metadata={"range": (16, 1024)})
     # write each person's track id above its box on the video
     draw_ids: bool = False
 

@@ -1,6 +1,7 @@
-"""The output stages: recolor each parsed frame (``compose``), then encode it into a video (``AnnotatedOutput``) or
-save it as an image (``AnnotatedImages``), and write the optional masks and statistics (``emit``). Frames come to
-each in order; ``emit`` of one frame may run while the next is composed (on another thread)."""
+"""The output stages: measure each frame's motion (``measure``), recolor each parsed frame (``compose``), then encode
+it into a video (``AnnotatedOutput``) or save it as an image (``AnnotatedImages``), and write the optional masks and
+statistics (``emit``). Frames come to each in order; each step may run on its own thread, a frame or two ahead of
+the next."""
 
 from __future__ import annotations
 
@@ -88,12 +89,18 @@ class AnnotatedOutput:
         for writer in self._side_outputs():
             writer.open()
 
-    def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> Composed:
-        """One frame made from its parser ``arrays``, in order: tracking and the temporal vote, then the recolor."""
+    def measure(self, frame: Frame) -> np.ndarray | None:
+        """What ``compose`` needs from the frame alone (in order, ahead of it): its optical flow."""
+        return self.ordered.measure(frame.image)
+
+    def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,
+                measured: np.ndarray | None = None) -> Composed:
+        """One frame made from its parser ``arrays`` and what ``measure`` found, in order: the temporal vote and
+        tracking, then the recolor."""
         started = time.perf_counter()
         if self.timestamps:
             frame = replace(frame, pts=self.timestamps.stamp(frame.pts))
-        tracked = self.ordered.process(arrays["labels"], frame.image, result)
+        tracked = self.ordered.process(arrays["labels"], frame.image, result, measured)
         result.persons = tracked.result.persons  # in place: the run's summary counts the persons written
         if frame.seq < self.warmup:
             return Composed(frame, tracked.labels, frame.image, result, tracked.instances, written=False)
@@ -164,7 +171,11 @@ class AnnotatedImages:
         if self.stats:
             self.stats.open()
 
-    def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> Composed:
+    def measure(self, frame: Frame) -> None:
+        """Images are composed one at a time: nothing to measure across them."""
+
+    def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,
+                measured: None = None) -> Composed:
         """As `AnnotatedOutput.compose`, at the image's own size."""
         width, height = self.images.sizes[frame.seq]
         image, labels = frame.image[:height, :width], np.ascontiguousarray(arrays["labels"][:height, :width])

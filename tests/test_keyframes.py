@@ -13,7 +13,8 @@ from PIL import Image
 from conftest import run_cli
 from vidparse.config import load_config
 from vidparse.jobs import ResolvedModels, build_person_parser
-from vidparse.stages.keyframes import KeyframeOptions, KeyframeParser, track_boxes, warp_labels
+from vidparse.stages.keyframes import KeyframeOptions, KeyframeParser, track_boxes
+from vidparse.stages.motion import warp_labels
 
 FAST = Path(__file__).with_name("fast.yaml")
 

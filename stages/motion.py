@@ -1,0 +1,76 @@
+"""Dense optical flow between consecutive frames (OpenCV DIS), and label maps moved with it.
+
+Flow is computed backwards (from each frame to the one before it), so every pixel of the new frame looks up where
+it came from and takes that pixel's label: no holes, no splats.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+
+from vidparse.stages.options import FLOW_PRESET_NAMES
+
+FLOW_PRESETS = dict(zip(FLOW_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                                            cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
+
+
+def flow_shape(frame_shape: tuple[int, ...], scale: float) -> tuple[int, int, int]:
+    """The shape of a flow measured at ``scale`` of a frame of ``frame_shape`` (height, width, ...)."""
+    return max(1, round(frame_shape[0] * scale)), max(1, round(frame_shape[1] * scale)), 2
+
+
+def backward_maps(backward_flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The `cv2.remap` table (H x W x 2 float32) for a frame of ``shape`` (height, width, ...) from its backward
+    flow, which may have been measured at a smaller size (it is resized, and its vectors scaled, to the frame's)."""
+    height, width = shape[:2]
+    flow = np.asarray(backward_flow, np.float32)
+    scale = 1.0
+    if flow.shape[:2] != (height, width):
+        scale = (width / flow.shape[1] + height / flow.shape[0]) / 2
+        flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.scaleAdd(flow, scale, _pixel_grid(height, width))
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(height: int, width: int) -> np.ndarray:
+    """Each pixel's own (x, y), H x W x 2 float32 (read only: shared by every caller)."""
+    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)), axis=2)
+    grid.flags.writeable = False
+    return grid
+
+
+def warp_labels(labels: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
+    """Labels of the previous frame moved onto the current one; ``backward_flow[y, x]`` points from the current
+    frame's pixel to where it was in the previous frame (at any scale of the frame). Pixels that came from outside
+    the frame get background."""
+    return cv2.remap(labels, backward_maps(backward_flow, labels.shape), None, cv2.INTER_NEAREST,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+class FrameMotion:
+    """``next(image)`` with frames in order: the backward flow of each frame, measured at ``scale`` of its size
+    with DIS's ``preset``; None for the first frame and after a change of size."""
+
+    def __init__(self, preset: str, scale: float) -> None:
+        self.preset = preset
+        self.scale = scale
+        self.open()
+
+    def open(self) -> None:
+        self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.preset])
+        self._gray: np.ndarray | None = None
+
+    def next(self, image: np.ndarray) -> np.ndarray | None:
+        small = image if self.scale == 1 else cv2.resize(image, flow_shape(image.shape, self.scale)[1::-1],
+                                                         interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+        previous, self._gray = self._gray, gray
+        if previous is None or previous.shape != gray.shape:
+            return None
+        return self._flow.calc(gray, previous, None)
+
+    def close(self) -> None:
+        self._gray = None
