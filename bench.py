@@ -14,7 +14,7 @@ from vidparse.config import Config
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
-from vidparse.pipeline.stats import RunStats
+from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
 
 
@@ -59,14 +59,27 @@ def machine_description() -> str:
     return f"{cpu}, {usable_cpus()} usable CPUs, Python {platform.python_version()}, {platform.system()}"
 
 
+COLUMNS = ("workers", "threads", "fps", "speed-up", "efficiency", "serial ceiling fps", "start-up s",
+           *(f"{s} ms" for s in (*STAGES, *SERIAL_THREADS)))
+
+
+def trial_rows(trials: list[Trial]) -> list[list[str]]:
+    """Each trial's cells under `COLUMNS`."""
+    rows = []
+    for t, (speedup, efficiency) in zip(trials, scaling(trials)):
+        serial, ceiling = t.stats.serial_ms(), t.stats.serial_ceiling_fps
+        rows.append([str(t.workers), str(t.threads), f"{t.stats.steady_fps:.2f}", f"{speedup:.2f}x", f"{efficiency:.0%}",
+                     "n/a" if ceiling is None else f"{ceiling:.0f}", f"{t.stats.startup_s:.1f}",
+                     *(f"{t.stage_ms(s):.1f}" for s in STAGES), *(f"{serial.get(s, 0.0):.1f}" for s in SERIAL_THREADS)])
+    return rows
+
+
 def markdown_table(trials: list[Trial], model: str, input_name: str, frames: int) -> str:
-    header = ("| workers | threads | fps | speed-up | efficiency | start-up s | "
-              + " | ".join(f"{s} ms/frame" for s in STAGES) + " |")
     lines = [f"model `{model}`, input `{input_name}`, first {frames} frames. fps is the steady rate after the first "
              "frame; speed-up and efficiency are against the fewest workers; start-up is process start, model loading "
              "and the first frame. Stage times are busy time per frame, summed over workers (parallel stages can add "
-             "up to more than the wall time).", "", header, "|" + "---|" * (6 + len(STAGES))]
-    for t, (speedup, efficiency) in zip(trials, scaling(trials)):
-        lines.append(f"| {t.workers} | {t.threads} | {t.stats.steady_fps:.2f} | {speedup:.2f}x | {efficiency:.0%} | "
-                     f"{t.stats.startup_s:.1f} | " + " | ".join(f"{t.stage_ms(s):.1f}" for s in STAGES) + " |")
+             "up to more than the wall time). hub, compose and emit are the threads every frame passes one at a time; "
+             "the serial ceiling is 1 / the busiest one's time per frame: more workers cannot go faster.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in trial_rows(trials)]
     return "\n".join(lines) + "\n"

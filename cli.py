@@ -270,7 +270,7 @@ def bench(
     _setup_logging(False)
     from rich.progress import Progress
 
-    from vidparse.bench import STAGES, machine_description, markdown_table, run_trial, scaling
+    from vidparse.bench import COLUMNS, machine_description, markdown_table, run_trial, trial_rows
     from vidparse.config import load_config
     from vidparse.stages.source import probe
 
@@ -286,11 +286,10 @@ def bench(
                 trials.append(run_trial(settings, input, frames, count, threads))
                 progress.advance(task)
     table = Table(title=f"vidparse bench: {settings.model}, first {frames} frames of {Path(input).name}")
-    for column in ("workers", "threads", "fps", "speed-up", "efficiency", "start-up s", *(f"{s} ms" for s in STAGES)):
+    for column in COLUMNS:
         table.add_column(column, justify="right")
-    for t, (speedup, efficiency) in zip(trials, scaling(trials)):
-        table.add_row(str(t.workers), str(t.threads), f"{t.stats.steady_fps:.2f}", f"{speedup:.2f}x",
-                      f"{efficiency:.0%}", f"{t.stats.startup_s:.1f}", *(f"{t.stage_ms(s):.1f}" for s in STAGES))
+    for row in trial_rows(trials):
+        table.add_row(*row)
     Console().print(table)
     Console().print(f"machine: {machine_description()}")
     if markdown:
@@ -345,11 +344,13 @@ def tune(
         except OSError as exc:
             raise BadOutputError(f"cannot write {write}: {exc.strerror}", hint="choose a writable --write path") from exc
     table = Table(title=f"vidparse tune: {settings.model} on {Path(input).name}, {cpus} usable CPUs, {seconds:g} s a trial")
-    for column in ("", "workers", "threads", "fps", "p95 frame ms", "peak MB", "CPU busy", "start-up s"):
+    for column in ("", "workers", "threads", "fps", "serial ceiling fps", "p95 frame ms", "peak MB", "CPU busy",
+                   "start-up s"):
         table.add_column(column, justify="right")
     for r in results:
+        ceiling = "n/a" if r.serial_ceiling_fps is None else f"{r.serial_ceiling_fps:.0f}"
         table.add_row("best" if r is pick else "", str(r.layout.workers), str(r.layout.threads), f"{r.fps:.2f}",
-                      f"{r.p95_frame_ms:.0f}", f"{r.peak_mb:.0f}", f"{r.cpu_share:.0%}", f"{r.startup_s:.1f}",
+                      ceiling, f"{r.p95_frame_ms:.0f}", f"{r.peak_mb:.0f}", f"{r.cpu_share:.0%}", f"{r.startup_s:.1f}",
                       style="bold green" if r is pick else None)
     Console().print(table)
     Console().print(f"machine: {machine}")
@@ -571,7 +572,7 @@ def eval_video(
     input: Annotated[str, typer.Argument(help="Video file, or a URL FFmpeg can open.")],
     max_frames: Annotated[Optional[int], typer.Option(min=2, help="Stop after this many frames.")] = None,
     temporal_window: Annotated[Optional[int], typer.Option(
-        "--temporal-window", help="Also measure a label vote over this many frames (temporal.window; 1 = off).")] = None,
+        "--temporal-window", help="Parses the vote moves by flow and votes over (temporal.window; 1 = off).")] = None,
     truth: Annotated[Optional[Path], typer.Option(
         help="MOT ground truth (gt.txt: frame,id,x,y,w,h,...): also count ID switches of the tracks.")] = None,
     model: ModelOption = None,
@@ -585,7 +586,8 @@ def eval_video(
     verbose: VerboseOption = False,
 ) -> None:
     """Measure flicker (labels changing where the image stood still, persons vanishing for a frame or three),
-    consecutive-frame agreement, and ID switches against MOT ground truth; per frame, with the vote, with tracking."""
+    consecutive-frame agreement (as is, and with the motion taken out by optical flow), agreement with each frame's
+    own parse, and ID switches against MOT ground truth; per frame, and as `vidparse run` writes the labels."""
     _setup_logging(verbose)
     from vidparse.evaluation.runs import evaluate_video
     from vidparse.evaluation.tracking import read_mot

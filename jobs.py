@@ -14,7 +14,7 @@ import numpy as np
 from vidparse.config import Config
 from vidparse.model_store import resolve_model
 from vidparse.pipeline.cpus import threads_per_worker
-from vidparse.pipeline.contracts import OnConnecting, OnEnd, OnOpen
+from vidparse.pipeline.contracts import OnConnecting, OnEnd, OnOpen, ParserFactory
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.messages import FrameKey
 from vidparse.pipeline.settings import PoolSettings, StreamSettings
@@ -159,7 +159,7 @@ def pool_settings(config: Config, live: bool) -> PoolSettings:
 
 
 def build_engine(config: Config, specs: Sequence[StreamSpec] = (), live: bool = False, until_idle: bool = True,
-                 parser: ParserSpec | None = None) -> Engine:
+                 parser: ParserFactory | None = None) -> Engine:
     """The engine for a run (not started): one pool of ``config``'s workers for every stream. It is live (one frame
     per worker at a time) when ``live`` or any of ``specs`` drops frames; ``until_idle`` as in `Engine`;
     ``parser``: the workers' spec when the models were resolved already (else they are found here, so a missing

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vidparse.pipeline.stats import RunStats
+from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
 from vidparse.pipeline.writer import Written
 
 if TYPE_CHECKING:
@@ -125,6 +125,11 @@ class RunReporter:
         for stage in sorted(stats.stage_s, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else 99):
             per_frame = stats.stage_s[stage] / max(1, stats.frames) * 1000
             table.add_row(f"{stage} (busy, per frame)", f"{per_frame:.1f} ms")
+        if (ceiling := stats.serial_ceiling_fps) is not None:
+            serial = stats.serial_ms()
+            table.add_row(f"{' / '.join(SERIAL_THREADS)} threads (busy, per frame)",
+                          " / ".join(f"{serial.get(name, 0.0):.1f}" for name in SERIAL_THREADS) + " ms")
+            table.add_row("serial ceiling (1 / the busiest thread: more workers cannot go faster)", f"{ceiling:.0f} fps")
         if stats.degraded:
             table.add_row("[yellow]worker restarts / frames retried", f"[yellow]{stats.worker_restarts} / {stats.retried_frames}")
             unparsed = ", ".join(map(str, stats.unparsed_frames[:10])) + (" …" if len(stats.unparsed_frames) > 10 else "")

@@ -46,6 +46,7 @@ class TrialResult:
     peak_mb: float  # peak PSS of the whole process tree over the trial, start-up included
     cpu_share: float  # CPU time of the process tree over the window / (window x usable CPUs)
     startup_s: float
+    serial_ceiling_fps: float | None = None  # 1 / the busiest serial thread's time per frame (RunStats)
 
     @property
     def fps(self) -> float:
@@ -120,7 +121,8 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
     frame_p95 = percentile(window.frame_ms, 95)
     assert frame_p95 is not None, "two frames or more were measured"
     return TrialResult(layout, window.frames, elapsed, frame_p95, memory.peak_mb,
-                       window.cpu_s / (elapsed * cpus) if elapsed > 0 else 0.0, stats.startup_s)
+                       window.cpu_s / (elapsed * cpus) if elapsed > 0 else 0.0, stats.startup_s,
+                       stats.serial_ceiling_fps)
 
 
 def best(results: list[TrialResult]) -> TrialResult:

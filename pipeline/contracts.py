@@ -68,14 +68,17 @@ class ComposedFrame(Protocol):
 
 
 class StreamOutput(Protocol):
-    """Where a stream's frames go, in order: composed on one writer thread, emitted on another."""
+    """Where a stream's frames go, in order: measured, composed and emitted, each on a writer thread of its own."""
 
     @property
     def paths(self) -> list[Path]: ...
 
     def open(self) -> None: ...
 
-    def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult) -> ComposedFrame: ...
+    def measure(self, frame: Frame) -> Any: ...  # what compose needs of the frame alone (its motion), a step ahead
+
+    def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,
+                measured: Any) -> ComposedFrame: ...
 
     def emit(self, composed: Any) -> None: ...  # what ``compose`` made
 

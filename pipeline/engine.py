@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import replace
 from typing import Any
@@ -20,7 +21,7 @@ import multiprocess.connection
 from vidparse.pipeline.contracts import OnConnecting, OnEnd, OnOpen, ParserFactory, StreamFactory
 from vidparse.pipeline.ends import EndState, StreamEnd
 from vidparse.pipeline.errors import EngineEndedError, PipelineError, raise_failure
-from vidparse.pipeline.messages import FrameFailed, Parsed, Ready
+from vidparse.pipeline.messages import FrameFailed, Parsed, Ready, receive
 from vidparse.pipeline.processes import POLL_S
 from vidparse.pipeline.scheduler import Scheduler
 from vidparse.pipeline.session import JOIN_TIMEOUT_S, StreamSession
@@ -71,6 +72,8 @@ class Engine:
         self._budget = MemoryBudget(settings.max_memory_mb, settings.workers)
         self._subscribers: list[Subscriber] = []  # every stream's, after the stream's own
         self._after: list[Callable[[], None]] = []  # run when the hub has shut down
+        self._hub_busy_s = 0.0  # the hub thread's time outside its wait for messages
+        self._hub_busy_from: dict[int, float] = {}  # stream -> the hub's busy time when it was added
         self._thread = threading.Thread(target=self._hub, name="vidparse-hub", daemon=True)
 
     def add_source(self, spec: StreamFactory, settings: StreamSettings, subscribers: list[Subscriber] | None = None,
@@ -186,6 +189,7 @@ class Engine:
     def _loop(self) -> None:
         pool: WorkerPool | None = None  # started once the first stream is open (and its output with it)
         scheduler: Scheduler | None = None
+        busy_since = time.perf_counter()
         # Streams are awaited until `stop`: always without ``until_idle``, else until the first one was added.
         while (self._sessions or not self._commands.empty()
                or not (self._stopping or (self.until_idle and self._next_stream > 0))):
@@ -196,7 +200,9 @@ class Engine:
                 scheduler = Scheduler(pool)
             workers = pool.connections() if pool is not None else {}
             sources = {conn: s for s in self._sessions.values() if (conn := s.connection()) is not None}
+            self._hub_busy_s += time.perf_counter() - busy_since
             ready = multiprocess.connection.wait([self._wake_receive, *sources, *workers], timeout=POLL_S)
+            busy_since = time.perf_counter()
             for conn in ready:
                 if conn is self._wake_receive:
                     self._run_commands()
@@ -229,6 +235,7 @@ class Engine:
                 session = StreamSession(stream, spec, settings, self._context, self._budget,
                                         [*subscribers, self._every_stream], on_open, on_connecting)
                 self._sessions[stream], self._on_end[stream] = session, on_end
+                self._hub_busy_from[stream] = self._hub_busy_s
                 if self._stopping:
                     session.interrupt()
             elif name == "stop":
@@ -245,7 +252,7 @@ class Engine:
     def _receive_from_worker(self, pool: WorkerPool, scheduler: Scheduler, conn: Any, index: int) -> None:
         try:
             while conn.poll():
-                message = conn.recv()
+                message = receive(conn)
                 if isinstance(message, Ready):
                     pool.mark_ready(message.worker)
                     continue
@@ -292,6 +299,7 @@ class Engine:
         """Take a stream out of the hub; its output and source are closed on a thread of its own, so the other
         streams keep their pace while an encoder flushes or a file is remuxed."""
         del self._sessions[session.stream]
+        session.stats.serial_s["hub"] = self._hub_busy_s - self._hub_busy_from.pop(session.stream)
         if self._pool is not None and session.slots is not None:
             self._pool.forget(session.stream, session.slots.handle.name)
         if scheduler is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -101,3 +102,14 @@ class Failed:
 
     where: str
     error: BaseException
+
+
+def send(connection: Any, message: Any) -> None:
+    """Send a message down a pipe, pickled by the standard library: multiprocess's own pickling (dill, pure Python)
+    is about 20 times slower on these small records, and every frame crosses three pipes."""
+    connection.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def receive(connection: Any) -> Any:
+    """A message sent with `send` (blocks until one comes)."""
+    return pickle.loads(connection.recv_bytes())

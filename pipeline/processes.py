@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from vidparse.pipeline.messages import (Connecting, Done, Failed, FrameFailed, FrameKey, Forget, Opened, Parsed, Ready,
-                                        Task)
+                                        Task, receive, send)
 from vidparse.pipeline.slots import SharedSlots, SlotsHandle
 
 if TYPE_CHECKING:
@@ -102,14 +102,14 @@ def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any
     leave_signals_to_the_main_process()
     configure_logging(log_levels, "source" if stream == 0 else f"source {stream}")
     next_seq = resume.seq + 1 if resume else 0
-    source = source_spec.make_source(stop, lambda attempt, reason: events.send(Connecting(attempt, reason)),
+    source = source_spec.make_source(stop, lambda attempt, reason: send(events, Connecting(attempt, reason)),
                                      next_seq)
     pts_shift: int | None = None if resume else 0
     slots: SharedSlots | None = None
     try:
         info = source.open()
-        events.send(Opened(info))
-        handle: SlotsHandle | None = inbox.recv()
+        send(events, Opened(info))
+        handle: SlotsHandle | None = receive(inbox)
         if handle is None:
             return
         slots = SharedSlots.attach(handle)
@@ -135,17 +135,17 @@ def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any
                 break
             slots.view(slot, handle.layout.input)[:] = frame.image
             pts = None if frame.pts is None else frame.pts + pts_shift
-            events.send(Task(key=FrameKey(stream, next_seq), slot=slot, block=handle, pts=pts,
+            send(events, Task(key=FrameKey(stream, next_seq), slot=slot, block=handle, pts=pts,
                              time_base=frame.time_base, decode_s=decode_s, captured_at=captured_at,
                              reconnects=getattr(source, "reconnects", 0)))
             next_seq += 1
-        events.send(Done(frames=next_seq, skipped_packets=source.skipped_packets))
+        send(events, Done(frames=next_seq, skipped_packets=source.skipped_packets))
     except Exception as exc:  # reported to the main process, which owns user-facing errors
         if stop.is_set():  # asked to stop (while connecting, say): what failed since is no failure of the input
             log.info("stopped: %s", exc)
-            events.send(Done(frames=next_seq, skipped_packets=getattr(source, "skipped_packets", 0)))
+            send(events, Done(frames=next_seq, skipped_packets=getattr(source, "skipped_packets", 0)))
         else:
-            events.send(Failed("source", _portable(exc)))
+            send(events, Failed("source", _portable(exc)))
     finally:
         source.close()
         if slots is not None:
@@ -155,7 +155,7 @@ def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any
 def _take_slot(inbox: Any, stop: StopFlag) -> int | None:
     while not stop.is_set():
         if inbox.poll(POLL_S):
-            return inbox.recv()
+            return receive(inbox)
     return None
 
 
@@ -175,12 +175,12 @@ def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, event
         stage = spec.make_parser(threads)
         stage.open()
     except Exception as exc:
-        events.send(Failed(f"worker {index}", _portable(exc)))
+        send(events, Failed(f"worker {index}", _portable(exc)))
         return
     blocks: dict[str, SharedSlots] = {}
-    events.send(Ready(index))
+    send(events, Ready(index))
     try:
-        while (task := inbox.recv()) is not None:
+        while (task := receive(inbox)) is not None:
             if isinstance(task, Forget):
                 stage.forget(task.stream)
                 if (block := blocks.pop(task.block, None)) is not None:
@@ -191,12 +191,12 @@ def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, event
                 arrays, result = stage.process(slots.view(task.slot, task.block.layout.input), task.key, task.group)
             except Exception as exc:
                 log.debug("frame %s failed in worker %d:\n%s", task.key, index, traceback.format_exc())
-                events.send(FrameFailed(task, f"{type(exc).__name__}: {exc}", index))
+                send(events, FrameFailed(task, f"{type(exc).__name__}: {exc}", index))
                 continue
             for name, array in arrays.items():
                 slots.view(task.slot, name)[:] = array
             result.timings["decode"] = task.decode_s
-            events.send(Parsed(task=task, result=result, worker=index))
+            send(events, Parsed(task=task, result=result, worker=index))
     finally:
         stage.close()
         for block in blocks.values():

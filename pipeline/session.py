@@ -13,7 +13,7 @@ from vidparse.pipeline.contracts import OnConnecting, OnOpen, StreamFactory, Str
 from vidparse.pipeline.errors import PipelineError, raise_failure
 from vidparse.pipeline.ledger import Holder, SlotLedger
 from vidparse.pipeline.memory import MB
-from vidparse.pipeline.messages import Connecting, Done, Failed, Opened, Task
+from vidparse.pipeline.messages import Connecting, Done, Failed, Opened, Task, receive, send
 from vidparse.pipeline.processes import Resume, StopFlag, logging_levels, source_main
 from vidparse.pipeline.reorder import ReorderBuffer
 from vidparse.pipeline.settings import MemoryBudget, StreamSettings
@@ -120,7 +120,7 @@ class StreamSession:
     def _send_to_source(self, message: Any) -> None:
         with self._lock:
             try:
-                self._source_inbox.send(message)
+                send(self._source_inbox, message)
             except OSError:
                 pass  # the source is gone; a replacement is given every free slot when it starts
 
@@ -134,7 +134,7 @@ class StreamSession:
         try:
             while self._source_events.poll():
                 self._source_heard_at = time.monotonic()
-                self._handle(self._source_events.recv())
+                self._handle(receive(self._source_events))
                 if self._source_done:
                     return
         except (EOFError, OSError):

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 LATENCY_WINDOW = 1000
+SERIAL_THREADS = ("hub", "motion", "compose", "emit")
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -30,11 +31,25 @@ class RunStats:
     reconnects: int = 0  # live: reconnects to the stream, over every source process (a watchdog restart counts one)
     connecting: tuple[int, str] | None = None  # live, while it cannot connect: failed attempts in a row, the last why
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Busy time of the threads every frame of the stream passes one at a time: the engine's hub (shared by its
+    # streams: its time while this one ran), the stream's motion, compose and emit threads.
+    serial_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     recent_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
     def latency_percentile(self, q: float) -> float | None:
         """Capture-to-written latency over the last LATENCY_WINDOW frames."""
         return percentile(self.recent_latency_s, q)
+
+    def serial_ms(self) -> dict[str, float]:
+        """Each serial thread's busy time per frame written (ms)."""
+        return {name: seconds / max(1, self.frames) * 1000 for name, seconds in self.serial_s.items()}
+
+    @property
+    def serial_ceiling_fps(self) -> float | None:
+        """The most frames per second the serial threads allow, however many workers parse: 1 / the busiest one's
+        time per frame (None before a frame was written)."""
+        busiest = max(self.serial_ms().values(), default=0.0)
+        return 1000 / busiest if self.frames and busiest > 0 else None
 
     @property
     def degraded(self) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidparse.pipeline.contracts import ParserFactory
-from vidparse.pipeline.messages import FrameKey, Forget, Task
+from vidparse.pipeline.messages import FrameKey, Forget, Task, send
 from vidparse.pipeline.processes import logging_levels, worker_main
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class WorkerPool:
         if worker.ready and not worker.in_flight:
             worker.busy_since = time.monotonic()
         worker.in_flight.append(task)
-        worker.inbox.send(task)
+        send(worker.inbox, task)
         log.debug("frame %s -> worker %d (holds %s)", task.key, worker.index, [t.seq for t in worker.in_flight])
         return True
 
@@ -123,7 +123,7 @@ class WorkerPool:
     @staticmethod
     def _send(worker: _Worker, message: Any) -> None:
         try:
-            worker.inbox.send(message)
+            send(worker.inbox, message)
         except OSError:  # the worker is gone; check() replaces it
             pass
 

@@ -90,8 +90,11 @@ class CollectingOutput:
     def open(self) -> None:
         pass
 
-    def compose(self, frame: Frame, arrays: dict, result: FrameResult) -> Composed:
-        assert result.seq == frame.seq
+    def measure(self, frame: Frame) -> int:
+        return frame.seq
+
+    def compose(self, frame: Frame, arrays: dict, result: FrameResult, measured: int) -> Composed:
+        assert result.seq == frame.seq == measured
         if self.sink.fail_in == ("compose", frame.seq):
             raise BadOutputError("compose broke on purpose")
         return Composed(frame, arrays["labels"], frame.image, result)
