@@ -17,9 +17,10 @@ class DetectorOptions:
     score_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     nms_iou: float = field(default=0.45, metadata={"range": (0.0, 1.0)})
     min_height: int = field(default=16, metadata={"range": (0, 100_000)})  # shorter boxes (frame pixels) are dropped
-    # a finer pass for small people: the frame also cut into tiles x tiles overlapping tiles, each seen at the
-    # detector's input size (a 40-pixel person in 720p is 20 pixels to the whole-frame pass); 0 = off
-    tiles: int = field(default=0, metadata={"range": (0, 8)})
+    # a finer pass for small people: the frame also cut into this many overlapping tiles across, and as many rows
+    # as keep them about square, each seen at the detector's input size (a 40-pixel person in 720p is 20 pixels
+    # to the whole-frame pass); 0 = off
+    tiles: int = field(default=4, metadata={"range": (0, 8)})
     # only the top this many rows of tiles (the far part of a camera looking down on a crowd); 0 = all rows
     tile_rows: int = field(default=0, metadata={"range": (0, 8)})
     # tiles reach this share of their size into their neighbours, so that a person on a border is whole in one
@@ -30,11 +31,7 @@ class DetectorOptions:
     def __post_init__(self) -> None:
         if self.tiles == 1:
             raise ConfigError("config key 'detector.tiles' is 1: one tile is the whole frame again",
-                              hint="set detector.tiles to 0 (off) or 2 or more (tiles per side)")
-        if self.tile_rows > self.tiles:
-            raise ConfigError(f"config key 'detector.tile_rows' ({self.tile_rows}) is more than detector.tiles "
-                              f"({self.tiles})", hint=f"set detector.tile_rows between 0 (all rows) and {self.tiles}"
-                              if self.tiles else "set detector.tiles to 2 or more to tile, or tile_rows to 0")
+                              hint="set detector.tiles to 0 (off) or 2 or more (tiles across)")
 
 
 @dataclass

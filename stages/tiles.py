@@ -33,18 +33,20 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
 
 
 def tile_grid(width: int, height: int, options: DetectorOptions) -> list[Tile]:
-    """``options.tiles`` columns by rows of tiles over the frame, each grown by ``tile_overlap`` of its size on the
-    sides that face another tile; only the top ``tile_rows`` rows (0: all). None below ``tile_min_width``."""
+    """``options.tiles`` columns of tiles over the frame and as many rows as keep them about square, each grown by
+    ``tile_overlap`` of its size (half on each side, clipped at the frame); only the top ``tile_rows`` rows (0: all).
+    None for frames narrower than ``tile_min_width``."""
     count = options.tiles
     if count < 2 or width < options.tile_min_width:
         return []
-    rows = options.tile_rows or count
-    pad_x, pad_y = width / count * options.tile_overlap / 2, height / count * options.tile_overlap / 2
+    grid_rows = max(1, round(count * height / width))
+    rows = min(options.tile_rows or grid_rows, grid_rows)
+    pad_x, pad_y = width / count * options.tile_overlap / 2, height / grid_rows * options.tile_overlap / 2
     tiles = []
     for row in range(rows):
         for col in range(count):
             x1, x2 = width * col / count - pad_x, width * (col + 1) / count + pad_x
-            y1, y2 = height * row / count - pad_y, height * (row + 1) / count + pad_y
+            y1, y2 = height * row / grid_rows - pad_y, height * (row + 1) / grid_rows + pad_y
             tiles.append((max(0, int(x1)), max(0, int(y1)), min(width, int(np.ceil(x2))), min(height, int(np.ceil(y2)))))
     return tiles
 
