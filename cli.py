@@ -88,6 +88,7 @@ def run(
     parse_every: Annotated[Optional[int], typer.Option(help="Parse every K-th frame; carry labels between by optical flow.")] = None,
     tracking: Annotated[Optional[bool], typer.Option("--tracking/--no-tracking", help="Track persons (video): stable ids, bridged misses, smoothed labels.")] = None,
     max_missed: Annotated[Optional[int], typer.Option(help="Tracking: frames a person survives without a detection.")] = None,
+    tiles: Annotated[Optional[int], typer.Option(help="Detector: also look at tiles, this many across (small people); 0 = off.")] = None,
     instances: Annotated[Optional[Path], typer.Option(help="Write one 16-bit PNG of track ids per frame here.")] = None,
     track_ids: Annotated[Optional[bool], typer.Option("--track-ids/--no-track-ids", help="Write track ids on the video.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Class color weight over the frame, 0..1.")] = None,
@@ -120,6 +121,7 @@ def run(
             "live.read_timeout_s": read_timeout, "output.segment_seconds": segment_seconds,
             "output.fragmented": fragmented, "max_memory_mb": max_memory, "keyframes.parse_every": parse_every,
             "tracking.enabled": tracking, "tracking.max_missed": max_missed, "tracking.draw_ids": track_ids,
+            "detector.tiles": tiles,
         })
         if bool(inputs) == bool(sources):
             raise ConfigError("give the inputs or --sources FILE, not both" if inputs else "no input given",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vidparse.errors import ModelError
+from vidparse.errors import ConfigError, ModelError
 
 FLOW_PRESET_NAMES = ("ultrafast", "fast", "medium")  # DIS optical flow presets (stages/motion.py maps them)
 
@@ -17,6 +17,21 @@ class DetectorOptions:
     score_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     nms_iou: float = field(default=0.45, metadata={"range": (0.0, 1.0)})
     min_height: int = field(default=16, metadata={"range": (0, 100_000)})  # shorter boxes (frame pixels) are dropped
+    # a finer pass for small people: the frame also cut into this many overlapping tiles across, and as many rows
+    # as keep them about square, each seen at the detector's input size (a 40-pixel person in 720p is 20 pixels
+    # to the whole-frame pass); 0 = off
+    tiles: int = field(default=4, metadata={"range": (0, 8)})
+    # only the top this many rows of tiles (the far part of a camera looking down on a crowd); 0 = all rows
+    tile_rows: int = field(default=0, metadata={"range": (0, 8)})
+    # tiles reach this share of their size into their neighbours, so that a person on a border is whole in one
+    tile_overlap: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
+    tile_score_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # person score in a tile
+    tile_min_width: int = field(default=1280, metadata={"range": (0, 100_000)})  # narrower frames are not tiled
+
+    def __post_init__(self) -> None:
+        if self.tiles == 1:
+            raise ConfigError("config key 'detector.tiles' is 1: one tile is the whole frame again",
+                              hint="set detector.tiles to 0 (off) or 2 or more (tiles across)")
 
 
 @dataclass
@@ -36,7 +51,7 @@ class RoiOptions:
     # crops are scaled so the box plus margin is this many pixels tall (at most, with max_upscale)
     person_height: int = field(default=512, metadata={"range": (32, 4096)})
     # > 0: a crop is enlarged no more than this many times its height in the frame; 0: always person_height
-    max_upscale: float = field(default=2.0, metadata={"range": (0.0, 64.0)})
+    max_upscale: float = field(default=3.0, metadata={"range": (0.0, 64.0)})
 
 
 @dataclass

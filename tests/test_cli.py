@@ -134,9 +134,10 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "'model' must be one of bodypix, cihp-lite, cihp-net, m2fp"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--tiles", "1"], 2, "'detector.tiles' is 1"),
     ],
     ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "read-only-output",
-         "bad-extension", "zero-workers", "unknown-model", "missing-config", "missing-model-file"],
+         "bad-extension", "zero-workers", "unknown-model", "missing-config", "missing-model-file", "one-tile"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
                                                     tmp_path: Path, shared: Path) -> None:

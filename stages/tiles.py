@@ -1,0 +1,102 @@
+"""Person boxes from several looks at a frame: non-maximum suppression, the tiles of a finer pass (where they lie
+in the frame), and one box per person from the boxes found in the whole frame and in the tiles (a person cut by a
+tile's side is found in pieces)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vidparse.stages.options import DetectorOptions
+
+Tile = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
+
+CUT_PX = 1.0  # a box this close to a tile side that is not the frame's border was cut there
+ALONG_SHARE = 0.5  # pieces of one person overlap by at least this share of the narrower one along the cut
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes kept, most confident first."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        x1 = np.maximum(boxes[best, 0], boxes[rest, 0])
+        y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
+        x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
+        y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        iou = inter / (areas[best] + areas[rest] - inter + 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def tile_grid(width: int, height: int, options: DetectorOptions) -> list[Tile]:
+    """``options.tiles`` columns of tiles over the frame and as many rows as keep them about square, each grown by
+    ``tile_overlap`` of its size (half on each side, clipped at the frame); only the top ``tile_rows`` rows (0: all).
+    None for frames narrower than ``tile_min_width``."""
+    count = options.tiles
+    if count < 2 or width < options.tile_min_width:
+        return []
+    grid_rows = max(1, round(count * height / width))
+    rows = min(options.tile_rows or grid_rows, grid_rows)
+    pad_x, pad_y = width / count * options.tile_overlap / 2, height / grid_rows * options.tile_overlap / 2
+    tiles = []
+    for row in range(rows):
+        for col in range(count):
+            x1, x2 = width * col / count - pad_x, width * (col + 1) / count + pad_x
+            y1, y2 = height * row / grid_rows - pad_y, height * (row + 1) / grid_rows + pad_y
+            tiles.append((max(0, int(x1)), max(0, int(y1)), min(width, int(np.ceil(x2))), min(height, int(np.ceil(y2)))))
+    return tiles
+
+
+def cut_sides(boxes: np.ndarray, tile: Tile, frame_wh: tuple[int, int]) -> np.ndarray:
+    """N x 4 booleans: which sides (left, top, right, bottom) of each box lie on a side of ``tile`` inside the frame."""
+    x1, y1, x2, y2 = tile
+    width, height = frame_wh
+    inner = np.array([x1 > 0, y1 > 0, x2 < width, y2 < height])
+    on_side = np.abs(boxes - np.array([x1, y1, x2, y2], np.float32)) <= CUT_PX
+    return on_side & inner
+
+
+def merge_boxes(boxes: np.ndarray, scores: np.ndarray, sources: np.ndarray, cuts: np.ndarray,
+                nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """One box per person from boxes found in several places (``sources``: the frame or tile each came from).
+
+    A box cut at a tile side is a piece: it is joined (union box, best score) with every box from another source
+    that it overlaps across that side and along it by ALONG_SHARE of the narrower of the two. Then non-maximum
+    suppression at ``nms_iou``. Returns boxes and scores, most confident first."""
+    groups = np.arange(len(boxes))
+
+    def root(i: int) -> int:
+        while groups[i] != i:
+            groups[i] = groups[groups[i]]
+            i = int(groups[i])
+        return i
+
+    for a in np.nonzero(cuts.any(axis=1))[0]:
+        for b in np.nonzero(sources != sources[a])[0]:
+            if _pieces_of_one(boxes[a], boxes[b], cuts[a]):
+                groups[root(int(a))] = root(int(b))
+    roots = np.array([root(i) for i in range(len(boxes))], np.int64)
+    unique = np.unique(roots)
+    joined = np.array([[boxes[roots == r, 0].min(), boxes[roots == r, 1].min(), boxes[roots == r, 2].max(),
+                        boxes[roots == r, 3].max()] for r in unique], np.float32).reshape(-1, 4)
+    best = np.array([scores[roots == r].max() for r in unique], np.float32)
+    keep = non_max_suppression(joined, best, nms_iou)
+    return joined[keep], best[keep]
+
+
+def _pieces_of_one(a: np.ndarray, b: np.ndarray, a_cut: np.ndarray) -> bool:
+    """Whether ``b`` continues ``a`` across a side where ``a`` was cut."""
+    overlap_x = min(a[2], b[2]) - max(a[0], b[0])
+    overlap_y = min(a[3], b[3]) - max(a[1], b[1])
+    if overlap_x <= 0 or overlap_y <= 0:
+        return False
+    narrow_x = min(a[2] - a[0], b[2] - b[0])
+    narrow_y = min(a[3] - a[1], b[3] - b[1])
+    across_rows = (a_cut[1] and b[1] < a[1]) or (a_cut[3] and b[3] > a[3])  # continues above or below
+    across_cols = (a_cut[0] and b[0] < a[0]) or (a_cut[2] and b[2] > a[2])
+    return bool((across_rows and overlap_x >= ALONG_SHARE * narrow_x)
+                or (across_cols and overlap_y >= ALONG_SHARE * narrow_y))

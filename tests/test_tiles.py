@@ -1,0 +1,133 @@
+"""Small people: the detector's tiles, boxes merged across them, and a 40-pixel person found and parsed."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidparse.config import load_config
+from vidparse.errors import ConfigError
+from vidparse.evaluation.datasets import find_samples, read_sample
+from vidparse.jobs import ResolvedModels, build_person_parser
+from vidparse.stages.detect import PersonDetector
+from vidparse.stages.labels import load_label_set
+from vidparse.stages.options import DetectorOptions
+from vidparse.stages.tiles import cut_sides, merge_boxes, tile_grid
+from vidparse.stages.tracker import iou_matrix
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import crowd  # noqa: E402  (benchmarks/crowd.py: the street and the pasting)
+
+WIDTH, HEIGHT = 1280, 720
+TILED = DetectorOptions(tiles=4, tile_min_width=1280)
+
+
+def seen_in_tiles(person: list[float], tiles: list[tuple[int, int, int, int]]) -> tuple[np.ndarray, ...]:
+    """What each tile's pass reports of a person: its box clipped to the tile, and the sides it was cut at."""
+    boxes, sources, cuts = [], [], []
+    for index, tile in enumerate(tiles):
+        x1, y1, x2, y2 = tile
+        clipped = np.array([[max(person[0], x1), max(person[1], y1), min(person[2], x2), min(person[3], y2)]],
+                           np.float32)
+        if clipped[0, 2] > clipped[0, 0] and clipped[0, 3] > clipped[0, 1]:
+            boxes.append(clipped)
+            sources.append(index + 1)  # 0 is the whole frame
+            cuts.append(cut_sides(clipped, tile, (WIDTH, HEIGHT)))
+    return np.concatenate(boxes), np.array(sources), np.concatenate(cuts)
+
+
+def test_tiles_are_about_square_overlap_and_cover_the_frame() -> None:
+    tiles = tile_grid(WIDTH, HEIGHT, TILED)
+    assert len(tiles) == 4 * 2  # 4 across, 720 / (1280 / 4) = 2.25 -> 2 rows
+    covered = np.zeros((HEIGHT, WIDTH), bool)
+    for x1, y1, x2, y2 in tiles:
+        covered[y1:y2, x1:x2] = True
+        assert 0.7 < (x2 - x1) / (y2 - y1) < 1.3
+    assert covered.all()
+    assert tiles[1][0] < tiles[0][2], "neighbours overlap"
+    assert len(tile_grid(WIDTH, HEIGHT, replace(TILED, tile_rows=1))) == 4, "only the top row"
+    assert tile_grid(768, 576, TILED) == [], "narrower than tile_min_width: no tiles"
+    assert tile_grid(WIDTH, HEIGHT, DetectorOptions(tiles=0)) == [], "off"
+
+
+@pytest.mark.parametrize("person, on_a_side", [([300.0, 290, 350, 440], True), ([560.0, 300, 700, 420], True),
+                                               ([500.0, 100, 540, 160], False)],
+                         ids=["across-rows", "across-a-corner", "inside-one-tile"])
+def test_a_person_across_tile_sides_is_one_box(person: list[float], on_a_side: bool) -> None:
+    tiles = tile_grid(WIDTH, HEIGHT, TILED)
+    boxes, sources, cuts = seen_in_tiles(person, tiles)
+    assert cuts.any() == on_a_side and (len(boxes) >= 2) == on_a_side
+    merged, scores = merge_boxes(boxes, np.full(len(boxes), 0.8, np.float32), sources, cuts, 0.45)
+    assert merged.tolist() == [person] and scores.tolist() == pytest.approx([0.8])
+
+
+def test_neighbours_across_a_tile_side_stay_two() -> None:
+    tiles = tile_grid(WIDTH, HEIGHT, TILED)
+    upper, lower = [300.0, 300, 330, 350], [340.0, 345, 370, 400]  # side by side, both cut at the rows' border
+    pieces = [seen_in_tiles(p, tiles) for p in (upper, lower)]
+    boxes, sources, cuts = (np.concatenate([p[i] for p in pieces]) for i in range(3))
+    assert cuts.any()
+    merged, _ = merge_boxes(boxes, np.linspace(0.9, 0.6, len(boxes)).astype(np.float32), sources, cuts, 0.45)
+    assert sorted(merged.tolist()) == [upper, lower]
+
+
+@pytest.fixture(scope="module")
+def small_person_scene(shared: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The empty vtest street at 1280x720 with one ccp-train person pasted 40 pixels tall in the far part."""
+    ccp = shared / "data" / "ccp-train"
+    sample = find_samples(ccp / "images", ccp / "labels")[0]
+    image, labels = read_sample(sample, load_label_set("ccp"))
+    rows, cols = np.nonzero(labels)
+    person = crowd.Person(image[rows.min():rows.max() + 1, cols.min():cols.max() + 1],
+                          labels[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+    street = crowd.empty_background(shared / "data" / "video" / "vtest.avi", (WIDTH, HEIGHT), samples=10)
+    scene_labels = np.zeros(street.shape[:2], np.uint8)
+    box = crowd.paste(street, scene_labels, person, 40, 640, 300)
+    return street, np.array([box], np.float32), scene_labels
+
+
+def test_a_40_pixel_person_is_found_with_tiles_and_missed_without(small_person_scene) -> None:
+    from vidparse.model_store import resolve_model
+
+    image, truth, _ = small_person_scene
+    found = {}
+    for name, options in {"whole frame": DetectorOptions(tiles=0), "tiles": TILED}.items():
+        detector = PersonDetector(resolve_model("fastestdet"), options, 1)
+        detector.open()
+        found[name] = iou_matrix(truth, detector.process(image).boxes).max(initial=0)
+    assert found["whole frame"] < 0.5 and found["tiles"] >= 0.5, found
+
+
+@pytest.mark.parametrize("tiles", [0, 4])
+def test_a_40_pixel_person_is_parsed_with_tiles(small_person_scene, tiles: int) -> None:
+    image, truth, truth_labels = small_person_scene
+    config = load_config(overrides={"detector.tiles": tiles})
+    parser = build_person_parser(config, ResolvedModels.for_config(config), 1)
+    parser.open()
+    try:
+        labels = parser.process(image)[0]
+    finally:
+        parser.close()
+    x1, y1, x2, y2 = truth[0].astype(int)
+    person, labelled = truth_labels[y1:y2, x1:x2] != 0, labels[y1:y2, x1:x2] != 0
+    if tiles:
+        assert np.count_nonzero(person & labelled) > 0.6 * np.count_nonzero(person), "the person is labelled"
+        assert np.count_nonzero(person & labelled) > 0.6 * np.count_nonzero(labelled), "and little around it"
+    else:
+        assert not labelled.any()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"detector.tiles": 1}, "'detector.tiles' is 1"),
+    ({"detector.tile_rows": -1}, "'detector.tile_rows' must be between 0 and 8"),
+    ({"detector.tiles": 9}, "'detector.tiles' must be between 0 and 8"),
+    ({"detector.tile_overlap": -0.1}, "'detector.tile_overlap' must be between"),
+])
+def test_bad_tile_settings_are_refused(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides=overrides)
+    assert message in caught.value.message and caught.value.hint
