@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--recording", type=Path, default=None,
                         help="the recorded parses (default: in the temp folder, by video, model and frames)")
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = load_config(Path(args.config) if args.config else None)
     recording = args.recording or Path(tempfile.gettempdir()) / \
         f"vidparse-replay-{Path(args.video).stem}-{config.model}-{args.frames}.npz"
     if not recording.exists():

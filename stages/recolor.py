@@ -23,10 +23,10 @@ class Recolor:
         """Blend labelled pixels with their class color, only inside the labels' bounding box (SIMD OpenCV calls;
         the frame outside it is copied as is)."""
         out = image.copy()
-        rows, cols = np.flatnonzero(labels.any(axis=1)), np.flatnonzero(labels.any(axis=0))
-        if not len(rows):
+        x, y, width, height = cv2.boundingRect(labels)  # of the labelled pixels
+        if not width:
             return out
-        box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        box = slice(y, y + height), slice(x, x + width)
         boxed = labels[box]
         tint = cv2.LUT(cv2.merge((boxed, boxed, boxed)), self._lut)
         alpha = self.options.alpha

@@ -15,30 +15,33 @@ def still_mask(previous: np.ndarray, current: np.ndarray, threshold: int) -> np.
     return cv2.inRange(cv2.absdiff(previous, current), (0, 0, 0), (threshold,) * 3).view(bool)
 
 
-def weighted_vote(votes: list[np.ndarray], person_weights: np.ndarray, part_weights: np.ndarray,
+TILE = 16  # the vote runs on the tiles of this size that hold labels or may have come to (not the whole frame)
+
+
+def weighted_vote(current: np.ndarray, past: list[np.ndarray], person_weights: np.ndarray, part_weights: np.ndarray,
                   person_share: float, classes: int, held: np.ndarray | None = None, hold: float = 0.0) -> np.ndarray:
-    """Per pixel, over label maps ``votes`` (the current one first): a person where the maps calling it one weigh
-    (``person_weights``) more than ``person_share`` of all (exactly that share: as the current map says), and then
-    the part with the most weight (``part_weights``) among the parts (a tie: the current map's, else the lower id).
-    ``held``: the parts chosen before (moved onto this frame); one stays while it weighs at least the best part's
-    weight less ``hold`` of all the part weight, so parts that take turns do not flicker."""
-    current = votes[0]
+    """Per pixel, over the label maps ``current`` and ``past`` (newest first, each of ``current``'s shape),
+    weighted by ``person_weights`` and ``part_weights`` (current first): a person where the maps calling it one
+    weigh more than ``person_share`` of all (exactly that share: as the current map says), and then the part with
+    the most weight among the parts (a tie: the current map's, else the lower id). ``held``: the parts chosen before
+    (moved onto this frame); one stays while it weighs at least the best part's weight less ``hold`` of all the
+    part weight, so parts that take turns do not flicker."""
     unsettled = np.zeros(current.shape, bool)
-    for other in votes[1:] if held is None else (*votes[1:], held):
+    for other in past if held is None else (*past, held):
         unsettled |= other != current
     output = current.copy()
     where = np.flatnonzero(unsettled)
     if not where.size:
         return output
-    stack = np.stack([labels.ravel()[where] for labels in votes]).astype(np.intp)  # K x N
-    person = ((stack != 0) * person_weights[:, None]).sum(axis=0)
+    votes = np.stack([labels.ravel()[where] for labels in (current, *past)], axis=1).astype(np.intp)  # N x maps
+    person = (votes != 0) @ person_weights
     threshold = person_share * person_weights.sum()
-    is_person = (person > threshold + 1e-6) | ((np.abs(person - threshold) <= 1e-6) & (stack[0] != 0))
+    is_person = (person > threshold + 1e-6) | ((np.abs(person - threshold) <= 1e-6) & (votes[:, 0] != 0))
     cells = np.arange(where.size) * classes
-    weight = np.bincount((cells[None, :] + stack).ravel(), np.broadcast_to(part_weights[:, None], stack.shape).ravel(),
+    weight = np.bincount((cells[:, None] + votes).ravel(), np.broadcast_to(part_weights, votes.shape).ravel(),
                          where.size * classes)
     weight[cells] = -1.0  # background is no part
-    weight[cells + stack[0]] += 1e-3  # ties go to the current parse
+    weight[cells + votes[:, 0]] += 1e-3  # ties go to the current parse
     weight = weight.reshape(where.size, classes)
     part = weight.argmax(axis=1)
     if held is not None:
@@ -49,6 +52,52 @@ def weighted_vote(votes: list[np.ndarray], person_weights: np.ndarray, part_weig
     return output
 
 
+class Tiles:
+    """The TILE x TILE tiles of a frame padded to whole tiles: ``gather`` the chosen ones of a map into an N x TILE
+    x TILE array (N x TILE x TILE x C for C channels), ``scatter`` them back into a map of zeros."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.grid = (-(-shape[0] // TILE), -(-shape[1] // TILE))  # tiles down, across
+        self.padded = (self.grid[0] * TILE, self.grid[1] * TILE)
+
+    def occupied(self, labels: np.ndarray) -> np.ndarray:
+        """Tiles (rows x columns, bool) holding a label."""
+        mask = cv2.compare(self.pad(labels), 0, cv2.CMP_GT)  # 255 where labelled: one pixel of a tile still counts
+        return cv2.resize(mask, self.grid[::-1], interpolation=cv2.INTER_AREA) > 0
+
+    def pad(self, array: np.ndarray) -> np.ndarray:
+        if array.shape[:2] == self.padded:
+            return array
+        padded = np.zeros((*self.padded, *array.shape[2:]), array.dtype)
+        padded[:array.shape[0], :array.shape[1]] = array
+        return padded
+
+    def _view(self, padded: np.ndarray) -> np.ndarray:
+        rows, columns = self.grid
+        return padded.reshape(rows, TILE, columns, TILE, *padded.shape[2:]).swapaxes(1, 2)
+
+    def gather(self, padded: np.ndarray, chosen: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return self._view(padded)[chosen]
+
+    def maps(self, backward_flow: np.ndarray, chosen: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """`cv2.remap` tables of the chosen tiles (N x TILE x TILE x 2) from the frame's backward flow."""
+        if backward_flow.shape[:2] != self.shape:  # measured smaller: resized to the frame first
+            return self.gather(self.pad(backward_maps(backward_flow, self.shape)), chosen)
+        offsets = np.arange(TILE, dtype=np.float32)
+        x = (chosen[1][:, None, None] * TILE + offsets[None, None, :]).astype(np.float32)
+        y = (chosen[0][:, None, None] * TILE + offsets[None, :, None]).astype(np.float32)
+        maps = self.gather(self.pad(backward_flow), chosen)
+        maps[..., 0] += x
+        maps[..., 1] += y
+        return maps
+
+    def scatter(self, tiles: np.ndarray, chosen: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        padded = np.zeros(self.padded, tiles.dtype)
+        self._view(padded)[chosen] = tiles
+        return padded
+
+
 class MotionVote:
     """Stage object: ``process(labels, flow)``, frames in order, returns ``labels`` voted with the previous parses,
     each moved onto this frame by the backward optical flow of every frame since it was made (``flow``: this
@@ -57,7 +106,10 @@ class MotionVote:
     weighing ``part_decay ** k``; a part chosen before is held while it is nearly as strong as the best
     (``part_hold``). Whether a pixel is a person is voted on raw parses alone, never on earlier outputs, so the
     person masks cannot drift away from the parser's; and as the parses move with the image, labels follow moving
-    people instead of staying where they were."""
+    people instead of staying where they were.
+
+    Only the tiles that hold labels now, or next to one that held any the frame before, are voted on (a person
+    moves less than a tile a frame): people are a small share of most frames."""
 
     def __init__(self, options: TemporalOptions, classes: int) -> None:
         self.options = options
@@ -69,27 +121,52 @@ class MotionVote:
         self.open()
 
     def open(self) -> None:
-        self._carried: list[np.ndarray] = []  # the recent parses, newest first, moved onto the previous frame
-        self._output = np.zeros(0, np.uint8)  # the parts chosen last (only their parts are held, never person-ness)
+        self._tiles: Tiles | None = None
+        self._carried: list[np.ndarray] = []  # the recent parses, newest first, on the previous frame (padded)
+        self._output: np.ndarray | None = None  # the previous output (padded)
+        self._labelled = np.zeros((0, 0), bool)  # the tiles where the carried parses or the output have labels
 
     def process(self, labels: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
         if self.depth == 1:
             return labels
-        held = None
-        if flow is None or (self._carried and self._carried[0].shape != labels.shape):
-            self._carried = []
-        elif self._carried:
-            maps = cv2.convertMaps(backward_maps(flow, labels.shape), None, cv2.CV_16SC2)
-            self._carried = [cv2.remap(past, *maps, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                             for past in self._carried]
-            if self.options.part_hold:
-                held = cv2.remap(self._output, *maps, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        votes = [labels, *self._carried]
-        output = weighted_vote(votes, self.person_weights[:len(votes)], self.part_weights[:len(votes)],
-                               self.options.person_share, self.classes, held, self.options.part_hold)
-        self._carried = [labels.copy(), *self._carried][:self.depth - 1]  # callers may reuse ``labels``
-        self._output = output
-        return output
+        if self._tiles is None or self._tiles.shape != labels.shape or flow is None:
+            self.open()
+            self._tiles = Tiles(labels.shape)
+        tiles = self._tiles
+        current = tiles.pad(labels)
+        occupied = tiles.occupied(current)
+        active = occupied.copy()
+        if self._carried:  # where the past labels are now: as far from where they were as the flow reaches
+            assert flow is not None
+            low, high = cv2.minMaxLoc(flow.reshape(flow.shape[0], -1))[:2]
+            reach = 1 + 2 * int(np.ceil(max(-low, high) * labels.shape[0] / flow.shape[0] / TILE))
+            active |= cv2.dilate(self._labelled.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)
+        chosen = np.nonzero(active)
+        if not chosen[0].size:  # no labels now or before
+            self._carried, self._output, self._labelled = [current.copy()], current.copy(), active
+            return labels.copy()
+        current_tiles = tiles.gather(current, chosen)
+        past, held = [], None
+        if self._carried:
+            assert flow is not None and self._output is not None
+            maps = tiles.maps(flow, chosen).reshape(-1, TILE, 2)
+            fixed = cv2.convertMaps(maps, None, cv2.CV_16SC2, nninterpolation=True)[0]
+
+            def moved(source: np.ndarray) -> np.ndarray:
+                return cv2.remap(source, fixed, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                 borderValue=0).reshape(current_tiles.shape)
+
+            past = [moved(source) for source in self._carried]
+            held = moved(self._output) if self.options.part_hold else None
+        count = len(past) + 1
+        voted = weighted_vote(current_tiles, past, self.person_weights[:count], self.part_weights[:count],
+                              self.options.person_share, self.classes, held, self.options.part_hold)
+        kept = past[:self.depth - 2]
+        self._output = tiles.scatter(voted, chosen)
+        self._carried = [current.copy(), *(tiles.scatter(p, chosen) for p in kept)]
+        self._labelled = occupied
+        self._labelled[chosen] |= np.any([t.reshape(len(voted), -1).any(axis=1) for t in (voted, *kept)], axis=0)
+        return self._output[:labels.shape[0], :labels.shape[1]]
 
     def close(self) -> None:
-        self._carried = []
+        self.open()

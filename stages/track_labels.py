@@ -26,11 +26,12 @@ class TrackedFrame:
 class TrackLabels:
     """Stage object: ``process(labels, result, flow)`` with frames in order returns the tracked frame.
 
-    The labels are written as they come; the tracker gives each detected person a track, and keeps a track whose
-    detection was missed for up to ``max_missed`` frames at its predicted box (bridged; the temporal vote carries
-    its labels over short misses). Each labelled pixel inside a person's area (its detection, or its predicted
-    box, with the crop margin) takes its track id, far to near (by the bottom of the box) so that the nearer person
-    takes a pixel two areas share. Statistics are counted on what is written, per track.
+    The tracker gives each detected person a track, and keeps a track whose detection was missed for up to
+    ``max_missed`` frames at its predicted box (bridged; the temporal vote carries its labels over short misses).
+    Each labelled pixel inside a person's area (its detection, or its predicted box, with the crop margin) takes
+    its track id, far to near (by the bottom of the box) so that the nearer person takes a pixel two areas share;
+    the labels are written as they come, but for those outside every area, which nobody owns. So every labelled
+    pixel belongs to one track. Statistics are counted on what is written, per track.
     """
 
     def __init__(self, options: TrackingOptions, label_set: LabelSet, margin: float) -> None:
@@ -51,9 +52,12 @@ class TrackLabels:
         scores = np.array([p.score for p in result.persons], np.float32)
         tracked = self.tracker.update(boxes, scores, self._motion(flow) if self.options.flow_noise else None)
         areas = [(p.track_id, p.box if p.bridged else boxes[p.detection]) for p in tracked]
-        instances = self.assign(labels, areas)
+        instances, window = self.assign(labels, areas)
+        owned = np.zeros_like(labels)  # a label no person's area holds has nobody to belong to: dropped
+        owned[window] = np.where(instances[window] != 0, labels[window], 0)
         self._drawn = instances
-        return TrackedFrame(labels, instances, replace(result, persons=self._stats(tracked, labels, instances)))
+        persons = self._stats(tracked, owned[window], instances[window])
+        return TrackedFrame(owned, instances, replace(result, persons=persons))
 
     def _motion(self, flow: np.ndarray | None) -> dict[int, np.ndarray]:
         """Track id -> how far its person moved since the previous frame (dx, dy): minus the median backward flow
@@ -70,30 +74,34 @@ class TrackLabels:
         return {int(ids[start]): np.median(group, axis=0)
                 for start, group in zip(starts, np.split(vectors, starts[1:]))}
 
-    def assign(self, labels: np.ndarray, areas: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    def assign(self, labels: np.ndarray, areas: list[tuple[int, np.ndarray]]
+               ) -> tuple[np.ndarray, tuple[slice, slice]]:
         """Instances of a labelled frame: each labelled pixel inside a person's area (track id, box; with the
-        margin) gets its track id, far to near (by the bottom of the box) so the nearer person wins."""
+        margin) gets its track id, far to near (by the bottom of the box) so the nearer person wins. Also the
+        window (rows, columns) holding every area."""
         instances = np.zeros(labels.shape, np.uint16)
-        labelled = labels != 0
+        top, left, bottom, right = labels.shape[0], labels.shape[1], 0, 0
         for track_id, box in sorted(areas, key=lambda area: area[1][3]):
             x1, y1, x2, y2 = expand_box(box, self.margin, labels.shape)
             if x1 < x2 and y1 < y2:
-                instances[y1:y2, x1:x2][labelled[y1:y2, x1:x2]] = track_id
-        return instances
+                instances[y1:y2, x1:x2][labels[y1:y2, x1:x2] != 0] = track_id
+                top, left, bottom, right = min(top, y1), min(left, x1), max(bottom, y2), max(right, x2)
+        return instances, (slice(top, max(top, bottom)), slice(left, max(left, right)))
 
     def _stats(self, tracked: list[TrackedBox], output: np.ndarray, instances: np.ndarray) -> list[PersonStats]:
-        """Each person's part counts on what is written (one count of (track, class) pairs for all of them)."""
+        """Each person's part counts on what is written (one count of (person, class) pairs for all of them)."""
         classes = len(self.label_set)
-        rows = max((person.track_id for person in tracked), default=0) + 1
-        drawn = instances > 0
-        pairs = instances[drawn].astype(np.int64) * classes + output[drawn]
-        counts = np.bincount(pairs, minlength=rows * classes).reshape(-1, classes)
-        return [replace(counted_person(self.label_set, person.box, person.score, counts[person.track_id]),
-                        track_id=person.track_id, bridged=person.bridged) for person in tracked]
+        row = np.zeros(int(instances.max(initial=0)) + 1, np.int64)  # track id -> its row in the counts (0: none)
+        for index, person in enumerate(tracked, 1):
+            if person.track_id < len(row):
+                row[person.track_id] = index
+        counts = np.bincount((row[instances] * classes + output).ravel(), minlength=(len(tracked) + 1) * classes)
+        counts = counts.reshape(-1, classes)
+        return [replace(counted_person(self.label_set, person.box, person.score, counts[index]),
+                        track_id=person.track_id, bridged=person.bridged) for index, person in enumerate(tracked, 1)]
 
     def close(self) -> None:
         self.tracker.close()
-        self._persons = {}
 
 
 def draw_track_ids(image: np.ndarray, persons: list[PersonStats]) -> None:

@@ -95,6 +95,11 @@ def test_summary_reports_frames_fps_and_stages(clip: Path, tmp_path: Path) -> No
     assert float(rows["throughput (after start-up)"].removesuffix(" fps")) > 0
     for stage in ("decode", "detect", "parse", "compose", "encode"):
         assert float(rows[f"{stage} (busy, per frame)"].removesuffix(" ms")) > 0, stage
+    serial = [float(v) for v in rows["hub / motion / compose / emit threads (busy, per frame)"].removesuffix(" ms")
+              .split(" / ")]
+    assert len(serial) == 4 and all(v > 0 for v in serial)
+    ceiling = rows["serial ceiling (1 / the busiest thread: more workers cannot go faster)"]
+    assert abs(float(ceiling.removesuffix(" fps")) - 1000 / max(serial)) <= 0.5 + 1000 / max(serial) * 0.02
 
 
 def test_cihp_lite_run_labels_clothes_and_hair_in_cihp_colors(clip: Path, tmp_path: Path) -> None:

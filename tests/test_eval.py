@@ -268,6 +268,45 @@ def test_weighted_vote_person_share_and_ties() -> None:
     current, older = np.array([[2, 0, 3]], np.uint8), np.array([[4, 4, 0]], np.uint8)
     even = np.array([1.0, 1.0])
     # a tie on person or background keeps the current parse's; a tie between parts too
-    assert weighted_vote([current, older], even, even, 0.5, 5).tolist() == [[2, 0, 3]]
+    assert weighted_vote(current, [older], even, even, 0.5, 5).tolist() == [[2, 0, 3]]
     # a lower share lets one parse of two make a person; its part then is the only one voted for
-    assert weighted_vote([current, older], even, even, 0.4, 5).tolist() == [[2, 4, 3]]
+    assert weighted_vote(current, [older], even, even, 0.4, 5).tolist() == [[2, 4, 3]]
+
+
+def _shifted(labels: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``labels`` moved ``dx`` right and ``dy`` down, zero where nothing came from."""
+    moved = np.zeros_like(labels)
+    height, width = labels.shape
+    moved[max(0, dy):height + min(0, dy), max(0, dx):width + min(0, dx)] = \
+        labels[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)]
+    return moved
+
+
+def test_the_vote_on_tiles_equals_the_vote_on_the_whole_frame() -> None:
+    """The vote runs only on tiles near labels: the same labels as voting every pixel of the frame."""
+    rng = np.random.default_rng(3)
+    options = TemporalOptions()  # the defaults: person over 5 parses, parts over 7 with the hold
+    vote = MotionVote(options, classes=20)
+    depth = max(options.window, options.part_window)
+    ages = np.arange(depth)
+    person_weights = np.where(ages < options.window, options.decay ** ages, 0.0)
+    part_weights = np.where(ages < options.part_window, options.part_decay ** ages, 0.0)
+    dx, dy = 3, -2  # every frame, the image moves 3 px right and 2 px up
+    flow = np.zeros((100, 130, 2), np.float32)
+    flow[..., 0], flow[..., 1] = -dx, -dy
+    carried: list[np.ndarray] = []
+    previous = None
+    for seq in range(12):
+        labels = np.zeros((100, 130), np.uint8)  # 100 x 130: not whole tiles
+        for _ in range(3):  # noisy blobs: persons whose parts change from frame to frame
+            y, x = rng.integers(0, 80), rng.integers(0, 110)
+            labels[y:y + 20, x:x + 15] = rng.integers(1, 20, (20, 15))
+        got = vote.process(labels, flow if seq else None)
+        carried = [_shifted(p, dx, dy) for p in carried]
+        held = None if previous is None else _shifted(previous, dx, dy)
+        count = len(carried) + 1
+        expected = weighted_vote(labels, carried, person_weights[:count], part_weights[:count],
+                                 options.person_share, 20, held, options.part_hold)
+        assert (got == expected).all(), seq
+        carried = [labels, *carried][:depth - 1]
+        previous = expected
