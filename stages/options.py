@@ -51,7 +51,7 @@ class RoiOptions:
     # crops are scaled so the box plus margin is this many pixels tall (at most, with max_upscale)
     person_height: int = field(default=512, metadata={"range": (32, 4096)})
     # > 0: a crop is enlarged no more than this many times its height in the frame; 0: always person_height
-    max_upscale: float = field(default=3.0, metadata={"range": (0.0, 64.0)})
+    max_upscale: float = field(default=2.0, metadata={"range": (0.0, 64.0)})
 
 
 @dataclass

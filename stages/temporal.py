@@ -52,6 +52,29 @@ def weighted_vote(current: np.ndarray, past: list[np.ndarray], person_weights: n
     return output
 
 
+REMAP_SIDE = 32767  # OpenCV's remap takes at most this many rows or columns
+
+
+def as_image(tiles: np.ndarray) -> np.ndarray:
+    """N x TILE x TILE (x C) tiles laid out as one image for OpenCV: one column of tiles (a view) while it fits,
+    else as few columns as fit (the last row padded)."""
+    columns = -(-len(tiles) * TILE // REMAP_SIDE)
+    if columns == 1:
+        return tiles.reshape(len(tiles) * TILE, TILE, *tiles.shape[3:])
+    rows = -(-len(tiles) // columns)
+    padded = np.zeros((rows * columns, *tiles.shape[1:]), tiles.dtype)
+    padded[:len(tiles)] = tiles
+    grid = padded.reshape(rows, columns, TILE, TILE, *tiles.shape[3:]).swapaxes(1, 2)
+    return grid.reshape(rows * TILE, columns * TILE, *tiles.shape[3:])
+
+
+def from_image(image: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` tiles of an image `as_image` laid out."""
+    rows, columns = image.shape[0] // TILE, image.shape[1] // TILE
+    grid = image.reshape(rows, TILE, columns, TILE, *image.shape[2:]).swapaxes(1, 2)
+    return grid.reshape(rows * columns, TILE, TILE, *image.shape[2:])[:count]
+
+
 class Tiles:
     """The TILE x TILE tiles of a frame padded to whole tiles: ``gather`` the chosen ones of a map into an N x TILE
     x TILE array (N x TILE x TILE x C for C channels), ``scatter`` them back into a map of zeros."""
@@ -149,12 +172,13 @@ class MotionVote:
         past, held = [], None
         if self._carried:
             assert flow is not None and self._output is not None
-            maps = tiles.maps(flow, chosen).reshape(-1, TILE, 2)
+            maps = as_image(tiles.maps(flow, chosen))
             fixed = cv2.convertMaps(maps, None, cv2.CV_16SC2, nninterpolation=True)[0]
 
             def moved(source: np.ndarray) -> np.ndarray:
-                return cv2.remap(source, fixed, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                                 borderValue=0).reshape(current_tiles.shape)
+                image = cv2.remap(source, fixed, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0)
+                return from_image(image, len(current_tiles))
 
             past = [moved(source) for source in self._carried]
             held = moved(self._output) if self.options.part_hold else None

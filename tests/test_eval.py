@@ -18,7 +18,7 @@ from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
 from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
 from vidparse.stages.labels import COARSE_CLASSES, GARMENT_CLASSES, IGNORE, SCHEMES, available_label_sets, load_label_set
-from vidparse.stages.temporal import MotionVote, TemporalOptions, weighted_vote
+from vidparse.stages.temporal import TILE, MotionVote, TemporalOptions, as_image, from_image, weighted_vote
 
 BG, HEAD, TORSO = (COARSE_CLASSES.index(c) for c in ("background", "head", "torso"))
 
@@ -310,3 +310,21 @@ def test_the_vote_on_tiles_equals_the_vote_on_the_whole_frame() -> None:
         assert (got == expected).all(), seq
         carried = [labels, *carried][:depth - 1]
         previous = expected
+
+
+def test_tiles_fit_opencvs_remap_on_large_frames() -> None:
+    """A 4K frame has 32,400 tiles: stacked in one column they would be 518,400 rows, over OpenCV's 32,767."""
+    tiles = np.arange(32400 * TILE * TILE, dtype=np.uint32).reshape(-1, TILE, TILE) % 251
+    for count in (100, 32400):  # one column of tiles, and as few columns as fit
+        image = as_image(tiles[:count].astype(np.uint8))
+        assert max(image.shape) < 32767 and image.shape[1] == (TILE if count == 100 else 16 * TILE)
+        assert np.array_equal(from_image(image, count), tiles[:count])
+    vote = MotionVote(TemporalOptions(), classes=20)
+    labels = np.zeros((2160, 3840), np.uint8)
+    labels[100:400, 200:300], labels[1800:2100, 3500:3600] = 5, 7
+    still, flow = np.zeros((2160, 3840, 2), np.float32), np.zeros((2160, 3840, 2), np.float32)
+    flow[..., 0] = -2
+    for seq in range(3):
+        vote.process(labels, still if seq else None)
+    moved = vote.process(np.zeros_like(labels), flow)  # the persons missed: carried on, moved 2 px right
+    assert moved[100:400, 202:300].all() and not moved[100:400, 200:202].any()
