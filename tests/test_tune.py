@@ -60,7 +60,7 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
     expected = [Layout(1, 1), Layout(1, 2), Layout(2, 1)]  # what two usable CPUs allow
     rows = re.findall(r"^#\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)%$", tuned.read_text(), re.M)
     assert [Layout(int(w), int(t)) for w, t, *_ in rows] == expected
-    assert all(float(fps) > 0 and int(mb) > 50 and 0 < int(cpu) <= 100 for _, _, fps, _, mb, cpu in rows)
+    assert all(float(fps) > 0 and int(mb) > 50 and 0 < int(cpu) <= 100 for _, _, fps, _, mb, cpu in rows), rows
     fastest = max(rows, key=lambda row: float(row[2]))
     written = load_config(tuned, {})
     assert (written.workers, written.threads) == (int(fastest[0]), int(fastest[1])), "the fastest trial is the pick"
