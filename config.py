@@ -74,6 +74,8 @@ class Config:
     max_memory_mb: int = field(default=0, metadata={"range": (0, 10_000_000)})  # whole process tree; 0 = no budget
     # a worker stuck longer on a frame is replaced
     frame_timeout_s: float = field(default=120.0, metadata={"range": (1.0, 86_400.0)})
+    # parser workers run this much nicer than the main process (the per-stream threads go first on full CPUs)
+    worker_niceness: int = field(default=10, metadata={"range": (0, 19)})
     live: LiveOptions = field(default_factory=LiveOptions)
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     roi: RoiOptions = field(default_factory=RoiOptions)

@@ -155,6 +155,7 @@ def pool_settings(config: Config, live: bool) -> PoolSettings:
     workers = config.worker_count
     return PoolSettings(workers=workers, threads=threads_per_worker(workers, config.threads),
                         frame_timeout_s=config.frame_timeout_s, prefetch=1 if live else 2,
+                        worker_niceness=config.worker_niceness,
                         max_memory_mb=config.max_memory_mb)
 
 

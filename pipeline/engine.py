@@ -184,7 +184,7 @@ class Engine:
                 start()
 
         return WorkerPool(self._context, self.parser, self.settings.workers, self.settings.threads,
-                          self.settings.frame_timeout_s, spawn, self.settings.prefetch)
+                          self.settings.frame_timeout_s, spawn, self.settings.prefetch, self.settings.worker_niceness)
 
     def _loop(self) -> None:
         pool: WorkerPool | None = None  # started once the first stream is open (and its output with it)

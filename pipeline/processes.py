@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import signal
 import time
@@ -160,14 +161,17 @@ def _take_slot(inbox: Any, stop: StopFlag) -> int | None:
 
 
 def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, events: Any,
-                log_levels: dict[str, int]) -> None:
-    """Parse the frames the main process sends down ``inbox`` until it sends ``None``.
+                log_levels: dict[str, int], niceness: int = 0) -> None:
+    """Parse the frames the main process sends down ``inbox`` until it sends ``None``, ``niceness`` nicer than the
+    main process.
 
     ``inbox`` and ``events`` are this worker's own pipes: a worker killed mid-message can break only its own
     pipe, never a lock that other processes share. Each task names its stream's slot block, attached on first use.
     """
     leave_signals_to_the_main_process()
     configure_logging(log_levels, f"worker {index}")
+    if niceness:
+        os.nice(niceness)
     import cv2
 
     cv2.setNumThreads(threads)

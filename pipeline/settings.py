@@ -24,6 +24,9 @@ class PoolSettings:
     frame_timeout_s: float = 120.0  # a worker busy longer than this on one frame is treated as dead
     prefetch: int = 2  # frames handed to a worker at once; 1 for live inputs, so none waits behind another
     max_memory_mb: int = 0  # budget for the whole process tree, shared by every stream (`MemoryBudget`); 0 = none
+    # Workers are many and throughput-bound; each stream's hub and writer threads are one of a kind and every frame
+    # waits for them: with the workers this much nicer, those threads go first when the CPUs are full.
+    worker_niceness: int = 0
 
 
 @dataclass

@@ -44,7 +44,7 @@ class WorkerPool:
     its frame is in, so streams can come and go while the workers run."""
 
     def __init__(self, context: Any, spec: ParserFactory, count: int, threads: int, frame_timeout_s: float,
-                 spawn: Callable[[Callable[[], None]], None], prefetch: int = 2) -> None:
+                 spawn: Callable[[Callable[[], None]], None], prefetch: int = 2, niceness: int = 0) -> None:
         self._context = context
         self._spec = spec
         self._threads = threads
@@ -52,6 +52,7 @@ class WorkerPool:
         self._spawn = spawn  # runs a start-up callable with the worker thread environment applied
         # Frames handed to a worker at once: two keep it busy while the main process is elsewhere.
         self._prefetch = prefetch
+        self._niceness = niceness
         self._group_owner: dict[tuple[int, int], int] = {}  # (stream, group) -> worker index
         self._workers = [self._start(i) for i in range(count)]
 
@@ -60,7 +61,7 @@ class WorkerPool:
         events_receive, events_send = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=worker_main,
-            args=(self._spec, index, self._threads, inbox_receive, events_send, logging_levels()),
+            args=(self._spec, index, self._threads, inbox_receive, events_send, logging_levels(), self._niceness),
             name=f"vidparse-worker-{index}",
             daemon=True,
         )

@@ -60,7 +60,7 @@ class ThresholdStage:
         time.sleep(random.random() * self.job.jitter_s)
         if self.job.trace:
             with open(self.job.trace, "a") as trace:
-                trace.write(f"{os.getpid()} {seq}\n")
+                trace.write(f"{os.getpid()} {seq} {os.nice(0)}\n")
         return {"labels": (image[:, :, 0] > 100).astype(np.uint8)}, FrameResult(seq=seq, timings={"parse": 0.001})
 
     def forget(self, stream: int) -> None:
@@ -148,9 +148,10 @@ class TrivialJob:
         return CollectingOutput(self.collected)
 
 
-def runner(job: TrivialJob, workers: int, queue_size: int = 2, frame_timeout_s: float = 120.0, **stream) -> Runner:
-    return Runner(Engine(job, PoolSettings(workers=workers, threads=1, frame_timeout_s=frame_timeout_s)), job,
-                  StreamSettings(queue_size=queue_size, **stream))
+def runner(job: TrivialJob, workers: int, queue_size: int = 2, frame_timeout_s: float = 120.0,
+           niceness: int = 0, **stream) -> Runner:
+    return Runner(Engine(job, PoolSettings(workers=workers, threads=1, frame_timeout_s=frame_timeout_s,
+                                           worker_niceness=niceness)), job, StreamSettings(queue_size=queue_size, **stream))
 
 
 def run(job: TrivialJob, workers: int, queue_size: int = 2):
@@ -179,7 +180,7 @@ def test_frames_of_a_group_go_to_one_worker_in_order(clip: Path, tmp_path: Path)
     assert collected.seqs == list(range(12))
     seqs_by_pid: dict[int, list[int]] = {}
     for line in trace.read_text().split("\n")[:-1]:
-        pid, seq = map(int, line.split())
+        pid, seq, _ = map(int, line.split())
         seqs_by_pid.setdefault(pid, []).append(seq)
     assert len(seqs_by_pid) == 2, "both workers got groups"
     for seqs in seqs_by_pid.values():
@@ -187,6 +188,13 @@ def test_frames_of_a_group_go_to_one_worker_in_order(clip: Path, tmp_path: Path)
     owners = {seq // 3: pid for pid, seqs in seqs_by_pid.items() for seq in seqs}
     for pid, seqs in seqs_by_pid.items():
         assert all(owners[seq // 3] == pid for seq in seqs), "a group was split between workers"
+
+
+def test_workers_run_nicer_than_the_main_process(clip: Path, tmp_path: Path) -> None:
+    collected, trace = Collected(), tmp_path / "trace"
+    runner(TrivialJob(str(clip), collected, trace=str(trace)), workers=2, niceness=7).run()
+    nice = {int(line.split()[2]) for line in trace.read_text().splitlines()}
+    assert nice == {min(19, os.nice(0) + 7)}, "every worker, for every frame; the main process keeps its own"
 
 
 def test_a_model_that_will_not_load_stops_the_run(clip: Path) -> None:
