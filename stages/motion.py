@@ -13,6 +13,7 @@ import numpy as np
 
 from vidparse.stages.options import FLOW_PRESET_NAMES
 
+MAX_FLOW_WIDTH = 1280  # wider frames have their flow measured at this width (DIS's time and memory grow with it)
 FLOW_PRESETS = dict(zip(FLOW_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
                                             cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
 
@@ -52,7 +53,7 @@ def warp_labels(labels: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
 
 class FrameMotion:
     """``next(image)`` with frames in order: the backward flow of each frame, measured at ``scale`` of its size
-    with DIS's ``preset``; None for the first frame and after a change of size."""
+    (at most MAX_FLOW_WIDTH wide) with DIS's ``preset``; None for the first frame and after a change of size."""
 
     def __init__(self, preset: str, scale: float) -> None:
         self.preset = preset
@@ -64,8 +65,9 @@ class FrameMotion:
         self._gray: np.ndarray | None = None
 
     def next(self, image: np.ndarray) -> np.ndarray | None:
-        small = image if self.scale == 1 else cv2.resize(image, flow_shape(image.shape, self.scale)[1::-1],
-                                                         interpolation=cv2.INTER_AREA)
+        scale = min(self.scale, MAX_FLOW_WIDTH / image.shape[1])
+        small = image if scale == 1 else cv2.resize(image, flow_shape(image.shape, scale)[1::-1],
+                                                    interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         previous, self._gray = self._gray, gray
         if previous is None or previous.shape != gray.shape:

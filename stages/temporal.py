@@ -6,7 +6,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vidparse.stages.motion import backward_maps
 from vidparse.stages.options import TemporalOptions
 
 
@@ -104,13 +103,20 @@ class Tiles:
         return self._view(padded)[chosen]
 
     def maps(self, backward_flow: np.ndarray, chosen: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """`cv2.remap` tables of the chosen tiles (N x TILE x TILE x 2) from the frame's backward flow."""
-        if backward_flow.shape[:2] != self.shape:  # measured smaller: resized to the frame first
-            return self.gather(self.pad(backward_maps(backward_flow, self.shape)), chosen)
+        """`cv2.remap` tables of the chosen tiles (N x TILE x TILE x 2) from the frame's backward flow (measured at
+        the frame's size, or smaller: then sampled bilinearly at the tiles' pixels and scaled)."""
         offsets = np.arange(TILE, dtype=np.float32)
-        x = (chosen[1][:, None, None] * TILE + offsets[None, None, :]).astype(np.float32)
-        y = (chosen[0][:, None, None] * TILE + offsets[None, :, None]).astype(np.float32)
-        maps = self.gather(self.pad(backward_flow), chosen)
+        x = np.broadcast_to(chosen[1][:, None, None] * TILE + offsets[None, None, :], (len(chosen[0]), TILE, TILE))
+        y = np.broadcast_to(chosen[0][:, None, None] * TILE + offsets[None, :, None], (len(chosen[0]), TILE, TILE))
+        x, y = x.astype(np.float32), y.astype(np.float32)
+        if backward_flow.shape[:2] == self.shape:
+            maps = self.gather(self.pad(backward_flow), chosen)
+        else:
+            scale_x, scale_y = backward_flow.shape[1] / self.shape[1], backward_flow.shape[0] / self.shape[0]
+            where = as_image(np.stack([(x + 0.5) * scale_x - 0.5, (y + 0.5) * scale_y - 0.5], axis=3))
+            sampled = cv2.remap(np.asarray(backward_flow, np.float32), where, None, cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+            maps = from_image(sampled, len(x)) / np.float32((scale_x, scale_y))
         maps[..., 0] += x
         maps[..., 1] += y
         return maps

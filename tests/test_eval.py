@@ -18,6 +18,7 @@ from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
 from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
 from vidparse.stages.labels import COARSE_CLASSES, GARMENT_CLASSES, IGNORE, SCHEMES, available_label_sets, load_label_set
+from vidparse.stages.motion import MAX_FLOW_WIDTH, FrameMotion
 from vidparse.stages.temporal import TILE, MotionVote, TemporalOptions, as_image, from_image, weighted_vote
 
 BG, HEAD, TORSO = (COARSE_CLASSES.index(c) for c in ("background", "head", "torso"))
@@ -322,9 +323,17 @@ def test_tiles_fit_opencvs_remap_on_large_frames() -> None:
     vote = MotionVote(TemporalOptions(), classes=20)
     labels = np.zeros((2160, 3840), np.uint8)
     labels[100:400, 200:300], labels[1800:2100, 3500:3600] = 5, 7
-    still, flow = np.zeros((2160, 3840, 2), np.float32), np.zeros((2160, 3840, 2), np.float32)
-    flow[..., 0] = -2
+    # the flow measured at half the frame's size (as MAX_FLOW_WIDTH has it for 4K): 1 px there is 2 px here
+    still, flow = np.zeros((1080, 1920, 2), np.float32), np.zeros((1080, 1920, 2), np.float32)
+    flow[..., 0] = -1
     for seq in range(3):
         vote.process(labels, still if seq else None)
     moved = vote.process(np.zeros_like(labels), flow)  # the persons missed: carried on, moved 2 px right
     assert moved[100:400, 202:300].all() and not moved[100:400, 200:202].any()
+
+
+def test_the_flow_of_a_wide_frame_is_measured_at_most_max_flow_width() -> None:
+    motion = FrameMotion("ultrafast", 1.0)
+    frame = np.random.default_rng(0).integers(0, 255, (1440, 2560, 3), np.uint8)
+    assert motion.next(frame) is None
+    assert motion.next(np.roll(frame, 4, axis=1)).shape == (720, MAX_FLOW_WIDTH, 2)
