@@ -137,8 +137,8 @@ class MotionVote:
     person masks cannot drift away from the parser's; and as the parses move with the image, labels follow moving
     people instead of staying where they were.
 
-    Only the tiles that hold labels now, or next to one that held any the frame before, are voted on (a person
-    moves less than a tile a frame): people are a small share of most frames."""
+    Only the tiles that hold labels now, or lie within the flow's reach of a tile that held any the frame before,
+    are voted on: people are a small share of most frames."""
 
     def __init__(self, options: TemporalOptions, classes: int) -> None:
         self.options = options
