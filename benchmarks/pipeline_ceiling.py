@@ -13,6 +13,7 @@ The parses are recorded on the first run (``--recording``, about a minute for 30
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import tempfile
@@ -20,8 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from vidparse.config import load_config
-from vidparse.evaluation.replay import ReplaySpec, record
-from vidparse.jobs import ResolvedModels, StreamSpec, build_engine, stream_settings
+from vidparse.evaluation.replay import ReplaySpec, recorded
+from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.runner import Runner
 from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
 
@@ -43,12 +44,9 @@ def main() -> None:
     parser.add_argument("--recording", type=Path, default=None,
                         help="the recorded parses (default: in the temp folder, by video, model and frames)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # says when the parses are being recorded
     config = load_config(Path(args.config) if args.config else None)
-    recording = args.recording or Path(tempfile.gettempdir()) / \
-        f"vidparse-replay-{Path(args.video).stem}-{config.model}-{args.frames}.npz"
-    if not recording.exists():
-        print(f"recording {args.frames} parses of {args.video} with {config.model} into {recording}", flush=True)
-        record(config, ResolvedModels.for_config(config), args.video, args.frames, recording)
+    recording = recorded(config, args.video, args.frames, args.recording)
     print(f"load average before: {os.getloadavg()}", flush=True)
     rows = []
     for workers in (int(w) for w in args.workers.split(",")):

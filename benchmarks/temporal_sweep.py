@@ -13,17 +13,16 @@ the configured defaults. Usage, from the repository root:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from vidparse.config import build, load_config
-from vidparse.evaluation.replay import load_recording, record
+from vidparse.evaluation.replay import load_recording, recorded
 from vidparse.evaluation.runs import VideoMode, video_rows
-from vidparse.jobs import ResolvedModels
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.options import TemporalOptions
 from vidparse.stages.parsers import LABEL_SETS
@@ -48,13 +47,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="temporal keys, e.g. window=3,decay=0.9")
     parser.add_argument("--recording", type=Path, default=None, help="recorded parses (default: in the temp folder)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # says when the parses are being recorded
     config = load_config()
-    recording_path = args.recording or Path(tempfile.gettempdir()) / \
-        f"vidparse-replay-{Path(args.video).stem}-{config.model}-{args.frames}.npz"
-    if not recording_path.exists():
-        print(f"recording {args.frames} parses with {config.model} into {recording_path}", flush=True)
-        record(config, ResolvedModels.for_config(config), args.video, args.frames, recording_path)
-    recording = load_recording(recording_path)
+    recording = load_recording(recorded(config, args.video, args.frames, args.recording))
     variants = [variant(config.temporal, text) for text in args.variant or [""]]
     modes = [VideoMode(replace(config.temporal, window=1, part_window=1), False)]
     modes += [VideoMode(options, config.tracking.enabled) for options in variants]

@@ -4,7 +4,9 @@ after the parser (smoothing), or replayed by a parser that costs nothing, to fin
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ from vidparse.evaluation.runs import parsed_frames
 from vidparse.jobs import ResolvedModels
 from vidparse.pipeline.messages import FrameKey
 from vidparse.stages.types import FrameResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +47,16 @@ def record(config: Config, models: ResolvedModels, url: str, frames: int, path: 
         np.savez_compressed(file, labels=recording.labels,
                             results=np.frombuffer(pickle.dumps(results), np.uint8))
     return recording
+
+
+def recorded(config: Config, url: str, frames: int, path: Path | None = None) -> Path:
+    """The file holding the first ``frames`` parses of ``url`` with ``config``'s model: ``path``, or one in the
+    temporary folder named by the video, model and frames; recorded first when it does not exist yet."""
+    path = path or Path(tempfile.gettempdir()) / f"vidparse-replay-{Path(url).stem}-{config.model}-{frames}.npz"
+    if not path.exists():
+        log.info("recording %d parses of %s with %s into %s", frames, url, config.model, path)
+        record(config, ResolvedModels.for_config(config), url, frames, path)
+    return path
 
 
 def load_recording(path: Path) -> Recording:

@@ -12,6 +12,7 @@ import numpy as np
 
 from vidparse.errors import BadInputError
 from vidparse.evaluation.metrics import iou_per_class
+from vidparse.stages.motion import FLOW_PRESETS, backward_maps
 from vidparse.stages.tracker import iou_matrix, match
 
 FLICKER_GAP = 3  # a person missing for at most this many frames, then back, is a presence flicker
@@ -91,10 +92,10 @@ class InputFlow:
     Sundaram et al. 2010; occlusions and flow errors fail it)."""
 
     def __init__(self) -> None:
-        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS["medium"])
         self._gray: np.ndarray | None = None
         self.reliable: np.ndarray | None = None  # None before the second frame
-        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+        self._maps: np.ndarray | None = None  # `backward_maps` of this frame's flow
 
     def update(self, image: np.ndarray) -> None:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -104,10 +105,8 @@ class InputFlow:
             return
         backward = self._flow.calc(gray, previous, None)  # where each pixel of this frame was in the previous one
         forward = self._flow.calc(previous, gray, None)
-        height, width = gray.shape
-        grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-        self._maps = grid_x + backward[..., 0], grid_y + backward[..., 1]
-        returned = cv2.remap(forward, *self._maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        self._maps = backward_maps(backward, gray.shape)
+        returned = cv2.remap(forward, self._maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=(np.nan, np.nan))
         error = ((returned + backward) ** 2).sum(axis=2)
         scale = (returned ** 2).sum(axis=2) + (backward ** 2).sum(axis=2)
@@ -115,7 +114,7 @@ class InputFlow:
 
     def warp(self, labels: np.ndarray) -> np.ndarray:
         assert self._maps is not None, "two frames first"
-        return cv2.remap(labels, *self._maps, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.remap(labels, self._maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 class WarpedAgreementMeter(AgreementMeter):

@@ -11,7 +11,7 @@ from vidparse.stages.options import TemporalOptions
 
 def still_mask(previous: np.ndarray, current: np.ndarray, threshold: int) -> np.ndarray:
     """Pixels whose BGR value barely changed between two frames (no channel by more than ``threshold``)."""
-    return cv2.inRange(cv2.absdiff(previous, current), (0, 0, 0), (threshold,) * 3).view(bool)
+    return cv2.inRange(cv2.absdiff(previous, current), (0, 0, 0), (threshold,) * 3) != 0
 
 
 TILE = 16  # the vote runs on the tiles of this size that hold labels or may have come to (not the whole frame)
