@@ -1,5 +1,5 @@
-"""Crowds with exact truth: people cut from labelled photos (ccp-train) pasted at known heights and places onto an
-empty street, then detected and parsed as `vidparse run` does; recall, false boxes and garments mIoU per height band.
+"""Crowds with exact truth: people cut from labelled photos (by default the 30 CCP check photos) pasted at known
+heights and places onto an empty street, then detected and parsed as `vidparse run` does; recall, false boxes and garments mIoU per height band.
 
 The street is the per-pixel median of vtest's frames (its people walk, so the median is empty), scaled to
 ``--size``. Each crowd has ``--persons`` people, a third in each height band (30-60, 60-100, 100-200 pixels), placed
@@ -61,11 +61,11 @@ def empty_background(video: Path, size: tuple[int, int], samples: int = 40) -> n
     return cv2.resize(median, size, interpolation=cv2.INTER_CUBIC)
 
 
-def cut_persons(shared: Path) -> list[Person]:
-    """Every ccp-train photo's person (photos whose label map is empty are left out), cropped to its label map's
-    non-zero pixels."""
+def cut_persons(shared: Path, people: str = "ccp") -> list[Person]:
+    """Every photo's person in ``shared``/data/``people`` (CCP labels; photos whose label map is empty are left
+    out), cropped to its label map's non-zero pixels."""
     truth = load_label_set("ccp")
-    root = shared / "data" / "ccp-train"
+    root = shared / "data" / people
     persons = []
     for sample in find_samples(root / "images", root / "labels"):
         image, labels = read_sample(sample, truth)
@@ -122,18 +122,20 @@ def make_crowd(background: np.ndarray, persons: list[Person], count: int, rng: n
     return image, labels, truth
 
 
-def write_crowds(shared: Path, out: Path, images: int, persons: int, size: tuple[int, int], seed: int) -> list[Path]:
-    """Make ``images`` crowds into ``out``/images, labels and boxes; returns the image paths."""
+def write_crowds(shared: Path, out: Path, images: int, persons: int, size: tuple[int, int], seed: int,
+                 people: str = "ccp") -> list[Path]:
+    """Make ``images`` crowds of the people of ``shared``/data/``people`` into ``out``/images, labels and boxes;
+    returns the image paths."""
     rng = np.random.default_rng(seed)
     background = empty_background(shared / "data" / "video" / "vtest.avi", size)
-    people = cut_persons(shared)
+    cut = cut_persons(shared, people)
     out.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out / "street.png"), background)
     for folder in ("images", "labels", "boxes"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(images):
-        image, labels, boxes = make_crowd(background, people, persons, rng)
+        image, labels, boxes = make_crowd(background, cut, persons, rng)
         name = f"{index:03d}"
         cv2.imwrite(str(out / "images" / f"{name}.png"), image)
         Image.fromarray(labels).save(out / "labels" / f"{name}.png")
@@ -212,13 +214,16 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=12)
     parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT of the crowds.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--people", default="ccp",
+                        help="Labelled photos the people are cut from, a folder of SHARED/data: ccp (the 30 check "
+                             "photos, never trained on: the default) or ccp-train (674, cihp-net's training photos).")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--setting", action="append", default=[],
                         help="Config overrides, e.g. detector.tiles=3,detector.tile_rows=1 (repeatable); "
                              "'default' for none.")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    paths = write_crowds(args.shared, args.out, args.images, args.persons, (width, height), args.seed)
+    paths = write_crowds(args.shared, args.out, args.images, args.persons, (width, height), args.seed, args.people)
     print(f"load average before: {os.getloadavg()}", flush=True)
     scores = []
     for text in args.setting or ["default"]:
@@ -226,7 +231,7 @@ def main() -> None:
         print(scores[-1].row(), flush=True)
     print(f"load average after: {os.getloadavg()}")
     bands = [f"{low}-{high} px" for low, high in BANDS]
-    print(f"\n{args.images} crowds of {args.persons} at {args.size} (seed {args.seed}), "
+    print(f"\n{args.images} crowds of {args.persons} from {args.people} at {args.size} (seed {args.seed}), "
           f"{sum(scores[0].persons)} persons ({', '.join(f'{b}: {p}' for b, p in zip(bands, scores[0].persons))}); "
           f"one process, {args.threads} thread(s)\n")
     print(f"| setting | {' | '.join(f'recall {b}' for b in bands)} | false boxes / image | boxes on the empty street | "

@@ -66,21 +66,28 @@ class PersonParser:
                 labels = self.parser.parse([image])[0]
                 persons = self._whole_frame_stats(labels, detections)
             else:
-                persons = self._parse_crops(image, detections, labels)
+                persons, detections = self._parse_crops(image, detections, labels)
             timings["parse"] = time.perf_counter() - start
         return labels, FrameResult(seq=seq, persons=persons, timings=timings), detections
 
-    def _parse_crops(self, image: np.ndarray, detections: Detections, labels: np.ndarray) -> list[PersonStats]:
+    def _parse_crops(self, image: np.ndarray, detections: Detections, labels: np.ndarray
+                     ) -> tuple[list[PersonStats], Detections]:
+        """Parse each detection's crop into ``labels``; a detection whose crop the parser labels no person in (a
+        cone, a bin) is dropped from the persons and the detections returned."""
         order = np.argsort(-detections.scores, kind="stable")
         options = self.options
         crops = [crop_person(image, detections.boxes[i], options.margin, options.person_height, options.max_upscale)
                  for i in order]
         parsed = self.parser.parse_crops(crops)
-        persons = []
+        persons, kept = [], []
         for i, crop, crop_labels in zip(order, crops, parsed):
+            if not crop_labels.any():
+                continue
             written = paste_labels(labels, crop, crop_labels)
             persons.append(person_stats(self.label_set, detections.boxes[i], detections.scores[i], written))
-        return persons
+            kept.append(i)
+        kept = sorted(kept)
+        return persons, Detections(boxes=detections.boxes[kept].reshape(-1, 4), scores=detections.scores[kept])
 
     def _whole_frame_stats(self, labels: np.ndarray, detections: Detections) -> list[PersonStats]:
         return [person_stats(self.label_set, detections.boxes[i], detections.scores[i],

@@ -16,7 +16,7 @@ from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.parsers import cihp_net
 from vidparse.stages.parsers.multiclass import MulticlassSegmenter, grid_for
 from vidparse.training import fit
-from vidparse.training.dataset import IGNORED, Extractor, fine_lut
+from vidparse.training.dataset import IGNORED, Example, Extractor, fine_lut
 
 CIHP, CCP, BODYPIX = load_label_set("cihp"), load_label_set("ccp"), load_label_set("bodypix")
 REFERENCE = Path(__file__).with_name("cihp_net_reference.json")
@@ -137,6 +137,16 @@ def test_training_loss_falls_on_four_photos(shared: Path) -> None:
     assert again == losses, "the same seed gives the same training"
     labels = fit.predict(model, examples[0], (900, 600))
     assert labels.shape == (900, 600) and labels.max() < len(CIHP)
+
+
+def test_training_batches_hold_one_crop_width_each() -> None:
+    widths = [48, 64, 48, 32, 64, 48, 48, 64, 48]
+    examples = [Example(str(i), False, np.zeros((1, 1, w), np.float16), np.zeros((1, 1, 2 * w), np.float16),
+                        np.zeros((1, 2 * w), np.uint8), (0, 0, 1, 1), w) for i, w in enumerate(widths)]
+    batches = fit.width_batches(examples, 2, np.random.default_rng(0))
+    assert sorted(i for batch in batches for i in batch) == list(range(len(widths)))
+    assert all(len({widths[i] for i in batch}) == 1 and 1 <= len(batch) <= 2 for batch in batches)
+    assert len(batches) == 3 + 2 + 1  # five 48s, three 64s, one 32, two to a batch
 
 
 @pytest.mark.slow

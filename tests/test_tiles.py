@@ -76,15 +76,21 @@ def test_neighbours_across_a_tile_side_stay_two() -> None:
 
 
 @pytest.fixture(scope="module")
-def small_person_scene(shared: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The empty vtest street at 1280x720 with one ccp-train person pasted 40 pixels tall in the far part."""
+def street(shared: Path) -> np.ndarray:
+    """The empty vtest street at 1280x720 (traffic cones, a bin: no person)."""
+    return crowd.empty_background(shared / "data" / "video" / "vtest.avi", (WIDTH, HEIGHT), samples=10)
+
+
+@pytest.fixture(scope="module")
+def small_person_scene(shared: Path, street: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The empty street with one ccp-train person pasted 40 pixels tall in the far part."""
     ccp = shared / "data" / "ccp-train"
     sample = find_samples(ccp / "images", ccp / "labels")[0]
     image, labels = read_sample(sample, load_label_set("ccp"))
     rows, cols = np.nonzero(labels)
     person = crowd.Person(image[rows.min():rows.max() + 1, cols.min():cols.max() + 1],
                           labels[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
-    street = crowd.empty_background(shared / "data" / "video" / "vtest.avi", (WIDTH, HEIGHT), samples=10)
+    street = street.copy()
     scene_labels = np.zeros(street.shape[:2], np.uint8)
     box = crowd.paste(street, scene_labels, person, 40, 640, 300)
     return street, np.array([box], np.float32), scene_labels
@@ -119,6 +125,27 @@ def test_a_40_pixel_person_is_parsed_with_tiles(small_person_scene, tiles: int) 
         assert np.count_nonzero(person & labelled) > 0.6 * np.count_nonzero(labelled), "and little around it"
     else:
         assert not labelled.any()
+
+
+def test_boxes_on_the_empty_street_are_no_persons(street: np.ndarray) -> None:
+    """FastestDet finds boxes on the empty street; cihp-net's network labels whatever crop it is given, so a crop
+    where BodyPix's person probability stays low is left unlabelled and its box is not reported."""
+    reported = {}
+    for probability in (0.0, load_config().parser_options.min_person_probability, 0.9):
+        config = load_config(overrides={"parsers.cihp-net.min_person_probability": probability})
+        parser = build_person_parser(config, ResolvedModels.for_config(config), 1)
+        parser.open()
+        try:
+            boxes = len(parser.detector.process(street))
+            labels, result, detections = parser.process_with_detections(street)
+        finally:
+            parser.close()
+        assert len(detections) == len(result.persons)
+        reported[probability] = (boxes, len(result.persons), int(np.count_nonzero(labels)))
+    (boxes, persons, pixels), (_, default_persons, default_pixels), (_, strict_persons, strict_pixels) = reported.values()
+    assert boxes >= 3 and persons == boxes, reported
+    assert default_persons < persons and default_pixels < pixels, reported
+    assert strict_persons == 0 and strict_pixels == 0, reported
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainSettings:
-    epochs: int = field(default=10, metadata={"range": (1, 1000)})
+    epochs: int = field(default=16, metadata={"range": (1, 1000)})
     batch_size: int = field(default=16, metadata={"range": (1, 1024)})
     learning_rate: float = field(default=3e-3, metadata={"range": (1e-6, 1.0)})
     weight_decay: float = field(default=1e-4, metadata={"range": (0.0, 1.0)})
@@ -82,24 +82,38 @@ def batch_tensors(examples: Sequence[Example], rng: np.random.Generator | None
     return torch.from_numpy(context), torch.from_numpy(details), torch.from_numpy(targets)
 
 
+def width_batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Example indices in batches of one input width each (no padding to a wider crop), shuffled within each width
+    and then batch by batch."""
+    widths = np.array([e.features.shape[2] for e in examples])
+    batches: list[np.ndarray] = []
+    for width in np.unique(widths):
+        same = rng.permutation(np.nonzero(widths == width)[0])
+        batches.extend(same[start:start + batch_size] for start in range(0, len(same), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def train(examples: Sequence[Example], settings: TrainSettings,
           on_epoch: Callable[[int, float], None] | None = None) -> GarmentUNet:
     """A network trained on ``examples``; the same seed and examples give the same weights."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = GarmentUNet()
+    # channels-last: about 1.7x faster convolutions on CPU (the keyword is missing from torch's type stubs)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    steps = settings.epochs * -(-len(examples) // settings.batch_size)
+    _, per_width = np.unique([e.features.shape[2] for e in examples], return_counts=True)
+    steps = settings.epochs * int(sum(-(-count // settings.batch_size) for count in per_width))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=steps, pct_start=0.15)
     weights = class_weights(examples)
     model.train()
     for epoch in range(settings.epochs):
-        order = rng.permutation(len(examples))
         total = 0.0
-        for start in range(0, len(order), settings.batch_size):
-            context, details, targets = batch_tensors([examples[i] for i in order[start:start + settings.batch_size]],
-                                                      rng)
-            loss = F.cross_entropy(model(context, details), targets, weight=weights, ignore_index=IGNORED)
+        for batch in width_batches(examples, settings.batch_size, rng):
+            context, details, targets = batch_tensors([examples[i] for i in batch], rng)
+            logits = model(context.contiguous(memory_format=torch.channels_last),
+                           details.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(logits, targets, weight=weights, ignore_index=IGNORED)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -107,6 +121,7 @@ def train(examples: Sequence[Example], settings: TrainSettings,
             total += loss.item() * len(targets)
         if on_epoch:
             on_epoch(epoch, total / len(examples))
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return model.eval()
 
 

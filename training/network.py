@@ -12,7 +12,7 @@ from torch import nn
 from vidparse.stages.labels import FINE_CLASSES
 from vidparse.stages.parsers.cihp_net import DETAILS, FEATURES, NET_HEIGHT
 
-WIDTHS = (16, 24, 32, 48)  # channels at 1/2, 1/4, 1/8 and 1/16 of the context's resolution
+WIDTHS = (32, 48, 64, 96)  # channels at 1/2, 1/4, 1/8 and 1/16 of the context's resolution
 HEAD_WIDTH = 16  # channels of the per-pixel head at the details' resolution
 OPSET = 17
 

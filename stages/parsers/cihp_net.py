@@ -150,6 +150,11 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
     return context, details
 
 
+def person_probability(context: np.ndarray, outputs: CropOutputs) -> float:
+    """BodyPix's highest person probability in a crop (its person channel in the network's context input)."""
+    return float(context[3, :, :net_width(*outputs.size)].max())
+
+
 def labels_at(logits: np.ndarray, parts: np.ndarray, face: np.ndarray) -> np.ndarray:
     """CIHP labels at the size of ``parts`` and ``face`` from the network's logits over the crop (padding cut off),
     upsampled bilinearly before the argmax."""
@@ -227,6 +232,7 @@ class CihpNetParser(Parser):
         self.label_set = load_label_set("cihp")
         self.frozen = FrozenModels(options, threads, device)  # the multiclass segmenter runs on the CPU (LiteRT)
         self.net = GarmentNet(weights, threads, device)
+        self.min_person_probability = options.min_person_probability
 
     def open(self) -> None:
         self.frozen.open()
@@ -237,7 +243,13 @@ class CihpNetParser(Parser):
                                  for image in images])
 
     def parse_crops(self, crops: Sequence[Crop]) -> list[np.ndarray]:
-        return [crop_labels(self.net.logits(*features(outputs)), outputs) for outputs in self.frozen.analyze(crops)]
+        return [self._crop_labels(outputs) for outputs in self.frozen.analyze(crops)]
+
+    def _crop_labels(self, outputs: CropOutputs) -> np.ndarray:
+        context, details = features(outputs)
+        if person_probability(context, outputs) < self.min_person_probability:
+            return np.zeros(outputs.size, np.uint8)
+        return crop_labels(self.net.logits(context, details), outputs)
 
     def close(self) -> None:
         self.frozen.close()
