@@ -1,5 +1,6 @@
 """Crowds with exact truth: people cut from labelled photos (by default the 30 CCP check photos) pasted at known
-heights and places onto an empty street, then detected and parsed as `vidparse run` does; recall, false boxes and garments mIoU per height band.
+heights and places onto an empty street, then detected and parsed as `vidparse run` does; recall, false boxes and
+garments mIoU per height band.
 
 The street is the per-pixel median of vtest's frames (its people walk, so the median is empty), scaled to
 ``--size``. Each crowd has ``--persons`` people, a third in each height band (30-60, 60-100, 100-200 pixels), placed

@@ -87,7 +87,7 @@ class PersonParser:
             persons.append(person_stats(self.label_set, detections.boxes[i], detections.scores[i], written))
             kept.append(i)
         kept = sorted(kept)
-        return persons, Detections(boxes=detections.boxes[kept].reshape(-1, 4), scores=detections.scores[kept])
+        return persons, Detections(boxes=detections.boxes[kept], scores=detections.scores[kept])
 
     def _whole_frame_stats(self, labels: np.ndarray, detections: Detections) -> list[PersonStats]:
         return [person_stats(self.label_set, detections.boxes[i], detections.scores[i],

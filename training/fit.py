@@ -102,8 +102,8 @@ def train(examples: Sequence[Example], settings: TrainSettings,
     # channels-last: about 1.7x faster convolutions on CPU (the keyword is missing from torch's type stubs)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    _, per_width = np.unique([e.features.shape[2] for e in examples], return_counts=True)
-    steps = settings.epochs * int(sum(-(-count // settings.batch_size) for count in per_width))
+    # the batch count does not depend on the shuffle: a generator of its own leaves the seeded one untouched
+    steps = settings.epochs * len(width_batches(examples, settings.batch_size, np.random.default_rng()))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=steps, pct_start=0.15)
     weights = class_weights(examples)
     model.train()
