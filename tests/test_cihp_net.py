@@ -107,9 +107,25 @@ def test_packed_crops_keep_their_order(person_crop: np.ndarray) -> None:
     segmenter = MulticlassSegmenter(resolve_model("multiclass"), threads=1)
     segmenter.open()
     first, second = segmenter.probabilities([small, blank]), segmenter.probabilities([blank, small])
-    assert [p.shape for p in first] == [(6, 64, 64)] * 2
+    assert [p.shape for p in first] == [(6, 64, 43)] * 2  # a 1:2 crop padded to 3:4 in a 64-pixel cell
     person_share = [1 - p[0].mean() for p in (*first, *second)]
     assert person_share[0] > 1.5 * person_share[1] and person_share[3] > 1.5 * person_share[2], person_share
+
+
+def test_a_narrow_crop_is_segmented_padded_to_an_ordinary_photos_shape(person_crop: np.ndarray) -> None:
+    import cv2
+
+    segmenter = MulticlassSegmenter(resolve_model("multiclass"), threads=1, detail=1.0)  # one crop per call
+    segmenter.open()
+    narrow = cv2.resize(person_crop, (128, 384))  # 1:3, as a standing person's crop
+    (seen,) = segmenter.probabilities([narrow])
+    padded = np.zeros((384, 288, 3), np.uint8)  # the same crop padded to 3:4 by hand
+    padded[:, 80:208] = narrow
+    (by_hand,) = segmenter.probabilities([padded])
+    assert seen.shape == (6, 256, 114) and by_hand.shape == (6, 256, 256)  # 128 of 288 columns: 114 of the cell's
+    window = by_hand[:, :, 71:185]
+    assert np.abs(seen - window).mean() < 0.02
+    assert seen[0].mean() < by_hand[0].mean()  # the padding cut off was background
 
 
 def test_parser_labels_a_person_with_garments(person_crop: np.ndarray) -> None:

@@ -24,7 +24,7 @@ from vidparse.evaluation.metrics import coarse_lut
 from vidparse.model_store import resolve_model, sha256_of
 from vidparse.stages.detect import DetectorOptions, PersonDetector
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
-from vidparse.stages.parsers import cihp_net
+from vidparse.stages.parsers import cihp_net, multiclass
 from vidparse.stages.roi import crop_person
 from vidparse.stages.tracker import iou_matrix
 from vidparse.stages.types import LabelSet
@@ -128,7 +128,7 @@ def _examples_of(sample: Sample, seed: int) -> list[Example]:
 def cache_key(samples: Sequence[Sample], label_set: str, seed: int) -> str:
     """Changes with the photos, their labels, the frozen models and the feature layout."""
     digest = hashlib.sha256(repr((label_set, seed, cihp_net.FEATURE_GROUPS, cihp_net.DETAIL_GROUPS, cihp_net.NET_HEIGHT,
-                                  SMALL_PERSON, cihp_net.Options())).encode())
+                                  SMALL_PERSON, cihp_net.Options(), multiclass.ASPECT)).encode())
     for sample in samples:
         for path in (sample.image_path, sample.label_path):
             stat = path.stat()

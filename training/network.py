@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidparse.stages.labels import FINE_CLASSES
-from vidparse.stages.parsers.cihp_net import DETAILS, FEATURES, NET_HEIGHT
+from vidparse.stages.parsers.cihp_net import DETAIL_MULTICLASS, DETAILS, FEATURES, NET_HEIGHT
+from vidparse.stages.parsers.multiclass import CLASSES as SEGMENTER_CLASSES
 
 WIDTHS = (32, 48, 64, 96)  # channels at 1/2, 1/4, 1/8 and 1/16 of the context's resolution
 HEAD_WIDTH = 16  # channels of the per-pixel head at the details' resolution
@@ -24,7 +25,11 @@ def _conv(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
 
 class GarmentUNet(nn.Module):
     """A U-Net over the context (halved four times: each output pixel sees the whole crop, a garment's reach, the
-    legs' split) and a per-pixel head at the details' resolution, four times finer, that draws the boundaries."""
+    legs' split) and a per-pixel head at the details' resolution, four times finer, that draws the boundaries.
+
+    The segmenter's log-probabilities also reach the logits through one linear layer, so its hair, skin and clothes
+    boundaries pass through without the head having to rebuild them (fold 1 of 4: garments mIoU 72.2 -> 73.1, every
+    garments class up)."""
 
     def __init__(self, widths: tuple[int, ...] = WIDTHS) -> None:
         super().__init__()
@@ -34,6 +39,7 @@ class GarmentUNet(nn.Module):
         self.up = nn.ModuleList(_conv(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 1))
         self.head = nn.Sequential(nn.Conv2d(widths[0] + DETAILS, HEAD_WIDTH, 1), nn.ReLU(inplace=True),
                                   nn.Conv2d(HEAD_WIDTH, len(FINE_CLASSES), 1))
+        self.segmenter_skip = nn.Conv2d(len(SEGMENTER_CLASSES), len(FINE_CLASSES), 1)
 
     def forward(self, features: torch.Tensor, details: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(features)]
@@ -45,7 +51,8 @@ class GarmentUNet(nn.Module):
             upsampled = F.interpolate(merged, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             merged = block(torch.cat([upsampled, skip], dim=1))
         upsampled = F.interpolate(merged, size=details.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(torch.cat([upsampled, details], dim=1))
+        segmenter = torch.log(details[:, DETAIL_MULTICLASS].clamp_min(1e-4))
+        return self.head(torch.cat([upsampled, details], dim=1)) + self.segmenter_skip(segmenter)
 
 
 def export_onnx(model: GarmentUNet, path: Path) -> None:

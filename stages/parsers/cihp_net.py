@@ -92,7 +92,7 @@ class CropOutputs:
     image: np.ndarray  # the crop, BGR
     bodypix: np.ndarray  # 25 x h x w logits (person, then parts), stride 16 over the padded input
     bodypix_padded: tuple[int, int]
-    multiclass: np.ndarray  # 6 x c x c probabilities of the crop stretched to a square cell
+    multiclass: np.ndarray  # 6 x rows x columns probabilities of the crop (its cell less the padding)
 
     @property
     def size(self) -> tuple[int, int]:
