@@ -25,20 +25,18 @@ from vidparse.evaluation.runs import ImageReport, Tally, image_report, quality_s
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import SCHEMES, load_label_set
 from vidparse.stages.parsers import LABEL_SETS
-from vidparse.stages.roi import crop_person, paste_labels
 from vidparse.stages.person_parser import PersonParser
-from vidparse.stages.types import LabelSet
-from vidparse.training.dataset import IGNORED, fine_lut, person_box
+from vidparse.stages.roi import crop_person, paste_labels
+from vidparse.training.dataset import fine_lut, labelled_person, person_box
 
 DATASETS = {"ccp": "ccp", "cihp": "cihp"}  # folder under data/ -> its label set
 LABEL_SET_OF = {**DATASETS, "ccp-train": "ccp"}
 
 
-def labelled_person(parser: PersonParser, image: np.ndarray, labels: np.ndarray, truth: LabelSet) -> np.ndarray:
+def parse_labelled_person(parser: PersonParser, image: np.ndarray, labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """The parse of the one crop around the detected box that best matches the labelled people (their own bounds
-    where no box does), the person as `vidparse train` finds it."""
-    fine = fine_lut(truth)[labels]
-    person = (fine != 0) & (fine != IGNORED)
+    where no box does), the person as `vidparse train` finds it; ``lut``: the truth's classes to fine ones."""
+    person = labelled_person(lut[labels])
     predicted = np.zeros(labels.shape, np.uint8)
     if person.any():
         options = parser.options
@@ -51,13 +49,14 @@ def labelled_person(parser: PersonParser, image: np.ndarray, labels: np.ndarray,
 def score(model: str, shared: Path, dataset: str, every: int = 1, people: str = "all") -> dict[str, ImageReport]:
     config = load_config(overrides={"model": model})
     truth = load_label_set(LABEL_SET_OF[dataset])
+    lut = fine_lut(truth)
     tallies = {scheme: Tally(truth, load_label_set(LABEL_SETS[model]), scheme) for scheme in SCHEMES}
     parser = build_person_parser(config, ResolvedModels.for_config(config), threads=None)
     parser.open()
     try:
         for sample in find_samples(shared / "data" / dataset / "images", shared / "data" / dataset / "labels")[::every]:
             image, labels = read_sample(sample, truth)
-            predicted = labelled_person(parser, image, labels, truth) if people == "labelled" else parser.process(image)[0]
+            predicted = parse_labelled_person(parser, image, labels, lut) if people == "labelled" else parser.process(image)[0]
             for tally in tallies.values():
                 tally.add(labels, predicted)
     finally:

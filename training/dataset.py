@@ -54,6 +54,11 @@ def fine_lut(label_set: LabelSet) -> np.ndarray:
     return coarse_lut(label_set, set(FINE_CLASSES), rest=IGNORED, scheme="fine")
 
 
+def labelled_person(fine: np.ndarray) -> np.ndarray:
+    """The labelled person's pixels in a fine label map: every class but background and the ones left out."""
+    return (fine != 0) & (fine != IGNORED)
+
+
 def person_box(detector: PersonDetector, image: np.ndarray, person: np.ndarray) -> np.ndarray:
     """The detected box that best covers the labelled person, or the person's own bounds if none does."""
     ys, xs = np.nonzero(person)
@@ -79,7 +84,7 @@ class Extractor:
     def examples(self, sample: Sample, seed: int) -> list[Example]:
         image, labels = read_sample(sample, self.label_set)
         fine = self.lut[labels]
-        person = (fine != 0) & (fine != IGNORED)
+        person = labelled_person(fine)
         if not person.any():
             log.warning("%s: no person in its labels, skipped", sample.name)
             return []
