@@ -549,6 +549,8 @@ def train_weights(
                                                         "usable CPU.")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="Folder keeping the frozen models' outputs between runs "
                                                         "(default: the user cache).")] = None,
+    float32: Annotated[bool, typer.Option("--float32", help="Train in float32 even on a CPU with bfloat16 "
+                                                             "instructions (about 1.6x the time).")] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Train cihp-net's network from labelled photos: k-fold scores, then weights and a model card."""
@@ -561,7 +563,7 @@ def train_weights(
             from vidparse.training.run import TrainingJob
         except ImportError as exc:
             raise ConfigError(f"training needs {exc.name}", hint='pip install "vidparse"') from exc
-        job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache)
+        job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache, not float32)
         with _progress() as progress:
             card = job.run(progress)
         for report in job.scores.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,10 @@ def test_training_loss_falls_on_four_photos(shared: Path) -> None:
     again: list[float] = []
     fit.train(examples, settings, on_epoch=lambda _, loss: again.append(loss))
     assert again == losses, "the same seed gives the same training"
+    in_float32: list[float] = []
+    fit.train(examples, replace(settings, bfloat16=False), on_epoch=lambda _, loss: in_float32.append(loss))
+    assert in_float32[-1] < 0.8 * in_float32[0], in_float32
+    assert (in_float32 != losses) == fit.bfloat16_native(), "bfloat16 convolutions where the CPU has them"
     labels = fit.predict(model, examples[0], (900, 600))
     assert labels.shape == (900, 600) and labels.max() < len(CIHP)
 
@@ -179,6 +184,7 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     assert result.returncode == 0, result.stderr
     card = (weights.parent / "MODEL_CARD.md").read_text()
     assert "Apache-2.0" in card and "2-fold" in card and "--epochs 2" in card and sha256_of(weights) in card
+    assert ("bfloat16 convolutions" in card) == fit.bfloat16_native()
     assert "garments" in result.stdout and "mIoU" in result.stdout
     net = cihp_net.GarmentNet(weights, threads=1)
     net.open()

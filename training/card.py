@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vidparse.evaluation.runs import ImageReport
 from vidparse.model_store import sha256_of
-from vidparse.training.fit import TrainSettings
+from vidparse.training.fit import TrainSettings, uses_bfloat16
 
 FROZEN_MODELS = """\
 | model | role | license |
@@ -42,6 +42,7 @@ def _score_table(report: ImageReport) -> str:
 def write_card(weights: Path, record: TrainingRecord) -> Path:
     settings = record.settings
     scores = "\n\n".join(_score_table(report) for report in record.scores.values()) or "(trained without --folds)"
+    precision = "bfloat16 convolutions" if uses_bfloat16(settings) else "float32"
     data_license = DATA_LICENSES.get(record.label_set, "see the data's own license")
     text = f"""# cihp-net weights: `{weights.name}`
 
@@ -54,8 +55,8 @@ parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with Body
 - data: {record.photos} labelled photos in `{record.images}` (label set `{record.label_set}`), two views each
   ({record.examples} examples): the photo as it is and scaled down to a 48-160 pixel person
 - training: {settings.epochs} epochs, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (one-cycle),
-  weight decay {settings.weight_decay}, seed {settings.seed}; {record.seconds / 60:.1f} minutes in all on
-  {platform.machine()} CPU
+  weight decay {settings.weight_decay}, seed {settings.seed}, {precision}; {record.seconds / 60:.1f} minutes in
+  all on {platform.machine()} CPU
 
 ## Licenses
 - training data: {data_license}

@@ -39,6 +39,7 @@ class TrainingJob:
     seed: int = 0
     processes: int = 0
     cache: Path | None = None
+    bfloat16: bool = True
     scores: dict[str, ImageReport] = field(default_factory=dict)
 
     def run(self, progress: Progress) -> Path:
@@ -54,7 +55,7 @@ class TrainingJob:
         samples = find_samples(self.images, self.labels)
         start = time.perf_counter()
         torch.set_num_threads(usable_cpus())
-        settings = fit.TrainSettings(epochs=self.epochs, seed=self.seed)
+        settings = fit.TrainSettings(epochs=self.epochs, seed=self.seed, bfloat16=self.bfloat16)
 
         task = progress.add_task("frozen models", total=len(samples))
         examples = dataset.extract(samples, self.label_set, self.seed, self.processes or usable_cpus(),
