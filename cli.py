@@ -563,7 +563,8 @@ def train_weights(
             from vidparse.training.run import TrainingJob
         except ImportError as exc:
             raise ConfigError(f"training needs {exc.name}", hint='pip install "vidparse"') from exc
-        job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache, not float32)
+        job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache,
+                          bfloat16=not float32)
         with _progress() as progress:
             card = job.run(progress)
         for report in job.scores.values():
