@@ -16,6 +16,7 @@ from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
 from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
+from vidparse.stages.tiles import small_people_pass, without_small_people
 
 
 @dataclass
@@ -23,17 +24,30 @@ class Trial:
     workers: int
     threads: int
     stats: RunStats
+    small_people: str = ""  # whether the detector's pass for small people ran (`small_people_settings`)
 
     def stage_ms(self, stage: str) -> float:
         return self.stats.stage_s.get(stage, 0.0) / max(1, self.stats.frames) * 1000
 
 
 def scaling(trials: list[Trial]) -> list[tuple[float, float]]:
-    """(speed-up, efficiency) of each trial against the one with the fewest workers: efficiency 1.0 is fps growing
-    in proportion to the worker count."""
-    base = min(trials, key=lambda t: t.workers)
-    base_fps = base.stats.steady_fps or float("nan")
-    return [(t.stats.steady_fps / base_fps, t.stats.steady_fps / base_fps / (t.workers / base.workers)) for t in trials]
+    """(speed-up, efficiency) of each trial against the one with the fewest workers and the same small-people
+    setting: efficiency 1.0 is fps growing in proportion to the worker count."""
+    result = []
+    for t in trials:
+        base = min((b for b in trials if b.small_people == t.small_people), key=lambda b: b.workers)
+        base_fps = base.stats.steady_fps or float("nan")
+        result.append((t.stats.steady_fps / base_fps, t.stats.steady_fps / base_fps / (t.workers / base.workers)))
+    return result
+
+
+def small_people_settings(config: Config, width: int) -> list[tuple[str, Config]]:
+    """What to measure on an input this wide, each with its label: the config as given and, when its detector
+    runs the pass for small people (tiles, zoomed looks) on such frames, the config without it, to show its cost."""
+    if small_people_pass(width, config.detector):
+        return [("on", config), ("off", replace(config, detector=without_small_people(config.detector)))]
+    configured = small_people_pass(config.detector.tile_min_width, config.detector)
+    return [(f"off (under {config.detector.tile_min_width} px wide)" if configured else "off", config)]
 
 
 @contextmanager
@@ -47,10 +61,11 @@ def scratch_runner(config: Config, input_url: str, workers: int, threads: int, *
         yield Runner(build_engine(config, [stream]), stream, stream_settings(config, input_url))
 
 
-def run_trial(config: Config, input_url: str, frames: int, workers: int, threads: int) -> Trial:
+def run_trial(config: Config, input_url: str, frames: int, workers: int, threads: int, small_people: str = ""
+              ) -> Trial:
     with scratch_runner(config, input_url, workers, threads, max_frames=frames) as runner:
         stats = runner.run()
-    return Trial(workers, runner.engine.settings.threads, stats)
+    return Trial(workers, runner.engine.settings.threads, stats, small_people)
 
 
 def machine_description() -> str:
@@ -59,7 +74,7 @@ def machine_description() -> str:
     return f"{cpu}, {usable_cpus()} usable CPUs, Python {platform.python_version()}, {platform.system()}"
 
 
-COLUMNS = ("workers", "threads", "fps", "speed-up", "efficiency", "serial ceiling fps", "start-up s",
+COLUMNS = ("workers", "threads", "small people", "fps", "speed-up", "efficiency", "serial ceiling fps", "start-up s",
            *(f"{s} ms" for s in (*STAGES, *SERIAL_THREADS)))
 
 
@@ -68,8 +83,8 @@ def trial_rows(trials: list[Trial]) -> list[list[str]]:
     rows = []
     for t, (speedup, efficiency) in zip(trials, scaling(trials)):
         serial, ceiling = t.stats.serial_ms(), t.stats.serial_ceiling_fps
-        rows.append([str(t.workers), str(t.threads), f"{t.stats.steady_fps:.2f}", f"{speedup:.2f}x", f"{efficiency:.0%}",
-                     "n/a" if ceiling is None else f"{ceiling:.0f}", f"{t.stats.startup_s:.1f}",
+        rows.append([str(t.workers), str(t.threads), t.small_people, f"{t.stats.steady_fps:.2f}", f"{speedup:.2f}x",
+                     f"{efficiency:.0%}", "n/a" if ceiling is None else f"{ceiling:.0f}", f"{t.stats.startup_s:.1f}",
                      *(f"{t.stage_ms(s):.1f}" for s in STAGES), *(f"{serial.get(s, 0.0):.1f}" for s in SERIAL_THREADS)])
     return rows
 
@@ -79,7 +94,9 @@ def markdown_table(trials: list[Trial], model: str, input_name: str, frames: int
              "frame; speed-up and efficiency are against the fewest workers; start-up is process start, model loading "
              "and the first frame. Stage times are busy time per frame, summed over workers (parallel stages can add "
              "up to more than the wall time). hub, compose and emit are the threads every frame passes one at a time; "
-             "the serial ceiling is 1 / the busiest one's time per frame: more workers cannot go faster.", "",
+             "the serial ceiling is 1 / the busiest one's time per frame: more workers cannot go faster. small people: "
+             "the detector's finer pass (tiles, zoomed looks at small boxes; docs/crowds.md) on inputs at least "
+             "detector.tile_min_width wide, where each worker count also runs without it, to show its cost.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in trial_rows(trials)]
     return "\n".join(lines) + "\n"

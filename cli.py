@@ -88,7 +88,7 @@ def run(
     parse_every: Annotated[Optional[int], typer.Option(help="Parse every K-th frame; carry labels between by optical flow.")] = None,
     tracking: Annotated[Optional[bool], typer.Option("--tracking/--no-tracking", help="Track persons (video): stable ids, bridged misses, smoothed labels.")] = None,
     max_missed: Annotated[Optional[int], typer.Option(help="Tracking: frames a person survives without a detection.")] = None,
-    tiles: Annotated[Optional[int], typer.Option(help="Detector: also look at tiles, this many across (small people); 0 = off.")] = None,
+    tiles: Annotated[Optional[int], typer.Option(help="Detector: also look at tiles, this many across (small people); 0 = off. The zoomed look at small boxes is detector.zoom_below.")] = None,
     instances: Annotated[Optional[Path], typer.Option(help="Write one 16-bit PNG of track ids per frame here.")] = None,
     track_ids: Annotated[Optional[bool], typer.Option("--track-ids/--no-track-ids", help="Write track ids on the video.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Class color weight over the frame, 0..1.")] = None,
@@ -272,21 +272,23 @@ def bench(
     _setup_logging(False)
     from rich.progress import Progress
 
-    from vidparse.bench import COLUMNS, machine_description, markdown_table, run_trial, trial_rows
+    from vidparse.bench import (COLUMNS, machine_description, markdown_table, run_trial, small_people_settings,
+                                trial_rows)
     from vidparse.config import load_config
     from vidparse.stages.source import probe
 
     with user_errors():
         settings = load_config(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
         counts = _worker_counts(workers)
-        probe(input)
+        variants = small_people_settings(settings, probe(input).width)
         trials = []
         with Progress(console=console) as progress:
-            task = progress.add_task("bench", total=len(counts))
+            task = progress.add_task("bench", total=len(counts) * len(variants))
             for count in counts:
-                progress.update(task, description=f"workers={count}")
-                trials.append(run_trial(settings, input, frames, count, threads))
-                progress.advance(task)
+                for label, variant in variants:
+                    progress.update(task, description=f"workers={count}, small people {label}")
+                    trials.append(run_trial(variant, input, frames, count, threads, label))
+                    progress.advance(task)
     table = Table(title=f"vidparse bench: {settings.model}, first {frames} frames of {Path(input).name}")
     for column in COLUMNS:
         table.add_column(column, justify="right")
@@ -313,45 +315,51 @@ def tune(
     _setup_logging(False)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vidparse.bench import machine_description
+    from vidparse.bench import machine_description, small_people_settings
     from vidparse.config import config_from, user_settings
     from vidparse.pipeline.cpus import usable_cpus
     from vidparse.stages.source import InputKind, input_kind, probe
-    from vidparse.tune import best, layouts, run_trial, tuned_config_text
+    from vidparse.tune import TrialResult, best, layouts, run_trial, tuned_config_text
 
     with user_errors():
         chosen = user_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
                                         "keyframes.parse_every": parse_every})
         settings = config_from(chosen)
-        if input_kind(input) is InputKind.FILE:
-            probe(input)
+        # a live input is not opened twice: its small-people pass is not measured apart
+        variants = small_people_settings(settings, probe(input).width) if input_kind(input) is InputKind.FILE else []
         cpus = usable_cpus()
         grid = layouts(cpus, max_workers)
-        results = []
+        results: list[TrialResult] = []
+        without: TrialResult | None = None
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                       TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("tune", total=len(grid))
-            for layout in grid:
-                progress.update(task, description=f"trying {layout}")
-                try:
+            task = progress.add_task("tune", total=len(grid) + max(0, len(variants) - 1))
+            try:
+                for layout in grid:
+                    progress.update(task, description=f"trying {layout}")
                     results.append(run_trial(settings, input, layout, seconds, cpus))
-                except KeyboardInterrupt:
-                    console.print(f"[yellow]interrupted:[/] {write} not written", soft_wrap=True)
-                    raise typer.Exit(INTERRUPTED_EXIT) from None
-                progress.advance(task)
-        pick = best(results)
+                    progress.advance(task)
+                pick = best(results)
+                for _, variant in variants[1:]:
+                    progress.update(task, description=f"trying {pick.layout} without the small-people pass")
+                    without = run_trial(variant, input, pick.layout, seconds, cpus)
+                    progress.advance(task)
+            except KeyboardInterrupt:
+                console.print(f"[yellow]interrupted:[/] {write} not written", soft_wrap=True)
+                raise typer.Exit(INTERRUPTED_EXIT) from None
         machine = machine_description()
         try:
-            write.write_text(tuned_config_text(chosen, pick, results, Path(input).name, machine))
+            write.write_text(tuned_config_text(chosen, pick, results, Path(input).name, machine, without))
         except OSError as exc:
             raise BadOutputError(f"cannot write {write}: {exc.strerror}", hint="choose a writable --write path") from exc
     table = Table(title=f"vidparse tune: {settings.model} on {Path(input).name}, {cpus} usable CPUs, {seconds:g} s a trial")
     for column in ("", "workers", "threads", "fps", "serial ceiling fps", "p95 frame ms", "peak MB", "CPU busy",
                    "start-up s"):
         table.add_column(column, justify="right")
-    for r in results:
+    for r in results + ([without] if without else []):
         ceiling = "n/a" if r.serial_ceiling_fps is None else f"{r.serial_ceiling_fps:.0f}"
-        table.add_row("best" if r is pick else "", str(r.layout.workers), str(r.layout.threads), f"{r.fps:.2f}",
+        name = "best" if r is pick else "best, no small-people pass" if r is without else ""
+        table.add_row(name, str(r.layout.workers), str(r.layout.threads), f"{r.fps:.2f}",
                       ceiling, f"{r.p95_frame_ms:.0f}", f"{r.peak_mb:.0f}", f"{r.cpu_share:.0%}", f"{r.startup_s:.1f}",
                       style="bold green" if r is pick else None)
     Console().print(table)

@@ -130,13 +130,17 @@ def best(results: list[TrialResult]) -> TrialResult:
 
 
 def tuned_config_text(settings: dict[str, Any], pick: TrialResult, results: list[TrialResult], input_name: str,
-                      machine: str) -> str:
-    """The user's settings with the picked layout, as YAML for `vidparse run --config`, the trials as comments."""
+                      machine: str, without_small_people: TrialResult | None = None) -> str:
+    """The user's settings with the picked layout, as YAML for `vidparse run --config`, the trials as comments (and
+    the pick's layout measured without the detector's pass for small people, when it ran)."""
     lines = [f"# Written by `vidparse tune {input_name}` on {date.today().isoformat()} ({machine}).",
              f"# Picked {pick.layout}: {pick.fps:.2f} fps, the fastest of these trials:",
              "#   workers  threads      fps  p95 frame ms  peak MB  CPU busy"]
     lines += [f"#   {r.layout.workers:7d}  {r.layout.threads:7d}  {r.fps:7.2f}  {r.p95_frame_ms:12.0f}  "
               f"{r.peak_mb:7.0f}  {r.cpu_share:7.0%}" for r in results]
+    if without_small_people:
+        lines.append(f"# The pass for small people (detector tiles, zoomed looks; docs/crowds.md) ran on this input: "
+                     f"{without_small_people.fps:.2f} fps without it (detector.tiles: 0, detector.zoom_below: 0).")
     lines.append("# Use: vidparse run INPUT -o OUTPUT.mp4 --config THIS_FILE")
     body = {**settings, "workers": pick.layout.workers, "threads": pick.layout.threads}
     return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False)

@@ -1,5 +1,5 @@
-"""Person detection with FastestDet (COCO, class 0 = person): the whole frame, and with ``tiles`` also a finer pass
-over tiles of it (stages/tiles.py)."""
+"""Person detection with FastestDet (COCO, class 0 = person): the whole frame, and on wide frames a finer pass: tiles
+of the frame, then a zoomed look at every small box (stages/tiles.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import cut_sides, merge_boxes, non_max_suppression, tile_grid
+from vidparse.stages.tiles import (cut_sides, finer_pass, inside, merge_boxes, non_max_suppression, tile_grid,
+                                   zoom_windows)
 from vidparse.stages.types import Detections
 
 INPUT_SIZE = 352
@@ -46,8 +47,35 @@ class PersonDetector:
             sources = np.concatenate([np.full(len(b), i) for i, (b, _, _) in enumerate(found)])
             boxes, scores = merge_boxes(np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]),
                                         sources, np.concatenate([f[2] for f in found]), options.nms_iou)
+        if options.zoom_below and finer_pass(width, options):
+            boxes, scores = self.look_closer(image, boxes, scores)
         tall_enough = (boxes[:, 3] - boxes[:, 1]) >= options.min_height
         return Detections(boxes=boxes[tall_enough], scores=scores[tall_enough])
+
+    def look_closer(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes shorter than ``zoom_below`` replaced by what the detector finds in windows around them, where a
+        person of 30-100 pixels is 3-4 times larger in its input than in a tile's. What a window cuts at one of its
+        sides inside the frame is left out (the box it belongs to has a window of its own or is tall enough). Small
+        boxes past ``zoom_max_windows`` windows stay as they were found."""
+        options = self.options
+        height, width = image.shape[:2]
+        small = (boxes[:, 3] - boxes[:, 1]) < options.zoom_below
+        windows = zoom_windows(boxes[small], (width, height), options)
+        kept = ~small
+        kept[small] = ~inside(boxes[small], windows)
+        found = [(boxes[kept], scores[kept])]
+        for window in windows:
+            x1, y1, x2, y2 = window
+            window_boxes, window_scores = self._detect(image[y1:y2, x1:x2], options.score_threshold)
+            keep = non_max_suppression(window_boxes, window_scores, options.nms_iou)
+            window_boxes = window_boxes[keep] + np.array([x1, y1, x1, y1], np.float32)
+            whole = ~cut_sides(window_boxes, window, (width, height)).any(axis=1)
+            found.append((window_boxes[whole], window_scores[keep][whole]))
+        zoomed = np.concatenate([np.full(len(b), i > 0) for i, (b, _) in enumerate(found)])
+        boxes, scores = np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found])
+        keep = non_max_suppression(boxes, scores, options.nms_iou, first=zoomed)  # a closer look wins
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        return boxes[keep], scores[keep]
 
     def _detect(self, image: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """Every grid cell's person box (image pixels) and score above ``threshold``, before suppression."""

@@ -25,8 +25,17 @@ class DetectorOptions:
     tile_rows: int = field(default=0, metadata={"range": (0, 8)})
     # tiles reach this share of their size into their neighbours, so that a person on a border is whole in one
     tile_overlap: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
-    tile_score_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # person score in a tile
-    tile_min_width: int = field(default=1280, metadata={"range": (0, 100_000)})  # narrower frames are not tiled
+    # person score in a tile; small boxes found at it are only candidates for the zoomed look below
+    tile_score_threshold: float = field(default=0.4, metadata={"range": (0.0, 1.0)})
+    # boxes shorter than this (frame pixels) are looked at again, zoomed: the detector runs on a square window
+    # zoom_window times the box's height around it, and what it finds there at score_threshold replaces them (a
+    # loose box made tight, a false one dropped, a neighbour found); 0 = off
+    zoom_below: int = field(default=100, metadata={"range": (0, 100_000)})
+    zoom_window: float = field(default=4.0, metadata={"range": (1.5, 16.0)})
+    # at most this many zoomed looks a frame (each costs a detector run); small boxes past them stay as found
+    zoom_max_windows: int = field(default=32, metadata={"range": (1, 1000)})
+    # frames narrower than this get no finer pass (neither tiles nor zoomed looks)
+    tile_min_width: int = field(default=1280, metadata={"range": (0, 100_000)})
 
     def __post_init__(self) -> None:
         if self.tiles == 1:

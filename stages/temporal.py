@@ -44,8 +44,9 @@ def weighted_vote(current: np.ndarray, past: list[np.ndarray], person_weights: n
     weight = weight.reshape(where.size, classes)
     part = weight.argmax(axis=1)
     if held is not None:
+        rows = np.arange(where.size)
         before = held.ravel()[where].astype(np.intp)
-        kept = (before != 0) & (weight[np.arange(where.size), before] >= weight.max(axis=1) - hold * part_weights.sum())
+        kept = (before != 0) & (weight[rows, before] >= weight[rows, part] - hold * part_weights.sum())
         part = np.where(kept, before, part)
     output.ravel()[where] = np.where(is_person, part, 0)
     return output

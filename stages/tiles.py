@@ -1,8 +1,10 @@
-"""Person boxes from several looks at a frame: non-maximum suppression, the tiles of a finer pass (where they lie
-in the frame), and one box per person from the boxes found in the whole frame and in the tiles (a person cut by a
-tile's side is found in pieces)."""
+"""Person boxes from several looks at a frame: non-maximum suppression, the tiles of a finer pass and the windows of
+a zoomed look at small boxes (where they lie in the frame), and one box per person from the boxes found in the whole
+frame and in the tiles (a person cut by a tile's side is found in pieces)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -12,11 +14,15 @@ Tile = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
 
 CUT_PX = 1.0  # a box this close to a tile side that is not the frame's border was cut there
 ALONG_SHARE = 0.5  # pieces of one person overlap by at least this share of the narrower one along the cut
+MIN_WINDOW_PX = 64  # a zoomed look's window is at least this wide (a 16-pixel box seen 4 times its height)
 
 
-def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices of the boxes kept, most confident first."""
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
+                        first: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the boxes kept, most confident first; boxes flagged ``first`` go before every other box."""
     order = np.argsort(-scores, kind="stable")
+    if first is not None:
+        order = order[np.argsort(~first[order], kind="stable")]
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep: list[int] = []
     while order.size:
@@ -32,12 +38,26 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
     return np.array(keep, dtype=np.int64)
 
 
+def finer_pass(width: int, options: DetectorOptions) -> bool:
+    """Whether a frame this wide gets the finer pass (tiles, zoomed looks)."""
+    return width >= options.tile_min_width
+
+
+def small_people_pass(width: int, options: DetectorOptions) -> bool:
+    """Whether frames this wide get a finer pass for small people (tiles or zoomed looks) with these options."""
+    return finer_pass(width, options) and (options.tiles >= 2 or options.zoom_below > 0)
+
+
+def without_small_people(options: DetectorOptions) -> DetectorOptions:
+    return replace(options, tiles=0, zoom_below=0)
+
+
 def tile_grid(width: int, height: int, options: DetectorOptions) -> list[Tile]:
     """``options.tiles`` columns of tiles over the frame and as many rows as keep them about square, each grown by
     ``tile_overlap`` of its size (half on each side, clipped at the frame); only the top ``tile_rows`` rows (0: all).
     None for frames narrower than ``tile_min_width``."""
     count = options.tiles
-    if count < 2 or width < options.tile_min_width:
+    if count < 2 or not finer_pass(width, options):
         return []
     grid_rows = max(1, round(count * height / width))
     rows = min(options.tile_rows or grid_rows, grid_rows)
@@ -49,6 +69,33 @@ def tile_grid(width: int, height: int, options: DetectorOptions) -> list[Tile]:
             y1, y2 = height * row / grid_rows - pad_y, height * (row + 1) / grid_rows + pad_y
             tiles.append((max(0, int(x1)), max(0, int(y1)), min(width, int(np.ceil(x2))), min(height, int(np.ceil(y2)))))
     return tiles
+
+
+def inside(boxes: np.ndarray, windows: list[Tile]) -> np.ndarray:
+    """Which boxes lie wholly inside one of the windows."""
+    if not windows:
+        return np.zeros(len(boxes), bool)
+    frames = np.array(windows, np.float32)
+    return ((boxes[:, None, :2] >= frames[None, :, :2]) & (boxes[:, None, 2:] <= frames[None, :, 2:])).all(2).any(1)
+
+
+def zoom_windows(boxes: np.ndarray, frame_wh: tuple[int, int], options: DetectorOptions) -> list[Tile]:
+    """Square windows for a zoomed look at ``boxes`` (in the order given): ``zoom_window`` times a box's height
+    (at least MIN_WINDOW_PX, at most the frame), centred on it and moved inside the frame; a box that lies inside an
+    earlier window gets none of its own; at most ``zoom_max_windows``."""
+    width, height = frame_wh
+    windows: list[Tile] = []
+    for box in boxes:
+        if len(windows) == options.zoom_max_windows:
+            break
+        if inside(box[None], windows)[0]:
+            continue
+        x1, y1, x2, y2 = box.tolist()
+        side = int(min(max(options.zoom_window * (y2 - y1), MIN_WINDOW_PX), width, height))
+        left = int(min(max(0.0, (x1 + x2 - side) / 2), width - side))
+        top = int(min(max(0.0, (y1 + y2 - side) / 2), height - side))
+        windows.append((left, top, left + side, top + side))
+    return windows
 
 
 def cut_sides(boxes: np.ndarray, tile: Tile, frame_wh: tuple[int, int]) -> np.ndarray:

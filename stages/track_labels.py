@@ -95,7 +95,9 @@ class TrackLabels:
         for index, person in enumerate(tracked, 1):
             if person.track_id < len(row):
                 row[person.track_id] = index
-        counts = np.bincount((row[instances] * classes + output).ravel(), minlength=(len(tracked) + 1) * classes)
+        labelled = np.flatnonzero(output)  # background is not counted: most of a frame
+        counts = np.bincount(row[instances.ravel()[labelled]] * classes + output.ravel()[labelled],
+                             minlength=(len(tracked) + 1) * classes)
         counts = counts.reshape(-1, classes)
         return [replace(counted_person(self.label_set, person.box, person.score, counts[index]),
                         track_id=person.track_id, bridged=person.bridged) for index, person in enumerate(tracked, 1)]

@@ -49,29 +49,38 @@ def clip(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cut_clip(VTEST, tmp_path_factory.mktemp("clips") / "vtest12.avi", 12)
 
 
-@pytest.fixture(scope="session")
-def clip_with_audio(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 vtest frames as H.264 at 10 fps plus a 440 Hz AAC tone, in MP4."""
-    target = tmp_path_factory.mktemp("clips") / "vtest_audio.mp4"
+def vtest_h264(target: Path, frames: int, size: tuple[int, int] = (768, 576), tone_hz: float | None = None) -> Path:
+    """The first ``frames`` vtest frames scaled to ``size`` as H.264 at 10 fps, with a mono AAC tone of ``tone_hz``
+    as long as the video if given, written to ``target`` (MP4)."""
     with av.open(str(VTEST)) as src, av.open(str(target), "w") as dst:
         video = dst.add_stream("libx264", rate=10)
-        video.width, video.height, video.pix_fmt = 768, 576, "yuv420p"
-        audio = dst.add_stream("aac", rate=48000)
-        audio.layout = "mono"
+        video.width, video.height, video.pix_fmt = *size, "yuv420p"
+        audio = dst.add_stream("aac", rate=48000) if tone_hz else None
+        if audio:
+            audio.layout = "mono"
         for i, frame in enumerate(src.decode(video=0)):
-            if i == 8:
+            if i == frames:
                 break
+            if (frame.width, frame.height) != size:
+                frame = frame.reformat(*size)
             frame.pts = None
             dst.mux(video.encode(frame))
         dst.mux(video.encode(None))
-        samples = 48000 * 8 // 10
-        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
-        for start in range(0, samples, 1024):
-            chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = 48000, start, Fraction(1, 48000)
-            dst.mux(audio.encode(chunk))
-        dst.mux(audio.encode(None))
+        if audio:
+            samples = 48000 * frames // 10
+            tone = (0.3 * np.sin(2 * np.pi * tone_hz * np.arange(samples) / 48000)).astype(np.float32)
+            for start in range(0, samples, 1024):
+                chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts, chunk.time_base = 48000, start, Fraction(1, 48000)
+                dst.mux(audio.encode(chunk))
+            dst.mux(audio.encode(None))
     return target
+
+
+@pytest.fixture(scope="session")
+def clip_with_audio(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 vtest frames as H.264 at 10 fps plus a 440 Hz AAC tone, in MP4."""
+    return vtest_h264(tmp_path_factory.mktemp("clips") / "vtest_audio.mp4", 8, tone_hz=440)
 
 
 @pytest.fixture(scope="session")

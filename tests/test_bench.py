@@ -1,13 +1,23 @@
-"""`vidparse bench`: the real pipeline per worker count, with speed-up and efficiency against the fewest workers."""
+"""`vidparse bench` and `vidparse tune`: the real pipeline per worker count, with speed-up and efficiency against the
+fewest workers, and on a wide input the detector's pass for small people measured on and off."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+
+from conftest import run_cli, vtest_h264
 
 FAST = Path(__file__).with_name("fast.yaml")
+ROW = re.compile(r"^\| (\d+) \| (\d+) \| ([^|]+) \| ([\d.]+) \| ([\d.]+)x \| (\d+)% \| (\d+) \|", re.M)
+
+
+@pytest.fixture(scope="module")
+def wide_clip(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 vtest frames scaled to 1280x960 (H.264): wide enough for the detector's pass for small people."""
+    return vtest_h264(tmp_path_factory.mktemp("clips") / "vtest_wide.mp4", 24, (1280, 960))
 
 
 def test_bench_reports_each_worker_count_with_its_scaling(clip: Path, tmp_path: Path) -> None:
@@ -15,12 +25,45 @@ def test_bench_reports_each_worker_count_with_its_scaling(clip: Path, tmp_path: 
     result = run_cli("bench", str(clip), "--frames", "8", "--workers", "1,2", "--threads", "1", "--config", str(FAST),
                      "--markdown", str(table))
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^\| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+)x \| (\d+)% \| (\d+) \|", table.read_text(), re.M)
-    assert [(w, t) for w, t, *_ in rows] == [("1", "1"), ("2", "1")]
-    (_, _, fps1, speedup1, eff1, ceiling1), (_, _, fps2, speedup2, eff2, ceiling2) = rows
+    rows = ROW.findall(table.read_text())
+    narrow = "off (under 1280 px wide)"  # vtest is 768 wide: no pass for small people, nothing to compare
+    assert [(w, t, small) for w, t, small, *_ in rows] == [("1", "1", narrow), ("2", "1", narrow)]
+    (_, _, _, fps1, speedup1, eff1, ceiling1), (_, _, _, fps2, speedup2, eff2, ceiling2) = rows
     # the serial threads (hub, motion, compose, emit) allow more than what one stream of BodyPix crops reached
     assert float(ceiling1) > float(fps1) and float(ceiling2) > float(fps2)
     assert "hub ms | motion ms | compose ms | emit ms" in table.read_text()
     assert (speedup1, eff1) == ("1.00", "100")
     assert abs(float(speedup2) - float(fps2) / float(fps1)) < 0.02
     assert abs(int(eff2) - 100 * float(speedup2) / 2) <= 1
+
+
+def detect_ms(table: str, row: tuple[str, ...]) -> float:
+    header = next(line for line in table.splitlines() if line.startswith("| workers |"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    line = next(line for line in table.splitlines() if line.startswith("| " + " | ".join(row[:3]) + " |"))
+    return float(line.strip("|").split("|")[cells.index("detect ms")])
+
+
+def test_bench_on_a_wide_input_measures_the_small_people_pass_on_and_off(wide_clip: Path, tmp_path: Path) -> None:
+    table = tmp_path / "bench.md"
+    result = run_cli("bench", str(wide_clip), "--frames", "6", "--workers", "1", "--threads", "1", "--config",
+                     str(FAST), "--markdown", str(table))
+    assert result.returncode == 0, result.stderr
+    rows = ROW.findall(table.read_text())
+    assert [(small, eff) for _, _, small, _, _, eff, _ in rows] == [("on", "100"), ("off", "100")]
+    assert {(w, t) for w, t, *_ in rows} == {("1", "1")}
+    # 1280x960: the whole frame and 12 tiles against the whole frame alone
+    assert detect_ms(table.read_text(), rows[0]) > 3 * detect_ms(table.read_text(), rows[1]), table.read_text()
+
+
+def test_tune_on_a_wide_input_also_measures_its_pick_without_the_small_people_pass(wide_clip: Path,
+                                                                                  tmp_path: Path) -> None:
+    tuned = tmp_path / "tuned.yaml"
+    result = run_cli("tune", str(wide_clip), "--seconds", "1", "--config", str(FAST), "--max-workers", "1",
+                     "-w", str(tuned))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("best, no small-people pass") == 1
+    without = re.search(r"^# The pass for small people .* ran on this input: ([\d.]+) fps without it",
+                        tuned.read_text(), re.M)
+    assert without and float(without.group(1)) > 0, tuned.read_text()
+    assert "tiles" not in tuned.read_text().split("# Use:")[1], "the small-people settings are not changed"

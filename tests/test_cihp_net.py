@@ -15,7 +15,7 @@ from vidparse.evaluation.datasets import find_samples
 from vidparse.model_store import PACKAGED_DIR, resolve_model, sha256_of
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.parsers import cihp_net
-from vidparse.stages.parsers.multiclass import MulticlassSegmenter, grid_for
+from vidparse.stages.parsers.multiclass import MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack
 from vidparse.training import fit
 from vidparse.training.dataset import IGNORED, Example, Extractor, fine_lut
 
@@ -87,9 +87,39 @@ def test_body_side_comes_from_bodypix(fine: str, body_part: str, face: bool, exp
     assert CIHP.names[labels[0, 0]] == expected
 
 
-def test_multiclass_packs_small_crops_per_call() -> None:
-    assert grid_for(80, 0.5) == 4 and grid_for(150, 0.5) == 3 and grid_for(200, 0.5) == 2
-    assert grid_for(512, 0.5) == 1 and grid_for(200, 1.0) == 1
+def test_multiclass_cells_keep_the_detail_asked_for() -> None:
+    assert cell_side(80, 0.5) == MIN_CELL == 64 and cell_side(150, 0.5) == 75 and cell_side(151, 0.5) == 76
+    assert cell_side(200, 1.0) == 200 and cell_side(512, 0.5) == 256
+
+
+def test_multiclass_cells_grow_while_they_fit_as_few_calls() -> None:
+    assert fitted_sides([100] * 4, 0.4) == [100] * 4, "all rows of each: four 100-pixel cells fit one call"
+    assert fitted_sides([100] * 10, 0.4) == [64] * 10, "ten cells fit one call only at 64"
+    big, small = fitted_sides([200, 60], 0.4)
+    assert small == MIN_CELL and 180 <= big <= 256 - MIN_CELL, (big, small)  # side by side on one shelf
+    assert len(pack([big, small])) == 1
+    assert fitted_sides([300], 0.4) == [256], "a crop alone in its call gets all of it"
+    first, second = fitted_sides([300, 300], 0.4)  # 120 at 0.4: two share a call, so they stay side by side
+    assert first == second and 120 <= first <= 128, first
+
+
+def test_multiclass_packs_cells_onto_as_few_calls_as_they_fit() -> None:
+    assert pack([64] * 16) == [[(i, 64 * (i // 4), 64 * (i % 4)) for i in range(16)]], "16 small crops: one call"
+    assert [len(cells) for cells in pack([64] * 17)] == [16, 1]
+    # the biggest first; the 100 fits neither beside the 200 nor below it
+    assert pack([64, 200, 100, 64]) == [[(1, 0, 0)], [(2, 0, 0), (0, 0, 100), (3, 0, 164)]]
+    assert pack([128, 128, 90, 90, 90, 64]) == [[(0, 0, 0), (1, 0, 128), (2, 128, 0), (3, 128, 90), (5, 128, 180)],
+                                                [(4, 0, 0)]]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        sides = rng.integers(MIN_CELL, 257, rng.integers(1, 30)).tolist()
+        inputs = pack(sides)
+        assert sorted(index for cells in inputs for index, _, _ in cells) == list(range(len(sides)))
+        for cells in inputs:
+            taken = np.zeros((256, 256), np.int32)
+            for index, top, left in cells:
+                taken[top:top + sides[index], left:left + sides[index]] += 1
+            assert taken.max() == 1 and taken.sum() == sum(sides[i] ** 2 for i, _, _ in cells), "inside, no overlap"
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +138,8 @@ def test_packed_crops_keep_their_order(person_crop: np.ndarray) -> None:
     segmenter = MulticlassSegmenter(resolve_model("multiclass"), threads=1)
     segmenter.open()
     first, second = segmenter.probabilities([small, blank]), segmenter.probabilities([blank, small])
-    assert [p.shape for p in first] == [(6, 64, 43)] * 2  # a 1:2 crop padded to 3:4 in a 64-pixel cell
+    # two 1:2 crops of 100 rows share a call, each in a cell of all its rows (100), padded to 3:4
+    assert [p.shape for p in first] == [(6, 100, 67)] * 2
     person_share = [1 - p[0].mean() for p in (*first, *second)]
     assert person_share[0] > 1.5 * person_share[1] and person_share[3] > 1.5 * person_share[2], person_share
 

@@ -1,4 +1,5 @@
-"""Small people: the detector's tiles, boxes merged across them, and a 40-pixel person found and parsed."""
+"""Small people: the detector's tiles, boxes merged across them, the zoomed look at small boxes, and a 40-pixel
+person found and parsed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import cut_sides, merge_boxes, tile_grid
+from vidparse.stages.tiles import MIN_WINDOW_PX, cut_sides, merge_boxes, non_max_suppression, tile_grid, zoom_windows
 from vidparse.stages.tracker import iou_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -75,6 +76,26 @@ def test_neighbours_across_a_tile_side_stay_two() -> None:
     assert sorted(merged.tolist()) == [upper, lower]
 
 
+def test_zoom_windows_are_squares_around_small_boxes_inside_the_frame() -> None:
+    options = DetectorOptions(zoom_window=4.0)
+    boxes = np.array([[600, 300, 615, 340],  # 40 tall: a 160-pixel window centred on it
+                      [630, 310, 640, 330],  # inside the first window: none of its own
+                      [1270, 2, 1280, 22],  # in the top right corner: moved inside the frame
+                      [100, 100, 103, 108]], np.float32)  # 8 tall: the smallest window
+    windows = zoom_windows(boxes, (WIDTH, HEIGHT), options)
+    assert windows == [(527, 240, 687, 400), (1200, 0, WIDTH, 80),
+                       (69, 72, 69 + MIN_WINDOW_PX, 72 + MIN_WINDOW_PX)]
+    assert zoom_windows(np.array([[0, 0, 30, 700]], np.float32), (WIDTH, HEIGHT), options) == [(0, 0, HEIGHT, HEIGHT)]
+    assert zoom_windows(boxes, (WIDTH, HEIGHT), replace(options, zoom_max_windows=2)) == windows[:2]
+
+
+def test_suppression_keeps_boxes_flagged_first_over_more_confident_ones() -> None:
+    boxes = np.array([[0, 0, 10, 40], [0, 2, 10, 42], [50, 0, 60, 40]], np.float32)
+    scores = np.array([0.9, 0.6, 0.7], np.float32)
+    assert non_max_suppression(boxes, scores, 0.45).tolist() == [0, 2]
+    assert non_max_suppression(boxes, scores, 0.45, first=np.array([False, True, False])).tolist() == [1, 2]
+
+
 @pytest.fixture(scope="module")
 def street(shared: Path) -> np.ndarray:
     """The empty vtest street at 1280x720 (traffic cones, a bin: no person)."""
@@ -108,6 +129,26 @@ def test_a_40_pixel_person_is_found_with_tiles_and_missed_without(small_person_s
     assert found["whole frame"] < 0.5 and found["tiles"] >= 0.5, found
 
 
+def test_the_zoomed_look_makes_a_loose_box_tight_and_drops_a_box_with_no_person(small_person_scene) -> None:
+    from vidparse.model_store import resolve_model
+
+    image, truth, _ = small_person_scene
+    x1, y1, x2, y2 = truth[0]
+    loose = [x1 - 10, y1 - 30, x2 + 10, y2 + 20]  # best IoU 0.2 with the person
+    empty = [200, 120, 215, 160]  # on the street's empty far side
+    boxes = np.array([loose, empty], np.float32)
+    assert iou_matrix(truth, boxes).max() < 0.3
+    detector = PersonDetector(resolve_model("fastestdet"), TILED, 1)
+    detector.open()
+    closer, scores = detector.look_closer(image, boxes, np.array([0.45, 0.45], np.float32))
+    assert len(closer) == len(scores) == 1 and iou_matrix(truth, closer)[0, 0] >= 0.5, closer
+    tall = np.array([[x1 - 10, y1 - 80, x2 + 10, y2 + 40]], np.float32)  # 160 pixels: not looked at again
+    assert detector.look_closer(image, tall, np.array([0.45], np.float32))[0].tolist() == tall.tolist()
+    detector.options = replace(TILED, zoom_max_windows=1)  # the loose box's window only: the other box stays
+    closer, _ = detector.look_closer(image, boxes, np.array([0.45, 0.45], np.float32))
+    assert len(closer) == 2 and iou_matrix(truth, closer)[0].max() >= 0.5 and empty in closer.tolist(), closer
+
+
 @pytest.mark.parametrize("tiles", [0, 4])
 def test_a_40_pixel_person_is_parsed_with_tiles(small_person_scene, tiles: int) -> None:
     image, truth, truth_labels = small_person_scene
@@ -132,7 +173,8 @@ def test_boxes_on_the_empty_street_are_no_persons(street: np.ndarray) -> None:
     where BodyPix's person probability stays low is left unlabelled and its box is not reported."""
     reported = {}
     for probability in (0.0, load_config().parser_options.min_person_probability, 0.9):
-        config = load_config(overrides={"parsers.cihp-net.min_person_probability": probability})
+        config = load_config(overrides={"parsers.cihp-net.min_person_probability": probability,
+                                        "detector.zoom_below": 0})  # the zoomed look drops most of them itself
         parser = build_person_parser(config, ResolvedModels.for_config(config), 1)
         parser.open()
         try:
@@ -148,11 +190,25 @@ def test_boxes_on_the_empty_street_are_no_persons(street: np.ndarray) -> None:
     assert strict_persons == 0 and strict_pixels == 0, reported
 
 
+def test_the_zoomed_look_drops_most_boxes_on_the_empty_street(street: np.ndarray) -> None:
+    from vidparse.model_store import resolve_model
+
+    found = {}
+    for zoom_below in (0, DetectorOptions().zoom_below):
+        detector = PersonDetector(resolve_model("fastestdet"), DetectorOptions(zoom_below=zoom_below), 1)
+        detector.open()
+        found[zoom_below] = len(detector.process(street))
+    assert found[0] >= 3 and found[DetectorOptions().zoom_below] <= found[0] // 2, found
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"detector.tiles": 1}, "'detector.tiles' is 1"),
     ({"detector.tile_rows": -1}, "'detector.tile_rows' must be between 0 and 8"),
     ({"detector.tiles": 9}, "'detector.tiles' must be between 0 and 8"),
     ({"detector.tile_overlap": -0.1}, "'detector.tile_overlap' must be between"),
+    ({"detector.zoom_window": 1}, "'detector.zoom_window' must be between"),
+    ({"detector.zoom_below": -5}, "'detector.zoom_below' must be between"),
+    ({"detector.zoom_max_windows": 0}, "'detector.zoom_max_windows' must be between"),
 ])
 def test_bad_tile_settings_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError) as caught:

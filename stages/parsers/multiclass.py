@@ -1,11 +1,13 @@
 """MediaPipe's multiclass selfie segmenter (TFLite): background, hair, body skin, face skin, clothes, others.
 
 Its input is fixed at 256x256 (the interpreter cannot resize it), and one call costs as much as parsing several
-small people with BodyPix, so small crops are packed into a grid of 2x2, 3x3 or 4x4 cells and segmented in one call.
-Each crop is stretched to fill its cell, as the model expects a whole image stretched to its input, after black
-columns (or rows) pad it to an ordinary photo's shape: a person crop is about three times taller than wide, and
-stretched that much the model sees poorly (on ccp-train photos, hair / skin / clothes IoU 60 / 73 / 77 on crops around
-the person against 79 / 82 / 87 with the crops padded to 3:4 and 76 / 81 / 84 on the whole photo).
+small people with BodyPix, so small crops share a call: each gets a square cell sized to its rows of real pixels
+(times the detail asked for, at least a quarter of the input's side), the cells are packed onto as few inputs as
+they fit, shelf by shelf, and then grow into the room those inputs have left. Each crop is stretched to fill its
+cell, as the model expects a whole image stretched to its input, after black columns (or rows) pad it to an ordinary
+photo's shape: a person crop is about three times taller than wide, and stretched that much the model sees poorly
+(on ccp-train photos, hair / skin / clothes IoU 60 / 73 / 77 on crops around the person against 79 / 82 / 87 with the
+crops padded to 3:4 and 76 / 81 / 84 on the whole photo).
 """
 
 from __future__ import annotations
@@ -20,21 +22,64 @@ from vidparse.errors import ModelError
 
 CLASSES = ("background", "hair", "body_skin", "face_skin", "clothes", "others")
 SIDE = 256  # the model's input height and width
-GRIDS = (4, 3, 2, 1)  # cells per side of a call's canvas, most crops per call first
+MIN_CELL = SIDE // 4  # the smallest cell: 16 crops to a call
 ASPECT = 0.75  # width / height an image is padded to at least (and height / width)
 
-
-def cell_side(grid: int) -> int:
-    return SIDE // grid
+Cell = tuple[int, int, int]  # a crop's index, the top and left of its cell in a call's input
 
 
-def grid_for(height: float, detail: float) -> int:
-    """Cells per side for a crop holding ``height`` rows of real pixels: the most crops per call whose cell is still
-    at least ``detail`` x ``height`` pixels (a crop is never segmented finer than one call of its own)."""
-    for grid in GRIDS:
-        if cell_side(grid) >= height * detail:
-            return grid
-    return 1
+def cell_side(height: float, detail: float) -> int:
+    """The side of the square cell of a crop holding ``height`` rows of real pixels: ``detail`` x ``height``, at
+    least MIN_CELL, at most the whole input."""
+    return int(min(SIDE, max(MIN_CELL, np.ceil(height * detail))))
+
+
+def fitted_sides(heights: Sequence[float], detail: float, steps: int = 6) -> list[int]:
+    """Cell sides for crops holding these rows of real pixels: at least ``detail`` of each, and grown by one share
+    (up to all of each crop's rows) as far as they still pack onto as few inputs as at ``detail``."""
+    def sides(share: float) -> list[int]:
+        return [cell_side(height, share) for height in heights]
+
+    calls = len(pack(sides(detail)))
+    if len(pack(sides(1.0))) <= calls:
+        return sides(1.0)
+    low, high = detail, 1.0  # fits, does not
+    for _ in range(steps):
+        middle = (low + high) / 2
+        low, high = (middle, high) if len(pack(sides(middle))) <= calls else (low, middle)
+    return sides(low)
+
+
+def pack(sides: Sequence[int]) -> list[list[Cell]]:
+    """Square cells of these sides packed onto SIDE x SIDE inputs, the biggest first: each goes on the first shelf
+    (a row of cells as tall as its first one) with room on the first input that has one, else on a new shelf below
+    the last, else on a new input. Per input, its cells."""
+    inputs: list[list[Cell]] = []
+    shelves: list[list[list[int]]] = []  # per input: [top, height, left of the free space] of each shelf
+    for index in sorted(range(len(sides)), key=lambda i: -sides[i]):
+        for cells, its_shelves in zip(inputs, shelves):
+            spot = _room(its_shelves, sides[index])
+            if spot is not None:
+                cells.append((index, *spot))
+                break
+        else:
+            inputs.append([(index, 0, 0)])
+            shelves.append([[0, sides[index], sides[index]]])
+    return inputs
+
+
+def _room(shelves: list[list[int]], side: int) -> tuple[int, int] | None:
+    """Top and left of a free ``side`` x ``side`` spot on these shelves (taken), or None."""
+    for shelf in shelves:
+        top, height, left = shelf
+        if side <= height and left + side <= SIDE:
+            shelf[2] += side
+            return top, left
+    top = shelves[-1][0] + shelves[-1][1]
+    if top + side > SIDE:
+        return None
+    shelves.append([top, side, side])
+    return top, 0
 
 
 def _window(height: int, width: int, side: int) -> tuple[int, int, int, int]:
@@ -84,26 +129,20 @@ class MulticlassSegmenter:
 
     def probabilities(self, images: Sequence[np.ndarray], heights: Sequence[float] | None = None) -> list[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(images)
-        by_grid: dict[int, list[int]] = {}
-        for index, image in enumerate(images):
-            height = image.shape[0] if heights is None else heights[index]
-            by_grid.setdefault(grid_for(height, self.detail), []).append(index)
-        for grid, indices in by_grid.items():
-            per_call = grid * grid
-            for start in range(0, len(indices), per_call):
-                batch = indices[start:start + per_call]
-                for index, probabilities in zip(batch, self._segment_grid([images[i] for i in batch], grid)):
-                    results[index] = probabilities
+        sides = fitted_sides([image.shape[0] if heights is None else heights[index]
+                              for index, image in enumerate(images)], self.detail)
+        for cells in pack(sides):
+            for (index, _, _), probabilities in zip(cells, self._segment_call(images, cells, sides)):
+                results[index] = probabilities
         return [r for r in results if r is not None]
 
-    def _segment_grid(self, images: Sequence[np.ndarray], grid: int) -> list[np.ndarray]:
+    def _segment_call(self, images: Sequence[np.ndarray], cells: list[Cell], sides: list[int]) -> list[np.ndarray]:
         assert self._interpreter is not None, "open() first"
-        side = cell_side(grid)
         canvas = np.zeros((SIDE, SIDE, 3), np.float32)
-        cells = [(row * side, col * side) for row in range(grid) for col in range(grid)][:len(images)]
         windows = []
-        for (y, x), image in zip(cells, images):
-            top, left, rows, columns = _window(image.shape[0], image.shape[1], side)
+        for index, y, x in cells:
+            image = images[index]
+            top, left, rows, columns = _window(image.shape[0], image.shape[1], sides[index])
             interpolation = cv2.INTER_AREA if image.shape[0] > rows else cv2.INTER_LINEAR
             canvas[y + top:y + top + rows, x + left:x + left + columns] = cv2.resize(
                 image, (columns, rows), interpolation=interpolation)[:, :, ::-1]
