@@ -327,22 +327,23 @@ def tune(
         settings = config_from(chosen)
         # a live input is not opened twice: its small-people pass is not measured apart
         variants = small_people_settings(settings, probe(input).width) if input_kind(input) is InputKind.FILE else []
+        no_small_people = variants[1][1] if len(variants) > 1 else None
         cpus = usable_cpus()
         grid = layouts(cpus, max_workers)
         results: list[TrialResult] = []
         without: TrialResult | None = None
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                       TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("tune", total=len(grid) + max(0, len(variants) - 1))
+            task = progress.add_task("tune", total=len(grid) + (no_small_people is not None))
             try:
                 for layout in grid:
                     progress.update(task, description=f"trying {layout}")
                     results.append(run_trial(settings, input, layout, seconds, cpus))
                     progress.advance(task)
                 pick = best(results)
-                for _, variant in variants[1:]:
+                if no_small_people is not None:
                     progress.update(task, description=f"trying {pick.layout} without the small-people pass")
-                    without = run_trial(variant, input, pick.layout, seconds, cpus)
+                    without = run_trial(no_small_people, input, pick.layout, seconds, cpus)
                     progress.advance(task)
             except KeyboardInterrupt:
                 console.print(f"[yellow]interrupted:[/] {write} not written", soft_wrap=True)
