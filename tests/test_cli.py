@@ -90,7 +90,7 @@ def test_summary_reports_frames_fps_and_stages(clip: Path, tmp_path: Path) -> No
     assert rows["frames with persons"] == str(sum(1 for count in persons if count))
     wall, startup = (float(rows[name].removesuffix(" s"))
                      for name in ("wall time", "start-up (processes, models, first frame)"))
-    assert 0 < startup < wall
+    assert 0 < startup <= wall, "the table rounds to 0.1 s: a short run can show them equal"
     assert all(0 < r["latency_ms"] < wall * 1000 for r in records), "decoded to written, per frame"
     assert float(rows["throughput (after start-up)"].removesuffix(" fps")) > 0
     for stage in ("decode", "detect", "parse", "compose", "encode"):
