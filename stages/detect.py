@@ -10,7 +10,7 @@ import numpy as np
 
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import (cut_sides, finer_pass, inside, merge_boxes, non_max_suppression, tile_grid,
+from vidparse.stages.tiles import (cut_sides, finer_pass, merge_boxes, non_max_suppression, seen_closer, tile_grid,
                                    zoom_windows)
 from vidparse.stages.types import Detections
 
@@ -36,18 +36,25 @@ class PersonDetector:
         keep = non_max_suppression(boxes, scores, options.nms_iou)
         boxes, scores = boxes[keep], scores[keep]
         tiles = tile_grid(width, height, options)
+        zooming = bool(options.zoom_below) and finer_pass(width, options)
+        tile_threshold = min(options.tile_score_threshold, options.zoom_candidate_threshold) if zooming \
+            else options.tile_score_threshold
         if tiles:
             found = [(boxes, scores, np.zeros((len(boxes), 4), bool))]
             for tile in tiles:
                 x1, y1, x2, y2 = tile
-                tile_boxes, tile_scores = self._detect(image[y1:y2, x1:x2], options.tile_score_threshold)
+                tile_boxes, tile_scores = self._detect(image[y1:y2, x1:x2], tile_threshold)
                 keep = non_max_suppression(tile_boxes, tile_scores, options.nms_iou)
-                tile_boxes = tile_boxes[keep] + np.array([x1, y1, x1, y1], np.float32)
-                found.append((tile_boxes, tile_scores[keep], cut_sides(tile_boxes, tile, (width, height))))
+                tile_boxes, tile_scores = tile_boxes[keep] + np.array([x1, y1, x1, y1], np.float32), tile_scores[keep]
+                cuts = cut_sides(tile_boxes, tile, (width, height))
+                # under tile_score_threshold, only whole small boxes: candidates the zoomed look keeps or drops
+                candidate = ((tile_boxes[:, 3] - tile_boxes[:, 1]) < options.zoom_below) & ~cuts.any(axis=1)
+                kept = (tile_scores >= options.tile_score_threshold) | candidate
+                found.append((tile_boxes[kept], tile_scores[kept], cuts[kept]))
             sources = np.concatenate([np.full(len(b), i) for i, (b, _, _) in enumerate(found)])
             boxes, scores = merge_boxes(np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]),
                                         sources, np.concatenate([f[2] for f in found]), options.nms_iou)
-        if options.zoom_below and finer_pass(width, options):
+        if zooming:
             boxes, scores = self.look_closer(image, boxes, scores)
         tall_enough = (boxes[:, 3] - boxes[:, 1]) >= options.min_height
         return Detections(boxes=boxes[tall_enough], scores=scores[tall_enough])
@@ -56,13 +63,14 @@ class PersonDetector:
         """Boxes shorter than ``zoom_below`` replaced by what the detector finds in windows around them, where a
         person of 30-100 pixels is 3-4 times larger in its input than in a tile's. What a window cuts at one of its
         sides inside the frame is left out (the box it belongs to has a window of its own or is tall enough). Small
-        boxes past ``zoom_max_windows`` windows stay as they were found."""
+        boxes past ``zoom_max_windows`` windows stay as they were found if they score ``tile_score_threshold``; under
+        it they were only candidates for a closer look, and are dropped."""
         options = self.options
         height, width = image.shape[:2]
         small = (boxes[:, 3] - boxes[:, 1]) < options.zoom_below
         windows = zoom_windows(boxes[small], (width, height), options)
         kept = ~small
-        kept[small] = ~inside(boxes[small], windows)
+        kept[small] = ~seen_closer(boxes[small], windows) & (scores[small] >= options.tile_score_threshold)
         found = [(boxes[kept], scores[kept])]
         for window in windows:
             x1, y1, x2, y2 = window

@@ -34,6 +34,9 @@ class DetectorOptions:
     zoom_window: float = field(default=4.0, metadata={"range": (1.5, 16.0)})
     # at most this many zoomed looks a frame (each costs a detector run); small boxes past them stay as found
     zoom_max_windows: int = field(default=32, metadata={"range": (1, 1000)})
+    # small whole boxes found in tiles at this score, under tile_score_threshold, are candidates: looked at zoomed
+    # like the others (after them), and dropped unless the closer look finds someone there
+    zoom_candidate_threshold: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
     # frames narrower than this get no finer pass (neither tiles nor zoomed looks)
     tile_min_width: int = field(default=1280, metadata={"range": (0, 100_000)})
 

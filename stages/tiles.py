@@ -15,6 +15,9 @@ Tile = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
 CUT_PX = 1.0  # a box this close to a tile side that is not the frame's border was cut there
 ALONG_SHARE = 0.5  # pieces of one person overlap by at least this share of the narrower one along the cut
 MIN_WINDOW_PX = 64  # a zoomed look's window is at least this wide (a 16-pixel box seen 4 times its height)
+# a box taller than this share of a window is not seen closer in it (the window is about the person's own size, so
+# the detector would see them cut or filling its input): it gets a window of its own
+SEEN_CLOSER_SHARE = 0.5
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
@@ -71,24 +74,26 @@ def tile_grid(width: int, height: int, options: DetectorOptions) -> list[Tile]:
     return tiles
 
 
-def inside(boxes: np.ndarray, windows: list[Tile]) -> np.ndarray:
-    """Which boxes lie wholly inside one of the windows."""
+def seen_closer(boxes: np.ndarray, windows: list[Tile]) -> np.ndarray:
+    """Which boxes one of the windows shows closer: wholly inside it and at most SEEN_CLOSER_SHARE of its height."""
     if not windows:
         return np.zeros(len(boxes), bool)
     frames = np.array(windows, np.float32)
-    return ((boxes[:, None, :2] >= frames[None, :, :2]) & (boxes[:, None, 2:] <= frames[None, :, 2:])).all(2).any(1)
+    within = ((boxes[:, None, :2] >= frames[None, :, :2]) & (boxes[:, None, 2:] <= frames[None, :, 2:])).all(2)
+    small_enough = boxes[:, None, 3] - boxes[:, None, 1] <= SEEN_CLOSER_SHARE * (frames[None, :, 3] - frames[None, :, 1])
+    return (within & small_enough).any(1)
 
 
 def zoom_windows(boxes: np.ndarray, frame_wh: tuple[int, int], options: DetectorOptions) -> list[Tile]:
     """Square windows for a zoomed look at ``boxes`` (in the order given): ``zoom_window`` times a box's height
-    (at least MIN_WINDOW_PX, at most the frame), centred on it and moved inside the frame; a box that lies inside an
-    earlier window gets none of its own; at most ``zoom_max_windows``."""
+    (at least MIN_WINDOW_PX, at most the frame), centred on it and moved inside the frame; a box an earlier window
+    shows closer (``seen_closer``) gets none of its own; at most ``zoom_max_windows``."""
     width, height = frame_wh
     windows: list[Tile] = []
     for box in boxes:
         if len(windows) == options.zoom_max_windows:
             break
-        if inside(box[None], windows)[0]:
+        if seen_closer(box[None], windows)[0]:
             continue
         x1, y1, x2, y2 = box.tolist()
         side = int(min(max(options.zoom_window * (y2 - y1), MIN_WINDOW_PX), width, height))

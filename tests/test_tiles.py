@@ -87,6 +87,8 @@ def test_zoom_windows_are_squares_around_small_boxes_inside_the_frame() -> None:
                        (69, 72, 69 + MIN_WINDOW_PX, 72 + MIN_WINDOW_PX)]
     assert zoom_windows(np.array([[0, 0, 30, 700]], np.float32), (WIDTH, HEIGHT), options) == [(0, 0, HEIGHT, HEIGHT)]
     assert zoom_windows(boxes, (WIDTH, HEIGHT), replace(options, zoom_max_windows=2)) == windows[:2]
+    near = np.array([[600, 300, 615, 340], [560, 260, 580, 350]], np.float32)  # the second: inside, but 90 of 160 tall
+    assert zoom_windows(near, (WIDTH, HEIGHT), options) == [(527, 240, 687, 400), (390, 125, 750, 485)]
 
 
 def test_suppression_keeps_boxes_flagged_first_over_more_confident_ones() -> None:
@@ -147,6 +149,24 @@ def test_the_zoomed_look_makes_a_loose_box_tight_and_drops_a_box_with_no_person(
     detector.options = replace(TILED, zoom_max_windows=1)  # the loose box's window only: the other box stays
     closer, _ = detector.look_closer(image, boxes, np.array([0.45, 0.45], np.float32))
     assert len(closer) == 2 and iou_matrix(truth, closer)[0].max() >= 0.5 and empty in closer.tolist(), closer
+    candidate = TILED.tile_score_threshold - 0.1  # a tile's candidate, not looked at, is dropped
+    closer, _ = detector.look_closer(image, boxes, np.array([0.45, candidate], np.float32))
+    assert len(closer) == 1 and iou_matrix(truth, closer)[0, 0] >= 0.5, closer
+
+
+def test_a_tile_candidate_under_the_tile_threshold_is_found_by_the_zoomed_look(small_person_scene) -> None:
+    """The whole frame misses the person and no tile box reaches tile_score_threshold: the person is found when the
+    zoomed look checks the tiles' candidates, and missed when there are none."""
+    from vidparse.model_store import resolve_model
+
+    image, truth, _ = small_person_scene
+    found = {}
+    for candidates in (DetectorOptions().zoom_candidate_threshold, 0.99):
+        options = replace(TILED, tile_score_threshold=0.99, zoom_candidate_threshold=candidates)
+        detector = PersonDetector(resolve_model("fastestdet"), options, 1)
+        detector.open()
+        found[candidates] = iou_matrix(truth, detector.process(image).boxes).max(initial=0)
+    assert found[0.99] == 0 and found[DetectorOptions().zoom_candidate_threshold] >= 0.5, found
 
 
 @pytest.mark.parametrize("tiles", [0, 4])
@@ -209,6 +229,7 @@ def test_the_zoomed_look_drops_most_boxes_on_the_empty_street(street: np.ndarray
     ({"detector.zoom_window": 1}, "'detector.zoom_window' must be between"),
     ({"detector.zoom_below": -5}, "'detector.zoom_below' must be between"),
     ({"detector.zoom_max_windows": 0}, "'detector.zoom_max_windows' must be between"),
+    ({"detector.zoom_candidate_threshold": 1.5}, "'detector.zoom_candidate_threshold' must be between"),
 ])
 def test_bad_tile_settings_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
