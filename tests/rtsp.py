@@ -41,18 +41,23 @@ def server_unavailable() -> str | None:
     return None
 
 
-def make_h264_clip(source: Path, target: Path, frames: int = 50, fps: int = CLIP_FPS, gop: int = CLIP_FPS) -> Path:
-    """The first ``frames`` frames of ``source`` as H.264 in MP4: a keyframe each ``gop`` frames, no B-frames, and
-    one slice per frame (FFmpeg's RTSP demuxer hands out the slices of a multi-slice frame as separate frames)."""
+def make_h264_clip(source: Path, target: Path, frames: int = 50, fps: int = CLIP_FPS, gop: int = CLIP_FPS,
+                   size: tuple[int, int] | None = None) -> Path:
+    """The first ``frames`` frames of ``source`` as H.264 in MP4 (scaled to ``size``, width x height, if given): a
+    keyframe each ``gop`` frames, no B-frames, and one slice per frame (FFmpeg's RTSP demuxer hands out the slices of
+    a multi-slice frame as separate frames)."""
     with av.open(str(source)) as src, av.open(str(target), "w") as dst:
         stream = dst.add_stream("libx264", rate=fps)
         decoder = src.streams.video[0]
-        stream.width, stream.height, stream.pix_fmt = decoder.width, decoder.height, "yuv420p"
+        stream.width, stream.height = size or (decoder.width, decoder.height)
+        stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "26", "g": str(gop), "bf": "0"}
         stream.codec_context.thread_count = 1
         for index, frame in enumerate(src.decode(decoder)):
             if index == frames:
                 break
+            if size:
+                frame = frame.reformat(width=size[0], height=size[1], format="yuv420p")
             frame.pts = None
             dst.mux(stream.encode(frame))
         dst.mux(stream.encode(None))
