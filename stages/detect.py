@@ -10,8 +10,8 @@ import numpy as np
 
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import (cut_sides, finer_pass, merge_boxes, non_max_suppression, seen_closer, tile_grid,
-                                   zoom_windows)
+from vidparse.stages.tiles import (Tile, cut_sides, finer_pass, merge_boxes, non_max_suppression, seen_closer,
+                                   tile_grid, zoom_windows)
 from vidparse.stages.types import Detections
 
 INPUT_SIZE = 352
@@ -32,21 +32,15 @@ class PersonDetector:
     def process(self, image: np.ndarray) -> Detections:
         height, width = image.shape[:2]
         options = self.options
-        boxes, scores = self._detect(image, options.score_threshold)
-        keep = non_max_suppression(boxes, scores, options.nms_iou)
-        boxes, scores = boxes[keep], scores[keep]
+        boxes, scores, cuts = self._detect_in(image, (0, 0, width, height), options.score_threshold)
         tiles = tile_grid(width, height, options)
         zooming = bool(options.zoom_below) and finer_pass(width, options)
         tile_threshold = min(options.tile_score_threshold, options.zoom_candidate_threshold) if zooming \
             else options.tile_score_threshold
         if tiles:
-            found = [(boxes, scores, np.zeros((len(boxes), 4), bool))]
+            found = [(boxes, scores, cuts)]  # the whole frame: nothing cut
             for tile in tiles:
-                x1, y1, x2, y2 = tile
-                tile_boxes, tile_scores = self._detect(image[y1:y2, x1:x2], tile_threshold)
-                keep = non_max_suppression(tile_boxes, tile_scores, options.nms_iou)
-                tile_boxes, tile_scores = tile_boxes[keep] + np.array([x1, y1, x1, y1], np.float32), tile_scores[keep]
-                cuts = cut_sides(tile_boxes, tile, (width, height))
+                tile_boxes, tile_scores, cuts = self._detect_in(image, tile, tile_threshold)
                 # under tile_score_threshold, only whole small boxes: candidates the zoomed look keeps or drops
                 candidate = ((tile_boxes[:, 3] - tile_boxes[:, 1]) < options.zoom_below) & ~cuts.any(axis=1)
                 kept = (tile_scores >= options.tile_score_threshold) | candidate
@@ -73,17 +67,23 @@ class PersonDetector:
         kept[small] = ~seen_closer(boxes[small], windows) & (scores[small] >= options.tile_score_threshold)
         found = [(boxes[kept], scores[kept])]
         for window in windows:
-            x1, y1, x2, y2 = window
-            window_boxes, window_scores = self._detect(image[y1:y2, x1:x2], options.score_threshold)
-            keep = non_max_suppression(window_boxes, window_scores, options.nms_iou)
-            window_boxes = window_boxes[keep] + np.array([x1, y1, x1, y1], np.float32)
-            whole = ~cut_sides(window_boxes, window, (width, height)).any(axis=1)
-            found.append((window_boxes[whole], window_scores[keep][whole]))
+            window_boxes, window_scores, cuts = self._detect_in(image, window, options.score_threshold)
+            whole = ~cuts.any(axis=1)
+            found.append((window_boxes[whole], window_scores[whole]))
         zoomed = np.concatenate([np.full(len(b), i > 0) for i, (b, _) in enumerate(found)])
         boxes, scores = np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found])
         keep = non_max_suppression(boxes, scores, options.nms_iou, first=zoomed)  # a closer look wins
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         return boxes[keep], scores[keep]
+
+    def _detect_in(self, image: np.ndarray, region: Tile, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (frame pixels) and scores the detector finds in one region of the frame above ``threshold``, after
+        suppression, and which of their sides lie on the region's sides inside the frame (``cut_sides``)."""
+        x1, y1, x2, y2 = region
+        boxes, scores = self._detect(image[y1:y2, x1:x2], threshold)
+        keep = non_max_suppression(boxes, scores, self.options.nms_iou)
+        boxes = boxes[keep] + np.array([x1, y1, x1, y1], np.float32)
+        return boxes, scores[keep], cut_sides(boxes, region, (image.shape[1], image.shape[0]))
 
     def _detect(self, image: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """Every grid cell's person box (image pixels) and score above ``threshold``, before suppression."""

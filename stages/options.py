@@ -32,7 +32,8 @@ class DetectorOptions:
     # loose box made tight, a false one dropped, a neighbour found); 0 = off
     zoom_below: int = field(default=100, metadata={"range": (0, 100_000)})
     zoom_window: float = field(default=4.0, metadata={"range": (1.5, 16.0)})
-    # at most this many zoomed looks a frame (each costs a detector run); small boxes past them stay as found
+    # at most this many zoomed looks a frame (each costs a detector run); small boxes past them stay as found, but
+    # for candidates under tile_score_threshold, which are dropped
     zoom_max_windows: int = field(default=32, metadata={"range": (1, 1000)})
     # small whole boxes found in tiles at this score, under tile_score_threshold, are candidates: looked at zoomed
     # like the others (after them), and dropped unless the closer look finds someone there
