@@ -171,6 +171,23 @@ def test_parser_labels_a_person_with_garments(person_crop: np.ndarray) -> None:
     assert present & {"upper_clothes", "coat", "dress"} and present & {"left_shoe", "right_shoe"}
 
 
+def test_a_crop_without_a_person_takes_no_room_from_the_people(person_crop: np.ndarray) -> None:
+    """BodyPix looks first: a crop it sees no person in (here a blank wall) is left unlabelled and never reaches the
+    segmenter, so the person beside it is parsed exactly as if alone (it would otherwise share a call's cells)."""
+    import cv2
+
+    parser = cihp_net.create("cihp-net", cihp_net.Options(), resolve_model("cihp-net"), "cpu", threads=1)
+    parser.open()
+    # together, a 200-row person and a 150-row wall fit one segmenter call only in cells smaller than their rows
+    person = cv2.resize(person_crop, (round(200 * person_crop.shape[1] / person_crop.shape[0]), 200))
+    wall = np.full((150, 100, 3), 128, np.uint8)
+    (alone,) = parser.parse([person])
+    beside, blank = parser.parse([person, wall])
+    parser.close()
+    assert alone.any() and not blank.any()
+    assert np.array_equal(beside, alone)
+
+
 def test_training_loss_falls_on_four_photos(shared: Path) -> None:
     samples = find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:4]
     extractor = Extractor("ccp", threads=2)

@@ -105,7 +105,8 @@ class Extractor:
             seen, seen_person = image, person
         box = person_box(self.detector, seen, seen_person)
         crop = crop_person(seen, box.tolist(), ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE)
-        (outputs,) = self.frozen.analyze([crop])
+        (outputs,) = self.frozen.analyze([crop])  # no person check: every crop's outputs
+        assert outputs is not None
         context, details = cihp_net.features(outputs)
         width = cihp_net.net_width(*outputs.size)
         x1, y1, x2, y2 = (round(v / scale) for v in crop.region)

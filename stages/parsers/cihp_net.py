@@ -150,9 +150,11 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
     return context, details
 
 
-def person_probability(context: np.ndarray, outputs: CropOutputs) -> float:
-    """BodyPix's highest person probability in a crop (its person channel in the network's context input)."""
-    return float(context[3, :, :net_width(*outputs.size)].max())
+def person_probability(bodypix_logits: np.ndarray, bodypix_padded: tuple[int, int], size: tuple[int, int]) -> float:
+    """BodyPix's highest person probability in a crop of ``size`` (height, width), as the network's context input
+    holds it (its person channel at NET_HEIGHT rows)."""
+    out_hw = (NET_HEIGHT, net_width(*size))
+    return float(_sigmoid(bodypix.upsample(bodypix_logits[:1], bodypix_padded, size, out_hw)).max())
 
 
 def labels_at(logits: np.ndarray, parts: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -173,10 +175,19 @@ class FrozenModels:
         self.bodypix.open()
         self.multiclass.open()
 
-    def analyze(self, crops: Sequence[Crop]) -> list[CropOutputs]:
-        images = [crop.image for crop in crops]
-        segmented = self.multiclass.probabilities(images, [len(crop.image) / max(crop.scale, 1.0) for crop in crops])
-        return [CropOutputs(image, *self._bodypix(image), probabilities) for image, probabilities in zip(images, segmented)]
+    def analyze(self, crops: Sequence[Crop], min_person_probability: float = 0.0) -> list[CropOutputs | None]:
+        """Per crop, what the models say about it; None where BodyPix's highest person probability stays under
+        ``min_person_probability``. BodyPix looks first, so the segmenter packs only the crops that hold a person:
+        a dropped crop takes no room from the others' cells."""
+        seen = [self._bodypix(crop.image) for crop in crops]
+        people = [index for index, (logits, padded_hw) in enumerate(seen)
+                  if person_probability(logits, padded_hw, crops[index].image.shape[:2]) >= min_person_probability]
+        segmented = self.multiclass.probabilities([crops[i].image for i in people],
+                                                  [len(crops[i].image) / max(crops[i].scale, 1.0) for i in people])
+        outputs: list[CropOutputs | None] = [None] * len(crops)
+        for index, probabilities in zip(people, segmented):
+            outputs[index] = CropOutputs(crops[index].image, *seen[index], probabilities)
+        return outputs
 
     def _bodypix(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """BodyPix's logits of the image seen at most BODYPIX_HEIGHT rows tall, as if of the whole image."""
@@ -243,13 +254,11 @@ class CihpNetParser(Parser):
                                  for image in images])
 
     def parse_crops(self, crops: Sequence[Crop]) -> list[np.ndarray]:
-        return [self._crop_labels(outputs) for outputs in self.frozen.analyze(crops)]
-
-    def _crop_labels(self, outputs: CropOutputs) -> np.ndarray:
-        context, details = features(outputs)
-        if person_probability(context, outputs) < self.min_person_probability:
-            return np.zeros(outputs.size, np.uint8)
-        return crop_labels(self.net.logits(context, details), outputs)
+        """Labels per crop; none in a crop where BodyPix sees no person (a traffic cone, a bin)."""
+        analyzed = self.frozen.analyze(crops, self.min_person_probability)
+        return [np.zeros(crop.image.shape[:2], np.uint8) if outputs is None
+                else crop_labels(self.net.logits(*features(outputs)), outputs)
+                for crop, outputs in zip(crops, analyzed)]
 
     def close(self) -> None:
         self.frozen.close()
