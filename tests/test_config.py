@@ -102,6 +102,8 @@ def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, message: s
 def test_a_preset_by_name() -> None:
     assert load_config(Path("fast")).roi.person_height == 256
     assert load_config().roi.person_height == 512
+    crowd = load_config(Path("crowd"))
+    assert (crowd.roi.max_upscale, crowd.parser_options.segmenter_detail) == (3, 1.0)
 
 
 def test_bad_files(tmp_path: Path) -> None:
