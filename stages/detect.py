@@ -10,8 +10,8 @@ import numpy as np
 
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import (Tile, cut_sides, finer_pass, merge_boxes, non_max_suppression, seen_closer,
-                                   tile_grid, zoom_windows)
+from vidparse.stages.tiles import (Tile, cut_sides, drop_nested, finer_pass, merge_boxes, non_max_suppression,
+                                   seen_closer, tile_grid, zoom_windows)
 from vidparse.stages.types import Detections
 
 INPUT_SIZE = 352
@@ -58,7 +58,8 @@ class PersonDetector:
         person of 30-100 pixels is 3-4 times larger in its input than in a tile's. What a window cuts at one of its
         sides inside the frame is left out (the box it belongs to has a window of its own or is tall enough). Small
         boxes past ``zoom_max_windows`` windows stay as they were found if they score ``tile_score_threshold``; under
-        it they were only candidates for a closer look, and are dropped."""
+        it they were only candidates for a closer look, and are dropped. A second box the looks leave on one person
+        (nested in or around a surer one, ``drop_nested``) is dropped too."""
         options = self.options
         height, width = image.shape[:2]
         small = (boxes[:, 3] - boxes[:, 1]) < options.zoom_below
@@ -73,7 +74,8 @@ class PersonDetector:
         zoomed = np.concatenate([np.full(len(b), i > 0) for i, (b, _) in enumerate(found)])
         boxes, scores = np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found])
         keep = non_max_suppression(boxes, scores, options.nms_iou, first=zoomed)  # a closer look wins
-        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        boxes, scores = boxes[keep], scores[keep]
+        keep = drop_nested(boxes, scores)  # the looks' second boxes on one person, less than nms_iou apart
         return boxes[keep], scores[keep]
 
     def _detect_in(self, image: np.ndarray, region: Tile, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,6 +18,13 @@ MIN_WINDOW_PX = 64  # a zoomed look's window is at least this wide (a 16-pixel b
 # a box taller than this share of a window is not seen closer in it (the window is about the person's own size, so
 # the detector would see them cut or filling its input): it gets a window of its own
 SEEN_CLOSER_SHARE = 0.5
+# two boxes, one with at least NESTED_SHARE of its area inside the other and overlapping it by an IoU of at least
+# NESTED_MIN_IOU, are one person seen twice (a piece of them, or a loose box around them and more) when one scores
+# NESTED_SCORE_GAP less: it is dropped. A smaller IoU is a farther person behind a nearer one; closer scores leave
+# no telling which box is the loose one (docs/crowds.md)
+NESTED_SHARE = 0.75
+NESTED_MIN_IOU = 0.2
+NESTED_SCORE_GAP = 0.1
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
@@ -38,6 +45,29 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
         inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
         iou = inter / (areas[best] + areas[rest] - inter + 1e-9)
         order = rest[iou <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def drop_nested(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Indices of the boxes kept, most confident first: a box nested in or around a box that scores
+    NESTED_SCORE_GAP more (see NESTED_SHARE) is dropped."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    for index in order:
+        if keep:
+            kept = np.array(keep)
+            x1 = np.maximum(boxes[index, 0], boxes[kept, 0])
+            y1 = np.maximum(boxes[index, 1], boxes[kept, 1])
+            x2 = np.minimum(boxes[index, 2], boxes[kept, 2])
+            y2 = np.minimum(boxes[index, 3], boxes[kept, 3])
+            inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+            nested = inter >= NESTED_SHARE * np.minimum(areas[index], areas[kept])
+            overlapping = inter >= NESTED_MIN_IOU * (areas[index] + areas[kept] - inter)
+            surer = scores[kept] - scores[index] >= NESTED_SCORE_GAP - 1e-6
+            if (nested & overlapping & surer).any():
+                continue
+        keep.append(int(index))
     return np.array(keep, dtype=np.int64)
 
 

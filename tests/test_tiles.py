@@ -17,7 +17,8 @@ from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import MIN_WINDOW_PX, cut_sides, merge_boxes, non_max_suppression, tile_grid, zoom_windows
+from vidparse.stages.tiles import (MIN_WINDOW_PX, cut_sides, drop_nested, merge_boxes, non_max_suppression, tile_grid,
+                                   zoom_windows)
 from vidparse.stages.tracker import iou_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -96,6 +97,18 @@ def test_suppression_keeps_boxes_flagged_first_over_more_confident_ones() -> Non
     scores = np.array([0.9, 0.6, 0.7], np.float32)
     assert non_max_suppression(boxes, scores, 0.45).tolist() == [0, 2]
     assert non_max_suppression(boxes, scores, 0.45, first=np.array([False, True, False])).tolist() == [1, 2]
+
+
+def test_a_second_box_on_one_person_is_dropped_a_person_behind_another_is_not() -> None:
+    boxes = np.array([
+        [0, 0, 50, 150], [10, 10, 40, 60],  # a person, and a piece of them (IoU 0.2) scoring 0.3 less
+        [100, 0, 140, 100], [90, 0, 170, 130],  # a person, and a loose box around them and more (IoU 0.38)
+        [200, 0, 260, 180], [210, 10, 230, 50],  # a near person, and a far one behind (IoU 0.07): two people
+        [300, 0, 340, 100], [290, 0, 360, 130],  # nested, but scores too close to tell the loose box: both stay
+    ], np.float32)
+    scores = np.array([0.9, 0.6, 0.9, 0.7, 0.9, 0.5, 0.85, 0.8], np.float32)
+    assert non_max_suppression(boxes, scores, 0.45).size == len(boxes)  # all less than NMS's IoU apart
+    assert sorted(drop_nested(boxes, scores).tolist()) == [0, 2, 4, 5, 6, 7]
 
 
 @pytest.fixture(scope="module")
