@@ -38,11 +38,7 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
     while order.size:
         best, rest = order[0], order[1:]
         keep.append(int(best))
-        x1 = np.maximum(boxes[best, 0], boxes[rest, 0])
-        y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
-        x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
-        y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        inter = _intersections(boxes, best, rest)
         iou = inter / (areas[best] + areas[rest] - inter + 1e-9)
         order = rest[iou <= iou_threshold]
     return np.array(keep, dtype=np.int64)
@@ -57,11 +53,7 @@ def drop_nested(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     for index in order:
         if keep:
             kept = np.array(keep)
-            x1 = np.maximum(boxes[index, 0], boxes[kept, 0])
-            y1 = np.maximum(boxes[index, 1], boxes[kept, 1])
-            x2 = np.minimum(boxes[index, 2], boxes[kept, 2])
-            y2 = np.minimum(boxes[index, 3], boxes[kept, 3])
-            inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+            inter = _intersections(boxes, index, kept)
             nested = inter >= NESTED_SHARE * np.minimum(areas[index], areas[kept])
             overlapping = inter >= NESTED_MIN_IOU * (areas[index] + areas[kept] - inter)
             surer = scores[kept] - scores[index] >= NESTED_SCORE_GAP - 1e-6
@@ -69,6 +61,15 @@ def drop_nested(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
                 continue
         keep.append(int(index))
     return np.array(keep, dtype=np.int64)
+
+
+def _intersections(boxes: np.ndarray, one: int, others: np.ndarray) -> np.ndarray:
+    """The area box ``one`` shares with each of the boxes ``others`` (indices into ``boxes``)."""
+    x1 = np.maximum(boxes[one, 0], boxes[others, 0])
+    y1 = np.maximum(boxes[one, 1], boxes[others, 1])
+    x2 = np.minimum(boxes[one, 2], boxes[others, 2])
+    y2 = np.minimum(boxes[one, 3], boxes[others, 3])
+    return np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
 
 
 def finer_pass(width: int, options: DetectorOptions) -> bool:
