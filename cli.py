@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from vidparse.progress import RunReporter
     from vidparse.runs import RunOutcome, StreamOutcome
 
+CONFIG_HELP = "YAML file overriding configs/default.yaml, or a preset name (crowd, fast)."
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Human parsing for video: every pixel of every person labelled, as an annotated video.")
 models_app = typer.Typer(no_args_is_help=True, help="List, download and make models.")
@@ -81,7 +83,7 @@ def run(
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml, or a preset name (fast).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help=CONFIG_HELP)] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
     stats: Annotated[Optional[Path], typer.Option(help="Write one JSON line of statistics per frame here.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
@@ -201,7 +203,7 @@ def batch(
     cpus_per_task: Annotated[Optional[int], typer.Option(help="CPUs (parser workers) of one segment task.")] = None,
     masks: Annotated[bool, typer.Option("--masks/--no-masks", help="Also write OUTDIR/<name>_masks/ (class-id PNGs).")] = False,
     model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml, or a preset name (fast).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help=CONFIG_HELP)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Parse many videos into OUTDIR/<name>.mp4, resumable (OUTDIR/manifest.jsonl), here or on a Ray cluster."""

@@ -109,7 +109,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist", hint="check the path given to --config") from exc
+        raise ConfigError(f"config file {path} does not exist",
+                          hint=f"check the path given to --config, or name a preset: {', '.join(preset_names())}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}",
                           hint="fix the YAML syntax") from exc
@@ -142,6 +143,12 @@ def dotted(overrides: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
+
+
+def preset_names() -> list[str]:
+    """The presets `--config` takes by name (configs/presets/*.yaml)."""
+    folder = resources.files("vidparse.configs") / "presets"
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
 def preset_path(name: str) -> Path | None:

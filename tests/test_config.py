@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from vidparse.config import Config, default_config_path, load_config, read_yaml
+from conftest import run_cli
+from vidparse.cli import CONFIG_HELP
+from vidparse.config import Config, default_config_path, load_config, preset_names, read_yaml
 from vidparse.errors import ConfigError
 from vidparse.pipeline import cpus
 from vidparse.pipeline.cpus import threads_per_worker, usable_cpus
@@ -104,6 +106,16 @@ def test_a_preset_by_name() -> None:
     assert load_config().roi.person_height == 512
     crowd = load_config(Path("crowd"))
     assert (crowd.roi.max_upscale, crowd.parser_options.segmenter_detail) == (3, 1.0)
+
+
+def test_the_presets_are_named_in_the_help_and_when_a_name_is_wrong() -> None:
+    assert {"crowd", "fast"} <= set(preset_names())
+    assert all(name in CONFIG_HELP for name in preset_names())
+    with pytest.raises(ConfigError) as caught:
+        load_config(Path("crowdd"))
+    assert caught.value.hint.endswith(", ".join(preset_names()))
+    result = run_cli("run", "clip.avi", "-o", "out.mp4", "--config", "crowdd")
+    assert result.returncode == 2 and "name a preset: crowd, fast" in result.stderr, result.stderr
 
 
 def test_bad_files(tmp_path: Path) -> None:
