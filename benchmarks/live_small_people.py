@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,21 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from rtsp import RtspServer, make_h264_clip  # noqa: E402
+from run_summary import summary_rows  # noqa: E402
 
 SIZE = (1280, 720)
 ROWS = {"throughput (after start-up)": "fps", "latency p50 / p95 (capture to written, last 1000)": "latency p50 / p95",
         "frames dropped (live policy)": "dropped", "persons (all frames / most in one)": "persons (all / most)",
         "detect (busy, per frame)": "detect", "parse (busy, per frame)": "parse"}
-
-
-def summary_values(stderr: str) -> dict[str, str]:
-    """The summary table's rows this benchmark reports, by short name."""
-    values = {}
-    for line in stderr.splitlines():
-        cells = [cell.strip() for cell in re.split(r"[│|]", line) if cell.strip()]
-        if len(cells) == 2 and cells[0] in ROWS:
-            values[ROWS[cells[0]]] = cells[1]
-    return values
 
 
 def main() -> None:
@@ -64,7 +54,8 @@ def main() -> None:
                 time.sleep(args.seconds)
                 process.send_signal(signal.SIGINT)
                 _, stderr = process.communicate(timeout=120)
-                rows.append((round_ + 1, name, summary_values(stderr)))
+                summary = summary_rows(stderr)
+                rows.append((round_ + 1, name, {short: summary[row] for row, short in ROWS.items() if row in summary}))
     finally:
         server.stop()
     print(f"load average after: {os.getloadavg()}")

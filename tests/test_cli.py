@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import VTEST, assert_audio_copied, decode_frames, probe_video, run_cli
+from run_summary import summary_rows
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.roi import expand_box
 
@@ -64,16 +65,6 @@ def test_labels_lie_in_person_regions_and_the_rest_is_the_input(parsed_clip: dic
         assert difference[far].mean() < 3, "outside persons the video is the input up to encoder noise"
         labelled = labels > 0
         assert difference[labelled].mean() > difference[far].mean() + 5, "people are recolored"
-
-
-def summary_rows(stderr: str) -> dict[str, str]:
-    """The rows of the end-of-run summary table (after its title), name -> value."""
-    rows = {}
-    for line in stderr[stderr.index("vidparse run"):].splitlines():
-        cells = [c.strip() for c in line.split("│")[1:-1]]
-        if len(cells) == 2:
-            rows[cells[0]] = cells[1]
-    return rows
 
 
 def test_summary_reports_frames_fps_and_stages(clip: Path, tmp_path: Path) -> None:
