@@ -145,15 +145,18 @@ def dotted(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def _presets() -> Path:
+    return Path(str(resources.files("vidparse.configs") / "presets"))
+
+
 def preset_names() -> list[str]:
     """The presets `--config` takes by name (configs/presets/*.yaml)."""
-    folder = resources.files("vidparse.configs") / "presets"
-    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    return sorted(path.stem for path in _presets().glob("*.yaml"))
 
 
 def preset_path(name: str) -> Path | None:
     """``--config fast`` names ``configs/presets/fast.yaml`` when no file of that name exists."""
-    candidate = Path(str(resources.files("vidparse.configs") / "presets" / f"{name}.yaml"))
+    candidate = _presets() / f"{name}.yaml"
     return candidate if candidate.is_file() else None
 
 
