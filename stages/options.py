@@ -168,6 +168,9 @@ class CihpNetOptions:
     # a crop where BodyPix's person probability stays below this everywhere is left unlabelled: the detector's box
     # holds no person (a traffic cone, a bin), which the network, trained on crops of people only, cannot tell; 0 = off
     min_person_probability: float = field(default=0.3, metadata={"range": (0.0, 1.0)})
+    # a pixel where BodyPix's person probability is below this is background whatever the network says: the network
+    # has only seen crops cut tight around a person and fills a loose crop's signs and bushes with clothes; 0 = off
+    min_pixel_person_probability: float = field(default=0.15, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass

@@ -188,6 +188,28 @@ def test_a_crop_without_a_person_takes_no_room_from_the_people(person_crop: np.n
     assert np.array_equal(beside, alone)
 
 
+def test_a_loose_crops_signs_and_grass_stay_background(shared: Path) -> None:
+    """vtest frame 221: the detector's box around a man walking in at the right edge also holds a sign and a verge;
+    the network (trained on crops cut tight around people) fills its upper half with trousers. Where BodyPix sees
+    no person the pixels stay background; the man (lower half) stays labelled."""
+    import cv2
+
+    from vidparse.stages.source import VideoSource
+
+    source = VideoSource(str(shared / "data" / "video" / "vtest.avi"), max_frames=222)
+    source.open()
+    frame = [f.image for f in source.frames()][-1]
+    source.close()
+    crop = cv2.resize(frame[124:338, 666:768], None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)  # box + margin, 2x
+    parser = cihp_net.create("cihp-net", cihp_net.Options(), resolve_model("cihp-net"), "cpu", threads=1)
+    parser.open()
+    (labels,) = parser.parse([crop])
+    parser.close()
+    half = len(labels) // 2
+    assert (labels[:half] > 0).mean() < 0.1  # 0.57 without the rule
+    assert (labels[half:] > 0).mean() > 0.1
+
+
 def test_training_loss_falls_on_four_photos(shared: Path) -> None:
     samples = find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:4]
     extractor = Extractor("ccp", threads=2)

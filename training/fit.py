@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.runs import ImageReport, Tally, image_report
 from vidparse.stages.labels import FINE_CLASSES, SCHEMES, load_label_set
+from vidparse.stages.options import CihpNetOptions
 from vidparse.stages.parsers import cihp_net
 from vidparse.training.dataset import IGNORED, ROI_HEIGHT, ROI_MARGIN, ROI_UPSCALE, Example
 from vidparse.training.network import GarmentUNet
@@ -139,9 +140,11 @@ def train(examples: Sequence[Example], settings: TrainSettings,
     return model.eval()
 
 
-def predict(model: GarmentUNet, example: Example, shape: tuple[int, int]) -> np.ndarray:
-    """CIHP labels of an example's photo (``shape``): its crop's logits upsampled into its region, the body side and
-    face taken from the frozen models' outputs in the example."""
+def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
+            min_pixel_person_probability: float = CihpNetOptions().min_pixel_person_probability) -> np.ndarray:
+    """CIHP labels of an example's photo (``shape``): its crop's logits upsampled into its region, the body side,
+    face and pixels with no person (as the parser leaves them) taken from the frozen models' outputs in the
+    example."""
     with torch.no_grad():
         logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
     x1, y1, x2, y2 = example.region
@@ -151,8 +154,11 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int]) -> np.
                        interpolation=cv2.INTER_NEAREST)
     face = cihp_net.face_map(example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32),
                              region_hw)
+    person = cv2.resize(example.details[cihp_net.DETAIL_PERSON, :, :2 * example.width].astype(np.float32),
+                        region_hw[::-1], interpolation=cv2.INTER_LINEAR)
     photo = np.zeros(shape, np.uint8)
-    photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), parts, face)
+    photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), parts, face,
+                                             person < min_pixel_person_probability)
     return photo
 
 

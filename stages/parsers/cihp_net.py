@@ -38,6 +38,7 @@ FEATURE_GROUPS = (("pixels", 3), ("person", 1), ("parts", BODYPIX_PARTS), ("mult
 FEATURES = sum(size for _, size in FEATURE_GROUPS)
 DETAIL_GROUPS = (("pixels", 3), ("person", 1), ("multiclass", len(multiclass.CLASSES)))
 DETAILS = sum(size for _, size in DETAIL_GROUPS)
+DETAIL_PERSON = 3
 DETAIL_MULTICLASS = slice(4, 4 + len(multiclass.CLASSES))
 PARTS = slice(4, 4 + BODYPIX_PARTS)
 MULTICLASS = slice(PARTS.stop, PARTS.stop + len(multiclass.CLASSES))
@@ -145,7 +146,7 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
     details = np.zeros((DETAILS, DETAIL_HEIGHT, 2 * context.shape[2]), np.float32)
     view = details[:, :, :detail_hw[1]]
     view[0:3] = _pixels(outputs.image, detail_hw)
-    view[3] = _sigmoid(bodypix.upsample(outputs.bodypix[:1], outputs.bodypix_padded, outputs.size, detail_hw)[0])
+    view[DETAIL_PERSON] = _sigmoid(bodypix.upsample(outputs.bodypix[:1], outputs.bodypix_padded, outputs.size, detail_hw)[0])
     view[DETAIL_MULTICLASS] = _resized(outputs.multiclass, detail_hw)
     return context, details
 
@@ -157,10 +158,11 @@ def person_probability(bodypix_logits: np.ndarray, bodypix_padded: tuple[int, in
     return float(_sigmoid(bodypix.upsample(bodypix_logits[:1], bodypix_padded, size, out_hw)).max())
 
 
-def labels_at(logits: np.ndarray, parts: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """CIHP labels at the size of ``parts`` and ``face`` from the network's logits over the crop (padding cut off),
-    upsampled bilinearly before the argmax."""
+def labels_at(logits: np.ndarray, parts: np.ndarray, face: np.ndarray, no_person: np.ndarray) -> np.ndarray:
+    """CIHP labels at the size of ``parts``, ``face`` and ``no_person`` from the network's logits over the crop
+    (padding cut off), upsampled bilinearly before the argmax; background wherever ``no_person`` is set."""
     fine = _resized(logits, parts.shape).argmax(axis=0).astype(np.uint8)
+    fine[no_person] = 0
     return to_cihp(fine, parts, face)
 
 
@@ -231,11 +233,13 @@ class GarmentNet:
         self._session = None
 
 
-def crop_labels(logits: np.ndarray, outputs: CropOutputs) -> np.ndarray:
-    """CIHP labels of one crop at its own size, from its logits (FINE_CLASSES x DETAIL_HEIGHT x padded width)."""
+def crop_labels(logits: np.ndarray, outputs: CropOutputs, min_pixel_person_probability: float) -> np.ndarray:
+    """CIHP labels of one crop at its own size, from its logits (FINE_CLASSES x DETAIL_HEIGHT x padded width);
+    background where BodyPix's person probability is under ``min_pixel_person_probability``."""
     height, width = outputs.size
-    parts = outputs.bodypix_planes((height, width))[1:].argmax(axis=0)
-    return labels_at(logits[:, :, :2 * net_width(height, width)], parts, outputs.face((height, width)))
+    planes = outputs.bodypix_planes((height, width))
+    return labels_at(logits[:, :, :2 * net_width(height, width)], planes[1:].argmax(axis=0),
+                     outputs.face((height, width)), _sigmoid(planes[0]) < min_pixel_person_probability)
 
 
 class CihpNetParser(Parser):
@@ -244,6 +248,7 @@ class CihpNetParser(Parser):
         self.frozen = FrozenModels(options, threads, device)  # the multiclass segmenter runs on the CPU (LiteRT)
         self.net = GarmentNet(weights, threads, device)
         self.min_person_probability = options.min_person_probability
+        self.min_pixel_person_probability = options.min_pixel_person_probability
 
     def open(self) -> None:
         self.frozen.open()
@@ -257,7 +262,7 @@ class CihpNetParser(Parser):
         """Labels per crop; none in a crop where BodyPix sees no person (a traffic cone, a bin)."""
         analyzed = self.frozen.analyze(crops, self.min_person_probability)
         return [np.zeros(crop.image.shape[:2], np.uint8) if outputs is None
-                else crop_labels(self.net.logits(*features(outputs)), outputs)
+                else crop_labels(self.net.logits(*features(outputs)), outputs, self.min_pixel_person_probability)
                 for crop, outputs in zip(crops, analyzed)]
 
     def close(self) -> None:
