@@ -203,10 +203,12 @@ def test_a_40_pixel_person_is_parsed_with_tiles(small_person_scene, tiles: int) 
 
 def test_boxes_on_the_empty_street_are_no_persons(street: np.ndarray) -> None:
     """FastestDet finds boxes on the empty street; cihp-net's network labels whatever crop it is given, so a crop
-    where BodyPix's person probability stays low is left unlabelled and its box is not reported."""
+    where BodyPix's person probability stays low is left unlabelled and its box is not reported (with both BodyPix
+    checks off, the crop and the pixel one, every box is)."""
     reported = {}
     for probability in (0.0, load_config().parser_options.min_person_probability, 0.9):
-        config = load_config(overrides={"parsers.cihp-net.min_person_probability": probability,
+        pixel_check = {} if probability else {"parsers.cihp-net.min_pixel_person_probability": 0.0}
+        config = load_config(overrides={"parsers.cihp-net.min_person_probability": probability, **pixel_check,
                                         "detector.zoom_below": 0})  # the zoomed look drops most of them itself
         parser = build_person_parser(config, ResolvedModels.for_config(config), 1)
         parser.open()
