@@ -76,7 +76,8 @@ def test_leaving_the_results_early_ends_the_run(clip: Path) -> None:
 
 def test_streams_share_one_pool(clip: Path) -> None:
     """Two streams from the start and a third added while the engine runs, on two workers: each stream gets every
-    frame once, in order, with its own labels; the first two are served side by side."""
+    frame once, in order, with its own labels; the first two are served side by side (their parses slow enough that
+    the first cannot end before the second's source process has started, even on a slow machine)."""
     frames = decoded(clip)
     collected = [Collected(), Collected(), Collected()]
     ended: list[int] = []
@@ -88,10 +89,10 @@ def test_streams_share_one_pool(clip: Path) -> None:
             engine.add_source(TrivialJob(str(clip), collected[2]), StreamSettings(queue_size=2),
                        on_end=lambda s: ended.append(s.stream))
 
-    engine.add_source(TrivialJob(str(clip), collected[0], jitter_s=0.3), StreamSettings(queue_size=2),
+    engine.add_source(TrivialJob(str(clip), collected[0], jitter_s=0.6), StreamSettings(queue_size=2),
                [add_third, lambda written, stats: written_order.append(written.stream)],
                on_end=lambda s: ended.append(s.stream))
-    engine.add_source(TrivialJob(str(clip), collected[1], jitter_s=0.3), StreamSettings(queue_size=2, group_size=3),
+    engine.add_source(TrivialJob(str(clip), collected[1], jitter_s=0.6), StreamSettings(queue_size=2, group_size=3),
                [lambda written, stats: written_order.append(written.stream)], on_end=lambda s: ended.append(s.stream))
     engine.start()
     assert engine.join(120)
