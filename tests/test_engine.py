@@ -76,23 +76,24 @@ def test_leaving_the_results_early_ends_the_run(clip: Path) -> None:
 
 def test_streams_share_one_pool(clip: Path) -> None:
     """Two streams from the start and a third added while the engine runs, on two workers: each stream gets every
-    frame once, in order, with its own labels; the first two are served side by side (their parses slow enough that
-    the first cannot end before the second's source process has started, even on a slow machine)."""
+    frame once, in order, with its own labels; the first two are served side by side (the pool's parser, which all
+    streams share, is slow enough that the first cannot end before the second's source process has started, even on a
+    slow machine)."""
     frames = decoded(clip)
     collected = [Collected(), Collected(), Collected()]
     ended: list[int] = []
     written_order: list[int] = []
-    engine = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=2, threads=1))
+    engine = Engine(TrivialJob(str(clip), Collected(), jitter_s=0.6), PoolSettings(workers=2, threads=1))
 
     def add_third(written: Written, stats) -> None:
         if written.frame.seq == 3:  # the first stream is running: the third joins through the control pipe
             engine.add_source(TrivialJob(str(clip), collected[2]), StreamSettings(queue_size=2),
                        on_end=lambda s: ended.append(s.stream))
 
-    engine.add_source(TrivialJob(str(clip), collected[0], jitter_s=0.6), StreamSettings(queue_size=2),
+    engine.add_source(TrivialJob(str(clip), collected[0]), StreamSettings(queue_size=2),
                [add_third, lambda written, stats: written_order.append(written.stream)],
                on_end=lambda s: ended.append(s.stream))
-    engine.add_source(TrivialJob(str(clip), collected[1], jitter_s=0.6), StreamSettings(queue_size=2, group_size=3),
+    engine.add_source(TrivialJob(str(clip), collected[1]), StreamSettings(queue_size=2, group_size=3),
                [lambda written, stats: written_order.append(written.stream)], on_end=lambda s: ended.append(s.stream))
     engine.start()
     assert engine.join(120)
@@ -159,10 +160,10 @@ def test_a_failing_stream_ends_alone_and_restarts_count_where_the_frame_was(clip
     frames = len(decoded(clip))
     collected = [Collected(), Collected(), Collected()]
     sessions = {}
-    engine = Engine(TrivialJob(str(clip), Collected(), kill_at=3, kill_times=1),
+    engine = Engine(TrivialJob(str(clip), Collected(), kill_at=3, kill_times=1, jitter_s=0.1),
                     PoolSettings(workers=2, threads=1, prefetch=1))
     for url, sink in zip((str(clip), str(bogus), str(clip)), collected):
-        engine.add_source(TrivialJob(url, sink, jitter_s=0.1), StreamSettings(queue_size=2),
+        engine.add_source(TrivialJob(url, sink), StreamSettings(queue_size=2),
                           on_end=lambda s: sessions.update({s.stream: s}))
     engine.start()
     assert engine.join(120), "the engine ends when its last stream does, without raising the stream's error"
@@ -180,15 +181,15 @@ def test_sources_are_added_and_removed_while_the_engine_runs(clip: Path) -> None
     frames = len(decoded(clip))
     first, second = Collected(), Collected()
     sessions = {}
-    engine = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=2, threads=1))
+    engine = Engine(TrivialJob(str(clip), Collected(), jitter_s=0.3), PoolSettings(workers=2, threads=1))
 
     def swap(written: Written, stats) -> None:  # runs in the first stream's writer thread
         if written.frame.seq == 1:
-            engine.add_source(TrivialJob(str(clip), second, jitter_s=0.05), StreamSettings(queue_size=2),
+            engine.add_source(TrivialJob(str(clip), second), StreamSettings(queue_size=2),
                               on_end=lambda s: sessions.update({s.stream: s}))
             engine.remove_source(written.stream)
 
-    engine.add_source(TrivialJob(str(clip), first, jitter_s=0.3), StreamSettings(queue_size=2), [swap],
+    engine.add_source(TrivialJob(str(clip), first), StreamSettings(queue_size=2), [swap],
                       on_end=lambda s: sessions.update({s.stream: s}))
     engine.start()
     assert engine.join(120)
@@ -225,8 +226,8 @@ def test_one_stream_closing_does_not_stall_another(shared: Path, clip: Path) -> 
         if slow_close.closing is not None:  # A has closed: enough seen
             engine.remove_source(written.stream)
 
-    engine.add_source(TrivialJob(str(clip), slow_close, jitter_s=0.0), StreamSettings(queue_size=2))
-    engine.add_source(TrivialJob(str(VTEST), steady, jitter_s=0.0), StreamSettings(queue_size=2), [pace])
+    engine.add_source(TrivialJob(str(clip), slow_close), StreamSettings(queue_size=2))
+    engine.add_source(TrivialJob(str(VTEST), steady), StreamSettings(queue_size=2), [pace])
     engine.start()
     assert engine.join(120)
     began, ended = slow_close.closing
@@ -241,7 +242,7 @@ def test_every_stream_gets_its_end_and_an_ended_engine_refuses_streams(clip: Pat
     adding raises (and its callback is not kept waiting for an end that cannot come)."""
     ends: dict[int, StreamEnd] = {}
     engine = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=1, threads=1))
-    engine.add_source(TrivialJob(str(clip), Collected(), jitter_s=0.0), StreamSettings(queue_size=2),
+    engine.add_source(TrivialJob(str(clip), Collected()), StreamSettings(queue_size=2),
                       on_end=lambda end: ends.update({end.stream: end}))
     engine.run()
     assert ends[0].state == "ok" and ends[0].stats.frames == 12
@@ -279,7 +280,7 @@ def test_streams_end_failed_with_the_engine_error_and_an_output_failing_at_close
 
     failing = Collected(fail_close=True)
     engine = Engine(TrivialJob(str(clip), Collected()), PoolSettings(workers=1, threads=1))
-    engine.add_source(TrivialJob(str(clip), failing, jitter_s=0.0), StreamSettings(queue_size=2),
+    engine.add_source(TrivialJob(str(clip), failing), StreamSettings(queue_size=2),
                       on_end=lambda end: ends.update({20: end}))
     engine.run()
     assert failing.seqs == list(range(12)) and failing.closed
