@@ -68,7 +68,7 @@ class PersonDetector:
         kept[small] = ~seen_closer(boxes[small], windows) & (scores[small] >= options.tile_score_threshold)
         found = [(boxes[kept], scores[kept])]
         for window in windows:
-            window_boxes, window_scores, cuts = self._detect_in(image, window, options.score_threshold)
+            window_boxes, window_scores, cuts = self._detect_in(image, window, options.zoom_score_threshold)
             whole = ~cuts.any(axis=1)
             found.append((window_boxes[whole], window_scores[whole]))
         zoomed = np.concatenate([np.full(len(b), i > 0) for i, (b, _) in enumerate(found)])

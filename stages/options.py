@@ -28,7 +28,7 @@ class DetectorOptions:
     # person score in a tile; small boxes found at it are only candidates for the zoomed look below
     tile_score_threshold: float = field(default=0.4, metadata={"range": (0.0, 1.0)})
     # boxes shorter than this (frame pixels) are looked at again, zoomed: the detector runs on a square window
-    # zoom_window times the box's height around it, and what it finds there at score_threshold replaces them (a
+    # zoom_window times the box's height around it, and what it finds there at zoom_score_threshold replaces them (a
     # loose box made tight, a false one dropped, a neighbour found); 0 = off
     zoom_below: int = field(default=100, metadata={"range": (0, 100_000)})
     zoom_window: float = field(default=4.0, metadata={"range": (1.5, 16.0)})
@@ -38,6 +38,9 @@ class DetectorOptions:
     # small whole boxes found in tiles at this score, under tile_score_threshold, are candidates: looked at zoomed
     # like the others (after them), and dropped unless the closer look finds someone there
     zoom_candidate_threshold: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
+    # person score at which a zoomed look keeps what it finds (seen 3-4 times larger, a small person scores 0.8 and
+    # up, a post or a bin seen as closely often 0.5-0.6)
+    zoom_score_threshold: float = field(default=0.55, metadata={"range": (0.0, 1.0)})
     # frames narrower than this get no finer pass (neither tiles nor zoomed looks)
     tile_min_width: int = field(default=1280, metadata={"range": (0, 100_000)})
 

@@ -167,6 +167,25 @@ def test_the_zoomed_look_makes_a_loose_box_tight_and_drops_a_box_with_no_person(
     assert len(closer) == 1 and iou_matrix(truth, closer)[0, 0] >= 0.5, closer
 
 
+def test_the_zoomed_look_keeps_what_it_finds_at_its_own_threshold(small_person_scene) -> None:
+    """Seen closer, the 40-pixel person scores far above zoom_score_threshold and the street's tripod camera a little
+    above it: a stricter threshold drops the camera and keeps the person."""
+    from vidparse.model_store import resolve_model
+
+    image, truth, _ = small_person_scene
+    x1, y1, x2, y2 = truth[0]
+    tripod_camera = [834, 419, 854, 465]
+    boxes = np.array([[x1 - 10, y1 - 30, x2 + 10, y2 + 20], tripod_camera], np.float32)
+    kept = {}
+    for threshold in (DetectorOptions().zoom_score_threshold, 0.75):
+        detector = PersonDetector(resolve_model("fastestdet"), replace(TILED, zoom_score_threshold=threshold), 1)
+        detector.open()
+        kept[threshold], _ = detector.look_closer(image, boxes, np.array([0.45, 0.45], np.float32))
+    default = kept[DetectorOptions().zoom_score_threshold]
+    assert len(default) == 2 and iou_matrix(boxes[1:], default).max() >= 0.5, default
+    assert len(kept[0.75]) == 1 and iou_matrix(truth, kept[0.75])[0, 0] >= 0.5, kept[0.75]
+
+
 def test_a_tile_candidate_under_the_tile_threshold_is_found_by_the_zoomed_look(small_person_scene) -> None:
     """The whole frame misses the person and no tile box reaches tile_score_threshold: the person is found when the
     zoomed look checks the tiles' candidates, and missed when there are none."""
@@ -245,6 +264,7 @@ def test_the_zoomed_look_drops_most_boxes_on_the_empty_street(street: np.ndarray
     ({"detector.zoom_below": -5}, "'detector.zoom_below' must be between"),
     ({"detector.zoom_max_windows": 0}, "'detector.zoom_max_windows' must be between"),
     ({"detector.zoom_candidate_threshold": 1.5}, "'detector.zoom_candidate_threshold' must be between"),
+    ({"detector.zoom_score_threshold": -0.1}, "'detector.zoom_score_threshold' must be between"),
 ])
 def test_bad_tile_settings_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
