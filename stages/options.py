@@ -174,6 +174,8 @@ class CihpNetOptions:
     # a pixel where BodyPix's person probability is below this is background whatever the network says: the network
     # has only seen crops cut tight around a person and fills a loose crop's signs and bushes with clothes; 0 = off
     min_pixel_person_probability: float = field(default=0.15, metadata={"range": (0.0, 1.0)})
+    # the network also sees each crop in a mirror and the two answers are averaged (a second network pass)
+    mirror: bool = False
 
 
 @dataclass

@@ -43,21 +43,6 @@ def uses_bfloat16(settings: TrainSettings) -> bool:
     return settings.bfloat16 and bfloat16_native()
 
 
-def _flip_permutation() -> np.ndarray:
-    """Channel order of a mirrored input: BodyPix's left and right parts swap."""
-    order = np.arange(cihp_net.FEATURES)
-    names = list(cihp_net.BODYPIX_NAMES)
-    swaps = {"left": "right", "right": "left", "l_": "r_", "r_": "l_"}
-    for index, name in enumerate(names):
-        prefix = next(p for p in ("left", "right", "l_", "r_", "") if name.startswith(p))
-        if prefix:
-            order[cihp_net.PARTS.start + index] = cihp_net.PARTS.start + names.index(swaps[prefix] + name[len(prefix):])
-    return order
-
-
-FLIP_ORDER = _flip_permutation()
-
-
 def class_weights(examples: Sequence[Example]) -> torch.Tensor:
     """Inverse square root of each class's pixel share (rare garments count more), mean 1 over the classes seen."""
     counts = np.zeros(len(FINE_CLASSES))
@@ -79,10 +64,7 @@ def batch_tensors(examples: Sequence[Example], rng: np.random.Generator | None
                                         example.labels, example.width)
         if rng is not None:
             if rng.random() < 0.5:
-                position = features[-1, :, :used].copy()
-                features[:, :, :used] = features[FLIP_ORDER, :, used - 1::-1]
-                features[-1, :, :used] = position
-                fine[:, :, :2 * used] = fine[:, :, 2 * used - 1::-1]
+                features, fine = cihp_net.mirrored(features, fine, used)
                 labels = labels.copy()
                 labels[:, :2 * used] = labels[:, 2 * used - 1::-1]
             gain, offset = rng.uniform(0.75, 1.25), rng.uniform(-0.1, 0.1)

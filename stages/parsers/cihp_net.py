@@ -151,6 +151,40 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
     return context, details
 
 
+def _mirror_order() -> np.ndarray:
+    """Context channel order of a mirrored crop: BodyPix's left and right parts swap."""
+    order = np.arange(FEATURES)
+    swaps = {"left": "right", "right": "left", "l_": "r_", "r_": "l_"}
+    for index, name in enumerate(BODYPIX_NAMES):
+        prefix = next(p for p in ("left", "right", "l_", "r_", "") if name.startswith(p))
+        if prefix:
+            order[PARTS.start + index] = PARTS.start + BODYPIX_NAMES.index(swaps[prefix] + name[len(prefix):])
+    return order
+
+
+MIRROR_ORDER = _mirror_order()
+
+
+def mirrored(context: np.ndarray, details: np.ndarray, used: int) -> tuple[np.ndarray, np.ndarray]:
+    """The network's inputs (one crop's, or a batch's on the first axis) as the crop seen in a mirror: its first
+    ``used`` context columns (twice as many detail columns) reversed, BodyPix's left and right parts swapped, the
+    column position left running left to right."""
+    context, details = context.copy(), details.copy()
+    position = context[..., -1, :, :used].copy()
+    context[..., :, :, :used] = context[..., MIRROR_ORDER, :, used - 1::-1]
+    context[..., -1, :, :used] = position
+    details[..., :, :, :2 * used] = details[..., :, :, 2 * used - 1::-1]
+    return context, details
+
+
+def unmirrored(logits: np.ndarray, used: int) -> np.ndarray:
+    """Logits of a mirrored crop (``FINE_CLASSES`` x rows x columns: garment types have no side) put back the right
+    way round over its ``2 * used`` columns."""
+    logits = logits.copy()
+    logits[..., :2 * used] = logits[..., 2 * used - 1::-1]
+    return logits
+
+
 def person_probability(bodypix_logits: np.ndarray, bodypix_padded: tuple[int, int], size: tuple[int, int]) -> float:
     """BodyPix's highest person probability in a crop of ``size`` (height, width), as the network's context input
     holds it (its person channel at NET_HEIGHT rows)."""
@@ -223,11 +257,17 @@ class GarmentNet:
                              hint="train weights for this version with `vidparse train`, or drop --model-dir")
         self._session, self._inputs = session, [i.name for i in inputs]
 
-    def logits(self, context: np.ndarray, details: np.ndarray) -> np.ndarray:
+    def logits(self, context: np.ndarray, details: np.ndarray, mirror_columns: int = 0) -> np.ndarray:
         """FINE_CLASSES x DETAIL_HEIGHT x (details' width) logits of one crop (a call per crop: padding a frame's
-        crops to the widest made a batch 3x slower on vtest)."""
+        crops to the widest made a batch 3x slower on vtest). With ``mirror_columns`` (the crop's real context
+        columns), averaged with the logits of the crop seen in a mirror (one call, the two as a batch)."""
         assert self._session is not None, "open() first"
-        return self._session.run(None, dict(zip(self._inputs, (context[None], details[None]))))[0][0]
+        if not mirror_columns:
+            return self._session.run(None, dict(zip(self._inputs, (context[None], details[None]))))[0][0]
+        flipped = mirrored(context, details, mirror_columns)
+        both = self._session.run(None, dict(zip(self._inputs, (np.stack([context, flipped[0]]),
+                                                               np.stack([details, flipped[1]])))))[0]
+        return (both[0] + unmirrored(both[1], mirror_columns)) / 2
 
     def close(self) -> None:
         self._session = None
@@ -249,6 +289,7 @@ class CihpNetParser(Parser):
         self.net = GarmentNet(weights, threads, device)
         self.min_person_probability = options.min_person_probability
         self.min_pixel_person_probability = options.min_pixel_person_probability
+        self.mirror = options.mirror
 
     def open(self) -> None:
         self.frozen.open()
@@ -262,7 +303,8 @@ class CihpNetParser(Parser):
         """Labels per crop; none in a crop where BodyPix sees no person (a traffic cone, a bin)."""
         analyzed = self.frozen.analyze(crops, self.min_person_probability)
         return [np.zeros(crop.image.shape[:2], np.uint8) if outputs is None
-                else crop_labels(self.net.logits(*features(outputs)), outputs, self.min_pixel_person_probability)
+                else crop_labels(self.net.logits(*features(outputs), net_width(*outputs.size) if self.mirror else 0),
+                                 outputs, self.min_pixel_person_probability)
                 for crop, outputs in zip(crops, analyzed)]
 
     def close(self) -> None:
