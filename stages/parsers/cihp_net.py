@@ -38,10 +38,16 @@ FEATURE_GROUPS = (("pixels", 3), ("person", 1), ("parts", BODYPIX_PARTS), ("mult
 FEATURES = sum(size for _, size in FEATURE_GROUPS)
 DETAIL_GROUPS = (("pixels", 3), ("person", 1), ("multiclass", len(multiclass.CLASSES)))
 DETAILS = sum(size for _, size in DETAIL_GROUPS)
-DETAIL_PERSON = 3
-DETAIL_MULTICLASS = slice(4, 4 + len(multiclass.CLASSES))
-PARTS = slice(4, 4 + BODYPIX_PARTS)
-MULTICLASS = slice(PARTS.stop, PARTS.stop + len(multiclass.CLASSES))
+
+
+def _channels(groups: tuple[tuple[str, int], ...]) -> dict[str, slice]:
+    """Each group's channels in an input stacked from ``groups`` in order."""
+    stops = np.cumsum([size for _, size in groups])
+    return {name: slice(int(stop) - size, int(stop)) for (name, size), stop in zip(groups, stops)}
+
+
+PARTS, MULTICLASS = _channels(FEATURE_GROUPS)["parts"], _channels(FEATURE_GROUPS)["multiclass"]
+DETAIL_PERSON, DETAIL_MULTICLASS = _channels(DETAIL_GROUPS)["person"].start, _channels(DETAIL_GROUPS)["multiclass"]
 FACE_SKIN, BODY_SKIN = multiclass.CLASSES.index("face_skin"), multiclass.CLASSES.index("body_skin")
 BODYPIX_NAMES = load_label_set("bodypix").names[1:]  # the 24 parts, in channel order
 
