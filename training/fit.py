@@ -65,8 +65,7 @@ def batch_tensors(examples: Sequence[Example], rng: np.random.Generator | None
         if rng is not None:
             if rng.random() < 0.5:
                 features, fine = cihp_net.mirrored(features, fine, used)
-                labels = labels.copy()
-                labels[:, :2 * used] = labels[:, 2 * used - 1::-1]
+                labels = cihp_net.reversed_columns(labels, 2 * used)
             gain, offset = rng.uniform(0.75, 1.25), rng.uniform(-0.1, 0.1)
             features[0:3, :, :used] = np.clip(features[0:3, :, :used] * gain + offset, 0, 1)
             fine[0:3, :, :2 * used] = np.clip(fine[0:3, :, :2 * used] * gain + offset, 0, 1)

@@ -46,8 +46,9 @@ def _channels(groups: tuple[tuple[str, int], ...]) -> dict[str, slice]:
     return {name: slice(int(stop) - size, int(stop)) for (name, size), stop in zip(groups, stops)}
 
 
-PARTS, MULTICLASS = _channels(FEATURE_GROUPS)["parts"], _channels(FEATURE_GROUPS)["multiclass"]
-DETAIL_PERSON, DETAIL_MULTICLASS = _channels(DETAIL_GROUPS)["person"].start, _channels(DETAIL_GROUPS)["multiclass"]
+FEATURE_CHANNELS, DETAIL_CHANNELS = _channels(FEATURE_GROUPS), _channels(DETAIL_GROUPS)
+PARTS, MULTICLASS = FEATURE_CHANNELS["parts"], FEATURE_CHANNELS["multiclass"]
+DETAIL_PERSON, DETAIL_MULTICLASS = DETAIL_CHANNELS["person"].start, DETAIL_CHANNELS["multiclass"]
 FACE_SKIN, BODY_SKIN = multiclass.CLASSES.index("face_skin"), multiclass.CLASSES.index("body_skin")
 BODYPIX_NAMES = load_label_set("bodypix").names[1:]  # the 24 parts, in channel order
 
@@ -175,20 +176,19 @@ def mirrored(context: np.ndarray, details: np.ndarray, used: int) -> tuple[np.nd
     """The network's inputs (one crop's, or a batch's on the first axis) as the crop seen in a mirror: its first
     ``used`` context columns (twice as many detail columns) reversed, BodyPix's left and right parts swapped, the
     column position left running left to right."""
-    context, details = context.copy(), details.copy()
+    context = context.copy()
     position = context[..., -1, :, :used].copy()
     context[..., :, :, :used] = context[..., MIRROR_ORDER, :, used - 1::-1]
     context[..., -1, :, :used] = position
-    details[..., :, :, :2 * used] = details[..., :, :, 2 * used - 1::-1]
-    return context, details
+    return context, reversed_columns(details, 2 * used)
 
 
-def unmirrored(logits: np.ndarray, used: int) -> np.ndarray:
-    """Logits of a mirrored crop (``FINE_CLASSES`` x rows x columns: garment types have no side) put back the right
-    way round over its ``2 * used`` columns."""
-    logits = logits.copy()
-    logits[..., :2 * used] = logits[..., 2 * used - 1::-1]
-    return logits
+def reversed_columns(array: np.ndarray, columns: int) -> np.ndarray:
+    """A copy with the first ``columns`` of the last axis in reverse order: details, labels or logits (garment types
+    have no side) at the network's detail width seen in a mirror, or put back the right way round."""
+    array = array.copy()
+    array[..., :columns] = array[..., columns - 1::-1]
+    return array
 
 
 def person_probability(bodypix_logits: np.ndarray, bodypix_padded: tuple[int, int], size: tuple[int, int]) -> float:
@@ -273,7 +273,7 @@ class GarmentNet:
         flipped = mirrored(context, details, mirror_columns)
         both = self._session.run(None, dict(zip(self._inputs, (np.stack([context, flipped[0]]),
                                                                np.stack([details, flipped[1]])))))[0]
-        return (both[0] + unmirrored(both[1], mirror_columns)) / 2
+        return (both[0] + reversed_columns(both[1], 2 * mirror_columns)) / 2
 
     def close(self) -> None:
         self._session = None
