@@ -68,6 +68,9 @@ class RoiOptions:
     person_height: int = field(default=512, metadata={"range": (32, 4096)})
     # > 0: a crop is enlarged no more than this many times its height in the frame; 0: always person_height
     max_upscale: float = field(default=2.0, metadata={"range": (0.0, 64.0)})
+    # crops are pasted smallest box first; a box whose parse finds less than this share of the person pixels it labels
+    # still unpainted is dropped (a box around people smaller boxes have found); 0 keeps every box with a person
+    min_new_share: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass

@@ -72,22 +72,30 @@ class PersonParser:
 
     def _parse_crops(self, image: np.ndarray, detections: Detections, labels: np.ndarray
                      ) -> tuple[list[PersonStats], Detections]:
-        """Parse each detection's crop into ``labels``; a detection whose crop the parser labels no person in (a
-        cone, a bin) is dropped from the persons and the detections returned."""
-        order = np.argsort(-detections.scores, kind="stable")
+        """Parse each detection's crop into ``labels``, smallest box first, so each person is painted by the tightest
+        box around them. Dropped from the persons and the detections returned: a detection whose crop the parser
+        labels no person in (a cone, a bin), and one that finds less than ``min_new_share`` of the person pixels it
+        labels still unpainted (a box around people that smaller boxes have already found)."""
+        boxes = detections.boxes
+        order = np.argsort((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
         options = self.options
-        crops = [crop_person(image, detections.boxes[i], options.margin, options.person_height, options.max_upscale)
+        crops = [crop_person(image, boxes[i], options.margin, options.person_height, options.max_upscale)
                  for i in order]
         parsed = self.parser.parse_crops(crops)
-        persons, kept = [], []
+        persons: dict[int, PersonStats] = {}
         for i, crop, crop_labels in zip(order, crops, parsed):
             if not crop_labels.any():
                 continue
             written = paste_labels(labels, crop, crop_labels)
-            persons.append(person_stats(self.label_set, detections.boxes[i], detections.scores[i], written))
-            kept.append(i)
-        kept = sorted(kept)
-        return persons, Detections(boxes=detections.boxes[kept], scores=detections.scores[kept])
+            # shares of the crop's region: painted by this box, labelled by its parse
+            painted, labelled = np.count_nonzero(written) / written.size, np.count_nonzero(crop_labels) / crop_labels.size
+            if painted >= options.min_new_share * labelled:
+                persons[int(i)] = person_stats(self.label_set, boxes[i], detections.scores[i], written)
+            else:
+                x1, y1, x2, y2 = crop.region
+                labels[y1:y2, x1:x2][written != 0] = 0
+        kept = sorted(persons)  # the detector's order: most confident first
+        return [persons[i] for i in kept], Detections(boxes=boxes[kept], scores=detections.scores[kept])
 
     def _whole_frame_stats(self, labels: np.ndarray, detections: Detections) -> list[PersonStats]:
         return [person_stats(self.label_set, detections.boxes[i], detections.scores[i],

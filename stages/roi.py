@@ -60,7 +60,7 @@ def crop_person(image: np.ndarray, box: Sequence[float], margin: float, person_h
 def paste_labels(frame_labels: np.ndarray, crop: Crop, crop_labels: np.ndarray) -> np.ndarray:
     """Write a crop's labels into the frame's label map where the frame is still background.
 
-    Callers paste the most confident person first, so overlapping people keep the better parse.
+    Callers paste the smallest box first, so each person keeps the parse of the tightest box around them.
     Returns the labels this crop actually wrote (0 elsewhere), at frame resolution.
     """
     x1, y1, x2, y2 = crop.region

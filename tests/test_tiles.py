@@ -20,6 +20,7 @@ from vidparse.stages.options import DetectorOptions
 from vidparse.stages.tiles import (MIN_WINDOW_PX, cut_sides, drop_nested, merge_boxes, non_max_suppression, tile_grid,
                                    zoom_windows)
 from vidparse.stages.tracker import iou_matrix
+from vidparse.stages.types import Detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import crowd  # noqa: E402  (benchmarks/crowd.py: the street and the pasting)
@@ -242,6 +243,57 @@ def test_boxes_on_the_empty_street_are_no_persons(street: np.ndarray) -> None:
     assert boxes >= 3 and persons == boxes, reported
     assert default_persons < persons and default_pixels < pixels, reported
     assert strict_persons == 0 and strict_pixels == 0, reported
+
+
+class FixedBoxes:
+    """A detector that reports the same boxes on every image: what is tested is how the crops are parsed."""
+
+    def __init__(self, boxes: np.ndarray, scores: np.ndarray) -> None:
+        self.detections = Detections(boxes=boxes, scores=scores)
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def process(self, image: np.ndarray) -> Detections:
+        return self.detections
+
+
+def test_a_box_around_people_already_found_is_dropped_a_person_behind_another_is_kept(
+        shared: Path, street: np.ndarray) -> None:
+    """Three ccp-train people 120 pixels tall: A, B a third behind A, C apart. A box around A and B, scoring highest,
+    is parsed after their own smaller boxes, finds their pixels painted and is dropped; B, partly hidden, is kept."""
+    ccp = shared / "data" / "ccp-train"
+    people = []
+    for sample in find_samples(ccp / "images", ccp / "labels")[:3]:
+        image, labels = read_sample(sample, load_label_set("ccp"))
+        rows, cols = np.nonzero(labels)
+        people.append(crowd.Person(image[rows.min():rows.max() + 1, cols.min():cols.max() + 1],
+                                   labels[rows.min():rows.max() + 1, cols.min():cols.max() + 1]))
+    scene, scene_labels = street.copy(), np.zeros(street.shape[:2], np.uint8)
+    b = crowd.paste(scene, scene_labels, people[1], 120, 560, 520)
+    a = crowd.paste(scene, scene_labels, people[0], 120, b[0] - 2 * (b[2] - b[0]) // 3, 530)  # over B's left third
+    c = crowd.paste(scene, scene_labels, people[2], 120, 900, 520)
+    around = [min(a[0], b[0]) - 5, min(a[1], b[1]) - 5, max(a[2], b[2]) + 5, max(a[3], b[3]) + 5]
+    boxes = np.array([around, a, b, c], np.float32)
+    scores = np.array([0.9, 0.85, 0.8, 0.75], np.float32)
+    reported = {}
+    for share in (load_config().roi.min_new_share, 0.0):
+        config = load_config(overrides={"roi.min_new_share": share})
+        parser = build_person_parser(config, ResolvedModels.for_config(config), 1)
+        parser.detector = FixedBoxes(boxes, scores)  # type: ignore[assignment]
+        parser.open()
+        try:
+            labels, result, detections = parser.process_with_detections(scene)
+        finally:
+            parser.close()
+        assert [p.score for p in result.persons] == detections.scores.tolist(), "persons and boxes agree"
+        reported[share] = detections.boxes.tolist(), labels
+    (kept, labels), (every, _) = reported.values()
+    assert kept == boxes[1:].tolist() and every == boxes.tolist(), (kept, every)
+    for x1, y1, x2, y2 in (a, b, c):
+        person = scene_labels[y1:y2, x1:x2] != 0
+        assert np.count_nonzero(labels[y1:y2, x1:x2][person]) > 0.6 * np.count_nonzero(person)
 
 
 def test_the_zoomed_look_drops_most_boxes_on_the_empty_street(street: np.ndarray) -> None:
