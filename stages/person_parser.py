@@ -8,7 +8,8 @@ import numpy as np
 
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.parsers.base import Parser
-from vidparse.stages.roi import crop_person, paste_labels
+from vidparse.stages.roi import crop_person, paste_labels, unpaste_labels
+from vidparse.stages.tracker import box_areas
 from vidparse.stages.types import Detections, FrameResult, LabelSet, PersonStats
 from vidparse.stages.options import RoiOptions
 
@@ -77,7 +78,7 @@ class PersonParser:
         labels no person in (a cone, a bin), and one that finds less than ``min_new_share`` of the person pixels it
         labels still unpainted (a box around people that smaller boxes have already found)."""
         boxes = detections.boxes
-        order = np.argsort((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
+        order = np.argsort(box_areas(boxes), kind="stable")
         options = self.options
         crops = [crop_person(image, boxes[i], options.margin, options.person_height, options.max_upscale)
                  for i in order]
@@ -92,8 +93,7 @@ class PersonParser:
             if painted >= options.min_new_share * labelled:
                 persons[int(i)] = person_stats(self.label_set, boxes[i], detections.scores[i], written)
             else:
-                x1, y1, x2, y2 = crop.region
-                labels[y1:y2, x1:x2][written != 0] = 0
+                unpaste_labels(labels, crop, written)
         kept = sorted(persons)  # the detector's order: most confident first
         return [persons[i] for i in kept], Detections(boxes=boxes[kept], scores=detections.scores[kept])
 

@@ -71,6 +71,12 @@ def paste_labels(frame_labels: np.ndarray, crop: Crop, crop_labels: np.ndarray) 
     return np.where(fill, resized, 0).astype(np.uint8)
 
 
+def unpaste_labels(frame_labels: np.ndarray, crop: Crop, written: np.ndarray) -> None:
+    """Undo ``paste_labels``: back to background where it wrote ``written``."""
+    x1, y1, x2, y2 = crop.region
+    frame_labels[y1:y2, x1:x2][written != 0] = 0
+
+
 def pack(images: Sequence[np.ndarray], gap: int = 16, align: int = 32, fill: int = 0) -> tuple[np.ndarray, list[Placement]]:
     """Shelf-pack images onto one canvas close to square; canvas sides are multiples of ``align``.
 

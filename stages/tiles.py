@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from vidparse.stages.options import DetectorOptions
+from vidparse.stages.tracker import box_areas
 
 Tile = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
 
@@ -33,7 +34,7 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
     order = np.argsort(-scores, kind="stable")
     if first is not None:
         order = order[np.argsort(~first[order], kind="stable")]
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    areas = box_areas(boxes)
     keep: list[int] = []
     while order.size:
         best, rest = order[0], order[1:]
@@ -48,7 +49,7 @@ def drop_nested(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Indices of the boxes kept, most confident first: a box nested in or around a box that scores
     NESTED_SCORE_GAP more (see NESTED_SHARE) is dropped."""
     order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    areas = box_areas(boxes)
     keep: list[int] = []
     for index in order:
         if keep:

@@ -36,9 +36,12 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
     inter = width * height
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / (area_a + area_b - inter + 1e-9)
+    return inter / (box_areas(a) + box_areas(b) - inter + 1e-9)
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    """The area of each box (x1, y1, x2, y2 on the last axis)."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 def match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
