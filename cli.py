@@ -562,6 +562,9 @@ def train_weights(
                                                         "(default: the user cache).")] = None,
     float32: Annotated[bool, typer.Option("--float32", help="Train in float32 even on a CPU with bfloat16 "
                                                              "instructions (about 1.6x the time).")] = False,
+    class_weight_power: Annotated[float, typer.Option(min=0.0, max=1.0, help="Loss weight of each class: its pixel "
+                                                      "share to this power, negated (0 = unweighted, 0.5 = inverse "
+                                                      "square root).")] = 0.5,
     verbose: VerboseOption = False,
 ) -> None:
     """Train cihp-net's network from labelled photos: k-fold scores, then weights and a model card."""
@@ -575,7 +578,7 @@ def train_weights(
         except ImportError as exc:
             raise ConfigError(f"training needs {exc.name}", hint='pip install "vidparse"') from exc
         job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache,
-                          bfloat16=not float32)
+                          bfloat16=not float32, class_weight_power=class_weight_power)
         with _progress() as progress:
             card = job.run(progress)
         for report in job.scores.values():

@@ -279,6 +279,18 @@ def test_training_batches_hold_one_crop_width_each() -> None:
     assert len(batches) == 3 + 2 + 1  # five 48s, three 64s, one 32, two to a batch
 
 
+def test_class_weights_follow_the_pixel_share_to_the_power_asked() -> None:
+    labels = np.array([[0] * 12 + [1] * 3 + [2] + [IGNORED] * 4], np.uint8)  # shares 12 : 3 : 1, the rest unseen
+    examples = [Example("a", False, np.zeros((1, 1, 10), np.float16), np.zeros((1, 1, 20), np.float16), labels,
+                        (0, 0, 1, 1), 10)]
+    assert fit.class_weights(examples, 0.0)[:3].tolist() == [1.0, 1.0, 1.0]
+    for power in (0.25, 0.5):
+        weights = fit.class_weights(examples, power).numpy()
+        assert weights[3:].tolist() == [0.0] * (len(FINE_CLASSES) - 3), "classes never seen weigh nothing"
+        assert weights[:3].mean() == pytest.approx(1.0)
+        assert weights[1] / weights[0] == pytest.approx(4 ** power) and weights[2] / weights[1] == pytest.approx(3 ** power)
+
+
 @pytest.mark.slow
 def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: Path) -> None:
     images, labels = tmp_path / "images", tmp_path / "labels"

@@ -55,7 +55,8 @@ parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with Body
 - data: {record.photos} labelled photos in `{record.images}` (label set `{record.label_set}`), two views each
   ({record.examples} examples): the photo as it is and scaled down to a 48-160 pixel person
 - training: {settings.epochs} epochs, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (one-cycle),
-  weight decay {settings.weight_decay}, seed {settings.seed}, {precision}; {record.seconds / 60:.1f} minutes in
+  weight decay {settings.weight_decay}, cross-entropy with class weights of pixel share to the power
+  -{settings.class_weight_power}, seed {settings.seed}, {precision}; {record.seconds / 60:.1f} minutes in
   all on {platform.machine()} CPU
 
 ## Licenses

@@ -40,6 +40,7 @@ class TrainingJob:
     processes: int = 0
     cache: Path | None = None
     bfloat16: bool = True
+    class_weight_power: float = fit.TrainSettings.class_weight_power
     scores: dict[str, ImageReport] = field(default_factory=dict)
 
     def run(self, progress: Progress) -> Path:
@@ -55,7 +56,8 @@ class TrainingJob:
         samples = find_samples(self.images, self.labels)
         start = time.perf_counter()
         torch.set_num_threads(usable_cpus())
-        settings = fit.TrainSettings(epochs=self.epochs, seed=self.seed, bfloat16=self.bfloat16)
+        settings = fit.TrainSettings(epochs=self.epochs, seed=self.seed, bfloat16=self.bfloat16,
+                                     class_weight_power=self.class_weight_power)
 
         task = progress.add_task("frozen models", total=len(samples))
         examples = dataset.extract(samples, self.label_set, self.seed, self.processes or usable_cpus(),
