@@ -46,8 +46,9 @@ def parse_labelled_person(parser: PersonParser, image: np.ndarray, labels: np.nd
     return predicted
 
 
-def score(model: str, shared: Path, dataset: str, every: int = 1, people: str = "all") -> dict[str, ImageReport]:
-    config = load_config(overrides={"model": model})
+def score(model: str, shared: Path, dataset: str, every: int = 1, people: str = "all",
+          model_path: Path | None = None) -> dict[str, ImageReport]:
+    config = load_config(overrides={"model": model, "model_path": str(model_path) if model_path else None})
     truth = load_label_set(LABEL_SET_OF[dataset])
     lut = fine_lut(truth)
     tallies = {scheme: Tally(truth, load_label_set(LABEL_SETS[model]), scheme) for scheme in SCHEMES}
