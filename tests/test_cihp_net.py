@@ -17,6 +17,7 @@ from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.parsers import cihp_net
 from vidparse.stages.parsers.multiclass import MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack
 from vidparse.training import fit
+from vidparse.training.card import TrainingRecord, write_card
 from vidparse.training.dataset import IGNORED, Example, Extractor, fine_lut
 
 CIHP, CCP, BODYPIX = load_label_set("cihp"), load_label_set("ccp"), load_label_set("bodypix")
@@ -289,6 +290,16 @@ def test_class_weights_follow_the_pixel_share_to_the_power_asked() -> None:
         assert weights[3:].tolist() == [0.0] * (len(FINE_CLASSES) - 3), "classes never seen weigh nothing"
         assert weights[:3].mean() == pytest.approx(1.0)
         assert weights[1] / weights[0] == pytest.approx(4 ** power) and weights[2] / weights[1] == pytest.approx(3 ** power)
+
+
+def test_card_of_a_run_without_folds_says_k_fold_was_not_run(tmp_path: Path) -> None:
+    weights = tmp_path / "cihp-net.onnx"
+    weights.write_bytes(b"weights")
+    record = TrainingRecord("vidparse train ... --folds 0", tmp_path, "ccp", 4, 8, fit.TrainSettings(), 60.0, 0, {})
+    card = write_card(weights, record).read_text()
+    assert "k-fold cross-validation was not run (`--folds 0`)" in card
+    assert "0-fold" not in card and "Each fold's network" not in card
+    assert sha256_of(weights) in card and "--folds 0" in card
 
 
 @pytest.mark.slow

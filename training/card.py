@@ -39,9 +39,21 @@ def _score_table(report: ImageReport) -> str:
     return "\n".join([f"**{report.scheme}** (mIoU {miou})", "", "| class | IoU % |", "|---|---:|", *rows])
 
 
+def _scores_section(record: TrainingRecord) -> str:
+    if not record.scores:
+        return "## Scores\nk-fold cross-validation was not run (`--folds 0`)."
+    tables = "\n\n".join(_score_table(report) for report in record.scores.values())
+    return f"""## Scores: {record.folds}-fold cross-validation on the training photos
+Each fold's network is trained on the other folds and scored on its held-out photos: the full-size view, its logits
+upsampled into the photo, the confusion pooled over all held-out photos. Crops come from the
+detector box that best matches the labelled person, or from the label's bounds where the detector finds none.
+
+{tables}"""
+
+
 def write_card(weights: Path, record: TrainingRecord) -> Path:
     settings = record.settings
-    scores = "\n\n".join(_score_table(report) for report in record.scores.values()) or "(trained without --folds)"
+    scores = _scores_section(record)
     precision = "bfloat16 convolutions" if uses_bfloat16(settings) else "float32"
     data_license = DATA_LICENSES.get(record.label_set, "see the data's own license")
     text = f"""# cihp-net weights: `{weights.name}`
@@ -64,11 +76,6 @@ parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with Body
 - frozen models whose outputs are the network's input (needed at run time; `vidparse models pull cihp-net`):
 
 {FROZEN_MODELS}
-## Scores: {record.folds}-fold cross-validation on the training photos
-Each fold's network is trained on the other folds and scored on its held-out photos: the full-size view, its logits
-upsampled into the photo, the confusion pooled over all held-out photos. Crops come from the
-detector box that best matches the labelled person, or from the label's bounds where the detector finds none.
-
 {scores}
 """
     path = weights.with_name("MODEL_CARD.md")
