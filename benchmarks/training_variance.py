@@ -45,11 +45,12 @@ def video_stability(weights: Path, video: Path, frames: int, report: Path) -> di
     return {key: 100 * written[key] for key in ("warped_person", "warped_part", "parse_person")}
 
 
-def photo_scores(weights: Path, shared: Path) -> dict[str, dict[str, float]]:
-    """mIoU % per dataset and scheme."""
-    return {dataset: {scheme: 100 * (report.miou or 0.0) for scheme, report in
-                      score("cihp-net", shared, dataset, model_path=weights).items()}
-            for dataset in ("ccp", "cihp")}
+def photo_scores(weights: Path, shared: Path) -> dict[str, str]:
+    """Garments / coarse / fine mIoU % per dataset."""
+    reports = {dataset: score("cihp-net", shared, dataset, model_path=weights) for dataset in ("ccp", "cihp")}
+    return {dataset: " / ".join("n/a" if (miou := by_scheme[scheme].miou) is None else f"{100 * miou:.1f}"
+                                for scheme in ("garments", "coarse", "fine"))
+            for dataset, by_scheme in reports.items()}
 
 
 def main() -> None:
@@ -76,8 +77,8 @@ def main() -> None:
     print("| weights | CCP | CIHP | moved person IoU | moved part mIoU | vs parse person IoU |")
     print("|---|---|---|---:|---:|---:|")
     for name, photos, stability in rows:
-        cells = [" / ".join(f"{photos[d][s]:.1f}" for s in ("garments", "coarse", "fine")) for d in ("ccp", "cihp")]
-        print(f"| {name} | {' | '.join(cells)} | " + " | ".join(f"{stability[k]:.1f}" for k in stability) + " |")
+        print(f"| {name} | {photos['ccp']} | {photos['cihp']} | " + " | ".join(f"{v:.1f}" for v in stability.values())
+              + " |")
 
 
 if __name__ == "__main__":
