@@ -555,7 +555,7 @@ def train_weights(
                                                                   "beside it.")] = Path("cihp-net.onnx"),
     folds: Annotated[int, typer.Option(min=0, max=20, help="k of the k-fold scores reported first; 0 skips them.")] = 4,
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the photos.")] = 16,
-    seed: Annotated[int, typer.Option(help="Seed of everything random: the same seed gives the same weights.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of everything random: the same seed gives the same weights on the same kind of CPU.")] = 0,
     processes: Annotated[int, typer.Option(min=0, help="Processes computing the frozen models' outputs; 0 = one per "
                                                         "usable CPU.")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="Folder keeping the frozen models' outputs between runs "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import run_cli
 from vidparse.errors import ModelError
@@ -300,6 +301,7 @@ def test_card_of_a_run_without_folds_says_k_fold_was_not_run(tmp_path: Path) -> 
     assert "k-fold cross-validation was not run (`--folds 0`)" in card
     assert "0-fold" not in card and "Each fold's network" not in card
     assert sha256_of(weights) in card and "--folds 0" in card
+    assert f"PyTorch kernels for {torch.backends.cpu.get_cpu_capability()}" in card, "bytes depend on the CPU's kernels"
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from vidparse.evaluation.runs import ImageReport
 from vidparse.model_store import sha256_of
 from vidparse.training.fit import TrainSettings, uses_bfloat16
@@ -51,6 +53,17 @@ detector box that best matches the labelled person, or from the label's bounds w
 {tables}"""
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_card(weights: Path, record: TrainingRecord) -> Path:
     settings = record.settings
     scores = _scores_section(record)
@@ -69,7 +82,9 @@ parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with Body
 - training: {settings.epochs} epochs, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (one-cycle),
   weight decay {settings.weight_decay}, cross-entropy with class weights of pixel share to the power
   -{settings.class_weight_power}, seed {settings.seed}, {precision}; {record.seconds / 60:.1f} minutes in
-  all on {platform.machine()} CPU
+  all on {cpu_name()} ({platform.machine()}, PyTorch kernels for {torch.backends.cpu.get_cpu_capability()}); the
+  same command makes these exact bytes again only on a CPU with the same kernels and precision (others round
+  differently, and the network comes out about as different as another seed's)
 
 ## Licenses
 - training data: {data_license}
