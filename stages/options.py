@@ -170,7 +170,7 @@ class CihpNetOptions:
 
     # the multiclass segmenter packs crops onto as few calls as fit while a cell keeps at least this share of the
     # rows of real pixels in a crop (an enlarged crop has fewer than its height)
-    segmenter_detail: float = field(default=0.4, metadata={"range": (0.05, 1.0)})
+    segmenter_detail: float = field(default=0.7, metadata={"range": (0.05, 1.0)})
     # a crop where BodyPix's person probability stays below this everywhere is left unlabelled: the detector's box
     # holds no person (a traffic cone, a bin), which the network, trained on crops of people only, cannot tell; 0 = off
     min_person_probability: float = field(default=0.3, metadata={"range": (0.0, 1.0)})

@@ -25,7 +25,7 @@ def test_defaults_load(six_cpus_in_a_cgroup: Path) -> None:
     config = load_config()
     assert (config.model, config.workers, config.roi.mode) == ("cihp-net", None, "roi")
     assert config.worker_count == 6, "no worker count given: one per usable CPU"
-    assert config.parser_options.segmenter_detail == 0.4
+    assert config.parser_options.segmenter_detail == 0.7
     (six_cpus_in_a_cgroup / "cpu.max").write_text("250000 100000\n")
     assert load_config().worker_count == 2, "a 2.5 CPU quota gives 2 workers"
 
