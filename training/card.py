@@ -54,14 +54,14 @@ detector box that best matches the labelled person, or from the label's bounds w
 
 
 def cpu_name() -> str:
-    """The CPU's model name (Linux), else what the platform module says."""
+    """The CPU's model name (Linux), else what the platform module says (the architecture is printed beside it)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor() or "an unnamed CPU"
 
 
 def write_card(weights: Path, record: TrainingRecord) -> Path:
