@@ -16,6 +16,7 @@ from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
 from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
+from vidparse.stages.options import CihpNetOptions
 from vidparse.stages.tiles import small_people_pass, without_small_people
 
 
@@ -24,7 +25,7 @@ class Trial:
     workers: int
     threads: int
     stats: RunStats
-    small_people: str = ""  # whether the detector's pass for small people ran (`small_people_settings`)
+    small_people: str = ""  # whether the pass for small people ran (`small_people_settings`)
 
     def stage_ms(self, stage: str) -> float:
         return self.stats.stage_s.get(stage, 0.0) / max(1, self.stats.frames) * 1000
@@ -41,11 +42,24 @@ def scaling(trials: list[Trial]) -> list[tuple[float, float]]:
     return result
 
 
+def finer_segmenter(width: int, config: Config) -> bool:
+    """Whether cihp-net's segmenter sees the crops of frames this wide in finer cells (its wide-frame detail)."""
+    options = config.parser_options
+    return isinstance(options, CihpNetOptions) and 0 < options.wide_frame_width <= width
+
+
+def without_small_people_config(config: Config) -> Config:
+    parsers = {name: replace(options, wide_frame_width=0) if isinstance(options, CihpNetOptions) else options
+               for name, options in config.parsers.items()}
+    return replace(config, detector=without_small_people(config.detector), parsers=parsers)
+
+
 def small_people_settings(config: Config, width: int) -> list[tuple[str, Config]]:
-    """What to measure on an input this wide, each with its label: the config as given and, when its detector
-    runs the pass for small people (tiles, zoomed looks) on such frames, the config without it, to show its cost."""
-    if small_people_pass(width, config.detector):
-        return [("on", config), ("off", replace(config, detector=without_small_people(config.detector)))]
+    """What to measure on an input this wide, each with its label: the config as given and, when it runs the pass
+    for small people on such frames (the detector's tiles and zoomed looks, cihp-net's finer segmenter cells), the
+    config without it, to show its cost."""
+    if small_people_pass(width, config.detector) or finer_segmenter(width, config):
+        return [("on", config), ("off", without_small_people_config(config))]
     configured = small_people_pass(config.detector.tile_min_width, config.detector)
     return [(f"off (under {config.detector.tile_min_width} px wide)" if configured else "off", config)]
 
@@ -95,8 +109,9 @@ def markdown_table(trials: list[Trial], model: str, input_name: str, frames: int
              "and the first frame. Stage times are busy time per frame, summed over workers (parallel stages can add "
              "up to more than the wall time). hub, compose and emit are the threads every frame passes one at a time; "
              "the serial ceiling is 1 / the busiest one's time per frame: more workers cannot go faster. small people: "
-             "the detector's finer pass (tiles, zoomed looks at small boxes; docs/crowds.md) on inputs at least "
-             "detector.tile_min_width wide, where each worker count also runs without it, to show its cost.", "",
+             "the pass for small people (the detector's tiles and zoomed looks at small boxes, cihp-net's finer "
+             "segmenter cells; docs/crowds.md) on inputs at least 1280 wide, where each worker count also runs "
+             "without it, to show its cost.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in trial_rows(trials)]
     return "\n".join(lines) + "\n"

@@ -171,6 +171,10 @@ class CihpNetOptions:
     # the multiclass segmenter packs crops onto as few calls as fit while a cell keeps at least this share of the
     # rows of real pixels in a crop (an enlarged crop has fewer than its height)
     segmenter_detail: float = field(default=0.7, metadata={"range": (0.05, 1.0)})
+    # the same for the crops of frames at least ``wide_frame_width`` wide (0 = none): cameras over crowds, whose
+    # small people need finer cells for their garments (more segmenter calls a frame)
+    wide_segmenter_detail: float = field(default=1.0, metadata={"range": (0.05, 1.0)})
+    wide_frame_width: int = field(default=1280, metadata={"range": (0, 100_000)})
     # a crop where BodyPix's person probability stays below this everywhere is left unlabelled: the detector's box
     # holds no person (a traffic cone, a bin), which the network, trained on crops of people only, cannot tell; 0 = off
     min_person_probability: float = field(default=0.3, metadata={"range": (0.0, 1.0)})

@@ -82,7 +82,7 @@ class PersonParser:
         options = self.options
         crops = [crop_person(image, boxes[i], options.margin, options.person_height, options.max_upscale)
                  for i in order]
-        parsed = self.parser.parse_crops(crops)
+        parsed = self.parser.parse_crops(crops, frame_width=image.shape[1])
         persons: dict[int, PersonStats] = {}
         for i, crop, crop_labels in zip(order, crops, parsed):
             if not crop_labels.any():

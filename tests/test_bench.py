@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, vtest_h264
+from vidparse.bench import small_people_settings
+from vidparse.config import load_config
 
 FAST = Path(__file__).with_name("fast.yaml")
 ROW = re.compile(r"^\| (\d+) \| (\d+) \| ([^|]+) \| ([\d.]+) \| ([\d.]+)x \| (\d+)% \| (\d+) \|", re.M)
@@ -67,3 +69,13 @@ def test_tune_on_a_wide_input_also_measures_its_pick_without_the_small_people_pa
                         tuned.read_text(), re.M)
     assert without and float(without.group(1)) > 0, tuned.read_text()
     assert "tiles" not in tuned.read_text().split("# Use:")[1], "the small-people settings are not changed"
+
+
+def test_the_small_people_pass_off_also_turns_off_the_finer_segmenter_cells() -> None:
+    config = load_config()  # cihp-net
+    (on_label, on), (off_label, off) = small_people_settings(config, 1280)
+    assert (on_label, off_label) == ("on", "off") and on is config
+    assert (off.detector.tiles, off.detector.zoom_below, off.parser_options.wide_frame_width) == (0, 0, 0)
+    only_the_segmenter = load_config(overrides={"detector.tiles": 0, "detector.zoom_below": 0})
+    assert [label for label, _ in small_people_settings(only_the_segmenter, 1920)] == ["on", "off"]
+    assert [label for label, _ in small_people_settings(config, 768)] == ["off (under 1280 px wide)"]

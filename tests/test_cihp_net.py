@@ -146,6 +146,31 @@ def test_packed_crops_keep_their_order(person_crop: np.ndarray) -> None:
     assert person_share[0] > 1.5 * person_share[1] and person_share[3] > 1.5 * person_share[2], person_share
 
 
+def test_the_crops_of_wide_frames_are_segmented_finer(person_crop: np.ndarray) -> None:
+    """Frames at least `wide_frame_width` wide (cameras over crowds) get `wide_segmenter_detail`: six 120-row crops
+    share one call in 85-pixel cells at the ordinary 0.7, and get cells of all their rows (two calls) at 1.0."""
+    import cv2
+
+    from vidparse.stages.roi import Crop
+
+    options = cihp_net.Options()
+    parser = cihp_net.CihpNetParser(PACKAGED_DIR / "cihp-net.onnx", options, threads=1)
+    assert (options.segmenter_detail, options.wide_segmenter_detail, options.wide_frame_width) == (0.7, 1.0, 1280)
+    assert parser.segmenter_detail(1280) == 1.0 and parser.segmenter_detail(1279) == parser.segmenter_detail(0) == 0.7
+    never = cihp_net.CihpNetParser(PACKAGED_DIR / "cihp-net.onnx", replace(options, wide_frame_width=0), threads=1)
+    assert never.segmenter_detail(3840) == 0.7
+    small = cv2.resize(person_crop, (60, 120))
+    crops = [Crop(region=(0, 0, 60, 120), image=small, scale=1.0)] * 6
+    parser.frozen.open()
+    try:
+        rows = {frame_width: {outputs.multiclass.shape[1] for outputs in
+                              parser.frozen.analyze(crops, segmenter_detail=parser.segmenter_detail(frame_width))}
+                for frame_width in (768, 1280)}
+    finally:
+        parser.frozen.close()
+    assert rows == {768: {85}, 1280: {120}}
+
+
 def test_a_narrow_crop_is_segmented_padded_to_an_ordinary_photos_shape(person_crop: np.ndarray) -> None:
     import cv2
 

@@ -207,11 +207,15 @@ def test_a_40_pixel_person_is_parsed_with_tiles(small_person_scene, tiles: int) 
     image, truth, truth_labels = small_person_scene
     config = load_config(overrides={"detector.tiles": tiles})
     parser = build_person_parser(config, ResolvedModels.for_config(config), 1)
+    frozen, details = parser.parser.frozen, []
+    analyze = frozen.analyze
+    frozen.analyze = lambda crops, *rest: details.append(rest[1]) or analyze(crops, *rest)
     parser.open()
     try:
         labels = parser.process(image)[0]
     finally:
         parser.close()
+    assert image.shape[1] == 1280 and set(details) == ({1.0} if tiles else set()), "a wide frame's crops: finely"
     x1, y1, x2, y2 = truth[0].astype(int)
     person, labelled = truth_labels[y1:y2, x1:x2] != 0, labels[y1:y2, x1:x2] != 0
     if tiles:

@@ -27,8 +27,9 @@ class Parser(ABC):
     def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return one uint8 label map per image, each of that image's height and width."""
 
-    def parse_crops(self, crops: Sequence[Crop]) -> list[np.ndarray]:
-        """``parse`` of person crops; a parser that can use how much each crop was enlarged overrides this."""
+    def parse_crops(self, crops: Sequence[Crop], frame_width: int = 0) -> list[np.ndarray]:
+        """``parse`` of person crops cut from a frame ``frame_width`` wide (0: not known); a parser that can use how
+        much each crop was enlarged, or how wide its frame is, overrides this."""
         return self.parse([crop.image for crop in crops])
 
     def close(self) -> None:  # noqa: B027 - optional hook

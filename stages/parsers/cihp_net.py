@@ -217,15 +217,17 @@ class FrozenModels:
         self.bodypix.open()
         self.multiclass.open()
 
-    def analyze(self, crops: Sequence[Crop], min_person_probability: float = 0.0) -> list[CropOutputs | None]:
+    def analyze(self, crops: Sequence[Crop], min_person_probability: float = 0.0,
+                segmenter_detail: float | None = None) -> list[CropOutputs | None]:
         """Per crop, what the models say about it; None where BodyPix's highest person probability stays under
         ``min_person_probability``. BodyPix looks first, so the segmenter packs only the crops that hold a person:
-        a dropped crop takes no room from the others' cells."""
+        a dropped crop takes no room from the others' cells. ``segmenter_detail``: instead of the options' one."""
         seen = [self._bodypix(crop.image) for crop in crops]
         people = [index for index, (logits, padded_hw) in enumerate(seen)
                   if person_probability(logits, padded_hw, crops[index].image.shape[:2]) >= min_person_probability]
         segmented = self.multiclass.probabilities([crops[i].image for i in people],
-                                                  [len(crops[i].image) / max(crops[i].scale, 1.0) for i in people])
+                                                  [len(crops[i].image) / max(crops[i].scale, 1.0) for i in people],
+                                                  segmenter_detail)
         outputs: list[CropOutputs | None] = [None] * len(crops)
         for index, probabilities in zip(people, segmented):
             outputs[index] = CropOutputs(crops[index].image, *seen[index], probabilities)
@@ -293,9 +295,7 @@ class CihpNetParser(Parser):
         self.label_set = load_label_set("cihp")
         self.frozen = FrozenModels(options, threads, device)  # the multiclass segmenter runs on the CPU (LiteRT)
         self.net = GarmentNet(weights, threads, device)
-        self.min_person_probability = options.min_person_probability
-        self.min_pixel_person_probability = options.min_pixel_person_probability
-        self.mirror = options.mirror
+        self.options = options
 
     def open(self) -> None:
         self.frozen.open()
@@ -305,12 +305,19 @@ class CihpNetParser(Parser):
         return self.parse_crops([Crop(region=(0, 0, image.shape[1], image.shape[0]), image=image, scale=1.0)
                                  for image in images])
 
-    def parse_crops(self, crops: Sequence[Crop]) -> list[np.ndarray]:
+    def segmenter_detail(self, frame_width: int) -> float:
+        """How finely the segmenter sees the crops of a frame this wide: wide frames (cameras over crowds) hold
+        small people, whose garments need finer cells."""
+        wide = self.options.wide_frame_width
+        return self.options.wide_segmenter_detail if wide and frame_width >= wide else self.options.segmenter_detail
+
+    def parse_crops(self, crops: Sequence[Crop], frame_width: int = 0) -> list[np.ndarray]:
         """Labels per crop; none in a crop where BodyPix sees no person (a traffic cone, a bin)."""
-        analyzed = self.frozen.analyze(crops, self.min_person_probability)
+        options = self.options
+        analyzed = self.frozen.analyze(crops, options.min_person_probability, self.segmenter_detail(frame_width))
         return [np.zeros(crop.image.shape[:2], np.uint8) if outputs is None
-                else crop_labels(self.net.logits(*features(outputs), net_width(*outputs.size) if self.mirror else 0),
-                                 outputs, self.min_pixel_person_probability)
+                else crop_labels(self.net.logits(*features(outputs), net_width(*outputs.size) if options.mirror else 0),
+                                 outputs, options.min_pixel_person_probability)
                 for crop, outputs in zip(crops, analyzed)]
 
     def close(self) -> None:

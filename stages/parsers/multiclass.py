@@ -102,7 +102,7 @@ class MulticlassSegmenter:
     """``probabilities(images, heights)``: per BGR image, 6 x rows x columns class probabilities of the image
     (``CLASSES``), at most cell x cell: the image is padded to ``ASPECT`` and stretched to its cell, and the padding's
     share of the cell cut off again; ``heights``: rows of real pixels in each image (less than its height where it was
-    enlarged), which size its cell."""
+    enlarged), which size its cell; ``detail``: the share of those rows a cell keeps, instead of the segmenter's own."""
 
     def __init__(self, model_path: Path, threads: int | None = None, detail: float = 0.33) -> None:
         self.model_path, self.threads, self.detail = model_path, threads, detail
@@ -127,10 +127,11 @@ class MulticlassSegmenter:
                              f"output {target['shape']})", hint="vidparse models pull multiclass")
         self._interpreter, self._input, self._output = interpreter, source["index"], target["index"]
 
-    def probabilities(self, images: Sequence[np.ndarray], heights: Sequence[float] | None = None) -> list[np.ndarray]:
+    def probabilities(self, images: Sequence[np.ndarray], heights: Sequence[float] | None = None,
+                      detail: float | None = None) -> list[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(images)
         sides = fitted_sides([image.shape[0] if heights is None else heights[index]
-                              for index, image in enumerate(images)], self.detail)
+                              for index, image in enumerate(images)], detail or self.detail)
         for cells in pack(sides):
             for (index, _, _), probabilities in zip(cells, self._segment_call(images, cells, sides)):
                 results[index] = probabilities
