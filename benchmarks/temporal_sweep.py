@@ -7,7 +7,7 @@ A variant is ``key=value`` pairs of `temporal:` separated by commas (``window=3,
 the configured defaults. Usage, from the repository root:
 
     VIDPARSE_MODEL_DIR=../shared/models python benchmarks/temporal_sweep.py ../shared/data/video/vtest.avi \\
-        --frames 300 --variant "" --variant "flow_scale=0.5" --variant "part_hold=0"
+        --frames 300 --variant "" --variant "flow_scale=0.5" --variant "part_hold=0" [--config C --recording R]
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--variant", action="append", default=[], help="temporal keys, e.g. window=3,decay=0.9")
     parser.add_argument("--recording", type=Path, default=None, help="recorded parses (default: in the temp folder)")
+    parser.add_argument("--config", default=None, help="a YAML file or preset, as `vidparse run --config` takes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # says when the parses are being recorded
-    config = load_config()
+    config = load_config(Path(args.config) if args.config else None)
     recording = load_recording(recorded(config, args.video, args.frames, args.recording))
     variants = [variant(config.temporal, text) for text in args.variant or [""]]
     modes = [VideoMode(replace(config.temporal, window=1, part_window=1), False)]

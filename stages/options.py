@@ -108,7 +108,7 @@ class TemporalOptions:
     # weight of a parse against the one a frame newer
     decay: float = field(default=0.8, metadata={"range": (0.05, 1.0)})
     # a pixel is a person where the parses calling it one weigh more than this share of all
-    person_share: float = field(default=0.5, metadata={"range": (0.05, 0.95)})
+    person_share: float = field(default=0.4, metadata={"range": (0.05, 0.95)})
     # which part a person pixel is: voted over this many parses, each weighing part_decay against the one newer
     part_window: int = field(default=7, metadata={"range": (1, 15)})
     part_decay: float = field(default=1.0, metadata={"range": (0.05, 1.0)})

@@ -235,9 +235,10 @@ def test_temporal_window_is_validated() -> None:
 
 
 def _vote(window: int, sequence: list[list[int]], shift: int = 0, hold: float = 0.0) -> list[list[int]]:
-    """Each row of ``sequence`` as a 2-row label map voted in turn (parts over as many parses, all weighing the same,
-    held by ``hold``); every frame moved ``shift`` pixels right."""
-    vote = MotionVote(TemporalOptions(window=window, part_window=window, part_decay=1.0, part_hold=hold), classes=5)
+    """Each row of ``sequence`` as a 2-row label map voted in turn (a person over half the weight; parts over as many
+    parses, all weighing the same, held by ``hold``); every frame moved ``shift`` pixels right."""
+    vote = MotionVote(TemporalOptions(window=window, person_share=0.5, part_window=window, part_decay=1.0,
+                                      part_hold=hold), classes=5)
     flow = np.zeros((2, len(sequence[0]), 2), np.float32)
     flow[..., 0] = -shift  # backward: each pixel came from ``shift`` pixels to its left
     return [vote.process(np.array([row] * 2, np.uint8), flow if i else None)[0].tolist()
@@ -272,6 +273,20 @@ def test_weighted_vote_person_share_and_ties() -> None:
     assert weighted_vote(current, [older], even, even, 0.5, 5).tolist() == [[2, 0, 3]]
     # a lower share lets one parse of two make a person; its part then is the only one voted for
     assert weighted_vote(current, [older], even, even, 0.4, 5).tolist() == [[2, 4, 3]]
+
+
+def test_the_default_person_vote_wants_this_parse_and_one_more_or_the_older_ones() -> None:
+    """temporal's defaults (5 parses, each weighing 0.8 of the one newer, a person over 0.4 of all the weight): this
+    parse and any one of the four before it, or the two before it, or three older ones; never one parse alone."""
+    options = TemporalOptions()
+    weights = options.decay ** np.arange(options.window)
+
+    def person(*ages: int) -> bool:  # the parses (by age: 0 is this frame's) that call the pixel a person
+        current, *past = (np.array([[1 if age in ages else 0]], np.uint8) for age in range(options.window))
+        return bool(weighted_vote(current, past, weights, weights, options.person_share, 5)[0, 0])
+
+    assert all(person(0, age) for age in range(1, 5)) and person(1, 2) and person(2, 3, 4)
+    assert not any(person(age) for age in range(5)) and not person(1, 3) and not person(3, 4)
 
 
 def _shifted(labels: np.ndarray, dx: int, dy: int) -> np.ndarray:
