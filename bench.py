@@ -17,6 +17,7 @@ from vidparse.pipeline.runner import Runner
 from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
 from vidparse.stages.options import CihpNetOptions
+from vidparse.stages.parsers.cihp_net import segmenter_detail
 from vidparse.stages.tiles import small_people_pass, without_small_people
 
 
@@ -45,7 +46,7 @@ def scaling(trials: list[Trial]) -> list[tuple[float, float]]:
 def finer_segmenter(width: int, config: Config) -> bool:
     """Whether cihp-net's segmenter sees the crops of frames this wide in finer cells (its wide-frame detail)."""
     options = config.parser_options
-    return isinstance(options, CihpNetOptions) and 0 < options.wide_frame_width <= width
+    return isinstance(options, CihpNetOptions) and segmenter_detail(options, width) > options.segmenter_detail
 
 
 def without_small_people_config(config: Config) -> Config:

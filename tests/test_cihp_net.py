@@ -154,20 +154,20 @@ def test_the_crops_of_wide_frames_are_segmented_finer(person_crop: np.ndarray) -
     from vidparse.stages.roi import Crop
 
     options = cihp_net.Options()
-    parser = cihp_net.CihpNetParser(PACKAGED_DIR / "cihp-net.onnx", options, threads=1)
     assert (options.segmenter_detail, options.wide_segmenter_detail, options.wide_frame_width) == (0.7, 1.0, 1280)
-    assert parser.segmenter_detail(1280) == 1.0 and parser.segmenter_detail(1279) == parser.segmenter_detail(0) == 0.7
-    never = cihp_net.CihpNetParser(PACKAGED_DIR / "cihp-net.onnx", replace(options, wide_frame_width=0), threads=1)
-    assert never.segmenter_detail(3840) == 0.7
+    detail = cihp_net.segmenter_detail
+    assert detail(options, 1280) == 1.0 and detail(options, 1279) == detail(options, 0) == 0.7
+    assert detail(replace(options, wide_frame_width=0), 3840) == 0.7
+    frozen = cihp_net.FrozenModels(options, threads=1)
     small = cv2.resize(person_crop, (60, 120))
     crops = [Crop(region=(0, 0, 60, 120), image=small, scale=1.0)] * 6
-    parser.frozen.open()
+    frozen.open()
     try:
         rows = {frame_width: {outputs.multiclass.shape[1] for outputs in
-                              parser.frozen.analyze(crops, segmenter_detail=parser.segmenter_detail(frame_width))}
+                              frozen.analyze(crops, segmenter_detail=detail(options, frame_width))}
                 for frame_width in (768, 1280)}
     finally:
-        parser.frozen.close()
+        frozen.close()
     assert rows == {768: {85}, 1280: {120}}
 
 

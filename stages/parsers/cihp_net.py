@@ -206,6 +206,13 @@ def labels_at(logits: np.ndarray, parts: np.ndarray, face: np.ndarray, no_person
     return to_cihp(fine, parts, face)
 
 
+def segmenter_detail(options: Options, frame_width: int) -> float:
+    """How finely the segmenter sees the crops of a frame this wide: wide frames (cameras over crowds) hold small
+    people, whose garments need finer cells."""
+    wide = options.wide_frame_width
+    return options.wide_segmenter_detail if wide and frame_width >= wide else options.segmenter_detail
+
+
 class FrozenModels:
     """BodyPix and the multiclass segmenter, run on a batch of crops."""
 
@@ -305,16 +312,10 @@ class CihpNetParser(Parser):
         return self.parse_crops([Crop(region=(0, 0, image.shape[1], image.shape[0]), image=image, scale=1.0)
                                  for image in images])
 
-    def segmenter_detail(self, frame_width: int) -> float:
-        """How finely the segmenter sees the crops of a frame this wide: wide frames (cameras over crowds) hold
-        small people, whose garments need finer cells."""
-        wide = self.options.wide_frame_width
-        return self.options.wide_segmenter_detail if wide and frame_width >= wide else self.options.segmenter_detail
-
     def parse_crops(self, crops: Sequence[Crop], frame_width: int = 0) -> list[np.ndarray]:
         """Labels per crop; none in a crop where BodyPix sees no person (a traffic cone, a bin)."""
         options = self.options
-        analyzed = self.frozen.analyze(crops, options.min_person_probability, self.segmenter_detail(frame_width))
+        analyzed = self.frozen.analyze(crops, options.min_person_probability, segmenter_detail(options, frame_width))
         return [np.zeros(crop.image.shape[:2], np.uint8) if outputs is None
                 else crop_labels(self.net.logits(*features(outputs), net_width(*outputs.size) if options.mirror else 0),
                                  outputs, options.min_pixel_person_probability)

@@ -131,7 +131,7 @@ class MulticlassSegmenter:
                       detail: float | None = None) -> list[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(images)
         sides = fitted_sides([image.shape[0] if heights is None else heights[index]
-                              for index, image in enumerate(images)], detail or self.detail)
+                              for index, image in enumerate(images)], self.detail if detail is None else detail)
         for cells in pack(sides):
             for (index, _, _), probabilities in zip(cells, self._segment_call(images, cells, sides)):
                 results[index] = probabilities
