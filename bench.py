@@ -111,8 +111,9 @@ def markdown_table(trials: list[Trial], model: str, input_name: str, frames: int
              "up to more than the wall time). hub, compose and emit are the threads every frame passes one at a time; "
              "the serial ceiling is 1 / the busiest one's time per frame: more workers cannot go faster. small people: "
              "the pass for small people (the detector's tiles and zoomed looks at small boxes, cihp-net's finer "
-             "segmenter cells; docs/crowds.md) on inputs at least 1280 wide, where each worker count also runs "
-             "without it, to show its cost.", "",
+             "segmenter cells; docs/crowds.md) on inputs at least detector.tile_min_width or "
+             "parsers.cihp-net.wide_frame_width wide (1280 by default), where each worker count also runs without "
+             "it, to show its cost.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in trial_rows(trials)]
     return "\n".join(lines) + "\n"
