@@ -14,6 +14,9 @@ import numpy as np
 from vidparse.stages.options import FLOW_PRESET_NAMES
 
 MAX_FLOW_WIDTH = 1280  # wider frames have their flow measured at this width (DIS's time and memory grow with it)
+MIN_FLOW_SIDE = 16  # DIS needs a few patches across
+FLOW_MARGIN = 48  # frame pixels measured around the recent labels: past labels move this far and still get flow
+FLOW_GRID = 32  # the measured region's sides snap outward to this grid, so DIS rarely sees a new size
 FLOW_PRESETS = dict(zip(FLOW_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
                                             cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
 
@@ -51,9 +54,35 @@ def warp_labels(labels: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+class LabelledRegion:
+    """Where the last ``depth`` label maps had labels, as one box (x1, y1, x2, y2) grown by FLOW_MARGIN and
+    snapped to FLOW_GRID; empty while none had any. The vote and the tracker read the flow only there."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.open()
+
+    def open(self) -> None:
+        self._boxes: list[tuple[int, int, int, int] | None] = []
+
+    def next(self, labels: np.ndarray) -> tuple[int, int, int, int]:
+        x, y, width, height = cv2.boundingRect(labels)
+        self._boxes = [(x, y, x + width, y + height) if width else None, *self._boxes][:self.depth]
+        boxes = [box for box in self._boxes if box]
+        if not boxes:
+            return 0, 0, 0, 0
+        rows, columns = labels.shape[:2]
+        x1, y1 = (max(0, (min(b[i] for b in boxes) - FLOW_MARGIN) // FLOW_GRID * FLOW_GRID) for i in (0, 1))
+        x2, y2 = (min(limit, -(-(max(b[i] for b in boxes) + FLOW_MARGIN) // FLOW_GRID) * FLOW_GRID)
+                  for i, limit in ((2, columns), (3, rows)))
+        return x1, y1, x2, y2
+
+
 class FrameMotion:
-    """``next(image)`` with frames in order: the backward flow of each frame, measured at ``scale`` of its size
-    (at most MAX_FLOW_WIDTH wide) with DIS's ``preset``; None for the first frame and after a change of size."""
+    """``next(image, region)`` with frames in order: the backward flow of each frame, measured at ``scale`` of its
+    size (at most MAX_FLOW_WIDTH wide) with DIS's ``preset``; None for the first frame and after a change of size.
+    With ``region`` (x1, y1, x2, y2 in frame pixels) DIS measures only there and the flow is zero elsewhere
+    (people are a small share of most frames)."""
 
     def __init__(self, preset: str, scale: float) -> None:
         self.preset = preset
@@ -64,7 +93,7 @@ class FrameMotion:
         self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.preset])
         self._gray: np.ndarray | None = None
 
-    def next(self, image: np.ndarray) -> np.ndarray | None:
+    def next(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None) -> np.ndarray | None:
         scale = min(self.scale, MAX_FLOW_WIDTH / image.shape[1])
         small = image if scale == 1 else cv2.resize(image, flow_shape(image.shape, scale)[1::-1],
                                                     interpolation=cv2.INTER_AREA)
@@ -72,7 +101,14 @@ class FrameMotion:
         previous, self._gray = self._gray, gray
         if previous is None or previous.shape != gray.shape:
             return None
-        return self._flow.calc(gray, previous, None)
+        if region is None:
+            return self._flow.calc(gray, previous, None)
+        flow = np.zeros((*gray.shape, 2), np.float32)
+        x1, y1, x2, y2 = (round(v * scale) for v in region)
+        if x2 - x1 >= MIN_FLOW_SIDE and y2 - y1 >= MIN_FLOW_SIDE:
+            flow[y1:y2, x1:x2] = self._flow.calc(np.ascontiguousarray(gray[y1:y2, x1:x2]),
+                                                 np.ascontiguousarray(previous[y1:y2, x1:x2]), None)
+        return flow
 
     def close(self) -> None:
         self._gray = None

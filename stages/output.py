@@ -89,9 +89,9 @@ class AnnotatedOutput:
         for writer in self._side_outputs():
             writer.open()
 
-    def measure(self, frame: Frame) -> np.ndarray | None:
-        """What ``compose`` needs from the frame alone (in order, ahead of it): its optical flow."""
-        return self.ordered.measure(frame.image)
+    def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+        """What ``compose`` needs from the frame and its parse (in order, ahead of it): its optical flow."""
+        return self.ordered.measure(frame.image, arrays["labels"])
 
     def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,
                 measured: np.ndarray | None = None) -> Composed:
@@ -171,7 +171,7 @@ class AnnotatedImages:
         if self.stats:
             self.stats.open()
 
-    def measure(self, frame: Frame) -> None:
+    def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> None:
         """Images are composed one at a time: nothing to measure across them."""
 
     def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,

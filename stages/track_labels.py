@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from vidparse.stages.motion import FrameMotion
+from vidparse.stages.motion import FrameMotion, LabelledRegion
 from vidparse.stages.person_parser import counted_person
 from vidparse.stages.roi import expand_box
 from vidparse.stages.temporal import MotionVote, TemporalOptions
@@ -130,14 +130,16 @@ class OrderedLabels:
         flow_options = temporal or TemporalOptions()
         self.motion = FrameMotion(flow_options.flow_preset, flow_options.flow_scale) \
             if self.vote or (self.tracks and self.tracks.options.flow_noise) else None
+        self.region = LabelledRegion(self.vote.depth if self.vote else 2)
 
     def open(self) -> None:
-        for stage in (self.tracks, self.vote, self.motion):
+        for stage in (self.tracks, self.vote, self.motion, self.region):
             if stage:
                 stage.open()
 
-    def measure(self, image: np.ndarray) -> np.ndarray | None:
-        return self.motion.next(image) if self.motion is not None else None
+    def measure(self, image: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """The frame's flow where its parse and the recent parses have labels (``labels``: its parse)."""
+        return None if self.motion is None else self.motion.next(image, self.region.next(labels))
 
     def process(self, labels: np.ndarray, image: np.ndarray, result: FrameResult,
                 flow: np.ndarray | None) -> TrackedFrame:

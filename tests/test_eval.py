@@ -18,7 +18,7 @@ from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
 from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
 from vidparse.stages.labels import COARSE_CLASSES, GARMENT_CLASSES, IGNORE, SCHEMES, available_label_sets, load_label_set
-from vidparse.stages.motion import MAX_FLOW_WIDTH, FrameMotion
+from vidparse.stages.motion import FLOW_GRID, FLOW_MARGIN, MAX_FLOW_WIDTH, FrameMotion, LabelledRegion
 from vidparse.stages.temporal import TILE, MotionVote, TemporalOptions, as_image, from_image, weighted_vote
 
 BG, HEAD, TORSO = (COARSE_CLASSES.index(c) for c in ("background", "head", "torso"))
@@ -352,3 +352,27 @@ def test_the_flow_of_a_wide_frame_is_measured_at_most_max_flow_width() -> None:
     frame = np.random.default_rng(0).integers(0, 255, (1440, 2560, 3), np.uint8)
     assert motion.next(frame) is None
     assert motion.next(np.roll(frame, 4, axis=1)).shape == (720, MAX_FLOW_WIDTH, 2)
+
+
+def test_the_flow_is_measured_around_the_recent_labels_only() -> None:
+    region = LabelledRegion(depth=2)
+    labels = np.zeros((480, 640), np.uint8)
+    assert region.next(labels) == (0, 0, 0, 0)  # nobody yet: nothing to measure
+    labels[200:300, 300:340] = 5
+    x1, y1, x2, y2 = region.next(labels)
+    assert (x1, y1, x2, y2) == (224, 128, 416, 352)  # 48 px around the person, out to the 32 px grid
+    assert x1 <= 300 - FLOW_MARGIN and x2 >= 340 + FLOW_MARGIN and not (x1 % FLOW_GRID or x2 % FLOW_GRID)
+    moved = np.zeros_like(labels)
+    moved[200:300, 500:540] = 5
+    assert region.next(moved) == (224, 128, 608, 352)  # where it is and where it was
+    assert region.next(moved) == (448, 128, 608, 352)  # two maps later, only where it is
+    assert region.next(np.zeros_like(labels))[0] == 448 and region.next(np.zeros_like(labels)) == (0, 0, 0, 0)
+
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8), (7, 7), 0)
+    motion = FrameMotion("ultrafast", 1.0)
+    assert motion.next(texture, (224, 128, 416, 352)) is None
+    flow = motion.next(np.roll(texture, 3, axis=1), (224, 128, 416, 352))
+    assert flow.shape == (480, 640, 2)
+    assert np.median(flow[160:320, 260:380, 0]) == pytest.approx(-3, abs=0.5)  # backward: 3 px to the left
+    assert not flow[:128].any() and not flow[:, 416:].any()
+    assert not motion.next(texture, (0, 0, 0, 0)).any()

@@ -90,7 +90,7 @@ class CollectingOutput:
     def open(self) -> None:
         pass
 
-    def measure(self, frame: Frame) -> int:
+    def measure(self, frame: Frame, arrays: dict) -> int:
         return frame.seq
 
     def compose(self, frame: Frame, arrays: dict, result: FrameResult, measured: int) -> Composed:
