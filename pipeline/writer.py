@@ -38,7 +38,7 @@ AHEAD = 2  # frames measured and waiting to be composed, and composed and waitin
 
 class OutputWriter:
     """Three threads per stream, behind a bounded queue, each taking the frames in order: one measures them
-    (``output.measure(frame)``: the optical flow), one composes them (``output.compose(frame, arrays, result,
+    (``output.measure(frame, arrays)``: the optical flow), one composes them (``output.compose(frame, arrays, result,
     measured)``: the vote, tracking, the recolor), one emits them (``output.emit(composed)``: encoding, masks,
     statistics), then the subscribers run and the slot goes back. So a frame is encoded while the next is composed
     and the one after is measured (OpenCV and the encoder release the GIL). The writer owns the output from the
