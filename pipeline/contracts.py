@@ -75,8 +75,8 @@ class StreamOutput(Protocol):
 
     def open(self) -> None: ...
 
-    def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> Any: ...  # what compose needs of the frame and
-    # its parser arrays (its motion), a step ahead
+    # what compose needs of the frame and its parser arrays (its motion), a step ahead
+    def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> Any: ...
 
     def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,
                 measured: Any) -> ComposedFrame: ...

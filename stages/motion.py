@@ -15,7 +15,8 @@ from vidparse.stages.options import FLOW_PRESET_NAMES
 
 MAX_FLOW_WIDTH = 1280  # wider frames have their flow measured at this width (DIS's time and memory grow with it)
 MIN_FLOW_SIDE = 16  # DIS needs a few patches across
-FLOW_MARGIN = 48  # frame pixels measured around the recent labels: past labels move this far and still get flow
+FLOW_MARGIN = 1 / 16  # of the frame's width (at least 48 pixels) measured around the recent labels: past labels
+# moving this far still get flow
 FLOW_GRID = 32  # the measured region's sides snap outward to this grid, so DIS rarely sees a new size
 FLOW_PRESETS = dict(zip(FLOW_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
                                             cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
@@ -55,8 +56,8 @@ def warp_labels(labels: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
 
 
 class LabelledRegion:
-    """Where the last ``depth`` label maps had labels, as one box (x1, y1, x2, y2) grown by FLOW_MARGIN and
-    snapped to FLOW_GRID; empty while none had any. The vote and the tracker read the flow only there."""
+    """Where the last ``depth`` label maps had labels, as one box (x1, y1, x2, y2) grown by FLOW_MARGIN of the
+    width and snapped to FLOW_GRID; empty while none had any. The vote and the tracker read the flow only there."""
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
@@ -68,14 +69,13 @@ class LabelledRegion:
     def next(self, labels: np.ndarray) -> tuple[int, int, int, int]:
         x, y, width, height = cv2.boundingRect(labels)
         self._boxes = [(x, y, x + width, y + height) if width else None, *self._boxes][:self.depth]
-        boxes = [box for box in self._boxes if box]
-        if not boxes:
+        boxes = np.array([box for box in self._boxes if box]).reshape(-1, 4)
+        if not len(boxes):
             return 0, 0, 0, 0
-        rows, columns = labels.shape[:2]
-        x1, y1 = (max(0, (min(b[i] for b in boxes) - FLOW_MARGIN) // FLOW_GRID * FLOW_GRID) for i in (0, 1))
-        x2, y2 = (min(limit, -(-(max(b[i] for b in boxes) + FLOW_MARGIN) // FLOW_GRID) * FLOW_GRID)
-                  for i, limit in ((2, columns), (3, rows)))
-        return x1, y1, x2, y2
+        margin = max(48, round(labels.shape[1] * FLOW_MARGIN))
+        x1, y1 = np.maximum((boxes[:, :2].min(axis=0) - margin) // FLOW_GRID * FLOW_GRID, 0)
+        x2, y2 = np.minimum(-(-(boxes[:, 2:].max(axis=0) + margin) // FLOW_GRID) * FLOW_GRID, labels.shape[1::-1])
+        return int(x1), int(y1), int(x2), int(y2)
 
 
 class FrameMotion:

@@ -361,7 +361,7 @@ def test_the_flow_is_measured_around_the_recent_labels_only() -> None:
     labels[200:300, 300:340] = 5
     x1, y1, x2, y2 = region.next(labels)
     assert (x1, y1, x2, y2) == (224, 128, 416, 352)  # 48 px around the person, out to the 32 px grid
-    assert x1 <= 300 - FLOW_MARGIN and x2 >= 340 + FLOW_MARGIN and not (x1 % FLOW_GRID or x2 % FLOW_GRID)
+    assert x1 <= 300 - 640 * FLOW_MARGIN and x2 >= 340 + 640 * FLOW_MARGIN and not (x1 % FLOW_GRID or x2 % FLOW_GRID)
     moved = np.zeros_like(labels)
     moved[200:300, 500:540] = 5
     assert region.next(moved) == (224, 128, 608, 352)  # where it is and where it was
