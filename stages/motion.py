@@ -15,8 +15,9 @@ from vidparse.stages.options import FLOW_PRESET_NAMES
 
 MAX_FLOW_WIDTH = 1280  # wider frames have their flow measured at this width (DIS's time and memory grow with it)
 MIN_FLOW_SIDE = 16  # DIS needs a few patches across
-FLOW_MARGIN = 1 / 16  # of the frame's width (at least 48 pixels) measured around the recent labels: past labels
-# moving this far still get flow
+# Measured around the recent labels, so that past labels moving this far still get flow: a share of the frame's
+# width, at least MIN_FLOW_MARGIN pixels.
+FLOW_MARGIN, MIN_FLOW_MARGIN = 1 / 16, 48
 FLOW_GRID = 32  # the measured region's sides snap outward to this grid, so DIS rarely sees a new size
 FLOW_PRESETS = dict(zip(FLOW_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
                                             cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
@@ -72,7 +73,7 @@ class LabelledRegion:
         boxes = np.array([box for box in self._boxes if box]).reshape(-1, 4)
         if not len(boxes):
             return 0, 0, 0, 0
-        margin = max(48, round(labels.shape[1] * FLOW_MARGIN))
+        margin = max(MIN_FLOW_MARGIN, round(labels.shape[1] * FLOW_MARGIN))
         x1, y1 = np.maximum((boxes[:, :2].min(axis=0) - margin) // FLOW_GRID * FLOW_GRID, 0)
         x2, y2 = np.minimum(-(-(boxes[:, 2:].max(axis=0) + margin) // FLOW_GRID) * FLOW_GRID, labels.shape[1::-1])
         return int(x1), int(y1), int(x2), int(y2)
