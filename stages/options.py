@@ -183,6 +183,12 @@ class CihpNetOptions:
     min_pixel_person_probability: float = field(default=0.15, metadata={"range": (0.0, 1.0)})
     # the network also sees each crop in a mirror and the two answers are averaged (a second network pass)
     mirror: bool = False
+    # the multiclass segmenter says which pixels are hair, skin, clothes or background, the network only which
+    # garment (it draws hair and skin edges worse than the segmenter it is given); off = the network's own argmax
+    segmenter_materials: bool = True
+    # ... for crops the segmenter saw at least this many rows tall: on smaller people (its cells are coarse) the
+    # network, which trained on small views too, does better alone
+    segmenter_materials_min_rows: int = field(default=128, metadata={"range": (0, 256)})
 
 
 @dataclass

@@ -89,6 +89,25 @@ def test_body_side_comes_from_bodypix(fine: str, body_part: str, face: bool, exp
     assert CIHP.names[labels[0, 0]] == expected
 
 
+@pytest.mark.parametrize("material, network, expected", [
+    ("hair", "hat", "hair"), ("body_skin", "upper", "skin"), ("face_skin", "sunglasses", "skin"),
+    ("clothes", "skin", "pants"), ("clothes", "background", "pants"), ("clothes", "coat", "coat"),
+    ("background", "hair", "background"), ("background", "skin", "background"), ("background", "shoes", "shoes"),
+    ("others", "hair", "hair"), ("others", "hat", "hat"),
+])
+def test_the_segmenter_says_the_material_and_the_network_the_garment(material: str, network: str,
+                                                                     expected: str) -> None:
+    """Per pixel: the network's first choice ``network``, pants its best garment; the segmenter's class ``material``."""
+    from vidparse.stages.parsers.multiclass import CLASSES
+
+    logits = np.zeros((len(FINE_CLASSES), 1, 1), np.float32)
+    logits[FINE_CLASSES.index(network)] = 2.0
+    logits[FINE_CLASSES.index("pants")] = 1.0 if network != "coat" else 0.5
+    fine = cihp_net.garment_types(logits, np.array([[CLASSES.index(material)]]))
+    assert FINE_CLASSES[fine[0, 0]] == expected
+    assert FINE_CLASSES[cihp_net.garment_types(logits, None)[0, 0]] == network
+
+
 def test_multiclass_cells_keep_the_detail_asked_for() -> None:
     assert cell_side(80, 0.5) == MIN_CELL == 64 and cell_side(150, 0.5) == 75 and cell_side(151, 0.5) == 76
     assert cell_side(200, 1.0) == 200 and cell_side(512, 0.5) == 256

@@ -125,10 +125,11 @@ def train(examples: Sequence[Example], settings: TrainSettings,
 
 
 def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
-            min_pixel_person_probability: float = CihpNetOptions().min_pixel_person_probability) -> np.ndarray:
+            min_pixel_person_probability: float = CihpNetOptions().min_pixel_person_probability,
+            segmenter_materials: bool = CihpNetOptions().segmenter_materials) -> np.ndarray:
     """CIHP labels of an example's photo (``shape``): its crop's logits upsampled into its region, the body side,
-    face and pixels with no person (as the parser leaves them) taken from the frozen models' outputs in the
-    example."""
+    face, materials and pixels with no person (as the parser makes them) taken from the frozen models' outputs in
+    the example."""
     with torch.no_grad():
         logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
     x1, y1, x2, y2 = example.region
@@ -136,13 +137,12 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
     context = example.features[:, :, :example.width].astype(np.float32)
     parts = cv2.resize(context[cihp_net.PARTS].argmax(axis=0).astype(np.uint8), region_hw[::-1],
                        interpolation=cv2.INTER_NEAREST)
-    face = cihp_net.face_map(example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32),
-                             region_hw)
     person = cv2.resize(example.details[cihp_net.DETAIL_PERSON, :, :2 * example.width].astype(np.float32),
                         region_hw[::-1], interpolation=cv2.INTER_LINEAR)
     photo = np.zeros(shape, np.uint8)
-    photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), parts, face,
-                                             person < min_pixel_person_probability)
+    segmenter = example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32)
+    photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), parts, segmenter,
+                                             person < min_pixel_person_probability, segmenter_materials)
     return photo
 
 

@@ -70,7 +70,11 @@ def _cihp_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 FINE_TO_CIHP, PART_SKIN, PART_SHOE = _cihp_tables()
-SKIN, SHOES = FINE_CLASSES.index("skin"), FINE_CLASSES.index("shoes")
+SKIN, SHOES, HAIR = FINE_CLASSES.index("skin"), FINE_CLASSES.index("shoes"), FINE_CLASSES.index("hair")
+GARMENT_TYPES = np.array([i for i, name in enumerate(FINE_CLASSES) if name not in ("background", "hair", "skin")],
+                         np.uint8)
+MATERIAL_BACKGROUND, MATERIAL_HAIR, MATERIAL_CLOTHES = (multiclass.CLASSES.index(name)
+                                                        for name in ("background", "hair", "clothes"))
 FACE = load_label_set("cihp").names.index("face")
 
 
@@ -109,15 +113,6 @@ class CropOutputs:
     def bodypix_planes(self, out_hw: tuple[int, int]) -> np.ndarray:
         return bodypix.upsample(self.bodypix, self.bodypix_padded, self.size, out_hw)
 
-    def face(self, out_hw: tuple[int, int]) -> np.ndarray:
-        return face_map(self.multiclass, out_hw)
-
-
-def face_map(multiclass_planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Where the multiclass segmenter's planes (``multiclass.CLASSES`` first) rate face skin above body skin,
-    resized to ``out_hw``."""
-    margin = multiclass_planes[FACE_SKIN] - multiclass_planes[BODY_SKIN]
-    return cv2.resize(margin, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR) > 0
 
 
 def _resized(planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
@@ -198,12 +193,33 @@ def person_probability(bodypix_logits: np.ndarray, bodypix_padded: tuple[int, in
     return float(_sigmoid(bodypix.upsample(bodypix_logits[:1], bodypix_padded, size, out_hw)).max())
 
 
-def labels_at(logits: np.ndarray, parts: np.ndarray, face: np.ndarray, no_person: np.ndarray) -> np.ndarray:
-    """CIHP labels at the size of ``parts``, ``face`` and ``no_person`` from the network's logits over the crop
-    (padding cut off), upsampled bilinearly before the argmax; background wherever ``no_person`` is set."""
-    fine = _resized(logits, parts.shape).argmax(axis=0).astype(np.uint8)
+def garment_types(logits: np.ndarray, materials: np.ndarray | None) -> np.ndarray:
+    """``FINE_CLASSES`` indices from the network's logits; with ``materials`` (the multiclass segmenter's class per
+    pixel, at the logits' size) the segmenter says what a pixel is made of and the network only which garment:
+    hair and skin where the segmenter sees them, a garment where it sees clothes, and neither hair nor skin where it
+    sees background. The segmenter draws those edges better than the network learns them from 674 photos
+    (docs/garments.md, "Materials from the segmenter")."""
+    fine = logits.argmax(axis=0).astype(np.uint8)
+    if materials is None:
+        return fine
+    clothes = materials == MATERIAL_CLOTHES
+    fine[clothes] = GARMENT_TYPES[logits[GARMENT_TYPES][:, clothes].argmax(axis=0)]
+    fine[(materials == MATERIAL_BACKGROUND) & ((fine == HAIR) | (fine == SKIN))] = 0
+    fine[materials == MATERIAL_HAIR] = HAIR
+    fine[(materials == FACE_SKIN) | (materials == BODY_SKIN)] = SKIN
+    return fine
+
+
+def labels_at(logits: np.ndarray, parts: np.ndarray, multiclass_planes: np.ndarray, no_person: np.ndarray,
+              materials: bool) -> np.ndarray:
+    """CIHP labels at the size of ``parts`` and ``no_person`` from the network's logits over the crop (padding cut
+    off) and the multiclass segmenter's planes (``multiclass.CLASSES`` first), both upsampled bilinearly before the
+    argmax; ``materials``: the segmenter's classes overrule the network's as `garment_types` says; background
+    wherever ``no_person`` is set. Face skin is skin the segmenter rates face skin above body skin."""
+    segmenter = _resized(multiclass_planes, parts.shape)
+    fine = garment_types(_resized(logits, parts.shape), segmenter.argmax(axis=0) if materials else None)
     fine[no_person] = 0
-    return to_cihp(fine, parts, face)
+    return to_cihp(fine, parts, segmenter[FACE_SKIN] > segmenter[BODY_SKIN])
 
 
 def segmenter_detail(options: Options, frame_width: int) -> float:
@@ -288,13 +304,20 @@ class GarmentNet:
         self._session = None
 
 
-def crop_labels(logits: np.ndarray, outputs: CropOutputs, min_pixel_person_probability: float) -> np.ndarray:
+def crop_labels(logits: np.ndarray, outputs: CropOutputs, min_pixel_person_probability: float,
+                materials: bool) -> np.ndarray:
     """CIHP labels of one crop at its own size, from its logits (FINE_CLASSES x DETAIL_HEIGHT x padded width);
-    background where BodyPix's person probability is under ``min_pixel_person_probability``."""
+    background where BodyPix's person probability is under ``min_pixel_person_probability``; ``materials``: as
+    `labels_at`."""
     height, width = outputs.size
     planes = outputs.bodypix_planes((height, width))
-    return labels_at(logits[:, :, :2 * net_width(height, width)], planes[1:].argmax(axis=0),
-                     outputs.face((height, width)), _sigmoid(planes[0]) < min_pixel_person_probability)
+    return labels_at(logits[:, :, :2 * net_width(height, width)], planes[1:].argmax(axis=0), outputs.multiclass,
+                     _sigmoid(planes[0]) < min_pixel_person_probability, materials)
+
+
+def materials_apply(options: Options, outputs: CropOutputs) -> bool:
+    """Whether the segmenter's materials overrule the network's on this crop (`garment_types`)."""
+    return options.segmenter_materials and outputs.multiclass.shape[1] >= options.segmenter_materials_min_rows
 
 
 class CihpNetParser(Parser):
@@ -318,7 +341,7 @@ class CihpNetParser(Parser):
         analyzed = self.frozen.analyze(crops, options.min_person_probability, segmenter_detail(options, frame_width))
         return [np.zeros(crop.image.shape[:2], np.uint8) if outputs is None
                 else crop_labels(self.net.logits(*features(outputs), net_width(*outputs.size) if options.mirror else 0),
-                                 outputs, options.min_pixel_person_probability)
+                                 outputs, options.min_pixel_person_probability, materials_apply(options, outputs))
                 for crop, outputs in zip(crops, analyzed)]
 
     def close(self) -> None:
