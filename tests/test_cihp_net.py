@@ -108,6 +108,16 @@ def test_the_segmenter_says_the_material_and_the_network_the_garment(material: s
     assert FINE_CLASSES[cihp_net.garment_types(logits, None)[0, 0]] == network
 
 
+def test_the_segmenters_materials_apply_to_crops_it_saw_at_enough_rows() -> None:
+    def outputs(rows: int) -> cihp_net.CropOutputs:
+        return cihp_net.CropOutputs(np.zeros((400, 150, 3), np.uint8), np.zeros((25, 26, 10), np.float32),
+                                    (401, 145), np.zeros((6, rows, rows * 3 // 8), np.float32))
+
+    options = cihp_net.Options(segmenter_materials_min_rows=128)
+    assert cihp_net.materials_apply(options, outputs(128)) and not cihp_net.materials_apply(options, outputs(127))
+    assert not cihp_net.materials_apply(replace(options, segmenter_materials=False), outputs(256))
+
+
 def test_multiclass_cells_keep_the_detail_asked_for() -> None:
     assert cell_side(80, 0.5) == MIN_CELL == 64 and cell_side(150, 0.5) == 75 and cell_side(151, 0.5) == 76
     assert cell_side(200, 1.0) == 200 and cell_side(512, 0.5) == 256

@@ -129,7 +129,8 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
             segmenter_materials: bool = CihpNetOptions().segmenter_materials) -> np.ndarray:
     """CIHP labels of an example's photo (``shape``): its crop's logits upsampled into its region, the body side,
     face, materials and pixels with no person (as the parser makes them) taken from the frozen models' outputs in
-    the example."""
+    the example. ``segmenter_materials`` applies to every example: the segmenter sees the photos' people (the views
+    k-fold scores) at more rows than the parser's ``segmenter_materials_min_rows``."""
     with torch.no_grad():
         logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
     x1, y1, x2, y2 = example.region

@@ -114,7 +114,6 @@ class CropOutputs:
         return bodypix.upsample(self.bodypix, self.bodypix_padded, self.size, out_hw)
 
 
-
 def _resized(planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     """C x h x w planes resized bilinearly to C x out_hw."""
     channels_last = cv2.resize(planes.transpose(1, 2, 0), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
