@@ -93,7 +93,7 @@ def test_body_side_comes_from_bodypix(fine: str, body_part: str, face: bool, exp
     ("hair", "hat", "hair"), ("body_skin", "upper", "skin"), ("face_skin", "sunglasses", "skin"),
     ("clothes", "skin", "pants"), ("clothes", "background", "pants"), ("clothes", "coat", "coat"),
     ("background", "hair", "background"), ("background", "skin", "background"), ("background", "shoes", "shoes"),
-    ("others", "hair", "hair"), ("others", "hat", "hat"),
+    ("others", "hair", "hair"), ("others", "hat", "hat"), ("unsure", "skin", "skin"), ("unsure", "hat", "hat"),
 ])
 def test_the_segmenter_says_the_material_and_the_network_the_garment(material: str, network: str,
                                                                      expected: str) -> None:
@@ -103,9 +103,23 @@ def test_the_segmenter_says_the_material_and_the_network_the_garment(material: s
     logits = np.zeros((len(FINE_CLASSES), 1, 1), np.float32)
     logits[FINE_CLASSES.index(network)] = 2.0
     logits[FINE_CLASSES.index("pants")] = 1.0 if network != "coat" else 0.5
-    fine = cihp_net.garment_types(logits, np.array([[CLASSES.index(material)]]))
+    seen = cihp_net.UNSURE if material == "unsure" else CLASSES.index(material)
+    fine = cihp_net.garment_types(logits, np.array([[seen]], np.uint8))
     assert FINE_CLASSES[fine[0, 0]] == expected
     assert FINE_CLASSES[cihp_net.garment_types(logits, None)[0, 0]] == network
+
+
+def test_where_the_segmenter_is_unsure_the_network_decides() -> None:
+    """Per pixel: the segmenter rates hair 0.9, then hair 0.45 (skin 0.35); the network says hat everywhere."""
+    from vidparse.stages.parsers.multiclass import CLASSES
+
+    planes = np.full((len(CLASSES), 1, 2), 0.05, np.float32)
+    planes[CLASSES.index("hair")] = [[0.9, 0.45]]
+    planes[CLASSES.index("body_skin"), 0, 1] = 0.35
+    logits = np.zeros((len(FINE_CLASSES), 1, 2), np.float32)
+    logits[FINE_CLASSES.index("hat")] = 1.0
+    labels = cihp_net.labels_at(logits, np.zeros((1, 2), np.intp), planes, np.zeros((1, 2), bool), materials=True)
+    assert [CIHP.names[c] for c in labels[0]] == ["hair", "hat"]
 
 
 def test_the_segmenters_materials_apply_to_crops_it_saw_at_enough_rows() -> None:

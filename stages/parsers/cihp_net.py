@@ -75,6 +75,9 @@ GARMENT_TYPES = np.array([i for i, name in enumerate(FINE_CLASSES) if name not i
                          np.uint8)
 MATERIAL_BACKGROUND, MATERIAL_HAIR, MATERIAL_CLOTHES = (multiclass.CLASSES.index(name)
                                                         for name in ("background", "hair", "clothes"))
+# the segmenter's class overrules the network's only where it has more than all its other classes together
+MATERIAL_MIN_PROBABILITY = 0.5
+UNSURE = 255  # a pixel's material where no class of the segmenter's reaches MATERIAL_MIN_PROBABILITY
 FACE = load_label_set("cihp").names.index("face")
 
 
@@ -194,10 +197,10 @@ def person_probability(bodypix_logits: np.ndarray, bodypix_padded: tuple[int, in
 
 def garment_types(logits: np.ndarray, materials: np.ndarray | None) -> np.ndarray:
     """``FINE_CLASSES`` indices from the network's logits; with ``materials`` (the multiclass segmenter's class per
-    pixel, at the logits' size) the segmenter says what a pixel is made of and the network only which garment:
-    hair and skin where the segmenter sees them, a garment where it sees clothes, and neither hair nor skin where it
-    sees background. The segmenter draws those edges better than the network learns them from 674 photos
-    (docs/garments.md, "Materials from the segmenter")."""
+    pixel at the logits' size, UNSURE where it is unsure) the segmenter says what a pixel is made of and the network
+    only which garment: hair and skin where the segmenter sees them, a garment where it sees clothes, and neither
+    hair nor skin where it sees background. The segmenter draws those edges better than the network learns them
+    from 674 photos (docs/garments.md, "Materials from the segmenter")."""
     fine = logits.argmax(axis=0).astype(np.uint8)
     if materials is None:
         return fine
@@ -213,10 +216,15 @@ def labels_at(logits: np.ndarray, parts: np.ndarray, multiclass_planes: np.ndarr
               materials: bool) -> np.ndarray:
     """CIHP labels at the size of ``parts`` and ``no_person`` from the network's logits over the crop (padding cut
     off) and the multiclass segmenter's planes (``multiclass.CLASSES`` first), both upsampled bilinearly before the
-    argmax; ``materials``: the segmenter's classes overrule the network's as `garment_types` says; background
+    argmax; ``materials``: the segmenter's classes overrule the network's as `garment_types` says where it gives
+    one more than MATERIAL_MIN_PROBABILITY; background
     wherever ``no_person`` is set. Face skin is skin the segmenter rates face skin above body skin."""
     segmenter = _resized(multiclass_planes, parts.shape)
-    fine = garment_types(_resized(logits, parts.shape), segmenter.argmax(axis=0) if materials else None)
+    material = None
+    if materials:
+        material = segmenter.argmax(axis=0).astype(np.uint8)
+        material[segmenter.max(axis=0) < MATERIAL_MIN_PROBABILITY] = UNSURE
+    fine = garment_types(_resized(logits, parts.shape), material)
     fine[no_person] = 0
     return to_cihp(fine, parts, segmenter[FACE_SKIN] > segmenter[BODY_SKIN])
 
