@@ -339,6 +339,22 @@ def test_training_loss_falls_on_four_photos(shared: Path) -> None:
     assert labels.shape == (900, 600) and labels.max() < len(CIHP)
 
 
+def test_the_training_cache_keeps_the_example_sets_used_last(tmp_path: Path) -> None:
+    import os
+
+    from vidparse.training.dataset import prune_cache
+
+    for age, name in enumerate(["e", "d", "c", "b", "a"]):  # a is the oldest
+        path = tmp_path / f"examples-{name}.npz"
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+    (tmp_path / "examples-f.partial.npz").write_bytes(b"x")  # another training still writing its set
+    (tmp_path / "other.npz").write_bytes(b"x")
+    prune_cache(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["examples-c.npz", "examples-d.npz", "examples-e.npz",
+                                                          "examples-f.partial.npz", "other.npz"]
+
+
 def test_training_batches_hold_one_crop_width_each() -> None:
     widths = [48, 64, 48, 32, 64, 48, 48, 64, 48]
     examples = [Example(str(i), False, np.zeros((1, 1, w), np.float16), np.zeros((1, 1, 2 * w), np.float16),

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 IGNORED = 255  # label of pixels left out of the loss (accessories, padding)
 SMALL_PERSON = (48, 160)  # person heights (pixels) of the scaled-down view
+CACHED_EXAMPLE_SETS = 3  # example sets kept in the cache (one per photo folder, seed and version of the features)
 ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE = 0.15, 512, 2.0  # configs/default.yaml's roi section
 
 
@@ -132,9 +133,10 @@ def _examples_of(sample: Sample, seed: int) -> list[Example]:
 
 
 def cache_key(samples: Sequence[Sample], label_set: str, seed: int) -> str:
-    """Changes with the photos, their labels, the frozen models and the feature layout."""
+    """Changes with the photos, their labels, the frozen models and the feature layout (not with the parser's
+    settings that only turn the network's output into labels)."""
     digest = hashlib.sha256(repr((label_set, seed, cihp_net.FEATURE_GROUPS, cihp_net.DETAIL_GROUPS, cihp_net.NET_HEIGHT,
-                                  SMALL_PERSON, cihp_net.Options(), multiclass.ASPECT)).encode())
+                                  SMALL_PERSON, cihp_net.Options().segmenter_detail, multiclass.ASPECT)).encode())
     for sample in samples:
         for path in (sample.image_path, sample.label_path):
             stat = path.stat()
@@ -150,6 +152,7 @@ def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int
     cached = cache / f"examples-{cache_key(samples, label_set, seed)}.npz" if cache else None
     if cached and cached.is_file():
         log.info("examples from %s", cached)
+        cached.touch()  # recently used: kept by prune_cache
         return load_examples(cached)
     examples: list[Example] = []
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_start_worker,
@@ -160,7 +163,17 @@ def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int
                 on_sample()
     if cached:
         save_examples(examples, cached)
+        prune_cache(cached.parent)
     return examples
+
+
+def prune_cache(cache: Path, keep: int = CACHED_EXAMPLE_SETS) -> None:
+    """Delete all but the ``keep`` most recently used example sets in ``cache`` (each 1.5-2 GB for ccp-train)."""
+    sets = sorted((path for path in cache.glob("examples-*.npz") if not path.name.endswith(".partial.npz")),
+                  key=lambda path: path.stat().st_mtime, reverse=True)
+    for stale in sets[keep:]:
+        log.info("deleting %s, the least recently used cached examples", stale)
+        stale.unlink(missing_ok=True)
 
 
 def save_examples(examples: Sequence[Example], path: Path) -> None:
