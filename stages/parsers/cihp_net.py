@@ -5,8 +5,10 @@ right) and MediaPipe's multiclass segmenter (hair, body skin, face skin, clothes
 ``FEATURES`` context channels at ``NET_HEIGHT`` rows, plus the segmenters' finer outputs and the pixels as
 ``DETAILS`` channels at ``DETAIL_HEIGHT`` rows; the trained network (an ONNX file, made by ``vidparse train``) sees the
 whole crop in the first and draws boundaries from the second, giving garment types (``FINE_CLASSES``: upper, coat,
-dress, skirt, pants, ...) at ``DETAIL_HEIGHT`` rows. CIHP's body-side classes come
-from BodyPix: skin becomes face, arm, leg or torso skin and shoes left or right by the BodyPix part under them.
+dress, skirt, pants, ...) at ``DETAIL_HEIGHT`` rows. On crops it saw large enough, the segmenter says what a pixel
+is made of where it is sure (hair, skin, clothes, background) and the network only which garment (`garment_types`).
+CIHP's body-side classes come from BodyPix: skin becomes face, arm, leg or torso skin and shoes left or right by the
+BodyPix part under them.
 """
 
 from __future__ import annotations
