@@ -16,7 +16,7 @@ from vidparse.evaluation.datasets import find_samples
 from vidparse.model_store import PACKAGED_DIR, resolve_model, sha256_of
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.parsers import cihp_net
-from vidparse.stages.parsers.multiclass import MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack
+from vidparse.stages.parsers.multiclass import CLASSES, MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack
 from vidparse.training import fit
 from vidparse.training.card import TrainingRecord, write_card
 from vidparse.training.dataset import IGNORED, Example, Extractor, fine_lut
@@ -98,8 +98,6 @@ def test_body_side_comes_from_bodypix(fine: str, body_part: str, face: bool, exp
 def test_the_segmenter_says_the_material_and_the_network_the_garment(material: str, network: str,
                                                                      expected: str) -> None:
     """Per pixel: the network's first choice ``network``, pants its best garment; the segmenter's class ``material``."""
-    from vidparse.stages.parsers.multiclass import CLASSES
-
     logits = np.zeros((len(FINE_CLASSES), 1, 1), np.float32)
     logits[FINE_CLASSES.index(network)] = 2.0
     logits[FINE_CLASSES.index("pants")] = 1.0 if network != "coat" else 0.5
@@ -111,8 +109,6 @@ def test_the_segmenter_says_the_material_and_the_network_the_garment(material: s
 
 def test_where_the_segmenter_is_unsure_the_network_decides() -> None:
     """Per pixel: the segmenter rates hair 0.9, then hair 0.45 (skin 0.35); the network says hat everywhere."""
-    from vidparse.stages.parsers.multiclass import CLASSES
-
     planes = np.full((len(CLASSES), 1, 2), 0.05, np.float32)
     planes[CLASSES.index("hair")] = [[0.9, 0.45]]
     planes[CLASSES.index("body_skin"), 0, 1] = 0.35

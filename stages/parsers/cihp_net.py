@@ -219,16 +219,17 @@ def labels_at(logits: np.ndarray, parts: np.ndarray, multiclass_planes: np.ndarr
     """CIHP labels at the size of ``parts`` and ``no_person`` from the network's logits over the crop (padding cut
     off) and the multiclass segmenter's planes (``multiclass.CLASSES`` first), both upsampled bilinearly before the
     argmax; ``materials``: the segmenter's classes overrule the network's as `garment_types` says where it gives
-    one more than MATERIAL_MIN_PROBABILITY; background
-    wherever ``no_person`` is set. Face skin is skin the segmenter rates face skin above body skin."""
-    segmenter = _resized(multiclass_planes, parts.shape)
+    one more than MATERIAL_MIN_PROBABILITY; background wherever ``no_person`` is set. Face skin is skin the
+    segmenter rates face skin above body skin."""
     material = None
-    if materials:
+    if materials:  # all its planes at the crop's size only here: most crops in video are under the rows asked
+        segmenter = _resized(multiclass_planes, parts.shape)
         material = segmenter.argmax(axis=0).astype(np.uint8)
         material[segmenter.max(axis=0) < MATERIAL_MIN_PROBABILITY] = UNSURE
     fine = garment_types(_resized(logits, parts.shape), material)
     fine[no_person] = 0
-    return to_cihp(fine, parts, segmenter[FACE_SKIN] > segmenter[BODY_SKIN])
+    face_margin = multiclass_planes[FACE_SKIN] - multiclass_planes[BODY_SKIN]
+    return to_cihp(fine, parts, cv2.resize(face_margin, parts.shape[::-1], interpolation=cv2.INTER_LINEAR) > 0)
 
 
 def segmenter_detail(options: Options, frame_width: int) -> float:
