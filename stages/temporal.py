@@ -4,6 +4,7 @@ optical flow of the video, voted per pixel with the current parse."""
 from __future__ import annotations
 
 import cv2
+import numba
 import numpy as np
 
 from vidparse.stages.options import TemporalOptions
@@ -25,31 +26,50 @@ def weighted_vote(current: np.ndarray, past: list[np.ndarray], person_weights: n
     the most weight among the parts (a tie: the current map's, else the lower id). ``held``: the parts chosen before
     (moved onto this frame); one stays while it weighs at least the best part's weight less ``hold`` of all the
     part weight, so parts that take turns do not flicker."""
-    unsettled = np.zeros(current.shape, bool)
-    for other in past if held is None else (*past, held):
-        unsettled |= other != current
-    output = current.copy()
-    where = np.flatnonzero(unsettled)
-    if not where.size:
-        return output
-    votes = np.stack([labels.ravel()[where] for labels in (current, *past)], axis=1).astype(np.intp)  # N x maps
-    person = (votes != 0) @ person_weights
-    threshold = person_share * person_weights.sum()
-    is_person = (person > threshold + 1e-6) | ((np.abs(person - threshold) <= 1e-6) & (votes[:, 0] != 0))
-    cells = np.arange(where.size) * classes
-    weight = np.bincount((cells[:, None] + votes).ravel(), np.broadcast_to(part_weights, votes.shape).ravel(),
-                         where.size * classes)
-    weight[cells] = -1.0  # background is no part
-    weight[cells + votes[:, 0]] += 1e-3  # ties go to the current parse
-    weight = weight.reshape(where.size, classes)
-    part = weight.argmax(axis=1)
-    if held is not None:
-        rows = np.arange(where.size)
-        before = held.ravel()[where].astype(np.intp)
-        kept = (before != 0) & (weight[rows, before] >= weight[rows, part] - hold * part_weights.sum())
-        part = np.where(kept, before, part)
-    output.ravel()[where] = np.where(is_person, part, 0)
-    return output
+    maps = np.stack([labels.ravel() for labels in (current, *past)])
+    output = np.empty(current.size, current.dtype)
+    bins = max(classes, int(maps.max()) + 1, 0 if held is None else int(held.max()) + 1)
+    _vote_pixels(maps, output if held is None else held.ravel(), held is not None,
+                 np.asarray(person_weights, np.float64), np.asarray(part_weights, np.float64),
+                 person_share * person_weights.sum(), hold * part_weights.sum(), bins, output)
+    return output.reshape(current.shape)
+
+
+# Compiled (and cached on disk), and free of the GIL while it runs: the vote is most of compose's time, and compose
+# shares its process with the hub, the flow and the encoder.
+@numba.njit(cache=True, nogil=True)
+def _vote_pixels(maps: np.ndarray, held: np.ndarray, has_held: bool, person_weights: np.ndarray,
+                 part_weights: np.ndarray, threshold: float, hold_margin: float, bins: int,
+                 output: np.ndarray) -> None:
+    count, size = maps.shape
+    weight = np.empty(bins)
+    for i in range(size):
+        current = maps[0, i]
+        settled = not has_held or held[i] == current
+        for k in range(1, count):
+            settled = settled and maps[k, i] == current
+        if settled:
+            output[i] = current
+            continue
+        person = 0.0
+        for k in range(count):
+            if maps[k, i] != 0:
+                person += person_weights[k]
+        if not (person > threshold + 1e-6 or (abs(person - threshold) <= 1e-6 and current != 0)):
+            output[i] = 0
+            continue
+        weight[:] = 0.0
+        for k in range(count):
+            weight[maps[k, i]] += part_weights[k]
+        weight[0] = -1.0  # background is no part
+        weight[current] += 1e-3  # ties go to the current parse
+        part = 0
+        for label in range(1, bins):
+            if weight[label] > weight[part]:
+                part = label
+        if has_held and held[i] != 0 and weight[held[i]] >= weight[part] - hold_margin:
+            part = held[i]
+        output[i] = part
 
 
 REMAP_SIDE = 32767  # OpenCV's remap takes at most this many rows or columns
@@ -148,6 +168,10 @@ class MotionVote:
         ages = np.arange(self.depth, dtype=np.float64)
         self.person_weights = np.where(ages < options.window, options.decay ** ages, 0.0)
         self.part_weights = np.where(ages < options.part_window, options.part_decay ** ages, 0.0)
+        # compiled (or read from numba's cache) here, not inside the first frame's compose time
+        pixel = np.zeros((1, 1), np.uint8)
+        weighted_vote(pixel, [pixel], self.person_weights[:2], self.part_weights[:2], options.person_share, classes,
+                      pixel, options.part_hold)
         self.open()
 
     def open(self) -> None:

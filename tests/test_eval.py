@@ -275,6 +275,41 @@ def test_weighted_vote_person_share_and_ties() -> None:
     assert weighted_vote(current, [older], even, even, 0.4, 5).tolist() == [[2, 4, 3]]
 
 
+def _vote_of_one_pixel(votes: list[int], held: int | None, person_weights: np.ndarray, part_weights: np.ndarray,
+                       person_share: float, hold: float, classes: int) -> int:
+    """`weighted_vote`'s rule for one pixel, written out plainly (votes: current first)."""
+    person = sum(w for label, w in zip(votes, person_weights) if label)
+    threshold = person_share * person_weights.sum()
+    if not (person > threshold + 1e-6 or (abs(person - threshold) <= 1e-6 and votes[0])):
+        return 0
+    weight = dict.fromkeys(range(1, classes), 0.0)  # every part, voted for or not; background is none
+    for label, w in zip(votes, part_weights):
+        if label:
+            weight[label] += w
+    if votes[0]:
+        weight[votes[0]] += 1e-3
+    best = max(weight, key=lambda label: weight[label])  # the first, so the lower id, on a tie
+    if held and weight[held] >= weight[best] - hold * part_weights.sum():
+        return held
+    return best
+
+
+def test_weighted_vote_follows_its_rule_on_every_pixel() -> None:
+    rng = np.random.default_rng(5)
+    for maps, hold in ((2, 0.0), (5, 0.3), (7, 0.3)):
+        current, *past = (rng.choice([0, 0, 1, 2, 3, 7, 30], (9, 11)).astype(np.uint8) for _ in range(maps))
+        past[0][:3] = current[:3]  # settled pixels: every map agrees
+        held = rng.choice([0, 1, 2, 3], current.shape).astype(np.uint8) if hold else None
+        person_weights = 0.8 ** np.arange(maps)
+        part_weights = np.where(np.arange(maps) < maps - 1, 1.0, 0.0)
+        voted = weighted_vote(current, past, person_weights, part_weights, 0.4, 20, held, hold)  # 30 is past classes: voted all the same
+        for y, x in np.ndindex(current.shape):
+            expected = _vote_of_one_pixel([int(m[y, x]) for m in (current, *past)],
+                                          None if held is None else int(held[y, x]), person_weights, part_weights,
+                                          0.4, hold, classes=31)
+            assert voted[y, x] == expected, (maps, y, x)
+
+
 def test_the_default_person_vote_wants_this_parse_and_one_more_or_the_older_ones() -> None:
     """temporal's defaults (5 parses, each weighing 0.8 of the one newer, a person over 0.4 of all the weight): this
     parse and any one of the four before it, or the two before it, or three older ones; never one parse alone."""
