@@ -3,8 +3,10 @@ optical flow of the video, voted per pixel with the current parse."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import cv2
-import numba
 import numpy as np
 
 from vidparse.stages.options import TemporalOptions
@@ -29,15 +31,23 @@ def weighted_vote(current: np.ndarray, past: list[np.ndarray], person_weights: n
     maps = np.stack([labels.ravel() for labels in (current, *past)])
     output = np.empty(current.size, current.dtype)
     bins = max(classes, int(maps.max()) + 1, 0 if held is None else int(held.max()) + 1)
-    _vote_pixels(maps, output if held is None else held.ravel(), held is not None,
-                 np.asarray(person_weights, np.float64), np.asarray(part_weights, np.float64),
-                 person_share * person_weights.sum(), hold * part_weights.sum(), bins, output)
+    _compiled_vote()(maps, output if held is None else held.ravel(), held is not None,  # output: a stand-in, unread
+                     np.asarray(person_weights, np.float64), np.asarray(part_weights, np.float64),
+                     person_share * person_weights.sum(), hold * part_weights.sum(), bins, output)
     return output.reshape(current.shape)
 
 
-# Compiled (and cached on disk), and free of the GIL while it runs: the vote is most of compose's time, and compose
-# shares its process with the hub, the flow and the encoder.
-@numba.njit(cache=True, nogil=True)
+@functools.cache
+def _compiled_vote() -> Callable[..., None]:
+    """`_vote_pixels` compiled by numba (once per machine, then read from its cache) and free of the GIL while it
+    runs: in NumPy this vote was the largest part of compose's time (docs/benchmarks.md), and compose shares its
+    process with the hub, the flow and the encoder. Imported here, not above: the parser workers import this module
+    but never vote, and numba costs a process about 90 MB."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_vote_pixels)
+
+
 def _vote_pixels(maps: np.ndarray, held: np.ndarray, has_held: bool, person_weights: np.ndarray,
                  part_weights: np.ndarray, threshold: float, hold_margin: float, bins: int,
                  output: np.ndarray) -> None:
