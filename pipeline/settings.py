@@ -15,6 +15,8 @@ PROCESS_MB = 120
 # 16 let 24 4K frames reach 1213 MB under a 1000 MB budget; with the writer thread and tracking, 24 let them reach
 # 1378 MB under 1300 MB (4 slots: about 27 copies outside them), so 30 (test_faults.py)
 FRAME_COPIES_OUTSIDE_SLOTS = 30
+# numba and LLVM, loaded by the main process for the compiled temporal vote: 126 MB of PSS measured (docs/faults.md)
+COMPILED_VOTE_MB = 130
 
 
 @dataclass
@@ -71,7 +73,7 @@ class MemoryBudget:
         slot_mb = slot_bytes / MB
         others = [mb for other, mb in self._reserved_mb.items() if other != stream]
         others_mb = sum(others)
-        fixed_mb = PROCESS_MB * (workers + 2) + FRAME_COPIES_OUTSIDE_SLOTS * slot_mb + others_mb
+        fixed_mb = PROCESS_MB * (workers + 2) + COMPILED_VOTE_MB + FRAME_COPIES_OUTSIDE_SLOTS * slot_mb + others_mb
         fitting = int((self.total_mb - fixed_mb) // slot_mb)
         least = 1 + 2 * workers
         if fitting < least:

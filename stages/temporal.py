@@ -42,7 +42,7 @@ def _compiled_vote() -> Callable[..., None]:
     """`_vote_pixels` compiled by numba (once per machine, then read from its cache) and free of the GIL while it
     runs: in NumPy this vote was the largest part of compose's time (docs/benchmarks.md), and compose shares its
     process with the hub, the flow and the encoder. Imported here, not above: the parser workers import this module
-    but never vote, and numba costs a process about 90 MB."""
+    but never vote, and numba and LLVM cost a process 126 MB (pipeline.settings.COMPILED_VOTE_MB)."""
     import numba
 
     return numba.njit(cache=True, nogil=True)(_vote_pixels)

@@ -200,12 +200,13 @@ def test_sources_are_added_and_removed_while_the_engine_runs(clip: Path) -> None
 
 
 def test_the_memory_budget_is_shared_by_the_streams() -> None:
-    """The main process and two workers come first (3 x 120 MB); each stream then reserves its source process,
-    30 frame copies and its slots from what the others left, and gives them back when it ends."""
-    budget = MemoryBudget(total_mb=1400, workers=2)
+    """The main process and two workers come first (3 x 120 MB, and 130 MB for the compiled vote); each stream
+    then reserves its source process, 30 frame copies and its slots from what the others left, and gives them back
+    when it ends."""
+    budget = MemoryBudget(total_mb=1530, workers=2)
     slot = 10 * MB
     assert budget.slot_count(0, queue_size=8, slot_bytes=slot) == 12, "all it wants: 8 + 2 x 2 slots"
-    # 1400 - 4 x 120 - 30 x 10 - (120 + 42 x 10 held by stream 0) = 80 MB: 8 slots
+    # 1530 - 4 x 120 - 130 - 30 x 10 - (120 + 42 x 10 held by stream 0) = 80 MB: 8 slots
     assert budget.slot_count(1, queue_size=8, slot_bytes=slot) == 8
     with pytest.raises(ConfigError, match="held by 2 other streams"):
         budget.slot_count(2, queue_size=8, slot_bytes=slot)
