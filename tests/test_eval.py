@@ -298,8 +298,9 @@ def test_weighted_vote_follows_its_rule_on_every_pixel() -> None:
     rng = np.random.default_rng(5)
     for maps, hold in ((2, 0.0), (5, 0.3), (7, 0.3)):
         current, *past = (rng.choice([0, 0, 1, 2, 3, 7, 30], (9, 11)).astype(np.uint8) for _ in range(maps))
-        past[0][:3] = current[:3]  # settled pixels: every map agrees
         held = rng.choice([0, 1, 2, 3], current.shape).astype(np.uint8) if hold else None
+        for other in (*past, *([] if held is None else [held])):
+            other[:3] = current[:3]  # settled pixels: every map agrees
         person_weights = 0.8 ** np.arange(maps)
         part_weights = np.where(np.arange(maps) < maps - 1, 1.0, 0.0)
         voted = weighted_vote(current, past, person_weights, part_weights, 0.4, 20, held, hold)  # 30 is past classes: voted all the same
