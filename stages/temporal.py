@@ -29,10 +29,13 @@ def weighted_vote(current: np.ndarray, past: list[np.ndarray], person_weights: n
     (moved onto this frame); one stays while it weighs at least the best part's weight less ``hold`` of all the
     part weight, so parts that take turns do not flicker."""
     maps = np.stack([labels.ravel() for labels in (current, *past)])
+    if len(person_weights) != len(maps):  # the compiled loop does not check its bounds
+        raise ValueError(f"{len(person_weights)} person weights for {len(maps)} label maps")
+    part_weights = np.broadcast_to(np.asarray(part_weights, np.float64), (len(maps),))
     output = np.empty(current.size, current.dtype)
     bins = max(classes, int(maps.max()) + 1, 0 if held is None else int(held.max()) + 1)
     _compiled_vote()(maps, output if held is None else held.ravel(), held is not None,  # output: a stand-in, unread
-                     np.asarray(person_weights, np.float64), np.asarray(part_weights, np.float64),
+                     np.asarray(person_weights, np.float64), part_weights,
                      person_share * person_weights.sum(), hold * part_weights.sum(), bins, output)
     return output.reshape(current.shape)
 
@@ -178,10 +181,10 @@ class MotionVote:
         ages = np.arange(self.depth, dtype=np.float64)
         self.person_weights = np.where(ages < options.window, options.decay ** ages, 0.0)
         self.part_weights = np.where(ages < options.part_window, options.part_decay ** ages, 0.0)
-        # compiled (or read from numba's cache) here, not inside the first frame's compose time
-        pixel = np.zeros((1, 1), np.uint8)
-        weighted_vote(pixel, [pixel], self.person_weights[:2], self.part_weights[:2], options.person_share, classes,
-                      pixel, options.part_hold)
+        if self.depth > 1:  # compiled (or read from numba's cache) here, not inside the first frame's compose time
+            pixel = np.zeros((1, 1), np.uint8)
+            weighted_vote(pixel, [pixel], self.person_weights[:2], self.part_weights[:2], options.person_share,
+                          classes, pixel, options.part_hold)
         self.open()
 
     def open(self) -> None:

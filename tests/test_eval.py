@@ -303,12 +303,17 @@ def test_weighted_vote_follows_its_rule_on_every_pixel() -> None:
             other[:3] = current[:3]  # settled pixels: every map agrees
         person_weights = 0.8 ** np.arange(maps)
         part_weights = np.where(np.arange(maps) < maps - 1, 1.0, 0.0)
-        voted = weighted_vote(current, past, person_weights, part_weights, 0.4, 20, held, hold)  # 30 is past classes: voted all the same
+        voted = weighted_vote(current, past, person_weights, part_weights, 0.4, 20, held, hold)  # 30: past classes
         for y, x in np.ndindex(current.shape):
             expected = _vote_of_one_pixel([int(m[y, x]) for m in (current, *past)],
                                           None if held is None else int(held[y, x]), person_weights, part_weights,
                                           0.4, hold, classes=31)
             assert voted[y, x] == expected, (maps, y, x)
+        one_more = np.append(person_weights, 1.0)  # a weight for a map not given
+        with pytest.raises(ValueError, match="person weights"):
+            weighted_vote(current, past, one_more, part_weights, 0.4, 20, held, hold)
+        with pytest.raises(ValueError):
+            weighted_vote(current, past, person_weights, one_more, 0.4, 20, held, hold)
 
 
 def test_the_default_person_vote_wants_this_parse_and_one_more_or_the_older_ones() -> None:
