@@ -7,6 +7,7 @@ it came from and takes that pixel's label: no holes, no splats.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -56,6 +57,19 @@ def warp_labels(labels: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+@dataclass
+class Flow:
+    """A frame's backward flow (H x W x 2 float32, at the scale it was measured at) and its largest component in
+    absolute value (``reach``, in the flow's pixels): how far any label can have moved."""
+
+    backward: np.ndarray
+    reach: float
+
+    @classmethod
+    def of(cls, backward: np.ndarray) -> Flow:
+        return cls(backward, cv2.norm(backward, cv2.NORM_INF))
+
+
 class LabelledRegion:
     """Where the last ``depth`` label maps had labels, as one box (x1, y1, x2, y2) grown by FLOW_MARGIN of the
     width and snapped to FLOW_GRID; empty while none had any. The vote and the tracker read the flow only there."""
@@ -94,7 +108,7 @@ class FrameMotion:
         self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.preset])
         self._gray: np.ndarray | None = None
 
-    def next(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None) -> np.ndarray | None:
+    def next(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None) -> Flow | None:
         scale = min(self.scale, MAX_FLOW_WIDTH / image.shape[1])
         small = image if scale == 1 else cv2.resize(image, flow_shape(image.shape, scale)[1::-1],
                                                     interpolation=cv2.INTER_AREA)
@@ -103,12 +117,15 @@ class FrameMotion:
         if previous is None or previous.shape != gray.shape:
             return None
         if region is None:
-            return self._flow.calc(gray, previous, None)
-        flow = np.zeros((*gray.shape, 2), np.float32)
+            return Flow.of(self._flow.calc(gray, previous, None))
+        flow = Flow(np.zeros((*gray.shape, 2), np.float32), 0.0)
         x1, y1, x2, y2 = (round(v * scale) for v in region)
         if x2 - x1 >= MIN_FLOW_SIDE and y2 - y1 >= MIN_FLOW_SIDE:
-            flow[y1:y2, x1:x2] = self._flow.calc(np.ascontiguousarray(gray[y1:y2, x1:x2]),
-                                                 np.ascontiguousarray(previous[y1:y2, x1:x2]), None)
+            measured = self._flow.calc(np.ascontiguousarray(gray[y1:y2, x1:x2]),
+                                       np.ascontiguousarray(previous[y1:y2, x1:x2]), None)
+            # the reach from the measured box alone: reading the zeros around it would cost the compose thread
+            # the memory's first touch (about 0.7 ms a vtest frame)
+            flow.backward[y1:y2, x1:x2], flow.reach = measured, cv2.norm(measured, cv2.NORM_INF)
         return flow
 
     def close(self) -> None:

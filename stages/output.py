@@ -14,6 +14,7 @@ import numpy as np
 
 from vidparse.errors import BadOutputError
 from vidparse.stages.images import ImageSet
+from vidparse.stages.motion import Flow
 from vidparse.stages.recolor import ComposeOptions, Recolor
 from vidparse.stages.sink import EncoderOptions, VideoSink
 from vidparse.stages.source import MAX_TIMESTAMP_GAP_S, StreamInfo
@@ -89,12 +90,12 @@ class AnnotatedOutput:
         for writer in self._side_outputs():
             writer.open()
 
-    def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> Flow | None:
         """What ``compose`` needs from the frame and its parse (in order, ahead of it): its optical flow."""
         return self.ordered.measure(frame.image, arrays["labels"])
 
     def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,
-                measured: np.ndarray | None = None) -> Composed:
+                measured: Flow | None = None) -> Composed:
         """One frame made from its parser ``arrays`` and what ``measure`` found, in order: the temporal vote and
         tracking, then the recolor."""
         started = time.perf_counter()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from vidparse.stages.motion import Flow
 from vidparse.stages.options import TemporalOptions
 
 
@@ -193,7 +194,7 @@ class MotionVote:
         self._output: np.ndarray | None = None  # the previous output (padded)
         self._labelled = np.zeros((0, 0), bool)  # the tiles where the carried parses or the output have labels
 
-    def process(self, labels: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
+    def process(self, labels: np.ndarray, flow: Flow | None) -> np.ndarray:
         if self.depth == 1:
             return labels
         if self._tiles is None or self._tiles.shape != labels.shape or flow is None:
@@ -205,8 +206,7 @@ class MotionVote:
         active = occupied.copy()
         if self._carried:  # where the past labels are now: as far from where they were as the flow reaches
             assert flow is not None
-            low, high = cv2.minMaxLoc(flow.reshape(flow.shape[0], -1))[:2]
-            reach = 1 + 2 * int(np.ceil(max(-low, high) * labels.shape[0] / flow.shape[0] / TILE))
+            reach = 1 + 2 * int(np.ceil(flow.reach * labels.shape[0] / flow.backward.shape[0] / TILE))
             active |= cv2.dilate(self._labelled.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)
         chosen = np.nonzero(active)
         if not chosen[0].size:  # no labels now or before
@@ -216,7 +216,7 @@ class MotionVote:
         past, held = [], None
         if self._carried:
             assert flow is not None and self._output is not None
-            maps = as_image(tiles.maps(flow, chosen))
+            maps = as_image(tiles.maps(flow.backward, chosen))
             fixed = cv2.convertMaps(maps, None, cv2.CV_16SC2, nninterpolation=True)[0]
 
             def moved(source: np.ndarray) -> np.ndarray:

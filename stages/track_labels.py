@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from vidparse.stages.motion import FrameMotion, LabelledRegion
+from vidparse.stages.motion import Flow, FrameMotion, LabelledRegion
 from vidparse.stages.person_parser import counted_person
 from vidparse.stages.roi import expand_box
 from vidparse.stages.temporal import MotionVote, TemporalOptions
@@ -137,15 +137,17 @@ class OrderedLabels:
             if stage:
                 stage.open()
 
-    def measure(self, image: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    def measure(self, image: np.ndarray, labels: np.ndarray) -> Flow | None:
         """The frame's flow where its parse and the recent parses have labels (``labels``: its parse)."""
         return None if self.motion is None else self.motion.next(image, self.region.next(labels))
 
     def process(self, labels: np.ndarray, image: np.ndarray, result: FrameResult,
-                flow: np.ndarray | None) -> TrackedFrame:
+                flow: Flow | None) -> TrackedFrame:
         if self.vote:
             labels = self.vote.process(labels, flow)
-        return self.tracks.process(labels, result, flow) if self.tracks else TrackedFrame(labels, None, result)
+        if not self.tracks:
+            return TrackedFrame(labels, None, result)
+        return self.tracks.process(labels, result, None if flow is None else flow.backward)
 
     def close(self) -> None:
         for stage in (self.tracks, self.vote, self.motion):

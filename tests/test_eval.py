@@ -18,7 +18,7 @@ from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
 from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
 from vidparse.stages.labels import COARSE_CLASSES, GARMENT_CLASSES, IGNORE, SCHEMES, available_label_sets, load_label_set
-from vidparse.stages.motion import FLOW_GRID, FLOW_MARGIN, MAX_FLOW_WIDTH, FrameMotion, LabelledRegion
+from vidparse.stages.motion import FLOW_GRID, FLOW_MARGIN, MAX_FLOW_WIDTH, Flow, FrameMotion, LabelledRegion
 from vidparse.stages.temporal import TILE, MotionVote, TemporalOptions, as_image, from_image, weighted_vote
 
 BG, HEAD, TORSO = (COARSE_CLASSES.index(c) for c in ("background", "head", "torso"))
@@ -241,7 +241,7 @@ def _vote(window: int, sequence: list[list[int]], shift: int = 0, hold: float = 
                                       part_hold=hold), classes=5)
     flow = np.zeros((2, len(sequence[0]), 2), np.float32)
     flow[..., 0] = -shift  # backward: each pixel came from ``shift`` pixels to its left
-    return [vote.process(np.array([row] * 2, np.uint8), flow if i else None)[0].tolist()
+    return [vote.process(np.array([row] * 2, np.uint8), Flow.of(flow) if i else None)[0].tolist()
             for i, row in enumerate(sequence)]
 
 
@@ -358,7 +358,7 @@ def test_the_vote_on_tiles_equals_the_vote_on_the_whole_frame() -> None:
         for _ in range(3):  # noisy blobs: persons whose parts change from frame to frame
             y, x = rng.integers(0, 80), rng.integers(0, 110)
             labels[y:y + 20, x:x + 15] = rng.integers(1, 20, (20, 15))
-        got = vote.process(labels, flow if seq else None)
+        got = vote.process(labels, Flow.of(flow) if seq else None)
         carried = [_shifted(p, dx, dy) for p in carried]
         held = None if previous is None else _shifted(previous, dx, dy)
         count = len(carried) + 1
@@ -383,8 +383,8 @@ def test_tiles_fit_opencvs_remap_on_large_frames() -> None:
     still, flow = np.zeros((1080, 1920, 2), np.float32), np.zeros((1080, 1920, 2), np.float32)
     flow[..., 0] = -1
     for seq in range(3):
-        vote.process(labels, still if seq else None)
-    moved = vote.process(np.zeros_like(labels), flow)  # the persons missed: carried on, moved 2 px right
+        vote.process(labels, Flow.of(still) if seq else None)
+    moved = vote.process(np.zeros_like(labels), Flow.of(flow))  # the persons missed: carried on, moved 2 px right
     assert moved[100:400, 202:300].all() and not moved[100:400, 200:202].any()
 
 
@@ -392,7 +392,9 @@ def test_the_flow_of_a_wide_frame_is_measured_at_most_max_flow_width() -> None:
     motion = FrameMotion("ultrafast", 1.0)
     frame = np.random.default_rng(0).integers(0, 255, (1440, 2560, 3), np.uint8)
     assert motion.next(frame) is None
-    assert motion.next(np.roll(frame, 4, axis=1)).shape == (720, MAX_FLOW_WIDTH, 2)
+    flow = motion.next(np.roll(frame, 4, axis=1))
+    assert flow is not None and flow.backward.shape == (720, MAX_FLOW_WIDTH, 2)
+    assert flow.reach == pytest.approx(np.abs(flow.backward).max())
 
 
 def test_the_flow_is_measured_around_the_recent_labels_only() -> None:
@@ -412,8 +414,12 @@ def test_the_flow_is_measured_around_the_recent_labels_only() -> None:
     texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8), (7, 7), 0)
     motion = FrameMotion("ultrafast", 1.0)
     assert motion.next(texture, (224, 128, 416, 352)) is None
-    flow = motion.next(np.roll(texture, 3, axis=1), (224, 128, 416, 352))
+    measured = motion.next(np.roll(texture, 3, axis=1), (224, 128, 416, 352))
+    assert measured is not None
+    flow = measured.backward
     assert flow.shape == (480, 640, 2)
     assert np.median(flow[160:320, 260:380, 0]) == pytest.approx(-3, abs=0.5)  # backward: 3 px to the left
     assert not flow[:128].any() and not flow[:, 416:].any()
-    assert not motion.next(texture, (0, 0, 0, 0)).any()
+    assert measured.reach == pytest.approx(np.abs(flow).max()) and measured.reach >= 2.5
+    nothing = motion.next(texture, (0, 0, 0, 0))
+    assert nothing is not None and not nothing.backward.any() and nothing.reach == 0

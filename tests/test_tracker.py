@@ -162,7 +162,8 @@ def test_a_bridged_person_follows_its_pixels_motion() -> None:
         labels, result = labelled_frame(x, present=i < 5)
         if i >= 5:  # what the temporal vote would carry over the misses: the labels moved with the pixels
             labels = labelled_frame(x)[0]
-        tracked = stage.process(labels, result, motion.next(textured_frame(x, texture)))
+        flow = motion.next(textured_frame(x, texture))
+        tracked = stage.process(labels, result, None if flow is None else flow.backward)
     [person] = tracked.result.persons
     assert person.bridged and person.track_id == 1
     # The box turned back with the pixels (x = 48); without the flow it would have walked on past x = 90.
