@@ -165,6 +165,29 @@ class CihpLiteOptions:
 
 
 @dataclass
+class ClassOffsets:
+    """Added to cihp-net's logit of each garment type (`labels.FINE_CLASSES`, in this order) before the argmax, on
+    the crops where the segmenter's materials apply: the classes' priors calibrated on photos the network did not
+    learn from. The defaults were chosen on the 4-fold held-out logits of the training recipe, for pooled garments
+    mIoU (docs/garments.md, "Class offsets")."""
+
+    background: float = field(default=1.25, metadata={"range": (-10.0, 10.0)})
+    hat: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
+    hair: float = field(default=-1.0, metadata={"range": (-10.0, 10.0)})
+    sunglasses: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
+    upper: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
+    coat: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
+    dress: float = field(default=0.5, metadata={"range": (-10.0, 10.0)})
+    skirt: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
+    pants: float = field(default=0.25, metadata={"range": (-10.0, 10.0)})
+    socks: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
+    shoes: float = field(default=-0.5, metadata={"range": (-10.0, 10.0)})
+    scarf: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
+    gloves: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
+    skin: float = field(default=-1.0, metadata={"range": (-10.0, 10.0)})
+
+
+@dataclass
 class CihpNetOptions:
     """Settings of the ``parsers.cihp-net`` config section."""
 
@@ -189,6 +212,7 @@ class CihpNetOptions:
     # ... for crops the segmenter saw at least this many rows tall: on smaller people (its cells are coarse) the
     # network, which trained on small views too, does better alone
     segmenter_materials_min_rows: int = field(default=128, metadata={"range": (0, 256)})
+    class_offsets: ClassOffsets = field(default_factory=ClassOffsets)
 
 
 @dataclass

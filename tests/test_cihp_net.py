@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from vidparse.errors import ModelError
 from vidparse.evaluation.datasets import find_samples
 from vidparse.model_store import PACKAGED_DIR, resolve_model, sha256_of
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
+from vidparse.stages.options import ClassOffsets
 from vidparse.stages.parsers import cihp_net
 from vidparse.stages.parsers.multiclass import CLASSES, MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack
 from vidparse.training import fit
@@ -116,6 +118,21 @@ def test_where_the_segmenter_is_unsure_the_network_decides() -> None:
     logits[FINE_CLASSES.index("hat")] = 1.0
     labels = cihp_net.labels_at(logits, np.zeros((1, 2), np.intp), planes, np.zeros((1, 2), bool), materials=True)
     assert [CIHP.names[c] for c in labels[0]] == ["hair", "hat"]
+
+
+def test_class_offsets_are_one_per_garment_type_and_move_the_choice() -> None:
+    """The network rates a pixel of clothes dress 1.0, skirt 0.8: an offset of 0.5 on skirts makes it a skirt."""
+    assert [f.name for f in dataclasses.fields(ClassOffsets)] == list(FINE_CLASSES)
+    planes = np.full((len(CLASSES), 1, 1), 0.02, np.float32)
+    planes[CLASSES.index("clothes")] = 0.9
+    logits = np.zeros((len(FINE_CLASSES), 1, 1), np.float32)
+    logits[FINE_CLASSES.index("dress")], logits[FINE_CLASSES.index("skirt")] = 1.0, 0.8
+    where = (np.zeros((1, 1), np.intp), planes, np.zeros((1, 1), bool))
+    neutral = cihp_net.class_offsets(cihp_net.Options(class_offsets=ClassOffsets(**{n: 0.0 for n in FINE_CLASSES})))
+    skirts = cihp_net.class_offsets(cihp_net.Options(class_offsets=ClassOffsets(dress=0.0, skirt=0.5)))
+    assert not neutral.any() and skirts[FINE_CLASSES.index("skirt")] == 0.5
+    assert CIHP.names[cihp_net.labels_at(logits, *where, materials=True, offsets=neutral)[0, 0]] == "dress"
+    assert CIHP.names[cihp_net.labels_at(logits, *where, materials=True, offsets=skirts)[0, 0]] == "skirt"
 
 
 def test_the_segmenters_materials_apply_to_crops_it_saw_at_enough_rows() -> None:

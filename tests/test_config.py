@@ -92,6 +92,8 @@ def test_file_then_cli_overrides(tmp_path: Path) -> None:
         ({"parsers.bodypix.threshold": 0.3}, "unknown config key 'parsers.bodypix.threshold'"),
         ({"parsers.bodypix.person_threshold": 1.0}, "'parsers.bodypix.person_threshold' must be between"),
         ({"parsers.cihp-lite.material_height": 16}, "'parsers.cihp-lite.material_height' must be between 64 and"),
+        ({"parsers.cihp-net.class_offsets.kilt": 1.0}, "unknown config key 'parsers.cihp-net.class_offsets.kilt'"),
+        ({"parsers.cihp-net.class_offsets.skirt": "more"}, "'parsers.cihp-net.class_offsets.skirt' must be a number"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, message: str) -> None:

@@ -130,7 +130,8 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
     """CIHP labels of an example's photo (``shape``): its crop's logits upsampled into its region, the body side,
     face, materials and pixels with no person (as the parser makes them) taken from the frozen models' outputs in
     the example. ``segmenter_materials`` applies to every example: the segmenter sees the photos' people (the views
-    k-fold scores) at more rows than the parser's ``segmenter_materials_min_rows``."""
+    k-fold scores) at more rows than the parser's ``segmenter_materials_min_rows``. The parser's default class
+    offsets apply with the materials, as in the parser."""
     with torch.no_grad():
         logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
     x1, y1, x2, y2 = example.region
@@ -143,7 +144,8 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
     photo = np.zeros(shape, np.uint8)
     segmenter = example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32)
     photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), parts, segmenter,
-                                             person < min_pixel_person_probability, segmenter_materials)
+                                             person < min_pixel_person_probability, segmenter_materials,
+                                             cihp_net.class_offsets(CihpNetOptions()) if segmenter_materials else None)
     return photo
 
 

@@ -214,13 +214,20 @@ def garment_types(logits: np.ndarray, materials: np.ndarray | None) -> np.ndarra
     return fine
 
 
+def class_offsets(options: Options) -> np.ndarray:
+    """``options.class_offsets`` as a vector over FINE_CLASSES."""
+    return np.array([getattr(options.class_offsets, name) for name in FINE_CLASSES], np.float32)
+
+
 def labels_at(logits: np.ndarray, parts: np.ndarray, multiclass_planes: np.ndarray, no_person: np.ndarray,
-              materials: bool) -> np.ndarray:
+              materials: bool, offsets: np.ndarray | None = None) -> np.ndarray:
     """CIHP labels at the size of ``parts`` and ``no_person`` from the network's logits over the crop (padding cut
     off) and the multiclass segmenter's planes (``multiclass.CLASSES`` first), both upsampled bilinearly before the
     argmax; ``materials``: the segmenter's classes overrule the network's as `garment_types` says where it gives
     one more than MATERIAL_MIN_PROBABILITY; background wherever ``no_person`` is set. Face skin is skin the
-    segmenter rates face skin above body skin."""
+    segmenter rates face skin above body skin. ``offsets`` (one per FINE_CLASSES) are added to the logits first."""
+    if offsets is not None:
+        logits = logits + offsets[:, None, None]
     material = None
     if materials:  # all its planes at the crop's size only here: most crops in video are under the rows asked
         segmenter = _resized(multiclass_planes, parts.shape)
@@ -315,14 +322,14 @@ class GarmentNet:
 
 
 def crop_labels(logits: np.ndarray, outputs: CropOutputs, min_pixel_person_probability: float,
-                materials: bool) -> np.ndarray:
+                materials: bool, offsets: np.ndarray | None) -> np.ndarray:
     """CIHP labels of one crop at its own size, from its logits (FINE_CLASSES x DETAIL_HEIGHT x padded width);
-    background where BodyPix's person probability is under ``min_pixel_person_probability``; ``materials``: as
-    `labels_at`."""
+    background where BodyPix's person probability is under ``min_pixel_person_probability``; ``materials`` and
+    ``offsets``: as `labels_at`."""
     height, width = outputs.size
     planes = outputs.bodypix_planes((height, width))
     return labels_at(logits[:, :, :2 * net_width(height, width)], planes[1:].argmax(axis=0), outputs.multiclass,
-                     _sigmoid(planes[0]) < min_pixel_person_probability, materials)
+                     _sigmoid(planes[0]) < min_pixel_person_probability, materials, offsets)
 
 
 def materials_apply(options: Options, outputs: CropOutputs) -> bool:
@@ -336,6 +343,7 @@ class CihpNetParser(Parser):
         self.frozen = FrozenModels(options, threads, device)  # the multiclass segmenter runs on the CPU (LiteRT)
         self.net = GarmentNet(weights, threads, device)
         self.options = options
+        self.offsets = class_offsets(options)
 
     def open(self) -> None:
         self.frozen.open()
@@ -349,10 +357,16 @@ class CihpNetParser(Parser):
         """Labels per crop; none in a crop where BodyPix sees no person (a traffic cone, a bin)."""
         options = self.options
         analyzed = self.frozen.analyze(crops, options.min_person_probability, segmenter_detail(options, frame_width))
-        return [np.zeros(crop.image.shape[:2], np.uint8) if outputs is None
-                else crop_labels(self.net.logits(*features(outputs), net_width(*outputs.size) if options.mirror else 0),
-                                 outputs, options.min_pixel_person_probability, materials_apply(options, outputs))
+        return [np.zeros(crop.image.shape[:2], np.uint8) if outputs is None else self._labels(outputs)
                 for crop, outputs in zip(crops, analyzed)]
+
+    def _labels(self, outputs: CropOutputs) -> np.ndarray:
+        options = self.options
+        logits = self.net.logits(*features(outputs), net_width(*outputs.size) if options.mirror else 0)
+        materials = materials_apply(options, outputs)
+        # the class offsets were chosen with the materials, on people seen large (docs/garments.md, "Class offsets")
+        return crop_labels(logits, outputs, options.min_pixel_person_probability, materials,
+                           self.offsets if materials else None)
 
     def close(self) -> None:
         self.frozen.close()
