@@ -51,9 +51,9 @@ def held_out_logits(examples: list[Example], folds: int, seed: int) -> dict[str,
 
 
 class HeldOut:
-    """The held-out photos at ``scale`` of their size, ready to be labelled with any offsets: the network's logits
-    and the frozen models' outputs over each photo's person region (what `fit.predict` uses), the truth there, and
-    the tallies of the pixels outside every region (labelled background whatever the offsets)."""
+    """The held-out photos at ``scale`` of their size, ready to be labelled with any offsets by the parser's own
+    `cihp_net.labels_at`: each photo's logits and the frozen models' outputs in its example, the truth over its
+    person region, and the tallies of the pixels outside every region (labelled background whatever the offsets)."""
 
     def __init__(self, examples: list[Example], samples: dict, logits: dict[str, np.ndarray], label_set: str,
                  scale: float) -> None:
@@ -73,26 +73,20 @@ class HeldOut:
             parts = cv2.resize(parts.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
             person = cv2.resize(example.details[cihp_net.DETAIL_PERSON, :, :2 * example.width].astype(np.float32), size)
             planes = example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32)
-            segmenter = cv2.resize(planes.transpose(1, 2, 0), size).transpose(2, 0, 1)
-            material = segmenter.argmax(axis=0).astype(np.uint8)
-            material[segmenter.max(axis=0) < cihp_net.MATERIAL_MIN_PROBABILITY] = cihp_net.UNSURE
-            face = cv2.resize(planes[cihp_net.FACE_SKIN] - planes[cihp_net.BODY_SKIN], size) > 0
-            network = cv2.resize(logits[example.name].astype(np.float32).transpose(1, 2, 0), size).transpose(2, 0, 1)
             outside = np.ones(truth.shape, bool)
             outside[y1:y2, x1:x2] = False
             for tally in self.outside.values():
                 tally.add(truth[outside], np.zeros(np.count_nonzero(outside), np.uint8))
             no_person = person < CihpNetOptions().min_pixel_person_probability
-            self.photos.append((np.ascontiguousarray(truth[y1:y2, x1:x2]), network, material, parts, face, no_person))
+            network = logits[example.name].astype(np.float32)
+            self.photos.append((np.ascontiguousarray(truth[y1:y2, x1:x2]), network, parts, planes, no_person))
 
     def score(self, offsets: np.ndarray) -> dict[str, ImageReport]:
         """Pooled reports over every held-out photo labelled as `fit.predict` labels them, with ``offsets``."""
         tallies = copy.deepcopy(self.outside)
-        shift = offsets.astype(np.float32)[:, None, None]
-        for truth, network, material, parts, face, no_person in self.photos:
-            fine = cihp_net.garment_types(network + shift, material)
-            fine[no_person] = 0
-            labels = cihp_net.to_cihp(fine, parts, face)
+        shift = offsets.astype(np.float32)
+        for truth, network, parts, planes, no_person in self.photos:
+            labels = cihp_net.labels_at(network, parts, planes, no_person, True, shift)
             for tally in tallies.values():
                 tally.add(truth, labels)
         return {scheme: image_report(self.truth_set, tally, "cihp-net", {}) for scheme, tally in tallies.items()}
