@@ -68,18 +68,15 @@ class HeldOut:
             truth = cv2.resize(truth, shape[::-1], interpolation=cv2.INTER_NEAREST)
             x1, y1, x2, y2 = (round(v * scale) for v in example.region)
             x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
-            size = (x2 - x1, y2 - y1)
-            parts = example.features[cihp_net.PARTS, :, :example.width].astype(np.float32).argmax(axis=0)
-            parts = cv2.resize(parts.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-            person = cv2.resize(example.details[cihp_net.DETAIL_PERSON, :, :2 * example.width].astype(np.float32), size)
-            planes = example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32)
+            frozen = fit.frozen_outputs(example, (y2 - y1, x2 - x1))
             outside = np.ones(truth.shape, bool)
             outside[y1:y2, x1:x2] = False
             for tally in self.outside.values():
                 tally.add(truth[outside], np.zeros(np.count_nonzero(outside), np.uint8))
-            no_person = person < CihpNetOptions().min_pixel_person_probability
+            no_person = frozen.person < CihpNetOptions().min_pixel_person_probability
             network = logits[example.name].astype(np.float32)
-            self.photos.append((np.ascontiguousarray(truth[y1:y2, x1:x2]), network, parts, planes, no_person))
+            self.photos.append((np.ascontiguousarray(truth[y1:y2, x1:x2]), network, frozen.parts, frozen.segmenter,
+                                no_person))
 
     def score(self, offsets: np.ndarray) -> dict[str, ImageReport]:
         """Pooled reports over every held-out photo labelled as `fit.predict` labels them, with ``offsets``."""

@@ -32,12 +32,13 @@ def weighted_vote(current: np.ndarray, past: list[np.ndarray], person_weights: n
     maps = np.stack([labels.ravel() for labels in (current, *past)])
     if len(person_weights) != len(maps):  # the compiled loop does not check its bounds
         raise ValueError(f"{len(person_weights)} person weights for {len(maps)} label maps")
+    person_weights = np.asarray(person_weights, np.float64)
     part_weights = np.broadcast_to(np.asarray(part_weights, np.float64), (len(maps),))
     output = np.empty(current.size, current.dtype)
     bins = max(classes, int(maps.max()) + 1, 0 if held is None else int(held.max()) + 1)
     _compiled_vote()(maps, output if held is None else held.ravel(), held is not None,  # output: a stand-in, unread
-                     np.asarray(person_weights, np.float64), part_weights,
-                     person_share * person_weights.sum(), hold * part_weights.sum(), bins, output)
+                     person_weights, part_weights, person_share * person_weights.sum(), hold * part_weights.sum(),
+                     bins, output)
     return output.reshape(current.shape)
 
 

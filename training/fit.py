@@ -135,18 +135,31 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
     with torch.no_grad():
         logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
     x1, y1, x2, y2 = example.region
-    region_hw = (y2 - y1, x2 - x1)
-    context = example.features[:, :, :example.width].astype(np.float32)
-    parts = cv2.resize(context[cihp_net.PARTS].argmax(axis=0).astype(np.uint8), region_hw[::-1],
-                       interpolation=cv2.INTER_NEAREST)
-    person = cv2.resize(example.details[cihp_net.DETAIL_PERSON, :, :2 * example.width].astype(np.float32),
-                        region_hw[::-1], interpolation=cv2.INTER_LINEAR)
+    frozen = frozen_outputs(example, (y2 - y1, x2 - x1))
     photo = np.zeros(shape, np.uint8)
-    segmenter = example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32)
-    photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), parts, segmenter,
-                                             person < min_pixel_person_probability, segmenter_materials,
+    photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), frozen.parts,
+                                             frozen.segmenter, frozen.person < min_pixel_person_probability,
+                                             segmenter_materials,
                                              cihp_net.class_offsets(CihpNetOptions()) if segmenter_materials else None)
     return photo
+
+
+@dataclass
+class FrozenOutputs:
+    """What the frozen models said about an example's crop, as `cihp_net.labels_at` takes it."""
+    parts: np.ndarray  # BodyPix's part per pixel of the region
+    person: np.ndarray  # BodyPix's person probability per pixel of the region
+    segmenter: np.ndarray  # the multiclass segmenter's planes over the crop, at the details' size
+
+
+def frozen_outputs(example: Example, region_hw: tuple[int, int]) -> FrozenOutputs:
+    """The example's frozen-model outputs (padding cut off), parts and person resized to ``region_hw``."""
+    size = region_hw[::-1]
+    parts = example.features[cihp_net.PARTS, :, :example.width].astype(np.float32).argmax(axis=0).astype(np.uint8)
+    person = example.details[cihp_net.DETAIL_PERSON, :, :2 * example.width].astype(np.float32)
+    return FrozenOutputs(cv2.resize(parts, size, interpolation=cv2.INTER_NEAREST),
+                         cv2.resize(person, size, interpolation=cv2.INTER_LINEAR),
+                         example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32))
 
 
 def fold_of(name: str, folds: int) -> int:
