@@ -416,6 +416,7 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     card = (weights.parent / "MODEL_CARD.md").read_text()
     assert "Apache-2.0" in card and "2-fold" in card and "--epochs 2" in card and sha256_of(weights) in card
     assert ("bfloat16 convolutions" in card) == fit.bfloat16_native()
+    assert "class offsets" in card and "benchmarks/class_offsets.py" in card  # scored with the shipped recipe's
     assert "garments" in result.stdout and "mIoU" in result.stdout
     net = cihp_net.GarmentNet(weights, threads=1)
     net.open()

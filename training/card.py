@@ -49,6 +49,9 @@ def _scores_section(record: TrainingRecord) -> str:
 Each fold's network is trained on the other folds and scored on its held-out photos: the full-size view, its logits
 upsampled into the photo, the confusion pooled over all held-out photos. Crops come from the
 detector box that best matches the labelled person, or from the label's bounds where the detector finds none.
+The labels are made as the parser makes them, with its default class offsets (`parsers.cihp-net.class_offsets`,
+chosen for the shipped recipe's networks on ccp-train): for weights trained on other photos or with other settings,
+`benchmarks/class_offsets.py` chooses offsets of their own on the same held-out photos.
 
 {tables}"""
 

@@ -124,6 +124,24 @@ def train(examples: Sequence[Example], settings: TrainSettings,
     return model.eval()
 
 
+@dataclass
+class FrozenOutputs:
+    """What the frozen models said about an example's crop, as `cihp_net.labels_at` takes it."""
+    parts: np.ndarray  # BodyPix's part per pixel of the region
+    person: np.ndarray  # BodyPix's person probability per pixel of the region
+    segmenter: np.ndarray  # the multiclass segmenter's planes over the crop, at the details' size
+
+
+def frozen_outputs(example: Example, region_hw: tuple[int, int]) -> FrozenOutputs:
+    """The example's frozen-model outputs (padding cut off), parts and person resized to ``region_hw``."""
+    size = region_hw[::-1]
+    parts = example.features[cihp_net.PARTS, :, :example.width].astype(np.float32).argmax(axis=0).astype(np.uint8)
+    person = example.details[cihp_net.DETAIL_PERSON, :, :2 * example.width].astype(np.float32)
+    return FrozenOutputs(cv2.resize(parts, size, interpolation=cv2.INTER_NEAREST),
+                         cv2.resize(person, size, interpolation=cv2.INTER_LINEAR),
+                         example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32))
+
+
 def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
             min_pixel_person_probability: float = CihpNetOptions().min_pixel_person_probability,
             segmenter_materials: bool = CihpNetOptions().segmenter_materials) -> np.ndarray:
@@ -142,24 +160,6 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
                                              segmenter_materials,
                                              cihp_net.class_offsets(CihpNetOptions()) if segmenter_materials else None)
     return photo
-
-
-@dataclass
-class FrozenOutputs:
-    """What the frozen models said about an example's crop, as `cihp_net.labels_at` takes it."""
-    parts: np.ndarray  # BodyPix's part per pixel of the region
-    person: np.ndarray  # BodyPix's person probability per pixel of the region
-    segmenter: np.ndarray  # the multiclass segmenter's planes over the crop, at the details' size
-
-
-def frozen_outputs(example: Example, region_hw: tuple[int, int]) -> FrozenOutputs:
-    """The example's frozen-model outputs (padding cut off), parts and person resized to ``region_hw``."""
-    size = region_hw[::-1]
-    parts = example.features[cihp_net.PARTS, :, :example.width].astype(np.float32).argmax(axis=0).astype(np.uint8)
-    person = example.details[cihp_net.DETAIL_PERSON, :, :2 * example.width].astype(np.float32)
-    return FrozenOutputs(cv2.resize(parts, size, interpolation=cv2.INTER_NEAREST),
-                         cv2.resize(person, size, interpolation=cv2.INTER_LINEAR),
-                         example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32))
 
 
 def fold_of(name: str, folds: int) -> int:
