@@ -38,14 +38,9 @@ SCHEMES = ("garments", "fine")
 def held_out_logits(examples: list[Example], folds: int, seed: int) -> dict[str, np.ndarray]:
     """Each photo's full-size view's logits (padding cut off) from the fold network that did not learn from it."""
     logits = {}
-    for fold in range(folds):
-        model = fit.train([e for e in examples if fit.fold_of(e.name, folds) != fold], fit.TrainSettings(seed=seed))
-        for example in examples:
-            if not example.small and fit.fold_of(example.name, folds) == fold:
-                with torch.no_grad():
-                    out = model(*(torch.from_numpy(a.astype(np.float32))[None]
-                                  for a in (example.features, example.details)))
-                logits[example.name] = out[0, :, :, :2 * example.width].numpy().astype(np.float16)
+    for fold, model, held_out in fit.fold_models(examples, folds, fit.TrainSettings(seed=seed)):
+        for example in held_out:
+            logits[example.name] = fit.crop_logits(model, example).astype(np.float16)
         print(f"fold {fold + 1} of {folds} done", flush=True)
     return logits
 

@@ -164,6 +164,11 @@ class CihpLiteOptions:
     person_threshold: float = field(default=0.5, metadata={"range": (0.01, 0.99)})
 
 
+def _offset(default: float) -> float:
+    """A field of `ClassOffsets`: a number added to one logit, between -10 and 10."""
+    return field(default=default, metadata={"range": (-10.0, 10.0)})
+
+
 @dataclass
 class ClassOffsets:
     """Added to cihp-net's logit of each garment type (`labels.FINE_CLASSES`, in this order) before the argmax, on
@@ -171,20 +176,20 @@ class ClassOffsets:
     learn from. The defaults were chosen on the 4-fold held-out logits of the training recipe, for pooled garments
     mIoU (docs/garments.md, "Class offsets")."""
 
-    background: float = field(default=1.25, metadata={"range": (-10.0, 10.0)})
-    hat: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
-    hair: float = field(default=-1.0, metadata={"range": (-10.0, 10.0)})
-    sunglasses: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
-    upper: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
-    coat: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
-    dress: float = field(default=0.5, metadata={"range": (-10.0, 10.0)})
-    skirt: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
-    pants: float = field(default=0.25, metadata={"range": (-10.0, 10.0)})
-    socks: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
-    shoes: float = field(default=-0.5, metadata={"range": (-10.0, 10.0)})
-    scarf: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
-    gloves: float = field(default=0.0, metadata={"range": (-10.0, 10.0)})
-    skin: float = field(default=-1.0, metadata={"range": (-10.0, 10.0)})
+    background: float = _offset(1.25)
+    hat: float = _offset(0.0)
+    hair: float = _offset(-1.0)
+    sunglasses: float = _offset(0.0)
+    upper: float = _offset(0.0)
+    coat: float = _offset(0.0)
+    dress: float = _offset(0.5)
+    skirt: float = _offset(0.0)
+    pants: float = _offset(0.25)
+    socks: float = _offset(0.0)
+    shoes: float = _offset(-0.5)
+    scarf: float = _offset(0.0)
+    gloves: float = _offset(0.0)
+    skin: float = _offset(-1.0)
 
 
 @dataclass

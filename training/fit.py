@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -142,6 +142,13 @@ def frozen_outputs(example: Example, region_hw: tuple[int, int]) -> FrozenOutput
                          example.details[cihp_net.DETAIL_MULTICLASS, :, :2 * example.width].astype(np.float32))
 
 
+def crop_logits(model: GarmentUNet, example: Example) -> np.ndarray:
+    """The network's logits over an example's crop (FINE_CLASSES x DETAIL_HEIGHT x width), padding cut off."""
+    with torch.no_grad():
+        logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
+    return logits[0, :, :, :2 * example.width].numpy()
+
+
 def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
             min_pixel_person_probability: float = CihpNetOptions().min_pixel_person_probability,
             segmenter_materials: bool = CihpNetOptions().segmenter_materials) -> np.ndarray:
@@ -150,12 +157,10 @@ def predict(model: GarmentUNet, example: Example, shape: tuple[int, int],
     the example. ``segmenter_materials`` applies to every example: the segmenter sees the photos' people (the views
     k-fold scores) at more rows than the parser's ``segmenter_materials_min_rows``. The parser's default class
     offsets apply with the materials, as in the parser."""
-    with torch.no_grad():
-        logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
     x1, y1, x2, y2 = example.region
     frozen = frozen_outputs(example, (y2 - y1, x2 - x1))
     photo = np.zeros(shape, np.uint8)
-    photo[y1:y2, x1:x2] = cihp_net.labels_at(logits[0, :, :, :2 * example.width].numpy(), frozen.parts,
+    photo[y1:y2, x1:x2] = cihp_net.labels_at(crop_logits(model, example), frozen.parts,
                                              frozen.segmenter, frozen.person < min_pixel_person_probability,
                                              segmenter_materials,
                                              cihp_net.class_offsets(CihpNetOptions()) if segmenter_materials else None)
@@ -175,6 +180,16 @@ class FoldScores:
     seconds: float
 
 
+def fold_models(examples: Sequence[Example], folds: int, settings: TrainSettings,
+                on_epoch: Callable[[int, float], None] | None = None
+                ) -> Iterator[tuple[int, GarmentUNet, list[Example]]]:
+    """For each fold in turn: its index, the network trained on all the other folds, and its held-out photos'
+    full-size views (the views k-fold scores)."""
+    for fold in range(folds):
+        model = train([e for e in examples if fold_of(e.name, folds) != fold], settings, on_epoch)
+        yield fold, model, [e for e in examples if not e.small and fold_of(e.name, folds) == fold]
+
+
 def cross_validate(examples: Sequence[Example], samples: Sequence[Sample], label_set: str, folds: int,
                    settings: TrainSettings, on_epoch: Callable[[int, float], None] | None = None) -> FoldScores:
     """Train on all folds but one and score the held-out photos (their full-size views, pasted into the photo at
@@ -183,11 +198,8 @@ def cross_validate(examples: Sequence[Example], samples: Sequence[Sample], label
     truth_set, cihp = load_label_set(label_set), load_label_set("cihp")
     tallies = {scheme: Tally(truth_set, cihp, scheme) for scheme in SCHEMES}
     by_name = {sample.name: sample for sample in samples}
-    for fold in range(folds):
-        model = train([e for e in examples if fold_of(e.name, folds) != fold], settings, on_epoch)
-        for example in examples:
-            if example.small or fold_of(example.name, folds) != fold:
-                continue
+    for fold, model, held_out in fold_models(examples, folds, settings, on_epoch):
+        for example in held_out:
             _, truth = read_sample(by_name[example.name], truth_set)
             predicted = predict(model, example, truth.shape)
             for tally in tallies.values():
