@@ -27,6 +27,7 @@ class _Seen:
     persons_max: int = 0
     frames_with_persons: int = 0
     live: bool = False
+    opened: bool = False
 
 
 class RunReporter:
@@ -55,9 +56,13 @@ class RunReporter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        for task, seen in zip(self.tasks, self.seen):
+            if not seen.opened:  # an input that never opened has only its error line to show, not an empty bar
+                self.progress.update(task, visible=False)
         self.progress.stop()
 
     def on_open(self, index: int, info: Any) -> None:
+        self.seen[index].opened = True
         self.seen[index].live = info.live
         self.progress.update(self.tasks[index], total=info.frames or None)
 

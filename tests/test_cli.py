@@ -146,6 +146,7 @@ def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int,
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "hint:" in result.stderr
+    assert "━" not in result.stdout + result.stderr, "an input that never opened draws no empty progress bar"
     assert not (tmp_path / "o.mp4").exists(), "a failed start leaves no output behind"
 
 
