@@ -441,8 +441,10 @@ def models_pull(
     _setup_logging(False)
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-    from vidparse.model_store import pull
+    from vidparse.model_store import model_spec, pull
 
+    with user_errors():
+        model_spec(name)  # an unknown name is one error line, before any progress bar
     with user_errors(), Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
                                  console=console) as progress:
         task = progress.add_task(f"pull {name}", total=None)
@@ -579,8 +581,9 @@ def train_weights(
             raise ConfigError(f"training needs {exc.name}", hint='pip install "vidparse"') from exc
         job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache,
                           bfloat16=not float32, class_weight_power=class_weight_power)
+        samples = job.check()
         with _progress() as progress:
-            card = job.run(progress)
+            card = job.run(progress, samples)
         for report in job.scores.values():
             Console().print(image_table(report))
         console.print(f"wrote {output} and {card}")

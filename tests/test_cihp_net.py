@@ -423,6 +423,22 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     assert net.logits(*fixed_inputs()).shape == (len(FINE_CLASSES), cihp_net.DETAIL_HEIGHT, 96)
 
 
+@pytest.mark.parametrize("args, code, message", [
+    (["{tmp}/none", "{tmp}/none"], 3, "images folder"),
+    (["{images}", "{labels}", "--folds", "1"], 2, "--folds 1 leaves nothing to train on"),
+    (["{images}", "{labels}", "-o", "{tmp}/none/w.onnx"], 4, "does not exist"),
+], ids=["missing-folder", "one-fold", "missing-output-folder"])
+def test_train_mistakes_are_one_line_before_any_work(args: list[str], code: int, message: str, shared: Path,
+                                                    tmp_path: Path) -> None:
+    values = {"tmp": tmp_path, "images": shared / "data" / "ccp-train" / "images",
+              "labels": shared / "data" / "ccp-train" / "labels"}
+    result = run_cli("train", *[a.format(**values) for a in args], "--cache", str(tmp_path / "cache"))
+    assert result.returncode == code, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:") and not (tmp_path / "cache").exists(), "no progress display, no work"
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: p, "does not exist"),
     (lambda p: (p.write_bytes(b"\x08\x01garbage" * 100), p)[1], "cannot load model"),

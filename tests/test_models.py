@@ -120,3 +120,6 @@ def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
     assert failed.returncode == 5 and "Traceback" not in failed.stderr
     assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [
         "error: download of http://127.0.0.1:9/x.onnx failed: <urlopen error [Errno 111] Connection refused>"]
+    unknown = run_cli("models", "pull", "yolo", env=env)
+    assert unknown.returncode == 5 and "error: unknown model 'yolo'" in unknown.stderr
+    assert "━" not in unknown.stdout + unknown.stderr, "an unknown name fails before any progress bar"

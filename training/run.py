@@ -14,7 +14,7 @@ import torch
 from rich.progress import Progress, TaskID
 
 from vidparse.errors import BadOutputError, ConfigError
-from vidparse.evaluation.datasets import find_samples
+from vidparse.evaluation.datasets import Sample, find_samples
 from vidparse.evaluation.runs import ImageReport
 from vidparse.model_store import cache_dir
 from vidparse.pipeline.cpus import usable_cpus
@@ -43,8 +43,8 @@ class TrainingJob:
     class_weight_power: float = fit.TrainSettings.class_weight_power
     scores: dict[str, ImageReport] = field(default_factory=dict)
 
-    def run(self, progress: Progress) -> Path:
-        """Train and write the weights and their model card; returns the card's path."""
+    def check(self) -> list[Sample]:
+        """The labelled photos to train from, or the user's mistake as an error (before any work starts)."""
         if self.label_set not in TRAINABLE_LABEL_SETS:
             raise ConfigError(f"cannot train from label set '{self.label_set}'",
                               hint=f"choose one of: {', '.join(TRAINABLE_LABEL_SETS)}")
@@ -53,7 +53,11 @@ class TrainingJob:
             raise BadOutputError(f"folder {self.output.parent} does not exist", hint="create it, or give another --output")
         if self.folds == 1:
             raise ConfigError("--folds 1 leaves nothing to train on", hint="use --folds 0 (no scores) or 2 and more")
-        samples = find_samples(self.images, self.labels)
+        return find_samples(self.images, self.labels)
+
+    def run(self, progress: Progress, samples: list[Sample]) -> Path:
+        """Train on ``samples`` (from `check`) and write the weights and their model card; returns the card's
+        path."""
         start = time.perf_counter()
         torch.set_num_threads(usable_cpus())
         settings = fit.TrainSettings(epochs=self.epochs, seed=self.seed, bfloat16=self.bfloat16,
