@@ -28,6 +28,7 @@ class _Seen:
     frames_with_persons: int = 0
     live: bool = False
     opened: bool = False
+    connecting: bool = False  # its line says which attempts to connect failed
 
 
 class RunReporter:
@@ -57,7 +58,7 @@ class RunReporter:
 
     def __exit__(self, *exc: Any) -> None:
         for task, seen in zip(self.tasks, self.seen):
-            if not seen.opened:  # an input that never opened has only its error line to show, not an empty bar
+            if not (seen.opened or seen.connecting):  # nothing to show but its error line, not an empty bar
                 self.progress.update(task, visible=False)
         self.progress.stop()
 
@@ -69,6 +70,7 @@ class RunReporter:
     def on_connecting(self, index: int, stats: RunStats) -> None:
         """A live input cannot connect: the line says how many attempts failed and why (until a frame comes)."""
         if stats.connecting is not None:
+            self.seen[index].connecting = True
             attempt, reason = stats.connecting
             self.progress.update(self.tasks[index], latency=f"connecting: attempt {attempt} failed ({reason})")
 
