@@ -445,10 +445,10 @@ def models_pull(
 
     with user_errors():
         model_spec(name)  # an unknown name is one error line, before any progress bar
-    with user_errors(), Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                                 console=console) as progress:
-        task = progress.add_task(f"pull {name}", total=None)
-        path = pull(name, url, progress=lambda done, total: progress.update(task, completed=done, total=total or None))
+        with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console) as progress:
+            task = progress.add_task(f"pull {name}", total=None)
+            path = pull(name, url, progress=lambda done, total: progress.update(task, completed=done, total=total or None))
     console.print(f"{name}: {path}")
 
 
