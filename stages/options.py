@@ -217,6 +217,9 @@ class CihpNetOptions:
     # ... for crops the segmenter saw at least this many rows tall: on smaller people (its cells are coarse) the
     # network, which trained on small views too, does better alone
     segmenter_materials_min_rows: int = field(default=128, metadata={"range": (0, 256)})
+    # the models' outputs, drawn at most about 256 rows tall, are upsampled to a larger crop along the crop's own
+    # edges (a guided filter) instead of bilinearly: sharper label edges on people seen large
+    edge_guided: bool = True
     class_offsets: ClassOffsets = field(default_factory=ClassOffsets)
 
 

@@ -17,7 +17,7 @@ from vidparse.evaluation.datasets import find_samples
 from vidparse.model_store import PACKAGED_DIR, resolve_model, sha256_of
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.options import ClassOffsets
-from vidparse.stages.parsers import cihp_net
+from vidparse.stages.parsers import cihp_net, upsampling
 from vidparse.stages.parsers.multiclass import CLASSES, MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack
 from vidparse.training import fit
 from vidparse.training.card import TrainingRecord, write_card
@@ -241,6 +241,23 @@ def test_a_narrow_crop_is_segmented_padded_to_an_ordinary_photos_shape(person_cr
     window = by_hand[:, :, 71:185]
     assert np.abs(seen - window).mean() < 0.02
     assert seen[0].mean() < by_hand[0].mean()  # the padding cut off was background
+
+
+def test_guided_upsampling_moves_a_coarse_edge_onto_the_crops_edge() -> None:
+    """A plane drawn at a quarter of the crop's rows puts a blurred edge at column 230; the crop's own edge is at 234.
+    Guided by the crop, the planes switch at 234, in one step; bilinear keeps the model's blurred edge."""
+    guide = np.full((400, 400), 0.2, np.float32)
+    guide[:, 234:] = 0.8
+    ramp = np.clip((np.arange(100) + 0.5 - 57.5) / 4 + 0.5, 0, 1).astype(np.float32)
+    planes = np.stack([np.tile(ramp, (100, 1)), np.tile(1 - ramp, (100, 1))])
+    guided = upsampling.upsampled(planes, (400, 400), guide)
+    bilinear = upsampling.upsampled(planes, (400, 400))
+    for row in (0, 200, 399):
+        assert np.argmax(guided[:, row], axis=0).tolist() == [1] * 234 + [0] * 166
+        assert np.diff(guided[0, row])[233] > 0.5 and np.abs(np.diff(bilinear[0, row])).max() < 0.1
+    assert np.argmax(bilinear[0, 200] > 0.5) == 230
+    near = upsampling.upsampled(planes, (140, 140), np.zeros((140, 140), np.float32))  # under GUIDED_FROM: bilinear
+    assert np.array_equal(near, upsampling.resized(planes, (140, 140)))
 
 
 def test_parser_labels_a_person_with_garments(person_crop: np.ndarray) -> None:

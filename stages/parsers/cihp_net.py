@@ -25,7 +25,7 @@ from vidparse.model_store import resolve_model
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.options import CihpNetOptions as Options
-from vidparse.stages.parsers import bodypix, multiclass
+from vidparse.stages.parsers import bodypix, multiclass, upsampling
 from vidparse.stages.parsers.base import Parser
 from vidparse.stages.roi import Crop
 
@@ -119,12 +119,6 @@ class CropOutputs:
         return bodypix.upsample(self.bodypix, self.bodypix_padded, self.size, out_hw)
 
 
-def _resized(planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """C x h x w planes resized bilinearly to C x out_hw."""
-    channels_last = cv2.resize(planes.transpose(1, 2, 0), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
-    return channels_last.reshape(out_hw[0], out_hw[1], -1).transpose(2, 0, 1)
-
-
 def _pixels(image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     interpolation = cv2.INTER_AREA if image.shape[0] > out_hw[0] else cv2.INTER_LINEAR
     return cv2.resize(image, (out_hw[1], out_hw[0]), interpolation=interpolation).transpose(2, 0, 1) * np.float32(1 / 255)
@@ -145,7 +139,7 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
     planes = outputs.bodypix_planes(out_hw)
     view[3] = _sigmoid(planes[0])
     view[PARTS] = multiclass.softmax(planes[1:], axis=0)
-    view[MULTICLASS] = _resized(outputs.multiclass, out_hw)
+    view[MULTICLASS] = upsampling.resized(outputs.multiclass, out_hw)
     view[-2] = np.linspace(0, 1, out_hw[0], dtype=np.float32)[:, None]
     view[-1] = np.linspace(0, 1, out_hw[1], dtype=np.float32)[None, :]
     detail_hw = (DETAIL_HEIGHT, 2 * out_hw[1])
@@ -153,7 +147,7 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
     view = details[:, :, :detail_hw[1]]
     view[0:3] = _pixels(outputs.image, detail_hw)
     view[DETAIL_PERSON] = _sigmoid(bodypix.upsample(outputs.bodypix[:1], outputs.bodypix_padded, outputs.size, detail_hw)[0])
-    view[DETAIL_MULTICLASS] = _resized(outputs.multiclass, detail_hw)
+    view[DETAIL_MULTICLASS] = upsampling.resized(outputs.multiclass, detail_hw)
     return context, details
 
 
@@ -220,20 +214,21 @@ def class_offsets(options: Options) -> np.ndarray:
 
 
 def labels_at(logits: np.ndarray, parts: np.ndarray, multiclass_planes: np.ndarray, no_person: np.ndarray,
-              materials: bool, offsets: np.ndarray | None = None) -> np.ndarray:
+              materials: bool, offsets: np.ndarray | None = None, guide: np.ndarray | None = None) -> np.ndarray:
     """CIHP labels at the size of ``parts`` and ``no_person`` from the network's logits over the crop (padding cut
     off) and the multiclass segmenter's planes (``multiclass.CLASSES`` first), both upsampled bilinearly before the
     argmax; ``materials``: the segmenter's classes overrule the network's as `garment_types` says where it gives
     one more than MATERIAL_MIN_PROBABILITY; background wherever ``no_person`` is set. Face skin is skin the
-    segmenter rates face skin above body skin. ``offsets`` (one per FINE_CLASSES) are added to the logits first."""
+    segmenter rates face skin above body skin. ``offsets`` (one per FINE_CLASSES) are added to the logits first.
+    ``guide``: the crop's `upsampling.brightness`, to upsample both along its edges."""
     if offsets is not None:
         logits = logits + offsets[:, None, None]
     material = None
     if materials:  # all its planes at the crop's size only here: most crops in video are under the rows asked
-        segmenter = _resized(multiclass_planes, parts.shape)
+        segmenter = upsampling.upsampled(multiclass_planes, parts.shape, guide)
         material = segmenter.argmax(axis=0).astype(np.uint8)
         material[segmenter.max(axis=0) < MATERIAL_MIN_PROBABILITY] = UNSURE
-    fine = garment_types(_resized(logits, parts.shape), material)
+    fine = garment_types(upsampling.upsampled(logits, parts.shape, guide), material)
     fine[no_person] = 0
     face_margin = multiclass_planes[FACE_SKIN] - multiclass_planes[BODY_SKIN]
     return to_cihp(fine, parts, cv2.resize(face_margin, parts.shape[::-1], interpolation=cv2.INTER_LINEAR) > 0)
@@ -322,14 +317,27 @@ class GarmentNet:
 
 
 def crop_labels(logits: np.ndarray, outputs: CropOutputs, min_pixel_person_probability: float,
-                materials: bool, offsets: np.ndarray | None) -> np.ndarray:
+                materials: bool, offsets: np.ndarray | None, edge_guided: bool = False) -> np.ndarray:
     """CIHP labels of one crop at its own size, from its logits (FINE_CLASSES x DETAIL_HEIGHT x padded width);
     background where BodyPix's person probability is under ``min_pixel_person_probability``; ``materials`` and
-    ``offsets``: as `labels_at`."""
+    ``offsets``: as `labels_at`; ``edge_guided``: every plane the models drew coarser than the crop is upsampled
+    along the crop's own edges (`upsampling.upsampled`)."""
     height, width = outputs.size
     planes = outputs.bodypix_planes((height, width))
+    guide = upsampling.brightness(outputs.image) if edge_guided else None
+    person = _sigmoid(planes[0]) if guide is None else guided_person(outputs, guide)
     return labels_at(logits[:, :, :2 * net_width(height, width)], planes[1:].argmax(axis=0), outputs.multiclass,
-                     _sigmoid(planes[0]) < min_pixel_person_probability, materials, offsets)
+                     person < min_pixel_person_probability, materials, offsets, guide)
+
+
+def guided_person(outputs: CropOutputs, guide: np.ndarray) -> np.ndarray:
+    """BodyPix's person probability over the crop, its edge moved onto the crop's: BodyPix draws it at a sixteenth
+    of the rows it saw (at most DETAIL_HEIGHT), so the fitting windows are half of that step."""
+    height, width = outputs.size
+    seen = min(height, DETAIL_HEIGHT)
+    seen_hw = (seen, max(1, round(width * seen / height)))
+    probability = _sigmoid(bodypix.upsample(outputs.bodypix[:1], outputs.bodypix_padded, outputs.size, seen_hw))
+    return upsampling.upsampled(probability, outputs.size, guide, radius=bodypix.STRIDE // 2)[0]
 
 
 def materials_apply(options: Options, outputs: CropOutputs) -> bool:
@@ -366,7 +374,7 @@ class CihpNetParser(Parser):
         materials = materials_apply(options, outputs)
         # the class offsets were chosen with the materials, on people seen large (docs/garments.md, "Class offsets")
         return crop_labels(logits, outputs, options.min_pixel_person_probability, materials,
-                           self.offsets if materials else None)
+                           self.offsets if materials else None, options.edge_guided)
 
     def close(self) -> None:
         self.frozen.close()
