@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from vidparse.runs import RunOutcome, StreamOutcome
 
 CONFIG_HELP = "YAML file overriding configs/default.yaml, or a preset name (crowd, fast)."
+ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")]
+ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Human parsing for video: every pixel of every person labelled, as an annotated video.")
@@ -81,8 +84,8 @@ def run(
         help="YAML list of sources with per-source name, output, policy... (README, 'Many inputs').")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
-    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
+    model: ModelOption = None,
+    model_dir: ModelDirOption = None,
     config: Annotated[Optional[Path], typer.Option(help=CONFIG_HELP)] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
     stats: Annotated[Optional[Path], typer.Option(help="Write one JSON line of statistics per frame here.")] = None,
@@ -105,7 +108,7 @@ def run(
     max_memory: Annotated[Optional[int], typer.Option("--max-memory", help="Memory budget (MB) for the whole process tree.")] = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Rotate the output into files of this length.")] = None,
     fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Fragmented MP4 (playable after a crash).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Parse every person in each INPUT (a file, rtsp://, http(s)://, /dev/videoN, or photos) into an annotated
     H.264 video, or annotated images and label PNGs. Several inputs share one pool of workers."""
@@ -202,9 +205,9 @@ def batch(
     retries: Annotated[Optional[int], typer.Option(help="Runs again of a failed segment before its input fails.")] = None,
     cpus_per_task: Annotated[Optional[int], typer.Option(help="CPUs (parser workers) of one segment task.")] = None,
     masks: Annotated[bool, typer.Option("--masks/--no-masks", help="Also write OUTDIR/<name>_masks/ (class-id PNGs).")] = False,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
+    model: ModelOption = None,
     config: Annotated[Optional[Path], typer.Option(help=CONFIG_HELP)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Parse many videos into OUTDIR/<name>.mp4, resumable (OUTDIR/manifest.jsonl), here or on a Ray cluster."""
     _setup_logging(verbose)
@@ -265,8 +268,8 @@ def bench(
     frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
     workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
     threads: Annotated[int, typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers.")] = 0,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
-    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
+    model: ModelOption = None,
+    model_dir: ModelDirOption = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
 ) -> None:
@@ -307,8 +310,8 @@ def tune(
     input: Annotated[str, typer.Argument(help="Video (or stream) to tune on, like the ones you will parse.")],
     seconds: Annotated[float, typer.Option(min=1, help="Measuring time per trial, after a warm-up.")] = 10,
     max_workers: Annotated[Optional[int], typer.Option(min=1, help="Try at most this many workers.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")] = None,
-    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")] = None,
+    model: ModelOption = None,
+    model_dir: ModelDirOption = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file or preset to tune, as for run.")] = None,
     parse_every: Annotated[Optional[int], typer.Option(help="Keyframe mode to tune with, as for run.")] = None,
     write: Annotated[Path, typer.Option("--write", "-w", help="Config file to write the pick to.")] = Path("vidparse-tuned.yaml"),
@@ -395,7 +398,7 @@ def serve(
     allow_private: Annotated[bool, typer.Option("--allow-private", help="URLs may name any host, private, loopback and link-local ones included.")] = False,
     job_ttl_s: Annotated[Optional[float], typer.Option("--job-ttl-s", help="Finished jobs and their files are removed this long after they end.")] = None,
     max_data_mb: Annotated[Optional[int], typer.Option("--max-data-mb", help="Quota of the data dir: oldest finished jobs go first, then new jobs get 507.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Serve a web page and a REST API for photos, video jobs and live cameras (docs/serve.md)."""
     _setup_logging(verbose)
