@@ -216,11 +216,10 @@ def class_offsets(options: Options) -> np.ndarray:
 def labels_at(logits: np.ndarray, parts: np.ndarray, multiclass_planes: np.ndarray, no_person: np.ndarray,
               materials: bool, offsets: np.ndarray | None = None, guide: np.ndarray | None = None) -> np.ndarray:
     """CIHP labels at the size of ``parts`` and ``no_person`` from the network's logits over the crop (padding cut
-    off) and the multiclass segmenter's planes (``multiclass.CLASSES`` first), both upsampled bilinearly before the
-    argmax; ``materials``: the segmenter's classes overrule the network's as `garment_types` says where it gives
+    off) and the multiclass segmenter's planes (``multiclass.CLASSES`` first), both upsampled before the argmax
+    (bilinearly, or with ``guide``, the crop's `upsampling.brightness`, along the crop's edges); ``materials``: the segmenter's classes overrule the network's as `garment_types` says where it gives
     one more than MATERIAL_MIN_PROBABILITY; background wherever ``no_person`` is set. Face skin is skin the
-    segmenter rates face skin above body skin. ``offsets`` (one per FINE_CLASSES) are added to the logits first.
-    ``guide``: the crop's `upsampling.brightness`, to upsample both along its edges."""
+    segmenter rates face skin above body skin. ``offsets`` (one per FINE_CLASSES) are added to the logits first."""
     if offsets is not None:
         logits = logits + offsets[:, None, None]
     material = None
@@ -332,9 +331,9 @@ def crop_labels(logits: np.ndarray, outputs: CropOutputs, min_pixel_person_proba
 
 def guided_person(outputs: CropOutputs, guide: np.ndarray) -> np.ndarray:
     """BodyPix's person probability over the crop, its edge moved onto the crop's: BodyPix draws it at a sixteenth
-    of the rows it saw (at most DETAIL_HEIGHT), so the fitting windows are half of that step."""
+    of the rows it saw (at most BODYPIX_HEIGHT), so the fitting windows are half of that step."""
     height, width = outputs.size
-    seen = min(height, DETAIL_HEIGHT)
+    seen = min(height, BODYPIX_HEIGHT)
     seen_hw = (seen, max(1, round(width * seen / height)))
     probability = _sigmoid(bodypix.upsample(outputs.bodypix[:1], outputs.bodypix_padded, outputs.size, seen_hw))
     return upsampling.upsampled(probability, outputs.size, guide, radius=bodypix.STRIDE // 2)[0]
