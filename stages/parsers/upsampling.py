@@ -1,12 +1,12 @@
 """Model outputs brought up to a crop's size: bilinear, or along the crop's own edges.
 
 The frozen models and the network see a crop at most about 256 rows tall, so on a person filmed or photographed
-larger every label edge is drawn at that coarser grid and smeared by the bilinear upsampling. `upsampled` with a guide uses
-the fast guided filter (He and Sun, "Fast Guided Filter", 2015): each plane is fitted, in small windows at its own
-resolution, as a linear function of the crop's brightness there; the fitted coefficients are upsampled and applied to
-the crop's full-resolution pixels, so an edge the planes put near an edge of the image lands on it. Written here
-rather than taken from opencv-contrib's ``ximgproc``: that wheel replaces the headless OpenCV the project pins, and its
-guided filter works at full resolution (a dozen times the cost on a large crop).
+larger every label edge is drawn at that coarser grid and smeared by the bilinear upsampling. `upsampled` with a
+guide uses the fast guided filter (He and Sun, "Fast Guided Filter", 2015): each plane is fitted, in small windows at
+its own resolution, as a linear function of the crop's brightness there; the fitted coefficients are upsampled and
+applied to the crop's full-resolution pixels, so an edge the planes put near an edge of the image lands on it.
+Written here rather than taken from opencv-contrib's ``ximgproc``: that wheel replaces the headless OpenCV the
+project pins, and its guided filter works at full resolution (about six times the cost on a large crop).
 """
 
 from __future__ import annotations
