@@ -316,7 +316,7 @@ class GarmentNet:
 
 
 def crop_labels(logits: np.ndarray, outputs: CropOutputs, min_pixel_person_probability: float,
-                materials: bool, offsets: np.ndarray | None, edge_guided: bool = False) -> np.ndarray:
+                materials: bool, offsets: np.ndarray | None, edge_guided: bool) -> np.ndarray:
     """CIHP labels of one crop at its own size, from its logits (FINE_CLASSES x DETAIL_HEIGHT x padded width);
     background where BodyPix's person probability is under ``min_pixel_person_probability``; ``materials`` and
     ``offsets``: as `labels_at`; ``edge_guided``: every plane the models drew coarser than the crop is upsampled
