@@ -481,3 +481,12 @@ def test_damaged_segmenter_is_one_line(clip: Path, tmp_path: Path) -> None:
                      env={"VIDPARSE_MODEL_DIR": str(models), "VIDPARSE_CACHE": str(tmp_path / "cache")})
     assert result.returncode == ModelError.exit_code, result.stderr
     assert "multiclass" in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_prints_no_runtime_chatter(shared: Path, tmp_path: Path) -> None:
+    """LiteRT writes an INFO line per interpreter straight to stderr; a user sees only vidparse's own output."""
+    photo = shared / "data" / "ccp" / "images" / "0001.jpg"
+    result = run_cli("run", str(photo), "-o", str(tmp_path / "parsed.jpg"), "--model", "cihp-net")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "parsed.jpg").exists()
+    assert "XNNPACK" not in result.stderr and "INFO:" not in result.stderr, result.stderr

@@ -12,7 +12,12 @@ crops padded to 3:4 and 76 / 81 / 84 on the whole photo).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -26,6 +31,27 @@ MIN_CELL = SIDE // 4  # the smallest cell: 16 crops to a call
 ASPECT = 0.75  # width / height an image is padded to at least (and height / width)
 
 Cell = tuple[int, int, int]  # a crop's index, the top and left of its cell in a call's input
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def native_stderr_logged() -> Iterator[None]:
+    """What native code writes to the process's stderr meanwhile, logged instead: LiteRT prints an "INFO: Created
+    TensorFlow Lite XNNPACK delegate" line per interpreter straight to file descriptor 2, which no setting of its
+    Python API silences. Its INFO lines are logged at debug level, anything else as a warning."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                log.log(logging.DEBUG if line.startswith("INFO: ") else logging.WARNING, "LiteRT: %s", line)
 
 
 def cell_side(height: float, detail: float) -> int:
@@ -116,7 +142,8 @@ class MulticlassSegmenter:
                              hint='pip install ai-edge-litert (it comes with: pip install "vidparse")') from exc
         try:
             interpreter = Interpreter(model_path=str(self.model_path), num_threads=self.threads or 1)
-            interpreter.allocate_tensors()
+            with native_stderr_logged():
+                interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model {self.model_path}: {str(exc).splitlines()[0]}",
                              hint="the file is corrupt or not a TFLite model; fetch it again: "
