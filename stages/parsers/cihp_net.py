@@ -217,9 +217,10 @@ def labels_at(logits: np.ndarray, parts: np.ndarray, multiclass_planes: np.ndarr
               materials: bool, offsets: np.ndarray | None = None, guide: np.ndarray | None = None) -> np.ndarray:
     """CIHP labels at the size of ``parts`` and ``no_person`` from the network's logits over the crop (padding cut
     off) and the multiclass segmenter's planes (``multiclass.CLASSES`` first), both upsampled before the argmax
-    (bilinearly, or with ``guide``, the crop's `upsampling.brightness`, along the crop's edges); ``materials``: the segmenter's classes overrule the network's as `garment_types` says where it gives
-    one more than MATERIAL_MIN_PROBABILITY; background wherever ``no_person`` is set. Face skin is skin the
-    segmenter rates face skin above body skin. ``offsets`` (one per FINE_CLASSES) are added to the logits first."""
+    (bilinearly, or with ``guide``, the crop's `upsampling.brightness`, along the crop's edges); ``materials``: the
+    segmenter's classes overrule the network's as `garment_types` says where it gives one more than
+    MATERIAL_MIN_PROBABILITY; background wherever ``no_person`` is set. Face skin is skin the segmenter rates face
+    skin above body skin. ``offsets`` (one per FINE_CLASSES) are added to the logits first."""
     if offsets is not None:
         logits = logits + offsets[:, None, None]
     material = None
