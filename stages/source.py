@@ -134,6 +134,21 @@ class StreamInfo:
         return (self.height, self.width, 3)
 
 
+def ended_early(info: StreamInfo, decoded: int, last_pts: int | None) -> str | None:
+    """How a file that has ended after ``decoded`` frames (the last at ``last_pts``) falls short of what its header
+    announces: a frame count when it gives one, else a duration; None when it does not fall short. Headers may
+    count a frame or two that never decode (edit lists, a last frame without data): only a clear shortfall counts."""
+    if info.frames:
+        missing = info.frames - decoded
+        return f"after {decoded} of the {info.frames} frames its header announces" \
+            if missing > max(2, info.frames // 50) else None
+    if info.duration_s and last_pts is not None:
+        seconds = float(last_pts * info.time_base)
+        if seconds < info.duration_s * 0.98 - 1.0:
+            return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
+    return None
+
+
 def open_container(url: str, options: dict[str, str] | None = None) -> av.container.InputContainer:
     """Open an input for reading, turning FFmpeg's failures into one clear ``BadInputError`` (``options``: FFmpeg's
     format options)."""
@@ -465,13 +480,17 @@ class VideoSource:
             width, height = height, width
         if self.max_frames is not None and self.resume_at >= self.max_frames:
             return
+        decoded, last_pts = self.resume_at, None
         for seq, av_frame in enumerate(self._windowed(self._file_decoded), self.resume_at):
             pts = timestamps.guess(av_frame.pts, av_frame.dts)
             image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24", width=width, height=height))
             image = self.turn.apply(image)
             yield Frame(seq=seq, pts=pts, time_base=self.info.time_base, image=image, captured_at=time.time())
+            decoded, last_pts = seq + 1, pts
             if self.max_frames is not None and seq + 1 >= self.max_frames:
                 return
+        if self.window is None and (shortfall := ended_early(self.info, decoded, last_pts)):
+            log.warning("input %s ended %s: the file may be truncated or damaged", self.shown_url, shortfall)
 
     def _windowed(self, decoded: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         """The decoded frames of ``window``: after a seek, frames shown before the keyframe (an open GOP's leading

@@ -164,6 +164,7 @@ def test_a_truncated_file_ends_cleanly_with_what_was_decoded(clip40: Path, tmp_p
     assert result.returncode == 0, result.stderr
     frames = probe_video(tmp_path / "o.mp4").frames
     assert frames == decodable_frames(truncated) and 10 < frames < 40
+    assert f"ended after {frames} of the 40 frames its header announces: the file may be truncated" in result.stderr
 
 
 def test_a_file_with_no_video_stream(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import VTEST, make_audio_only
+from conftest import VTEST, cut_clip, make_audio_only
 from vidparse.errors import BadInputError
 from vidparse.stages.source import VideoSource, probe
 
@@ -27,6 +29,36 @@ def test_max_frames_stops_early(clip: Path) -> None:
     source.open()
     assert len(list(source.frames())) == 5
     source.close()
+
+
+@pytest.mark.parametrize("suffix, shortfall", [
+    (".avi", r"ended after (\d+) of the 40 frames its header announces"),  # the header counts frames
+    (".mkv", r"ended at (\d+\.\d) s of the 4\.0 s its header announces"),  # it gives a duration only
+])
+def test_a_file_cut_short_ends_with_a_warning_and_a_whole_one_without(suffix: str, shortfall: str, shared: Path,
+                                                                      tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    whole = cut_clip(VTEST, tmp_path / f"whole{suffix}", 40)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    decoded, warnings = {}, {}
+    for path in (whole, cut):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "vidparse.stages.source"):
+            source = VideoSource(str(path))
+            source.open()
+            decoded[path] = len(list(source.frames()))
+            source.close()
+        warnings[path] = [record.getMessage() for record in caplog.records]
+    assert decoded[whole] == 40 and warnings[whole] == []
+    assert 5 < decoded[cut] < 35
+    assert len(warnings[cut]) == 1 and "the file may be truncated or damaged" in warnings[cut][0]
+    found = re.search(shortfall, warnings[cut][0])
+    assert found, warnings[cut]
+    if suffix == ".avi":
+        assert int(found[1]) == decoded[cut]
+    else:  # the last frame's time
+        assert float(found[1]) == pytest.approx((decoded[cut] - 1) / 10, abs=0.05)
 
 
 def test_probe_reports_audio(clip_with_audio: Path, clip: Path) -> None:
