@@ -1,5 +1,5 @@
 """Person detection with FastestDet (COCO, class 0 = person): the whole frame, and on wide frames a finer pass: tiles
-of the frame, then a zoomed look at every small box (stages/tiles.py)."""
+of the frame, then a zoomed look at every small box (stages/tiles.py); a box nested in a surer one is dropped."""
 
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ class PersonDetector:
                                         sources, np.concatenate([f[2] for f in found]), options.nms_iou)
         if zooming:
             boxes, scores = self.look_closer(image, boxes, scores)
+        # a second box on one person (a piece of them, or a loose box around them and more) beside a surer one: the
+        # looks' boxes less than nms_iou apart, and on any frame the halves of a person FastestDet also boxes
+        keep = drop_nested(boxes, scores)
+        boxes, scores = boxes[keep], scores[keep]
         tall_enough = (boxes[:, 3] - boxes[:, 1]) >= options.min_height
         return Detections(boxes=boxes[tall_enough], scores=scores[tall_enough])
 
@@ -58,8 +62,7 @@ class PersonDetector:
         person of 30-100 pixels is 3-4 times larger in its input than in a tile's. What a window cuts at one of its
         sides inside the frame is left out (the box it belongs to has a window of its own or is tall enough). Small
         boxes past ``zoom_max_windows`` windows stay as they were found if they score ``tile_score_threshold``; under
-        it they were only candidates for a closer look, and are dropped. A second box the looks leave on one person
-        (nested in or around a surer one, ``drop_nested``) is dropped too."""
+        it they were only candidates for a closer look, and are dropped."""
         options = self.options
         height, width = image.shape[:2]
         small = (boxes[:, 3] - boxes[:, 1]) < options.zoom_below
@@ -74,8 +77,6 @@ class PersonDetector:
         zoomed = np.concatenate([np.full(len(b), i > 0) for i, (b, _) in enumerate(found)])
         boxes, scores = np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found])
         keep = non_max_suppression(boxes, scores, options.nms_iou, first=zoomed)  # a closer look wins
-        boxes, scores = boxes[keep], scores[keep]
-        keep = drop_nested(boxes, scores)  # the looks' second boxes on one person, less than nms_iou apart
         return boxes[keep], scores[keep]
 
     def _detect_in(self, image: np.ndarray, region: Tile, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

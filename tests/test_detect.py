@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -28,6 +29,17 @@ def test_finds_the_walkers_in_a_vtest_frame(detector: PersonDetector, vtest_fram
     assert np.all(np.diff(found.scores) <= 0), "most confident first"
     # The woman on the right of frame 100 (checked by eye), x 591..618, y 150..236.
     assert max(iou(box, np.array([591, 150, 618, 236])) for box in found.boxes) > 0.6
+
+
+def test_a_piece_of_a_person_is_not_a_second_person(shared: Path) -> None:
+    """FastestDet also boxes the right half of the woman in CCP photo 0001 (score 0.76, inside her whole box at
+    0.90): one person, one box, or her right half is parsed from a crop of half a person."""
+    detector = PersonDetector(resolve_model("fastestdet"), DetectorOptions(), 1)
+    detector.open()
+    found = detector.process(cv2.imread(str(shared / "data" / "ccp" / "images" / "0001.jpg")))
+    woman = np.array([144, 33, 390, 802])  # her whole box (checked by eye)
+    on_her = [box for box in found.boxes if iou(box, woman) > 0.2]
+    assert len(on_her) == 1 and iou(on_her[0], woman) > 0.9
 
 
 def test_threshold_and_min_height_filter(vtest_frame: np.ndarray) -> None:
