@@ -136,16 +136,16 @@ class StreamInfo:
 
 def ended_early(info: StreamInfo, decoded: int, last_pts: int | None) -> str | None:
     """How a file that has ended after ``decoded`` frames (the last at ``last_pts``) falls short of what its header
-    announces: a frame count when it gives one, else a duration; None when it does not fall short. Headers may
-    count a frame or two that never decode (edit lists, a last frame without data): only a clear shortfall counts."""
+    announces: a frame count when it gives one, else a duration; None when it does not fall short. Only a clear
+    shortfall in both frames and time counts: a header may count frames that never decode (an edit list's, an AVI's
+    null frames for the ones a capture dropped) while the frames that do decode still reach its end."""
+    seconds = None if last_pts is None else float(last_pts * info.time_base)
     if info.frames:
-        missing = info.frames - decoded
-        return f"after {decoded} of the {info.frames} frames its header announces" \
-            if missing > max(2, info.frames // 50) else None
-    if info.duration_s and last_pts is not None:
-        seconds = float(last_pts * info.time_base)
-        if seconds < info.duration_s * 0.98 - 1.0:
-            return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
+        short_of_time = seconds is None or seconds < float(info.frames / info.frame_rate) * 0.98 - 1.0
+        if info.frames - decoded > max(2, info.frames // 50) and short_of_time:
+            return f"after {decoded} of the {info.frames} frames its header announces"
+    elif info.duration_s and seconds is not None and seconds < info.duration_s * 0.98 - 1.0:
+        return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
     return None
 
 

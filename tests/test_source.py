@@ -1,5 +1,6 @@
 import logging
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from conftest import VTEST, cut_clip, make_audio_only
 from vidparse.errors import BadInputError
-from vidparse.stages.source import VideoSource, probe
+from vidparse.stages.source import StreamInfo, VideoSource, ended_early, probe
 
 
 def test_decodes_clip_with_stream_timestamps(clip: Path) -> None:
@@ -59,6 +60,19 @@ def test_a_file_cut_short_ends_with_a_warning_and_a_whole_one_without(suffix: st
         assert int(found[1]) == decoded[cut]
     else:  # the last frame's time
         assert float(found[1]) == pytest.approx((decoded[cut] - 1) / 10, abs=0.05)
+
+
+@pytest.mark.parametrize("decoded, last_second, shortfall", [
+    (100, 9.9, None),  # all of it
+    (98, 9.7, None),  # a frame or two the header counts that never decode
+    (80, 9.9, None),  # frames counted that never decode (null frames), the time reached all the same
+    (80, 7.9, "after 80 of the 100 frames its header announces"),  # cut short
+])
+def test_a_shortfall_counts_only_when_frames_and_time_fall_short(decoded: int, last_second: float,
+                                                                 shortfall: str | None) -> None:
+    info = StreamInfo(width=64, height=48, time_base=Fraction(1, 1000), frame_rate=Fraction(10), frames=100,
+                      duration_s=10.0, codec="h264", has_audio=False)
+    assert ended_early(info, decoded, round(last_second * 1000)) == shortfall
 
 
 def test_probe_reports_audio(clip_with_audio: Path, clip: Path) -> None:
