@@ -15,15 +15,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from vidparse.config import load_config
-from vidparse.evaluation.datasets import find_samples, read_sample
+from vidparse.config import Config, load_config
+from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.evaluation.runs import ImageReport, Tally, image_report, quality_settings
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import SCHEMES, load_label_set
+from vidparse.stages.types import LabelSet
 from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.roi import crop_person, paste_labels
@@ -46,23 +48,49 @@ def parse_labelled_person(parser: PersonParser, image: np.ndarray, labels: np.nd
     return predicted
 
 
-def score(model: str, shared: Path, dataset: str, every: int = 1, people: str = "all",
-          model_path: Path | None = None) -> dict[str, ImageReport]:
-    config = load_config(overrides={"model": model, "model_path": str(model_path) if model_path else None})
-    truth = load_label_set(LABEL_SET_OF[dataset])
+def scheme_tallies(truth: LabelSet, model: str) -> dict[str, Tally]:
+    """An empty tally for each scheme, of ``truth``'s labels against ``model``'s."""
+    return {scheme: Tally(truth, load_label_set(LABEL_SETS[model]), scheme) for scheme in SCHEMES}
+
+
+def tally_photos(config: Config, samples: Sequence[Sample], truth: LabelSet, tallies: dict[str, Tally],
+                 people: str = "all") -> None:
+    """Parse each photo with ``config``'s parser (every detected person, or ``people="labelled"``: only the crop
+    around the labelled one) and add it to every scheme's tally."""
     lut = fine_lut(truth)
-    tallies = {scheme: Tally(truth, load_label_set(LABEL_SETS[model]), scheme) for scheme in SCHEMES}
     parser = build_person_parser(config, ResolvedModels.for_config(config), threads=None)
     parser.open()
     try:
-        for sample in find_samples(shared / "data" / dataset / "images", shared / "data" / dataset / "labels")[::every]:
+        for sample in samples:
             image, labels = read_sample(sample, truth)
             predicted = parse_labelled_person(parser, image, labels, lut) if people == "labelled" else parser.process(image)[0]
             for tally in tallies.values():
                 tally.add(labels, predicted)
     finally:
         parser.close()
+
+
+def score(model: str, shared: Path, dataset: str, every: int = 1, people: str = "all",
+          model_path: Path | None = None) -> dict[str, ImageReport]:
+    config = load_config(overrides={"model": model, "model_path": str(model_path) if model_path else None})
+    truth = load_label_set(LABEL_SET_OF[dataset])
+    tallies = scheme_tallies(truth, model)
+    samples = find_samples(shared / "data" / dataset / "images", shared / "data" / dataset / "labels")[::every]
+    tally_photos(config, samples, truth, tallies, people)
     return {scheme: image_report(truth, tally, model, quality_settings(config)) for scheme, tally in tallies.items()}
+
+
+def print_tables(reports: dict[str, dict[str, ImageReport]]) -> None:
+    """One Markdown table per scheme, a row per ``reports`` key (its label) with each scheme's report."""
+    for scheme, classes in SCHEMES.items():
+        print(f"\n{scheme} scheme, IoU %\n")
+        print("| photos, model | " + " | ".join(classes) + " | mIoU |")
+        print("|---|" + "---:|" * (len(classes) + 1))
+        for label, by_scheme in reports.items():
+            report = by_scheme[scheme]
+            cells = ["n/a" if c.iou is None else f"{100 * c.iou:.1f}" for c in report.classes]
+            miou = "n/a" if report.miou is None else f"**{100 * report.miou:.1f}**"
+            print(f"| {label} | " + " | ".join(cells) + f" | {miou} |")
 
 
 def main() -> None:
@@ -76,15 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     reports = {(model, dataset): score(model, args.shared, dataset, args.every, args.people)
                for model in args.models.split(",") for dataset in args.datasets.split(",")}
-    for scheme, classes in SCHEMES.items():
-        print(f"\n{scheme} scheme, IoU %\n")
-        print("| photos, model | " + " | ".join(classes) + " | mIoU |")
-        print("|---|" + "---:|" * (len(classes) + 1))
-        for (model, dataset), by_scheme in reports.items():
-            report = by_scheme[scheme]
-            cells = ["n/a" if c.iou is None else f"{100 * c.iou:.1f}" for c in report.classes]
-            miou = "n/a" if report.miou is None else f"**{100 * report.miou:.1f}**"
-            print(f"| {dataset.upper()} ({report.images}), {model} | " + " | ".join(cells) + f" | {miou} |")
+    print_tables({f"{dataset.upper()} ({by_scheme['garments'].images}), {model}": by_scheme
+                  for (model, dataset), by_scheme in reports.items()})
     if args.json:
         args.json.write_text(json.dumps({f"{model} {dataset}": {s: dataclasses.asdict(r) for s, r in by_scheme.items()}
                                          for (model, dataset), by_scheme in reports.items()}, indent=1) + "\n")
