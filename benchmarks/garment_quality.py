@@ -25,10 +25,10 @@ from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.evaluation.runs import ImageReport, Tally, image_report, quality_settings
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import SCHEMES, load_label_set
-from vidparse.stages.types import LabelSet
 from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.roi import crop_person, paste_labels
+from vidparse.stages.types import LabelSet
 from vidparse.training.dataset import fine_lut, labelled_person, person_box
 
 DATASETS = {"ccp": "ccp", "cihp": "cihp"}  # folder under data/ -> its label set
