@@ -140,11 +140,14 @@ def ended_early(info: StreamInfo, decoded: int, last_pts: int | None) -> str | N
     shortfall in both frames and time counts: a header may count frames that never decode (an edit list's, an AVI's
     null frames for the ones a capture dropped) while the frames that do decode still reach its end."""
     seconds = None if last_pts is None else float(last_pts * info.time_base)
+
+    def short_of(end_s: float) -> bool:  # the last frame more than 2% and a second before the end
+        return seconds is None or seconds < end_s * 0.98 - 1.0
+
     if info.frames:
-        short_of_time = seconds is None or seconds < float(info.frames / info.frame_rate) * 0.98 - 1.0
-        if info.frames - decoded > max(2, info.frames // 50) and short_of_time:
+        if info.frames - decoded > max(2, info.frames // 50) and short_of(float(info.frames / info.frame_rate)):
             return f"after {decoded} of the {info.frames} frames its header announces"
-    elif info.duration_s and seconds is not None and seconds < info.duration_s * 0.98 - 1.0:
+    elif info.duration_s and seconds is not None and short_of(info.duration_s):
         return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
     return None
 
