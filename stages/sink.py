@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from vidparse.errors import BadOutputError
-from vidparse.stages.source import StreamInfo
+from vidparse.stages.source import StreamInfo, short_of
 from vidparse.stages.types import Frame
 from vidparse.stages.options import EncoderOptions
 
@@ -53,11 +53,11 @@ def segment_path(path: Path, started_at: float) -> Path:
 
 def check_output_path(path: Path) -> None:
     """Fail before any work if ``path`` cannot become a video file."""
+    if path.is_dir():
+        raise BadOutputError(f"output {path} is a directory", hint=f"give a file name, e.g. {path / 'out.mp4'}")
     if path.suffix.lower() not in CONTAINERS:
         raise BadOutputError(f"output {path} has an unsupported extension",
                              hint=f"use one of: {', '.join(CONTAINERS)}")
-    if path.is_dir():
-        raise BadOutputError(f"output {path} is a directory", hint="give a file name, e.g. out.mp4")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise BadOutputError(f"output directory {parent} does not exist", hint=f"create it first: mkdir -p {parent}")
@@ -92,6 +92,7 @@ class VideoSink:
         self._audio: AudioCopy | None = None
         self._segment_start: Fraction | None = None  # first frame time of the current segment, seconds
         self._pts_origin = 0
+        self._written_to: float | None = None  # the input's time where the last frame written ends, seconds
 
     @property
     def segmented(self) -> bool:
@@ -155,6 +156,8 @@ class VideoSink:
         if self._audio is not None and frame.seconds is not None:
             self._mux(lambda: self._audio.copy_until(frame.seconds))
         self.frames_written += 1
+        if frame.seconds is not None:
+            self._written_to = frame.seconds + float(1 / self.info.frame_rate)
 
     def _mux(self, packets: Callable[[], list[av.Packet] | None]) -> None:
         """Encode and mux; whatever FFmpeg or the disk raises becomes a ``BadOutputError`` and marks the sink
@@ -188,7 +191,7 @@ class VideoSink:
             if not self.failed:  # after a failure the encoder's last packets are not worth a second error
                 self._mux(lambda: self._video.encode(None))
                 if self._audio is not None:
-                    self._mux(lambda: self._audio.copy_until(float("inf")))
+                    self._mux(lambda: self._audio.copy_until(self._audio_end()))
         finally:
             if self._audio is not None:
                 self._audio.close()
@@ -200,6 +203,16 @@ class VideoSink:
                     raise self._write_failed(getattr(exc, "strerror", None) or str(exc)) from exc
             finally:
                 self._output = None
+
+    def _audio_end(self) -> float:
+        """Where the copied audio stops: at the input's end when the frames written reach it, else (a run stopped
+        early: Ctrl-C, --max-frames, a damaged file) where the last frame written ends, so no audio plays on over a
+        still picture."""
+        assert self._audio is not None
+        end = self._audio.input_end_s
+        if end is not None and self._written_to is not None and short_of(self._written_to, end):
+            return self._written_to
+        return float("inf")
 
     def close(self) -> None:
         self._finish_file()
@@ -237,6 +250,13 @@ class AudioCopy:
         self._output = output
         self._packets = self._input.demux(self._stream)
         self._pending: av.Packet | None = None
+
+    @property
+    def input_end_s(self) -> float | None:
+        """The input's end on its own clock (start time plus duration), seconds; None when it does not say."""
+        if self._input.duration is None:
+            return None
+        return ((self._input.start_time or 0) + self._input.duration) / av.time_base
 
     def copy_until(self, seconds: float) -> None:
         while True:

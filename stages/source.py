@@ -134,20 +134,22 @@ class StreamInfo:
         return (self.height, self.width, 3)
 
 
+def short_of(seconds: float | None, end_s: float) -> bool:
+    """Whether a video that got to ``seconds`` (None: nowhere) stopped short of ``end_s``: more than 2% and a second
+    before it (a file's streams seldom end together)."""
+    return seconds is None or seconds < end_s * 0.98 - 1.0
+
+
 def ended_early(info: StreamInfo, decoded: int, last_pts: int | None) -> str | None:
     """How a file that has ended after ``decoded`` frames (the last at ``last_pts``) falls short of what its header
     announces: a frame count when it gives one, else a duration; None when it does not fall short. Only a clear
     shortfall in both frames and time counts: a header may count frames that never decode (an edit list's, an AVI's
     null frames for the ones a capture dropped) while the frames that do decode still reach its end."""
     seconds = None if last_pts is None else float(last_pts * info.time_base)
-
-    def short_of(end_s: float) -> bool:  # the last frame more than 2% and a second before the end
-        return seconds is None or seconds < end_s * 0.98 - 1.0
-
     if info.frames:
-        if info.frames - decoded > max(2, info.frames // 50) and short_of(float(info.frames / info.frame_rate)):
+        if info.frames - decoded > max(2, info.frames // 50) and short_of(seconds, float(info.frames / info.frame_rate)):
             return f"after {decoded} of the {info.frames} frames its header announces"
-    elif info.duration_s and seconds is not None and short_of(info.duration_s):
+    elif info.duration_s and seconds is not None and short_of(seconds, info.duration_s):
         return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
     return None
 
