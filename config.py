@@ -107,10 +107,15 @@ def default_config_path() -> Path:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist",
                           hint=f"check the path given to --config, or name a preset: {', '.join(preset_names())}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start})", hint="give a YAML file saved as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}", hint="check the path") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}",
                           hint="fix the YAML syntax") from exc
@@ -178,7 +183,7 @@ def config_from(settings: dict[str, Any]) -> Config:
 def build(cls: type, data: Any, where: str) -> Any:
     """Make a dataclass from a mapping, checking unknown keys, types, ranges and choices."""
     if not isinstance(data, dict):
-        raise ConfigError(f"config key '{where}' must be a mapping, got {type(data).__name__}",
+        raise ConfigError(f"config key '{where.rstrip('.')}' must be a mapping, got {type(data).__name__}",
                           hint=f"allowed keys: {', '.join(f.name for f in dataclasses.fields(cls))}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

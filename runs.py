@@ -13,6 +13,7 @@ from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
                              ConfigError, VidparseError)
 from vidparse.jobs import StreamSpec, add_stream, build_engine, output_names, stream_name
+from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
@@ -202,14 +203,36 @@ def check_source(source: Source, config: Config) -> StreamSpec:
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")
     if images is not None and source.output is not None and image_output:
         check_image_output(images, source.output)
+        written = [images.annotated_path(source.output, seq) for seq in range(len(images.paths))]
+        if source.masks is not None:
+            written += [source.masks / f"{path.stem}.png" for path in images.paths]
+        check_not_overwriting(images.paths, written)
     else:
         if input_kind(source.input) is InputKind.FILE and not images:
             probe(source.input)
         if source.output is not None:
             check_output_path(source.output)
+            if input_kind(source.input) is InputKind.FILE:
+                check_not_overwriting(images.paths if images else [Path(source.input)], [source.output])
     return StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
                       instances_dir=source.instances, max_frames=source.max_frames, images=images,
                       name=source.label)
+
+
+def check_not_overwriting(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
+    """Fail when an output would be written over an input: the same file by any name (a link, another spelling)."""
+    def identity(path: Path) -> tuple[int, int] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    sources = {key: path for path in inputs if (key := identity(path))}
+    for output in outputs:
+        if (key := identity(output)) in sources:
+            raise BadOutputError(f"output {output} would overwrite the input {sources[key]}",
+                                 hint="write to another file or folder")
 
 
 def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
@@ -231,6 +254,9 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
             outcome.end = StreamEnd(index, "failed", exc)
     if not specs:
         return RunOutcome(outcomes)
+    if config.worker_count > (cpus := usable_cpus()):
+        log.warning("%d workers on %d usable CPUs: they take turns on them and each holds its own models; as many "
+                    "workers as CPUs is usually as fast (`vidparse tune` measures it)", config.worker_count, cpus)
     engine = build_engine(config, list(specs.values()))
     for index, spec in specs.items():
         add_stream(engine, spec, _subscribers(hooks, index), on_open=_bind(hooks.on_open, index),

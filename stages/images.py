@@ -9,6 +9,7 @@ crops each result back to its image's own size. An ordered set written to a vide
 from __future__ import annotations
 
 import glob
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from vidparse.errors import BadInputError, BadOutputError
 from vidparse.stages.source import StreamInfo
 from vidparse.stages.types import Frame
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 FRAME_RATE = Fraction(25)  # an image sequence written as video, as FFmpeg's image2 demuxer reads it
@@ -71,12 +74,23 @@ def upright_size(path: Path) -> tuple[int, int]:
     return (height, width) if turned else (width, height)
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit grey (PIL's mode I;16, or I holding values past 255), which PIL's RGB conversion clips at 255 (a
+    white photo), scaled to 8 bits; other images as they are."""
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return image
+    grey = np.asarray(image).astype(np.int64)
+    if image.mode == "I" and grey.max(initial=0) <= 255:
+        return image
+    return Image.fromarray((np.clip(grey, 0, 65535) // 257).astype(np.uint8), "L")
+
+
 def load_upright(path: Path, formats: tuple[str, ...] | None = None) -> np.ndarray:
     """The image as HxWx3 BGR uint8, turned as its EXIF orientation says; ``formats``: the PIL formats it may be
     in (None: any)."""
     try:
         with Image.open(path, formats=formats) as image:
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
+            rgb = _eight_bit(ImageOps.exif_transpose(image)).convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"input {path} is not a readable image ({exc})",
                             hint="the file may be truncated or damaged") from exc
@@ -99,11 +113,29 @@ class ImageSet:
         if not paths:
             raise BadInputError(f"input {spec} names no image files",
                                 hint=f"give a photo, a folder of photos or a pattern ({', '.join(IMAGE_SUFFIXES)})")
-        return cls(spec, tuple(paths), tuple(upright_size(p) for p in paths))
+        if len(paths) == 1:
+            return cls(spec, tuple(paths), (upright_size(paths[0]),))
+        readable, sizes = [], []
+        for path in paths:  # one damaged photo in a folder does not cost the others
+            try:
+                sizes.append(upright_size(path))
+            except BadInputError as exc:
+                log.warning("%s: skipped", exc.message)
+                continue
+            readable.append(path)
+        if not readable:
+            raise BadInputError(f"input {spec}: none of its {len(paths)} image files is readable",
+                                hint="give jpg, png, webp, bmp or tiff files")
+        return cls(spec, tuple(readable), tuple(sizes))
 
     @property
     def single(self) -> bool:
         return len(self.paths) == 1 and Path(self.spec).is_file()
+
+    def annotated_path(self, target: Path, seq: int) -> Path:
+        """Where image ``seq``'s annotated copy is written for ``-o target``: ``target`` itself for a single photo
+        given a file name, else ``target/<the image's name>``."""
+        return target if self.single and target.suffix else target / self.paths[seq].name
 
     def info(self) -> StreamInfo:
         """The canvas every image is placed on: as wide and as tall as the largest."""

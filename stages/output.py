@@ -162,10 +162,6 @@ class AnnotatedImages:
     def _image_dir(self) -> Path:
         return self.target.parent if self.images.single and self.target.suffix else self.target
 
-    def _image_path(self, seq: int) -> Path:
-        source = self.images.paths[seq]
-        return self.target if self.images.single and self.target.suffix else self.target / source.name
-
     def open(self) -> None:
         make_directory(self._image_dir, "output folder")
         self.masks.open()
@@ -188,7 +184,7 @@ class AnnotatedImages:
     def emit(self, composed: Composed) -> None:
         """Save the annotated image, its label PNG and its statistics."""
         seq = composed.frame.seq
-        path = self._image_path(seq)
+        path = self.images.annotated_path(self.target, seq)
         try:
             saved = cv2.imwrite(str(path), composed.annotated)
         except cv2.error as exc:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import VTEST, assert_audio_copied, decode_frames, probe_video, run_cli
+from conftest import VTEST, assert_audio_copied, audio_packets, decode_frames, probe_video, run_cli, vtest_h264
 from run_summary import summary_rows
+from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.roi import expand_box
 
@@ -117,6 +118,25 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
     assert_audio_copied(tmp_path / "o.mp4", clip_with_audio)
 
 
+def test_more_workers_than_cpus_are_run_with_a_warning(clip: Path, tmp_path: Path) -> None:
+    cpus = usable_cpus()
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix", "--max-frames", "1",
+                     "--workers", str(cpus + 1))
+    assert result.returncode == 0, result.stderr
+    assert f"{cpus + 1} workers on {cpus} usable CPUs" in " ".join(result.stderr.split())
+
+
+def test_a_run_stopped_early_ends_its_audio_with_its_video(tmp_path: Path) -> None:
+    clip = vtest_h264(tmp_path / "three_seconds.mp4", 30, tone_hz=440)
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix", "--max-frames", "5")
+    assert result.returncode == 0, result.stderr
+    assert probe_video(tmp_path / "o.mp4").frames == 5
+    packets = audio_packets(tmp_path / "o.mp4")
+    end = packets[-1][0] + packets[-1][1]
+    assert 0.45 <= end <= 0.5 + 1024 / 48000 * 2, f"audio up to the fifth frame's end (0.5 s), not to 3 s: {end:.2f}"
+    assert [p[2] for p in packets] == [p[2] for p in audio_packets(clip)[:len(packets)]], "copied, from the start"
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [
@@ -126,6 +146,9 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
         (["run", "{clip}", "-o", "{tmp}/nodir/o.mp4"], 4, "error: output directory"),
         (["run", "{clip}", "-o", "/sys/o.mp4"], 4, "is not writable"),
         (["run", "{clip}", "-o", "{tmp}/o.gif"], 4, "unsupported extension"),
+        (["run", "{clip}", "-o", "{tmp}"], 4, "is a directory"),
+        (["run", "{tmp}/in.mp4", "-o", "{tmp}/./in.mp4"], 4, "would overwrite the input"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/latin1.yaml"], 2, "is not UTF-8 text"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "'workers' must be between 1 and"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "'model' must be one of bodypix, cihp-lite, cihp-net, m2fp"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
@@ -133,11 +156,13 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--tiles", "1"], 2, "'detector.tiles' is 1"),
     ],
     ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "read-only-output",
-         "bad-extension", "zero-workers", "unknown-model", "missing-config", "missing-model-file", "one-tile"],
+         "bad-extension", "output-is-a-folder", "output-is-the-input", "config-not-utf8", "zero-workers", "unknown-model", "missing-config", "missing-model-file", "one-tile"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
                                                     tmp_path: Path, shared: Path) -> None:
     (tmp_path / "notes.mp4").write_text("hello\n" * 100)
+    (tmp_path / "latin1.yaml").write_bytes("# r\u00e9glage\nworkers: 1\n".encode("latin-1"))
+    (tmp_path / "in.mp4").write_bytes(clip.read_bytes())
     values = {"tmp": tmp_path, "clip": clip, "notvideo": tmp_path / "notes.mp4",
               "image": shared / "data" / "cihp" / "images" / "0002190.jpg"}
     result = run_cli(*[a.format(**values) for a in args])
@@ -148,6 +173,7 @@ def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int,
     assert len(error_lines) == 1 and "hint:" in result.stderr
     assert "━" not in result.stdout + result.stderr, "an input that never opened draws no empty progress bar"
     assert not (tmp_path / "o.mp4").exists(), "a failed start leaves no output behind"
+    assert (tmp_path / "in.mp4").read_bytes() == clip.read_bytes()
 
 
 def test_missing_model_says_where_it_looked(clip: Path, tmp_path: Path) -> None:

@@ -171,8 +171,9 @@ def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path
         (lambda d: d / "nothing_*.png", "out", 3, "names no image files"),
         (lambda d: d / "missing.jpg", "o.jpg", 3, "missing.jpg does not exist"),
         (lambda d: (d / "a.png", d / "b.png") and d, "o.png", 4, "cannot all be written"),
+        (lambda d: d, "in", 4, "would overwrite the input"),
     ],
-    ids=["text-as-jpeg", "empty-pattern", "missing-photo", "folder-into-one-image"],
+    ids=["text-as-jpeg", "empty-pattern", "missing-photo", "folder-into-one-image", "folder-onto-itself"],
 )
 def test_image_mistakes_get_one_line_and_an_exit_code(make, output: str, code: int, message: str,
                                                       tmp_path: Path) -> None:
@@ -183,3 +184,18 @@ def test_image_mistakes_get_one_line_and_an_exit_code(make, output: str, code: i
     result = run_cli("run", str(make(photos)), "-o", str(tmp_path / output))
     assert result.returncode == code, result.stderr
     assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
+    assert all(Image.open(photos / name).size == (32, 48) for name in ("a.png", "b.png")), "the inputs as they were"
+
+
+def test_a_folder_skips_its_damaged_file_and_reads_16_bit_grey(shared: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    grey = np.asarray(Image.open(shared / "data" / "photos" / "messi5.jpg").convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey).save(photos / "grey16.png")  # PIL's mode I;16, which its RGB conversion clips to white
+    (photos / "notes.jpg").write_text("hello")
+    result = parse(photos, tmp_path / "out", "--masks", str(tmp_path / "m"))
+    assert "notes.jpg is not a readable image" in result.stderr and "skipped" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grey16.png"]
+    written = cv2.imread(str(tmp_path / "out" / "grey16.png"))
+    assert difference(written, cv2.cvtColor((grey // 257).astype(np.uint8), cv2.COLOR_GRAY2BGR)) < 1, "grey as it is"
+    assert (np.asarray(Image.open(tmp_path / "m" / "grey16.png")) > 0).mean() > 0.02, "the footballer is labelled"
