@@ -97,6 +97,7 @@ class StatsWriter:
         self._file: IO[str] | None = None
 
     def open(self) -> None:
+        make_directory(self.path.parent, "stats folder")  # as --masks makes its folder
         try:
             self._file = self.path.open("w")
         except OSError as exc:

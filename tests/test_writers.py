@@ -23,13 +23,13 @@ def test_masks_are_lossless_palette_pngs(tmp_path: Path) -> None:
 
 
 def test_stats_are_one_json_object_per_frame(tmp_path: Path) -> None:
-    writer = StatsWriter(tmp_path / "stats.jsonl")
-    writer.open()
+    writer = StatsWriter(tmp_path / "new" / "stats.jsonl")
+    writer.open()  # makes its folder, as --masks does
     person = PersonStats(box=(1.0, 2.0, 30.0, 80.0), score=0.91, part_pixels={"face": 40, "pants": 300}, track_id=7)
     writer.write(FrameResult(seq=0, persons=[person], timings={"parse": 0.25}), pts=0, seconds=0.0)
     writer.write(FrameResult(seq=1), pts=1, seconds=0.1)
     writer.close()
-    lines = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "new" / "stats.jsonl").read_text().splitlines()]
     assert lines[0]["persons"][0] == {"box": [1.0, 2.0, 30.0, 80.0], "score": 0.91, "parts": {"face": 40, "pants": 300},
                                       "track_id": 7, "bridged": False}
     assert lines[0]["timings_ms"] == {"parse": 250.0}
