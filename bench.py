@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vidparse.config import Config
+from vidparse.errors import BadInputError
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
@@ -19,6 +20,8 @@ from vidparse.progress import STAGE_ORDER as STAGES
 from vidparse.stages.options import CihpNetOptions
 from vidparse.stages.parsers.cihp_net import segmenter_detail
 from vidparse.stages.tiles import small_people_pass, without_small_people
+
+MIN_FRAMES = 3  # the first frame and two after it: a steady rate
 
 
 @dataclass
@@ -81,6 +84,16 @@ def run_trial(config: Config, input_url: str, frames: int, workers: int, threads
     with scratch_runner(config, input_url, workers, threads, max_frames=frames) as runner:
         stats = runner.run()
     return Trial(workers, runner.engine.settings.threads, stats, small_people)
+
+
+def frames_measured(trials: list[Trial], asked: int, input_url: str) -> int:
+    """The frames each trial ran (fewer than ``asked`` on a short input); an input too short for a steady rate
+    (MIN_FRAMES) is a user error."""
+    frames = min(t.stats.frames for t in trials)
+    if frames < MIN_FRAMES:
+        raise BadInputError(f"{input_url} is too short to benchmark: {frames} frames, the steady fps needs "
+                            f"{MIN_FRAMES}", hint="bench on a longer video")
+    return min(frames, asked)
 
 
 def machine_description() -> str:

@@ -277,8 +277,8 @@ def bench(
     _setup_logging(False)
     from rich.progress import Progress
 
-    from vidparse.bench import (COLUMNS, machine_description, markdown_table, run_trial, small_people_settings,
-                                trial_rows)
+    from vidparse.bench import (COLUMNS, frames_measured, machine_description, markdown_table, run_trial,
+                                small_people_settings, trial_rows)
     from vidparse.config import load_config
     from vidparse.stages.source import probe
 
@@ -294,6 +294,7 @@ def bench(
                     progress.update(task, description=f"workers={count}, small people {label}")
                     trials.append(run_trial(variant, input, frames, count, threads, label))
                     progress.advance(task)
+        frames = frames_measured(trials, frames, input)
     table = Table(title=f"vidparse bench: {settings.model}, first {frames} frames of {Path(input).name}")
     for column in COLUMNS:
         table.add_column(column, justify="right")

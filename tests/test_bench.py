@@ -39,6 +39,19 @@ def test_bench_reports_each_worker_count_with_its_scaling(clip: Path, tmp_path: 
     assert abs(int(eff2) - 100 * float(speedup2) / 2) <= 1
 
 
+def test_bench_names_the_frames_it_ran_and_refuses_an_input_too_short(tmp_path: Path) -> None:
+    table = tmp_path / "bench.md"
+    four = vtest_h264(tmp_path / "four.mp4", 4)
+    result = run_cli("bench", str(four), "--frames", "100", "--workers", "1", "--config", str(FAST),
+                     "--markdown", str(table))
+    assert result.returncode == 0, result.stderr
+    assert "first 4 frames" in table.read_text()
+    two = vtest_h264(tmp_path / "two.mp4", 2)
+    result = run_cli("bench", str(two), "--workers", "1", "--config", str(FAST))
+    assert result.returncode == 3 and "is too short to benchmark: 2 frames" in result.stderr, result.stderr
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr
+
+
 def detect_ms(table: str, row: tuple[str, ...]) -> float:
     header = next(line for line in table.splitlines() if line.startswith("| workers |"))
     cells = [c.strip() for c in header.strip("|").split("|")]
