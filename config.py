@@ -105,9 +105,25 @@ def default_config_path() -> Path:
     return Path(str(resources.files("vidparse.configs") / "default.yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # a merge (<<) may be overridden; only plain keys can repeat by mistake
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key_node.value}' is given twice "
+                                                        f"(again on line {key_node.start_mark.line + 1})",
+                                                        key_node.start_mark)
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist",
                           hint=f"check the path given to --config, or name a preset: {', '.join(preset_names())}") from exc

@@ -131,6 +131,17 @@ def test_bad_files(tmp_path: Path) -> None:
     listing.write_text("- workers\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(listing)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("workers: 1\ncompose:\n  alpha: 0.5\nworkers: 2\n")
+    with pytest.raises(ConfigError, match=r"key 'workers' is given twice \(again on line 4\)"):
+        load_config(twice)
+    merged = tmp_path / "merged.yaml"  # YAML's merge key is not a repeat: what follows it overrides it
+    merged.write_text("a: &base {b: 1, c: 2}\nd:\n  <<: *base\n  b: 3\n")
+    assert read_yaml(merged) == {"a": {"b": 1, "c": 2}, "d": {"b": 3, "c": 2}}
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("# r\u00e9glage\nworkers: 1\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(latin1)
 
 
 def test_importing_the_config_loads_no_stage_library() -> None:
