@@ -31,7 +31,8 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[Signals]:
         if signals.received:
             raise KeyboardInterrupt
         signals.received = True
-        log.warning("interrupted: finishing the frames in flight (press Ctrl-C again to stop at once)")
+        again = "press Ctrl-C again" if signum == signal.SIGINT else "send SIGTERM again"
+        log.warning("interrupted: finishing the frames in flight (%s to stop at once)", again)
         stop()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -169,6 +169,7 @@ def test_sigterm_drains_and_finalizes_the_file(tmp_path: Path, shared: Path) -> 
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "stopped early" in stderr
+    assert "send SIGTERM again to stop at once" in " ".join(stderr.split()), "not Ctrl-C: a service manager sent it"
     written = [json.loads(line)["seq"] for line in stats.read_text().splitlines()]
     assert written == list(range(len(written))) and 5 <= len(written) < 40, "frames in flight finished, in order"
     assert probe_video(tmp_path / "o.mp4").frames == len(written)
