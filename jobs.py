@@ -215,6 +215,8 @@ def stream_settings(config: Config, input_url: str) -> StreamSettings:
         # Longer than a stall plus the slowest reconnect attempt, so the watchdog never fights the reconnect loop.
         watchdog = options.read_timeout_s + options.open_timeout_s + options.backoff_max_s + 5
     # Dropped frames break fixed groups: the parser then carries from the stream's latest frame it saw.
+    # a URL over HTTP names a stream or a file; the source tells which when it opens (a file has a duration)
     return StreamSettings(queue_size=config.queue_size, drop_oldest=drops_frames(config, input_url),
+                          drop_only_if_live=config.policy == "auto" and input_kind(input_url) is InputKind.HTTP,
                           source_timeout_s=watchdog,
                           group_size=config.keyframes.parse_every)

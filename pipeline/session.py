@@ -169,6 +169,8 @@ class StreamSession:
             raise_failure(message)
 
     def _open(self, info: Any) -> None:
+        if self.settings.drop_only_if_live and not info.live:
+            self.settings = replace(self.settings, drop_oldest=False)
         layout = self.spec.slot_layout(info)
         count = self._budget.slot_count(self.stream, self.settings.queue_size, layout.slot_bytes)
         try:

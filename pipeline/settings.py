@@ -35,6 +35,8 @@ class PoolSettings:
 class StreamSettings:
     queue_size: int
     drop_oldest: bool = False  # live policy: only the newest frame waits; older waiting frames are dropped
+    # the input is live only if it opens as live (a URL that may name a stream or a file): otherwise nothing drops
+    drop_only_if_live: bool = False
     source_timeout_s: float | None = None  # restart a source that sends nothing for this long while slots are free
     max_source_restarts: int = 3  # a source silent once more after this many restarts fails the stream
     # Frames seq // group_size == g go to one worker, in order, so the parser can carry state between them

@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import pytest
 
-from conftest import probe_video
+from conftest import probe_video, run_cli
 from rtsp import RtspServer, free_port
 from vidparse.errors import BadInputError
 from vidparse.stages.source import (
@@ -218,6 +218,22 @@ def test_a_file_over_http_connects_like_a_stream_and_is_read_like_a_file(clip: P
             server.shutdown()
     assert not info.live
     assert [f.seq for f in frames] == list(range(probe_video(clip).frames)), "every frame, the first one too"
+
+
+def test_a_file_over_http_keeps_every_frame_under_the_default_policy(clip: Path, tmp_path: Path) -> None:
+    """`vidparse run` on a file's URL: its source opens it as a file, so the default policy ("auto") keeps every
+    frame however slow the parser, as for a local path, where a live input would drop the ones waiting."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(clip.parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            result = run_cli("run", f"http://127.0.0.1:{server.server_address[1]}/{clip.name}", "-o",
+                             str(tmp_path / "o.mp4"), "--workers", "1", "--config",
+                             str(Path(__file__).parent / "fast.yaml"))
+        finally:
+            server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert probe_video(tmp_path / "o.mp4").frames == probe_video(clip).frames, result.stdout
 
 
 @pytest.mark.slow
