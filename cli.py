@@ -67,6 +67,18 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(UNEXPECTED_EXIT) from None
 
 
+def check_file_output(path: Path | None, option: str) -> None:
+    """Fail before any work if the file ``path`` given to ``option`` could not be written at the end: a folder, or
+    in a folder that does not exist."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise BadOutputError(f"{option} {path} is a folder", hint=f"give a file name, e.g. {path / 'out'}")
+    if not path.parent.is_dir():
+        raise BadOutputError(f"{option} {path}: folder {path.parent} does not exist",
+                             hint=f"create it first: mkdir -p {path.parent}")
+
+
 def _print_error(message: str, hint: str | None) -> None:
     # Messages and hints are plain text: escaped, so that "vidparse[serve]" is not read as markup.
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -283,6 +295,7 @@ def bench(
     from vidparse.stages.source import probe
 
     with user_errors():
+        check_file_output(markdown, "--markdown")
         settings = load_config(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
         counts = _worker_counts(workers)
         variants = small_people_settings(settings, probe(input).width)
@@ -303,7 +316,12 @@ def bench(
     Console().print(table)
     Console().print(f"machine: {machine_description()}")
     if markdown:
-        markdown.write_text(f"machine: {machine_description()}\n\n" + markdown_table(trials, settings.model, Path(input).name, frames))
+        with user_errors():
+            try:
+                markdown.write_text(f"machine: {machine_description()}\n\n"
+                                    + markdown_table(trials, settings.model, Path(input).name, frames))
+            except OSError as exc:
+                raise BadOutputError(f"cannot write {markdown}: {exc.strerror}", hint="choose a writable --markdown path") from exc
 
 
 @app.command()
@@ -328,6 +346,7 @@ def tune(
     from vidparse.tune import TrialResult, best, layouts, run_trial, tuned_config_text
 
     with user_errors():
+        check_file_output(write, "--write")
         chosen = user_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
                                         "keyframes.parse_every": parse_every})
         settings = config_from(chosen)
@@ -375,13 +394,18 @@ def tune(
 
 
 def _worker_counts(text: str) -> list[int]:
+    import dataclasses
+
+    from vidparse.config import Config
+
+    low, high = next(f for f in dataclasses.fields(Config) if f.name == "workers").metadata["range"]
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         counts = []
-    if not counts or min(counts) < 1:
-        raise ConfigError(f"--workers must be a comma-separated list of whole numbers >= 1, got '{text}'",
-                          hint="for example --workers 1,2,4")
+    if not counts or min(counts) < low or max(counts) > high:
+        raise ConfigError(f"--workers must be a comma-separated list of whole numbers from {low} to {high}, got "
+                          f"'{text}'", hint="for example --workers 1,2,4")
     return counts
 
 
@@ -539,6 +563,7 @@ def eval_images(
     from vidparse.stages.labels import SCHEMES, load_label_set
 
     with user_errors():
+        check_file_output(json_path, "--json")
         if scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme '{scheme}'", hint=f"choose one of: {', '.join(SCHEMES)}")
         settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold)
@@ -583,6 +608,7 @@ def train_weights(
             from vidparse.training.run import TrainingJob
         except ImportError as exc:
             raise ConfigError(f"training needs {exc.name}", hint='pip install "vidparse"') from exc
+        check_file_output(output, "--output")
         job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache,
                           bfloat16=not float32, class_weight_power=class_weight_power)
         samples = job.check()
@@ -623,6 +649,7 @@ def eval_video(
     from vidparse.stages.source import probe
 
     with user_errors():
+        check_file_output(json_path, "--json")
         settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold,
                                    temporal_window)
         frames = probe(input).frames if "://" not in input else 0

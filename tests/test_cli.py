@@ -154,9 +154,16 @@ def test_a_run_stopped_early_ends_its_audio_with_its_video(tmp_path: Path) -> No
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--tiles", "1"], 2, "'detector.tiles' is 1"),
+        (["bench", "{clip}", "--markdown", "{tmp}/nodir/b.md"], 4, "folder {tmp}/nodir does not exist"),
+        (["bench", "{clip}", "--workers", "1,5000"], 2, "whole numbers from 1 to 1024"),
+        (["tune", "{clip}", "--write", "{tmp}/nodir/t.yaml"], 4, "folder {tmp}/nodir does not exist"),
+        (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
+        (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
     ],
     ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "read-only-output",
-         "bad-extension", "output-is-a-folder", "output-is-the-input", "config-not-utf8", "zero-workers", "unknown-model", "missing-config", "missing-model-file", "one-tile"],
+         "bad-extension", "output-is-a-folder", "output-is-the-input", "config-not-utf8", "zero-workers",
+         "unknown-model", "missing-config", "missing-model-file", "one-tile", "bench-markdown-nowhere",
+         "bench-5000-workers", "tune-write-nowhere", "eval-json-nowhere", "train-into-a-folder"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
                                                     tmp_path: Path, shared: Path) -> None:
@@ -164,10 +171,11 @@ def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int,
     (tmp_path / "latin1.yaml").write_bytes("# r\u00e9glage\nworkers: 1\n".encode("latin-1"))
     (tmp_path / "in.mp4").write_bytes(clip.read_bytes())
     values = {"tmp": tmp_path, "clip": clip, "notvideo": tmp_path / "notes.mp4",
-              "image": shared / "data" / "cihp" / "images" / "0002190.jpg"}
+              "image": shared / "data" / "cihp" / "images" / "0002190.jpg",
+              "images": shared / "data" / "ccp" / "images", "labels": shared / "data" / "ccp" / "labels"}
     result = run_cli(*[a.format(**values) for a in args])
     assert result.returncode == code, result.stderr
-    assert message in result.stderr
+    assert message.format(**values) in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "hint:" in result.stderr

@@ -49,8 +49,6 @@ class TrainingJob:
             raise ConfigError(f"cannot train from label set '{self.label_set}'",
                               hint=f"choose one of: {', '.join(TRAINABLE_LABEL_SETS)}")
         load_label_set(self.label_set)
-        if not self.output.parent.is_dir():
-            raise BadOutputError(f"folder {self.output.parent} does not exist", hint="create it, or give another --output")
         if self.folds == 1:
             raise ConfigError("--folds 1 leaves nothing to train on", hint="use --folds 0 (no scores) or 2 and more")
         return find_samples(self.images, self.labels)
