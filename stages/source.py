@@ -44,7 +44,7 @@ OPEN_TIMEOUTS_PER_ATTEMPT = 2
 class InputKind(Enum):
     FILE = "file"
     RTSP = "rtsp"
-    HTTP = "http"  # HLS or any stream over HTTP(S); a file with a known duration is read like a file
+    HTTP = "http"  # HLS or any stream over HTTP(S); a file (a known duration or length) is read like a file
     CAMERA = "camera"  # /dev/videoN through FFmpeg's v4l2
     STREAM = "stream"  # any other protocol URL (udp://, srt://, rtmp://, ...)
 
@@ -152,6 +152,12 @@ def ended_early(info: StreamInfo, decoded: int, last_pts: int | None) -> str | N
     elif info.duration_s and seconds is not None and short_of(seconds, info.duration_s):
         return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
     return None
+
+
+def _finite(container: av.container.InputContainer) -> bool:
+    """Whether an input over HTTP is a file rather than a stream: its container gives a duration, or the server its
+    length (a transport stream file has no duration; an HLS playlist's length is the playlist's, not the video's)."""
+    return bool(container.duration) or (container.size > 0 and container.format.name != "hls")
 
 
 def open_container(url: str, options: dict[str, str] | None = None) -> av.container.InputContainer:
@@ -430,7 +436,7 @@ class VideoSource:
         """Whether ``container`` is live (a file over HTTP has a duration and is not); with ``decoding``, give
         the decoder of one that is not frame threads. Frame threads hold a frame back each: live inputs keep
         PyAV's default, slice threads. Threads can be chosen only before the first decode."""
-        live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and container.duration)
+        live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and _finite(container))
         if decoding and not live:
             container.streams.video[0].thread_type = "AUTO"
         return live

@@ -7,6 +7,7 @@ backoff and counted against ``reconnect_attempts``. Servers play camera faults (
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
@@ -24,7 +25,7 @@ from pathlib import Path
 import av
 import pytest
 
-from conftest import probe_video, run_cli
+from conftest import probe_video, run_cli, vtest_h264
 from rtsp import RtspServer, free_port
 from vidparse.errors import BadInputError
 from vidparse.stages.source import (
@@ -218,6 +219,25 @@ def test_a_file_over_http_connects_like_a_stream_and_is_read_like_a_file(clip: P
             server.shutdown()
     assert not info.live
     assert [f.seq for f in frames] == list(range(probe_video(clip).frames)), "every frame, the first one too"
+
+
+def test_a_transport_stream_file_over_http_is_read_once_like_a_file(tmp_path: Path) -> None:
+    """A .ts file has no duration in its container; the server's length says it is a file: read once to its end,
+    not taken for a stream that ended and read again from its start on every reconnect."""
+    clip = vtest_h264(tmp_path / "c.mp4", 10)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-c", "copy", str(tmp_path / "c.ts")], check=True)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        source = VideoSource(f"http://127.0.0.1:{server.server_address[1]}/c.ts", live=PATIENT)
+        try:
+            info = source.open()
+            frames = list(itertools.islice(source.frames(), 25))
+        finally:
+            source.close()
+            server.shutdown()
+    assert not info.live
+    assert [f.seq for f in frames] == list(range(10))
 
 
 def test_a_file_over_http_keeps_every_frame_under_the_default_policy(clip: Path, tmp_path: Path) -> None:
