@@ -55,6 +55,9 @@ def check_output_path(path: Path) -> None:
     """Fail before any work if ``path`` cannot become a video file."""
     if path.is_dir():
         raise BadOutputError(f"output {path} is a directory", hint=f"give a file name, e.g. {path / 'out.mp4'}")
+    if not path.suffix:
+        raise BadOutputError(f"output {path} has no extension and is not a folder",
+                             hint=f"give a file name such as {path}.mp4, or create the folder first: mkdir -p {path}")
     if path.suffix.lower() not in CONTAINERS:
         raise BadOutputError(f"output {path} has an unsupported extension",
                              hint=f"use one of: {', '.join(CONTAINERS)}")

@@ -118,6 +118,12 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
     assert_audio_copied(tmp_path / "o.mp4", clip_with_audio)
 
 
+def test_one_video_into_a_folder_is_named_after_it(clip: Path, tmp_path: Path) -> None:
+    result = run_cli("run", str(clip), "-o", f"{tmp_path}/", "--model", "bodypix", "--max-frames", "2")
+    assert result.returncode == 0, result.stderr
+    assert probe_video(tmp_path / f"{clip.stem}.mp4").frames == 2
+
+
 def test_more_workers_than_cpus_are_run_with_a_warning(clip: Path, tmp_path: Path) -> None:
     cpus = usable_cpus()
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix", "--max-frames", "1",
@@ -146,7 +152,7 @@ def test_a_run_stopped_early_ends_its_audio_with_its_video(tmp_path: Path) -> No
         (["run", "{clip}", "-o", "{tmp}/nodir/o.mp4"], 4, "error: output directory"),
         (["run", "{clip}", "-o", "/sys/o.mp4"], 4, "is not writable"),
         (["run", "{clip}", "-o", "{tmp}/o.gif"], 4, "unsupported extension"),
-        (["run", "{clip}", "-o", "{tmp}"], 4, "is a directory"),
+        (["run", "{clip}", "-o", "{tmp}/newdir"], 4, "has no extension and is not a folder"),
         (["run", "{tmp}/in.mp4", "-o", "{tmp}/./in.mp4"], 4, "would overwrite the input"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/latin1.yaml"], 2, "is not UTF-8 text"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "'workers' must be between 1 and"),
@@ -161,7 +167,7 @@ def test_a_run_stopped_early_ends_its_audio_with_its_video(tmp_path: Path) -> No
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
     ],
     ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "read-only-output",
-         "bad-extension", "output-is-a-folder", "output-is-the-input", "config-not-utf8", "zero-workers",
+         "bad-extension", "no-extension", "output-is-the-input", "config-not-utf8", "zero-workers",
          "unknown-model", "missing-config", "missing-model-file", "one-tile", "bench-markdown-nowhere",
          "bench-5000-workers", "tune-write-nowhere", "eval-json-nowhere", "train-into-a-folder"],
 )
