@@ -74,6 +74,8 @@ def _bgr(image: ImageInput) -> np.ndarray:
     """An image path (EXIF orientation applied) or an RGB array (H x W, H x W x 3 or H x W x 4, uint8) as BGR."""
     if isinstance(image, (str, Path)):
         path = Path(image)
+        if path.is_dir():
+            raise BadInputError(f"image {path} is a folder", hint="give one image file; vidparse.run parses folders")
         if not path.is_file():
             raise BadInputError(f"image {path} does not exist", hint="check the path")
         return load_upright(path)

@@ -92,6 +92,7 @@ def test_annotate_blends_labelled_pixels_only(parser: vidparse.Parser, rgb: np.n
 
 @pytest.mark.parametrize(("call", "error"), [
     (lambda p: p.parse("/no/such/photo.jpg"), BadInputError),
+    (lambda p: p.parse(Path(__file__).parent), BadInputError),  # a folder
     (lambda p: p.parse(np.zeros((10, 10, 3), np.float32)), BadInputError),
     (lambda p: p.parse(np.zeros((10, 10, 2), np.uint8)), BadInputError),
     (lambda p: vidparse.annotate(np.zeros((10, 10, 3), np.uint8), p.parse(np.zeros((20, 20, 3), np.uint8))),
