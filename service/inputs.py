@@ -36,7 +36,7 @@ def address_refusal(address: IpAddress) -> str | None:
                           (address.is_unspecified, "unspecified"), (address.is_multicast, "multicast"),
                           (address.is_private, "private"), (not address.is_global, "non-public")):
         if refused:
-            return f"a {kind} address"
+            return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
     return None
 
 
