@@ -18,7 +18,8 @@ from vidparse.model_store import PACKAGED_DIR, resolve_model, sha256_of
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.options import ClassOffsets
 from vidparse.stages.parsers import cihp_net, upsampling
-from vidparse.stages.parsers.multiclass import CLASSES, MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack
+from vidparse.stages.parsers.multiclass import (CLASSES, MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack,
+                                                with_feature_output)
 from vidparse.training import fit
 from vidparse.training.card import TrainingRecord, write_card
 from vidparse.training.dataset import IGNORED, Example, Extractor, fine_lut
@@ -138,7 +139,8 @@ def test_class_offsets_are_one_per_garment_type_and_move_the_choice() -> None:
 def test_the_segmenters_materials_apply_to_crops_it_saw_at_enough_rows() -> None:
     def outputs(rows: int) -> cihp_net.CropOutputs:
         return cihp_net.CropOutputs(np.zeros((400, 150, 3), np.uint8), np.zeros((25, 26, 10), np.float32),
-                                    (401, 145), np.zeros((6, rows, rows * 3 // 8), np.float32))
+                                    (401, 145), np.zeros((6, rows, rows * 3 // 8), np.float32),
+                                    np.zeros((32, rows // 2, rows * 3 // 16), np.float32))
 
     options = cihp_net.Options(segmenter_materials_min_rows=128)
     assert cihp_net.materials_apply(options, outputs(128)) and not cihp_net.materials_apply(options, outputs(127))
@@ -200,6 +202,25 @@ def test_packed_crops_keep_their_order(person_crop: np.ndarray) -> None:
     assert [p.shape for p in first] == [(6, 100, 67)] * 2
     person_share = [1 - p[0].mean() for p in (*first, *second)]
     assert person_share[0] > 1.5 * person_share[1] and person_share[3] > 1.5 * person_share[2], person_share
+
+
+def test_one_segmenter_call_gives_its_head_features_with_its_classes(person_crop: np.ndarray, shared: Path) -> None:
+    """The segmenter's model is edited in memory to also output its head's features: per crop, 32 channels at about
+    half the probabilities' rows and columns, telling the person from the padding; a model without that head (the
+    hair segmenter) is refused with a hint."""
+    import cv2
+
+    segmenter = MulticlassSegmenter(resolve_model("multiclass"), threads=1, detail=1.0)
+    segmenter.open()
+    (found,) = segmenter.segment([cv2.resize(person_crop, (128, 256))])
+    (channels, rows, columns), (_, full_rows, full_columns) = found.features.shape, found.probabilities.shape
+    assert channels == 32 and (rows, columns) == (full_rows // 2, full_columns // 2)
+    person = cv2.resize(1 - found.probabilities[0], (columns, rows)) > 0.5
+    assert 0.2 < person.mean() < 0.9
+    assert np.linalg.norm(found.features[:, person].mean(1) - found.features[:, ~person].mean(1)) > 1.0
+    with pytest.raises(ModelError, match="no segmentation head features") as refused:
+        with_feature_output((shared / "models" / "mediapipe" / "hair_segmentation.tflite").read_bytes())
+    assert "vidparse models pull multiclass" in (refused.value.hint or "")
 
 
 def test_the_crops_of_wide_frames_are_segmented_finer(person_crop: np.ndarray) -> None:
@@ -296,7 +317,8 @@ def test_a_crop_in_a_mirror_gives_the_mirrored_inputs(person_crop: np.ndarray) -
 
 def test_with_the_mirror_a_crop_and_its_mirror_image_get_the_same_labels(person_crop: np.ndarray) -> None:
     """parsers.cihp-net.mirror averages the network's answers for the crop and for its mirror image, so the two get
-    the same labels but for the side (left arm and right arm swap places in a mirror) far more often than without."""
+    the same labels but for the side (left arm and right arm swap places in a mirror) more often than without (the
+    network with the segmenter's features already agrees with itself on 94% of this crop, the one before on 89%)."""
     names = CIHP.names
     side_free = np.array([names.index(name.replace("left_", "right_")) for name in names], np.uint8)
     in_mirror = np.ascontiguousarray(person_crop[:, ::-1])
@@ -307,7 +329,7 @@ def test_with_the_mirror_a_crop_and_its_mirror_image_get_the_same_labels(person_
         labels, labels_in_mirror = parser.parse([person_crop, in_mirror])
         parser.close()
         same[mirror] = (side_free[labels] == side_free[labels_in_mirror[:, ::-1]]).mean()
-    assert same[True] > 0.95 and same[True] > same[False] + 0.05, same
+    assert same[True] > 0.95 and same[True] > same[False], same
 
 
 def test_a_crop_without_a_person_takes_no_room_from_the_people(person_crop: np.ndarray) -> None:

@@ -1,7 +1,8 @@
 """cihp-net: CIHP's 20 classes from frozen models' outputs and a small network trained here.
 
 Two frozen models look at each person crop: BodyPix (where on the body: person mask, 24 parts with left and
-right) and MediaPipe's multiclass segmenter (hair, body skin, face skin, clothes, accessories). Their outputs, the crop's pixels and the position in the crop are stacked into
+right) and MediaPipe's multiclass segmenter (hair, body skin, face skin, clothes, accessories, and the features its
+head draws those from). Their outputs, the crop's pixels and the position in the crop are stacked into
 ``FEATURES`` context channels at ``NET_HEIGHT`` rows, plus the segmenters' finer outputs and the pixels as
 ``DETAILS`` channels at ``DETAIL_HEIGHT`` rows; the trained network (an ONNX file, made by ``vidparse train``) sees the
 whole crop in the first and draws boundaries from the second, giving garment types (``FINE_CLASSES``: upper, coat,
@@ -36,7 +37,7 @@ BODYPIX_HEIGHT = 2 * NET_HEIGHT + 1  # BodyPix sees crops at most this tall (its
 BODYPIX_PARTS = 24
 # channel groups of the network input, in order
 FEATURE_GROUPS = (("pixels", 3), ("person", 1), ("parts", BODYPIX_PARTS), ("multiclass", len(multiclass.CLASSES)),
-                  ("position", 2))
+                  ("segmenter_features", multiclass.FEATURE_CHANNELS), ("position", 2))
 FEATURES = sum(size for _, size in FEATURE_GROUPS)
 DETAIL_GROUPS = (("pixels", 3), ("person", 1), ("multiclass", len(multiclass.CLASSES)))
 DETAILS = sum(size for _, size in DETAIL_GROUPS)
@@ -50,6 +51,7 @@ def _channels(groups: tuple[tuple[str, int], ...]) -> dict[str, slice]:
 
 FEATURE_CHANNELS, DETAIL_CHANNELS = _channels(FEATURE_GROUPS), _channels(DETAIL_GROUPS)
 PARTS, MULTICLASS = FEATURE_CHANNELS["parts"], FEATURE_CHANNELS["multiclass"]
+SEGMENTER_FEATURES = FEATURE_CHANNELS["segmenter_features"]
 DETAIL_PERSON, DETAIL_MULTICLASS = DETAIL_CHANNELS["person"].start, DETAIL_CHANNELS["multiclass"]
 FACE_SKIN, BODY_SKIN = multiclass.CLASSES.index("face_skin"), multiclass.CLASSES.index("body_skin")
 BODYPIX_NAMES = load_label_set("bodypix").names[1:]  # the 24 parts, in channel order
@@ -110,6 +112,7 @@ class CropOutputs:
     bodypix: np.ndarray  # 25 x h x w logits (person, then parts), stride 16 over the padded input
     bodypix_padded: tuple[int, int]
     multiclass: np.ndarray  # 6 x rows x columns probabilities of the crop (its cell less the padding)
+    segmenter_features: np.ndarray  # multiclass.FEATURE_CHANNELS x about half those rows and columns
 
     @property
     def size(self) -> tuple[int, int]:
@@ -140,6 +143,7 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
     view[3] = _sigmoid(planes[0])
     view[PARTS] = multiclass.softmax(planes[1:], axis=0)
     view[MULTICLASS] = upsampling.resized(outputs.multiclass, out_hw)
+    view[SEGMENTER_FEATURES] = upsampling.resized(outputs.segmenter_features, out_hw)
     view[-2] = np.linspace(0, 1, out_hw[0], dtype=np.float32)[:, None]
     view[-1] = np.linspace(0, 1, out_hw[1], dtype=np.float32)[None, :]
     detail_hw = (DETAIL_HEIGHT, 2 * out_hw[1])
@@ -260,12 +264,12 @@ class FrozenModels:
         seen = [self._bodypix(crop.image) for crop in crops]
         people = [index for index, (logits, padded_hw) in enumerate(seen)
                   if person_probability(logits, padded_hw, crops[index].image.shape[:2]) >= min_person_probability]
-        segmented = self.multiclass.probabilities([crops[i].image for i in people],
-                                                  [len(crops[i].image) / max(crops[i].scale, 1.0) for i in people],
-                                                  segmenter_detail)
+        segmented = self.multiclass.segment([crops[i].image for i in people],
+                                            [len(crops[i].image) / max(crops[i].scale, 1.0) for i in people],
+                                            segmenter_detail)
         outputs: list[CropOutputs | None] = [None] * len(crops)
-        for index, probabilities in zip(people, segmented):
-            outputs[index] = CropOutputs(crops[index].image, *seen[index], probabilities)
+        for index, found in zip(people, segmented):
+            outputs[index] = CropOutputs(crops[index].image, *seen[index], found.probabilities, found.features)
         return outputs
 
     def _bodypix(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:

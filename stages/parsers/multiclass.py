@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,6 +31,13 @@ CLASSES = ("background", "hair", "body_skin", "face_skin", "clothes", "others")
 SIDE = 256  # the model's input height and width
 MIN_CELL = SIDE // 4  # the smallest cell: 16 crops to a call
 ASPECT = 0.75  # width / height an image is padded to at least (and height / width)
+
+# The segmentation head's first features (after the feature pyramid's levels are summed; 32 channels at half the
+# input's resolution): what the model knows of a pixel before it is reduced to its six classes. Scaled to about unit
+# spread (they are ReLU outputs of about 0.02 on average).
+FEATURE_TENSOR = "segmentation_head_norm_0/batchnorm/sub"
+FEATURE_CHANNELS = 32
+FEATURE_SCALE = 40.0
 
 Cell = tuple[int, int, int]  # a crop's index, the top and left of its cell in a call's input
 
@@ -124,11 +133,39 @@ def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
     return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
+@dataclass
+class Segmented:
+    """What the segmenter says of one image: ``probabilities``, 6 x rows x columns (``CLASSES``), and ``features``,
+    FEATURE_CHANNELS x about half as many rows and columns (FEATURE_TENSOR, times FEATURE_SCALE)."""
+
+    probabilities: np.ndarray
+    features: np.ndarray
+
+
+def with_feature_output(model: bytes) -> bytes:
+    """The TFLite model with FEATURE_TENSOR as a second output (its flatbuffer edited in memory), so that one call
+    gives both; an error when the model has no such tensor."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    edited = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
+    graph = edited.subgraphs[0]
+    found = [index for index, tensor in enumerate(graph.tensors) if tensor.name.decode().endswith(FEATURE_TENSOR)
+             and list(tensor.shape) == [1, SIDE // 2, SIDE // 2, FEATURE_CHANNELS]]
+    if len(found) != 1:
+        raise ModelError("the multiclass segmenter has no segmentation head features",
+                         hint="this is not MediaPipe's selfie_multiclass_256x256; vidparse models pull multiclass")
+    graph.outputs = [*graph.outputs, found[0]]
+    builder = flatbuffers.Builder(len(model) + 4096)
+    builder.Finish(edited.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 class MulticlassSegmenter:
-    """``probabilities(images, heights)``: per BGR image, 6 x rows x columns class probabilities of the image
-    (``CLASSES``), at most cell x cell: the image is padded to ``ASPECT`` and stretched to its cell, and the padding's
-    share of the cell cut off again; ``heights``: rows of real pixels in each image (less than its height where it was
-    enlarged), which size its cell; ``detail``: the share of those rows a cell keeps, instead of the segmenter's own."""
+    """``segment(images, heights)``: per BGR image, its `Segmented` at most cell x cell: the image is padded to
+    ``ASPECT`` and stretched to its cell, and the padding's share of the cell cut off again; ``heights``: rows of real
+    pixels in each image (less than its height where it was enlarged), which size its cell; ``detail``: the share of
+    those rows a cell keeps, instead of the segmenter's own. ``probabilities`` gives the probabilities alone."""
 
     def __init__(self, model_path: Path, threads: int | None = None, detail: float = 0.33) -> None:
         self.model_path, self.threads, self.detail = model_path, threads, detail
@@ -140,31 +177,42 @@ class MulticlassSegmenter:
         except ImportError as exc:
             raise ModelError("the multiclass segmenter needs the LiteRT runtime",
                              hint='pip install ai-edge-litert (it comes with: pip install "vidparse")') from exc
+        unreadable = f"cannot load model {self.model_path}"
+        hint = "the file is corrupt or not a TFLite model; fetch it again: vidparse models pull multiclass"
         try:
-            interpreter = Interpreter(model_path=str(self.model_path), num_threads=self.threads or 1)
+            model = with_feature_output(self.model_path.read_bytes())
+        except (struct.error, ValueError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as exc:  # damaged
+            raise ModelError(f"{unreadable}: it is not a TFLite model, or a damaged one", hint=hint) from exc
+        except OSError as exc:
+            raise ModelError(f"{unreadable}: {exc.strerror or exc}", hint=hint) from exc
+        try:
+            interpreter = Interpreter(model_content=model, num_threads=self.threads or 1)
             with native_stderr_logged():
                 interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load model {self.model_path}: {str(exc).splitlines()[0]}",
-                             hint="the file is corrupt or not a TFLite model; fetch it again: "
-                                  "vidparse models pull multiclass") from exc
-        (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+            raise ModelError(f"{unreadable}: {str(exc).splitlines()[0]}", hint=hint) from exc
+        (source,), (target, features) = interpreter.get_input_details(), interpreter.get_output_details()
         if tuple(source["shape"]) != (1, SIDE, SIDE, 3) or tuple(target["shape"]) != (1, SIDE, SIDE, len(CLASSES)):
             raise ModelError(f"{self.model_path} is not the multiclass selfie segmenter (input {source['shape']}, "
                              f"output {target['shape']})", hint="vidparse models pull multiclass")
-        self._interpreter, self._input, self._output = interpreter, source["index"], target["index"]
+        self._interpreter, self._input = interpreter, source["index"]
+        self._output, self._features = target["index"], features["index"]
 
-    def probabilities(self, images: Sequence[np.ndarray], heights: Sequence[float] | None = None,
-                      detail: float | None = None) -> list[np.ndarray]:
-        results: list[np.ndarray | None] = [None] * len(images)
+    def segment(self, images: Sequence[np.ndarray], heights: Sequence[float] | None = None,
+                detail: float | None = None) -> list[Segmented]:
+        results: list[Segmented | None] = [None] * len(images)
         sides = fitted_sides([image.shape[0] if heights is None else heights[index]
                               for index, image in enumerate(images)], self.detail if detail is None else detail)
         for cells in pack(sides):
-            for (index, _, _), probabilities in zip(cells, self._segment_call(images, cells, sides)):
-                results[index] = probabilities
+            for (index, _, _), segmented in zip(cells, self._segment_call(images, cells, sides)):
+                results[index] = segmented
         return [r for r in results if r is not None]
 
-    def _segment_call(self, images: Sequence[np.ndarray], cells: list[Cell], sides: list[int]) -> list[np.ndarray]:
+    def probabilities(self, images: Sequence[np.ndarray], heights: Sequence[float] | None = None,
+                      detail: float | None = None) -> list[np.ndarray]:
+        return [segmented.probabilities for segmented in self.segment(images, heights, detail)]
+
+    def _segment_call(self, images: Sequence[np.ndarray], cells: list[Cell], sides: list[int]) -> list[Segmented]:
         assert self._interpreter is not None, "open() first"
         canvas = np.zeros((SIDE, SIDE, 3), np.float32)
         windows = []
@@ -180,7 +228,12 @@ class MulticlassSegmenter:
         self._interpreter.set_tensor(self._input, canvas[None])
         self._interpreter.invoke()
         logits = self._interpreter.get_tensor(self._output)[0]
-        return [softmax(logits[y:y + rows, x:x + columns], axis=2).transpose(2, 0, 1) for y, x, rows, columns in windows]
+        features = self._interpreter.get_tensor(self._features)[0]
+        return [Segmented(softmax(logits[y:y + rows, x:x + columns], axis=2).transpose(2, 0, 1),
+                          # the window at half resolution, at least one feature each way
+                          features[y // 2:max(y // 2 + 1, (y + rows) // 2), x // 2:max(x // 2 + 1, (x + columns) // 2)]
+                          .transpose(2, 0, 1) * np.float32(FEATURE_SCALE))
+                for y, x, rows, columns in windows]
 
     def close(self) -> None:
         self._interpreter = None
