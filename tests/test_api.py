@@ -92,7 +92,6 @@ def test_annotate_blends_labelled_pixels_only(parser: vidparse.Parser, rgb: np.n
 
 @pytest.mark.parametrize(("call", "error"), [
     (lambda p: p.parse("/no/such/photo.jpg"), BadInputError),
-    (lambda p: p.parse(Path(__file__).parent), BadInputError),  # a folder
     (lambda p: p.parse(np.zeros((10, 10, 3), np.float32)), BadInputError),
     (lambda p: p.parse(np.zeros((10, 10, 2), np.uint8)), BadInputError),
     (lambda p: vidparse.annotate(np.zeros((10, 10, 3), np.uint8), p.parse(np.zeros((20, 20, 3), np.uint8))),
@@ -107,6 +106,11 @@ def test_mistakes_raise_vidparse_errors_with_a_hint(parser: vidparse.Parser, cal
     with pytest.raises(error) as raised:
         call(parser)
     assert raised.value.hint
+
+
+def test_a_folder_given_as_an_image_is_called_a_folder(parser: vidparse.Parser) -> None:
+    with pytest.raises(BadInputError, match="is a folder"):
+        parser.parse(Path(__file__).parent)
 
 
 def test_configuration_from_a_config_a_preset_and_overrides(tmp_path: Path) -> None:
