@@ -197,7 +197,7 @@ def test_packed_crops_keep_their_order(person_crop: np.ndarray) -> None:
     blank = np.zeros_like(small)
     segmenter = MulticlassSegmenter(resolve_model("multiclass"), threads=1)
     segmenter.open()
-    first, second = segmenter.probabilities([small, blank]), segmenter.probabilities([blank, small])
+    first, second = ([s.probabilities for s in segmenter.segment(images)] for images in ([small, blank], [blank, small]))
     # two 1:2 crops of 100 rows share a call, each in a cell of all its rows (100), padded to 3:4
     assert [p.shape for p in first] == [(6, 100, 67)] * 2
     person_share = [1 - p[0].mean() for p in (*first, *second)]
@@ -254,10 +254,10 @@ def test_a_narrow_crop_is_segmented_padded_to_an_ordinary_photos_shape(person_cr
     segmenter = MulticlassSegmenter(resolve_model("multiclass"), threads=1, detail=1.0)  # one crop per call
     segmenter.open()
     narrow = cv2.resize(person_crop, (128, 384))  # 1:3, as a standing person's crop
-    (seen,) = segmenter.probabilities([narrow])
+    seen = segmenter.segment([narrow])[0].probabilities
     padded = np.zeros((384, 288, 3), np.uint8)  # the same crop padded to 3:4 by hand
     padded[:, 80:208] = narrow
-    (by_hand,) = segmenter.probabilities([padded])
+    by_hand = segmenter.segment([padded])[0].probabilities
     assert seen.shape == (6, 256, 114) and by_hand.shape == (6, 256, 256)  # 128 of 288 columns: 114 of the cell's
     window = by_hand[:, :, 71:185]
     assert np.abs(seen - window).mean() < 0.02

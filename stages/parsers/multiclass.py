@@ -165,7 +165,7 @@ class MulticlassSegmenter:
     """``segment(images, heights)``: per BGR image, its `Segmented` at most cell x cell: the image is padded to
     ``ASPECT`` and stretched to its cell, and the padding's share of the cell cut off again; ``heights``: rows of real
     pixels in each image (less than its height where it was enlarged), which size its cell; ``detail``: the share of
-    those rows a cell keeps, instead of the segmenter's own. ``probabilities`` gives the probabilities alone."""
+    those rows a cell keeps, instead of the segmenter's own."""
 
     def __init__(self, model_path: Path, threads: int | None = None, detail: float = 0.33) -> None:
         self.model_path, self.threads, self.detail = model_path, threads, detail
@@ -207,10 +207,6 @@ class MulticlassSegmenter:
             for (index, _, _), segmented in zip(cells, self._segment_call(images, cells, sides)):
                 results[index] = segmented
         return [r for r in results if r is not None]
-
-    def probabilities(self, images: Sequence[np.ndarray], heights: Sequence[float] | None = None,
-                      detail: float | None = None) -> list[np.ndarray]:
-        return [segmented.probabilities for segmented in self.segment(images, heights, detail)]
 
     def _segment_call(self, images: Sequence[np.ndarray], cells: list[Cell], sides: list[int]) -> list[Segmented]:
         assert self._interpreter is not None, "open() first"
