@@ -79,6 +79,14 @@ def check_file_output(path: Path | None, option: str) -> None:
                              hint=f"create it first: mkdir -p {path.parent}")
 
 
+def write_file_output(path: Path, option: str, text: str) -> None:
+    """Write the file given to ``option`` (checked by `check_file_output` before the work), or fail with one line."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise BadOutputError(f"cannot write {path}: {exc.strerror}", hint=f"choose a writable {option} path") from exc
+
+
 def _print_error(message: str, hint: str | None) -> None:
     # Messages and hints are plain text: escaped, so that "vidparse[serve]" is not read as markup.
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -317,11 +325,8 @@ def bench(
     Console().print(f"machine: {machine_description()}")
     if markdown:
         with user_errors():
-            try:
-                markdown.write_text(f"machine: {machine_description()}\n\n"
-                                    + markdown_table(trials, settings.model, Path(input).name, frames))
-            except OSError as exc:
-                raise BadOutputError(f"cannot write {markdown}: {exc.strerror}", hint="choose a writable --markdown path") from exc
+            write_file_output(markdown, "--markdown", f"machine: {machine_description()}\n\n"
+                              + markdown_table(trials, settings.model, Path(input).name, frames))
 
 
 @app.command()
@@ -374,10 +379,7 @@ def tune(
                 console.print(f"[yellow]interrupted:[/] {write} not written", soft_wrap=True)
                 raise typer.Exit(INTERRUPTED_EXIT) from None
         machine = machine_description()
-        try:
-            write.write_text(tuned_config_text(chosen, pick, results, Path(input).name, machine, without))
-        except OSError as exc:
-            raise BadOutputError(f"cannot write {write}: {exc.strerror}", hint="choose a writable --write path") from exc
+        write_file_output(write, "--write", tuned_config_text(chosen, pick, results, Path(input).name, machine, without))
     table = Table(title=f"vidparse tune: {settings.model} on {Path(input).name}, {cpus} usable CPUs, {seconds:g} s a trial")
     for column in ("", "workers", "threads", "fps", "serial ceiling fps", "p95 frame ms", "peak MB", "CPU busy",
                    "start-up s"):
