@@ -211,11 +211,12 @@ def check_source(source: Source, config: Config) -> StreamSpec:
             written += [source.masks / f"{path.stem}.png" for path in images.paths]
         check_not_overwriting(images.paths, written)
     else:
-        if input_kind(source.input) is InputKind.FILE and not images:
+        local = input_kind(source.input) is InputKind.FILE
+        if local and not images:
             probe(source.input)
         if source.output is not None:
             check_output_path(source.output)
-            if input_kind(source.input) is InputKind.FILE:
+            if local:
                 check_not_overwriting(images.paths if images else [Path(source.input)], [source.output])
     return StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
                       instances_dir=source.instances, max_frames=source.max_frames, images=images,
