@@ -1,14 +1,64 @@
 """Frame transport through shared memory: a fixed pool of slots, each holding named arrays.
 
 Queues carry only slot numbers; the arrays themselves never get pickled.
+
+A run killed outright (SIGKILL, the kernel's out-of-memory killer, a Ray node's worker) cannot unlink its block, and
+/dev/shm is memory: every process using a block holds a shared lock on it for as long as it does, and a new block's
+creator first removes the blocks of vidparse's that no process holds any more.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import secrets
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from multiprocess import shared_memory
+
+SHM_DIR = Path("/dev/shm")  # where Linux keeps POSIX shared memory, one file a block
+PREFIX = "vidparse_"
+STALE_AFTER_S = 10.0  # a block younger than this may be between its creation and its creator's lock
+
+log = logging.getLogger(__name__)
+
+
+def _lock(name: str, operation: int) -> int | None:
+    """An open descriptor of block ``name`` with ``operation`` (fcntl.LOCK_*) taken on it; None where the block is
+    not a file here (not Linux) or the lock is held the other way."""
+    try:
+        descriptor = os.open(SHM_DIR / name, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, operation)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def remove_stale_blocks(min_age_s: float = STALE_AFTER_S) -> list[str]:
+    """Remove vidparse's blocks that no process holds (their run was killed); their names."""
+    removed = []
+    for path in SHM_DIR.glob(f"{PREFIX}*"):
+        try:
+            if time.time() - path.stat().st_ctime < min_age_s:
+                continue
+        except OSError:
+            continue
+        descriptor = _lock(path.name, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if descriptor is not None:
+            path.unlink(missing_ok=True)
+            os.close(descriptor)
+            removed.append(path.name)
+    if removed:
+        log.warning("removed %d shared-memory block(s) left by killed runs: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 @dataclass(frozen=True)
@@ -48,10 +98,13 @@ class SharedSlots:
         self.count = count
         self._owner = name is None
         if self._owner:
-            self._shm = shared_memory.SharedMemory(create=True, size=max(1, layout.slot_bytes * count))
+            remove_stale_blocks()
+            self._shm = shared_memory.SharedMemory(name=f"{PREFIX}{secrets.token_hex(8)}", create=True,
+                                                   size=max(1, layout.slot_bytes * count))
         else:
             # Spawned children share the creator's resource tracker, so attaching registers nothing new.
             self._shm = shared_memory.SharedMemory(name=name)
+        self._held = _lock(self._shm.name, fcntl.LOCK_SH)
         self._views = [self._slot_views(i) for i in range(count)]
 
     @classmethod
@@ -82,3 +135,6 @@ class SharedSlots:
         self._shm.close()
         if self._owner:
             self._shm.unlink()
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
