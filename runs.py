@@ -206,9 +206,8 @@ def check_source(source: Source, config: Config) -> StreamSpec:
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")
     if images is not None and source.output is not None and image_output:
         check_image_output(images, source.output)
-        written = [images.annotated_path(source.output, seq) for seq in range(len(images.paths))]
-        if source.masks is not None:
-            written += [source.masks / f"{path.stem}.png" for path in images.paths]
+        written = [path for seq in range(len(images.paths))
+                   for path in (images.annotated_path(source.output, seq), images.mask_path(source.output, source.masks, seq))]
         check_not_overwriting(images.paths, written)
     else:
         local = input_kind(source.input) is InputKind.FILE

@@ -137,6 +137,14 @@ class ImageSet:
         given a file name, else ``target/<the image's name>``."""
         return target if self.single and target.suffix else target / self.paths[seq].name
 
+    def mask_path(self, target: Path, masks_dir: Path | None, seq: int) -> Path:
+        """Where image ``seq``'s label PNG is written: ``masks_dir/<stem>.png``, or beside its annotated copy as
+        ``<stem>_labels.png``."""
+        stem = self.paths[seq].stem
+        if masks_dir is not None:
+            return masks_dir / f"{stem}.png"
+        return self.annotated_path(target, seq).with_name(f"{stem}_labels.png")
+
     def info(self) -> StreamInfo:
         """The canvas every image is placed on: as wide and as tall as the largest."""
         return StreamInfo(width=max(w for w, _ in self.sizes), height=max(h for _, h in self.sizes),

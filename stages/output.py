@@ -142,7 +142,7 @@ class AnnotatedImages:
     """One annotated image and one label PNG per input image, each at that image's own size.
 
     ``target`` is the annotated image's path for a single photo, else a folder that gets ``<stem><suffix>`` per
-    image. Label PNGs go to ``masks_dir/<stem>.png``, or beside the annotated image as ``<stem>_labels.png``.
+    image. Label PNGs go where `ImageSet.mask_path` says.
     """
 
     timestamps = None  # images carry no timestamps to repair
@@ -154,7 +154,7 @@ class AnnotatedImages:
         self.recolor = Recolor(label_set, compose)
         self.target = target
         self.masks = MaskWriter(masks_dir or self._image_dir, label_set)
-        self._mask_suffix = "" if masks_dir else "_labels"
+        self._masks_dir = masks_dir
         self.stats = StatsWriter(stats_path, stream_name) if stats_path else None
         self.paths: list[Path] = []
 
@@ -192,7 +192,7 @@ class AnnotatedImages:
         if not saved:
             raise BadOutputError(f"writing {path} failed", hint="check free disk space and the output folder")
         self.paths.append(path)
-        self.masks.write(seq, composed.labels, self.images.paths[seq].stem + self._mask_suffix)
+        self.masks.write(seq, composed.labels, self.images.mask_path(self.target, self._masks_dir, seq).stem)
         if self.stats:
             self.stats.write(composed.result, None, None, {"image": str(self.images.paths[seq])})
 
