@@ -112,19 +112,28 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"{where}: max_frames must be a whole number >= 1, got {limit!r}",
                               hint="leave it out to parse every frame")
-        paths = {key: Path(str(entry[key])) for key in ("output", "masks", "stats", "instances") if entry.get(key)}
-        source = Source(input=str(entry["input"]), output=Path(), name=entry.get("name") and str(entry["name"]),
-                        max_frames=max_frames if limit is None else limit, policy=entry.get("policy"), **paths)
+        name = entry.get("name")
+        if name is not None and (str(name) in ("", ".", "..") or Path(str(name)).name != str(name)):
+            raise ConfigError(f"{where}: name {name!r} must be a plain name, not a path (it names the outputs)",
+                              hint="name: cam1; give a source its own file with output: path/to/file.mp4")
+        paths = {key: Path(str(entry[key])) for key in ("masks", "stats", "instances") if entry.get(key)}
+        source = Source(input=str(entry["input"]), output=Path(str(entry["output"])) if entry.get("output") else Path(),
+                        name=name and str(name), max_frames=max_frames if limit is None else limit,
+                        policy=entry.get("policy"), **paths)
         for key, default in stream_files(source.label, masks, stats, instances).items():
             if key not in paths:
                 setattr(source, key, default)
-        if "output" not in paths:
+        if not entry.get("output"):
             if output is None:
                 raise ConfigError(f"{where} has no 'output' and no -o folder was given",
                                   hint="give -o OUTDIR/ or an output per source")
             make_folder(output)
             source.output = output / (source.label if is_image_input(source.input) else f"{source.label}.mp4")
         sources.append(source)
+    written = [source.output.resolve() for source in sources]
+    if repeated := sorted({str(path) for path in written if written.count(path) > 1}):
+        raise ConfigError(f"sources file {path}: two sources write {repeated[0]}",
+                          hint="give each source its own output (or leave output out: OUTDIR/<name>.mp4)")
     if stats is not None:
         make_folder(stats)
     return sources

@@ -82,26 +82,35 @@ def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path
 @pytest.mark.slow
 def test_the_command_line_options_apply_to_every_source_of_a_sources_file(clip: Path, tmp_path: Path) -> None:
     """--masks, --stats, --instances and --max-frames with --sources: folders with one entry per source, and the
-    limit for each source that sets none of its own (the second keeps its own)."""
+    limit for each source that sets none of its own (the second keeps its own limit and its own output file)."""
     sources = tmp_path / "sources.yaml"
-    sources.write_text(f"sources:\n  - {{input: {clip}, name: a}}\n  - {{input: {clip}, name: b, max_frames: 2}}\n")
+    (tmp_path / "own").mkdir()
+    sources.write_text(f"sources:\n  - {{input: {clip}, name: a}}\n"
+                       f"  - {{input: {clip}, name: b, max_frames: 2, output: {tmp_path / 'own' / 'b-file.mp4'}}}\n")
     result = run_cli("run", "--sources", str(sources), "-o", str(tmp_path / "out"), "--workers", "1", "--config",
                      FAST, "--tracking", "--masks", str(tmp_path / "masks"), "--stats", str(tmp_path / "stats"),
                      "--instances", str(tmp_path / "ids"), "--max-frames", "3", timeout=300)
     assert result.returncode == 0, result.stderr
+    assert probe_video(tmp_path / "out" / "a.mp4").frames == 3
+    assert probe_video(tmp_path / "own" / "b-file.mp4").frames == 2 and not (tmp_path / "out" / "b.mp4").exists()
     for name, frames in (("a", 3), ("b", 2)):
-        assert probe_video(tmp_path / "out" / f"{name}.mp4").frames == frames
         assert len(list((tmp_path / "masks" / name).glob("*.png"))) == frames
         assert len(list((tmp_path / "ids" / name).glob("*.png"))) == frames
         assert [line["stream"] for line in stats_lines(tmp_path / "stats" / f"{name}.jsonl")] == [name] * frames
 
 
-def test_a_sources_file_is_checked_before_any_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize("entries, message", [
+    ("  - input: a.mp4\n    colour: red\n", "source 1 has unknown key 'colour'"),
+    ("  - input: a.mp4\n    name: ../escape\n", "source 1: name '../escape' must be a plain name, not a path"),
+    ("  - {input: a.mp4, output: same.mp4}\n  - {input: b.mp4, output: ./same.mp4}\n", "two sources write"),
+], ids=["unknown-key", "name-as-path", "one-output-twice"])
+def test_a_sources_file_is_checked_before_any_work(entries: str, message: str, tmp_path: Path) -> None:
     sources = tmp_path / "sources.yaml"
-    sources.write_text("sources:\n  - input: a.mp4\n    colour: red\n")
+    sources.write_text("sources:\n" + entries)
     result = run_cli("run", "--sources", str(sources), "-o", str(tmp_path / "out"))
-    assert result.returncode == 2
-    assert "source 1 has unknown key 'colour'" in result.stderr and "hint: known keys: input, output" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escape.mp4").exists()
 
 
 @pytest.mark.slow
