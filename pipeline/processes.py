@@ -190,7 +190,13 @@ def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, event
                 if (block := blocks.pop(task.block, None)) is not None:
                     block.close()
                 continue
-            slots = blocks.get(task.block.name) or blocks.setdefault(task.block.name, SharedSlots.attach(task.block))
+            slots = blocks.get(task.block.name)
+            if slots is None:
+                try:
+                    slots = blocks[task.block.name] = SharedSlots.attach(task.block)
+                except FileNotFoundError:  # its stream failed and was closed before this worker first saw it
+                    send(events, FrameFailed(task, "the stream's frame slots are gone", index))
+                    continue
             try:
                 arrays, result = stage.process(slots.view(task.slot, task.block.layout.input), task.key, task.group)
             except Exception as exc:

@@ -193,8 +193,11 @@ def test_a_folder_skips_its_damaged_file_and_reads_16_bit_grey(shared: Path, tmp
     grey = np.asarray(Image.open(shared / "data" / "photos" / "messi5.jpg").convert("L")).astype(np.uint16) * 257
     Image.fromarray(grey).save(photos / "grey16.png")  # PIL's mode I;16, which its RGB conversion clips to white
     (photos / "notes.jpg").write_text("hello")
+    (photos / "cut.jpg").write_bytes((shared / "data" / "photos" / "messi5.jpg").read_bytes()[:3000])  # its header whole
     result = parse(photos, tmp_path / "out", "--masks", str(tmp_path / "m"))
     assert "notes.jpg is not a readable image" in result.stderr and "skipped" in result.stderr
+    assert "cut.jpg is not a readable image (image file is truncated" in result.stderr
+    assert "Traceback" not in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grey16.png"]
     written = cv2.imread(str(tmp_path / "out" / "grey16.png"))
     assert difference(written, cv2.cvtColor((grey // 257).astype(np.uint8), cv2.COLOR_GRAY2BGR)) < 1, "grey as it is"
