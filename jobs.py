@@ -13,6 +13,7 @@ import numpy as np
 
 from vidparse.config import Config
 from vidparse.model_store import resolve_model
+from vidparse.names import unique_names
 from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.contracts import OnConnecting, OnEnd, OnOpen, ParserFactory
 from vidparse.pipeline.engine import Engine
@@ -183,22 +184,6 @@ def stream_name(input: str) -> str:
     if "://" in input:
         return re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1]).strip("_") or "stream"
     return Path(input.rstrip("/")).stem or "stream"
-
-
-def unique_names(names: Sequence[str]) -> list[str]:
-    """``names`` in order, a repeat of a name getting ``_2``, ``_3``... (a suffixed name never taken twice)."""
-    taken = set(names)
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        candidate, number = name, seen[name]
-        while number > 1 and (candidate := f"{name}_{number}") in taken:
-            number += 1
-        seen[name] = number
-        taken.add(candidate)
-        unique.append(candidate)
-    return unique
 
 
 def output_names(inputs: Sequence[str]) -> list[str]:

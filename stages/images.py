@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from vidparse.errors import BadInputError, BadOutputError
+from vidparse.names import unique_names
 from vidparse.stages.source import StreamInfo
 from vidparse.stages.types import Frame
 
@@ -142,10 +144,14 @@ class ImageSet:
         given a file name, else ``target/<the image's name>``."""
         return target if self.single and target.suffix else target / self.paths[seq].name
 
+    @cached_property
+    def _mask_stems(self) -> list[str]:
+        return unique_names([path.stem for path in self.paths])  # x.jpg and x.png: x, x_2
+
     def mask_path(self, target: Path, masks_dir: Path | None, seq: int) -> Path:
         """Where image ``seq``'s label PNG is written: ``masks_dir/<stem>.png``, or beside its annotated copy as
-        ``<stem>_labels.png``."""
-        stem = self.paths[seq].stem
+        ``<stem>_labels.png`` (a stem that repeats in the set gets ``_2``, ``_3``...)."""
+        stem = self._mask_stems[seq]
         if masks_dir is not None:
             return masks_dir / f"{stem}.png"
         return self.annotated_path(target, seq).with_name(f"{stem}_labels.png")

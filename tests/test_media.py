@@ -152,6 +152,17 @@ def test_exif_orientation_is_respected(shared: Path, tmp_path: Path) -> None:
     assert np.asarray(Image.open(tmp_path / "turned_labels.png")).any(), "the upright person is found"
 
 
+def test_photos_sharing_a_name_keep_their_own_labels(shared: Path, tmp_path: Path) -> None:
+    """x.jpg and x.png in one folder: two annotated images, and two label PNGs (x, then x_2), not one over the other."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.open(shared / "data" / "photos" / "messi5.jpg").save(photos / "x.jpg")
+    Image.open(shared / "data" / "ccp" / "images" / "0001.jpg").save(photos / "x.png")
+    parse(photos, tmp_path / "out")
+    sizes = {name: Image.open(tmp_path / "out" / name).size for name in ("x.jpg", "x.png", "x_labels.png", "x_2_labels.png")}
+    assert sizes["x_labels.png"] == sizes["x.jpg"] != sizes["x.png"] == sizes["x_2_labels.png"]
+
+
 @pytest.mark.slow
 def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path, tmp_path: Path) -> None:
     photos = sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))
