@@ -1,4 +1,4 @@
-"""Video output: libx264 yuv420p with the source's timestamps, fast-start MP4, the source's audio copied.
+"""Video output: libx264 yuv420p with the source's timestamps, fast-start MP4, the source's audio copied (or as AAC).
 
 For long runs the output can be rotated into segments named by their start time, and MP4/MOV can be written
 fragmented, so that a process killed at any moment leaves files that play up to (nearly) that moment.
@@ -194,7 +194,7 @@ class VideoSink:
             if not self.failed:  # after a failure the encoder's last packets are not worth a second error
                 self._mux(lambda: self._video.encode(None))
                 if self._audio is not None:
-                    self._mux(lambda: self._audio.copy_until(self._audio_end()))
+                    self._mux(lambda: self._audio.finish(self._audio_end()))
         finally:
             if self._audio is not None:
                 self._audio.close()
@@ -243,13 +243,23 @@ def _make_faststart(path: Path) -> None:
         log.warning("kept %s fragmented (it plays; fast start failed: %s)", path, exc)
 
 
+BROWSER_AUDIO = ("aac", "mp3")  # audio every browser plays in an MP4; other codecs (PCM, FLAC, Vorbis...) -> AAC
+
+
 class AudioCopy:
-    """Remuxes the input's first audio stream without re-encoding."""
+    """The input's first audio stream: its packets copied as they are when browsers play them in an MP4 (AAC,
+    MP3), else decoded and encoded as AAC (PCM from an AVI or MKV would be muxed as ``ipcm``, which they do not)."""
 
     def __init__(self, url: str, output: av.container.OutputContainer) -> None:
         self._input = av.open(url)
         self._stream = self._input.streams.audio[0]
-        self._out_stream = output.add_stream_from_template(self._stream)
+        self._encoder: av.audio.stream.AudioStream | None = None
+        if self._stream.codec_context.name in BROWSER_AUDIO:
+            self._out_stream = output.add_stream_from_template(self._stream)
+        else:
+            self._encoder = self._out_stream = output.add_stream("aac", rate=self._stream.rate or 48000)
+            self._encoder.layout = "stereo" if self._stream.channels > 1 else "mono"
+            log.info("audio %s re-encoded as AAC (browsers do not play it in an MP4)", self._stream.codec_context.name)
         self._output = output
         self._packets = self._input.demux(self._stream)
         self._pending: av.Packet | None = None
@@ -272,8 +282,18 @@ class AudioCopy:
             if packet.pts is not None and float(packet.pts * packet.time_base) > seconds:
                 self._pending = packet
                 return
-            packet.stream = self._out_stream
-            self._output.mux(packet)
+            if self._encoder is None:
+                packet.stream = self._out_stream
+                self._output.mux(packet)
+                continue
+            for frame in packet.decode():
+                self._output.mux(self._encoder.encode(frame))
+
+    def finish(self, seconds: float) -> None:
+        """Copy up to ``seconds``, then flush the encoder (when re-encoding)."""
+        self.copy_until(seconds)
+        if self._encoder is not None:
+            self._output.mux(self._encoder.encode(None))
 
     def close(self) -> None:
         self._input.close()

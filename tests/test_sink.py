@@ -1,11 +1,13 @@
 import re
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
-from conftest import assert_audio_copied, decode_frames, probe_video
+from conftest import VTEST, assert_audio_copied, decode_frames, probe_video
 from vidparse.errors import BadOutputError
 from vidparse.stages.sink import EncoderOptions, VideoSink, check_output_path
 from vidparse.stages.source import VideoSource, probe
@@ -48,6 +50,24 @@ def test_audio_is_copied(clip_with_audio: Path, tmp_path: Path) -> None:
     facts = probe_video(target)
     assert facts.audio_codec == "aac" and facts.frames == 8
     assert_audio_copied(target, clip_with_audio)
+
+
+@pytest.mark.parametrize("codec, container", [("pcm_s16le", "avi"), ("flac", "mkv")])
+def test_audio_browsers_cannot_play_in_mp4_becomes_aac(codec: str, container: str, tmp_path: Path) -> None:
+    """PCM (an AVI's, a camera's MKV) copied into an MP4 is ``ipcm``, which browsers do not play: it is re-encoded
+    as AAC, the same tone, as long as the video."""
+    clip = tmp_path / f"tone.{container}"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(VTEST), "-f", "lavfi", "-i", "sine=frequency=440", "-t", "1",
+                    "-c:v", "ffv1", "-c:a", codec, "-shortest", str(clip)], check=True)
+    target = tmp_path / "out.mp4"
+    copy_through_sink(clip, target, audio=True)
+    assert probe_video(target).audio_codec == "aac"
+    with av.open(str(target)) as written:
+        samples = np.concatenate([f.to_ndarray().mean(axis=0) for f in written.decode(audio=0)])
+        rate = written.streams.audio[0].rate
+    assert len(samples) / rate == pytest.approx(1.0, abs=0.05), "as long as the video"
+    spectrum = np.abs(np.fft.rfft(samples))
+    assert np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()] == pytest.approx(440, abs=3), "the same tone"
 
 
 def test_variable_frame_timestamps_survive(clip: Path, tmp_path: Path) -> None:
