@@ -15,8 +15,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError, ConfigError,
-                             VidparseError)
+from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadInputError, BadOutputError,
+                             ConfigError, VidparseError)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -300,9 +300,12 @@ def bench(
     from vidparse.bench import (COLUMNS, frames_measured, machine_description, markdown_table, run_trial,
                                 small_people_settings, trial_rows)
     from vidparse.config import load_config
-    from vidparse.stages.source import probe
+    from vidparse.stages.source import InputKind, input_kind, probe
 
     with user_errors():
+        if input_kind(input) in (InputKind.RTSP, InputKind.CAMERA, InputKind.STREAM):
+            raise BadInputError(f"bench measures a video file; {input} is a live input, which drops frames to keep up",
+                                hint=f"record a clip of it first, or size the workers for it with: vidparse tune {input}")
         check_file_output(markdown, "--markdown")
         settings = load_config(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
         counts = _worker_counts(workers)

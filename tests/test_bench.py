@@ -50,6 +50,9 @@ def test_bench_names_the_frames_it_ran_and_refuses_an_input_too_short(tmp_path: 
     result = run_cli("bench", str(two), "--workers", "1", "--config", str(FAST))
     assert result.returncode == 3 and "is too short to benchmark: 2 frames" in result.stderr, result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr
+    live = run_cli("bench", "rtsp://127.0.0.1:9/cam", "--workers", "1", "--config", str(FAST))  # refused unopened
+    assert live.returncode == 3 and "bench measures a video file" in live.stderr, live.stderr
+    assert "hint: record a clip of it first, or size the workers for it with: vidparse tune" in live.stderr
 
 
 def detect_ms(table: str, row: tuple[str, ...]) -> float:
