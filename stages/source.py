@@ -41,6 +41,9 @@ MAX_TIMESTAMP_GAP_S = 10.0
 OPEN_TIMEOUTS_PER_ATTEMPT = 2
 
 
+MIN_SIDE = 2  # the smallest frame side: the encoder's 4:2:0 chroma takes pixels in pairs
+
+
 class InputKind(Enum):
     FILE = "file"
     RTSP = "rtsp"
@@ -409,6 +412,9 @@ class VideoSource:
         width, height = stream.codec_context.width, stream.codec_context.height
         try:
             self.limits.check(self.shown_url, container, width, height)
+            if 0 < min(width, height) < MIN_SIDE:  # 0: not known before the first frame (some live streams)
+                raise BadInputError(f"input {self.shown_url} has {width}x{height} frames, too small to parse or encode",
+                                    hint=f"H.264 in 4:2:0 needs at least {MIN_SIDE}x{MIN_SIDE}; scale it up first")
         except BadInputError:
             self._close_container()
             raise

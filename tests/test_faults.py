@@ -176,6 +176,18 @@ def test_a_file_with_no_video_stream(tmp_path: Path) -> None:
     assert not (tmp_path / "o.mp4").exists()
 
 
+@pytest.mark.parametrize("size", ["1:400", "1:1"])
+def test_a_video_one_pixel_wide_is_refused_with_one_line(size: str, tmp_path: Path) -> None:
+    thin = tmp_path / "thin.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(VTEST), "-frames:v", "3", "-vf", f"scale={size}", "-c:v", "ffv1",
+                    str(thin)], check=True)
+    result = run_cli("run", str(thin), "-o", str(tmp_path / "o.mp4"))
+    assert result.returncode == BAD_INPUT, result.stderr
+    width, height = size.split(":")
+    assert error_lines(result.stderr) == [f"error: input {thin} has {width}x{height} frames, too small to parse or encode"]
+    assert "hint:" in result.stderr and not (tmp_path / "o.mp4").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_broken_model_file_is_a_model_error(damage: str, clip: Path, tmp_path: Path, shared: Path) -> None:
     model = tmp_path / "bodypix.onnx"
