@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,8 +99,9 @@ def _print_error(message: str, hint: str | None) -> None:
 def run(
     inputs: Annotated[Optional[list[str]], typer.Argument(
         metavar="INPUT...", help="Video files, URLs FFmpeg can open, photos, folders of photos or patterns.")] = None,
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Video (.mp4, .mov, .mkv), image or folder; a folder for several inputs.")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", metavar="PATH",
+        help="Video (.mp4, .mov, .mkv), image or folder (a trailing / makes it); a folder for several inputs.")] = None,
     sources: Annotated[Optional[Path], typer.Option(
         help="YAML list of sources with per-source name, output, policy... (README, 'Many inputs').")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,
@@ -135,7 +137,7 @@ def run(
     _setup_logging(verbose)
     from vidparse.config import load_config
     from vidparse.progress import RunReporter
-    from vidparse.runs import RunHooks, load_sources, run_sources, sources_for
+    from vidparse.runs import RunHooks, load_sources, make_folder, run_sources, sources_for
 
     with user_errors():
         settings = load_config(config, {
@@ -152,12 +154,15 @@ def run(
             raise ConfigError("give the inputs or --sources FILE, not both" if inputs else "no input given",
                               hint="vidparse run INPUT -o OUTPUT.mp4, or vidparse run IN1 IN2 -o OUTDIR/, or "
                                    "vidparse run --sources sources.yaml -o OUTDIR/")
+        target = Path(output) if output else None
         if sources:
-            streams = load_sources(sources, output, masks, stats, instances, max_frames)
-        elif output is None:
+            streams = load_sources(sources, target, masks, stats, instances, max_frames)
+        elif target is None:
             raise ConfigError("no output given", hint="add -o OUTPUT.mp4 (a folder for several inputs)")
         else:
-            streams = sources_for(inputs, output, masks, stats, instances, max_frames)
+            if output and output.endswith(("/", os.sep)):  # "-o parsed/": a folder, even for one input
+                make_folder(target)
+            streams = sources_for(inputs, target, masks, stats, instances, max_frames)
         single = len(streams) == 1 and not sources
         names = [s.input if "://" in s.input else Path(s.input).name for s in streams] if single else [
             s.label for s in streams]

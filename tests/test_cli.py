@@ -118,10 +118,13 @@ def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
     assert_audio_copied(tmp_path / "o.mp4", clip_with_audio)
 
 
-def test_one_video_into_a_folder_is_named_after_it(clip: Path, tmp_path: Path) -> None:
-    result = run_cli("run", str(clip), "-o", f"{tmp_path}/", "--model", "bodypix", "--max-frames", "2")
+@pytest.mark.parametrize("folder", ["existing", "new/nested"])
+def test_one_video_into_a_folder_is_named_after_it(folder: str, clip: Path, tmp_path: Path) -> None:
+    """``-o folder/``: an existing folder, or one the trailing slash asks for."""
+    (tmp_path / "existing").mkdir()
+    result = run_cli("run", str(clip), "-o", f"{tmp_path / folder}/", "--model", "bodypix", "--max-frames", "2")
     assert result.returncode == 0, result.stderr
-    assert probe_video(tmp_path / f"{clip.stem}.mp4").frames == 2
+    assert probe_video(tmp_path / folder / f"{clip.stem}.mp4").frames == 2
 
 
 def test_more_workers_than_cpus_are_run_with_a_warning(clip: Path, tmp_path: Path) -> None:
