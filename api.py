@@ -246,7 +246,19 @@ def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> St
 
 
 def _inputs(sources: str | Path | Sequence[str | Path]) -> list[str]:
-    return [str(sources)] if isinstance(sources, (str, Path)) else [str(s) for s in sources]
+    if isinstance(sources, (str, Path)):
+        return [str(sources)]
+    if not isinstance(sources, Sequence) or not all(isinstance(source, (str, Path)) for source in sources):
+        raise ConfigError(f"inputs must be a path or URL, or a list of them; got {sources!r}",
+                          hint='e.g. "clip.mp4" or ["a.mp4", "rtsp://camera/1"]')
+    return [str(source) for source in sources]
+
+
+def _path(value: str | Path | None, what: str) -> Path | None:
+    if value is not None and not isinstance(value, (str, Path)):
+        raise ConfigError(f"{what} must be a path, got {value!r}", hint=f'e.g. {what}="out.mp4"' if what == "output"
+                          else f'e.g. {what}="parsed/{what}"')
+    return None if value is None else Path(value)
 
 
 def stream(sources: str | Path | Sequence[str | Path], model: str | None = None, workers: int | None = None,
@@ -263,7 +275,8 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
     frames, as ``policy: auto`` says). Other arguments as for `Parser`; ``max_frames`` stops each source after
     that many frames. Inputs, outputs, models and settings are checked before any process starts."""
     inputs = _inputs(sources)
-    paths = [outputs] if outputs is None or isinstance(outputs, (str, Path)) else list(outputs)
+    paths = [outputs] if outputs is None or not isinstance(outputs, Sequence) or isinstance(outputs, str) \
+        else list(outputs)
     if len(paths) == 1 and len(inputs) > 1 and paths[0] is None:
         paths = paths * len(inputs)
     if not inputs or len(paths) != len(inputs):
@@ -271,7 +284,7 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
                           hint="give one output (or None) per source, or no outputs")
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
-    specs = [check_source(Source(url, Path(path) if path is not None else None, max_frames=max_frames), settings)
+    specs = [check_source(Source(url, _path(path, "output"), max_frames=max_frames), settings)
              for url, path in zip(inputs, paths)]
     return Stream(build_engine(settings, specs), specs, settings)
 
@@ -289,9 +302,12 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     fails stops alone; with ``check`` (the default) the first failure is raised once every stream has ended."""
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
-    masks_dir, stats_path, instances_dir = (Path(p) if p is not None else None for p in (masks, stats, instances))
-    outcome = run_sources(settings, sources_for(_inputs(inputs), Path(output), masks_dir, stats_path, instances_dir,
-                                                max_frames))
+    inputs_given = _inputs(inputs)
+    target = _path(output, "output")
+    if target is None:
+        raise ConfigError("no output given", hint='output="out.mp4" (a folder for several inputs)')
+    outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"), _path(stats, "stats"),
+                                                _path(instances, "instances"), max_frames))
     if check and (error := next((s.error for s in outcome.failed if s.error is not None), None)) is not None:
         raise error
     return outcome

@@ -130,7 +130,7 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
             make_folder(output)
             source.output = output / (source.label if is_image_input(source.input) else f"{source.label}.mp4")
         sources.append(source)
-    written = [source.output.resolve() for source in sources]
+    written = [source.output.resolve() for source in sources if source.output is not None]
     if repeated := sorted({str(path) for path in written if written.count(path) > 1}):
         raise ConfigError(f"sources file {path}: two sources write {repeated[0]}",
                           hint="give each source its own output (or leave output out: OUTDIR/<name>.mp4)")

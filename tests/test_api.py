@@ -101,6 +101,10 @@ def test_annotate_blends_labelled_pixels_only(parser: vidparse.Parser, rgb: np.n
     (lambda p: vidparse.Parser(model="nope"), ConfigError),
     (lambda p: vidparse.Parser(roi={"margin": "wide"}), ConfigError),
     (lambda p: vidparse.Parser(model="bodypix", model_dir="/no/such/model.onnx"), ModelError),
+    (lambda p: vidparse.stream(42), ConfigError),
+    (lambda p: vidparse.stream(["a.mp4", 7]), ConfigError),
+    (lambda p: vidparse.run("clip.avi", 5), ConfigError),
+    (lambda p: vidparse.run("clip.avi", None), ConfigError),
 ])
 def test_mistakes_raise_vidparse_errors_with_a_hint(parser: vidparse.Parser, call, error) -> None:
     with pytest.raises(error) as raised:
