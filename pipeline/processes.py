@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -10,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from vidparse.pipeline.messages import (Connecting, Done, Failed, FrameFailed, FrameKey, Forget, Opened, Parsed, Ready,
                                         Task, receive, send)
@@ -50,6 +51,19 @@ def leave_signals_to_the_main_process() -> None:
     crash ("the source process died")."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def quiet_when_orphaned(main: Callable[..., None]) -> Callable[..., None]:
+    """A child's ``main`` that ends without a traceback when its pipes to the main process break: that process is
+    gone (killed, or ended by a signal its program left at Python's default), and nobody is left to read one."""
+    @functools.wraps(main)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            main(*args, **kwargs)
+        except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+            log.debug("the main process is gone (%s): ending", type(exc).__name__)
+
+    return run
 
 
 def logging_levels() -> dict[str, int]:
@@ -92,6 +106,7 @@ class StopFlag:
         return True
 
 
+@quiet_when_orphaned
 def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any, stop: StopFlag,
                 log_levels: dict[str, int], resume: Resume | None = None) -> None:
     """Decode frames into free slots and announce each one, in order, on ``events``.
@@ -160,6 +175,7 @@ def _take_slot(inbox: Any, stop: StopFlag) -> int | None:
     return None
 
 
+@quiet_when_orphaned
 def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, events: Any,
                 log_levels: dict[str, int], niceness: int = 0) -> None:
     """Parse the frames the main process sends down ``inbox`` until it sends ``None``, ``niceness`` nicer than the

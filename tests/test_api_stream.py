@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import gc
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +143,29 @@ def test_run_does_what_the_cli_run_does(clip: Path, tmp_path: Path) -> None:
     assert probe_video(tmp_path / "many" / f"{clip.stem}.mp4").frames == 3
     with pytest.raises(BadInputError, match="missing"):
         vidparse.run(missing, tmp_path / "none.mp4", model="bodypix")
+
+
+SIGTERMED_LOOP = """
+import os, signal, sys
+import vidparse
+
+for frame in vidparse.stream(sys.argv[1], model="bodypix", workers=2):
+    print("frame", frame.seq, flush=True)
+    if frame.seq == 1:
+        os.kill(os.getpid(), signal.SIGTERM)  # Python's default: the program ends at once, no cleanup
+"""
+
+
+def test_a_program_ended_by_sigterm_leaves_children_that_end_quietly(tmp_path: Path) -> None:
+    """SIGTERM, left at Python's default, ends a program mid-loop without any cleanup: its source and workers find
+    their pipes broken and end without printing tracebacks, and leave no process behind."""
+    clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
+    program = subprocess.Popen([sys.executable, "-c", SIGTERMED_LOOP, str(clip)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stdout, stderr = program.communicate(timeout=120)  # until every child holding the pipes has ended
+    assert program.returncode == -signal.SIGTERM and "frame 1" in stdout, stderr
+    assert "Traceback" not in stderr, stderr
+    deadline = time.monotonic() + 30  # ended children stay zombies until init reaps them
+    while subprocess.run(["pgrep", "-g", str(program.pid)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a child of the ended program still runs"
+        time.sleep(0.2)
