@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,8 +58,11 @@ def user_errors() -> Iterator[None]:
     except VidparseError as exc:
         _print_error(exc.message, exc.hint)
         raise typer.Exit(exc.exit_code) from None
-    except (typer.Exit, KeyboardInterrupt):
+    except typer.Exit:
         raise
+    except KeyboardInterrupt:  # a second Ctrl-C (or the first, where nothing stops gracefully); typer would say nothing
+        console.print("[yellow]stopped[/] at once", highlight=False)
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     except Exception as exc:
         logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
         _print_error(f"unexpected {type(exc).__name__}: {exc}",
@@ -673,8 +675,4 @@ def eval_video(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        console.print("[yellow]stopped[/]")
-        sys.exit(INTERRUPTED_EXIT)
+    app()

@@ -187,6 +187,7 @@ def test_a_second_ctrl_c_stops_without_draining(tmp_path: Path, shared: Path) ->
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "press Ctrl-C again to stop at once" in stderr
     assert "stopped early" not in stderr, "no draining and no summary: it stopped at once"
+    assert stderr.rstrip().endswith("stopped at once"), "and it says so, last"
     assert len(stats.read_text().splitlines()) < 40
 
 
