@@ -7,7 +7,7 @@ import logging
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -17,9 +17,9 @@ from vidparse.batch.plan import UNBOUNDED, Segment, plan_segments, read_packets
 from vidparse.batch.progress import BatchProgress
 from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, receive
 from vidparse.config import Config
-from vidparse.errors import BadOutputError, VidparseError
+from vidparse.errors import BadInputError, BadOutputError, VidparseError
 from vidparse.jobs import output_names
-from vidparse.stages.source import probe
+from vidparse.stages.source import InputKind, input_kind, probe
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,11 @@ class BatchDriver:
             if "://" not in url and self.output(name).resolve() == Path(url).resolve():
                 raise BadOutputError(f"the output of {url} would overwrite it",
                                      hint="give an output folder (-o) other than the input's folder")
-            info = probe(url)
+            if input_kind(url) in (InputKind.RTSP, InputKind.CAMERA, InputKind.STREAM):
+                raise BadInputError(f"{url} is a live input: a batch parses recorded files",
+                                    hint=f"parse a camera with: vidparse run {url} -o out.mp4")
+            # a file over HTTP that cannot be fetched fails now, as a missing file does, instead of retrying forever
+            info = probe(url, replace(self.config.live, reconnect_attempts=0))
             settings = self.config.batch
             # Keyframe mode parses frames in fixed groups from frame 0: a cut elsewhere would move them. Tracking's
             # state cannot be rebuilt at a cut (docs/batch.md).

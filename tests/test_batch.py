@@ -67,17 +67,21 @@ def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: Batch
     garbage.write_bytes(b"not a video at all" * 100)
     missing_list = tmp_path / "no-such-list.txt"
     outdir = tmp_path / "out"
-    result = run_cli("batch", str(garbage), str(tmp_path / "missing.mp4"), str(clip_with_audio), "--list",
-                     str(missing_list), "-o", str(outdir), "--config", str(BATCH_CONFIG))
+    camera, gone = "rtsp://127.0.0.1:9/live", "http://127.0.0.1:9/gone.mp4"  # loopback, nothing listening
+    result = run_cli("batch", str(garbage), str(tmp_path / "missing.mp4"), str(clip_with_audio), camera, gone,
+                     "--list", str(missing_list), "-o", str(outdir), "--config", str(BATCH_CONFIG), timeout=300)
     assert result.returncode == 9, result.stderr
     assert "Traceback" not in result.stderr
     lines = errors(result.stderr)
-    assert len(lines) == 3, result.stderr
+    assert len(lines) == 5, result.stderr
     states = {Path(r["input"]).name: (r["state"], r["error"]) for r in manifest(outdir)}
     assert states[clip_with_audio.name] == ("done", None)
-    assert states["garbage.mp4"][0] == states["missing.mp4"][0] == states["no-such-list.txt"][0] == "failed"
+    assert {states[name][0] for name in ("garbage.mp4", "missing.mp4", "no-such-list.txt", "live", "gone.mp4")} == {
+        "failed"}
     assert "not a readable video" in states["garbage.mp4"][1] and "does not exist" in states["missing.mp4"][1]
     assert "cannot be read" in states["no-such-list.txt"][1]
+    assert "is a live input: a batch parses recorded files" in states["live"][1], "refused, not reconnected forever"
+    assert "Connection refused" in states["gone.mp4"][1], "a file over HTTP that cannot be fetched fails at once"
     assert len(frame_times(outdir / clip_with_audio.name)) == 8
     assert_audio_copied(outdir / clip_with_audio.name, clip_with_audio)  # the join copies the input's audio
 
