@@ -19,6 +19,7 @@ from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, Segmen
 from vidparse.config import Config
 from vidparse.errors import BadInputError, BadOutputError, VidparseError
 from vidparse.jobs import output_names
+from vidparse.names import unique_names
 from vidparse.stages.source import InputKind, input_kind, probe
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,10 @@ class BatchDriver:
         for record in problems:
             self._finish(record)
         previous = self.manifest.load()
-        for url, name in zip(inputs, output_names(inputs)):
+        for url, name in zip(inputs, self._names(inputs, previous)):
             if self.interrupted:
                 break
-            if url in previous and previous[url].skips(self.digest):
+            if url in previous and previous[url].skips(self.digest, self.masks):
                 self.skipped.append(previous[url])
                 self.progress.skipped += 1
                 continue
@@ -109,6 +110,15 @@ class BatchDriver:
         if self.interrupted:  # what cancelled segments wrote: a rerun starts those inputs afresh
             shutil.rmtree(self.outdir / PARTS_NAME, ignore_errors=True)
         return self.records
+
+    @staticmethod
+    def _names(inputs: list[str], previous: dict[str, Record]) -> list[str]:
+        """Each input's output name: the one its record gave it (a rerun in another order, or with other inputs,
+        keeps it), else `output_names`' rule, never a name that a recorded input holds."""
+        recorded = {url: Path(record.outputs[0]).stem for url, record in previous.items() if record.outputs}
+        new = [url for url in inputs if url not in recorded]
+        fresh = dict(zip(new, unique_names([*recorded.values(), *output_names(new)])[len(recorded):]))
+        return [recorded.get(url) or fresh[url] for url in inputs]
 
     def cancel(self) -> None:
         """Stop the batch (a signal handler may call this): cancel every segment; the inputs they belong to get no

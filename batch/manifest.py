@@ -55,11 +55,13 @@ class Record:
     size: int | None = None
     mtime_ns: int | None = None
 
-    def skips(self, config_digest: str) -> bool:
-        """Whether this record lets a rerun skip its input: done, same configuration, same file, outputs there."""
+    def skips(self, config_digest: str, masks: bool = False) -> bool:
+        """Whether this record lets a rerun skip its input: done, same configuration, same file, outputs there (the
+        label masks among them when ``masks`` are asked for: a folder beside the video)."""
         identity = input_identity(self.input)
         return (self.state == "done" and self.config_hash == config_digest and identity == (self.size, self.mtime_ns)
-                and all(Path(path).exists() for path in self.outputs))
+                and all(Path(path).exists() for path in self.outputs)
+                and (not masks or any(Path(path).is_dir() for path in self.outputs)))
 
 
 class Manifest:

@@ -120,6 +120,9 @@ def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) 
     os.utime(video, ns=(mtime + 10**9, mtime + 10**9))
     assert not record.skips("abc"), "a changed file"
     record.mtime_ns = input_identity(str(video))[1]
+    assert not record.skips("abc", masks=True), "label masks asked for and never written"
+    record.outputs.append(str(tmp_path))
+    assert record.skips("abc", masks=True)
     output.unlink()
     assert not record.skips("abc"), "an output that is gone"
     assert config_hash(load_config(None, {"workers": 3})) == config_hash(load_config(None, {}))
@@ -167,6 +170,27 @@ def test_ctrl_c_cancels_the_running_segments_and_leaves_no_parts(tmp_path: Path)
     listed = subprocess.run(["ps", "-o", "pid=,args=", "-s", str(process.pid)], capture_output=True, text=True)
     survivors = [line for line in listed.stdout.splitlines() if "<defunct>" not in line]  # exited, not reaped yet
     assert not survivors, f"processes left behind: {survivors}"
+
+
+def test_a_rerun_in_another_order_keeps_each_inputs_output(batch_clips: BatchClips, tmp_path: Path) -> None:
+    """Two inputs named alike (x, x_2): a rerun that lists them the other way round, with one of them changed,
+    redoes that one into its own output and skips the other; neither overwrites the other's."""
+    first, second = tmp_path / "a" / "x.mp4", tmp_path / "b" / "x.mp4"
+    for copy, clip in ((first, batch_clips.short[0]), (second, batch_clips.short[1])):
+        copy.parent.mkdir()
+        copy.write_bytes(clip.read_bytes())
+    outdir = tmp_path / "out"
+    assert run_cli("batch", str(first), str(second), "-o", str(outdir), "--config", str(BATCH_CONFIG)).returncode == 0
+    made = {r["input"]: r["outputs"][0] for r in manifest(outdir)}
+    assert sorted(Path(path).name for path in made.values()) == ["x.mp4", "x_2.mp4"]
+    contents = {path: Path(path).read_bytes() for path in made.values()}
+    os.utime(first)  # changed: done again
+    result = run_cli("batch", str(second), str(first), "-o", str(outdir), "--config", str(BATCH_CONFIG))
+    assert result.returncode == 0 and "1 done, 0 failed, 1 skipped" in result.stderr, result.stderr
+    latest = {r["input"]: r["outputs"][0] for r in manifest(outdir)}
+    assert latest == made, "each input keeps its output"
+    assert Path(made[str(second)]).read_bytes() == contents[made[str(second)]], "the skipped input's output is intact"
+    assert Path(made[str(first)]).read_bytes() != Path(made[str(second)]).read_bytes()
 
 
 def test_run_and_batch_name_outputs_alike(tmp_path: Path) -> None:
