@@ -250,7 +250,7 @@ def batch(
                                         "batch.retries": retries, "batch.cpus_per_task": cpus_per_task})
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, not '{engine}'", hint="--engine local")
-        found, problems = expand(list(inputs or []), list_file)
+        found, problems = expand(list(inputs or []), list_file, outdir)
         if not found and not problems:
             raise ConfigError("no inputs", hint="give video files, folders or patterns, or --list FILE")
         make_directory(outdir, "output folder")

@@ -10,8 +10,10 @@ from vidparse.batch.manifest import Record
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv"}
 
 
-def expand(inputs: list[str], list_file: Path | None) -> tuple[list[str], list[Record]]:
-    """Inputs in order, each once; and a failed record for each list that cannot be read (the rest goes on)."""
+def expand(inputs: list[str], list_file: Path | None, outdir: Path | None = None) -> tuple[list[str], list[Record]]:
+    """Inputs in order, each once (a file by any spelling), ``outdir``'s own files left out (a batch's outputs are
+    not inputs of its rerun); and a failed record for each list that cannot be read and each pattern that matches
+    nothing (the rest goes on)."""
     problems: list[Record] = []
     names = list(inputs)
     if list_file is not None:
@@ -23,10 +25,18 @@ def expand(inputs: list[str], list_file: Path | None) -> tuple[list[str], list[R
                                    error=f"input list {list_file} cannot be read: {reason}"))
         else:
             names += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    found: list[str] = []
+    found: dict[str, str] = {}  # the same file by any spelling -> its first spelling
+    skipped = outdir.resolve() if outdir is not None else None
     for name in names:
-        found += _one(name)
-    return list(dict.fromkeys(found)), problems
+        matched = _one(name)
+        if not matched:
+            what = f"folder {name} holds no video" if Path(name).is_dir() else f"pattern {name} matches no file"
+            problems.append(Record(input=name, state="failed", error=what))
+        for url in matched:
+            key = url if "://" in url else str(Path(url).resolve())
+            if skipped is None or "://" in url or not Path(key).is_relative_to(skipped):
+                found.setdefault(key, url)
+    return list(found.values()), problems
 
 
 def _one(name: str) -> list[str]:

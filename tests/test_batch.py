@@ -193,6 +193,21 @@ def test_a_rerun_in_another_order_keeps_each_inputs_output(batch_clips: BatchCli
     assert Path(made[str(first)]).read_bytes() != Path(made[str(second)]).read_bytes()
 
 
+def test_inputs_are_each_file_once_and_never_the_batchs_own_outputs(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidparse.batch.inputs import expand
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in" / "parsed").mkdir(parents=True)
+    for name in ("in/a.mp4", "in/b.mp4", "in/parsed/a.mp4", "in/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found, problems = expand(["in", "./in/a.mp4", str(tmp_path / "in" / "b.mp4"), "typo/*.mp4"], None,
+                             Path("in/parsed"))
+    assert found == ["in/a.mp4", "in/b.mp4"], "the output folder inside the input folder is left out"
+    assert [(r.input, r.state, r.error) for r in problems] == [("typo/*.mp4", "failed",
+                                                                "pattern typo/*.mp4 matches no file")]
+
+
 def test_run_and_batch_name_outputs_alike(tmp_path: Path) -> None:
     """One naming for `vidparse run` and `vidparse batch` (jobs.output_names): a file's stem, a URL's host and path,
     and _2, _3... for names that repeat (never a name another input has)."""
