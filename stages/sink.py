@@ -221,7 +221,7 @@ class VideoSink:
         self._finish_file()
         if self.paths and not self.paths[-1].parent.is_dir():
             raise self._write_failed("its directory is gone")
-        if self._faststart_at_end and not self.failed and self.paths:
+        if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile
             _make_faststart(self.path)
 
 
