@@ -187,7 +187,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def readyz() -> JSONResponse:
         """Models are loaded and the engine runs (its workers start with the first job or stream)."""
         ready = service.ready
-        return JSONResponse({"ready": ready, "photo_model": service.photos.ready, "engine": service.engines.running},
+        error = service.photos.error
+        return JSONResponse({"ready": ready, "photo_model": service.photos.ready, "engine": service.engines.running,
+                             **({"error": f"the photo model cannot be loaded: {error.message}"} if error else {})},
                             status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"])
@@ -205,9 +207,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                           ) -> Response:
         """Parse one photo: persons, boxes and part pixels (json), the label PNG (labels) or an overlay JPEG.
         429 while ``serve.photo_queue`` photos wait or are parsed."""
-        if not service.photos.ready:
-            raise ApiError(503, "the photo model is still loading", "retry in a few seconds (GET /readyz)",
-                           headers={"Retry-After": "2"})
+        service.photos.check_ready()
 
         def parse() -> Response:
             spool = service.uploads / f"photo-{new_id()}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +21,12 @@ import numpy as np
 
 from vidparse.api import Parser, Parsing, annotate
 from vidparse.config import Config
+from vidparse.errors import VidparseError
 from vidparse.service.errors import ApiError
 from vidparse.stages.writers import label_image, label_palette
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,10 +51,24 @@ class PhotoParser:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="vidparse-photo")
         self._admitted = 0  # photos waiting or being parsed; only the event loop's thread changes it
         self.ready = False
+        self.error: VidparseError | None = None  # why the model could not be loaded: every photo request says it
 
     def open(self) -> None:
-        self.parser.open()
+        try:
+            self.parser.open()
+        except VidparseError as exc:
+            log.error("the photo model cannot be loaded: %s (hint: %s)", exc.message, exc.hint)
+            self.error = exc
+            return
         self.ready = True
+
+    def check_ready(self) -> None:
+        """An `ApiError` 503 unless photos can be parsed: the model still loading, or why it cannot be."""
+        if self.error is not None:
+            raise ApiError(503, f"the photo model cannot be loaded: {self.error.message}", self.error.hint)
+        if not self.ready:
+            raise ApiError(503, "the photo model is still loading", "retry in a few seconds (GET /readyz)",
+                           headers={"Retry-After": "2"})
 
     def close(self) -> None:
         self.ready = False

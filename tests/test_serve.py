@@ -578,6 +578,31 @@ def test_missing_serve_extra_names_it(tmp_path: Path) -> None:
     assert missing.returncode != 0 and 'pip install "vidparse[serve]"' in missing.stderr, missing.stderr
 
 
+def test_a_damaged_photo_model_is_reported_not_awaited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BodyPix's file cut short: /readyz and every photo request say why (one log line, no traceback), instead of
+    "still loading" for ever."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for folder in (SHARED / "models").iterdir():
+        (models / folder.name).symlink_to(folder)
+    (models / "bodypix").unlink()
+    (models / "bodypix").mkdir()
+    weights = SHARED / "models" / "bodypix" / "MobileNetV1-x050-stride16.onnx"
+    (models / "bodypix" / weights.name).write_bytes(weights.read_bytes()[:100_000])
+    monkeypatch.setenv("VIDPARSE_MODEL_DIR", str(models))
+    with running_server(tmp_path, {}, ready_path="/healthz") as started:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "error" not in (ready := started.client.get("/readyz")).json():
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.5)
+        assert ready.status_code == 503 and "cannot load model" in ready.json()["error"]
+        answer = started.client.post("/v1/images", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")})
+        assert answer.status_code == 503, answer.text
+        assert "the photo model cannot be loaded" in answer.json()["error"] and "models pull" in answer.json()["hint"]
+    log = started.process.stdout.read()
+    assert "the photo model cannot be loaded" in log and "Traceback" not in log, log
+
+
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second server without a token (loopback only): finished jobs expire after 3 s, the data dir's quota is
