@@ -50,6 +50,12 @@ class RayEngine:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: {exc}".splitlines()[0],
                                      hint="start it with `ray start --head`, or check the address") from exc
+        largest = max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")), default=0)
+        if cpus_per_task > largest:  # Ray would keep every segment waiting for such a node
+            ray.shutdown()
+            raise ConfigError(f"--cpus-per-task {cpus_per_task} is more than any node of the Ray cluster at {address} "
+                              f"has ({largest} CPUs): no segment could start",
+                              hint=f"--cpus-per-task {max(largest, 1)}, or add a larger node")
         self._ray = ray
         self.cpus_per_task = cpus_per_task
         self._remote: Any = ray.remote(num_cpus=cpus_per_task, max_retries=NODE_FAILURE_RETRIES)(run_segment)

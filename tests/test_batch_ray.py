@@ -41,6 +41,12 @@ def batch(cluster: RayCluster, clips: BatchClips, outdir: Path) -> subprocess.Po
 @pytest.mark.slow
 def test_ray_batch_survives_a_dead_node_and_equals_run(cluster: RayCluster, batch_clips: BatchClips,
                                                        batch_reference: Reference, tmp_path: Path) -> None:
+    too_big = subprocess.run([sys.executable, "-m", "vidparse", "batch", str(batch_clips.short[0]), "-o",
+                              str(tmp_path / "never"), "--engine", "ray", "--ray-address", cluster.address,
+                              "--cpus-per-task", "2", "--config", str(BATCH_CONFIG)],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert too_big.returncode == 2 and "--cpus-per-task 2 is more than any node" in too_big.stderr, too_big.stderr
+    assert "hint: --cpus-per-task 1" in too_big.stderr, "refused at once: Ray would wait for such a node for ever"
     process = batch(cluster, batch_clips, tmp_path)
     deadline = time.monotonic() + KILL_WAIT_S
     while not cluster.running_task_on(1) and process.poll() is None and time.monotonic() < deadline:
