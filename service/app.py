@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -54,9 +55,23 @@ class ServeSettings:
     allow_private: bool = False  # URLs may name any host
 
     def check(self) -> None:
+        """Refuse, before serving, what would only fail later: no token off loopback, an --allow-dir that is not a
+        folder (every job naming it would get 403), a --data-dir that is a file, a port already taken."""
         if not self.token and not is_loopback(self.host):
             raise ConfigError(f"refusing to serve on {self.host} without a token",
                               hint="pass --token (clients send 'Authorization: Bearer TOKEN'), or bind to 127.0.0.1")
+        for folder in self.allow_dirs:
+            if not folder.is_dir():
+                raise ConfigError(f"--allow-dir {folder} is not a folder" if folder.exists()
+                                  else f"--allow-dir {folder} does not exist", hint="give a folder that holds videos")
+        if self.data_dir is not None and self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError(f"--data-dir {self.data_dir} is a file", hint="give a folder (it is made if missing)")
+        with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}",
+                                  hint="another program holds the port: choose another with --port") from exc
 
 
 def is_loopback(host: str) -> bool:

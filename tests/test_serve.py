@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import struct
+import socket
 import subprocess
 import sys
 import threading
@@ -568,6 +569,23 @@ def test_schema_fuzzing_finds_no_500(server: Server) -> None:
         assert answer.status_code < 500, (case.method, case.path, case.body, answer.text)
 
     no_server_error()
+
+
+def test_serve_refuses_at_start_what_would_fail_later(tmp_path: Path) -> None:
+    """A missing or file --allow-dir, a file as --data-dir and a port already taken: one line each, exit 2, before
+    "serving on" is printed."""
+    (tmp_path / "a-file").write_text("x")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for flags, message in ((["--allow-dir", str(tmp_path / "nowhere")], "does not exist"),
+                               (["--allow-dir", str(tmp_path / "a-file")], "is not a folder"),
+                               (["--data-dir", str(tmp_path / "a-file")], "is a file"),
+                               ([], f"cannot listen on 127.0.0.1:{port}")):
+            result = run_cli("serve", "--port", str(port if not flags else free_port()), *flags, timeout=120)
+            assert result.returncode == 2 and message in result.stderr, result.stderr
+            assert "hint:" in result.stderr and "serving on" not in result.stdout + result.stderr
 
 
 def test_missing_serve_extra_names_it(tmp_path: Path) -> None:
