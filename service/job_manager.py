@@ -104,6 +104,16 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         metrics.track_jobs(self.count)
+        self._remove_earlier_jobs()
+
+    def _remove_earlier_jobs(self) -> None:
+        """Jobs live in the server's memory: the folders an earlier server left in a kept --data-dir have ids that
+        answer 404 and would only hold the quota (507 for ever once past it), so they go."""
+        earlier = [folder for folder in self.directory.glob("*") if folder.is_dir()]
+        for folder in earlier:
+            shutil.rmtree(folder, ignore_errors=True)
+        if earlier:
+            log.info("removed %d job folder(s) an earlier server left in %s", len(earlier), self.directory)
 
     def count(self, state: str) -> int:
         with self._lock:

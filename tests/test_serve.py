@@ -621,6 +621,17 @@ def test_a_damaged_photo_model_is_reported_not_awaited(tmp_path: Path, monkeypat
     assert "the photo model cannot be loaded" in log and "Traceback" not in log, log
 
 
+def test_job_folders_an_earlier_server_left_are_removed(tmp_path: Path) -> None:
+    """Jobs live in the server's memory: a restart with the same --data-dir finds folders whose ids answer 404; kept,
+    they held the quota (every new job 507 for ever)."""
+    left = tmp_path / "data" / "jobs" / "0123456789abcdef01234567"
+    left.mkdir(parents=True)
+    (left / "result.mp4").write_bytes(b"\0" * 2 * 2**20)
+    with running_server(tmp_path, {"max_data_mb": 1}, ready_path="/healthz") as started:
+        assert not left.exists()
+        assert started.client.get(f"/v1/jobs/{left.name}").status_code == 404
+
+
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second server without a token (loopback only): finished jobs expire after 3 s, the data dir's quota is
