@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vidparse.errors import BadInputError
+from vidparse.stages.images import upright_size
 from vidparse.stages.types import LabelSet
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -46,6 +47,7 @@ def find_samples(images_dir: Path, labels_dir: Path) -> list[Sample]:
 
 def read_sample(sample: Sample, label_set: LabelSet) -> tuple[np.ndarray, np.ndarray]:
     """The BGR image and its label map, checked against each other and against ``label_set``."""
+    upright_size(sample.image_path, decoded=True)  # a truncated JPEG fails here; OpenCV would read what it holds
     image = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)
     if image is None:
         raise BadInputError(f"image {sample.image_path} is not readable", hint="give JPEG or PNG images")

@@ -207,6 +207,10 @@ def test_labels_must_fit_their_image_and_label_set(shared: Path, tmp_path: Path)
     cv2.imwrite(str(rgb), np.zeros((832, 550, 3), np.uint8))
     with pytest.raises(BadInputError, match="not one channel"):
         read_sample(Sample("0001", sample.image_path, rgb), load_label_set("ccp"))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(sample.image_path.read_bytes()[:3000])  # OpenCV would give its top rows and grey below
+    with pytest.raises(BadInputError, match="cut.jpg is not a readable image .image file is truncated"):
+        read_sample(Sample("0001", cut, sample.label_path), load_label_set("ccp"))
 
 
 def test_eval_video_reports_flicker_and_agreement_per_frame_and_as_written(clip: Path, tmp_path: Path) -> None:
