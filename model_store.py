@@ -181,6 +181,9 @@ def pull(name: str, url: str | None = None, progress=None) -> Path:
     """Fetch a model into the user cache from its public source (``url`` overrides the source of a file model),
     and the models it needs that are not found yet."""
     spec = model_spec(name)
+    if spec.hub_id and url is not None:  # one downloaded file would stand in for the folder, and pass for the model
+        raise ModelError(f"{name} is a model folder from ModelScope ({spec.hub_id}): --from takes one file's URL",
+                         hint=f"fetch the folder by hand and pass --model-dir, or vidparse models pull {name}")
     for need in spec.needs:
         if find_model(need) is None:
             pull(need, progress=progress)

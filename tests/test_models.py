@@ -107,6 +107,12 @@ def test_pull_from_an_unreachable_source_is_a_model_error(isolated: Path) -> Non
         model_store.pull("bodypix", "http://127.0.0.1:9/none.onnx")
 
 
+def test_a_model_folder_is_not_pulled_from_one_file(isolated: Path, file_server: str) -> None:
+    with pytest.raises(ModelError, match="m2fp is a model folder from ModelScope .*--from takes one file's URL"):
+        model_store.pull("m2fp", f"{file_server}/bodypix/MobileNetV1-x050-stride16.onnx")
+    assert not list((isolated / "cache").rglob("*")), "nothing fetched, nothing standing in for the folder"
+
+
 def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
     env = {"VIDPARSE_CACHE": str(isolated / "cache"), "VIDPARSE_MODEL_DIR": ""}
     listing = run_cli("models", "list", env=env)
