@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, FastAPI, File, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile as FormFile
 from starlette.types import Receive, Scope, Send
 
@@ -261,8 +261,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         elif kind.startswith("application/json"):
             try:
                 body = JobRequest.model_validate_json(await request.body())
-            except ValueError as exc:
-                raise ApiError(422, "invalid JSON body", 'send {"input": "path-or-url"}') from exc
+            except ValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+                raise ApiError(422, f"invalid JSON body: {where}: {first.get('msg', 'invalid')}",
+                               'send {"input": "path-or-url"} and optionally "max_frames": a whole number >= 1') from exc
             input_url = await asyncio.to_thread(service.inputs.check, body.input)
             if "://" not in input_url:
                 await asyncio.to_thread(probe_video, Path(input_url), service.inputs.file_limits())

@@ -366,6 +366,9 @@ def test_uploads_too_large_not_media_or_not_allowed(server: Server, tmp_path: Pa
     assert server.client.post("/v1/jobs", json={"input": "/etc/passwd"}).status_code == 403
     assert server.client.post("/v1/jobs", json={"input": "file:///etc/passwd"}).status_code == 400
     assert server.client.post("/v1/streams", json={"url": "/dev/video0"}).status_code == 400
+    negative = server.client.post("/v1/jobs", json={"input": str(VTEST), "max_frames": -3})
+    assert negative.status_code == 422, negative.text
+    assert "max_frames: Input should be greater than or equal to 1" in negative.json()["error"], "names the field"
 
 
 def test_url_policy_refuses_internal_addresses() -> None:
