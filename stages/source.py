@@ -635,10 +635,10 @@ class VideoSource:
 
     def _gave_up(self, reason: str, connected_before: bool) -> BadInputError | StreamLostError:
         attempts = self.live_options.reconnect_attempts
+        failed = f"{attempts} reconnect attempt{'s' if attempts != 1 else ''} failed"
         if not connected_before:
-            return self._unreachable(reason + (f" ({attempts} reconnect attempts failed)" if attempts else ""))
-        return StreamLostError(f"lost {self.shown_url}: {reason}; "
-                               + (f"{attempts} reconnect attempts failed" if attempts else "reconnecting is off"),
+            return self._unreachable(reason + (f" ({failed})" if attempts else ""))
+        return StreamLostError(f"lost {self.shown_url}: {reason}; " + (failed if attempts else "reconnecting is off"),
                                hint="raise --reconnect-attempts (-1 = keep trying) or check the camera")
 
     def _close_container(self) -> None:
