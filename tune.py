@@ -46,7 +46,7 @@ class TrialResult:
     peak_mb: float  # peak PSS of the whole process tree over the trial, start-up included
     cpu_share: float  # CPU time of the process tree over the window / (window x usable CPUs)
     startup_s: float
-    serial_ceiling_fps: float | None = None  # 1 / the busiest serial thread's time per frame (RunStats)
+    serial_ceiling_fps: float | None = None  # 1 / the busiest serial thread's time per frame, in the window
 
     @property
     def fps(self) -> float:
@@ -78,6 +78,8 @@ class _Window:
     cpu_at_open: float = 0.0
     cpu_s: float = 0.0
     frame_ms: list[float] = field(default_factory=list)
+    serial_at_open: dict[str, float] = field(default_factory=dict)
+    serial_s: dict[str, float] = field(default_factory=dict)  # each serial thread's busy time in the window
 
     def on_frame(self, written: Written, stats: RunStats) -> None:
         if self.closed_at is not None:
@@ -86,15 +88,24 @@ class _Window:
             if stats.frames >= self.warmup_frames:
                 self.opened_at, self.frames_at_open = time.perf_counter(), stats.frames
                 self.cpu_at_open = tree_cpu_seconds(os.getpid())
+                self.serial_at_open = dict(stats.serial_s)
             return
         now = time.perf_counter()
         self.frame_ms.append(sum(written.result.timings.get(stage, 0.0) for stage in WORKER_STAGES) * 1000)
         self.frames = stats.frames - self.frames_at_open
         self.cpu_s = tree_cpu_seconds(os.getpid()) - self.cpu_at_open
+        self.serial_s = {name: busy - self.serial_at_open.get(name, 0.0) for name, busy in stats.serial_s.items()}
         self.last_at = now
         if now - self.opened_at >= self.seconds:
             self.closed_at = now
             self.stop()
+
+    @property
+    def serial_ceiling_fps(self) -> float | None:
+        """As `RunStats.serial_ceiling_fps`, over the window only: start-up (the encoder opening, the first frames)
+        would put the ceiling under the fps measured."""
+        busiest = max(self.serial_s.values(), default=0.0)
+        return self.frames / busiest if self.frames and busiest > 0 else None
 
     @property
     def elapsed_s(self) -> float:
@@ -123,7 +134,7 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
     # capped: each process's CPU time is counted in 10 ms clock ticks, so full CPUs over a short window read 101%
     cpu_share = min(1.0, window.cpu_s / (elapsed * cpus)) if elapsed > 0 else 0.0
     return TrialResult(layout, window.frames, elapsed, frame_p95, memory.peak_mb, cpu_share, stats.startup_s,
-                       stats.serial_ceiling_fps)
+                       window.serial_ceiling_fps)
 
 
 def best(results: list[TrialResult]) -> TrialResult:

@@ -55,7 +55,8 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
     assert len(two_cpus) == 2, "the test needs two CPUs"
     result = subprocess.run([sys.executable, "-m", "vidparse", "tune", str(clip), "--seconds", "1", "--config",
                              str(FAST), "--max-workers", "4", "-w", str(tuned)], capture_output=True, text=True,
-                            timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, two_cpus))
+                            timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, two_cpus),
+                            env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     expected = [Layout(1, 1), Layout(1, 2), Layout(2, 1)]  # what two usable CPUs allow
     rows = re.findall(r"^#\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)%$", tuned.read_text(), re.M)
@@ -66,6 +67,9 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
     assert (written.workers, written.threads) == (int(fastest[0]), int(fastest[1])), "the fastest trial is the pick"
     assert written.roi.person_height == 192 and written.temporal.window == 1, "the tuned settings are kept"
     assert result.stdout.count("best") == 1
+    table = re.findall(r"^│\s*(?:best)?\s*│\s*\d+ │\s*\d+ │\s*([\d.]+) │\s*(\d+) │", result.stdout, re.M)
+    assert len(table) == 3 and all(float(fps) <= float(ceiling) for fps, ceiling in table), \
+        f"a serial ceiling measured over the same window as the fps bounds it: {table}"
     out = tmp_path / "out.mp4"
     assert run_cli("run", str(clip), "-o", str(out), "--config", str(tuned)).returncode == 0
     assert probe_video(out).frames == 12
