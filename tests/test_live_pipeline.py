@@ -80,6 +80,7 @@ def test_twenty_seconds_live_then_ctrl_c(rtsp_server: RtspServer, tmp_path: Path
     assert late < 1.5 * early + 500, f"latency grew from {early} to {late} ms"
     summary = stderr.replace("\n", " ")
     assert "frames dropped (live policy)" in summary and "latency p50 / p95" in summary
+    assert "decode, with the wait for the camera" in " ".join(summary.split()), "not called busy time"
 
 
 @pytest.mark.slow
