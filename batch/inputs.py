@@ -11,9 +11,9 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts"
 
 
 def expand(inputs: list[str], list_file: Path | None, outdir: Path | None = None) -> tuple[list[str], list[Record]]:
-    """Inputs in order, each once (a file by any spelling), ``outdir``'s own files left out (a batch's outputs are
-    not inputs of its rerun); and a failed record for each list that cannot be read and each pattern that matches
-    nothing (the rest goes on)."""
+    """Inputs in order, each once (a file by any spelling), leaving out what a folder holds in ``outdir`` when
+    ``outdir`` lies inside it (a batch's outputs are not inputs of its rerun); and a failed record for each list
+    that cannot be read and each folder or pattern that finds nothing (the rest goes on)."""
     problems: list[Record] = []
     names = list(inputs)
     if list_file is not None:
@@ -26,15 +26,18 @@ def expand(inputs: list[str], list_file: Path | None, outdir: Path | None = None
         else:
             names += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     found: dict[str, str] = {}  # the same file by any spelling -> its first spelling
-    skipped = outdir.resolve() if outdir is not None else None
+    outputs = outdir.resolve() if outdir is not None else None
     for name in names:
         matched = _one(name)
         if not matched:
             what = f"folder {name} holds no video" if Path(name).is_dir() else f"pattern {name} matches no file"
             problems.append(Record(input=name, state="failed", error=what))
+        folder = Path(name).resolve() if "://" not in name and Path(name).is_dir() else None
+        inner = outputs if folder is not None and outputs is not None and outputs != folder and \
+            outputs.is_relative_to(folder) else None
         for url in matched:
             key = url if "://" in url else str(Path(url).resolve())
-            if skipped is None or "://" in url or not Path(key).is_relative_to(skipped):
+            if inner is None or not Path(key).is_relative_to(inner):
                 found.setdefault(key, url)
     return list(found.values()), problems
 
