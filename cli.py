@@ -671,6 +671,9 @@ def eval_video(
             task = progress.add_task("eval-video", total=min(filter(None, (frames, max_frames)), default=None))
             report = evaluate_video(settings, models, input, max_frames, threads_per_worker(1, settings.threads),
                                     on_frame=lambda: progress.advance(task), truth=ground_truth)
+        if ground_truth is not None and not any(0 <= seq < report.frames for seq in ground_truth):
+            console.print(f"[yellow]warning:[/] no box of {truth} falls on frames 1-{report.frames} of the video: "
+                          "ID switches are not counted (n/a)", highlight=False, soft_wrap=True)
         _report(video_table(report), report, json_path)
 
 

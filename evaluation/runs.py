@@ -120,7 +120,8 @@ class _ModeRun:
         return FlickerRow(self.mode.name, count.frames, count.considered, count.flipped, count.coarse_flipped,
                           share(count.flipped), share(count.coarse_flipped), self.presence.person_frames,
                           self.presence.flickers, self.agreement.part_miou, self.agreement.person_iou,
-                          self.ids.switches if self.ids else None, self.warped.part_miou, self.warped.person_iou,
+                          self.ids.switches if self.ids and self.ids.truth_boxes else None,
+                          self.warped.part_miou, self.warped.person_iou,
                           self.parse.part_miou, self.parse.person_iou)
 
 

@@ -46,7 +46,8 @@ def video_table(report: VideoReport) -> Table:
                           "against the one before it (part mIoU, person IoU). Moved: the same with each label map "
                           "moved onto the next frame by the input's optical flow (DIS medium), where that flow is "
                           "reliable (forward-backward check): labels that move with the people score high. Vs parse: "
-                          "the labels written against the frame's own parse. ID switches need --truth. "
+                          "the labels written against the frame's own parse. ID switches need --truth with rows on these "
+                          "frames, and tracking (n/a otherwise). "
                           "Keyframe mode (--parse-every) is not measured here.",
                   title_justify="left")
     columns = ("labels", "flicker %", "coarse flicker %", "pixels considered", "presence flickers", "persons",

@@ -232,6 +232,14 @@ def test_eval_video_reports_flicker_and_agreement_per_frame_and_as_written(clip:
     assert per_frame["parse_person"] == per_frame["parse_part"] == 1.0  # the reference row is the parse itself
     assert 0.5 < written["parse_person"] < 1.0  # the vote changed some labels, and kept most
 
+    late = tmp_path / "late.txt"
+    late.write_text("".join(f"{frame},1,10,10,40,100,1\n" for frame in range(100, 103)))  # past the 6 frames
+    result = run_cli("eval-video", str(clip), "--max-frames", "6", "--temporal-window", "3", "--person-height", "256",
+                     "--truth", str(late), "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    assert "no box of" in result.stderr and "falls on frames 1-6" in " ".join(result.stderr.split())
+    assert [row["id_switches"] for row in json.loads(report_path.read_text())["rows"]] == [None, None], "not 0"
+
 
 def test_temporal_window_is_validated() -> None:
     with pytest.raises(ConfigError, match="'temporal.window' must be between 1 and 15"):
