@@ -307,10 +307,10 @@ def bench(
     from vidparse.bench import (COLUMNS, frames_measured, machine_description, markdown_table, run_trial,
                                 small_people_settings, trial_rows)
     from vidparse.config import load_config
-    from vidparse.stages.source import InputKind, input_kind, probe
+    from vidparse.stages.source import input_kind, probe
 
     with user_errors():
-        if input_kind(input) in (InputKind.RTSP, InputKind.CAMERA, InputKind.STREAM):
+        if input_kind(input).always_live:
             raise BadInputError(f"bench measures a video file; {input} is a live input, which drops frames to keep up",
                                 hint=f"record a clip of it first, or size the workers for it with: vidparse tune {input}")
         check_file_output(markdown, "--markdown")

@@ -20,7 +20,7 @@ from vidparse.config import Config
 from vidparse.errors import BadInputError, BadOutputError, VidparseError
 from vidparse.jobs import output_names
 from vidparse.names import unique_names
-from vidparse.stages.source import InputKind, input_kind, probe
+from vidparse.stages.source import input_kind, probe
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class BatchDriver:
             if "://" not in url and self.output(name).resolve() == Path(url).resolve():
                 raise BadOutputError(f"the output of {url} would overwrite it",
                                      hint="give an output folder (-o) other than the input's folder")
-            if input_kind(url) in (InputKind.RTSP, InputKind.CAMERA, InputKind.STREAM):
+            if input_kind(url).always_live:
                 raise BadInputError(f"{url} is a live input: a batch parses recorded files",
                                     hint=f"parse a camera with: vidparse run {url} -o out.mp4")
             # a file over HTTP that cannot be fetched fails now, as a missing file does, instead of retrying forever

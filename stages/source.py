@@ -51,6 +51,11 @@ class InputKind(Enum):
     CAMERA = "camera"  # /dev/videoN through FFmpeg's v4l2
     STREAM = "stream"  # any other protocol URL (udp://, srt://, rtmp://, ...)
 
+    @property
+    def always_live(self) -> bool:
+        """A camera or stream whatever the URL names (a file over HTTP is not: only opening it tells)."""
+        return self in (InputKind.RTSP, InputKind.CAMERA, InputKind.STREAM)
+
 
 def input_kind(url: str) -> InputKind:
     """What ``url`` names, judged from the string alone."""
