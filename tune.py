@@ -17,7 +17,7 @@ from vidparse.config import Config
 from vidparse.errors import BadInputError
 from vidparse.pipeline.memory import PeakMemory
 from vidparse.pipeline.proctree import tree_cpu_seconds
-from vidparse.pipeline.stats import RunStats, percentile
+from vidparse.pipeline.stats import RunStats, percentile, serial_ceiling
 from vidparse.pipeline.writer import Written
 from vidparse.signals import stop_on_signals
 
@@ -104,8 +104,7 @@ class _Window:
     def serial_ceiling_fps(self) -> float | None:
         """As `RunStats.serial_ceiling_fps`, over the window only: start-up (the encoder opening, the first frames)
         would put the ceiling under the fps measured."""
-        busiest = max(self.serial_s.values(), default=0.0)
-        return self.frames / busiest if self.frames and busiest > 0 else None
+        return serial_ceiling(self.frames, self.serial_s)
 
     @property
     def elapsed_s(self) -> float:

@@ -29,10 +29,10 @@ def expand(inputs: list[str], list_file: Path | None, outdir: Path | None = None
     outputs = outdir.resolve() if outdir is not None else None
     for name in names:
         matched = _one(name)
-        if not matched:
-            what = f"folder {name} holds no video" if Path(name).is_dir() else f"pattern {name} matches no file"
-            problems.append(Record(input=name, state="failed", error=what))
         folder = Path(name).resolve() if "://" not in name and Path(name).is_dir() else None
+        if not matched:
+            what = f"folder {name} holds no video" if folder else f"pattern {name} matches no file"
+            problems.append(Record(input=name, state="failed", error=what))
         inner = outputs if folder is not None and outputs is not None and outputs != folder and \
             outputs.is_relative_to(folder) else None
         for url in matched:

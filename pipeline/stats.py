@@ -48,8 +48,7 @@ class RunStats:
     def serial_ceiling_fps(self) -> float | None:
         """The most frames per second the serial threads allow, however many workers parse: 1 / the busiest one's
         time per frame (None before a frame was written)."""
-        busiest = max(self.serial_ms().values(), default=0.0)
-        return 1000 / busiest if self.frames and busiest > 0 else None
+        return serial_ceiling(self.frames, self.serial_s)
 
     @property
     def degraded(self) -> bool:
@@ -65,3 +64,10 @@ class RunStats:
         """Frames per second after the first frame was written: the rate a long video runs at."""
         running = self.wall_s - self.startup_s
         return (self.frames - 1) / running if self.frames > 1 and running > 0 else self.fps
+
+
+def serial_ceiling(frames: int, busy_s: dict[str, float]) -> float | None:
+    """``frames`` over the busiest serial thread's busy seconds (``busy_s``, by thread) while they were written:
+    the fps those threads allow; None without frames or busy time."""
+    busiest = max(busy_s.values(), default=0.0)
+    return frames / busiest if frames and busiest > 0 else None
