@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,13 @@ models_app = typer.Typer(no_args_is_help=True, help="List, download and make mod
 app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
+REPORT_WIDTH = 200  # columns of tables written to a file or a pipe (a terminal gives its own width)
+
+
+def report_console() -> Console:
+    """Where reports and tables go: stdout, at the terminal's width, or unwrapped in a file or a pipe (Rich would
+    squeeze them into 80 columns there)."""
+    return Console(width=None if sys.stdout.isatty() else REPORT_WIDTH)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -271,7 +279,7 @@ def batch(
             console.print(f"[yellow]interrupted:[/] {len(records)} input(s) recorded; a rerun does the others",
                           highlight=False)
             raise typer.Exit(INTERRUPTED_EXIT)
-    Console().print(summary_table(records, runner.skipped))
+    report_console().print(summary_table(records, runner.skipped))
     failed = sum(r.state == "failed" for r in records)
     console.print(f"{len(records) - failed} done, {failed} failed, {len(runner.skipped)} skipped; "
                   f"manifest: {runner.manifest.path}", highlight=False, soft_wrap=True)
@@ -331,8 +339,8 @@ def bench(
         table.add_column(column, justify="right")
     for row in trial_rows(trials):
         table.add_row(*row)
-    Console().print(table)
-    Console().print(f"machine: {machine_description()}")
+    report_console().print(table)
+    report_console().print(f"machine: {machine_description()}")
     if markdown:
         with user_errors():
             write_file_output(markdown, "--markdown", f"machine: {machine_description()}\n\n"
@@ -400,9 +408,9 @@ def tune(
         table.add_row(name, str(r.layout.workers), str(r.layout.threads), f"{r.fps:.2f}",
                       ceiling, f"{r.p95_frame_ms:.0f}", f"{r.peak_mb:.0f}", f"{r.cpu_share:.0%}", f"{r.startup_s:.1f}",
                       style="bold green" if r is pick else None)
-    Console().print(table)
-    Console().print(f"machine: {machine}")
-    Console().print(f"wrote {write}: vidparse run INPUT -o OUTPUT.mp4 --config {write}", soft_wrap=True)
+    report_console().print(table)
+    report_console().print(f"machine: {machine}")
+    report_console().print(f"wrote {write}: vidparse run INPUT -o OUTPUT.mp4 --config {write}", soft_wrap=True)
 
 
 def _worker_counts(text: str) -> list[int]:
@@ -462,14 +470,20 @@ def models_list() -> None:
     """Show known models and where each was found."""
     from vidparse.model_store import MODELS, find_model, search_dirs
 
+    found = {spec.name: find_model(spec.name) for spec in MODELS.values()}
+    paths = [str(path) for path in found.values() if path]
     table = Table(title="models")
-    for column in ("name", "found at", "license", "what"):
-        table.add_column(column)
+    table.add_column("name")
+    # a path is shown whole: folded in a terminal, on one line in a file (which has no width)
+    table.add_column("found at", overflow="fold",
+                     min_width=None if sys.stdout.isatty() else max(map(len, paths), default=0))
+    table.add_column("license")
+    table.add_column("what")
     for spec in MODELS.values():
-        found = find_model(spec.name)
-        table.add_row(spec.name, str(found) if found else "[red]missing[/]", spec.license, spec.description)
-    Console().print(table)
-    Console().print("searched: " + ", ".join(str(d) for d in search_dirs()))
+        path = found[spec.name]
+        table.add_row(spec.name, str(path) if path else "[red]missing[/]", spec.license, spec.description)
+    report_console().print(table)
+    report_console().print("searched: " + ", ".join(str(d) for d in search_dirs()))
 
 
 @models_app.command("pull")
@@ -541,7 +555,7 @@ def _progress() -> Progress:
 def _report(table: Table, report: ImageReport | VideoReport, json_path: Optional[Path]) -> None:
     from vidparse.evaluation.runs import write_json
 
-    Console().print(table)
+    report_console().print(table)
     if json_path:
         write_json(report, json_path)
         console.print(f"wrote {json_path}")
@@ -627,7 +641,7 @@ def train_weights(
         with _progress() as progress:
             card = job.run(progress, samples)
         for report in job.scores.values():
-            Console().print(image_table(report))
+            report_console().print(image_table(report))
         console.print(f"wrote {output} and {card}")
 
 

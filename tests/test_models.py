@@ -122,6 +122,7 @@ def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
     rows = {line.split()[1]: line for line in run_cli("models", "list", env=env).stdout.splitlines()
             if line.startswith("│ ")}
     assert "missing" not in rows["bodypix"] and "missing" in rows["fastestdet"] and "missing" in rows["cihp-lite"]
+    assert "MobileNetV1-x050-stride16.onnx" in rows["bodypix"], "a table piped to a file is not squeezed to 80 columns"
     failed = run_cli("models", "pull", "fastestdet", "--from", "http://127.0.0.1:9/x.onnx", env=env)
     assert failed.returncode == 5 and "Traceback" not in failed.stderr
     assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [
