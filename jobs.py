@@ -133,6 +133,7 @@ class StreamSpec:
             replace(self.config.output, fragmented=self.config.output.fragmented or info.live),
             # Copying audio opens the input a second time: fine for a file, not for a camera.
             audio_from=self.input_url if info.has_audio and not info.live and not self.window else None,
+            audio_to_last_frame=self.max_frames is not None and not (info.frames and self.max_frames >= info.frames),
             masks_dir=self.masks_dir,
             stats_path=self.stats_path,
             temporal=self.config.temporal,

@@ -51,6 +51,7 @@ class AnnotatedOutput:
         compose: ComposeOptions,
         encoder: EncoderOptions,
         audio_from: str | None = None,
+        audio_to_last_frame: bool = False,
         masks_dir: Path | None = None,
         stats_path: Path | None = None,
         temporal: TemporalOptions | None = None,
@@ -69,7 +70,8 @@ class AnnotatedOutput:
         self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
         self.draw_ids = bool(tracking and tracking.enabled and tracking.draw_ids)
         self.recolor = Recolor(label_set, compose)
-        self.sink = VideoSink(video_path, info, encoder, audio_from) if video_path is not None else None
+        self.sink = (VideoSink(video_path, info, encoder, audio_from, audio_to_last_frame)
+                     if video_path is not None else None)
         self.masks = MaskWriter(masks_dir, label_set) if masks_dir else None
         self.stats = StatsWriter(stats_path, stream_name) if stats_path else None
         self.instances = InstanceWriter(instances_dir) if instances_dir else None

@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 
-from vidparse.errors import BadOutputError
+from vidparse.errors import BadOutputError, file_in_the_way
 from vidparse.stages.source import StreamInfo, short_of
 from vidparse.stages.types import Frame
 from vidparse.stages.options import EncoderOptions
@@ -63,7 +63,8 @@ def check_output_path(path: Path) -> None:
                              hint=f"use one of: {', '.join(CONTAINERS)}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise BadOutputError(f"output directory {parent} does not exist", hint=f"create it first: mkdir -p {parent}")
+        raise file_in_the_way(path, parent) or BadOutputError(f"output directory {parent} does not exist",
+                                                              hint=f"create it first: mkdir -p {parent}")
     try:
         if path.exists():
             with open(path, "ab"):
@@ -77,18 +78,21 @@ def check_output_path(path: Path) -> None:
 
 
 class VideoSink:
-    """Encodes annotated frames. Audio packets of ``audio_from`` are copied, interleaved by time.
+    """Encodes annotated frames. Audio packets of ``audio_from`` are copied, interleaved by time; with
+    ``audio_to_last_frame`` (a run told to stop before the input's end: --max-frames) the audio ends where the last
+    frame written ends, as it does when a run stops well short of the input's end.
 
     With ``segment_seconds`` each segment is a complete file whose timestamps start at 0; ``paths`` lists
     every file written. Audio is copied only into unsegmented output.
     """
 
-    def __init__(self, path: Path, info: StreamInfo, options: EncoderOptions, audio_from: str | None = None) -> None:
+    def __init__(self, path: Path, info: StreamInfo, options: EncoderOptions, audio_from: str | None = None,
+                 audio_to_last_frame: bool = False) -> None:
         self.path = path
         self.failed = False  # a write failed (disk full, directory gone): the file is kept as written
         self.info = info
         self.options = options
-        self.audio_from = audio_from
+        self.audio_from, self.audio_to_last_frame = audio_from, audio_to_last_frame
         self.frames_written = 0
         self.paths: list[Path] = []
         self._output: av.container.OutputContainer | None = None
@@ -213,7 +217,8 @@ class VideoSink:
         still picture."""
         assert self._audio is not None
         end = self._audio.input_end_s
-        if end is not None and self._written_to is not None and short_of(self._written_to, end):
+        if self._written_to is not None and (self.audio_to_last_frame or (end is not None and
+                                                                          short_of(self._written_to, end))):
             return self._written_to
         return float("inf")
 
@@ -254,12 +259,13 @@ class AudioCopy:
         self._input = av.open(url)
         self._stream = self._input.streams.audio[0]
         self._encoder: av.audio.stream.AudioStream | None = None
-        if self._stream.codec_context.name in BROWSER_AUDIO:
+        codec = self._stream.codec_context.codec.canonical_name  # "mp3", where the decoder is "mp3float"
+        if codec in BROWSER_AUDIO:
             self._out_stream = output.add_stream_from_template(self._stream)
         else:
             self._encoder = self._out_stream = output.add_stream("aac", rate=self._stream.rate or 48000)
             self._encoder.layout = "stereo" if self._stream.channels > 1 else "mono"
-            log.info("audio %s re-encoded as AAC (browsers do not play it in an MP4)", self._stream.codec_context.name)
+            log.info("audio %s re-encoded as AAC (browsers do not play it in an MP4)", codec)
         self._output = output
         self._packets = self._input.demux(self._stream)
         self._pending: av.Packet | None = None
@@ -287,6 +293,9 @@ class AudioCopy:
                 self._output.mux(packet)
                 continue
             for frame in packet.decode():
+                if frame.pts is not None:  # on the encoder's clock, in samples (an AVI counts its packets)
+                    frame.pts = round(frame.pts * frame.time_base * frame.sample_rate)
+                frame.time_base = Fraction(1, frame.sample_rate)
                 self._output.mux(self._encoder.encode(frame))
 
     def finish(self, seconds: float) -> None:

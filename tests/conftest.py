@@ -126,7 +126,7 @@ def probe_video(path: Path) -> VideoFacts:
         duration = float(stream.duration * stream.time_base) if stream.duration else container.duration / av.time_base
         audio = container.streams.audio[0] if container.streams.audio else None
         facts = VideoFacts(stream.codec_context.name, stream.codec_context.pix_fmt, stream.width, stream.height,
-                           len(pts), duration, pts, audio.codec_context.name if audio else None, 0)
+                           len(pts), duration, pts, audio.codec_context.codec.canonical_name if audio else None, 0)
     if facts.audio_codec:
         with av.open(str(path)) as container:
             facts.audio_packets = sum(1 for p in container.demux(audio=0) if p.size)
