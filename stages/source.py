@@ -245,22 +245,30 @@ def _reason(error: Exception) -> str:
     return (getattr(error, "strerror", None) or str(error) or type(error).__name__).strip()
 
 
+def main_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video stream to parse: of several, the one with the most pixels (not a preview track), and never a
+    music file's cover art (an attached picture); None when there is none."""
+    videos = [s for s in container.streams.video if av.stream.Disposition.attached_pic not in s.disposition]
+    return max(videos, key=lambda s: s.codec_context.width * s.codec_context.height, default=None)
+
+
 def _video_stream(url: str, container: av.container.InputContainer,
                   sized: bool = True) -> av.video.stream.VideoStream:
-    """The first video stream, checked for being a usable video (with a frame size, unless not ``sized``);
+    """The main video stream, checked for being a usable video (with a frame size, unless not ``sized``);
     closes ``container`` when it is not."""
     problem = None
-    if not container.streams.video:
+    stream = main_video_stream(container)
+    if stream is None:
         problem = (f"input {url} has no video stream", "give a file with a video track")
-    elif sized and (container.streams.video[0].codec_context.width <= 0
-                    or container.streams.video[0].codec_context.height <= 0):
+    elif sized and (stream.codec_context.width <= 0 or stream.codec_context.height <= 0):
         problem = (f"input {url} has a video stream without a frame size", "the file may be truncated or damaged")
     elif container.format.name == "image2" or container.format.name.endswith("_pipe"):
         problem = (f"input {url} is a still image, not a video", "give a video file")
     if problem:
         container.close()
         raise BadInputError(*problem)
-    return container.streams.video[0]
+    assert stream is not None
+    return stream
 
 
 class LiveTimeline:
@@ -331,9 +339,9 @@ def read_packets(url: str) -> Packets | None:
     """The video packets' timestamps and keyframe flags; None when some packet has no timestamp (such a file is
     not cut: it runs as one segment)."""
     with open_container(url) as container:
-        if not container.streams.video:
+        stream = main_video_stream(container)
+        if stream is None:
             raise BadInputError(f"input {url} has no video stream", hint="give a file with a video track")
-        stream = container.streams.video[0]
         packets = []
         try:
             for packet in container.demux(stream):
@@ -449,7 +457,9 @@ class VideoSource:
         PyAV's default, slice threads. Threads can be chosen only before the first decode."""
         live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and _finite(container))
         if decoding and not live:
-            container.streams.video[0].thread_type = "AUTO"
+            stream = main_video_stream(container)
+            assert stream is not None
+            stream.thread_type = "AUTO"
         return live
 
     def frames(self) -> Iterator[Frame]:
@@ -463,7 +473,7 @@ class VideoSource:
         if self._first_frame is not None:
             first, self._first_frame = self._first_frame, None
             yield first
-        for packet in self._container.demux(self._container.streams.video[0]):
+        for packet in self._container.demux(main_video_stream(self._container)):
             if deadline is not None and time.monotonic() > deadline:
                 return
             try:
@@ -622,7 +632,9 @@ class VideoSource:
             return frame
         assert self._container is not None
         waited = f"within {OPEN_TIMEOUTS_PER_ATTEMPT} x {self.live_options.open_timeout_s:g} s"
-        codec = self._container.streams.video[0].codec_context
+        stream = main_video_stream(self._container)
+        assert stream is not None
+        codec = stream.codec_context
         if codec.width <= 0 or codec.height <= 0:
             raise NoFrameSizeError(f"connected, but no frame size {waited}")
         raise NoKeyframeError(f"connected, but no keyframe {waited}")

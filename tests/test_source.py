@@ -110,6 +110,30 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
         probe(str(make_audio_only(tmp_path / "tone.m4a")))
 
 
+def test_cover_art_is_not_video_and_the_largest_video_stream_is_parsed(tmp_path: Path, shared: Path) -> None:
+    """A music file's cover art (an attached picture) is not a video to parse; of two video streams (a preview track
+    first), the larger one is the video."""
+    import subprocess
+
+    song, tracks = tmp_path / "song.mp3", tmp_path / "tracks.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-i",
+                    str(shared / "data" / "ccp" / "images" / "0001.jpg"), "-map", "0:a", "-map", "1:v", "-c:a",
+                    "libmp3lame", "-c:v", "mjpeg", "-disposition:v", "attached_pic", str(song)], check=True)
+    with pytest.raises(BadInputError, match="no video stream"):
+        probe(str(song))
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(VTEST), "-t", "0.5", "-filter_complex",
+                    "[0:v]split[a][b];[b]scale=384:288[preview]", "-map", "[preview]", "-map", "[a]", "-c:v", "ffv1",
+                    str(tracks)], check=True)
+    info = probe(str(tracks))
+    assert (info.width, info.height) == (768, 576)
+    source = VideoSource(str(tracks))
+    source.open()
+    try:
+        assert [frame.image.shape for frame in source.frames()] == [(576, 768, 3)] * 5
+    finally:
+        source.close()
+
+
 def test_a_resumed_file_seeks_to_the_keyframe_before_and_gives_the_same_frames(shared: Path) -> None:
     """A replacement for a stalled source starts at frame 300 of vtest by seeking to the last keyframe at or before
     it (decoding from there, not from frame 0): the frames it gives are those a plain read gives there, with their
