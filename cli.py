@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadInputError, BadOutputError,
-                             ConfigError, VidparseError)
+                             ConfigError, VidparseError, file_in_the_way)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -86,8 +86,8 @@ def check_file_output(path: Path | None, option: str) -> None:
     if path.is_dir():
         raise BadOutputError(f"{option} {path} is a folder", hint=f"give a file name, e.g. {path / 'out'}")
     if not path.parent.is_dir():
-        raise BadOutputError(f"{option} {path}: folder {path.parent} does not exist",
-                             hint=f"create it first: mkdir -p {path.parent}")
+        raise file_in_the_way(path, path.parent) or BadOutputError(
+            f"{option} {path}: folder {path.parent} does not exist", hint=f"create it first: mkdir -p {path.parent}")
 
 
 def write_file_output(path: Path, option: str, text: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # Exit codes that no single error class carries (README, "Exit codes").
 UNEXPECTED_EXIT = 7  # the pipeline-failure code: a failure vidparse did not foresee
 DEGRADED_EXIT = 8  # finished, every frame written, but workers were replaced or frames written unannotated
@@ -43,6 +45,16 @@ class ModelError(VidparseError):
     """A model is unknown, missing, corrupt or does not fit its configuration."""
 
     exit_code = 5
+
+
+def file_in_the_way(path: Path, folder: Path) -> BadOutputError | None:
+    """The error for output ``path`` whose missing ``folder`` cannot be made because a file stands where one of its
+    folders would be; None when nothing stands in the way (``mkdir -p`` would make it)."""
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if blocking.is_dir():
+        return None
+    return BadOutputError(f"output {path} cannot be created: {blocking} is a file, not a folder",
+                          hint="choose another output path")
 
 
 class StreamLostError(VidparseError):

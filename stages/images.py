@@ -12,7 +12,9 @@ import glob
 import logging
 import re
 import time
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from fractions import Fraction
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from vidparse.errors import BadInputError, BadOutputError
+from vidparse.errors import BadInputError, BadOutputError, file_in_the_way
 from vidparse.names import unique_names
 from vidparse.stages.source import StreamInfo
 from vidparse.stages.types import Frame
@@ -64,12 +66,29 @@ def _expand(spec: str) -> list[Path]:
     return [path] if path.is_file() else []
 
 
+@contextmanager
+def _opened(path: Path, formats: tuple[str, ...] | None = None) -> Iterator[Image.Image]:
+    """The image as PIL opens it; one past PIL's decompression-bomb limit is refused with one line, and PIL's
+    warning for one past half that limit (such photos are read) is not shown."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path, formats=formats)
+        except Image.DecompressionBombError as exc:
+            limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+            raise BadInputError(f"input {path} is a photo of more than {limit:.0f} megapixels, more than vidparse reads",
+                                hint=f"scale it down first, e.g.: ffmpeg -i {path} -vf scale=iw/2:-2 smaller.jpg"
+                                ) from exc
+        with image:
+            yield image
+
+
 def upright_size(path: Path, decoded: bool = False) -> tuple[int, int]:
     """(width, height) of an image as shown: EXIF quarter turns swap the stored size. Reads the header only, or
     with ``decoded`` the whole file too (a JPEG at an eighth of its size: about a millisecond), so that a truncated
     or damaged image is found now rather than when its turn comes."""
     try:
-        with Image.open(path) as image:
+        with _opened(path) as image:
             width, height = image.size
             turned = image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS
             if decoded:
@@ -96,7 +115,7 @@ def load_upright(path: Path, formats: tuple[str, ...] | None = None) -> np.ndarr
     """The image as HxWx3 BGR uint8, turned as its EXIF orientation says; ``formats``: the PIL formats it may be
     in (None: any)."""
     try:
-        with Image.open(path, formats=formats) as image:
+        with _opened(path, formats) as image:
             rgb = _eight_bit(ImageOps.exif_transpose(image)).convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"input {path} is not a readable image ({exc})",
@@ -171,11 +190,9 @@ def check_image_output(images: ImageSet, path: Path) -> None:
     if path.suffix and not images.single:
         raise BadOutputError(f"{len(images.paths)} images cannot all be written to {path}",
                              hint="give a folder for -o (one annotated image each), or a video such as out.mp4")
-    parent = path.parent if path.suffix else path
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise BadOutputError(f"output {path} cannot be created: {existing} is not a folder",
-                             hint="choose another output path")
+    blocked = file_in_the_way(path, path.parent if path.suffix else path)
+    if blocked:
+        raise blocked
 
 
 class ImageSource:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -136,14 +138,25 @@ def test_more_workers_than_cpus_are_run_with_a_warning(clip: Path, tmp_path: Pat
 
 
 def test_a_run_stopped_early_ends_its_audio_with_its_video(tmp_path: Path) -> None:
-    clip = vtest_h264(tmp_path / "three_seconds.mp4", 30, tone_hz=440)
+    """--max-frames stops the audio at the last frame's end, even within a second of the input's end (where a run
+    that reached the end keeps the audio's own tail)."""
+    clip = vtest_h264(tmp_path / "short.mp4", 15, tone_hz=440)
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix", "--max-frames", "5")
     assert result.returncode == 0, result.stderr
     assert probe_video(tmp_path / "o.mp4").frames == 5
     packets = audio_packets(tmp_path / "o.mp4")
     end = packets[-1][0] + packets[-1][1]
-    assert 0.45 <= end <= 0.5 + 1024 / 48000 * 2, f"audio up to the fifth frame's end (0.5 s), not to 3 s: {end:.2f}"
+    assert 0.45 <= end <= 0.5 + 1024 / 48000 * 2, f"audio up to the fifth frame's end (0.5 s), not to 1.5 s: {end:.2f}"
     assert [p[2] for p in packets] == [p[2] for p in audio_packets(clip)[:len(packets)]], "copied, from the start"
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that says it is ``width`` x ``height`` grey pixels and holds almost none: PIL opens it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize(
@@ -153,6 +166,7 @@ def test_a_run_stopped_early_ends_its_audio_with_its_video(tmp_path: Path) -> No
         (["run", "{notvideo}", "-o", "{tmp}/o.mp4"], 3, "is not a readable video"),
         (["run", "{image}", "-o", "{tmp}/o.gif"], 4, "is neither a video nor an image"),
         (["run", "{clip}", "-o", "{tmp}/nodir/o.mp4"], 4, "error: output directory"),
+        (["run", "{clip}", "-o", "{tmp}/in.mp4/o.mp4"], 4, "{tmp}/in.mp4 is a file, not a folder"),
         (["run", "{clip}", "-o", "/sys/o.mp4"], 4, "is not writable"),
         (["run", "{clip}", "-o", "{tmp}/o.gif"], 4, "unsupported extension"),
         (["run", "{clip}", "-o", "{tmp}/newdir"], 4, "has no extension and is not a folder"),
@@ -163,15 +177,17 @@ def test_a_run_stopped_early_ends_its_audio_with_its_video(tmp_path: Path) -> No
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--tiles", "1"], 2, "'detector.tiles' is 1"),
+        (["run", "{tmp}/huge.png", "-o", "{tmp}/o.png"], 3, "a photo of more than 179 megapixels"),
         (["bench", "{clip}", "--markdown", "{tmp}/nodir/b.md"], 4, "folder {tmp}/nodir does not exist"),
         (["bench", "{clip}", "--workers", "1,5000"], 2, "whole numbers from 1 to 1024"),
         (["tune", "{clip}", "--write", "{tmp}/nodir/t.yaml"], 4, "folder {tmp}/nodir does not exist"),
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
     ],
-    ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "read-only-output",
+    ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "output-dir-is-a-file", "read-only-output",
          "bad-extension", "no-extension", "output-is-the-input", "config-not-utf8", "zero-workers",
-         "unknown-model", "missing-config", "missing-model-file", "one-tile", "bench-markdown-nowhere",
+         "unknown-model", "missing-config", "missing-model-file", "one-tile", "photo-past-pils-limit",
+         "bench-markdown-nowhere",
          "bench-5000-workers", "tune-write-nowhere", "eval-json-nowhere", "train-into-a-folder"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
@@ -179,6 +195,7 @@ def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int,
     (tmp_path / "notes.mp4").write_text("hello\n" * 100)
     (tmp_path / "latin1.yaml").write_bytes("# r\u00e9glage\nworkers: 1\n".encode("latin-1"))
     (tmp_path / "in.mp4").write_bytes(clip.read_bytes())
+    (tmp_path / "huge.png").write_bytes(png_header_only(20000, 10000))  # 200 megapixels, as a phone may take
     values = {"tmp": tmp_path, "clip": clip, "notvideo": tmp_path / "notes.mp4",
               "image": shared / "data" / "cihp" / "images" / "0002190.jpg",
               "images": shared / "data" / "ccp" / "images", "labels": shared / "data" / "ccp" / "labels"}
