@@ -135,7 +135,9 @@ class VideoSink:
         stream.codec_context.time_base = self.info.time_base
         # No B-frames: presentation order is decode order, so fragments need no edit list to start at the
         # source's first timestamp, and live frames leave the encoder without a reordering delay.
-        stream.options = {"crf": str(self.options.crf), "preset": self.options.preset, "bf": "0"}
+        stream.options = {"crf": str(self.options.crf), "preset": self.options.preset, "bf": "0",
+                          # tagged as what `yuv420p` holds, so that players do not take HD frames for BT.709
+                          "x264-params": "colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m:range=tv"}
         self._video = stream
 
     def _rotate(self, frame: Frame) -> None:
@@ -153,9 +155,7 @@ class VideoSink:
         if self.segmented:
             self._rotate(frame)
         image = frame.image[: self._video.height, : self._video.width]
-        # OpenCV's BT.601 conversion (the one x264 would get from FFmpeg's scaler, within one level) takes a third
-        # of the scaler's time, on the serial emit thread
-        yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2YUV_I420)
+        yuv = to_yuv420(np.ascontiguousarray(image))
         av_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         av_frame.pts = None if frame.pts is None else frame.pts - self._pts_origin
         av_frame.time_base = frame.time_base
@@ -228,6 +228,25 @@ class VideoSink:
             raise self._write_failed("its directory is gone")
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile
             _make_faststart(self.path)
+
+
+# OpenCV's YCrCb is full range (JPEG's): chroma 128 +- 127.5 -> limited range (video's) 128 +- 112
+_LIMITED_CHROMA = np.clip(np.round(128 + (np.arange(256) - 128) * 224 / 255), 0, 255).astype(np.uint8)
+
+
+def to_yuv420(image: np.ndarray) -> np.ndarray:
+    """An even-sized BGR image as I420 (BT.601, limited range, as FFmpeg's scaler gives x264): OpenCV's luma, and
+    chroma from the mean colour of each 2x2 block (OpenCV's own I420 conversion takes one pixel of each: fine stripes
+    and dithered GIFs came out in one stripe's colour). Half of FFmpeg's scaler's time, on the serial emit thread."""
+    height, width = image.shape[:2]
+    yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+    block_means = cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    chroma = cv2.LUT(cv2.cvtColor(block_means, cv2.COLOR_BGR2YCrCb), _LIMITED_CHROMA)
+    quarter = (height // 2) * (width // 2)
+    planes = yuv.reshape(-1)[height * width:]
+    planes[:quarter] = chroma[:, :, 2].reshape(-1)  # U (Cb)
+    planes[quarter:] = chroma[:, :, 1].reshape(-1)  # V (Cr)
+    return yuv
 
 
 def _make_faststart(path: Path) -> None:

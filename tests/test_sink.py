@@ -84,6 +84,25 @@ def test_variable_frame_timestamps_survive(clip: Path, tmp_path: Path) -> None:
     assert probe_video(tmp_path / "vfr.mp4").pts_s == pytest.approx([p / 10 for p in pts])
 
 
+def test_fine_stripes_keep_their_mean_colour_and_the_colours_are_tagged(clip: Path, tmp_path: Path) -> None:
+    """1-pixel red and blue columns (striped clothes, a dithered GIF) are purple seen from afar: the encoded frame's
+    chroma is each 2x2 block's mean colour, not one of its pixels' (which made them all red). The video is tagged
+    BT.601, limited range, as encoded."""
+    info = probe(str(clip))
+    sink = VideoSink(tmp_path / "stripes.mp4", info, EncoderOptions(crf=12, preset="ultrafast"))
+    sink.open()
+    stripes = np.zeros((576, 768, 3), np.uint8)
+    stripes[:, 0::2], stripes[:, 1::2] = (0, 0, 255), (255, 0, 0)  # BGR: red, blue
+    sink.write(Frame(0, 0, Fraction(1, 10), stripes))
+    sink.close()
+    (decoded,) = decode_frames(tmp_path / "stripes.mp4")
+    blue, _, red = decoded.reshape(-1, 3).mean(axis=0)
+    assert abs(blue - red) < 20 and min(blue, red) > 90, (blue, red)
+    with av.open(str(tmp_path / "stripes.mp4")) as written:
+        codec = written.streams.video[0].codec_context
+        assert (codec.color_range, codec.colorspace, codec.color_primaries, codec.color_trc) == (1, 6, 6, 6)
+
+
 @pytest.mark.parametrize("name, message", [("out.avi", "unsupported extension"), ("missing/out.mp4", "does not exist")])
 def test_bad_output_paths(tmp_path: Path, name: str, message: str) -> None:
     with pytest.raises(BadOutputError, match=message):
