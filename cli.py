@@ -193,6 +193,8 @@ def run(
 
 def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
     """One input: its error as the only line, or the summary table as it always was."""
+    from vidparse.stages.images import is_image_input
+
     if stream.error is not None:
         raise stream.error
     result, source, written = stream.stats, stream.source, stream.paths
@@ -205,7 +207,9 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
                       else "nothing written", soft_wrap=True)
         return
     files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
-    console.print("wrote " + files + (f", masks in {source.masks}" if source.masks else "")
+    labels_beside = is_image_input(source.input) and not source.masks  # AnnotatedImages' default
+    console.print("wrote " + files + (", each with its label PNG beside it" if labels_beside else "")
+                  + (f", masks in {source.masks}" if source.masks else "")
                   + (f", stats in {source.stats}" if source.stats else "")
                   + (f", instances in {source.instances}" if source.instances else ""), soft_wrap=True)
     if result.degraded and not result.interrupted:

@@ -96,7 +96,8 @@ def upright_size(path: Path, decoded: bool = False) -> tuple[int, int]:
                 image.load()
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"input {path} is not a readable image ({exc})",
-                            hint="give jpg, png, webp, bmp or tiff files") from exc
+                            hint="give jpg, png, webp, bmp or tiff files (a video needs its own extension: .mp4, "
+                                 ".mkv...)") from exc
     return (height, width) if turned else (width, height)
 
 

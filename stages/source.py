@@ -263,7 +263,8 @@ def _video_stream(url: str, container: av.container.InputContainer,
     elif sized and (stream.codec_context.width <= 0 or stream.codec_context.height <= 0):
         problem = (f"input {url} has a video stream without a frame size", "the file may be truncated or damaged")
     elif container.format.name == "image2" or container.format.name.endswith("_pipe"):
-        problem = (f"input {url} is a still image, not a video", "give a video file")
+        problem = (f"input {url} is a still image, not a video",
+                   "vidparse parses photos by their extension: name it .jpg, .png or the like")
     if problem:
         container.close()
         raise BadInputError(*problem)

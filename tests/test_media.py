@@ -158,7 +158,9 @@ def test_photos_sharing_a_name_keep_their_own_labels(shared: Path, tmp_path: Pat
     photos.mkdir()
     Image.open(shared / "data" / "photos" / "messi5.jpg").save(photos / "x.jpg")
     Image.open(shared / "data" / "ccp" / "images" / "0001.jpg").save(photos / "x.png")
-    parse(photos, tmp_path / "out")
+    result = parse(photos, tmp_path / "out")
+    assert f"wrote {tmp_path / 'out' / 'x.jpg'}, {tmp_path / 'out' / 'x.png'}, each with its label PNG beside it" in (
+        " ".join(result.stderr.split()))
     sizes = {name: Image.open(tmp_path / "out" / name).size for name in ("x.jpg", "x.png", "x_labels.png", "x_2_labels.png")}
     assert sizes["x_labels.png"] == sizes["x.jpg"] != sizes["x.png"] == sizes["x_2_labels.png"]
 
