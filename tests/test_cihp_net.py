@@ -28,10 +28,11 @@ CIHP, CCP, BODYPIX = load_label_set("cihp"), load_label_set("ccp"), load_label_s
 REFERENCE = Path(__file__).with_name("cihp_net_reference.json")
 
 
-def fixed_inputs() -> tuple[np.ndarray, np.ndarray]:
+def fixed_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(7)
     return (rng.random((cihp_net.FEATURES, cihp_net.NET_HEIGHT, 48), dtype=np.float32),
-            rng.random((cihp_net.DETAILS, cihp_net.DETAIL_HEIGHT, 96), dtype=np.float32))
+            rng.random((cihp_net.DETAILS, cihp_net.DETAIL_HEIGHT, 96), dtype=np.float32),
+            rng.random((cihp_net.COARSE_CHANNELS, cihp_net.COARSE_HEIGHT, 3), dtype=np.float32))
 
 
 def reference_of(weights: Path) -> dict:
@@ -140,7 +141,8 @@ def test_the_segmenters_materials_apply_to_crops_it_saw_at_enough_rows() -> None
     def outputs(rows: int) -> cihp_net.CropOutputs:
         return cihp_net.CropOutputs(np.zeros((400, 150, 3), np.uint8), np.zeros((25, 26, 10), np.float32),
                                     (401, 145), np.zeros((6, rows, rows * 3 // 8), np.float32),
-                                    np.zeros((32, rows // 2, rows * 3 // 16), np.float32))
+                                    np.zeros((32, rows // 2, rows * 3 // 16), np.float32),
+                                    np.zeros((64, rows // 16, rows * 3 // 128), np.float32))
 
     options = cihp_net.Options(segmenter_materials_min_rows=128)
     assert cihp_net.materials_apply(options, outputs(128)) and not cihp_net.materials_apply(options, outputs(127))
@@ -205,9 +207,9 @@ def test_packed_crops_keep_their_order(person_crop: np.ndarray) -> None:
 
 
 def test_one_segmenter_call_gives_its_head_features_with_its_classes(person_crop: np.ndarray, shared: Path) -> None:
-    """The segmenter's model is edited in memory to also output its head's features: per crop, 32 channels at about
-    half the probabilities' rows and columns, telling the person from the padding; a model without that head (the
-    hair segmenter) is refused with a hint."""
+    """The segmenter's model is edited in memory to also output its head's features and its coarsest pyramid level:
+    per crop, 32 channels at about half the probabilities' rows and columns and 64 at a sixteenth, each telling the
+    person from the padding; a model without them (the hair segmenter) is refused with a hint."""
     import cv2
 
     segmenter = MulticlassSegmenter(resolve_model("multiclass"), threads=1, detail=1.0)
@@ -218,6 +220,13 @@ def test_one_segmenter_call_gives_its_head_features_with_its_classes(person_crop
     person = cv2.resize(1 - found.probabilities[0], (columns, rows)) > 0.5
     assert 0.2 < person.mean() < 0.9
     assert np.linalg.norm(found.features[:, person].mean(1) - found.features[:, ~person].mean(1)) > 1.0
+    cells = found.coarse
+    assert cells.shape[0] == 64  # every cell the crop's window touches: as many as it spans, or one more off the grid
+    assert all(-(-full // 16) <= cells_seen <= -(-full // 16) + 1
+               for full, cells_seen in zip((full_rows, full_columns), cells.shape[1:]))
+    person = cv2.resize(1 - found.probabilities[0], cells.shape[:0:-1], interpolation=cv2.INTER_AREA) > 0.5
+    assert 0 < person.sum() < person.size
+    assert np.linalg.norm(cells[:, person].mean(1) - cells[:, ~person].mean(1)) > 1.0
     with pytest.raises(ModelError, match="no segmentation head features") as refused:
         with_feature_output((shared / "models" / "mediapipe" / "hair_segmentation.tflite").read_bytes())
     assert "vidparse models pull multiclass" in (refused.value.hint or "")
@@ -303,16 +312,19 @@ def test_a_crop_in_a_mirror_gives_the_mirrored_inputs(person_crop: np.ndarray) -
         [Crop(region=(0, 0, image.shape[1], image.shape[0]), image=image, scale=1.0)
          for image in (person_crop, np.ascontiguousarray(person_crop[:, ::-1]))])]
     frozen.close()
-    (context, details), (in_mirror, details_in_mirror) = seen
+    (context, details, coarse), (in_mirror, details_in_mirror, coarse_in_mirror) = seen
     used = cihp_net.net_width(*person_crop.shape[:2])
-    mirrored, mirrored_details = cihp_net.mirrored(context, details, used)
+    mirrored, mirrored_details, mirrored_coarse = cihp_net.mirrored(context, details, coarse, used)
     person = mirrored[3, :, :used] > 0.5
     parts = cihp_net.PARTS
     assert (mirrored[parts, :, :used].argmax(0) == in_mirror[parts, :, :used].argmax(0))[person].mean() > 0.7
     assert np.abs(mirrored[:4] - in_mirror[:4]).mean() < 0.03 and np.abs(mirrored_details - details_in_mirror).mean() < 0.03
     assert np.array_equal(mirrored[-2:], context[-2:])
-    again = cihp_net.mirrored(mirrored, mirrored_details, used)
-    assert np.array_equal(again[0], context) and np.array_equal(again[1], details)
+    columns = cihp_net.coarse_columns(used)
+    assert mirrored_coarse.shape == coarse.shape and np.array_equal(mirrored_coarse[:, :, columns:], coarse[:, :, columns:])
+    assert np.abs(mirrored_coarse - coarse_in_mirror).mean() < np.abs(coarse - coarse_in_mirror).mean()
+    again = cihp_net.mirrored(mirrored, mirrored_details, mirrored_coarse, used)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (context, details, coarse)))
 
 
 def test_with_the_mirror_a_crop_and_its_mirror_image_get_the_same_labels(person_crop: np.ndarray) -> None:
@@ -410,7 +422,8 @@ def test_the_training_cache_keeps_the_example_sets_used_last(tmp_path: Path) -> 
 def test_training_batches_hold_one_crop_width_each() -> None:
     widths = [48, 64, 48, 32, 64, 48, 48, 64, 48]
     examples = [Example(str(i), False, np.zeros((1, 1, w), np.float16), np.zeros((1, 1, 2 * w), np.float16),
-                        np.zeros((1, 2 * w), np.uint8), (0, 0, 1, 1), w) for i, w in enumerate(widths)]
+                        np.zeros((1, 1, w // 16), np.float16), np.zeros((1, 2 * w), np.uint8), (0, 0, 1, 1), w)
+                for i, w in enumerate(widths)]
     batches = fit.width_batches(examples, 2, np.random.default_rng(0))
     assert sorted(i for batch in batches for i in batch) == list(range(len(widths)))
     assert all(len({widths[i] for i in batch}) == 1 and 1 <= len(batch) <= 2 for batch in batches)
@@ -419,8 +432,8 @@ def test_training_batches_hold_one_crop_width_each() -> None:
 
 def test_class_weights_follow_the_pixel_share_to_the_power_asked() -> None:
     labels = np.array([[0] * 12 + [1] * 3 + [2] + [IGNORED] * 4], np.uint8)  # shares 12 : 3 : 1, the rest unseen
-    examples = [Example("a", False, np.zeros((1, 1, 10), np.float16), np.zeros((1, 1, 20), np.float16), labels,
-                        (0, 0, 1, 1), 10)]
+    examples = [Example("a", False, np.zeros((1, 1, 16), np.float16), np.zeros((1, 1, 32), np.float16),
+                        np.zeros((1, 1, 1), np.float16), labels, (0, 0, 1, 1), 10)]
     assert fit.class_weights(examples, 0.0)[:3].tolist() == [1.0, 1.0, 1.0]
     for power in (0.25, 0.5):
         weights = fit.class_weights(examples, power).numpy()

@@ -45,6 +45,7 @@ class Example:
     small: bool  # the scaled-down view
     features: np.ndarray  # FEATURES x NET_HEIGHT x padded width, float16
     details: np.ndarray  # DETAILS x DETAIL_HEIGHT x twice that, float16
+    coarse: np.ndarray  # COARSE_CHANNELS x COARSE_HEIGHT x a sixteenth of the context's width, float16
     labels: np.ndarray  # DETAIL_HEIGHT x the details' width, FINE_CLASSES indices or IGNORED
     region: tuple[int, int, int, int]  # the crop in the photo's pixels (x1, y1, x2, y2)
     width: int  # columns of the context input that hold the crop (the rest is padding; twice as many in details)
@@ -108,15 +109,15 @@ class Extractor:
         crop = crop_person(seen, box.tolist(), ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE)
         (outputs,) = self.frozen.analyze([crop])  # no person check: every crop's outputs
         assert outputs is not None
-        context, details = cihp_net.features(outputs)
+        context, details, coarse = cihp_net.features(outputs)
         width = cihp_net.net_width(*outputs.size)
         x1, y1, x2, y2 = (round(v / scale) for v in crop.region)
         x2, y2 = min(max(x2, x1 + 1), fine.shape[1]), min(max(y2, y1 + 1), fine.shape[0])
         target = np.full(details.shape[1:], IGNORED, np.uint8)
         target[:, :2 * width] = cv2.resize(fine[y1:y2, x1:x2], (2 * width, cihp_net.DETAIL_HEIGHT),
                                            interpolation=cv2.INTER_NEAREST)
-        return Example(name, scale < 1, context.astype(np.float16), details.astype(np.float16), target,
-                       (x1, y1, x2, y2), width)
+        return Example(name, scale < 1, context.astype(np.float16), details.astype(np.float16),
+                       coarse.astype(np.float16), target, (x1, y1, x2, y2), width)
 
 
 _extractor: Extractor | None = None
@@ -136,7 +137,8 @@ def cache_key(samples: Sequence[Sample], label_set: str, seed: int) -> str:
     """Changes with the photos, their labels, the frozen models and the feature layout (not with the parser's
     settings that only turn the network's output into labels)."""
     digest = hashlib.sha256(repr((label_set, seed, cihp_net.FEATURE_GROUPS, cihp_net.DETAIL_GROUPS, cihp_net.NET_HEIGHT,
-                                  SMALL_PERSON, cihp_net.Options().segmenter_detail, multiclass.ASPECT)).encode())
+                                  multiclass.COARSE_TENSOR, SMALL_PERSON, cihp_net.Options().segmenter_detail,
+                                  multiclass.ASPECT)).encode())
     for sample in samples:
         for path in (sample.image_path, sample.label_path):
             stat = path.stat()
@@ -186,6 +188,7 @@ def save_examples(examples: Sequence[Example], path: Path) -> None:
     }
     for index, example in enumerate(examples):
         arrays[f"features_{index}"], arrays[f"details_{index}"] = example.features, example.details
+        arrays[f"coarse_{index}"] = example.coarse
         arrays[f"labels_{index}"] = example.labels
     tmp = path.with_suffix(".partial.npz")
     np.savez(tmp, **arrays)
@@ -194,7 +197,7 @@ def save_examples(examples: Sequence[Example], path: Path) -> None:
 
 def load_examples(path: Path) -> list[Example]:
     with np.load(path) as data:
-        return [Example(str(name), bool(small), data[f"features_{i}"], data[f"details_{i}"], data[f"labels_{i}"],
-                        tuple(int(v) for v in region), int(width))  # type: ignore[arg-type]
+        return [Example(str(name), bool(small), data[f"features_{i}"], data[f"details_{i}"], data[f"coarse_{i}"],
+                        data[f"labels_{i}"], tuple(int(v) for v in region), int(width))  # type: ignore[arg-type]
                 for i, (name, small, region, width) in enumerate(zip(data["names"], data["small"], data["regions"],
                                                                      data["widths"]))]

@@ -56,26 +56,30 @@ def class_weights(examples: Sequence[Example], power: float) -> torch.Tensor:
 
 
 def batch_tensors(examples: Sequence[Example], rng: np.random.Generator | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Examples padded to the widest; with ``rng``, mirrored at random and the pixels' brightness jittered."""
     width = max(e.features.shape[2] for e in examples)
     context = np.zeros((len(examples), cihp_net.FEATURES, cihp_net.NET_HEIGHT, width), np.float32)
     details = np.zeros((len(examples), cihp_net.DETAILS, cihp_net.DETAIL_HEIGHT, 2 * width), np.float32)
+    coarse = np.zeros((len(examples), cihp_net.COARSE_CHANNELS, cihp_net.COARSE_HEIGHT, width // cihp_net.NET_MULTIPLE),
+                      np.float32)
     targets = np.full((len(examples), cihp_net.DETAIL_HEIGHT, 2 * width), IGNORED, np.int64)
     for index, example in enumerate(examples):
-        features, fine, labels, used = (example.features.astype(np.float32), example.details.astype(np.float32),
-                                        example.labels, example.width)
+        features, fine, cells = (example.features.astype(np.float32), example.details.astype(np.float32),
+                                 example.coarse.astype(np.float32))
+        labels, used = example.labels, example.width
         if rng is not None:
             if rng.random() < 0.5:
-                features, fine = cihp_net.mirrored(features, fine, used)
+                features, fine, cells = cihp_net.mirrored(features, fine, cells, used)
                 labels = cihp_net.reversed_columns(labels, 2 * used)
             gain, offset = rng.uniform(0.75, 1.25), rng.uniform(-0.1, 0.1)
             features[0:3, :, :used] = np.clip(features[0:3, :, :used] * gain + offset, 0, 1)
             fine[0:3, :, :2 * used] = np.clip(fine[0:3, :, :2 * used] * gain + offset, 0, 1)
         context[index, :, :, :features.shape[2]] = features
         details[index, :, :, :fine.shape[2]] = fine
+        coarse[index, :, :, :cells.shape[2]] = cells
         targets[index, :, :labels.shape[1]] = labels
-    return torch.from_numpy(context), torch.from_numpy(details), torch.from_numpy(targets)
+    return torch.from_numpy(context), torch.from_numpy(details), torch.from_numpy(coarse), torch.from_numpy(targets)
 
 
 def width_batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -108,10 +112,9 @@ def train(examples: Sequence[Example], settings: TrainSettings,
     for epoch in range(settings.epochs):
         total = 0.0
         for batch in width_batches(examples, settings.batch_size, rng):
-            context, details, targets = batch_tensors([examples[i] for i in batch], rng)
+            *inputs, targets = batch_tensors([examples[i] for i in batch], rng)
             with autocast:
-                logits = model(context.contiguous(memory_format=torch.channels_last),
-                               details.contiguous(memory_format=torch.channels_last))
+                logits = model(*(tensor.contiguous(memory_format=torch.channels_last) for tensor in inputs))
             loss = F.cross_entropy(logits.float(), targets, weight=weights, ignore_index=IGNORED)
             optimizer.zero_grad()
             loss.backward()
@@ -145,7 +148,8 @@ def frozen_outputs(example: Example, region_hw: tuple[int, int]) -> FrozenOutput
 def crop_logits(model: GarmentUNet, example: Example) -> np.ndarray:
     """The network's logits over an example's crop (FINE_CLASSES x DETAIL_HEIGHT x width), padding cut off."""
     with torch.no_grad():
-        logits = model(*(torch.from_numpy(a.astype(np.float32))[None] for a in (example.features, example.details)))
+        logits = model(*(torch.from_numpy(a.astype(np.float32))[None]
+                         for a in (example.features, example.details, example.coarse)))
     return logits[0, :, :, :2 * example.width].numpy()
 
 

@@ -4,7 +4,8 @@ Two frozen models look at each person crop: BodyPix (where on the body: person m
 right) and MediaPipe's multiclass segmenter (hair, body skin, face skin, clothes, accessories, and the features its
 head draws those from). Their outputs, the crop's pixels and the position in the crop are stacked into
 ``FEATURES`` context channels at ``NET_HEIGHT`` rows, plus the segmenters' finer outputs and the pixels as
-``DETAILS`` channels at ``DETAIL_HEIGHT`` rows; the trained network (an ONNX file, made by ``vidparse train``) sees the
+``DETAILS`` channels at ``DETAIL_HEIGHT`` rows, plus the segmenter's coarsest features at the network's bottleneck
+(``COARSE_CHANNELS`` at ``COARSE_HEIGHT`` rows); the trained network (an ONNX file, made by ``vidparse train``) sees the
 whole crop in the first and draws boundaries from the second, giving garment types (``FINE_CLASSES``: upper, coat,
 dress, skirt, pants, ...) at ``DETAIL_HEIGHT`` rows. On crops it saw large enough, the segmenter says what a pixel
 is made of where it is sure (hair, skin, clothes, background) and the network only which garment (`garment_types`).
@@ -41,6 +42,8 @@ FEATURE_GROUPS = (("pixels", 3), ("person", 1), ("parts", BODYPIX_PARTS), ("mult
 FEATURES = sum(size for _, size in FEATURE_GROUPS)
 DETAIL_GROUPS = (("pixels", 3), ("person", 1), ("multiclass", len(multiclass.CLASSES)))
 DETAILS = sum(size for _, size in DETAIL_GROUPS)
+COARSE_CHANNELS = multiclass.COARSE_CHANNELS
+COARSE_HEIGHT = NET_HEIGHT // NET_MULTIPLE  # rows of the coarse input: the network's bottleneck
 
 
 def _channels(groups: tuple[tuple[str, int], ...]) -> dict[str, slice]:
@@ -113,6 +116,7 @@ class CropOutputs:
     bodypix_padded: tuple[int, int]
     multiclass: np.ndarray  # 6 x rows x columns probabilities of the crop (its cell less the padding)
     segmenter_features: np.ndarray  # multiclass.FEATURE_CHANNELS x about half those rows and columns
+    segmenter_coarse: np.ndarray  # COARSE_CHANNELS x the segmenter's coarse cells over the crop
 
     @property
     def size(self) -> tuple[int, int]:
@@ -131,9 +135,16 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-logits))
 
 
-def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
+def coarse_columns(used: int) -> int:
+    """Columns of the coarse input that hold a crop whose context holds ``used`` columns."""
+    return -(-used // NET_MULTIPLE)
+
+
+def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The network's inputs for one crop, float32, zero in the padding: context (FEATURES x NET_HEIGHT x
-    padded(width)) and details (DETAILS x DETAIL_HEIGHT x twice that width)."""
+    padded(width)), details (DETAILS x DETAIL_HEIGHT x twice that width) and coarse (COARSE_CHANNELS x COARSE_HEIGHT x
+    a sixteenth of it). The coarse cells are resized straight to the bottleneck's size: resized to the context's
+    first, as 64 more context channels, they cost cihp-net a tenth of its speed (docs/garments.md)."""
     height, width = outputs.size
     out_hw = (NET_HEIGHT, net_width(height, width))
     context = np.zeros((FEATURES, NET_HEIGHT, padded(out_hw[1])), np.float32)
@@ -152,7 +163,10 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray]:
     view[0:3] = _pixels(outputs.image, detail_hw)
     view[DETAIL_PERSON] = _sigmoid(bodypix.upsample(outputs.bodypix[:1], outputs.bodypix_padded, outputs.size, detail_hw)[0])
     view[DETAIL_MULTICLASS] = upsampling.resized(outputs.multiclass, detail_hw)
-    return context, details
+    coarse = np.zeros((COARSE_CHANNELS, COARSE_HEIGHT, context.shape[2] // NET_MULTIPLE), np.float32)
+    columns = coarse_columns(out_hw[1])
+    coarse[:, :, :columns] = upsampling.resized(outputs.segmenter_coarse, (COARSE_HEIGHT, columns))
+    return context, details, coarse
 
 
 def _mirror_order() -> np.ndarray:
@@ -169,15 +183,16 @@ def _mirror_order() -> np.ndarray:
 MIRROR_ORDER = _mirror_order()
 
 
-def mirrored(context: np.ndarray, details: np.ndarray, used: int) -> tuple[np.ndarray, np.ndarray]:
+def mirrored(context: np.ndarray, details: np.ndarray, coarse: np.ndarray, used: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The network's inputs (one crop's, or a batch's on the first axis) as the crop seen in a mirror: its first
-    ``used`` context columns (twice as many detail columns) reversed, BodyPix's left and right parts swapped, the
-    column position left running left to right."""
+    ``used`` context columns (twice as many detail columns, `coarse_columns` coarse ones) reversed, BodyPix's left and
+    right parts swapped, the column position left running left to right."""
     context = context.copy()
     position = context[..., -1, :, :used].copy()
     context[..., :, :, :used] = context[..., MIRROR_ORDER, :, used - 1::-1]
     context[..., -1, :, :used] = position
-    return context, reversed_columns(details, 2 * used)
+    return context, reversed_columns(details, 2 * used), reversed_columns(coarse, coarse_columns(used))
 
 
 def reversed_columns(array: np.ndarray, columns: int) -> np.ndarray:
@@ -269,7 +284,8 @@ class FrozenModels:
                                             segmenter_detail)
         outputs: list[CropOutputs | None] = [None] * len(crops)
         for index, found in zip(people, segmented):
-            outputs[index] = CropOutputs(crops[index].image, *seen[index], found.probabilities, found.features)
+            outputs[index] = CropOutputs(crops[index].image, *seen[index], found.probabilities, found.features,
+                                         found.coarse)
         return outputs
 
     def _bodypix(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
@@ -297,23 +313,24 @@ class GarmentNet:
     def open(self) -> None:
         session = open_session(self.path, self.threads, device=self.device)
         inputs, (target,) = session.get_inputs(), session.get_outputs()
-        if [i.shape[1] for i in inputs] != [FEATURES, DETAILS] or target.shape[1] != len(FINE_CLASSES):
+        if [i.shape[1] for i in inputs] != [FEATURES, DETAILS, COARSE_CHANNELS] or target.shape[1] != len(FINE_CLASSES):
             raise ModelError(f"{self.path} is not a cihp-net network for this version of vidparse (inputs of "
                              f"{[i.shape[1] for i in inputs]} channels, {target.shape[1]} classes; expected "
-                             f"{[FEATURES, DETAILS]} and {len(FINE_CLASSES)})",
+                             f"{[FEATURES, DETAILS, COARSE_CHANNELS]} and {len(FINE_CLASSES)})",
                              hint="train weights for this version with `vidparse train`, or drop --model-dir")
         self._session, self._inputs = session, [i.name for i in inputs]
 
-    def logits(self, context: np.ndarray, details: np.ndarray, mirror_columns: int = 0) -> np.ndarray:
+    def logits(self, context: np.ndarray, details: np.ndarray, coarse: np.ndarray, mirror_columns: int = 0
+               ) -> np.ndarray:
         """FINE_CLASSES x DETAIL_HEIGHT x (details' width) logits of one crop (a call per crop: padding a frame's
         crops to the widest made a batch 3x slower on vtest). With ``mirror_columns`` (the crop's real context
         columns), averaged with the logits of the crop seen in a mirror (one call, the two as a batch)."""
         assert self._session is not None, "open() first"
+        inputs = (context, details, coarse)
         if not mirror_columns:
-            return self._session.run(None, dict(zip(self._inputs, (context[None], details[None]))))[0][0]
-        flipped = mirrored(context, details, mirror_columns)
-        both = self._session.run(None, dict(zip(self._inputs, (np.stack([context, flipped[0]]),
-                                                               np.stack([details, flipped[1]])))))[0]
+            return self._session.run(None, dict(zip(self._inputs, (i[None] for i in inputs))))[0][0]
+        flipped = mirrored(*inputs, mirror_columns)
+        both = self._session.run(None, dict(zip(self._inputs, (np.stack(pair) for pair in zip(inputs, flipped)))))[0]
         return (both[0] + reversed_columns(both[1], 2 * mirror_columns)) / 2
 
     def close(self) -> None:

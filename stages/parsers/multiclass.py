@@ -38,6 +38,12 @@ ASPECT = 0.75  # width / height an image is padded to at least (and height / wid
 FEATURE_TENSOR = "segmentation_head_norm_0/batchnorm/sub"
 FEATURE_CHANNELS = 32
 FEATURE_SCALE = 40.0
+# The feature pyramid's coarsest level (64 channels at a sixteenth of the input's resolution, the deepest features
+# projected): what the model knows of the whole person around a pixel. Scaled to about unit spread.
+COARSE_TENSOR = "fpn_3/separable_conv2d_31/separable_conv2d"
+COARSE_CHANNELS = 64
+COARSE_STRIDE = 16
+COARSE_SCALE = 5.0
 
 Cell = tuple[int, int, int]  # a crop's index, the top and left of its cell in a call's input
 
@@ -135,27 +141,31 @@ def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
 
 @dataclass
 class Segmented:
-    """What the segmenter says of one image: ``probabilities``, 6 x rows x columns (``CLASSES``), and ``features``,
-    FEATURE_CHANNELS x about half as many rows and columns (FEATURE_TENSOR, times FEATURE_SCALE)."""
+    """What the segmenter says of one image: ``probabilities``, 6 x rows x columns (``CLASSES``), ``features``,
+    FEATURE_CHANNELS x about half as many rows and columns (FEATURE_TENSOR, times FEATURE_SCALE), and ``coarse``,
+    COARSE_CHANNELS x the COARSE_STRIDE cells the image touches (COARSE_TENSOR, times COARSE_SCALE)."""
 
     probabilities: np.ndarray
     features: np.ndarray
+    coarse: np.ndarray
 
 
 def with_feature_output(model: bytes) -> bytes:
-    """The TFLite model with FEATURE_TENSOR as a second output (its flatbuffer edited in memory), so that one call
-    gives both; an error when the model has no such tensor."""
+    """The TFLite model with FEATURE_TENSOR and COARSE_TENSOR as its second and third outputs (its flatbuffer edited
+    in memory), so that one call gives all three; an error when the model has no such tensors."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     edited = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
     graph = edited.subgraphs[0]
-    found = [index for index, tensor in enumerate(graph.tensors) if tensor.name.decode().endswith(FEATURE_TENSOR)
-             and list(tensor.shape) == [1, SIDE // 2, SIDE // 2, FEATURE_CHANNELS]]
-    if len(found) != 1:
+    found = [next((index for index, tensor in enumerate(graph.tensors) if tensor.name.decode().endswith(name)
+                   and list(tensor.shape) == [1, SIDE // stride, SIDE // stride, channels]), None)
+             for name, stride, channels in ((FEATURE_TENSOR, 2, FEATURE_CHANNELS),
+                                            (COARSE_TENSOR, COARSE_STRIDE, COARSE_CHANNELS))]
+    if None in found:
         raise ModelError("the multiclass segmenter has no segmentation head features",
                          hint="this is not MediaPipe's selfie_multiclass_256x256; vidparse models pull multiclass")
-    graph.outputs = [*graph.outputs, found[0]]
+    graph.outputs = [*graph.outputs, *found]
     builder = flatbuffers.Builder(len(model) + 4096)
     builder.Finish(edited.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -191,12 +201,12 @@ class MulticlassSegmenter:
                 interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{unreadable}: {str(exc).splitlines()[0]}", hint=hint) from exc
-        (source,), (target, features) = interpreter.get_input_details(), interpreter.get_output_details()
+        (source,), (target, features, coarse) = interpreter.get_input_details(), interpreter.get_output_details()
         if tuple(source["shape"]) != (1, SIDE, SIDE, 3) or tuple(target["shape"]) != (1, SIDE, SIDE, len(CLASSES)):
             raise ModelError(f"{self.model_path} is not the multiclass selfie segmenter (input {source['shape']}, "
                              f"output {target['shape']})", hint="vidparse models pull multiclass")
         self._interpreter, self._input = interpreter, source["index"]
-        self._output, self._features = target["index"], features["index"]
+        self._output, self._features, self._coarse = target["index"], features["index"], coarse["index"]
 
     def segment(self, images: Sequence[np.ndarray], heights: Sequence[float] | None = None,
                 detail: float | None = None) -> list[Segmented]:
@@ -225,10 +235,15 @@ class MulticlassSegmenter:
         self._interpreter.invoke()
         logits = self._interpreter.get_tensor(self._output)[0]
         features = self._interpreter.get_tensor(self._features)[0]
+        coarse = self._interpreter.get_tensor(self._coarse)[0]
+        stride = COARSE_STRIDE
         return [Segmented(softmax(logits[y:y + rows, x:x + columns], axis=2).transpose(2, 0, 1),
                           # the window at half resolution, at least one feature each way
                           features[y // 2:max(y // 2 + 1, (y + rows) // 2), x // 2:max(x // 2 + 1, (x + columns) // 2)]
-                          .transpose(2, 0, 1) * np.float32(FEATURE_SCALE))
+                          .transpose(2, 0, 1) * np.float32(FEATURE_SCALE),
+                          # every coarse cell the window touches
+                          coarse[y // stride:-(-(y + rows) // stride), x // stride:-(-(x + columns) // stride)]
+                          .transpose(2, 0, 1) * np.float32(COARSE_SCALE))
                 for y, x, rows, columns in windows]
 
     def close(self) -> None:
