@@ -491,10 +491,22 @@ def test_train_mistakes_are_one_line_before_any_work(args: list[str], code: int,
     assert result.stderr.startswith("error:") and not (tmp_path / "cache").exists(), "no progress display, no work"
 
 
+def earlier_weights(path: Path) -> Path:
+    """A network of the version before the coarse input: features and details in, the garment types' logits out."""
+    class TwoInputs(torch.nn.Module):
+        def forward(self, features: torch.Tensor, details: torch.Tensor) -> torch.Tensor:
+            return details[:, :1].repeat(1, len(FINE_CLASSES), 1, 1) + features.mean()
+
+    torch.onnx.export(TwoInputs(), (torch.zeros(1, cihp_net.FEATURES, 128, 64), torch.zeros(1, cihp_net.DETAILS, 256, 128)),
+                      str(path), dynamo=False, input_names=["features", "details"], output_names=["logits"])
+    return path
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: p, "does not exist"),
     (lambda p: (p.write_bytes(b"\x08\x01garbage" * 100), p)[1], "cannot load model"),
-], ids=["missing-weights", "damaged-weights"])
+    (earlier_weights, "is not a cihp-net network for this version of vidparse"),
+], ids=["missing-weights", "damaged-weights", "an-earlier-versions-weights"])
 def test_bad_weights_are_one_line(make, message: str, clip: Path, tmp_path: Path) -> None:
     weights = make(tmp_path / "cihp-net.onnx")
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "cihp-net", "--model-dir", str(weights))

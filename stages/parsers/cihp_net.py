@@ -144,7 +144,7 @@ def features(outputs: CropOutputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The network's inputs for one crop, float32, zero in the padding: context (FEATURES x NET_HEIGHT x
     padded(width)), details (DETAILS x DETAIL_HEIGHT x twice that width) and coarse (COARSE_CHANNELS x COARSE_HEIGHT x
     a sixteenth of it). The coarse cells are resized straight to the bottleneck's size: resized to the context's
-    first, as 64 more context channels, they cost cihp-net a tenth of its speed (docs/garments.md)."""
+    first, as 64 more context channels, they cost cihp-net 8% of its frames (docs/garments.md)."""
     height, width = outputs.size
     out_hw = (NET_HEIGHT, net_width(height, width))
     context = np.zeros((FEATURES, NET_HEIGHT, padded(out_hw[1])), np.float32)
