@@ -170,11 +170,15 @@ class ImageSet:
 
     def mask_path(self, target: Path, masks_dir: Path | None, seq: int) -> Path:
         """Where image ``seq``'s label PNG is written: ``masks_dir/<stem>.png``, or beside its annotated copy as
-        ``<stem>_labels.png`` (a stem that repeats in the set gets ``_2``, ``_3``...)."""
+        ``<stem>_labels.png`` (a stem that repeats in the set gets ``_2``, ``_3``...), where a single photo given a
+        file name takes that name's stem (two runs of one photo into two files keep their own labels)."""
         stem = self._mask_stems[seq]
         if masks_dir is not None:
             return masks_dir / f"{stem}.png"
-        return self.annotated_path(target, seq).with_name(f"{stem}_labels.png")
+        annotated = self.annotated_path(target, seq)
+        if annotated == target:
+            stem = target.stem
+        return annotated.with_name(f"{stem}_labels.png")
 
     def info(self) -> StreamInfo:
         """The canvas every image is placed on: as wide and as tall as the largest."""

@@ -111,7 +111,8 @@ def test_video_without_timestamps_is_repaired_and_counted(corpus: dict[str, Path
 
 
 def test_an_image_sequence_becomes_a_video(corpus: dict[str, Path], tmp_path: Path) -> None:
-    parse(corpus["sequence"] / "%06d.png", tmp_path / "o.mp4")
+    result = parse(corpus["sequence"] / "%06d.png", tmp_path / "o.mp4")
+    assert "label PNG" not in result.stderr and not list(tmp_path.glob("*_labels.png")), "a video, no label PNGs"
     facts = probe_video(tmp_path / "o.mp4")
     assert np.allclose(np.diff(facts.pts_s), 1 / 25, atol=0.002)
     reference = [cv2.imread(str(p)) for p in sorted(corpus["sequence"].glob("*.png"))]
@@ -149,7 +150,10 @@ def test_exif_orientation_is_respected(shared: Path, tmp_path: Path) -> None:
     original, written = cv2.imread(str(photo)), cv2.imread(str(tmp_path / "out.png"))
     assert written.shape == original.shape, "portrait, as shown, not as stored"
     assert difference(written, original) < NOISE
-    assert np.asarray(Image.open(tmp_path / "turned_labels.png")).any(), "the upright person is found"
+    assert np.asarray(Image.open(tmp_path / "out_labels.png")).any(), "the upright person is found"
+    parse(turned, tmp_path / "again.png", "--model", "bodypix")
+    assert np.asarray(Image.open(tmp_path / "again_labels.png")).any(), "the second output's own labels"
+    assert not (tmp_path / "turned_labels.png").exists(), "labels are named after the output, not the input"
 
 
 def test_photos_sharing_a_name_keep_their_own_labels(shared: Path, tmp_path: Path) -> None:
