@@ -123,7 +123,9 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
         for key, default in stream_files(source.label, masks, stats, instances).items():
             if key not in paths:
                 setattr(source, key, default)
-        if not entry.get("output"):
+        if entry.get("output"):
+            make_folder(source.output.parent)
+        else:
             if output is None:
                 raise ConfigError(f"{where} has no 'output' and no -o folder was given",
                                   hint="give -o OUTDIR/ or an output per source")

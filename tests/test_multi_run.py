@@ -82,9 +82,9 @@ def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path
 @pytest.mark.slow
 def test_the_command_line_options_apply_to_every_source_of_a_sources_file(clip: Path, tmp_path: Path) -> None:
     """--masks, --stats, --instances and --max-frames with --sources: folders with one entry per source, and the
-    limit for each source that sets none of its own (the second keeps its own limit and its own output file)."""
+    limit for each source that sets none of its own (the second keeps its own limit and its own output file, in a
+    folder made for it)."""
     sources = tmp_path / "sources.yaml"
-    (tmp_path / "own").mkdir()
     sources.write_text(f"sources:\n  - {{input: {clip}, name: a}}\n"
                        f"  - {{input: {clip}, name: b, max_frames: 2, output: {tmp_path / 'own' / 'b-file.mp4'}}}\n")
     result = run_cli("run", "--sources", str(sources), "-o", str(tmp_path / "out"), "--workers", "1", "--config",
