@@ -103,7 +103,7 @@ def machine_description() -> str:
 
 
 COLUMNS = ("workers", "threads", "small people", "fps", "speed-up", "efficiency", "serial ceiling fps", "start-up s",
-           *(f"{s} ms" for s in (*STAGES, *SERIAL_THREADS)))
+           *(f"{s} ms" for s in STAGES), *(f"{s} thread ms" for s in SERIAL_THREADS))
 
 
 def trial_rows(trials: list[Trial]) -> list[list[str]]:
@@ -121,7 +121,8 @@ def markdown_table(trials: list[Trial], model: str, input_name: str, frames: int
     lines = [f"model `{model}`, input `{input_name}`, first {frames} frames. fps is the steady rate after the first "
              "frame; speed-up and efficiency are against the fewest workers; start-up is process start, model loading "
              "and the first frame. Stage times are busy time per frame, summed over workers (parallel stages can add "
-             "up to more than the wall time). hub, compose and emit are the threads every frame passes one at a time; "
+             "up to more than the wall time). hub, motion, compose and emit are the threads every frame passes one at a "
+             "time (their busy time per frame); "
              "the serial ceiling is 1 / the busiest one's time per frame: more workers cannot go faster. small people: "
              "the pass for small people (the detector's tiles and zoomed looks at small boxes, cihp-net's finer "
              "segmenter cells; docs/crowds.md) on inputs at least detector.tile_min_width or "

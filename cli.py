@@ -320,7 +320,7 @@ def bench(
     _setup_logging(False)
     from rich.progress import Progress
 
-    from vidparse.bench import (COLUMNS, frames_measured, machine_description, markdown_table, run_trial,
+    from vidparse.bench import (COLUMNS, MIN_FRAMES, frames_measured, machine_description, markdown_table, run_trial,
                                 small_people_settings, trial_rows)
     from vidparse.config import load_config
     from vidparse.stages.source import input_kind, probe
@@ -329,6 +329,9 @@ def bench(
         if input_kind(input).always_live:
             raise BadInputError(f"bench measures a video file; {input} is a live input, which drops frames to keep up",
                                 hint=f"record a clip of it first, or size the workers for it with: vidparse tune {input}")
+        if frames < MIN_FRAMES:
+            raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
+                              hint=f"--frames {MIN_FRAMES} or more (100 by default)")
         check_file_output(markdown, "--markdown")
         settings = load_config(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
         counts = _worker_counts(workers)

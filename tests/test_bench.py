@@ -33,7 +33,7 @@ def test_bench_reports_each_worker_count_with_its_scaling(clip: Path, tmp_path: 
     (_, _, _, fps1, speedup1, eff1, ceiling1), (_, _, _, fps2, speedup2, eff2, ceiling2) = rows
     # the serial threads (hub, motion, compose, emit) allow more than what one stream of BodyPix crops reached
     assert float(ceiling1) > float(fps1) and float(ceiling2) > float(fps2)
-    assert "hub ms | motion ms | compose ms | emit ms" in table.read_text()
+    assert "hub thread ms | motion thread ms | compose thread ms | emit thread ms" in table.read_text()
     assert (speedup1, eff1) == ("1.00", "100")
     assert abs(float(speedup2) - float(fps2) / float(fps1)) < 0.02
     assert abs(int(eff2) - 100 * float(speedup2) / 2) <= 1
