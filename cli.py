@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from vidparse.runs import RunOutcome, StreamOutcome
 
 CONFIG_HELP = "YAML file overriding configs/default.yaml, or a preset name (crowd, fast)."
+ConfigOption = Annotated[Optional[Path], typer.Option(help=CONFIG_HELP)]
 ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")]
 ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
@@ -118,7 +119,7 @@ def run(
     threads: Annotated[Optional[int], typer.Option(help="Threads per worker; 0 = usable CPUs / workers.")] = None,
     model: ModelOption = None,
     model_dir: ModelDirOption = None,
-    config: Annotated[Optional[Path], typer.Option(help=CONFIG_HELP)] = None,
+    config: ConfigOption = None,
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
     stats: Annotated[Optional[Path], typer.Option(help="Write one JSON line of statistics per frame here.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
@@ -249,7 +250,7 @@ def batch(
     cpus_per_task: Annotated[Optional[int], typer.Option(help="CPUs (parser workers) of one segment task.")] = None,
     masks: Annotated[bool, typer.Option("--masks/--no-masks", help="Also write OUTDIR/<name>_masks/ (class-id PNGs).")] = False,
     model: ModelOption = None,
-    config: Annotated[Optional[Path], typer.Option(help=CONFIG_HELP)] = None,
+    config: ConfigOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Parse many videos into OUTDIR/<name>.mp4, resumable (OUTDIR/manifest.jsonl), here or on a Ray cluster."""
@@ -313,7 +314,7 @@ def bench(
     threads: Annotated[int, typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers.")] = 0,
     model: ModelOption = None,
     model_dir: ModelDirOption = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")] = None,
+    config: ConfigOption = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
 ) -> None:
     """Measure fps and per-stage time of the real pipeline for several worker counts."""
@@ -445,7 +446,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     token: Annotated[Optional[str], typer.Option(envvar="VIDPARSE_TOKEN", help="Bearer token required on every route but /healthz.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file or preset overriding configs/default.yaml.")] = None,
+    config: ConfigOption = None,
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes (shared by jobs and streams).")] = None,
     max_upload_mb: Annotated[Optional[int], typer.Option("--max-upload-mb", help="Larger uploads get 413.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Keep jobs' files here (default: a temporary folder).")] = None,
@@ -536,7 +537,6 @@ def models_make_random(
 
 ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")]
 ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
-ConfigOption = Annotated[Optional[Path], typer.Option(help="YAML file overriding configs/default.yaml.")]
 RoiModeOption = Annotated[Optional[str], typer.Option("--roi-mode", help="roi: parse person crops; whole: whole frames.")]
 MarginOption = Annotated[Optional[float], typer.Option(help="Context around each person box, share of its size.")]
 PersonHeightOption = Annotated[Optional[int], typer.Option("--person-height", help="Height crops are scaled to, pixels.")]
