@@ -123,7 +123,7 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
         for key, default in stream_files(source.label, masks, stats, instances).items():
             if key not in paths:
                 setattr(source, key, default)
-        if entry.get("output"):
+        if source.output is not None and entry.get("output"):
             make_folder(source.output.parent)
         else:
             if output is None:
