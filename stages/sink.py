@@ -237,7 +237,8 @@ _LIMITED_CHROMA = np.clip(np.round(128 + (np.arange(256) - 128) * 224 / 255), 0,
 def to_yuv420(image: np.ndarray) -> np.ndarray:
     """An even-sized BGR image as I420 (BT.601, limited range, as FFmpeg's scaler gives x264): OpenCV's luma, and
     chroma from the mean colour of each 2x2 block (OpenCV's own I420 conversion takes one pixel of each: fine stripes
-    and dithered GIFs came out in one stripe's colour). Half of FFmpeg's scaler's time, on the serial emit thread."""
+    and dithered GIFs came out in one stripe's colour). On the serial emit thread: about 0.6 ms a 768x576 frame more
+    than OpenCV's own (docs/benchmarks.md)."""
     height, width = image.shape[:2]
     yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
     block_means = cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
