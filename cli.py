@@ -194,9 +194,6 @@ def run(
 
 def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
     """One input: its error as the only line, or the summary table as it always was."""
-    from vidparse.stages.images import is_image_input
-    from vidparse.stages.sink import CONTAINERS
-
     if stream.error is not None:
         raise stream.error
     result, source, written = stream.stats, stream.source, stream.paths
@@ -209,9 +206,7 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
                       else "nothing written", soft_wrap=True)
         return
     files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"
-    # photos written as photos (not as a video) get their label PNGs beside them, unless --masks names a folder
-    labels_beside = (is_image_input(source.input) and source.output.suffix.lower() not in CONTAINERS
-                     and not source.masks)
+    labels_beside = source.writes_images and not source.masks  # else --masks names their folder
     beside = ", each with its label PNG beside it" if len(written) > 1 else ", its label PNG beside it"
     console.print("wrote " + files + (beside if labels_beside else "")
                   + (f", masks in {source.masks}" if source.masks else "")

@@ -46,6 +46,11 @@ class Source:
     def label(self) -> str:
         return self.name or stream_name(self.input)
 
+    @property
+    def writes_images(self) -> bool:
+        """Photos written as annotated photos (with their label PNGs), not made into a video."""
+        return is_image_input(self.input) and self.output is not None and self.output.suffix.lower() not in CONTAINERS
+
 
 def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, stats: Path | None = None,
                 instances: Path | None = None, max_frames: int | None = None) -> list[Source]:
@@ -211,11 +216,10 @@ class RunHooks:
 def check_source(source: Source, config: Config) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec."""
     images = ImageSet.find(source.input) if is_image_input(source.input) else None
-    image_output = images and source.output is not None and source.output.suffix.lower() not in CONTAINERS
-    if source.instances and (image_output or not config.tracking.enabled):
+    if source.instances and (source.writes_images or not config.tracking.enabled):
         raise ConfigError("--instances needs tracking, which runs on video output only",
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")
-    if images is not None and source.output is not None and image_output:
+    if images is not None and source.output is not None and source.writes_images:
         check_image_output(images, source.output)
         written = [path for seq in range(len(images.paths))
                    for path in (images.annotated_path(source.output, seq), images.mask_path(source.output, source.masks, seq))]
