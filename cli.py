@@ -106,6 +106,17 @@ def _print_error(message: str, hint: str | None) -> None:
         console.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
 
 
+def _path_or_folder(value: str | None) -> Path | None:
+    """A path option as typed: a trailing slash ("-o parsed/") asks for a folder, made here, even for one input
+    (pathlib would drop the slash)."""
+    if not value:
+        return None
+    if value.endswith(("/", os.sep)):
+        from vidparse.runs import make_folder
+        make_folder(Path(value))
+    return Path(value)
+
+
 @app.command()
 def run(
     inputs: Annotated[Optional[list[str]], typer.Argument(
@@ -121,7 +132,8 @@ def run(
     model_dir: ModelDirOption = None,
     config: ConfigOption = None,
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
-    stats: Annotated[Optional[Path], typer.Option(help="Write one JSON line of statistics per frame here.")] = None,
+    stats: Annotated[Optional[str], typer.Option(
+        metavar="PATH", help="Write one JSON line of statistics per frame here (a folder: <name>.jsonl in it).")] = None,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
     parse_every: Annotated[Optional[int], typer.Option(help="Parse every K-th frame; carry labels between by optical flow.")] = None,
     tracking: Annotated[Optional[bool], typer.Option("--tracking/--no-tracking", help="Track persons (video): stable ids, bridged misses, smoothed labels.")] = None,
@@ -148,7 +160,7 @@ def run(
     _setup_logging(verbose)
     from vidparse.config import load_config
     from vidparse.progress import RunReporter
-    from vidparse.runs import RunHooks, load_sources, make_folder, run_sources, sources_for
+    from vidparse.runs import RunHooks, load_sources, run_sources, sources_for
 
     with user_errors():
         settings = load_config(config, {
@@ -165,15 +177,14 @@ def run(
             raise ConfigError("give the inputs or --sources FILE, not both" if inputs else "no input given",
                               hint="vidparse run INPUT -o OUTPUT.mp4, or vidparse run IN1 IN2 -o OUTDIR/, or "
                                    "vidparse run --sources sources.yaml -o OUTDIR/")
-        target = Path(output) if output else None
+        target = _path_or_folder(output)
+        stats_path = _path_or_folder(stats)
         if sources:
-            streams = load_sources(sources, target, masks, stats, instances, max_frames)
+            streams = load_sources(sources, target, masks, stats_path, instances, max_frames)
         elif target is None:
             raise ConfigError("no output given", hint="add -o OUTPUT.mp4 (a folder for several inputs)")
         else:
-            if output and output.endswith(("/", os.sep)):  # "-o parsed/": a folder, even for one input
-                make_folder(target)
-            streams = sources_for(inputs, target, masks, stats, instances, max_frames)
+            streams = sources_for(inputs, target, masks, stats_path, instances, max_frames)
         single = len(streams) == 1 and not sources
         names = [s.input if "://" in s.input else Path(s.input).name for s in streams] if single else [
             s.label for s in streams]

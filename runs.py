@@ -54,13 +54,16 @@ class Source:
 
 def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, stats: Path | None = None,
                 instances: Path | None = None, max_frames: int | None = None) -> list[Source]:
-    """One input writes to ``output`` as given (a video into an existing folder as ``<name>.mp4``). Several:
+    """One input writes to ``output`` as given (a video into an existing folder as ``<name>.mp4``, stats into one as
+    ``<name>.jsonl``). Several:
     ``output`` is a folder with ``<name>.mp4`` per input (``<name>/`` for photos), and ``masks``, ``stats`` and
     ``instances`` are folders holding ``<name>/``, ``<name>.jsonl`` and ``<name>/``; names that repeat get ``_2``,
     ``_3``..."""
     if len(inputs) == 1:
         if output.is_dir() and not is_image_input(inputs[0]):
             output = output / f"{stream_name(inputs[0])}.mp4"
+        if stats is not None and stats.is_dir():
+            stats = stats / f"{stream_name(inputs[0])}.jsonl"
         return [Source(inputs[0], output, masks=masks, stats=stats, instances=instances, max_frames=max_frames)]
     if output.suffix:
         raise ConfigError(f"{len(inputs)} inputs need a folder for -o, not {output}",

@@ -39,16 +39,26 @@ def container_options(fmt: str, fragmented: bool) -> dict[str, str]:
     return {"movflags": "+faststart"}
 
 
-def segment_path(path: Path, started_at: float) -> Path:
-    """``out.mp4`` -> ``out_20261123T041500.mp4`` for a segment starting at ``started_at`` (epoch seconds);
-    a numbered name when that one exists (two segments within one second, or a restarted run)."""
-    stamp = datetime.fromtimestamp(started_at, timezone.utc).strftime(SEGMENT_TIME_FORMAT)
+def segment_path(path: Path, stamp: str) -> Path:
+    """``out.mp4`` -> ``out_<stamp>.mp4``; a numbered name when that one exists (a restarted run, or two live
+    segments within one second)."""
     candidate = path.with_name(f"{path.stem}_{stamp}{path.suffix}")
     number = 1
     while candidate.exists():
         number += 1
         candidate = path.with_name(f"{path.stem}_{stamp}-{number}{path.suffix}")
     return candidate
+
+
+def segment_stamp(live: bool, captured_at: float | None, seconds: Fraction) -> str:
+    """A live segment is named by the wall clock (UTC) when its first frame came (``20261123T041500``), a file's by
+    where it starts in the video (``00h01m30s``, ``00h00m00.500s``): a file is parsed faster than it plays."""
+    if live:
+        return datetime.fromtimestamp(captured_at or time.time(), timezone.utc).strftime(SEGMENT_TIME_FORMAT)
+    millis = round(seconds * 1000)
+    whole, fraction = divmod(millis, 1000)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours:02d}h{rest // 60:02d}m{rest % 60:02d}" + (f".{fraction:03d}s" if fraction else "s")
 
 
 def check_output_path(path: Path) -> None:
@@ -146,7 +156,7 @@ class VideoSink:
         if self._segment_start is not None and seconds - self._segment_start < self.options.segment_seconds:
             return
         self._finish_file()
-        self._open_file(segment_path(self.path, frame.captured_at or time.time()))
+        self._open_file(segment_path(self.path, segment_stamp(self.info.live, frame.captured_at, seconds)))
         self._segment_start = seconds
         self._pts_origin = frame.pts or 0
         log.info("writing segment %s", self.paths[-1])

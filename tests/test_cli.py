@@ -129,6 +129,17 @@ def test_one_video_into_a_folder_is_named_after_it(folder: str, clip: Path, tmp_
     assert probe_video(tmp_path / folder / f"{clip.stem}.mp4").frames == 2
 
 
+@pytest.mark.parametrize("folder", ["existing", "new"])
+def test_stats_into_a_folder_are_named_after_the_input(folder: str, clip: Path, tmp_path: Path) -> None:
+    """``--stats folder/`` with one input: ``folder/<name>.jsonl``, not a file named after the folder."""
+    (tmp_path / "existing").mkdir()
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--stats", f"{tmp_path / folder}/",
+                     "--model", "bodypix", "--max-frames", "2")
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / folder / f"{clip.stem}.jsonl").read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [0, 1]
+
+
 def test_more_workers_than_cpus_are_run_with_a_warning(clip: Path, tmp_path: Path) -> None:
     cpus = usable_cpus()
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix", "--max-frames", "1",

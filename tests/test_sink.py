@@ -1,4 +1,3 @@
-import re
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -9,7 +8,7 @@ import pytest
 
 from conftest import VTEST, assert_audio_copied, decode_frames, probe_video
 from vidparse.errors import BadOutputError
-from vidparse.stages.sink import EncoderOptions, VideoSink, check_output_path
+from vidparse.stages.sink import EncoderOptions, VideoSink, check_output_path, segment_stamp
 from vidparse.stages.source import VideoSource, probe
 from vidparse.stages.types import Frame
 
@@ -118,10 +117,16 @@ def test_read_only_location() -> None:
 def test_segments_rotate_by_stream_time_and_start_at_zero(clip: Path, tmp_path: Path) -> None:
     sink = copy_through_sink(clip, tmp_path / "out.mp4", False, EncoderOptions(23, "ultrafast", segment_seconds=0.5))
     assert sorted(sink.paths) == sorted(tmp_path.glob("out_*.mp4")) and not (tmp_path / "out.mp4").exists()
-    assert all(re.fullmatch(r"out_\d{8}T\d{6}(-\d+)?\.mp4", p.name) for p in sink.paths)
+    assert [p.name for p in sink.paths] == ["out_00h00m00s.mp4", "out_00h00m00.500s.mp4", "out_00h00m01s.mp4"]
     facts = [probe_video(p) for p in sink.paths]
     assert [f.frames for f in facts] == [5, 5, 2]
     assert all(f.pts_s == pytest.approx([i / 10 for i in range(f.frames)]) for f in facts)
+
+
+def test_live_segments_are_named_by_the_wall_clock_and_file_segments_by_the_video_time() -> None:
+    assert segment_stamp(True, 1795407300.0, Fraction(90)) == "20261123T041500"
+    assert segment_stamp(False, 1795407300.0, Fraction(5415, 1)) == "01h30m15s"
+    assert segment_stamp(False, None, Fraction(1, 3)) == "00h00m00.333s"
 
 
 def test_fragmented_mp4_plays_like_the_plain_one(clip: Path, tmp_path: Path) -> None:
