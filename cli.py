@@ -429,6 +429,10 @@ def tune(
     report_console().print(table)
     report_console().print(f"machine: {machine}")
     report_console().print(f"wrote {write}: vidparse run INPUT -o OUTPUT.mp4 --config {write}", soft_wrap=True)
+    if short := [r for r in results if r.seconds < 0.9 * seconds]:
+        console.print(f"[yellow]warning:[/] {Path(input).name} ended before the {seconds:g} s window in {len(short)} "
+                      f"of {len(results)} trials (measured over {min(r.seconds for r in short):.1f} s at the least): "
+                      "a pick from such short windows is a rough one; tune on a longer video", soft_wrap=True)
 
 
 def _worker_counts(text: str) -> list[int]:

@@ -53,7 +53,7 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
     tuned = tmp_path / "tuned.yaml"
     two_cpus = set(sorted(os.sched_getaffinity(0))[:2])
     assert len(two_cpus) == 2, "the test needs two CPUs"
-    result = subprocess.run([sys.executable, "-m", "vidparse", "tune", str(clip), "--seconds", "1", "--config",
+    result = subprocess.run([sys.executable, "-m", "vidparse", "tune", str(clip), "--seconds", "30", "--config",
                              str(FAST), "--max-workers", "4", "-w", str(tuned)], capture_output=True, text=True,
                             timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, two_cpus),
                             env={**os.environ, "COLUMNS": "200"})
@@ -67,6 +67,8 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
     assert (written.workers, written.threads) == (int(fastest[0]), int(fastest[1])), "the fastest trial is the pick"
     assert written.roi.person_height == 192 and written.temporal.window == 1, "the tuned settings are kept"
     assert result.stdout.count("best") == 1
+    assert "ended before the 30 s window in 3 of 3 trials" in " ".join(result.stderr.split()), \
+        "the clip's 12 frames end each trial"
     table = re.findall(r"^│\s*(?:best)?\s*│\s*\d+ │\s*\d+ │\s*([\d.]+) │\s*(\d+) │", result.stdout, re.M)
     assert len(table) == 3 and all(float(fps) <= float(ceiling) for fps, ceiling in table), \
         f"a serial ceiling measured over the same window as the fps bounds it: {table}"
