@@ -29,7 +29,7 @@ from vidparse.stages.labels import load_label_set
 from vidparse.stages.onnx_session import providers
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
-from vidparse.stages.sink import CONTAINERS
+from vidparse.stages.sink import writes_photos
 from vidparse.stages.source import FrameWindow, InputKind, InputLimits, StreamInfo, input_kind
 from vidparse.stages.source_spec import SourceSpec
 from vidparse.stages.types import FrameResult
@@ -120,7 +120,7 @@ class StreamSpec:
         return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
 
     def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
-        if self.images and self.output_path is not None and self.output_path.suffix.lower() not in CONTAINERS:
+        if self.images and writes_photos(self.output_path):
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
                                    self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path,
                                    stream_name=self.name)

@@ -19,7 +19,7 @@ from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
 from vidparse.signals import stop_on_signals
 from vidparse.stages.images import ImageSet, check_image_output, is_image_input
-from vidparse.stages.sink import CONTAINERS, check_output_path
+from vidparse.stages.sink import check_output_path, writes_photos
 from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Source:
     @property
     def writes_images(self) -> bool:
         """Photos written as annotated photos (with their label PNGs), not made into a video."""
-        return is_image_input(self.input) and self.output is not None and self.output.suffix.lower() not in CONTAINERS
+        return is_image_input(self.input) and writes_photos(self.output)
 
 
 def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, stats: Path | None = None,

@@ -29,6 +29,12 @@ FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyo
 SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
 
 
+def writes_photos(output: Path | None) -> bool:
+    """Photos given ``output`` are written as annotated photos with their label PNGs (into an image file or a
+    folder), not made into a video."""
+    return output is not None and output.suffix.lower() not in CONTAINERS
+
+
 def container_options(fmt: str, fragmented: bool) -> dict[str, str]:
     if fmt not in ("mp4", "mov"):
         return {}
