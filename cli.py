@@ -494,18 +494,19 @@ def models_list() -> None:
 
     found = {spec.name: find_model(spec.name) for spec in MODELS.values()}
     paths = [str(path) for path in found.values() if path]
+    out = report_console()
     table = Table(title="models")
     table.add_column("name")
     # a path is shown whole: folded in a terminal, on one line in a file (which has no width)
     table.add_column("found at", overflow="fold",
-                     min_width=None if sys.stdout.isatty() else max(map(len, paths), default=0))
+                     min_width=None if out.is_terminal else max(map(len, paths), default=0))
     table.add_column("license")
     table.add_column("what")
     for spec in MODELS.values():
         path = found[spec.name]
         table.add_row(spec.name, str(path) if path else "[red]missing[/]", spec.license, spec.description)
-    report_console().print(table)
-    report_console().print("searched: " + ", ".join(str(d) for d in search_dirs()))
+    out.print(table)
+    out.print("searched: " + ", ".join(str(d) for d in search_dirs()))
 
 
 @models_app.command("pull")
