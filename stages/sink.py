@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeGuard
 
 import av
 import cv2
@@ -29,7 +30,7 @@ FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyo
 SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
 
 
-def writes_photos(output: Path | None) -> bool:
+def writes_photos(output: Path | None) -> TypeGuard[Path]:
     """Photos given ``output`` are written as annotated photos with their label PNGs (into an image file or a
     folder), not made into a video."""
     return output is not None and output.suffix.lower() not in CONTAINERS
