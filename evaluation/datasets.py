@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from PIL import Image, UnidentifiedImageError
 from vidparse.errors import BadInputError
 from vidparse.stages.images import upright_size
 from vidparse.stages.types import LabelSet
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -32,12 +35,28 @@ def _folder(path: Path, what: str) -> Path:
 
 
 def find_samples(images_dir: Path, labels_dir: Path) -> list[Sample]:
-    """Every image in ``images_dir`` with its label PNG of the same stem in ``labels_dir``."""
-    images = sorted(p for p in _folder(images_dir, "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    _folder(labels_dir, "labels")
+    """Every image in ``images_dir`` with its label PNG of the same stem in ``labels_dir`` (either suffix's case).
+    The two may be one folder: a PNG beside a photo of its stem is that photo's label map."""
+    entries = sorted(_folder(images_dir, "images").iterdir())
+    labels = {p.stem: p for p in _folder(labels_dir, "labels").iterdir() if p.suffix.lower() == ".png"}
+    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if images_dir.resolve() == labels_dir.resolve():
+        photos = {p.stem for p in images if p.suffix.lower() != ".png"}
+        if own := next((p for p in images if p.suffix.lower() == ".png" and p.stem not in photos), None):
+            raise BadInputError(f"{own} would be its own label map: images and labels are one folder",
+                                hint="keep the label PNGs in a folder of their own, named as their images")
+        images = [p for p in images if p.suffix.lower() != ".png"]
     if not images:
         raise BadInputError(f"no images in {images_dir}", hint=f"expected files ending in {', '.join(IMAGE_SUFFIXES)}")
-    samples = [Sample(p.stem, p, labels_dir / f"{p.stem}.png") for p in images]
+    stems: dict[str, Path] = {}
+    for path in images:
+        if (twin := stems.setdefault(path.stem, path)) is not path:
+            raise BadInputError(f"two images in {images_dir} are named {path.stem}: {twin.name} and {path.name}",
+                                hint="one label map goes with one image: keep one of them")
+    if nested := [p.name for p in entries if p.is_dir()]:
+        log.warning("%s: %d subfolder%s not searched (%s): images are read from the folder itself", images_dir,
+                    len(nested), "" if len(nested) == 1 else "s", ", ".join(nested[:3]))
+    samples = [Sample(p.stem, p, labels.get(p.stem, labels_dir / f"{p.stem}.png")) for p in images]
     missing = [s for s in samples if not s.label_path.is_file()]
     if missing:
         raise BadInputError(f"{len(missing)} of {len(samples)} images have no label map, first {missing[0].image_path.name}",

@@ -194,6 +194,28 @@ def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: 
     assert [line.startswith("error:") for line in result.stderr.splitlines()].count(True) == 1
 
 
+def test_photos_pair_with_their_labels_by_stem_in_one_folder_or_two(tmp_path: Path, caplog) -> None:
+    def files(folder: Path, *names: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / name).write_bytes(b"")
+        return folder
+
+    beside = files(tmp_path / "beside", "a.jpg", "a.png", "b.JPG", "b.PNG")
+    assert [(s.image_path.name, s.label_path.name) for s in find_samples(beside, beside)] == [
+        ("a.jpg", "a.png"), ("b.JPG", "b.PNG")], "a label map beside its photo is not a photo"
+    images, labels = files(tmp_path / "images", "c.JPEG", "d.png"), files(tmp_path / "labels", "c.PNG", "d.png")
+    assert [s.label_path.name for s in find_samples(images, labels)] == ["c.PNG", "d.png"]
+    with pytest.raises(BadInputError, match="would be its own label map"):
+        find_samples(files(tmp_path / "own", "e.png"), tmp_path / "own")
+    with pytest.raises(BadInputError, match="two images in .* are named f: f.jpg and f.png"):
+        find_samples(files(tmp_path / "twins", "f.jpg", "f.png"), labels)
+    files(images / "more", "g.jpg")
+    with caplog.at_level("WARNING"):
+        assert len(find_samples(images, labels)) == 2
+    assert "1 subfolder not searched (more)" in caplog.text
+
+
 def test_labels_must_fit_their_image_and_label_set(shared: Path, tmp_path: Path) -> None:
     images, labels = _link_dirs(tmp_path, shared, ("0001",), ("0001",))
     sample = find_samples(images, labels)[0]
