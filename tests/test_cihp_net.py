@@ -479,12 +479,18 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     (["{tmp}/none", "{tmp}/none"], 3, "images folder"),
     (["{images}", "{labels}", "--folds", "1"], 2, "--folds 1 leaves nothing to train on"),
     (["{images}", "{labels}", "-o", "{tmp}/none/w.onnx"], 4, "does not exist"),
-], ids=["missing-folder", "one-fold", "missing-output-folder"])
+    (["{tmp}/one", "{tmp}/one", "--folds", "2"], 2, "--folds 2 needs 2 photos or more"),
+    (["{images}", "{labels}", "--cache", "{tmp}/file"], 2, "is a file"),
+], ids=["missing-folder", "one-fold", "missing-output-folder", "more-folds-than-photos", "cache-is-a-file"])
 def test_train_mistakes_are_one_line_before_any_work(args: list[str], code: int, message: str, shared: Path,
                                                     tmp_path: Path) -> None:
     values = {"tmp": tmp_path, "images": shared / "data" / "ccp-train" / "images",
               "labels": shared / "data" / "ccp-train" / "labels"}
-    result = run_cli("train", *[a.format(**values) for a in args], "--cache", str(tmp_path / "cache"))
+    (tmp_path / "one").mkdir()
+    for name in ("0032.jpg", "0032.png"):  # a photo and its labels in one folder
+        (tmp_path / "one" / name).symlink_to(values["images" if name.endswith("jpg") else "labels"] / name)
+    (tmp_path / "file").write_bytes(b"")
+    result = run_cli("train", "--cache", str(tmp_path / "cache"), *[a.format(**values) for a in args])
     assert result.returncode == code, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidparse.errors import ConfigError
 from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.runs import ImageReport, Tally, image_report
 from vidparse.stages.labels import FINE_CLASSES, SCHEMES, load_label_set
@@ -190,7 +191,11 @@ def fold_models(examples: Sequence[Example], folds: int, settings: TrainSettings
     """For each fold in turn: its index, the network trained on all the other folds, and its held-out photos'
     full-size views (the views k-fold scores)."""
     for fold in range(folds):
-        model = train([e for e in examples if fold_of(e.name, folds) != fold], settings, on_epoch)
+        rest = [e for e in examples if fold_of(e.name, folds) != fold]
+        if not rest:  # photos are dealt to folds by name: a few may all land in one
+            raise ConfigError(f"fold {fold + 1} of {folds} holds every labelled photo: too few photos for {folds} folds",
+                              hint="add photos, or use --folds 0 (no scores)")
+        model = train(rest, settings, on_epoch)
         yield fold, model, [e for e in examples if not e.small and fold_of(e.name, folds) == fold]
 
 

@@ -51,7 +51,13 @@ class TrainingJob:
         load_label_set(self.label_set)
         if self.folds == 1:
             raise ConfigError("--folds 1 leaves nothing to train on", hint="use --folds 0 (no scores) or 2 and more")
-        return find_samples(self.images, self.labels)
+        samples = find_samples(self.images, self.labels)
+        if len(samples) < self.folds:
+            raise ConfigError(f"--folds {self.folds} needs {self.folds} photos or more, {self.images} holds "
+                              f"{len(samples)}", hint="use --folds 0 (no scores) or fewer folds")
+        if self.cache is not None and self.cache.exists() and not self.cache.is_dir():
+            raise ConfigError(f"--cache {self.cache} is a file", hint="give a folder for the frozen models' outputs")
+        return samples
 
     def run(self, progress: Progress, samples: list[Sample]) -> Path:
         """Train on ``samples`` (from `check`) and write the weights and their model card; returns the card's
