@@ -126,15 +126,30 @@ def resolve_model(name: str, explicit: Path | None = None) -> Path:
     for need in spec.needs:
         resolve_model(need)
     if explicit is not None:
-        if not explicit.exists():
-            raise ModelError(f"model path {explicit} does not exist", hint=spec.how_to_get)
-        return explicit
+        return _explicit_model(spec, explicit)
     candidates = [d / spec.path for d in search_dirs()]
     for candidate in candidates:
         if candidate.exists():
             return candidate
     looked = ", ".join(str(c) for c in candidates)
     raise ModelError(f"model '{name}' not found (looked in {looked})", hint=spec.how_to_get)
+
+
+def _explicit_model(spec: ModelSpec, explicit: Path) -> Path:
+    """The model file a user named, or the file ``spec`` expects inside the folder they named."""
+    if not explicit.exists():
+        raise ModelError(f"model path {explicit} does not exist",
+                         hint="check the path (a relative one starts from the current folder)")
+    wanted = Path(spec.path)
+    if not explicit.is_dir() or not wanted.suffix:  # a file, or a hub snapshot's folder
+        return explicit
+    for candidate in (explicit / wanted, explicit / wanted.name):
+        if candidate.is_file():
+            return candidate
+    held = sorted(p.name for p in explicit.iterdir() if p.suffix == wanted.suffix)
+    raise ModelError(f"model path {explicit} is a folder without {wanted.name}",
+                     hint=f"give the file itself, e.g. {explicit / held[0]}" if held else
+                     f"give the {spec.name} file itself, or a folder holding {wanted.name}")
 
 
 def find_model(name: str) -> Path | None:

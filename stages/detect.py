@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidparse.stages.onnx_session import open_session
+from vidparse.stages.onnx_session import check_image_input, open_session
 from vidparse.stages.options import DetectorOptions
 from vidparse.stages.tiles import (Tile, cut_sides, drop_nested, finer_pass, merge_boxes, non_max_suppression,
                                    seen_closer, tile_grid, zoom_windows)
@@ -27,6 +27,7 @@ class PersonDetector:
 
     def open(self) -> None:
         self._session = open_session(self.model_path, self.threads)
+        check_image_input(self._session, self.model_path, "FastestDet", output_channels=85)
         self._input_name = self._session.get_inputs()[0].name
 
     def process(self, image: np.ndarray) -> Detections:

@@ -41,3 +41,18 @@ def open_session(path: Path, threads: int | None = None, graph: bytes | None = N
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
         raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}",
                          hint="the file is corrupt or not an ONNX model; fetch it again with `vidparse models pull`") from exc
+
+
+def check_image_input(session: Any, path: Path, what: str, channels_last: bool = False,
+                      output_channels: int | None = None) -> None:
+    """Refuse a model file that is not ``what``: one image input of 3 channels, laid out as the stage feeds it, and
+    (given ``output_channels``) a first output of that many channels (a file trained or made for another model fails
+    here at load, not on every frame)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = inputs[0].shape if len(inputs) == 1 else []
+    made_for = output_channels is None or (len(outputs[0].shape) == 4 and outputs[0].shape[1] == output_channels)
+    if len(shape) != 4 or shape[-1 if channels_last else 1] != 3 or not made_for:
+        takes = "; ".join(f"{i.name} {list(i.shape)}" for i in inputs)
+        gives = list(outputs[0].shape) if outputs else []
+        raise ModelError(f"{path} is not a {what} model (it takes {takes} and gives {gives})",
+                         hint=f"give the {what} file (vidparse models list shows it), or the --model this file is for")

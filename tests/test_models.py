@@ -50,6 +50,36 @@ def test_lookup_order_explicit_then_env_then_cache(isolated: Path, monkeypatch: 
     assert model_store.resolve_model("bodypix", explicit) == explicit
 
 
+def test_an_explicit_folder_gives_the_models_file_or_names_the_one_it_holds(isolated: Path) -> None:
+    folder = isolated / "mine"
+    folder.mkdir()
+    (folder / "trained.onnx").write_bytes(b"w")
+    with pytest.raises(ModelError, match="is a folder without MobileNetV1-x050-stride16.onnx") as caught:
+        model_store.resolve_model("bodypix", folder)
+    assert caught.value.hint == f"give the file itself, e.g. {folder / 'trained.onnx'}"
+    (folder / "MobileNetV1-x050-stride16.onnx").write_bytes(b"n")
+    assert model_store.resolve_model("bodypix", folder) == folder / "MobileNetV1-x050-stride16.onnx"
+    with pytest.raises(ModelError, match="does not exist") as caught:
+        model_store.resolve_model("bodypix", isolated / "no.onnx")
+    assert "pull" not in (caught.value.hint or ""), "a path the user named is checked, not pulled"
+
+
+@pytest.mark.parametrize("model, wrong, message", [
+    ("bodypix", "weights/cihp-net.onnx", "is not a BodyPix model"),
+    ("cihp-lite", "weights/cihp-net.onnx", "is not the skin / clothes / hair segmenter"),
+    ("cihp-lite", "fastestdet/FastestDet.onnx", "is not a skin / clothes / hair segmenter model"),
+    ("cihp-net", "bodypix/MobileNetV1-x050-stride16.onnx", "is not a cihp-net network"),
+])
+def test_a_file_made_for_another_model_is_one_line_at_load(model: str, wrong: str, message: str, shared: Path,
+                                                           tmp_path: Path) -> None:
+    path = Path(__file__).parents[1] / wrong if wrong.startswith("weights/") else MODELS / wrong
+    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.jpg"),
+                     "--model", model, "--model-dir", str(path))
+    assert result.returncode == 5, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+
+
 def test_missing_model_names_the_places_and_the_fix(isolated: Path) -> None:
     with pytest.raises(ModelError) as caught:
         model_store.resolve_model("fastestdet")

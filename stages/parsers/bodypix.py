@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vidparse.stages.labels import load_label_set
-from vidparse.stages.onnx_session import open_session
+from vidparse.stages.onnx_session import check_image_input, open_session
 from vidparse.stages.parsers.base import Parser
 from vidparse.stages.options import BodyPixOptions as Options
 
@@ -63,6 +63,7 @@ class BodyPixParser(Parser):
 
     def open(self) -> None:
         self._session = open_session(self.model_path, self.threads, device=self.device)
+        check_image_input(self._session, self.model_path, "BodyPix", channels_last=True)
 
     def parse(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [self._parse_one(image) for image in images]

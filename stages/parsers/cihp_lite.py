@@ -20,7 +20,7 @@ import yaml
 from vidparse.errors import ModelError
 from vidparse.model_store import resolve_model
 from vidparse.stages.labels import load_label_set
-from vidparse.stages.onnx_session import open_session
+from vidparse.stages.onnx_session import check_image_input, open_session
 from vidparse.stages.parsers import bodypix
 from vidparse.stages.parsers.base import Parser
 from vidparse.stages.roi import crop_height
@@ -85,10 +85,18 @@ def size_agnostic_graph(path: Path) -> bytes:
     except Exception as exc:  # onnx raises DecodeError and others on a damaged file
         raise ModelError(f"cannot load model {path}: {exc}", hint="fetch it again: vidparse models pull cihp-lite") from exc
     graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    if len([i for i in graph.input if i.name not in constants]) != 1 or len(graph.output) != 1:
+        raise ModelError(f"{path} is not the skin / clothes / hair segmenter (it takes "
+                         f"{', '.join(i.name for i in graph.input if i.name not in constants)})",
+                         hint="give the segmenter's file (vidparse models list shows it), or the --model this file is for")
     for name, value in (("_zero", 0), ("_two", 2), ("_four", 4)):
         graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
     for node in [n for n in graph.node if n.op_type == "Resize" and len(n.input) > 3 and n.input[3]]:
-        user = next(n for n in graph.node if node.output[0] in n.input and n.op_type in ("Add", "Mul"))
+        user = next((n for n in graph.node if node.output[0] in n.input and n.op_type in ("Add", "Mul")), None)
+        if user is None:
+            raise ModelError(f"{path} is not the skin / clothes / hair segmenter (a Resize vidparse sizes is unused)",
+                             hint="give the segmenter's file (vidparse models list shows it)")
         target = next(name for name in user.input if name != node.output[0])
         prefix = node.name + "_size"
         sizes = [
@@ -123,6 +131,7 @@ class MaterialSegmenter:
     def open(self) -> None:
         self._session = open_session(self.model_path, self.threads, graph=size_agnostic_graph(self.model_path),
                                      device=self.device)
+        check_image_input(self._session, self.model_path, "skin / clothes / hair segmenter", output_channels=3)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         assert self._session is not None, "open() first"

@@ -312,10 +312,12 @@ class GarmentNet:
 
     def open(self) -> None:
         session = open_session(self.path, self.threads, device=self.device)
-        inputs, (target,) = session.get_inputs(), session.get_outputs()
-        if [i.shape[1] for i in inputs] != [FEATURES, DETAILS, COARSE_CHANNELS] or target.shape[1] != len(FINE_CLASSES):
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        channels = [i.shape[1] if len(i.shape) == 4 else None for i in inputs]
+        classes = [o.shape[1] if len(o.shape) == 4 else None for o in outputs]
+        if channels != [FEATURES, DETAILS, COARSE_CHANNELS] or classes != [len(FINE_CLASSES)]:
             raise ModelError(f"{self.path} is not a cihp-net network for this version of vidparse (inputs of "
-                             f"{[i.shape[1] for i in inputs]} channels, {target.shape[1]} classes; expected "
+                             f"{channels} channels, {classes} classes; expected "
                              f"{[FEATURES, DETAILS, COARSE_CHANNELS]} and {len(FINE_CLASSES)})",
                              hint="train weights for this version with `vidparse train`, or drop --model-dir")
         self._session, self._inputs = session, [i.name for i in inputs]
