@@ -183,11 +183,13 @@ def download(url: str, target: Path, sha256: str | None, progress=None) -> Path:
                         progress(done, total)
         except (urllib.error.URLError, OSError) as exc:
             tmp_path.unlink(missing_ok=True)
-            raise ModelError(f"download of {url} failed: {exc}", hint="check the network, or copy the file by hand") from exc
+            raise ModelError(f"download of {url} failed: {exc}",
+                             hint=f"check the network, or copy the file by hand to {target}") from exc
     if sha256 and (actual := sha256_of(tmp_path)) != sha256:
         tmp_path.unlink(missing_ok=True)
         raise ModelError(f"checksum mismatch for {url}: got {actual[:16]}…, expected {sha256[:16]}…",
                          hint="the download is corrupt or the source changed; try again or get the file by hand")
+    tmp_path.chmod(0o644)  # a temporary file is made private; the model is not
     tmp_path.replace(target)
     return target
 
@@ -207,6 +209,11 @@ def pull(name: str, url: str | None = None, progress=None) -> Path:
         return resolve_model(name)  # it comes with vidparse
     if spec.hub_id and url is None:
         return _snapshot_from_modelscope(spec, target)
+    if url is not None and "://" not in url:  # a file downloaded by hand
+        if not Path(url).is_file():
+            raise ModelError(f"--from {url} is neither a URL nor a file",
+                             hint="give a URL (https://…, file://…) or the path of a downloaded copy")
+        url = Path(url).resolve().as_uri()
     source = url or spec.url
     assert source is not None
     log.info("downloading %s from %s", name, source)
@@ -224,7 +231,9 @@ def _snapshot_from_modelscope(spec: ModelSpec, target: Path) -> Path:
         snapshot_download(spec.hub_id, local_dir=str(staging))
     except Exception as exc:  # modelscope raises many types (requests, HTTPError, its own)
         shutil.rmtree(staging, ignore_errors=True)
-        raise ModelError(f"could not fetch {spec.hub_id} from ModelScope: {type(exc).__name__}: {exc}",
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        reason = reason if len(reason) <= 160 else reason[:160] + "…"
+        raise ModelError(f"could not fetch {spec.hub_id} from ModelScope: {type(exc).__name__}: {reason}",
                          hint="check the network, or download the model folder by hand and pass --model-dir") from exc
     if target.exists():
         shutil.rmtree(target)

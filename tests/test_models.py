@@ -97,6 +97,14 @@ def test_pull_downloads_and_checks_sha256(isolated: Path, file_server: str) -> N
     assert path.read_bytes() == (MODELS / "fastestdet" / "FastestDet.onnx").read_bytes()
     assert seen[-1][0] == seen[-1][1] == path.stat().st_size
     assert model_store.resolve_model("fastestdet") == path
+    assert path.stat().st_mode & 0o777 == 0o644, "readable by all, as a copied file would be"
+
+
+def test_pull_from_a_downloaded_copy(isolated: Path) -> None:
+    path = model_store.pull("fastestdet", str(MODELS / "fastestdet" / "FastestDet.onnx"))
+    assert path.read_bytes() == (MODELS / "fastestdet" / "FastestDet.onnx").read_bytes()
+    with pytest.raises(ModelError, match="neither a URL nor a file"):
+        model_store.pull("bodypix", str(isolated / "no.onnx"))
 
 
 def test_cihp_lite_needs_bodypix_and_a_pull_fetches_both(isolated: Path, file_server: str,
