@@ -493,18 +493,19 @@ def models_list() -> None:
     from vidparse.model_store import MODELS, find_model, search_dirs
 
     found = {spec.name: find_model(spec.name) for spec in MODELS.values()}
-    paths = [str(path) for path in found.values() if path]
     out = report_console()
     table = Table(title="models")
     table.add_column("name")
     # a path is shown whole: folded in a terminal, on one line in a file (which has no width)
-    table.add_column("found at", overflow="fold",
-                     min_width=None if out.is_terminal else max(map(len, paths), default=0))
+    table.add_column("found at", overflow="fold", no_wrap=not out.is_terminal)
     table.add_column("license")
     table.add_column("what")
     for spec in MODELS.values():
         path = found[spec.name]
-        table.add_row(spec.name, str(path) if path else "[red]missing[/]", spec.license, spec.description)
+        lacking = [need for need in spec.needs if found[need] is None]
+        where = (escape(str(path)) if path else "[red]missing[/]") + (
+            f" [red](needs {', '.join(lacking)}: missing)[/]" if path and lacking else "")
+        table.add_row(spec.name, where, spec.license, spec.description)
     out.print(table)
     out.print("searched: " + ", ".join(str(d) for d in search_dirs()))
 

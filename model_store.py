@@ -125,6 +125,11 @@ def resolve_model(name: str, explicit: Path | None = None) -> Path:
     spec = model_spec(name)
     for need in spec.needs:
         resolve_model(need)
+    return _located(spec, explicit)
+
+
+def _located(spec: ModelSpec, explicit: Path | None = None) -> Path:
+    """``spec``'s own file or folder (not the models it needs)."""
     if explicit is not None:
         return _explicit_model(spec, explicit)
     candidates = [d / spec.path for d in search_dirs()]
@@ -132,7 +137,7 @@ def resolve_model(name: str, explicit: Path | None = None) -> Path:
         if candidate.exists():
             return candidate
     looked = ", ".join(str(c) for c in candidates)
-    raise ModelError(f"model '{name}' not found (looked in {looked})", hint=spec.how_to_get)
+    raise ModelError(f"model '{spec.name}' not found (looked in {looked})", hint=spec.how_to_get)
 
 
 def _explicit_model(spec: ModelSpec, explicit: Path) -> Path:
@@ -153,8 +158,9 @@ def _explicit_model(spec: ModelSpec, explicit: Path) -> Path:
 
 
 def find_model(name: str) -> Path | None:
+    """``name``'s own file or folder where it is found, whether or not the models it needs are."""
     try:
-        return resolve_model(name)
+        return _located(model_spec(name))
     except ModelError:
         return None
 

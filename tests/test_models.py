@@ -161,6 +161,10 @@ def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
             if line.startswith("│ ")}
     assert "missing" not in rows["bodypix"] and "missing" in rows["fastestdet"] and "missing" in rows["cihp-lite"]
     assert "MobileNetV1-x050-stride16.onnx" in rows["bodypix"], "a table piped to a file is not squeezed to 80 columns"
+    assert "cihp-net.onnx (needs multiclass: missing)" in rows["cihp-net"], "its own file is there"
+    words = run_cli("models", "list", env=env).stdout.split()
+    assert all(word in words for spec in model_store.MODELS.values() for word in spec.description.split()), \
+        "nothing cropped at the file's width"
     failed = run_cli("models", "pull", "fastestdet", "--from", "http://127.0.0.1:9/x.onnx", env=env)
     assert failed.returncode == 5 and "Traceback" not in failed.stderr
     assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [
