@@ -453,6 +453,17 @@ def test_card_of_a_run_without_folds_says_k_fold_was_not_run(tmp_path: Path) -> 
     assert f"PyTorch kernels for {torch.backends.cpu.get_cpu_capability()}" in card, "bytes depend on the CPU's kernels"
 
 
+def test_a_card_describing_other_weights_is_replaced_with_a_warning(tmp_path: Path, caplog) -> None:
+    record = TrainingRecord("vidparse train ... --epochs 1", tmp_path, "ccp", 4, 8, fit.TrainSettings(epochs=1), 60.0,
+                            0, {})
+    for name in ("first.onnx", "first.onnx", "second.onnx"):
+        (tmp_path / name).write_bytes(name.encode())
+        with caplog.at_level("WARNING"):
+            card = write_card(tmp_path / name, record).read_text()
+    assert caplog.text.count("described first.onnx and now describes second.onnx") == 1, "the same weights again: none"
+    assert card.startswith("# cihp-net weights: `second.onnx`") and "training: 1 epoch, batch" in card
+
+
 @pytest.mark.slow
 def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: Path) -> None:
     images, labels = tmp_path / "images", tmp_path / "labels"

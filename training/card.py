@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import torch
 from vidparse.evaluation.runs import ImageReport
 from vidparse.model_store import sha256_of
 from vidparse.training.fit import TrainSettings, uses_bfloat16
+
+log = logging.getLogger(__name__)
 
 FROZEN_MODELS = """\
 | model | role | license |
@@ -82,7 +86,7 @@ parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with Body
 - made by: `{record.command}`
 - data: {record.photos} labelled photos in `{record.images}` (label set `{record.label_set}`), two views each
   ({record.examples} examples): the photo as it is and scaled down to a 48-160 pixel person
-- training: {settings.epochs} epochs, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (one-cycle),
+- training: {settings.epochs} epoch{'' if settings.epochs == 1 else 's'}, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (one-cycle),
   weight decay {settings.weight_decay}, cross-entropy with class weights of pixel share to the power
   -{settings.class_weight_power}, seed {settings.seed}, {precision}; {record.seconds / 60:.1f} minutes in
   all on {cpu_name()} ({platform.machine()}, PyTorch kernels for {torch.backends.cpu.get_cpu_capability()}); the
@@ -97,5 +101,9 @@ parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with Body
 {scores}
 """
     path = weights.with_name("MODEL_CARD.md")
+    if path.is_file() and (described := re.match(r"# cihp-net weights: `(.+)`", path.read_text())) \
+            and described[1] != weights.name:
+        log.warning("%s described %s and now describes %s: keep weights you trained in folders of their own", path,
+                    described[1], weights.name)
     path.write_text(text)
     return path
