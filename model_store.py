@@ -110,6 +110,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vidparse" / "models")
 
 
+def training_cache_dir() -> Path:
+    """Where `vidparse train` keeps the frozen models' outputs: inside ``$VIDPARSE_CACHE`` when it is set."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]) / "training"
+    return Path.home() / ".cache" / "vidparse" / "training"
+
+
 # Weights trained for vidparse ship inside the package (cihp-net): looked for after the user's folders.
 PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
 

@@ -23,7 +23,7 @@ import torch
 
 from vidparse.evaluation.datasets import find_samples, read_sample
 from vidparse.evaluation.runs import ImageReport, Tally, image_report
-from vidparse.model_store import cache_dir
+from vidparse.model_store import training_cache_dir
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.options import CihpNetOptions
@@ -123,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(usable_cpus())
     samples = {s.name: s for s in find_samples(args.images, args.labels)}
     examples = dataset.extract(list(samples.values()), args.label_set, args.seed, usable_cpus(),
-                               args.cache or cache_dir().parent / "training")
+                               args.cache or training_cache_dir())
     if args.logits and args.logits.exists():
         logits = pickle.loads(args.logits.read_bytes())
     else:

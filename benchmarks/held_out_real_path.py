@@ -24,7 +24,7 @@ from garment_quality import print_tables, scheme_tallies, tally_photos
 from vidparse.config import load_config
 from vidparse.evaluation.datasets import find_samples
 from vidparse.evaluation.runs import ImageReport, image_report, quality_settings
-from vidparse.model_store import cache_dir
+from vidparse.model_store import training_cache_dir
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.labels import load_label_set
 from vidparse.training import dataset, fit
@@ -71,7 +71,7 @@ def main() -> None:
                         help="config overrides, key=value[,key=value]; 'default' for none (repeat for rows)")
     args = parser.parse_args()
     networks = fold_networks(args.images, args.labels, args.label_set, args.folds, args.seed,
-                             args.cache or cache_dir().parent / "training", args.networks)
+                             args.cache or training_cache_dir(), args.networks)
     reports = {}
     for text in args.setting or ["default"]:
         by_scheme = score(args.images, args.labels, args.label_set, networks, {} if text == "default" else setting(text))

@@ -80,6 +80,12 @@ def test_a_file_made_for_another_model_is_one_line_at_load(model: str, wrong: st
     assert len(errors) == 1 and message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
 
 
+def test_the_training_cache_is_inside_vidparse_cache(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert model_store.training_cache_dir() == isolated / "cache" / "training"
+    monkeypatch.delenv("VIDPARSE_CACHE")
+    assert model_store.training_cache_dir() == Path.home() / ".cache" / "vidparse" / "training"
+
+
 def test_missing_model_names_the_places_and_the_fix(isolated: Path) -> None:
     with pytest.raises(ModelError) as caught:
         model_store.resolve_model("fastestdet")

@@ -16,7 +16,7 @@ from rich.progress import Progress, TaskID
 from vidparse.errors import BadOutputError, ConfigError
 from vidparse.evaluation.datasets import Sample, find_samples
 from vidparse.evaluation.runs import ImageReport
-from vidparse.model_store import cache_dir
+from vidparse.model_store import training_cache_dir
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.labels import load_label_set
 from vidparse.training import dataset, fit
@@ -69,7 +69,8 @@ class TrainingJob:
 
         task = progress.add_task("frozen models", total=len(samples))
         examples = dataset.extract(samples, self.label_set, self.seed, self.processes or usable_cpus(),
-                                   self.cache or cache_dir().parent / "training", lambda: progress.advance(task))
+                                   self.cache or training_cache_dir(), lambda: progress.advance(task))
+        progress.update(task, completed=len(samples))  # read from the cache: nothing advanced it
         if not examples:
             raise ConfigError(f"no labelled person in {self.labels}", hint="check --label-set")
         if self.folds:
