@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +68,20 @@ def find_samples(images_dir: Path, labels_dir: Path) -> list[Sample]:
 def read_sample(sample: Sample, label_set: LabelSet) -> tuple[np.ndarray, np.ndarray]:
     """The BGR image and its label map, checked against each other and against ``label_set``."""
     upright_size(sample.image_path, decoded=True)  # a truncated JPEG fails here; OpenCV would read what it holds
-    image = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)  # turned upright by its EXIF orientation
     if image is None:
         raise BadInputError(f"image {sample.image_path} is not readable", hint="give JPEG or PNG images")
+    return image, read_labels(sample, label_set, (image.shape[1], image.shape[0]))
+
+
+def check_labels(samples: Sequence[Sample], label_set: LabelSet) -> int:
+    """Every label map read and checked against its image's size (from the header) and ``label_set``: a mistake
+    found before the slow work starts. Returns the highest class seen."""
+    return max(int(read_labels(sample, label_set, upright_size(sample.image_path)).max()) for sample in samples)
+
+
+def read_labels(sample: Sample, label_set: LabelSet, image_size: tuple[int, int]) -> np.ndarray:
+    """``sample``'s label map, checked: one channel, the upright image's (width, height), classes of ``label_set``."""
     try:
         with Image.open(sample.label_path) as label_image:
             if label_image.mode not in ("L", "P"):
@@ -78,10 +90,12 @@ def read_sample(sample: Sample, label_set: LabelSet) -> tuple[np.ndarray, np.nda
             labels = np.array(label_image)
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"label map {sample.label_path} is not a readable PNG", hint="re-export it") from exc
-    if labels.shape != image.shape[:2]:
+    width, height = image_size
+    if labels.shape != (height, width):
+        turned = " (the photo is shown turned, as its EXIF orientation says)" if labels.shape == (width, height) else ""
         raise BadInputError(f"label map {sample.label_path.name} is {labels.shape[1]}x{labels.shape[0]} but its image is "
-                            f"{image.shape[1]}x{image.shape[0]}", hint="labels must match their image pixel for pixel")
+                            f"{width}x{height}{turned}", hint="labels must match their image pixel for pixel")
     if labels.max() >= len(label_set):
         raise BadInputError(f"label map {sample.label_path.name} holds class {labels.max()}, but label set "
                             f"'{label_set.name}' has {len(label_set)} classes", hint="check --label-set")
-    return image, labels
+    return labels

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -23,6 +24,7 @@ from vidparse.stages.parsers.multiclass import (CLASSES, MIN_CELL, MulticlassSeg
 from vidparse.training import fit
 from vidparse.training.card import TrainingRecord, write_card
 from vidparse.training.dataset import IGNORED, Example, Extractor, fine_lut
+from vidparse.training.run import TrainingJob
 
 CIHP, CCP, BODYPIX = load_label_set("cihp"), load_label_set("ccp"), load_label_set("bodypix")
 REFERENCE = Path(__file__).with_name("cihp_net_reference.json")
@@ -453,6 +455,16 @@ def test_card_of_a_run_without_folds_says_k_fold_was_not_run(tmp_path: Path) -> 
     assert f"PyTorch kernels for {torch.backends.cpu.get_cpu_capability()}" in card, "bytes depend on the CPU's kernels"
 
 
+def test_labels_that_look_like_another_label_sets_are_warned_of(shared: Path, tmp_path: Path, caplog) -> None:
+    (tmp_path / "0032.jpg").symlink_to(shared / "data" / "ccp-train" / "images" / "0032.jpg")
+    with Image.open(shared / "data" / "ccp-train" / "labels" / "0032.png") as labels:
+        Image.fromarray((np.array(labels) > 0).astype(np.uint8) * 13).save(tmp_path / "0032.png")  # CIHP's "face"
+    job = TrainingJob(tmp_path, tmp_path, "ccp", tmp_path / "w.onnx", folds=0, epochs=1)
+    with caplog.at_level("WARNING"):
+        assert [s.name for s in job.check()] == ["0032"]
+    assert "use no class above 13, as CIHP's would: check --label-set" in caplog.text
+
+
 def test_a_card_describing_other_weights_is_replaced_with_a_warning(tmp_path: Path, caplog) -> None:
     record = TrainingRecord("vidparse train ... --epochs 1", tmp_path, "ccp", 4, 8, fit.TrainSettings(epochs=1), 60.0,
                             0, {})
@@ -492,7 +504,9 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     (["{images}", "{labels}", "-o", "{tmp}/none/w.onnx"], 4, "does not exist"),
     (["{tmp}/one", "{tmp}/one", "--folds", "2"], 2, "--folds 2 needs 2 photos or more"),
     (["{images}", "{labels}", "--cache", "{tmp}/file"], 2, "is a file"),
-], ids=["missing-folder", "one-fold", "missing-output-folder", "more-folds-than-photos", "cache-is-a-file"])
+    (["{tmp}/small", "{tmp}/small", "--folds", "0"], 3, "0033.png is 10x10 but its image is"),
+], ids=["missing-folder", "one-fold", "missing-output-folder", "more-folds-than-photos", "cache-is-a-file",
+        "label-of-another-size"])
 def test_train_mistakes_are_one_line_before_any_work(args: list[str], code: int, message: str, shared: Path,
                                                     tmp_path: Path) -> None:
     values = {"tmp": tmp_path, "images": shared / "data" / "ccp-train" / "images",
@@ -501,6 +515,11 @@ def test_train_mistakes_are_one_line_before_any_work(args: list[str], code: int,
     for name in ("0032.jpg", "0032.png"):  # a photo and its labels in one folder
         (tmp_path / "one" / name).symlink_to(values["images" if name.endswith("jpg") else "labels"] / name)
     (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "small").mkdir()
+    for name in ("0032", "0033"):  # the second photo's labels are wrong: found before the frozen models run
+        (tmp_path / "small" / f"{name}.jpg").symlink_to(values["images"] / f"{name}.jpg")
+    (tmp_path / "small" / "0032.png").symlink_to(values["labels"] / "0032.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small" / "0033.png")
     result = run_cli("train", "--cache", str(tmp_path / "cache"), *[a.format(**values) for a in args])
     assert result.returncode == code, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

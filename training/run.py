@@ -14,7 +14,7 @@ import torch
 from rich.progress import Progress, TaskID
 
 from vidparse.errors import BadOutputError, ConfigError
-from vidparse.evaluation.datasets import Sample, find_samples
+from vidparse.evaluation.datasets import Sample, check_labels, find_samples
 from vidparse.evaluation.runs import ImageReport
 from vidparse.model_store import training_cache_dir
 from vidparse.pipeline.cpus import usable_cpus
@@ -48,7 +48,7 @@ class TrainingJob:
         if self.label_set not in TRAINABLE_LABEL_SETS:
             raise ConfigError(f"cannot train from label set '{self.label_set}'",
                               hint=f"choose one of: {', '.join(TRAINABLE_LABEL_SETS)}")
-        load_label_set(self.label_set)
+        label_set = load_label_set(self.label_set)
         if self.folds == 1:
             raise ConfigError("--folds 1 leaves nothing to train on", hint="use --folds 0 (no scores) or 2 and more")
         samples = find_samples(self.images, self.labels)
@@ -57,6 +57,10 @@ class TrainingJob:
                               f"{len(samples)}", hint="use --folds 0 (no scores) or fewer folds")
         if self.cache is not None and self.cache.exists() and not self.cache.is_dir():
             raise ConfigError(f"--cache {self.cache} is a file", hint="give a folder for the frozen models' outputs")
+        highest = check_labels(samples, label_set)
+        if self.label_set == "ccp" and highest < len(load_label_set("cihp")):
+            log.warning("the label maps in %s use no class above %d, as CIHP's would: check --label-set (ccp has %d)",
+                        self.labels, highest, len(label_set))
         return samples
 
     def run(self, progress: Progress, samples: list[Sample]) -> Path:
