@@ -137,7 +137,7 @@ class VideoReport:
 
 def quality_settings(config: Config) -> dict[str, Any]:
     """The configuration keys that change parsing quality, as reported with every result."""
-    return {"model": config.model, "roi": dataclasses.asdict(config.roi),
+    return {"model": config.model, "model_path": config.model_path, "roi": dataclasses.asdict(config.roi),
             "detector": {"score_threshold": config.detector.score_threshold, "tiles": config.detector.tiles},
             "temporal": dataclasses.asdict(config.temporal), "tracking": dataclasses.asdict(config.tracking)}
 

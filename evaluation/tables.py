@@ -20,7 +20,9 @@ def _roi_caption(settings: dict) -> str:
 
 
 def image_table(report: ImageReport) -> Table:
-    table = Table(title=f"{report.model} vs {report.truth} ground truth, {report.images} images ({report.scheme} classes)",
+    weights = f" ({report.settings['model_path']})" if report.settings.get("model_path") else ""
+    table = Table(title=f"{report.model}{weights} vs {report.truth} ground truth, {report.images} images "
+                        f"({report.scheme} classes)",
                   caption=f"{_roi_caption(report.settings)}. Pixels of n/a classes are not scored, except a model's n/a class "
                           "over ground-truth background, which counts as an error; "
                           f"{100 * report.scored_share:.1f}% of all pixels were scored.", title_justify="left")

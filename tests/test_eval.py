@@ -81,13 +81,16 @@ def ccp_two(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return root / "images", root / "labels"
 
 
-def test_eval_prints_the_table_and_writes_json(ccp_two: tuple[Path, Path], tmp_path: Path) -> None:
+def test_eval_prints_the_table_and_writes_json(ccp_two: tuple[Path, Path], shared: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
-    result = run_cli("eval", *map(str, ccp_two), "--model", "bodypix", "--label-set", "ccp", "--json", str(report_path))
+    weights = shared / "models" / "bodypix" / "MobileNetV1-x050-stride16.onnx"
+    result = run_cli("eval", *map(str, ccp_two), "--model", "bodypix", "--model-dir", str(weights), "--label-set", "ccp",
+                     "--json", str(report_path))
     assert result.returncode == 0, result.stderr
-    assert "mIoU" in result.stdout and "n/a" in result.stdout
+    assert "mIoU" in result.stdout and "n/a" in result.stdout and f"bodypix ({weights})" in result.stdout
     report = json.loads(report_path.read_text())
     assert report["images"] == 2 and report["truth"] == "ccp" and report["settings"]["roi"]["mode"] == "roi"
+    assert report["settings"]["model_path"] == str(weights), "which weights were scored"
     classes = {c["name"]: c for c in report["classes"]}
     assert list(classes) == list(COARSE_CLASSES)
     assert classes["hair"]["iou"] is None and classes["hair"]["note"] == MODEL_CANNOT
