@@ -145,5 +145,5 @@ class RunReporter:
             unparsed = ", ".join(map(str, stats.unparsed_frames[:10])) + (" …" if len(stats.unparsed_frames) > 10 else "")
             table.add_row("[yellow]frames written without labels", f"[yellow]{len(stats.unparsed_frames)} {unparsed}")
         if stats.interrupted:
-            table.add_row("[yellow]stopped early", "[yellow]Ctrl-C")
+            table.add_row("[yellow]stopped early", "[yellow]interrupted")
         return table

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM for commands that run the engine: the first asks for a graceful stop, the second aborts."""
+"""Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a dropped SSH session) for commands that run the engine: the first
+asks for a graceful stop, the second aborts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from vidparse.pipeline.spawning import STOP_SIGNALS
+
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +23,7 @@ class Signals:
 
 @contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[Signals]:
-    """The first SIGINT or SIGTERM calls ``stop`` (frames in flight are finished and written); the second raises
+    """The first of `STOP_SIGNALS` calls ``stop`` (frames in flight are finished and written); the second raises
     KeyboardInterrupt at once. Outside the main thread, signals are left alone."""
     signals = Signals()
     if threading.current_thread() is not threading.main_thread():
@@ -31,11 +34,11 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[Signals]:
         if signals.received:
             raise KeyboardInterrupt
         signals.received = True
-        again = "press Ctrl-C again" if signum == signal.SIGINT else "send SIGTERM again"
+        again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {signal.Signals(signum).name} again"
         log.warning("interrupted: finishing the frames in flight (%s to stop at once)", again)
         stop()
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
     try:
         yield signals
     finally:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from vidparse.pipeline.messages import (Connecting, Done, Failed, FrameFailed, FrameKey, Forget, Opened, Parsed, Ready,
                                         Task, receive, send)
 from vidparse.pipeline.slots import SharedSlots, SlotsHandle
+from vidparse.pipeline.spawning import STOP_SIGNALS
 
 if TYPE_CHECKING:
     from vidparse.pipeline.contracts import ParserFactory, SourceFactory
@@ -46,11 +47,13 @@ class Resume:
 
 
 def leave_signals_to_the_main_process() -> None:
-    """Ctrl-C and SIGTERM reach a whole process group; the main process decides how its children stop (it asks a
-    source to stop, and ends workers when it is done with them), so a child killed by them is not mistaken for a
-    crash ("the source process died")."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """Ctrl-C, SIGTERM and SIGHUP reach a whole process group; the main process decides how its children stop (it
+    asks a source to stop, and ends workers when it is done with them), so a child killed by them is not mistaken for
+    a crash ("the source process died"). The child was launched with them blocked (`spawning`), so one that came
+    while it started is dropped here rather than raised in the middle of its imports."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def quiet_when_orphaned(main: Callable[..., None]) -> Callable[..., None]:

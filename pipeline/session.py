@@ -152,7 +152,7 @@ class StreamSession:
             self.stats.connecting = None
             self.pending.append(message)
             if self.stats.interrupted:  # sent before the source saw the stop: not parsed any more
-                self.drop(self.pending.popleft())
+                self._let_go(self.pending.popleft())
             if self.settings.drop_oldest and len(self.pending) > 1:
                 self.drop(self.pending.popleft())
         elif isinstance(message, Done):
@@ -178,8 +178,8 @@ class StreamSession:
         except OSError as exc:
             need_mb = layout.slot_bytes * count / MB
             raise PipelineError(f"cannot allocate {need_mb:.0f} MB of shared memory for frames: {exc.strerror}",
-                                hint="/dev/shm is full or too small (in Docker: --shm-size); or lower --queue-size "
-                                     "or --max-memory") from exc
+                                hint="/dev/shm is full or too small (in Docker: --shm-size); or use fewer --workers, "
+                                     "a lower --queue-size or --max-memory") from exc
         self.output = self.spec.make_output(info)
         self.output.open()
         self._ledger = ledger = SlotLedger(count, self._give_slot, self._lock)
@@ -218,7 +218,12 @@ class StreamSession:
         self.deliver(task, FrameResult(seq=task.seq, status="unparsed"))
 
     def drop(self, task: Task) -> None:
+        """The live policy: a waiting frame dropped so that a newer one is parsed."""
         self.stats.dropped_frames += 1
+        self._let_go(task)
+
+    def _let_go(self, task: Task) -> None:
+        """A frame that will not be written: its slot freed, its place in the order passed."""
         self._open_ledger.release(task.slot)
         self.deliver(task, None)
 
@@ -232,7 +237,7 @@ class StreamSession:
         self._interrupted_at = time.monotonic()
         self._stop.set()
         while self.pending:
-            self.drop(self.pending.popleft())
+            self._let_go(self.pending.popleft())
 
     def tick(self) -> None:
         """Between messages: the writer's errors surface here; the watchdog and the stop grace run."""
@@ -259,7 +264,7 @@ class StreamSession:
         self._source_done = True
         self._total = self._last_task.seq + 1 if self._last_task else 0
         while self.pending:
-            self.drop(self.pending.popleft())
+            self._let_go(self.pending.popleft())
 
     def _restart_stalled_source(self) -> None:
         """Watchdog: a source silent past its timeout while frame slots were free is killed and started again

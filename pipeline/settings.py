@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
 from vidparse.errors import ConfigError
 from vidparse.pipeline.memory import MB
+from vidparse.pipeline.slots import slots_with_room
+
+log = logging.getLogger(__name__)
 
 # Memory outside the frame slots, from 3840x2160 runs with one BodyPix worker (docs/faults.md: 607 to 829 MB
 # besides the slots): each process's interpreter, libraries and models, plus frame copies in flight (decoder,
@@ -70,6 +74,11 @@ class MemoryBudget:
     def _reserve(self, stream: int, queue_size: int, slot_bytes: int) -> int:
         workers = self.workers
         wanted = queue_size + 2 * workers
+        least = 1 + 2 * workers
+        if (room := slots_with_room(slot_bytes)) is not None and room < wanted:
+            log.warning("/dev/shm has room for %d of the %d frame slots wanted (%.0f MB each): the queue is shorter "
+                        "(in Docker, --shm-size 512m gives it room)", room, wanted, slot_bytes / MB)
+            wanted = max(least, room)  # under the least, allocating fails with a clear error
         if not self.total_mb:
             return wanted
         slot_mb = slot_bytes / MB
@@ -77,7 +86,6 @@ class MemoryBudget:
         others_mb = sum(others)
         fixed_mb = PROCESS_MB * (workers + 2) + COMPILED_VOTE_MB + FRAME_COPIES_OUTSIDE_SLOTS * slot_mb + others_mb
         fitting = int((self.total_mb - fixed_mb) // slot_mb)
-        least = 1 + 2 * workers
         if fitting < least:
             need = fixed_mb + least * slot_mb
             held = f" ({others_mb:.0f} MB of it held by {len(others)} other streams)" if others_mb else ""

@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,26 @@ class SlotsHandle:
     count: int
 
 
+def slots_with_room(slot_bytes: int) -> int | None:
+    """How many slots of ``slot_bytes`` the free space of /dev/shm holds (a little kept spare); None where there is
+    no /dev/shm to ask."""
+    try:
+        free = shutil.disk_usage(SHM_DIR).free
+    except OSError:
+        return None
+    return int(free * 0.95 // max(1, slot_bytes))
+
+
+def _back(name: str, size: int) -> None:
+    """Give every page of a new block its memory now: a /dev/shm too small for it (Docker's 64 MB) fails here with
+    ENOSPC, where it would otherwise kill whichever process first touched a page past the room left (SIGBUS)."""
+    fd = os.open(SHM_DIR / name, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
 class SharedSlots:
     """``count`` slots of ``layout`` in one shared-memory block. The creator owns (and unlinks) it."""
 
@@ -99,8 +120,14 @@ class SharedSlots:
         self._owner = name is None
         if self._owner:
             remove_stale_blocks()
-            self._shm = shared_memory.SharedMemory(name=f"{PREFIX}{secrets.token_hex(8)}", create=True,
-                                                   size=max(1, layout.slot_bytes * count))
+            size = max(1, layout.slot_bytes * count)
+            self._shm = shared_memory.SharedMemory(name=f"{PREFIX}{secrets.token_hex(8)}", create=True, size=size)
+            try:
+                _back(self._shm.name, size)
+            except OSError:
+                self._shm.close()
+                self._shm.unlink()
+                raise
         else:
             # Spawned children share the creator's resource tracker, so attaching registers nothing new.
             self._shm = shared_memory.SharedMemory(name=name)

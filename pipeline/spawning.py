@@ -15,12 +15,14 @@ from ``multiprocess.spawn.spawn_main`` and import only what unpickling their tar
 
 from __future__ import annotations
 
+import signal
 import threading
 from typing import Any
 
 from multiprocess import context as mp_context
-from multiprocess import popen_spawn_posix, spawn
+from multiprocess import popen_spawn_posix, resource_tracker, spawn
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a terminal's or a service manager's stop
 MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 
 _launching = threading.local()  # set while this thread launches one of the package's processes
@@ -37,12 +39,27 @@ def _preparation_data(name: str) -> dict[str, Any]:
     return data
 
 
+def start_resource_tracker() -> None:
+    """Start multiprocess's resource tracker (once) with every stop signal blocked: it ignores SIGINT and SIGTERM, and
+    a SIGHUP to the process group (a closed terminal) would otherwise kill it and leak the shared memory it tracks."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 class _Popen(popen_spawn_posix.Popen):
     def _launch(self, process_obj: Any) -> None:
+        # The child inherits this thread's signal mask: Ctrl-C, SIGTERM or SIGHUP sent to the process group while
+        # it imports stay pending until it ignores them (`processes.leave_signals_to_the_main_process`).
+        start_resource_tracker()  # first: starting it unblocks SIGINT and SIGTERM in this thread
         _launching.active = True
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             super()._launch(process_obj)
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             _launching.active = False
 
 
@@ -61,4 +78,5 @@ class PackageContext(mp_context.SpawnContext):
 def package_context() -> PackageContext:
     """The context the engine starts its workers and sources with (pipes, shared values, processes)."""
     spawn.get_preparation_data = _preparation_data  # popen_spawn_posix looks it up on the module at each launch
+    start_resource_tracker()  # before any shared memory is made: the blocks register with it
     return PackageContext()

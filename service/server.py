@@ -5,6 +5,7 @@ stop, and the process exits. No log line shows a URL's credentials."""
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -33,4 +34,7 @@ def serve(settings: ServeSettings, log_level: str = "warning") -> None:
     for name in LOGGERS:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(HideCredentials())
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGINT and SIGTERM; a closed terminal's SIGHUP drains and cleans up as SIGTERM does
+    signal.signal(signal.SIGHUP, lambda signum, frame: server.handle_exit(signal.SIGTERM, frame))
+    server.run()

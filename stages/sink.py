@@ -7,6 +7,8 @@ fragmented, so that a process killed at any moment leaves files that play up to 
 from __future__ import annotations
 
 import logging
+import os
+import struct
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -243,6 +245,8 @@ class VideoSink:
         self._finish_file()
         if self.paths and not self.paths[-1].parent.is_dir():
             raise self._write_failed("its directory is gone")
+        if self.failed and self.paths and self.paths[-1].suffix.lower() in (".mp4", ".mov"):
+            trim_to_whole_fragments(self.paths[-1])
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile
             _make_faststart(self.path)
 
@@ -265,6 +269,32 @@ def to_yuv420(image: np.ndarray) -> np.ndarray:
     planes[:quarter] = chroma[:, :, 2].reshape(-1)  # U (Cb)
     planes[quarter:] = chroma[:, :, 1].reshape(-1)  # V (Cr)
     return yuv
+
+
+def trim_to_whole_fragments(path: Path) -> None:
+    """Cut a fragmented MP4 that a full disk stopped mid-fragment back to its last whole fragment (a ``moof`` and its
+    ``mdat``): browsers stop decoding at a cut fragment, and every player plays the file to its end once it is gone."""
+    try:
+        with open(path, "r+b") as file:
+            end = os.fstat(file.fileno()).st_size
+            offset = kept = 0
+            while offset + 8 <= end:
+                file.seek(offset)
+                size, kind = struct.unpack(">I4s", file.read(8))
+                if size == 1:  # a 64-bit size follows the type
+                    size = struct.unpack(">Q", file.read(8))[0]
+                elif size == 0:  # up to the file's end
+                    size = end - offset
+                if size < 8 or offset + size > end:
+                    break
+                offset += size
+                if kind != b"moof":  # a fragment is whole once its mdat is
+                    kept = offset
+            if kept < end:
+                file.truncate(kept)
+                log.info("cut %s back to its last whole fragment (%d of %d bytes)", path, kept, end)
+    except OSError as exc:
+        log.warning("could not cut %s back to whole fragments: %s", path, exc)
 
 
 def _make_faststart(path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import IO
 
@@ -12,6 +13,8 @@ from PIL import Image
 
 from vidparse.errors import BadOutputError
 from vidparse.stages.types import FrameResult, LabelSet
+
+log = logging.getLogger(__name__)
 
 
 def write_failed(path: Path, error: OSError) -> BadOutputError:
@@ -59,6 +62,7 @@ class MaskWriter:
         try:
             image.save(path, optimize=False, compress_level=1)
         except OSError as exc:
+            path.unlink(missing_ok=True)  # a half-written PNG (a full disk) is not left under a frame's name
             raise write_failed(path, exc) from exc
 
     def close(self) -> None:
@@ -79,8 +83,10 @@ class InstanceWriter:
         try:
             saved = cv2.imwrite(str(path), instances, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         except cv2.error as exc:
+            path.unlink(missing_ok=True)
             raise write_failed(path, OSError(str(exc))) from exc
         if not saved:
+            path.unlink(missing_ok=True)
             raise write_failed(path, OSError("the PNG encoder refused it"))
 
     def close(self) -> None:
@@ -124,9 +130,37 @@ class StatsWriter:
         try:
             self._file.write(json.dumps(record) + "\n")
         except OSError as exc:
+            self._end_at_a_whole_line()
             raise write_failed(self.path, exc) from exc
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._end_at_a_whole_line()
+                raise write_failed(self.path, exc) from exc
+            finally:
+                self._file = None
+
+    def _end_at_a_whole_line(self) -> None:
+        """After a failed write (a full disk), cut the file back to its last whole line, so every line still parses."""
+        try:
+            if self._file is not None:
+                self._file.close()  # what the buffer held is lost either way
+        except OSError:
+            pass
+        self._file = None
+        try:
+            with self.path.open("rb+") as file:
+                end = file.seek(0, 2)
+                start = max(0, end - (1 << 16))
+                file.seek(start)
+                tail = file.read()
+                cut = tail.rfind(b"\n")
+                if cut >= 0:
+                    file.truncate(start + cut + 1)
+                elif start == 0:  # not one whole line
+                    file.truncate(0)
+        except OSError as exc:
+            log.warning("could not cut %s back to whole lines: %s", self.path, exc)

@@ -163,18 +163,41 @@ def start_and_wait(tmp_path: Path, frames: int) -> tuple[subprocess.Popen, Path]
 
 
 @pytest.mark.slow
-def test_sigterm_drains_and_finalizes_the_file(tmp_path: Path, shared: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_drains_and_finalizes_the_file(stop: signal.Signals, tmp_path: Path, shared: Path) -> None:
     process, stats = start_and_wait(tmp_path, 5)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "stopped early" in stderr
-    assert "send SIGTERM again to stop at once" in " ".join(stderr.split()), "not Ctrl-C: a service manager sent it"
+    assert f"send {stop.name} again to stop at once" in " ".join(stderr.split()), "not Ctrl-C: it names the signal"
+    assert "frames dropped" not in stderr, "frames not started at the stop are not the live policy's drops"
     written = [json.loads(line)["seq"] for line in stats.read_text().splitlines()]
     assert written == list(range(len(written))) and 5 <= len(written) < 40, "frames in flight finished, in order"
     assert probe_video(tmp_path / "o.mp4").frames == len(written)
     data = (tmp_path / "o.mp4").read_bytes()
     assert data.index(b"moov") < data.index(b"mdat"), "finalized: a fast-start MP4"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP])
+def test_a_stop_sent_to_the_process_group_while_the_children_start_is_not_a_crash(stop: signal.Signals,
+                                                                                   tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (or a closed terminal's SIGHUP) reaches every process of the group, the children too while
+    they are still importing: they must leave it to the main process, not die of it as if out of memory."""
+    import psutil
+
+    clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
+    process = subprocess.Popen([sys.executable, "-m", "vidparse", "run", str(clip), "-o", str(tmp_path / "o.mp4"),
+                                "--workers", "2", "--config", str(Path(__file__).with_name("fast.yaml"))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(psutil.Process(process.pid).children()) < 2:  # the source and a worker launched, still importing
+        assert time.monotonic() < deadline and process.poll() is None, "no child process started"
+        time.sleep(0.01)
+    os.killpg(process.pid, stop)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "died" not in stderr and "error:" not in stderr, stderr
 
 
 @pytest.mark.slow

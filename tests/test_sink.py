@@ -6,9 +6,9 @@ import av
 import numpy as np
 import pytest
 
-from conftest import VTEST, assert_audio_copied, decode_frames, probe_video
+from conftest import VTEST, assert_audio_copied, decode_frames, probe_video, vtest_h264
 from vidparse.errors import BadOutputError
-from vidparse.stages.sink import EncoderOptions, VideoSink, check_output_path, segment_stamp
+from vidparse.stages.sink import EncoderOptions, VideoSink, check_output_path, segment_stamp, trim_to_whole_fragments
 from vidparse.stages.source import VideoSource, probe
 from vidparse.stages.types import Frame
 
@@ -127,6 +127,25 @@ def test_live_segments_are_named_by_the_wall_clock_and_file_segments_by_the_vide
     assert segment_stamp(True, 1795407300.0, Fraction(90)) == "20261123T041500"
     assert segment_stamp(False, 1795407300.0, Fraction(5415, 1)) == "01h30m15s"
     assert segment_stamp(False, None, Fraction(1, 3)) == "00h00m00.333s"
+
+
+def test_a_file_cut_mid_fragment_is_trimmed_to_its_whole_fragments(tmp_path: Path) -> None:
+    """What a full disk leaves: the last fragment cut. Trimmed, it decodes without an error to its end."""
+    clip = vtest_h264(tmp_path / "in.mp4", 30)
+    out = tmp_path / "out.mp4"
+    copy_through_sink(clip, out, False, EncoderOptions(23, "ultrafast", fragmented=True))
+    data = out.read_bytes()
+    last_fragment = data.rindex(b"moof") - 4
+    out.write_bytes(data[:last_fragment + (len(data) - last_fragment) // 2])
+    assert "Invalid NAL unit size" in decode_errors(out) or "partial file" in decode_errors(out), "the cut is seen"
+    trim_to_whole_fragments(out)
+    assert out.stat().st_size == last_fragment and decode_errors(out) == ""
+    assert 0 < probe_video(out).frames < 30
+
+
+def decode_errors(path: Path) -> str:
+    return subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True,
+                          text=True).stderr
 
 
 def test_fragmented_mp4_plays_like_the_plain_one(clip: Path, tmp_path: Path) -> None:
