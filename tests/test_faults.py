@@ -17,8 +17,9 @@ from pathlib import Path
 
 import av
 import pytest
+from PIL import Image
 
-from conftest import VTEST, cut_clip, make_audio_only, probe_video, run_cli
+from conftest import VTEST, cut_clip, make_audio_only, probe_video, run_cli, vtest_h264
 from vidparse.pipeline.slots import STALE_AFTER_S, SharedSlots, SlotLayout
 
 DEGRADED, BAD_INPUT, BAD_OUTPUT, MODEL = 8, 3, 4, 5
@@ -201,10 +202,10 @@ def test_a_broken_model_file_is_a_model_error(damage: str, clip: Path, tmp_path:
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    """A 200 kB tmpfs: room for the first fragments of the clip's video, not for all of it."""
+    """A 1 MB tmpfs: room for the first fragments of the clip's video and its masks and stats, not for all of them."""
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount_point)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1000k", "tmpfs", str(mount_point)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.fail(f"cannot mount a small tmpfs ({mounted.stderr.strip()}): the tests need root, as in CI")
@@ -212,12 +213,23 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def test_a_full_disk_stops_with_a_clear_message_and_a_playable_file(clip40: Path, small_disk: Path) -> None:
-    result = run_cli("run", str(clip40), "-o", str(small_disk / "o.mp4"), "--config", FAST)
+def test_a_full_disk_stops_with_a_clear_message_and_outputs_that_read_to_their_end(small_disk: Path,
+                                                                                     tmp_path: Path) -> None:
+    """The MP4 ends at its last whole fragment (browsers stop at a cut one), no mask PNG is half written, every stats
+    line parses."""
+    clip = vtest_h264(tmp_path / "in.mp4", 80)
+    result = run_cli("run", str(clip), "-o", str(small_disk / "o.mp4"), "--masks", str(small_disk / "masks"),
+                     "--stats", str(small_disk / "stats.jsonl"), "--config", FAST)
     assert result.returncode == BAD_OUTPUT, result.stderr
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in result.stderr
-    assert 0 < decodable_frames(small_disk / "o.mp4") < 40, "what was written before the disk filled plays"
+    assert subprocess.run(["ffmpeg", "-v", "error", "-i", str(small_disk / "o.mp4"), "-f", "null", "-"],
+                          capture_output=True, text=True).stderr == "", "no cut fragment"
+    assert 0 < decodable_frames(small_disk / "o.mp4") < 80, "what was written before the disk filled plays"
+    for mask in (small_disk / "masks").glob("*.png"):
+        with Image.open(mask) as image:
+            image.load()
+    assert [json.loads(line)["seq"] for line in (small_disk / "stats.jsonl").read_text().splitlines()]
 
 
 def test_no_room_for_shared_memory_is_one_clear_error(clip: Path, tmp_path: Path) -> None:
