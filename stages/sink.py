@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from vidparse.errors import BadOutputError, file_in_the_way
+from vidparse.errors import BadOutputError, file_in_the_way, not_writable
 from vidparse.stages.source import StreamInfo, short_of
 from vidparse.stages.types import Frame
 from vidparse.stages.options import EncoderOptions
@@ -84,16 +84,8 @@ def check_output_path(path: Path) -> None:
     if not parent.is_dir():
         raise file_in_the_way(path, parent) or BadOutputError(f"output directory {parent} does not exist",
                                                               hint=f"create it first: mkdir -p {parent}")
-    try:
-        if path.exists():
-            with open(path, "ab"):
-                pass
-        else:
-            with open(path, "xb"):  # probe, then leave nothing behind until there is something to write
-                pass
-            path.unlink()
-    except OSError as exc:
-        raise BadOutputError(f"output {path} is not writable: {exc.strerror}", hint="choose a writable location") from exc
+    if refused := not_writable(path):
+        raise BadOutputError(f"output {path} is not writable: {refused.strerror}", hint="choose a writable location")
 
 
 class VideoSink:
