@@ -72,11 +72,22 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:  # a second Ctrl-C (or the first, where nothing stops gracefully); typer would say nothing
         console.print("[yellow]stopped[/] at once", highlight=False)
         raise typer.Exit(INTERRUPTED_EXIT) from None
-    except Exception as exc:
-        logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
-        _print_error(f"unexpected {type(exc).__name__}: {exc}",
-                     "this is a bug; run again with --verbose for the traceback and report it")
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "can't start new thread" not in str(exc):
+            raise _unexpected(exc) from None
+        _print_error(f"out of memory ({str(exc) or type(exc).__name__})",
+                     "raise the process's memory limit (ulimit -v, a container's), or use fewer --workers or --threads")
         raise typer.Exit(UNEXPECTED_EXIT) from None
+    except Exception as exc:
+        raise _unexpected(exc) from None
+
+
+def _unexpected(exc: BaseException) -> typer.Exit:
+    """Anything but vidparse's errors is a bug: one line (the traceback under --verbose), exit 7."""
+    logging.getLogger(__name__).debug("unexpected failure", exc_info=exc)
+    _print_error(f"unexpected {type(exc).__name__}: {exc}",
+                 "this is a bug; run again with --verbose for the traceback and report it")
+    return typer.Exit(UNEXPECTED_EXIT)
 
 
 def check_file_output(path: Path | None, option: str) -> None:
