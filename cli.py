@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadInputError, BadOutputError,
-                             ConfigError, VidparseError, file_in_the_way)
+                             ConfigError, VidparseError, file_in_the_way, not_writable)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -72,16 +72,27 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:  # a second Ctrl-C (or the first, where nothing stops gracefully); typer would say nothing
         console.print("[yellow]stopped[/] at once", highlight=False)
         raise typer.Exit(INTERRUPTED_EXIT) from None
-    except Exception as exc:
-        logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
-        _print_error(f"unexpected {type(exc).__name__}: {exc}",
-                     "this is a bug; run again with --verbose for the traceback and report it")
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "can't start new thread" not in str(exc):
+            raise _unexpected(exc) from None
+        _print_error(f"out of memory ({str(exc) or type(exc).__name__})",
+                     "raise the process's memory limit (ulimit -v, a container's), or use fewer --workers or --threads")
         raise typer.Exit(UNEXPECTED_EXIT) from None
+    except Exception as exc:
+        raise _unexpected(exc) from None
+
+
+def _unexpected(exc: BaseException) -> typer.Exit:
+    """Anything but vidparse's errors is a bug: one line (the traceback under --verbose), exit 7."""
+    logging.getLogger(__name__).debug("unexpected failure", exc_info=exc)
+    _print_error(f"unexpected {type(exc).__name__}: {exc}",
+                 "this is a bug; run again with --verbose for the traceback and report it")
+    return typer.Exit(UNEXPECTED_EXIT)
 
 
 def check_file_output(path: Path | None, option: str) -> None:
-    """Fail before any work if the file ``path`` given to ``option`` could not be written at the end: a folder, or
-    in a folder that does not exist."""
+    """Fail before any work if the file ``path`` given to ``option`` could not be written at the end: a folder, in a
+    folder that does not exist, or not writable (a read-only file or filesystem)."""
     if path is None:
         return
     if path.is_dir():
@@ -89,6 +100,8 @@ def check_file_output(path: Path | None, option: str) -> None:
     if not path.parent.is_dir():
         raise file_in_the_way(path, path.parent) or BadOutputError(
             f"{option} {path}: folder {path.parent} does not exist", hint=f"create it first: mkdir -p {path.parent}")
+    if refused := not_writable(path):
+        raise BadOutputError(f"{option} {path} is not writable: {refused.strerror}", hint=f"choose a writable {option} path")
 
 
 def write_file_output(path: Path, option: str, text: str) -> None:
@@ -286,7 +299,8 @@ def batch(
         runner = BatchDriver(settings, outdir, engine_, progress, masks=masks, gather=gather)
         console.print(runner.engine.description, highlight=False)
         try:
-            with progress, stop_on_signals(runner.cancel):
+            with progress, stop_on_signals(runner.cancel, "cancelling the running segments (a rerun parses their "
+                                                          "inputs; finished inputs are kept)"):
                 records = runner.run(found, problems)
         finally:
             runner.engine.close()
@@ -484,7 +498,11 @@ def serve(
                                        list(allow_host or []), allow_private)
         serve_settings.check()
         console.print(f"vidparse serving on http://{host}:{port}/ (API schema at /openapi.json)", soft_wrap=True)
-        run_server(serve_settings, "debug" if verbose else "warning")
+        try:
+            run_server(serve_settings, "debug" if verbose else "warning")
+        except KeyboardInterrupt:  # uvicorn raises the Ctrl-C it drained for again once it has shut down
+            console.print("[yellow]stopped[/]", highlight=False)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
 
 
 @models_app.command("list")

@@ -57,6 +57,22 @@ def file_in_the_way(path: Path, folder: Path) -> BadOutputError | None:
                           hint="choose another output path")
 
 
+def not_writable(path: Path) -> OSError | None:
+    """Why a file could not be written at ``path`` (in a folder that exists), found by trying: permissions, a
+    read-only filesystem, a filesystem that takes no new files (sysfs); None when it can be."""
+    try:
+        if path.exists():
+            with open(path, "ab"):
+                pass
+        else:
+            with open(path, "xb"):  # probe, then leave nothing behind until there is something to write
+                pass
+            path.unlink()
+    except OSError as exc:
+        return exc
+    return None
+
+
 class StreamLostError(VidparseError):
     """A live stream is gone and no reconnect attempts are left."""
 

@@ -22,8 +22,8 @@ class Signals:
 
 
 @contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[Signals]:
-    """The first of `STOP_SIGNALS` calls ``stop`` (frames in flight are finished and written); the second raises
+def stop_on_signals(stop: Callable[[], None], doing: str = "finishing the frames in flight") -> Iterator[Signals]:
+    """The first of `STOP_SIGNALS` calls ``stop`` (which does what ``doing`` says, logged); the second raises
     KeyboardInterrupt at once. Outside the main thread, signals are left alone."""
     signals = Signals()
     if threading.current_thread() is not threading.main_thread():
@@ -35,7 +35,7 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[Signals]:
             raise KeyboardInterrupt
         signals.received = True
         again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {signal.Signals(signum).name} again"
-        log.warning("interrupted: finishing the frames in flight (%s to stop at once)", again)
+        log.warning("interrupted: %s (%s to stop at once)", doing, again)
         stop()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}

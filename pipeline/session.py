@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections import deque
@@ -253,8 +254,10 @@ class StreamSession:
     def check_source(self) -> None:
         """A source crash nobody reported."""
         if not self._source_done and self._source.exitcode not in (None, 0):
+            killed = self._source.exitcode == -signal.SIGKILL  # what the kernel's out-of-memory killer sends
             raise PipelineError(f"the source process died (exit code {self._source.exitcode})",
-                                hint="the input may be damaged; run with --verbose for details")
+                                hint="it was killed (SIGKILL): out of memory? try fewer --workers or --max-memory"
+                                if killed else "the input may be damaged; run with --verbose for details")
 
     def _stop_source_after_interrupt(self) -> None:
         """A source blocked on a silent stream is not waited for: the frames it announced are all there is."""

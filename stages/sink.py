@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from vidparse.errors import BadOutputError, file_in_the_way
+from vidparse.errors import BadOutputError, file_in_the_way, not_writable
 from vidparse.stages.source import StreamInfo, short_of
 from vidparse.stages.types import Frame
 from vidparse.stages.options import EncoderOptions
@@ -84,16 +84,8 @@ def check_output_path(path: Path) -> None:
     if not parent.is_dir():
         raise file_in_the_way(path, parent) or BadOutputError(f"output directory {parent} does not exist",
                                                               hint=f"create it first: mkdir -p {parent}")
-    try:
-        if path.exists():
-            with open(path, "ab"):
-                pass
-        else:
-            with open(path, "xb"):  # probe, then leave nothing behind until there is something to write
-                pass
-            path.unlink()
-    except OSError as exc:
-        raise BadOutputError(f"output {path} is not writable: {exc.strerror}", hint="choose a writable location") from exc
+    if refused := not_writable(path):
+        raise BadOutputError(f"output {path} is not writable: {refused.strerror}", hint="choose a writable location")
 
 
 class VideoSink:
@@ -245,6 +237,8 @@ class VideoSink:
         self._finish_file()
         if self.paths and not self.paths[-1].parent.is_dir():
             raise self._write_failed("its directory is gone")
+        if self.paths and not self.paths[-1].exists():
+            raise self._write_failed("it was deleted while being written")
         if self.failed and self.paths and self.paths[-1].suffix.lower() in (".mp4", ".mov"):
             trim_to_whole_fragments(self.paths[-1])
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile

@@ -164,6 +164,7 @@ def test_ctrl_c_cancels_the_running_segments_and_leaves_no_parts(tmp_path: Path)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, stderr
+    assert "cancelling the running segments" in stderr and "finishing the frames" not in stderr, "it says what it does"
     assert took < 10, f"the batch took {took:.1f} s to end after Ctrl-C"
     assert not (out / ".parts").exists()
     assert not (out / "manifest.jsonl").exists() or not manifest(out)

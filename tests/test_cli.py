@@ -223,6 +223,7 @@ def png_header_only(width: int, height: int) -> bytes:
         (["bench", "{clip}", "--workers", "1,5000"], 2, "whole numbers from 1 to 1024"),
         (["bench", "{clip}", "--frames", "1"], 2, "--frames 1 is too few: the steady fps needs 3"),
         (["tune", "{clip}", "--write", "{tmp}/nodir/t.yaml"], 4, "folder {tmp}/nodir does not exist"),
+        (["tune", "{clip}", "--write", "/sys/t.yaml"], 4, "--write /sys/t.yaml is not writable"),
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
     ],
@@ -230,7 +231,7 @@ def png_header_only(width: int, height: int) -> bytes:
          "bad-extension", "no-extension", "output-is-the-input", "config-not-utf8", "zero-workers",
          "unknown-model", "missing-config", "missing-model-file", "one-tile", "photo-past-pils-limit",
          "bench-markdown-nowhere",
-         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "eval-json-nowhere", "train-into-a-folder"],
+         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "eval-json-nowhere", "train-into-a-folder"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
                                                     tmp_path: Path, shared: Path) -> None:

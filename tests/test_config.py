@@ -151,3 +151,21 @@ def test_importing_the_config_loads_no_stage_library() -> None:
                             capture_output=True, text=True, check=True).stdout.split()
     heavy = {"av", "cv2", "scipy", "onnxruntime", "torch"} & set(loaded)
     assert not heavy, f"import vidparse.config loaded {sorted(heavy)}"
+
+
+@pytest.mark.parametrize("error, said", [
+    (MemoryError(), "error: out of memory (MemoryError)"),
+    (RuntimeError("can't start new thread"), "error: out of memory (can't start new thread)"),
+    (RuntimeError("dictionary changed size during iteration"), "error: unexpected RuntimeError"),
+])
+def test_running_out_of_memory_is_said_so_and_other_failures_are_bugs(error: Exception, said: str,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    import typer
+
+    from vidparse.cli import user_errors
+
+    with pytest.raises(typer.Exit) as ended, user_errors():
+        raise error
+    assert ended.value.exit_code == 7
+    printed = " ".join(capsys.readouterr().err.split())
+    assert printed.startswith(said) and ("this is a bug" in printed) == ("unexpected" in said), printed

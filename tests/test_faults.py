@@ -139,6 +139,17 @@ def test_a_stalled_source_is_restarted_where_it_left_off(clip40: Path, tmp_path:
     assert facts.frames == 40 and facts.pts_s == pytest.approx([i / 10 for i in range(40)]), "no frame twice"
 
 
+@pytest.mark.slow
+def test_a_killed_source_is_said_to_be_killed_not_a_damaged_input(clip40: Path, tmp_path: Path) -> None:
+    process = start_with_frame_timeout(clip40, tmp_path, workers=1)
+    os.kill(source_pid(process.pid), signal.SIGKILL)  # as the out-of-memory killer would
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0 and "Traceback" not in stderr, stderr
+    said = " ".join(stderr.split())
+    assert "the source process died (exit code -9)" in said and "killed (SIGKILL): out of memory?" in said, said
+    assert "damaged" not in said
+
+
 def test_corrupted_bytes_in_the_middle_are_skipped(h264_clip: Path, tmp_path: Path) -> None:
     """Random bytes over the payload of 10 H.264 packets (the container stays intact): those packets cannot be
     decoded, the rest can."""

@@ -838,13 +838,13 @@ def test_delete_cancels_a_job_then_removes_it(server: Server) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_leaves_the_running_job_playable(server: Server) -> None:
-    """Last: stops the module's server."""
+def test_sighup_stops_as_sigterm_does_and_leaves_the_running_job_playable(server: Server) -> None:
+    """Last: stops the module's server. A closed terminal's SIGHUP is handled as uvicorn handles SIGTERM."""
     posted = server.client.post("/v1/jobs", json={"input": str(VTEST)})
     assert posted.status_code == 202, posted.text
     job_id = posted.json()["id"]
     wait_for_frames(server, job_id, 3)
-    server.process.send_signal(signal.SIGTERM)
+    server.process.send_signal(signal.SIGHUP)
     started = time.monotonic()
     assert server.process.wait(timeout=30) == -signal.SIGTERM  # uvicorn ends by the signal once it shut down
     assert time.monotonic() - started < 15

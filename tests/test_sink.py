@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -141,6 +142,22 @@ def test_a_file_cut_mid_fragment_is_trimmed_to_its_whole_fragments(tmp_path: Pat
     trim_to_whole_fragments(out)
     assert out.stat().st_size == last_fragment and decode_errors(out) == ""
     assert 0 < probe_video(out).frames < 30
+
+
+@pytest.mark.parametrize("remove", ["file", "folder"])
+def test_an_output_removed_while_written_is_an_error_at_the_end(remove: str, clip: Path, tmp_path: Path) -> None:
+    source = VideoSource(str(clip))
+    info = source.open()
+    target = tmp_path / "out" / "out.mp4"
+    target.parent.mkdir()
+    sink = VideoSink(target, info, EncoderOptions(23, "ultrafast"))
+    sink.open()
+    for frame in source.frames():
+        sink.write(frame)
+    source.close()
+    target.unlink() if remove == "file" else shutil.rmtree(target.parent)
+    with pytest.raises(BadOutputError, match="deleted while being written" if remove == "file" else "vanished"):
+        sink.close()
 
 
 def decode_errors(path: Path) -> str:

@@ -75,7 +75,10 @@ def write_card(weights: Path, record: TrainingRecord) -> Path:
     settings = record.settings
     scores = _scores_section(record)
     precision = "bfloat16 convolutions" if uses_bfloat16(settings) else "float32"
-    data_license = DATA_LICENSES.get(record.label_set, "see the data's own license")
+    known = DATA_LICENSES.get(record.label_set)
+    # the label set says how the photos are labelled, not whose they are
+    data_license = (f"{known} when the photos are that dataset's (as ccp-train's are); otherwise their own license"
+                    if known else "the photos' own license")
     text = f"""# cihp-net weights: `{weights.name}`
 
 A small U-Net (training/network.py) that turns the outputs of frozen models on a person crop into garment types

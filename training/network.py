@@ -68,8 +68,11 @@ def export_onnx(model: GarmentUNet, path: Path) -> None:
     axes = {0: "batch", 2: "height", 3: "width"}
     detail_axes = {0: "batch", 2: "detail_height", 3: "detail_width"}
     coarse_axes = {0: "batch", 2: "coarse_height", 3: "coarse_width"}
-    torch.onnx.export(model.eval(), sample, str(tmp), dynamo=False, opset_version=OPSET,
-                      input_names=["features", "details", "coarse"], output_names=["logits"],
-                      dynamic_axes={"features": axes, "details": detail_axes, "coarse": coarse_axes,
-                                    "logits": detail_axes})
-    tmp.replace(path)
+    try:
+        torch.onnx.export(model.eval(), sample, str(tmp), dynamo=False, opset_version=OPSET,
+                          input_names=["features", "details", "coarse"], output_names=["logits"],
+                          dynamic_axes={"features": axes, "details": detail_axes, "coarse": coarse_axes,
+                                        "logits": detail_axes})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no hidden half-written file
