@@ -1,6 +1,6 @@
 """Fairness: three live streams on one pool of workers, each should get about a third of the parsed frames.
 
-    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/fairness.py --seconds 60 --markdown docs/multi.md
+    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/fairness.py --seconds 60 --markdown /tmp/fairness.md  # pasted into docs/multi.md
 
 Starts three test RTSP servers (tests/rtsp_server.py, system python3 + GStreamer) on 127.0.0.1, each looping
 vtest at 25 fps, and runs one `vidparse run URL1 URL2 URL3 -o OUTDIR/ --workers 2 --config tests/fast.yaml

@@ -1,6 +1,6 @@
 """Soak test for live input: `vidparse run` on a looping RTSP stream for a long time, recording latency and memory.
 
-    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/live_soak.py --minutes 10 --markdown docs/live_soak.md
+    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/live_soak.py --minutes 10 --markdown /tmp/soak.md  # pasted into docs/live.md
 
 Starts the test RTSP server (tests/rtsp_server.py, system python3 + GStreamer) on 127.0.0.1, runs vidparse with
 one worker (parsing is slower than the 25 fps stream, so the drop policy is exercised), samples the process tree's

@@ -2,7 +2,7 @@
 
 Every case runs in its own process (clean peak RSS) on the same weights and the same vtest frame:
 
-    python benchmarks/m2fp_bench.py [--model-dir DIR] [--threads 2] [--repeats 3] [--markdown docs/m2fp.md]
+    python benchmarks/m2fp_bench.py [--model-dir DIR] [--threads 2] [--repeats 3] [--markdown /tmp/m2fp.md]
 
 Without --model-dir a random ResNet-101 checkpoint in ModelScope's format is written to a temporary folder.
 """
@@ -185,11 +185,16 @@ def main() -> None:
     parser.add_argument("--frame", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help="cases to time; modelscope-640 (the speed-ups' base) and each case's reference are added")
     parser.add_argument("--markdown", type=Path, help="write the table and machine description here")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    wanted = args.cases.split(",")
+    if unknown := [name for name in wanted if name not in CASES]:
+        parser.error(f"unknown case {unknown[0]}; the cases: {', '.join(CASES)}")
+    cases = list(dict.fromkeys(["modelscope-640", *(REFERENCE[CASES[name][1]] for name in wanted), *wanted]))
 
     import torch
 
@@ -210,7 +215,7 @@ def main() -> None:
         print(f"frame {args.frame} of {args.video.name}: {frame.shape[1]}x{frame.shape[0]}, {len(boxes)} persons, "
               f"detection {detect_s * 1000:.0f} ms", flush=True)
         rows = []
-        for name in args.cases.split(","):
+        for name in cases:
             command = [sys.executable, __file__, "--case", name, "--work", str(work), "--model-dir", str(model_dir),
                        "--threads", str(args.threads), "--repeats", str(args.repeats)]
             result = subprocess.run(command, capture_output=True, text=True, check=False)

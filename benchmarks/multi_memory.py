@@ -1,6 +1,6 @@
 """Memory of many streams on one worker pool: what an extra stream costs, against what an extra worker costs.
 
-    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/multi_memory.py --markdown docs/multi.md
+    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/multi_memory.py --markdown /tmp/multi_memory.md  # pasted into docs/multi.md
 
 Runs `vidparse run CLIP x K -o OUTDIR/ --workers N --max-frames F` for K = 1, 2, 3 streams on N workers (and one
 run with N + 1 workers and one stream), and samples the peak PSS of the whole process tree (shared pages, the

@@ -20,7 +20,7 @@ shared machine it says how far to trust the numbers. Usage, from the repository 
 
     VIDPARSE_MODEL_DIR=../shared/models python benchmarks/naive_baseline.py ../shared/data/video/vtest.avi \\
         --frames 200 [--vidparse "default --model bodypix" --vidparse fast] [--vidparse-args "--workers 2"] \\
-        [--eval ../shared] [--markdown docs/naive_baseline.md] [--keep DIR]
+        [--eval ../shared] [--markdown /tmp/naive.md] [--keep DIR]
 """
 
 from __future__ import annotations

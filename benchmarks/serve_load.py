@@ -1,6 +1,6 @@
 """Load on `vidparse serve` over loopback: photo requests from concurrent clients, then live streams for minutes.
 
-    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/serve_load.py --minutes 10 --markdown docs/serve_load.md
+    VIDPARSE_MODEL_DIR=../shared/models python benchmarks/serve_load.py --minutes 10 --markdown /tmp/serve_load.md  # pasted into docs/serve.md
 
 1. Starts `vidparse serve` on a free loopback port and waits for /readyz.
 2. Sends ``--photos`` CIHP photos (format=json) from ``--clients`` concurrent clients: errors, p50 / p95 latency.
