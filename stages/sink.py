@@ -237,7 +237,7 @@ class VideoSink:
         self._finish_file()
         if self.paths and not self.paths[-1].parent.is_dir():
             raise self._write_failed("its directory is gone")
-        if self.paths and not self.paths[-1].exists():
+        if self.frames_written and self.paths and not self.paths[-1].exists():  # PyAV makes the file with its first frame
             raise self._write_failed("it was deleted while being written")
         if self.failed and self.paths and self.paths[-1].suffix.lower() in (".mp4", ".mov"):
             trim_to_whole_fragments(self.paths[-1])
