@@ -5,7 +5,8 @@ scored at ``--scale`` of their size, the chosen offsets at full size). Prints th
 Usage, from the repository root:
 
     VIDPARSE_MODEL_DIR=../shared/models python benchmarks/class_offsets.py ../shared/data/ccp-train/images \\
-        ../shared/data/ccp-train/labels --folds 4 --seed 0 [--logits held-out.pkl] [--classes pants,dress,...]
+        ../shared/data/ccp-train/labels --folds 4 --seed 0 [--logits held-out.pkl] [--classes pants,dress,...] \\
+        [--confusion]
 
 ``--logits`` keeps the held-out logits (made once: the k-fold training takes about 21 minutes on 2 cores).
 """
@@ -25,14 +26,14 @@ from vidparse.evaluation.datasets import find_samples, read_sample
 from vidparse.evaluation.runs import ImageReport, Tally, image_report
 from vidparse.model_store import training_cache_dir
 from vidparse.pipeline.cpus import usable_cpus
-from vidparse.stages.labels import FINE_CLASSES, load_label_set
+from vidparse.stages.labels import FINE_CLASSES, SCHEMES, load_label_set
 from vidparse.stages.options import CihpNetOptions
 from vidparse.stages.parsers import cihp_net
 from vidparse.training import dataset, fit
 from vidparse.training.dataset import Example
 
 SEARCHED = ("pants", "dress", "upper", "coat", "shoes", "background", "skin", "hair")  # not skirt: docs/garments.md
-SCHEMES = ("garments", "fine")
+SCORED = ("garments", "fine")  # the schemes searched on and printed
 
 
 def held_out_logits(examples: list[Example], folds: int, seed: int) -> dict[str, np.ndarray]:
@@ -53,7 +54,7 @@ class HeldOut:
     def __init__(self, examples: list[Example], samples: dict, logits: dict[str, np.ndarray], label_set: str,
                  scale: float) -> None:
         self.truth_set, cihp = load_label_set(label_set), load_label_set("cihp")
-        self.outside = {scheme: Tally(self.truth_set, cihp, scheme) for scheme in SCHEMES}
+        self.outside = {scheme: Tally(self.truth_set, cihp, scheme) for scheme in SCORED}
         self.photos = []
         for example in examples:
             if example.small or example.name not in logits:
@@ -75,13 +76,17 @@ class HeldOut:
 
     def score(self, offsets: np.ndarray) -> dict[str, ImageReport]:
         """Pooled reports over every held-out photo labelled as `fit.predict` labels them, with ``offsets``."""
+        return {scheme: image_report(self.truth_set, tally, "cihp-net", {})
+                for scheme, tally in self.tallies(offsets).items()}
+
+    def tallies(self, offsets: np.ndarray) -> dict[str, Tally]:
         tallies = copy.deepcopy(self.outside)
         shift = offsets.astype(np.float32)
         for truth, network, parts, planes, no_person in self.photos:
             labels = cihp_net.labels_at(network, parts, planes, no_person, True, shift)
             for tally in tallies.values():
                 tally.add(truth, labels)
-        return {scheme: image_report(self.truth_set, tally, "cihp-net", {}) for scheme, tally in tallies.items()}
+        return tallies
 
 
 def summary(reports: dict[str, ImageReport]) -> str:
@@ -90,6 +95,18 @@ def summary(reports: dict[str, ImageReport]) -> str:
     types = " ".join(f"{c.name} {100 * c.iou:.1f}" for c in fine.classes
                      if c.iou is not None and c.name in ("coat", "dress", "skirt", "pants"))
     return f"garments {100 * (garments.miou or 0):.2f} ({classes}); fine {100 * (fine.miou or 0):.2f} ({types})"
+
+
+def confusion_table(held_out: HeldOut, offsets: np.ndarray) -> str:
+    """Where each garment type's truth pixels go (% of the row), the fine scheme's classes in the truth."""
+    matrix = held_out.tallies(offsets)["fine"].matrix
+    names = SCHEMES["fine"]
+    lines = ["| truth \\ labelled | " + " | ".join(names) + " | pixels |", "|---" * (len(names) + 2) + "|"]
+    for index, name in enumerate(names):
+        row = matrix[index, :len(names)]
+        if row.sum():
+            lines.append(f"| {name} | " + " | ".join(f"{100 * v / row.sum():.1f}" for v in row) + f" | {row.sum()} |")
+    return "\n".join(lines)
 
 
 def search(held_out: HeldOut, classes: list[str]) -> np.ndarray:
@@ -119,6 +136,8 @@ def main() -> None:
     parser.add_argument("--logits", type=Path, help="keep the held-out logits here (read them if it exists)")
     parser.add_argument("--classes", default=",".join(SEARCHED), help="the garment types whose offsets are searched")
     parser.add_argument("--scale", type=float, default=0.5, help="the photos' size while searching")
+    parser.add_argument("--confusion", action="store_true",
+                        help="print where each garment type's pixels go with the shipped offsets, and stop")
     args = parser.parse_args()
     torch.set_num_threads(usable_cpus())
     samples = {s.name: s for s in find_samples(args.images, args.labels)}
@@ -132,6 +151,9 @@ def main() -> None:
             args.logits.write_bytes(pickle.dumps(logits))
     print(f"\n{len(logits)} held-out photos, offsets searched at {args.scale:g} of their size\n")
     held_out = HeldOut(examples, samples, logits, args.label_set, args.scale)
+    if args.confusion:
+        print(confusion_table(held_out, cihp_net.class_offsets(CihpNetOptions())))
+        return
     print(f"| step | held-out scores |\n|---|---|\n| none | {summary(held_out.score(np.zeros(len(FINE_CLASSES))))} |")
     offsets = search(held_out, args.classes.split(","))
     full = HeldOut(examples, samples, logits, args.label_set, 1.0)
