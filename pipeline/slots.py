@@ -9,9 +9,11 @@ creator first removes the blocks of vidparse's that no process holds any more.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import resource
 import secrets
 import shutil
 import time
@@ -121,6 +123,10 @@ class SharedSlots:
         if self._owner:
             remove_stale_blocks()
             size = max(1, layout.slot_bytes * count)
+            if (limit := resource.getrlimit(resource.RLIMIT_FSIZE)[0]) != resource.RLIM_INFINITY and size > limit:
+                # SharedMemory would fail in ftruncate and unregister a name it never registered (a traceback from
+                # the resource tracker)
+                raise OSError(errno.EFBIG, f"larger than this process may write ({limit} bytes: ulimit -f)")
             self._shm = shared_memory.SharedMemory(name=f"{PREFIX}{secrets.token_hex(8)}", create=True, size=size)
             try:
                 _back(self._shm.name, size)

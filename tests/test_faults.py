@@ -252,6 +252,7 @@ def test_no_room_for_shared_memory_is_one_clear_error(clip: Path, tmp_path: Path
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 7
     assert error_lines(result.stderr)[0].startswith("error: cannot allocate") and "--shm-size" in result.stderr
+    assert "ulimit -f" in result.stderr and "Traceback" not in result.stderr, "not the resource tracker's KeyError"
 
 
 def test_an_output_directory_that_vanishes_mid_run(clip40: Path, tmp_path: Path) -> None:
