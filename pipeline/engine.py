@@ -8,6 +8,7 @@ records; what a frame holds is the specs' business.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -99,7 +100,17 @@ class Engine:
         self._command("remove", stream)
 
     def start(self) -> None:
+        # Before multiprocess's own exit handler (atexit runs the last registered first): that one would wait for
+        # children which leave stop signals to this process, and a program that ends with the engine running (a
+        # stream never closed) would never exit.
+        atexit.register(self._abort_at_exit)
         self._thread.start()
+
+    def _abort_at_exit(self) -> None:
+        if self._thread.is_alive():
+            log.warning("the program ends with vidparse still running: stopping it (close the stream to finish it)")
+            self.abort()
+            self._thread.join(JOIN_TIMEOUT_S)
 
     @property
     def running(self) -> bool:
@@ -373,6 +384,7 @@ class Engine:
                 self._wake_send.close()
             for after in self._after:
                 after()
+            atexit.unregister(self._abort_at_exit)
 
 
 def _copied(written: Written) -> Written:

@@ -169,3 +169,29 @@ def test_a_program_ended_by_sigterm_leaves_children_that_end_quietly(tmp_path: P
     while subprocess.run(["pgrep", "-g", str(program.pid)], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "a child of the ended program still runs"
         time.sleep(0.2)
+
+
+UNCLOSED_STREAM = """
+import sys
+import vidparse
+
+stream = vidparse.stream(sys.argv[1], model="bodypix", workers=1)  # held by a global: never collected
+for frame in stream:
+    if frame.seq == 5:
+        break  # the loop is left, the stream is never closed, and the program ends
+print("end", flush=True)
+"""
+
+
+def test_a_program_that_ends_with_a_stream_open_exits(tmp_path: Path) -> None:
+    """The children leave stop signals to the main process, so multiprocess's exit handler, which would end them with
+    SIGTERM, waited for them forever; the engine now stops itself first."""
+    clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
+    program = subprocess.Popen([sys.executable, "-c", UNCLOSED_STREAM, str(clip)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = program.communicate(timeout=60)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-g", str(program.pid)], capture_output=True)
+    assert program.returncode == 0 and "end" in stdout and "Traceback" not in stderr, stderr
+    assert "still running: stopping it" in " ".join(stderr.split()), stderr
