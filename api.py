@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from vidparse.config import Config, config_from, load_config, merge, user_settings
-from vidparse.errors import BadInputError, ConfigError
+from vidparse.errors import INTERRUPTED_EXIT, BadInputError, ConfigError
 from vidparse.jobs import ResolvedModels, StreamSpec, add_stream, build_engine, build_person_parser
 from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.ends import StreamEnd
@@ -299,7 +299,9 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     arguments as for `Parser`.
 
     Returns a `RunOutcome`: per stream its statistics, files and error, and the CLI's ``exit_code``. A source that
-    fails stops alone; with ``check`` (the default) the first failure is raised once every stream has ended."""
+    fails stops alone; with ``check`` (the default) the first failure is raised once every stream has ended.
+    Ctrl-C, SIGTERM or SIGHUP (in the main thread) finishes the frames in flight and closes the files, then raises
+    KeyboardInterrupt, so that a loop over many calls stops too."""
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
     inputs_given = _inputs(inputs)
@@ -310,4 +312,6 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
                                                 _path(instances, "instances"), max_frames))
     if check and (error := next((s.error for s in outcome.failed if s.error is not None), None)) is not None:
         raise error
+    if outcome.exit_code == INTERRUPTED_EXIT:
+        raise KeyboardInterrupt
     return outcome

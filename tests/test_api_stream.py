@@ -195,3 +195,32 @@ def test_a_program_that_ends_with_a_stream_open_exits(tmp_path: Path) -> None:
         subprocess.run(["pkill", "-KILL", "-g", str(program.pid)], capture_output=True)
     assert program.returncode == 0 and "end" in stdout and "Traceback" not in stderr, stderr
     assert "still running: stopping it" in " ".join(stderr.split()), stderr
+
+
+INTERRUPTED_RUNS = """
+import os, signal, sys, threading, time
+import vidparse
+
+def ctrl_c_once_writing():
+    while not os.path.exists(f"{sys.argv[2]}/first.mp4"):  # made with the first frame
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=ctrl_c_once_writing, daemon=True).start()
+try:
+    for name in ("first", "second"):
+        vidparse.run(sys.argv[1], f"{sys.argv[2]}/{name}.mp4", model="bodypix", workers=1)
+        print("ran", name, flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_in_run_finishes_the_file_and_reaches_the_program(tmp_path: Path) -> None:
+    """A loop over `vidparse.run` calls stops on Ctrl-C: the run in progress closes its file, then the program gets
+    the KeyboardInterrupt (it used to get an outcome with exit code 130 and go on to the next call)."""
+    program = subprocess.run([sys.executable, "-c", INTERRUPTED_RUNS, str(VTEST), str(tmp_path)], capture_output=True,
+                             text=True, timeout=180)
+    assert program.returncode == 0 and program.stdout.split() == ["interrupted"], program.stdout + program.stderr
+    assert 0 < probe_video(tmp_path / "first.mp4").frames < 795 and not (tmp_path / "second.mp4").exists()
