@@ -226,7 +226,7 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
         summary.add_row("timestamps repaired (docs/faults.md)", f"{stream.timestamps_repaired}")
     console.print(summary)
     if not written:
-        console.print("[yellow]interrupted[/] before the input opened: nothing written" if result.interrupted
+        console.print("[yellow]interrupted[/] before a frame was written: nothing written" if result.interrupted
                       else "nothing written", soft_wrap=True)
         return
     files = ", ".join(map(str, written)) if len(written) <= 3 else f"{len(written)} files in {written[0].parent}"

@@ -239,6 +239,7 @@ class VideoSink:
             raise self._write_failed("its directory is gone")
         if self.frames_written and self.paths and not self.paths[-1].exists():  # PyAV makes the file with its first frame
             raise self._write_failed("it was deleted while being written")
+        self.paths = [path for path in self.paths if path.exists()]  # a file that got no frame was never made
         if self.failed and self.paths and self.paths[-1].suffix.lower() in (".mp4", ".mov"):
             trim_to_whole_fragments(self.paths[-1])
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile

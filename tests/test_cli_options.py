@@ -198,6 +198,7 @@ def test_a_stop_sent_to_the_process_group_while_the_children_start_is_not_a_cras
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "died" not in stderr and "error:" not in stderr, stderr
+    assert ("wrote " in stderr) == (tmp_path / "o.mp4").exists(), "no 'wrote' for a file a stop before any frame left unmade"
 
 
 @pytest.mark.slow

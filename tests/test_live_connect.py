@@ -277,4 +277,4 @@ def test_sigterm_while_connecting_is_an_interruption_and_the_line_shows_the_atte
     assert process.returncode == 130, stderr
     assert "died" not in stderr and "damaged" not in stderr and "error:" not in stderr, stderr
     assert re.search(r"connecting: attempt [2-9]\d* failed \(Connection refused\)", stderr), stderr
-    assert "interrupted before the input opened" in stderr
+    assert "interrupted before a frame was written" in stderr
