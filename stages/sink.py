@@ -28,6 +28,7 @@ from vidparse.stages.options import EncoderOptions
 log = logging.getLogger(__name__)
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+FRAGMENTABLE = ("mp4", "mov")  # the formats written in fragments (and finished as fast-start files)
 FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyond the encoder's delay
 SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
 
@@ -38,8 +39,12 @@ def writes_photos(output: Path | None) -> TypeGuard[Path]:
     return output is not None and output.suffix.lower() not in CONTAINERS
 
 
+def fragmentable(path: Path) -> bool:
+    return CONTAINERS.get(path.suffix.lower()) in FRAGMENTABLE
+
+
 def container_options(fmt: str, fragmented: bool) -> dict[str, str]:
-    if fmt not in ("mp4", "mov"):
+    if fmt not in FRAGMENTABLE:
         return {}
     if fragmented:
         # flush_packets: each finished fragment reaches the file at once instead of waiting in the I/O buffer.
@@ -128,7 +133,7 @@ class VideoSink:
     def _faststart_at_end(self) -> bool:
         """A plain MP4/MOV is written fragmented (a crash or a full disk leaves a playable file) and turned into
         a fast-start file when the run ends: the index first, for browsers and seeking."""
-        return not self.options.fragmented and not self.segmented and self.path.suffix.lower() in (".mp4", ".mov")
+        return not self.options.fragmented and not self.segmented and fragmentable(self.path)
 
     def _open_file(self, path: Path) -> None:
         fmt = CONTAINERS[path.suffix.lower()]
@@ -240,7 +245,7 @@ class VideoSink:
         if self.frames_written and self.paths and not self.paths[-1].exists():  # PyAV makes the file with its first frame
             raise self._write_failed("it was deleted while being written")
         self.paths = [path for path in self.paths if path.exists()]  # a file that got no frame was never made
-        if self.failed and self.paths and self.paths[-1].suffix.lower() in (".mp4", ".mov"):
+        if self.failed and self.paths and fragmentable(self.paths[-1]):
             trim_to_whole_fragments(self.paths[-1])
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile
             _make_faststart(self.path)
