@@ -107,14 +107,16 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vidparse" / "models")
+    return Path(os.environ.get(CACHE_ENV) or _user_cache() / "models")
 
 
 def training_cache_dir() -> Path:
     """Where `vidparse train` keeps the frozen models' outputs: inside ``$VIDPARSE_CACHE`` when it is set."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]) / "training"
-    return Path.home() / ".cache" / "vidparse" / "training"
+    return Path(os.environ[CACHE_ENV]) / "training" if os.environ.get(CACHE_ENV) else _user_cache() / "training"
+
+
+def _user_cache() -> Path:
+    return Path.home() / ".cache" / "vidparse"
 
 
 # Weights trained for vidparse ship inside the package (cihp-net): looked for after the user's folders.
