@@ -17,10 +17,10 @@ from vidparse.batch.plan import UNBOUNDED, Segment, plan_segments, read_packets
 from vidparse.batch.progress import BatchProgress
 from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, receive
 from vidparse.config import Config
-from vidparse.errors import BadInputError, BadOutputError, VidparseError
+from vidparse.errors import BadInputError, BadOutputError, ConfigError, ModelError, VidparseError
 from vidparse.jobs import output_names
 from vidparse.names import unique_names
-from vidparse.stages.source import input_kind, probe
+from vidparse.stages.source import InputKind, input_kind, probe
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,15 @@ def one_line(error: BaseException) -> str:
         return error.message
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def worth_retrying(error: BaseException, input_url: str) -> bool:
+    """Whether another run of a failed segment may succeed: not after a model or configuration error, nor after a
+    local file's damage, which every run meets again (a Ray error's cause decides)."""
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, (ModelError, ConfigError)):
+        return False
+    return not (isinstance(cause, BadInputError) and input_kind(input_url) is InputKind.FILE)
 
 
 @dataclass
@@ -194,11 +203,13 @@ class BatchDriver:
 
     def _segment_failed(self, job: Job, segment: Segment, error: BaseException) -> None:
         reason = one_line(error)
-        if job.tries[segment.number] <= self.config.batch.retries:
+        if job.tries[segment.number] <= self.config.batch.retries and worth_retrying(error, job.input):
             log.warning("segment %d of %s failed (%s); retrying", segment.number, job.input, reason)
             self._submit(job, segment)
             return
-        job.record.error = f"{job.input}: segment {segment.number} failed {job.tries[segment.number]} times: {reason}"
+        tries = job.tries[segment.number]
+        job.record.error = (f"{job.input}: segment {segment.number} failed"
+                            f"{f' {tries} times' if tries > 1 else ''}: {reason}")
         self.progress.dropped(known_frames([s for s in job.segments if s.number not in job.folders]))
         for future, (other, _) in list(self._running.items()):
             if other is job:  # the input has failed: its other segments are not worth finishing

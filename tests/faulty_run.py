@@ -4,6 +4,8 @@ which runs in this (the main) process. Fault tests use it for failures no real f
 - ``unordered-pts``: the timestamp repair is bypassed and the encoder gets decode-order timestamps (pts going
   back by one frame every third frame), as before issue 13: the real muxer refuses them.
 - ``sink-bug``: the sink raises an exception vidparse does not know (a bug) on the 4th frame.
+- ``disk-hiccup``: the first write of a 4th frame meets an I/O error, once (a network disk's hiccup); every write
+  after it works.
 - ``parse-bug``: in every worker, parsing frame 2 raises, each time it is tried. The workers never import this
   script (`pipeline/spawning.py`): the engine is given a parser spec whose class is defined here, in ``__main__``,
   so it reaches them by value (``multiprocess`` pickles with dill).
@@ -11,6 +13,7 @@ which runs in this (the main) process. Fault tests use it for failures no real f
 
 from __future__ import annotations
 
+import errno
 import itertools
 import sys
 
@@ -40,6 +43,22 @@ def sink_bug() -> None:
     VideoSink.write = failing
 
 
+def disk_hiccup() -> None:
+    mux = VideoSink._mux
+    hiccups = [OSError(errno.EIO, "Input/output error")]
+
+    def once(self: VideoSink, packets) -> None:
+        if hiccups and self.frames_written == 3:
+            error = hiccups.pop()
+
+            def failing():
+                raise error
+            return mux(self, failing)
+        return mux(self, packets)
+
+    VideoSink._mux = once
+
+
 class FailingParser(LabelsParser):
     def process(self, image, key, group):
         if key.seq == 2:
@@ -59,6 +78,6 @@ def parse_bug() -> None:
 
 if __name__ == "__main__":
     fault = sys.argv.pop(1)
-    {"unordered-pts": unordered_pts, "sink-bug": sink_bug, "parse-bug": parse_bug}[fault]()
+    {"unordered-pts": unordered_pts, "sink-bug": sink_bug, "disk-hiccup": disk_hiccup, "parse-bug": parse_bug}[fault]()
     sys.argv[0] = "vidparse"
     main()

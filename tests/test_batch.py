@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_media import BATCH_CONFIG, LONG_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
+from batch_media import BATCH_CONFIG, LONG_FRAMES, SHORT_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
 from conftest import VTEST, assert_audio_copied, run_cli
 from rtsp import free_port
 from vidparse.batch.manifest import Record, config_hash, input_identity
@@ -86,15 +86,25 @@ def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: Batch
     assert_audio_copied(outdir / clip_with_audio.name, clip_with_audio)  # the join copies the input's audio
 
 
-def test_a_failing_segment_is_retried_then_recorded(batch_clips: BatchClips, tmp_path: Path) -> None:
+def test_a_failing_segment_is_retried_and_a_failure_every_run_meets_is_not(batch_clips: BatchClips,
+                                                                             tmp_path: Path) -> None:
+    hiccup = subprocess.run([sys.executable, str(Path(__file__).parent / "faulty_run.py"), "disk-hiccup", "batch",
+                             str(batch_clips.short[2]), "-o", str(tmp_path / "retried"), "--config", str(BATCH_CONFIG),
+                             "--retries", "1"], capture_output=True, text=True, timeout=600)
+    assert hiccup.returncode == 0, hiccup.stderr
+    (record,) = manifest(tmp_path / "retried")
+    assert record["state"] == "done" and record["attempts"] == 2
+    assert "Input/output error" in hiccup.stderr and "retrying" in hiccup.stderr
+    assert len(frame_times(Path(record["outputs"][0]))) == SHORT_FRAMES
+
     config = tmp_path / "broken.yaml"
     config.write_text(BATCH_CONFIG.read_text() + f"model_path: {tmp_path / 'no-such-model.onnx'}\n")
     result = run_cli("batch", str(batch_clips.short[2]), "-o", str(tmp_path / "out"), "--config", str(config),
                      "--retries", "1")
     assert result.returncode == 9, result.stderr
     (record,) = manifest(tmp_path / "out")
-    assert record["state"] == "failed" and record["attempts"] == 2
-    assert "segment 0 failed 2 times" in record["error"] and "\n" not in record["error"]
+    assert record["state"] == "failed" and record["attempts"] == 1, "a missing model is missing on every try"
+    assert "segment 0 failed: " in record["error"] and "\n" not in record["error"]
     assert len(errors(result.stderr)) == 1
 
 
