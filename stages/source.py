@@ -597,6 +597,9 @@ class VideoSource:
                 if lost is None and is_permanent(exc):
                     raise self._unreachable(reason) from exc
                 continue
+            if self._wait(0):  # told to stop while connecting: the connection is not wanted any more
+                self._close_container()
+                return None
             if reason is not None:
                 log.info("%s to %s", "connected" if lost is None else "reconnected", self.shown_url)
             return self._container

@@ -197,6 +197,18 @@ def test_no_keyframe_yet_is_retried(rtsp_servers: Make, caplog: pytest.LogCaptur
     assert opens(server.url) == (768, 576)
 
 
+def test_a_stop_during_an_attempt_that_then_connects_keeps_no_connection(rtsp_servers: Make,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Told to stop while it waits for the camera's first keyframe (which comes 0.96 s after joining), the source
+    neither says it connected nor goes on reading."""
+    caplog.set_level(logging.INFO, logger=SOURCE_LOG)
+    server = rtsp_servers(*JOIN_AFTER_KEYFRAME, "--sps-on-join").start()
+    stop = threading.Event()
+    with after(0.3, stop.set), pytest.raises(BadInputError, match="stopped before it could be opened"):
+        VideoSource(server.url, live=PATIENT, stop=stop).open()
+    assert not [r for r in caplog.records if r.name == SOURCE_LOG and "connected to" in r.getMessage()]
+
+
 @pytest.mark.slow
 def test_server_gone_mid_handshake_is_retried(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
     server = rtsp_servers().start()

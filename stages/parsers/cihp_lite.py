@@ -70,6 +70,11 @@ def fuse(parts: np.ndarray, materials: np.ndarray, table: np.ndarray) -> np.ndar
     return table[parts, materials]
 
 
+def _not_the_segmenter(path: Path, why: str) -> ModelError:
+    return ModelError(f"{path} is not the skin / clothes / hair segmenter ({why})",
+                      hint="give the segmenter's file (vidparse models list shows it), or the --model this file is for")
+
+
 def size_agnostic_graph(path: Path) -> bytes:
     """The segmenter's graph with any batch, height and width (multiples of 32).
 
@@ -87,16 +92,13 @@ def size_agnostic_graph(path: Path) -> bytes:
     graph = model.graph
     constants = {i.name for i in graph.initializer}
     if len([i for i in graph.input if i.name not in constants]) != 1 or len(graph.output) != 1:
-        raise ModelError(f"{path} is not the skin / clothes / hair segmenter (it takes "
-                         f"{', '.join(i.name for i in graph.input if i.name not in constants)})",
-                         hint="give the segmenter's file (vidparse models list shows it), or the --model this file is for")
+        raise _not_the_segmenter(path, f"it takes {', '.join(i.name for i in graph.input if i.name not in constants)}")
     for name, value in (("_zero", 0), ("_two", 2), ("_four", 4)):
         graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
     for node in [n for n in graph.node if n.op_type == "Resize" and len(n.input) > 3 and n.input[3]]:
         user = next((n for n in graph.node if node.output[0] in n.input and n.op_type in ("Add", "Mul")), None)
         if user is None:
-            raise ModelError(f"{path} is not the skin / clothes / hair segmenter (a Resize vidparse sizes is unused)",
-                             hint="give the segmenter's file (vidparse models list shows it)")
+            raise _not_the_segmenter(path, "a Resize vidparse sizes is unused")
         target = next(name for name in user.input if name != node.output[0])
         prefix = node.name + "_size"
         sizes = [
