@@ -67,7 +67,8 @@ class ServeSettings:
         if self.data_dir is not None and self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"--data-dir {self.data_dir} is a file", hint="give a folder (it is made if missing)")
         with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
-            try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a stopped server's
+            try:                                                        # closing connections do not hold the port
                 probe.bind((self.host, self.port))
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}",

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vidparse.service.errors import ApiError
-from vidparse.stages.source import InputLimits
+from vidparse.stages.source import InputLimits, malformed_url
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 # FFmpeg demuxers a file, an upload or a URL may use: never hls or concat (a playlist names other files and
@@ -53,16 +53,18 @@ class UrlPolicy:
     def check(self, url: str, resolver: Resolver = resolve) -> str:
         """``url``, when a job or stream may read it; else an `ApiError` that says why (400, or 403 for a host
         the policy refuses). Names are resolved, and every address they resolve to must be allowed."""
-        if not url or any(not 0x21 <= ord(c) <= 0x7E for c in url):
+        if not url:
+            raise ApiError(400, "no URL given", "give the stream's address, such as rtsp://camera.example/live")
+        if any(not 0x21 <= ord(c) <= 0x7E for c in url):
             raise ApiError(400, "a URL must be printable ASCII without spaces", "percent-encode other characters")
+        if malformed := malformed_url(url):
+            raise ApiError(400, f"the URL is not well formed: {malformed}",
+                           "scheme://host[:port]/path, IPv6 hosts in [brackets]")
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in URL_SCHEMES:
             raise ApiError(400, f"URL scheme '{scheme}' is not allowed", "use rtsp, rtsps, http or https")
-        try:
-            host, port = parts.hostname, parts.port
-        except ValueError as exc:
-            raise ApiError(400, "the URL's port is not a number from 0 to 65535", "check the URL") from exc
+        host, port = parts.hostname, parts.port
         if not host:
             raise ApiError(400, "the URL names no host", "use scheme://host[:port]/path")
         if self.allow_private or host in self.allow_hosts:

@@ -18,6 +18,7 @@ from enum import Enum
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
@@ -67,6 +68,22 @@ def input_kind(url: str) -> InputKind:
     if re.fullmatch(r"/dev/video\d+", url):
         return InputKind.CAMERA
     return InputKind.FILE if scheme in ("", "file") else InputKind.STREAM
+
+
+def malformed_url(url: str) -> str | None:
+    """Why ``url`` (an address with a scheme) is no address FFmpeg could reach, judged from the string alone: a
+    space, brackets that do not close, a port that is no number, no host where the scheme needs one. None: well
+    formed."""
+    if any(c.isspace() for c in url):
+        return "it holds a space (percent-encode it as %20)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsing the port is the check)
+    except ValueError as exc:
+        return str(exc)
+    if input_kind(url) in (InputKind.RTSP, InputKind.HTTP) and not parts.hostname:
+        return "it names no host"
+    return None
 
 
 CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]*@")
@@ -416,6 +433,9 @@ class VideoSource:
             stream = _video_stream(self.shown_url, container)
             live = self._choose_threads(container)
         else:  # threads are chosen while connecting, before the first frame is decoded
+            if self.kind is not InputKind.CAMERA and (malformed := malformed_url(self.url)):
+                raise BadInputError(f"input {self.shown_url} is not a well-formed URL: {malformed}",
+                                    hint="check the URL (scheme://host[:port]/path; IPv6 hosts in [brackets])")
             container = self._connect(None)
             if container is None:
                 raise BadInputError(f"input {self.shown_url}: stopped before it could be opened")

@@ -134,6 +134,17 @@ def test_wrong_scheme_fails_at_once(caplog: pytest.LogCaptureFixture) -> None:
     fails_at_once(f"rtps://127.0.0.1:{free_port()}/live", "Protocol not found", caplog)
 
 
+def test_a_malformed_url_fails_at_once(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    port = free_port()
+    for url, why in ((f"rtsp://[::1:{port}/x", "Invalid IPv6 URL"), (f"rtsp://127.0.0.1:{port}/a b", "a space"),
+                     ("rtsp://127.0.0.1:x/live", "Port"), ("http:///live.m3u8", "no host")):
+        fails_at_once(url, f"not a well-formed URL: .*{why}", caplog)
+    result = run_cli("run", f"rtsp://[::1:{port}/x", "-o", str(tmp_path / "out.mp4"), timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: input rtsp://[::1:{port}/x is not a well-formed URL: Invalid IPv6 URL"], result.stderr
+
+
 def test_missing_or_wrong_credentials_fail_at_once(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
     server = rtsp_servers("--user", "viewer:secret").start()
     for credentials in ("", "viewer:wrong@"):

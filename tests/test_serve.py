@@ -395,7 +395,8 @@ def test_url_policy_refuses_internal_addresses() -> None:
     assert refusal("rtsp://user:pass@93.184.215.14:554/x") == 0
     for url in ("rtsp://93.184.215.14/x\r\nFLUSHALL", "rtsp://93.184.215.14/x\x00", "rtsp://93.184.215.14/a b",
                 "rtsp://93.184.215.14/caf\u00e9", "rtsp:///x", "rtsp://:554/x", "file:///etc/passwd",
-                "gopher://93.184.215.14/", "rtsp://93.184.215.14:99999/x", ""):
+                "gopher://93.184.215.14/", "rtsp://93.184.215.14:99999/x", "", "rtsp://[::1/x", "http://[zz]/a",
+                "rtsp://93.184.215.14:x/y"):
         assert refusal(url) == 400, url
     assert refusal("rtsp://10.1.2.3/x", UrlPolicy(frozenset({"10.1.2.3"}))) == 0
     assert refusal("rtsp://nvr.lan/x", UrlPolicy(frozenset({"nvr.lan"})), resolved=("10.0.0.7",)) == 0
@@ -853,3 +854,9 @@ def test_sighup_stops_as_sigterm_does_and_leaves_the_running_job_playable(server
     assert 3 <= frames < 795
     log = server.process.stdout.read()
     assert "Traceback" not in log and CAMERA_SECRET not in log
+    # started again at once on the same port, which the closed connections' TIME_WAIT still names
+    again = subprocess.Popen(server.process.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_up(again, server.client, "/readyz")
+    finally:
+        stop(again)
