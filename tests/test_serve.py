@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -704,12 +705,11 @@ def test_metrics_scrape(server: Server) -> None:
     assert photos["vidparse_photo_seconds_count"] >= 3
 
 
-@pytest.mark.slow
-def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by selenium."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -717,6 +717,17 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: 
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.mark.slow
+def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with browser() as driver:
         driver.get(f"{server.url}/?token={TOKEN}")
         driver.find_element(By.ID, "photo-file").send_keys(str(PHOTO))
         overlay = driver.find_element(By.ID, "photo-overlay")
@@ -729,9 +740,45 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server: Server, tmp_path: 
         shot = cv2.imdecode(np.frombuffer(overlay.screenshot_as_png, np.uint8), cv2.IMREAD_COLOR)
         assert shot.std() > 20  # a photo with colored persons, not a blank box
         driver.save_screenshot(str(tmp_path / "page.png"))
-    finally:
-        driver.quit()
+        not_a_photo = tmp_path / "notes.jpg"
+        not_a_photo.write_text("not a photo")
+        driver.find_element(By.ID, "photo-file").send_keys(str(not_a_photo))
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "photo-status").get_attribute("class")
+                                        == "error")
+        assert overlay.get_attribute("src") in ("", None) and not driver.find_element(By.ID, "photo-legend").text
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_browser_finds_its_video_job_again_after_a_reload(server: Server, clip: Path, tmp_path: Path) -> None:
+    """The page keeps the job it shows across a reload (it would otherwise run on unseen, holding a place in
+    max_jobs), and a failed upload clears the last result."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def video_ready(driver: Any) -> bool:
+        return driver.execute_script("const v = document.getElementById('video-result');"
+                                     "return !v.hidden && v.readyState >= 1 && v.duration > 0")
+
+    with browser() as driver:
+        driver.get(f"{server.url}/?token={TOKEN}")
+        driver.find_element(By.ID, "video-file").send_keys(str(clip))
+        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "video-status").text.startswith(
+            ("queued", "running", "done")))
+        driver.get(f"{server.url}/?token={TOKEN}")  # loaded again in the same tab
+        WebDriverWait(driver, JOB_TIMEOUT_S).until(video_ready)
+        assert driver.find_element(By.ID, "video-status").text == "done: 12 frames"
+        assert driver.find_element(By.ID, "video-file").is_enabled()
+        assert not driver.find_element(By.ID, "video-cancel").is_displayed()
+        not_a_video = tmp_path / "notes.mp4"
+        not_a_video.write_text("not a video")
+        driver.find_element(By.ID, "video-file").send_keys(str(not_a_video))
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "video-status").get_attribute("class")
+                                        == "error")
+        assert not driver.find_element(By.ID, "video-result").is_displayed()
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
+                  and "favicon" not in entry["message"] and " 415 " not in entry["message"]]
+        assert not errors, errors
 
 
 @pytest.mark.slow
