@@ -117,7 +117,9 @@ class StreamSpec:
         return SourceSpec(self.input_url, self.config.live, self.max_frames, self.window, self.images, self.limits)
 
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
-        return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")))
+        # a set of photos knows its number (a video's header may not tell it right): no idle photo-sized slots
+        frames = min(info.frames, self.max_frames or info.frames) if self.images and info.frames else None
+        return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")), frames)
 
     def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
         if self.images and writes_photos(self.output_path):

@@ -33,6 +33,9 @@ class Task:
     # None: no fixed groups (frames may be dropped), a worker carries from the frame before on its stream.
     group: int | None = None
     reconnects: int = 0  # live: reconnects of this source process so far
+    # (rows, columns) at the slot's top left that hold the frame, when fewer than the slot's: the parser is given
+    # only those, and its outputs are zero elsewhere
+    picture: tuple[int, int] | None = None
 
     @property
     def seq(self) -> int:

@@ -156,7 +156,7 @@ def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any
             pts = None if frame.pts is None else frame.pts + pts_shift
             send(events, Task(key=FrameKey(stream, next_seq), slot=slot, block=handle, pts=pts,
                              time_base=frame.time_base, decode_s=decode_s, captured_at=captured_at,
-                             reconnects=getattr(source, "reconnects", 0)))
+                             reconnects=getattr(source, "reconnects", 0), picture=frame.picture))
             next_seq += 1
         send(events, Done(frames=next_seq, skipped_packets=source.skipped_packets))
     except Exception as exc:  # reported to the main process, which owns user-facing errors
@@ -216,14 +216,21 @@ def worker_main(spec: ParserFactory, index: int, threads: int, inbox: Any, event
                 except FileNotFoundError:  # its stream failed and was closed before this worker first saw it
                     send(events, FrameFailed(task, "the stream's frame slots are gone", index))
                     continue
+            image = slots.view(task.slot, task.block.layout.input)
+            if task.picture is not None:
+                image = image[:task.picture[0], :task.picture[1]]
             try:
-                arrays, result = stage.process(slots.view(task.slot, task.block.layout.input), task.key, task.group)
+                arrays, result = stage.process(image, task.key, task.group)
             except Exception as exc:
                 log.debug("frame %s failed in worker %d:\n%s", task.key, index, traceback.format_exc())
                 send(events, FrameFailed(task, f"{type(exc).__name__}: {exc}", index))
                 continue
             for name, array in arrays.items():
-                slots.view(task.slot, name)[:] = array
+                output = slots.view(task.slot, name)
+                if task.picture is not None:
+                    output[:] = 0
+                    output = output[:task.picture[0], :task.picture[1]]
+                output[:] = array
             result.timings["decode"] = task.decode_s
             send(events, Parsed(task=task, result=result, worker=index))
     finally:

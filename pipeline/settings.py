@@ -66,15 +66,17 @@ class MemoryBudget:
         self._reserved_mb: dict[int, float] = {}  # stream -> its source process and frames
         self._lock = threading.Lock()  # streams open in the hub thread and are released by their closing thread
 
-    def slot_count(self, stream: int, queue_size: int, slot_bytes: int) -> int:
-        """How many slots ``stream`` gets (reserved until `release`)."""
+    def slot_count(self, stream: int, queue_size: int, slot_bytes: int, frames: int | None = None) -> int:
+        """How many slots ``stream`` gets (reserved until `release`); never more than its ``frames``, if known."""
         with self._lock:
-            return self._reserve(stream, queue_size, slot_bytes)
+            return self._reserve(stream, queue_size, slot_bytes, frames)
 
-    def _reserve(self, stream: int, queue_size: int, slot_bytes: int) -> int:
+    def _reserve(self, stream: int, queue_size: int, slot_bytes: int, frames: int | None) -> int:
         workers = self.workers
         wanted = queue_size + 2 * workers
         least = 1 + 2 * workers
+        if frames:
+            wanted, least = min(wanted, frames), min(least, frames)
         if (room := slots_with_room(slot_bytes)) is not None and room < wanted:
             log.warning("/dev/shm has room for %d of the %d frame slots wanted (%.0f MB each): the queue is shorter "
                         "(in Docker, --shm-size 512m gives it room)", room, wanted, slot_bytes / MB)

@@ -70,6 +70,7 @@ class SlotLayout:
     the parser fills the others (``outputs``), named as the parser returns them."""
 
     arrays: tuple[tuple[str, tuple[int, ...], str], ...]
+    frames: int | None = None  # the stream's frames, where it knows their number for sure: no more slots than that
 
     @property
     def input(self) -> str:

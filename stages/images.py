@@ -221,7 +221,9 @@ class ImageSource:
             image = load_upright(path)
             canvas = np.zeros(self.info.frame_shape, np.uint8)
             canvas[: image.shape[0], : image.shape[1]] = image
-            yield Frame(seq=seq, pts=seq, time_base=self.info.time_base, image=canvas, captured_at=time.time())
+            picture = None if image.shape == canvas.shape else image.shape[:2]
+            yield Frame(seq=seq, pts=seq, time_base=self.info.time_base, image=canvas, captured_at=time.time(),
+                        picture=picture)
 
     def close(self) -> None:
         pass

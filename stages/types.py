@@ -18,6 +18,9 @@ class Frame:
     time_base: Fraction
     image: np.ndarray
     captured_at: float | None = None
+    # (height, width) of the picture at the image's top left when the image is a canvas larger than it (a photo
+    # of a set of photos of several sizes): parsed alone, as if the canvas were not there
+    picture: tuple[int, int] | None = None
 
     @property
     def seconds(self) -> float | None:

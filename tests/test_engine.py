@@ -213,6 +213,8 @@ def test_the_memory_budget_is_shared_by_the_streams() -> None:
     budget.release(0)
     assert budget.slot_count(2, queue_size=8, slot_bytes=slot) == 12
     assert MemoryBudget(total_mb=0, workers=2).slot_count(0, queue_size=8, slot_bytes=slot) == 12, "no budget"
+    assert MemoryBudget(total_mb=0, workers=2).slot_count(0, queue_size=8, slot_bytes=slot, frames=1) == 1, \
+        "a single photo needs one slot"
 
 
 def test_one_stream_closing_does_not_stall_another(shared: Path, clip: Path) -> None:

@@ -181,6 +181,24 @@ def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path
         assert labels.shape == size[::-1] and labels.any(), photo.name
 
 
+def test_a_large_photo_in_the_folder_changes_nothing_of_the_others(shared: Path, tmp_path: Path) -> None:
+    """Photos share one canvas as large as the largest; each is still parsed alone, as if the canvas were not
+    there (the detector saw a small photo as a corner of a huge frame and missed its people)."""
+    photos = sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))[:3]
+    alone, with_large = tmp_path / "alone", tmp_path / "with_large"
+    for folder in (alone, with_large):
+        folder.mkdir()
+        for photo in photos:
+            (folder / photo.name).symlink_to(photo)
+    Image.open(photos[0]).resize((3000, 4000)).save(with_large / "zz_large.jpg")
+    for folder in (alone, with_large):
+        parse(folder, tmp_path / f"{folder.name}_out", "--workers", "2", "--masks", str(tmp_path / f"{folder.name}_m"))
+    for photo in photos:
+        kept = np.asarray(Image.open(tmp_path / "alone_m" / f"{photo.stem}.png"))
+        assert kept.any() and np.array_equal(kept, np.asarray(Image.open(tmp_path / "with_large_m" /
+                                                                         f"{photo.stem}.png"))), photo.name
+
+
 @pytest.mark.parametrize(
     "make, output, code, message",
     [
