@@ -1,8 +1,9 @@
 """Still images as input: one photo, a folder of photos, or a pattern (``frames/%06d.png``, ``'*.jpg'``).
 
 Every image is read upright (its EXIF orientation applied) and placed at the top left of a canvas as large as the
-largest image of the set, so that images of different sizes share the pipeline's fixed frame slots. The output
-crops each result back to its image's own size. An ordered set written to a video becomes frames at
+largest image of the set, so that images of different sizes share the pipeline's fixed frame slots; the frame
+names its picture's size (``Frame.picture``), so that the parser sees the image alone. The output crops each result
+back to its image's own size. An ordered set written to a video becomes frames at
 ``FRAME_RATE``.
 """
 
