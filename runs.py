@@ -224,9 +224,8 @@ def check_source(source: Source, config: Config) -> StreamSpec:
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")
     if images is not None and source.output is not None and source.writes_images:
         check_image_output(images, source.output)
-        written = [path for seq in range(len(images.paths))
-                   for path in (images.annotated_path(source.output, seq), images.mask_path(source.output, source.masks, seq))]
-        check_not_overwriting(images.paths, written)
+        check_not_overwriting(images.paths, [path for pair in images.output_paths(source.output, source.masks)
+                                             for path in pair])
     else:
         local = input_kind(source.input) is InputKind.FILE
         if local and not images:

@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from fractions import Fraction
 from pathlib import Path
 
@@ -160,26 +159,28 @@ class ImageSet:
     def single(self) -> bool:
         return len(self.paths) == 1 and Path(self.spec).is_file()
 
-    def annotated_path(self, target: Path, seq: int) -> Path:
-        """Where image ``seq``'s annotated copy is written for ``-o target``: ``target`` itself for a single photo
-        given a file name, else ``target/<the image's name>``."""
-        return target if self.single and target.suffix else target / self.paths[seq].name
+    def output_paths(self, target: Path, masks_dir: Path | None) -> list[tuple[Path, Path]]:
+        """Where each image's annotated copy and label PNG are written for ``-o target``, no two of them one file.
+        The annotated copy: ``target`` itself for a single photo given a file name, else ``target/<the image's
+        name>``. The label PNG: ``masks_dir/<stem>.png``, or beside its annotated copy as ``<stem>_labels.png``,
+        where a single photo given a file name takes that name's stem (two runs of one photo into two files keep
+        their own labels). A name already taken (x.jpg from two folders, x.jpg and x.png, a photo named like
+        another's label PNG, --masks naming -o's folder) gets ``_2``, ``_3``... before its suffix."""
+        taken: set[Path] = set()
 
-    @cached_property
-    def _mask_stems(self) -> list[str]:
-        return unique_names([path.stem for path in self.paths])  # x.jpg and x.png: x, x_2
+        def claim(path: Path) -> Path:
+            candidate, number = path, 2
+            while candidate in taken:
+                candidate, number = path.with_name(f"{path.stem}_{number}{path.suffix}"), number + 1
+            taken.add(candidate)
+            return candidate
 
-    def mask_path(self, target: Path, masks_dir: Path | None, seq: int) -> Path:
-        """Where image ``seq``'s label PNG is written: ``masks_dir/<stem>.png``, or beside its annotated copy as
-        ``<stem>_labels.png`` (a stem that repeats in the set gets ``_2``, ``_3``...), where a single photo given a
-        file name takes that name's stem (two runs of one photo into two files keep their own labels)."""
-        stem = self._mask_stems[seq]
-        if masks_dir is not None:
-            return masks_dir / f"{stem}.png"
-        annotated = self.annotated_path(target, seq)
-        if annotated == target:
-            stem = target.stem
-        return annotated.with_name(f"{stem}_labels.png")
+        single = self.single and bool(target.suffix)
+        annotated = [claim(target if single else target / path.name) for path in self.paths]
+        stems = [target.stem] if single else unique_names([path.stem for path in self.paths])  # x.jpg, x.png: x, x_2
+        masks = [claim(masks_dir / f"{stem}.png" if masks_dir is not None else image.with_name(f"{stem}_labels.png"))
+                 for stem, image in zip(stems, annotated)]
+        return list(zip(annotated, masks))
 
     def info(self) -> StreamInfo:
         """The canvas every image is placed on: as wide and as tall as the largest."""

@@ -144,7 +144,7 @@ class AnnotatedImages:
     """One annotated image and one label PNG per input image, each at that image's own size.
 
     ``target`` is the annotated image's path for a single photo, else a folder that gets ``<stem><suffix>`` per
-    image. Label PNGs go where `ImageSet.mask_path` says.
+    image. Both go where `ImageSet.output_paths` says.
     """
 
     timestamps = None  # images carry no timestamps to repair
@@ -156,7 +156,7 @@ class AnnotatedImages:
         self.recolor = Recolor(label_set, compose)
         self.target = target
         self.masks = MaskWriter(masks_dir or self._image_dir, label_set)
-        self._masks_dir = masks_dir
+        self._outputs = images.output_paths(target, masks_dir)  # (annotated image, label PNG) per image
         self.stats = StatsWriter(stats_path, stream_name) if stats_path else None
         self.paths: list[Path] = []
 
@@ -186,7 +186,7 @@ class AnnotatedImages:
     def emit(self, composed: Composed) -> None:
         """Save the annotated image, its label PNG and its statistics."""
         seq = composed.frame.seq
-        path = self.images.annotated_path(self.target, seq)
+        path, mask = self._outputs[seq]
         try:
             saved = cv2.imwrite(str(path), composed.annotated)
         except cv2.error as exc:
@@ -194,7 +194,7 @@ class AnnotatedImages:
         if not saved:
             raise BadOutputError(f"writing {path} failed", hint="check free disk space and the output folder")
         self.paths.append(path)
-        self.masks.write(seq, composed.labels, self.images.mask_path(self.target, self._masks_dir, seq).stem)
+        self.masks.write(seq, composed.labels, mask.stem)
         if self.stats:
             self.stats.write(composed.result, None, None, {"image": str(self.images.paths[seq])})
 

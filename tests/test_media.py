@@ -169,6 +169,26 @@ def test_photos_sharing_a_name_keep_their_own_labels(shared: Path, tmp_path: Pat
     assert sizes["x_labels.png"] == sizes["x.jpg"] != sizes["x.png"] == sizes["x_2_labels.png"]
 
 
+@pytest.mark.parametrize("layout", ["same-name-in-two-folders", "masks-into-the-output", "a-photo-named-like-labels"])
+def test_no_output_file_of_a_run_is_written_over_by_another(layout: str, shared: Path, tmp_path: Path) -> None:
+    """Each photo keeps its own annotated copy and label PNG, whatever names the inputs share with each other or
+    with the outputs."""
+    ccp = sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))
+    names = {"same-name-in-two-folders": ["a/x.jpg", "b/x.jpg"], "masks-into-the-output": ["in/a.png", "in/b.jpg"],
+             "a-photo-named-like-labels": ["in/p.jpg", "in/p_labels.png"]}[layout]
+    for name, photo in zip(names, ccp):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).symlink_to(photo)
+    source = str(tmp_path / "*" / "x.jpg") if layout == "same-name-in-two-folders" else tmp_path / "in"
+    out = tmp_path / "out"
+    parse(source, out, *(("--masks", str(out)) if layout == "masks-into-the-output" else ()))
+    written = sorted(out.iterdir())
+    overlays = [p for p in written if Image.open(p).mode == "RGB"]
+    labels = [p for p in written if Image.open(p).mode in ("P", "L")]
+    assert len(overlays) == len(labels) == 2, [p.name for p in written]
+    assert sorted(Image.open(p).size for p in overlays) == sorted(Image.open(p).size for p in ccp[:2])
+
+
 @pytest.mark.slow
 def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path, tmp_path: Path) -> None:
     photos = sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))
