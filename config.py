@@ -121,24 +121,25 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "config file", hint: str | None = None) -> dict[str, Any]:
+    """The mapping a YAML file holds; any failure is a `ConfigError` naming it as ``what`` (``hint``: what to do
+    when it does not exist)."""
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist",
-                          hint=f"check the path given to --config, or name a preset: {', '.join(preset_names())}") from exc
+        raise ConfigError(f"{what} {path} does not exist", hint=hint or "check the path") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
                           f"{exc.start})", hint="give a YAML file saved as UTF-8") from exc
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}", hint="check the path") from exc
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}", hint="check the path") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}",
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}",
                           hint="fix the YAML syntax") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys", hint="see configs/default.yaml")
+        raise ConfigError(f"{what} {path} must hold a mapping of keys", hint="key: value lines, as in configs/default.yaml")
     return data
 
 
@@ -183,7 +184,9 @@ def preset_path(name: str) -> Path | None:
 
 def user_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the user changed from the defaults: the --config file (or preset) with the CLI overrides on top."""
-    data = read_yaml(path if path.exists() else preset_path(str(path)) or path) if path is not None else {}
+    data = read_yaml(path if path.exists() else preset_path(str(path)) or path,
+                     hint=f"check the path given to --config, or name a preset: {', '.join(preset_names())}"
+                     ) if path is not None else {}
     return merge(data, dotted(overrides or {}))
 
 

@@ -3,9 +3,10 @@ on one worker pool. A stream that fails is reported in its `StreamOutcome` and s
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,6 +42,7 @@ class Source:
     instances: Path | None = None
     max_frames: int | None = None
     policy: str | None = None
+    makes_its_folder: bool = False  # a sources file's own output: its folder is made when the source is checked
 
     @property
     def label(self) -> str:
@@ -93,6 +95,9 @@ def make_folder(folder: Path) -> None:
         raise BadOutputError(f"cannot create folder {folder}: {exc.strerror}", hint="choose a writable folder") from exc
 
 
+SOURCE_KEYS = ("input", "name", "output", "masks", "stats", "instances", "max_frames", "policy")  # a sources file's
+
+
 def load_sources(path: Path, output: Path | None, masks: Path | None = None, stats: Path | None = None,
                  instances: Path | None = None, max_frames: int | None = None) -> list[Source]:
     """Read a sources file: ``sources:``, a list of mappings with ``input`` and optionally ``name``, ``output``,
@@ -100,39 +105,49 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
     the current folder); a source without ``output`` writes ``OUTPUT/<name>.mp4``. The command line's options apply
     to every source that does not set its own: ``masks``, ``stats`` and ``instances`` are folders (``<name>/``,
     ``<name>.jsonl``, ``<name>/``) as with several inputs, ``max_frames`` a limit."""
-    data = read_yaml(path)
+    data = read_yaml(path, "sources file")
     entries = data.get("sources")
     if set(data) != {"sources"} or not isinstance(entries, list) or not entries:
         raise ConfigError(f"sources file {path} must hold one key, 'sources', a non-empty list",
                           hint="sources:\n  - input: cam1.mp4\n    name: cam1")
-    known = {f.name: f for f in fields(Source)}
     sources = []
+    # a source without a name is named after its input, as on the command line (a repeat gets _2, _3...)
+    taken = {str(entry["name"]) for entry in entries if isinstance(entry, dict) and entry.get("name") is not None}
     for number, entry in enumerate(entries, 1):
         where = f"sources file {path}, source {number}"
         if not isinstance(entry, dict) or "input" not in entry:
             raise ConfigError(f"{where} needs an 'input'", hint="each source is a mapping such as {input: cam1.mp4}")
-        if unknown := sorted(set(entry) - set(known)):
-            raise ConfigError(f"{where} has unknown key '{unknown[0]}'", hint=f"known keys: {', '.join(known)}")
+        if unknown := sorted(set(entry) - set(SOURCE_KEYS)):
+            raise ConfigError(f"{where} has unknown key '{unknown[0]}'", hint=f"known keys: {', '.join(SOURCE_KEYS)}")
+        for key in ("input", "name", "output", "masks", "stats", "instances"):
+            if key in entry and (isinstance(entry[key], bool) or not isinstance(entry[key], (str, int))):
+                raise ConfigError(f"{where}: {key} must be a path or a name, got {entry[key]!r}",
+                                  hint=f"{key}: cam1.mp4" if key != "name" else "name: cam1")
         if entry.get("policy") not in (None, *POLICIES):
             raise ConfigError(f"{where}: policy must be one of {', '.join(POLICIES)}, got {entry['policy']!r}",
                               hint="policy: drop (live) or block (files)")
         limit = entry.get("max_frames")
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"{where}: max_frames must be a whole number >= 1, got {limit!r}",
                               hint="leave it out to parse every frame")
         name = entry.get("name")
         if name is not None and (str(name) in ("", ".", "..") or Path(str(name)).name != str(name)):
             raise ConfigError(f"{where}: name {name!r} must be a plain name, not a path (it names the outputs)",
                               hint="name: cam1; give a source its own file with output: path/to/file.mp4")
+        if name is None:
+            base = stream_name(str(entry["input"]))
+            name = next(candidate for candidate in itertools.chain([base], (f"{base}_{n}" for n in itertools.count(2)))
+                        if candidate not in taken)
+            taken.add(name)
         paths = {key: Path(str(entry[key])) for key in ("masks", "stats", "instances") if entry.get(key)}
         source = Source(input=str(entry["input"]), output=Path(str(entry["output"])) if entry.get("output") else Path(),
-                        name=name and str(name), max_frames=max_frames if limit is None else limit,
+                        name=str(name), max_frames=max_frames if limit is None else limit,
                         policy=entry.get("policy"), **paths)
         for key, default in stream_files(source.label, masks, stats, instances).items():
             if key not in paths:
                 setattr(source, key, default)
         if source.output is not None and entry.get("output"):
-            make_folder(source.output.parent)
+            source.makes_its_folder = True  # a folder that cannot be made fails this source alone
         else:
             if output is None:
                 raise ConfigError(f"{where} has no 'output' and no -o folder was given",
@@ -218,6 +233,8 @@ class RunHooks:
 
 def check_source(source: Source, config: Config) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec."""
+    if source.makes_its_folder and source.output is not None:
+        make_folder(source.output.parent)
     images = ImageSet.find(source.input) if is_image_input(source.input) else None
     if source.instances and (source.writes_images or not config.tracking.enabled):
         raise ConfigError("--instances needs tracking, which runs on video output only",

@@ -103,7 +103,9 @@ def test_the_command_line_options_apply_to_every_source_of_a_sources_file(clip: 
     ("  - input: a.mp4\n    colour: red\n", "source 1 has unknown key 'colour'"),
     ("  - input: a.mp4\n    name: ../escape\n", "source 1: name '../escape' must be a plain name, not a path"),
     ("  - {input: a.mp4, output: same.mp4}\n  - {input: b.mp4, output: ./same.mp4}\n", "two sources write"),
-], ids=["unknown-key", "name-as-path", "one-output-twice"])
+    ("  - {input: a.mp4, max_frames: true}\n", "source 1: max_frames must be a whole number >= 1, got True"),
+    ("  - {input: a.mp4, output: [x]}\n", "source 1: output must be a path or a name, got ['x']"),
+], ids=["unknown-key", "name-as-path", "one-output-twice", "yes-as-a-limit", "a-list-as-output"])
 def test_a_sources_file_is_checked_before_any_work(entries: str, message: str, tmp_path: Path) -> None:
     sources = tmp_path / "sources.yaml"
     sources.write_text("sources:\n" + entries)
@@ -111,6 +113,23 @@ def test_a_sources_file_is_checked_before_any_work(entries: str, message: str, t
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escape.mp4").exists()
+
+
+def test_a_sources_file_names_its_outputs_as_the_command_line_and_a_bad_folder_fails_its_source_alone(
+        clip: Path, tmp_path: Path) -> None:
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "clip.avi").symlink_to(clip)
+    (tmp_path / "afile").write_text("a file where a folder should be")
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(f"sources:\n  - input: {tmp_path / 'd1' / 'clip.avi'}\n  - input: {tmp_path / 'd2' / 'clip.avi'}\n"
+                       f"  - {{input: {clip}, name: boxed, output: {tmp_path / 'afile' / 'x.mp4'}}}\n")
+    result = run_cli("run", "--sources", str(sources), "-o", str(tmp_path / "out"), "--config", FAST,
+                     "--max-frames", "2", timeout=300)
+    assert result.returncode == 9, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: stream boxed: cannot create folder {tmp_path / 'afile'}: File exists"], result.stderr
+    assert [probe_video(tmp_path / "out" / name).frames for name in ("clip.mp4", "clip_2.mp4")] == [2, 2]
 
 
 @pytest.mark.slow
