@@ -70,6 +70,9 @@ def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, 
     if output.suffix:
         raise ConfigError(f"{len(inputs)} inputs need a folder for -o, not {output}",
                           hint="give a folder such as -o parsed/ (one output per input, named after it)")
+    if stats is not None and stats.suffix == ".jsonl":
+        raise ConfigError(f"{len(inputs)} inputs need a folder for --stats, not {stats}",
+                          hint="give a folder such as --stats stats/ (one <name>.jsonl per input)")
     sources = []
     for input, name in zip(inputs, output_names(inputs)):
         target = output / (name if is_image_input(input) else f"{name}.mp4")

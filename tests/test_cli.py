@@ -218,6 +218,7 @@ def png_header_only(width: int, height: int) -> bytes:
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--tiles", "1"], 2, "'detector.tiles' is 1"),
+        (["run", "{clip}", "{clip}", "-o", "{tmp}/out", "--stats", "{tmp}/s.jsonl"], 2, "2 inputs need a folder for --stats"),
         (["run", "{tmp}/huge.png", "-o", "{tmp}/o.png"], 3, "a photo of more than 179 megapixels"),
         (["bench", "{clip}", "--markdown", "{tmp}/nodir/b.md"], 4, "folder {tmp}/nodir does not exist"),
         (["bench", "{clip}", "--workers", "1,5000"], 2, "whole numbers from 1 to 1024"),
@@ -229,7 +230,8 @@ def png_header_only(width: int, height: int) -> bytes:
     ],
     ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "output-dir-is-a-file", "read-only-output",
          "bad-extension", "no-extension", "output-is-the-input", "config-not-utf8", "zero-workers",
-         "unknown-model", "missing-config", "missing-model-file", "one-tile", "photo-past-pils-limit",
+         "unknown-model", "missing-config", "missing-model-file", "one-tile", "stats-file-for-two-inputs",
+         "photo-past-pils-limit",
          "bench-markdown-nowhere",
          "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "eval-json-nowhere", "train-into-a-folder"],
 )
