@@ -68,6 +68,8 @@ class LabelsParser:
         self.stage.open()
 
     def process(self, image: np.ndarray, key: FrameKey, group: int | None) -> tuple[dict[str, np.ndarray], FrameResult]:
+        if not image.size:  # a photo that could no longer be read
+            return {"labels": np.zeros(image.shape[:2], np.uint8)}, FrameResult(key.seq, status="missing")
         if isinstance(self.stage, KeyframeParser):
             labels, result = self.stage.process(image, key.seq, key.stream, group)
         else:

@@ -79,7 +79,8 @@ class OutputWriter:
 
     def _measure(self, task: Task, result: Any, _: Task) -> tuple[Frame, Any]:
         frame = Frame(seq=task.seq, pts=task.pts, time_base=task.time_base,
-                      image=self._slots.view(task.slot, self._slots.layout.input), captured_at=task.captured_at)
+                      image=self._slots.view(task.slot, self._slots.layout.input), captured_at=task.captured_at,
+                      picture=task.picture)
         return frame, self._output.measure(frame, self._slots.outputs(task.slot))
 
     def _compose(self, task: Task, result: Any, measured: tuple[Frame, Any]) -> Any:

@@ -118,6 +118,8 @@ def load_upright(path: Path, formats: tuple[str, ...] | None = None) -> np.ndarr
     try:
         with _opened(path, formats) as image:
             rgb = _eight_bit(ImageOps.exif_transpose(image)).convert("RGB")
+    except FileNotFoundError as exc:
+        raise BadInputError(f"input {path} does not exist (any more)", hint="check the path") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"input {path} is not a readable image ({exc})",
                             hint="the file may be truncated or damaged") from exc
@@ -220,8 +222,18 @@ class ImageSource:
         assert self.info is not None, "open() first"
         paths = self.images.paths[self.resume_at: self.max_frames]
         for seq, path in enumerate(paths, self.resume_at):
-            image = load_upright(path)
             canvas = np.zeros(self.info.frame_shape, np.uint8)
+            try:
+                image = load_upright(path)
+                if image.shape[1::-1] != self.images.sizes[seq]:
+                    raise BadInputError(f"input {path} changed while the run went on (now {image.shape[1]}x"
+                                        f"{image.shape[0]}, listed as {self.images.sizes[seq][0]}x"
+                                        f"{self.images.sizes[seq][1]})", hint="run it again")
+            except BadInputError as exc:  # one photo gone since the set was listed does not cost the others
+                log.warning("%s: skipped", exc.message)
+                yield Frame(seq=seq, pts=seq, time_base=self.info.time_base, image=canvas, captured_at=time.time(),
+                            picture=(0, 0))
+                continue
             canvas[: image.shape[0], : image.shape[1]] = image
             picture = None if image.shape == canvas.shape else image.shape[:2]
             yield Frame(seq=seq, pts=seq, time_base=self.info.time_base, image=canvas, captured_at=time.time(),

@@ -184,7 +184,9 @@ class AnnotatedImages:
         return Composed(frame, labels, annotated, result)
 
     def emit(self, composed: Composed) -> None:
-        """Save the annotated image, its label PNG and its statistics."""
+        """Save the annotated image, its label PNG and its statistics (none for a photo gone missing)."""
+        if composed.result.status == "missing":
+            return
         seq = composed.frame.seq
         path, mask = self._outputs[seq]
         try:

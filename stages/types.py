@@ -19,7 +19,8 @@ class Frame:
     image: np.ndarray
     captured_at: float | None = None
     # (height, width) of the picture at the image's top left when the image is a canvas larger than it (a photo
-    # of a set of photos of several sizes): parsed alone, as if the canvas were not there
+    # of a set of photos of several sizes): parsed alone, as if the canvas were not there; (0, 0): no picture (a
+    # photo that could no longer be read)
     picture: tuple[int, int] | None = None
 
     @property
@@ -72,5 +73,6 @@ class FrameResult:
     seq: int
     persons: list[PersonStats] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
-    status: str = "ok"  # "unparsed": parsing failed twice and the frame was written without labels
+    status: str = "ok"  # "unparsed": parsing failed twice and the frame was written without labels; "missing": a
+    # photo of a set that could no longer be read when its turn came (moved, deleted, changed): nothing is written
     carried_from: int | None = None  # keyframe mode: the parsed frame these labels were carried from by optical flow

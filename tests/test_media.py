@@ -17,6 +17,9 @@ from PIL import Image
 
 from conftest import VTEST, decode_frames, probe_video, run_cli
 from media import ROTATED, VIDEOS, build_corpus, exif_rotated_jpeg, ffmpeg, reference_frames
+from vidparse.jobs import LabelsParser
+from vidparse.pipeline.messages import FrameKey
+from vidparse.stages.images import ImageSet, ImageSource
 
 FAST = str(Path(__file__).parent / "fast.yaml")
 NOISE = 8.0  # mean absolute difference (0..255) of one frame encoded twice; a wrong frame or turn is far above
@@ -217,6 +220,25 @@ def test_a_large_photo_in_the_folder_changes_nothing_of_the_others(shared: Path,
         kept = np.asarray(Image.open(tmp_path / "alone_m" / f"{photo.stem}.png"))
         assert kept.any() and np.array_equal(kept, np.asarray(Image.open(tmp_path / "with_large_m" /
                                                                          f"{photo.stem}.png"))), photo.name
+
+
+def test_a_photo_gone_or_changed_after_the_listing_is_skipped_alone(shared: Path, tmp_path: Path) -> None:
+    """The source reads each photo when its turn comes; one deleted or replaced since the set was listed is a
+    warning and a frame without a picture, which the parser stage marks missing and the output does not write."""
+    photos = sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))[:3]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for photo in photos:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    images = ImageSet.find(str(folder))
+    (folder / photos[1].name).unlink()
+    Image.open(photos[0]).resize((40, 40)).save(folder / photos[2].name)
+    source = ImageSource(images)
+    source.open()
+    frames = list(source.frames())
+    assert [frame.picture for frame in frames][1:] == [(0, 0), (0, 0)] and frames[0].picture != (0, 0)
+    arrays, result = LabelsParser(None).process(frames[1].image[:0, :0], FrameKey(0, 1), None)  # type: ignore[arg-type]
+    assert result.status == "missing" and arrays["labels"].shape == (0, 0)
 
 
 @pytest.mark.parametrize(
