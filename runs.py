@@ -142,16 +142,13 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
             name = next(candidate for candidate in itertools.chain([base], (f"{base}_{n}" for n in itertools.count(2)))
                         if candidate not in taken)
             taken.add(name)
-        paths = {key: Path(str(entry[key])) for key in ("masks", "stats", "instances") if entry.get(key)}
+        defaults = stream_files(str(name), masks, stats, instances)
+        paths = {key: Path(str(entry[key])) if entry.get(key) else defaults[key] for key in defaults}
         source = Source(input=str(entry["input"]), output=Path(str(entry["output"])) if entry.get("output") else Path(),
-                        name=str(name), max_frames=max_frames if limit is None else limit,
-                        policy=entry.get("policy"), **paths)
-        for key, default in stream_files(source.label, masks, stats, instances).items():
-            if key not in paths:
-                setattr(source, key, default)
-        if source.output is not None and entry.get("output"):
-            source.makes_its_folder = True  # a folder that cannot be made fails this source alone
-        else:
+                        name=str(name), masks=paths["masks"], stats=paths["stats"], instances=paths["instances"],
+                        max_frames=max_frames if limit is None else limit, policy=entry.get("policy"),
+                        makes_its_folder=bool(entry.get("output")))  # a folder not made fails this source alone
+        if not entry.get("output"):
             if output is None:
                 raise ConfigError(f"{where} has no 'output' and no -o folder was given",
                                   hint="give -o OUTDIR/ or an output per source")
