@@ -622,7 +622,7 @@ def eval_images(
 ) -> None:
     """Score parsing against ground-truth label maps: IoU per class of a scheme, mIoU and pixel accuracy."""
     _setup_logging(verbose)
-    from vidparse.evaluation.datasets import find_samples
+    from vidparse.evaluation.datasets import check_labels, find_samples
     from vidparse.evaluation.runs import evaluate_images
     from vidparse.evaluation.tables import image_table
     from vidparse.jobs import ResolvedModels
@@ -636,6 +636,7 @@ def eval_images(
         settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold)
         truth = load_label_set(label_set)
         samples = find_samples(images, labels)
+        check_labels(samples, truth)  # a bad label map is found before any photo is parsed
         models = ResolvedModels.for_config(settings)
         with _progress() as progress:
             task = progress.add_task("eval", total=len(samples))

@@ -93,9 +93,9 @@ def read_labels(sample: Sample, label_set: LabelSet, image_size: tuple[int, int]
     width, height = image_size
     if labels.shape != (height, width):
         turned = " (the photo is shown turned, as its EXIF orientation says)" if labels.shape == (width, height) else ""
-        raise BadInputError(f"label map {sample.label_path.name} is {labels.shape[1]}x{labels.shape[0]} but its image is "
+        raise BadInputError(f"label map {sample.label_path} is {labels.shape[1]}x{labels.shape[0]} but its image is "
                             f"{width}x{height}{turned}", hint="labels must match their image pixel for pixel")
     if labels.max() >= len(label_set):
-        raise BadInputError(f"label map {sample.label_path.name} holds class {labels.max()}, but label set "
+        raise BadInputError(f"label map {sample.label_path} holds class {labels.max()}, but label set "
                             f"'{label_set.name}' has {len(label_set)} classes", hint="check --label-set")
     return labels

@@ -197,6 +197,17 @@ def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: 
     assert [line.startswith("error:") for line in result.stderr.splitlines()].count(True) == 1
 
 
+def test_eval_finds_a_bad_label_map_before_it_needs_a_model(shared: Path, tmp_path: Path) -> None:
+    """Every label map is checked first: with no model to be found, a wrong-sized label still is what is said."""
+    images, labels = _link_dirs(tmp_path, shared, ("0001", "0002"), ("0001",))
+    Image.new("L", (20, 30)).save(labels / "0002.png")
+    (tmp_path / "no-models").mkdir()
+    result = run_cli("eval", str(images), str(labels), "--label-set", "ccp",
+                     env={"VIDPARSE_MODEL_DIR": str(tmp_path / "no-models"), "VIDPARSE_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 3, result.stderr
+    assert f"error: label map {labels / '0002.png'} is 20x30 but its image is" in result.stderr
+
+
 def test_photos_pair_with_their_labels_by_stem_in_one_folder_or_two(tmp_path: Path, caplog) -> None:
     def files(folder: Path, *names: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
