@@ -72,6 +72,9 @@ def resolve_config(config: ConfigInput = None, **overrides: Any) -> Config:
 
 def _bgr(image: ImageInput) -> np.ndarray:
     """An image path (EXIF orientation applied) or an RGB array (H x W, H x W x 3 or H x W x 4, uint8) as BGR."""
+    if isinstance(image, str) and "://" in image:
+        raise BadInputError(f"image {image} is a URL: Parser.parse reads local files and arrays",
+                            hint="download it first, or give its bytes decoded as an array")
     if isinstance(image, (str, Path)):
         path = Path(image)
         if path.is_dir():

@@ -112,9 +112,11 @@ def test_mistakes_raise_vidparse_errors_with_a_hint(parser: vidparse.Parser, cal
     assert raised.value.hint
 
 
-def test_a_folder_given_as_an_image_is_called_a_folder(parser: vidparse.Parser) -> None:
+def test_a_folder_or_a_url_given_as_an_image_is_called_what_it_is(parser: vidparse.Parser) -> None:
     with pytest.raises(BadInputError, match="is a folder"):
         parser.parse(Path(__file__).parent)
+    with pytest.raises(BadInputError, match="image http://example.com/x.jpg is a URL"):
+        parser.parse("http://example.com/x.jpg")
 
 
 def test_configuration_from_a_config_a_preset_and_overrides(tmp_path: Path) -> None:
