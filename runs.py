@@ -235,12 +235,13 @@ def check_source(source: Source, config: Config) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec."""
     if source.makes_its_folder and source.output is not None:
         make_folder(source.output.parent)
-    images = ImageSet.find(source.input) if is_image_input(source.input) else None
     if source.instances and (source.writes_images or not config.tracking.enabled):
         raise ConfigError("--instances needs tracking, which runs on video output only",
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")
+    if source.output is not None and source.writes_images:
+        check_image_output(source.input, source.output)
+    images = ImageSet.find(source.input) if is_image_input(source.input) else None
     if images is not None and source.output is not None and source.writes_images:
-        check_image_output(images, source.output)
         check_not_overwriting(images.paths, [path for pair in images.output_paths(source.output, source.masks)
                                              for path in pair])
     else:

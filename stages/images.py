@@ -191,13 +191,15 @@ class ImageSet:
                           duration_s=float(len(self.paths) / FRAME_RATE), codec="image", has_audio=False)
 
 
-def check_image_output(images: ImageSet, path: Path) -> None:
-    """Fail before any work if ``path`` cannot take annotated images: a file for one photo, else a folder."""
+def check_image_output(spec: str, path: Path) -> None:
+    """Fail before any work (before the photos are read) if ``path`` cannot take the annotated images of input
+    ``spec``: a file for one photo, else a folder."""
     if path.suffix and not is_image_path(path):
         raise BadOutputError(f"output {path} is neither a video nor an image",
                              hint="give a video (.mp4, .mov, .mkv), an image (.jpg, .png, ...) or a folder")
-    if path.suffix and not images.single:
-        raise BadOutputError(f"{len(images.paths)} images cannot all be written to {path}",
+    # a folder or a pattern (several photos, whatever they hold); naming none is said when the photos are listed
+    if path.suffix and not Path(spec).is_file() and (listed := len(_expand(spec))):
+        raise BadOutputError(f"{listed} images cannot all be written to {path}",
                              hint="give a folder for -o (one annotated image each), or a video such as out.mp4")
     blocked = file_in_the_way(path, path.parent if path.suffix else path)
     if blocked:
