@@ -37,7 +37,7 @@ def save_upload(upload: UploadFile, target: Path, limit_mb: int) -> Path:
             out.write(chunk)
     if not written:
         target.unlink(missing_ok=True)
-        raise ApiError(400, "the upload is empty", "send the file as the multipart field 'file'")
+        raise ApiError(400, "the uploaded file is empty (0 bytes)", "choose the file again: it may not have been written completely")
     return target
 
 

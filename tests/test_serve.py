@@ -441,6 +441,7 @@ def test_photo_formats_and_pixel_cap(server: Server) -> None:
     assert refused.status_code == 415 and "jpeg, png" in refused.json()["error"]
     empty = server.client.post("/v1/images", files={"file": ("a.jpg", b"", "image/jpeg")})
     assert empty.status_code == 400 and set(empty.json()) == {"error", "hint"}
+    assert empty.json()["error"] == "the uploaded file is empty (0 bytes)"
 
 
 def tiny_video(path: Path, width: int, height: int) -> Path:
