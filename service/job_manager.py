@@ -71,6 +71,7 @@ class Job:
     stream: int | None = None
     downloads: int = 0  # responses sending its files; a deleted job's files go when the last one ends
     removed: bool = False
+    cancel_asked: bool = False  # a DELETE came while it was active: "cancelling" until it ends
 
     @property
     def result_path(self) -> Path:
@@ -86,7 +87,8 @@ class Job:
         if self.state == "running" and fps and self.total:
             eta = round(max(0, self.total - self.frames) / fps, 1)
         finished = self.state in ("done", "cancelled", "interrupted") and self.result_path.exists()
-        return {"id": self.id, "state": self.state, "source": without_credentials(self.source), "frames": self.frames,
+        state = "cancelling" if self.cancel_asked and self.state in ACTIVE else self.state
+        return {"id": self.id, "state": state, "source": without_credentials(self.source), "frames": self.frames,
                 "total": self.total,
                 "progress": 1.0 if self.state == "done" else progress, "fps": fps, "eta_s": eta, "error": self.error,
                 "result": f"/v1/jobs/{self.id}/result" if finished else None}
@@ -226,6 +228,7 @@ class JobManager:
         once for callers; the files once its last download ends)."""
         job = self.get(job_id)
         if job.state in ACTIVE:
+            job.cancel_asked = True
             if job.engine is not None and job.stream is not None:
                 self.engines.remove(job.engine, job.stream)
             return job
