@@ -179,8 +179,9 @@ class ImageSet:
 
         single = self.single and bool(target.suffix)
         annotated = [claim(target if single else target / path.name) for path in self.paths]
-        stems = [target.stem] if single else unique_names([path.stem for path in self.paths])  # x.jpg, x.png: x, x_2
-        masks = [claim(masks_dir / f"{stem}.png" if masks_dir is not None else image.with_name(f"{stem}_labels.png"))
+        stems = unique_names([path.stem for path in self.paths])  # x.jpg and x.png: x, x_2
+        masks = [claim(masks_dir / f"{stem}.png" if masks_dir is not None
+                       else image.with_name(f"{target.stem if single else stem}_labels.png"))
                  for stem, image in zip(stems, annotated)]
         return list(zip(annotated, masks))
 
