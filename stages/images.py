@@ -233,6 +233,8 @@ class ImageSource:
                                         f"{image.shape[0]}, listed as {self.images.sizes[seq][0]}x"
                                         f"{self.images.sizes[seq][1]})", hint="run it again")
             except BadInputError as exc:  # one photo gone since the set was listed does not cost the others
+                if len(self.images.paths) == 1:
+                    raise
                 log.warning("%s: skipped", exc.message)
                 yield Frame(seq=seq, pts=seq, time_base=self.info.time_base, image=canvas, captured_at=time.time(),
                             picture=(0, 0))

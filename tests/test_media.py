@@ -241,16 +241,24 @@ def test_a_photo_gone_or_changed_after_the_listing_is_skipped_alone(shared: Path
     assert result.status == "missing" and arrays["labels"].shape == (0, 0)
 
 
+def cut_jpeg(path: Path) -> Path:
+    """A JPEG whose header reads and whose pixels stop a third of the way (a copy cut short)."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 3])
+    return path
+
+
 @pytest.mark.parametrize(
     "make, output, code, message",
     [
         (lambda d: (d / "notes.jpg").write_text("hello") and d / "notes.jpg", "o.png", 3, "is not a readable image"),
+        (lambda d: cut_jpeg(d / "cut.jpg"), "o.png", 3, "is not a readable image (image file is truncated"),
         (lambda d: d / "nothing_*.png", "out", 3, "names no image files"),
         (lambda d: d / "missing.jpg", "o.jpg", 3, "missing.jpg does not exist"),
         (lambda d: (d / "a.png", d / "b.png") and d, "o.png", 4, "cannot all be written"),
         (lambda d: d, "in", 4, "would overwrite the input"),
     ],
-    ids=["text-as-jpeg", "empty-pattern", "missing-photo", "folder-into-one-image", "folder-onto-itself"],
+    ids=["text-as-jpeg", "cut-jpeg", "empty-pattern", "missing-photo", "folder-into-one-image", "folder-onto-itself"],
 )
 def test_image_mistakes_get_one_line_and_an_exit_code(make, output: str, code: int, message: str,
                                                       tmp_path: Path) -> None:
