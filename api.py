@@ -206,7 +206,8 @@ class Stream:
                 add_stream(engine, spec, on_end=_ender(index, failed))
             engine.start()
             for written in written_frames:
-                yield _stream_frame(written, specs[written.stream], label_set)
+                if written.result.status != "missing":  # a photo gone since its folder was listed (logged)
+                    yield _stream_frame(written, specs[written.stream], label_set)
         finally:
             written_frames.close()  # aborts a run that is still going, and waits for its processes
         if failed:
