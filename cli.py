@@ -90,11 +90,15 @@ def _unexpected(exc: BaseException) -> typer.Exit:
     return typer.Exit(UNEXPECTED_EXIT)
 
 
-def check_file_output(path: Path | None, option: str) -> None:
+def check_file_output(path: Path | None, option: str, input: str | None = None) -> None:
     """Fail before any work if the file ``path`` given to ``option`` could not be written at the end: a folder, in a
-    folder that does not exist, or not writable (a read-only file or filesystem)."""
+    folder that does not exist, not writable (a read-only file or filesystem), or the command's ``input`` itself."""
     if path is None:
         return
+    if input is not None and "://" not in input:
+        from vidparse.runs import check_not_overwriting
+
+        check_not_overwriting([Path(input)], [path])
     if path.is_dir():
         raise BadOutputError(f"{option} {path} is a folder", hint=f"give a file name, e.g. {path / 'out'}")
     if not path.parent.is_dir():
@@ -353,7 +357,7 @@ def bench(
         if frames < MIN_FRAMES:
             raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")
-        check_file_output(markdown, "--markdown")
+        check_file_output(markdown, "--markdown", input)
         settings = load_config(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
         counts = _worker_counts(workers)
         variants = small_people_settings(settings, probe(input).width)
@@ -401,7 +405,7 @@ def tune(
     from vidparse.tune import TrialResult, best, layouts, run_trial, tuned_config_text
 
     with user_errors():
-        check_file_output(write, "--write")
+        check_file_output(write, "--write", input)
         chosen = user_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
                                         "keyframes.parse_every": parse_every})
         settings = config_from(chosen)
