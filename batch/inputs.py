@@ -11,8 +11,8 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts"
 
 
 def expand(inputs: list[str], list_file: Path | None, outdir: Path | None = None) -> tuple[list[str], list[Record]]:
-    """Inputs in order, each once (a file by any spelling), leaving out what a folder holds in ``outdir`` when
-    ``outdir`` lies inside it (a batch's outputs are not inputs of its rerun); and a failed record for each list
+    """Inputs in order, each once (a file by any spelling), leaving out what a folder or a pattern finds in
+    ``outdir`` (a batch's outputs are not inputs of its rerun); and a failed record for each list
     that cannot be read and each folder or pattern that finds nothing (the rest goes on)."""
     problems: list[Record] = []
     names = list(inputs)
@@ -33,8 +33,9 @@ def expand(inputs: list[str], list_file: Path | None, outdir: Path | None = None
         if not matched:
             what = f"folder {name} holds no video" if folder else f"pattern {name} matches no file"
             problems.append(Record(input=name, state="failed", error=what))
-        inner = outputs if folder is not None and outputs is not None and outputs != folder and \
-            outputs.is_relative_to(folder) else None
+        # a folder or a pattern (a recursive one included) finds the batch's own outputs too: they are left out
+        expanded = folder is not None or ("://" not in name and not Path(name).exists() and glob.has_magic(name))
+        inner = outputs if expanded and outputs is not None and outputs != folder else None
         for url in matched:
             key = url if "://" in url else str(Path(url).resolve())
             if inner is None or not Path(key).is_relative_to(inner):

@@ -216,6 +216,7 @@ def test_inputs_are_each_file_once_and_never_the_batchs_own_outputs(tmp_path: Pa
                              Path("in/parsed"))
     assert found == ["in/a.mp4", "in/b.mp4"], "the output folder inside the input folder is left out"
     assert expand(["in/parsed/a.mp4"], None, Path("in/parsed"))[0] == ["in/parsed/a.mp4"], "named: an input"
+    assert expand(["in/**/*.mp4"], None, Path("in/parsed"))[0] == ["in/a.mp4", "in/b.mp4"], "a recursive pattern"
     assert [(r.input, r.state, r.error) for r in problems] == [("typo/*.mp4", "failed",
                                                                 "pattern typo/*.mp4 matches no file")]
 
