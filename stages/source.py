@@ -7,12 +7,13 @@ jitter. Live frames carry one monotonic timeline across reconnects and their wal
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 READS_PER_STALL = 2
 # A jump in a live stream's own timestamps beyond this (or backwards) re-bases the output timeline.
 MAX_TIMESTAMP_GAP_S = 10.0
+# A live stream's timestamp this many frames behind the last one is a frame the decoder gave out of order (B-frames
+# whose reordering FFmpeg learns as it goes), not a new clock: it keeps the stream's clock.
+REORDERED_FRAMES = 4
 # PyAV gives connecting and reading the stream headers an open timeout each; a connection attempt ends when the
 # first frame is decoded, within those two. A camera's SDP often lacks the H.264 parameter sets: FFmpeg's probing
 # may then end without a frame size, which the decoder learns from the first keyframe.
@@ -289,6 +293,28 @@ def _video_stream(url: str, container: av.container.InputContainer,
     return stream
 
 
+def in_presentation_order(frames: Iterable[av.VideoFrame], most: int = REORDERED_FRAMES) -> Iterator[av.VideoFrame]:
+    """A live stream's decoded frames put back in timestamp order. FFmpeg gives some frames of a camera sending
+    B-frames out of order when the stream does not say how far it reorders; this holds no frame until one comes out
+    of order, then one more frame for each that does (at most ``most``): such a stream gains that many frames of
+    latency, any other none. Frames without a timestamp pass at once."""
+    held: list[tuple[int, int, av.VideoFrame]] = []  # (pts, arrival, frame): a heap
+    depth, last = 0, None
+    for arrival, frame in enumerate(frames):
+        if frame.pts is None:
+            yield frame
+            continue
+        if last is not None and frame.pts < last:
+            depth = min(most, depth + 1)
+        heapq.heappush(held, (frame.pts, arrival, frame))
+        while len(held) > depth:
+            pts, _, out = heapq.heappop(held)
+            last = pts if last is None else max(last, pts)
+            yield out
+    while held:
+        yield heapq.heappop(held)[2]
+
+
 class LiveTimeline:
     """Output timestamps for a live input, strictly increasing across reconnects.
 
@@ -317,7 +343,10 @@ class LiveTimeline:
         else:
             source = round(pts * stream_time_base / self.time_base)
             stamped = None if self._offset is None else source + self._offset
-            if stamped is None or not self._last < stamped <= self._last + self._max_gap:
+            if stamped is not None and self._last is not None and \
+                    self._last - REORDERED_FRAMES * self._step <= stamped <= self._last:
+                stamped = self._last + 1  # out of order: just after the last, the offset kept
+            elif stamped is None or not self._last < stamped <= self._last + self._max_gap:
                 stamped = rebased
                 self._offset = stamped - source
         self._last = stamped
@@ -570,7 +599,7 @@ class VideoSource:
         seq = 0
         while True:
             try:
-                for av_frame in self._decoded():
+                for av_frame in in_presentation_order(self._decoded()):
                     captured_at = time.time()
                     image = av_frame.to_ndarray(format="bgr24", width=self.info.width, height=self.info.height)
                     pts = timeline.stamp(av_frame.pts, av_frame.time_base or self.info.time_base, captured_at)

@@ -23,7 +23,15 @@ from conftest import probe_video
 from rtsp import CLIP_FPS, RtspServer, free_port
 from vidparse.errors import BadInputError, StreamLostError
 from vidparse.stages.sink import EncoderOptions, VideoSink
-from vidparse.stages.source import InputKind, LiveOptions, LiveTimeline, VideoSource, backoff_delay, input_kind
+from vidparse.stages.source import (
+    InputKind,
+    LiveOptions,
+    LiveTimeline,
+    VideoSource,
+    backoff_delay,
+    in_presentation_order,
+    input_kind,
+)
 from vidparse.stages.types import Frame
 
 SOURCE_LOG = "vidparse.stages.source"
@@ -104,6 +112,37 @@ def test_timeline_stays_strictly_increasing_on_bad_stream_timestamps() -> None:
               enumerate([None, 0, 3600, 3600, 0, None, 10**12, 10**12 + 3600])]
     assert all(b > a for a, b in zip(stamps, stamps[1:]))
     assert stamps[-1] - stamps[-2] == 3600, "after a jump the stream's own spacing is kept again"
+
+
+def test_timeline_keeps_the_streams_clock_through_frames_decoded_out_of_order() -> None:
+    """A camera sending B-frames, whose reordering FFmpeg learns as it goes, gives some frames out of order: the
+    output keeps the stream's clock (each such frame just after the last) instead of re-basing on every one, which
+    stretched a 10 s recording to 25 s."""
+    timeline = LiveTimeline(TB, Fraction(25))
+    order = [k + d for k in range(0, 60, 3) for d in (1, 2, 0)]  # 1, 2, 0, 4, 5, 3, ...: each third frame late
+    stamps = [timeline.stamp(3600 * index, TB, 0.04 * i) for i, index in enumerate(order)]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert stamps[-1] - stamps[0] <= 3600 * 60, "the 60 frames span what the stream says, not more"
+
+
+def test_frames_a_decoder_gives_out_of_order_are_put_back_in_order_and_others_wait_for_nothing() -> None:
+    class Decoded:
+        def __init__(self, pts: int | None) -> None:
+            self.pts = pts
+
+    given = [k + d for k in range(0, 60, 3) for d in (1, 2, 0)]  # as a camera's B-frames came out of FFmpeg
+    out = [frame.pts for frame in in_presentation_order(Decoded(pts) for pts in given)]
+    assert sorted(out) == sorted(given)
+    assert out[6:] == sorted(out[6:]), "in order once it has seen how far the stream reorders"
+    consumed: list[int] = []
+
+    def in_order():
+        for pts in range(10):
+            consumed.append(pts)
+            yield Decoded(pts)
+
+    for frame in in_presentation_order(in_order()):
+        assert consumed[-1] == frame.pts, "a stream in order is not held back"
 
 
 def test_unreachable_url_fails_at_once_without_attempts(caplog: pytest.LogCaptureFixture) -> None:
