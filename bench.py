@@ -15,6 +15,7 @@ from vidparse.errors import BadInputError
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
+from vidparse.signals import stop_on_signals
 from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
 from vidparse.stages.options import CihpNetOptions
@@ -81,8 +82,11 @@ def scratch_runner(config: Config, input_url: str, workers: int, threads: int, *
 
 def run_trial(config: Config, input_url: str, frames: int, workers: int, threads: int, small_people: str = ""
               ) -> Trial:
-    with scratch_runner(config, input_url, workers, threads, max_frames=frames) as runner:
+    with scratch_runner(config, input_url, workers, threads, max_frames=frames) as runner, \
+            stop_on_signals(runner.stop) as signals:
         stats = runner.run()
+    if signals.received:
+        raise KeyboardInterrupt
     return Trial(workers, runner.engine.settings.threads, stats, small_people)
 
 

@@ -364,11 +364,15 @@ def bench(
         trials = []
         with Progress(console=console) as progress:
             task = progress.add_task("bench", total=len(counts) * len(variants))
-            for count in counts:
-                for label, variant in variants:
-                    progress.update(task, description=f"workers={count}, small people {label}")
-                    trials.append(run_trial(variant, input, frames, count, threads, label))
-                    progress.advance(task)
+            try:
+                for count in counts:
+                    for label, variant in variants:
+                        progress.update(task, description=f"workers={count}, small people {label}")
+                        trials.append(run_trial(variant, input, frames, count, threads, label))
+                        progress.advance(task)
+            except KeyboardInterrupt:
+                console.print(f"[yellow]interrupted:[/] {markdown or 'the table'} not written", soft_wrap=True)
+                raise typer.Exit(INTERRUPTED_EXIT) from None
         frames = frames_measured(trials, frames, input)
     table = Table(title=f"vidparse bench: {settings.model}, first {frames} frames of {Path(input).name}")
     for column in COLUMNS:

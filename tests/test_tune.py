@@ -94,3 +94,14 @@ def test_ctrl_c_stops_tune_without_writing_a_config(shared: Path, tmp_path: Path
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130 and "not written" in stderr and "Traceback" not in stderr
     assert not tuned.exists()
+
+
+def test_ctrl_c_stops_bench_without_writing_its_table(tmp_path: Path) -> None:
+    table = tmp_path / "bench.md"
+    process = subprocess.Popen([sys.executable, "-m", "vidparse", "bench", str(VTEST), "--frames", "700", "--workers",
+                                "1", "--config", str(FAST), "--markdown", str(table)], stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and f"interrupted: {table} not written" in " ".join(stderr.split()), stderr
+    assert "Traceback" not in stderr and not table.exists()
