@@ -15,7 +15,7 @@ import multiprocess
 from conftest import VTEST, cut_clip, probe_video, run_cli
 from vidparse.config import load_config
 from vidparse.pipeline.proctree import process_cpu_seconds, tree_cpu_seconds
-from vidparse.tune import Layout, layouts
+from vidparse.tune import Layout, TrialResult, best, layouts
 
 FAST = Path(__file__).with_name("fast.yaml")
 
@@ -105,3 +105,13 @@ def test_ctrl_c_stops_bench_without_writing_its_table(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130 and f"interrupted: {table} not written" in " ".join(stderr.split()), stderr
     assert "Traceback" not in stderr and not table.exists()
+
+
+def test_the_pick_is_the_fastest_and_among_equals_the_least_busy() -> None:
+    """Against a 10 fps camera every layout runs at 10 fps: the one keeping the CPUs least busy is picked."""
+    def trial(workers: int, threads: int, fps: float, cpu: float) -> TrialResult:
+        return TrialResult(Layout(workers, threads), round(fps * 10), 10.0, 50.0, 500.0, cpu, 2.0)
+
+    capped = [trial(1, 1, 9.9, 0.18), trial(1, 2, 10.1, 0.63), trial(2, 1, 9.9, 0.35)]
+    assert best(capped).layout == Layout(1, 1)
+    assert best([trial(1, 1, 5.0, 0.5), trial(2, 1, 9.0, 0.95)]).layout == Layout(2, 1), "faster wins"
