@@ -3,6 +3,7 @@ segments, joins each input's segments into ``OUTDIR/<name>.mp4`` and records eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -118,6 +119,9 @@ class BatchDriver:
         self._drain()
         if self.interrupted:  # what cancelled segments wrote: a rerun starts those inputs afresh
             shutil.rmtree(self.outdir / PARTS_NAME, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):  # each input's folder went after its join; a failed one's stays
+                (self.outdir / PARTS_NAME).rmdir()
         return self.records
 
     @staticmethod

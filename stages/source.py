@@ -285,7 +285,8 @@ def _video_stream(url: str, container: av.container.InputContainer,
         problem = (f"input {url} has a video stream without a frame size", "the file may be truncated or damaged")
     elif container.format.name == "image2" or container.format.name.endswith("_pipe"):
         problem = (f"input {url} is a still image, not a video",
-                   "vidparse parses photos by their extension: name it .jpg, .png or the like")
+                   "vidparse run takes photos by their extension (.jpg, .png or the like); tune, bench, "
+                   "eval-video and batch take videos")
     if problem:
         container.close()
         raise BadInputError(*problem)

@@ -51,7 +51,7 @@ def test_local_batch_equals_run_and_a_rerun_skips_everything(batch_clips: BatchC
     assert records["long.mp4"]["frames"] == LONG_FRAMES
     assert records["short0.mp4"]["state"] == "done" and records["short0.mp4"]["segments"] == 1
     assert_matches_reference(tmp_path, batch_reference)
-    assert not (tmp_path / ".parts" / "long").exists(), "segment files are removed once joined"
+    assert not (tmp_path / ".parts").exists(), "segment files are removed once joined, and their folder"
 
     written = (tmp_path / "long.mp4").stat().st_mtime_ns
     again = run_cli(*args)
