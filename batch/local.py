@@ -6,13 +6,17 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from vidparse.batch.segment import Cancel, SegmentResult, SegmentTask, run_segment
+from vidparse.errors import ConfigError
 from vidparse.pipeline.cpus import usable_cpus
 
 
 class LocalEngine:
     def __init__(self, cpus_per_task: int) -> None:
+        if cpus_per_task > (cpus := usable_cpus()):  # as many workers taking turns on fewer CPUs: slower, not faster
+            raise ConfigError(f"--cpus-per-task {cpus_per_task} is more than this machine's {cpus} usable CPUs",
+                              hint=f"--cpus-per-task {cpus} or fewer")
         self.cpus_per_task = cpus_per_task
-        self.slots = max(1, usable_cpus() // cpus_per_task)
+        self.slots = max(1, cpus // cpus_per_task)
         self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="vidparse-segment")
         self._cancels: dict[Future[SegmentResult], Cancel] = {}
 
