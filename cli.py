@@ -348,6 +348,7 @@ def bench(
     from vidparse.bench import (COLUMNS, MIN_FRAMES, frames_measured, machine_description, markdown_table, run_trial,
                                 small_people_settings, trial_rows)
     from vidparse.config import load_config
+    from vidparse.runs import warn_if_oversubscribed
     from vidparse.stages.source import input_kind, probe
 
     with user_errors():
@@ -360,6 +361,7 @@ def bench(
         check_file_output(markdown, "--markdown", input)
         settings = load_config(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
         counts = _worker_counts(workers)
+        warn_if_oversubscribed(max(counts))
         variants = small_people_settings(settings, probe(input).width)
         trials = []
         with Progress(console=console) as progress:

@@ -231,6 +231,12 @@ class RunHooks:
     on_connecting: Callable[[int, RunStats], None] | None = None
 
 
+def warn_if_oversubscribed(workers: int) -> None:
+    if workers > (cpus := usable_cpus()):
+        log.warning("%d workers on %d usable CPUs: they take turns on them and each holds its own models; as many "
+                    "workers as CPUs is usually as fast (`vidparse tune` measures it)", workers, cpus)
+
+
 def check_source(source: Source, config: Config) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec."""
     if source.makes_its_folder and source.output is not None:
@@ -292,9 +298,7 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
             outcome.end = StreamEnd(index, "failed", exc)
     if not specs:
         return RunOutcome(outcomes)
-    if config.worker_count > (cpus := usable_cpus()):
-        log.warning("%d workers on %d usable CPUs: they take turns on them and each holds its own models; as many "
-                    "workers as CPUs is usually as fast (`vidparse tune` measures it)", config.worker_count, cpus)
+    warn_if_oversubscribed(config.worker_count)
     engine = build_engine(config, list(specs.values()))
     for index, spec in specs.items():
         add_stream(engine, spec, _subscribers(hooks, index), on_open=_bind(hooks.on_open, index),
