@@ -41,6 +41,7 @@ models_app = typer.Typer(no_args_is_help=True, help="List, download and make mod
 app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
+TUNE_CONNECT_ATTEMPTS = 3  # tune gives up on a live input it cannot reach after this many reconnect attempts
 REPORT_WIDTH = 200  # columns of tables written to a file or a pipe (a terminal gives its own width)
 
 
@@ -404,6 +405,8 @@ def tune(
     _setup_logging(False)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dataclasses import replace
+
     from vidparse.bench import machine_description, small_people_settings
     from vidparse.config import config_from, user_settings
     from vidparse.pipeline.cpus import usable_cpus
@@ -415,6 +418,8 @@ def tune(
         chosen = user_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
                                         "keyframes.parse_every": parse_every})
         settings = config_from(chosen)
+        if not 0 <= settings.live.reconnect_attempts <= TUNE_CONNECT_ATTEMPTS:  # a trial does not wait for ever
+            settings = replace(settings, live=replace(settings.live, reconnect_attempts=TUNE_CONNECT_ATTEMPTS))
         # a live input is not opened twice: its small-people pass is not measured apart
         variants = small_people_settings(settings, probe(input).width) if input_kind(input) is InputKind.FILE else []
         no_small_people = variants[1][1] if len(variants) > 1 else None

@@ -227,6 +227,7 @@ def png_header_only(width: int, height: int) -> bytes:
         (["tune", "{clip}", "--write", "/sys/t.yaml"], 4, "--write /sys/t.yaml is not writable"),
         (["tune", "{tmp}/in.mp4", "--write", "{tmp}/./in.mp4"], 4, "would overwrite the input"),
         (["batch", "{clip}", "-o", "{tmp}/b", "--cpus-per-task", "1000"], 2, "is more than this machine's"),
+        (["tune", "rtsp://127.0.0.1:9/x", "--seconds", "1"], 3, "Connection refused (3 reconnect attempts failed)"),
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
     ],
@@ -235,7 +236,7 @@ def png_header_only(width: int, height: int) -> bytes:
          "unknown-model", "missing-config", "missing-model-file", "one-tile", "stats-file-for-two-inputs",
          "photo-past-pils-limit",
          "bench-markdown-nowhere",
-         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "eval-json-nowhere", "train-into-a-folder"],
+         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "tune-on-an-unreachable-camera", "eval-json-nowhere", "train-into-a-folder"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
                                                     tmp_path: Path, shared: Path) -> None:
