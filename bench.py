@@ -15,9 +15,9 @@ from vidparse.errors import BadInputError
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
-from vidparse.signals import stop_on_signals
 from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
 from vidparse.progress import STAGE_ORDER as STAGES
+from vidparse.signals import stop_on_signals
 from vidparse.stages.options import CihpNetOptions
 from vidparse.stages.parsers.cihp_net import segmenter_detail
 from vidparse.stages.tiles import small_people_pass, without_small_people

@@ -403,9 +403,9 @@ def tune(
 ) -> None:
     """Try (workers, threads per worker) layouts that fit the CPUs this process may use; write the fastest as a config."""
     _setup_logging(False)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from dataclasses import replace
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vidparse.bench import machine_description, small_people_settings
     from vidparse.config import config_from, user_settings
