@@ -3,7 +3,6 @@ on one worker pool. A stream that fails is reported in its `StreamOutcome` and s
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,6 +13,7 @@ from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
                              ConfigError, VidparseError)
 from vidparse.jobs import StreamSpec, add_stream, build_engine, output_names, stream_name
+from vidparse.names import free_name
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
@@ -98,7 +98,7 @@ def make_folder(folder: Path) -> None:
         raise BadOutputError(f"cannot create folder {folder}: {exc.strerror}", hint="choose a writable folder") from exc
 
 
-SOURCE_KEYS = ("input", "name", "output", "masks", "stats", "instances", "max_frames", "policy")  # a sources file's
+SOURCE_KEYS = ("input", "name", "output", "masks", "stats", "instances", "max_frames", "policy")  # of a source
 
 
 def load_sources(path: Path, output: Path | None, masks: Path | None = None, stats: Path | None = None,
@@ -138,9 +138,7 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
             raise ConfigError(f"{where}: name {name!r} must be a plain name, not a path (it names the outputs)",
                               hint="name: cam1; give a source its own file with output: path/to/file.mp4")
         if name is None:
-            base = stream_name(str(entry["input"]))
-            name = next(candidate for candidate in itertools.chain([base], (f"{base}_{n}" for n in itertools.count(2)))
-                        if candidate not in taken)
+            name = free_name(stream_name(str(entry["input"])), taken.__contains__)
             taken.add(name)
         defaults = stream_files(str(name), masks, stats, instances)
         paths = {key: Path(str(entry[key])) if entry.get(key) else defaults[key] for key in defaults}

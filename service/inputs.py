@@ -65,8 +65,7 @@ class UrlPolicy:
         if scheme not in URL_SCHEMES:
             raise ApiError(400, f"URL scheme '{scheme}' is not allowed", "use rtsp, rtsps, http or https")
         host, port = parts.hostname, parts.port
-        if not host:
-            raise ApiError(400, "the URL names no host", "use scheme://host[:port]/path")
+        assert host, "malformed_url refuses an rtsp or http URL that names no host"
         if self.allow_private or host in self.allow_hosts:
             return url
         try:

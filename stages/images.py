@@ -24,7 +24,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from vidparse.errors import BadInputError, BadOutputError, file_in_the_way
-from vidparse.names import unique_names
+from vidparse.names import free_name, unique_names
 from vidparse.stages.source import StreamInfo
 from vidparse.stages.types import Frame
 
@@ -171,11 +171,9 @@ class ImageSet:
         taken: set[Path] = set()
 
         def claim(path: Path) -> Path:
-            candidate, number = path, 2
-            while candidate in taken:
-                candidate, number = path.with_name(f"{path.stem}_{number}{path.suffix}"), number + 1
-            taken.add(candidate)
-            return candidate
+            stem = free_name(path.stem, lambda candidate: path.with_name(candidate + path.suffix) in taken)
+            taken.add(claimed := path.with_name(stem + path.suffix))
+            return claimed
 
         single = self.single and bool(target.suffix)
         annotated = [claim(target if single else target / path.name) for path in self.paths]
