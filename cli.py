@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -81,6 +81,35 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(UNEXPECTED_EXIT) from None
     except Exception as exc:
         raise _unexpected(exc) from None
+
+
+# Config keys set by a flag not named after the key's last part (--open-timeout sets live.open_timeout_s).
+_FLAG_NAMES = {"live.open_timeout_s": "--open-timeout", "live.read_timeout_s": "--read-timeout",
+               "max_memory_mb": "--max-memory", "tracking.enabled": "--tracking", "tracking.draw_ids": "--track-ids",
+               "model_path": "--model-dir"}
+
+
+@contextmanager
+def _flags_named(overrides: dict[str, Any]) -> Iterator[None]:
+    """A wrong value that came from a flag (``overrides``: config key -> the flag's value, None when not given) is
+    reported by the flag the user typed, not by its config key."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.key is None or overrides.get(exc.key) is None:
+            raise
+        flag = _FLAG_NAMES.get(exc.key, "--" + exc.key.rsplit(".", 1)[-1].replace("_", "-"))
+        raise ConfigError(exc.message.replace(f"config key '{exc.key}'", flag),
+                          exc.hint.replace(f"set {exc.key} to", f"give {flag}").replace(exc.key, flag) if exc.hint else None
+                          ) from None
+
+
+def _settings(config: Optional[Path], overrides: dict[str, Any]) -> Config:
+    """The run's configuration: defaults, the --config file, then the flags given (``overrides``)."""
+    from vidparse.config import load_config
+
+    with _flags_named(overrides):
+        return load_config(config, overrides)
 
 
 def _unexpected(exc: BaseException) -> typer.Exit:
@@ -176,12 +205,11 @@ def run(
     """Parse every person in each INPUT (a file, rtsp://, http(s)://, /dev/videoN, or photos) into an annotated
     H.264 video, or annotated images and label PNGs. Several inputs share one pool of workers."""
     _setup_logging(verbose)
-    from vidparse.config import load_config
     from vidparse.progress import RunReporter
     from vidparse.runs import RunHooks, load_sources, run_sources, sources_for
 
     with user_errors():
-        settings = load_config(config, {
+        settings = _settings(config, {
             "workers": workers, "threads": threads, "model": model, "device": device,
             "model_path": str(model_dir) if model_dir else None, "compose.alpha": alpha, "compose.legend": legend,
             "queue_size": queue_size, "policy": policy, "live.rtsp_transport": rtsp_transport,
@@ -282,12 +310,11 @@ def batch(
     from vidparse.batch.driver import BatchDriver
     from vidparse.batch.inputs import expand
     from vidparse.batch.progress import BatchProgress, summary_table
-    from vidparse.config import load_config
     from vidparse.signals import stop_on_signals
     from vidparse.stages.writers import make_directory
 
     with user_errors():
-        settings = load_config(config, {"model": model, "batch.segment_seconds": segment_seconds,
+        settings = _settings(config, {"model": model, "batch.segment_seconds": segment_seconds,
                                         "batch.retries": retries, "batch.cpus_per_task": cpus_per_task})
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, not '{engine}'", hint="--engine local")
@@ -348,7 +375,6 @@ def bench(
 
     from vidparse.bench import (COLUMNS, MIN_FRAMES, frames_measured, machine_description, markdown_table, run_trial,
                                 small_people_settings, trial_rows)
-    from vidparse.config import load_config
     from vidparse.runs import warn_if_oversubscribed
     from vidparse.stages.source import input_kind, probe
 
@@ -360,7 +386,7 @@ def bench(
             raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")
         check_file_output(markdown, "--markdown", input)
-        settings = load_config(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
+        settings = _settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
         counts = _worker_counts(workers)
         warn_if_oversubscribed(max(counts))
         variants = small_people_settings(settings, probe(input).width)
@@ -415,9 +441,10 @@ def tune(
 
     with user_errors():
         check_file_output(write, "--write", input)
-        chosen = user_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
-                                        "keyframes.parse_every": parse_every})
-        settings = config_from(chosen)
+        flags = {"model": model, "model_path": str(model_dir) if model_dir else None, "keyframes.parse_every": parse_every}
+        chosen = user_settings(config, flags)
+        with _flags_named(flags):
+            settings = config_from(chosen)
         if not 0 <= settings.live.reconnect_attempts <= TUNE_CONNECT_ATTEMPTS:  # a trial does not wait for ever
             settings = replace(settings, live=replace(settings.live, reconnect_attempts=TUNE_CONNECT_ATTEMPTS))
         # a live input is not opened twice: its small-people pass is not measured apart
@@ -498,10 +525,8 @@ def serve(
 ) -> None:
     """Serve a web page and a REST API for photos, video jobs and live cameras (docs/serve.md)."""
     _setup_logging(verbose)
-    from vidparse.config import load_config
-
     with user_errors():
-        settings = load_config(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb,
+        settings = _settings(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb,
                                         "serve.job_ttl_s": job_ttl_s, "serve.max_data_mb": max_data_mb})
         try:
             from vidparse.service.app import ServeSettings
@@ -580,22 +605,17 @@ def models_make_random(
     console.print(f"wrote {path}")
 
 
-ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-lite, cihp-net, m2fp, m2fp-single.")]
-ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
 RoiModeOption = Annotated[Optional[str], typer.Option("--roi-mode", help="roi: parse person crops; whole: whole frames.")]
 MarginOption = Annotated[Optional[float], typer.Option(help="Context around each person box, share of its size.")]
 PersonHeightOption = Annotated[Optional[int], typer.Option("--person-height", help="Height crops are scaled to, pixels.")]
 ScoreOption = Annotated[Optional[float], typer.Option("--score-threshold", help="Detector person score threshold.")]
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
 def _quality_config(config: Optional[Path], model: Optional[str], model_dir: Optional[Path], roi_mode: Optional[str],
                     margin: Optional[float], person_height: Optional[int], score_threshold: Optional[float],
                     temporal_window: Optional[int] = None) -> Config:
-    from vidparse.config import load_config
-
-    return load_config(config, {
+    return _settings(config, {
         "model": model, "model_path": str(model_dir) if model_dir else None, "roi.mode": roi_mode, "roi.margin": margin,
         "roi.person_height": person_height, "detector.score_threshold": score_threshold,
         "temporal.window": temporal_window,

@@ -237,10 +237,10 @@ def _value(kind: Any, value: Any, key: str, metadata: typing.Mapping[str, Any]) 
         low, high = metadata["range"]
         if not low <= value <= high:
             raise ConfigError(f"config key '{key}' must be between {low} and {high}, got {value}",
-                              hint=f"set {key} to a value in [{low}, {high}]")
+                              hint=f"set {key} to a value in [{low}, {high}]", key=key)
     if "choices" in metadata and value not in metadata["choices"]:
         raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, metadata['choices']))}; got '{value}'",
-                          hint=f"allowed values: {', '.join(map(str, metadata['choices']))}")
+                          hint=f"allowed values: {', '.join(map(str, metadata['choices']))}", key=key)
     return value
 
 
@@ -255,7 +255,7 @@ def _typed(kind: type, value: Any, key: str) -> Any:
         raise TypeError(f"config key {key} has an unsupported type {kind}")
     if not ok:
         raise ConfigError(f"config key '{key}' must be {_type_name(kind)}, got {value!r}",
-                          hint=f"write {key} as {_type_name(kind)}")
+                          hint=f"write {key} as {_type_name(kind)}", key=key)
     return float(value) if kind is float else value
 
 

@@ -40,6 +40,13 @@ class ConfigError(VidparseError):
 
     exit_code = 2
 
+    def __init__(self, message: str, hint: str | None = None, key: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.key = key  # the dotted config key whose value is wrong, where one is
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.hint, self.key))
+
 
 class ModelError(VidparseError):
     """A model is unknown, missing, corrupt or does not fit its configuration."""

@@ -213,8 +213,12 @@ def png_header_only(width: int, height: int) -> bytes:
         (["run", "{clip}", "-o", "{tmp}/newdir"], 4, "has no extension and is not a folder"),
         (["run", "{tmp}/in.mp4", "-o", "{tmp}/./in.mp4"], 4, "would overwrite the input"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/latin1.yaml"], 2, "is not UTF-8 text"),
-        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "'workers' must be between 1 and"),
-        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "'model' must be one of bodypix, cihp-lite, cihp-net, m2fp"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "--workers must be between 1 and"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--parse-every", "0"], 2, "--parse-every must be between 1 and 100, got 0 "
+                                                                           "hint: give --parse-every a value in [1, 100]"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/zero.yaml"], 2,
+         "config key 'keyframes.parse_every' must be between 1 and 100, got 0"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model", "yolo"], 2, "--model must be one of bodypix, cihp-lite, cihp-net, m2fp"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/missing.yaml"], 2, "config file"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--model-dir", "{tmp}/nothing.onnx"], 5, "does not exist"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--tiles", "1"], 2, "'detector.tiles' is 1"),
@@ -227,21 +231,24 @@ def png_header_only(width: int, height: int) -> bytes:
         (["tune", "{clip}", "--write", "/sys/t.yaml"], 4, "--write /sys/t.yaml is not writable"),
         (["tune", "{tmp}/in.mp4", "--write", "{tmp}/./in.mp4"], 4, "would overwrite the input"),
         (["batch", "{clip}", "-o", "{tmp}/b", "--cpus-per-task", "1000"], 2, "is more than this machine's"),
+        (["batch", "{clip}", "-o", "{tmp}/b", "--retries", "-1"], 2, "--retries must be between 0 and 100, got -1"),
         (["tune", "rtsp://127.0.0.1:9/x", "--seconds", "1"], 3, "Connection refused (3 reconnect attempts failed)"),
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
     ],
     ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "output-dir-is-a-file", "read-only-output",
-         "bad-extension", "no-extension", "output-is-the-input", "config-not-utf8", "zero-workers",
+         "bad-extension", "no-extension", "output-is-the-input", "config-not-utf8", "zero-workers", "flag-out-of-range",
+         "config-key-out-of-range",
          "unknown-model", "missing-config", "missing-model-file", "one-tile", "stats-file-for-two-inputs",
          "photo-past-pils-limit",
          "bench-markdown-nowhere",
-         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "tune-on-an-unreachable-camera", "eval-json-nowhere", "train-into-a-folder"],
+         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "tune-on-an-unreachable-camera", "eval-json-nowhere", "train-into-a-folder"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
                                                     tmp_path: Path, shared: Path) -> None:
     (tmp_path / "notes.mp4").write_text("hello\n" * 100)
     (tmp_path / "latin1.yaml").write_bytes("# r\u00e9glage\nworkers: 1\n".encode("latin-1"))
+    (tmp_path / "zero.yaml").write_text("keyframes:\n  parse_every: 0\n")
     (tmp_path / "in.mp4").write_bytes(clip.read_bytes())
     (tmp_path / "huge.png").write_bytes(png_header_only(20000, 10000))  # 200 megapixels, as a phone may take
     values = {"tmp": tmp_path, "clip": clip, "notvideo": tmp_path / "notes.mp4",

@@ -177,7 +177,7 @@ def _link_dirs(tmp_path: Path, shared: Path, stems: tuple[str, ...], labelled: t
         ("missing folder", 3, "images folder"),
         ("unknown label set", 2, "unknown label set 'lip'"),
         ("image without label", 3, "1 of 2 images have no label map, first 0002.jpg"),
-        ("margin out of range", 2, "'roi.margin' must be between 0.0 and 2.0, got 5.0"),
+        ("margin out of range", 2, "--margin must be between 0.0 and 2.0, got 5.0"),
         ("unknown scheme", 2, "unknown scheme 'clothes'"),
     ],
 )
