@@ -103,7 +103,12 @@ def upright_size(path: Path, decoded: bool = False) -> tuple[int, int]:
 
 def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit grey (PIL's mode I;16, or I holding values past 255), which PIL's RGB conversion clips at 255 (a
-    white photo), scaled to 8 bits; other images as they are."""
+    white photo), scaled to 8 bits; float grey of 0-1 (mode F, as scientific TIFFs hold), which it would make black,
+    scaled to 0-255; other images as they are."""
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
     if not (image.mode.startswith("I;16") or image.mode == "I"):
         return image
     grey = np.asarray(image).astype(np.int64)

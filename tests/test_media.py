@@ -272,18 +272,20 @@ def test_image_mistakes_get_one_line_and_an_exit_code(make, output: str, code: i
     assert all(Image.open(photos / name).size == (32, 48) for name in ("a.png", "b.png")), "the inputs as they were"
 
 
-def test_a_folder_skips_its_damaged_file_and_reads_16_bit_grey(shared: Path, tmp_path: Path) -> None:
+def test_a_folder_skips_its_damaged_file_and_reads_16_bit_and_float_grey(shared: Path, tmp_path: Path) -> None:
     photos = tmp_path / "in"
     photos.mkdir()
     grey = np.asarray(Image.open(shared / "data" / "photos" / "messi5.jpg").convert("L")).astype(np.uint16) * 257
     Image.fromarray(grey).save(photos / "grey16.png")  # PIL's mode I;16, which its RGB conversion clips to white
+    Image.fromarray((grey / 65535).astype(np.float32), "F").save(photos / "float.tif")  # 0-1, which it makes black
     (photos / "notes.jpg").write_text("hello")
     (photos / "cut.jpg").write_bytes((shared / "data" / "photos" / "messi5.jpg").read_bytes()[:3000])  # its header whole
     result = parse(photos, tmp_path / "out", "--masks", str(tmp_path / "m"))
     assert "notes.jpg is not a readable image" in result.stderr and "skipped" in result.stderr
     assert "cut.jpg is not a readable image (image file is truncated" in result.stderr
     assert "Traceback" not in result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grey16.png"]
-    written = cv2.imread(str(tmp_path / "out" / "grey16.png"))
-    assert difference(written, cv2.cvtColor((grey // 257).astype(np.uint8), cv2.COLOR_GRAY2BGR)) < 1, "grey as it is"
-    assert (np.asarray(Image.open(tmp_path / "m" / "grey16.png")) > 0).mean() > 0.02, "the footballer is labelled"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["float.tif", "grey16.png"]
+    for name in ("grey16.png", "float.tif"):
+        written = cv2.imread(str(tmp_path / "out" / name))
+        assert difference(written, cv2.cvtColor((grey // 257).astype(np.uint8), cv2.COLOR_GRAY2BGR)) < 1, name
+        assert (np.asarray(Image.open(tmp_path / "m" / f"{Path(name).stem}.png")) > 0).mean() > 0.02, name
