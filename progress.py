@@ -27,6 +27,7 @@ class _Seen:
     persons_max: int = 0
     frames_with_persons: int = 0
     live: bool = False
+    photos: bool = False
     opened: bool = False
     connecting: bool = False  # its line says which attempts to connect failed
 
@@ -65,6 +66,7 @@ class RunReporter:
     def on_open(self, index: int, info: Any) -> None:
         self.seen[index].opened = True
         self.seen[index].live = info.live
+        self.seen[index].photos = info.codec == "image"
         self.progress.update(self.tasks[index], total=info.frames or None)
 
     def on_connecting(self, index: int, stats: RunStats) -> None:
@@ -96,15 +98,22 @@ class RunReporter:
         """A row per stream: how it ended, frames, fps after start-up, persons (all frames / most in one), live
         latency p50 and dropped frames, worker restarts."""
         table = Table(title="vidparse run", title_justify="left")
-        for column in ("stream", "status", "frames", "fps", "persons", "p50 ms", "dropped", "restarts"):
+        skipped = any(stream.stats.skipped_packets for stream in outcome.streams)
+        columns = ("stream", "status", "frames", "fps", "persons", "p50 ms", "dropped", "restarts")
+        for column in (*columns, "skipped") if skipped else columns:
             table.add_column(column, justify="left" if column in ("stream", "status") else "right")
         for index, stream in enumerate(outcome.streams):
             stats, seen = stream.stats, self.seen[index]
             p50 = stats.latency_percentile(50) if seen.live else None
             color = {"ok": "green", "failed": "red"}.get(stream.status, "yellow")
-            table.add_row(stream.name, f"[{color}]{stream.status}", str(stats.frames), f"{stats.steady_fps:.2f}",
-                          f"{seen.persons_total}/{seen.persons_max}", "" if p50 is None else f"{p50 * 1000:.0f}",
-                          str(stats.dropped_frames), str(stats.worker_restarts))
+            cells = [stream.name, f"[{color}]{stream.status}", str(stats.frames), f"{stats.steady_fps:.2f}",
+                     f"{seen.persons_total}/{seen.persons_max}", "" if p50 is None else f"{p50 * 1000:.0f}",
+                     str(stats.dropped_frames), str(stats.worker_restarts)]
+            if skipped:
+                cells.append(str(stats.skipped_packets))
+            table.add_row(*cells)
+        if skipped:
+            table.caption = "skipped: a folder's unreadable photos, a video's undecodable packets"
         return table
 
     def summary(self, stats: RunStats, index: int = 0) -> Table:
@@ -128,7 +137,8 @@ class RunReporter:
         if stats.source_restarts:
             table.add_row("[yellow]source restarts (watchdog)", f"[yellow]{stats.source_restarts}")
         if stats.skipped_packets:
-            table.add_row("undecodable packets skipped", f"{stats.skipped_packets}")
+            table.add_row("unreadable photos skipped" if seen.photos else "undecodable packets skipped",
+                          f"{stats.skipped_packets}")
         for stage in sorted(stats.stage_s, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else 99):
             per_frame = stats.stage_s[stage] / max(1, stats.frames) * 1000
             # a camera's frame is read when it comes: the wait for it is in the decode's time, not busy

@@ -138,6 +138,7 @@ class ImageSet:
     spec: str
     paths: tuple[Path, ...]
     sizes: tuple[tuple[int, int], ...]  # (width, height) each
+    unreadable: int = 0  # image files left out when the set was listed
 
     @classmethod
     def find(cls, spec: str) -> ImageSet:
@@ -160,7 +161,7 @@ class ImageSet:
         if not readable:
             raise BadInputError(f"input {spec}: none of its {len(paths)} image files is readable",
                                 hint="give jpg, png, webp, bmp or tiff files")
-        return cls(spec, tuple(readable), tuple(sizes))
+        return cls(spec, tuple(readable), tuple(sizes), unreadable=len(paths) - len(readable))
 
     @property
     def single(self) -> bool:
@@ -217,7 +218,7 @@ class ImageSource:
         self.images = images
         self.max_frames = max_frames
         self.resume_at = resume_at  # the first image given
-        self.skipped_packets = 0
+        self.skipped_packets = images.unreadable  # photos, here: unreadable, gone or changed
         self.info: StreamInfo | None = None
 
     def open(self) -> StreamInfo:
@@ -239,6 +240,7 @@ class ImageSource:
                 if len(self.images.paths) == 1:
                     raise
                 log.warning("%s: skipped", exc.message)
+                self.skipped_packets += 1
                 yield Frame(seq=seq, pts=seq, time_base=self.info.time_base, image=canvas, captured_at=time.time(),
                             picture=(0, 0))
                 continue

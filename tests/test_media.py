@@ -6,6 +6,8 @@ output is the input up to encoder noise and can be matched frame by frame agains
 
 from __future__ import annotations
 
+import re
+
 import subprocess
 from pathlib import Path
 
@@ -237,6 +239,7 @@ def test_a_photo_gone_or_changed_after_the_listing_is_skipped_alone(shared: Path
     source.open()
     frames = list(source.frames())
     assert [frame.picture for frame in frames][1:] == [(0, 0), (0, 0)] and frames[0].picture != (0, 0)
+    assert source.skipped_packets == 2, "the summary counts them"
     arrays, result = LabelsParser(None).process(frames[1].image[:0, :0], FrameKey(0, 1), None)  # type: ignore[arg-type]
     assert result.status == "missing" and arrays["labels"].shape == (0, 0)
 
@@ -283,6 +286,7 @@ def test_a_folder_skips_its_damaged_file_and_reads_16_bit_and_float_grey(shared:
     result = parse(photos, tmp_path / "out", "--masks", str(tmp_path / "m"))
     assert "notes.jpg is not a readable image" in result.stderr and "skipped" in result.stderr
     assert "cut.jpg is not a readable image (image file is truncated" in result.stderr
+    assert re.search(r"unreadable photos skipped\s*│\s*2\s", result.stderr), result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["float.tif", "grey16.png"]
     for name in ("grey16.png", "float.tif"):

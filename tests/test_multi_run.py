@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import probe_video, run_cli
+from conftest import decode_frames, probe_video, run_cli
 from media import ffmpeg
 from rtsp import RtspServer, free_port
 
@@ -64,9 +64,14 @@ def test_two_inputs_on_one_pool_write_what_each_writes_alone(clip: Path, other_c
 
 def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path) -> None:
     """A good file, a missing file and a camera nobody answers on (no reconnects): the file is parsed to its end,
-    each failure is one error line with a hint, and the exit code says a stream failed."""
+    each failure is one error line with a hint, and the exit code says a stream failed. A folder with one
+    unreadable photo is no failure: its row counts the photo skipped."""
     camera = f"rtsp://127.0.0.1:{free_port()}/none"
-    result = run_cli("run", str(clip), str(tmp_path / "missing.avi"), camera, "-o", str(tmp_path / "out"),
+    album = tmp_path / "album"
+    album.mkdir()
+    Image.fromarray(decode_frames(clip)[0][:, :, ::-1]).save(album / "a.png")
+    (album / "notes.jpg").write_text("hello")
+    result = run_cli("run", str(clip), str(album), str(tmp_path / "missing.avi"), camera, "-o", str(tmp_path / "out"),
                      "--stats", str(tmp_path / "stats"), "--workers", "1", "--config", FAST, "--max-frames", "4",
                      "--reconnect-attempts", "0", "--open-timeout", "3", timeout=300)
     assert result.returncode == STREAMS_FAILED_EXIT, result.stderr
@@ -77,6 +82,9 @@ def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path
     assert result.stderr.count("hint:") == 2
     assert probe_video(tmp_path / "out" / "vtest12.mp4").frames == 4
     assert [line["stream"] for line in stats_lines(tmp_path / "stats" / "vtest12.jsonl")] == ["vtest12"] * 4
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in result.stderr.splitlines() if line.count("│") > 5}
+    assert rows["album"][0] == "ok" and rows["album"][-1] == "1" and rows["vtest12"][-1] == "0", rows
 
 
 @pytest.mark.slow
