@@ -61,6 +61,7 @@ class Job:
     segments: list[Segment]
     has_audio: bool
     record: Record
+    earlier_outputs: list[str] = field(default_factory=list)  # what an earlier run of this input recorded
     folders: dict[int, Path] = field(default_factory=dict)
     tries: dict[int, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -112,7 +113,7 @@ class BatchDriver:
                 self.skipped.append(previous[url])
                 self.progress.skipped += 1
                 continue
-            job = self._plan(url, name)
+            job = self._plan(url, name, previous[url].outputs if url in previous else [])
             if job is not None:
                 for segment in job.segments:
                     self._submit(job, segment)
@@ -144,7 +145,7 @@ class BatchDriver:
         assert self.engine is not None
         self.engine.cancel(future)
 
-    def _plan(self, url: str, name: str) -> Job | None:
+    def _plan(self, url: str, name: str, earlier_outputs: list[str]) -> Job | None:
         size, mtime = input_identity(url) or (None, None)
         record = Record(input=url, state="failed", config_hash=self.digest, size=size, mtime_ns=mtime)
         try:
@@ -168,7 +169,7 @@ class BatchDriver:
             self._finish(record)
             return None
         record.segments = len(segments)
-        job = Job(url, name, segments, info.has_audio, record)
+        job = Job(url, name, segments, info.has_audio, record, earlier_outputs)
         shutil.rmtree(self._parts(job), ignore_errors=True)  # what a killed batch left
         self.progress.planned(known_frames(segments))
         return job
@@ -229,6 +230,8 @@ class BatchDriver:
             job.record.outputs = [str(output)]
             if self.masks:
                 job.record.outputs.append(str(self._move_masks(job, folders)))
+            elif str(self.masks_dir(job.name)) in job.earlier_outputs:  # an earlier run's labels of another video
+                shutil.rmtree(self.masks_dir(job.name), ignore_errors=True)
             job.record.state = "done"
         except VidparseError as exc:
             job.record.error = exc.message

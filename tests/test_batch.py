@@ -61,6 +61,22 @@ def test_local_batch_equals_run_and_a_rerun_skips_everything(batch_clips: BatchC
 
 
 
+def test_a_rerun_with_another_config_and_no_masks_removes_the_earlier_masks(batch_clips: BatchClips,
+                                                                               tmp_path: Path) -> None:
+    """The labels of the earlier video would sit beside a new one they do not describe."""
+    clip = str(batch_clips.short[0])
+    first = run_cli("batch", clip, "-o", str(tmp_path), "--config", str(BATCH_CONFIG), "--masks")
+    assert first.returncode == 0, first.stderr
+    (masks,) = [Path(p) for p in manifest(tmp_path)[0]["outputs"] if Path(p).is_dir()]
+    assert len(list(masks.iterdir())) == SHORT_FRAMES
+    other = tmp_path / "other.yaml"
+    other.write_text(BATCH_CONFIG.read_text() + "compose:\n  alpha: 0.3\n")
+    again = run_cli("batch", clip, "-o", str(tmp_path), "--config", str(other))
+    assert again.returncode == 0, again.stderr
+    assert "1 done" in again.stderr and not masks.exists()
+    assert manifest(tmp_path)[-1]["outputs"] == [str(tmp_path / "short0.mp4")]
+
+
 def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: BatchClips, clip_with_audio: Path,
                                                               tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.mp4"
