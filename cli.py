@@ -315,7 +315,7 @@ def batch(
 
     with user_errors():
         settings = _settings(config, {"model": model, "batch.segment_seconds": segment_seconds,
-                                        "batch.retries": retries, "batch.cpus_per_task": cpus_per_task})
+                                      "batch.retries": retries, "batch.cpus_per_task": cpus_per_task})
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, not '{engine}'", hint="--engine local")
         found, problems = expand(list(inputs or []), list_file, outdir)
@@ -527,7 +527,7 @@ def serve(
     _setup_logging(verbose)
     with user_errors():
         settings = _settings(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb,
-                                        "serve.job_ttl_s": job_ttl_s, "serve.max_data_mb": max_data_mb})
+                                      "serve.job_ttl_s": job_ttl_s, "serve.max_data_mb": max_data_mb})
         try:
             from vidparse.service.app import ServeSettings
             from vidparse.service.server import serve as run_server
