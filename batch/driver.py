@@ -202,6 +202,9 @@ class BatchDriver:
                     continue
                 job.folders[segment.number] = receive(result)
                 job.record.frames += result.frames
+                if result.frames < segment.frames and segment.end != UNBOUNDED:  # the last segment, cut short
+                    log.warning("%s ended after %d of the %d frames its packets announce: the file may be truncated",
+                                job.input, segment.start + result.frames, segment.end)
                 self.progress.segment_done(result.frames)
                 if len(job.folders) == len(job.segments):
                     self._join(job)

@@ -22,6 +22,7 @@ class Segment:
     end: int
     window: FrameWindow
     offset: Fraction
+    final: bool = True  # the file's last segment: it may decode fewer frames than its packets (a truncated file)
 
     @property
     def frames(self) -> int:
@@ -48,5 +49,6 @@ def plan_segments(packets: Packets | None, segment_seconds: float, warmup_frames
         seek = packets.keyframes[before] if number and before >= 0 else 0
         window = FrameWindow(seek_pts=packets.pts[seek], seek_index=seek, first_index=first if number else 0,
                              end_index=end)
-        segments.append(Segment(number, start, end, window, (packets.pts[start] - packets.pts[0]) * packets.time_base))
+        segments.append(Segment(number, start, end, window, (packets.pts[start] - packets.pts[0]) * packets.time_base,
+                                final=end == len(packets.pts)))
     return segments

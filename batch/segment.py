@@ -109,7 +109,9 @@ def _run(task: SegmentTask, folder: Path, cancel: Cancel | None) -> SegmentResul
     stats = runner.run()  # raises a failed end's error
     assert runner.end is not None
     written = runner.output.sink.frames_written if runner.output is not None else 0
-    if not runner.end.ok or stats.degraded or (written != segment.frames and segment.end != UNBOUNDED):
+    # the file's last segment may end early, as `vidparse run` takes a cut file (the driver says so)
+    short = written < segment.frames and not segment.final
+    if not runner.end.ok or stats.degraded or (segment.end != UNBOUNDED and (written > segment.frames or short)):
         what = "wrote" if runner.end.ok else f"was {runner.end.state} after"
         raise SegmentFailed(f"segment {segment.number} of {task.input_url} {what} {written} of {segment.frames} "
                             f"frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",

@@ -77,6 +77,24 @@ def test_a_rerun_with_another_config_and_no_masks_removes_the_earlier_masks(batc
     assert manifest(tmp_path)[-1]["outputs"] == [str(tmp_path / "short0.mp4")]
 
 
+def test_a_cut_file_is_parsed_to_where_it_ends_as_run_parses_it(batch_clips: BatchClips, tmp_path: Path) -> None:
+    """Its index (at the front) announces frames whose data is gone: the last segment ends early, with a warning,
+    not three failed attempts."""
+    whole = tmp_path / "whole.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(batch_clips.long), "-c", "copy", "-movflags", "+faststart",
+                    str(whole)], check=True, timeout=60)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * 0.8)])
+    result = run_cli("batch", str(cut), "-o", str(tmp_path / "out"), "--config", str(BATCH_CONFIG))
+    assert result.returncode == 0, result.stderr
+    (record,) = manifest(tmp_path / "out")
+    assert record["state"] == "done" and record["attempts"] == record["segments"] > 1
+    assert 12 < record["frames"] == len(frame_times(tmp_path / "out" / "cut.mp4")) < LONG_FRAMES
+    assert "the file may be truncated" in " ".join(result.stderr.split())
+    alone = run_cli("run", str(cut), "-o", str(tmp_path / "alone.mp4"), "--config", str(BATCH_CONFIG))
+    assert alone.returncode == 0 and len(frame_times(tmp_path / "alone.mp4")) == record["frames"]
+
+
 def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: BatchClips, clip_with_audio: Path,
                                                               tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.mp4"
