@@ -323,11 +323,8 @@ def batch(
             raise ConfigError("no inputs", hint="give video files, folders or patterns, or --list FILE")
         make_directory(outdir, "output folder")
         progress = BatchProgress(console)
-        try:
-            engine_ = _batch_engine(engine, ray_address, settings.batch.cpus_per_task)
-        except VidparseError as exc:  # no engine, no input runs: each gets a record saying why
-            BatchDriver(settings, outdir, None, progress).fail(found, problems, exc.message)
-            raise
+        # no engine, nothing runs: no record either (a manifest's done inputs stay done)
+        engine_ = _batch_engine(engine, ray_address, settings.batch.cpus_per_task)
         runner = BatchDriver(settings, outdir, engine_, progress, masks=masks, gather=gather)
         console.print(runner.engine.description, highlight=False)
         try:

@@ -205,7 +205,7 @@ def build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"config key '{where.rstrip('.')}' must be a mapping, got {type(data).__name__}",
                           hint=f"allowed keys: {', '.join(f.name for f in dataclasses.fields(cls))}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(map(str, set(data) - set(fields)))  # YAML keys may be numbers or booleans too
     if unknown:
         raise ConfigError(f"unknown config key '{where}{unknown[0]}'", hint=f"allowed keys{' in ' + where.rstrip('.') if where else ''}: "
                           f"{', '.join(fields)}")
@@ -225,8 +225,11 @@ def _value(kind: Any, value: Any, key: str, metadata: typing.Mapping[str, Any]) 
     if key == "parsers":
         if not isinstance(value, dict):
             raise ConfigError("config key 'parsers' must be a mapping of model names", hint=", ".join(PARSER_OPTIONS))
-        return {name: build(PARSER_OPTIONS[check_model(name)], opts or {}, f"parsers.{name}.")
-                for name, opts in value.items()}
+        unknown = [str(name) for name in value if name not in PARSER_OPTIONS]
+        if unknown:
+            raise ConfigError(f"unknown config key 'parsers.{unknown[0]}'",
+                              hint=f"parsers takes the models' names: {', '.join(PARSER_OPTIONS)}")
+        return {name: build(PARSER_OPTIONS[name], opts or {}, f"parsers.{name}.") for name, opts in value.items()}
     optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
     if optional:
         if value is None:

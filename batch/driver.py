@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vidparse.batch.join import join_segments
-from vidparse.batch.manifest import Manifest, Record, config_hash, input_identity
+from vidparse.batch.manifest import Manifest, Record, config_hash, input_identity, input_key
 from vidparse.batch.plan import UNBOUNDED, Segment, plan_segments, read_packets
 from vidparse.batch.progress import BatchProgress
 from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, receive
@@ -73,10 +73,10 @@ def known_frames(segments: list[Segment]) -> int:
 
 
 class BatchDriver:
-    def __init__(self, config: Config, outdir: Path, engine: Engine | None, progress: BatchProgress, masks: bool = False,
+    def __init__(self, config: Config, outdir: Path, engine: Engine, progress: BatchProgress, masks: bool = False,
                  gather: bool = False) -> None:
         self.config = config
-        self.outdir = outdir
+        self.outdir = outdir.absolute()  # what the manifest records holds from any folder, and Ray nodes find
         self.engine = engine
         self.progress = progress
         self.masks = masks
@@ -87,13 +87,6 @@ class BatchDriver:
         self.skipped: list[Record] = []
         self._running: dict[Future[SegmentResult], tuple[Job, Segment]] = {}
         self.interrupted = False  # Ctrl-C or SIGTERM: running segments cancelled, unfinished inputs not recorded
-
-    def fail(self, inputs: list[str], problems: list[Record], reason: str) -> None:
-        """Record every input as failed for ``reason`` (the engine could not start; the caller says why, once)."""
-        for record in problems + [Record(input=url, state="failed", error=reason, config_hash=self.digest)
-                                  for url in inputs]:
-            self.manifest.append(record)
-            self.records.append(record)
 
     def output(self, name: str) -> Path:
         return self.outdir / f"{name}.mp4"
@@ -109,11 +102,12 @@ class BatchDriver:
         for url, name in zip(inputs, self._names(inputs, previous)):
             if self.interrupted:
                 break
-            if url in previous and previous[url].skips(self.digest, self.masks):
-                self.skipped.append(previous[url])
+            earlier = previous.get(input_key(url))
+            if earlier is not None and earlier.skips(self.digest, self.masks):
+                self.skipped.append(earlier)
                 self.progress.skipped += 1
                 continue
-            job = self._plan(url, name, previous[url].outputs if url in previous else [])
+            job = self._plan(url, name, earlier.outputs if earlier is not None else [])
             if job is not None:
                 for segment in job.segments:
                     self._submit(job, segment)
@@ -129,10 +123,10 @@ class BatchDriver:
     def _names(inputs: list[str], previous: dict[str, Record]) -> list[str]:
         """Each input's output name: the one its record gave it (a rerun in another order, or with other inputs,
         keeps it), else `output_names`' rule, never a name that a recorded input holds."""
-        recorded = {url: Path(record.outputs[0]).stem for url, record in previous.items() if record.outputs}
-        new = [url for url in inputs if url not in recorded]
+        recorded = {key: Path(record.outputs[0]).stem for key, record in previous.items() if record.outputs}
+        new = [url for url in inputs if input_key(url) not in recorded]
         fresh = dict(zip(new, unique_names([*recorded.values(), *output_names(new)])[len(recorded):]))
-        return [recorded.get(url) or fresh[url] for url in inputs]
+        return [recorded.get(input_key(url)) or fresh[url] for url in inputs]
 
     def cancel(self) -> None:
         """Stop the batch (a signal handler may call this): cancel every segment; the inputs they belong to get no
@@ -142,12 +136,11 @@ class BatchDriver:
             self._cancel(future)
 
     def _cancel(self, future: Future[SegmentResult]) -> None:
-        assert self.engine is not None
         self.engine.cancel(future)
 
     def _plan(self, url: str, name: str, earlier_outputs: list[str]) -> Job | None:
         size, mtime = input_identity(url) or (None, None)
-        record = Record(input=url, state="failed", config_hash=self.digest, size=size, mtime_ns=mtime)
+        record = Record(input=input_key(url), state="failed", config_hash=self.digest, size=size, mtime_ns=mtime)
         try:
             if "://" not in url and self.output(name).resolve() == Path(url).resolve():
                 raise BadOutputError(f"the output of {url} would overwrite it",
@@ -178,8 +171,8 @@ class BatchDriver:
         return self.outdir / PARTS_NAME / job.name
 
     def _submit(self, job: Job, segment: Segment) -> None:
-        assert self.engine is not None, "fail() is all a driver without an engine does"
-        task = SegmentTask(self.config, job.input, segment, self._parts(job), masks=self.masks, gather=self.gather,
+        task = SegmentTask(self.config, input_key(job.input), segment, self._parts(job), masks=self.masks,
+                           gather=self.gather,
                            cpus=self.engine.cpus_per_task)
         job.tries[segment.number] = job.tries.get(segment.number, 0) + 1
         job.record.attempts += 1

@@ -39,7 +39,7 @@ def join_segments(parts: list[tuple[Path, Fraction]], output: Path, audio_from: 
                         if audio is not None:
                             audio.copy_until(float(Fraction(packet.pts) * packet.time_base))
             if audio is not None:
-                audio.copy_until(float("inf"))
+                audio.finish(float("inf"))  # a re-encoded track's last samples are in its encoder until flushed
                 audio.close()
         staging.replace(output)
     except (av.error.FFmpegError, OSError) as exc:

@@ -31,6 +31,12 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def input_key(url: str) -> str:
+    """What names an input across runs: a local file by its absolute path (``a.mp4``, ``./a.mp4`` and
+    ``/data/a.mp4`` are one input; a Ray node reads it there, whatever folder the node started in), a URL as it is."""
+    return url if "://" in url else str(Path(url).resolve())
+
+
 def input_identity(url: str) -> tuple[int, int] | None:
     """(size, mtime in ns) of a local file; None for what cannot be stat'ed."""
     try:
@@ -69,6 +75,7 @@ class Manifest:
         self.path = outdir / MANIFEST_NAME
 
     def load(self) -> dict[str, Record]:
+        """The last record of each input, by `input_key` (a relative spelling from this folder)."""
         records: dict[str, Record] = {}
         if not self.path.exists():
             return records
@@ -80,7 +87,7 @@ class Manifest:
             except (ValueError, TypeError):  # a line cut short by a crash: that input simply runs again
                 log.warning("%s line %d is damaged; ignoring it", self.path, number)
                 continue
-            records[record.input] = record
+            records[input_key(record.input)] = record
         return records
 
     def append(self, record: Record) -> None:

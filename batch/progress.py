@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -59,13 +61,18 @@ class BatchProgress:
                                      f"{fps:.1f} fps over the cluster · ETA {eta}")
 
 
+def _shown(path: str) -> str:
+    """An input or output path as short as it can be said from here (the manifest holds them absolute)."""
+    return os.path.relpath(path) if Path(path).is_absolute() and Path(path).is_relative_to(Path.cwd()) else path
+
+
 def summary_table(records: list[Record], skipped: list[Record]) -> Table:
     table = Table(title="vidparse batch")
     for column in ("input", "state", "frames", "segments", "attempts", "fps", "seconds", "output or error"):
         table.add_column(column, justify="left" if column in ("input", "state", "output or error") else "right")
     for record in records + skipped:
         state = "skipped (done)" if record in skipped else record.state
-        table.add_row(record.input, state, str(record.frames), str(record.segments), str(record.attempts),
+        table.add_row(_shown(record.input), state, str(record.frames), str(record.segments), str(record.attempts),
                       f"{record.fps:.2f}", f"{record.seconds:.1f}",
-                      record.error or ", ".join(record.outputs), style="red" if record.state == "failed" else None)
+                      record.error or ", ".join(map(_shown, record.outputs)), style="red" if record.state == "failed" else None)
     return table

@@ -61,14 +61,21 @@ def test_local_batch_equals_run_and_a_rerun_skips_everything(batch_clips: BatchC
 
 
 
-def test_a_rerun_with_another_config_and_no_masks_removes_the_earlier_masks(batch_clips: BatchClips,
-                                                                               tmp_path: Path) -> None:
-    """The labels of the earlier video would sit beside a new one they do not describe."""
+def test_reruns_know_an_input_by_any_spelling_keep_it_done_through_a_refused_start_and_drop_stale_masks(
+        batch_clips: BatchClips, tmp_path: Path) -> None:
+    """A batch refused at start records nothing (the done input stays done); the earlier labels of an input parsed
+    again without --masks would sit beside a new video they do not describe."""
     clip = str(batch_clips.short[0])
     first = run_cli("batch", clip, "-o", str(tmp_path), "--config", str(BATCH_CONFIG), "--masks")
     assert first.returncode == 0, first.stderr
     (masks,) = [Path(p) for p in manifest(tmp_path)[0]["outputs"] if Path(p).is_dir()]
     assert len(list(masks.iterdir())) == SHORT_FRAMES
+    refused = run_cli("batch", clip, "-o", str(tmp_path), "--config", str(BATCH_CONFIG), "--cpus-per-task", "1000")
+    assert refused.returncode == 2 and len(manifest(tmp_path)) == 1, refused.stderr
+    spelt = subprocess.run([sys.executable, "-m", "vidparse", "batch", f"./{batch_clips.short[0].name}", "-o",
+                            os.path.relpath(tmp_path, batch_clips.folder), "--config", str(BATCH_CONFIG), "--masks"],
+                           capture_output=True, text=True, timeout=300, cwd=batch_clips.folder)
+    assert spelt.returncode == 0 and "0 done, 0 failed, 1 skipped" in spelt.stderr, spelt.stderr
     other = tmp_path / "other.yaml"
     other.write_text(BATCH_CONFIG.read_text() + "compose:\n  alpha: 0.3\n")
     again = run_cli("batch", clip, "-o", str(tmp_path), "--config", str(other))
@@ -142,15 +149,13 @@ def test_a_failing_segment_is_retried_and_a_failure_every_run_meets_is_not(batch
     assert len(errors(result.stderr)) == 1
 
 
-def test_an_unreachable_ray_cluster_is_one_line_and_a_record_per_input(batch_clips: BatchClips,
-                                                                        tmp_path: Path) -> None:
+def test_an_unreachable_ray_cluster_is_one_line_and_no_record(batch_clips: BatchClips, tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     result = run_cli("batch", str(batch_clips.short[3]), "-o", str(tmp_path), "--engine", "ray", "--ray-address",
                      address, "--config", str(BATCH_CONFIG), timeout=60)
     assert result.returncode == 3, result.stderr
     assert errors(result.stderr) == [f"error: Ray cluster at {address} is unreachable: Connection refused"]
-    (record,) = manifest(tmp_path)
-    assert record["state"] == "failed" and "unreachable" in record["error"]
+    assert not (tmp_path / "manifest.jsonl").exists(), "nothing ran: a rerun with the cluster up does every input"
 
 
 def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """`vidparse batch --engine ray` on a real two-node Ray cluster on 127.0.0.1 (1 CPU each): 4 short clips and a
-long one cut into 3 segments, the second node's raylet killed mid-batch, outputs gathered to the driver."""
+long one cut into 3 segments, given by relative paths from another folder than the nodes', the second node's raylet
+killed mid-batch, outputs gathered to the driver."""
 
 from __future__ import annotations
 
@@ -30,12 +31,16 @@ def cluster() -> Iterator[RayCluster]:
         cluster.stop()
 
 
-def batch(cluster: RayCluster, clips: BatchClips, outdir: Path) -> subprocess.Popen:
+def batch(cluster: RayCluster, clips: BatchClips, outdir: Path, relative: bool = False) -> subprocess.Popen:
+    """The batch of the clips; ``relative``: run from the clips' folder with paths relative to it (the nodes started
+    in another folder)."""
     inputs = [str(clips.long), *map(str, clips.short)]
+    if relative:
+        inputs, outdir = [os.path.relpath(p, clips.folder) for p in inputs], Path(os.path.relpath(outdir, clips.folder))
     return subprocess.Popen([sys.executable, "-m", "vidparse", "batch", *inputs, "-o", str(outdir), "--engine", "ray",
                              "--ray-address", cluster.address, "--gather", "--masks", "--config", str(BATCH_CONFIG)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"}, cwd=clips.folder if relative else None)
 
 
 @pytest.mark.slow
@@ -47,7 +52,7 @@ def test_ray_batch_survives_a_dead_node_and_equals_run(cluster: RayCluster, batc
                              capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert too_big.returncode == 2 and "--cpus-per-task 2 is more than any node" in too_big.stderr, too_big.stderr
     assert "hint: --cpus-per-task 1" in too_big.stderr, "refused at once: Ray would wait for such a node for ever"
-    process = batch(cluster, batch_clips, tmp_path)
+    process = batch(cluster, batch_clips, tmp_path, relative=True)
     deadline = time.monotonic() + KILL_WAIT_S
     while not cluster.running_task_on(1) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -66,7 +71,7 @@ def test_ray_batch_survives_a_dead_node_and_equals_run(cluster: RayCluster, batc
         assert len(frame_times(tmp_path / clip.name)) == SHORT_FRAMES
         assert len(list((tmp_path / f"{clip.stem}_masks").iterdir())) == SHORT_FRAMES
 
-    again = batch(cluster, batch_clips, tmp_path)
+    again = batch(cluster, batch_clips, tmp_path)  # absolute paths now: the same inputs
     _, stderr = again.communicate(timeout=BATCH_TIMEOUT_S)
     assert again.returncode == 0, stderr
     assert "0 done, 0 failed, 5 skipped" in stderr

@@ -94,6 +94,8 @@ def test_file_then_cli_overrides(tmp_path: Path) -> None:
         ({"parsers.cihp-lite.material_height": 16}, "'parsers.cihp-lite.material_height' must be between 64 and"),
         ({"parsers.cihp-net.class_offsets.kilt": 1.0}, "unknown config key 'parsers.cihp-net.class_offsets.kilt'"),
         ({"parsers.cihp-net.class_offsets.skirt": "more"}, "'parsers.cihp-net.class_offsets.skirt' must be a number"),
+        ({"parsers.cihp_net.mirror": True}, "unknown config key 'parsers.cihp_net'"),
+        ({"compose.on": True, "compose.colour": "red"}, "unknown config key 'compose.colour'"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, message: str) -> None:
@@ -138,6 +140,10 @@ def test_bad_files(tmp_path: Path) -> None:
     merged = tmp_path / "merged.yaml"  # YAML's merge key is not a repeat: what follows it overrides it
     merged.write_text("a: &base {b: 1, c: 2}\nd:\n  <<: *base\n  b: 3\n")
     assert read_yaml(merged) == {"a": {"b": 1, "c": 2}, "d": {"b": 3, "c": 2}}
+    mixed = tmp_path / "mixed.yaml"  # YAML reads on as true: keys of two types
+    mixed.write_text("compose:\n  on: 1\n  colour: red\n")
+    with pytest.raises(ConfigError, match="unknown config key 'compose.True'"):
+        load_config(mixed)
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("# r\u00e9glage\nworkers: 1\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
