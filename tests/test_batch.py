@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batch_media import BATCH_CONFIG, LONG_FRAMES, SHORT_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
-from conftest import VTEST, assert_audio_copied, run_cli
+from conftest import VTEST, assert_audio_copied, audio_packets, run_cli
 from rtsp import free_port
 from vidparse.batch.manifest import Record, config_hash, input_identity
 from vidparse.batch.plan import plan_segments, read_packets
@@ -100,6 +100,17 @@ def test_a_cut_file_is_parsed_to_where_it_ends_as_run_parses_it(batch_clips: Bat
     assert "the file may be truncated" in " ".join(result.stderr.split())
     alone = run_cli("run", str(cut), "-o", str(tmp_path / "alone.mp4"), "--config", str(BATCH_CONFIG))
     assert alone.returncode == 0 and len(frame_times(tmp_path / "alone.mp4")) == record["frames"]
+
+
+def test_audio_browsers_do_not_play_is_re_encoded_to_its_end(batch_clips: BatchClips, tmp_path: Path) -> None:
+    """8 kHz PCM in an MKV becomes AAC: its last packets leave the encoder only when it is flushed."""
+    clip = tmp_path / "pcm.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(batch_clips.long), "-f", "lavfi", "-i", "sine=f=440:r=8000",
+                    "-t", "2", "-c:v", "copy", "-c:a", "pcm_s16le", "-ac", "1", str(clip)], check=True, timeout=60)
+    result = run_cli("batch", str(clip), "-o", str(tmp_path / "out"), "--config", str(BATCH_CONFIG))
+    assert result.returncode == 0, result.stderr
+    packets = audio_packets(tmp_path / "out" / "pcm.mp4")
+    assert packets[-1][0] + packets[-1][1] == pytest.approx(2.0, abs=0.02), "the audio as long as the input's"
 
 
 def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: BatchClips, clip_with_audio: Path,
