@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -309,19 +309,23 @@ def batch(
     _setup_logging(verbose)
     from vidparse.batch.driver import BatchDriver
     from vidparse.batch.inputs import expand
+    from vidparse.batch.manifest import only_batch_in
     from vidparse.batch.progress import BatchProgress, summary_table
     from vidparse.signals import stop_on_signals
     from vidparse.stages.writers import make_directory
 
-    with user_errors():
+    with user_errors(), ExitStack() as stack:
         settings = _settings(config, {"model": model, "batch.segment_seconds": segment_seconds,
                                       "batch.retries": retries, "batch.cpus_per_task": cpus_per_task})
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, not '{engine}'", hint="--engine local")
+        if engine == "local" and (gather or ray_address != "auto"):
+            raise ConfigError("--ray-address and --gather are for --engine ray", hint="add --engine ray, or leave them out")
         found, problems = expand(list(inputs or []), list_file, outdir)
         if not found and not problems:
             raise ConfigError("no inputs", hint="give video files, folders or patterns, or --list FILE")
         make_directory(outdir, "output folder")
+        stack.enter_context(only_batch_in(outdir))
         progress = BatchProgress(console)
         # no engine, nothing runs: no record either (a manifest's done inputs stay done)
         engine_ = _batch_engine(engine, ray_address, settings.batch.cpus_per_task)

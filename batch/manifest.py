@@ -5,18 +5,23 @@ same configuration and the same file (size and mtime)."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidparse.config import Config
+from vidparse.errors import BadOutputError
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
+LOCK_NAME = ".batch.lock"
 # Keys that change how fast a run goes, never what it writes: not part of the configuration's hash.
 EXECUTION_KEYS = ("workers", "threads", "queue_size", "policy", "max_memory_mb", "frame_timeout_s", "live")
 EXECUTION_BATCH_KEYS = ("retries", "cpus_per_task")
@@ -95,3 +100,16 @@ class Manifest:
             file.write(json.dumps(dataclasses.asdict(record)) + "\n")
             file.flush()
             os.fsync(file.fileno())
+
+
+@contextmanager
+def only_batch_in(outdir: Path) -> Iterator[None]:
+    """Hold ``outdir`` for this batch: a second batch writing there would remove the first's segments and write the
+    manifest over it. The lock goes with the process, however it ends."""
+    with open(outdir / LOCK_NAME, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BadOutputError(f"another vidparse batch is writing {outdir}",
+                                 hint="wait for it to end, or give this one another -o folder") from None
+        yield

@@ -3,6 +3,7 @@ reruns and bad inputs. Real clips, real models, real processes."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -100,6 +101,18 @@ def test_a_cut_file_is_parsed_to_where_it_ends_as_run_parses_it(batch_clips: Bat
     assert "the file may be truncated" in " ".join(result.stderr.split())
     alone = run_cli("run", str(cut), "-o", str(tmp_path / "alone.mp4"), "--config", str(BATCH_CONFIG))
     assert alone.returncode == 0 and len(frame_times(tmp_path / "alone.mp4")) == record["frames"]
+
+
+def test_a_second_batch_on_a_folder_in_use_is_refused_and_ray_options_need_ray(batch_clips: BatchClips,
+                                                                             tmp_path: Path) -> None:
+    """Two batches on one folder would remove each other's segments and write over each other's records."""
+    with open(tmp_path / ".batch.lock", "a") as held:  # as the running batch holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_cli("batch", str(batch_clips.short[1]), "-o", str(tmp_path), "--config", str(BATCH_CONFIG))
+    assert result.returncode == 4 and errors(result.stderr) == [f"error: another vidparse batch is writing {tmp_path}"]
+    assert not (tmp_path / "manifest.jsonl").exists()
+    local = run_cli("batch", str(batch_clips.short[1]), "-o", str(tmp_path), "--gather")
+    assert local.returncode == 2 and "--ray-address and --gather are for --engine ray" in local.stderr
 
 
 def test_audio_browsers_do_not_play_is_re_encoded_to_its_end(batch_clips: BatchClips, tmp_path: Path) -> None:
