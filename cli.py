@@ -41,7 +41,7 @@ models_app = typer.Typer(no_args_is_help=True, help="List, download and make mod
 app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
-TUNE_CONNECT_ATTEMPTS = 3  # tune gives up on a live input it cannot reach after this many reconnect attempts
+MEASURE_CONNECT_ATTEMPTS = 3  # tune, bench and eval-video give up on a live input after this many reconnect attempts
 REPORT_WIDTH = 200  # columns of tables written to a file or a pipe (a terminal gives its own width)
 
 
@@ -110,6 +110,16 @@ def _settings(config: Optional[Path], overrides: dict[str, Any]) -> Config:
 
     with _flags_named(overrides):
         return load_config(config, overrides)
+
+
+def _measuring(settings: Config) -> Config:
+    """A measurement (tune, bench, eval-video) does not wait for ever on a live input that cannot be reached or is
+    gone: at most MEASURE_CONNECT_ATTEMPTS reconnects, whatever the configuration says."""
+    from dataclasses import replace
+
+    if 0 <= settings.live.reconnect_attempts <= MEASURE_CONNECT_ATTEMPTS:
+        return settings
+    return replace(settings, live=replace(settings.live, reconnect_attempts=MEASURE_CONNECT_ATTEMPTS))
 
 
 def _unexpected(exc: BaseException) -> typer.Exit:
@@ -387,10 +397,10 @@ def bench(
             raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")
         check_file_output(markdown, "--markdown", input)
-        settings = _settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None})
+        settings = _measuring(_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None}))
         counts = _worker_counts(workers)
         warn_if_oversubscribed(max(counts))
-        variants = small_people_settings(settings, probe(input).width)
+        variants = small_people_settings(settings, probe(input, settings.live).width)
         trials = []
         with Progress(console=console) as progress:
             task = progress.add_task("bench", total=len(counts) * len(variants))
@@ -430,8 +440,6 @@ def tune(
 ) -> None:
     """Try (workers, threads per worker) layouts that fit the CPUs this process may use; write the fastest as a config."""
     _setup_logging(False)
-    from dataclasses import replace
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vidparse.bench import machine_description, small_people_settings
@@ -446,8 +454,7 @@ def tune(
         chosen = user_settings(config, flags)
         with _flags_named(flags):
             settings = config_from(chosen)
-        if not 0 <= settings.live.reconnect_attempts <= TUNE_CONNECT_ATTEMPTS:  # a trial does not wait for ever
-            settings = replace(settings, live=replace(settings.live, reconnect_attempts=TUNE_CONNECT_ATTEMPTS))
+        settings = _measuring(settings)
         # a live input is not opened twice: its small-people pass is not measured apart
         variants = small_people_settings(settings, probe(input).width) if input_kind(input) is InputKind.FILE else []
         no_small_people = variants[1][1] if len(variants) > 1 else None
@@ -754,9 +761,9 @@ def eval_video(
 
     with user_errors():
         check_file_output(json_path, "--json")
-        settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold,
-                                   temporal_window)
-        frames = probe(input).frames if "://" not in input else 0
+        settings = _measuring(_quality_config(config, model, model_dir, roi_mode, margin, person_height,
+                                              score_threshold, temporal_window))
+        frames = probe(input, settings.live).frames or 0  # a camera that cannot be reached fails here, before the bar
         ground_truth = read_mot(truth) if truth else None
         models = ResolvedModels.for_config(settings)
         with _progress() as progress:

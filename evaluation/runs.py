@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from vidparse.config import Config
-from vidparse.errors import BadOutputError
+from vidparse.errors import BadOutputError, StreamLostError
 from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.metrics import (OTHER, STILL_THRESHOLD, FlickerMeter, coarse_lut, confusion, iou_per_class,
                                          pixel_accuracy, producible)
@@ -29,6 +30,8 @@ from vidparse.stages.types import FrameResult, LabelSet
 MODEL_CANNOT = "n/a: the model cannot produce it"
 TRUTH_LACKS = "n/a: the ground truth has no such class"
 ABSENT = "n/a: on neither side in these images"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -205,15 +208,21 @@ def parsed_frames(config: Config, models: ResolvedModels, url: str, max_frames: 
                   threads: int | None = None, on_frame: Callable[[], None] | None = None
                   ) -> Iterator[tuple[np.ndarray, np.ndarray, FrameResult]]:
     """(image, labels, result) of each frame of a video, parsed as `vidparse run` parses it, in order."""
-    source = VideoSource(url, max_frames=max_frames)
+    source = VideoSource(url, max_frames=max_frames, live=config.live)
     parser = build_person_parser(config, models, threads)
     source.open()
+    seen = 0
     try:
         parser.open()
         for frame in source.frames():
             yield frame.image, *parser.process(frame.image, frame.seq)
+            seen += 1
             if on_frame:
                 on_frame()
+    except StreamLostError as exc:  # a live stream that ended: its frames are measured
+        if not seen:
+            raise
+        log.warning("%s: measuring the %d frames received", exc.message, seen)
     finally:
         parser.close()
         source.close()

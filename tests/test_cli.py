@@ -233,6 +233,8 @@ def png_header_only(width: int, height: int) -> bytes:
         (["batch", "{clip}", "-o", "{tmp}/b", "--cpus-per-task", "1000"], 2, "is more than this machine's"),
         (["batch", "{clip}", "-o", "{tmp}/b", "--retries", "-1"], 2, "--retries must be between 0 and 100, got -1"),
         (["tune", "rtsp://127.0.0.1:9/x", "--seconds", "1"], 3, "Connection refused (3 reconnect attempts failed)"),
+        (["bench", "http://127.0.0.1:9/x.ts", "--frames", "3"], 3, "Connection refused (3 reconnect attempts failed)"),
+        (["eval-video", "rtsp://127.0.0.1:9/x"], 3, "Connection refused (3 reconnect attempts failed)"),
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
     ],
@@ -242,7 +244,8 @@ def png_header_only(width: int, height: int) -> bytes:
          "unknown-model", "missing-config", "missing-model-file", "one-tile", "stats-file-for-two-inputs",
          "photo-past-pils-limit",
          "bench-markdown-nowhere",
-         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "tune-on-an-unreachable-camera", "eval-json-nowhere", "train-into-a-folder"],
+         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "tune-on-an-unreachable-camera", "bench-on-an-unreachable-camera",
+         "eval-video-on-an-unreachable-camera", "eval-json-nowhere", "train-into-a-folder"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
                                                     tmp_path: Path, shared: Path) -> None:
