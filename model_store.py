@@ -183,30 +183,53 @@ def sha256_of(path: Path) -> str:
 
 
 def download(url: str, target: Path, sha256: str | None, progress=None) -> Path:
-    """Download ``url`` to ``target`` atomically, checking its sha256. ``progress(done, total)`` is optional."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                total = int(response.headers.get("Content-Length") or 0)
-                done = 0
-                for block in iter(lambda: response.read(1 << 16), b""):
-                    tmp.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
-        except (urllib.error.URLError, OSError) as exc:
-            tmp_path.unlink(missing_ok=True)
-            raise ModelError(f"download of {url} failed: {exc}",
-                             hint=f"check the network, or copy the file by hand to {target}") from exc
-    if sha256 and (actual := sha256_of(tmp_path)) != sha256:
+    """Download ``url`` to ``target`` atomically, checking its sha256 (or, for a model without a published one, that
+    ONNX Runtime loads it). ``progress(done, total)`` is optional."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False)
+    except OSError as exc:
+        raise ModelError(f"cannot write the model cache {target.parent}: {exc.strerror or exc}",
+                         hint=f"set ${CACHE_ENV} to a writable folder") from exc
+    tmp_path = Path(tmp.name)
+    try:
+        with tmp:
+            done = total = 0
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    total = int(response.headers.get("Content-Length") or 0)
+                    for block in iter(lambda: response.read(1 << 16), b""):
+                        tmp.write(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, total)
+            except (urllib.error.URLError, OSError) as exc:
+                raise ModelError(f"download of {url} failed: {exc}",
+                                 hint=f"check the network, or copy the file by hand to {target}") from exc
+        if total and done < total:
+            raise ModelError(f"download of {url} failed: the connection closed after {done} of {total} bytes",
+                             hint="try again")
+        if sha256 and (actual := sha256_of(tmp_path)) != sha256:
+            raise ModelError(f"checksum mismatch for {url}: got {actual[:16]}…, expected {sha256[:16]}…",
+                             hint="the download is corrupt or the source changed; try again or get the file by hand")
+        if not sha256 and target.suffix == ".onnx":
+            _check_onnx(tmp_path, url)
+    except BaseException:  # a failure, Ctrl-C or SIGTERM: no hidden partial file is left behind
         tmp_path.unlink(missing_ok=True)
-        raise ModelError(f"checksum mismatch for {url}: got {actual[:16]}…, expected {sha256[:16]}…",
-                         hint="the download is corrupt or the source changed; try again or get the file by hand")
+        raise
     tmp_path.chmod(0o644)  # a temporary file is made private; the model is not
     tmp_path.replace(target)
     return target
+
+
+def _check_onnx(path: Path, url: str) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # onnx raises protobuf's DecodeError, its own ValidationError, OSError
+        raise ModelError(f"{url} is not an ONNX model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                         hint="give the model's .onnx file") from exc
 
 
 def pull(name: str, url: str | None = None, progress=None) -> Path:
@@ -220,8 +243,11 @@ def pull(name: str, url: str | None = None, progress=None) -> Path:
         if find_model(need) is None:
             pull(need, progress=progress)
     target = cache_dir() / spec.path
-    if spec.url is None and spec.hub_id is None and url is None:
-        return resolve_model(name)  # it comes with vidparse
+    if spec.url is None and spec.hub_id is None and url is None:  # it comes with vidparse: the shipped copy wins
+        if target.is_file():
+            target.unlink()
+            log.warning("removed %s (a copy pulled --from elsewhere): %s's shipped weights are used", target, name)
+        return resolve_model(name)
     if spec.hub_id and url is None:
         return _snapshot_from_modelscope(spec, target)
     if url is not None and "://" not in url:  # a file downloaded by hand

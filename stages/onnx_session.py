@@ -40,7 +40,8 @@ def open_session(path: Path, threads: int | None = None, graph: bytes | None = N
         return ort.InferenceSession(graph or str(path), options, providers=providers(device))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
         raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}",
-                         hint="the file is corrupt or not an ONNX model; fetch it again with `vidparse models pull`") from exc
+                         hint=f"the file is corrupt or not an ONNX model: replace or remove {path}, then "
+                              "`vidparse models pull` fetches it again") from exc
 
 
 def check_image_input(session: Any, path: Path, what: str, channels_last: bool = False,

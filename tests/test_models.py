@@ -140,6 +140,38 @@ def test_cihp_net_ships_its_weights_and_a_pull_fetches_the_segmenter(isolated: P
     assert model_store.resolve_model("cihp-net") == path
 
 
+def test_a_pull_of_cihp_net_checks_a_copy_from_elsewhere_and_without_one_restores_the_shipped_weights(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDPARSE_MODEL_DIR", str(MODELS))  # the segmenters it needs
+    shipped = model_store.PACKAGED_DIR / "cihp-net.onnx"
+    damaged = isolated / "damaged.onnx"
+    damaged.write_bytes(shipped.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="is not an ONNX model"):
+        model_store.pull("cihp-net", str(damaged))
+    assert not list((isolated / "cache").glob("*cihp-net*")), "nothing of it is kept"
+    copied = model_store.pull("cihp-net", str(shipped))  # a good file from elsewhere is kept, and is used
+    assert copied == isolated / "cache" / "cihp-net.onnx" and model_store.find_model("cihp-net") == copied
+    assert model_store.pull("cihp-net") == shipped and not copied.exists(), "a plain pull: the shipped weights"
+
+
+def test_a_cache_that_cannot_be_written_is_one_line(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (isolated / "afile").write_text("x")
+    monkeypatch.setenv("VIDPARSE_CACHE", str(isolated / "afile"))
+    with pytest.raises(ModelError, match="cannot write the model cache .*afile/fastestdet") as caught:
+        model_store.pull("fastestdet", str(MODELS / "fastestdet" / "FastestDet.onnx"))
+    assert "VIDPARSE_CACHE" in (caught.value.hint or "")
+
+
+def test_a_pull_stopped_midway_leaves_no_partial_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def ctrl_c_midway(done: int, total: int) -> None:
+        if done > total // 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model_store.pull("fastestdet", str(MODELS / "fastestdet" / "FastestDet.onnx"), progress=ctrl_c_midway)
+    assert not [path for path in (isolated / "cache").rglob("*") if path.is_file()], "no hidden partial file"
+
+
 def test_pull_rejects_a_file_with_the_wrong_checksum(isolated: Path, file_server: str) -> None:
     with pytest.raises(ModelError, match="checksum mismatch"):
         model_store.pull("fastestdet", f"{file_server}/bodypix/MobileNetV1-x050-stride16.onnx")
