@@ -122,6 +122,13 @@ class Service:
         self.engines.start()
         threading.Thread(target=self.photos.open, name="vidparse-photo-model", daemon=True).start()
 
+    def stopping_soon(self) -> None:
+        """The server was told to stop: open previews end now, before its grace for open connections runs out (then
+        they would be cancelled, each with an error in the log)."""
+        self.stopping.set()
+        for live in self.streams.list():
+            live.viewers.wake()
+
     def stop(self) -> None:
         self.stopping.set()
         self.engines.stop()

@@ -13,6 +13,7 @@ from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.errors import EngineEndedError
+from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,19 @@ class EngineHost:
             self._current()
 
     def add(self, spec: StreamSpec, subscribers: list[Subscriber], on_open: Callable[[Any], None],
-            on_end: Callable[[StreamEnd], None]) -> tuple[Engine, int]:
-        """Add a stream; ``on_end`` gets its `StreamEnd`, whatever ends it."""
+            on_end: Callable[[StreamEnd], None],
+            on_connecting: Callable[[RunStats], None] | None = None) -> tuple[Engine, int]:
+        """Add a stream; ``on_end`` gets its `StreamEnd`, whatever ends it; ``on_connecting`` each failed attempt
+        to connect (or reconnect) of a live input."""
+        def added(engine: Engine) -> tuple[Engine, int]:
+            return engine, add_stream(engine, spec, subscribers, on_open=on_open, on_end=on_end,
+                                      on_connecting=on_connecting)
+
         with self._lock:
-            engine = self._current()
             try:
-                return engine, add_stream(engine, spec, subscribers, on_open=on_open, on_end=on_end)
+                return added(self._current())
             except EngineEndedError:  # it ended since `_current` looked: the stream goes to a fresh one
-                engine = self._current()
-                return engine, add_stream(engine, spec, subscribers, on_open=on_open, on_end=on_end)
+                return added(self._current())
 
     @staticmethod
     def remove(engine: Engine, stream: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from types import FrameType
 
 import uvicorn
 
@@ -27,6 +28,12 @@ class HideCredentials(logging.Filter):
         return True
 
 
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.config.app.state.service.stopping_soon()
+        super().handle_exit(sig, frame)
+
+
 def serve(settings: ServeSettings, log_level: str = "warning") -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
@@ -34,7 +41,7 @@ def serve(settings: ServeSettings, log_level: str = "warning") -> None:
     for name in LOGGERS:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(HideCredentials())
-    server = uvicorn.Server(config)
+    server = _Server(config)
     # uvicorn handles SIGINT and SIGTERM; a closed terminal's SIGHUP drains and cleans up as SIGTERM does
     signal.signal(signal.SIGHUP, lambda signum, frame: server.handle_exit(signal.SIGTERM, frame))
     server.run()

@@ -76,11 +76,12 @@ class LiveStream:
     engine: Engine | None = None
     stream: int | None = None
     error: str | None = None  # why a failed stream ended
+    failed_attempts: int = 0  # connection attempts failed in a row since the last frame
     viewers: Viewers = field(default_factory=Viewers)
 
     @property
     def active(self) -> bool:
-        return self.state in ("connecting", "live")
+        return self.state in ("connecting", "live", "reconnecting")
 
     def describe(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -94,7 +95,7 @@ class LiveStream:
                 "fps": round(fps, 2), "latency_p50_ms": None if p50 is None else round(p50 * 1000),
                 "latency_p95_ms": None if p95 is None else round(p95 * 1000),
                 "dropped": stats.dropped_frames if stats else 0, "reconnects": stats.reconnects if stats else 0,
-                "error": self.error,
+                "failed_attempts": self.failed_attempts, "error": self.error,
                 "preview": f"/v1/streams/{self.id}/preview.mjpg", "snapshot": f"/v1/streams/{self.id}/snapshot.jpg"}
 
 
@@ -122,7 +123,7 @@ class StreamManager:
         try:
             live.engine, live.stream = self.engines.add(
                 spec, [lambda written, stats: self._frame(live, written, stats)], on_open=lambda info: None,
-                on_end=lambda end: self._ended(live, end))
+                on_end=lambda end: self._ended(live, end), on_connecting=lambda stats: self._connecting(live, stats))
         except BaseException:
             with self._lock:
                 self._streams.pop(ident, None)
@@ -134,10 +135,19 @@ class StreamManager:
         live.stats = stats
         live.version += 1
         live.frame_times.append(time.monotonic())
-        if live.state == "connecting":
+        live.failed_attempts = 0
+        if live.state in ("connecting", "reconnecting"):
             live.state = "live"
         live.metrics.frame(stats)
         live.viewers.wake()
+
+    @staticmethod
+    def _connecting(live: LiveStream, stats: RunStats) -> None:
+        """A failed attempt to connect: a stream that was live is reconnecting (its camera is down or frozen)."""
+        assert stats.connecting is not None
+        live.failed_attempts = stats.connecting[0]
+        if live.state == "live":
+            live.state = "reconnecting"
 
     def _ended(self, live: LiveStream, end: StreamEnd) -> None:
         """A failed stream stays listed with a general error (the server log says why); one that ended otherwise

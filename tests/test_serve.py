@@ -49,6 +49,7 @@ from rtsp import RtspServer, free_port
 from vidparse.config import load_config
 from vidparse.errors import VidparseError
 from vidparse.service.errors import ApiError, install_handlers
+from vidparse.service.server import GRACEFUL_S
 from vidparse.service.inputs import InputPolicy, UrlPolicy
 from vidparse.service.job_manager import JobManager
 from vidparse.service.metrics import Metrics
@@ -250,7 +251,11 @@ def test_live_stream_preview_reconnect_then_removed(server: Server, rtsp_server:
     assert f'vidparse_frames_parsed_total{{stream="{stream["id"]}"}}' in metrics
 
     rtsp_server.kill()  # the camera goes away and comes back: the stream reconnects by itself and counts it
-    time.sleep(2)
+    deadline = time.monotonic() + 60
+    while (down := {s["id"]: s for s in server.client.get("/v1/streams").json()}[stream["id"]])["state"] == "live":
+        assert time.monotonic() < deadline, "a stream whose camera is gone still says live"
+        time.sleep(0.5)
+    assert down["state"] == "reconnecting" and down["failed_attempts"] >= 1, down
     rtsp_server.start()
     deadline = time.monotonic() + 90
     while (now := {s["id"]: s for s in server.client.get("/v1/streams").json()}[stream["id"]])["reconnects"] < 1:
@@ -259,6 +264,8 @@ def test_live_stream_preview_reconnect_then_removed(server: Server, rtsp_server:
     while server.client.get("/v1/streams").json()[0]["frames"] <= now["frames"]:
         assert time.monotonic() < deadline
         time.sleep(0.5)
+    back = server.client.get("/v1/streams").json()[0]
+    assert back["state"] == "live" and back["failed_attempts"] == 0, back
 
     assert server.client.delete(f"/v1/streams/{stream['id']}").status_code == 200
     assert server.client.get(stream["snapshot"]).status_code == 404
@@ -888,21 +895,39 @@ def test_delete_cancels_a_job_then_removes_it(server: Server) -> None:
 
 
 @pytest.mark.slow
-def test_sighup_stops_as_sigterm_does_and_leaves_the_running_job_playable(server: Server) -> None:
-    """Last: stops the module's server. A closed terminal's SIGHUP is handled as uvicorn handles SIGTERM."""
+def test_sighup_stops_as_sigterm_does_and_leaves_the_running_job_playable(server: Server,
+                                                                         rtsp_server: RtspServer) -> None:
+    """Last: stops the module's server. A closed terminal's SIGHUP is handled as uvicorn handles SIGTERM. An open
+    preview ends at once, not cancelled after the grace with an error in the log."""
+    stream = server.client.post("/v1/streams", json={"url": rtsp_server.url}).json()
+    deadline = time.monotonic() + 60
+    while server.client.get(stream["snapshot"]).status_code != 200:
+        assert time.monotonic() < deadline, "the stream never showed a frame"
+        time.sleep(0.5)
     posted = server.client.post("/v1/jobs", json={"input": str(VTEST)})
     assert posted.status_code == 202, posted.text
     job_id = posted.json()["id"]
     wait_for_frames(server, job_id, 3)
-    server.process.send_signal(signal.SIGHUP)
-    started = time.monotonic()
+
+    def watch() -> float:
+        with server.client.stream("GET", stream["preview"]) as preview:
+            for _ in preview.iter_bytes():
+                pass
+        return time.monotonic()
+
+    with ThreadPoolExecutor(1) as pool:
+        viewer = pool.submit(watch)
+        time.sleep(1)
+        server.process.send_signal(signal.SIGHUP)
+        started = time.monotonic()
+        assert viewer.result(timeout=30) - started < GRACEFUL_S, "the preview ended before the grace ran out"
     assert server.process.wait(timeout=30) == -signal.SIGTERM  # uvicorn ends by the signal once it shut down
     assert time.monotonic() - started < 15
     with av.open(str(server.data_dir / "jobs" / job_id / "result.mp4")) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert 3 <= frames < 795
     log = server.process.stdout.read()
-    assert "Traceback" not in log and CAMERA_SECRET not in log
+    assert "Traceback" not in log and "ERROR" not in log and CAMERA_SECRET not in log, log
     # started again at once on the same port, which the closed connections' TIME_WAIT still names
     again = subprocess.Popen(server.process.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
