@@ -33,7 +33,7 @@ from vidparse.service.inputs import InputPolicy, UrlPolicy
 from vidparse.service.job_manager import JobManager, new_id
 from vidparse.service.metrics import Metrics
 from vidparse.service.photos import PhotoParser
-from vidparse.service.streams import StreamManager
+from vidparse.service.streams import LiveStream, StreamManager
 from vidparse.service.uploads import probe_video, read_photo, save_upload
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,14 @@ class PreviewResponse(ReleasedAtEnd, StreamingResponse):
         self.release = release
         super().__init__(parts, media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                          headers={"Cache-Control": "no-store"})
+
+
+def refuse_if_failed(live: LiveStream) -> None:
+    """A failed stream has no frame to come: 409 with why, not a wait (a client obeying Retry-After would poll for
+    ever) nor an empty preview."""
+    if live.state == "failed":
+        raise ApiError(409, f"the stream failed: {live.error}", "remove it (DELETE /v1/streams/{id}) and add it again "
+                       "once the camera is reachable")
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -324,6 +332,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/v1/streams/{stream_id}/snapshot.jpg", tags=["streams"], response_class=Response)
     def snapshot(stream_id: str) -> Response:
         live = service.streams.get(stream_id)
+        refuse_if_failed(live)
         if live.jpeg is None:
             raise ApiError(503, "no frame yet", "the stream is connecting; retry shortly", headers={"Retry-After": "1"})
         return Response(live.jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -333,6 +342,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """The live annotated stream as MJPEG (multipart/x-mixed-replace): each new frame once, sent when the
         stream's writer wakes the viewer. 429 past ``serve.max_viewers`` viewers of the stream."""
         live = service.streams.get(stream_id)
+        refuse_if_failed(live)
         woken = live.viewers.join(serve.max_viewers)
 
         async def parts() -> AsyncIterator[bytes]:

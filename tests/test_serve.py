@@ -805,6 +805,9 @@ def test_a_camera_refusing_us_fails_alone(server: Server, rtsp_servers) -> None:
         assert time.monotonic() < deadline, listed
         time.sleep(0.5)
     assert listed["id"] == stream["id"] and listed["error"] == refused["error"]
+    for path in (stream["snapshot"], stream["preview"]):  # no frame will come: said, not waited for
+        answer = server.client.get(path)
+        assert answer.status_code == 409 and answer.json()["error"] == f"the stream failed: {refused['error']}", path
 
     with_password = url.replace("rtsp://", f"rtsp://viewer:{CAMERA_SECRET}@")
     added = server.client.post("/v1/streams", json={"url": with_password, "name": "unlocked"})
