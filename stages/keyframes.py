@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vidparse.stages.motion import FLOW_PRESETS, warp_labels
+from vidparse.stages.motion import FLOW_PRESETS, backward_maps, moved_labels
 from vidparse.stages.options import KeyframeOptions
 from vidparse.stages.person_parser import PersonParser, box_region, person_stats
 from vidparse.stages.types import Detections, FrameResult
@@ -22,6 +22,10 @@ from vidparse.stages.types import Detections, FrameResult
 # Across dropped frames (live), a frame is carried from one at most this many frames earlier; further back, the
 # motion is too large for the flow to follow and the frame is parsed. (About half a second at 25 fps.)
 MAX_CARRY_GAP = 12
+# A carried person pixel the image contradicts: its grey level, moved by the flow, is this far from the new frame's.
+CONTRADICTED = 30
+# Fewer carried person pixels than this say nothing of a cut.
+MIN_CUT_PIXELS = 200
 
 
 @dataclass
@@ -100,7 +104,12 @@ class KeyframeParser:
             return labels, result
         start = time.perf_counter()
         flow = self._flow.calc(gray, carried.gray, None)
-        labels = warp_labels(carried.labels, flow)
+        maps = backward_maps(flow, gray.shape)
+        labels = moved_labels(carried.labels, maps)
+        if self._is_cut(carried.gray, gray, maps, labels):
+            labels, result, detections = self.parser.process_with_detections(image, seq)
+            self._carried[stream] = _Carried(seq, group, seq, 0, gray, labels, detections)
+            return labels, result
         boxes = track_boxes(carried.detections.boxes, flow, labels)
         detections = Detections(boxes, carried.detections.scores)
         persons = [person_stats(self.label_set, box, score, box_region(labels, box))
@@ -109,6 +118,17 @@ class KeyframeParser:
         result = FrameResult(seq=seq, persons=persons, timings={"propagate": time.perf_counter() - start},
                              carried_from=carried.keyframe)
         return labels, result
+
+    def _is_cut(self, before: np.ndarray, now: np.ndarray, maps: np.ndarray, carried_labels: np.ndarray) -> bool:
+        """Whether the new frame contradicts the persons carried onto it: more than ``cut_share`` of their pixels
+        look unlike what the flow brought there (a cut; the flow follows people who move, and misses some limbs)."""
+        person = carried_labels != 0
+        count = int(np.count_nonzero(person))
+        if count < MIN_CUT_PIXELS or self.options.cut_share >= 1.0:
+            return False
+        moved = cv2.remap(before, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        contradicted = cv2.absdiff(moved, now) > CONTRADICTED
+        return np.count_nonzero(contradicted & person) > self.options.cut_share * count
 
     def forget(self, stream: int) -> None:
         """The stream ended: drop what its frames would be carried from."""

@@ -53,8 +53,12 @@ def warp_labels(labels: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
     """Labels of the previous frame moved onto the current one; ``backward_flow[y, x]`` points from the current
     frame's pixel to where it was in the previous frame (at any scale of the frame). Pixels that came from outside
     the frame get background."""
-    return cv2.remap(labels, backward_maps(backward_flow, labels.shape), None, cv2.INTER_NEAREST,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return moved_labels(labels, backward_maps(backward_flow, labels.shape))
+
+
+def moved_labels(labels: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """`warp_labels` with the remap table (`backward_maps`) already made."""
+    return cv2.remap(labels, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 @dataclass

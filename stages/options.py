@@ -56,6 +56,9 @@ class KeyframeOptions:
     parse_every: int = field(default=1, metadata={"range": (1, 100)})
     # DIS optical flow preset: ultrafast | fast | medium (slower, follows fast limbs better)
     flow_preset: str = field(default="ultrafast", metadata={"choices": FLOW_PRESET_NAMES})
+    # a frame whose image contradicts more than this share of the person pixels carried onto it is parsed
+    # directly (a cut: the carried people are not there); 1 = never
+    cut_share: float = field(default=0.35, metadata={"range": (0.05, 1.0)})
 
 
 @dataclass

@@ -132,3 +132,23 @@ def test_parse_every_3_through_the_pipeline(clip: Path, tmp_path: Path) -> None:
             union = ((exact != 0) | (carried != 0)).sum()
             overlap = ((exact != 0) & (carried != 0)).sum() / union
             assert overlap > 0.5, f"frame {seq}: the carried persons are not where the parse found them"
+
+
+def test_a_cut_is_parsed_not_carried(person_parser, vtest_frame: np.ndarray, shared: Path) -> None:
+    """After a cut the carried people are not there: the new frame contradicts most of their pixels and is parsed
+    (and what follows is carried from it), unless cut detection is off."""
+    other_scene = cv2.resize(cv2.imread(str(shared / "data" / "cihp" / "images" / "0002190.jpg")),
+                             vtest_frame.shape[1::-1])
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=10, flow_preset="ultrafast"))
+    stage.open()
+    stage.process(vtest_frame, seq=0, group=0)
+    _, moved = stage.process(shifted(vtest_frame, 4, 2), seq=1, group=0)
+    assert moved.carried_from == 0, "people who move are no cut"
+    labels, cut = stage.process(other_scene, seq=2, group=0)
+    assert cut.carried_from is None and np.array_equal(labels, person_parser.process(other_scene, seq=2)[0])
+    _, after = stage.process(other_scene, seq=3, group=0)
+    assert after.carried_from == 2
+    never = KeyframeParser(person_parser, KeyframeOptions(parse_every=10, flow_preset="ultrafast", cut_share=1.0))
+    never.open()
+    never.process(vtest_frame, seq=0, group=0)
+    assert never.process(other_scene, seq=1, group=0)[1].carried_from == 0
