@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from vidparse.stages.motion import Flow, FrameMotion, LabelledRegion
-from vidparse.stages.person_parser import counted_person
+from vidparse.stages.person_parser import box_region, counted_person, person_stats
 from vidparse.stages.roi import expand_box
 from vidparse.stages.temporal import MotionVote, TemporalOptions
 from vidparse.stages.tracker import ByteTracker, TrackedBox, TrackingOptions
@@ -125,6 +125,7 @@ class OrderedLabels:
 
     def __init__(self, label_set: LabelSet, temporal: TemporalOptions | None, tracking: TrackingOptions | None,
                  margin: float) -> None:
+        self.label_set = label_set
         self.tracks = TrackLabels(tracking, label_set, margin) if tracking and tracking.enabled else None
         self.vote = MotionVote(temporal, len(label_set)) if temporal and temporal.window > 1 else None
         flow_options = temporal or TemporalOptions()
@@ -146,6 +147,10 @@ class OrderedLabels:
         if self.vote:
             labels = self.vote.process(labels, flow)
         if not self.tracks:
+            if self.vote:  # each person's parts counted on what is written, the voted labels in its box
+                result = replace(result, persons=[person_stats(self.label_set, np.array(p.box), p.score,
+                                                               box_region(labels, np.array(p.box)))
+                                                  for p in result.persons])
             return TrackedFrame(labels, None, result)
         return self.tracks.process(labels, result, None if flow is None else flow.backward)
 

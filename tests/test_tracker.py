@@ -9,7 +9,8 @@ import numpy as np
 
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.motion import FrameMotion
-from vidparse.stages.track_labels import TrackLabels
+from vidparse.stages.temporal import TemporalOptions
+from vidparse.stages.track_labels import OrderedLabels, TrackLabels
 from vidparse.stages.tracker import ByteTracker, TrackingOptions
 from vidparse.stages.types import FrameResult, PersonStats
 
@@ -170,3 +171,23 @@ def test_a_bridged_person_follows_its_pixels_motion() -> None:
     assert abs(person.box[0] - 48) < 8, person.box
 
 
+
+
+def test_without_tracking_the_persons_parts_are_counted_on_the_voted_labels() -> None:
+    """--no-tracking with the vote: the statistics describe what is written, not the parse the vote replaced."""
+    label_set = load_label_set("bodypix")
+    ordered = OrderedLabels(label_set, TemporalOptions(window=5), None, 0.1)
+    ordered.open()
+    image = np.zeros((100, 130, 3), np.uint8)
+    box = (20.0, 10.0, 60.0, 90.0)
+    parse = np.zeros((100, 130), np.uint8)
+    parse[20:80, 30:50] = 3
+    for seq, labels in enumerate((parse, parse, np.zeros_like(parse))):  # the last parse misses the person
+        person = PersonStats(box=box, score=0.9, part_pixels={label_set.names[3]: int((labels == 3).sum())} if
+                             labels.any() else {})
+        frame = ordered.process(labels, image, FrameResult(seq, [person]), ordered.measure(image, labels))
+    written = frame.labels[10:90, 20:60]
+    assert written.any(), "the vote carries the person over the missed parse"
+    counts = np.bincount(written.ravel(), minlength=len(label_set))
+    assert frame.result.persons[0].part_pixels == {label_set.names[c]: int(counts[c]) for c in np.nonzero(counts)[0]
+                                                   if c != 0}
