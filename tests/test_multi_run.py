@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from PIL import Image
 from conftest import decode_frames, probe_video, run_cli
 from media import ffmpeg
 from rtsp import RtspServer, free_port
+from vidparse.config import load_config
+from vidparse.runs import Source, check_source
 
 FAST = str(Path(__file__).parent / "fast.yaml")
 STREAMS_FAILED_EXIT = 9
@@ -174,3 +177,15 @@ def test_files_and_a_camera_on_one_pool_and_the_camera_lost_for_good(clip: Path,
     assert probe_video(out / "vtest12.mp4").frames == len(list((out / "a_masks").glob("*.png"))) == 8
     assert probe_video(out / "middle.mp4").frames == len(list((out / "b_masks").glob("*.png"))) == 6
     assert probe_video(out / "camera.mp4").frames == len(stats_lines(camera_stats)) >= 3
+
+
+def test_policy_drop_on_a_file_is_warned_not_on_a_camera(clip: Path, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A file is read as fast as it decodes: dropping what comes while the workers are busy drops most frames."""
+    drop = replace(load_config(None), policy="drop")
+    check_source(Source(str(clip), tmp_path / "o.mp4"), drop)
+    assert "vtest12: policy drop on a file or photos drops every frame" in caplog.text
+    caplog.clear()
+    check_source(Source(f"rtsp://127.0.0.1:{free_port()}/cam", tmp_path / "c.mp4"), drop)
+    check_source(Source(str(clip), tmp_path / "o.mp4"), load_config(None))
+    assert "policy drop" not in caplog.text
