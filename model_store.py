@@ -248,6 +248,10 @@ def pull(name: str, url: str | None = None, progress=None) -> Path:
             target.unlink()
             log.warning("removed %s (a copy pulled --from elsewhere): %s's shipped weights are used", target, name)
         return resolve_model(name)
+    present = find_model(name)
+    if url is None and spec.sha256 and present is not None and present.is_file() and sha256_of(present) == spec.sha256:
+        log.info("%s is here already: %s (its sha256 checked)", name, present)
+        return present
     if spec.hub_id and url is None:
         return _snapshot_from_modelscope(spec, target)
     if url is not None and "://" not in url:  # a file downloaded by hand
@@ -258,7 +262,11 @@ def pull(name: str, url: str | None = None, progress=None) -> Path:
     source = url or spec.url
     assert source is not None
     log.info("downloading %s from %s", name, source)
-    return download(source, target, spec.sha256, progress)
+    download(source, target, spec.sha256, progress)
+    if present is not None and present != target:  # a copy in $VIDPARSE_MODEL_DIR is looked at first
+        log.warning("%s is found before %s and is not the file just fetched: remove it to use the new one", present,
+                    target)
+    return target
 
 
 def _snapshot_from_modelscope(spec: ModelSpec, target: Path) -> Path:

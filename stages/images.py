@@ -38,7 +38,7 @@ _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 def is_image_input(spec: str) -> bool:
     """Whether ``spec`` names images rather than a video: an image file, a folder, a %d or glob pattern of images."""
-    if "://" in spec:
+    if "://" in spec or not spec.strip():  # Path("") is the current folder
         return False
     path = Path(spec)
     if path.is_dir():

@@ -192,6 +192,8 @@ def _finite(container: av.container.InputContainer) -> bool:
 def open_container(url: str, options: dict[str, str] | None = None) -> av.container.InputContainer:
     """Open an input for reading, turning FFmpeg's failures into one clear ``BadInputError`` (``options``: FFmpeg's
     format options)."""
+    if not url.strip():  # Path("") is the current folder
+        raise BadInputError("the input is an empty name", hint="give a video file or a URL")
     if "://" not in url:
         path = Path(url)
         if not path.exists():

@@ -204,6 +204,8 @@ def png_header_only(width: int, height: int) -> bytes:
     "args, code, message",
     [
         (["run", "missing.avi", "-o", "{tmp}/o.mp4"], 3, "error: input missing.avi does not exist"),
+        (["run", "", "-o", "{tmp}/o.mp4"], 3, "error: the input is an empty name"),
+        (["eval-video", ""], 3, "error: the input is an empty name"),
         (["run", "{notvideo}", "-o", "{tmp}/o.mp4"], 3, "is not a readable video"),
         (["run", "{image}", "-o", "{tmp}/o.gif"], 4, "is neither a video nor an image"),
         (["run", "{clip}", "-o", "{tmp}/nodir/o.mp4"], 4, "error: output directory"),
@@ -238,7 +240,7 @@ def png_header_only(width: int, height: int) -> bytes:
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
     ],
-    ids=["missing-input", "text-as-video", "image-to-gif", "missing-output-dir", "output-dir-is-a-file", "read-only-output",
+    ids=["missing-input", "empty-input-name", "eval-video-empty-input-name", "text-as-video", "image-to-gif", "missing-output-dir", "output-dir-is-a-file", "read-only-output",
          "bad-extension", "no-extension", "output-is-the-input", "config-not-utf8", "zero-workers", "flag-out-of-range",
          "config-key-out-of-range",
          "unknown-model", "missing-config", "missing-model-file", "one-tile", "stats-file-for-two-inputs",

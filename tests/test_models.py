@@ -172,6 +172,12 @@ def test_a_pull_stopped_midway_leaves_no_partial_file(isolated: Path, monkeypatc
     assert not [path for path in (isolated / "cache").rglob("*") if path.is_file()], "no hidden partial file"
 
 
+def test_a_pull_of_a_model_present_and_whole_fetches_nothing(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDPARSE_MODEL_DIR", str(MODELS))  # no network here: a download would fail
+    assert model_store.pull("bodypix") == MODELS / model_store.MODELS["bodypix"].path
+    assert not (isolated / "cache").exists()
+
+
 def test_pull_rejects_a_file_with_the_wrong_checksum(isolated: Path, file_server: str) -> None:
     with pytest.raises(ModelError, match="checksum mismatch"):
         model_store.pull("fastestdet", f"{file_server}/bodypix/MobileNetV1-x050-stride16.onnx")
