@@ -252,13 +252,13 @@ def check_source(source: Source, config: Config) -> StreamSpec:
         local = input_kind(source.input) is InputKind.FILE
         if local and not images:
             probe(source.input)
-    if config.policy == "drop" and (images is not None or input_kind(source.input) is InputKind.FILE):
-        log.warning("%s: policy drop on a file or photos drops every frame that comes while the workers are busy (a "
-                    "file is read as fast as it decodes); the default, block, parses them all", source.label)
         if source.output is not None:
             check_output_path(source.output)
             if local:
                 check_not_overwriting(images.paths if images else [Path(source.input)], [source.output])
+    if config.policy == "drop" and (images is not None or input_kind(source.input) is InputKind.FILE):
+        log.warning("%s: policy drop on a file or photos drops every frame that comes while the workers are busy (a "
+                    "file is read as fast as it decodes); the default, block, parses them all", source.label)
     return StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
                       instances_dir=source.instances, max_frames=source.max_frames, images=images,
                       name=source.label)
