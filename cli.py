@@ -714,6 +714,7 @@ def train_weights(
     logging.getLogger("vidparse.training").setLevel(logging.INFO)  # each epoch's loss, each fold scored
     with user_errors():
         from vidparse.evaluation.tables import image_table
+        from vidparse.signals import interrupted_by_stop_signals
 
         try:
             from vidparse.training.run import TrainingJob
@@ -723,7 +724,7 @@ def train_weights(
         job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache,
                           bfloat16=not float32, class_weight_power=class_weight_power)
         samples = job.check()
-        with _progress() as progress:
+        with _progress() as progress, interrupted_by_stop_signals():
             card = job.run(progress, samples)
         for report in job.scores.values():
             report_console().print(image_table(report))

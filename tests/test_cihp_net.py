@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import torch
 
 from conftest import run_cli
 from vidparse.errors import ModelError
-from vidparse.evaluation.datasets import find_samples
+from vidparse.evaluation.datasets import Sample, find_samples
 from vidparse.model_store import PACKAGED_DIR, resolve_model, sha256_of
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.options import ClassOffsets
@@ -385,11 +389,17 @@ def test_a_loose_crops_signs_and_grass_stay_background(shared: Path) -> None:
     assert (labels[half:] > 0).mean() > 0.1
 
 
-def test_training_loss_falls_on_four_photos(shared: Path) -> None:
+def test_training_loss_falls_on_four_photos(shared: Path, tmp_path: Path) -> None:
     samples = find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:4]
     extractor = Extractor("ccp", threads=2)
     examples = [e for sample in samples for e in extractor.examples(sample, seed=0)]
     assert len(examples) == 8 and sum(e.small for e in examples) == 4
+    with Image.open(samples[0].image_path) as image, Image.open(samples[0].label_path) as labels:
+        size = (image.width // 20, image.height // 20)  # a person under 48 pixels: already small
+        image.resize(size).save(tmp_path / "small.jpg")
+        labels.resize(size, Image.NEAREST).save(tmp_path / "small.png")
+    small = extractor.examples(Sample("small", tmp_path / "small.jpg", tmp_path / "small.png"), seed=0)
+    assert [e.small for e in small] == [False], "one view: a second full-size one would be scored twice"
     losses: list[float] = []
     settings = fit.TrainSettings(epochs=10, batch_size=4, learning_rate=1e-2)
     model = fit.train(examples, settings, on_epoch=lambda _, loss: losses.append(loss))
@@ -419,6 +429,20 @@ def test_the_training_cache_keeps_the_example_sets_used_last(tmp_path: Path) -> 
     prune_cache(tmp_path, keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["examples-c.npz", "examples-d.npz", "examples-e.npz",
                                                           "examples-f.partial.npz", "other.npz"]
+
+
+def test_a_damaged_cached_example_set_is_computed_again(shared: Path, tmp_path: Path, caplog) -> None:
+    from vidparse.training.dataset import extract
+
+    samples = find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:1]
+    first = extract(samples, "ccp", 0, 1, tmp_path)
+    (cached,) = tmp_path.glob("examples-*.npz")
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short, as a full disk or a killed copy leaves it
+    with caplog.at_level("WARNING"):
+        again = extract(samples, "ccp", 0, 1, tmp_path)
+    assert "are damaged" in caplog.text and len(again) == len(first) == 2
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(first, again))
+    assert [p.name for p in tmp_path.iterdir()] == [cached.name], "whole again, and no partial file left"
 
 
 def test_training_batches_hold_one_crop_width_each() -> None:
@@ -498,6 +522,27 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     assert net.logits(*fixed_inputs()).shape == (len(FINE_CLASSES), cihp_net.DETAIL_HEIGHT, 96)
 
 
+def test_sigterm_stops_training_with_its_processes(shared: Path, tmp_path: Path) -> None:
+    """By Python's default SIGTERM ended the command alone, and the processes running the frozen models ran on."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    for sample in find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:40]:
+        (images / sample.image_path.name).symlink_to(sample.image_path)
+        (labels / sample.label_path.name).symlink_to(sample.label_path)
+    training = subprocess.Popen([sys.executable, "-m", "vidparse", "train", str(images), str(labels), "--folds", "0",
+                                 "--epochs", "1", "--processes", "2", "--cache", str(tmp_path / "cache"), "-o",
+                                 str(tmp_path / "w.onnx")], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(5)  # the frozen models at work
+    training.send_signal(signal.SIGTERM)
+    _, stderr = training.communicate(timeout=60)
+    assert training.returncode == 130 and "stopped at once" in stderr and "Traceback" not in stderr, stderr
+    deadline = time.monotonic() + 15
+    while subprocess.run(["pgrep", "-g", str(training.pid)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a process of the training still runs"
+        time.sleep(0.2)
+    assert not (tmp_path / "w.onnx").exists()
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["{tmp}/none", "{tmp}/none"], 3, "images folder"),
     (["{images}", "{labels}", "--folds", "1"], 2, "--folds 1 leaves nothing to train on"),
@@ -505,8 +550,11 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     (["{tmp}/one", "{tmp}/one", "--folds", "2"], 2, "--folds 2 needs 2 photos or more"),
     (["{images}", "{labels}", "--cache", "{tmp}/file"], 2, "is a file"),
     (["{tmp}/small", "{tmp}/small", "--folds", "0"], 3, "0033.png is 10x10 but its image is"),
+    (["{tmp}/small", "{tmp}/small", "--folds", "0", "-o", "{tmp}/small/0032.png"], 4, "the weights are an ONNX file"),
+    (["{tmp}/one", "{tmp}/one", "--folds", "0", "-o", "{tmp}/carded/w.onnx"], 4, "MODEL_CARD.md is not a file"),
+    (["{tmp}/one", "{tmp}/one", "--folds", "0", "--cache", "/proc/vidparse-cache"], 4, "cannot make the cache folder"),
 ], ids=["missing-folder", "one-fold", "missing-output-folder", "more-folds-than-photos", "cache-is-a-file",
-        "label-of-another-size"])
+        "label-of-another-size", "weights-onto-a-label-map", "model-card-is-a-folder", "cache-not-writable"])
 def test_train_mistakes_are_one_line_before_any_work(args: list[str], code: int, message: str, shared: Path,
                                                     tmp_path: Path) -> None:
     values = {"tmp": tmp_path, "images": shared / "data" / "ccp-train" / "images",
@@ -520,6 +568,7 @@ def test_train_mistakes_are_one_line_before_any_work(args: list[str], code: int,
         (tmp_path / "small" / f"{name}.jpg").symlink_to(values["images"] / f"{name}.jpg")
     (tmp_path / "small" / "0032.png").symlink_to(values["labels"] / "0032.png")
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small" / "0033.png")
+    (tmp_path / "carded" / "MODEL_CARD.md").mkdir(parents=True)
     result = run_cli("train", "--cache", str(tmp_path / "cache"), *[a.format(**values) for a in args])
     assert result.returncode == code, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

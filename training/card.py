@@ -71,6 +71,10 @@ def cpu_name() -> str:
     return platform.processor() or "an unnamed CPU"
 
 
+def card_path(weights: Path) -> Path:
+    return weights.with_name("MODEL_CARD.md")
+
+
 def write_card(weights: Path, record: TrainingRecord) -> Path:
     settings = record.settings
     scores = _scores_section(record)
@@ -103,9 +107,9 @@ parser (stages/parsers/cihp_net.py) turns those into CIHP's 20 classes with Body
 {FROZEN_MODELS}
 {scores}
 """
-    path = weights.with_name("MODEL_CARD.md")
-    if path.is_file() and (described := re.match(r"# cihp-net weights: `(.+)`", path.read_text())) \
-            and described[1] != weights.name:
+    path = card_path(weights)
+    earlier = path.read_text(errors="replace") if path.is_file() else ""
+    if (described := re.match(r"# cihp-net weights: `(.+)`", earlier)) and described[1] != weights.name:
         log.warning("%s described %s and now describes %s: keep weights you trained in folders of their own", path,
                     described[1], weights.name)
     path.write_text(text)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -92,19 +94,22 @@ class Extractor:
             return []
         rng = np.random.default_rng([seed, int(hashlib.sha256(sample.name.encode()).hexdigest()[:8], 16)])
         ys = np.nonzero(person.any(axis=1))[0]
-        small_scale = min(1.0, rng.uniform(*SMALL_PERSON) / (ys[-1] + 1 - ys[0]))
-        return [self._view(sample.name, image, fine, person, scale) for scale in (1.0, small_scale)]
+        small_scale = rng.uniform(*SMALL_PERSON) / (ys[-1] + 1 - ys[0])
+        scales = [1.0, small_scale] if small_scale < 1 else [1.0]
+        views = [self._view(sample.name, image, fine, person, scale) for scale in scales]
+        return [view for view in views if view is not None]
 
-    def _view(self, name: str, image: np.ndarray, fine: np.ndarray, person: np.ndarray, scale: float) -> Example:
+    def _view(self, name: str, image: np.ndarray, fine: np.ndarray, person: np.ndarray,
+              scale: float) -> Example | None:
+        """The example of the photo scaled by ``scale``; None for a scaled-down view in which nothing of the person
+        is left (a person already small has the full-size view only: each photo is scored once)."""
+        seen, seen_person = image, person
         if scale < 1:
             size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
             seen = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             seen_person = cv2.resize(person.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
             if not seen_person.any():
-                seen_person = person
-                seen, scale = image, 1.0
-        else:
-            seen, seen_person = image, person
+                return None
         box = person_box(self.detector, seen, seen_person)
         crop = crop_person(seen, box.tolist(), ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE)
         (outputs,) = self.frozen.analyze([crop])  # no person check: every crop's outputs
@@ -154,8 +159,13 @@ def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int
     cached = cache / f"examples-{cache_key(samples, label_set, seed)}.npz" if cache else None
     if cached and cached.is_file():
         log.info("examples from %s", cached)
-        cached.touch()  # recently used: kept by prune_cache
-        return load_examples(cached)
+        try:
+            examples = load_examples(cached)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # cut short, damaged
+            log.warning("the cached examples %s are damaged (%s): computing them again", cached, exc)
+        else:
+            cached.touch()  # recently used: kept by prune_cache
+            return examples
     examples: list[Example] = []
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(label_set,)) as pool:
@@ -190,9 +200,12 @@ def save_examples(examples: Sequence[Example], path: Path) -> None:
         arrays[f"features_{index}"], arrays[f"details_{index}"] = example.features, example.details
         arrays[f"coarse_{index}"] = example.coarse
         arrays[f"labels_{index}"] = example.labels
-    tmp = path.with_suffix(".partial.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    tmp = path.with_suffix(f".{os.getpid()}.partial.npz")  # two trainings on one cache write files of their own
+    try:
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_examples(path: Path) -> list[Example]:

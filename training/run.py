@@ -13,14 +13,15 @@ from pathlib import Path
 import torch
 from rich.progress import Progress, TaskID
 
-from vidparse.errors import BadOutputError, ConfigError
+from vidparse.errors import BadOutputError, ConfigError, not_writable
 from vidparse.evaluation.datasets import Sample, check_labels, find_samples
 from vidparse.evaluation.runs import ImageReport
 from vidparse.model_store import training_cache_dir
 from vidparse.pipeline.cpus import usable_cpus
+from vidparse.runs import check_not_overwriting
 from vidparse.stages.labels import load_label_set
 from vidparse.training import dataset, fit
-from vidparse.training.card import TrainingRecord, write_card
+from vidparse.training.card import TrainingRecord, card_path, write_card
 from vidparse.training.network import export_onnx
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,35 @@ class TrainingJob:
         if len(samples) < self.folds:
             raise ConfigError(f"--folds {self.folds} needs {self.folds} photos or more, {self.images} holds "
                               f"{len(samples)}", hint="use --folds 0 (no scores) or fewer folds")
-        if self.cache is not None and self.cache.exists() and not self.cache.is_dir():
-            raise ConfigError(f"--cache {self.cache} is a file", hint="give a folder for the frozen models' outputs")
+        if self.output.suffix.lower() != ".onnx":  # also never a photo, a label map or the model card
+            raise BadOutputError(f"--output {self.output}: the weights are an ONNX file",
+                                 hint="give a file name ending in .onnx (MODEL_CARD.md is written beside it)")
+        check_not_overwriting([s.image_path for s in samples] + [s.label_path for s in samples],
+                              [self.output, card_path(self.output)])
+        if card_path(self.output).exists() and not card_path(self.output).is_file():
+            raise BadOutputError(f"{card_path(self.output)} is not a file: the model card cannot be written there",
+                                 hint="write the weights into another folder")
+        cache = self.cache or training_cache_dir()
+        if cache.exists() and not cache.is_dir():
+            raise ConfigError(f"--cache {cache} is a file", hint="give a folder for the frozen models' outputs")
         highest = check_labels(samples, label_set)
         if self.label_set == "ccp" and highest < len(load_label_set("cihp")):
             log.warning("the label maps in %s use no class above %d, as CIHP's would: check --label-set (ccp has %d)",
                         self.labels, highest, len(label_set))
+        self._check_cache(cache)
         return samples
+
+    @staticmethod
+    def _check_cache(cache: Path) -> None:
+        """The cache can be written (found now, not after every photo went through the frozen models)."""
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadOutputError(f"cannot make the cache folder {cache}: {exc.strerror or exc}",
+                                 hint="give --cache a writable folder (or set VIDPARSE_CACHE)") from exc
+        if (refused := not_writable(cache / ".vidparse-probe")) is not None:
+            raise BadOutputError(f"the cache folder {cache} is not writable: {refused.strerror or refused}",
+                                 hint="give --cache a writable folder (or set VIDPARSE_CACHE)")
 
     def run(self, progress: Progress, samples: list[Sample]) -> Path:
         """Train on ``samples`` (from `check`) and write the weights and their model card; returns the card's
@@ -88,7 +111,8 @@ class TrainingJob:
         except OSError as exc:
             raise BadOutputError(f"cannot write {self.output}: {exc.strerror or exc}", hint="check the folder is writable") from exc
         record = TrainingRecord(command=shlex.join(["vidparse", *sys.argv[1:]]), images=self.images,
-                                label_set=self.label_set, photos=len(samples), examples=len(examples), settings=settings,
+                                label_set=self.label_set, photos=len({e.name for e in examples}),
+                                examples=len(examples), settings=settings,
                                 seconds=time.perf_counter() - start, folds=self.folds, scores=self.scores)
         return write_card(self.output, record)
 
