@@ -99,9 +99,9 @@ def _flags_named(overrides: dict[str, Any]) -> Iterator[None]:
         if exc.key is None or overrides.get(exc.key) is None:
             raise
         flag = _FLAG_NAMES.get(exc.key, "--" + exc.key.rsplit(".", 1)[-1].replace("_", "-"))
-        raise ConfigError(exc.message.replace(f"config key '{exc.key}'", flag),
-                          exc.hint.replace(f"set {exc.key} to", f"give {flag}").replace(exc.key, flag) if exc.hint else None
-                          ) from None
+        hint = exc.hint and (exc.hint.replace(f"set {exc.key} to", f"give {flag}") if f"set {exc.key} to" in exc.hint
+                             else exc.hint.replace(exc.key, flag))
+        raise ConfigError(exc.message.replace(f"config key '{exc.key}'", flag), hint) from None
 
 
 def _settings(config: Optional[Path], overrides: dict[str, Any]) -> Config:
@@ -217,6 +217,7 @@ def run(
     _setup_logging(verbose)
     from vidparse.progress import RunReporter
     from vidparse.runs import RunHooks, load_sources, run_sources, sources_for
+    from vidparse.stages.source import without_credentials
 
     with user_errors():
         settings = _settings(config, {
@@ -242,8 +243,8 @@ def run(
         else:
             streams = sources_for(inputs, target, masks, stats_path, instances, max_frames)
         single = len(streams) == 1 and not sources
-        names = [s.input if "://" in s.input else Path(s.input).name for s in streams] if single else [
-            s.label for s in streams]
+        names = [without_credentials(s.input) if "://" in s.input else Path(s.input).name for s in streams] \
+            if single else [s.label for s in streams]
         with RunReporter(console, names) as reporter:
             def on_open(index: int, info: object) -> None:
                 reporter.on_open(index, info)

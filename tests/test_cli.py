@@ -215,7 +215,8 @@ def png_header_only(width: int, height: int) -> bytes:
         (["run", "{clip}", "-o", "{tmp}/newdir"], 4, "has no extension and is not a folder"),
         (["run", "{tmp}/in.mp4", "-o", "{tmp}/./in.mp4"], 4, "would overwrite the input"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/latin1.yaml"], 2, "is not UTF-8 text"),
-        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "--workers must be between 1 and"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "--workers must be between 1 and 1024, got 0 "
+                                                                       "hint: give --workers a value in [1, 1024]"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--parse-every", "0"], 2, "--parse-every must be between 1 and 100, got 0 "
                                                                            "hint: give --parse-every a value in [1, 100]"),
         (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/zero.yaml"], 2,

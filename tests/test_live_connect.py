@@ -145,7 +145,8 @@ def test_a_malformed_url_fails_at_once(caplog: pytest.LogCaptureFixture, tmp_pat
         f"error: input rtsp://[::1:{port}/x is not a well-formed URL: Invalid IPv6 URL"], result.stderr
 
 
-def test_missing_or_wrong_credentials_fail_at_once(rtsp_servers: Make, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_or_wrong_credentials_fail_at_once(rtsp_servers: Make, caplog: pytest.LogCaptureFixture,
+                                                   tmp_path: Path) -> None:
     server = rtsp_servers("--user", "viewer:secret").start()
     for credentials in ("", "viewer:wrong@"):
         fails_at_once(server.url.replace("rtsp://", f"rtsp://{credentials}"), "401", caplog)
@@ -153,6 +154,9 @@ def test_missing_or_wrong_credentials_fail_at_once(rtsp_servers: Make, caplog: p
         VideoSource(server.url.replace("rtsp://", "rtsp://viewer:wrong@"), live=TOO_SHORT).open()
     assert server.url in refused.value.message and "wrong" not in refused.value.message  # no password shown
     assert opens(server.url.replace("rtsp://", "rtsp://viewer:secret@")) == (768, 576)
+    run = run_cli("run", server.url.replace("rtsp://", "rtsp://viewer:secret@"), "-o", str(tmp_path / "o.mp4"),
+                  "--model", "bodypix", "--max-frames", "3", timeout=120)
+    assert run.returncode == 0 and "secret" not in run.stdout + run.stderr, run.stderr  # the progress line too
 
 
 def test_wrong_path_fails_at_once(rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
