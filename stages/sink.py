@@ -327,12 +327,15 @@ class AudioCopy:
         self._stream = self._input.streams.audio[0]
         self._encoder: av.audio.stream.AudioStream | None = None
         codec = self._stream.codec_context.codec.canonical_name  # "mp3", where the decoder is "mp3float"
-        if codec in BROWSER_AUDIO:
+        # AAC in ADTS frames (MPEG-TS, HLS) carries no AudioSpecificConfig, which an MP4 needs: re-encoded too
+        adts = codec == "aac" and not self._stream.codec_context.extradata
+        if codec in BROWSER_AUDIO and not adts:
             self._out_stream = output.add_stream_from_template(self._stream)
         else:
             self._encoder = self._out_stream = output.add_stream("aac", rate=self._stream.rate or 48000)
             self._encoder.layout = "stereo" if self._stream.channels > 1 else "mono"
-            log.info("audio %s re-encoded as AAC (browsers do not play it in an MP4)", codec)
+            log.info("audio %s re-encoded as AAC (%s)", codec,
+                     "its ADTS frames do not go into an MP4 as they are" if adts else "browsers do not play it in an MP4")
         self._output = output
         self._packets = self._input.demux(self._stream)
         self._pending: av.Packet | None = None
