@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass
 
@@ -89,11 +90,12 @@ class MemoryBudget:
         fixed_mb = PROCESS_MB * (workers + 2) + COMPILED_VOTE_MB + FRAME_COPIES_OUTSIDE_SLOTS * slot_mb + others_mb
         fitting = int((self.total_mb - fixed_mb) // slot_mb)
         if fitting < least:
-            need = fixed_mb + least * slot_mb
+            need = math.ceil(fixed_mb + least * slot_mb)  # rounded up: the value the hint names is enough
             held = f" ({others_mb:.0f} MB of it held by {len(others)} other streams)" if others_mb else ""
             raise ConfigError(f"max_memory_mb {self.total_mb} is too small for these frames with {workers} "
-                              f"workers{held}: about {need:.0f} MB is needed",
-                              hint=f"raise --max-memory to {need:.0f} or more, or use fewer --workers")
+                              f"worker{'s' if workers > 1 else ''}{held}: about {need} MB is needed",
+                              hint=f"raise --max-memory to {need} or more"
+                                   + (", or use fewer --workers" if workers > 1 else ""))
         count = min(wanted, fitting)
         self._reserved_mb[stream] = PROCESS_MB + (FRAME_COPIES_OUTSIDE_SLOTS + count) * slot_mb
         return count

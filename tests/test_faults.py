@@ -300,6 +300,10 @@ def test_4k_runs_within_its_memory_budget(shared: Path, tmp_path: Path) -> None:
     assert peaks["budget"] <= budget, f"peak {peaks['budget']:.0f} MB over the {budget} MB budget"
     too_small = run_cli("run", str(clip), "-o", str(tmp_path / "small.mp4"), "--max-memory", "300")
     assert too_small.returncode == 2 and "is too small for these frames" in too_small.stderr
+    named = re.search(r"raise --max-memory to (\d+) or more", too_small.stderr)
+    assert named, too_small.stderr
+    enough = run_cli("run", str(clip), "-o", str(tmp_path / "enough.mp4"), "--max-memory", named[1], "--max-frames", "2")
+    assert enough.returncode == 0, f"the value the hint names is enough: {enough.stderr}"
 
 
 def test_a_mask_folder_that_vanishes_mid_run(clip40: Path, tmp_path: Path) -> None:
