@@ -191,7 +191,7 @@ def run(
     masks: Annotated[Optional[Path], typer.Option(help="Write one palette PNG of class ids per frame here.")] = None,
     stats: Annotated[Optional[str], typer.Option(
         metavar="PATH", help="Write one JSON line of statistics per frame here (a folder: <name>.jsonl in it).")] = None,
-    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames (of a live input: frames received, those the drop policy drops included).")] = None,
     parse_every: Annotated[Optional[int], typer.Option(help="Parse every K-th frame; carry labels between by optical flow.")] = None,
     tracking: Annotated[Optional[bool], typer.Option("--tracking/--no-tracking", help="Track persons (video): stable ids, bridged misses, smoothed labels.")] = None,
     max_missed: Annotated[Optional[int], typer.Option(help="Tracking: frames a person survives without a detection.")] = None,
