@@ -74,10 +74,19 @@ def read_sample(sample: Sample, label_set: LabelSet) -> tuple[np.ndarray, np.nda
     return image, read_labels(sample, label_set, (image.shape[1], image.shape[0]))
 
 
+# Label maps that use no class at or above this many are more likely CIHP's (20 classes) than CCP's (59).
+CIHP_CLASSES = 20
+
+
 def check_labels(samples: Sequence[Sample], label_set: LabelSet) -> int:
     """Every label map read and checked against its image's size (from the header) and ``label_set``: a mistake
-    found before the slow work starts. Returns the highest class seen."""
-    return max(int(read_labels(sample, label_set, upright_size(sample.image_path)).max()) for sample in samples)
+    found before the slow work starts; maps that look like another label set's are warned of. Returns the highest
+    class seen."""
+    highest = max(int(read_labels(sample, label_set, upright_size(sample.image_path)).max()) for sample in samples)
+    if label_set.name == "ccp" and highest < CIHP_CLASSES:
+        log.warning("the label maps in %s use no class above %d, as CIHP's would: check --label-set (ccp has %d)",
+                    samples[0].label_path.parent, highest, len(label_set))
+    return highest
 
 
 def read_labels(sample: Sample, label_set: LabelSet, image_size: tuple[int, int]) -> np.ndarray:

@@ -197,6 +197,16 @@ def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: 
     assert [line.startswith("error:") for line in result.stderr.splitlines()].count(True) == 1
 
 
+def test_eval_warns_of_label_maps_that_look_like_another_label_sets(shared: Path, tmp_path: Path) -> None:
+    for folder, name in (("images", "0002190.jpg"), ("labels", "0002190.png")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).symlink_to(shared / "data" / "cihp" / folder / name)
+    result = run_cli("eval", str(tmp_path / "images"), str(tmp_path / "labels"), "--label-set", "ccp", "--model",
+                     "bodypix")
+    assert result.returncode == 0, result.stderr
+    assert "as CIHP's would: check --label-set" in " ".join(result.stderr.split()), result.stderr
+
+
 def test_eval_finds_a_bad_label_map_before_it_needs_a_model(shared: Path, tmp_path: Path) -> None:
     """Every label map is checked first: with no model to be found, a wrong-sized label still is what is said."""
     images, labels = _link_dirs(tmp_path, shared, ("0001", "0002"), ("0001",))

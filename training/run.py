@@ -67,10 +67,7 @@ class TrainingJob:
         cache = self.cache or training_cache_dir()
         if cache.exists() and not cache.is_dir():
             raise ConfigError(f"--cache {cache} is a file", hint="give a folder for the frozen models' outputs")
-        highest = check_labels(samples, label_set)
-        if self.label_set == "ccp" and highest < len(load_label_set("cihp")):
-            log.warning("the label maps in %s use no class above %d, as CIHP's would: check --label-set (ccp has %d)",
-                        self.labels, highest, len(label_set))
+        check_labels(samples, label_set)
         self._check_cache(cache)
         return samples
 
