@@ -12,12 +12,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vidparse.errors import BadInputError
-from vidparse.stages.images import upright_size
+from vidparse.stages.images import IMAGE_SUFFIXES, upright_size
 from vidparse.stages.types import LabelSet
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,9 @@ def find_samples(images_dir: Path, labels_dir: Path) -> list[Sample]:
     if missing:
         raise BadInputError(f"{len(missing)} of {len(samples)} images have no label map, first {missing[0].image_path.name}",
                             hint=f"put {missing[0].label_path.name} (class indices, one channel) in {labels_dir}")
+    if unused := sorted(set(labels) - set(stems)):
+        log.warning("%s: %d label map%s without an image (%s): not used", labels_dir, len(unused),
+                    "" if len(unused) == 1 else "s", ", ".join(f"{stem}.png" for stem in unused[:3]))
     return samples
 
 

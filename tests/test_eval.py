@@ -197,14 +197,16 @@ def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: 
     assert [line.startswith("error:") for line in result.stderr.splitlines()].count(True) == 1
 
 
-def test_eval_warns_of_label_maps_that_look_like_another_label_sets(shared: Path, tmp_path: Path) -> None:
+def test_eval_warns_of_label_maps_of_another_label_set_or_without_an_image(shared: Path, tmp_path: Path) -> None:
     for folder, name in (("images", "0002190.jpg"), ("labels", "0002190.png")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / name).symlink_to(shared / "data" / "cihp" / folder / name)
+    (tmp_path / "labels" / "0005008.png").symlink_to(shared / "data" / "cihp" / "labels" / "0005008.png")
     result = run_cli("eval", str(tmp_path / "images"), str(tmp_path / "labels"), "--label-set", "ccp", "--model",
                      "bodypix")
     assert result.returncode == 0, result.stderr
-    assert "as CIHP's would: check --label-set" in " ".join(result.stderr.split()), result.stderr
+    said = " ".join(result.stderr.split())
+    assert "as CIHP's would: check --label-set" in said and "1 label map without an image (0005008.png)" in said
 
 
 def test_eval_finds_a_bad_label_map_before_it_needs_a_model(shared: Path, tmp_path: Path) -> None:
