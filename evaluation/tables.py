@@ -34,7 +34,10 @@ def image_table(report: ImageReport) -> Table:
                       score.note, style="dim" if score.iou is None else None)
     table.add_section()
     scored = sum(score.iou is not None for score in report.classes)
-    table.add_row("[bold]mIoU", f"[bold]{_percent(report.miou)}", "", "", f"mean over the {scored} classes scored")
+    few = scored < 3  # background and one or two classes
+    note = f"mean over the {scored} class{'' if scored == 1 else 'es'} scored" + (
+        ": the others are n/a (their notes say why); not comparable with a mean over more classes" if few else "")
+    table.add_row("[bold]mIoU", f"[bold]{_percent(report.miou)}" + (" (!)" if few else ""), "", "", note)
     table.add_row("[bold]pixel accuracy", f"[bold]{_percent(report.pixel_accuracy)}", "", "", "over the pixels scored")
     return table
 
