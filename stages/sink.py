@@ -116,6 +116,7 @@ class VideoSink:
         self._segment_start: Fraction | None = None  # first frame time of the current segment, seconds
         self._pts_origin = 0
         self._written_to: float | None = None  # the input's time where the last frame written ends, seconds
+        self._audio_lead_s = 0.0  # how far before 0 the audio started (AAC's priming), for the fast-start rewrite
 
     @property
     def segmented(self) -> bool:
@@ -138,8 +139,14 @@ class VideoSink:
     def _open_file(self, path: Path) -> None:
         fmt = CONTAINERS[path.suffix.lower()]
         fragmented = self.options.fragmented or self._faststart_at_end
+        options = container_options(fmt, fragmented)
+        if self._faststart_at_end:
+            # A fragment cannot start before 0: the muxer would move the frames after the first by the audio's
+            # priming (the first held that much longer). With an edit list they keep their times; the audio's
+            # go back to the input's in the rewrite (`_make_faststart`).
+            options["use_editlist"] = "1"
         try:
-            self._output = av.open(str(path), "w", format=fmt, options=container_options(fmt, fragmented))
+            self._output = av.open(str(path), "w", format=fmt, options=options)
         except (av.error.FFmpegError, OSError) as exc:
             raise BadOutputError(f"cannot create {path}: {exc}", hint="choose a writable location") from exc
         self.paths.append(path)
@@ -217,6 +224,7 @@ class VideoSink:
                     self._mux(lambda: self._audio.finish(self._audio_end()))
         finally:
             if self._audio is not None:
+                self._audio_lead_s = self._audio.lead_s
                 self._audio.close()
                 self._audio = None
             try:
@@ -248,7 +256,7 @@ class VideoSink:
         if self.failed and self.paths and fragmentable(self.paths[-1]):
             trim_to_whole_fragments(self.paths[-1])
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile
-            _make_faststart(self.path)
+            _make_faststart(self.path, self._audio_lead_s)
 
 
 # OpenCV's YCrCb is full range (JPEG's): chroma 128 +- 127.5 -> limited range (video's) 128 +- 112
@@ -297,8 +305,9 @@ def trim_to_whole_fragments(path: Path) -> None:
         log.warning("could not cut %s back to whole fragments: %s", path, exc)
 
 
-def _make_faststart(path: Path) -> None:
-    """Rewrite a finished fragmented MP4 as a fast-start MP4 (packets copied, not re-encoded), atomically."""
+def _make_faststart(path: Path, audio_lead_s: float = 0.0) -> None:
+    """Rewrite a finished fragmented MP4 as a fast-start MP4 (packets copied, not re-encoded), atomically. The audio
+    moves ``audio_lead_s`` back, to where it started in the input (before 0: an edit list skips the priming)."""
     staging = path.with_name(f".{path.name}.faststart")
     try:
         with av.open(str(path)) as source, av.open(str(staging), "w", format=CONTAINERS[path.suffix.lower()],
@@ -307,6 +316,10 @@ def _make_faststart(path: Path) -> None:
             for packet in source.demux(*[s for s in source.streams if s.index in streams]):
                 if packet.dts is None:
                     continue
+                if audio_lead_s and packet.stream.type == "audio":
+                    lead = round(audio_lead_s / packet.time_base)
+                    packet.pts -= lead
+                    packet.dts -= lead
                 packet.stream = streams[packet.stream.index]
                 target.mux(packet)
         staging.replace(path)
@@ -339,6 +352,8 @@ class AudioCopy:
         self._output = output
         self._packets = self._input.demux(self._stream)
         self._pending: av.Packet | None = None
+        self.lead_s = 0.0  # how far before 0 the first packet written starts (AAC's priming), seconds
+        self._written = False
 
     @property
     def input_end_s(self) -> float | None:
@@ -360,19 +375,27 @@ class AudioCopy:
                 return
             if self._encoder is None:
                 packet.stream = self._out_stream
-                self._output.mux(packet)
+                self._mux([packet])
                 continue
             for frame in packet.decode():
                 if frame.pts is not None:  # on the encoder's clock, in samples (an AVI counts its packets)
                     frame.pts = round(frame.pts * frame.time_base * frame.sample_rate)
                 frame.time_base = Fraction(1, frame.sample_rate)
-                self._output.mux(self._encoder.encode(frame))
+                self._mux(self._encoder.encode(frame))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        if packets and not self._written:
+            self._written = True
+            first = packets[0]
+            if first.pts is not None and first.pts < 0:
+                self.lead_s = float(-first.pts * first.time_base)
+        self._output.mux(packets)
 
     def finish(self, seconds: float) -> None:
         """Copy up to ``seconds``, then flush the encoder (when re-encoding)."""
         self.copy_until(seconds)
         if self._encoder is not None:
-            self._output.mux(self._encoder.encode(None))
+            self._mux(self._encoder.encode(None))
 
     def close(self) -> None:
         self._input.close()

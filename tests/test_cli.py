@@ -117,11 +117,14 @@ def test_cihp_lite_run_labels_clothes_and_hair_in_cihp_colors(clip: Path, tmp_pa
     assert parts == found - {"background"}
 
 
-def test_audio_is_kept(clip_with_audio: Path, tmp_path: Path) -> None:
+def test_audio_is_kept_and_every_timestamp_is_the_inputs(clip_with_audio: Path, tmp_path: Path) -> None:
+    """The AAC priming starts the audio before 0, which a fragment cannot hold: the frames after the first were moved
+    by it (the first held 21 ms longer) and the audio started at 0. The finished file has both as the input."""
     result = run_cli("run", str(clip_with_audio), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix")
     assert result.returncode == 0, result.stderr
     facts = probe_video(tmp_path / "o.mp4")
     assert facts.audio_codec == "aac" and facts.frames == 8
+    assert facts.pts_s == pytest.approx(probe_video(clip_with_audio).pts_s, abs=1e-6)
     assert_audio_copied(tmp_path / "o.mp4", clip_with_audio)
 
 

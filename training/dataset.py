@@ -160,12 +160,12 @@ def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int
     if cached and cached.is_file():
         log.info("examples from %s", cached)
         try:
-            examples = load_examples(cached)
+            loaded = load_examples(cached)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # cut short, damaged
             log.warning("the cached examples %s are damaged (%s): computing them again", cached, exc)
         else:
             cached.touch()  # recently used: kept by prune_cache
-            return examples
+            return loaded
     examples: list[Example] = []
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(label_set,)) as pool:
