@@ -291,6 +291,8 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
         raise ConfigError(f"stream names repeat: {', '.join(sorted({n for n in names if names.count(n) > 1}))}",
                           hint="give each source its own name")
     outcomes = [StreamOutcome(name, source) for name, source in zip(names, sources)]
+    if config.tracking.draw_ids and not config.tracking.enabled:
+        log.warning("track ids are drawn by tracking, which is off: none are drawn")
     specs: dict[int, StreamSpec] = {}
     for index, (outcome, source) in enumerate(zip(outcomes, sources)):
         try:

@@ -189,3 +189,9 @@ def test_policy_drop_on_a_file_is_warned_not_on_a_camera(clip: Path, tmp_path: P
     check_source(Source(f"rtsp://127.0.0.1:{free_port()}/cam", tmp_path / "c.mp4"), drop)
     check_source(Source(str(clip), tmp_path / "o.mp4"), load_config(None))
     assert "policy drop" not in caplog.text
+
+
+def test_track_ids_without_tracking_are_warned_of(clip: Path, tmp_path: Path) -> None:
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix", "--max-frames", "1",
+                     "--track-ids", "--no-tracking")
+    assert result.returncode == 0 and "track ids are drawn by tracking, which is off" in " ".join(result.stderr.split())
