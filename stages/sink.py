@@ -123,6 +123,8 @@ class VideoSink:
         return self.options.segment_seconds > 0
 
     def open(self) -> None:
+        if self.info.live and self.info.has_audio:
+            log.warning("a live input's audio is not recorded (it would open the camera a second time)")
         if self.segmented:
             if self.audio_from:
                 log.warning("segmented output: the input's audio is not copied")

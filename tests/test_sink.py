@@ -1,3 +1,4 @@
+import dataclasses
 import shutil
 import subprocess
 from fractions import Fraction
@@ -74,6 +75,14 @@ def test_audio_browsers_play_is_copied_the_rest_becomes_aac(codec: str, containe
     assert len(samples) / rate == pytest.approx(1.0, abs=0.08 if container == "ts" else 0.05), "as long as the video"
     spectrum = np.abs(np.fft.rfft(samples))
     assert np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()] == pytest.approx(440, abs=3), "the same tone"
+
+
+def test_a_live_inputs_audio_is_said_not_to_be_recorded(clip: Path, tmp_path: Path, caplog) -> None:
+    info = dataclasses.replace(probe(str(clip)), live=True, has_audio=True)
+    sink = VideoSink(tmp_path / "live.mp4", info, EncoderOptions(crf=23, preset="ultrafast"))
+    sink.open()
+    sink.close()
+    assert "a live input's audio is not recorded" in caplog.text
 
 
 def test_variable_frame_timestamps_survive(clip: Path, tmp_path: Path) -> None:
