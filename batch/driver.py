@@ -172,8 +172,7 @@ class BatchDriver:
 
     def _submit(self, job: Job, segment: Segment) -> None:
         task = SegmentTask(self.config, input_key(job.input), segment, self._parts(job), masks=self.masks,
-                           gather=self.gather,
-                           cpus=self.engine.cpus_per_task)
+                           gather=self.gather, cpus=self.engine.cpus_per_task)
         job.tries[segment.number] = job.tries.get(segment.number, 0) + 1
         job.record.attempts += 1
         self._running[self.engine.submit(task)] = (job, segment)
