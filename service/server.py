@@ -29,6 +29,8 @@ class HideCredentials(logging.Filter):
 
 
 class _Server(uvicorn.Server):
+    """uvicorn's server, telling the service as soon as a signal asks it to stop (open previews end then)."""
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.config.app.state.service.stopping_soon()
         super().handle_exit(sig, frame)
