@@ -4,6 +4,7 @@ built for a run and streams are added to it (`build_engine`, `add_stream`), and 
 
 from __future__ import annotations
 
+import glob
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -185,10 +186,14 @@ def add_stream(engine: Engine, spec: StreamSpec, subscribers: list[Subscriber] |
 
 
 def stream_name(input: str) -> str:
-    """A file's stem; for a URL, its host and path with anything but letters, digits, '-' and '.' as '_'."""
+    """A file's stem; a pattern's folder; for a URL, its host and path with anything but letters, digits, '-' and '.'
+    as '_'."""
     if "://" in input:
         return re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1]).strip("_") or "stream"
-    return Path(input.rstrip("/")).stem or "stream"
+    path = Path(input.rstrip("/"))
+    if glob.has_magic(path.name) or "%" in path.name:  # a pattern of photos: named by its folder, as a folder is
+        return Path(path.parent).resolve().name or "photos"
+    return path.stem or "stream"
 
 
 def output_names(inputs: Sequence[str]) -> list[str]:

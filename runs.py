@@ -153,10 +153,12 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
             make_folder(output)
             source.output = output / (source.label if is_image_input(source.input) else f"{source.label}.mp4")
         sources.append(source)
-    written = [source.output.resolve() for source in sources if source.output is not None]
+    written = [target.resolve() for source in sources
+               for target in (source.output, source.masks, source.stats, source.instances) if target is not None]
     if repeated := sorted({str(path) for path in written if written.count(path) > 1}):
         raise ConfigError(f"sources file {path}: two sources write {repeated[0]}",
-                          hint="give each source its own output (or leave output out: OUTDIR/<name>.mp4)")
+                          hint="give each source its own output, masks, stats and instances (or leave them out: "
+                               "OUTDIR/<name>.mp4, and <name> inside the folders the flags give)")
     if stats is not None:
         make_folder(stats)
     return sources
@@ -291,11 +293,15 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
         raise ConfigError(f"stream names repeat: {', '.join(sorted({n for n in names if names.count(n) > 1}))}",
                           hint="give each source its own name")
     outcomes = [StreamOutcome(name, source) for name, source in zip(names, sources)]
+    files_read = [Path(source.input) for source in sources if input_kind(source.input) is InputKind.FILE
+                  and not is_image_input(source.input)]
     if config.tracking.draw_ids and not config.tracking.enabled:
         log.warning("track ids are drawn by tracking, which is off: none are drawn")
     specs: dict[int, StreamSpec] = {}
     for index, (outcome, source) in enumerate(zip(outcomes, sources)):
         try:
+            if source.output is not None and not source.writes_images:  # another stream's input, too
+                check_not_overwriting(files_read, [source.output])
             specs[index] = check_source(source, replace(config, policy=source.policy or config.policy))
         except VidparseError as exc:
             outcome.end = StreamEnd(index, "failed", exc)

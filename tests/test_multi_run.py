@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from conftest import decode_frames, probe_video, run_cli
 from media import ffmpeg
 from rtsp import RtspServer, free_port
 from vidparse.config import load_config
+from vidparse.jobs import stream_name
 from vidparse.runs import Source, check_source
 
 FAST = str(Path(__file__).parent / "fast.yaml")
@@ -116,7 +118,9 @@ def test_the_command_line_options_apply_to_every_source_of_a_sources_file(clip: 
     ("  - {input: a.mp4, output: same.mp4}\n  - {input: b.mp4, output: ./same.mp4}\n", "two sources write"),
     ("  - {input: a.mp4, max_frames: true}\n", "source 1: max_frames must be a whole number >= 1, got True"),
     ("  - {input: a.mp4, output: [x]}\n", "source 1: output must be a path or a name, got ['x']"),
-], ids=["unknown-key", "name-as-path", "one-output-twice", "yes-as-a-limit", "a-list-as-output"])
+    ("  - {input: a.mp4, output: a1.mp4, stats: s.jsonl}\n  - {input: b.mp4, output: b1.mp4, stats: ./s.jsonl}\n",
+     "two sources write"),
+], ids=["unknown-key", "name-as-path", "one-output-twice", "yes-as-a-limit", "a-list-as-output", "one-stats-file-twice"])
 def test_a_sources_file_is_checked_before_any_work(entries: str, message: str, tmp_path: Path) -> None:
     sources = tmp_path / "sources.yaml"
     sources.write_text("sources:\n" + entries)
@@ -189,6 +193,24 @@ def test_policy_drop_on_a_file_is_warned_not_on_a_camera(clip: Path, tmp_path: P
     check_source(Source(f"rtsp://127.0.0.1:{free_port()}/cam", tmp_path / "c.mp4"), drop)
     check_source(Source(str(clip), tmp_path / "o.mp4"), load_config(None))
     assert "policy drop" not in caplog.text
+
+
+def test_an_output_never_replaces_another_streams_input(clip: Path, tmp_path: Path) -> None:
+    """The first input's output would be OUTDIR/vtest12.mp4, which is the second input: that stream fails, the
+    file is kept."""
+    out = tmp_path / "out"
+    out.mkdir()
+    other = out / clip.name.replace(clip.suffix, ".mp4")
+    shutil.copy(clip, other)
+    before = other.read_bytes()
+    result = run_cli("run", str(clip), str(other), "-o", str(out), "--model", "bodypix", "--max-frames", "2")
+    assert result.returncode == STREAMS_FAILED_EXIT, result.stderr
+    assert f"would overwrite the input {other}" in " ".join(result.stderr.split())
+    assert other.read_bytes() == before and probe_video(out / f"{other.stem}_2.mp4").frames == 2
+
+
+def test_a_pattern_of_photos_is_named_by_its_folder() -> None:
+    assert [stream_name(p) for p in ("photos/*.jpg", "shots/%06d.png", "clip.mp4")] == ["photos", "shots", "clip"]
 
 
 def test_track_ids_without_tracking_are_warned_of(clip: Path, tmp_path: Path) -> None:
