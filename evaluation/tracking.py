@@ -4,6 +4,7 @@ ground truth."""
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,11 +142,22 @@ def read_mot(path: Path) -> dict[int, list[tuple[int, np.ndarray]]]:
                 try:
                     frame, track, x, y, w, h = (float(v) for v in row[:6])
                     confidence = float(row[6]) if len(row) > 6 else 1.0
+                    if not (frame.is_integer() and frame >= 1 and track.is_integer() and w > 0 and h > 0
+                            and math.isfinite(x + y + w + h)):
+                        raise ValueError("a frame and id are whole numbers from 1, a box has a size")
                 except ValueError:
                     raise BadInputError(f"{path} line {number} is not a MOT row: {','.join(row)[:60]}",
-                                        hint="expected frame,id,x,y,width,height[,conf,...]") from None
-                if confidence != 0:
-                    truth.setdefault(int(frame) - 1, []).append((int(track), np.array([x, y, x + w, y + h])))
+                                        hint="expected frame,id,x,y,width,height[,conf,...]: whole frame numbers "
+                                             "from 1, a width and height above 0") from None
+                if confidence == 0:
+                    continue
+                people = truth.setdefault(int(frame) - 1, [])
+                if any(person == int(track) for person, _ in people):
+                    raise BadInputError(f"{path} line {number}: person {int(track)} is in frame {int(frame)} twice",
+                                        hint="one row per person and frame")
+                people.append((int(track), np.array([x, y, x + w, y + h])))
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"ground truth {path} is not text", hint="give a MOT gt.txt file") from exc
     except OSError as exc:
         raise BadInputError(f"cannot read ground truth {path}: {exc.strerror or exc}",
                             hint="give a MOT gt.txt file") from exc

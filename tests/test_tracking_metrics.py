@@ -64,3 +64,13 @@ def test_a_damaged_mot_file_is_one_clear_error(tmp_path: Path) -> None:
         read_mot(bad)
     with pytest.raises(BadInputError, match="cannot read ground truth"):
         read_mot(tmp_path / "missing.txt")
+    for row in ("1,1,nan,10,20,50", "1.5,1,10,10,20,50", "1,1,10,10,-5,50", "0,1,10,10,20,50"):
+        bad.write_text(f"1,1,10,10,20,50\n{row}\n")
+        with pytest.raises(BadInputError, match="line 2 is not a MOT row"):
+            read_mot(bad)
+    bad.write_text("1,1,10,10,20,50\n1,1,40,10,20,50\n")
+    with pytest.raises(BadInputError, match="line 2: person 1 is in frame 1 twice"):
+        read_mot(bad)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(BadInputError, match="is not text"):
+        read_mot(bad)
