@@ -28,10 +28,22 @@ def resolve(host: str, port: int) -> list[str]:
     return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are an IPv4 address
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches: IPv4-mapped, NAT64 (64:ff9b::/96) or 6to4 (2002::/16)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour
+
+
 def address_refusal(address: IpAddress) -> str | None:
     """Why a URL may not reach ``address`` without --allow-private (None: a public address)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address) and (inside := embedded_ipv4(address)) is not None:
+        address = inside
     for refused, kind in ((address.is_loopback, "loopback"), (address.is_link_local, "link-local"),
                           (address.is_unspecified, "unspecified"), (address.is_multicast, "multicast"),
                           (address.is_private, "private"), (not address.is_global, "non-public")):

@@ -395,8 +395,9 @@ def test_url_policy_refuses_internal_addresses() -> None:
     for url in ("rtsp://127.0.0.1:6379/x", "rtsp://127.8.0.1/x", "rtsp://[::1]/x", "rtsp://169.254.169.254/latest",
                 "http://[fe80::1]/x", "rtsp://10.1.2.3/x", "rtsp://172.16.0.1/x", "rtsp://192.168.1.1/x",
                 "rtsp://100.64.0.1/x", "rtsp://0.0.0.0/x", "rtsp://[::ffff:127.0.0.1]/x", "rtsp://[fd00::1]/x",
-                "http://224.0.0.1/x"):
+                "http://224.0.0.1/x", "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/"):  # NAT64, 6to4
         assert refusal(url) == 403, url
+    assert refusal("http://[64:ff9b::808:808]/") == 0, "NAT64 to a public address"
     assert refusal("rtsp://camera.example/x", resolved=("93.184.215.14", "10.0.0.7")) == 403  # every address counts
     assert refusal("rtsp://camera.example/x", resolved=("169.254.169.254",)) == 403
     assert refusal("rtsp://camera.example/x") == 0
