@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Streamin
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile as FormFile
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from vidparse.config import Config
@@ -263,10 +264,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def create_job(request: Request, max_frames: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
         """Parse a video: a multipart upload (field ``file``), or JSON ``{"input": path-or-url}``. 507 while the
         data folder is over its quota."""
-        kind = request.headers.get("content-type", "")
+        kind = request.headers.get("content-type", "").lower()  # media types are case-insensitive
         await asyncio.to_thread(service.jobs.make_room)
         if kind.startswith("multipart/form-data"):
-            form = await request.form()
+            try:
+                form = await request.form()
+            except ClientDisconnect:  # a tab closed mid-upload: nobody to answer, nothing to log
+                raise ApiError(400, "the upload was cut short", "send the whole file") from None
             upload = form.get("file")
             if not isinstance(upload, FormFile):
                 raise ApiError(400, "no file in the upload", "send the video as the multipart field 'file'")

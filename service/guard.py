@@ -80,7 +80,7 @@ class RequestGuard:
 
     def body_limit(self, method: str, path: str, headers: Headers) -> tuple[int, ApiError]:
         """The most bytes this request's body may hold, and the answer past it."""
-        upload = method == "POST" and path in UPLOAD_ROUTES and headers.get("content-type", "").startswith(
+        upload = method == "POST" and path in UPLOAD_ROUTES and headers.get("content-type", "").lower().startswith(
             "multipart/form-data")
         if upload:
             limit_mb = self.settings.max_upload_mb

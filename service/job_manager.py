@@ -254,7 +254,8 @@ class JobManager:
                 raise not_found("job", job_id)
             job.downloads += 1
         try:
-            path = self._masks_zip(job) if name == "masks.zip" else job.directory / name
+            wrote_masks = any((job.directory / MASKS).glob("*.png"))
+            path = self._masks_zip(job) if name == "masks.zip" and wrote_masks else job.directory / name
             if not path.exists():
                 raise ApiError(404, f"job {job.id} has no {name}", "the job ended before writing a frame")
         except BaseException:

@@ -374,6 +374,15 @@ def test_uploads_too_large_not_media_or_not_allowed(server: Server, tmp_path: Pa
     assert server.client.post("/v1/jobs", json={"input": "/etc/passwd"}).status_code == 403
     assert server.client.post("/v1/jobs", json={"input": "file:///etc/passwd"}).status_code == 400
     assert server.client.post("/v1/streams", json={"url": "/dev/video0"}).status_code == 400
+    upper_case = server.client.post("/v1/images", headers={"Content-Type": "Multipart/Form-Data; boundary=XX"},
+                                    content=b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+                                            b"Content-Type: image/jpeg\r\n\r\n" + PHOTO.read_bytes() + b"\r\n--XX--\r\n")
+    assert upper_case.status_code == 200, upper_case.text  # media types are case-insensitive
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as cut_short:  # a tab closed mid-upload: no error in the log
+        cut_short.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                          "Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 1900000\r\n\r\n"
+                          .encode() + b"--XX\r\n" + b"x" * 50_000)
     negative = server.client.post("/v1/jobs", json={"input": str(VTEST), "max_frames": -3})
     assert negative.status_code == 422, negative.text
     assert "max_frames: Input should be greater than or equal to 1" in negative.json()["error"], "names the field"
@@ -800,6 +809,8 @@ def test_a_camera_refusing_us_fails_alone(server: Server, rtsp_servers) -> None:
     dead = server.wait(dead_url_job(server))
     assert refused["state"] == dead["state"] == "failed" and refused["error"] == dead["error"]
     assert "401" not in refused["error"] and "refused" not in dead["error"].lower()
+    for download in ("result", "masks.zip", "stats.jsonl"):  # nothing written: nothing to download, not an empty zip
+        assert server.client.get(f"/v1/jobs/{refused['id']}/{download}").status_code == 404, download
     stream = server.client.post("/v1/streams", json={"url": url, "name": "locked"}).json()
     deadline = time.monotonic() + 60
     while (listed := server.client.get("/v1/streams").json()[0])["state"] != "failed":
