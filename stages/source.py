@@ -567,6 +567,7 @@ class VideoSource:
             return
         decoded, last_pts = self.resume_at, None
         for seq, av_frame in enumerate(self._windowed(self._file_decoded), self.resume_at):
+            self._check_size(av_frame)
             pts = timestamps.guess(av_frame.pts, av_frame.dts)
             image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24", width=width, height=height))
             image = self.turn.apply(image)
@@ -576,6 +577,14 @@ class VideoSource:
                 return
         if self.window is None and (shortfall := ended_early(self.info, decoded, last_pts)):
             log.warning("input %s ended %s: the file may be truncated or damaged", self.shown_url, shortfall)
+
+    def _check_size(self, av_frame: av.VideoFrame) -> None:
+        """A frame past the limits ends the input there, wherever it comes (the first frame's size was checked when
+        the input opened: a file may change its size midway)."""
+        limit = self.limits.max_pixels
+        if limit is not None and av_frame.width * av_frame.height > limit:
+            raise FrameTooLargeError(f"input {self.shown_url} has a {av_frame.width}x{av_frame.height} frame, more than "
+                                     f"{limit} pixels", hint="send a smaller video")
 
     def _windowed(self, decoded: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         """The decoded frames of ``window``: after a seek, frames shown before the keyframe (an open GOP's leading
@@ -603,6 +612,7 @@ class VideoSource:
         while True:
             try:
                 for av_frame in in_presentation_order(self._decoded()):
+                    self._check_size(av_frame)
                     captured_at = time.time()
                     image = av_frame.to_ndarray(format="bgr24", width=self.info.width, height=self.info.height)
                     pts = timeline.stamp(av_frame.pts, av_frame.time_base or self.info.time_base, captured_at)

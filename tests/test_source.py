@@ -1,5 +1,6 @@
 import logging
 import re
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from conftest import VTEST, cut_clip, make_audio_only
 from vidparse.errors import BadInputError
-from vidparse.stages.source import StreamInfo, VideoSource, ended_early, probe
+from vidparse.stages.source import FrameTooLargeError, InputLimits, StreamInfo, VideoSource, ended_early, probe
 
 
 def test_decodes_clip_with_stream_timestamps(clip: Path) -> None:
@@ -154,3 +155,23 @@ def test_a_resumed_file_seeks_to_the_keyframe_before_and_gives_the_same_frames(s
     assert [f.seq for f in frames] == [300, 301, 302]
     assert [f.pts for f in frames] == [f.pts for f in expected]
     assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, expected))
+
+
+def test_a_frame_past_the_size_limit_ends_the_input_wherever_it_comes(tmp_path: Path) -> None:
+    """`vidparse serve` checks an input's frame size when it opens; a file that grows its frames midway (a small
+    first frame, then huge ones) is stopped at the first one past the limit."""
+    parts = []
+    for name, size in (("small", "320x240"), ("large", "1280x720")):
+        parts.append(tmp_path / f"{name}.ts")
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=s={size}:d=0.5:r=10", "-c:v",
+                        "mpeg2video", "-f", "mpegts", str(parts[-1])], check=True, timeout=60)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    source = VideoSource(str(joined), limits=InputLimits(max_pixels=320 * 240 * 2))
+    source.open()
+    frames = 0
+    with pytest.raises(FrameTooLargeError, match="has a 1280x720 frame, more than 153600 pixels"):
+        for _ in source.frames():
+            frames += 1
+    source.close()
+    assert 3 <= frames <= 5, "the small frames came, the first large one stopped it"
