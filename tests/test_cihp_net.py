@@ -500,13 +500,19 @@ def test_a_card_describing_other_weights_is_replaced_with_a_warning(tmp_path: Pa
     assert card.startswith("# cihp-net weights: `second.onnx`") and "training: 1 epoch, batch" in card
 
 
-@pytest.mark.slow
-def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: Path) -> None:
-    images, labels = tmp_path / "images", tmp_path / "labels"
+def training_photos(shared: Path, folder: Path, count: int) -> tuple[Path, Path]:
+    """``folder``/images and ``folder``/labels linking the first ``count`` ccp-train photos and their labels."""
+    images, labels = folder / "images", folder / "labels"
     images.mkdir(), labels.mkdir()
-    for sample in find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:6]:
+    for sample in find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:count]:
         (images / sample.image_path.name).symlink_to(sample.image_path)
         (labels / sample.label_path.name).symlink_to(sample.label_path)
+    return images, labels
+
+
+@pytest.mark.slow
+def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: Path) -> None:
+    images, labels = training_photos(shared, tmp_path, 6)
     weights = tmp_path / "out" / "mine.onnx"
     weights.parent.mkdir()
     result = run_cli("train", str(images), str(labels), "--label-set", "ccp", "-o", str(weights), "--folds", "2",
@@ -524,11 +530,7 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
 
 def test_sigterm_stops_training_with_its_processes(shared: Path, tmp_path: Path) -> None:
     """By Python's default SIGTERM ended the command alone, and the processes running the frozen models ran on."""
-    images, labels = tmp_path / "images", tmp_path / "labels"
-    images.mkdir(), labels.mkdir()
-    for sample in find_samples(shared / "data" / "ccp-train" / "images", shared / "data" / "ccp-train" / "labels")[:40]:
-        (images / sample.image_path.name).symlink_to(sample.image_path)
-        (labels / sample.label_path.name).symlink_to(sample.label_path)
+    images, labels = training_photos(shared, tmp_path, 40)
     training = subprocess.Popen([sys.executable, "-m", "vidparse", "train", str(images), str(labels), "--folds", "0",
                                  "--epochs", "1", "--processes", "2", "--cache", str(tmp_path / "cache"), "-o",
                                  str(tmp_path / "w.onnx")], stderr=subprocess.PIPE, text=True, start_new_session=True)
