@@ -96,7 +96,8 @@ def test_a_cut_file_is_parsed_to_where_it_ends_as_run_parses_it(batch_clips: Bat
     result = run_cli("batch", str(cut), "-o", str(tmp_path / "out"), "--config", str(BATCH_CONFIG))
     assert result.returncode == 0, result.stderr
     (record,) = manifest(tmp_path / "out")
-    assert record["state"] == "done" and record["attempts"] == record["segments"] > 1
+    # done (before: the last segment failed on every attempt); a segment may still be retried once on a loaded machine
+    assert record["state"] == "done" and record["segments"] > 1, result.stderr
     assert 12 < record["frames"] == len(frame_times(tmp_path / "out" / "cut.mp4")) < LONG_FRAMES
     assert "the file may be truncated" in " ".join(result.stderr.split())
     alone = run_cli("run", str(cut), "-o", str(tmp_path / "alone.mp4"), "--config", str(BATCH_CONFIG))
