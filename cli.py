@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadInputError, BadOutputError,
-                             ConfigError, VidparseError, file_in_the_way, not_writable)
+                             ConfigError, VidparseError, check_not_overwriting, file_in_the_way, not_writable)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -136,8 +136,6 @@ def check_file_output(path: Path | None, option: str, input: str | None = None) 
     if path is None:
         return
     if input is not None and "://" not in input:
-        from vidparse.runs import check_not_overwriting
-
         check_not_overwriting([Path(input)], [path])
     if path.is_dir():
         raise BadOutputError(f"{option} {path} is a folder", hint=f"give a file name, e.g. {path / 'out'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 # Exit codes that no single error class carries (README, "Exit codes").
@@ -84,3 +85,19 @@ class StreamLostError(VidparseError):
     """A live stream is gone and no reconnect attempts are left."""
 
     exit_code = 6
+
+
+def check_not_overwriting(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
+    """Fail when an output would be written over an input: the same file by any name (a link, another spelling)."""
+    def identity(path: Path) -> tuple[int, int] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    sources = {key: path for path in inputs if (key := identity(path))}
+    for output in outputs:
+        if (key := identity(output)) in sources:
+            raise BadOutputError(f"output {output} would overwrite the input {sources[key]}",
+                                 hint="write to another file or folder")

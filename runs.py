@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
-                             ConfigError, VidparseError)
+                             ConfigError, VidparseError, check_not_overwriting)
 from vidparse.jobs import StreamSpec, add_stream, build_engine, output_names, stream_name
 from vidparse.names import free_name
 from vidparse.pipeline.cpus import usable_cpus
@@ -237,8 +237,9 @@ def warn_if_oversubscribed(workers: int) -> None:
                     "workers as CPUs is usually as fast (`vidparse tune` measures it)", workers, cpus)
 
 
-def check_source(source: Source, config: Config) -> StreamSpec:
-    """Everything about one source that can be checked before any process starts; its spec."""
+def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()) -> StreamSpec:
+    """Everything about one source that can be checked before any process starts; its spec. ``run_inputs``: the
+    files the run's other streams read, which its output must not replace either."""
     if source.makes_its_folder and source.output is not None:
         make_folder(source.output.parent)
     if source.instances and (source.writes_images or not config.tracking.enabled):
@@ -256,30 +257,14 @@ def check_source(source: Source, config: Config) -> StreamSpec:
             probe(source.input)
         if source.output is not None:
             check_output_path(source.output)
-            if local:
-                check_not_overwriting(images.paths if images else [Path(source.input)], [source.output])
+            own = (images.paths if images else [Path(source.input)]) if local else []
+            check_not_overwriting([*own, *run_inputs], [source.output])
     if config.policy == "drop" and (images is not None or input_kind(source.input) is InputKind.FILE):
         log.warning("%s: policy drop on a file or photos drops every frame that comes while the workers are busy (a "
                     "file is read as fast as it decodes); the default, block, parses them all", source.label)
     return StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
                       instances_dir=source.instances, max_frames=source.max_frames, images=images,
                       name=source.label)
-
-
-def check_not_overwriting(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
-    """Fail when an output would be written over an input: the same file by any name (a link, another spelling)."""
-    def identity(path: Path) -> tuple[int, int] | None:
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        return stat.st_dev, stat.st_ino
-
-    sources = {key: path for path in inputs if (key := identity(path))}
-    for output in outputs:
-        if (key := identity(output)) in sources:
-            raise BadOutputError(f"output {output} would overwrite the input {sources[key]}",
-                                 hint="write to another file or folder")
 
 
 def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
@@ -300,9 +285,7 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
     specs: dict[int, StreamSpec] = {}
     for index, (outcome, source) in enumerate(zip(outcomes, sources)):
         try:
-            if source.output is not None and not source.writes_images:  # another stream's input, too
-                check_not_overwriting(files_read, [source.output])
-            specs[index] = check_source(source, replace(config, policy=source.policy or config.policy))
+            specs[index] = check_source(source, replace(config, policy=source.policy or config.policy), files_read)
         except VidparseError as exc:
             outcome.end = StreamEnd(index, "failed", exc)
     if not specs:

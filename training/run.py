@@ -18,7 +18,7 @@ from vidparse.evaluation.datasets import Sample, check_labels, find_samples
 from vidparse.evaluation.runs import ImageReport
 from vidparse.model_store import training_cache_dir
 from vidparse.pipeline.cpus import usable_cpus
-from vidparse.runs import check_not_overwriting
+from vidparse.errors import check_not_overwriting
 from vidparse.stages.labels import load_label_set
 from vidparse.training import dataset, fit
 from vidparse.training.card import TrainingRecord, card_path, write_card
