@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from multiprocess import context as mp_context
@@ -39,27 +41,33 @@ def _preparation_data(name: str) -> dict[str, Any]:
     return data
 
 
-def start_resource_tracker() -> None:
-    """Start multiprocess's resource tracker (once) with every stop signal blocked: it ignores SIGINT and SIGTERM, and
-    a SIGHUP to the process group (a closed terminal) would otherwise kill it and leak the shared memory it tracks."""
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Stop signals stay pending in this thread (none is lost), and the processes it launches meanwhile start with
+    them blocked: one sent to the process group while such a child imports waits until the child has chosen what to
+    do with it (`processes.leave_signals_to_the_main_process`)."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        resource_tracker.ensure_running()
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
+def start_resource_tracker() -> None:
+    """Start multiprocess's resource tracker (once) with every stop signal blocked: it ignores SIGINT and SIGTERM, and
+    a SIGHUP to the process group (a closed terminal) would otherwise kill it and leak the shared memory it tracks."""
+    with stop_signals_held():
+        resource_tracker.ensure_running()
+
+
 class _Popen(popen_spawn_posix.Popen):
     def _launch(self, process_obj: Any) -> None:
-        # The child inherits this thread's signal mask: Ctrl-C, SIGTERM or SIGHUP sent to the process group while
-        # it imports stay pending until it ignores them (`processes.leave_signals_to_the_main_process`).
         start_resource_tracker()  # first: starting it unblocks SIGINT and SIGTERM in this thread
         _launching.active = True
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            super()._launch(process_obj)
+            with stop_signals_held():
+                super()._launch(process_obj)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             _launching.active = False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import psutil
 from PIL import Image
 import pytest
 import torch
@@ -528,13 +530,22 @@ def test_train_command_writes_weights_a_card_and_scores(shared: Path, tmp_path: 
     assert net.logits(*fixed_inputs()).shape == (len(FINE_CLASSES), cihp_net.DETAIL_HEIGHT, 96)
 
 
+def wait_for_the_pool(training: subprocess.Popen[str]) -> None:
+    """Until the training has started a process of its pool (it computes the frozen models' outputs)."""
+    deadline = time.monotonic() + 60
+    while not any("spawn_main" in " ".join(child.cmdline()) for child in psutil.Process(training.pid).children()):
+        assert time.monotonic() < deadline and training.poll() is None, "the training started no pool process"
+        time.sleep(0.02)
+
+
 def test_sigterm_stops_training_with_its_processes(shared: Path, tmp_path: Path) -> None:
     """By Python's default SIGTERM ended the command alone, and the processes running the frozen models ran on."""
     images, labels = training_photos(shared, tmp_path, 40)
     training = subprocess.Popen([sys.executable, "-m", "vidparse", "train", str(images), str(labels), "--folds", "0",
                                  "--epochs", "1", "--processes", "2", "--cache", str(tmp_path / "cache"), "-o",
                                  str(tmp_path / "w.onnx")], stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(5)  # the frozen models at work
+    wait_for_the_pool(training)
+    time.sleep(3)  # the frozen models at work
     training.send_signal(signal.SIGTERM)
     _, stderr = training.communicate(timeout=60)
     assert training.returncode == 130 and "stopped at once" in stderr and "Traceback" not in stderr, stderr
@@ -543,6 +554,22 @@ def test_sigterm_stops_training_with_its_processes(shared: Path, tmp_path: Path)
         assert time.monotonic() < deadline, "a process of the training still runs"
         time.sleep(0.2)
     assert not (tmp_path / "w.onnx").exists()
+
+
+def test_ctrl_c_while_the_frozen_models_start_stops_training_without_a_traceback(shared: Path, tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: a pool process still importing died of it with a traceback."""
+    images, labels = training_photos(shared, tmp_path, 8)
+    training = subprocess.Popen([sys.executable, "-m", "vidparse", "train", str(images), str(labels), "--folds", "0",
+                                 "--epochs", "1", "--processes", "2", "--cache", str(tmp_path / "cache"), "-o",
+                                 str(tmp_path / "w.onnx")], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_the_pool(training)
+    os.killpg(training.pid, signal.SIGINT)  # as a terminal sends Ctrl-C, while the pool's processes import
+    _, stderr = training.communicate(timeout=60)
+    assert training.returncode == 130 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    deadline = time.monotonic() + 15
+    while subprocess.run(["pgrep", "-g", str(training.pid)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a process of the training still runs"
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("args, code, message", [

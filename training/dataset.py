@@ -24,6 +24,8 @@ import numpy as np
 from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.metrics import coarse_lut
 from vidparse.model_store import resolve_model, sha256_of
+from vidparse.pipeline.processes import leave_signals_to_the_main_process
+from vidparse.pipeline.spawning import stop_signals_held
 from vidparse.stages.detect import DetectorOptions, PersonDetector
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.parsers import cihp_net, multiclass
@@ -130,6 +132,7 @@ _extractor: Extractor | None = None
 
 def _start_worker(label_set: str) -> None:
     global _extractor
+    leave_signals_to_the_main_process()  # Ctrl-C reaches the process group: the training stops its pool itself
     _extractor = Extractor(label_set, threads=1)
 
 
@@ -169,7 +172,9 @@ def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int
     examples: list[Example] = []
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(label_set,)) as pool:
-        for found in pool.map(_examples_of, samples, [seed] * len(samples)):
+        with stop_signals_held():  # the pool starts its processes as the work is submitted
+            results = pool.map(_examples_of, samples, [seed] * len(samples))
+        for found in results:
             examples.extend(found)
             if on_sample:
                 on_sample()
