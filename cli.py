@@ -86,7 +86,7 @@ def user_errors() -> Iterator[None]:
 # Config keys set by a flag not named after the key's last part (--open-timeout sets live.open_timeout_s).
 _FLAG_NAMES = {"live.open_timeout_s": "--open-timeout", "live.read_timeout_s": "--read-timeout",
                "max_memory_mb": "--max-memory", "tracking.enabled": "--tracking", "tracking.draw_ids": "--track-ids",
-               "model_path": "--model-dir"}
+               "model_path": "--model-dir", "roi.mode": "--roi-mode", "temporal.window": "--temporal-window"}
 
 
 @contextmanager
@@ -396,7 +396,8 @@ def bench(
             raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")
         check_file_output(markdown, "--markdown", input)
-        settings = _measuring(_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None}))
+        settings = _measuring(_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
+                                                 "threads": threads or None}))  # checked as run checks it
         counts = _worker_counts(workers)
         warn_if_oversubscribed(max(counts))
         variants = small_people_settings(settings, probe(input, settings.live).width)

@@ -134,13 +134,20 @@ def read_yaml(path: Path, what: str = "config file", hint: str | None = None) ->
     except OSError as exc:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}", hint="check the path") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}",
-                          hint="fix the YAML syntax") from exc
+        raise ConfigError(f"{what} {path} is not valid YAML: {_yaml_problem(exc)}", hint="fix the YAML syntax") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a mapping of keys", hint="key: value lines, as in configs/default.yaml")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where ("line 2, column 1: found character '\\t' that cannot start any token")."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem or exc.context}"
+    return str(exc).splitlines()[0]
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from vidparse.pipeline.writer import Written
 from vidparse.signals import stop_on_signals
 
 WORKER_STAGES = ("detect", "parse", "propagate")  # what a worker spends on one frame
+MIN_WINDOW_FRAMES = 2  # frames written in the window, the fewest that give a rate
 
 
 def _plural(count: int, noun: str) -> str:
@@ -96,7 +97,7 @@ class _Window:
         self.cpu_s = tree_cpu_seconds(os.getpid()) - self.cpu_at_open
         self.serial_s = {name: busy - self.serial_at_open.get(name, 0.0) for name, busy in stats.serial_s.items()}
         self.last_at = now
-        if now - self.opened_at >= self.seconds:
+        if now - self.opened_at >= self.seconds and self.frames >= MIN_WINDOW_FRAMES:  # slow frames: wait for a rate
             self.closed_at = now
             self.stop()
 
@@ -124,9 +125,9 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
             stats = runner.run()
     if signals.received:
         raise KeyboardInterrupt
-    if window.frames < 2:
-        raise BadInputError(f"{input_url} is too short to measure {layout}: {stats.frames} frames, warm-up "
-                            f"takes {warmup}", hint="tune on a longer video")
+    if window.frames < MIN_WINDOW_FRAMES:
+        raise BadInputError(f"{input_url} is too short to measure {layout}: {stats.frames} frames, where the "
+                            f"warm-up takes {warmup} and the measure {MIN_WINDOW_FRAMES} more", hint="tune on a longer video")
     elapsed = window.elapsed_s
     frame_p95 = percentile(window.frame_ms, 95)
     assert frame_p95 is not None, "two frames or more were measured"

@@ -243,6 +243,11 @@ def png_header_only(width: int, height: int) -> bytes:
         (["eval-video", "rtsp://127.0.0.1:9/x"], 3, "Connection refused (3 reconnect attempts failed)"),
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
+        (["eval", "{images}", "{labels}", "--label-set", "ccp", "--roi-mode", "crop"], 2, "--roi-mode must be one of roi, whole"),
+        (["eval-video", "{clip}", "--temporal-window", "0"], 2, "--temporal-window must be between 1 and 15, got 0"),
+        (["bench", "{clip}", "--threads", "5000"], 2, "--threads must be between 0 and 1024, got 5000"),
+        (["run", "{clip}", "-o", "{tmp}/o.mp4", "--config", "{tmp}/tab.yaml"], 2,
+         "is not valid YAML: line 2, column 1: found character '\\t' that cannot start any token"),
     ],
     ids=["missing-input", "empty-input-name", "eval-video-empty-input-name", "text-as-video", "image-to-gif", "missing-output-dir", "output-dir-is-a-file", "read-only-output",
          "bad-extension", "no-extension", "output-is-the-input", "config-not-utf8", "zero-workers", "flag-out-of-range",
@@ -251,13 +256,15 @@ def png_header_only(width: int, height: int) -> bytes:
          "photo-past-pils-limit",
          "bench-markdown-nowhere",
          "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "tune-on-an-unreachable-camera", "bench-on-an-unreachable-camera",
-         "eval-video-on-an-unreachable-camera", "eval-json-nowhere", "train-into-a-folder"],
+         "eval-video-on-an-unreachable-camera", "eval-json-nowhere", "train-into-a-folder", "eval-roi-mode-named",
+         "eval-video-window-named", "bench-5000-threads", "yaml-mistake-located"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
                                                     tmp_path: Path, shared: Path) -> None:
     (tmp_path / "notes.mp4").write_text("hello\n" * 100)
     (tmp_path / "latin1.yaml").write_bytes("# r\u00e9glage\nworkers: 1\n".encode("latin-1"))
     (tmp_path / "zero.yaml").write_text("keyframes:\n  parse_every: 0\n")
+    (tmp_path / "tab.yaml").write_text("workers: 1\n\tthreads: 2\n")
     (tmp_path / "in.mp4").write_bytes(clip.read_bytes())
     (tmp_path / "huge.png").write_bytes(png_header_only(20000, 10000))  # 200 megapixels, as a phone may take
     values = {"tmp": tmp_path, "clip": clip, "notvideo": tmp_path / "notes.mp4",

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import multiprocess
 
 from conftest import VTEST, cut_clip, probe_video, run_cli
 from vidparse.config import load_config
 from vidparse.pipeline.proctree import process_cpu_seconds, tree_cpu_seconds
-from vidparse.tune import Layout, TrialResult, best, layouts
+from vidparse.tune import Layout, TrialResult, _Window, best, layouts
 
 FAST = Path(__file__).with_name("fast.yaml")
 
@@ -75,6 +76,17 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
     out = tmp_path / "out.mp4"
     assert run_cli("run", str(clip), "-o", str(out), "--config", str(tuned)).returncode == 0
     assert probe_video(out).frames == 12
+
+
+def test_a_trial_window_waits_for_two_frames_when_one_takes_longer_than_its_seconds() -> None:
+    """A frame slower than --seconds (m2fp on a CPU, a wide crowd) closed the window on its first frame, and the
+    trial failed as 'too short' on a long video."""
+    stops: list[bool] = []
+    window = _Window(warmup_frames=1, seconds=0.0, stop=lambda: stops.append(True))
+    for count in (1, 2, 3, 4):
+        written = SimpleNamespace(result=SimpleNamespace(timings={"parse": 2.0}))
+        window.on_frame(written, SimpleNamespace(frames=count, serial_s={}))  # type: ignore[arg-type]
+    assert window.frames == 2 and stops == [True], "closed once, at the second frame after the warm-up"
 
 
 def test_tune_on_a_too_short_video_says_so(tmp_path: Path) -> None:
