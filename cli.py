@@ -35,10 +35,23 @@ ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-
 ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Human parsing for video: every pixel of every person labelled, as an annotated video.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(no_args_is_help=True, help="List, download and make models.")
 app.add_typer(models_app, name="models")
+
+
+def _print_version(given: bool) -> None:
+    if given:
+        from vidparse import __version__
+
+        print(f"vidparse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    """Human parsing for video: every pixel of every person labelled, as an annotated video."""
 
 console = Console(stderr=True)
 MEASURE_CONNECT_ATTEMPTS = 3  # tune, bench and eval-video give up on a live input after this many reconnect attempts
@@ -378,9 +391,10 @@ def bench(
     model_dir: ModelDirOption = None,
     config: ConfigOption = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Measure fps and per-stage time of the real pipeline for several worker counts."""
-    _setup_logging(False)
+    _setup_logging(verbose)
     from rich.progress import Progress
 
     from vidparse.bench import (COLUMNS, MIN_FRAMES, frames_measured, machine_description, markdown_table, run_trial,
@@ -437,9 +451,10 @@ def tune(
     config: Annotated[Optional[Path], typer.Option(help="YAML file or preset to tune, as for run.")] = None,
     parse_every: Annotated[Optional[int], typer.Option(help="Keyframe mode to tune with, as for run.")] = None,
     write: Annotated[Path, typer.Option("--write", "-w", help="Config file to write the pick to.")] = Path("vidparse-tuned.yaml"),
+    verbose: VerboseOption = False,
 ) -> None:
     """Try (workers, threads per worker) layouts that fit the CPUs this process may use; write the fastest as a config."""
-    _setup_logging(False)
+    _setup_logging(verbose)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vidparse.bench import machine_description, small_people_settings

@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import VTEST, assert_audio_copied, audio_packets, decode_frames, probe_video, run_cli, vtest_h264
 from run_summary import summary_rows
+import vidparse
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.roi import expand_box
@@ -36,6 +37,11 @@ def parsed_clip(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[in
         assert result.returncode == 0, result.stderr
         runs[workers] = out
     return runs
+
+
+def test_version_is_printed_alone() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout == f"vidparse {vidparse.__version__}\n", result.stderr
 
 
 def test_output_matches_input_size_frames_and_timing(parsed_clip: dict[int, Path], clip: Path) -> None:
