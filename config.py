@@ -155,6 +155,8 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = merge(merged[key], value)
+        elif isinstance(value, dict) and key in merged:
+            continue  # not a mapping where one belongs: kept for `build` to report (a flag does not hide it)
         else:
             merged[key] = value
     return merged

@@ -148,6 +148,11 @@ def test_bad_files(tmp_path: Path) -> None:
     latin1.write_bytes("# r\u00e9glage\nworkers: 1\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_config(latin1)
+    for text, flag in (("compose: 3\n", "compose.alpha"), ("live:\n", "live.open_timeout_s")):
+        section = tmp_path / "section.yaml"  # a flag setting a key of the section hid the file's mistake
+        section.write_text(text)
+        with pytest.raises(ConfigError, match=f"config key '{flag.split('.')[0]}' must be a mapping, got"):
+            load_config(section, {flag: 0.5})
 
 
 def test_importing_the_config_loads_no_stage_library() -> None:
