@@ -53,9 +53,10 @@ def _options(version: Annotated[bool, typer.Option("--version", "-V", callback=_
                                                    help="Print the version and exit.")] = False) -> None:
     """Human parsing for video: every pixel of every person labelled, as an annotated video."""
 
+
 console = Console(stderr=True)
 MEASURE_CONNECT_ATTEMPTS = 3  # tune, bench and eval-video give up on a live input after this many reconnect attempts
-REPORT_WIDTH = 200  # columns of tables written to a file or a pipe (a terminal gives its own width)
+REPORT_WIDTH = 1000  # columns of tables written to a file or a pipe (a terminal gives its own width)
 
 
 def report_console() -> Console:
@@ -65,8 +66,15 @@ def report_console() -> Console:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=verbose)], force=True)
+    """Rich's log lines on a terminal; elsewhere (a file, a pipe, a service's journal) one unwrapped line each, as
+    the child processes write theirs."""
+    level = logging.DEBUG if verbose else logging.WARNING
+    if console.is_terminal:
+        logging.basicConfig(level=level, format="%(message)s", force=True,
+                            handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=verbose)])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S",
+                            force=True)
     if not verbose:  # reconnects and segment rotations are worth a timestamped line in every run
         for name in ("vidparse.stages.source", "vidparse.stages.sink"):
             logging.getLogger(name).setLevel(logging.INFO)

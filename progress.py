@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,6 @@ class _Seen:
     frames_with_persons: int = 0
     live: bool = False
     photos: bool = False
-    opened: bool = False
-    connecting: bool = False  # its line says which attempts to connect failed
 
 
 class RunReporter:
@@ -50,31 +49,38 @@ class RunReporter:
             console=console,
             transient=False,
         )
-        self.tasks = [self.progress.add_task(d, total=None, fps=0.0, persons=0, latency="") for d in descriptions]
+        # a stream's line shows once it opens or tries to connect: one that fails its checks shows only its error
+        self.tasks = [self.progress.add_task(d, total=None, fps=0.0, persons=0, latency="", visible=False)
+                      for d in descriptions]
         self.seen = [_Seen() for _ in descriptions]
+        self._showing = threading.Lock()  # streams open in the hub thread; the first starts the display
 
     def __enter__(self) -> RunReporter:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for task, seen in zip(self.tasks, self.seen):
-            if not (seen.opened or seen.connecting):  # nothing to show but its error line, not an empty bar
-                self.progress.update(task, visible=False)
-        self.progress.stop()
+        with self._showing:
+            if self.progress.live.is_started:
+                self.progress.stop()
+
+    def _show(self, index: int) -> None:
+        with self._showing:
+            self.progress.update(self.tasks[index], visible=True)
+            if not self.progress.live.is_started:
+                self.progress.start()
 
     def on_open(self, index: int, info: Any) -> None:
-        self.seen[index].opened = True
         self.seen[index].live = info.live
         self.seen[index].photos = info.codec == "image"
         self.progress.update(self.tasks[index], total=info.frames or None)
+        self._show(index)
 
     def on_connecting(self, index: int, stats: RunStats) -> None:
         """A live input cannot connect: the line says how many attempts failed and why (until a frame comes)."""
         if stats.connecting is not None:
-            self.seen[index].connecting = True
             attempt, reason = stats.connecting
             self.progress.update(self.tasks[index], latency=f"connecting: attempt {attempt} failed ({reason})")
+            self._show(index)
 
     def limit(self, index: int, frames: int | None) -> None:
         task = self.progress.tasks[index]

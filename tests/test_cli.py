@@ -283,6 +283,7 @@ def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int,
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "hint:" in result.stderr
     assert "━" not in result.stdout + result.stderr, "an input that never opened draws no empty progress bar"
+    assert not result.stderr.startswith("\n"), "nor an empty line where the progress display started"
     assert not (tmp_path / "o.mp4").exists(), "a failed start leaves no output behind"
     assert (tmp_path / "in.mp4").read_bytes() == clip.read_bytes()
 

@@ -16,7 +16,7 @@ import multiprocess
 from conftest import VTEST, cut_clip, probe_video, run_cli
 from vidparse.config import load_config
 from vidparse.pipeline.proctree import process_cpu_seconds, tree_cpu_seconds
-from vidparse.tune import Layout, TrialResult, _Window, best, layouts
+from vidparse.tune import SAME_FPS, Layout, TrialResult, _Window, best, layouts
 
 FAST = Path(__file__).with_name("fast.yaml")
 
@@ -63,9 +63,12 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
     rows = re.findall(r"^#\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)%$", tuned.read_text(), re.M)
     assert [Layout(int(w), int(t)) for w, t, *_ in rows] == expected
     assert all(float(fps) > 0 and int(mb) > 50 and 0 < int(cpu) <= 100 for _, _, fps, _, mb, cpu in rows), rows
-    fastest = max(rows, key=lambda row: float(row[2]))
+    fastest = max(float(row[2]) for row in rows)
+    as_fast = [row for row in rows if float(row[2]) >= SAME_FPS * fastest - 0.01]  # the table rounds
+    least_busy = {(int(w), int(t)) for w, t, *_, cpu in as_fast if int(cpu) <= min(int(row[5]) for row in as_fast) + 1}
     written = load_config(tuned, {})
-    assert (written.workers, written.threads) == (int(fastest[0]), int(fastest[1])), "the fastest trial is the pick"
+    assert (written.workers, written.threads) in least_busy, "the pick: of the trials as fast as the fastest, the " \
+                                                             "one keeping the CPUs least busy"
     assert written.roi.person_height == 192 and written.temporal.window == 1, "the tuned settings are kept"
     assert result.stdout.count("best") == 1
     assert "ended before the 30 s window in 3 of 3 trials" in " ".join(result.stderr.split()), \
