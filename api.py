@@ -7,6 +7,7 @@ subclasses, each with a ``message``, a ``hint`` and the CLI's ``exit_code``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
@@ -186,14 +187,15 @@ class StreamFrame(Parsing):
 class Stream:
     """The frames of `stream`, as they are written: an iterator, and a context manager that stops the run on exit.
 
-    Leaving the loop early (``break``, an exception) or dropping the object stops the pipeline: the processes
-    end and the outputs are closed with what was written. A source that fails (unreachable, lost for good,
+    `close` (from any thread), the end of a ``with`` block or dropping the object stops the pipeline: the processes
+    end and the outputs are closed with what was written (leaving a loop over ``stream(...)`` itself drops it). A source that fails (unreachable, lost for good,
     damaged) stops alone, with a logged warning, and lands in `failed`; once every source has ended, the loop
     raises the first failure's `VidparseError`. What stops every source (workers that cannot start) raises at
     once."""
 
     def __init__(self, engine: Engine, specs: list[StreamSpec], settings: Config) -> None:
         self.failed: dict[int, Exception] = {}  # source index -> why it stopped
+        self._engine = engine
         self._frames = self._run(engine, specs, settings, self.failed)  # holds no reference to self: no cycle
 
     @staticmethod
@@ -220,8 +222,15 @@ class Stream:
         return next(self._frames)
 
     def close(self) -> None:
-        """Stop the run (if it still goes) and wait for its processes to end."""
-        self._frames.close()
+        """Stop the run (if it still goes) and wait for its processes to end. From another thread than the loop's
+        (a watchdog, a stop button), the loop then ends as if the sources had."""
+        if inspect.getgeneratorstate(self._frames) == inspect.GEN_CREATED:  # never iterated: nothing started
+            self._frames.close()
+            return
+        # Not by closing the generator: a loop in another thread may be inside it (or about to be); it ends by
+        # itself once the engine has, and so does the loop here.
+        self._engine.abort()
+        self._engine.wait()
 
     def __enter__(self) -> Stream:
         return self

@@ -64,6 +64,7 @@ class Engine:
         self._wake_receive, self._wake_send = self._context.Pipe(duplex=False)
         self._wake_lock = threading.Lock()
         self._stopping = False
+        self._aborting = threading.Event()  # set by `abort` in the caller's thread: nothing waits on a reader then
         self._ended = False  # the hub has left its loop: no stream can be added any more
         self._end_reason = "it ended"  # without an error: stopped, aborted, or its last stream ended
         self._error: BaseException | None = None
@@ -124,12 +125,17 @@ class Engine:
 
     def abort(self) -> None:
         """Stop at once: kill the processes, close the outputs without what was in flight; then `join`."""
+        self._aborting.set()
         self._command("abort", None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the hub to end (True; False on timeout), without raising what ended it."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the hub to end (True) and raise what ended it; False on timeout."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self.wait(timeout):
             return False
         if self._error is not None:
             raise self._error
@@ -151,21 +157,36 @@ class Engine:
         """Copies of every frame any stream writes (the arrays outlive their slot), until the engine ends; then
         raises what ended it, as `join` does. Call before streams are added; leaving the loop early aborts."""
         items: queue.Queue[Written | None] = queue.Queue(maxsize=4)
-        self._subscribers.append(lambda written, stats: items.put(_copied(written)))
-        self._after.append(lambda: items.put(None))
+        self._subscribers.append(lambda written, stats: self._offer(items, _copied(written)))
+        self._after.append(lambda: self._offer(items, None))
         return self._iterate(items)
+
+    def _offer(self, items: queue.Queue[Written | None], item: Written | None) -> None:
+        """Put ``item`` for the reader of `results`, unless the engine is aborted meanwhile: a reader that stopped
+        reading (a program ending, a loop closed from another thread) must not hold a writer, and so the hub."""
+        while not self._aborting.is_set():
+            try:
+                items.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
 
     def _iterate(self, items: queue.Queue[Written | None]) -> Generator[Written, None, None]:
         try:
-            while (item := items.get()) is not None:
+            while True:
+                try:
+                    item = items.get(timeout=POLL_S)
+                except queue.Empty:
+                    if self.wait(0) and items.empty():  # ended, its last item dropped by an abort
+                        break
+                    continue
+                if item is None:
+                    break
                 yield item
         finally:
-            if self._thread.is_alive():  # the caller stopped early: a writer must not wait on a full queue
+            if self._thread.is_alive():  # the caller stopped early
                 self.abort()
-                while self._thread.is_alive():
-                    while not items.empty():
-                        items.get_nowait()
-                    self._thread.join(POLL_S / 10)
+                self.wait()
         self.join()
 
     def _command(self, name: str, argument: Any) -> None:

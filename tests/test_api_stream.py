@@ -172,13 +172,14 @@ def test_a_program_ended_by_sigterm_leaves_children_that_end_quietly(tmp_path: P
 
 
 UNCLOSED_STREAM = """
-import sys
+import sys, time
 import vidparse
 
-stream = vidparse.stream(sys.argv[1], model="bodypix", workers=1)  # held by a global: never collected
+stream = vidparse.stream(sys.argv[1], model="bodypix", workers=1, outputs=sys.argv[2])  # a global: never collected
 for frame in stream:
     if frame.seq == 5:
         break  # the loop is left, the stream is never closed, and the program ends
+time.sleep(3)  # the run goes on meanwhile, until its frames fill the loop's queue and wait there
 print("end", flush=True)
 """
 
@@ -187,14 +188,34 @@ def test_a_program_that_ends_with_a_stream_open_exits(tmp_path: Path) -> None:
     """The children leave stop signals to the main process, so multiprocess's exit handler, which would end them with
     SIGTERM, waited for them forever; the engine now stops itself first."""
     clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
-    program = subprocess.Popen([sys.executable, "-c", UNCLOSED_STREAM, str(clip)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    program = subprocess.Popen([sys.executable, "-c", UNCLOSED_STREAM, str(clip), str(tmp_path / "out.mp4")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = program.communicate(timeout=60)
     finally:
         subprocess.run(["pkill", "-KILL", "-g", str(program.pid)], capture_output=True)
     assert program.returncode == 0 and "end" in stdout and "Traceback" not in stderr, stderr
     assert "still running: stopping it" in " ".join(stderr.split()), stderr
+    assert probe_video(tmp_path / "out.mp4").frames >= 6, "the output keeps what was written"
+
+
+def test_close_from_another_thread_ends_the_loop_there(tmp_path: Path) -> None:
+    """A watchdog closing a stream got 'generator already executing', and the loop ran on."""
+    before = pipeline_processes()
+    clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
+    stream = vidparse.stream(clip, model="bodypix", workers=1, outputs=tmp_path / "out.mp4")
+    closer = threading.Timer(2.0, stream.close)
+    seen = []
+    closer.start()
+    try:
+        for frame in stream:
+            seen.append(frame.seq)
+    finally:
+        closer.cancel()
+    closer.join()
+    assert 0 < len(seen) < 40 and seen == list(range(len(seen))), seen
+    assert pipeline_processes() == before
+    assert probe_video(tmp_path / "out.mp4").frames >= len(seen) - 4  # what was written; frames in flight dropped
 
 
 INTERRUPTED_RUNS = """
