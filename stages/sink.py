@@ -222,7 +222,7 @@ class VideoSink:
         try:
             if not self.failed:  # after a failure the encoder's last packets are not worth a second error
                 self._mux(lambda: self._video.encode(None))
-                if self._audio is not None:
+                if self._audio is not None and self.frames_written:  # no frame, no file: not an audio-only one
                     self._mux(lambda: self._audio.finish(self._audio_end()))
         finally:
             if self._audio is not None:
