@@ -431,14 +431,16 @@ class VideoSource:
 
     ``live`` configures streams and cameras (ignored for files); once ``stop`` is set, a reconnect wait is
     cut short and the frame iterator ends there (or ``open()`` fails). A file is read within ``window`` only.
-    ``limits`` bound what the input may be. Messages and log lines show the URL without its credentials.
+    ``limits`` bound what the input may be. Messages and log lines show the URL without its credentials. Without
+    ``warn_skipped`` an undecodable packet is logged for debugging only (a probe: the run's source warns of it).
     """
 
     def __init__(self, url: str, max_frames: int | None = None, live: LiveOptions | None = None,
                  stop: StopSignal | None = None, window: FrameWindow | None = None,
                  on_attempt: Callable[[int, str], None] | None = None, resume_at: int = 0,
-                 limits: InputLimits | None = None) -> None:
+                 limits: InputLimits | None = None, warn_skipped: bool = True) -> None:
         self.url = url
+        self.warn_skipped = warn_skipped
         self.shown_url = without_credentials(url)
         self.limits = limits or InputLimits()
         self.resume_at = resume_at  # a file: start at this frame (of ``window``), found by seeking, not decoding
@@ -481,15 +483,15 @@ class VideoSource:
             if 0 < min(width, height) < MIN_SIDE:  # 0: not known before the first frame (some live streams)
                 raise BadInputError(f"input {self.shown_url} has {width}x{height} frames, too small to parse or encode",
                                     hint=f"H.264 in 4:2:0 needs at least {MIN_SIDE}x{MIN_SIDE}; scale it up first")
+            if self.window is not None and self.window.seeks and not live:
+                container.seek(self.window.seek_pts, stream=stream, backward=True)
+            if not live:
+                self.turn = self._peek_turn()
         except BadInputError:
             self._close_container()
             raise
-        if self.window is not None and self.window.seeks and not live:
-            container.seek(self.window.seek_pts, stream=stream, backward=True)
-        if not live:
-            self.turn = self._peek_turn()
-            if self.turn.swaps_axes:
-                width, height = height, width
+        if self.turn.swaps_axes:
+            width, height = height, width
         self.info = StreamInfo(
             width=width,
             height=height,
@@ -534,7 +536,8 @@ class VideoSource:
             except av.error.InvalidDataError as exc:
                 if deadline is None:
                     self.skipped_packets += 1
-                    log.warning("skipped an undecodable packet at pts %s: %s", packet.pts, exc)
+                    log.log(logging.WARNING if self.warn_skipped else logging.DEBUG,
+                            "skipped an undecodable packet at pts %s: %s", packet.pts, exc)
                 else:  # a camera joined between keyframes: normal until its first keyframe
                     log.debug("skipped an undecodable packet while connecting at pts %s: %s", packet.pts, exc)
                 continue
@@ -542,11 +545,13 @@ class VideoSource:
 
     def _peek_turn(self) -> Turn:
         """Decode the first frame (kept for ``frames()``) to read its display matrix: the stream's size on screen
-        is known before any frame is handed out."""
+        is known before any frame is handed out. A file read from its start that gives no frame at all is damaged."""
         decoded = self._decoded()
         first = next(decoded, None)
         self._file_decoded = decoded if first is None else itertools.chain([first], decoded)
         if first is None:
+            if self.window is None or not self.window.seeks:
+                raise BadInputError(f"no frame of {self.shown_url} could be decoded", hint="the file is damaged")
             return Turn.NONE
         matrix = next((np.frombuffer(bytes(side), np.int32) for side in first.side_data
                        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
@@ -735,7 +740,7 @@ class VideoSource:
 
 def probe(url: str, live: LiveOptions | None = None, limits: InputLimits | None = None) -> StreamInfo:
     """Open an input only to describe it (and to fail early with a clear error if it is not a video)."""
-    source = VideoSource(url, live=live, limits=limits)
+    source = VideoSource(url, live=live, limits=limits, warn_skipped=False)
     try:
         return source.open()
     finally:

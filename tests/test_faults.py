@@ -170,6 +170,40 @@ def test_corrupted_bytes_in_the_middle_are_skipped(h264_clip: Path, tmp_path: Pa
     assert skipped and int(skipped[1]) == failed > 0, "the summary counts the packets it skipped"
 
 
+def test_a_file_none_of_whose_frames_decode_is_a_bad_input(tmp_path: Path) -> None:
+    """Noise over every video packet: not a run of 0 frames that leaves the input's audio alone, but one line, and
+    the probe that finds it does not warn of every packet it skipped."""
+    clip = vtest_h264(tmp_path / "in.mp4", 20, size=(192, 144), tone_hz=440)
+    noisy = tmp_path / "noisy.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-c", "copy", "-bsf:v", "noise=amount=2", str(noisy)],
+                   check=True)
+    assert decodable_frames(noisy) == 0
+    result = run_cli("run", str(noisy), "-o", str(tmp_path / "o.mp4"), "--config", FAST)
+    assert result.returncode == BAD_INPUT, result.stderr
+    assert error_lines(result.stderr) == [f"error: no frame of {noisy} could be decoded"]
+    assert "hint: the file is damaged" in result.stderr and "skipped an undecodable packet" not in result.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_packets_undecodable_before_the_first_frame_are_warned_of_once_each(tmp_path: Path) -> None:
+    """The first three packets garbled: the probe in the main process decodes past them too, but only the source
+    warns of them."""
+    clip = tmp_path / "in.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(VTEST), "-frames:v", "30", "-vf", "scale=192:144", "-c:v",
+                    "libx264", "-g", "10", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    data = bytearray(clip.read_bytes())
+    with av.open(str(clip)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size][:3]
+    rng = random.Random(7)
+    for position, size in packets:
+        data[position + 4:position + size] = bytes(rng.randrange(256) for _ in range(size - 4))  # after the NAL size
+    clip.write_bytes(bytes(data))
+    assert decode_damaged(clip) == (20, 3)
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--config", FAST)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("skipped an undecodable packet") == 3, result.stderr
+
+
 def test_a_truncated_file_ends_cleanly_with_what_was_decoded(clip40: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.avi"
     truncated.write_bytes(clip40.read_bytes()[: int(clip40.stat().st_size * 0.6)])
