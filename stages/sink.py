@@ -11,6 +11,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
@@ -248,15 +249,31 @@ class VideoSink:
             return self._written_to
         return float("inf")
 
+    def _cut_to_whole_fragments(self) -> bool:
+        """End the last file at its last whole fragment; whether it ended mid-fragment. Without a whole fragment no
+        frame plays, and the file goes, as after a run that wrote no frame."""
+        path = self.paths[-1] if self.paths else None
+        if path is None or not path.exists() or not fragmentable(path):
+            return False
+        trimmed = trim_to_whole_fragments(path)
+        if trimmed.fragments == 0:
+            path.unlink()
+        return trimmed.cut
+
     def close(self) -> None:
-        self._finish_file()
+        # A write that fails while FFmpeg closes the file (its last fragment, the disk full: often because another
+        # output filled it) is not reported: the file itself tells.
+        try:
+            self._finish_file()
+        finally:
+            cut = self._cut_to_whole_fragments()
+        if cut and not self.failed:
+            raise self._write_failed("its last fragment could not be written")
         if self.paths and not self.paths[-1].parent.is_dir():
             raise self._write_failed("its directory is gone")
-        if self.frames_written and self.paths and not self.paths[-1].exists():  # PyAV makes the file with its first frame
-            raise self._write_failed("it was deleted while being written")
+        if self.frames_written and not self.failed and self.paths and not self.paths[-1].exists():
+            raise self._write_failed("it was deleted while being written")  # PyAV makes the file with its first frame
         self.paths = [path for path in self.paths if path.exists()]  # a file that got no frame was never made
-        if self.failed and self.paths and fragmentable(self.paths[-1]):
-            trim_to_whole_fragments(self.paths[-1])
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile
             _make_faststart(self.path, self._audio_lead_s)
 
@@ -281,9 +298,16 @@ def to_yuv420(image: np.ndarray) -> np.ndarray:
     return yuv
 
 
-def trim_to_whole_fragments(path: Path) -> None:
+@dataclass(frozen=True)
+class Trimmed:
+    fragments: int  # whole fragments kept (-1: the file could not be read)
+    cut: bool  # whether the file ended mid-fragment
+
+
+def trim_to_whole_fragments(path: Path) -> Trimmed:
     """Cut a fragmented MP4 that a full disk stopped mid-fragment back to its last whole fragment (a ``moof`` and its
     ``mdat``): browsers stop decoding at a cut fragment, and every player plays the file to its end once it is gone."""
+    fragments = 0
     try:
         with open(path, "r+b") as file:
             end = os.fstat(file.fileno()).st_size
@@ -298,6 +322,8 @@ def trim_to_whole_fragments(path: Path) -> None:
                 if size < 8 or offset + size > end:
                     break
                 offset += size
+                if kind == b"mdat":
+                    fragments += 1
                 if kind != b"moof":  # a fragment is whole once its mdat is
                     kept = offset
             if kept < end:
@@ -305,6 +331,8 @@ def trim_to_whole_fragments(path: Path) -> None:
                 log.info("cut %s back to its last whole fragment (%d of %d bytes)", path, kept, end)
     except OSError as exc:
         log.warning("could not cut %s back to whole fragments: %s", path, exc)
+        return Trimmed(-1, False)
+    return Trimmed(fragments, kept < end)
 
 
 def _make_faststart(path: Path, audio_lead_s: float = 0.0) -> None:

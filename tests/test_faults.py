@@ -245,19 +245,6 @@ def test_a_broken_model_file_is_a_model_error(damage: str, clip: Path, tmp_path:
     assert "Traceback" not in result.stderr
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 1 MB tmpfs: room for the first fragments of the clip's video and its masks and stats, not for all of them."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1000k", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a small tmpfs ({mounted.stderr.strip()}): the tests need root, as in CI")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_a_full_disk_stops_with_a_clear_message_and_outputs_that_read_to_their_end(small_disk: Path,
                                                                                      tmp_path: Path) -> None:
     """The MP4 ends at its last whole fragment (browsers stop at a cut one), no mask PNG is half written, every stats

@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 import shutil
 import subprocess
 from fractions import Fraction
@@ -176,6 +177,29 @@ def test_an_output_removed_while_written_is_an_error_at_the_end(remove: str, cli
 def decode_errors(path: Path) -> str:
     return subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True,
                           text=True).stderr
+
+
+def test_a_disk_another_output_fills_leaves_the_file_at_its_last_whole_fragment(small_disk: Path,
+                                                                               tmp_path: Path) -> None:
+    """The masks or the stats take the last of the disk: the sink's own writes went through, but finishing its last
+    fragment fails, and the file is cut back as it is when its own write fails. Noise: every frame is large, so the
+    fragment left to finish cannot fit in what is left of the file's last page."""
+    noise = tmp_path / "noise.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "nullsrc=s=160x120:r=10,geq=random(1)*255:128:128",
+                    "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(noise)], check=True)
+    source = VideoSource(str(noise))
+    out = small_disk / "out.mp4"
+    sink = VideoSink(out, source.open(), EncoderOptions(23, "ultrafast"))
+    sink.open()
+    for frame in itertools.islice(source.frames(), 15):
+        sink.write(frame)
+    source.close()
+    with pytest.raises(OSError, match="No space left"), (small_disk / "masks.bin").open("wb") as filler:
+        while True:
+            filler.write(bytes(1 << 16))
+    with pytest.raises(BadOutputError, match="its last fragment could not be written"):
+        sink.close()
+    assert decode_errors(out) == "" and 0 < probe_video(out).frames < 15
 
 
 def test_fragmented_mp4_plays_like_the_plain_one(clip: Path, tmp_path: Path) -> None:
