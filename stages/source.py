@@ -268,11 +268,24 @@ def _reason(error: Exception) -> str:
     return (getattr(error, "strerror", None) or str(error) or type(error).__name__).strip()
 
 
+# Codecs of single pictures: a track of one of them is most likely a still (a cover not flagged as one, a poster).
+IMAGE_CODECS = frozenset({"png", "mjpeg", "bmp", "tiff", "webp", "jpeg2000", "jpegls", "qoi"})
+
+
+def is_still(stream: av.video.stream.VideoStream) -> bool:
+    """Whether a video stream is one picture: one frame by its container's count, or pictures of an image codec on
+    a track that is not flagged default (an MKV keeps no attached-picture flag and counts no frames)."""
+    default = av.stream.Disposition.default in stream.disposition
+    return stream.frames == 1 or (stream.codec_context.name in IMAGE_CODECS and not default)
+
+
 def main_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    """The video stream to parse: of several, the one with the most pixels (not a preview track), and never a
-    music file's cover art (an attached picture); None when there is none."""
+    """The video stream to parse: a moving one before a still, then of several the one with the most pixels (not a
+    preview track), the default one of two as large; never a music file's cover art (an attached picture); None when
+    there is none."""
     videos = [s for s in container.streams.video if av.stream.Disposition.attached_pic not in s.disposition]
-    return max(videos, key=lambda s: s.codec_context.width * s.codec_context.height, default=None)
+    return max(videos, key=lambda s: (not is_still(s), s.codec_context.width * s.codec_context.height,
+                                      av.stream.Disposition.default in s.disposition), default=None)
 
 
 def _video_stream(url: str, container: av.container.InputContainer,

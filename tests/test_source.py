@@ -135,6 +135,24 @@ def test_cover_art_is_not_video_and_the_largest_video_stream_is_parsed(tmp_path:
         source.close()
 
 
+def test_a_still_track_before_the_video_is_not_parsed_though_it_has_more_pixels(tmp_path: Path, shared: Path) -> None:
+    """A photo muxed as a PNG track ahead of the video (an MKV keeps no attached-picture flag, and this one is not the
+    default track): the video is parsed, not the photo's single frame."""
+    video, tracks = tmp_path / "video.mp4", tmp_path / "still_first.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(VTEST), "-t", "2", "-vf", "scale=384:288", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", str(video)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-i", str(shared / "data" / "photos" / "messi5.jpg"),
+                    "-map", "1", "-map", "0", "-c", "copy", "-c:v:0", "png", "-disposition:v:0", "attached_pic",
+                    str(tracks)], check=True)
+    assert (probe(str(tracks)).width, probe(str(tracks)).height) == (384, 288)
+    source = VideoSource(str(tracks))
+    source.open()
+    try:
+        assert [frame.image.shape for frame in source.frames()] == [(288, 384, 3)] * 20
+    finally:
+        source.close()
+
+
 def test_a_resumed_file_seeks_to_the_keyframe_before_and_gives_the_same_frames(shared: Path) -> None:
     """A replacement for a stalled source starts at frame 300 of vtest by seeking to the last keyframe at or before
     it (decoding from there, not from frame 0): the frames it gives are those a plain read gives there, with their
