@@ -37,12 +37,15 @@ _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def is_image_input(spec: str) -> bool:
-    """Whether ``spec`` names images rather than a video: an image file, a folder, a %d or glob pattern of images."""
+    """Whether ``spec`` names images rather than a video: an image file, a folder, a %d or glob pattern of images.
+    An animated PNG is a video: FFmpeg decodes its frames, as it does a GIF's (not an animated WebP's)."""
     if "://" in spec or not spec.strip():  # Path("") is the current folder
         return False
     path = Path(spec)
     if path.is_dir():
         return True
+    if path.suffix.lower() == ".png" and path.is_file() and is_animated(path):
+        return False
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -81,6 +84,15 @@ def _opened(path: Path, formats: tuple[str, ...] | None = None) -> Iterator[Imag
                                 ) from exc
         with image:
             yield image
+
+
+def is_animated(path: Path) -> bool:
+    """Whether an image file holds several frames (an APNG, an animated WebP); False for one PIL cannot read."""
+    try:
+        with _opened(path) as image:
+            return bool(getattr(image, "is_animated", False))
+    except (UnidentifiedImageError, OSError, BadInputError):
+        return False
 
 
 def upright_size(path: Path, decoded: bool = False) -> tuple[int, int]:
@@ -148,6 +160,8 @@ class ImageSet:
         if not paths:
             raise BadInputError(f"input {spec} names no image files",
                                 hint=f"give a photo, a folder of photos or a pattern ({', '.join(IMAGE_SUFFIXES)})")
+        for path in filter(is_animated, paths):
+            log.warning("input %s is animated: only its first frame is parsed", path)
         if len(paths) == 1:
             return cls(spec, tuple(paths), (upright_size(paths[0]),))
         readable, sizes = [], []

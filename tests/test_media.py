@@ -124,6 +124,20 @@ def test_an_image_sequence_becomes_a_video(corpus: dict[str, Path], tmp_path: Pa
     assert_same_frames_in_order(decode_frames(tmp_path / "o.mp4"), reference)
 
 
+@pytest.mark.parametrize("name, frames, warned", [("anim.png", 10, False), ("anim.webp", 1, True)])
+def test_an_animated_png_is_a_video_and_an_animated_webp_its_first_frame_said_so(name: str, frames: int, warned: bool,
+                                                                                  tmp_path: Path) -> None:
+    """FFmpeg decodes an APNG's frames, as it does a GIF's; its webp decoder cannot decode an animated WebP's: its
+    first frame is parsed as a photo, and the run says so."""
+    animation = tmp_path / name
+    encoding = ["-f", "apng", "-plays", "0"] if name.endswith(".png") else ["-c:v", "libwebp", "-loop", "0"]
+    ffmpeg("-i", str(VTEST), "-t", "1", "-vf", "scale=192:144", *encoding, str(animation))
+    result = run_cli("run", str(animation), "-o", str(tmp_path / "o.mp4"), "--config", FAST)
+    assert result.returncode == 0, result.stderr
+    assert probe_video(tmp_path / "o.mp4").frames == frames
+    assert result.stderr.count("is animated: only its first frame is parsed") == warned, result.stderr
+
+
 def test_a_glob_pattern_gives_an_annotated_image_and_a_label_png_each(corpus: dict[str, Path],
                                                                       tmp_path: Path) -> None:
     parse(f"{corpus['sequence']}/*.png", tmp_path / "out")
