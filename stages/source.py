@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import av
@@ -445,15 +445,16 @@ class VideoSource:
     ``live`` configures streams and cameras (ignored for files); once ``stop`` is set, a reconnect wait is
     cut short and the frame iterator ends there (or ``open()`` fails). A file is read within ``window`` only.
     ``limits`` bound what the input may be. Messages and log lines show the URL without its credentials. Without
-    ``warn_skipped`` an undecodable packet is logged for debugging only (a probe: the run's source warns of it).
+    ``reports``, what opening finds (undecodable packets, a turn upright) is logged for debugging only (a probe: the
+    run's source says it).
     """
 
     def __init__(self, url: str, max_frames: int | None = None, live: LiveOptions | None = None,
                  stop: StopSignal | None = None, window: FrameWindow | None = None,
                  on_attempt: Callable[[int, str], None] | None = None, resume_at: int = 0,
-                 limits: InputLimits | None = None, warn_skipped: bool = True) -> None:
+                 limits: InputLimits | None = None, reports: bool = True) -> None:
         self.url = url
-        self.warn_skipped = warn_skipped
+        self.reports = reports
         self.shown_url = without_credentials(url)
         self.limits = limits or InputLimits()
         self.resume_at = resume_at  # a file: start at this frame (of ``window``), found by seeking, not decoding
@@ -549,8 +550,7 @@ class VideoSource:
             except av.error.InvalidDataError as exc:
                 if deadline is None:
                     self.skipped_packets += 1
-                    log.log(logging.WARNING if self.warn_skipped else logging.DEBUG,
-                            "skipped an undecodable packet at pts %s: %s", packet.pts, exc)
+                    self._report(logging.WARNING, "skipped an undecodable packet at pts %s: %s", packet.pts, exc)
                 else:  # a camera joined between keyframes: normal until its first keyframe
                     log.debug("skipped an undecodable packet while connecting at pts %s: %s", packet.pts, exc)
                 continue
@@ -570,8 +570,11 @@ class VideoSource:
                        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
         turn = turn_for_display_matrix(matrix)
         if turn is not Turn.NONE:
-            log.info("turning frames upright as the display matrix says (%s)", turn.value)
+            self._report(logging.INFO, "turning frames upright as the display matrix says (%s)", turn.value)
         return turn
+
+    def _report(self, level: int, message: str, *args: Any) -> None:
+        log.log(level if self.reports else logging.DEBUG, message, *args)
 
     def _file_frames(self) -> Iterator[Frame]:
         """Frames upright, with FFmpeg's best-effort timestamps (None where there is none: the output repairs it).
@@ -753,7 +756,7 @@ class VideoSource:
 
 def probe(url: str, live: LiveOptions | None = None, limits: InputLimits | None = None) -> StreamInfo:
     """Open an input only to describe it (and to fail early with a clear error if it is not a video)."""
-    source = VideoSource(url, live=live, limits=limits, warn_skipped=False)
+    source = VideoSource(url, live=live, limits=limits, reports=False)
     try:
         return source.open()
     finally:

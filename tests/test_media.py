@@ -59,9 +59,11 @@ def assert_same_frames_in_order(written: list[np.ndarray], reference: list[np.nd
 def test_every_corpus_video_is_written_whole_upright_and_in_order(name: str, corpus: dict[str, Path],
                                                                  tmp_path: Path) -> None:
     output = tmp_path / "o.mp4"
-    parse(corpus[name], output)
+    result = parse(corpus[name], output)
     facts = probe_video(output)
     assert all(b > a for a, b in zip(facts.pts_s, facts.pts_s[1:])), facts.pts_s
+    said = result.stderr.count("turning frames upright")
+    assert said == (name in ROTATED), f"said {said} times (the main process's probe said it too)"
     assert_same_frames_in_order(decode_frames(output), reference_frames(corpus[name], tmp_path / "reference"))
 
 
