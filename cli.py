@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -468,7 +469,7 @@ def tune(
     from vidparse.bench import machine_description, small_people_settings
     from vidparse.config import config_from, user_settings
     from vidparse.pipeline.cpus import usable_cpus
-    from vidparse.stages.source import InputKind, input_kind, probe
+    from vidparse.stages.source import InputKind, input_kind, probe, without_credentials
     from vidparse.tune import TrialResult, best, layouts, run_trial, tuned_config_text
 
     with user_errors():
@@ -502,7 +503,9 @@ def tune(
                 console.print(f"[yellow]interrupted:[/] {write} not written", soft_wrap=True)
                 raise typer.Exit(INTERRUPTED_EXIT) from None
         machine = machine_description()
-        write_file_output(write, "--write", tuned_config_text(chosen, pick, results, Path(input).name, machine, without))
+        typed = " ".join(shlex.quote(without_credentials(arg) if "://" in arg else arg) for arg in sys.argv[1:])
+        write_file_output(write, "--write", tuned_config_text(chosen, pick, results, f"vidparse {typed}", machine,
+                                                              without))
     table = Table(title=f"vidparse tune: {settings.model} on {Path(input).name}, {cpus} usable CPUs, {seconds:g} s a trial")
     for column in ("", "workers", "threads", "fps", "serial ceiling fps", "p95 frame ms", "peak MB", "CPU busy",
                    "start-up s"):

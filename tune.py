@@ -147,11 +147,12 @@ def best(results: list[TrialResult]) -> TrialResult:
     return min((result for result in results if result.fps >= SAME_FPS * fastest), key=lambda r: r.cpu_share)
 
 
-def tuned_config_text(settings: dict[str, Any], pick: TrialResult, results: list[TrialResult], input_name: str,
+def tuned_config_text(settings: dict[str, Any], pick: TrialResult, results: list[TrialResult], command: str,
                       machine: str, without_small_people: TrialResult | None = None) -> str:
     """The user's settings with the picked layout, as YAML for `vidparse run --config`, the trials as comments (and
-    the pick's layout measured without the detector's pass for small people, when it ran)."""
-    lines = [f"# Written by `vidparse tune {input_name}` on {date.today().isoformat()} ({machine}).",
+    the pick's layout measured without the detector's pass for small people, when it ran); ``command``: the tune
+    command as typed."""
+    lines = [f"# Written by `{command}` on {date.today().isoformat()} ({machine}).",
              f"# Picked {pick.layout}: {pick.fps:.2f} fps, the fastest of these trials:",
              "#   workers  threads      fps  p95 frame ms  peak MB  CPU busy"]
     lines += [f"#   {r.layout.workers:7d}  {r.layout.threads:7d}  {r.fps:7.2f}  {r.p95_frame_ms:12.0f}  "

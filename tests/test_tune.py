@@ -59,6 +59,8 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
                             timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, two_cpus),
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
+    assert tuned.read_text().startswith(f"# Written by `vidparse tune {clip} --seconds 30 --config {FAST} "
+                                        f"--max-workers 4 -w {tuned}` on "), "the command, with its options"
     expected = [Layout(1, 1), Layout(1, 2), Layout(2, 1)]  # what two usable CPUs allow
     rows = re.findall(r"^#\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)%$", tuned.read_text(), re.M)
     assert [Layout(int(w), int(t)) for w, t, *_ in rows] == expected
