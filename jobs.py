@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vidparse.config import Config
+from vidparse.errors import ConfigError
 from vidparse.model_store import resolve_model
 from vidparse.names import unique_names
 from vidparse.pipeline.cpus import threads_per_worker
@@ -43,12 +44,27 @@ class ResolvedModels:
 
     @classmethod
     def for_config(cls, config: Config) -> ResolvedModels:
-        """Find the model files up front, and check that ONNX Runtime can run the parser on ``config.device``, so a
-        missing model or device fails before any process starts."""
-        if config.device != "cpu" and getattr(config.parser_options, "backend", "onnx") == "onnx":
-            providers(config.device)  # bodypix, cihp-lite and m2fp's onnx backend
+        """Find the model files up front, and check that the parser can run on ``config.device``, so a missing model
+        or device fails before any process starts."""
+        check_device(config)
         explicit = Path(config.model_path) if config.model_path else None
         return cls(detector=resolve_model("fastestdet"), parser=resolve_model(config.model, explicit))
+
+
+def check_device(config: Config) -> None:
+    """A `ConfigError` when the parser's runtime cannot reach ``config.device``: ONNX Runtime without its CUDA
+    provider (bodypix, cihp-lite, cihp-net, m2fp's onnx backend), or PyTorch without CUDA (m2fp's eager backend)."""
+    if config.device == "cpu":
+        return
+    if getattr(config.parser_options, "backend", "onnx") == "onnx":
+        providers(config.device)
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "was built without CUDA" if torch.version.cuda is None else "finds no CUDA GPU"
+        raise ConfigError(f"--device {config.device}: this PyTorch ({torch.__version__}) {why}",
+                          hint="install a CUDA build of PyTorch on a machine with an NVIDIA GPU, or use --device cpu")
 
 
 def build_person_parser(config: Config, models: ResolvedModels, threads: int | None) -> PersonParser:

@@ -265,3 +265,23 @@ def test_device_cuda_runs_the_onnx_parser_on_cuda_or_says_why_it_cannot(clip: Pa
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "no CUDAExecutionProvider" in error and "hint: install onnxruntime-gpu" in result.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("model", ["m2fp", "m2fp-single"])
+def test_device_cuda_runs_m2fp_on_cuda_or_says_why_it_cannot(model: str, shared: Path, tmp_path: Path) -> None:
+    """The same for M2FP's PyTorch backend: without CUDA in PyTorch the run stops before any worker starts."""
+    import torch
+
+    from vidparse.stages.parsers.m2fp import make_random_checkpoint
+
+    checkpoint = make_random_checkpoint(tmp_path / model, tiny=True, single_human=model == "m2fp-single")
+    output = tmp_path / "out.png"
+    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(output), "--model", model,
+                     "--model-dir", str(checkpoint), "--device", "cuda", "--workers", "1")
+    if torch.cuda.is_available():
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "--device cuda: this PyTorch" in error and "hint: " in result.stderr and "--device cpu" in result.stderr
+    assert "worker" not in result.stderr and not output.exists()
