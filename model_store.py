@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,8 @@ class ModelSpec:
     sha256: str | None = None
     hub_id: str | None = None  # ModelScope snapshot
     needs: tuple[str, ...] = ()  # other models this one runs with (resolved and pulled with it)
+    # "module:function" saying how a sound file pulled --from elsewhere differs from this model (None: it fits)
+    mismatch: str | None = None
 
     @property
     def how_to_get(self) -> str:
@@ -81,6 +85,7 @@ MODELS: dict[str, ModelSpec] = {
                         "outputs of BodyPix and MediaPipe's multiclass segmenter",
             license="Apache-2.0 (weights trained on Clothing-Co-Parsing; MediaPipe, BodyPix)",
             needs=("bodypix", "multiclass"),
+            mismatch="vidparse.stages.parsers.cihp_net:file_mismatch",
         ),
         ModelSpec(
             name="m2fp",
@@ -123,9 +128,13 @@ def _user_cache() -> Path:
 PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
 
 
+def model_dir() -> Path | None:
+    """``$VIDPARSE_MODEL_DIR``, where it is set."""
+    return Path(os.environ[MODEL_DIR_ENV]) if os.environ.get(MODEL_DIR_ENV) else None
+
+
 def search_dirs() -> list[Path]:
-    dirs = [Path(os.environ[MODEL_DIR_ENV])] if os.environ.get(MODEL_DIR_ENV) else []
-    return [*dirs, cache_dir(), PACKAGED_DIR]
+    return [*filter(None, [model_dir()]), cache_dir(), PACKAGED_DIR]
 
 
 def resolve_model(name: str, explicit: Path | None = None) -> Path:
@@ -182,9 +191,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, target: Path, sha256: str | None, progress=None) -> Path:
+def download(url: str, target: Path, sha256: str | None, progress=None,
+             check: Callable[[Path], None] | None = None) -> Path:
     """Download ``url`` to ``target`` atomically, checking its sha256 (or, for a model without a published one, that
-    ONNX Runtime loads it). ``progress(done, total)`` is optional."""
+    it is an ONNX model, and that ``check`` of the downloaded file raises nothing). ``progress(done, total)`` is
+    optional."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False)
@@ -214,6 +225,8 @@ def download(url: str, target: Path, sha256: str | None, progress=None) -> Path:
                              hint="the download is corrupt or the source changed; try again or get the file by hand")
         if not sha256 and target.suffix == ".onnx":
             _check_onnx(tmp_path, url)
+        if check:
+            check(tmp_path)
     except BaseException:  # a failure, Ctrl-C or SIGTERM: no hidden partial file is left behind
         tmp_path.unlink(missing_ok=True)
         raise
@@ -262,11 +275,28 @@ def pull(name: str, url: str | None = None, progress=None) -> Path:
     source = url or spec.url
     assert source is not None
     log.info("downloading %s from %s", name, source)
-    download(source, target, spec.sha256, progress)
-    if present is not None and present != target:  # a copy in $VIDPARSE_MODEL_DIR is looked at first
-        log.warning("%s is found before %s and is not the file just fetched: remove it to use the new one", present,
+    download(source, target, spec.sha256, progress, _fit_check(spec, source))
+    found = find_model(name)
+    if found != target:  # a copy in $VIDPARSE_MODEL_DIR is looked at first
+        log.warning("%s is found before %s and is not the file just fetched: remove it to use the new one", found,
                     target)
     return target
+
+
+def _fit_check(spec: ModelSpec, source: str) -> Callable[[Path], None] | None:
+    """A check that refuses a file from ``source`` that is not ``spec``'s model, where ``spec`` has one."""
+    if spec.mismatch is None:
+        return None
+    module, function = spec.mismatch.split(":")
+    mismatch = getattr(importlib.import_module(module), function)
+
+    def check(path: Path) -> None:
+        if why := mismatch(path):
+            raise ModelError(f"{source} is not a {spec.name} network ({why})",
+                             hint=f"give a {spec.name} file made by `vidparse train`, or run "
+                                  f"`vidparse models pull {spec.name}` for the shipped one")
+
+    return check
 
 
 def _snapshot_from_modelscope(spec: ModelSpec, target: Path) -> Path:

@@ -154,6 +154,49 @@ def test_a_pull_of_cihp_net_checks_a_copy_from_elsewhere_and_without_one_restore
     assert model_store.pull("cihp-net") == shipped and not copied.exists(), "a plain pull: the shipped weights"
 
 
+def test_a_pull_of_cihp_net_from_another_models_file_is_refused_and_keeps_the_shipped_weights(
+        isolated: Path, shared: Path) -> None:
+    env = {"VIDPARSE_CACHE": str(isolated / "cache"), "VIDPARSE_MODEL_DIR": str(MODELS)}
+    result = run_cli("models", "pull", "cihp-net", "--from", str(MODELS / "fastestdet" / "FastestDet.onnx"), env=env)
+    assert result.returncode == 5, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "FastestDet.onnx is not a cihp-net network" in error and "hint: " in result.stderr
+    assert not list((isolated / "cache").glob("*cihp-net*")), "nothing of it is kept"
+    run = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(isolated / "o.png"),
+                  "--model", "cihp-net", env=env)
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_pull_from_elsewhere_warns_of_the_copy_that_is_found_first(isolated: Path) -> None:
+    shipped = str(model_store.PACKAGED_DIR / "cihp-net.onnx")
+    env = {"VIDPARSE_CACHE": str(isolated / "cache"), "VIDPARSE_MODEL_DIR": str(MODELS)}
+    quiet = run_cli("models", "pull", "cihp-net", "--from", shipped, env=env)
+    assert quiet.returncode == 0 and "found before" not in quiet.stderr, "the pulled copy is the one used"
+    first = isolated / "models"
+    first.mkdir()
+    (first / "cihp-net.onnx").write_bytes(Path(shipped).read_bytes())
+    for folder in ("bodypix", "mediapipe"):
+        (first / folder).symlink_to(MODELS / folder)
+    warned = run_cli("models", "pull", "cihp-net", "--from", shipped, env={**env, "VIDPARSE_MODEL_DIR": str(first)})
+    assert warned.returncode == 0, warned.stderr
+    assert f"{first / 'cihp-net.onnx'} is found before {isolated / 'cache' / 'cihp-net.onnx'}" in \
+        " ".join(warned.stderr.split())
+
+
+def test_a_cached_cihp_net_that_does_not_fit_names_the_copy_and_how_to_drop_it(isolated: Path, shared: Path) -> None:
+    cached = isolated / "cache" / "cihp-net.onnx"
+    cached.parent.mkdir()
+    cached.write_bytes((MODELS / "fastestdet" / "FastestDet.onnx").read_bytes())  # as an older vidparse let through
+    env = {"VIDPARSE_CACHE": str(cached.parent), "VIDPARSE_MODEL_DIR": str(MODELS)}
+    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(isolated / "o.png"),
+                     "--model", "cihp-net", env=env)
+    assert result.returncode == 5, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    (hint,) = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
+    assert f"{cached} is not a cihp-net network" in error
+    assert "vidparse models pull cihp-net" in hint and "--model-dir" not in hint
+
+
 def test_a_cache_that_cannot_be_written_is_one_line(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (isolated / "afile").write_text("x")
     monkeypatch.setenv("VIDPARSE_CACHE", str(isolated / "afile"))

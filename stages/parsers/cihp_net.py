@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from vidparse.errors import ModelError
-from vidparse.model_store import resolve_model
+from vidparse.model_store import MODEL_DIR_ENV, PACKAGED_DIR, cache_dir, model_dir, model_spec, resolve_model
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.onnx_session import open_session
 from vidparse.stages.options import CihpNetOptions as Options
@@ -303,6 +304,34 @@ class FrozenModels:
         self.multiclass.close()
 
 
+def mismatch(session: Any) -> str | None:
+    """How the network of ``session`` differs from a cihp-net network for this version of vidparse; None if not."""
+    channels = [i.shape[1] if len(i.shape) == 4 else None for i in session.get_inputs()]
+    classes = [o.shape[1] if len(o.shape) == 4 else None for o in session.get_outputs()]
+    if channels == [FEATURES, DETAILS, COARSE_CHANNELS] and classes == [len(FINE_CLASSES)]:
+        return None
+    return (f"inputs of {channels} channels, {classes} classes; expected {[FEATURES, DETAILS, COARSE_CHANNELS]} "
+            f"and {len(FINE_CLASSES)}")
+
+
+def file_mismatch(path: Path) -> str | None:
+    """`mismatch` of the ONNX file at ``path`` (`vidparse models pull cihp-net --from` checks a file with it)."""
+    return mismatch(open_session(path))
+
+
+def how_to_replace(path: Path) -> str:
+    """The hint for a cihp-net file that does not fit, by where it was found: a copy pulled into the cache or put
+    in ``$VIDPARSE_MODEL_DIR`` hides the shipped weights; otherwise the user named it."""
+    spec = model_spec("cihp-net")
+    if path == cache_dir() / spec.path:
+        return f"`vidparse models pull {spec.name}` removes this copy (pulled --from elsewhere) for the shipped weights"
+    if (folder := model_dir()) and path == folder / spec.path:
+        return f"remove it from ${MODEL_DIR_ENV} to use the shipped weights, or train ones with `vidparse train`"
+    if path == PACKAGED_DIR / spec.path:
+        return "the weights shipped with vidparse are damaged: reinstall vidparse"
+    return "train weights for this version with `vidparse train`, or drop --model-dir"
+
+
 class GarmentNet:
     """The trained network: features in, ``FINE_CLASSES`` logits out (ONNX Runtime)."""
 
@@ -312,15 +341,10 @@ class GarmentNet:
 
     def open(self) -> None:
         session = open_session(self.path, self.threads, device=self.device)
-        inputs, outputs = session.get_inputs(), session.get_outputs()
-        channels = [i.shape[1] if len(i.shape) == 4 else None for i in inputs]
-        classes = [o.shape[1] if len(o.shape) == 4 else None for o in outputs]
-        if channels != [FEATURES, DETAILS, COARSE_CHANNELS] or classes != [len(FINE_CLASSES)]:
-            raise ModelError(f"{self.path} is not a cihp-net network for this version of vidparse (inputs of "
-                             f"{channels} channels, {classes} classes; expected "
-                             f"{[FEATURES, DETAILS, COARSE_CHANNELS]} and {len(FINE_CLASSES)})",
-                             hint="train weights for this version with `vidparse train`, or drop --model-dir")
-        self._session, self._inputs = session, [i.name for i in inputs]
+        if why := mismatch(session):
+            raise ModelError(f"{self.path} is not a cihp-net network for this version of vidparse ({why})",
+                             hint=how_to_replace(self.path))
+        self._session, self._inputs = session, [i.name for i in session.get_inputs()]
 
     def logits(self, context: np.ndarray, details: np.ndarray, coarse: np.ndarray, mirror_columns: int = 0
                ) -> np.ndarray:
