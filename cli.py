@@ -627,6 +627,7 @@ def models_make_random(
     name: Annotated[str, typer.Argument(help="m2fp or m2fp-single.")],
     directory: Annotated[Path, typer.Argument(help="Folder to write configuration.json and pytorch_model.pt into.")],
     tiny: Annotated[bool, typer.Option(help="A tiny configuration, for fast tests.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a checkpoint the folder holds already.")] = False,
 ) -> None:
     """Write an M2FP checkpoint folder in ModelScope's format with random weights."""
     _setup_logging(False)
@@ -635,7 +636,7 @@ def models_make_random(
             raise ConfigError(f"make-random knows only m2fp and m2fp-single, not '{name}'", hint="vidparse models make-random m2fp DIR")
         from vidparse.stages.parsers.m2fp import make_random_checkpoint
 
-        path = make_random_checkpoint(directory, tiny=tiny, single_human=name == "m2fp-single")
+        path = make_random_checkpoint(directory, tiny=tiny, single_human=name == "m2fp-single", force=force)
     console.print(f"wrote {path}")
 
 

@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+from conftest import run_cli
 from vidparse.errors import ModelError
 from vidparse.stages.parsers.m2fp import make_random_checkpoint
 from vidparse.stages.parsers.m2fp.checkpoint import load_model
@@ -115,3 +116,32 @@ def test_unknown_top_level_keys_are_ignored_like_modelscope(tmp_path, tiny_dir):
     (tmp_path / "configuration.json").write_text(json.dumps(document))
     with pytest.raises(ModelError, match="not_a_decoder_key"):
         read_config(tmp_path)
+
+
+def _one_error_line(result) -> str:
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.stderr and "hint: " in result.stderr
+    return error
+
+
+def test_make_random_keeps_a_checkpoint_it_would_overwrite_unless_forced(tmp_path):
+    folder = tmp_path / "held"
+    folder.mkdir()
+    (folder / "pytorch_model.pt").write_bytes(b"weights of my own")
+    refused = run_cli("models", "make-random", "m2fp", str(folder), "--tiny")
+    assert refused.returncode == 4, refused.stderr
+    assert "holds a checkpoint already" in _one_error_line(refused) and "--force" in refused.stderr
+    assert (folder / "pytorch_model.pt").read_bytes() == b"weights of my own"
+    forced = run_cli("models", "make-random", "m2fp", str(folder), "--tiny", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert load_model(folder).config.num_parsing == 20
+
+
+@pytest.mark.parametrize("target", ["afile", "afile/sub", "/proc/vp_x"])
+def test_make_random_into_a_folder_that_cannot_be_made_is_one_line(tmp_path, target):
+    (tmp_path / "afile").write_text("x")
+    directory = tmp_path / target  # an absolute target stays as it is
+    result = run_cli("models", "make-random", "m2fp", str(directory), "--tiny")
+    assert result.returncode == 4, result.stderr
+    assert str(directory if target.startswith("/") else tmp_path / "afile") in _one_error_line(result)
+    assert (tmp_path / "afile").read_text() == "x"

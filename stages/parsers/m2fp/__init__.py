@@ -25,8 +25,10 @@ def create(name: str, options: Options, model_path: Path, device: str = "cpu", t
     return M2FPParser(name, options, Path(model_path), device, threads)
 
 
-def make_random_checkpoint(directory: Path, tiny: bool = False, single_human: bool = False) -> Path:
-    """Write a ModelScope-format M2FP folder with random weights (ResNet-101 layout, or tiny for tests)."""
+def make_random_checkpoint(directory: Path, tiny: bool = False, single_human: bool = False,
+                           force: bool = False) -> Path:
+    """Write a ModelScope-format M2FP folder with random weights (ResNet-101 layout, or tiny for tests); one that
+    holds a checkpoint already only with ``force``."""
     from vidparse.stages.parsers.m2fp.checkpoint import make_random_checkpoint as write
 
-    return write(Path(directory), tiny=tiny, single_human=single_human)
+    return write(Path(directory), tiny=tiny, single_human=single_human, force=force)

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidparse.errors import ModelError
+from vidparse.errors import BadOutputError, ModelError, file_in_the_way, not_writable
 from vidparse.stages.parsers.m2fp.config import (
+    CONFIG_FILE,
     WEIGHTS_FILE,
     M2FPConfig,
     full_config,
@@ -119,11 +120,32 @@ def randomize(model: nn.Module, generator: torch.Generator) -> None:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) / fan_in**0.5)
 
 
-def make_random_checkpoint(directory: Path, tiny: bool = False, single_human: bool = False, seed: int = 0) -> Path:
+def prepare_folder(directory: Path, force: bool = False) -> None:
+    """Make ``directory`` for a new checkpoint, or fail with a `BadOutputError`: it holds one already (unless
+    ``force``), a file stands in its way, or it cannot be made or written."""
+    held = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if (directory / name).exists()]
+    if held and not force:
+        raise BadOutputError(f"{directory} holds a checkpoint already ({', '.join(held)})",
+                             hint="choose another folder, or add --force to replace it")
+    if blocked := file_in_the_way(directory / CONFIG_FILE, directory):
+        raise blocked
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadOutputError(f"cannot create the folder {directory}: {exc.strerror}",
+                             hint="choose a folder where you can write") from exc
+    if refused := not_writable(directory / WEIGHTS_FILE):
+        raise BadOutputError(f"{directory} is not writable: {refused.strerror}",
+                             hint="choose a folder where you can write")
+
+
+def make_random_checkpoint(directory: Path, tiny: bool = False, single_human: bool = False, seed: int = 0,
+                           force: bool = False) -> Path:
     """Write a ModelScope-format M2FP folder (``configuration.json`` + ``pytorch_model.pt``) with random weights:
-    the full ResNet-101 layout, or a tiny one for fast tests. Returns the folder."""
+    the full ResNet-101 layout, or a tiny one for fast tests; a folder holding a checkpoint already only with
+    ``force``. Returns the folder."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    prepare_folder(directory, force)
     config: M2FPConfig = tiny_config(single_human) if tiny else full_config(single_human)
     model = M2FPNet(config)
     randomize(model, torch.Generator().manual_seed(seed))
