@@ -145,3 +145,26 @@ def test_make_random_into_a_folder_that_cannot_be_made_is_one_line(tmp_path, tar
     assert result.returncode == 4, result.stderr
     assert str(directory if target.startswith("/") else tmp_path / "afile") in _one_error_line(result)
     assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("decoder", "num_classes", "21", "a whole number of at least 1"),
+    ("backbone", "width_per_group", -8, "a whole number of at least 1"),
+    (None, "parsing_ins_score_thr", "x", "a number from 0 to 1"),
+    ("backbone", "depth", "50", "one of 50, 101, 152"),
+    ("encoder", "in_features", ["res9"], 'a list, each one of "res2", "res3", "res4", "res5"'),
+    (None, "parsing_on", "yes", "true or false"),
+])
+def test_a_configuration_value_of_the_wrong_type_is_named_with_what_is_expected(tmp_path, tiny_dir, shared, section,
+                                                                                key, value, expected):
+    document = json.loads((tiny_dir / "configuration.json").read_text())
+    (document["model"][section] if section else document["model"])[key] = value
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    (folder / "configuration.json").write_text(json.dumps(document))
+    (folder / "pytorch_model.pt").symlink_to(tiny_dir / "pytorch_model.pt")
+    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.png"),
+                     "--model", "m2fp", "--model-dir", str(folder), "--workers", "1")
+    assert result.returncode == 5, result.stderr
+    where = f"model.{section}.{key}" if section else f"model.{key}"
+    assert _one_error_line(result) == f"error: M2FP configuration: {where} is {json.dumps(value)}; expected {expected}"

@@ -10,7 +10,8 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, get_args, get_origin, get_type_hints
 
 from vidparse.errors import ModelError
 
@@ -27,17 +28,18 @@ PARSING_CLASSES = (
 )
 HUMAN_CLASS = "Human"
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}  # bottlenecks in res2..res5
+STAGES = ("res2", "res3", "res4", "res5")
 
 
 @dataclass
 class BackboneConfig:
     """ResNet "deeplab" backbone (``build_resnet_deeplab_backbone`` keyword arguments)."""
 
-    out_features: list[str] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
-    depth: int = 101
+    out_features: list[str] = field(default_factory=lambda: list(STAGES), metadata={"choices": STAGES})
+    depth: int = field(default=101, metadata={"choices": tuple(BLOCKS_PER_STAGE)})
     num_groups: int = 1
     width_per_group: int = 64
-    norm: str = "BN"
+    norm: str = field(default="BN", metadata={"choices": ("BN", "GN", "")})
     stem_out_channels: int = 128
     res2_out_channels: int = 256
     stride_in_1x1: bool = False
@@ -50,14 +52,14 @@ class BackboneConfig:
 class EncoderConfig:
     """Multi-scale deformable-attention pixel decoder."""
 
-    in_features: list[str] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
+    in_features: list[str] = field(default_factory=lambda: list(STAGES), metadata={"choices": STAGES})
     transformer_dropout: float = 0.0
     transformer_nheads: int = 8
     transformer_dim_feedforward: int = 1024
     transformer_enc_layers: int = 6
     conv_dim: int = 256
     mask_dim: int = 256
-    transformer_in_features: list[str] = field(default_factory=lambda: ["res3", "res4", "res5"])
+    transformer_in_features: list[str] = field(default_factory=lambda: list(STAGES[1:]), metadata={"choices": STAGES})
     common_stride: int = 4
 
 
@@ -113,7 +115,37 @@ def _typed(cls: type, values: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ModelError(f"unknown keys in {where}: {', '.join(unknown)}",
                          hint="this configuration is not an M2FP ResNet model")
+    hints = get_type_hints(cls)
+    for option in fields(cls):
+        if option.name in values and (expected := _misfit(values[option.name], hints[option.name], option.metadata)):
+            raise ModelError(f"M2FP configuration: {where}.{option.name} is {json.dumps(values[option.name])}; "
+                             f"expected {expected}", hint="fix configuration.json, or pull or make the model again")
     return cls(**values)
+
+
+def _misfit(value: Any, hint: Any, metadata: Mapping[str, Any]) -> str | None:
+    """What ``value`` should be instead, where it is not of type ``hint`` (or not one of metadata's ``choices``);
+    None when it fits. Every int of the configuration is a count, width, stride or dilation (at least 1), every
+    float a probability (0 to 1)."""
+    choices = metadata.get("choices")
+    if get_origin(hint) is list:
+        (item,) = get_args(hint)
+        if not isinstance(value, list):
+            return "a list"
+        return next((f"a list, each {expected}" for v in value if (expected := _misfit(v, item, metadata))), None)
+    if type(None) in get_args(hint):  # an optional section: a dict or null
+        return None if value is None or isinstance(value, dict) else "an object or null"
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if choices:
+        return None if value in choices and type(value) is hint else f"one of {', '.join(map(json.dumps, choices))}"
+    if hint is int:
+        return None if type(value) is int and value >= 1 else "a whole number of at least 1"
+    if hint is float:
+        return None if type(value) in (int, float) and 0 <= value <= 1 else "a number from 0 to 1"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    return None  # a section, checked field by field when it was built
 
 
 def parse_model_section(section: dict[str, Any]) -> M2FPConfig:
@@ -134,11 +166,7 @@ def parse_model_section(section: dict[str, Any]) -> M2FPConfig:
     if ignored:
         log.info("ignoring model keys that do not shape the network: %s", ", ".join(ignored))
     values = {k: v for k, v in values.items() if k in known}
-    config: M2FPConfig = _typed(M2FPConfig, {**values, **parts}, "model")
-    if config.backbone.depth not in BLOCKS_PER_STAGE:
-        raise ModelError(f"unsupported ResNet depth {config.backbone.depth}",
-                         hint=f"M2FP backbones have depth {', '.join(map(str, BLOCKS_PER_STAGE))}")
-    return config
+    return _typed(M2FPConfig, {**values, **parts}, "model")
 
 
 
