@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 
 import pytest
 import torch
@@ -168,3 +169,47 @@ def test_a_configuration_value_of_the_wrong_type_is_named_with_what_is_expected(
     assert result.returncode == 5, result.stderr
     where = f"model.{section}.{key}" if section else f"model.{key}"
     assert _one_error_line(result) == f"error: M2FP configuration: {where} is {json.dumps(value)}; expected {expected}"
+
+
+def _save_plain_pickle(target):
+    with target.open("wb") as file:
+        pickle.dump({"model": {}}, file, protocol=4)
+
+
+@pytest.mark.parametrize("weights, error, hint", [
+    (lambda target: torch.save({"model": torch.nn.Linear(2, 2)}, target),
+     "holds Python objects other than tensors (torch.nn.modules.linear.Linear): refused as unsafe to load",
+     "save the weights alone"),
+    (lambda target: target.write_bytes(b"not a checkpoint" * 100), "is not a PyTorch checkpoint (corrupt or truncated)",
+     "pull the model again"),
+    (_save_plain_pickle, "is not a PyTorch checkpoint (corrupt or truncated)", "pull the model again"),
+    (lambda target: torch.save({"model": {"weight": 1}}, target), "the 'model' entry is not a state_dict of tensors",
+     "torch.save({'model': model.state_dict()}"),
+], ids=["unsafe-pickle", "garbage", "plain-pickle", "not-tensors"])
+def test_weights_that_cannot_be_loaded_are_one_line_and_a_hint(tmp_path, tiny_dir, shared, weights, error, hint):
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    (folder / "configuration.json").write_text((tiny_dir / "configuration.json").read_text())
+    weights(folder / "pytorch_model.pt")
+    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.png"),
+                     "--model", "m2fp", "--model-dir", str(folder), "--workers", "1")
+    assert result.returncode == 5, result.stderr
+    line = _one_error_line(result)
+    assert line.startswith(f"error: {folder / 'pytorch_model.pt'}") and line.endswith(error), line
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "fps" not in line]
+    assert len(lines) == 2 and lines[1].startswith("hint: ") and hint in lines[1], result.stderr
+    assert "weights_only" not in result.stderr
+
+
+def test_a_checkpoint_for_another_label_set_says_what_to_use(tmp_path, tiny_dir, shared):
+    document = json.loads((tiny_dir / "configuration.json").read_text())
+    document["model"]["num_parsing"] = 30
+    folder = tmp_path / "lip"
+    folder.mkdir()
+    (folder / "configuration.json").write_text(json.dumps(document))
+    (folder / "pytorch_model.pt").symlink_to(tiny_dir / "pytorch_model.pt")
+    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.png"),
+                     "--model", "m2fp", "--model-dir", str(folder), "--workers", "1")
+    assert result.returncode == 5, result.stderr
+    assert _one_error_line(result) == "error: M2FP checkpoint parses 30 classes, CIHP has 20"
+    assert "hint: use an M2FP model trained on CIHP" in result.stderr

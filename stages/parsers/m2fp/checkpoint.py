@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 SHOWN_KEYS = 5
 EMBEDDINGS = ("query_feat.weight", "query_embed.weight", "level_embed.weight", "level_embed")
 CONFIDENT_CLASSIFIER = 4.0  # random class_embed weights scaled up: class logits with a std of about 4
+SAVED_AS_MODELSCOPE = "torch.save({'model': model.state_dict()}, path) as ModelScope writes it"
+# torch.load(weights_only=True) names the first class it refused to unpickle so
+UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
 @dataclass
@@ -65,16 +70,23 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelError(f"{path} not found", hint="a ModelScope M2FP folder holds pytorch_model.pt")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise ModelError(f"cannot read {path}: {type(exc).__name__}: {exc}",
-                         hint="the file is corrupt or truncated; pull the model again") from exc
+        with warnings.catch_warnings():  # a pickle not written by torch.save warns of its protocol, then fails below
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}", hint="check the file's permissions") from exc
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        if unsafe := UNSAFE_GLOBAL.search(str(exc)):
+            raise ModelError(f"{path} holds Python objects other than tensors ({unsafe[1]}): refused as unsafe to "
+                             "load", hint=f"save the weights alone, {SAVED_AS_MODELSCOPE}") from exc
+        raise ModelError(f"{path} is not a PyTorch checkpoint (corrupt or truncated)",
+                         hint="pull the model again, or make one with `vidparse models make-random`") from exc
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-        raise ModelError(f"{path} holds no 'model' state_dict",
-                         hint="expected torch.save({'model': state_dict}) as ModelScope writes it")
+        raise ModelError(f"{path} holds no 'model' state_dict", hint=f"expected {SAVED_AS_MODELSCOPE}")
     state_dict = checkpoint["model"]
     if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ModelError(f"{path}: the 'model' entry is not a state_dict of tensors")
+        raise ModelError(f"{path}: the 'model' entry is not a state_dict of tensors",
+                         hint=f"expected {SAVED_AS_MODELSCOPE}")
     return state_dict
 
 

@@ -102,7 +102,8 @@ class M2FPParser(Parser):
             raise ModelError(f"{self.model_path} holds a {kind} M2FP model, which does not fit '{self.name}'",
                              hint="use --model m2fp for multi-human checkpoints, m2fp-single for single-human ones")
         if config.num_parsing != len(self.label_set):
-            raise ModelError(f"M2FP checkpoint parses {config.num_parsing} classes, CIHP has {len(self.label_set)}")
+            raise ModelError(f"M2FP checkpoint parses {config.num_parsing} classes, CIHP has {len(self.label_set)}",
+                             hint="use an M2FP model trained on CIHP (`vidparse models pull m2fp`)")
         mode = self.options.postprocess
         self.parsing = config.parsing_on if mode == "auto" else mode == "parsing"
         self.score_threshold = self.options.score_threshold or config.parsing_ins_score_thr
