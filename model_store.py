@@ -164,6 +164,11 @@ def _explicit_model(spec: ModelSpec, explicit: Path) -> Path:
         raise ModelError(f"model path {explicit} does not exist",
                          hint="check the path (a relative one starts from the current folder)")
     wanted = Path(spec.path)
+    if spec.hub_id and not explicit.is_dir():
+        raise ModelError(f"model path {explicit} is a file: {spec.name} takes a model folder (configuration.json "
+                         f"and pytorch_model.pt, as in ModelScope's {spec.hub_id})",
+                         hint=f"give its folder: `vidparse models pull {spec.name}` fetches it, "
+                              f"`vidparse models make-random {spec.name} DIR` makes one with random weights")
     if not explicit.is_dir() or not wanted.suffix:  # a file, or a hub snapshot's folder
         return explicit
     for candidate in (explicit / wanted, explicit / wanted.name):

@@ -80,6 +80,17 @@ def test_a_file_made_for_another_model_is_one_line_at_load(model: str, wrong: st
     assert len(errors) == 1 and message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("model", ["m2fp", "m2fp-single"])
+def test_an_m2fp_model_path_that_is_a_file_says_a_folder_is_wanted(model: str, shared: Path, tmp_path: Path) -> None:
+    onnx = model_store.PACKAGED_DIR / "cihp-net.onnx"
+    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.png"),
+                     "--model", model, "--model-dir", str(onnx))
+    assert result.returncode == 5, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: model path {onnx} is a file: {model} takes a model folder (configuration.json")
+    assert f"vidparse models make-random {model} DIR" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_the_training_cache_is_inside_vidparse_cache(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert model_store.training_cache_dir() == isolated / "cache" / "training"
     monkeypatch.delenv("VIDPARSE_CACHE")
