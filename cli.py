@@ -580,8 +580,9 @@ def serve(
 
 
 @models_app.command("list")
-def models_list() -> None:
+def models_list(verbose: VerboseOption = False) -> None:
     """Show known models and where each was found."""
+    _setup_logging(verbose)
     from vidparse.model_store import MODELS, find_model, search_dirs
 
     found = {spec.name: find_model(spec.name) for spec in MODELS.values()}
@@ -606,9 +607,10 @@ def models_list() -> None:
 def models_pull(
     name: Annotated[str, typer.Argument(help="Model name (see `vidparse models list`).")],
     url: Annotated[Optional[str], typer.Option("--from", help="Download from this URL instead of the public source.")] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Download a model into the user cache, checking its sha256."""
-    _setup_logging(False)
+    _setup_logging(verbose)
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     from vidparse.model_store import model_spec, pull
@@ -628,9 +630,10 @@ def models_make_random(
     directory: Annotated[Path, typer.Argument(help="Folder to write configuration.json and pytorch_model.pt into.")],
     tiny: Annotated[bool, typer.Option(help="A tiny configuration, for fast tests.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a checkpoint the folder holds already.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Write an M2FP checkpoint folder in ModelScope's format with random weights."""
-    _setup_logging(False)
+    _setup_logging(verbose)
     with user_errors():
         if name not in ("m2fp", "m2fp-single"):
             raise ConfigError(f"make-random knows only m2fp and m2fp-single, not '{name}'", hint="vidparse models make-random m2fp DIR")

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,6 +44,24 @@ def parsed_clip(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[in
 def test_version_is_printed_alone() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout == f"vidparse {vidparse.__version__}\n", result.stderr
+
+
+def test_every_command_takes_verbose() -> None:
+    """The hint of an unexpected failure says to run again with --verbose: every command must take it."""
+    import typer.main
+
+    from vidparse.cli import app
+
+    def commands(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, f"{prefix}{name} ")
+            else:
+                yield prefix + name, command
+
+    lacking = [name for name, command in commands(typer.main.get_command(app))
+               if not any("--verbose" in getattr(param, "opts", ()) for param in command.params)]
+    assert not lacking, f"without --verbose: {lacking}"
 
 
 def test_output_matches_input_size_frames_and_timing(parsed_clip: dict[int, Path], clip: Path) -> None:
