@@ -611,16 +611,27 @@ def models_pull(
 ) -> None:
     """Download a model into the user cache, checking its sha256."""
     _setup_logging(verbose)
-    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+    from rich.progress import DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
     from vidparse.model_store import model_spec, pull
 
     with user_errors():
         model_spec(name)  # an unknown name is one error line, before any progress bar
-        with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                      console=console) as progress:
-            task = progress.add_task(f"pull {name}", total=None)
-            path = pull(name, url, progress=lambda done, total: progress.update(task, completed=done, total=total or None))
+        progress = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console)
+        task: TaskID | None = None
+
+        def on_bytes(done: int, total: int | None) -> None:  # the bar shows once bytes come, not before a failure
+            nonlocal task
+            if task is None:
+                progress.start()
+                task = progress.add_task(f"pull {name}", total=None)
+            progress.update(task, completed=done, total=total or None)
+
+        try:
+            path = pull(name, url, progress=on_bytes)
+        finally:
+            if task is not None:  # stopped unstarted, it prints an empty line
+                progress.stop()
     console.print(f"{name}: {path}")
 
 

@@ -7,8 +7,10 @@ import importlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,11 +306,28 @@ def _fit_check(spec: ModelSpec, source: str) -> Callable[[Path], None] | None:
     return check
 
 
+def _unreachable(url: str, timeout_s: float = 10.0) -> str | None:
+    """Why no TCP connection opens to the host of ``url`` (None: one does)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)),
+                                      timeout_s):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
 def _snapshot_from_modelscope(spec: ModelSpec, target: Path) -> Path:
     try:
         from modelscope.hub.snapshot_download import snapshot_download
     except ImportError as exc:
         raise ModelError("the modelscope package is not installed", hint="pip install modelscope") from exc
+    from modelscope.hub.api import HubApi
+
+    endpoint = HubApi().endpoint  # $MODELSCOPE_ENDPOINT, or modelscope.cn
+    if why := _unreachable(endpoint):  # said at once: the hub client retries for half a minute, logging each try
+        raise ModelError(f"ModelScope ({endpoint}) cannot be reached: {why}",
+                         hint="check the network, or download the model folder by hand and pass --model-dir")
     log.info("fetching %s from ModelScope hub (%s)", spec.name, spec.hub_id)
     staging = target.with_name(f".{target.name}.partial")
     try:

@@ -117,6 +117,18 @@ def test_pull_downloads_and_checks_sha256(isolated: Path, file_server: str) -> N
     assert path.stat().st_mode & 0o777 == 0o644, "readable by all, as a copied file would be"
 
 
+def test_a_pull_from_an_unreachable_modelscope_is_one_line_at_once(isolated: Path) -> None:
+    """The hub client retried for half a minute, logging each try under an empty progress bar."""
+    from rtsp import free_port
+
+    env = {"VIDPARSE_CACHE": str(isolated / "cache"), "MODELSCOPE_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    result = run_cli("models", "pull", "m2fp-single", env=env, timeout=60)
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.startswith("error: ModelScope (http://127.0.0.1:") and "cannot be reached" in result.stderr
+    assert len(result.stderr.splitlines()) == 2 and "hint:" in result.stderr, result.stderr
+    assert not (isolated / "cache").exists() or not any((isolated / "cache").iterdir()), "nothing left in the cache"
+
+
 def test_pull_from_a_downloaded_copy(isolated: Path) -> None:
     path = model_store.pull("fastestdet", str(MODELS / "fastestdet" / "FastestDet.onnx"))
     assert path.read_bytes() == (MODELS / "fastestdet" / "FastestDet.onnx").read_bytes()
