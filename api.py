@@ -173,7 +173,7 @@ def annotate(image: ImageInput, parsing: Parsing, alpha: float | None = None, le
 class StreamFrame(Parsing):
     """One parsed frame of `stream`: a `Parsing` (labels, persons with track ids when tracking is on, label set)
     plus where it came from. ``stream`` is the source's index in the list given to `stream` and ``source`` its
-    input; ``seq`` counts the source's frames from 0; ``pts`` is the frame's timestamp in the source's time base
+    input (for a folder or pattern of photos, the photo's path); ``seq`` counts the source's frames from 0; ``pts`` is the frame's timestamp in the source's time base
     and ``time_s`` the same in seconds (None when the source has none); ``image`` is the frame, RGB."""
 
     stream: int
@@ -250,11 +250,13 @@ def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamEnd], No
 
 def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> StreamFrame:
     image, labels = written.frame.image, written.labels  # copies already (`Engine.results`)
+    source = spec.input_url
     if spec.images is not None:  # photos share a canvas as large as the largest: back to this one's size
         width, height = spec.images.sizes[written.frame.seq]
         image, labels = image[:height, :width], labels[:height, :width]
+        source = str(spec.images.paths[written.frame.seq])
     return StreamFrame(labels=np.ascontiguousarray(labels), persons=written.result.persons, label_set=label_set,
-                       stream=written.stream, source=spec.input_url, seq=written.frame.seq, pts=written.frame.pts,
+                       stream=written.stream, source=source, seq=written.frame.seq, pts=written.frame.pts,
                        time_s=written.frame.seconds, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 

@@ -60,6 +60,7 @@ def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, s
     pictures = [np.asarray(Image.open(path).convert("RGB")) for path in sorted(photos.iterdir())]
     assert pictures[0].shape != pictures[1].shape
     assert [f.seq for f in seen[2]] == [0, 1]
+    assert [Path(f.source).name for f in seen[2]] == sorted(p.name for p in photos.iterdir()), "each names its photo"
     for frame, picture in zip(seen[2], pictures):
         assert np.array_equal(frame.image, picture) and frame.labels.shape == picture.shape[:2]
     for stream, frames in ((0, seen[0]), (1, seen[1])):
