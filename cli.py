@@ -322,7 +322,7 @@ def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
 @app.command()
 def batch(
     outdir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs and manifest.jsonl.")],
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Video files, folders of videos or glob patterns.")] = None,
+    inputs: Annotated[Optional[list[str]], typer.Argument(metavar="INPUT...", help="Video files, folders of videos or glob patterns.")] = None,
     list_file: Annotated[Optional[Path], typer.Option("--list", help="A file with one input per line.")] = None,
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster).")] = "local",
     ray_address: Annotated[str, typer.Option("--ray-address", help="auto or HOST:PORT of the Ray head.")] = "auto",
@@ -392,7 +392,7 @@ def _batch_engine(engine: str, ray_address: str, cpus_per_task: int) -> LocalEng
 
 @app.command()
 def bench(
-    input: Annotated[str, typer.Argument(help="Video to benchmark on (e.g. vtest.avi).")],
+    input: Annotated[str, typer.Argument(metavar="INPUT", help="Video to benchmark on (e.g. vtest.avi).")],
     frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
     workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
     threads: Annotated[int, typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers.")] = 0,
@@ -452,7 +452,7 @@ def bench(
 
 @app.command()
 def tune(
-    input: Annotated[str, typer.Argument(help="Video (or stream) to tune on, like the ones you will parse.")],
+    input: Annotated[str, typer.Argument(metavar="INPUT", help="Video (or stream) to tune on, like the ones you will parse.")],
     seconds: Annotated[float, typer.Option(min=1, help="Measuring time per trial, after a warm-up.")] = 10,
     max_workers: Annotated[Optional[int], typer.Option(min=1, help="Try at most this many workers.")] = None,
     model: ModelOption = None,
@@ -605,7 +605,7 @@ def models_list(verbose: VerboseOption = False) -> None:
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="Model name (see `vidparse models list`).")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name (see `vidparse models list`).")],
     url: Annotated[Optional[str], typer.Option("--from", help="Download from this URL instead of the public source.")] = None,
     verbose: VerboseOption = False,
 ) -> None:
@@ -637,8 +637,8 @@ def models_pull(
 
 @models_app.command("make-random")
 def models_make_random(
-    name: Annotated[str, typer.Argument(help="m2fp or m2fp-single.")],
-    directory: Annotated[Path, typer.Argument(help="Folder to write configuration.json and pytorch_model.pt into.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="m2fp or m2fp-single.")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to write configuration.json and pytorch_model.pt into.")],
     tiny: Annotated[bool, typer.Option(help="A tiny configuration, for fast tests.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a checkpoint the folder holds already.")] = False,
     verbose: VerboseOption = False,
@@ -688,8 +688,8 @@ def _report(table: Table, report: ImageReport | VideoReport, json_path: Optional
 
 @app.command("eval")
 def eval_images(
-    images: Annotated[Path, typer.Argument(help="Folder of images (jpg, png).")],
-    labels: Annotated[Path, typer.Argument(help="Folder of ground-truth label PNGs, one per image, same stem.")],
+    images: Annotated[Path, typer.Argument(metavar="IMAGES_DIR", help="Folder of images (jpg, png).")],
+    labels: Annotated[Path, typer.Argument(metavar="LABELS_DIR", help="Folder of ground-truth label PNGs, one per image, same stem.")],
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp.")],
     scheme: Annotated[str, typer.Option(help="Classes scored: coarse (body regions), garments (skin, hair, upper, "
                                              "lower, footwear) or fine (garment types: coat, dress, skirt, pants...).")
@@ -731,8 +731,8 @@ def eval_images(
 
 @app.command("train")
 def train_weights(
-    images: Annotated[Path, typer.Argument(help="Folder of labelled photos (jpg, png).")],
-    labels: Annotated[Path, typer.Argument(help="Folder of their label PNGs, one per photo, same stem.")],
+    images: Annotated[Path, typer.Argument(metavar="IMAGES_DIR", help="Folder of labelled photos (jpg, png).")],
+    labels: Annotated[Path, typer.Argument(metavar="LABELS_DIR", help="Folder of their label PNGs, one per photo, same stem.")],
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the labels: ccp or cihp.")] = "ccp",
     output: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write (ONNX); MODEL_CARD.md goes "
                                                                   "beside it.")] = Path("cihp-net.onnx"),
@@ -774,7 +774,7 @@ def train_weights(
 
 @app.command("eval-video")
 def eval_video(
-    input: Annotated[str, typer.Argument(help="Video file, or a URL FFmpeg can open.")],
+    input: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file, or a URL FFmpeg can open.")],
     max_frames: Annotated[Optional[int], typer.Option(min=2, help="Stop after this many frames.")] = None,
     temporal_window: Annotated[Optional[int], typer.Option(
         "--temporal-window", help="Parses the vote moves by flow and votes over (temporal.window; 1 = off).")] = None,
