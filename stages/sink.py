@@ -377,7 +377,8 @@ class AudioCopy:
         else:
             self._encoder = self._out_stream = output.add_stream("aac", rate=self._stream.rate or 48000)
             self._encoder.layout = "stereo" if self._stream.channels > 1 else "mono"
-            log.info("audio %s re-encoded as AAC (%s)", codec,
+            log.info("audio %s re-encoded as AAC%s (%s)", codec,
+                     f", its {self._stream.channels} channels mixed down to stereo" if self._stream.channels > 2 else "",
                      "its ADTS frames do not go into an MP4 as they are" if adts else "browsers do not play it in an MP4")
         self._output = output
         self._packets = self._input.demux(self._stream)
