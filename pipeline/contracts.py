@@ -83,6 +83,8 @@ class StreamOutput(Protocol):
 
     def emit(self, composed: Any) -> None: ...  # what ``compose`` made
 
+    def stopped_early(self) -> None: ...  # the stream was stopped before its input ended (Ctrl-C, a removal)
+
     def close(self) -> None: ...
 
 

@@ -237,6 +237,8 @@ class StreamSession:
         self.stats.interrupted = True
         self._interrupted_at = time.monotonic()
         self._stop.set()
+        if self.output is not None:
+            self.output.stopped_early()
         while self.pending:
             self._let_go(self.pending.popleft())
 

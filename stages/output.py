@@ -130,6 +130,11 @@ class AnnotatedOutput:
             latency = None if frame.captured_at is None else round((time.time() - frame.captured_at) * 1000, 1)
             self.stats.write(result, frame.pts, frame.seconds, {"latency_ms": latency})
 
+    def stopped_early(self) -> None:
+        """The run stops before the input's end: the audio ends where the last frame written does."""
+        if self.sink is not None:
+            self.sink.audio_to_last_frame = True
+
     def close(self) -> None:
         self.ordered.close()
         try:
@@ -199,6 +204,9 @@ class AnnotatedImages:
         self.masks.write(seq, composed.labels, mask.stem)
         if self.stats:
             self.stats.write(composed.result, None, None, {"image": str(self.images.paths[seq])})
+
+    def stopped_early(self) -> None:
+        pass  # photos carry no audio to end with the frames
 
     def close(self) -> None:
         if self.stats:

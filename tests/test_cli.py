@@ -220,6 +220,34 @@ def test_a_run_stopped_early_ends_its_audio_with_its_video(tmp_path: Path) -> No
     assert [p[2] for p in packets] == [p[2] for p in audio_packets(clip)[:len(packets)]], "copied, from the start"
 
 
+STOPPED_NEAR_THE_END = """
+import os, signal, sys
+from pathlib import Path
+from vidparse.config import load_config
+from vidparse.runs import RunHooks, Source, run_sources
+
+def on_frame(written, stats):
+    if written.frame.seq == 20:  # as Ctrl-C comes, 0.9 s before the input's end
+        os.kill(os.getpid(), signal.SIGINT)
+
+run_sources(load_config(None, {"model": "bodypix", "workers": 1}), [Source(sys.argv[1], Path(sys.argv[2]))],
+            RunHooks(on_frame=on_frame))
+"""
+
+
+def test_a_run_stopped_near_its_end_ends_its_audio_with_its_video(tmp_path: Path) -> None:
+    """A stop within a second or so of the input's end kept the audio to the input's end, over a still picture."""
+    clip = vtest_h264(tmp_path / "clip.mp4", 30, size=(384, 288), tone_hz=440)
+    program = subprocess.run([sys.executable, "-c", STOPPED_NEAR_THE_END, str(clip), str(tmp_path / "o.mp4")],
+                             capture_output=True, text=True, timeout=180)
+    assert program.returncode == 0, program.stderr
+    frames = probe_video(tmp_path / "o.mp4").frames
+    assert 21 <= frames < 30, f"stopped after frame 20: {frames} frames"
+    packets = audio_packets(tmp_path / "o.mp4")
+    end = packets[-1][0] + packets[-1][1]
+    assert frames * 0.1 - 0.05 <= end <= frames * 0.1 + 1024 / 48000 * 2, f"audio to {end:.2f} s, {frames} frames"
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that says it is ``width`` x ``height`` grey pixels and holds almost none: PIL opens it."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -90,6 +90,9 @@ class CollectingOutput:
     def open(self) -> None:
         pass
 
+    def stopped_early(self) -> None:
+        pass
+
     def measure(self, frame: Frame, arrays: dict) -> int:
         return frame.seq
 
