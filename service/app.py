@@ -181,8 +181,8 @@ def refuse_if_failed(live: LiveStream) -> None:
     """A failed stream has no frame to come: 409 with why, not a wait (a client obeying Retry-After would poll for
     ever) nor an empty preview."""
     if live.state == "failed":
-        raise ApiError(409, f"the stream failed: {live.error}", "remove it (DELETE /v1/streams/{id}) and add it again "
-                       "once the camera is reachable")
+        raise ApiError(409, f"the stream failed: {live.error}", f"remove it (DELETE /v1/streams/{live.id}) and add it "
+                       "again once the camera is reachable")
 
 
 def create_app(settings: ServeSettings) -> FastAPI:

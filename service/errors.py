@@ -14,6 +14,7 @@ from vidparse.errors import BadInputError, ConfigError, VidparseError
 
 log = logging.getLogger(__name__)
 SCHEMA_HINT = "see the API's schema at /openapi.json"
+BAD_BODY_HINT = "an upload is multipart/form-data with the file in the field 'file' (curl -F file=@clip.mp4)"
 
 
 class ApiError(Exception):
@@ -54,7 +55,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        hint = SCHEMA_HINT if exc.status_code in (404, 405) else None
+        hint = SCHEMA_HINT if exc.status_code in (404, 405) else BAD_BODY_HINT if exc.status_code == 400 else None
         return error_response(exc.status_code, str(exc.detail), hint, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -15,9 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vidparse.service.errors import ApiError, error_response
 from vidparse.service.uploads import MB, too_large
 
-OPEN_PATHS = ("/healthz",)
-# GETs a browser makes without headers (the page, <img>, <video>, download links): the only ones ?token= may pass.
-BROWSER_LINKS = re.compile(r"/|/v1/streams/[0-9a-f]+/(preview\.mjpg|snapshot\.jpg)"
+# The page holds no data (it asks the API for everything, with the token): a reload, where the token is no longer
+# in the address, must find it, and the token it kept in the tab's sessionStorage.
+OPEN_PATHS = ("/healthz", "/")
+# GETs a browser makes without headers (<img>, <video>, download links): the only ones ?token= may pass.
+BROWSER_LINKS = re.compile(r"/v1/streams/[0-9a-f]+/(preview\.mjpg|snapshot\.jpg)"
                            r"|/v1/jobs/[0-9a-f]+/(result|masks\.zip|stats\.jsonl)")
 UPLOAD_ROUTES = ("/v1/images", "/v1/jobs")
 JSON_BODY_LIMIT = 64 * 1024  # any body but an upload
@@ -74,8 +76,9 @@ class RequestGuard:
         if given is None and method in ("GET", "HEAD") and BROWSER_LINKS.fullmatch(path):
             given = query.get("token")
         if given is None or not secrets.compare_digest(given.encode(), token.encode()):
-            return ApiError(401, "missing or wrong token", "send 'Authorization: Bearer TOKEN' (?token= only on the "
-                            "page's, previews' and downloads' GET links)", headers={"WWW-Authenticate": "Bearer"})
+            return ApiError(401, "missing or wrong token", "send 'Authorization: Bearer TOKEN' (?token= only on "
+                            "previews' and downloads' GET links; the page takes it as /?token=TOKEN)",
+                            headers={"WWW-Authenticate": "Bearer"})
         return None
 
     def body_limit(self, method: str, path: str, headers: Headers) -> tuple[int, ApiError]:
