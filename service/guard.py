@@ -49,6 +49,21 @@ def is_local_host(host_header: str) -> bool:
     return name in LOCAL_HOST_NAMES or re.fullmatch(r"127(\.\d{1,3}){3}", name) is not None
 
 
+def _port(scheme: str, netloc: str) -> int | None:
+    """The port of ``scheme://netloc``, its scheme's own where none is written; None when it cannot be read."""
+    try:
+        return urlsplit(f"{scheme}://{netloc}").port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        return None
+
+
+def is_own_page(origin: str, host_header: str) -> bool:
+    """Whether an Origin is a page of this server: a loopback name, on the port the request came to (another local
+    web app, a dev server or a notebook on another port, is another site)."""
+    page = urlsplit(origin)
+    return is_local_host(page.netloc) and _port(page.scheme, page.netloc) == _port("http", host_header)
+
+
 class RequestGuard:
     def __init__(self, app: ASGIApp, settings: GuardSettings) -> None:
         self.app = app
@@ -65,9 +80,9 @@ class RequestGuard:
                 return ApiError(403, "this Host is not served", "without --token, open the server as 127.0.0.1 "
                                 "or localhost")
             origin = headers.get("origin")
-            if origin is not None and not is_local_host(urlsplit(origin).netloc):
+            if origin is not None and not is_own_page(origin, headers.get("host", "")):
                 return ApiError(403, "requests from another site's pages are refused", "without --token, only "
-                                "pages served by 127.0.0.1 or localhost may call the API")
+                                "this server's own page (127.0.0.1 or localhost, on its port) may call the API")
             return None
         if path in OPEN_PATHS:
             return None

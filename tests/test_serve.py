@@ -688,8 +688,12 @@ def test_host_and_origin_checked_without_a_token(open_server: Server) -> None:
     forged = open_server.client.post("/v1/streams", json={"url": "rtsp://127.0.0.1:1/x"},
                                      headers={"Origin": "https://attacker.example"})
     assert forged.status_code == 403 and "another site" in forged.json()["error"]
-    own_page = open_server.client.get("/v1/streams", headers={"Origin": open_server.url})
-    assert own_page.status_code == 200
+    for other_local_app in (f"http://localhost:{int(port) + 1}", "http://127.0.0.1", "http://127.0.0.1:3000"):
+        forged = open_server.client.post("/v1/streams", json={"url": "rtsp://127.0.0.1:1/x"},
+                                         headers={"Origin": other_local_app})
+        assert forged.status_code == 403, other_local_app  # a dev server or a notebook on another port
+    for own_page in (open_server.url, f"http://localhost:{port}"):
+        assert open_server.client.get("/v1/streams", headers={"Origin": own_page}).status_code == 200, own_page
 
 
 def dead_url_job(server: Server) -> str:
