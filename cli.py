@@ -559,6 +559,8 @@ def serve(
 ) -> None:
     """Serve a web page and a REST API for photos, video jobs and live cameras (docs/serve.md)."""
     _setup_logging(verbose)
+    if not verbose:  # a service's log tells when jobs and streams start and end
+        logging.getLogger("vidparse.service").setLevel(logging.INFO)
     with user_errors():
         settings = _settings(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb,
                                       "serve.job_ttl_s": job_ttl_s, "serve.max_data_mb": max_data_mb})

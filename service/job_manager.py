@@ -194,6 +194,7 @@ class JobManager:
             frames = info.frames or None
             job.total = min(filter(None, (frames, max_frames)), default=None)
             job.state = "running"
+            log.info("job %s running", job.id)
 
         # One series for all jobs, but each job its own counter state: its statistics start from zero.
         metrics = StreamMetrics(self.metrics, "jobs", live=False)

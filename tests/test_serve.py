@@ -300,15 +300,20 @@ def test_token_required_except_healthz(server: Server) -> None:
     assert anonymous.delete(f"/v1/jobs/{unknown}", params={"token": TOKEN}).status_code == 401
 
 
-def test_a_malformed_upload_is_a_400_with_a_hint_and_no_warning_in_the_log(tmp_path: Path) -> None:
-    """The multipart parser's own errors had no hint, and it logged a warning without the request in it."""
+def test_the_log_tells_a_jobs_life_and_no_client_mistake(tmp_path: Path, clip: Path) -> None:
+    """The multipart parser's own errors had no hint, and it logged a warning without the request in it; at the
+    default level nothing told when a job started or ended."""
     with running_server(tmp_path, {}, "--token", TOKEN, headers=AUTH) as server:
         for content_type in ("multipart/form-data", "multipart/form-data; boundary=xyz"):
             answer = server.client.post("/v1/jobs", content=b"garbage", headers={"Content-Type": content_type})
             assert answer.status_code == 400 and "multipart/form-data" in answer.json()["hint"], answer.text
+        posted = server.client.post("/v1/jobs", files={"file": ("clip.avi", clip.read_bytes())})
+        assert posted.status_code == 202, posted.text
+        job = server.wait(posted.json()["id"])
         server.process.terminate()
         log = server.process.communicate(timeout=60)[0]
     assert "WARNING" not in log and "boundary" not in log, log
+    assert f"job {job['id']} running" in log and f"job {job['id']} done after {job['frames']} frames" in log, log
 
 
 def test_no_docs_page_and_no_outside_script(server: Server) -> None:
