@@ -61,6 +61,7 @@ class Job:
     directory: Path
     state: str = "queued"
     frames: int = 0
+    dropped: int = 0  # frames a live input's drop policy let go to keep up (counted by max_frames too)
     total: int | None = None  # frames the input holds (None: unknown, or live)
     error: str | None = None
     created_at: float = field(default_factory=time.time)
@@ -89,7 +90,7 @@ class Job:
         finished = self.state in ("done", "cancelled", "interrupted") and self.result_path.exists()
         state = "cancelling" if self.cancel_asked and self.state in ACTIVE else self.state
         return {"id": self.id, "state": state, "source": without_credentials(self.source), "frames": self.frames,
-                "total": self.total,
+                "dropped": self.dropped, "total": self.total,
                 "progress": 1.0 if self.state == "done" else progress, "fps": fps, "eta_s": eta, "error": self.error,
                 "result": f"/v1/jobs/{self.id}/result" if finished else None}
 
@@ -205,7 +206,7 @@ class JobManager:
         now = time.monotonic()
         job.first_frame_at = job.first_frame_at or now
         job.last_frame_at = now
-        job.frames = stats.frames
+        job.frames, job.dropped = stats.frames, stats.dropped_frames
         metrics.frame(stats)
 
     def _ended(self, job: Job, end: StreamEnd, url: bool) -> None:

@@ -888,6 +888,7 @@ def test_redirects_are_not_followed(server: Server, clip: Path) -> None:
             "/v1/jobs", json={"input": f"http://127.0.0.1:{target.server_address[1]}/{clip.name}"}).json()["id"])
         # the server is a fine source (an HTTP input drops frames the worker is too busy for, like a live one)
         assert direct["state"] == "done" and direct["frames"] >= 1 and requests
+        assert direct["frames"] + direct["dropped"] == 12, direct  # the clip's frames: written or let go
         requests.clear()
         job = server.wait(server.client.post(
             "/v1/jobs", json={"input": f"http://127.0.0.1:{redirect.server_address[1]}/{clip.name}"}).json()["id"])
