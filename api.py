@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from vidparse.config import Config, config_from, load_config, merge, user_settings
-from vidparse.errors import INTERRUPTED_EXIT, BadInputError, ConfigError
+from vidparse.errors import BadInputError, ConfigError
 from vidparse.jobs import ResolvedModels, StreamSpec, add_stream, build_engine, build_person_parser
 from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.ends import StreamEnd
@@ -325,8 +325,8 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
         raise ConfigError("no output given", hint='output="out.mp4" (a folder for several inputs)')
     outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"), _path(stats, "stats"),
                                                 _path(instances, "instances"), max_frames))
+    if outcome.interrupted:  # before any stream's failure: a loop over many calls stops, whatever else it catches
+        raise KeyboardInterrupt
     if check and (error := next((s.error for s in outcome.failed if s.error is not None), None)) is not None:
         raise error
-    if outcome.exit_code == INTERRUPTED_EXIT:
-        raise KeyboardInterrupt
     return outcome

@@ -200,6 +200,7 @@ class StreamOutcome:
 @dataclass
 class RunOutcome:
     streams: list[StreamOutcome]
+    interrupted: bool = False  # a stop signal (Ctrl-C, SIGTERM, SIGHUP) ended the run, whatever else happened
 
     @property
     def failed(self) -> list[StreamOutcome]:
@@ -296,9 +297,9 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
         add_stream(engine, spec, _subscribers(hooks, index), on_open=_bind(hooks.on_open, index),
                    on_end=_ender(outcomes[index], len(outcomes) == 1),
                    on_connecting=_bind(hooks.on_connecting, index))
-    with stop_on_signals(engine.stop):
+    with stop_on_signals(engine.stop) as signals:
         engine.run()
-    return RunOutcome(outcomes)
+    return RunOutcome(outcomes, interrupted=signals.received)
 
 
 def _subscribers(hooks: RunHooks, index: int) -> list[Subscriber]:

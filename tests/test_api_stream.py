@@ -239,6 +239,38 @@ except KeyboardInterrupt:
 """
 
 
+INTERRUPTED_WITH_A_FAILED_STREAM = """
+import os, signal, sys, threading, time
+import vidparse
+import vidparse.errors
+
+def ctrl_c_once_writing():
+    while not os.path.exists(f"{sys.argv[2]}/vtest.mp4"):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=ctrl_c_once_writing, daemon=True).start()
+try:
+    vidparse.run([sys.argv[1], "missing.mp4"], sys.argv[2], model="bodypix", workers=1, check=sys.argv[3] == "1")
+    print("returned", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+except vidparse.errors.VidparseError as exc:
+    print("raised", type(exc).__name__, flush=True)
+"""
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_ctrl_c_reaches_the_program_though_a_stream_failed(tmp_path: Path, check: bool) -> None:
+    """With a failed stream beside it, an interrupted run raised that stream's error (check) or returned exit code 9:
+    a loop over many calls went on."""
+    program = subprocess.run([sys.executable, "-c", INTERRUPTED_WITH_A_FAILED_STREAM, str(VTEST), str(tmp_path / "out"),
+                              "1" if check else "0"], capture_output=True, text=True, timeout=180)
+    assert program.returncode == 0 and program.stdout.split() == ["interrupted"], program.stdout + program.stderr
+    assert 0 < probe_video(tmp_path / "out" / "vtest.mp4").frames < 795
+
+
 def test_ctrl_c_in_run_finishes_the_file_and_reaches_the_program(tmp_path: Path) -> None:
     """A loop over `vidparse.run` calls stops on Ctrl-C: the run in progress closes its file, then the program gets
     the KeyboardInterrupt (it used to get an outcome with exit code 130 and go on to the next call)."""
