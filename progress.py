@@ -102,11 +102,14 @@ class RunReporter:
 
     def streams_table(self, outcome: RunOutcome) -> Table:
         """A row per stream: how it ended, frames, fps after start-up, persons (all frames / most in one), live
-        latency p50 and dropped frames, worker restarts."""
+        latency p50 and dropped frames, worker restarts; where any stream had them, source restarts (the watchdog)
+        and undecodable packets skipped."""
         table = Table(title="vidparse run", title_justify="left")
+        source_restarts = any(stream.stats.source_restarts for stream in outcome.streams)
         skipped = any(stream.stats.skipped_packets for stream in outcome.streams)
-        columns = ("stream", "status", "frames", "fps", "persons", "p50 ms", "dropped", "restarts")
-        for column in (*columns, "skipped") if skipped else columns:
+        columns = ("stream", "status", "frames", "fps", "persons", "p50 ms", "dropped", "restarts",
+                   *(["source restarts"] if source_restarts else []), *(["skipped"] if skipped else []))
+        for column in columns:
             table.add_column(column, justify="left" if column in ("stream", "status") else "right")
         for index, stream in enumerate(outcome.streams):
             stats, seen = stream.stats, self.seen[index]
@@ -115,6 +118,8 @@ class RunReporter:
             cells = [stream.name, f"[{color}]{stream.status}", str(stats.frames), f"{stats.steady_fps:.2f}",
                      f"{seen.persons_total}/{seen.persons_max}", "" if p50 is None else f"{p50 * 1000:.0f}",
                      str(stats.dropped_frames), str(stats.worker_restarts)]
+            if source_restarts:
+                cells.append(str(stats.source_restarts))
             if skipped:
                 cells.append(str(stats.skipped_packets))
             table.add_row(*cells)

@@ -119,7 +119,7 @@ def source_main(source_spec: SourceFactory, stream: int, inbox: Any, events: Any
     frame goes into the layout's first array.
     """
     leave_signals_to_the_main_process()
-    configure_logging(log_levels, "source" if stream == 0 else f"source {stream}")
+    configure_logging(log_levels, f"source {stream}")  # the stream's number, as the main process's lines say
     next_seq = resume.seq + 1 if resume else 0
     source = source_spec.make_source(stop, lambda attempt, reason: send(events, Connecting(attempt, reason)),
                                      next_seq)

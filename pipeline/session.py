@@ -283,7 +283,7 @@ class StreamSession:
             raise PipelineError(f"the source stalled {self.stats.source_restarts + 1} times (nothing for {timeout:g} s "
                                 "while frame slots were free); giving up",
                                 hint="the input keeps hanging: check it (run with --verbose), or the source timeout")
-        log.warning("the source sent nothing for %.0f s; restarting it", timeout)
+        log.warning("source %d sent nothing for %.0f s; restarting it", self.stream, timeout)
         with self._lock:  # the new source gets the handle first, then every free slot
             self._source.kill()
             self._source.join(timeout=JOIN_TIMEOUT_S)

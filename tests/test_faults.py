@@ -134,7 +134,7 @@ def test_a_stalled_source_is_restarted_where_it_left_off(clip40: Path, tmp_path:
     os.kill(source_pid(process.pid), signal.SIGSTOP)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
-    assert "the source sent nothing for 3 s; restarting it" in stderr
+    assert "source 0 sent nothing for 3 s; restarting it" in stderr
     facts = probe_video(tmp_path / "o.mp4")
     assert facts.frames == 40 and facts.pts_s == pytest.approx([i / 10 for i in range(40)]), "no frame twice"
 

@@ -262,7 +262,7 @@ def test_a_live_source_that_goes_silent_is_restarted_by_the_watchdog(rtsp_server
     finally:
         _, stderr = interrupt(process)
     assert process.returncode == 130, stderr
-    assert "the source sent nothing for 11 s; restarting it" in stderr.replace("\n", " ")
+    assert "source 0 sent nothing for 11 s; restarting it" in stderr.replace("\n", " ")
     times = [s["time_s"] for s in stats_lines(stats)]
     assert max(b - a for a, b in zip(times, times[1:])) >= 10, "the silence shows as a gap"
     pts = probe_video(tmp_path / "live.mp4").pts_s

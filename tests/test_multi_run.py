@@ -46,6 +46,29 @@ def stats_lines(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+def test_the_streams_table_shows_source_restarts_where_a_stream_had_them() -> None:
+    """The watchdog's restarts of a source were in the one-input summary only: the table showed 0 restarts."""
+    from rich.console import Console
+
+    from vidparse.pipeline.ends import StreamEnd
+    from vidparse.pipeline.stats import RunStats
+    from vidparse.progress import RunReporter
+    from vidparse.runs import RunOutcome, StreamOutcome
+
+    def outcome(restarts: tuple[int, int]) -> RunOutcome:
+        return RunOutcome([StreamOutcome(name, Source(f"{name}.mp4", None), StreamEnd(index, "ok", stats=RunStats(
+            source_restarts=count))) for index, (name, count) in enumerate(zip(("a", "b"), restarts))])
+
+    def rendered(restarts: tuple[int, int]) -> str:
+        console = Console(width=200, record=True)
+        console.print(RunReporter(console, ["a", "b"]).streams_table(outcome(restarts)))
+        return console.export_text()
+
+    assert "source restarts" not in rendered((0, 0))
+    table = rendered((0, 2))
+    assert "source restarts" in table and table.splitlines()[-2].rstrip(" │").endswith("2"), table
+
+
 def test_two_inputs_on_one_pool_write_what_each_writes_alone(clip: Path, other_clip: Path, tmp_path: Path) -> None:
     """Two files share two workers: each gets OUTDIR/<name>.mp4 with every frame, the same masks (byte for byte)
     as when it runs alone, and stats lines that name their stream."""
