@@ -258,6 +258,9 @@ class VideoSink:
         trimmed = trim_to_whole_fragments(path)
         if trimmed.fragments == 0:
             path.unlink()
+        elif trimmed.cut and (kept := video_packets(path)) < self.frames_written:
+            log.warning("%s holds %d of the %d frames written (cut back to its last whole fragment); the masks and "
+                        "statistics have them all", path, kept, self.frames_written)
         return trimmed.cut
 
     def close(self) -> None:
@@ -302,6 +305,15 @@ def to_yuv420(image: np.ndarray) -> np.ndarray:
 class Trimmed:
     fragments: int  # whole fragments kept (-1: the file could not be read)
     cut: bool  # whether the file ended mid-fragment
+
+
+def video_packets(path: Path) -> int:
+    """The video packets (frames) a file holds, by demuxing it (nothing decoded); 0 when it cannot be read."""
+    try:
+        with av.open(str(path)) as container:
+            return sum(1 for packet in container.demux(video=0) if packet.size)
+    except (av.error.FFmpegError, OSError, IndexError):
+        return 0
 
 
 def trim_to_whole_fragments(path: Path) -> Trimmed:

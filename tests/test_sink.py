@@ -179,8 +179,8 @@ def decode_errors(path: Path) -> str:
                           text=True).stderr
 
 
-def test_a_disk_another_output_fills_leaves_the_file_at_its_last_whole_fragment(small_disk: Path,
-                                                                               tmp_path: Path) -> None:
+def test_a_disk_another_output_fills_leaves_the_file_at_its_last_whole_fragment(small_disk: Path, tmp_path: Path,
+                                                                               caplog: pytest.LogCaptureFixture) -> None:
     """The masks or the stats take the last of the disk: the sink's own writes went through, but finishing its last
     fragment fails, and the file is cut back as it is when its own write fails. Noise: every frame is large, so the
     fragment left to finish cannot fit in what is left of the file's last page."""
@@ -199,7 +199,9 @@ def test_a_disk_another_output_fills_leaves_the_file_at_its_last_whole_fragment(
             filler.write(bytes(1 << 16))
     with pytest.raises(BadOutputError, match="its last fragment could not be written"):
         sink.close()
-    assert decode_errors(out) == "" and 0 < probe_video(out).frames < 15
+    kept = probe_video(out).frames
+    assert decode_errors(out) == "" and 0 < kept < 15
+    assert f"holds {kept} of the 15 frames written" in caplog.text, "the summary's count is not the file's"
 
 
 def test_fragmented_mp4_plays_like_the_plain_one(clip: Path, tmp_path: Path) -> None:
