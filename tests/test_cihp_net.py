@@ -538,38 +538,41 @@ def wait_for_the_pool(training: subprocess.Popen[str]) -> None:
         time.sleep(0.02)
 
 
-def test_sigterm_stops_training_with_its_processes(shared: Path, tmp_path: Path) -> None:
-    """By Python's default SIGTERM ended the command alone, and the processes running the frozen models ran on."""
-    images, labels = training_photos(shared, tmp_path, 40)
+def training_with_its_pool(shared: Path, tmp_path: Path, photos: int) -> subprocess.Popen[str]:
+    """`vidparse train` in a session of its own, once its pool has started."""
+    images, labels = training_photos(shared, tmp_path, photos)
     training = subprocess.Popen([sys.executable, "-m", "vidparse", "train", str(images), str(labels), "--folds", "0",
                                  "--epochs", "1", "--processes", "2", "--cache", str(tmp_path / "cache"), "-o",
                                  str(tmp_path / "w.onnx")], stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_the_pool(training)
-    time.sleep(3)  # the frozen models at work
-    training.send_signal(signal.SIGTERM)
-    _, stderr = training.communicate(timeout=60)
-    assert training.returncode == 130 and "stopped at once" in stderr and "Traceback" not in stderr, stderr
-    deadline = time.monotonic() + 15
-    while subprocess.run(["pgrep", "-g", str(training.pid)], capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "a process of the training still runs"
-        time.sleep(0.2)
-    assert not (tmp_path / "w.onnx").exists()
+    return training
 
 
-def test_ctrl_c_while_the_frozen_models_start_stops_training_without_a_traceback(shared: Path, tmp_path: Path) -> None:
-    """Ctrl-C reaches the whole process group: a pool process still importing died of it with a traceback."""
-    images, labels = training_photos(shared, tmp_path, 8)
-    training = subprocess.Popen([sys.executable, "-m", "vidparse", "train", str(images), str(labels), "--folds", "0",
-                                 "--epochs", "1", "--processes", "2", "--cache", str(tmp_path / "cache"), "-o",
-                                 str(tmp_path / "w.onnx")], stderr=subprocess.PIPE, text=True, start_new_session=True)
-    wait_for_the_pool(training)
-    os.killpg(training.pid, signal.SIGINT)  # as a terminal sends Ctrl-C, while the pool's processes import
+def stopped_leaving_no_process(training: subprocess.Popen[str]) -> str:
+    """Its stderr, once it has ended with exit code 130 and no process of its group is left."""
     _, stderr = training.communicate(timeout=60)
     assert training.returncode == 130 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     deadline = time.monotonic() + 15
     while subprocess.run(["pgrep", "-g", str(training.pid)], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "a process of the training still runs"
         time.sleep(0.2)
+    return stderr
+
+
+def test_sigterm_stops_training_with_its_processes(shared: Path, tmp_path: Path) -> None:
+    """By Python's default SIGTERM ended the command alone, and the processes running the frozen models ran on."""
+    training = training_with_its_pool(shared, tmp_path, 40)
+    time.sleep(3)  # the frozen models at work
+    training.send_signal(signal.SIGTERM)
+    assert "stopped at once" in stopped_leaving_no_process(training)
+    assert not (tmp_path / "w.onnx").exists()
+
+
+def test_ctrl_c_while_the_frozen_models_start_stops_training_without_a_traceback(shared: Path, tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: a pool process still importing died of it with a traceback."""
+    training = training_with_its_pool(shared, tmp_path, 8)
+    os.killpg(training.pid, signal.SIGINT)  # as a terminal sends Ctrl-C, while the pool's processes import
+    stopped_leaving_no_process(training)
 
 
 @pytest.mark.parametrize("args, code, message", [

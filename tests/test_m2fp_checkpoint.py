@@ -160,15 +160,20 @@ def test_a_configuration_value_of_the_wrong_type_is_named_with_what_is_expected(
                                                                                 key, value, expected):
     document = json.loads((tiny_dir / "configuration.json").read_text())
     (document["model"][section] if section else document["model"])[key] = value
+    result = _run_with_configuration(document, tmp_path, tiny_dir, shared)
+    assert result.returncode == 5, result.stderr
+    where = f"model.{section}.{key}" if section else f"model.{key}"
+    assert _one_error_line(result) == f"error: M2FP configuration: {where} is {json.dumps(value)}; expected {expected}"
+
+
+def _run_with_configuration(document, tmp_path, tiny_dir, shared):
+    """`vidparse run` of a photo with the tiny checkpoint's weights and this configuration.json ``document``."""
     folder = tmp_path / "edited"
     folder.mkdir()
     (folder / "configuration.json").write_text(json.dumps(document))
     (folder / "pytorch_model.pt").symlink_to(tiny_dir / "pytorch_model.pt")
-    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.png"),
-                     "--model", "m2fp", "--model-dir", str(folder), "--workers", "1")
-    assert result.returncode == 5, result.stderr
-    where = f"model.{section}.{key}" if section else f"model.{key}"
-    assert _one_error_line(result) == f"error: M2FP configuration: {where} is {json.dumps(value)}; expected {expected}"
+    return run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.png"),
+                   "--model", "m2fp", "--model-dir", str(folder), "--workers", "1")
 
 
 def _save_plain_pickle(target):
@@ -204,12 +209,7 @@ def test_weights_that_cannot_be_loaded_are_one_line_and_a_hint(tmp_path, tiny_di
 def test_a_checkpoint_for_another_label_set_says_what_to_use(tmp_path, tiny_dir, shared):
     document = json.loads((tiny_dir / "configuration.json").read_text())
     document["model"]["num_parsing"] = 30
-    folder = tmp_path / "lip"
-    folder.mkdir()
-    (folder / "configuration.json").write_text(json.dumps(document))
-    (folder / "pytorch_model.pt").symlink_to(tiny_dir / "pytorch_model.pt")
-    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.png"),
-                     "--model", "m2fp", "--model-dir", str(folder), "--workers", "1")
+    result = _run_with_configuration(document, tmp_path, tiny_dir, shared)
     assert result.returncode == 5, result.stderr
     assert _one_error_line(result) == "error: M2FP checkpoint parses 30 classes, CIHP has 20"
     assert "hint: use an M2FP model trained on CIHP" in result.stderr
