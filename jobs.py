@@ -53,12 +53,17 @@ class ResolvedModels:
 
 def check_device(config: Config) -> None:
     """A `ConfigError` when the parser's runtime cannot reach ``config.device``: ONNX Runtime without its CUDA
-    provider (bodypix, cihp-lite, cihp-net, m2fp's onnx backend), or PyTorch without CUDA (m2fp's eager backend)."""
+    provider (bodypix, cihp-lite, cihp-net), PyTorch without CUDA (m2fp's eager backend), or m2fp's onnx backend,
+    which runs on the CPU only."""
     if config.device == "cpu":
         return
-    if getattr(config.parser_options, "backend", "onnx") == "onnx":
+    backend = getattr(config.parser_options, "backend", None)  # m2fp's; the other parsers are ONNX models
+    if backend is None:
         providers(config.device)
         return
+    if backend == "onnx":
+        raise ConfigError(f"--device {config.device}: m2fp's onnx backend runs on the CPU",
+                          hint="use parsers.m2fp.backend: eager with a GPU device, or --device cpu")
     import torch
 
     if not torch.cuda.is_available():

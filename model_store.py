@@ -307,8 +307,11 @@ def _fit_check(spec: ModelSpec, source: str) -> Callable[[Path], None] | None:
 
 
 def _unreachable(url: str, timeout_s: float = 10.0) -> str | None:
-    """Why no TCP connection opens to the host of ``url`` (None: one does)."""
+    """Why no TCP connection opens to the host of ``url`` (None: one does, or a proxy is to reach it, which the
+    hub client uses and this check cannot judge)."""
     parts = urllib.parse.urlsplit(url)
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
     try:
         with socket.create_connection((parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)),
                                       timeout_s):

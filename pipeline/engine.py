@@ -129,7 +129,10 @@ class Engine:
         self._command("abort", None)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the hub to end (True; False on timeout), without raising what ended it."""
+        """Wait for the hub to end (True; False on timeout), without raising what ended it. An engine never started
+        has nothing to wait for."""
+        if self._thread.ident is None:
+            return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

@@ -43,9 +43,10 @@ def _preparation_data(name: str) -> dict[str, Any]:
 
 @contextmanager
 def stop_signals_held() -> Iterator[None]:
-    """Stop signals stay pending in this thread (none is lost), and the processes it launches meanwhile start with
-    them blocked: one sent to the process group while such a child imports waits until the child has chosen what to
-    do with it (`processes.leave_signals_to_the_main_process`)."""
+    """Stop signals stay pending for this thread, and the processes it launches meanwhile start with them blocked:
+    one sent to the process group while such a child imports waits until the child has chosen what to do with it
+    (`processes.leave_signals_to_the_main_process`). The kernel may give one to another thread of this process
+    meanwhile; Python then runs its handler in the main thread as usual."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield

@@ -44,7 +44,8 @@ def serve(settings: ServeSettings, log_level: str = "warning") -> None:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(HideCredentials())
     # A client's malformed multipart body is its 400 (service/errors.py), not a warning without the request in it
-    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    for name in ("python_multipart", "multipart"):  # its name from 0.0.13 on, and before
+        logging.getLogger(name).setLevel(logging.ERROR)
     server = _Server(config)
     # uvicorn handles SIGINT and SIGTERM; a closed terminal's SIGHUP drains and cleans up as SIGTERM does
     signal.signal(signal.SIGHUP, lambda signum, frame: server.handle_exit(signal.SIGTERM, frame))

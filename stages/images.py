@@ -86,8 +86,13 @@ def _opened(path: Path, formats: tuple[str, ...] | None = None) -> Iterator[Imag
             yield image
 
 
+ANIMATED_SUFFIXES = (".png", ".webp")  # a JPEG with several images (MPO: a phone's depth or gain map) is a photo
+
+
 def is_animated(path: Path) -> bool:
     """Whether an image file holds several frames (an APNG, an animated WebP); False for one PIL cannot read."""
+    if path.suffix.lower() not in ANIMATED_SUFFIXES:
+        return False
     try:
         with _opened(path) as image:
             return bool(getattr(image, "is_animated", False))

@@ -111,6 +111,7 @@ class VideoSink:
         self.options = options
         self.audio_from, self.audio_to_last_frame = audio_from, audio_to_last_frame
         self.frames_written = 0
+        self._frames_in_file = 0  # of the file being written (the last segment)
         self.paths: list[Path] = []
         self._output: av.container.OutputContainer | None = None
         self._audio: AudioCopy | None = None
@@ -173,7 +174,7 @@ class VideoSink:
             return
         self._finish_file()
         self._open_file(segment_path(self.path, segment_stamp(self.info.live, frame.captured_at, seconds)))
-        self._segment_start = seconds
+        self._segment_start, self._frames_in_file = seconds, 0
         self._pts_origin = frame.pts or 0
         log.info("writing segment %s", self.paths[-1])
 
@@ -189,6 +190,7 @@ class VideoSink:
         if self._audio is not None and frame.seconds is not None:
             self._mux(lambda: self._audio.copy_until(frame.seconds))
         self.frames_written += 1
+        self._frames_in_file += 1
         if frame.seconds is not None:
             self._written_to = frame.seconds + float(1 / self.info.frame_rate)
 
@@ -258,9 +260,9 @@ class VideoSink:
         trimmed = trim_to_whole_fragments(path)
         if trimmed.fragments == 0:
             path.unlink()
-        elif trimmed.cut and (kept := video_packets(path)) < self.frames_written:
-            log.warning("%s holds %d of the %d frames written (cut back to its last whole fragment); the masks and "
-                        "statistics have them all", path, kept, self.frames_written)
+        elif trimmed.cut and (kept := video_packets(path)) < self._frames_in_file:
+            log.warning("%s holds %d of the %d frames written to it (cut back to its last whole fragment); the masks "
+                        "and statistics have them all", path, kept, self._frames_in_file)
         return trimmed.cut
 
     def close(self) -> None:

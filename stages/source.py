@@ -269,7 +269,8 @@ def _reason(error: Exception) -> str:
 
 
 # Codecs of single pictures: a track of one of them is most likely a still (a cover not flagged as one, a poster).
-IMAGE_CODECS = frozenset({"png", "mjpeg", "bmp", "tiff", "webp", "jpeg2000", "jpegls", "qoi"})
+# (Not MJPEG: the codec of many cameras' AVI and MOV files, whose tracks carry no default flag.)
+IMAGE_CODECS = frozenset({"png", "bmp", "tiff", "webp", "jpeg2000", "jpegls", "qoi"})
 
 
 def is_still(stream: av.video.stream.VideoStream) -> bool:

@@ -205,12 +205,13 @@ def test_close_from_another_thread_ends_the_loop_there(tmp_path: Path) -> None:
     before = pipeline_processes()
     clip = cut_clip(VTEST, tmp_path / "vtest40.avi", 40)
     stream = vidparse.stream(clip, model="bodypix", workers=1, outputs=tmp_path / "out.mp4")
-    closer = threading.Timer(2.0, stream.close)
+    closer = threading.Timer(0.5, stream.close)
     seen = []
-    closer.start()
     try:
         for frame in stream:
             seen.append(frame.seq)
+            if len(seen) == 1:  # frames come: the closing thread starts
+                closer.start()
     finally:
         closer.cancel()
     closer.join()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -24,8 +25,7 @@ import numpy as np
 from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.metrics import coarse_lut
 from vidparse.model_store import resolve_model, sha256_of
-from vidparse.pipeline.processes import leave_signals_to_the_main_process
-from vidparse.pipeline.spawning import stop_signals_held
+from vidparse.pipeline.spawning import STOP_SIGNALS, stop_signals_held
 from vidparse.stages.detect import DetectorOptions, PersonDetector
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
 from vidparse.stages.parsers import cihp_net, multiclass
@@ -132,7 +132,10 @@ _extractor: Extractor | None = None
 
 def _start_worker(label_set: str) -> None:
     global _extractor
-    leave_signals_to_the_main_process()  # Ctrl-C reaches the process group: the training stops its pool itself
+    # Ctrl-C reaches the whole process group: the training stops its pool itself. SIGTERM and SIGHUP keep their
+    # default, which ends a worker quietly (the pool ends a broken pool's workers with SIGTERM).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held while it started (`stop_signals_held`)
     _extractor = Extractor(label_set, threads=1)
 
 
@@ -172,12 +175,16 @@ def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int
     examples: list[Example] = []
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(label_set,)) as pool:
-        with stop_signals_held():  # the pool starts its processes as the work is submitted
-            results = pool.map(_examples_of, samples, [seed] * len(samples))
-        for found in results:
-            examples.extend(found)
-            if on_sample:
-                on_sample()
+        try:
+            with stop_signals_held():  # the pool starts its processes as the work is submitted
+                results = pool.map(_examples_of, samples, [seed] * len(samples))
+            for found in results:
+                examples.extend(found)
+                if on_sample:
+                    on_sample()
+        except BaseException:  # Ctrl-C, SIGTERM: the photos not started are not extracted on the way out
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if cached:
         save_examples(examples, cached)
         prune_cache(cached.parent)
