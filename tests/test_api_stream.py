@@ -200,6 +200,13 @@ def test_a_program_that_ends_with_a_stream_open_exits(tmp_path: Path) -> None:
     assert probe_video(tmp_path / "out.mp4").frames >= 6, "the output keeps what was written"
 
 
+def test_closing_a_stream_never_iterated_twice_is_fine(clip: Path) -> None:
+    """The second close waited for an engine never started: RuntimeError."""
+    with vidparse.stream(clip, model="bodypix", workers=1) as frames:
+        frames.close()
+    assert list(frames) == []
+
+
 def test_close_from_another_thread_ends_the_loop_there(tmp_path: Path) -> None:
     """A watchdog closing a stream got 'generator already executing', and the loop ran on."""
     before = pipeline_processes()
