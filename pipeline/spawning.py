@@ -43,15 +43,28 @@ def _preparation_data(name: str) -> dict[str, Any]:
 
 @contextmanager
 def stop_signals_held() -> Iterator[None]:
-    """Stop signals stay pending for this thread, and the processes it launches meanwhile start with them blocked:
-    one sent to the process group while such a child imports waits until the child has chosen what to do with it
-    (`processes.leave_signals_to_the_main_process`). The kernel may give one to another thread of this process
-    meanwhile; Python then runs its handler in the main thread as usual."""
+    """Stop signals wait until the block ends, and the processes launched meanwhile start with them blocked: one sent
+    to the process group while such a child imports waits until the child has chosen what to do with it
+    (`processes.leave_signals_to_the_main_process`). In the main thread the handlers wait too: the kernel may give
+    the signal to another thread, and a KeyboardInterrupt raised mid-launch would leave the child without its
+    instructions (an EOFError traceback); a signal that came is handled as the block ends."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    came: list[tuple[int, Any]] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, lambda signum, frame: came.append((signum, frame))) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for signum, frame in came:  # as they came (a handler that raises ends the replay)
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def start_resource_tracker() -> None:
