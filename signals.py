@@ -49,11 +49,12 @@ def stop_on_signals(stop: Callable[[], None], doing: str = "finishing the frames
 @contextmanager
 def interrupted_by_stop_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise KeyboardInterrupt as Ctrl-C does, for a command that stops at once on Ctrl-C with
-    its processes (by Python's default they end the process alone, and its children run on). Main thread only."""
+    its processes (by Python's default they end the process alone, and its children run on); so does SIGINT where
+    the process started with it ignored (a background job of a script). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS if sig != signal.SIGINT}
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
