@@ -29,6 +29,7 @@ from vidparse.stages.images import ImageSet
 from vidparse.stages.output import AnnotatedImages, AnnotatedOutput
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.onnx_session import providers
+from vidparse.stages.options import M2fpOptions
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.sink import writes_photos
@@ -57,13 +58,11 @@ def check_device(config: Config) -> None:
     which runs on the CPU only."""
     if config.device == "cpu":
         return
-    backend = getattr(config.parser_options, "backend", None)  # m2fp's; the other parsers are ONNX models
-    if backend is None:
+    options = config.parser_options
+    if not isinstance(options, M2fpOptions):  # the other parsers are ONNX models
         providers(config.device)
         return
-    if backend == "onnx":
-        raise ConfigError(f"--device {config.device}: m2fp's onnx backend runs on the CPU",
-                          hint="use parsers.m2fp.backend: eager with a GPU device, or --device cpu")
+    options.check_device(config.device)
     import torch
 
     if not torch.cuda.is_available():

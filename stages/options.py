@@ -255,6 +255,12 @@ class M2fpOptions:
     # folder for exported ONNX files; empty = <vidparse model cache>/m2fp-onnx
     onnx_cache: str = ""
 
+    def check_device(self, device: str) -> None:
+        """A `ConfigError` where this backend cannot run on ``device``: the onnx backend runs on the CPU only."""
+        if self.backend == "onnx" and device != "cpu":
+            raise ConfigError(f"--device {device}: m2fp's onnx backend runs on the CPU",
+                              hint="use parsers.m2fp.backend: eager with a GPU device, or --device cpu")
+
 
 # A parser backend's options by model name (`stages/parsers`' BACKENDS has the same names).
 PARSER_OPTIONS: dict[str, type] = {"bodypix": BodyPixOptions, "cihp-lite": CihpLiteOptions, "cihp-net": CihpNetOptions,

@@ -127,10 +127,15 @@ def test_cover_art_is_not_video_and_the_largest_video_stream_is_parsed(tmp_path:
                     str(tracks)], check=True)
     info = probe(str(tracks))
     assert (info.width, info.height) == (768, 576)
-    source = VideoSource(str(tracks))
+    assert frame_shapes(tracks) == [(576, 768, 3)] * 5
+
+
+def frame_shapes(path: Path) -> list[tuple[int, ...]]:
+    """The shape of every frame `VideoSource` gives of ``path``."""
+    source = VideoSource(str(path))
     source.open()
     try:
-        assert [frame.image.shape for frame in source.frames()] == [(576, 768, 3)] * 5
+        return [frame.image.shape for frame in source.frames()]
     finally:
         source.close()
 
@@ -144,13 +149,9 @@ def test_a_still_track_before_the_video_is_not_parsed_though_it_has_more_pixels(
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-i", str(shared / "data" / "photos" / "messi5.jpg"),
                     "-map", "1", "-map", "0", "-c", "copy", "-c:v:0", "png", "-disposition:v:0", "attached_pic",
                     str(tracks)], check=True)
-    assert (probe(str(tracks)).width, probe(str(tracks)).height) == (384, 288)
-    source = VideoSource(str(tracks))
-    source.open()
-    try:
-        assert [frame.image.shape for frame in source.frames()] == [(288, 384, 3)] * 20
-    finally:
-        source.close()
+    info = probe(str(tracks))
+    assert (info.width, info.height) == (384, 288)
+    assert frame_shapes(tracks) == [(288, 384, 3)] * 20
 
 
 def test_a_resumed_file_seeks_to_the_keyframe_before_and_gives_the_same_frames(shared: Path) -> None:

@@ -85,8 +85,7 @@ class M2FPParser(Parser):
             choices, value = option.metadata.get("choices"), getattr(options, option.name)
             if choices and value not in choices:
                 raise ConfigError(f"parsers.{name}.{option.name} must be one of {', '.join(choices)}, not '{value}'")
-        if options.backend == "onnx" and device != "cpu":
-            raise ConfigError("the onnx backend runs on the CPU", hint="use backend: eager with a GPU device")
+        options.check_device(device)
         if options.backend == "onnx" and options.precision != "fp32":
             raise ConfigError("the onnx backend runs in fp32", hint="use backend: eager for bf16")
         self.name, self.options, self.model_path, self.device = name, options, model_path, device
