@@ -61,7 +61,7 @@ def without_small_people_config(config: Config) -> Config:
 
 def small_people_settings(config: Config, width: int) -> list[tuple[str, Config]]:
     """What to measure on an input this wide, each with its label: the config as given and, when it runs the pass
-    for small people on such frames (the detector's tiles and zoomed looks, cihp-net's finer segmenter cells), the
+    for small people on such frames (the detector's tiles, zoomed looks and scan, cihp-net's finer segmenter cells), the
     config without it, to show its cost."""
     if small_people_pass(width, config.detector) or finer_segmenter(width, config):
         return [("on", config), ("off", without_small_people_config(config))]

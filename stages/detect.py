@@ -1,5 +1,6 @@
 """Person detection with FastestDet (COCO, class 0 = person): the whole frame, and on wide frames a finer pass: tiles
-of the frame, then a zoomed look at every small box (stages/tiles.py); a box nested in a surer one is dropped."""
+of the frame, then a zoomed look at every small box and (``scan_below``) at the rows where the boxes found say small
+people stand (stages/tiles.py); a box nested in a surer one is dropped."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 
 from vidparse.stages.onnx_session import check_image_input, open_session
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import (Tile, cut_sides, drop_nested, finer_pass, merge_boxes, non_max_suppression,
-                                   seen_closer, tile_grid, zoom_windows)
+from vidparse.stages.tiles import (Tile, cut_sides, drop_nested, finer_pass, height_fit, merge_boxes,
+                                   non_max_suppression, scan_windows, seen_closer, tile_grid, zoom_windows)
 from vidparse.stages.types import Detections
 
 INPUT_SIZE = 352
@@ -35,7 +36,8 @@ class PersonDetector:
         options = self.options
         boxes, scores, cuts = self._detect_in(image, (0, 0, width, height), options.score_threshold)
         tiles = tile_grid(width, height, options)
-        zooming = bool(options.zoom_below) and finer_pass(width, options)
+        finer = finer_pass(width, options)
+        zooming = bool(options.zoom_below) and finer
         tile_threshold = min(options.tile_score_threshold, options.zoom_candidate_threshold) if zooming \
             else options.tile_score_threshold
         if tiles:
@@ -49,8 +51,9 @@ class PersonDetector:
             sources = np.concatenate([np.full(len(b), i) for i, (b, _, _) in enumerate(found)])
             boxes, scores = merge_boxes(np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]),
                                         sources, np.concatenate([f[2] for f in found]), options.nms_iou)
-        if zooming:
-            boxes, scores = self.look_closer(image, boxes, scores)
+        scan = self.windows_to_scan(boxes, scores, (width, height)) if finer and options.scan_below else []
+        if zooming or scan:
+            boxes, scores = self.look_closer(image, boxes, scores, scan)
         # a second box on one person (a piece of them, or a loose box around them and more) beside a surer one: the
         # looks' boxes less than nms_iou apart, and on any frame the halves of a person FastestDet also boxes
         keep = drop_nested(boxes, scores)
@@ -58,17 +61,20 @@ class PersonDetector:
         tall_enough = (boxes[:, 3] - boxes[:, 1]) >= options.min_height
         return Detections(boxes=boxes[tall_enough], scores=scores[tall_enough])
 
-    def look_closer(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def look_closer(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                    scan: list[Tile] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes shorter than ``zoom_below`` replaced by what the detector finds in windows around them, where a
-        person of 30-100 pixels is 3-4 times larger in its input than in a tile's. What a window cuts at one of its
-        sides inside the frame is left out (the box it belongs to has a window of its own or is tall enough). Small
-        boxes past ``zoom_max_windows`` windows stay as they were found if they score ``tile_score_threshold``; under
-        it they were only candidates for a closer look, and are dropped."""
+        person of 30-100 pixels is 3-4 times larger in its input than in a tile's, and the boxes ``scan`` windows
+        show closer replaced by what is found in those (a box one shows closer gets no window of its own). What a
+        window cuts at one of its sides inside the frame is left out (the box it belongs to has a window of its own
+        or is tall enough). Small boxes past ``zoom_max_windows`` windows stay as they were found if they score
+        ``tile_score_threshold``; under it they were only candidates for a closer look, and are dropped."""
         options = self.options
         height, width = image.shape[:2]
+        scan = scan or []
         small = (boxes[:, 3] - boxes[:, 1]) < options.zoom_below
-        windows = zoom_windows(boxes[small], (width, height), options)
-        kept = ~small
+        windows = scan + zoom_windows(boxes[small & ~seen_closer(boxes, scan)], (width, height), options)
+        kept = ~small & ~seen_closer(boxes, scan)
         kept[small] = ~seen_closer(boxes[small], windows) & (scores[small] >= options.tile_score_threshold)
         found = [(boxes[kept], scores[kept])]
         for window in windows:
@@ -79,6 +85,16 @@ class PersonDetector:
         boxes, scores = np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found])
         keep = non_max_suppression(boxes, scores, options.nms_iou, first=zoomed)  # a closer look wins
         return boxes[keep], scores[keep]
+
+    def windows_to_scan(self, boxes: np.ndarray, scores: np.ndarray, frame_wh: tuple[int, int]) -> list[Tile]:
+        """The windows of ``scan_windows`` over the rows where the boxes found so far say people ``scan_above`` to
+        ``scan_below`` pixels tall stand (those scoring ``score_threshold``, a box nested in a surer one left out:
+        the halves of a person would say people are smaller than they are); none where they do not say."""
+        options = self.options
+        sure = drop_nested(boxes, scores)
+        sure = sure[scores[sure] >= options.score_threshold]
+        fit = height_fit(boxes[sure])
+        return scan_windows(fit, frame_wh, options) if fit else []
 
     def _detect_in(self, image: np.ndarray, region: Tile, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (frame pixels) and scores the detector finds in one region of the frame above ``threshold``, after

@@ -41,10 +41,22 @@ class DetectorOptions:
     # person score at which a zoomed look keeps what it finds (seen 3-4 times larger, a small person scores 0.8 and
     # up, a post or a bin seen as closely often 0.5-0.6)
     zoom_score_threshold: float = field(default=0.55, metadata={"range": (0.0, 1.0)})
+    # people too small for the tiles to find at all: where the boxes found say how tall people are at each row of the
+    # frame (a camera looking down: the farther up, the smaller), the rows where people from scan_above to scan_below
+    # pixels tall stand are scanned in square windows scan_window times the height expected there, looked at as the
+    # zoomed look does; at most scan_max_windows a frame (a detector run each); scan_below 0 = off
+    scan_below: int = field(default=0, metadata={"range": (0, 100_000)})
+    scan_above: int = field(default=24, metadata={"range": (1, 100_000)})
+    scan_window: float = field(default=3.0, metadata={"range": (1.5, 16.0)})
+    scan_max_windows: int = field(default=48, metadata={"range": (1, 1000)})
     # frames narrower than this get no finer pass (neither tiles nor zoomed looks)
     tile_min_width: int = field(default=1280, metadata={"range": (0, 100_000)})
 
     def __post_init__(self) -> None:
+        if self.scan_below and self.scan_above >= self.scan_below:
+            raise ConfigError(f"config key 'detector.scan_above' ({self.scan_above}) is not under 'detector.scan_below' "
+                              f"({self.scan_below}): the scan has no heights to look for",
+                              hint="set detector.scan_above below detector.scan_below, or detector.scan_below to 0 (off)")
         if self.tiles == 1:
             raise ConfigError("config key 'detector.tiles' is 1: one tile is the whole frame again",
                               hint="set detector.tiles to 0 (off) or 2 or more (tiles across)")
@@ -141,6 +153,11 @@ class TrackingOptions:
     flow_noise: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
     # write each person's track id above its box on the video
     draw_ids: bool = False
+
+    def __post_init__(self) -> None:
+        if self.draw_ids and not self.enabled:
+            raise ConfigError("track ids (--track-ids, tracking.draw_ids) need tracking, which is off",
+                              hint="drop --no-tracking (tracking.enabled: false) or --track-ids")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from scipy.stats import theilslopes
 
 from vidparse.stages.options import DetectorOptions
 from vidparse.stages.tracker import box_areas
@@ -26,6 +27,7 @@ SEEN_CLOSER_SHARE = 0.5
 NESTED_SHARE = 0.75
 NESTED_MIN_IOU = 0.2
 NESTED_SCORE_GAP = 0.1
+FIT_MIN_BOXES = 4  # boxes it takes to say how tall people are at each row of the frame (the scan)
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
@@ -74,17 +76,17 @@ def _intersections(boxes: np.ndarray, one: int, others: np.ndarray) -> np.ndarra
 
 
 def finer_pass(width: int, options: DetectorOptions) -> bool:
-    """Whether a frame this wide gets the finer pass (tiles, zoomed looks)."""
+    """Whether a frame this wide gets the finer pass (tiles, zoomed looks, the scan)."""
     return width >= options.tile_min_width
 
 
 def small_people_pass(width: int, options: DetectorOptions) -> bool:
     """Whether frames this wide get a finer pass for small people (tiles or zoomed looks) with these options."""
-    return finer_pass(width, options) and (options.tiles >= 2 or options.zoom_below > 0)
+    return finer_pass(width, options) and (options.tiles >= 2 or options.zoom_below > 0 or options.scan_below > 0)
 
 
 def without_small_people(options: DetectorOptions) -> DetectorOptions:
-    return replace(options, tiles=0, zoom_below=0)
+    return replace(options, tiles=0, zoom_below=0, scan_below=0)
 
 
 def tile_grid(width: int, height: int, options: DetectorOptions) -> list[Tile]:
@@ -132,6 +134,39 @@ def zoom_windows(boxes: np.ndarray, frame_wh: tuple[int, int], options: Detector
         left = int(min(max(0.0, (x1 + x2 - side) / 2), width - side))
         top = int(min(max(0.0, (y1 + y2 - side) / 2), height - side))
         windows.append((left, top, left + side, top + side))
+    return windows
+
+
+def height_fit(boxes: np.ndarray) -> tuple[float, float] | None:
+    """Person height against the row of their feet (``height = slope * row + intercept``), fitted to ``boxes`` so
+    that a few wrong ones (up to about a quarter) barely move it (Theil-Sen); None unless there are FIT_MIN_BOXES
+    and the farther up a box stands, the smaller it is (a camera looking down on people)."""
+    if len(boxes) < FIT_MIN_BOXES or np.ptp(boxes[:, 3]) < 1:
+        return None
+    slope, intercept, _, _ = theilslopes(boxes[:, 3] - boxes[:, 1], boxes[:, 3], method="joint")
+    return (float(slope), float(intercept)) if slope > 0 else None
+
+
+def scan_windows(fit: tuple[float, float], frame_wh: tuple[int, int], options: DetectorOptions) -> list[Tile]:
+    """Square windows over the rows where ``fit`` expects people from ``scan_above`` to ``scan_below`` pixels tall,
+    each ``scan_window`` times the height expected at its row (at least MIN_WINDOW_PX), farthest row first, at most
+    ``scan_max_windows``. Rows and columns overlap so that every person of the expected height is whole in one."""
+    slope, intercept = fit
+    width, height = frame_wh
+    feet = max(0.0, (options.scan_above - intercept) / slope)
+    windows: list[Tile] = []
+    while feet < height:
+        expected = slope * feet + intercept
+        side = int(min(max(options.scan_window * expected, MIN_WINDOW_PX), width, height))
+        if slope * (feet - side / 4) + intercept >= options.scan_below:
+            break
+        top = int(min(max(0.0, feet - expected / 2 - side / 2), height - side))
+        columns = 1 + int(np.ceil((width - side) / (0.75 * side)))
+        for left in np.linspace(0, width - side, columns).astype(int):
+            if len(windows) == options.scan_max_windows:
+                return windows
+            windows.append((int(left), top, int(left) + side, top + side))
+        feet += side / 2
     return windows
 
 

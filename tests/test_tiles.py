@@ -17,8 +17,8 @@ from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import (MIN_WINDOW_PX, cut_sides, drop_nested, merge_boxes, non_max_suppression, tile_grid,
-                                   zoom_windows)
+from vidparse.stages.tiles import (MIN_WINDOW_PX, cut_sides, drop_nested, height_fit, merge_boxes, non_max_suppression,
+                                   scan_windows, seen_closer, tile_grid, zoom_windows)
 from vidparse.stages.tracker import iou_matrix
 from vidparse.stages.types import Detections
 
@@ -112,21 +112,59 @@ def test_a_second_box_on_one_person_is_dropped_a_person_behind_another_is_not() 
     assert sorted(drop_nested(boxes, scores).tolist()) == [0, 2, 4, 5, 6, 7]
 
 
+def people_in_perspective(rows: np.ndarray, slope: float = 0.3, intercept: float = -20.0) -> np.ndarray:
+    """Boxes of people standing at ``rows`` (their feet) as a camera looking down sees them, a third as wide as tall."""
+    heights = slope * rows + intercept
+    return np.stack([np.full_like(rows, 400.0), rows - heights, 400.0 + heights / 3, rows], 1).astype(np.float32)
+
+
+def test_the_height_fit_says_how_tall_people_are_at_each_row() -> None:
+    people = people_in_perspective(np.array([250.0, 330, 420, 500, 610, 700]))
+    cone = np.array([[900, 440, 915, 470]], np.float32)  # a wrong box: 30 pixels where people are 112
+    slope, intercept = height_fit(np.concatenate([people, cone]))
+    assert abs(slope - 0.3) < 0.02 and abs(slope * 200 + intercept - 40) < 3, (slope, intercept)
+    assert height_fit(people[:3]) is None, "too few boxes"
+    upside_down = people_in_perspective(np.array([250.0, 330, 420, 500]), slope=-0.3, intercept=250)
+    assert height_fit(upside_down) is None, "the farther up, the larger: no camera looking down"
+    assert height_fit(people_in_perspective(np.full(5, 400.0))) is None, "all on one row"
+
+
+def test_scan_windows_hold_every_person_of_the_heights_scanned_whole_and_small() -> None:
+    options = DetectorOptions(scan_below=60, scan_above=24, scan_max_windows=1000)
+    fit = (0.3, -20.0)
+    windows = scan_windows(fit, (WIDTH, HEIGHT), options)
+    assert windows[0][1] < windows[-1][1], "farthest row first"
+    assert all(x2 - x1 == y2 - y1 and 0 <= x1 and x2 <= WIDTH and 0 <= y1 and y2 <= HEIGHT for x1, y1, x2, y2 in windows)
+    for feet in np.arange((24 + 20) / 0.3, (60 + 20) / 0.3, 5.0):  # people 24 to 60 pixels tall
+        for left in np.arange(0.0, WIDTH - 30, 37):
+            person = people_in_perspective(np.array([feet]))
+            person[:, [0, 2]] += left - 400
+            assert seen_closer(person, windows)[0], f"a person standing at {left:.0f}, {feet:.0f} is seen closer"
+    taller = people_in_perspective(np.array([(100 + 20) / 0.3]))
+    assert not seen_closer(taller, windows)[0], "people of 100 pixels are not scanned"
+    capped = scan_windows(fit, (WIDTH, HEIGHT), replace(options, scan_max_windows=10))
+    assert capped == windows[:10]
+
+
 @pytest.fixture(scope="module")
 def street(shared: Path) -> np.ndarray:
     """The empty vtest street at 1280x720 (traffic cones, a bin: no person)."""
     return crowd.empty_background(shared / "data" / "video" / "vtest.avi", (WIDTH, HEIGHT), samples=10)
 
 
+def person_of(sample) -> crowd.Person:
+    """The labelled person of a ccp-train photo, cut to their box."""
+    image, labels = read_sample(sample, load_label_set("ccp"))
+    rows, cols = np.nonzero(labels)
+    return crowd.Person(image[rows.min():rows.max() + 1, cols.min():cols.max() + 1],
+                        labels[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+
+
 @pytest.fixture(scope="module")
 def small_person_scene(shared: Path, street: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The empty street with one ccp-train person pasted 40 pixels tall in the far part."""
     ccp = shared / "data" / "ccp-train"
-    sample = find_samples(ccp / "images", ccp / "labels")[0]
-    image, labels = read_sample(sample, load_label_set("ccp"))
-    rows, cols = np.nonzero(labels)
-    person = crowd.Person(image[rows.min():rows.max() + 1, cols.min():cols.max() + 1],
-                          labels[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+    person = person_of(find_samples(ccp / "images", ccp / "labels")[0])
     street = street.copy()
     scene_labels = np.zeros(street.shape[:2], np.uint8)
     box = crowd.paste(street, scene_labels, person, 40, 640, 300)
@@ -200,6 +238,46 @@ def test_a_tile_candidate_under_the_tile_threshold_is_found_by_the_zoomed_look(s
         detector.open()
         found[candidates] = iou_matrix(truth, detector.process(image).boxes).max(initial=0)
     assert found[0.99] == 0 and found[DetectorOptions().zoom_candidate_threshold] >= 0.5, found
+
+
+def test_the_scan_finds_a_far_person_the_tiles_and_the_zoomed_look_miss(shared: Path, street: np.ndarray) -> None:
+    """Four people near the camera say how tall people are farther up; a 32-pixel person far up, whom the tiles do
+    not box, is found in the windows of the scan over that row."""
+    from vidparse.model_store import resolve_model
+
+    ccp = shared / "data" / "ccp-train"
+    samples = find_samples(ccp / "images", ccp / "labels")
+    scene, scene_labels = street.copy(), np.zeros(street.shape[:2], np.uint8)
+    near = people_in_perspective(np.array([300.0, 400, 500, 633]))
+    for index, (_, top, _, feet) in enumerate(near):
+        crowd.paste(scene, scene_labels, person_of(samples[20 + index]), int(feet - top), 200 + 250 * index, int(feet))
+    truth = np.array([crowd.paste(scene, scene_labels, person_of(samples[9]), 32, 300, 173)], np.float32)
+    found = {}
+    for scan_below in (0, 60):  # the crowd preset's
+        detector = PersonDetector(resolve_model("fastestdet"), DetectorOptions(scan_below=scan_below), 1)
+        detector.open()
+        found[scan_below] = iou_matrix(truth, detector.process(scene).boxes).max(initial=0)
+        if scan_below:
+            windows = detector.windows_to_scan(near, np.full(len(near), 0.9, np.float32), (WIDTH, HEIGHT))
+            assert seen_closer(truth, windows)[0], "the near people alone put a window around the far one"
+    assert found[0] < 0.5 <= found[60], found
+
+
+def test_the_scan_runs_where_the_options_ask_for_it(small_person_scene) -> None:
+    from vidparse.model_store import resolve_model
+
+    image = small_person_scene[0]
+    looks = {}
+    for scan_below in (0, 60):
+        detector = PersonDetector(resolve_model("fastestdet"), DetectorOptions(scan_below=scan_below), 1)
+        detector.open()
+        calls: list[tuple[int, ...]] = []
+        detector._detect = lambda region, threshold, run=detector._detect, calls=calls: (
+            calls.append(region.shape) or run(region, threshold))
+        detector.windows_to_scan = lambda boxes, scores, frame_wh: [(600, 200, 690, 290)]
+        detector.process(image)
+        looks[scan_below] = calls.count((90, 90, 3))
+    assert looks == {0: 0, 60: 1}, looks
 
 
 @pytest.mark.parametrize("tiles", [0, 4])
@@ -321,6 +399,9 @@ def test_the_zoomed_look_drops_most_boxes_on_the_empty_street(street: np.ndarray
     ({"detector.zoom_max_windows": 0}, "'detector.zoom_max_windows' must be between"),
     ({"detector.zoom_candidate_threshold": 1.5}, "'detector.zoom_candidate_threshold' must be between"),
     ({"detector.zoom_score_threshold": -0.1}, "'detector.zoom_score_threshold' must be between"),
+    ({"detector.scan_below": 40, "detector.scan_above": 40}, "'detector.scan_above' (40) is not under"),
+    ({"detector.scan_window": 1}, "'detector.scan_window' must be between"),
+    ({"detector.scan_max_windows": 0}, "'detector.scan_max_windows' must be between"),
 ])
 def test_bad_tile_settings_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
