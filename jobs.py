@@ -149,6 +149,9 @@ class StreamSpec:
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
                                    self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path,
                                    stream_name=self.name)
+        # photos not made into a video (`vidparse.stream` without an output) are each their own picture: no
+        # person is followed or voted on from one photo to the next
+        stills = self.images is not None and self.output_path is None and not self.images.sequence
         return AnnotatedOutput(
             info,
             load_label_set(LABEL_SETS[self.config.model]),
@@ -161,8 +164,8 @@ class StreamSpec:
             audio_to_last_frame=self.max_frames is not None and not (info.frames and self.max_frames >= info.frames),
             masks_dir=self.masks_dir,
             stats_path=self.stats_path,
-            temporal=self.config.temporal,
-            tracking=self.config.tracking,
+            temporal=None if stills else self.config.temporal,
+            tracking=None if stills else self.config.tracking,
             margin=self.config.roi.margin,
             instances_dir=self.instances_dir,
             stream_name=self.name,

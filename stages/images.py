@@ -186,6 +186,11 @@ class ImageSet:
     def single(self) -> bool:
         return len(self.paths) == 1 and Path(self.spec).is_file()
 
+    @property
+    def sequence(self) -> bool:
+        """Whether the images are the frames of one sequence (a pattern), not each its own picture."""
+        return bool(glob.has_magic(self.spec) or _PRINTF.search(self.spec))
+
     def output_paths(self, target: Path, masks_dir: Path | None) -> list[tuple[Path, Path]]:
         """Where each image's annotated copy and label PNG are written for ``-o target``, no two of them one file.
         The annotated copy: ``target`` itself for a single photo given a file name, else ``target/<the image's

@@ -47,7 +47,7 @@ def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, shared: Path, tmp_path: Path) -> None:
     """Two files and a folder of photos on one pool of two workers: each file's frames come once, in order, with
     their timestamps, the decoded pixels (RGB) and labels; the second file also writes its annotated video; each
-    photo comes at its own size."""
+    photo comes at its own size, parsed alone (no person tracked or voted on from the photo before)."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("0002190.jpg", "0005008.jpg"):  # two sizes
@@ -61,8 +61,12 @@ def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, s
     assert pictures[0].shape != pictures[1].shape
     assert [f.seq for f in seen[2]] == [0, 1]
     assert [Path(f.source).name for f in seen[2]] == sorted(p.name for p in photos.iterdir()), "each names its photo"
-    for frame, picture in zip(seen[2], pictures):
+    with vidparse.Parser(model="bodypix") as parser:
+        alone = [parser.parse(picture) for picture in pictures]
+    for frame, picture, parsing in zip(seen[2], pictures, alone):
         assert np.array_equal(frame.image, picture) and frame.labels.shape == picture.shape[:2]
+        assert np.array_equal(frame.labels, parsing.labels), "as the photo parsed alone"
+        assert [(p.box, p.track_id) for p in frame.persons] == [(p.box, None) for p in parsing.persons]
     for stream, frames in ((0, seen[0]), (1, seen[1])):
         assert [f.seq for f in frames] == list(range(len(expected[stream])))
         assert [f.time_s for f in frames] == pytest.approx([0.1 * i for i in range(len(frames))])
