@@ -21,6 +21,7 @@ from vidparse.pipeline.writer import Subscriber, Written
 from vidparse.signals import stop_on_signals
 from vidparse.stages.images import ImageSet, check_image_output, is_image_input
 from vidparse.stages.sink import check_output_path, writes_photos
+from vidparse.stages.writers import frame_pngs
 from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
 
 log = logging.getLogger(__name__)
@@ -238,11 +239,29 @@ def warn_if_oversubscribed(workers: int) -> None:
                     "workers as CPUs is usually as fast (`vidparse tune` measures it)", workers, cpus)
 
 
+def check_outputs_apart(source: Source) -> None:
+    """No two of a source's outputs name one path (the instances would replace the masks, the stats the video).
+    Photos written as photos may put their label PNGs in the folder of their annotated copies (names kept apart)."""
+    named = [(flag, path.resolve()) for flag, path in (("-o", source.output), ("--masks", source.masks),
+                                                       ("--stats", source.stats), ("--instances", source.instances))
+             if path is not None]
+    for index, (flag, path) in enumerate(named):
+        for earlier, other in named[:index]:
+            if path == other and not (source.writes_images and {earlier, flag} == {"-o", "--masks"}):
+                raise ConfigError(f"{earlier} and {flag} name the same path {path}",
+                                  hint="give each output its own file or folder")
+
+
 def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec. ``run_inputs``: the
     files the run's other streams read, which its output must not replace either."""
     if source.makes_its_folder and source.output is not None:
         make_folder(source.output.parent)
+    check_outputs_apart(source)
+    for flag, folder in (("--masks", source.masks), ("--instances", source.instances)):
+        if folder is not None and not source.writes_images and (earlier := frame_pngs(folder)):
+            log.warning("%s %s already holds frame PNGs (%d): this run replaces those of the frames it writes, any "
+                        "past its last frame stay from before", flag, folder, earlier)
     if source.instances and (source.writes_images or not config.tracking.enabled):
         raise ConfigError("--instances needs tracking, which runs on video output only",
                           hint="drop --no-tracking (or tracking.enabled: false), or write a video")

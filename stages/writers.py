@@ -31,6 +31,11 @@ def make_directory(path: Path, what: str) -> None:
         raise BadOutputError(f"cannot create {what} {path}: {exc.strerror}", hint="choose a writable location") from exc
 
 
+def frame_pngs(directory: Path) -> int:
+    """How many per-frame PNGs (``000000.png``...) a folder holds already (0 if it does not exist)."""
+    return sum(1 for _ in directory.glob("[0-9]" * 6 + ".png")) if directory.is_dir() else 0
+
+
 def label_palette(label_set: LabelSet) -> list[int]:
     """The class colors as a PIL palette (RGB, 256 entries)."""
     palette = np.zeros((256, 3), np.uint8)

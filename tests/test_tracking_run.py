@@ -7,16 +7,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import run_cli
 
 
 def test_stats_and_instance_pngs_carry_the_same_track_ids(clip: Path, tmp_path: Path) -> None:
+    (tmp_path / "masks").mkdir()
+    Image.new("P", (4, 4)).save(tmp_path / "masks" / "000099.png")  # an earlier, longer run's frame
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", "6", "--workers", "1",
                      "--masks", str(tmp_path / "masks"), "--stats", str(tmp_path / "stats.jsonl"),
                      "--instances", str(tmp_path / "ids"), "--track-ids")
     assert result.returncode == 0, result.stderr
+    assert "already holds frame PNGs (1)" in " ".join(result.stderr.split()), result.stderr
     records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert len(records) == 6
     ids_per_frame = []
@@ -35,7 +39,20 @@ def test_stats_and_instance_pngs_carry_the_same_track_ids(clip: Path, tmp_path: 
     assert len(ids_per_frame[0] & ids_per_frame[-1]) >= len(ids_per_frame[0]) - 1 >= 1
 
 
-def test_instances_need_tracking(clip: Path, tmp_path: Path) -> None:
+def test_instances_and_track_ids_need_tracking(clip: Path, tmp_path: Path) -> None:
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--no-tracking", "--instances", str(tmp_path))
     assert result.returncode == 2
     assert "--instances needs tracking" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--no-tracking", "--track-ids")
+    assert result.returncode == 2 and not (tmp_path / "o.mp4").exists()
+    assert "track ids (--track-ids, tracking.draw_ids) need tracking" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("flags", [["--masks", "same", "--instances", "same"], ["--stats", "o.mp4"],
+                                   ["--masks", "o.mp4"], ["--instances", "o.mp4"]])
+def test_two_outputs_on_one_path_are_refused_before_the_run(clip: Path, tmp_path: Path, flags: list[str]) -> None:
+    paths = [str(tmp_path / flag) if not flag.startswith("-") else flag for flag in flags]
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", "2", *paths)
+    assert result.returncode == 2, result.stderr
+    assert "name the same path" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "same").exists()
