@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
-export VIDPARSE_MODEL_DIR="${VIDPARSE_MODEL_DIR:-$(cd .. && pwd)/shared/models}"
+export VIDPARSE_MODEL_DIR="${VIDPARSE_MODEL_DIR:-${VIDPARSE_SHARED:-$(cd .. && pwd)/shared}/models}"
 # Lint and type check first (pyproject.toml says what each covers); mypy finds the package through a link, as the
 # repository root is the package itself.
 .venv/bin/ruff check .
