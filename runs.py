@@ -268,6 +268,10 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
     if source.output is not None and source.writes_images:
         check_image_output(source.input, source.output)
     images = ImageSet.find(source.input) if is_image_input(source.input) else None
+    if images is not None and source.output is not None and not source.writes_images and len(set(images.sizes)) > 1:
+        canvas = images.info()
+        log.warning("%s: photos of %d sizes made into one %dx%d video: each is placed at its top left, on black",
+                    source.label, len(set(images.sizes)), canvas.width, canvas.height)
     if images is not None and source.output is not None and source.writes_images:
         check_not_overwriting(images.paths, [path for pair in images.output_paths(source.output, source.masks)
                                              for path in pair])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def test_video_without_timestamps_is_repaired_and_counted(corpus: dict[str, Path
 def test_an_image_sequence_becomes_a_video(corpus: dict[str, Path], tmp_path: Path) -> None:
     result = parse(corpus["sequence"] / "%06d.png", tmp_path / "o.mp4")
     assert "label PNG" not in result.stderr and not list(tmp_path.glob("*_labels.png")), "a video, no label PNGs"
+    assert "placed at its top left" not in result.stderr, "one size: nothing to say"
     facts = probe_video(tmp_path / "o.mp4")
     assert np.allclose(np.diff(facts.pts_s), 1 / 25, atol=0.002)
     reference = [cv2.imread(str(p)) for p in sorted(corpus["sequence"].glob("*.png"))]
@@ -220,6 +222,18 @@ def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path
         assert Image.open(tmp_path / "out" / photo.name).size == size
         labels = np.asarray(Image.open(tmp_path / "m" / f"{photo.stem}.png"))
         assert labels.shape == size[::-1] and labels.any(), photo.name
+
+
+def test_photos_of_two_sizes_made_into_a_video_are_said_to_share_its_frame(shared: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("0002190.jpg", "0005008.jpg"):  # two sizes
+        shutil.copy(shared / "data" / "cihp" / "images" / name, photos / name)
+    sizes = [Image.open(path).size for path in sorted(photos.iterdir())]
+    result = parse(photos, tmp_path / "o.mp4")
+    width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
+    assert f"photos of 2 sizes made into one {width}x{height} video" in " ".join(result.stderr.split())
+    assert probe_video(tmp_path / "o.mp4").frames == 2
 
 
 def test_a_large_photo_in_the_folder_changes_nothing_of_the_others(shared: Path, tmp_path: Path) -> None:
