@@ -223,6 +223,7 @@ class BatchDriver:
             join_segments([(folder / VIDEO_NAME, s.offset) for folder, s in zip(folders, job.segments)], output,
                           job.input if job.has_audio else None)
             job.record.outputs = [str(output)]
+            job.record.video_size = output.stat().st_size
             if self.masks:
                 job.record.outputs.append(str(self._move_masks(job, folders)))
             elif str(self.masks_dir(job.name)) in job.earlier_outputs:  # an earlier run's labels of another video

@@ -1,6 +1,6 @@
 """``OUTDIR/manifest.jsonl``: one JSON line per finished input (done or failed), appended as each one ends, so a
 killed batch keeps what it finished. The last line of an input wins; a rerun skips an input that is done with the
-same configuration and the same file (size and mtime)."""
+same configuration and the same file (size and mtime) whose outputs are as it wrote them."""
 
 from __future__ import annotations
 
@@ -65,14 +65,33 @@ class Record:
     config_hash: str = ""
     size: int | None = None
     mtime_ns: int | None = None
+    video_size: int | None = None  # bytes of the output video as joined; None in manifests written before it was kept
 
     def skips(self, config_digest: str, masks: bool = False) -> bool:
-        """Whether this record lets a rerun skip its input: done, same configuration, same file, outputs there (the
-        label masks among them when ``masks`` are asked for: a folder beside the video)."""
+        """Whether this record lets a rerun skip its input: done, same configuration, same file, outputs as written
+        (the label masks among them when ``masks`` are asked for: a folder beside the video)."""
         identity = input_identity(self.input)
         return (self.state == "done" and self.config_hash == config_digest and identity == (self.size, self.mtime_ns)
-                and all(Path(path).exists() for path in self.outputs)
+                and self._outputs_intact()
                 and (not masks or any(Path(path).is_dir() for path in self.outputs)))
+
+    def _outputs_intact(self) -> bool:
+        """The video (the first output) of its recorded size, or any non-empty one where no size was recorded, and a
+        mask folder holding a PNG for each frame."""
+        if not self.outputs:
+            return False
+        video, *folders = (Path(path) for path in self.outputs)
+        return self._video_intact(video) and all(self._masks_intact(folder) for folder in folders)
+
+    def _video_intact(self, video: Path) -> bool:
+        try:
+            size = video.stat().st_size
+        except OSError:
+            return False
+        return size == self.video_size if self.video_size is not None else size > 0
+
+    def _masks_intact(self, folder: Path) -> bool:
+        return folder.is_dir() and sum(1 for _ in folder.glob("*.png")) == self.frames
 
 
 class Manifest:

@@ -85,6 +85,23 @@ def test_reruns_know_an_input_by_any_spelling_keep_it_done_through_a_refused_sta
     assert manifest(tmp_path)[-1]["outputs"] == [str(tmp_path / "short0.mp4")]
 
 
+def test_a_rerun_redoes_an_input_whose_outputs_were_damaged(batch_clips: BatchClips, tmp_path: Path) -> None:
+    """An emptied video and a mask folder short of a PNG are not what their records say: both inputs run again."""
+    args = ("batch", str(batch_clips.short[0]), str(batch_clips.short[1]), "-o", str(tmp_path), "--config",
+            str(BATCH_CONFIG), "--masks")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    records = {Path(r["input"]).name: r for r in manifest(tmp_path)}
+    emptied = Path(records["short0.mp4"]["outputs"][0])
+    assert records["short0.mp4"]["video_size"] == emptied.stat().st_size > 0
+    emptied.write_bytes(b"")
+    masks = Path(records["short1.mp4"]["outputs"][1])
+    min(masks.glob("*.png")).unlink()
+    again = run_cli(*args)
+    assert again.returncode == 0 and "2 done, 0 failed, 0 skipped" in again.stderr, again.stderr
+    assert emptied.stat().st_size > 0 and len(list(masks.glob("*.png"))) == SHORT_FRAMES
+
+
 def test_a_cut_file_is_parsed_to_where_it_ends_as_run_parses_it(batch_clips: BatchClips, tmp_path: Path) -> None:
     """Its index (at the front) announces frames whose data is gone: the last segment ends early, with a warning,
     not three failed attempts."""
@@ -197,6 +214,13 @@ def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) 
     assert not record.skips("abc", masks=True), "label masks asked for and never written"
     record.outputs.append(str(tmp_path))
     assert record.skips("abc", masks=True)
+    record.outputs.pop()
+    record.video_size = 2
+    assert not record.skips("abc"), "a video of another size than the one written"
+    record.video_size = None
+    assert record.skips("abc"), "a manifest from before video sizes were kept: any non-empty video"
+    output.write_bytes(b"")
+    assert not record.skips("abc"), "an emptied video"
     output.unlink()
     assert not record.skips("abc"), "an output that is gone"
     assert config_hash(load_config(None, {"workers": 3})) == config_hash(load_config(None, {}))
