@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vidparse.errors import BadInputError
-from vidparse.stages.images import IMAGE_SUFFIXES, upright_size
+from vidparse.stages.images import IMAGE_SUFFIXES, shown_turned, upright_size
 from vidparse.stages.types import LabelSet
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,18 @@ def read_labels(sample: Sample, label_set: LabelSet, image_size: tuple[int, int]
         raise BadInputError(f"label map {sample.label_path} is not a readable PNG", hint="re-export it") from exc
     width, height = image_size
     if labels.shape != (height, width):
-        turned = " (the photo is shown turned, as its EXIF orientation says)" if labels.shape == (width, height) else ""
+        swapped = _why_swapped(sample.image_path) if labels.shape == (width, height) else ""
         raise BadInputError(f"label map {sample.label_path} is {labels.shape[1]}x{labels.shape[0]} but its image is "
-                            f"{width}x{height}{turned}", hint="labels must match their image pixel for pixel")
+                            f"{width}x{height}{swapped}", hint="labels must match their image pixel for pixel")
     if labels.max() >= len(label_set):
         raise BadInputError(f"label map {sample.label_path} holds class {labels.max()}, but label set "
                             f"'{label_set.name}' has {len(label_set)} classes", hint="check --label-set")
     return labels
+
+
+def _why_swapped(image_path: Path) -> str:
+    """Why a label map has its image's width and height swapped: the photo is shown turned (its EXIF orientation),
+    or the map itself is transposed."""
+    if shown_turned(image_path):
+        return " (the photo is shown turned, as its EXIF orientation says)"
+    return " (width and height swapped: the label map is transposed)"

@@ -107,7 +107,7 @@ def upright_size(path: Path, decoded: bool = False) -> tuple[int, int]:
     try:
         with _opened(path) as image:
             width, height = image.size
-            turned = image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS
+            turned = _quarter_turned(image)
             if decoded:
                 image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
                 image.load()
@@ -116,6 +116,20 @@ def upright_size(path: Path, decoded: bool = False) -> tuple[int, int]:
                             hint="give jpg, png, webp, bmp or tiff files (a video needs its own extension: .mp4, "
                                  ".mkv...)") from exc
     return (height, width) if turned else (width, height)
+
+
+def shown_turned(path: Path) -> bool:
+    """Whether an image is shown a quarter turn from how it is stored (its EXIF orientation is 5 to 8); False for
+    one that cannot be read."""
+    try:
+        with _opened(path) as image:
+            return _quarter_turned(image)
+    except (UnidentifiedImageError, OSError, BadInputError):
+        return False
+
+
+def _quarter_turned(image: Image.Image) -> bool:
+    return image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

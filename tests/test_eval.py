@@ -251,6 +251,19 @@ def test_labels_must_fit_their_image_and_label_set(shared: Path, tmp_path: Path)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(small)
     with pytest.raises(BadInputError, match="is 10x10 but its image is 550x832"):
         read_sample(Sample("0001", sample.image_path, small), load_label_set("ccp"))
+    transposed = tmp_path / "transposed.png"
+    Image.fromarray(np.zeros((550, 832), np.uint8)).save(transposed)
+    with pytest.raises(BadInputError, match=r"is 832x550 but its image is 550x832 \(width and height swapped: the "
+                                            r"label map is transposed\)"):
+        read_sample(Sample("0001", sample.image_path, transposed), load_label_set("ccp"))
+    turned = tmp_path / "turned.jpg"  # stored as its labels are, shown a quarter turn from them
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    with Image.open(sample.image_path) as photo:
+        photo.save(turned, exif=exif)
+    with pytest.raises(BadInputError, match=r"is 550x832 but its image is 832x550 \(the photo is shown turned, as "
+                                            r"its EXIF orientation says\)"):
+        read_sample(Sample("0001", turned, sample.label_path), load_label_set("ccp"))
     rgb = tmp_path / "rgb.png"
     cv2.imwrite(str(rgb), np.zeros((832, 550, 3), np.uint8))
     with pytest.raises(BadInputError, match="not one channel"):
