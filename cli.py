@@ -692,7 +692,8 @@ def _report(table: Table, report: ImageReport | VideoReport, json_path: Optional
 def eval_images(
     images: Annotated[Path, typer.Argument(metavar="IMAGES_DIR", help="Folder of images (jpg, png).")],
     labels: Annotated[Path, typer.Argument(metavar="LABELS_DIR", help="Folder of ground-truth label PNGs, one per image, same stem.")],
-    label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp.")],
+    label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp or bodypix "
+                                                           "(as `vidparse run --model bodypix --masks` writes it).")],
     scheme: Annotated[str, typer.Option(help="Classes scored: coarse (body regions), garments (skin, hair, upper, "
                                              "lower, footwear) or fine (garment types: coat, dress, skirt, pants...).")
                       ] = "coarse",

@@ -4,6 +4,7 @@ the parses moved by optical flow."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from vidparse.errors import BadInputError, ConfigError
 from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
 from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
+from vidparse.stages.images import upright_size
 from vidparse.stages.labels import COARSE_CLASSES, GARMENT_CLASSES, IGNORE, SCHEMES, available_label_sets, load_label_set
 from vidparse.stages.motion import FLOW_GRID, FLOW_MARGIN, MAX_FLOW_WIDTH, Flow, FrameMotion, LabelledRegion
 from vidparse.stages.temporal import TILE, MotionVote, TemporalOptions, as_image, from_image, weighted_vote
@@ -195,6 +197,26 @@ def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: 
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert [line.startswith("error:") for line in result.stderr.splitlines()].count(True) == 1
+
+
+def test_eval_takes_every_label_set_its_help_and_errors_list(shared: Path, tmp_path: Path) -> None:
+    """The help, the error for an unknown set and what eval accepts agree: BodyPix masks are ground truth too."""
+    said = " ".join(run_cli("eval", "--help").stdout.replace("│", " ").split())
+    listed = re.search(r"Label set of the ground truth: ([a-z, ]+?) \(", said)
+    assert listed is not None, said
+    assert sorted(re.split(r", | or ", listed.group(1))) == available_label_sets()
+    unknown = run_cli("eval", str(tmp_path), str(tmp_path), "--label-set", "lip")
+    assert f"choose one of: {', '.join(available_label_sets())}" in unknown.stderr
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "images" / "0002190.jpg").symlink_to(shared / "data" / "cihp" / "images" / "0002190.jpg")
+    width, height = upright_size(tmp_path / "images" / "0002190.jpg")
+    torso = np.zeros((height, width), np.uint8)
+    torso[height // 3:height // 2, width // 3:2 * width // 3] = load_label_set("bodypix").names.index("torso_front")
+    Image.fromarray(torso).save(tmp_path / "labels" / "0002190.png")
+    result = run_cli("eval", str(tmp_path / "images"), str(tmp_path / "labels"), "--label-set", "bodypix", "--model",
+                     "bodypix")
+    assert result.returncode == 0 and "bodypix vs bodypix ground truth" in result.stdout, result.stderr
 
 
 def test_eval_warns_of_label_maps_of_another_label_set_or_without_an_image(shared: Path, tmp_path: Path) -> None:
