@@ -182,6 +182,27 @@ def _explicit_model(spec: ModelSpec, explicit: Path) -> Path:
                      f"give the {spec.name} file itself, or a folder holding {wanted.name}")
 
 
+def stored_model(path: Path) -> str | None:
+    """The model whose file ``path`` is in a model folder (``$VIDPARSE_MODEL_DIR``, the cache, the shipped weights);
+    None for a path the user named elsewhere (--model-dir, a configuration's ``model_path``)."""
+    resolved = path.resolve()
+    return next((spec.name for folder in search_dirs() for spec in MODELS.values()
+                 if (folder / spec.path).resolve() == resolved), None)
+
+
+def unloadable_model(path: Path, reason: str) -> ModelError:
+    """The error for a model file that does not load. A model folder's copy is damaged and fetched again; a path the
+    user named may be any file of theirs (a photo), which they are never told to remove."""
+    name = stored_model(path)
+    if name is None:
+        return ModelError(f"cannot load model {path}: it is not a model folder or ONNX file ({reason})",
+                          hint="check --model-dir (or model_path in the configuration): give the model's .onnx file "
+                               "or the folder that holds it")
+    return ModelError(f"cannot load model {path}: {reason}",
+                      hint=f"the file is corrupt: replace or remove {path}, then `vidparse models pull {name}` "
+                           "fetches it again")
+
+
 def find_model(name: str) -> Path | None:
     """``name``'s own file or folder where it is found, whether or not the models it needs are."""
     try:

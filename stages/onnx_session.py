@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vidparse.errors import ConfigError, ModelError
+from vidparse.model_store import unloadable_model
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
@@ -39,9 +40,7 @@ def open_session(path: Path, threads: int | None = None, graph: bytes | None = N
     try:
         return ort.InferenceSession(graph or str(path), options, providers=providers(device))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}",
-                         hint=f"the file is corrupt or not an ONNX model: replace or remove {path}, then "
-                              "`vidparse models pull` fetches it again") from exc
+        raise unloadable_model(path, str(exc).splitlines()[0]) from exc
 
 
 def check_image_input(session: Any, path: Path, what: str, channels_last: bool = False,

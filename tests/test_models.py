@@ -80,6 +80,30 @@ def test_a_file_made_for_another_model_is_one_line_at_load(model: str, wrong: st
     assert len(errors) == 1 and message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("model", ["bodypix", "cihp-lite"])
+def test_a_model_path_that_is_no_model_is_never_to_be_removed(model: str, shared: Path, tmp_path: Path) -> None:
+    """--model-dir naming the user's own photo: they are told to check --model-dir, not to remove the photo."""
+    photo = shared / "data" / "photos" / "messi5.jpg"
+    result = run_cli("run", str(photo), "-o", str(tmp_path / "o.jpg"), "--model", model, "--model-dir", str(photo))
+    assert result.returncode == 5, result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"error: cannot load model {photo}: it is not a model folder or ONNX file" in said
+    assert "hint: check --model-dir" in said and "remove" not in said and "Traceback" not in said
+
+
+def test_a_damaged_model_in_a_model_folder_is_fetched_again(shared: Path, tmp_path: Path) -> None:
+    for name in ("fastestdet", "bodypix"):
+        (tmp_path / name).mkdir()
+    (tmp_path / model_store.MODELS["fastestdet"].path).symlink_to(MODELS / model_store.MODELS["fastestdet"].path)
+    damaged = tmp_path / model_store.MODELS["bodypix"].path
+    damaged.write_bytes(b"not a model")
+    result = run_cli("run", str(shared / "data" / "photos" / "messi5.jpg"), "-o", str(tmp_path / "o.jpg"),
+                     "--model", "bodypix", env={"VIDPARSE_MODEL_DIR": str(tmp_path)})
+    assert result.returncode == 5, result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"replace or remove {damaged}, then `vidparse models pull bodypix` fetches it again" in said, said
+
+
 @pytest.mark.parametrize("model", ["m2fp", "m2fp-single"])
 def test_an_m2fp_model_path_that_is_a_file_says_a_folder_is_wanted(model: str, shared: Path, tmp_path: Path) -> None:
     onnx = model_store.PACKAGED_DIR / "cihp-net.onnx"

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from vidparse.errors import ModelError
-from vidparse.model_store import resolve_model
+from vidparse.model_store import resolve_model, unloadable_model
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.onnx_session import check_image_input, open_session
 from vidparse.stages.parsers import bodypix
@@ -88,7 +88,7 @@ def size_agnostic_graph(path: Path) -> bytes:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and others on a damaged file
-        raise ModelError(f"cannot load model {path}: {exc}", hint="fetch it again: vidparse models pull cihp-lite") from exc
+        raise unloadable_model(path, str(exc)) from exc
     graph = model.graph
     constants = {i.name for i in graph.initializer}
     if len([i for i in graph.input if i.name not in constants]) != 1 or len(graph.output) != 1:
