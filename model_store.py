@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
@@ -12,7 +13,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,6 +225,25 @@ def download(url: str, target: Path, sha256: str | None, progress=None,
     """Download ``url`` to ``target`` atomically, checking its sha256 (or, for a model without a published one, that
     it is an ONNX model, and that ``check`` of the downloaded file raises nothing). ``progress(done, total)`` is
     optional."""
+    with _folders_removed_on_failure(target.parent):
+        return _download(url, target, sha256, progress, check)
+
+
+@contextlib.contextmanager
+def _folders_removed_on_failure(folder: Path) -> Iterator[None]:
+    """On a failure in the block, remove ``folder`` and its parents that did not exist before it (the cache's
+    ``bodypix/``): a failed pull leaves nothing behind. One that holds files by then stays."""
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in missing:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+def _download(url: str, target: Path, sha256: str | None, progress, check: Callable[[Path], None] | None) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False)

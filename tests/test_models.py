@@ -279,6 +279,17 @@ def test_pull_from_an_unreachable_source_is_a_model_error(isolated: Path) -> Non
         model_store.pull("bodypix", "http://127.0.0.1:9/none.onnx")
 
 
+@pytest.mark.parametrize("cache_there", [True, False])
+def test_a_failed_pull_removes_the_folders_it_made(cache_there: bool, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    if cache_there:
+        cache.mkdir()
+    failed = run_cli("models", "pull", "bodypix", "--from", "http://127.0.0.1:1/x.onnx",
+                     env={"VIDPARSE_CACHE": str(cache), "VIDPARSE_MODEL_DIR": ""})
+    assert failed.returncode == 5 and "download of http://127.0.0.1:1/x.onnx failed" in failed.stderr, failed.stderr
+    assert not (cache / "bodypix").exists() and cache.exists() == cache_there, "the folders there before stay"
+
+
 def test_a_model_folder_is_not_pulled_from_one_file(isolated: Path, file_server: str) -> None:
     with pytest.raises(ModelError, match="m2fp is a model folder from ModelScope .*--from takes one file's URL"):
         model_store.pull("m2fp", f"{file_server}/bodypix/MobileNetV1-x050-stride16.onnx")
