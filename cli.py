@@ -152,15 +152,16 @@ def _unexpected(exc: BaseException) -> typer.Exit:
     return typer.Exit(UNEXPECTED_EXIT)
 
 
-def check_file_output(path: Path | None, option: str, input: str | None = None) -> None:
+def check_file_output(path: Path | None, option: str, input: str | None = None, *, example: str) -> None:
     """Fail before any work if the file ``path`` given to ``option`` could not be written at the end: a folder, in a
-    folder that does not exist, not writable (a read-only file or filesystem), or the command's ``input`` itself."""
+    folder that does not exist, not writable (a read-only file or filesystem), or the command's ``input`` itself.
+    ``example``: a file name the hint offers in a folder given instead of a file."""
     if path is None:
         return
     if input is not None and "://" not in input:
         check_not_overwriting([Path(input)], [path])
     if path.is_dir():
-        raise BadOutputError(f"{option} {path} is a folder", hint=f"give a file name, e.g. {path / 'out'}")
+        raise BadOutputError(f"{option} {path} is a folder", hint=f"give a file name, e.g. {path / example}")
     if not path.parent.is_dir():
         raise file_in_the_way(path, path.parent) or BadOutputError(
             f"{option} {path}: folder {path.parent} does not exist", hint=f"create it first: mkdir -p {path.parent}")
@@ -418,7 +419,7 @@ def bench(
         if frames < MIN_FRAMES:
             raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")
-        check_file_output(markdown, "--markdown", input)
+        check_file_output(markdown, "--markdown", input, example="bench.md")
         settings = _measuring(_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
                                                  "threads": threads or None}))  # checked as run checks it
         counts = _worker_counts(workers)
@@ -473,7 +474,7 @@ def tune(
     from vidparse.tune import TrialResult, best, layouts, run_trial, tuned_config_text
 
     with user_errors():
-        check_file_output(write, "--write", input)
+        check_file_output(write, "--write", input, example="vidparse-tuned.yaml")
         flags = {"model": model, "model_path": str(model_dir) if model_dir else None, "keyframes.parse_every": parse_every}
         chosen = user_settings(config, flags)
         with _flags_named(flags):
@@ -717,7 +718,7 @@ def eval_images(
     from vidparse.stages.labels import SCHEMES, load_label_set
 
     with user_errors():
-        check_file_output(json_path, "--json")
+        check_file_output(json_path, "--json", example="out.json")
         if scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme '{scheme}'", hint=f"choose one of: {', '.join(SCHEMES)}")
         settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold)
@@ -764,7 +765,7 @@ def train_weights(
             from vidparse.training.run import TrainingJob
         except ImportError as exc:
             raise ConfigError(f"training needs {exc.name}", hint='pip install "vidparse"') from exc
-        check_file_output(output, "--output")
+        check_file_output(output, "--output", example="cihp-net.onnx")
         job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache,
                           bfloat16=not float32, class_weight_power=class_weight_power)
         samples = job.check()
@@ -805,7 +806,7 @@ def eval_video(
     from vidparse.stages.source import probe
 
     with user_errors():
-        check_file_output(json_path, "--json")
+        check_file_output(json_path, "--json", example="out.json")
         settings = _measuring(_quality_config(config, model, model_dir, roi_mode, margin, person_height,
                                               score_threshold, temporal_window))
         frames = probe(input, settings.live).frames or 0  # a camera that cannot be reached fails here, before the bar

@@ -296,6 +296,8 @@ def png_header_only(width: int, height: int) -> bytes:
         (["bench", "http://127.0.0.1:9/x.ts", "--frames", "3"], 3, "Connection refused (3 reconnect attempts failed)"),
         (["eval-video", "rtsp://127.0.0.1:9/x"], 3, "Connection refused (3 reconnect attempts failed)"),
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}/nodir/r.json"], 4, "folder {tmp}/nodir does not exist"),
+        (["eval", "{images}", "{labels}", "--label-set", "ccp", "--json", "{tmp}"], 4,
+         "--json {tmp} is a folder hint: give a file name, e.g. {tmp}/out.json"),
         (["train", "{images}", "{labels}", "--label-set", "ccp", "-o", "{tmp}"], 4, "is a folder"),
         (["eval", "{images}", "{labels}", "--label-set", "ccp", "--roi-mode", "crop"], 2, "--roi-mode must be one of roi, whole"),
         (["eval-video", "{clip}", "--temporal-window", "0"], 2, "--temporal-window must be between 1 and 15, got 0"),
@@ -310,7 +312,7 @@ def png_header_only(width: int, height: int) -> bytes:
          "photo-past-pils-limit",
          "bench-markdown-nowhere",
          "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "tune-on-an-unreachable-camera", "bench-on-an-unreachable-camera",
-         "eval-video-on-an-unreachable-camera", "eval-json-nowhere", "train-into-a-folder", "eval-roi-mode-named",
+         "eval-video-on-an-unreachable-camera", "eval-json-nowhere", "eval-json-into-a-folder", "train-into-a-folder", "eval-roi-mode-named",
          "eval-video-window-named", "bench-5000-threads", "yaml-mistake-located"],
 )
 def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int, message: str, clip: Path,
