@@ -353,6 +353,10 @@ def batch(
             raise ConfigError(f"--engine must be local or ray, not '{engine}'", hint="--engine local")
         if engine == "local" and (gather or ray_address != "auto"):
             raise ConfigError("--ray-address and --gather are for --engine ray", hint="add --engine ray, or leave them out")
+        if outdir.exists() and not outdir.is_dir():
+            raise BadOutputError(f"-o {outdir} is a file; batch writes into a folder",
+                                 hint=f"give -o a folder (made if missing), e.g. -o {outdir.parent / 'parsed'}; "
+                                      f"`vidparse run VIDEO -o {outdir}` parses one video into one file")
         found, problems = expand(list(inputs or []), list_file, outdir)
         if not found and not problems:
             raise ConfigError("no inputs", hint="give video files, folders or patterns, or --list FILE")

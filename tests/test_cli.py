@@ -292,6 +292,8 @@ def png_header_only(width: int, height: int) -> bytes:
         (["tune", "{tmp}/in.mp4", "--write", "{tmp}/./in.mp4"], 4, "would overwrite the input"),
         (["batch", "{clip}", "-o", "{tmp}/b", "--cpus-per-task", "1000"], 2, "is more than this machine's"),
         (["batch", "{clip}", "-o", "{tmp}/b", "--retries", "-1"], 2, "--retries must be between 0 and 100, got -1"),
+        (["batch", "{clip}", "-o", "{tmp}/in.mp4"], 4, "error: -o {tmp}/in.mp4 is a file; batch writes into a folder "
+                                                         "hint: give -o a folder (made if missing)"),
         (["tune", "rtsp://127.0.0.1:9/x", "--seconds", "1"], 3, "Connection refused (3 reconnect attempts failed)"),
         (["bench", "http://127.0.0.1:9/x.ts", "--frames", "3"], 3, "Connection refused (3 reconnect attempts failed)"),
         (["eval-video", "rtsp://127.0.0.1:9/x"], 3, "Connection refused (3 reconnect attempts failed)"),
@@ -311,7 +313,7 @@ def png_header_only(width: int, height: int) -> bytes:
          "unknown-model", "missing-config", "missing-model-file", "one-tile", "stats-file-for-two-inputs",
          "photo-past-pils-limit",
          "bench-markdown-nowhere",
-         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "tune-on-an-unreachable-camera", "bench-on-an-unreachable-camera",
+         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "batch-into-a-file", "tune-on-an-unreachable-camera", "bench-on-an-unreachable-camera",
          "eval-video-on-an-unreachable-camera", "eval-json-nowhere", "eval-json-into-a-folder", "train-into-a-folder", "eval-roi-mode-named",
          "eval-video-window-named", "bench-5000-threads", "yaml-mistake-located"],
 )
