@@ -158,8 +158,8 @@ def tuned_config_text(settings: dict[str, Any], pick: TrialResult, results: list
     lines += [f"#   {r.layout.workers:7d}  {r.layout.threads:7d}  {r.fps:7.2f}  {r.p95_frame_ms:12.0f}  "
               f"{r.peak_mb:7.0f}  {r.cpu_share:7.0%}" for r in results]
     if without_small_people:
-        lines.append(f"# The pass for small people (detector tiles, zoomed looks, the scan, finer segmenter cells; "
-                     f"docs/crowds.md) ran on this input: {without_small_people.fps:.2f} fps without it (detector.tiles: "
+        lines.append(f"# The pass for small people (detector tiles, zoomed looks, the scan where set, finer segmenter "
+                     f"cells; docs/crowds.md) ran on this input: {without_small_people.fps:.2f} fps without it (detector.tiles: "
                      "0, detector.zoom_below: 0, detector.scan_below: 0, parsers.cihp-net.wide_frame_width: 0).")
     lines.append("# Use: vidparse run INPUT -o OUTPUT.mp4 --config THIS_FILE")
     body = {**settings, "workers": pick.layout.workers, "threads": pick.layout.threads}

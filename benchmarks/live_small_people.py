@@ -4,9 +4,9 @@
 
 Starts the test RTSP server (tests/rtsp_server.py, system python3 + GStreamer) on 127.0.0.1 looping vtest scaled to
 1280x720 at 25 fps (wide enough for the tiles and the zoomed look), then runs `vidparse run` on it with the defaults
-and with the pass off (`detector.tiles: 0`, `detector.zoom_below: 0`, `detector.scan_below: 0`,
-`parsers.cihp-net.wide_frame_width: 0`), alternating, each for ``--seconds``, and prints a table from each run's own
-summary. Run it on a quiet machine.
+with the scan added (`detector.scan_below: 60`, the crowd preset's) and with the pass off (`detector.tiles: 0`,
+`detector.zoom_below: 0`, `detector.scan_below: 0`, `parsers.cihp-net.wide_frame_width: 0`), alternating, each for
+``--seconds``, and prints a table from each run's own summary. Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def main() -> None:
     clip = make_h264_clip(args.shared / "data" / "video" / "vtest.avi", scratch / "wide.mp4", frames=250, size=SIZE)
     off = scratch / "off.yaml"
     off.write_text("detector:\n  tiles: 0\n  zoom_below: 0\n  scan_below: 0\nparsers:\n  cihp-net:\n    wide_frame_width: 0\n")
-    settings = {"on (defaults)": [], "off": ["--config", str(off)]}
+    scan = scratch / "scan.yaml"
+    scan.write_text("detector:\n  scan_below: 60\n")  # the crowd preset's scan (docs/crowds.md, "The scan")
+    settings = {"on (defaults)": [], "on + scan": ["--config", str(scan)], "off": ["--config", str(off)]}
     print(f"load average before: {os.getloadavg()}", flush=True)
     rows = []
     server = RtspServer(clip).start()

@@ -11,7 +11,7 @@ import numpy as np
 
 from vidparse.stages.onnx_session import check_image_input, open_session
 from vidparse.stages.options import DetectorOptions
-from vidparse.stages.tiles import (Tile, cut_sides, drop_nested, finer_pass, height_fit, merge_boxes,
+from vidparse.stages.tiles import (CUT_PX, Tile, cut_sides, drop_nested, finer_pass, height_fit, merge_boxes,
                                    non_max_suppression, scan_windows, seen_closer, tile_grid, zoom_windows)
 from vidparse.stages.types import Detections
 
@@ -64,8 +64,9 @@ class PersonDetector:
     def look_closer(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                     scan: list[Tile] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes shorter than ``zoom_below`` replaced by what the detector finds in windows around them, where a
-        person of 30-100 pixels is 3-4 times larger in its input than in a tile's, and the boxes ``scan`` windows
-        show closer replaced by what is found in those (a box one shows closer gets no window of its own). What a
+        person of 30-100 pixels is 3-4 times larger in its input than in a tile's, and every box a ``scan`` window
+        shows closer (whole in it, at most half its height: small or not) replaced by what is found in the scan's
+        windows (such a box gets no window of its own; the windows overlap, so one holds it whole). What a
         window cuts at one of its sides inside the frame is left out (the box it belongs to has a window of its own
         or is tall enough). Small boxes past ``zoom_max_windows`` windows stay as they were found if they score
         ``tile_score_threshold``; under it they were only candidates for a closer look, and are dropped."""
@@ -73,8 +74,9 @@ class PersonDetector:
         height, width = image.shape[:2]
         scan = scan or []
         small = (boxes[:, 3] - boxes[:, 1]) < options.zoom_below
-        windows = scan + zoom_windows(boxes[small & ~seen_closer(boxes, scan)], (width, height), options)
-        kept = ~small & ~seen_closer(boxes, scan)
+        scanned = seen_closer(boxes, scan)
+        windows = scan + zoom_windows(boxes[small & ~scanned], (width, height), options)
+        kept = ~small & ~scanned
         kept[small] = ~seen_closer(boxes[small], windows) & (scores[small] >= options.tile_score_threshold)
         found = [(boxes[kept], scores[kept])]
         for window in windows:
@@ -88,11 +90,13 @@ class PersonDetector:
 
     def windows_to_scan(self, boxes: np.ndarray, scores: np.ndarray, frame_wh: tuple[int, int]) -> list[Tile]:
         """The windows of ``scan_windows`` over the rows where the boxes found so far say people ``scan_above`` to
-        ``scan_below`` pixels tall stand (those scoring ``score_threshold``, a box nested in a surer one left out:
-        the halves of a person would say people are smaller than they are); none where they do not say."""
+        ``scan_below`` pixels tall stand (those scoring ``score_threshold``; left out: a box nested in a surer one,
+        as the halves of a person would say people are smaller than they are, and a box the frame's top or bottom
+        cuts); none where they do not say."""
         options = self.options
         sure = drop_nested(boxes, scores)
-        sure = sure[scores[sure] >= options.score_threshold]
+        whole = (boxes[sure, 1] > CUT_PX) & (boxes[sure, 3] < frame_wh[1] - CUT_PX)
+        sure = sure[(scores[sure] >= options.score_threshold) & whole]
         fit = height_fit(boxes[sure])
         return scan_windows(fit, frame_wh, options) if fit else []
 

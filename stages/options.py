@@ -47,9 +47,9 @@ class DetectorOptions:
     # zoomed look does; at most scan_max_windows a frame (a detector run each); scan_below 0 = off
     scan_below: int = field(default=0, metadata={"range": (0, 100_000)})
     scan_above: int = field(default=24, metadata={"range": (1, 100_000)})
-    scan_window: float = field(default=3.0, metadata={"range": (1.5, 16.0)})
+    scan_window: float = field(default=3.0, metadata={"range": (2.5, 16.0)})  # under 2.5: rows leave gaps
     scan_max_windows: int = field(default=48, metadata={"range": (1, 1000)})
-    # frames narrower than this get no finer pass (neither tiles nor zoomed looks)
+    # frames narrower than this get no finer pass (neither tiles, zoomed looks nor the scan)
     tile_min_width: int = field(default=1280, metadata={"range": (0, 100_000)})
 
     def __post_init__(self) -> None:

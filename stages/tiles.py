@@ -1,13 +1,13 @@
-"""Person boxes from several looks at a frame: non-maximum suppression, the tiles of a finer pass and the windows of
-a zoomed look at small boxes (where they lie in the frame), and one box per person from the boxes found in the whole
-frame and in the tiles (a person cut by a tile's side is found in pieces)."""
+"""Person boxes from several looks at a frame: non-maximum suppression, the tiles of a finer pass, the windows of a
+zoomed look at small boxes and of the scan (where the boxes' heights say small people stand), all as regions of the
+frame, and one box per person from the boxes found in the whole frame and in the tiles (a person cut by a tile's side
+is found in pieces)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import numpy as np
-from scipy.stats import theilslopes
 
 from vidparse.stages.options import DetectorOptions
 from vidparse.stages.tracker import box_areas
@@ -81,7 +81,8 @@ def finer_pass(width: int, options: DetectorOptions) -> bool:
 
 
 def small_people_pass(width: int, options: DetectorOptions) -> bool:
-    """Whether frames this wide get a finer pass for small people (tiles or zoomed looks) with these options."""
+    """Whether frames this wide get a finer pass for small people (tiles, zoomed looks or the scan) with these
+    options."""
     return finer_pass(width, options) and (options.tiles >= 2 or options.zoom_below > 0 or options.scan_below > 0)
 
 
@@ -143,8 +144,13 @@ def height_fit(boxes: np.ndarray) -> tuple[float, float] | None:
     and the farther up a box stands, the smaller it is (a camera looking down on people)."""
     if len(boxes) < FIT_MIN_BOXES or np.ptp(boxes[:, 3]) < 1:
         return None
-    slope, intercept, _, _ = theilslopes(boxes[:, 3] - boxes[:, 1], boxes[:, 3], method="joint")
-    return (float(slope), float(intercept)) if slope > 0 else None
+    rows, heights = boxes[:, 3].astype(np.float64), (boxes[:, 3] - boxes[:, 1]).astype(np.float64)
+    first, second = np.triu_indices(len(boxes), k=1)
+    apart = rows[first] != rows[second]
+    slope = float(np.median((heights[second] - heights[first])[apart] / (rows[second] - rows[first])[apart]))
+    # the median of the boxes' own intercepts: the median height less slope times the median row would let boxes
+    # all on one side (a street's small boxes) pull the line
+    return (slope, float(np.median(heights - slope * rows))) if slope > 0 else None
 
 
 def scan_windows(fit: tuple[float, float], frame_wh: tuple[int, int], options: DetectorOptions) -> list[Tile]:
@@ -158,7 +164,8 @@ def scan_windows(fit: tuple[float, float], frame_wh: tuple[int, int], options: D
     while feet < height:
         expected = slope * feet + intercept
         side = int(min(max(options.scan_window * expected, MIN_WINDOW_PX), width, height))
-        if slope * (feet - side / 4) + intercept >= options.scan_below:
+        # the row's window holds people whose feet are up to a quarter of its side above ``feet``
+        if slope * max(0.0, feet - side / 4) + intercept >= options.scan_below:
             break
         top = int(min(max(0.0, feet - expected / 2 - side / 2), height - side))
         columns = 1 + int(np.ceil((width - side) / (0.75 * side)))

@@ -144,6 +144,8 @@ def test_scan_windows_hold_every_person_of_the_heights_scanned_whole_and_small()
     assert not seen_closer(taller, windows)[0], "people of 100 pixels are not scanned"
     capped = scan_windows(fit, (WIDTH, HEIGHT), replace(options, scan_max_windows=10))
     assert capped == windows[:10]
+    for everyone_taller in ((0.3, 70.0), (0.1, 62.0)):  # people at least 62-70 pixels tall from the top row down
+        assert scan_windows(everyone_taller, (WIDTH, HEIGHT), options) == [], everyone_taller
 
 
 @pytest.fixture(scope="module")
@@ -268,16 +270,17 @@ def test_the_scan_runs_where_the_options_ask_for_it(small_person_scene) -> None:
 
     image = small_person_scene[0]
     looks = {}
-    for scan_below in (0, 60):
-        detector = PersonDetector(resolve_model("fastestdet"), DetectorOptions(scan_below=scan_below), 1)
+    for scan_below, narrowest in ((0, WIDTH), (60, WIDTH), (60, WIDTH + 1)):
+        options = DetectorOptions(scan_below=scan_below, tile_min_width=narrowest)
+        detector = PersonDetector(resolve_model("fastestdet"), options, 1)
         detector.open()
         calls: list[tuple[int, ...]] = []
         detector._detect = lambda region, threshold, run=detector._detect, calls=calls: (
             calls.append(region.shape) or run(region, threshold))
-        detector.windows_to_scan = lambda boxes, scores, frame_wh: [(600, 200, 690, 290)]
+        detector.windows_to_scan = lambda boxes, scores, frame_wh: [(600, 200, 691, 293)]  # no zoom's square
         detector.process(image)
-        looks[scan_below] = calls.count((90, 90, 3))
-    assert looks == {0: 0, 60: 1}, looks
+        looks[scan_below, narrowest] = calls.count((93, 91, 3))
+    assert looks == {(0, WIDTH): 0, (60, WIDTH): 1, (60, WIDTH + 1): 0}, "the scan is asked for and the frame wide enough"
 
 
 @pytest.mark.parametrize("tiles", [0, 4])
