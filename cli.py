@@ -230,7 +230,7 @@ def run(
     read_timeout: Annotated[Optional[float], typer.Option(help="Live: seconds without data that count as a stall.")] = None,
     max_memory: Annotated[Optional[int], typer.Option("--max-memory", help="Memory budget (MB) for the whole process tree.")] = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Rotate the output into files of this length.")] = None,
-    fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Keep the finished MP4 fragmented (no fast-start rewrite at the end); every MP4 is written in fragments while it is written, so a crash leaves a playable file either way.")] = None,
+    fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Keep the finished MP4 fragmented (no fast-start rewrite at the end). A single MP4 is written in fragments either way, so a crash leaves a playable file; --segment-seconds files only with this.")] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Parse every person in each INPUT (a file, rtsp://, http(s)://, /dev/videoN, or photos) into an annotated

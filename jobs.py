@@ -149,9 +149,9 @@ class StreamSpec:
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
                                    self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path,
                                    stream_name=self.name)
-        # photos not made into a video (`vidparse.stream` without an output) are each their own picture: no
-        # person is followed or voted on from one photo to the next
-        stills = self.images is not None and self.output_path is None and not self.images.sequence
+        # photos (not a pattern's frames) are each their own picture, even made into a video: no person is
+        # followed or voted on from one photo to the next
+        stills = self.images is not None and not self.images.sequence
         return AnnotatedOutput(
             info,
             load_label_set(LABEL_SETS[self.config.model]),

@@ -19,9 +19,9 @@ from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
 from vidparse.signals import stop_on_signals
-from vidparse.stages.images import ImageSet, check_image_output, is_image_input
+from vidparse.stages.images import ImageSet, check_image_output, is_image_input, is_sequence
 from vidparse.stages.sink import check_output_path, writes_photos
-from vidparse.stages.writers import frame_pngs
+from vidparse.stages.writers import frame_numbers
 from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
 
 log = logging.getLogger(__name__)
@@ -241,33 +241,43 @@ def warn_if_oversubscribed(workers: int) -> None:
 
 def check_outputs_apart(source: Source) -> None:
     """No two of a source's outputs name one path (the instances would replace the masks, the stats the video).
-    Photos written as photos may put their label PNGs in the folder of their annotated copies (names kept apart)."""
+    Photos written as photos into a folder may put their label PNGs there too (names kept apart)."""
     named = [(flag, path.resolve()) for flag, path in (("-o", source.output), ("--masks", source.masks),
                                                        ("--stats", source.stats), ("--instances", source.instances))
              if path is not None]
     for index, (flag, path) in enumerate(named):
         for earlier, other in named[:index]:
-            if path == other and not (source.writes_images and {earlier, flag} == {"-o", "--masks"}):
+            beside = source.writes_images and not path.suffix and {earlier, flag} == {"-o", "--masks"}
+            if path == other and not beside:
                 raise ConfigError(f"{earlier} and {flag} name the same path {path}",
                                   hint="give each output its own file or folder")
+
+
+def warn_of_earlier_frames(source: Source, writes: int | None) -> None:
+    """Warn where a --masks or --instances folder holds frame PNGs this run may not replace: past the ``writes``
+    frames it writes (None or 0: not known, so any)."""
+    for flag, folder in (("--masks", source.masks), ("--instances", source.instances)):
+        if folder is None or source.writes_images:
+            continue
+        if stale := [number for number in frame_numbers(folder) if number >= (writes or 0)]:
+            log.warning("%s %s already holds %d frame PNGs from frame %d on: those this run does not write stay from "
+                        "before", flag, folder, len(stale), min(stale))
 
 
 def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec. ``run_inputs``: the
     files the run's other streams read, which its output must not replace either."""
+    check_outputs_apart(source)
     if source.makes_its_folder and source.output is not None:
         make_folder(source.output.parent)
-    check_outputs_apart(source)
-    for flag, folder in (("--masks", source.masks), ("--instances", source.instances)):
-        if folder is not None and not source.writes_images and (earlier := frame_pngs(folder)):
-            log.warning("%s %s already holds frame PNGs (%d): this run replaces those of the frames it writes, any "
-                        "past its last frame stay from before", flag, folder, earlier)
-    if source.instances and (source.writes_images or not config.tracking.enabled):
-        raise ConfigError("--instances needs tracking, which runs on video output only",
-                          hint="drop --no-tracking (or tracking.enabled: false), or write a video")
+    if source.instances and (source.writes_images or not config.tracking.enabled
+                             or (is_image_input(source.input) and not is_sequence(source.input))):
+        raise ConfigError("--instances needs tracking, which runs on videos and image sequences (patterns) only",
+                          hint="drop --no-tracking (or tracking.enabled: false), or give a video or a pattern")
     if source.output is not None and source.writes_images:
         check_image_output(source.input, source.output)
     images = ImageSet.find(source.input) if is_image_input(source.input) else None
+    frames = len(images.paths) if images else 0  # the frames the input holds, where known
     if images is not None and source.output is not None and not source.writes_images and len(set(images.sizes)) > 1:
         canvas = images.info()
         log.warning("%s: photos of %d sizes made into one %dx%d video: each is placed at its top left, on black",
@@ -278,11 +288,12 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
     else:
         local = input_kind(source.input) is InputKind.FILE
         if local and not images:
-            probe(source.input)
+            frames = probe(source.input).frames
         if source.output is not None:
             check_output_path(source.output)
             own = (images.paths if images else [Path(source.input)]) if local else []
             check_not_overwriting([*own, *run_inputs], [source.output])
+    warn_of_earlier_frames(source, min(frames, source.max_frames or frames) or source.max_frames)
     if config.policy == "drop" and (images is not None or input_kind(source.input) is InputKind.FILE):
         log.warning("%s: policy drop on a file or photos drops every frame that comes while the workers are busy (a "
                     "file is read as fast as it decodes); the default, block, parses them all", source.label)
@@ -304,8 +315,6 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
     outcomes = [StreamOutcome(name, source) for name, source in zip(names, sources)]
     files_read = [Path(source.input) for source in sources if input_kind(source.input) is InputKind.FILE
                   and not is_image_input(source.input)]
-    if config.tracking.draw_ids and not config.tracking.enabled:
-        log.warning("track ids are drawn by tracking, which is off: none are drawn")
     specs: dict[int, StreamSpec] = {}
     for index, (outcome, source) in enumerate(zip(outcomes, sources)):
         try:

@@ -111,7 +111,8 @@ def speed(config: Config, video: str, frames: int, rounds: int, workers: int) ->
     cpu: dict[bool, list[float]] = {False: [], True: []}
     for round_ in range(rounds):
         for enabled in (False, True):
-            settings = replace(config, tracking=replace(config.tracking, enabled=enabled))
+            tracking = replace(config.tracking, enabled=enabled, draw_ids=config.tracking.draw_ids and enabled)
+            settings = replace(config, tracking=tracking)
             with scratch_runner(settings, video, workers, settings.threads, max_frames=frames) as runner:
                 started = cpu_seconds()
                 stats = runner.run()

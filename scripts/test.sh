@@ -3,6 +3,7 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow" for the fast subset.
 # A skip fails the run unless tests/conftest.py's ALLOWED_SKIPS lists it (see README, Tests).
 set -euo pipefail
+if [[ -n "${VIDPARSE_SHARED:-}" ]]; then export VIDPARSE_SHARED="$(cd "$VIDPARSE_SHARED" && pwd)"; fi
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 export VIDPARSE_MODEL_DIR="${VIDPARSE_MODEL_DIR:-${VIDPARSE_SHARED:-$(cd .. && pwd)/shared}/models}"

@@ -53,6 +53,13 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_sequence(spec: str) -> bool:
+    """Whether an image input names the frames of one sequence (a pattern, as ``_expand`` reads one), not photos
+    each its own picture (a photo, a folder)."""
+    path = Path(spec)
+    return not path.is_dir() and not path.is_file() and bool(_PRINTF.search(path.name) or glob.has_magic(spec))
+
+
 def _expand(spec: str) -> list[Path]:
     """The image files ``spec`` names, in order (numbers of a %d pattern in numeric order, names otherwise)."""
     path = Path(spec)
@@ -202,8 +209,7 @@ class ImageSet:
 
     @property
     def sequence(self) -> bool:
-        """Whether the images are the frames of one sequence (a pattern), not each its own picture."""
-        return bool(glob.has_magic(self.spec) or _PRINTF.search(self.spec))
+        return is_sequence(self.spec)
 
     def output_paths(self, target: Path, masks_dir: Path | None) -> list[tuple[Path, Path]]:
         """Where each image's annotated copy and label PNG are written for ``-o target``, no two of them one file.

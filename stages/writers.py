@@ -31,9 +31,16 @@ def make_directory(path: Path, what: str) -> None:
         raise BadOutputError(f"cannot create {what} {path}: {exc.strerror}", hint="choose a writable location") from exc
 
 
-def frame_pngs(directory: Path) -> int:
-    """How many per-frame PNGs (``000000.png``...) a folder holds already (0 if it does not exist)."""
-    return sum(1 for _ in directory.glob("[0-9]" * 6 + ".png")) if directory.is_dir() else 0
+def frame_png_name(seq: int) -> str:
+    return f"{seq:06d}.png"
+
+
+def frame_numbers(directory: Path) -> list[int]:
+    """The frame numbers of the per-frame PNGs (``frame_png_name``) a folder holds already (none if it does not
+    exist)."""
+    if not directory.is_dir():
+        return []
+    return [int(path.stem) for path in directory.glob("*.png") if path.stem.isdigit() and len(path.stem) >= 6]
 
 
 def label_palette(label_set: LabelSet) -> list[int]:
@@ -62,7 +69,7 @@ class MaskWriter:
 
     def write(self, seq: int, labels: np.ndarray, name: str | None = None) -> None:
         """Write ``DIR/<name>.png``; the name defaults to the frame number, ``000123``."""
-        path = self.directory / f"{name or f'{seq:06d}'}.png"
+        path = self.directory / (f"{name}.png" if name else frame_png_name(seq))
         image = label_image(labels, self._palette)
         try:
             image.save(path, optimize=False, compress_level=1)
@@ -84,7 +91,7 @@ class InstanceWriter:
         make_directory(self.directory, "instance directory")
 
     def write(self, seq: int, instances: np.ndarray) -> None:
-        path = self.directory / f"{seq:06d}.png"
+        path = self.directory / frame_png_name(seq)
         try:
             saved = cv2.imwrite(str(path), instances, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         except cv2.error as exc:

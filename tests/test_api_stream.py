@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import psutil
 import pytest
@@ -53,9 +54,14 @@ def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, s
     for name in ("0002190.jpg", "0005008.jpg"):  # two sizes
         shutil.copy(shared / "data" / "cihp" / "images" / name, photos / name)
     expected = {0: decode_frames(clip), 1: decode_frames(short_clip)}
-    seen: dict[int, list[vidparse.StreamFrame]] = {0: [], 1: [], 2: []}
+    sequence = tmp_path / "sequence"
+    sequence.mkdir()
+    for index, image in enumerate(expected[0][:3]):
+        cv2.imwrite(str(sequence / f"{index:06d}.png"), image)
+    seen: dict[int, list[vidparse.StreamFrame]] = {0: [], 1: [], 2: [], 3: []}
     video = tmp_path / "short.mp4"
-    for frame in vidparse.stream([clip, short_clip, photos], model="bodypix", workers=2, outputs=[None, video, None]):
+    for frame in vidparse.stream([clip, short_clip, photos, sequence / "%06d.png"], model="bodypix", workers=2,
+                                 outputs=[None, video, None, None]):
         seen[frame.stream].append(frame)
     pictures = [np.asarray(Image.open(path).convert("RGB")) for path in sorted(photos.iterdir())]
     assert pictures[0].shape != pictures[1].shape
@@ -77,6 +83,8 @@ def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, s
             assert frame.labels.shape == frame.image.shape[:2]
     assert all(f.persons and f.labels.any() for f in seen[0]), "vtest shows people in every frame"
     assert all(p.track_id is not None for f in seen[0] for p in f.persons), "tracking is on for video"
+    assert [f.seq for f in seen[3]] == [0, 1, 2] and all(p.track_id is not None for f in seen[3] for p in f.persons)
+    assert any(f.persons for f in seen[3]), "a pattern's frames are a sequence: tracked"
     assert probe_video(video).frames == len(expected[1])
 
 

@@ -22,7 +22,7 @@ from conftest import VTEST, decode_frames, probe_video, run_cli
 from media import ROTATED, VIDEOS, build_corpus, exif_rotated_jpeg, ffmpeg, reference_frames
 from vidparse.jobs import LabelsParser
 from vidparse.pipeline.messages import FrameKey
-from vidparse.stages.images import ImageSet, ImageSource
+from vidparse.stages.images import ImageSet, ImageSource, is_sequence
 
 FAST = str(Path(__file__).parent / "fast.yaml")
 NOISE = 8.0  # mean absolute difference (0..255) of one frame encoded twice; a wrong frame or turn is far above
@@ -222,6 +222,14 @@ def test_a_folder_of_ccp_photos_of_different_sizes_with_two_workers(shared: Path
         assert Image.open(tmp_path / "out" / photo.name).size == size
         labels = np.asarray(Image.open(tmp_path / "m" / f"{photo.stem}.png"))
         assert labels.shape == size[::-1] and labels.any(), photo.name
+
+
+def test_a_pattern_is_a_sequence_a_photo_or_a_folder_is_not(tmp_path: Path) -> None:
+    folder = tmp_path / "shots [2024]"  # glob's magic in a folder's name
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a[1].png")
+    assert not is_sequence(str(folder)) and not is_sequence(str(folder / "a[1].png"))
+    assert is_sequence(str(folder / "%06d.png")) and is_sequence(str(tmp_path / "*.png"))
 
 
 def test_photos_of_two_sizes_made_into_a_video_are_said_to_share_its_frame(shared: Path, tmp_path: Path) -> None:

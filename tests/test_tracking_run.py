@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
+from vidparse.errors import ConfigError
+from vidparse.runs import Source, check_outputs_apart
 
 
 def test_stats_and_instance_pngs_carry_the_same_track_ids(clip: Path, tmp_path: Path) -> None:
@@ -20,7 +22,7 @@ def test_stats_and_instance_pngs_carry_the_same_track_ids(clip: Path, tmp_path: 
                      "--masks", str(tmp_path / "masks"), "--stats", str(tmp_path / "stats.jsonl"),
                      "--instances", str(tmp_path / "ids"), "--track-ids")
     assert result.returncode == 0, result.stderr
-    assert "already holds frame PNGs (1)" in " ".join(result.stderr.split()), result.stderr
+    assert "already holds 1 frame PNGs from frame 99 on" in " ".join(result.stderr.split()), result.stderr
     records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert len(records) == 6
     ids_per_frame = []
@@ -46,6 +48,13 @@ def test_instances_and_track_ids_need_tracking(clip: Path, tmp_path: Path) -> No
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--no-tracking", "--track-ids")
     assert result.returncode == 2 and not (tmp_path / "o.mp4").exists()
     assert "track ids (--track-ids, tracking.draw_ids) need tracking" in result.stderr, result.stderr
+
+
+def test_label_pngs_may_share_the_overlays_folder_not_a_single_photos_file(shared: Path, tmp_path: Path) -> None:
+    photo = shared / "data" / "cihp" / "images" / "0002190.jpg"
+    check_outputs_apart(Source(str(photo.parent), tmp_path / "out", masks=tmp_path / "out"))
+    with pytest.raises(ConfigError, match="-o and --masks name the same path"):
+        check_outputs_apart(Source(str(photo), tmp_path / "out.png", masks=tmp_path / "out.png"))
 
 
 @pytest.mark.parametrize("flags", [["--masks", "same", "--instances", "same"], ["--stats", "o.mp4"],
