@@ -12,7 +12,7 @@ import pytest
 
 from vidparse.config import load_config
 from vidparse.errors import ConfigError
-from vidparse.evaluation.datasets import find_samples, read_sample
+from vidparse.evaluation.datasets import Sample, find_samples, read_sample
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.detect import PersonDetector
 from vidparse.stages.labels import load_label_set
@@ -154,7 +154,7 @@ def street(shared: Path) -> np.ndarray:
     return crowd.empty_background(shared / "data" / "video" / "vtest.avi", (WIDTH, HEIGHT), samples=10)
 
 
-def person_of(sample) -> crowd.Person:
+def person_of(sample: Sample) -> crowd.Person:
     """The labelled person of a ccp-train photo, cut to their box."""
     image, labels = read_sample(sample, load_label_set("ccp"))
     rows, cols = np.nonzero(labels)
