@@ -234,9 +234,3 @@ def test_an_output_never_replaces_another_streams_input(clip: Path, tmp_path: Pa
 
 def test_a_pattern_of_photos_is_named_by_its_folder() -> None:
     assert [stream_name(p) for p in ("photos/*.jpg", "shots/%06d.png", "clip.mp4")] == ["photos", "shots", "clip"]
-
-
-def test_track_ids_without_tracking_are_warned_of(clip: Path, tmp_path: Path) -> None:
-    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "bodypix", "--max-frames", "1",
-                     "--track-ids", "--no-tracking")
-    assert result.returncode == 0 and "track ids are drawn by tracking, which is off" in " ".join(result.stderr.split())
