@@ -1,8 +1,10 @@
-"""Output names that never collide: what several inputs, or photos sharing a stem, are written as."""
+"""Output names: what several inputs, or photos sharing a stem, are written as without colliding, and the frame PNGs
+of --masks and --instances."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def free_name(name: str, taken: Callable[[str], bool]) -> str:
@@ -23,3 +25,15 @@ def unique_names(names: Sequence[str]) -> list[str]:
         taken.add(candidate)
         unique.append(candidate)
     return unique
+
+
+def frame_png_name(seq: int) -> str:
+    return f"{seq:06d}.png"
+
+
+def frame_numbers(directory: Path) -> list[int]:
+    """The frame numbers of the per-frame PNGs (``frame_png_name``) a folder holds already (none if it does not
+    exist)."""
+    if not directory.is_dir():
+        return []
+    return [int(path.stem) for path in directory.glob("*.png") if path.stem.isdigit() and len(path.stem) >= 6]

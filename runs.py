@@ -13,7 +13,7 @@ from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
                              ConfigError, VidparseError, check_not_overwriting)
 from vidparse.jobs import StreamSpec, add_stream, build_engine, output_names, stream_name
-from vidparse.names import free_name
+from vidparse.names import frame_numbers, free_name
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
@@ -21,7 +21,6 @@ from vidparse.pipeline.writer import Subscriber, Written
 from vidparse.signals import stop_on_signals
 from vidparse.stages.images import ImageSet, check_image_output, is_image_input, is_sequence
 from vidparse.stages.sink import check_output_path, writes_photos
-from vidparse.stages.writers import frame_numbers
 from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
 
 log = logging.getLogger(__name__)
@@ -293,7 +292,7 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
             check_output_path(source.output)
             own = (images.paths if images else [Path(source.input)]) if local else []
             check_not_overwriting([*own, *run_inputs], [source.output])
-    warn_of_earlier_frames(source, min(frames, source.max_frames or frames) or source.max_frames)
+    warn_of_earlier_frames(source, min(filter(None, (frames, source.max_frames)), default=None))
     if config.policy == "drop" and (images is not None or input_kind(source.input) is InputKind.FILE):
         log.warning("%s: policy drop on a file or photos drops every frame that comes while the workers are busy (a "
                     "file is read as fast as it decodes); the default, block, parses them all", source.label)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vidparse.config import Config
 from vidparse.errors import BadOutputError
+from vidparse.names import frame_numbers
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class Record:
         return size == self.video_size if self.video_size is not None else size > 0
 
     def _masks_intact(self, folder: Path) -> bool:
-        return folder.is_dir() and sum(1 for _ in folder.glob("*.png")) == self.frames
+        return folder.is_dir() and len(frame_numbers(folder)) == self.frames
 
 
 class Manifest:

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from vidparse.errors import BadOutputError
+from vidparse.names import frame_png_name
 from vidparse.stages.types import FrameResult, LabelSet
 
 log = logging.getLogger(__name__)
@@ -29,18 +30,6 @@ def make_directory(path: Path, what: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadOutputError(f"cannot create {what} {path}: {exc.strerror}", hint="choose a writable location") from exc
-
-
-def frame_png_name(seq: int) -> str:
-    return f"{seq:06d}.png"
-
-
-def frame_numbers(directory: Path) -> list[int]:
-    """The frame numbers of the per-frame PNGs (``frame_png_name``) a folder holds already (none if it does not
-    exist)."""
-    if not directory.is_dir():
-        return []
-    return [int(path.stem) for path in directory.glob("*.png") if path.stem.isdigit() and len(path.stem) >= 6]
 
 
 def label_palette(label_set: LabelSet) -> list[int]:
