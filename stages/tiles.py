@@ -161,7 +161,7 @@ def scan_windows(fit: tuple[float, float], frame_wh: tuple[int, int], options: D
     width, height = frame_wh
     feet = max(0.0, (options.scan_above - intercept) / slope)
     windows: list[Tile] = []
-    while feet < height:
+    while feet <= height:
         expected = slope * feet + intercept
         side = int(min(max(options.scan_window * expected, MIN_WINDOW_PX), width, height))
         # the row's window holds people whose feet are up to a quarter of its side above ``feet``
@@ -173,7 +173,9 @@ def scan_windows(fit: tuple[float, float], frame_wh: tuple[int, int], options: D
             if len(windows) == options.scan_max_windows:
                 return windows
             windows.append((int(left), top, int(left) + side, top + side))
-        feet += side / 2
+        if top + side >= height:
+            break
+        feet = min(feet + side / 2, height)  # the last row is flush with the frame's bottom
     return windows
 
 

@@ -148,6 +148,17 @@ def test_scan_windows_hold_every_person_of_the_heights_scanned_whole_and_small()
         assert scan_windows(everyone_taller, (WIDTH, HEIGHT), options) == [], everyone_taller
 
 
+def test_scan_windows_reach_the_frame_bottom_once_when_the_people_there_are_still_small() -> None:
+    options = DetectorOptions(scan_below=60, scan_above=24, scan_max_windows=1000)
+    fit = (0.04, 5.0)  # a flat line: 24 pixels tall at row 475, 34 at the frame's bottom
+    windows = scan_windows(fit, (WIDTH, HEIGHT), options)
+    rows = sorted({(y1, y2) for _, y1, _, y2 in windows})
+    assert rows[-1][1] == HEIGHT and rows[-2][1] < HEIGHT, f"one row flush with the bottom: {rows}"
+    for feet in (480.0, 600.0, 700.0, 719.0):
+        person = people_in_perspective(np.array([feet]), *fit)
+        assert seen_closer(person, windows)[0], f"a person standing at row {feet:.0f} is seen closer"
+
+
 @pytest.fixture(scope="module")
 def street(shared: Path) -> np.ndarray:
     """The empty vtest street at 1280x720 (traffic cones, a bin: no person)."""
