@@ -16,7 +16,7 @@ from vidparse.batch.join import join_segments
 from vidparse.batch.manifest import Manifest, Record, config_hash, input_identity, input_key
 from vidparse.batch.plan import UNBOUNDED, Segment, plan_segments, read_packets
 from vidparse.batch.progress import BatchProgress
-from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, receive
+from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, code_fingerprint, receive
 from vidparse.config import Config
 from vidparse.errors import BadInputError, BadOutputError, ConfigError, ModelError, VidparseError
 from vidparse.jobs import output_names
@@ -172,7 +172,7 @@ class BatchDriver:
 
     def _submit(self, job: Job, segment: Segment) -> None:
         task = SegmentTask(self.config, input_key(job.input), segment, self._parts(job), masks=self.masks,
-                           gather=self.gather, cpus=self.engine.cpus_per_task)
+                           gather=self.gather, cpus=self.engine.cpus_per_task, code=code_fingerprint())
         job.tries[segment.number] = job.tries.get(segment.number, 0) + 1
         job.record.attempts += 1
         self._running[self.engine.submit(task)] = (job, segment)

@@ -6,6 +6,8 @@ running can never mix its files with the retry's; the driver keeps the folder of
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import tempfile
 import threading
 import time
@@ -16,12 +18,14 @@ from pathlib import Path
 
 from vidparse.batch.plan import UNBOUNDED, Segment
 from vidparse.config import Config
-from vidparse.errors import VidparseError
+from vidparse.errors import ConfigError, VidparseError
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.runner import Runner
 
 VIDEO_NAME = "video.mp4"
 MASKS_NAME = "masks"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+CODE_SUFFIXES = (".py", ".onnx")  # the code and the weights shipped with it; the YAML of configs/ below
 
 
 class SegmentFailed(VidparseError):
@@ -42,6 +46,7 @@ class SegmentTask:
     masks: bool = False
     gather: bool = False
     cpus: int = 1
+    code: str = ""  # the driver's `code_fingerprint`: a node running other code refuses the task
 
 
 @dataclass
@@ -74,7 +79,36 @@ class Cancel:
             abort()
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """This process's vidparse as `code_digest` sees it (read once)."""
+    return code_digest(PACKAGE_ROOT)
+
+
+def code_digest(root: Path) -> str:
+    """A digest of the vidparse installed at ``root``: its packages' code and weights and its configs' YAML (not
+    its tests, benchmarks or docs). Two nodes with equal digests parse alike."""
+    digest = hashlib.sha256()
+    for path in sorted([*_package_files(root), *(root / "configs").rglob("*.yaml")]):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _package_files(folder: Path) -> list[Path]:
+    files = []
+    for path in folder.iterdir():
+        if path.is_dir() and (path / "__init__.py").is_file():
+            files += _package_files(path)
+        elif path.suffix in CODE_SUFFIXES and path.is_file():
+            files.append(path)
+    return files
+
+
 def run_segment(task: SegmentTask, cancel: Cancel | None = None) -> SegmentResult:
+    if task.code and task.code != (here := code_fingerprint()):
+        raise ConfigError(f"a segment of {task.input_url} reached a node whose vidparse differs from the driver's "
+                          f"(code {here}, the driver's {task.code}): its labels would not be the driver's",
+                          hint="install the driver's vidparse (the same checkout or version) on every Ray node")
     attempt = f"{task.segment.number:04d}-{uuid.uuid4().hex[:8]}"
     if not task.gather:
         return _run(task, task.parts / attempt, cancel)

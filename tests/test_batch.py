@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from conftest import VTEST, assert_audio_copied, audio_packets, run_cli
 from rtsp import free_port
 from vidparse.batch.manifest import Record, config_hash, input_identity
 from vidparse.batch.plan import plan_segments, read_packets
+from vidparse.batch.segment import PACKAGE_ROOT, SegmentTask, code_digest, code_fingerprint
 from vidparse.config import load_config
 
 
@@ -322,3 +325,27 @@ def test_run_and_batch_name_outputs_alike(tmp_path: Path) -> None:
     assert output_names(inputs) == ["clip", "clip_3", "cam_554_live_1", "clip_2", "clip_4"]
     names = [source.name for source in sources_for(inputs, tmp_path / "out")]
     assert names == output_names(inputs)
+
+
+def test_a_node_running_other_code_refuses_its_segments(batch_clips: BatchClips, tmp_path: Path) -> None:
+    """What a Ray worker does with a task (unpickle it, run it) in a process that imports another vidparse."""
+    other = tmp_path / "node" / "vidparse"
+    shutil.copytree(PACKAGE_ROOT, other, ignore=shutil.ignore_patterns(".*", "__pycache__", "tests", "benchmarks",
+                                                                       "docs", "scripts", "*.egg-info"))
+    (other / "docs").mkdir()
+    (other / "docs" / "notes.md").write_text("a node's own notes\n")
+    assert code_digest(other) == code_fingerprint(), "a copy of the code, notes beside it: the same code"
+    recolor = other / "stages" / "recolor.py"
+    recolor.write_text(recolor.read_text().replace("alpha = self.options.alpha", "alpha = 1 - self.options.alpha"))
+    assert code_digest(other) != code_fingerprint()
+
+    config = load_config(BATCH_CONFIG)
+    segment = plan_segments(read_packets(str(batch_clips.short[0])), 0, config.batch.warmup_frames, None)[0]
+    task = SegmentTask(config, str(batch_clips.short[0]), segment, tmp_path / "parts", code=code_fingerprint())
+    node = subprocess.run([sys.executable, "-c", "import pickle, sys\nfrom vidparse.batch.segment import run_segment\n"
+                           "run_segment(pickle.load(sys.stdin.buffer))"], input=pickle.dumps(task),
+                          capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(other.parent)})
+    stderr = node.stderr.decode()
+    assert node.returncode != 0 and "ConfigError" in stderr, stderr
+    assert f"the driver's {code_fingerprint()}): its labels would not be the driver's" in stderr, stderr
+    assert not (tmp_path / "parts").exists(), "refused before anything was written"
