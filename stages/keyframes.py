@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vidparse.stages.motion import FLOW_PRESETS, backward_maps, moved_labels
+from vidparse.stages.motion import FLOW_PRESETS, backward_maps, contradicted_share, moved_labels
 from vidparse.stages.options import KeyframeOptions
 from vidparse.stages.person_parser import PersonParser, box_region, person_stats
 from vidparse.stages.types import Detections, FrameResult
@@ -22,10 +22,6 @@ from vidparse.stages.types import Detections, FrameResult
 # Across dropped frames (live), a frame is carried from one at most this many frames earlier; further back, the
 # motion is too large for the flow to follow and the frame is parsed. (About half a second at 25 fps.)
 MAX_CARRY_GAP = 12
-# A carried person pixel the image contradicts: its grey level, moved by the flow, is this far from the new frame's.
-CONTRADICTED = 30
-# Fewer carried person pixels than this say nothing of a cut.
-MIN_CUT_PIXELS = 200
 
 
 @dataclass
@@ -122,13 +118,10 @@ class KeyframeParser:
     def _is_cut(self, before: np.ndarray, now: np.ndarray, maps: np.ndarray, carried_labels: np.ndarray) -> bool:
         """Whether the new frame contradicts the persons carried onto it: more than ``cut_share`` of their pixels
         look unlike what the flow brought there (a cut; the flow follows people who move, and misses some limbs)."""
-        person = carried_labels != 0
-        count = int(np.count_nonzero(person))
-        if count < MIN_CUT_PIXELS or self.options.cut_share >= 1.0:
+        if self.options.cut_share >= 1.0:
             return False
-        moved = cv2.remap(before, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        contradicted = cv2.absdiff(moved, now) > CONTRADICTED
-        return np.count_nonzero(contradicted & person) > self.options.cut_share * count
+        share = contradicted_share(before, now, maps, carried_labels)
+        return share is not None and share > self.options.cut_share
 
     def forget(self, stream: int) -> None:
         """The stream ended: drop what its frames would be carried from."""

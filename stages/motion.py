@@ -20,6 +20,14 @@ MIN_FLOW_SIDE = 16  # DIS needs a few patches across
 # width, at least MIN_FLOW_MARGIN pixels.
 FLOW_MARGIN, MIN_FLOW_MARGIN = 1 / 16, 48
 FLOW_GRID = 32  # the measured region's sides snap outward to this grid, so DIS rarely sees a new size
+# A person pixel moved by the flow that the image contradicts: its grey level, moved along, is this far from the
+# new frame's.
+CONTRADICTED = 30
+# Fewer moved person pixels than this say nothing of a cut.
+MIN_CUT_PIXELS = 200
+# A cut in the video (`FrameMotion`): the parse and the one before it, moved onto it, agree this little (person
+# IoU); in vtest's frames 0-299 they agree at 0.52 or more, across a cut at 0.08 (docs/temporal.md).
+MAX_CUT_AGREEMENT = 0.25
 FLOW_PRESETS = dict(zip(FLOW_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
                                             cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
 
@@ -61,13 +69,27 @@ def moved_labels(labels: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return cv2.remap(labels, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def contradicted_share(before: np.ndarray, now: np.ndarray, maps: np.ndarray, moved: np.ndarray) -> float | None:
+    """The share of the person pixels ``moved`` onto the grey frame ``now`` (by the remap table ``maps``, from the
+    grey frame ``before``) whose image the new frame contradicts; None under MIN_CUT_PIXELS of them. The flow follows
+    the people who move and misses some limbs: a cut, where the moved people are not there, contradicts far more."""
+    person = moved != 0
+    count = int(np.count_nonzero(person))
+    if count < MIN_CUT_PIXELS:
+        return None
+    moved_image = cv2.remap(before, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.count_nonzero((cv2.absdiff(moved_image, now) > CONTRADICTED) & person) / count
+
+
 @dataclass
 class Flow:
     """A frame's backward flow (H x W x 2 float32, at the scale it was measured at) and its largest component in
-    absolute value (``reach``, in the flow's pixels): how far any label can have moved."""
+    absolute value (``reach``, in the flow's pixels): how far any label can have moved. ``cut``: the frame starts
+    a new shot (the flow is zero): nothing before it moved here."""
 
     backward: np.ndarray
     reach: float
+    cut: bool = False
 
     @classmethod
     def of(cls, backward: np.ndarray) -> Flow:
@@ -98,39 +120,67 @@ class LabelledRegion:
 
 
 class FrameMotion:
-    """``next(image, region)`` with frames in order: the backward flow of each frame, measured at ``scale`` of its
-    size (at most MAX_FLOW_WIDTH wide) with DIS's ``preset``; None for the first frame and after a change of size.
-    With ``region`` (x1, y1, x2, y2 in frame pixels) DIS measures only there and the flow is zero elsewhere
-    (people are a small share of most frames)."""
+    """``next(image, region, parse)`` with frames in order: the backward flow of each frame, measured at ``scale``
+    of its size (at most MAX_FLOW_WIDTH wide) with DIS's ``preset``; None for the first frame and after a change of
+    size. With ``region`` (x1, y1, x2, y2 in frame pixels) DIS measures only there and the flow is zero elsewhere
+    (people are a small share of most frames).
 
-    def __init__(self, preset: str, scale: float) -> None:
+    With each frame's ``parse`` (its label map) and ``cut_share`` under 1, a frame is a cut (``Flow.cut``) where
+    the parse before it, moved onto it, is contradicted by its image on more than ``cut_share`` of the moved person
+    pixels and agrees with its own parse on under MAX_CUT_AGREEMENT of them (person IoU): both, so that neither a
+    detector's missed person (the image agrees) nor a fast limb (the parses agree) is taken for one; and a frame
+    whose parse finds nobody is none (the detector missing everyone is likelier than a cut to an empty view)."""
+
+    def __init__(self, preset: str, scale: float, cut_share: float = 1.0) -> None:
         self.preset = preset
         self.scale = scale
+        self.cut_share = cut_share
         self.open()
 
     def open(self) -> None:
         self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.preset])
         self._gray: np.ndarray | None = None
+        self._parse: np.ndarray | None = None  # the previous frame's, at the flow's scale
 
-    def next(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None) -> Flow | None:
+    def next(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None,
+             parse: np.ndarray | None = None) -> Flow | None:
         scale = min(self.scale, MAX_FLOW_WIDTH / image.shape[1])
         small = image if scale == 1 else cv2.resize(image, flow_shape(image.shape, scale)[1::-1],
                                                     interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+        if parse is not None and self.cut_share < 1:
+            parse = parse.copy() if scale == 1 else cv2.resize(parse, gray.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        else:
+            parse = None
         previous, self._gray = self._gray, gray
+        previous_parse, self._parse = self._parse, parse
         if previous is None or previous.shape != gray.shape:
             return None
-        if region is None:
-            return Flow.of(self._flow.calc(gray, previous, None))
+        x1, y1, x2, y2 = (0, 0, gray.shape[1], gray.shape[0]) if region is None else \
+            (round(v * scale) for v in region)
         flow = Flow(np.zeros((*gray.shape, 2), np.float32), 0.0)
-        x1, y1, x2, y2 = (round(v * scale) for v in region)
         if x2 - x1 >= MIN_FLOW_SIDE and y2 - y1 >= MIN_FLOW_SIDE:
-            measured = self._flow.calc(np.ascontiguousarray(gray[y1:y2, x1:x2]),
-                                       np.ascontiguousarray(previous[y1:y2, x1:x2]), None)
+            box = slice(y1, y2), slice(x1, x2)
+            measured = self._flow.calc(np.ascontiguousarray(gray[box]), np.ascontiguousarray(previous[box]), None)
+            if parse is not None and previous_parse is not None and \
+                    self._is_cut(previous[box], gray[box], measured, previous_parse[box], parse[box]):
+                return Flow(flow.backward, 0.0, cut=True)
             # the reach from the measured box alone, while it is in cache: the vote reading the zeros around it
             # took 6% of the compose thread's time (docs/benchmarks.md)
-            flow.backward[y1:y2, x1:x2], flow.reach = measured, cv2.norm(measured, cv2.NORM_INF)
+            flow.backward[box], flow.reach = measured, cv2.norm(measured, cv2.NORM_INF)
         return flow
 
+    def _is_cut(self, before: np.ndarray, now: np.ndarray, backward: np.ndarray, parse_before: np.ndarray,
+                parse: np.ndarray) -> bool:
+        maps = backward_maps(backward, now.shape)
+        moved = moved_labels(parse_before, maps)
+        moved_person, person = moved != 0, parse != 0
+        if np.count_nonzero(person) < MIN_CUT_PIXELS:  # a detector's miss of everyone far likelier than a cut
+            return False
+        if np.count_nonzero(moved_person & person) >= MAX_CUT_AGREEMENT * np.count_nonzero(moved_person | person):
+            return False  # most frames: the image is not looked at
+        share = contradicted_share(before, now, maps, moved)
+        return share is not None and share > self.cut_share
+
     def close(self) -> None:
-        self._gray = None
+        self._gray = self._parse = None

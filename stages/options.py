@@ -132,6 +132,10 @@ class TemporalOptions:
     # the optical flow (DIS, with this preset) is measured at this share of the frame's size
     flow_preset: str = field(default="ultrafast", metadata={"choices": FLOW_PRESET_NAMES})
     flow_scale: float = field(default=1.0, metadata={"range": (0.1, 1.0)})
+    # a frame is a cut (the vote forgets the parses before it, every track ends) where its image contradicts more
+    # than this share of the person pixels of the parse before, moved onto it, and its own parse mostly disagrees
+    # with them; 1 = never
+    cut_share: float = field(default=0.35, metadata={"range": (0.05, 1.0)})
 
 
 @dataclass

@@ -104,7 +104,8 @@ class AnnotatedOutput:
         if self.timestamps:
             frame = replace(frame, pts=self.timestamps.stamp(frame.pts))
         tracked = self.ordered.process(arrays["labels"], frame.image, result, measured)
-        result.persons = tracked.result.persons  # in place: the run's summary counts the persons written
+        # in place: the run's summary counts the persons written, the stats say where a shot starts
+        result.persons, result.cut = tracked.result.persons, tracked.result.cut
         if frame.seq < self.warmup:
             return Composed(frame, tracked.labels, frame.image, result, tracked.instances, written=False)
         annotated = self.recolor.process(frame.image, tracked.labels)

@@ -166,7 +166,7 @@ class Tiles:
 class MotionVote:
     """Stage object: ``process(labels, flow)``, frames in order, returns ``labels`` voted with the previous parses,
     each moved onto this frame by the backward optical flow of every frame since it was made (``flow``: this
-    frame's, at any scale; None: no motion known, the past is forgotten). Whether a pixel is a person is voted over
+    frame's, at any scale; None or a cut: no motion known, the past is forgotten). Whether a pixel is a person is voted over
     ``window`` parses, a parse ``k`` frames old weighing ``decay ** k``; which part, over ``part_window`` parses
     weighing ``part_decay ** k``; a part chosen before is held while it is nearly as strong as the best
     (``part_hold``). Whether a pixel is a person is voted on raw parses alone, never on earlier outputs, so the
@@ -198,7 +198,7 @@ class MotionVote:
     def process(self, labels: np.ndarray, flow: Flow | None) -> np.ndarray:
         if self.depth == 1:
             return labels
-        if self._tiles is None or self._tiles.shape != labels.shape or flow is None:
+        if self._tiles is None or self._tiles.shape != labels.shape or flow is None or flow.cut:
             self.open()
             self._tiles = Tiles(labels.shape)
         tiles = self._tiles

@@ -102,6 +102,11 @@ class TrackLabels:
         return [replace(counted_person(self.label_set, person.box, person.score, counts[index]),
                         track_id=person.track_id, bridged=person.bridged) for index, person in enumerate(tracked, 1)]
 
+    def cut(self) -> None:
+        """A new shot: every track ends."""
+        self.tracker.cut()
+        self._drawn = None
+
     def close(self) -> None:
         self.tracker.close()
 
@@ -129,7 +134,7 @@ class OrderedLabels:
         self.tracks = TrackLabels(tracking, label_set, margin) if tracking and tracking.enabled else None
         self.vote = MotionVote(temporal, len(label_set)) if temporal and temporal.window > 1 else None
         flow_options = temporal or TemporalOptions()
-        self.motion = FrameMotion(flow_options.flow_preset, flow_options.flow_scale) \
+        self.motion = FrameMotion(flow_options.flow_preset, flow_options.flow_scale, flow_options.cut_share) \
             if self.vote or (self.tracks and self.tracks.options.flow_noise) else None
         self.region = LabelledRegion(self.vote.depth if self.vote else 2)
 
@@ -139,13 +144,17 @@ class OrderedLabels:
                 stage.open()
 
     def measure(self, image: np.ndarray, labels: np.ndarray) -> Flow | None:
-        """The frame's flow where its parse and the recent parses have labels (``labels``: its parse)."""
-        return None if self.motion is None else self.motion.next(image, self.region.next(labels))
+        """The frame's flow where its parse and the recent parses have labels (``labels``: its parse), or a cut."""
+        return None if self.motion is None else self.motion.next(image, self.region.next(labels), labels)
 
     def process(self, labels: np.ndarray, image: np.ndarray, result: FrameResult,
                 flow: Flow | None) -> TrackedFrame:
         if self.vote:
             labels = self.vote.process(labels, flow)
+        if flow is not None and flow.cut:
+            if self.tracks:
+                self.tracks.cut()
+            result, flow = replace(result, cut=True), None
         if not self.tracks:
             if self.vote:  # each person's parts counted on what is written, the voted labels in its box
                 result = replace(result, persons=[person_stats(self.label_set, np.array(p.box), p.score,

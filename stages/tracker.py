@@ -174,5 +174,9 @@ class ByteTracker:
         for row, col in match(iou_matrix(predicted, boxes[detections]), threshold):
             matched[tracks[row]] = int(detections[col])
 
-    def close(self) -> None:
+    def cut(self) -> None:
+        """A new shot: every track ends (their ids are never reused)."""
         self._tracks = []
+
+    def close(self) -> None:
+        self.cut()

@@ -76,3 +76,4 @@ class FrameResult:
     status: str = "ok"  # "unparsed": parsing failed twice and the frame was written without labels; "missing": a
     # photo of a set that could no longer be read when its turn came (moved, deleted, changed): nothing is written
     carried_from: int | None = None  # keyframe mode: the parsed frame these labels were carried from by optical flow
+    cut: bool = False  # a new shot starts here: the temporal vote forgot the frames before it, every track ended

@@ -118,6 +118,7 @@ class StatsWriter:
             "seq": result.seq,
             "status": result.status,
             "carried_from": result.carried_from,
+            "cut": result.cut,
             "pts": pts,
             "time_s": None if seconds is None else round(seconds, 6),
             "persons": [

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import VTEST, run_cli
 from vidparse.errors import ConfigError
 from vidparse.runs import Source, check_outputs_apart
 
@@ -39,6 +40,34 @@ def test_stats_and_instance_pngs_carry_the_same_track_ids(clip: Path, tmp_path: 
         ids_per_frame.append(set(ids))
     # vtest's walkers stay in view over these frames: most ids of the first frame are still there at the end.
     assert len(ids_per_frame[0] & ids_per_frame[-1]) >= len(ids_per_frame[0]) - 1 >= 1
+
+
+def shots_clip(target: Path, shots: list[range]) -> Path:
+    """vtest's frames of each range one after the other (FFV1): a cut, or a jump in time, between the ranges."""
+    with av.open(str(VTEST)) as source, av.open(str(target), "w") as output:
+        stream = output.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 768, 576, "yuv420p"
+        wanted = {index for shot in shots for index in shot}
+        for index, frame in enumerate(source.decode(video=0)):
+            if index in wanted:
+                output.mux(stream.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), "rgb24")))
+            if index >= max(wanted):
+                break
+        output.mux(stream.encode(None))
+    return target
+
+
+def test_a_cut_starts_the_vote_afresh_and_ends_every_track(shared: Path, tmp_path: Path) -> None:
+    video = shots_clip(tmp_path / "shots.mkv", [range(0, 8), range(600, 606)])
+    result = run_cli("run", str(video), "-o", str(tmp_path / "o.mp4"), "--workers", "2",
+                     "--stats", str(tmp_path / "stats.jsonl"))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [record["seq"] for record in records if record["cut"]] == [8], "the jump from frame 7 to 600, only"
+    ids = [{person["track_id"] for person in record["persons"]} for record in records]
+    assert all(before & after for before, after in zip(ids[:7], ids[1:8])), "vtest's walkers keep their ids"
+    assert min(ids[8]) > max(max(earlier) for earlier in ids[:8]), "no id crosses the cut"
+    assert not any(person["bridged"] for person in records[8]["persons"]), "nobody of the shot before is drawn"
 
 
 def test_instances_and_track_ids_need_tracking(clip: Path, tmp_path: Path) -> None:
