@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, File, Query, Request, Response, UploadFile
+from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile as FormFile
 from starlette.requests import ClientDisconnect
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
 
 from vidparse.config import Config
@@ -40,6 +42,7 @@ from vidparse.service.uploads import probe_video, read_photo, save_upload
 log = logging.getLogger(__name__)
 
 BOUNDARY = "vidparse-frame"
+PREVIEW_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 VIEWER_CHECK_S = 1.0  # a viewer waiting for a frame looks this often whether the server stops
 SWEEP_S = 30.0  # expired jobs are looked for this often (and before each new job)
 
@@ -169,12 +172,23 @@ class DownloadResponse(ReleasedAtEnd, FileResponse):
         path, self.release = download
         super().__init__(path, media_type=media_type, filename=filename)
 
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        """Starlette's, its refusals the service's JSON errors (Starlette answers them in plain text)."""
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader as exc:
+            raise ApiError(400, "malformed Range header", "send 'Range: bytes=START-END'") from exc
+        except RangeNotSatisfiable as exc:
+            raise ApiError(416, f"the range lies outside the file ({exc.max_size} bytes)",
+                           f"ask for bytes 0 to {exc.max_size - 1}",
+                           headers={"Content-Range": f"bytes */{exc.max_size}"}) from exc
+
 
 class PreviewResponse(ReleasedAtEnd, StreamingResponse):
     def __init__(self, parts: AsyncIterator[bytes], release: Callable[[], None]) -> None:
         self.release = release
-        super().__init__(parts, media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-                         headers={"Cache-Control": "no-store"})
+        super().__init__(parts, media_type=PREVIEW_TYPE, headers={"Cache-Control": "no-store"})
 
 
 def refuse_if_failed(live: LiveStream) -> None:
@@ -208,7 +222,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
     install_handlers(app)
-    app.add_middleware(RequestGuard, settings=GuardSettings(settings.token, limit_mb))
+    app.add_middleware(RequestGuard, settings=GuardSettings(settings.token, limit_mb, {
+        "/v1/jobs": service.jobs.no_room, "/v1/images": service.photos.no_room}))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -342,11 +357,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return Response(live.jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/streams/{stream_id}/preview.mjpg", tags=["streams"], response_class=StreamingResponse)
-    async def preview(stream_id: str) -> StreamingResponse:
+    async def preview(stream_id: str, request: Request) -> StreamingResponse:
         """The live annotated stream as MJPEG (multipart/x-mixed-replace): each new frame once, sent when the
         stream's writer wakes the viewer. 429 past ``serve.max_viewers`` viewers of the stream."""
         live = service.streams.get(stream_id)
         refuse_if_failed(live)
+        if request.method == "HEAD":  # a viewer's headers, then the end: it takes no viewer's place
+            return StreamingResponse(iter(()), media_type=PREVIEW_TYPE, headers={"Cache-Control": "no-store"})
         woken = live.viewers.join(serve.max_viewers)
 
         async def parts() -> AsyncIterator[bytes]:
@@ -363,4 +380,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
         return PreviewResponse(parts(), lambda: live.viewers.leave(woken))
 
+    # FastAPI's GET routes answer HEAD with 405 (a video player's probe, curl -I): each answers it as GET does,
+    # without the body, through a HEAD route of its own that the schema does not list (one operation a route).
+    for route in [route for route in app.routes if isinstance(route, APIRoute) and "GET" in route.methods]:
+        app.add_api_route(route.path, route.endpoint, methods=["HEAD"], response_class=route.response_class,
+                          include_in_schema=False)
     return app

@@ -1,12 +1,13 @@
-"""The ASGI layer ahead of routing: the Host and Origin checks (no token), the token (every route but /healthz) and
-the size of the body, decided before a byte of the body is read; the body is then counted as it arrives (chunked
-too)."""
+"""The ASGI layer ahead of routing: the Host and Origin checks (no token), the token (every route but /healthz), the
+size of the body and whether an upload's route has room for it (jobs, photos), decided before a byte of the body is
+read; the body is then counted as it arrives (chunked too)."""
 
 from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, QueryParams
@@ -35,6 +36,9 @@ class BodyTooLarge(Exception):
 class GuardSettings:
     token: str | None
     max_upload_mb: int
+    # By POST route: its 429 while it has no room (too many jobs, photos), None while it has. The route still
+    # checks when it takes its place; this answers before the body is read (a full queue wasted the whole upload).
+    no_room: Mapping[str, Callable[[], ApiError | None]] = field(default_factory=dict)
 
 
 def host_name(host_header: str) -> str:
@@ -117,6 +121,8 @@ class RequestGuard:
         declared = headers.get("content-length")
         if refused is None and declared is not None and (not declared.isdigit() or int(declared) > limit):
             refused = over_limit
+        if refused is None and method == "POST" and (no_room := self.settings.no_room.get(path)) is not None:
+            refused = no_room()
         if refused is not None:
             await answer(refused, scope, receive, send)
             return

@@ -131,14 +131,25 @@ class JobManager:
             raise ApiError(507, f"the server's data folder holds more than its quota of {quota_mb} MB",
                            "wait for running jobs to end and expire, or delete finished ones")
 
+    def no_room(self) -> ApiError | None:
+        """The 429 while ``serve.max_jobs`` jobs are queued or running (the request guard asks before a new job's
+        body is read); None while there is room."""
+        with self._lock:
+            return self._no_room()
+
+    def _no_room(self) -> ApiError | None:
+        active = sum(job.state in ACTIVE for job in self._jobs.values())
+        limit = self.config.serve.max_jobs
+        if active < limit:
+            return None
+        return ApiError(429, f"{limit} job(s) already queued or running", "wait for one to finish, or cancel one "
+                        "with DELETE /v1/jobs/{id}", headers={"Retry-After": "5"})
+
     def reserve(self, source: str) -> Job:
         """A job directory for an input still to be placed there; 429 past the limit of active jobs."""
         with self._lock:
-            active = sum(job.state in ACTIVE for job in self._jobs.values())
-            limit = self.config.serve.max_jobs
-            if active >= limit:
-                raise ApiError(429, f"{limit} job(s) already queued or running", "wait for one to finish, or cancel "
-                               "one with DELETE /v1/jobs/{id}", headers={"Retry-After": "5"})
+            if (full := self._no_room()) is not None:
+                raise full
             ident = new_id()
             job = Job(ident, source, self.directory / ident)
             job.directory.mkdir(parents=True)

@@ -75,12 +75,19 @@ class PhotoParser:
         self._thread.shutdown(wait=True, cancel_futures=True)
         self.parser.close()
 
+    def no_room(self) -> ApiError | None:
+        """The 429 while ``queue`` photos wait or are parsed (the request guard asks before a photo's body is read);
+        None while there is room. Only in the event loop's thread."""
+        if self._admitted < self.queue:
+            return None
+        return ApiError(429, f"{self.queue} photo(s) already waiting or being parsed", "retry shortly",
+                        headers={"Retry-After": "2"})
+
     async def run(self, work: Callable[[], T]) -> T:
         """``work`` (read, parse, encode one photo) in the parser's thread; 429 when the queue is full. A photo
         leaves the queue when its work ends, even when its client has gone."""
-        if self._admitted >= self.queue:
-            raise ApiError(429, f"{self.queue} photo(s) already waiting or being parsed", "retry shortly",
-                           headers={"Retry-After": "2"})
+        if (full := self.no_room()) is not None:
+            raise full
         loop = asyncio.get_running_loop()
         self._admitted += 1
         future = self._thread.submit(work)

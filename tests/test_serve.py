@@ -368,6 +368,64 @@ def test_bodies_are_counted_as_they_arrive(server: Server) -> None:
         assert too_large.status_code == 413 and "MB" in too_large.json()["error"], route
 
 
+def test_a_full_job_queue_refuses_an_upload_before_its_body(server: Server) -> None:
+    """max_jobs is 1: while a job runs, an upload gets its 429 once its headers are in, as a request without the
+    token does, not after the server has read the whole upload; the connection closes."""
+    job_id = server.client.post("/v1/jobs", json={"input": str(VTEST)}).json()["id"]
+    host, port = server.url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as upload:
+            upload.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                           "Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 1900000\r\n\r\n"
+                           .encode() + b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n'
+                           + b"x" * 50_000)
+            answer, closed = b"", False
+            with contextlib.suppress(TimeoutError):
+                while chunk := upload.recv(65536):
+                    answer += chunk
+                closed = True
+    finally:
+        server.client.delete(f"/v1/jobs/{job_id}")
+        server.wait(job_id)
+    assert answer, "no answer while the upload was still unsent"
+    assert closed, "the connection stayed open (the rest of the upload would be read)"
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 429 ") and b"retry-after: 5" in head.lower(), head
+    assert "already queued or running" in json.loads(body)["error"]
+
+
+@pytest.fixture(scope="module")
+def finished_job(server: Server, clip: Path) -> dict:
+    """A job of the clip's first two frames, done."""
+    job = server.wait(server.client.post("/v1/jobs", json={"input": str(clip), "max_frames": 2}).json()["id"])
+    assert job["state"] == "done", job
+    return job
+
+
+def test_head_answers_as_get_does_without_the_body(server: Server, finished_job: dict) -> None:
+    """curl -I, a video player's probe: every GET route answers HEAD, with GET's status and headers."""
+    job_id = finished_job["id"]
+    unknown = "0123456789abcdef01234567"
+    for path in ("/healthz", "/readyz", "/metrics", "/v1/streams", f"/v1/jobs/{job_id}", finished_job["result"],
+                 f"/v1/jobs/{job_id}/stats.jsonl", f"/v1/jobs/{unknown}", f"/v1/streams/{unknown}/preview.mjpg"):
+        get, head = server.client.get(path), server.client.head(path)
+        assert head.status_code == get.status_code and head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    result = server.client.head(finished_job["result"])
+    assert int(result.headers["content-length"]) == len(server.client.get(finished_job["result"]).content) > 1000
+    assert result.headers["accept-ranges"] == "bytes"
+    assert server.client.head("/v1/jobs").status_code == 405  # a POST route stays one
+
+
+def test_a_range_outside_the_file_is_a_json_416(server: Server, finished_job: dict) -> None:
+    size = len(server.client.get(finished_job["result"]).content)
+    outside = server.client.get(finished_job["result"], headers={"Range": f"bytes={size}-"})
+    assert outside.status_code == 416 and outside.headers["content-range"] == f"bytes */{size}"
+    assert set(outside.json()) == {"error", "hint"} and str(size) in outside.json()["error"]
+    malformed = server.client.get(finished_job["result"], headers={"Range": "bytes=x-y"})
+    assert malformed.status_code == 400 and set(malformed.json()) == {"error", "hint"}
+
+
 def test_unknown_ids_and_routes_are_404(server: Server) -> None:
     for path in ("/v1/jobs/0123456789abcdef01234567", "/v1/jobs/0123456789abcdef01234567/result",
                  "/v1/streams/0123456789abcdef01234567/preview.mjpg", "/no/such/route"):
