@@ -102,6 +102,11 @@ class FrameTooLargeError(BadInputError):
     """An input whose frames have more pixels than its `InputLimits` allow."""
 
 
+class NotSeekableError(BadInputError):
+    """An MP4 over HTTP(S) whose frames FFmpeg cannot go back to: its index (the moov atom) comes after them, and
+    the server answers no Range request. Every attempt would fail alike: it is never retried."""
+
+
 @dataclass(frozen=True)
 class InputLimits:
     """What an input from an untrusted caller may be (`vidparse serve`): FFmpeg's demuxers and protocols allowed
@@ -209,6 +214,14 @@ def open_container(url: str, options: dict[str, str] | None = None) -> av.contai
     except (av.error.FFmpegError, OSError) as exc:
         raise BadInputError(f"input {url} is not a readable video ({exc.strerror or exc})",
                             hint="give a video file FFmpeg can read (mp4, avi, mkv, ...)") from exc
+
+
+def frames_out_of_reach(container: av.container.InputContainer) -> bool:
+    """Whether an opened MP4 reached none of its frames while FFmpeg probed it (no pixel format found): it read the
+    index at the end and could not seek back to the frames before it."""
+    stream = main_video_stream(container)
+    return ("mp4" in container.format.name.split(",") and stream is not None
+            and stream.codec_context.pix_fmt is None)
 
 
 def open_live(url: str, kind: InputKind, options: LiveOptions,
@@ -676,6 +689,8 @@ class VideoSource:
                     return None
             try:
                 self._attempt()
+            except NotSeekableError:  # its own message and hint: no attempt would do better
+                raise
             except (av.error.FFmpegError, OSError, BadInputError, NotReadyError) as exc:
                 reason = _reason(exc)
                 if lost is None and is_permanent(exc):
@@ -702,12 +717,18 @@ class VideoSource:
                 raise TimeoutError(f"no answer within {options.open_timeout_s:g} s") from exc
             raise
         _video_stream(self.shown_url, container, sized=False)
-        self._choose_threads(container)
+        live = self._choose_threads(container)
         self._container = container
         try:
             self._first_frame = self._first_frame_by(started + OPEN_TIMEOUTS_PER_ATTEMPT * options.open_timeout_s)
-        except BaseException:
+        except BaseException as exc:
+            out_of_reach = isinstance(exc, OSError) and not live and frames_out_of_reach(container)
             self._close_container()
+            if out_of_reach:
+                raise NotSeekableError(
+                    f"cannot read {self.shown_url}: the server does not allow seeking (no HTTP Range requests), and "
+                    "this MP4 keeps its index after its frames", hint="make it fast-start (ffmpeg -i IN -c copy "
+                    "-movflags +faststart OUT) or download it first") from exc
             raise
 
     def _first_frame_by(self, deadline: float) -> av.VideoFrame:

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from conftest import probe_video, run_cli, vtest_h264
@@ -281,6 +282,37 @@ def test_a_file_over_http_keeps_every_frame_under_the_default_policy(clip: Path,
             server.shutdown()
     assert result.returncode == 0, result.stderr
     assert probe_video(tmp_path / "o.mp4").frames == probe_video(clip).frames, result.stdout
+
+
+def test_an_mp4_indexed_at_its_end_on_a_server_without_ranges_fails_at_once(tmp_path: Path) -> None:
+    """FFmpeg reads the index (moov) at the end of an MP4 that is not fast-start, then must seek back to its frames;
+    a server that answers every request with the whole file (http.server ignores Range) cannot take it there. Every
+    attempt fails alike: one line that says how to fix it and exit 3, not attempts for ever."""
+    video = tmp_path / "index_last.mp4"
+    noise = np.random.default_rng(0)
+    with av.open(str(video), "w") as container:  # PyAV writes the moov atom after the frames
+        stream = container.add_stream("libx264", rate=5, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(12):  # lossless noise: frames past FFmpeg's read buffer, within which it could go back
+            frame = av.VideoFrame.from_ndarray(noise.integers(0, 256, (64, 64, 3), np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = video.read_bytes()
+    assert data.find(b"mdat") < data.find(b"moov") and len(data) > 64 * 1024
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            result = run_cli("run", f"http://127.0.0.1:{server.server_address[1]}/{video.name}", "-o",
+                             str(tmp_path / "o.mp4"), "--workers", "1", "--config",
+                             str(Path(__file__).parent / "fast.yaml"), timeout=60)
+        finally:
+            server.shutdown()
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: cannot read http://127.0.0.1:{server.server_address[1]}/{video.name}: the server does not allow "
+        "seeking (no HTTP Range requests), and this MP4 keeps its index after its frames",
+        "hint: make it fast-start (ffmpeg -i IN -c copy -movflags +faststart OUT) or download it first"], result.stderr
 
 
 @pytest.mark.slow
