@@ -255,14 +255,13 @@ def run(
             raise ConfigError("give the inputs or --sources FILE, not both" if inputs else "no input given",
                               hint="vidparse run INPUT -o OUTPUT.mp4, or vidparse run IN1 IN2 -o OUTDIR/, or "
                                    "vidparse run --sources sources.yaml -o OUTDIR/")
-        target = _path_or_folder(output)
-        stats_path = _path_or_folder(stats)
-        if sources:
-            streams = load_sources(sources, target, masks, stats_path, instances, max_frames)
-        elif target is None:
+        if sources:  # -o and --stats are folders, made once the file is checked
+            streams = load_sources(sources, Path(output) if output else None, masks, Path(stats) if stats else None,
+                                   instances, max_frames)
+        elif (target := _path_or_folder(output)) is None:
             raise ConfigError("no output given", hint="add -o OUTPUT.mp4 (a folder for several inputs)")
         else:
-            streams = sources_for(inputs, target, masks, stats_path, instances, max_frames)
+            streams = sources_for(inputs, target, masks, _path_or_folder(stats), instances, max_frames)
         single = len(streams) == 1 and not sources
         names = [without_credentials(s.input) if "://" in s.input else Path(s.input).name for s in streams] \
             if single else [s.label for s in streams]

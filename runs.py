@@ -150,7 +150,6 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
             if output is None:
                 raise ConfigError(f"{where} has no 'output' and no -o folder was given",
                                   hint="give -o OUTDIR/ or an output per source")
-            make_folder(output)
             source.output = output / (source.label if is_image_input(source.input) else f"{source.label}.mp4")
         sources.append(source)
     written = [target.resolve() for source in sources
@@ -159,8 +158,10 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
         raise ConfigError(f"sources file {path}: two sources write {repeated[0]}",
                           hint="give each source its own output, masks, stats and instances (or leave them out: "
                                "OUTDIR/<name>.mp4, and <name> inside the folders the flags give)")
-    if stats is not None:
-        make_folder(stats)
+    # folders only once the whole file is checked: a mistake in it leaves nothing behind
+    for folder in (output if any(not source.makes_its_folder for source in sources) else None, stats):
+        if folder is not None:
+            make_folder(folder)
     return sources
 
 

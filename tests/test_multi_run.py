@@ -143,14 +143,20 @@ def test_the_command_line_options_apply_to_every_source_of_a_sources_file(clip: 
     ("  - {input: a.mp4, output: [x]}\n", "source 1: output must be a path or a name, got ['x']"),
     ("  - {input: a.mp4, output: a1.mp4, stats: s.jsonl}\n  - {input: b.mp4, output: b1.mp4, stats: ./s.jsonl}\n",
      "two sources write"),
-], ids=["unknown-key", "name-as-path", "one-output-twice", "yes-as-a-limit", "a-list-as-output", "one-stats-file-twice"])
+    ("  - input: a.mp4\n  - input: b.mp4\n    colour: red\n", "source 2 has unknown key 'colour'"),
+    ("  - input: a.mp4\n\t- input: b.mp4\n", "is not valid YAML"),
+], ids=["unknown-key", "name-as-path", "one-output-twice", "yes-as-a-limit", "a-list-as-output", "one-stats-file-twice",
+        "a-bad-source-after-a-good-one", "not-yaml"])
 def test_a_sources_file_is_checked_before_any_work(entries: str, message: str, tmp_path: Path) -> None:
+    """A mistake in the file fails before any output is made: not even the -o and --stats folders (a trailing /
+    asks for folders)."""
     sources = tmp_path / "sources.yaml"
     sources.write_text("sources:\n" + entries)
-    result = run_cli("run", "--sources", str(sources), "-o", str(tmp_path / "out"))
+    result = run_cli("run", "--sources", str(sources), "-o", f"{tmp_path / 'out'}/", "--stats", f"{tmp_path / 'stats'}/")
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escape.mp4").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "stats").exists()
+    assert not (tmp_path.parent / "escape.mp4").exists()
 
 
 def test_a_sources_file_names_its_outputs_as_the_command_line_and_a_bad_folder_fails_its_source_alone(
