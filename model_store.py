@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidparse.errors import ModelError
+from vidparse.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def model_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        raise ModelError(f"unknown model '{name}'", hint=f"choose one of: {', '.join(MODELS)}")
+    if name not in MODELS:  # a name mistyped is the user's mistake (exit 2), not a model missing or broken (5)
+        raise ConfigError(f"unknown model '{name}'", hint=f"choose one of: {', '.join(MODELS)}")
     return MODELS[name]
 
 

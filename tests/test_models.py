@@ -13,7 +13,7 @@ import pytest
 
 from conftest import MODELS, run_cli
 from vidparse import model_store
-from vidparse.errors import ModelError
+from vidparse.errors import ConfigError, ModelError
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_missing_model_names_the_places_and_the_fix(isolated: Path) -> None:
         model_store.resolve_model("fastestdet")
     assert "looked in" in caught.value.message and str(isolated / "cache") in caught.value.message
     assert "vidparse models pull fastestdet" in caught.value.hint
-    with pytest.raises(ModelError, match="unknown model 'yolo'"):
+    with pytest.raises(ConfigError, match="unknown model 'yolo'"):
         model_store.resolve_model("yolo")
 
 
@@ -314,6 +314,13 @@ def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
     assert failed.returncode == 5 and "Traceback" not in failed.stderr
     assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [
         "error: download of http://127.0.0.1:9/x.onnx failed: <urlopen error [Errno 111] Connection refused>"]
-    unknown = run_cli("models", "pull", "yolo", env=env)
-    assert unknown.returncode == 5 and "error: unknown model 'yolo'" in unknown.stderr
+
+
+def test_a_pull_of_an_unknown_name_is_a_user_mistake(isolated: Path) -> None:
+    """Exit code 2, as a mistyped --model: 5 is for a model missing or broken."""
+    unknown = run_cli("models", "pull", "yolo")
+    assert unknown.returncode == 2, unknown.stderr
+    assert [line for line in unknown.stderr.splitlines() if line.startswith(("error:", "hint:"))] == [
+        "error: unknown model 'yolo'", f"hint: choose one of: {', '.join(model_store.MODELS)}"]
     assert "━" not in unknown.stdout + unknown.stderr, "an unknown name fails before any progress bar"
+    assert not (isolated / "cache").exists()
