@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import struct
@@ -338,6 +339,36 @@ def test_user_mistakes_get_one_line_and_an_exit_code(args: list[str], code: int,
     assert not result.stderr.startswith("\n"), "nor an empty line where the progress display started"
     assert not (tmp_path / "o.mp4").exists(), "a failed start leaves no output behind"
     assert (tmp_path / "in.mp4").read_bytes() == clip.read_bytes()
+
+
+# `python -m vidparse ARGS...` with one module (argv[1]) slow to import: it says "importing" and waits in its import.
+SLOW_IMPORT = """
+import runpy, sys, time
+
+slow, sys.argv = sys.argv[1], ["vidparse", *sys.argv[2:]]
+
+class SlowImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == slow:
+            print("importing", flush=True)
+            time.sleep(60)
+
+sys.meta_path.insert(0, SlowImport())
+runpy.run_module("vidparse", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("module", ["typer", "vidparse.runs"], ids=["the-command-line", "the-commands-modules"])
+def test_ctrl_c_while_starting_exits_130_quietly(module: str, clip: Path, tmp_path: Path) -> None:
+    """Ctrl-C while the command line's modules load (before any handler of vidparse's could be in place), or while
+    the command's own load (torch, onnxruntime...): exit code 130, no traceback, at most one line."""
+    process = subprocess.Popen([sys.executable, "-c", SLOW_IMPORT, module, "run", str(clip), "-o", str(tmp_path / "o.mp4")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "importing\n"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 1, stderr
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_missing_model_says_where_it_looked(clip: Path, tmp_path: Path) -> None:
