@@ -135,6 +135,12 @@ class StreamSpec:
     write_from: int = 0  # the window's first frame written (index in the whole file); earlier ones only warm up
     limits: InputLimits | None = None  # what the input may be (`vidparse serve`'s inputs from callers)
 
+    @property
+    def stills(self) -> bool:
+        """Photos (not a pattern's frames), each its own picture even made into a video: no person is followed,
+        voted on or carried (--parse-every) from one photo to the next."""
+        return self.images is not None and not self.images.sequence
+
     def source_spec(self) -> SourceSpec:
         """What the source process gets: the input alone, so that it imports only what decoding needs."""
         return SourceSpec(self.input_url, self.config.live, self.max_frames, self.window, self.images, self.limits)
@@ -149,9 +155,6 @@ class StreamSpec:
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
                                    self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path,
                                    stream_name=self.name)
-        # photos (not a pattern's frames) are each their own picture, even made into a video: no person is
-        # followed or voted on from one photo to the next
-        stills = self.images is not None and not self.images.sequence
         return AnnotatedOutput(
             info,
             load_label_set(LABEL_SETS[self.config.model]),
@@ -164,8 +167,8 @@ class StreamSpec:
             audio_to_last_frame=self.max_frames is not None and not (info.frames and self.max_frames >= info.frames),
             masks_dir=self.masks_dir,
             stats_path=self.stats_path,
-            temporal=None if stills else self.config.temporal,
-            tracking=None if stills else self.config.tracking,
+            temporal=None if self.stills else self.config.temporal,
+            tracking=None if self.stills else self.config.tracking,
             margin=self.config.roi.margin,
             instances_dir=self.instances_dir,
             stream_name=self.name,
@@ -204,8 +207,8 @@ def add_stream(engine: Engine, spec: StreamSpec, subscribers: list[Subscriber] |
                on_open: OnOpen | None = None, on_end: OnEnd | None = None,
                on_connecting: OnConnecting | None = None) -> int:
     """Add one input to ``engine`` with the stream settings its kind wants (`stream_settings`)."""
-    return engine.add_source(spec, stream_settings(spec.config, spec.input_url), subscribers, on_open=on_open,
-                             on_end=on_end, on_connecting=on_connecting)
+    return engine.add_source(spec, stream_settings(spec.config, spec.input_url, spec.stills), subscribers,
+                             on_open=on_open, on_end=on_end, on_connecting=on_connecting)
 
 
 def stream_name(input: str) -> str:
@@ -225,8 +228,9 @@ def output_names(inputs: Sequence[str]) -> list[str]:
     return unique_names([stream_name(input) for input in inputs])
 
 
-def stream_settings(config: Config, input_url: str) -> StreamSettings:
-    """Settings for this input: live inputs drop the oldest waiting frame; every source has a watchdog."""
+def stream_settings(config: Config, input_url: str, stills: bool = False) -> StreamSettings:
+    """Settings for this input: live inputs drop the oldest waiting frame; every source has a watchdog; ``stills``
+    (`StreamSpec.stills`): with --parse-every, each photo is a keyframe."""
     watchdog = config.frame_timeout_s
     if input_kind(input_url) is not InputKind.FILE:
         options = config.live
@@ -237,4 +241,4 @@ def stream_settings(config: Config, input_url: str) -> StreamSettings:
     return StreamSettings(queue_size=config.queue_size, drop_oldest=drops_frames(config, input_url),
                           drop_only_if_live=config.policy == "auto" and input_kind(input_url) is InputKind.HTTP,
                           source_timeout_s=watchdog,
-                          group_size=config.keyframes.parse_every)
+                          group_size=config.keyframes.parse_every, stills=stills)

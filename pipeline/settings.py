@@ -47,10 +47,16 @@ class StreamSettings:
     # Frames seq // group_size == g go to one worker, in order, so the parser can carry state between them
     # (keyframe mode). Only an affinity: a parser must give the same results when a group is split.
     group_size: int = 1
+    stills: bool = False  # photos, each its own picture: with groups, each frame is one alone (parsed, never carried)
 
     def group_of(self, seq: int) -> int | None:
-        """The affinity group of frame ``seq``; None without fixed groups (dropping frames breaks them)."""
-        return None if self.group_size == 1 or self.drop_oldest else seq // self.group_size
+        """The affinity group of frame ``seq``; None without fixed groups (dropping frames breaks them, but not a
+        photo's group of one)."""
+        if self.group_size == 1:
+            return None
+        if self.stills:
+            return seq
+        return None if self.drop_oldest else seq // self.group_size
 
 
 class MemoryBudget:

@@ -134,6 +134,28 @@ def test_parse_every_3_through_the_pipeline(clip: Path, tmp_path: Path) -> None:
             assert overlap > 0.5, f"frame {seq}: the carried persons are not where the parse found them"
 
 
+def test_photos_of_a_folder_are_each_parsed_whatever_parse_every_says(shared: Path, tmp_path: Path) -> None:
+    """Photos (not a pattern's frames) are each their own picture: --parse-every carries nothing from one to the
+    next; the second photo's labels are those of a run on it alone. Cut detection is off: it would parse these two
+    photos of different people anyway, not two of one scene."""
+    config = tmp_path / "no_cuts.yaml"
+    config.write_text(FAST.read_text() + "keyframes:\n  cut_share: 1.0\n")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("0002.jpg", "0011.jpg"):  # two people, photos of one size (flow carries between frames of one)
+        (folder / name).write_bytes((shared / "data" / "ccp" / "images" / name).read_bytes())
+    both = run_cli("run", str(folder), "-o", f"{tmp_path / 'both'}/", "--config", str(config), "--parse-every", "2",
+                   "--masks", str(tmp_path / "both_masks"), "--stats", str(tmp_path / "both.jsonl"))
+    assert both.returncode == 0, both.stderr
+    alone = run_cli("run", str(folder / "0011.jpg"), "-o", str(tmp_path / "alone.jpg"), "--config", str(config),
+                    "--masks", str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr
+    records = [json.loads(line) for line in (tmp_path / "both.jsonl").read_text().splitlines()]
+    assert [r["carried_from"] for r in records] == [None, None]
+    assert np.array_equal(np.array(Image.open(tmp_path / "both_masks" / "0011.png")),
+                          np.array(Image.open(tmp_path / "alone" / "0011.png")))
+
+
 def test_a_cut_is_parsed_not_carried(person_parser, vtest_frame: np.ndarray, shared: Path) -> None:
     """After a cut the carried people are not there: the new frame contradicts most of their pixels and is parsed
     (and what follows is carried from it), unless cut detection is off."""
