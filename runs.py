@@ -241,7 +241,7 @@ def warn_if_oversubscribed(workers: int) -> None:
 
 def check_outputs_apart(source: Source) -> None:
     """No two of a source's outputs name one path (the instances would replace the masks, the stats the video).
-    Photos written as photos into a folder may put their label PNGs there too (names kept apart)."""
+    Photos written as photos into a folder may put their label PNGs there too (a name both would take is refused: `ImageSet.output_paths`)."""
     named = [(flag, path.resolve()) for flag, path in (("-o", source.output), ("--masks", source.masks),
                                                        ("--stats", source.stats), ("--instances", source.instances))
              if path is not None]

@@ -14,6 +14,7 @@ import logging
 import re
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from vidparse.errors import BadInputError, BadOutputError, file_in_the_way
-from vidparse.names import free_name, unique_names
+from vidparse.errors import BadInputError, BadOutputError, ConfigError, file_in_the_way
+from vidparse.names import unique_names
 from vidparse.stages.source import StreamInfo
 from vidparse.stages.types import Frame
 
@@ -212,25 +213,30 @@ class ImageSet:
         return is_sequence(self.spec)
 
     def output_paths(self, target: Path, masks_dir: Path | None) -> list[tuple[Path, Path]]:
-        """Where each image's annotated copy and label PNG are written for ``-o target``, no two of them one file.
-        The annotated copy: ``target`` itself for a single photo given a file name, else ``target/<the image's
-        name>``. The label PNG: ``masks_dir/<stem>.png``, or beside its annotated copy as ``<stem>_labels.png``,
-        where a single photo given a file name takes that name's stem (two runs of one photo into two files keep
-        their own labels). A name already taken (x.jpg from two folders, x.jpg and x.png, a photo named like
-        another's label PNG, --masks naming -o's folder) gets ``_2``, ``_3``... before its suffix."""
-        taken: set[Path] = set()
-
-        def claim(path: Path) -> Path:
-            stem = free_name(path.stem, lambda candidate: path.with_name(candidate + path.suffix) in taken)
-            taken.add(claimed := path.with_name(stem + path.suffix))
-            return claimed
-
+        """Where each image's annotated copy and label PNG are written for ``-o target``. The annotated copy:
+        ``target`` itself for a single photo given a file name, else ``target/<the image's name>``. The label PNG:
+        ``masks_dir/<stem>.png``, or beside its annotated copy as ``<stem>_labels.png``, where a single photo given a
+        file name takes that name's stem (two runs of one photo into two files keep their own labels). A stem that
+        repeats (x.jpg and x.png) gets ``_2``, ``_3``... in input order on its label PNG, and on its annotated copy
+        too where the whole name repeats (x.jpg from two folders). An annotated copy and a label PNG that would
+        still be one file (a photo named like another's label PNG, --masks naming -o's folder for PNG photos) are
+        a `ConfigError` naming both photos: nothing is renamed past this rule, nothing written over."""
         single = self.single and bool(target.suffix)
-        annotated = [claim(target if single else target / path.name) for path in self.paths]
-        stems = unique_names([path.stem for path in self.paths])  # x.jpg and x.png: x, x_2
-        masks = [claim(masks_dir / f"{stem}.png" if masks_dir is not None
-                       else image.with_name(f"{target.stem if single else stem}_labels.png"))
+        repeated = {name for name, count in Counter(path.name for path in self.paths).items() if count > 1}
+        stems = unique_names([path.stem for path in self.paths])
+        annotated = [target if single else target / (stem + path.suffix if path.name in repeated else path.name)
+                     for path, stem in zip(self.paths, stems)]
+        masks = [masks_dir / f"{stem}.png" if masks_dir is not None
+                 else image.with_name(f"{target.stem if single else stem}_labels.png")
                  for stem, image in zip(stems, annotated)]
+        annotates = {image.resolve(): photo for image, photo in zip(annotated, self.paths)}
+        for photo, mask in zip(self.paths, masks):
+            if (other := annotates.get(mask.resolve())) is not None:
+                raise ConfigError(f"photo {photo}'s annotated copy and its label PNG would both be {mask}"
+                                  if other == photo else
+                                  f"photos {other} and {photo} would both be written as {mask} (the annotated copy "
+                                  "of one, the label PNG of the other)",
+                                  hint="give --masks a folder of its own (label PNGs go there as <stem>.png)")
         return list(zip(annotated, masks))
 
     def info(self) -> StreamInfo:

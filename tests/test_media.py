@@ -192,13 +192,11 @@ def test_photos_sharing_a_name_keep_their_own_labels(shared: Path, tmp_path: Pat
     assert sizes["x_labels.png"] == sizes["x.jpg"] != sizes["x.png"] == sizes["x_2_labels.png"]
 
 
-@pytest.mark.parametrize("layout", ["same-name-in-two-folders", "masks-into-the-output", "a-photo-named-like-labels"])
+@pytest.mark.parametrize("layout", ["same-name-in-two-folders", "masks-into-the-output"])
 def test_no_output_file_of_a_run_is_written_over_by_another(layout: str, shared: Path, tmp_path: Path) -> None:
-    """Each photo keeps its own annotated copy and label PNG, whatever names the inputs share with each other or
-    with the outputs."""
+    """Each photo keeps its own annotated copy and label PNG, whatever names the inputs share with each other."""
     ccp = sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))
-    names = {"same-name-in-two-folders": ["a/x.jpg", "b/x.jpg"], "masks-into-the-output": ["in/a.png", "in/b.jpg"],
-             "a-photo-named-like-labels": ["in/p.jpg", "in/p_labels.png"]}[layout]
+    names = {"same-name-in-two-folders": ["a/x.jpg", "b/x.jpg"], "masks-into-the-output": ["in/a.jpg", "in/b.jpg"]}[layout]
     for name, photo in zip(names, ccp):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).symlink_to(photo)
@@ -210,6 +208,38 @@ def test_no_output_file_of_a_run_is_written_over_by_another(layout: str, shared:
     labels = [p for p in written if Image.open(p).mode in ("P", "L")]
     assert len(overlays) == len(labels) == 2, [p.name for p in written]
     assert sorted(Image.open(p).size for p in overlays) == sorted(Image.open(p).size for p in ccp[:2])
+
+
+def test_photo_outputs_are_named_by_one_rule() -> None:
+    """A photo's annotated copy keeps its name, its label PNG is <stem>_labels.png; a stem that repeats gets _2,
+    _3... on both where the whole name repeats, on the label PNG alone where only the stem does."""
+    def named(*paths: str, masks: str | None = None) -> list[tuple[str, str]]:
+        images = ImageSet("in", tuple(Path(path) for path in paths), ((1, 1),) * len(paths))
+        return [(str(image), str(labels)) for image, labels in images.output_paths(Path("out"), masks and Path(masks))]
+
+    assert named("a/x.jpg", "b/x.jpg", "c/x_2.jpg") == [
+        ("out/x.jpg", "out/x_labels.png"), ("out/x_3.jpg", "out/x_3_labels.png"), ("out/x_2.jpg", "out/x_2_labels.png")]
+    assert named("in/x.jpg", "in/x.png") == [("out/x.jpg", "out/x_labels.png"), ("out/x.png", "out/x_2_labels.png")]
+    assert named("in/x.jpg", "in/y.jpg", masks="out") == [("out/x.jpg", "out/x.png"), ("out/y.jpg", "out/y.png")]
+
+
+@pytest.mark.parametrize("names, masks, message", [
+    (["p.jpg", "p_labels.png"], False, "photos {in}/p_labels.png and {in}/p.jpg would both be written as "
+                                       "{out}/p_labels.png (the annotated copy of one, the label PNG of the other)"),
+    (["a.png", "b.jpg"], True, "photo {in}/a.png's annotated copy and its label PNG would both be {out}/a.png"),
+], ids=["a-photo-named-like-labels", "png-masks-into-the-output"])
+def test_an_annotated_copy_and_a_label_png_of_one_name_are_refused_naming_both(
+        names: list[str], masks: bool, message: str, shared: Path, tmp_path: Path) -> None:
+    photos, out = tmp_path / "in", tmp_path / "out"
+    photos.mkdir()
+    for name, photo in zip(names, sorted((shared / "data" / "ccp" / "images").glob("*.jpg"))):
+        (photos / name).symlink_to(photo)
+    result = run_cli("run", str(photos), "-o", str(out), "--config", FAST, *(("--masks", str(out)) if masks else ()))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: " + message.format(**{"in": photos, "out": out})], result.stderr
+    assert "hint: give --masks a folder of its own" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists(), "refused before anything is written"
 
 
 @pytest.mark.slow
