@@ -168,22 +168,24 @@ class StreamInfo:
         return (self.height, self.width, 3)
 
 
-def short_of(seconds: float | None, end_s: float) -> bool:
-    """Whether a video that got to ``seconds`` (None: nowhere) stopped short of ``end_s``: more than 2% and a second
-    before it (a file's streams seldom end together)."""
-    return seconds is None or seconds < end_s * 0.98 - 1.0
+def short_of(seconds: float | None, end_s: float, slack_s: float = 1.0) -> bool:
+    """Whether a video that got to ``seconds`` (None: nowhere) stopped short of ``end_s``: more than 2% and
+    ``slack_s`` before it (by default a second: a file's streams seldom end together)."""
+    return seconds is None or seconds < end_s * 0.98 - slack_s
 
 
 def ended_early(info: StreamInfo, decoded: int, last_pts: int | None) -> str | None:
     """How a file that has ended after ``decoded`` frames (the last at ``last_pts``) falls short of what its header
     announces: a frame count when it gives one, else a duration; None when it does not fall short. Only a clear
     shortfall in both frames and time counts: a header may count frames that never decode (an edit list's, an AVI's
-    null frames for the ones a capture dropped) while the frames that do decode still reach its end."""
+    null frames for the ones a capture dropped) while the frames that do decode still reach its end. A duration is
+    the longest stream's: with audio beside the video it allows a second, else two frames."""
     seconds = None if last_pts is None else float(last_pts * info.time_base)
     if info.frames:
         if info.frames - decoded > max(2, info.frames // 50) and short_of(seconds, float(info.frames / info.frame_rate)):
             return f"after {decoded} of the {info.frames} frames its header announces"
-    elif info.duration_s and seconds is not None and short_of(seconds, info.duration_s):
+    elif info.duration_s and seconds is not None and \
+            short_of(seconds, info.duration_s, 1.0 if info.has_audio else float(2 / info.frame_rate)):
         return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
     return None
 
@@ -493,8 +495,7 @@ class VideoSource:
                 self.window = resume_window(self.url, self.window, self.resume_at)
             container = open_container(self.url, self.limits.ffmpeg_options(self.kind))
             stream = _video_stream(self.shown_url, container)
-            live = self._choose_threads(container)
-        else:  # threads are chosen while connecting, before the first frame is decoded
+        else:
             if self.kind is not InputKind.CAMERA and (malformed := malformed_url(self.url)):
                 raise BadInputError(f"input {self.shown_url} is not a well-formed URL: {malformed}",
                                     hint="check the URL (scheme://host[:port]/path; IPv6 hosts in [brackets])")
@@ -502,7 +503,7 @@ class VideoSource:
             if container is None:
                 raise BadInputError(f"input {self.shown_url}: stopped before it could be opened")
             stream = _video_stream(self.shown_url, container)
-            live = self._choose_threads(container, decoding=False)
+        live = self._is_live(container)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         self._container = container
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -534,16 +535,9 @@ class VideoSource:
         )
         return self.info
 
-    def _choose_threads(self, container: av.container.InputContainer, decoding: bool = True) -> bool:
-        """Whether ``container`` is live (a file over HTTP has a duration and is not); with ``decoding``, give
-        the decoder of one that is not frame threads. Frame threads hold a frame back each: live inputs keep
-        PyAV's default, slice threads. Threads can be chosen only before the first decode."""
-        live = self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and _finite(container))
-        if decoding and not live:
-            stream = main_video_stream(container)
-            assert stream is not None
-            stream.thread_type = "AUTO"
-        return live
+    def _is_live(self, container: av.container.InputContainer) -> bool:
+        """Whether ``container`` is live (a file over HTTP has a duration and is not)."""
+        return self.kind is not InputKind.FILE and not (self.kind is InputKind.HTTP and _finite(container))
 
     def frames(self) -> Iterator[Frame]:
         assert self._container is not None and self.info is not None, "open() first"
@@ -551,7 +545,9 @@ class VideoSource:
 
     def _decoded(self, deadline: float | None = None) -> Iterator[av.VideoFrame]:
         """Frames in decoding order, after the one decoded while connecting; ends at the first packet read
-        after the monotonic ``deadline``."""
+        after the monotonic ``deadline``. Decoders keep PyAV's slice threads: frame threads report a damaged
+        packet's error some frames later, and PyAV's final flush stops at it, losing the frames still held (the
+        last two or three of an MP4 cut short)."""
         assert self._container is not None
         if self._first_frame is not None:
             first, self._first_frame = self._first_frame, None
@@ -717,7 +713,7 @@ class VideoSource:
                 raise TimeoutError(f"no answer within {options.open_timeout_s:g} s") from exc
             raise
         _video_stream(self.shown_url, container, sized=False)
-        live = self._choose_threads(container)
+        live = self._is_live(container)
         self._container = container
         try:
             self._first_frame = self._first_frame_by(started + OPEN_TIMEOUTS_PER_ATTEMPT * options.open_timeout_s)

@@ -204,9 +204,18 @@ def test_packets_undecodable_before_the_first_frame_are_warned_of_once_each(tmp_
     assert result.stderr.count("skipped an undecodable packet") == 3, result.stderr
 
 
-def test_a_truncated_file_ends_cleanly_with_what_was_decoded(clip40: Path, tmp_path: Path) -> None:
-    truncated = tmp_path / "truncated.avi"
-    truncated.write_bytes(clip40.read_bytes()[: int(clip40.stat().st_size * 0.6)])
+def h264_faststart(target: Path, frames: int) -> Path:
+    """The first ``frames`` vtest frames as a small H.264 MP4 (B-frames) with its index first, as a cut one keeps it."""
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(VTEST), "-frames:v", str(frames), "-vf", "scale=128:96",
+                    "-c:v", "libx264", "-movflags", "+faststart", str(target)], check=True)
+    return target
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mp4"])  # MS-MPEG4 in AVI; H.264 in MP4, whose cut last packet fails
+def test_a_truncated_file_ends_cleanly_with_what_was_decoded(suffix: str, clip40: Path, tmp_path: Path) -> None:
+    whole = clip40 if suffix == ".avi" else h264_faststart(tmp_path / "whole.mp4", 40)
+    truncated = tmp_path / f"truncated{suffix}"
+    truncated.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
     result = run_cli("run", str(truncated), "-o", str(tmp_path / "o.mp4"), "--config", FAST)
     assert result.returncode == 0, result.stderr
     frames = probe_video(tmp_path / "o.mp4").frames

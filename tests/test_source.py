@@ -63,6 +63,39 @@ def test_a_file_cut_short_ends_with_a_warning_and_a_whole_one_without(suffix: st
         assert float(found[1]) == pytest.approx((decoded[cut] - 1) / 10, abs=0.05)
 
 
+def test_a_short_mkv_cut_short_is_warned_of(shared: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Matroska gives a duration and no frame count; a 2 s video that ends 0.6 s early is cut short."""
+    whole = cut_clip(VTEST, tmp_path / "whole.mkv", 20)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.85)])
+    for path in (whole, cut):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "vidparse.stages.source"):
+            source = VideoSource(str(path))
+            source.open()
+            decoded = len(list(source.frames()))
+            source.close()
+        warnings = [record.getMessage() for record in caplog.records]
+        if path == whole:
+            assert decoded == 20 and warnings == []
+        else:
+            assert 10 < decoded < 18
+            assert warnings == [f"input {cut} ended at {(decoded - 1) / 10:.1f} s of the 2.0 s its header announces: "
+                                "the file may be truncated or damaged"]
+
+
+@pytest.mark.parametrize("has_audio, last_second, shortfall", [
+    (False, 1.9, None),  # all of it
+    (False, 1.7, "at 1.7 s of the 2.0 s its header announces"),  # two frames and more short
+    (True, 1.3, None),  # the duration may be the audio's, which may run on
+])
+def test_a_duration_alone_allows_a_second_only_beside_audio(has_audio: bool, last_second: float,
+                                                             shortfall: str | None) -> None:
+    info = StreamInfo(width=64, height=48, time_base=Fraction(1, 1000), frame_rate=Fraction(10), frames=0,
+                      duration_s=2.0, codec="h264", has_audio=has_audio)
+    assert ended_early(info, 20, round(last_second * 1000)) == shortfall
+
+
 @pytest.mark.parametrize("decoded, last_second, shortfall", [
     (100, 9.9, None),  # all of it
     (98, 9.7, None),  # a frame or two the header counts that never decode
