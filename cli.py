@@ -261,6 +261,7 @@ def run(
         elif (target := _path_or_folder(output)) is None:
             raise ConfigError("no output given", hint="add -o OUTPUT.mp4 (a folder for several inputs)")
         else:
+            assert inputs  # no --sources, so inputs (checked above)
             streams = sources_for(inputs, target, masks, _path_or_folder(stats), instances, max_frames)
         single = len(streams) == 1 and not sources
         names = [without_credentials(s.input) if "://" in s.input else Path(s.input).name for s in streams] \
@@ -365,13 +366,13 @@ def batch(
         # no engine, nothing runs: no record either (a manifest's done inputs stay done)
         engine_ = _batch_engine(engine, ray_address, settings.batch.cpus_per_task)
         runner = BatchDriver(settings, outdir, engine_, progress, masks=masks, gather=gather)
-        console.print(runner.engine.description, highlight=False)
+        console.print(engine_.description, highlight=False)
         try:
             with progress, stop_on_signals(runner.cancel, "cancelling the running segments (a rerun parses their "
                                                           "inputs; finished inputs are kept)"):
                 records = runner.run(found, problems)
         finally:
-            runner.engine.close()
+            engine_.close()
         if runner.interrupted:
             console.print(f"[yellow]interrupted:[/] {len(records)} input(s) recorded; a rerun does the others",
                           highlight=False)

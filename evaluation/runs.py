@@ -112,7 +112,11 @@ class _ModeRun:
         self.warped.update_warped(tracked.labels, flow)
         self.parse.add(labels, tracked.labels)
         if self.ids:
-            self.ids.update(result.seq, [(p.track_id, np.array(p.box)) for p in persons])
+            tracks = []
+            for p in persons:
+                assert p.track_id is not None  # ids are counted in tracked modes, where every person has one
+                tracks.append((p.track_id, np.array(p.box)))
+            self.ids.update(result.seq, tracks)
 
     def row(self) -> FlickerRow:
         count = self.flicker.count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from vidparse.evaluation.runs import ImageReport, VideoReport
@@ -26,8 +27,9 @@ def image_table(report: ImageReport) -> Table:
                   caption=f"{_roi_caption(report.settings)}. Pixels of n/a classes are not scored, except a model's n/a class "
                           "over ground-truth background, which counts as an error; "
                           f"{100 * report.scored_share:.1f}% of all pixels were scored.", title_justify="left")
-    for column, justify in (("class", "left"), ("IoU %", "right"), ("truth px", "right"), ("predicted px", "right"),
-                            ("note", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("class", "left"), ("IoU %", "right"), ("truth px", "right"),
+                                                      ("predicted px", "right"), ("note", "left"))
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for score in report.classes:
         table.add_row(score.name, _percent(score.iou), f"{score.truth_pixels:,}", f"{score.predicted_pixels:,}",

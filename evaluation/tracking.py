@@ -13,7 +13,7 @@ import numpy as np
 
 from vidparse.errors import BadInputError
 from vidparse.evaluation.metrics import iou_per_class
-from vidparse.stages.motion import FLOW_PRESETS, backward_maps
+from vidparse.stages.motion import FLOW_PRESETS, backward_maps, dense_flow
 from vidparse.stages.tracker import iou_matrix, match
 
 FLICKER_GAP = 3  # a person missing for at most this many frames, then back, is a presence flicker
@@ -93,7 +93,7 @@ class InputFlow:
     Sundaram et al. 2010; occlusions and flow errors fail it)."""
 
     def __init__(self) -> None:
-        self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS["medium"])
+        self._flow = cv2.DISOpticalFlow.create(FLOW_PRESETS["medium"])
         self._gray: np.ndarray | None = None
         self.reliable: np.ndarray | None = None  # None before the second frame
         self._maps: np.ndarray | None = None  # `backward_maps` of this frame's flow
@@ -104,8 +104,8 @@ class InputFlow:
         if previous is None or previous.shape != gray.shape:
             self.reliable = self._maps = None
             return
-        backward = self._flow.calc(gray, previous, None)  # where each pixel of this frame was in the previous one
-        forward = self._flow.calc(previous, gray, None)
+        backward = dense_flow(self._flow, gray, previous)  # where each pixel of this frame was in the previous one
+        forward = dense_flow(self._flow, previous, gray)
         self._maps = backward_maps(backward, gray.shape)
         returned = cv2.remap(forward, self._maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=(np.nan, np.nan))

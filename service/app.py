@@ -9,7 +9,7 @@ import logging
 import socket
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import resources
@@ -108,8 +108,12 @@ class Service:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         config = settings.config
-        self._temporary = None if settings.data_dir else tempfile.TemporaryDirectory(prefix="vidparse-serve-")
-        self.data_dir = settings.data_dir or Path(self._temporary.name)
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        if settings.data_dir:
+            self.data_dir = settings.data_dir
+        else:
+            self._temporary = tempfile.TemporaryDirectory(prefix="vidparse-serve-")
+            self.data_dir = Path(self._temporary.name)
         self.uploads = self.data_dir / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.inputs = InputPolicy(UrlPolicy.allowing(settings.allow_hosts, settings.allow_private),
@@ -297,7 +301,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             try:
                 body = JobRequest.model_validate_json(await request.body())
             except ValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
+                first: Mapping[str, Any] = exc.errors()[0] if exc.errors() else {}
                 where = ".".join(str(part) for part in first.get("loc", ())) or "body"
                 raise ApiError(422, f"invalid JSON body: {where}: {first.get('msg', 'invalid')}",
                                'send {"input": "path-or-url"} and optionally "max_frames": a whole number >= 1') from exc
@@ -382,7 +386,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     # FastAPI's GET routes answer HEAD with 405 (a video player's probe, curl -I): each answers it as GET does,
     # without the body, through a HEAD route of its own that the schema does not list (one operation a route).
-    for route in [route for route in app.routes if isinstance(route, APIRoute) and "GET" in route.methods]:
+    for route in [route for route in app.routes if isinstance(route, APIRoute)
+                  and route.methods is not None and "GET" in route.methods]:
         app.add_api_route(route.path, route.endpoint, methods=["HEAD"], response_class=route.response_class,
                           include_in_schema=False)
     return app

@@ -25,7 +25,7 @@ Resolver = Callable[[str, int], Iterable[str]]
 
 def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to."""
-    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]  # IPv4 or IPv6
 
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are an IPv4 address

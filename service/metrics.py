@@ -3,6 +3,7 @@ jobs by state, photos."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,7 +31,7 @@ class Metrics:
 
     def track_jobs(self, count: Callable[[str], int]) -> None:
         for state in JOB_STATES:
-            self.jobs.labels(state).set_function(lambda state=state: count(state))
+            self.jobs.labels(state).set_function(functools.partial(count, state))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,7 @@ from types import FrameType
 
 import uvicorn
 
-from vidparse.service.app import ServeSettings, create_app
+from vidparse.service.app import ServeSettings, Service, create_app
 from vidparse.stages.source import without_credentials
 
 GRACEFUL_S = 2  # open connections (MJPEG viewers) get this long before they are closed
@@ -31,8 +31,12 @@ class HideCredentials(logging.Filter):
 class _Server(uvicorn.Server):
     """uvicorn's server, telling the service as soon as a signal asks it to stop (open previews end then)."""
 
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self.service = service
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.config.app.state.service.stopping_soon()
+        self.service.stopping_soon()
         super().handle_exit(sig, frame)
 
 
@@ -46,7 +50,7 @@ def serve(settings: ServeSettings, log_level: str = "warning") -> None:
     # A client's malformed multipart body is its 400 (service/errors.py), not a warning without the request in it
     for name in ("python_multipart", "multipart"):  # its name from 0.0.13 on, and before
         logging.getLogger(name).setLevel(logging.ERROR)
-    server = _Server(config)
+    server = _Server(config, app.state.service)
     # uvicorn handles SIGINT and SIGTERM; a closed terminal's SIGHUP drains and cleans up as SIGTERM does
     signal.signal(signal.SIGHUP, lambda signum, frame: server.handle_exit(signal.SIGTERM, frame))
     server.run()

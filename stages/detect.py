@@ -5,6 +5,7 @@ people stand (stages/tiles.py); a box nested in a surer one is dropped."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ class PersonDetector:
         self.model_path = model_path
         self.options = options
         self.threads = threads
-        self._session = None
+        self._session: Any = None  # an onnxruntime.InferenceSession once open
 
     def open(self) -> None:
         self._session = open_session(self.model_path, self.threads)

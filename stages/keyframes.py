@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vidparse.stages.motion import FLOW_PRESETS, backward_maps, contradicted_share, moved_labels
+from vidparse.stages.motion import FLOW_PRESETS, backward_maps, contradicted_share, dense_flow, moved_labels
 from vidparse.stages.options import KeyframeOptions
 from vidparse.stages.person_parser import PersonParser, box_region, person_stats
 from vidparse.stages.types import Detections, FrameResult
@@ -79,12 +79,12 @@ class KeyframeParser:
 
     def open(self) -> None:
         self.parser.open()
-        self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.options.flow_preset])
+        self._flow = cv2.DISOpticalFlow.create(FLOW_PRESETS[self.options.flow_preset])
         self._carried = {}
 
-    def _carries_to(self, carried: _Carried | None, seq: int, group: int | None, gray: np.ndarray) -> bool:
+    def _carries_to(self, carried: _Carried, seq: int, group: int | None, gray: np.ndarray) -> bool:
         every = self.options.parse_every
-        if carried is None or carried.seq >= seq or carried.gray.shape != gray.shape:
+        if carried.seq >= seq or carried.gray.shape != gray.shape:
             return False
         if group is None:
             return carried.carried < every - 1 and seq - carried.seq <= MAX_CARRY_GAP
@@ -94,12 +94,13 @@ class KeyframeParser:
                 group: int | None = None) -> tuple[np.ndarray, FrameResult]:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         carried = self._carried.get(stream)
-        if not self._carries_to(carried, seq, group, gray):
+        if carried is None or not self._carries_to(carried, seq, group, gray):
             labels, result, detections = self.parser.process_with_detections(image, seq)
             self._carried[stream] = _Carried(seq, group, seq, 0, gray, labels, detections)
             return labels, result
+        assert self._flow is not None, "open() first"
         start = time.perf_counter()
-        flow = self._flow.calc(gray, carried.gray, None)
+        flow = dense_flow(self._flow, gray, carried.gray)
         maps = backward_maps(flow, gray.shape)
         labels = moved_labels(carried.labels, maps)
         if self._is_cut(carried.gray, gray, maps, labels):

@@ -38,11 +38,18 @@ def flow_shape(frame_shape: tuple[int, ...], scale: float) -> tuple[int, int, in
     return max(1, round(frame_shape[0] * scale)), max(1, round(frame_shape[1] * scale)), 2
 
 
+def dense_flow(dis: cv2.DISOpticalFlow, now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """DIS's flow from the grey frame ``now`` to the grey frame ``before`` (H x W x 2 float32): where each pixel
+    of ``now`` was in ``before``."""
+    # OpenCV's stubs make calc's flow argument required; None (no initial flow) is what makes it a new array
+    return dis.calc(now, before, None)  # type: ignore[call-overload]
+
+
 def backward_maps(backward_flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The `cv2.remap` table (H x W x 2 float32) for a frame of ``shape`` (height, width, ...) from its backward
     flow, which may have been measured at a smaller size (it is resized, and its vectors scaled, to the frame's)."""
     height, width = shape[:2]
-    flow = np.asarray(backward_flow, np.float32)
+    flow: np.ndarray = np.asarray(backward_flow, np.float32)
     scale = 1.0
     if flow.shape[:2] != (height, width):
         scale = (width / flow.shape[1] + height / flow.shape[0]) / 2
@@ -140,7 +147,7 @@ class FrameMotion:
         self.open()
 
     def open(self) -> None:
-        self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[self.preset])
+        self._flow = cv2.DISOpticalFlow.create(FLOW_PRESETS[self.preset])
         self._gray: np.ndarray | None = None
         self._parse: np.ndarray | None = None  # the previous frame's, at the flow's scale
 
@@ -163,7 +170,7 @@ class FrameMotion:
         flow = Flow(np.zeros((*gray.shape, 2), np.float32), 0.0)
         if x2 - x1 >= MIN_FLOW_SIDE and y2 - y1 >= MIN_FLOW_SIDE:
             box = slice(y1, y2), slice(x1, x2)
-            measured = self._flow.calc(np.ascontiguousarray(gray[box]), np.ascontiguousarray(previous[box]), None)
+            measured = dense_flow(self._flow, np.ascontiguousarray(gray[box]), np.ascontiguousarray(previous[box]))
             if parse is not None and previous_parse is not None and \
                     self._is_cut(previous[box], gray[box], measured, previous_parse[box], parse[box]):
                 return Flow(flow.backward, 0.0, cut=True)

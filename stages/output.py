@@ -126,6 +126,7 @@ class AnnotatedOutput:
         if self.masks:
             self.masks.write(frame.seq + self.index_offset, composed.labels)
         if self.instances:
+            assert composed.instances is not None  # --instances needs tracking (runs.check_source)
             self.instances.write(frame.seq + self.index_offset, composed.instances)
         if self.stats:
             latency = None if frame.captured_at is None else round((time.time() - frame.captured_at) * 1000, 1)

@@ -27,8 +27,9 @@ def person_stats(label_set: LabelSet, box: np.ndarray, score: float, person_labe
 
 def counted_person(label_set: LabelSet, box: np.ndarray, score: float, counts: np.ndarray) -> PersonStats:
     """A person's box, score and pixel count per body part (``counts``: pixels per class id)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
     return PersonStats(
-        box=tuple(float(v) for v in box),
+        box=(x1, y1, x2, y2),
         score=float(score),
         part_pixels={label_set.names[c]: int(counts[c]) for c in np.nonzero(counts)[0] if c != 0},
     )

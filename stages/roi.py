@@ -26,7 +26,7 @@ class Placement:
     height: int
 
 
-def expand_box(box: Sequence[float], margin: float, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+def expand_box(box: Sequence[float] | np.ndarray, margin: float, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """Grow a box by ``margin`` of its width/height on every side, clip it to the frame, round to pixels."""
     x1, y1, x2, y2 = (float(v) for v in box)
     dx, dy = (x2 - x1) * margin, (y2 - y1) * margin

@@ -131,8 +131,8 @@ class VideoSink:
             if self.audio_from:
                 log.warning("segmented output: the input's audio is not copied")
             return  # each segment is named by the time of its first frame, so it opens with that frame
-        self._open_file(self.path)
-        self._audio = AudioCopy(self.audio_from, self._output) if self.audio_from else None
+        output = self._open_file(self.path)
+        self._audio = AudioCopy(self.audio_from, output) if self.audio_from else None
 
     @property
     def _faststart_at_end(self) -> bool:
@@ -140,7 +140,8 @@ class VideoSink:
         a fast-start file when the run ends: the index first, for browsers and seeking."""
         return not self.options.fragmented and not self.segmented and fragmentable(self.path)
 
-    def _open_file(self, path: Path) -> None:
+    def _open_file(self, path: Path) -> av.container.OutputContainer:
+        """Open ``path`` as the file being written (``_output``), with its video stream; returns it."""
         fmt = CONTAINERS[path.suffix.lower()]
         fragmented = self.options.fragmented or self._faststart_at_end
         options = container_options(fmt, fragmented)
@@ -150,11 +151,11 @@ class VideoSink:
             # go back to the input's in the rewrite (`_make_faststart`).
             options["use_editlist"] = "1"
         try:
-            self._output = av.open(str(path), "w", format=fmt, options=options)
+            output = self._output = av.open(str(path), "w", format=fmt, options=options)
         except (av.error.FFmpegError, OSError) as exc:
             raise BadOutputError(f"cannot create {path}: {exc}", hint="choose a writable location") from exc
         self.paths.append(path)
-        stream = self._output.add_stream("libx264", rate=self.info.frame_rate)
+        stream = output.add_stream("libx264", rate=self.info.frame_rate)
         stream.width = self.info.width - self.info.width % 2
         stream.height = self.info.height - self.info.height % 2
         stream.pix_fmt = "yuv420p"
@@ -166,6 +167,7 @@ class VideoSink:
                           # tagged as what `yuv420p` holds, so that players do not take HD frames for BT.709
                           "x264-params": "colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m:range=tv"}
         self._video = stream
+        return output
 
     def _rotate(self, frame: Frame) -> None:
         """Start the next segment with ``frame`` when the current one is full (or none is open yet)."""
@@ -187,8 +189,9 @@ class VideoSink:
         av_frame.pts = None if frame.pts is None else frame.pts - self._pts_origin
         av_frame.time_base = frame.time_base
         self._mux(lambda: self._video.encode(av_frame))
-        if self._audio is not None and frame.seconds is not None:
-            self._mux(lambda: self._audio.copy_until(frame.seconds))
+        audio, seconds = self._audio, frame.seconds
+        if audio is not None and seconds is not None:
+            self._mux(lambda: audio.copy_until(seconds))
         self.frames_written += 1
         self._frames_in_file += 1
         if frame.seconds is not None:
@@ -200,6 +203,7 @@ class VideoSink:
         try:
             written = packets()
             if written is not None:
+                assert self._output is not None  # muxed only while a file is open
                 self._output.mux(written)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
@@ -225,8 +229,9 @@ class VideoSink:
         try:
             if not self.failed:  # after a failure the encoder's last packets are not worth a second error
                 self._mux(lambda: self._video.encode(None))
-                if self._audio is not None and self.frames_written:  # no frame, no file: not an audio-only one
-                    self._mux(lambda: self._audio.finish(self._audio_end()))
+                audio = self._audio
+                if audio is not None and self.frames_written:  # no frame, no file: not an audio-only one
+                    self._mux(lambda: audio.finish(self._audio_end()))
         finally:
             if self._audio is not None:
                 self._audio_lead_s = self._audio.lead_s
@@ -396,7 +401,7 @@ class AudioCopy:
                      "its ADTS frames do not go into an MP4 as they are" if adts else "browsers do not play it in an MP4")
         self._output = output
         self._packets = self._input.demux(self._stream)
-        self._pending: av.Packet | None = None
+        self._pending: av.Packet[av.audio.stream.AudioStream] | None = None
         self.lead_s = 0.0  # how far before 0 the first packet written starts (AAC's priming), seconds
         self._written = False
 
@@ -424,6 +429,7 @@ class AudioCopy:
                 continue
             for frame in packet.decode():
                 if frame.pts is not None:  # on the encoder's clock, in samples (an AVI counts its packets)
+                    assert frame.time_base is not None  # a decoded frame has its stream's
                     frame.pts = round(frame.pts * frame.time_base * frame.sample_rate)
                 frame.time_base = Fraction(1, frame.sample_rate)
                 self._mux(self._encoder.encode(frame))

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import av
+import av.sidedata.sidedata
 import numpy as np
 
 from vidparse.errors import BadInputError, StreamLostError
@@ -370,17 +371,21 @@ class LiveTimeline:
             self._started = now
         wall = round((now - self._started) / self.time_base)
         rebased = wall if self._last is None else max(wall, self._last + self._step)
+        # The offset is only ever set together with a stamp: with an offset, there is a last stamp.
         if pts is None:
-            stamped = rebased if self._offset is None else self._last + self._step
+            stamped = rebased if self._offset is None or self._last is None else self._last + self._step
         else:
             source = round(pts * stream_time_base / self.time_base)
-            stamped = None if self._offset is None else source + self._offset
-            if stamped is not None and self._last is not None and \
-                    self._last - REORDERED_FRAMES * self._step <= stamped <= self._last:
-                stamped = self._last + 1  # out of order: just after the last, the offset kept
-            elif stamped is None or not self._last < stamped <= self._last + self._max_gap:
+            if self._offset is None or self._last is None:
                 stamped = rebased
                 self._offset = stamped - source
+            else:
+                stamped = source + self._offset
+                if self._last - REORDERED_FRAMES * self._step <= stamped <= self._last:
+                    stamped = self._last + 1  # out of order: just after the last, the offset kept
+                elif not self._last < stamped <= self._last + self._max_gap:
+                    stamped = rebased
+                    self._offset = stamped - source
         self._last = stamped
         return stamped
 
@@ -499,9 +504,10 @@ class VideoSource:
             if self.kind is not InputKind.CAMERA and (malformed := malformed_url(self.url)):
                 raise BadInputError(f"input {self.shown_url} is not a well-formed URL: {malformed}",
                                     hint="check the URL (scheme://host[:port]/path; IPv6 hosts in [brackets])")
-            container = self._connect(None)
-            if container is None:
+            connected = self._connect(None)
+            if connected is None:
                 raise BadInputError(f"input {self.shown_url}: stopped before it could be opened")
+            container = connected
             stream = _video_stream(self.shown_url, container)
         live = self._is_live(container)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
@@ -552,7 +558,9 @@ class VideoSource:
         if self._first_frame is not None:
             first, self._first_frame = self._first_frame, None
             yield first
-        for packet in self._container.demux(main_video_stream(self._container)):
+        stream = main_video_stream(self._container)
+        assert stream is not None  # every container kept passed _video_stream
+        for packet in self._container.demux(stream):
             if deadline is not None and time.monotonic() > deadline:
                 return
             try:
@@ -576,7 +584,9 @@ class VideoSource:
             if self.window is None or not self.window.seeks:
                 raise BadInputError(f"no frame of {self.shown_url} could be decoded", hint="the file is damaged")
             return Turn.NONE
-        matrix = next((np.frombuffer(bytes(side), np.int32) for side in first.side_data
+        # PyAV's stub types side_data as a dict of motion vectors; it is a SideDataContainer of SideData buffers.
+        side_data = cast(av.sidedata.sidedata.SideDataContainer, first.side_data)
+        matrix = next((np.frombuffer(bytes(side), np.int32) for side in side_data
                        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
         turn = turn_for_display_matrix(matrix)
         if turn is not Turn.NONE:

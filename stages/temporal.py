@@ -121,7 +121,8 @@ class Tiles:
 
     def occupied(self, labels: np.ndarray) -> np.ndarray:
         """Tiles (rows x columns, bool) holding a label."""
-        mask = cv2.compare(self.pad(labels), 0, cv2.CMP_GT)  # 255 where labelled: one pixel of a tile still counts
+        # 255 where labelled: one pixel of a tile still counts (OpenCV's stubs lack compare's scalar operand)
+        mask = cv2.compare(self.pad(labels), 0, cv2.CMP_GT)  # type: ignore[call-overload]
         return cv2.resize(mask, self.grid[::-1], interpolation=cv2.INTER_AREA) > 0
 
     def pad(self, array: np.ndarray) -> np.ndarray:
@@ -135,10 +136,10 @@ class Tiles:
         rows, columns = self.grid
         return padded.reshape(rows, TILE, columns, TILE, *padded.shape[2:]).swapaxes(1, 2)
 
-    def gather(self, padded: np.ndarray, chosen: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def gather(self, padded: np.ndarray, chosen: tuple[np.ndarray, ...]) -> np.ndarray:
         return self._view(padded)[chosen]
 
-    def maps(self, backward_flow: np.ndarray, chosen: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def maps(self, backward_flow: np.ndarray, chosen: tuple[np.ndarray, ...]) -> np.ndarray:
         """`cv2.remap` tables of the chosen tiles (N x TILE x TILE x 2) from the frame's backward flow (measured at
         the frame's size, or smaller: then sampled bilinearly at the tiles' pixels and scaled)."""
         offsets = np.arange(TILE, dtype=np.float32)
@@ -152,12 +153,12 @@ class Tiles:
             where = as_image(np.stack([(x + 0.5) * scale_x - 0.5, (y + 0.5) * scale_y - 0.5], axis=3))
             sampled = cv2.remap(np.asarray(backward_flow, np.float32), where, None, cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
-            maps = from_image(sampled, len(x)) / np.float32((scale_x, scale_y))
+            maps = from_image(sampled, len(x)) / np.array((scale_x, scale_y), np.float32)
         maps[..., 0] += x
         maps[..., 1] += y
         return maps
 
-    def scatter(self, tiles: np.ndarray, chosen: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def scatter(self, tiles: np.ndarray, chosen: tuple[np.ndarray, ...]) -> np.ndarray:
         padded = np.zeros(self.padded, tiles.dtype)
         self._view(padded)[chosen] = tiles
         return padded
@@ -218,7 +219,8 @@ class MotionVote:
         if self._carried:
             assert flow is not None and self._output is not None
             maps = as_image(tiles.maps(flow.backward, chosen))
-            fixed = cv2.convertMaps(maps, None, cv2.CV_16SC2, nninterpolation=True)[0]
+            # OpenCV's stubs lack convertMaps's optional second map (None: maps holds both coordinates)
+            fixed = cv2.convertMaps(maps, None, cv2.CV_16SC2, nninterpolation=True)[0]  # type: ignore[call-overload]
 
             def moved(source: np.ndarray) -> np.ndarray:
                 image = cv2.remap(source, fixed, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,

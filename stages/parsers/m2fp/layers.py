@@ -34,6 +34,7 @@ class ConvNorm(nn.Conv2d):
         if not isinstance(self.norm, nn.BatchNorm2d):
             return
         bn = self.norm
+        assert bn.running_mean is not None and bn.running_var is not None  # M2FP's BatchNorms track statistics
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         bias = bn.bias - bn.running_mean * scale
         if self.bias is not None:

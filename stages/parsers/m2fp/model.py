@@ -31,6 +31,9 @@ class M2FPNet(nn.Module):
     """Input: RGB float 0..255, (B, 3, H, W) with H and W multiples of 32. Output: class logits (B, Q, C + 1)
     and mask logits (B, Q, H / 4, W / 4)."""
 
+    pixel_mean: torch.Tensor  # buffers, registered in __init__
+    pixel_std: torch.Tensor
+
     def __init__(self, config: M2FPConfig) -> None:
         super().__init__()
         self.config = config

@@ -38,15 +38,17 @@ def quantize_linear(model: M2FPNet) -> torch.nn.Module:
 class EagerRunner:
     def __init__(self, model: M2FPNet, device: str, channels_last: bool, int8: bool, precision: str = "fp32") -> None:
         model.fuse_batchnorm()
+        runnable: torch.nn.Module = model
         if int8:
             if device != "cpu":
                 raise ConfigError("int8 runs on the CPU only", hint="set parsers.m2fp.int8 false for this device")
             if precision != "fp32":
                 raise ConfigError("int8 and bf16 do not combine", hint="set parsers.m2fp.precision to fp32 for int8")
-            model = quantize_linear(model)
+            runnable = quantize_linear(model)
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        # torch's stub of Module.to lacks its memory_format keyword
+        self.model = runnable.to(self.device, memory_format=self.memory_format).eval()  # type: ignore[call-overload]
         self.autocast = precision == "bf16"
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +140,7 @@ class M2FPParser(Parser):
         assert self.runner is not None
         class_logits, mask_logits = self.runner(batch)
         class_logits, mask_logits = class_logits.float(), mask_logits.float()
-        size = batch.shape[-2:]
+        size = (batch.shape[-2], batch.shape[-1])
         if self.options.exact_postprocess:
             mask_logits = upsample_masks(mask_logits, size)
         labels = []
