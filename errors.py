@@ -50,7 +50,7 @@ class ConfigError(VidparseError):
 
 
 class ModelError(VidparseError):
-    """A model is unknown, missing, corrupt or does not fit its configuration."""
+    """A model is missing, corrupt or does not fit its configuration (an unknown model name is a ConfigError)."""
 
     exit_code = 5
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import socket
 import tempfile
 import threading
 import time
@@ -87,7 +88,8 @@ def code_fingerprint() -> str:
 
 def code_digest(root: Path) -> str:
     """A digest of the vidparse installed at ``root``: its packages' code and weights and its configs' YAML (not
-    its tests, benchmarks or docs). Two nodes with equal digests parse alike."""
+    its tests, benchmarks or docs). Two nodes with equal digests run the same vidparse; the models they load (their
+    own model folders) and the libraries under it are not compared."""
     digest = hashlib.sha256()
     for path in sorted([*_package_files(root), *(root / "configs").rglob("*.yaml")]):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
@@ -106,8 +108,9 @@ def _package_files(folder: Path) -> list[Path]:
 
 def run_segment(task: SegmentTask, cancel: Cancel | None = None) -> SegmentResult:
     if task.code and task.code != (here := code_fingerprint()):
-        raise ConfigError(f"a segment of {task.input_url} reached a node whose vidparse differs from the driver's "
-                          f"(code {here}, the driver's {task.code}): its labels would not be the driver's",
+        raise ConfigError(f"a segment of {task.input_url} reached node {socket.gethostname()}, whose vidparse differs "
+                          f"from the driver's (code {here}, the driver's {task.code}): its labels would not be the "
+                          "driver's",
                           hint="install the driver's vidparse (the same checkout or version) on every Ray node")
     attempt = f"{task.segment.number:04d}-{uuid.uuid4().hex[:8]}"
     if not task.gather:

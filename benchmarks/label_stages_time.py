@@ -36,7 +36,7 @@ def main() -> None:
         images = [frame.to_ndarray(format="bgr24") for _, frame in zip(range(args.frames), container.decode(video=0))]
     stages = OrderedLabels(load_label_set(LABEL_SETS[config.model]), config.temporal, config.tracking, config.roi.margin)
     stages.open()
-    flows = [stages.measure(image, labels) for image, labels in zip(images, recording.labels)]
+    flows = [stages.measure(image, labels, seq) for seq, (image, labels) in enumerate(zip(images, recording.labels))]
     print(f"load average before: {os.getloadavg()}")
     cpu_s = 0.0
     for labels, image, result, flow in zip(recording.labels, images, recording.results, flows):

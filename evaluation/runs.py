@@ -104,7 +104,7 @@ class _ModeRun:
         self.ids = IdSwitchMeter(truth) if truth is not None and mode.tracked else None
 
     def update(self, image: np.ndarray, labels: np.ndarray, result: FrameResult, flow: InputFlow) -> None:
-        tracked = self.stages.process(labels, image, result, self.stages.measure(image, labels))
+        tracked = self.stages.process(labels, image, result, self.stages.measure(image, labels, result.seq))
         persons = tracked.result.persons
         self.flicker.update(image, tracked.labels)
         self.presence.update(np.array([p.box for p in persons], np.float32).reshape(-1, 4))

@@ -185,7 +185,8 @@ class DownloadResponse(ReleasedAtEnd, FileResponse):
             raise ApiError(400, "malformed Range header", "send 'Range: bytes=START-END'") from exc
         except RangeNotSatisfiable as exc:
             raise ApiError(416, f"the range lies outside the file ({exc.max_size} bytes)",
-                           f"ask for bytes 0 to {exc.max_size - 1}",
+                           f"ask for bytes 0 to {exc.max_size - 1}" if exc.max_size else "the file is empty: ask "
+                           "without a Range",
                            headers={"Content-Range": f"bytes */{exc.max_size}"}) from exc
 
 

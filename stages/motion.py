@@ -134,7 +134,9 @@ class FrameMotion:
     size. With ``region`` (x1, y1, x2, y2 in frame pixels) DIS measures only there and the flow is zero elsewhere
     (people are a small share of most frames).
 
-    With each frame's ``parse`` (its label map) and ``cut_share`` under 1, a frame is a cut (``Flow.cut``) where
+    With each frame's ``parse`` (its label map), its ``seq`` and ``cut_share`` under 1, a frame that follows the
+    one before it directly (frames a live input dropped are not: the people move further than the thresholds
+    allow for) is a cut (``Flow.cut``) where
     the parse before it, moved onto it, is contradicted by its image on more than ``cut_share`` of the moved person
     pixels and agrees with its own parse on under MAX_CUT_AGREEMENT of them (person IoU): both, so that neither a
     detector's missed person (the image agrees) nor a fast limb (the parses agree) is taken for one; and a frame
@@ -150,9 +152,10 @@ class FrameMotion:
         self._flow = cv2.DISOpticalFlow.create(FLOW_PRESETS[self.preset])
         self._gray: np.ndarray | None = None
         self._parse: np.ndarray | None = None  # the previous frame's, at the flow's scale
+        self._seq: int | None = None  # the previous frame's
 
     def next(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None,
-             parse: np.ndarray | None = None) -> Flow | None:
+             parse: np.ndarray | None = None, seq: int | None = None) -> Flow | None:
         scale = min(self.scale, MAX_FLOW_WIDTH / image.shape[1])
         small = image if scale == 1 else cv2.resize(image, flow_shape(image.shape, scale)[1::-1],
                                                     interpolation=cv2.INTER_AREA)
@@ -163,6 +166,7 @@ class FrameMotion:
             parse = None
         previous, self._gray = self._gray, gray
         previous_parse, self._parse = self._parse, parse
+        follows, self._seq = seq is not None and self._seq is not None and seq == self._seq + 1, seq
         if previous is None or previous.shape != gray.shape:
             return None
         x1, y1, x2, y2 = (0, 0, gray.shape[1], gray.shape[0]) if region is None else \
@@ -171,7 +175,7 @@ class FrameMotion:
         if x2 - x1 >= MIN_FLOW_SIDE and y2 - y1 >= MIN_FLOW_SIDE:
             box = slice(y1, y2), slice(x1, x2)
             measured = dense_flow(self._flow, np.ascontiguousarray(gray[box]), np.ascontiguousarray(previous[box]))
-            if parse is not None and previous_parse is not None and \
+            if parse is not None and previous_parse is not None and follows and \
                     self._is_cut(previous[box], gray[box], measured, previous_parse[box], parse[box]):
                 return Flow(flow.backward, 0.0, cut=True)
             # the reach from the measured box alone, while it is in cache: the vote reading the zeros around it
@@ -199,3 +203,4 @@ class FrameMotion:
 
     def close(self) -> None:
         self._gray = self._parse = None
+        self._seq = None

@@ -94,7 +94,7 @@ class AnnotatedOutput:
 
     def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> Flow | None:
         """What ``compose`` needs from the frame and its parse (in order, ahead of it): its optical flow."""
-        return self.ordered.measure(frame.image, arrays["labels"])
+        return self.ordered.measure(frame.image, arrays["labels"], frame.seq)
 
     def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,
                 measured: Flow | None = None) -> Composed:

@@ -173,7 +173,7 @@ def scan_windows(fit: tuple[float, float], frame_wh: tuple[int, int], options: D
             if len(windows) == options.scan_max_windows:
                 return windows
             windows.append((int(left), top, int(left) + side, top + side))
-        if top + side >= height:
+        if top + side >= height or feet >= height:  # a window narrower than the row wants may stop short of it
             break
         feet = min(feet + side / 2, height)  # the last row is flush with the frame's bottom
     return windows

@@ -143,9 +143,9 @@ class OrderedLabels:
             if stage:
                 stage.open()
 
-    def measure(self, image: np.ndarray, labels: np.ndarray) -> Flow | None:
+    def measure(self, image: np.ndarray, labels: np.ndarray, seq: int) -> Flow | None:
         """The frame's flow where its parse and the recent parses have labels (``labels``: its parse), or a cut."""
-        return None if self.motion is None else self.motion.next(image, self.region.next(labels), labels)
+        return None if self.motion is None else self.motion.next(image, self.region.next(labels), labels, seq)
 
     def process(self, labels: np.ndarray, image: np.ndarray, result: FrameResult,
                 flow: Flow | None) -> TrackedFrame:

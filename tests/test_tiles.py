@@ -157,6 +157,8 @@ def test_scan_windows_reach_the_frame_bottom_once_when_the_people_there_are_stil
     for feet in (480.0, 600.0, 700.0, 719.0):
         person = people_in_perspective(np.array([feet]), *fit)
         assert seen_closer(person, windows)[0], f"a person standing at row {feet:.0f} is seen closer"
+    portrait = scan_windows((0.4, 0.0), (360, 1280), replace(options, scan_below=2000, scan_max_windows=48))
+    assert len(portrait) == len(set(portrait)), "a window as wide as the frame, shorter than the row wants: once"
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,7 @@ def test_without_tracking_the_persons_parts_are_counted_on_the_voted_labels() ->
     for seq, labels in enumerate((parse, parse, np.zeros_like(parse))):  # the last parse misses the person
         person = PersonStats(box=box, score=0.9, part_pixels={label_set.names[3]: int((labels == 3).sum())} if
                              labels.any() else {})
-        frame = ordered.process(labels, image, FrameResult(seq, [person]), ordered.measure(image, labels))
+        frame = ordered.process(labels, image, FrameResult(seq, [person]), ordered.measure(image, labels, seq))
     written = frame.labels[10:90, 20:60]
     assert written.any(), "the vote carries the person over the missed parse"
     counts = np.bincount(written.ravel(), minlength=len(label_set))

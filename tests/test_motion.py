@@ -1,0 +1,31 @@
+"""Cuts found by the motion stage (`stages/motion.py`): only between frames that follow one another."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vidparse.stages.motion import FrameMotion
+
+
+def shot(seed: int, person_x: int) -> tuple[np.ndarray, np.ndarray]:
+    """A textured frame (grey noise, as DIS needs texture) and its parse: one person at ``person_x``."""
+    image = np.random.default_rng(seed).integers(0, 256, (96, 128), np.uint8)
+    parse = np.zeros((96, 128), np.uint8)
+    parse[20:80, person_x:person_x + 24] = 5
+    return image, parse
+
+
+def test_a_cut_is_found_between_consecutive_frames_only() -> None:
+    before, after = shot(0, 10), shot(1, 90)  # another picture, its person elsewhere
+    for seqs, cut in (((0, 1), True), ((0, 8), False)):  # a live input's dropped frames lie between 0 and 8
+        motion = FrameMotion("ultrafast", 1.0, cut_share=0.35)
+        assert motion.next(before[0], None, before[1], seqs[0]) is None
+        flow = motion.next(after[0], None, after[1], seqs[1])
+        assert flow is not None and flow.cut == cut, seqs
+    motion = FrameMotion("ultrafast", 1.0, cut_share=0.35)
+    motion.next(before[0], None, before[1], 0)
+    still = motion.next(before[0], None, before[1], 1)
+    assert still is not None and not still.cut, "the same picture again is no cut"
+    never = FrameMotion("ultrafast", 1.0, cut_share=1.0)
+    never.next(before[0], None, before[1], 0)
+    assert not never.next(after[0], None, after[1], 1).cut, "cut_share 1: never"
