@@ -19,7 +19,7 @@ from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
 from vidparse.signals import stop_on_signals
-from vidparse.stages.images import ImageSet, check_image_output, is_image_input, is_sequence
+from vidparse.stages.images import ImageSet, check_image_output, is_image_input
 from vidparse.stages.sink import check_output_path, writes_photos
 from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
 
@@ -270,13 +270,14 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
     check_outputs_apart(source)
     if source.makes_its_folder and source.output is not None:
         make_folder(source.output.parent)
-    if source.instances and (source.writes_images or not config.tracking.enabled
-                             or (is_image_input(source.input) and not is_sequence(source.input))):
-        raise ConfigError("--instances needs tracking, which runs on videos and image sequences (patterns) only",
-                          hint="drop --no-tracking (or tracking.enabled: false), or give a video or a pattern")
     if source.output is not None and source.writes_images:
         check_image_output(source.input, source.output)
     images = ImageSet.find(source.input) if is_image_input(source.input) else None
+    spec = StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
+                      instances_dir=source.instances, max_frames=source.max_frames, images=images, name=source.label)
+    if source.instances and (source.writes_images or not config.tracking.enabled or spec.stills):
+        raise ConfigError("--instances needs tracking, which runs on videos and image sequences (patterns) only",
+                          hint="drop --no-tracking (or tracking.enabled: false), or give a video or a pattern")
     frames = len(images.paths) if images else 0  # the frames the input holds, where known
     if images is not None and source.output is not None and not source.writes_images and len(set(images.sizes)) > 1:
         canvas = images.info()
@@ -297,9 +298,7 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
     if config.policy == "drop" and (images is not None or input_kind(source.input) is InputKind.FILE):
         log.warning("%s: policy drop on a file or photos drops every frame that comes while the workers are busy (a "
                     "file is read as fast as it decodes); the default, block, parses them all", source.label)
-    return StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
-                      instances_dir=source.instances, max_frames=source.max_frames, images=images,
-                      name=source.label)
+    return spec
 
 
 def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
