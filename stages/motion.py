@@ -100,10 +100,6 @@ class Flow:
     reach: float
     cut: bool = False
 
-    @classmethod
-    def of(cls, backward: np.ndarray) -> Flow:
-        return cls(backward, cv2.norm(backward, cv2.NORM_INF))
-
 
 class LabelledRegion:
     """Where the last ``depth`` label maps had labels, as one box (x1, y1, x2, y2) grown by FLOW_MARGIN of the

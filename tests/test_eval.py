@@ -26,6 +26,11 @@ from vidparse.stages.temporal import TILE, MotionVote, TemporalOptions, as_image
 BG, HEAD, TORSO = (COARSE_CLASSES.index(c) for c in ("background", "head", "torso"))
 
 
+def flow_of(backward: np.ndarray) -> Flow:
+    """A measured frame's Flow: the backward flow and its reach, as FrameMotion makes them."""
+    return Flow(backward, cv2.norm(backward, cv2.NORM_INF))
+
+
 def test_iou_and_pixel_accuracy_of_hand_made_maps() -> None:
     truth = np.array([[BG, BG, TORSO, TORSO], [BG, BG, TORSO, TORSO]], np.uint8)
     predicted = np.array([[BG, TORSO, TORSO, TORSO], [BG, BG, TORSO, TORSO]], np.uint8)
@@ -336,7 +341,7 @@ def _vote(window: int, sequence: list[list[int]], shift: int = 0, hold: float = 
                                       part_hold=hold), classes=5)
     flow = np.zeros((2, len(sequence[0]), 2), np.float32)
     flow[..., 0] = -shift  # backward: each pixel came from ``shift`` pixels to its left
-    return [vote.process(np.array([row] * 2, np.uint8), Flow.of(flow) if i else None)[0].tolist()
+    return [vote.process(np.array([row] * 2, np.uint8), flow_of(flow) if i else None)[0].tolist()
             for i, row in enumerate(sequence)]
 
 
@@ -453,7 +458,7 @@ def test_the_vote_on_tiles_equals_the_vote_on_the_whole_frame() -> None:
         for _ in range(3):  # noisy blobs: persons whose parts change from frame to frame
             y, x = rng.integers(0, 80), rng.integers(0, 110)
             labels[y:y + 20, x:x + 15] = rng.integers(1, 20, (20, 15))
-        got = vote.process(labels, Flow.of(flow) if seq else None)
+        got = vote.process(labels, flow_of(flow) if seq else None)
         carried = [_shifted(p, dx, dy) for p in carried]
         held = None if previous is None else _shifted(previous, dx, dy)
         count = len(carried) + 1
@@ -478,8 +483,8 @@ def test_tiles_fit_opencvs_remap_on_large_frames() -> None:
     still, flow = np.zeros((1080, 1920, 2), np.float32), np.zeros((1080, 1920, 2), np.float32)
     flow[..., 0] = -1
     for seq in range(3):
-        vote.process(labels, Flow.of(still) if seq else None)
-    moved = vote.process(np.zeros_like(labels), Flow.of(flow))  # the persons missed: carried on, moved 2 px right
+        vote.process(labels, flow_of(still) if seq else None)
+    moved = vote.process(np.zeros_like(labels), flow_of(flow))  # the persons missed: carried on, moved 2 px right
     assert moved[100:400, 202:300].all() and not moved[100:400, 200:202].any()
 
 
