@@ -1,6 +1,6 @@
 """Person tracking by detection, ByteTrack-style: Kalman-predicted boxes matched to detections by IoU, the
-confident detections first, then the weaker ones to the tracks left over. A track survives ``max_missed`` frames
-without a detection, at its predicted box (bridged)."""
+confident detections first, then the weaker ones to the tracks left over, bridged ones included. A track survives
+``max_missed`` frames without a detection, at its predicted box (bridged)."""
 
 from __future__ import annotations
 
@@ -147,8 +147,10 @@ class ByteTracker:
         matched: dict[int, int] = {}  # track index -> detection index
         free = list(range(len(self._tracks)))
         self._match(free, high, boxes, self.options.match_iou, matched)
-        recent = [t for t in free if t not in matched and self._tracks[t].missed == 0]
-        self._match(recent, low, boxes, max(LOW_SCORE_IOU, self.options.match_iou), matched)
+        # Bridged tracks too (ByteTrack's second pass takes only tracks seen last frame, and drops the weak
+        # detections it leaves; here those start tracks, so one on a bridged person would draw it twice).
+        left = [t for t in free if t not in matched]
+        self._match(left, low, boxes, max(LOW_SCORE_IOU, self.options.match_iou), matched)
         tracked: list[TrackedBox] = []
         for index, track in enumerate(self._tracks):
             if index in matched:

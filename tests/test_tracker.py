@@ -77,6 +77,16 @@ def test_weak_detections_only_continue_tracks() -> None:
     assert {t.detection: t.track_id for t in tracked} == {1: 1, 0: 2}
 
 
+def test_a_weak_detection_on_a_bridged_person_continues_its_track() -> None:
+    tracker = ByteTracker(OPTIONS)
+    for i in range(4):
+        tracker.update(np.array([person(10 + 8 * i)], np.float32), np.array([0.9], np.float32))
+    tracker.update(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))  # missed: bridged at x = 42
+    tracked = tracker.update(np.array([person(50)], np.float32), np.array([0.45], np.float32))
+    # The person again, weakly seen where the track predicted it: the same person, not a second one on top.
+    assert [(t.track_id, t.detection) for t in tracked] == [(1, 0)]
+
+
 def labelled_frame(x: int, present: bool = True) -> tuple[np.ndarray, FrameResult]:
     """A 200 x 300 label map with one person at x: part 2 above, part 14 below; its box in the result."""
     labels = np.zeros((200, 300), np.uint8)
