@@ -24,7 +24,8 @@ from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.writer import Written
-from vidparse.runs import RunOutcome, Source, check_source, run_sources, sources_for
+from vidparse.runs import (RunOutcome, Source, check_source, checked_max_frames, files_read, run_sources,
+                          sources_for, written_twice)
 from vidparse.stages.images import load_upright
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS
@@ -287,8 +288,9 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
 
     ``outputs``: one annotated video per source (None, or a None entry: none written). Frames wait in a small
     bounded queue, so memory stays bounded however slow the loop is (files wait; live sources drop their oldest
-    frames, as ``policy: auto`` says). Other arguments as for `Parser`; ``max_frames`` stops each source after
-    that many frames. Inputs, outputs, models and settings are checked before any process starts."""
+    frames, as ``policy: auto`` says). Other arguments as for `Parser`; ``max_frames`` (a whole number >= 1) stops
+    each source after that many frames. Inputs, outputs (two sources writing one file, an output over another
+    source's input), models and settings are checked before any process starts."""
     inputs = _inputs(sources)
     paths = [outputs] if outputs is None or not isinstance(outputs, Sequence) or isinstance(outputs, str) \
         else list(outputs)
@@ -299,8 +301,12 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
                           hint="give one output (or None) per source, or no outputs")
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
-    specs = [check_source(Source(url, _path(path, "output"), max_frames=max_frames), settings)
-             for url, path in zip(inputs, paths)]
+    limit = checked_max_frames(max_frames)
+    sources_given = [Source(url, _path(path, "output"), max_frames=limit) for url, path in zip(inputs, paths)]
+    if (repeated := written_twice(sources_given)) is not None:
+        raise ConfigError(f"two sources write {repeated}", hint="give each source its own output, or None")
+    read = files_read(sources_given)  # no output may replace what another source reads
+    specs = [check_source(source, settings, read) for source in sources_given]
     return Stream(build_engine(settings, specs), specs, settings)
 
 

@@ -4,6 +4,7 @@ on one worker pool. A stream that fails is reported in its `StreamOutcome` and s
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,6 +62,7 @@ def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, 
     ``output`` is a folder with ``<name>.mp4`` per input (``<name>/`` for photos), and ``masks``, ``stats`` and
     ``instances`` are folders holding ``<name>/``, ``<name>.jsonl`` and ``<name>/``; names that repeat get ``_2``,
     ``_3``..."""
+    max_frames = checked_max_frames(max_frames)
     if len(inputs) == 1:
         if output.is_dir() and not is_image_input(inputs[0]):
             output = output / f"{stream_name(inputs[0])}.mp4"
@@ -82,6 +84,30 @@ def sources_for(inputs: Sequence[str], output: Path, masks: Path | None = None, 
         if folder is not None:
             make_folder(folder)
     return sources
+
+
+def checked_max_frames(limit: object, where: str = "") -> int | None:
+    """``limit`` as a frame count: None (every frame) or a whole number >= 1 (a numpy integer too); ``where``
+    prefixes the error's message. Raises `ConfigError`: 0 or less would parse nothing and still end "ok"."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+        raise ConfigError(f"{where}max_frames must be a whole number >= 1, got {limit!r}",
+                          hint="leave it out to parse every frame")
+    return int(limit)
+
+
+def written_twice(sources: Sequence[Source]) -> Path | None:
+    """A path that two of one run's sources would both write (as output, masks, stats or instances), or None."""
+    written = [target.resolve() for source in sources
+               for target in (source.output, source.masks, source.stats, source.instances) if target is not None]
+    return min((path for path in written if written.count(path) > 1), key=str, default=None)
+
+
+def files_read(sources: Sequence[Source]) -> list[Path]:
+    """The video files a run's sources read: no source's output may replace one of them."""
+    return [Path(source.input) for source in sources
+            if input_kind(source.input) is InputKind.FILE and not is_image_input(source.input)]
 
 
 def stream_files(name: str, masks: Path | None, stats: Path | None, instances: Path | None) -> dict[str, Path | None]:
@@ -129,10 +155,7 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
         if entry.get("policy") not in (None, *POLICIES):
             raise ConfigError(f"{where}: policy must be one of {', '.join(POLICIES)}, got {entry['policy']!r}",
                               hint="policy: drop (live) or block (files)")
-        limit = entry.get("max_frames")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ConfigError(f"{where}: max_frames must be a whole number >= 1, got {limit!r}",
-                              hint="leave it out to parse every frame")
+        limit = checked_max_frames(entry.get("max_frames"), f"{where}: ")
         name = entry.get("name")
         if name is not None and (str(name) in ("", ".", "..") or Path(str(name)).name != str(name)):
             raise ConfigError(f"{where}: name {name!r} must be a plain name, not a path (it names the outputs)",
@@ -152,10 +175,8 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
                                   hint="give -o OUTDIR/ or an output per source")
             source.output = output / (source.label if is_image_input(source.input) else f"{source.label}.mp4")
         sources.append(source)
-    written = [target.resolve() for source in sources
-               for target in (source.output, source.masks, source.stats, source.instances) if target is not None]
-    if repeated := sorted({str(path) for path in written if written.count(path) > 1}):
-        raise ConfigError(f"sources file {path}: two sources write {repeated[0]}",
+    if (repeated := written_twice(sources)) is not None:
+        raise ConfigError(f"sources file {path}: two sources write {repeated}",
                           hint="give each source its own output, masks, stats and instances (or leave them out: "
                                "OUTDIR/<name>.mp4, and <name> inside the folders the flags give)")
     # folders only once the whole file is checked: a mistake in it leaves nothing behind
@@ -312,12 +333,11 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
         raise ConfigError(f"stream names repeat: {', '.join(sorted({n for n in names if names.count(n) > 1}))}",
                           hint="give each source its own name")
     outcomes = [StreamOutcome(name, source) for name, source in zip(names, sources)]
-    files_read = [Path(source.input) for source in sources if input_kind(source.input) is InputKind.FILE
-                  and not is_image_input(source.input)]
+    read = files_read(sources)
     specs: dict[int, StreamSpec] = {}
     for index, (outcome, source) in enumerate(zip(outcomes, sources)):
         try:
-            specs[index] = check_source(source, replace(config, policy=source.policy or config.policy), files_read)
+            specs[index] = check_source(source, replace(config, policy=source.policy or config.policy), read)
         except VidparseError as exc:
             outcome.end = StreamEnd(index, "failed", exc)
     if not specs:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image
 import vidparse
 from conftest import VTEST, cut_clip, decode_frames, probe_video
 from rtsp import free_port
-from vidparse.errors import BadInputError, VidparseError
+from vidparse.errors import BadInputError, BadOutputError, ConfigError, VidparseError
 
 
 def pipeline_processes() -> list[psutil.Process]:
@@ -124,6 +125,31 @@ def test_a_bad_source_fails_before_any_process_starts(clip: Path, tmp_path: Path
     before = pipeline_processes()
     with pytest.raises(BadInputError):
         vidparse.stream([clip, missing], model="bodypix")
+    assert pipeline_processes() == before
+
+
+def test_outputs_that_would_replace_an_input_or_each_other_are_refused(clip: Path, tmp_path: Path) -> None:
+    """One source's output over another's input destroyed the input while it was read; two sources writing one
+    file left one of the two videos. Both are refused before any process starts, the input left as it was."""
+    video = cut_clip(VTEST, tmp_path / "input.mkv", 3)
+    kept = video.read_bytes()
+    before = pipeline_processes()
+    with pytest.raises(BadOutputError, match="would overwrite the input"):
+        vidparse.stream([video, clip], model="bodypix", outputs=[None, video])
+    with pytest.raises(ConfigError, match="two sources write"):
+        vidparse.stream([clip, clip], model="bodypix", outputs=[tmp_path / "same.mp4", tmp_path / "." / "same.mp4"])
+    assert pipeline_processes() == before
+    assert video.read_bytes() == kept and not (tmp_path / "same.mp4").exists()
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, "3"])
+def test_a_frame_limit_that_is_not_a_count_is_refused(clip: Path, tmp_path: Path, limit: Any) -> None:
+    """0 or less parsed nothing and ended "ok" without an output; a string failed with a raw TypeError."""
+    before = pipeline_processes()
+    with pytest.raises(ConfigError, match="max_frames must be a whole number >= 1"):
+        vidparse.stream(clip, model="bodypix", max_frames=limit)
+    with pytest.raises(ConfigError, match="max_frames must be a whole number >= 1"):
+        vidparse.run(clip, tmp_path / "out.mp4", model="bodypix", workers=1, max_frames=limit)
     assert pipeline_processes() == before
 
 
