@@ -69,6 +69,9 @@ def resolve_config(config: ConfigInput = None, **overrides: Any) -> Config:
     or, as in ``**{"roi.margin": 0.2}``, dotted keys; None values are ignored. Raises `ConfigError`."""
     if isinstance(config, Config):
         return config_from(merge(config.to_dict(), user_settings(None, overrides)))
+    if config is not None and not isinstance(config, (str, Path)):
+        raise ConfigError(f"config must be a YAML file, a preset name or a Config, got {type(config).__name__}",
+                          hint="give settings as keyword arguments: roi={'margin': 0.2}, or **settings for a dict")
     return load_config(Path(config) if config is not None else None, overrides)
 
 
@@ -160,6 +163,9 @@ def annotate(image: ImageInput, parsing: Parsing, alpha: float | None = None, le
     """The overlay alone: ``image`` (RGB array or path) with each labelled pixel blended with its class color
     (``alpha``: the color's weight, default ``compose.alpha`` of the defaults), optionally with a legend of the
     classes present. Returns a new RGB ``uint8`` array; ``parsing.labels`` must have the image's height and width."""
+    if not isinstance(parsing, Parsing):  # the labels array alone, or the arguments swapped
+        raise BadInputError(f"annotate needs the image's Parsing, got {type(parsing).__name__}",
+                            hint="parsing = parser.parse(image), then vidparse.annotate(image, parsing)")
     rgb = np.ascontiguousarray(_bgr(image)[:, :, ::-1])
     if rgb.shape[:2] != parsing.labels.shape:
         raise BadInputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but its labels are "
