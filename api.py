@@ -24,8 +24,8 @@ from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.writer import Written
-from vidparse.runs import (RunOutcome, Source, check_source, checked_max_frames, files_read, run_sources,
-                          sources_for, written_twice)
+from vidparse.runs import (RunOutcome, Source, check_source, checked_max_frames, files_read, path_or_folder,
+                          run_sources, sources_for, written_twice)
 from vidparse.stages.images import load_upright
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS
@@ -276,10 +276,13 @@ def _inputs(sources: str | Path | Sequence[str | Path]) -> list[str]:
     return [str(source) for source in sources]
 
 
-def _path(value: str | Path | None, what: str) -> Path | None:
+def _path(value: str | Path | None, what: str, folder_slash: bool = False) -> Path | None:
+    """``value`` as a path; ``folder_slash``: a trailing slash asks for a folder, made here, as the CLI's -o does."""
     if value is not None and not isinstance(value, (str, Path)):
         raise ConfigError(f"{what} must be a path, got {value!r}", hint=f'e.g. {what}="out.mp4"' if what == "output"
                           else f'e.g. {what}="parsed/{what}"')
+    if folder_slash:
+        return path_or_folder(value)
     return None if value is None else Path(value)
 
 
@@ -332,10 +335,11 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
     inputs_given = _inputs(inputs)
-    target = _path(output, "output")
+    target = _path(output, "output", folder_slash=True)
     if target is None:
         raise ConfigError("no output given", hint='output="out.mp4" (a folder for several inputs)')
-    outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"), _path(stats, "stats"),
+    outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"),
+                                                _path(stats, "stats", folder_slash=True),
                                                 _path(instances, "instances"), max_frames))
     if outcome.interrupted:  # before any stream's failure: a loop over many calls stops, whatever else it catches
         raise KeyboardInterrupt

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -184,17 +183,6 @@ def _print_error(message: str, hint: str | None) -> None:
         console.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
 
 
-def _path_or_folder(value: str | None) -> Path | None:
-    """A path option as typed: a trailing slash ("-o parsed/") asks for a folder, made here, even for one input
-    (pathlib would drop the slash)."""
-    if not value:
-        return None
-    if value.endswith(("/", os.sep)):
-        from vidparse.runs import make_folder
-        make_folder(Path(value))
-    return Path(value)
-
-
 @app.command()
 def run(
     inputs: Annotated[Optional[list[str]], typer.Argument(
@@ -237,7 +225,7 @@ def run(
     H.264 video, or annotated images and label PNGs. Several inputs share one pool of workers."""
     _setup_logging(verbose)
     from vidparse.progress import RunReporter
-    from vidparse.runs import RunHooks, load_sources, run_sources, sources_for
+    from vidparse.runs import RunHooks, load_sources, path_or_folder, run_sources, sources_for
     from vidparse.stages.source import without_credentials
 
     with user_errors():
@@ -258,11 +246,11 @@ def run(
         if sources:  # -o and --stats are folders, made once the file is checked
             streams = load_sources(sources, Path(output) if output else None, masks, Path(stats) if stats else None,
                                    instances, max_frames)
-        elif (target := _path_or_folder(output)) is None:
+        elif (target := path_or_folder(output)) is None:
             raise ConfigError("no output given", hint="add -o OUTPUT.mp4 (a folder for several inputs)")
         else:
             assert inputs  # no --sources, so inputs (checked above)
-            streams = sources_for(inputs, target, masks, _path_or_folder(stats), instances, max_frames)
+            streams = sources_for(inputs, target, masks, path_or_folder(stats), instances, max_frames)
         single = len(streams) == 1 and not sources
         names = [without_credentials(s.input) if "://" in s.input else Path(s.input).name for s in streams] \
             if single else [s.label for s in streams]

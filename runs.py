@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -114,6 +115,16 @@ def stream_files(name: str, masks: Path | None, stats: Path | None, instances: P
     """Where one of several streams writes inside the ``--masks``, ``--stats`` and ``--instances`` folders."""
     return {"masks": masks / name if masks else None, "stats": stats / f"{name}.jsonl" if stats else None,
             "instances": instances / name if instances else None}
+
+
+def path_or_folder(value: str | Path | None) -> Path | None:
+    """An output path as typed (``-o``, ``--stats``, `vidparse.run`'s ``output`` and ``stats``): a trailing slash
+    ("parsed/") asks for a folder, made here, even for one input (pathlib would drop the slash); "" is none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.endswith(("/", os.sep)):
+        make_folder(Path(value))
+    return Path(value)
 
 
 def make_folder(folder: Path) -> None:

@@ -324,3 +324,13 @@ def test_ctrl_c_in_run_finishes_the_file_and_reaches_the_program(tmp_path: Path)
                              text=True, timeout=180)
     assert program.returncode == 0 and program.stdout.split() == ["interrupted"], program.stdout + program.stderr
     assert 0 < probe_video(tmp_path / "first.mp4").frames < 795 and not (tmp_path / "second.mp4").exists()
+
+
+def test_run_into_a_folder_named_with_a_slash_makes_it(clip: Path, tmp_path: Path) -> None:
+    """As ``vidparse run clip -o parsed/ --stats stats/``: the folders are made and hold ``<name>.mp4`` and
+    ``<name>.jsonl`` (the output failed as having "no extension and is not a folder")."""
+    outcome = vidparse.run(clip, f"{tmp_path / 'parsed'}/", model="bodypix", workers=1, max_frames=2,
+                           stats=f"{tmp_path / 'stats'}/")
+    assert outcome.streams[0].paths == [tmp_path / "parsed" / f"{clip.stem}.mp4"]
+    assert probe_video(tmp_path / "parsed" / f"{clip.stem}.mp4").frames == 2
+    assert (tmp_path / "stats" / f"{clip.stem}.jsonl").is_file()
