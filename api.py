@@ -262,7 +262,8 @@ def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> St
         width, height = spec.images.sizes[written.frame.seq]
         image, labels = image[:height, :width], labels[:height, :width]
         source = str(spec.images.paths[written.frame.seq])
-    return StreamFrame(labels=np.ascontiguousarray(labels), persons=written.result.persons, label_set=label_set,
+    persons = sorted(written.result.persons, key=lambda person: -person.score)  # tracking lists them by track
+    return StreamFrame(labels=np.ascontiguousarray(labels), persons=persons, label_set=label_set,
                        stream=written.stream, source=source, seq=written.frame.seq, pts=written.frame.pts,
                        time_s=written.frame.seconds, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 

@@ -334,3 +334,11 @@ def test_run_into_a_folder_named_with_a_slash_makes_it(clip: Path, tmp_path: Pat
     assert outcome.streams[0].paths == [tmp_path / "parsed" / f"{clip.stem}.mp4"]
     assert probe_video(tmp_path / "parsed" / f"{clip.stem}.mp4").frames == 2
     assert (tmp_path / "stats" / f"{clip.stem}.jsonl").is_file()
+
+
+def test_a_frames_persons_come_most_confident_first_as_a_photos_do(clip: Path) -> None:
+    """A `StreamFrame` is a `Parsing`: its persons most confident first (tracking listed them by track)."""
+    scores = [[person.score for person in frame.persons]
+              for frame in vidparse.stream(clip, model="bodypix", workers=1, max_frames=4)]
+    assert all(len(frame) >= 2 for frame in scores), scores
+    assert scores == [sorted(frame, reverse=True) for frame in scores]
