@@ -32,6 +32,7 @@ CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 FRAGMENTABLE = ("mp4", "mov")  # the formats written in fragments (and finished as fast-start files)
 FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyond the encoder's delay
 SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
+H264_SIDES = (2, 16384)  # the frame sides libx264 encodes, after an odd side has lost its last row or column
 
 
 def writes_photos(output: Path | None) -> TypeGuard[Path]:
@@ -125,6 +126,12 @@ class VideoSink:
         return self.options.segment_seconds > 0
 
     def open(self) -> None:
+        width, height = self.info.width - self.info.width % 2, self.info.height - self.info.height % 2
+        if not (H264_SIDES[0] <= width <= H264_SIDES[1] and H264_SIDES[0] <= height <= H264_SIDES[1]):
+            raise BadOutputError(f"output {self.path}: H.264 takes frames of {H264_SIDES[0]} to {H264_SIDES[1]} "
+                                 f"pixels a side, the input's are {self.info.width}x{self.info.height}",
+                                 hint="write a photo as a photo (an image file or folder as the output), or scale "
+                                      "the input to fit")
         if self.info.live and self.info.has_audio:
             log.warning("a live input's audio is not recorded (it would open the camera a second time)")
         if self.segmented:

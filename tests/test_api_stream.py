@@ -342,3 +342,14 @@ def test_a_frames_persons_come_most_confident_first_as_a_photos_do(clip: Path) -
               for frame in vidparse.stream(clip, model="bodypix", workers=1, max_frames=4)]
     assert all(len(frame) >= 2 for frame in scores), scores
     assert scores == [sorted(frame, reverse=True) for frame in scores]
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 1), (2, 16386)])
+def test_a_photo_h264_cannot_hold_fails_its_video_with_a_hint(size: tuple[int, int], tmp_path: Path) -> None:
+    """A photo 1 pixel high made into a video raised OpenCV's assertion (exit code 7, "this is a bug"); one over
+    16384 pixels failed at the encoder as a refused frame. Now: BadOutputError naming the limit, and no file."""
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", size).save(photo)
+    with pytest.raises(BadOutputError, match="H.264 takes frames of 2 to 16384 pixels a side") as raised:
+        vidparse.run(photo, tmp_path / "photo.mp4", model="bodypix", workers=1)
+    assert raised.value.hint and not (tmp_path / "photo.mp4").exists()
