@@ -274,6 +274,8 @@ def _inputs(sources: str | Path | Sequence[str | Path]) -> list[str]:
     if not isinstance(sources, Sequence) or not all(isinstance(source, (str, Path)) for source in sources):
         raise ConfigError(f"inputs must be a path or URL, or a list of them; got {sources!r}",
                           hint='e.g. "clip.mp4" or ["a.mp4", "rtsp://camera/1"]')
+    if not sources:  # run would write nothing and say "ok"; stream would blame the outputs
+        raise ConfigError("no input given", hint='e.g. "clip.mp4" or ["a.mp4", "rtsp://camera/1"]')
     return [str(source) for source in sources]
 
 
@@ -306,7 +308,7 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
         else list(outputs)
     if len(paths) == 1 and len(inputs) > 1 and paths[0] is None:
         paths = paths * len(inputs)
-    if not inputs or len(paths) != len(inputs):
+    if len(paths) != len(inputs):
         raise ConfigError(f"{len(inputs)} sources but {len(paths)} outputs",
                           hint="give one output (or None) per source, or no outputs")
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,

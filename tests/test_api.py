@@ -116,6 +116,16 @@ def test_mistakes_raise_vidparse_errors_with_a_hint(parser: vidparse.Parser, cal
     assert raised.value.hint
 
 
+def test_no_input_is_a_mistake_not_an_empty_run(tmp_path: Path) -> None:
+    """``run([], ...)`` made its output folder and returned an outcome of no streams, exit code 0; ``stream([])``
+    blamed the outputs ("0 sources but 1 outputs")."""
+    for call in (lambda: vidparse.run([], tmp_path / "out"), lambda: vidparse.stream([])):
+        with pytest.raises(ConfigError, match="no input given") as raised:
+            call()
+        assert raised.value.hint
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_or_a_url_given_as_an_image_is_called_what_it_is(parser: vidparse.Parser) -> None:
     with pytest.raises(BadInputError, match="is a folder"):
         parser.parse(Path(__file__).parent)
