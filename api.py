@@ -87,9 +87,15 @@ def _bgr(image: ImageInput) -> np.ndarray:
         if not path.is_file():
             raise BadInputError(f"image {path} does not exist", hint="check the path")
         return load_upright(path)
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
-        raise BadInputError(f"cannot parse {type(image).__name__} {getattr(image, 'dtype', '')}".rstrip(),
-                            hint="give a path or a non-empty uint8 RGB array of shape H x W x 3")
+    if not isinstance(image, np.ndarray):
+        raise BadInputError(f"cannot parse {type(image).__name__}", hint="give a path or a uint8 RGB array of shape "
+                            "H x W x 3 (a PIL image: np.asarray(image.convert('RGB')))")
+    if image.dtype != np.uint8:
+        raise BadInputError(f"cannot parse an array of {image.dtype}",
+                            hint="give uint8 values 0-255 (floats in 0-1: (image * 255).round().astype(np.uint8))")
+    if image.size == 0:
+        raise BadInputError(f"cannot parse an empty array (shape {image.shape})",
+                            hint="give an image at least 1 pixel high and wide")
     channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
     conversion = {1: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}.get(channels)
     if conversion is None:

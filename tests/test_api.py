@@ -126,6 +126,15 @@ def test_no_input_is_a_mistake_not_an_empty_run(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_an_array_that_is_no_image_is_called_what_it_is(parser: vidparse.Parser) -> None:
+    """An empty uint8 array was refused as "cannot parse ndarray uint8", as if its type were wrong."""
+    with pytest.raises(BadInputError, match=r"cannot parse an empty array \(shape \(0, 10, 3\)\)"):
+        parser.parse(np.zeros((0, 10, 3), np.uint8))
+    with pytest.raises(BadInputError, match="cannot parse an array of float32") as raised:
+        parser.parse(np.zeros((10, 10, 3), np.float32))
+    assert "astype(np.uint8)" in str(raised.value.hint)
+
+
 def test_a_folder_or_a_url_given_as_an_image_is_called_what_it_is(parser: vidparse.Parser) -> None:
     with pytest.raises(BadInputError, match="is a folder"):
         parser.parse(Path(__file__).parent)
