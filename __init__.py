@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from vidparse import errors as errors  # what the API raises, catchable before the API is first used (stdlib only)
+
 __version__ = "0.1.0"
 
 __all__ = ["Parser", "Parsing", "PersonStats", "RunOutcome", "Stream", "StreamFrame", "annotate", "parse_image",
@@ -20,6 +22,11 @@ if TYPE_CHECKING:
     from vidparse.api import (Parser, Parsing, RunOutcome, Stream, StreamFrame, annotate, parse_image, resolve_config,
                               run, stream)
     from vidparse.stages.types import PersonStats
+
+
+def __dir__() -> list[str]:
+    """The API's names too (tab completion), though they are imported on first use."""
+    return sorted({*globals(), *__all__})
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +135,24 @@ def test_an_array_that_is_no_image_is_called_what_it_is(parser: vidparse.Parser)
     with pytest.raises(BadInputError, match="cannot parse an array of float32") as raised:
         parser.parse(np.zeros((10, 10, 3), np.float32))
     assert "astype(np.uint8)" in str(raised.value.hint)
+
+
+FRESH_IMPORT = """
+import os, sys, vidparse
+try:
+    os.listdir("/no/such/photos")  # fails before any API call
+except vidparse.errors.VidparseError:
+    pass
+except OSError:
+    print("caught", "parse_image" in dir(vidparse), "vidparse.api" in sys.modules)
+"""
+
+
+def test_the_errors_and_the_api_are_there_right_after_import() -> None:
+    """``except vidparse.errors.VidparseError`` raised AttributeError (hiding the real error) until an API call had
+    imported the module; ``dir(vidparse)`` (tab completion) showed none of the API. Still imported lazily."""
+    done = subprocess.run([sys.executable, "-c", FRESH_IMPORT], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.split()) == (0, ["caught", "True", "False"]), done.stderr
 
 
 def test_a_folder_or_a_url_given_as_an_image_is_called_what_it_is(parser: vidparse.Parser) -> None:
