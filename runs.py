@@ -106,9 +106,9 @@ def written_twice(sources: Sequence[Source]) -> Path | None:
 
 
 def files_read(sources: Sequence[Source]) -> list[Path]:
-    """The video files a run's sources read: no source's output may replace one of them."""
-    return [Path(source.input) for source in sources
-            if input_kind(source.input) is InputKind.FILE and not is_image_input(source.input)]
+    """The local inputs of a run's sources, videos and photos (a folder or a pattern as given, not its photos): no
+    source's output may replace one of them."""
+    return [Path(source.input) for source in sources if input_kind(source.input) is InputKind.FILE]
 
 
 def stream_files(name: str, masks: Path | None, stats: Path | None, instances: Path | None) -> dict[str, Path | None]:
@@ -316,8 +316,8 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
         log.warning("%s: photos of %d sizes made into one %dx%d video: each is placed at its top left, on black",
                     source.label, len(set(images.sizes)), canvas.width, canvas.height)
     if images is not None and source.output is not None and source.writes_images:
-        check_not_overwriting(images.paths, [path for pair in images.output_paths(source.output, source.masks)
-                                             for path in pair])
+        check_not_overwriting([*images.paths, *run_inputs],
+                              [path for pair in images.output_paths(source.output, source.masks) for path in pair])
     else:
         local = input_kind(source.input) is InputKind.FILE
         if local and not images:

@@ -129,8 +129,9 @@ def test_a_bad_source_fails_before_any_process_starts(clip: Path, tmp_path: Path
 
 
 def test_outputs_that_would_replace_an_input_or_each_other_are_refused(clip: Path, tmp_path: Path) -> None:
-    """One source's output over another's input destroyed the input while it was read; two sources writing one
-    file left one of the two videos. Both are refused before any process starts, the input left as it was."""
+    """One source's output over another's input (a video, a photo) destroyed the input while it was read; two
+    sources writing one file left one of the two videos. Both are refused before any process starts, the input
+    left as it was."""
     video = cut_clip(VTEST, tmp_path / "input.mkv", 3)
     kept = video.read_bytes()
     before = pipeline_processes()
@@ -138,8 +139,15 @@ def test_outputs_that_would_replace_an_input_or_each_other_are_refused(clip: Pat
         vidparse.stream([video, clip], model="bodypix", outputs=[None, video])
     with pytest.raises(ConfigError, match="two sources write"):
         vidparse.stream([clip, clip], model="bodypix", outputs=[tmp_path / "same.mp4", tmp_path / "." / "same.mp4"])
+    photo, other = tmp_path / "photo.png", tmp_path / "other.png"
+    for made in (photo, other):
+        Image.new("RGB", (64, 48)).save(made)
+    kept_photo = photo.read_bytes()
+    with pytest.raises(BadOutputError, match="would overwrite the input"):
+        vidparse.stream([photo, other], model="bodypix", outputs=[None, photo])
     assert pipeline_processes() == before
     assert video.read_bytes() == kept and not (tmp_path / "same.mp4").exists()
+    assert photo.read_bytes() == kept_photo
 
 
 @pytest.mark.parametrize("limit", [0, -1, 2.5, "3"])
