@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -151,14 +151,15 @@ def _unexpected(exc: BaseException) -> typer.Exit:
     return typer.Exit(UNEXPECTED_EXIT)
 
 
-def check_file_output(path: Path | None, option: str, input: str | None = None, *, example: str) -> None:
+def check_file_output(path: Path | None, option: str, inputs: Sequence[str | Path | None] = (), *,
+                      example: str) -> None:
     """Fail before any work if the file ``path`` given to ``option`` could not be written at the end: a folder, in a
-    folder that does not exist, not writable (a read-only file or filesystem), or the command's ``input`` itself.
-    ``example``: a file name the hint offers in a folder given instead of a file."""
+    folder that does not exist, not writable (a read-only file or filesystem), or one of the command's ``inputs``
+    (files, URLs, None for an option not given) itself. ``example``: a file name the hint offers in a folder given
+    instead of a file."""
     if path is None:
         return
-    if input is not None and "://" not in input:
-        check_not_overwriting([Path(input)], [path])
+    check_not_overwriting([Path(i) for i in inputs if i is not None and "://" not in str(i)], [path])
     if path.is_dir():
         raise BadOutputError(f"{option} {path} is a folder", hint=f"give a file name, e.g. {path / example}")
     if not path.parent.is_dir():
@@ -411,7 +412,7 @@ def bench(
         if frames < MIN_FRAMES:
             raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")
-        check_file_output(markdown, "--markdown", input, example="bench.md")
+        check_file_output(markdown, "--markdown", [input, config], example="bench.md")
         settings = _measuring(_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
                                                  "threads": threads or None}))  # checked as run checks it
         counts = _worker_counts(workers)
@@ -466,7 +467,7 @@ def tune(
     from vidparse.tune import TrialResult, best, layouts, run_trial, tuned_config_text
 
     with user_errors():
-        check_file_output(write, "--write", input, example="vidparse-tuned.yaml")
+        check_file_output(write, "--write", [input, config], example="vidparse-tuned.yaml")
         flags = {"model": model, "model_path": str(model_dir) if model_dir else None, "keyframes.parse_every": parse_every}
         chosen = user_settings(config, flags)
         with _flags_named(flags):
@@ -710,12 +711,13 @@ def eval_images(
     from vidparse.stages.labels import SCHEMES, load_label_set
 
     with user_errors():
-        check_file_output(json_path, "--json", example="out.json")
         if scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme '{scheme}'", hint=f"choose one of: {', '.join(SCHEMES)}")
         settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold)
         truth = load_label_set(label_set)
         samples = find_samples(images, labels)
+        check_file_output(json_path, "--json", [config, *(p for s in samples for p in (s.image_path, s.label_path))],
+                          example="out.json")
         check_labels(samples, truth)  # a bad label map is found before any photo is parsed
         models = ResolvedModels.for_config(settings)
         with _progress() as progress:
@@ -798,7 +800,7 @@ def eval_video(
     from vidparse.stages.source import probe
 
     with user_errors():
-        check_file_output(json_path, "--json", example="out.json")
+        check_file_output(json_path, "--json", [input, truth, config], example="out.json")
         settings = _measuring(_quality_config(config, model, model_dir, roi_mode, margin, person_height,
                                               score_threshold, temporal_window))
         frames = probe(input, settings.live).frames or 0  # a camera that cannot be reached fails here, before the bar

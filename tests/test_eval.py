@@ -204,6 +204,27 @@ def test_eval_mistakes_get_one_line(case: str, code: int, message: str, shared: 
     assert [line.startswith("error:") for line in result.stderr.splitlines()].count(True) == 1
 
 
+@pytest.mark.parametrize("target", ["image", "label", "video", "truth"])
+def test_json_report_never_overwrites_an_input(target: str, clip: Path, tmp_path: Path) -> None:
+    """--json naming a photo, a label map, the video or the --truth file fails before any work, the file kept."""
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "labels" / "a.png")
+    video, truth = tmp_path / "clip.avi", tmp_path / "gt.txt"
+    video.write_bytes(clip.read_bytes())
+    truth.write_text("1,1,10,10,40,100,1\n")
+    paths = {"image": tmp_path / "images" / "a.png", "label": tmp_path / "labels" / "a.png", "video": video,
+             "truth": truth}
+    kept = paths[target].read_bytes()
+    command = (["eval-video", str(video), "--truth", str(truth)] if target in ("video", "truth") else
+               ["eval", str(tmp_path / "images"), str(tmp_path / "labels"), "--label-set", "ccp"])
+    result = run_cli(*command, "--json", str(paths[target]))
+    assert result.returncode == 4, result.stderr
+    assert f"would overwrite the input {paths[target]}" in result.stderr and "Traceback" not in result.stderr
+    assert paths[target].read_bytes() == kept
+
+
 def test_eval_takes_every_label_set_its_help_and_errors_list(shared: Path, tmp_path: Path) -> None:
     """The help, the error for an unknown set and what eval accepts agree: BodyPix masks are ground truth too."""
     said = " ".join(run_cli("eval", "--help").stdout.replace("│", " ").split())
