@@ -467,7 +467,8 @@ def tune(
     from vidparse.tune import TrialResult, best, layouts, run_trial, tuned_config_text
 
     with user_errors():
-        check_file_output(write, "--write", [input, config], example="vidparse-tuned.yaml")
+        # the --config file may be written over: the tuned config is that file's settings, merged
+        check_file_output(write, "--write", [input], example="vidparse-tuned.yaml")
         flags = {"model": model, "model_path": str(model_dir) if model_dir else None, "keyframes.parse_every": parse_every}
         chosen = user_settings(config, flags)
         with _flags_named(flags):
