@@ -135,7 +135,7 @@ def read_mot(path: Path) -> dict[int, list[tuple[int, np.ndarray]]]:
     box x1 y1 x2 y2). Rows with a confidence of 0 are ignored, as MOT does."""
     truth: dict[int, list[tuple[int, np.ndarray]]] = {}
     try:
-        with path.open(newline="") as file:
+        with path.open(newline="", encoding="utf-8-sig") as file:  # as Excel and Notepad save CSV: a BOM first
             for number, row in enumerate(csv.reader(file), 1):
                 if not row or not "".join(row).strip():
                     continue

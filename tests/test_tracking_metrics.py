@@ -57,6 +57,13 @@ def test_id_switches_on_a_synthetic_mot_sequence(tmp_path: Path) -> None:
     assert (meter.switches, meter.matched, meter.truth_boxes) == (2, 12, 12)
 
 
+def test_a_mot_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" and Windows Notepad start the file with a BOM: line 1 is still a MOT row."""
+    truth_file = tmp_path / "gt.txt"
+    truth_file.write_bytes("1,1,10,10,20,50,1\n2,1,12,10,20,50,1\n".encode("utf-8-sig"))
+    assert sorted(read_mot(truth_file)) == [0, 1]
+
+
 def test_a_damaged_mot_file_is_one_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "gt.txt"
     bad.write_text("1,1,10,10,20,50\nframe,id,x\n")
