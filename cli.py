@@ -389,7 +389,8 @@ def bench(
     input: Annotated[str, typer.Argument(metavar="INPUT", help="Video to benchmark on (e.g. vtest.avi).")],
     frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
     workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
-    threads: Annotated[int, typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers "
+                                                               "(default: --config's threads, else 0).")] = None,
     model: ModelOption = None,
     model_dir: ModelDirOption = None,
     config: ConfigOption = None,
@@ -414,7 +415,7 @@ def bench(
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")
         check_file_output(markdown, "--markdown", [input, config], example="bench.md")
         settings = _measuring(_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
-                                                 "threads": threads or None}))  # checked as run checks it
+                                                 "threads": threads}))  # checked as run checks it
         counts = _worker_counts(workers)
         warn_if_oversubscribed(max(counts))
         variants = small_people_settings(settings, probe(input, settings.live).width)
@@ -425,7 +426,7 @@ def bench(
                 for count in counts:
                     for label, variant in variants:
                         progress.update(task, description=f"workers={count}, small people {label}")
-                        trials.append(run_trial(variant, input, frames, count, threads, label))
+                        trials.append(run_trial(variant, input, frames, count, settings.threads, label))
                         progress.advance(task)
             except KeyboardInterrupt:
                 console.print(f"[yellow]interrupted:[/] {markdown or 'the table'} not written", soft_wrap=True)

@@ -42,10 +42,13 @@ def test_bench_reports_each_worker_count_with_its_scaling(clip: Path, tmp_path: 
 def test_bench_names_the_frames_it_ran_and_refuses_an_input_too_short(tmp_path: Path) -> None:
     table = tmp_path / "bench.md"
     four = vtest_h264(tmp_path / "four.mp4", 4)
-    result = run_cli("bench", str(four), "--frames", "100", "--workers", "1", "--config", str(FAST),
+    config = tmp_path / "three-threads.yaml"  # without --threads, the --config file's threads are benched
+    config.write_text(FAST.read_text() + "threads: 3\n")
+    result = run_cli("bench", str(four), "--frames", "100", "--workers", "1", "--config", str(config),
                      "--markdown", str(table))
     assert result.returncode == 0, result.stderr
     assert "first 4 frames" in table.read_text()
+    assert [(w, t) for w, t, *_ in ROW.findall(table.read_text())] == [("1", "3")]
     two = vtest_h264(tmp_path / "two.mp4", 2)
     result = run_cli("bench", str(two), "--workers", "1", "--config", str(FAST))
     assert result.returncode == 3 and "is too short to benchmark: 2 frames" in result.stderr, result.stderr
