@@ -583,7 +583,8 @@ def models_list(verbose: VerboseOption = False) -> None:
     _setup_logging(verbose)
     from vidparse.model_store import MODELS, find_model, search_dirs
 
-    found = {spec.name: find_model(spec.name) for spec in MODELS.values()}
+    with user_errors():
+        found = {spec.name: find_model(spec.name) for spec in MODELS.values()}
     out = report_console()
     table = Table(title="models")
     table.add_column("name")

@@ -153,12 +153,25 @@ def _located(spec: ModelSpec, explicit: Path | None = None) -> Path:
     """``spec``'s own file or folder (not the models it needs)."""
     if explicit is not None:
         return _explicit_model(spec, explicit)
-    candidates = [d / spec.path for d in search_dirs()]
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
+    if (found := _first_found(spec)) is not None:
+        return found
+    looked = ", ".join(str(d / spec.path) for d in search_dirs())
     raise ModelError(f"model '{spec.name}' not found (looked in {looked})", hint=spec.how_to_get)
+
+
+def _first_found(spec: ModelSpec) -> Path | None:
+    """``spec``'s file or folder in the first of `search_dirs` that holds it."""
+    return next((c for c in (d / spec.path for d in search_dirs()) if _exists(c)), None)
+
+
+def _exists(candidate: Path) -> bool:
+    """Whether a model is at ``candidate``; a folder of the search that cannot be looked into is a ModelError (the
+    permissions of $VIDPARSE_MODEL_DIR or the cache, a stale network mount), not a crash."""
+    try:
+        return candidate.exists()
+    except OSError as exc:
+        raise ModelError(f"cannot look for models at {candidate}: {exc.strerror or exc}",
+                         hint=f"make the folder readable, or point ${MODEL_DIR_ENV} or ${CACHE_ENV} elsewhere") from exc
 
 
 def _explicit_model(spec: ModelSpec, explicit: Path) -> Path:
@@ -205,11 +218,9 @@ def unloadable_model(path: Path, reason: str) -> ModelError:
 
 
 def find_model(name: str) -> Path | None:
-    """``name``'s own file or folder where it is found, whether or not the models it needs are."""
-    try:
-        return _located(model_spec(name))
-    except ModelError:
-        return None
+    """``name``'s own file or folder where it is found, whether or not the models it needs are (None where it is
+    not; a folder that cannot be looked into is a ModelError)."""
+    return _first_found(model_spec(name))
 
 
 def sha256_of(path: Path) -> str:

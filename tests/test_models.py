@@ -130,6 +130,24 @@ def test_missing_model_names_the_places_and_the_fix(isolated: Path) -> None:
         model_store.resolve_model("yolo")
 
 
+def test_a_model_folder_that_cannot_be_looked_into_is_one_line(isolated: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """$VIDPARSE_MODEL_DIR on a folder this user may not read: a ModelError naming it, not a PermissionError."""
+    locked = isolated / "locked"
+    stat = Path.stat
+
+    def refused(path: Path, **kwargs: bool):
+        if locked in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return stat(path, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refused)
+    monkeypatch.setenv("VIDPARSE_MODEL_DIR", str(locked))
+    for look in (model_store.resolve_model, model_store.find_model):
+        with pytest.raises(ModelError, match=f"cannot look for models at {locked}/fastestdet/.*: Permission denied"):
+            look("fastestdet")
+
+
 def test_pull_downloads_and_checks_sha256(isolated: Path, file_server: str) -> None:
     seen = []
     path = model_store.pull("fastestdet", f"{file_server}/fastestdet/FastestDet.onnx",
