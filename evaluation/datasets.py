@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +94,21 @@ def check_labels(samples: Sequence[Sample], label_set: LabelSet) -> int:
 
 def read_labels(sample: Sample, label_set: LabelSet, image_size: tuple[int, int]) -> np.ndarray:
     """``sample``'s label map, checked: one channel, the upright image's (width, height), classes of ``label_set``."""
+    width, height = image_size
     try:
-        with Image.open(sample.label_path) as label_image:
-            if label_image.mode not in ("L", "P"):
-                raise BadInputError(f"label map {sample.label_path} is {label_image.mode}, not one channel of class indices",
-                                    hint="label PNGs hold one class index per pixel (mode L or P)")
-            labels = np.array(label_image)
+        with warnings.catch_warnings():  # PIL's warning for a map as large as the photos vidparse reads
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(sample.label_path) as label_image:
+                if label_image.mode not in ("L", "P"):
+                    raise BadInputError(f"label map {sample.label_path} is {label_image.mode}, not one channel of "
+                                        "class indices", hint="label PNGs hold one class index per pixel (mode L or P)")
+                labels = np.array(label_image)
+    except Image.DecompressionBombError as exc:  # larger than any photo vidparse reads, so larger than its photo
+        raise BadInputError(f"label map {sample.label_path} is more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} "
+                            f"megapixels but its image is {width}x{height}",
+                            hint="labels must match their image pixel for pixel") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"label map {sample.label_path} is not a readable PNG", hint="re-export it") from exc
-    width, height = image_size
     if labels.shape != (height, width):
         swapped = _why_swapped(sample.image_path) if labels.shape == (width, height) else ""
         raise BadInputError(f"label map {sample.label_path} is {labels.shape[1]}x{labels.shape[0]} but its image is "

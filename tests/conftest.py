@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -151,6 +153,15 @@ def assert_audio_copied(copied: Path, source: Path) -> None:
 def decode_frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that says it is ``width`` x ``height`` grey pixels and holds almost none: PIL opens it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b""))
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import VTEST, assert_audio_copied, audio_packets, decode_frames, probe_video, run_cli, vtest_h264
+from conftest import (VTEST, assert_audio_copied, audio_packets, decode_frames, png_header_only, probe_video, run_cli,
+                      vtest_h264)
 from run_summary import summary_rows
 import vidparse
 from vidparse.pipeline.cpus import usable_cpus
@@ -247,15 +246,6 @@ def test_a_run_stopped_near_its_end_ends_its_audio_with_its_video(tmp_path: Path
     packets = audio_packets(tmp_path / "o.mp4")
     end = packets[-1][0] + packets[-1][1]
     assert frames * 0.1 - 0.05 <= end <= frames * 0.1 + 1024 / 48000 * 2, f"audio to {end:.2f} s, {frames} frames"
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that says it is ``width`` x ``height`` grey pixels and holds almost none: PIL opens it."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize(

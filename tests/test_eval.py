@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import png_header_only, run_cli
 from vidparse.config import load_config
 from vidparse.errors import BadInputError, ConfigError
-from vidparse.evaluation.datasets import Sample, find_samples, read_sample
+from vidparse.evaluation.datasets import Sample, find_samples, read_labels, read_sample
 from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
 from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
 from vidparse.stages.images import upright_size
@@ -288,6 +288,14 @@ def test_photos_pair_with_their_labels_by_stem_in_one_folder_or_two(tmp_path: Pa
     with caplog.at_level("WARNING"):
         assert len(find_samples(images, labels)) == 2
     assert "1 subfolder not searched (more)" in caplog.text
+
+
+def test_a_label_map_past_pils_size_limit_is_one_error(tmp_path: Path) -> None:
+    """A label map PIL refuses to open (over 179 megapixels) is a mismatch with its photo, not a crash."""
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_header_only(20000, 10000))
+    with pytest.raises(BadInputError, match="huge.png is more than 179 megapixels but its image is 550x832"):
+        read_labels(Sample("a", tmp_path / "a.jpg", huge), load_label_set("ccp"), (550, 832))
 
 
 def test_labels_must_fit_their_image_and_label_set(shared: Path, tmp_path: Path) -> None:
