@@ -22,7 +22,7 @@ from vidparse.evaluation.tracking import AgreementMeter, IdSwitchMeter, InputFlo
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.labels import SCHEMES, load_label_set
 from vidparse.stages.parsers import LABEL_SETS
-from vidparse.stages.source import VideoSource
+from vidparse.stages.source import VideoSource, without_credentials
 from vidparse.stages.temporal import TemporalOptions
 from vidparse.stages.track_labels import OrderedLabels
 from vidparse.stages.types import FrameResult, LabelSet
@@ -263,7 +263,8 @@ def evaluate_video(config: Config, models: ResolvedModels, url: str, max_frames:
     """Flicker and agreement of per-frame parsing on a clip, and with the configured vote and tracking."""
     frames = parsed_frames(config, models, url, max_frames, threads, on_frame)
     rows = video_rows(frames, load_label_set(LABEL_SETS[config.model]), config, video_modes(config), truth)
-    return VideoReport(config.model, url, rows[0].frames, quality_settings(config), STILL_THRESHOLD, rows)
+    return VideoReport(config.model, without_credentials(url), rows[0].frames, quality_settings(config),
+                       STILL_THRESHOLD, rows)
 
 
 def write_json(report: ImageReport | VideoReport, path: Path) -> None:

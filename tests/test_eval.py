@@ -3,8 +3,11 @@ the parses moved by optical flow."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -356,6 +359,22 @@ def test_eval_video_reports_flicker_and_agreement_per_frame_and_as_written(clip:
     assert result.returncode == 0, result.stderr
     assert "no box of" in result.stderr and "falls on frames 1-6" in " ".join(result.stderr.split())
     assert [row["id_switches"] for row in json.loads(report_path.read_text())["rows"]] == [None, None], "not 0"
+
+
+def test_eval_video_keeps_the_password_of_a_url_out_of_its_report(clip: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "flicker.json"
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(clip.parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            result = run_cli("eval-video", f"http://user:s3cret@127.0.0.1:{server.server_address[1]}/{clip.name}",
+                             "--max-frames", "2", "--config", str(Path(__file__).with_name("fast.yaml")),
+                             "--json", str(report_path))
+        finally:
+            server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout + result.stderr + report_path.read_text()
+    assert json.loads(report_path.read_text())["video"] == f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
 
 
 def test_temporal_window_is_validated() -> None:
