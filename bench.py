@@ -20,6 +20,7 @@ from vidparse.progress import STAGE_ORDER as STAGES
 from vidparse.signals import stop_on_signals
 from vidparse.stages.options import CihpNetOptions
 from vidparse.stages.parsers.cihp_net import segmenter_detail
+from vidparse.stages.source import without_credentials
 from vidparse.stages.tiles import small_people_pass, without_small_people
 
 MIN_FRAMES = 3  # the first frame and two after it: a steady rate
@@ -95,7 +96,7 @@ def frames_measured(trials: list[Trial], asked: int, input_url: str) -> int:
     (MIN_FRAMES) is a user error."""
     frames = min(t.stats.frames for t in trials)
     if frames < MIN_FRAMES:
-        raise BadInputError(f"{input_url} is too short to benchmark: {frames} frames, the steady fps needs "
+        raise BadInputError(f"{without_credentials(input_url)} is too short to benchmark: {frames} frames, the steady fps needs "
                             f"{MIN_FRAMES}", hint="bench on a longer video")
     return min(frames, asked)
 

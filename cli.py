@@ -404,12 +404,13 @@ def bench(
     from vidparse.bench import (COLUMNS, MIN_FRAMES, frames_measured, machine_description, markdown_table, run_trial,
                                 small_people_settings, trial_rows)
     from vidparse.runs import warn_if_oversubscribed
-    from vidparse.stages.source import input_kind, probe
+    from vidparse.stages.source import input_kind, probe, without_credentials
 
     with user_errors():
         if input_kind(input).always_live:
-            raise BadInputError(f"bench measures a video file; {input} is a live input, which drops frames to keep up",
-                                hint=f"record a clip of it first, or size the workers for it with: vidparse tune {input}")
+            shown = without_credentials(input)
+            raise BadInputError(f"bench measures a video file; {shown} is a live input, which drops frames to keep up",
+                                hint=f"record a clip of it first, or size the workers for it with: vidparse tune {shown}")
         if frames < MIN_FRAMES:
             raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")

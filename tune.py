@@ -20,6 +20,7 @@ from vidparse.pipeline.proctree import tree_cpu_seconds
 from vidparse.pipeline.stats import RunStats, percentile, serial_ceiling
 from vidparse.pipeline.writer import Written
 from vidparse.signals import stop_on_signals
+from vidparse.stages.source import without_credentials
 
 WORKER_STAGES = ("detect", "parse", "propagate")  # what a worker spends on one frame
 MIN_WINDOW_FRAMES = 2  # frames written in the window, the fewest that give a rate
@@ -126,7 +127,7 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
     if signals.received:
         raise KeyboardInterrupt
     if window.frames < MIN_WINDOW_FRAMES:
-        raise BadInputError(f"{input_url} is too short to measure {layout}: {stats.frames} frames, where the "
+        raise BadInputError(f"{without_credentials(input_url)} is too short to measure {layout}: {stats.frames} frames, where the "
                             f"warm-up takes {warmup} and the measure {MIN_WINDOW_FRAMES} more", hint="tune on a longer video")
     elapsed = window.elapsed_s
     frame_p95 = percentile(window.frame_ms, 95)

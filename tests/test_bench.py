@@ -3,12 +3,15 @@ fewest workers, and on a wide input the detector's pass for small people measure
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, vtest_h264
+from conftest import VTEST, cut_clip, run_cli, vtest_h264
 from vidparse.bench import small_people_settings
 from vidparse.config import load_config
 
@@ -53,9 +56,27 @@ def test_bench_names_the_frames_it_ran_and_refuses_an_input_too_short(tmp_path: 
     result = run_cli("bench", str(two), "--workers", "1", "--config", str(FAST))
     assert result.returncode == 3 and "is too short to benchmark: 2 frames" in result.stderr, result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr
-    live = run_cli("bench", "rtsp://127.0.0.1:9/cam", "--workers", "1", "--config", str(FAST))  # refused unopened
+    live = run_cli("bench", "rtsp://user:s3cret@127.0.0.1:9/cam", "--workers", "1", "--config", str(FAST))  # unopened
     assert live.returncode == 3 and "bench measures a video file" in live.stderr, live.stderr
     assert "hint: record a clip of it first, or size the workers for it with: vidparse tune" in live.stderr
+    assert "rtsp://127.0.0.1:9/cam" in live.stderr and "s3cret" not in live.stderr, "no password in the output"
+
+
+@pytest.mark.parametrize("command", [["bench", "--frames", "3"], ["tune", "--seconds", "1", "--max-workers", "1"]])
+def test_a_url_too_short_to_measure_is_named_without_its_password(command: list[str], tmp_path: Path) -> None:
+    cut_clip(VTEST, tmp_path / "two.avi", 2)  # AVI: an MP4 over a server without Range requests is another error
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"127.0.0.1:{server.server_address[1]}/two.avi"
+            result = run_cli(command[0], f"http://user:s3cret@{url}", *command[1:], "--config", str(FAST),
+                             "--workers" if command[0] == "bench" else "--write", "1" if command[0] == "bench"
+                             else str(tmp_path / "tuned.yaml"))
+        finally:
+            server.shutdown()
+    assert result.returncode == 3 and f"error: http://{url} is too short" in result.stderr, result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
 
 
 def detect_ms(table: str, row: tuple[str, ...]) -> float:
