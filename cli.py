@@ -289,7 +289,7 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
     console.print("wrote " + files + (beside if labels_beside else "")
                   + (f", masks in {source.masks}" if source.masks else "")
                   + (f", stats in {source.stats}" if source.stats else "")
-                  + (f", instances in {source.instances}" if source.instances else ""), soft_wrap=True)
+                  + (f", instances in {source.instances}" if source.instances else ""), soft_wrap=True, markup=False)
     if result.degraded and not result.interrupted:
         console.print("[yellow]degraded run:[/] see the summary; --stats marks frames written without labels",
                       soft_wrap=True)
@@ -300,7 +300,7 @@ def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
     console.print(reporter.streams_table(outcome))
     written = [str(path) for stream in outcome.streams for path in stream.paths]
     if written:
-        console.print("wrote " + ", ".join(written), soft_wrap=True)
+        console.print("wrote " + ", ".join(written), soft_wrap=True, markup=False)
     for stream in outcome.failed:
         error = stream.error
         _print_error(f"stream {stream.name}: {getattr(error, 'message', error)}", getattr(error, "hint", None))
@@ -430,10 +430,10 @@ def bench(
                         trials.append(run_trial(variant, input, frames, count, settings.threads, label))
                         progress.advance(task)
             except KeyboardInterrupt:
-                console.print(f"[yellow]interrupted:[/] {markdown or 'the table'} not written", soft_wrap=True)
+                console.print(f"[yellow]interrupted:[/] {escape(str(markdown or 'the table'))} not written", soft_wrap=True)
                 raise typer.Exit(INTERRUPTED_EXIT) from None
         frames = frames_measured(trials, frames, input)
-    table = Table(title=f"vidparse bench: {settings.model}, first {frames} frames of {Path(input).name}")
+    table = Table(title=f"vidparse bench: {settings.model}, first {frames} frames of {escape(Path(input).name)}")
     for column in COLUMNS:
         table.add_column(column, justify="right")
     for row in trial_rows(trials):
@@ -497,13 +497,14 @@ def tune(
                     without = run_trial(no_small_people, input, pick.layout, seconds, cpus)
                     progress.advance(task)
             except KeyboardInterrupt:
-                console.print(f"[yellow]interrupted:[/] {write} not written", soft_wrap=True)
+                console.print(f"[yellow]interrupted:[/] {escape(str(write))} not written", soft_wrap=True)
                 raise typer.Exit(INTERRUPTED_EXIT) from None
         machine = machine_description()
         typed = " ".join(shlex.quote(without_credentials(arg) if "://" in arg else arg) for arg in sys.argv[1:])
         write_file_output(write, "--write", tuned_config_text(chosen, pick, results, f"vidparse {typed}", machine,
                                                               without))
-    table = Table(title=f"vidparse tune: {settings.model} on {Path(input).name}, {cpus} usable CPUs, {seconds:g} s a trial")
+    table = Table(title=f"vidparse tune: {settings.model} on {escape(Path(input).name)}, {cpus} usable CPUs, "
+                        f"{seconds:g} s a trial")
     for column in ("", "workers", "threads", "fps", "serial ceiling fps", "p95 frame ms", "peak MB", "CPU busy",
                    "start-up s"):
         table.add_column(column, justify="right")
@@ -515,9 +516,10 @@ def tune(
                       style="bold green" if r is pick else None)
     report_console().print(table)
     report_console().print(f"machine: {machine}")
-    report_console().print(f"wrote {write}: vidparse run INPUT -o OUTPUT.mp4 --config {write}", soft_wrap=True)
+    report_console().print(f"wrote {write}: vidparse run INPUT -o OUTPUT.mp4 --config {write}", soft_wrap=True,
+                           markup=False)
     if short := [r for r in results if r.seconds < 0.9 * seconds]:
-        console.print(f"[yellow]warning:[/] {Path(input).name} ended before the {seconds:g} s window in {len(short)} "
+        console.print(f"[yellow]warning:[/] {escape(Path(input).name)} ended before the {seconds:g} s window in {len(short)} "
                       f"of {len(results)} trials (measured over {min(r.seconds for r in short):.1f} s at the least): "
                       "a pick from such short windows is a rough one; tune on a longer video", soft_wrap=True)
 
@@ -632,7 +634,7 @@ def models_pull(
         finally:
             if task is not None:  # stopped unstarted, it prints an empty line
                 progress.stop()
-    console.print(f"{name}: {path}")
+    console.print(f"{name}: {path}", markup=False)
 
 
 @models_app.command("make-random")
@@ -651,7 +653,7 @@ def models_make_random(
         from vidparse.stages.parsers.m2fp import make_random_checkpoint
 
         path = make_random_checkpoint(directory, tiny=tiny, single_human=name == "m2fp-single", force=force)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path}", markup=False)
 
 
 RoiModeOption = Annotated[Optional[str], typer.Option("--roi-mode", help="roi: parse person crops; whole: whole frames.")]
@@ -683,7 +685,7 @@ def _report(table: Table, report: ImageReport | VideoReport, json_path: Optional
     report_console().print(table)
     if json_path:
         write_json(report, json_path)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path}", markup=False)
 
 
 @app.command("eval")
@@ -771,7 +773,7 @@ def train_weights(
             card = job.run(progress, samples)
         for report in job.scores.values():
             report_console().print(image_table(report))
-        console.print(f"wrote {output} and {card}")
+        console.print(f"wrote {output} and {card}", markup=False)
 
 
 @app.command("eval-video")
@@ -815,7 +817,7 @@ def eval_video(
             report = evaluate_video(settings, models, input, max_frames, threads_per_worker(1, settings.threads),
                                     on_frame=lambda: progress.advance(task), truth=ground_truth)
         if ground_truth is not None and not any(0 <= seq < report.frames for seq in ground_truth):
-            console.print(f"[yellow]warning:[/] no box of {truth} falls on frames 1-{report.frames} of the video: "
+            console.print(f"[yellow]warning:[/] no box of {escape(str(truth))} falls on frames 1-{report.frames} of the video: "
                           "ID switches are not counted (n/a)", highlight=False, soft_wrap=True)
         _report(video_table(report), report, json_path)
 

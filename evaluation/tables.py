@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import JustifyMethod
+from rich.markup import escape
 from rich.table import Table
 
 from vidparse.evaluation.runs import ImageReport, VideoReport
@@ -21,7 +22,7 @@ def _roi_caption(settings: dict) -> str:
 
 
 def image_table(report: ImageReport) -> Table:
-    weights = f" ({report.settings['model_path']})" if report.settings.get("model_path") else ""
+    weights = f" ({escape(report.settings['model_path'])})" if report.settings.get("model_path") else ""
     table = Table(title=f"{report.model}{weights} vs {report.truth} ground truth, {report.images} images "
                         f"({report.scheme} classes)",
                   caption=f"{_roi_caption(report.settings)}. Pixels of n/a classes are not scored, except a model's n/a class "
@@ -45,7 +46,7 @@ def image_table(report: ImageReport) -> Table:
 
 
 def video_table(report: VideoReport) -> Table:
-    table = Table(title=f"flicker and agreement: {report.model} on {report.video}, frames 0-{report.frames - 1}",
+    table = Table(title=f"flicker and agreement: {report.model} on {escape(report.video)}, frames 0-{report.frames - 1}",
                   caption=f"{_roi_caption(report.settings)}. Flicker: of the pixels that stood still between consecutive "
                           f"frames (no channel changed by more than {report.still_threshold}) and that either frame labels "
                           "as a person, the share whose label changed (coarse: whose coarse class changed). Presence "

@@ -377,6 +377,16 @@ def test_eval_video_keeps_the_password_of_a_url_out_of_its_report(clip: Path, tm
     assert json.loads(report_path.read_text())["video"] == f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
 
 
+def test_eval_video_shows_names_in_brackets_as_they_are(clip: Path, tmp_path: Path) -> None:
+    """A name like 'clip [final].avi' is text, not Rich markup: shown whole in the title and the 'wrote' line."""
+    video, report_path = tmp_path / "clip [final].avi", tmp_path / "report [v2].json"
+    video.write_bytes(clip.read_bytes())
+    result = run_cli("eval-video", str(video), "--max-frames", "2", "--config", str(Path(__file__).with_name("fast.yaml")),
+                     "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    assert f"on {video}, frames 0-1" in result.stdout and f"wrote {report_path}" in result.stderr
+
+
 def test_temporal_window_is_validated() -> None:
     with pytest.raises(ConfigError, match="'temporal.window' must be between 1 and 15"):
         load_config(overrides={"temporal.window": 0})
