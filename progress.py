@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -50,8 +51,8 @@ class RunReporter:
             transient=False,
         )
         # a stream's line shows once it opens or tries to connect: one that fails its checks shows only its error
-        self.tasks = [self.progress.add_task(d, total=None, fps=0.0, persons=0, latency="", visible=False)
-                      for d in descriptions]
+        self.tasks = [self.progress.add_task(escape(d), total=None, fps=0.0, persons=0, latency="", visible=False)
+                      for d in descriptions]  # names as typed: "clip [final]" is no markup
         self.seen = [_Seen() for _ in descriptions]
         self._showing = threading.Lock()  # streams open in the hub thread; the first starts the display
 
@@ -115,7 +116,7 @@ class RunReporter:
             stats, seen = stream.stats, self.seen[index]
             p50 = stats.latency_percentile(50) if seen.live else None
             color = {"ok": "green", "failed": "red"}.get(stream.status, "yellow")
-            cells = [stream.name, f"[{color}]{stream.status}", str(stats.frames), f"{stats.steady_fps:.2f}",
+            cells = [escape(stream.name), f"[{color}]{stream.status}", str(stats.frames), f"{stats.steady_fps:.2f}",
                      f"{seen.persons_total}/{seen.persons_max}", "" if p50 is None else f"{p50 * 1000:.0f}",
                      str(stats.dropped_frames), str(stats.worker_restarts)]
             if source_restarts:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -50,7 +51,7 @@ class BatchProgress:
         self.done += record.state == "done"
         self.failed += record.state == "failed"
         if record.state == "failed":
-            self.console.print(f"[bold red]failed:[/] {record.error}", highlight=False, soft_wrap=True)
+            self.console.print(f"[bold red]failed:[/] {escape(record.error or '')}", highlight=False, soft_wrap=True)
         self._update()
 
     def _update(self) -> None:
@@ -72,7 +73,8 @@ def summary_table(records: list[Record], skipped: list[Record]) -> Table:
         table.add_column(column, justify="left" if column in ("input", "state", "output or error") else "right")
     for record in records + skipped:
         state = "skipped (done)" if record in skipped else record.state
-        table.add_row(_shown(record.input), state, str(record.frames), str(record.segments), str(record.attempts),
-                      f"{record.fps:.2f}", f"{record.seconds:.1f}",
-                      record.error or ", ".join(map(_shown, record.outputs)), style="red" if record.state == "failed" else None)
+        table.add_row(escape(_shown(record.input)), state, str(record.frames), str(record.segments),
+                      str(record.attempts), f"{record.fps:.2f}", f"{record.seconds:.1f}",
+                      escape(record.error or ", ".join(map(_shown, record.outputs))),
+                      style="red" if record.state == "failed" else None)
     return table

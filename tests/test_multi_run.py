@@ -240,3 +240,28 @@ def test_an_output_never_replaces_another_streams_input(clip: Path, tmp_path: Pa
 
 def test_a_pattern_of_photos_is_named_by_its_folder() -> None:
     assert [stream_name(p) for p in ("photos/*.jpg", "shots/%06d.png", "clip.mp4")] == ["photos", "shots", "clip"]
+
+
+def test_names_with_brackets_are_shown_as_typed_in_the_progress_and_the_tables() -> None:
+    """Rich read "clip [final]" as markup and showed "clip " in the run's progress line and streams table, and in
+    the batch's failure line and summary table."""
+    from rich.console import Console
+
+    from vidparse.batch.manifest import Record
+    from vidparse.batch.progress import BatchProgress, summary_table
+    from vidparse.pipeline.ends import StreamEnd
+    from vidparse.pipeline.stats import RunStats
+    from vidparse.progress import RunReporter
+    from vidparse.runs import RunOutcome, StreamOutcome
+
+    console = Console(width=200, record=True)
+    reporter = RunReporter(console, ["clip [final]"])
+    console.print(reporter.progress.tasks[0].description)
+    console.print(reporter.streams_table(RunOutcome([StreamOutcome("clip [final]", Source("clip [final].mp4", None),
+                                                                   StreamEnd(0, "ok", stats=RunStats()))])))
+    failed = Record("talk [draft].mp4", "failed", error="cannot read [bad] packet")
+    BatchProgress(console).finished(failed)
+    console.print(summary_table([failed], []))
+    text = console.export_text()
+    assert text.count("clip [final]") == 2 and text.count("talk [draft].mp4") == 1, text
+    assert text.count("cannot read [bad] packet") == 2, text
