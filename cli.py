@@ -548,7 +548,7 @@ def serve(
     config: ConfigOption = None,
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes (shared by jobs and streams).")] = None,
     max_upload_mb: Annotated[Optional[int], typer.Option("--max-upload-mb", help="Larger uploads get 413.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Keep jobs' files here (default: a temporary folder).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Keep jobs' files here: a server started again on it finds them (default: a temporary folder).")] = None,
     allow_dir: Annotated[Optional[list[Path]], typer.Option("--allow-dir", help="A folder JSON job inputs may name (repeat).")] = None,
     allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="A host URLs may name even when it is private or loopback (repeat).")] = None,
     allow_private: Annotated[bool, typer.Option("--allow-private", help="URLs may name any host, private, loopback and link-local ones included.")] = False,

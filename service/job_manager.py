@@ -1,9 +1,11 @@
 """Jobs: a video (uploaded, an allowed file, or a URL) parsed by the service's engine into an MP4, masks and
 per-frame statistics, with progress, fps and ETA. Finished jobs expire after ``serve.job_ttl_s``, and the oldest
-go first while the data dir holds more than ``serve.max_data_mb``."""
+go first while the data dir holds more than ``serve.max_data_mb``. Each job's folder keeps its record (``job.json``,
+written when it starts and when it ends), from which a server started again on the same data dir finds it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -14,9 +16,11 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
+
+from pydantic import TypeAdapter
 
 from vidparse.config import Config
 from vidparse.jobs import StreamSpec
@@ -36,12 +40,16 @@ ACTIVE = ("queued", "running")
 RESULT = "result.mp4"
 STATS = "stats.jsonl"
 MASKS = "masks"
+RECORD = "job.json"
 END_STATES = {"ok": "done", "failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted"}  # by StreamEnd
 
 
 # What a caller is told when a URL's job or stream fails, whatever happened (refused, timed out, a 401, not a
 # video): nothing about which hosts and ports answer. The server log has the reason.
 URL_FAILURE = "the URL could not be read; the server log says why"
+
+# The error of a job whose record an earlier server left saying it was queued or running (killed, not stopped)
+STOPPED = "the server stopped while the job ran (its MP4, if it has one, plays up to its last written second)"
 
 
 def failure(end: StreamEnd) -> str:
@@ -64,7 +72,7 @@ class Job:
     dropped: int = 0  # frames a live input's drop policy let go to keep up (counted by max_frames too)
     total: int | None = None  # frames the input holds (None: unknown, or live)
     error: str | None = None
-    created_at: float = field(default_factory=time.time)
+    created_at: float = field(default_factory=time.time)  # wall clock
     first_frame_at: float | None = None
     last_frame_at: float | None = None
     ended_at: float | None = None  # monotonic
@@ -95,6 +103,53 @@ class Job:
                 "result": f"/v1/jobs/{self.id}/result" if finished else None}
 
 
+@dataclass
+class JobRecord:
+    """What a job's folder keeps of it (``job.json``), for a server started again on the same data dir. Times are
+    wall clock: the monotonic clock starts again with the machine."""
+    id: str
+    source: str  # without credentials: the record is only shown
+    state: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
+    frames: int
+    dropped: int
+    total: int | None
+    error: str | None
+    created_at: float
+    ended_at: float | None
+
+
+RECORDS = TypeAdapter(JobRecord)
+
+
+def write_record(job: Job, state: str, ended_at: float | None) -> None:
+    """The job's record as of ``state``, replacing the last one whole."""
+    record = JobRecord(job.id, without_credentials(job.source), state,  # type: ignore[arg-type]  # a job state
+                       job.frames, job.dropped, job.total, job.error, job.created_at, ended_at)
+    with written_whole(job.directory / RECORD, "w") as file:
+        json.dump(asdict(record), file)
+
+
+def read_record(folder: Path) -> JobRecord | None:
+    """The record of the job in ``folder``; None when it has none, or one that cannot be read (logged)."""
+    try:
+        record = RECORDS.validate_json((folder / RECORD).read_bytes(), strict=True)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        log.warning("job folder %s: its record cannot be read (%s)", folder.name,
+                    exc if isinstance(exc, OSError) else "not a job record")
+        return None
+    if record.id != folder.name:
+        log.warning("job folder %s: its record names job %s", folder.name, record.id)
+        return None
+    return record
+
+
+def monotonic_of(wall: float) -> float:
+    """A past wall-clock time on the monotonic clock (a time to come, from a clock set back since: now)."""
+    return time.monotonic() - max(0.0, time.time() - wall)
+
+
 class JobManager:
     def __init__(self, config: Config, engines: EngineHost, data_dir: Path, metrics: Metrics,
                  inputs: InputPolicy) -> None:
@@ -107,16 +162,36 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         metrics.track_jobs(self.count)
-        self._remove_earlier_jobs()
+        self._restore_earlier_jobs()
+        self.expire()
 
-    def _remove_earlier_jobs(self) -> None:
-        """Jobs live in the server's memory: the folders an earlier server left in a kept --data-dir have ids that
-        answer 404 and would only hold the quota (507 for ever once past it), so they go."""
-        earlier = [folder for folder in self.directory.glob("*") if folder.is_dir()]
-        for folder in earlier:
-            shutil.rmtree(folder, ignore_errors=True)
-        if earlier:
-            log.info("removed %d job folder(s) an earlier server left in %s", len(earlier), self.directory)
+    def _restore_earlier_jobs(self) -> None:
+        """The jobs an earlier server left in a kept --data-dir come back with their files, as they ended; those its
+        record says were queued or running (the server was killed) as interrupted. A folder without a readable
+        record (a job reserved but never started, a damaged record) goes: its id would answer 404, its files only
+        hold the quota."""
+        removed = 0
+        for folder in sorted(path for path in self.directory.glob("*") if path.is_dir()):
+            record = read_record(folder)
+            if record is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+            else:
+                job = self._restored(folder, record)
+                self._jobs[job.id] = job
+        if self._jobs or removed:
+            log.info("found %d job(s) an earlier server left in %s; removed %d folder(s) without a job record",
+                     len(self._jobs), self.directory, removed)
+
+    def _restored(self, folder: Path, record: JobRecord) -> Job:
+        killed = record.state in ACTIVE
+        ended = time.time() if killed or record.ended_at is None else record.ended_at
+        job = Job(record.id, record.source, folder, state="interrupted" if killed else record.state,
+                  frames=record.frames, dropped=record.dropped, total=record.total,
+                  error=STOPPED if killed else record.error, created_at=record.created_at, ended_at=monotonic_of(ended))
+        if killed:  # its TTL counts from now, once: a server killed again does not restart it
+            self._record(job, job.state, ended)
+        return job
 
     def count(self, state: str) -> int:
         with self._lock:
@@ -201,6 +276,7 @@ class JobManager:
                           stats_path=job.directory / STATS, max_frames=max_frames,
                           limits=self.inputs.limits_for(input_url))
         url = "://" in input_url
+        self._record(job, job.state, None)  # before the engine has it: the record of its end comes after this one
 
         def opened(info: Any) -> None:
             frames = info.frames or None
@@ -221,13 +297,23 @@ class JobManager:
         metrics.frame(stats)
 
     def _ended(self, job: Job, end: StreamEnd, url: bool) -> None:
-        job.state = END_STATES[end.state]
+        state = END_STATES[end.state]
         if end.state == "failed":
             reason = failure(end)
             job.error = URL_FAILURE if url else reason
             log.warning("job %s failed: %s", job.id, reason)
+        # recorded while it is still active: once ended, it may be deleted or expire, its folder with it
+        self._record(job, state, time.time())
+        job.state = state
         job.ended_at = time.monotonic()
         log.info("job %s %s after %d frames", job.id, job.state, job.frames)
+
+    @staticmethod
+    def _record(job: Job, state: str, ended_at: float | None) -> None:
+        try:
+            write_record(job, state, ended_at)
+        except OSError as exc:  # a full disk: the job goes on; a server started again will not find it
+            log.warning("job %s: its record cannot be written: %s", job.id, exc)
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -288,17 +374,25 @@ class JobManager:
         """Zipped when first asked; concurrent first requests each write their own part file, the first done wins."""
         target = job.directory / "masks.zip"
         if not target.exists():
-            handle, name = tempfile.mkstemp(dir=job.directory, prefix="masks-", suffix=".part")
-            partial = Path(name)
-            try:
-                # PNGs are compressed already: stored
-                with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
-                    for png in sorted((job.directory / MASKS).glob("*.png")):
-                        archive.write(png, png.name)
-                partial.replace(target)
-            finally:
-                partial.unlink(missing_ok=True)
+            # PNGs are compressed already: stored
+            with written_whole(target, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+                for png in sorted((job.directory / MASKS).glob("*.png")):
+                    archive.write(png, png.name)
         return target
+
+
+@contextmanager
+def written_whole(target: Path, mode: str) -> Iterator[IO[Any]]:
+    """A part file of its own beside ``target``, which replaces ``target`` once the block ends without raising:
+    readers (and a server started after a crash) see the old file or the new one, never a part."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f"{target.stem}-", suffix=".part")
+    partial = Path(name)
+    try:
+        with os.fdopen(handle, mode) as file:
+            yield file
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def data_size(folder: Path) -> int:

@@ -300,9 +300,10 @@ def test_token_required_except_healthz(server: Server) -> None:
     assert anonymous.delete(f"/v1/jobs/{unknown}", params={"token": TOKEN}).status_code == 401
 
 
-def test_the_log_tells_a_jobs_life_and_no_client_mistake(tmp_path: Path, clip: Path) -> None:
+def test_the_log_tells_a_jobs_life_and_a_new_server_finds_the_job(tmp_path: Path, clip: Path) -> None:
     """The multipart parser's own errors had no hint, and it logged a warning without the request in it; at the
-    default level nothing told when a job started or ended."""
+    default level nothing told when a job started or ended. A finished job outlives its server: one started again
+    on the same --data-dir after a SIGTERM serves it as it was (jobs lived in the server's memory)."""
     with running_server(tmp_path, {}, "--token", TOKEN, headers=AUTH) as server:
         for content_type in ("multipart/form-data", "multipart/form-data; boundary=xyz"):
             answer = server.client.post("/v1/jobs", content=b"garbage", headers={"Content-Type": content_type})
@@ -310,10 +311,17 @@ def test_the_log_tells_a_jobs_life_and_no_client_mistake(tmp_path: Path, clip: P
         posted = server.client.post("/v1/jobs", files={"file": ("clip.avi", clip.read_bytes())})
         assert posted.status_code == 202, posted.text
         job = server.wait(posted.json()["id"])
+        mp4 = server.client.get(job["result"]).content
         server.process.terminate()
         log = server.process.communicate(timeout=60)[0]
     assert "WARNING" not in log and "boundary" not in log, log
     assert f"job {job['id']} running" in log and f"job {job['id']} done after {job['frames']} frames" in log, log
+    with running_server(tmp_path, {}, "--token", TOKEN, headers=AUTH, ready_path="/healthz") as again:
+        found = again.client.get(f"/v1/jobs/{job['id']}").json()
+        assert {key: found[key] for key in ("state", "frames", "total", "source", "result")} == \
+            {"state": "done", "frames": 12, "total": 12, "source": "upload", "result": job["result"]}, found
+        assert again.client.get(job["result"]).content == mp4
+        assert len(again.client.get(f"/v1/jobs/{job['id']}/stats.jsonl").text.splitlines()) == 12
 
 
 def test_no_docs_page_and_no_outside_script(server: Server) -> None:
@@ -718,15 +726,43 @@ def test_a_damaged_photo_model_is_reported_not_awaited(tmp_path: Path, monkeypat
     assert "the photo model cannot be loaded" in log and "Traceback" not in log, log
 
 
-def test_job_folders_an_earlier_server_left_are_removed(tmp_path: Path) -> None:
-    """Jobs live in the server's memory: a restart with the same --data-dir finds folders whose ids answer 404; kept,
-    they held the quota (every new job 507 for ever)."""
-    left = tmp_path / "data" / "jobs" / "0123456789abcdef01234567"
-    left.mkdir(parents=True)
-    (left / "result.mp4").write_bytes(b"\0" * 2 * 2**20)
-    with running_server(tmp_path, {"max_data_mb": 1}, ready_path="/healthz") as started:
-        assert not left.exists()
-        assert started.client.get(f"/v1/jobs/{left.name}").status_code == 404
+def left_job(data_dir: Path, job_id: str, record: dict | str | None, result: bytes = b"") -> Path:
+    """The folder an earlier server left for job ``job_id``: its record (``job.json``: fields over a done job's, or
+    the file's text) and its MP4."""
+    folder = data_dir / "jobs" / job_id
+    folder.mkdir(parents=True)
+    if isinstance(record, dict):
+        record = json.dumps({"id": job_id, "source": "upload", "state": "done", "frames": 12, "dropped": 0,
+                             "total": 12, "error": None, "created_at": time.time() - 90_000,
+                             "ended_at": time.time() - 60, **record})
+    if record is not None:
+        (folder / "job.json").write_text(record)
+    (folder / "result.mp4").write_bytes(result)
+    return folder
+
+
+def test_jobs_an_earlier_server_left_come_back_or_go(tmp_path: Path) -> None:
+    """A server started again on the same --data-dir finds the jobs of the one before from their records (jobs lived
+    in the server's memory: their folders went, their ids answered 404). Finished ones expire from their real end
+    and hold the quota as before, oldest first; one the record says was running (the server was killed) is
+    interrupted; a folder without a readable record goes (kept, it would only hold the quota)."""
+    data = tmp_path / "data"
+    killed = left_job(data, "0123456789abcdef0123456a", {"state": "running", "frames": 0, "ended_at": None},
+                      b"\1" * 1000)
+    newer = left_job(data, "0123456789abcdef0123456b", {}, b"\0" * 600_000)
+    older = left_job(data, "0123456789abcdef0123456c", {"ended_at": time.time() - 1800}, b"\0" * 600_000)
+    expired = left_job(data, "0123456789abcdef0123456d", {"state": "failed", "ended_at": time.time() - 4000})
+    unrecorded = left_job(data, "0123456789abcdef0123456e", None)  # reserved, never started
+    damaged = left_job(data, "0123456789abcdef0123456f", '{"id": "0123456789abcdef0123456f", "sta')
+    with running_server(tmp_path, {"max_data_mb": 1, "job_ttl_s": 3600}, ready_path="/healthz") as started:
+        for gone in (older, expired, unrecorded, damaged):
+            assert started.client.get(f"/v1/jobs/{gone.name}").status_code == 404, gone.name
+            assert not gone.exists(), gone.name
+        assert started.client.get(f"/v1/jobs/{newer.name}").json()["state"] == "done"
+        interrupted = started.client.get(f"/v1/jobs/{killed.name}").json()
+        assert interrupted["state"] == "interrupted" and "server stopped" in interrupted["error"], interrupted
+        assert started.client.get(interrupted["result"]).content == b"\1" * 1000
+        assert json.loads((killed / "job.json").read_text())["state"] == "interrupted"
 
 
 @pytest.fixture(scope="module")
@@ -1022,9 +1058,12 @@ def test_sighup_stops_as_sigterm_does_and_leaves_the_running_job_playable(server
     assert 3 <= frames < 795
     log = server.process.stdout.read()
     assert "Traceback" not in log and "ERROR" not in log and CAMERA_SECRET not in log, log
-    # started again at once on the same port, which the closed connections' TIME_WAIT still names
+    # started again at once on the same port, which the closed connections' TIME_WAIT still names; the job it
+    # interrupted is found again as it ended
     again = subprocess.Popen(server.process.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until_up(again, server.client, "/readyz")
+        job = server.client.get(f"/v1/jobs/{job_id}").json()
+        assert (job["state"], job["frames"], job["error"]) == ("interrupted", frames, None), job
     finally:
         stop(again)
