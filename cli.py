@@ -544,7 +544,7 @@ def _worker_counts(text: str) -> list[int]:
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
-    token: Annotated[Optional[str], typer.Option(envvar="VIDPARSE_TOKEN", help="Bearer token required on every route but /healthz.")] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="VIDPARSE_TOKEN", help="Bearer token required on every route but /healthz and the page /.")] = None,
     config: ConfigOption = None,
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes (shared by jobs and streams).")] = None,
     max_upload_mb: Annotated[Optional[int], typer.Option("--max-upload-mb", help="Larger uploads get 413.")] = None,

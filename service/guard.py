@@ -1,6 +1,6 @@
-"""The ASGI layer ahead of routing: the Host and Origin checks (no token), the token (every route but /healthz), the
-size of the body and whether an upload's route has room for it (jobs, photos), decided before a byte of the body is
-read; the body is then counted as it arrives (chunked too)."""
+"""The ASGI layer ahead of routing: the Host and Origin checks (no token), the token (every route but /healthz and the
+page /), the size of the body and whether an upload's route has room for it (jobs, photos), decided before a byte of
+the body is read; the body is then counted as it arrives (chunked too)."""
 
 from __future__ import annotations
 

@@ -278,6 +278,16 @@ def test_no_public_address_without_a_token() -> None:
     assert "without a token" in refused.stderr and "hint: pass --token" in refused.stderr
 
 
+def test_the_token_help_names_the_routes_open_without_it() -> None:
+    """`vidparse serve --help` says what --token guards as the guard does: every route but /healthz and the page /
+    (it said /healthz alone)."""
+    from vidparse.service.guard import OPEN_PATHS
+
+    said = " ".join(run_cli("serve", "--help", timeout=60).stdout.replace("│", " ").split())
+    assert OPEN_PATHS == ("/healthz", "/"), "the help below names these two"
+    assert "Bearer token required on every route but /healthz and the page /." in said, said
+
+
 def test_token_required_except_healthz(server: Server) -> None:
     anonymous = httpx.Client(base_url=server.url, timeout=30)
     assert anonymous.get("/healthz").status_code == 200
