@@ -186,8 +186,9 @@ class JobManager:
     def _restored(self, folder: Path, record: JobRecord) -> Job:
         killed = record.state in ACTIVE
         ended = time.time() if killed or record.ended_at is None else record.ended_at
+        frames = written_lines(folder / STATS) if killed else record.frames  # the record's are its start's: 0
         job = Job(record.id, record.source, folder, state="interrupted" if killed else record.state,
-                  frames=record.frames, dropped=record.dropped, total=record.total,
+                  frames=frames, dropped=record.dropped, total=record.total,
                   error=STOPPED if killed else record.error, created_at=record.created_at, ended_at=monotonic_of(ended))
         if killed:  # its TTL counts from now, once: a server killed again does not restart it
             self._record(job, job.state, ended)
@@ -393,6 +394,15 @@ def written_whole(target: Path, mode: str) -> Iterator[IO[Any]]:
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def written_lines(path: Path) -> int:
+    """Whole lines in the file at ``path`` (a line per frame written in a job's statistics); 0 without it."""
+    try:
+        with path.open("rb") as file:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 20), b""))
+    except OSError:
+        return 0
 
 
 def data_size(folder: Path) -> int:

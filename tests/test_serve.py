@@ -759,6 +759,7 @@ def test_jobs_an_earlier_server_left_come_back_or_go(tmp_path: Path) -> None:
     data = tmp_path / "data"
     killed = left_job(data, "0123456789abcdef0123456a", {"state": "running", "frames": 0, "ended_at": None},
                       b"\1" * 1000)
+    (killed / "stats.jsonl").write_text('{"frame": 0}\n' * 7 + '{"fra')  # 7 frames written, the 8th cut off
     newer = left_job(data, "0123456789abcdef0123456b", {}, b"\0" * 600_000)
     older = left_job(data, "0123456789abcdef0123456c", {"ended_at": time.time() - 1800}, b"\0" * 600_000)
     expired = left_job(data, "0123456789abcdef0123456d", {"state": "failed", "ended_at": time.time() - 4000})
@@ -771,6 +772,7 @@ def test_jobs_an_earlier_server_left_come_back_or_go(tmp_path: Path) -> None:
         assert started.client.get(f"/v1/jobs/{newer.name}").json()["state"] == "done"
         interrupted = started.client.get(f"/v1/jobs/{killed.name}").json()
         assert interrupted["state"] == "interrupted" and "server stopped" in interrupted["error"], interrupted
+        assert interrupted["frames"] == 7, interrupted
         assert started.client.get(interrupted["result"]).content == b"\1" * 1000
         assert json.loads((killed / "job.json").read_text())["state"] == "interrupted"
 
