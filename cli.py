@@ -226,7 +226,7 @@ def run(
     H.264 video, or annotated images and label PNGs. Several inputs share one pool of workers."""
     _setup_logging(verbose)
     from vidparse.progress import RunReporter
-    from vidparse.runs import RunHooks, load_sources, path_or_folder, run_sources, sources_for
+    from vidparse.runs import RunHooks, load_sources, path_or_folder, run_to_end, sources_for
     from vidparse.stages.source import without_credentials
 
     with user_errors():
@@ -260,12 +260,14 @@ def run(
                 reporter.on_open(index, info)
                 reporter.limit(index, streams[index].max_frames)
 
-            outcome = run_sources(settings, streams, RunHooks(on_open=on_open, on_frame=reporter.on_frame,
-                                                              on_connecting=reporter.on_connecting))
+            outcome = run_to_end(settings, streams, RunHooks(on_open=on_open, on_frame=reporter.on_frame,
+                                                             on_connecting=reporter.on_connecting))
         if single:
             _single_summary(reporter, outcome.streams[0])
         else:
             _streams_summary(reporter, outcome)
+        if outcome.error is not None:  # what stopped every stream: one line, after the table, its own exit code
+            raise outcome.error
         if outcome.exit_code:
             raise typer.Exit(outcome.exit_code)
 
@@ -296,13 +298,15 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
 
 
 def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
-    """Several inputs: a row per stream, then one error line (and hint) per failed stream."""
+    """Several inputs: a row per stream, then one error line (and hint) per stream that failed on its own (what
+    stopped every stream is said once, by the caller)."""
     console.print(reporter.streams_table(outcome))
     written = [str(path) for stream in outcome.streams for path in stream.paths]
     if written:
         console.print("wrote " + ", ".join(written), soft_wrap=True, markup=False)
     for stream in outcome.failed:
-        error = stream.error
+        if (error := stream.error) is outcome.error:
+            continue
         _print_error(f"stream {stream.name}: {getattr(error, 'message', error)}", getattr(error, "hint", None))
     if any(s.status == "degraded" for s in outcome.streams):
         console.print("[yellow]degraded streams:[/] see the table; --stats marks frames written without labels",

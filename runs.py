@@ -234,6 +234,9 @@ class StreamOutcome:
 class RunOutcome:
     streams: list[StreamOutcome]
     interrupted: bool = False  # a stop signal (Ctrl-C, SIGTERM, SIGHUP) ended the run, whatever else happened
+    # what stopped every stream at once (a model no worker can load, workers that cannot start; `run_to_end`):
+    # the streams it cut short failed with it
+    error: VidparseError | None = None
 
     @property
     def failed(self) -> list[StreamOutcome]:
@@ -241,8 +244,11 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        """One input: its own code (0, 8 degraded, 130 interrupted, or its error's). Several: 9 when any stream
-        failed, else 130 when interrupted, else 8 when any was degraded, else 0."""
+        """What stopped every stream: its error's code. Else one input: its own code (0, 8 degraded, 130
+        interrupted, or its error's). Several: 9 when any stream failed, else 130 when interrupted, else 8 when any
+        was degraded, else 0."""
+        if self.error is not None:
+            return self.error.exit_code
         if len(self.streams) == 1:
             return self.streams[0].exit_code
         statuses = {s.status for s in self.streams}
@@ -338,6 +344,15 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
     input missing, damaged, unreachable or lost for good, its output not writable) is reported in its outcome
     and stops alone; the others go on. Ctrl-C or SIGTERM (from the main thread) finishes the frames in flight;
     a second one aborts. Raises `VidparseError` only for what stops every stream (models, workers)."""
+    outcome = run_to_end(config, sources, hooks)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome
+
+
+def run_to_end(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
+    """`run_sources`, but what stops every stream is returned as the outcome's ``error`` (each stream it cut short
+    failed with it), not raised: `vidparse run` still shows every stream's row."""
     hooks = hooks or RunHooks()
     names = [source.label for source in sources]
     if len(set(names)) < len(names):
@@ -359,9 +374,13 @@ def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | Non
         add_stream(engine, spec, _subscribers(hooks, index), on_open=_bind(hooks.on_open, index),
                    on_end=_ender(outcomes[index], len(outcomes) == 1),
                    on_connecting=_bind(hooks.on_connecting, index))
+    error: VidparseError | None = None
     with stop_on_signals(engine.stop) as signals:
-        engine.run()
-    return RunOutcome(outcomes, interrupted=signals.received)
+        try:
+            engine.run()
+        except VidparseError as exc:  # the engine's streams have ended (failed with it) before it is raised
+            error = exc
+    return RunOutcome(outcomes, interrupted=signals.received, error=error)
 
 
 def _subscribers(hooks: RunHooks, index: int) -> list[Subscriber]:

@@ -115,6 +115,24 @@ def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path
     assert rows["album"][0] == "ok" and rows["album"][-1] == "1" and rows["vtest12"][-1] == "0", rows
 
 
+def test_a_pool_no_worker_can_start_still_shows_every_streams_row(clip: Path, tmp_path: Path, shared: Path) -> None:
+    """A model file that only the workers find broken stops every stream at once: the table (each stream failed)
+    came no more, only the error line. Now the table, then the missing input's own line and the model's, exit 5."""
+    model = tmp_path / "bodypix.onnx"
+    original = (shared / "models" / "bodypix" / "MobileNetV1-x050-stride16.onnx").read_bytes()
+    model.write_bytes(original[: len(original) // 3])
+    result = run_cli("run", str(clip), str(tmp_path / "missing.avi"), "-o", str(tmp_path / "out"), "--workers", "1",
+                     "--config", FAST, "--model-dir", str(model))
+    assert result.returncode == 5, result.stderr
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in result.stderr.splitlines() if line.count("│") > 5}
+    assert rows["vtest12"][0] == "failed" and rows["missing"][0] == "failed", result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and errors[0].startswith("error: stream missing: input"), errors
+    assert errors[1].startswith(f"error: cannot load model {model}"), errors
+    assert result.stderr.index("┃ stream") < result.stderr.index(errors[0]) and "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_the_command_line_options_apply_to_every_source_of_a_sources_file(clip: Path, tmp_path: Path) -> None:
     """--masks, --stats, --instances and --max-frames with --sources: folders with one entry per source, and the
