@@ -65,6 +65,12 @@ def file_in_the_way(path: Path, folder: Path) -> BadOutputError | None:
                           hint="choose another output path")
 
 
+def folder_vanished(folder: Path) -> BadOutputError:
+    """The error for an output folder removed (``rm -rf``) while the run was writing into it."""
+    return BadOutputError(f"the output directory {folder} vanished during the run",
+                          hint="what was written into it went with it; write to a directory that stays")
+
+
 def not_writable(path: Path) -> OSError | None:
     """Why a file could not be written at ``path`` (in a folder that exists), found by trying: permissions, a
     read-only filesystem, a filesystem that takes no new files (sysfs); None when it can be."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidparse.errors import BadOutputError
+from vidparse.errors import BadOutputError, folder_vanished
 from vidparse.stages.images import ImageSet
 from vidparse.stages.motion import Flow
 from vidparse.stages.recolor import ComposeOptions, Recolor
@@ -139,12 +139,15 @@ class AnnotatedOutput:
 
     def close(self) -> None:
         self.ordered.close()
-        try:
-            if self.sink is not None:
-                self.sink.close()
-        finally:
-            for writer in self._side_outputs():
-                writer.close()
+        first: Exception | None = None
+        for output in (self.sink, *self._side_outputs()):
+            try:
+                if output is not None:
+                    output.close()
+            except Exception as exc:  # every output is closed; the first failure is the one told
+                first = first or exc
+        if first is not None:
+            raise first
 
 
 class AnnotatedImages:
@@ -200,7 +203,9 @@ class AnnotatedImages:
             saved = cv2.imwrite(str(path), composed.annotated)
         except cv2.error as exc:
             raise BadOutputError(f"cannot write {path}: {exc}", hint="use jpg, png, webp, bmp or tiff") from exc
-        if not saved:
+        if not saved:  # OpenCV tells no reason
+            if not path.parent.is_dir():
+                raise folder_vanished(path.parent)
             raise BadOutputError(f"writing {path} failed", hint="check free disk space and the output folder")
         self.paths.append(path)
         self.masks.write(seq, composed.labels, mask.stem)
@@ -211,5 +216,8 @@ class AnnotatedImages:
         pass  # photos carry no audio to end with the frames
 
     def close(self) -> None:
-        if self.stats:
-            self.stats.close()
+        try:
+            if self.stats:
+                self.stats.close()
+        finally:  # photos removed (their folder with them) are not written
+            self.paths = [path for path in self.paths if path.exists()]

@@ -21,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from vidparse.errors import BadOutputError, file_in_the_way, not_writable
+from vidparse.errors import BadOutputError, file_in_the_way, folder_vanished, not_writable
 from vidparse.stages.source import StreamInfo, short_of
 from vidparse.stages.types import Frame
 from vidparse.stages.options import EncoderOptions
@@ -221,8 +221,7 @@ class VideoSink:
         self.failed = True
         directory = self.paths[-1].parent
         if not directory.is_dir():
-            return BadOutputError(f"the output directory {directory} vanished during the run",
-                                  hint="the video written so far is lost with it; write to a directory that stays")
+            return folder_vanished(directory)
         if refused:
             return BadOutputError(f"encoding {self.paths[-1]} failed: FFmpeg refused a frame ({reason})",
                                   hint="the frames written so far play; run with --verbose and report this input")
@@ -281,16 +280,18 @@ class VideoSink:
         # A write that fails while FFmpeg closes the file (its last fragment, the disk full: often because another
         # output filled it) is not reported: the file itself tells.
         try:
-            self._finish_file()
-        finally:
-            cut = self._cut_to_whole_fragments()
-        if cut and not self.failed:
-            raise self._write_failed("its last fragment could not be written")
-        if self.paths and not self.paths[-1].parent.is_dir():
-            raise self._write_failed("its directory is gone")
-        if self.frames_written and not self.failed and self.paths and not self.paths[-1].exists():
-            raise self._write_failed("it was deleted while being written")  # PyAV makes the file with its first frame
-        self.paths = [path for path in self.paths if path.exists()]  # a file that got no frame was never made
+            try:
+                self._finish_file()
+            finally:
+                cut = self._cut_to_whole_fragments()
+            if cut and not self.failed:
+                raise self._write_failed("its last fragment could not be written")
+            if self.paths and not self.paths[-1].parent.is_dir():
+                raise self._write_failed("its directory is gone")
+            if self.frames_written and not self.failed and self.paths and not self.paths[-1].exists():
+                raise self._write_failed("it was deleted while being written")  # PyAV makes it with its first frame
+        finally:  # a file that got no frame was never made; one removed (its folder with it) is not written
+            self.paths = [path for path in self.paths if path.exists()]
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile
             _make_faststart(self.path, self._audio_lead_s)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 from pathlib import Path
 from typing import IO
 
@@ -86,9 +88,10 @@ class InstanceWriter:
         except cv2.error as exc:
             path.unlink(missing_ok=True)
             raise write_failed(path, OSError(str(exc))) from exc
-        if not saved:
+        if not saved:  # OpenCV says no more: a folder removed during the run is the likely reason
             path.unlink(missing_ok=True)
-            raise write_failed(path, OSError("the PNG encoder refused it"))
+            raise write_failed(path, OSError("the PNG encoder refused it") if self.directory.is_dir()
+                               else OSError(errno.ENOENT, os.strerror(errno.ENOENT)))
 
     def close(self) -> None:
         pass
@@ -144,6 +147,8 @@ class StatsWriter:
                 raise write_failed(self.path, exc) from exc
             finally:
                 self._file = None
+            if not self.path.exists():  # removed (its folder with it): the lines went to a file no one can open
+                raise write_failed(self.path, OSError(errno.ENOENT, "it was removed during the run"))
 
     def _end_at_a_whole_line(self) -> None:
         """After a failed write (a full disk), cut the file back to its last whole line, so every line still parses."""

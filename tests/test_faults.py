@@ -19,7 +19,7 @@ import av
 import pytest
 from PIL import Image
 
-from conftest import VTEST, cut_clip, make_audio_only, probe_video, run_cli, vtest_h264
+from conftest import VTEST, cut_clip, decode_frames, make_audio_only, probe_video, run_cli, vtest_h264
 from vidparse.pipeline.slots import STALE_AFTER_S, SharedSlots, SlotLayout
 
 DEGRADED, BAD_INPUT, BAD_OUTPUT, MODEL = 8, 3, 4, 5
@@ -295,6 +295,26 @@ def test_an_output_directory_that_vanishes_mid_run(clip40: Path, tmp_path: Path)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == BAD_OUTPUT
     assert error_lines(stderr) == [f"error: the output directory {out_dir} vanished during the run"]
+
+
+def test_an_output_folder_of_several_inputs_that_vanishes_mid_run(clip40: Path, tmp_path: Path) -> None:
+    """A video and a folder of photos into one -o folder, removed mid-run: the photos' error said only 'writing
+    .../p003.jpg failed', and 'wrote' named the files that went with the folder."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, image in enumerate(decode_frames(clip40)[:30]):
+        Image.fromarray(image[:, :, ::-1]).save(photos / f"p{index:03d}.jpg")
+    out_dir, stats = tmp_path / "out", tmp_path / "stats"
+    process = start(str(clip40), str(photos), "-o", f"{out_dir}/", "--stats", f"{stats}/", "--workers", "1",
+                    "--config", FAST)
+    wait_for_stats(stats / "vtest40.jsonl", 2)
+    shutil.rmtree(out_dir)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 9, stderr
+    assert error_lines(stderr) == [f"error: stream vtest40: the output directory {out_dir} vanished during the run",
+                                   f"error: stream photos: the output directory {out_dir / 'photos'} vanished during "
+                                   "the run"], stderr
+    assert "wrote" not in stderr and "Traceback" not in stderr
 
 
 @pytest.mark.slow

@@ -172,6 +172,7 @@ def test_an_output_removed_while_written_is_an_error_at_the_end(remove: str, cli
     target.unlink() if remove == "file" else shutil.rmtree(target.parent)
     with pytest.raises(BadOutputError, match="deleted while being written" if remove == "file" else "vanished"):
         sink.close()
+    assert sink.paths == [], "a file removed is not among those written ('wrote ...' named it)"
 
 
 def decode_errors(path: Path) -> str:
