@@ -170,23 +170,37 @@ class StreamInfo:
 
 
 def short_of(seconds: float | None, end_s: float, slack_s: float = 1.0) -> bool:
-    """Whether a video that got to ``seconds`` (None: nowhere) stopped short of ``end_s``: more than 2% and
-    ``slack_s`` before it (by default a second: a file's streams seldom end together)."""
+    """Whether a video that got to ``seconds`` (None: nowhere) stopped short of ``end_s``, where another stream may
+    set the end: more than 2% and ``slack_s`` before it (by default a second: a file's streams seldom end
+    together)."""
     return seconds is None or seconds < end_s * 0.98 - slack_s
 
 
-def ended_early(info: StreamInfo, decoded: int, last_pts: int | None) -> str | None:
-    """How a file that has ended after ``decoded`` frames (the last at ``last_pts``) falls short of what its header
-    announces: a frame count when it gives one, else a duration; None when it does not fall short. Only a clear
-    shortfall in both frames and time counts: a header may count frames that never decode (an edit list's, an AVI's
-    null frames for the ones a capture dropped) while the frames that do decode still reach its end. A duration is
-    the longest stream's: with audio beside the video it allows a second, else two frames."""
-    seconds = None if last_pts is None else float(last_pts * info.time_base)
+# Frames a whole file may fall short of its header by: the last frame starts one frame before the end, and one more
+# for rounding. Measured on whole files (docs/faults.md): x264 MP4 (with audio, 29.97 fps, variable rate, 10 min),
+# MJPEG and MPEG-4 AVI (null frames too), FFV1 and x264 MKV, VP8 WebM, ProRes MOV: every one ends 0 or 1 frame short.
+FRAMES_SHORT = 2
+
+
+def ended_early(info: StreamInfo, decoded: int, last_pts: int | None, discarded: int = 0,
+                first_pts: int | None = None) -> str | None:
+    """How a file that has ended after ``decoded`` frames (the first at ``first_pts``, the last at ``last_pts``)
+    falls short of what its header announces: a frame count when it gives one, else a duration; None when it does
+    not fall short. A shortfall counts past `FRAMES_SHORT` frames, in both frames and time: a header may count frames
+    that never decode (an AVI's null frames for the ones a capture dropped) while the frames that do decode still
+    reach its end. ``discarded``: the packets the header counts and its edit list hides (a file trimmed without
+    re-encoding). A duration is the longest stream's: with audio beside the video it allows a second and 2%
+    (`short_of`). Time counts from 0 (a Matroska file's duration is where its end is, counted from 0, wherever its
+    first frame is), or from a first frame before 0 (a transport stream whose timestamps wrapped past 2^33)."""
+    start = min(0, first_pts or 0)
+    seconds = None if last_pts is None else float((last_pts - start) * info.time_base)
+    slack_s = float(FRAMES_SHORT / info.frame_rate)
     if info.frames:
-        if info.frames - decoded > max(2, info.frames // 50) and short_of(seconds, float(info.frames / info.frame_rate)):
-            return f"after {decoded} of the {info.frames} frames its header announces"
-    elif info.duration_s and seconds is not None and \
-            short_of(seconds, info.duration_s, 1.0 if info.has_audio else float(2 / info.frame_rate)):
+        frames = info.frames - discarded
+        if frames - decoded > FRAMES_SHORT and (seconds is None or seconds < float(frames / info.frame_rate) - slack_s):
+            return f"after {decoded} of the {frames} frames its header announces"
+    elif info.duration_s and seconds is not None and (short_of(seconds, info.duration_s) if info.has_audio
+                                                      else seconds < info.duration_s - slack_s):
         return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
     return None
 
@@ -486,6 +500,7 @@ class VideoSource:
         self.live_options = live or LiveOptions()
         self.stop = stop
         self.skipped_packets = 0
+        self.discarded_packets = 0  # a file's packets its edit list hides (trimmed without re-encoding)
         self.reconnects = 0
         self._failures = 0  # failed connections in a row; a decoded frame resets it
         self._container: av.container.InputContainer | None = None
@@ -563,6 +578,7 @@ class VideoSource:
         for packet in self._container.demux(stream):
             if deadline is not None and time.monotonic() > deadline:
                 return
+            self.discarded_packets += packet.is_discard
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError as exc:
@@ -606,7 +622,7 @@ class VideoSource:
             width, height = height, width
         if self.max_frames is not None and self.resume_at >= self.max_frames:
             return
-        decoded, last_pts = self.resume_at, None
+        decoded, first_pts, last_pts = self.resume_at, None, None
         for seq, av_frame in enumerate(self._windowed(self._file_decoded), self.resume_at):
             self._check_size(av_frame)
             pts = timestamps.guess(av_frame.pts, av_frame.dts)
@@ -614,9 +630,11 @@ class VideoSource:
             image = self.turn.apply(image)
             yield Frame(seq=seq, pts=pts, time_base=self.info.time_base, image=image, captured_at=time.time())
             decoded, last_pts = seq + 1, pts
+            first_pts = pts if first_pts is None else first_pts
             if self.max_frames is not None and seq + 1 >= self.max_frames:
                 return
-        if self.window is None and (shortfall := ended_early(self.info, decoded, last_pts)):
+        if self.window is None and (shortfall := ended_early(self.info, decoded, last_pts, self.discarded_packets,
+                                                             first_pts)):
             log.warning("input %s ended %s: the file may be truncated or damaged", self.shown_url, shortfall)
 
     def _check_size(self, av_frame: av.VideoFrame) -> None:

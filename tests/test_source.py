@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import VTEST, cut_clip, make_audio_only
+from media import TS_WRAP_OFFSET_S, ffmpeg
 from vidparse.errors import BadInputError
 from vidparse.stages.source import FrameTooLargeError, InputLimits, StreamInfo, VideoSource, ended_early, probe
 
@@ -33,6 +34,17 @@ def test_max_frames_stops_early(clip: Path) -> None:
     source.close()
 
 
+def decode_warning(path: Path, caplog: pytest.LogCaptureFixture) -> tuple[int, list[str]]:
+    """The frames a source decodes from ``path`` and the warnings it logs."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "vidparse.stages.source"):
+        source = VideoSource(str(path))
+        source.open()
+        decoded = len(list(source.frames()))
+        source.close()
+    return decoded, [record.getMessage() for record in caplog.records]
+
+
 @pytest.mark.parametrize("suffix, shortfall", [
     (".avi", r"ended after (\d+) of the 40 frames its header announces"),  # the header counts frames
     (".mkv", r"ended at (\d+\.\d) s of the 4\.0 s its header announces"),  # it gives a duration only
@@ -45,13 +57,7 @@ def test_a_file_cut_short_ends_with_a_warning_and_a_whole_one_without(suffix: st
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     decoded, warnings = {}, {}
     for path in (whole, cut):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, "vidparse.stages.source"):
-            source = VideoSource(str(path))
-            source.open()
-            decoded[path] = len(list(source.frames()))
-            source.close()
-        warnings[path] = [record.getMessage() for record in caplog.records]
+        decoded[path], warnings[path] = decode_warning(path, caplog)
     assert decoded[whole] == 40 and warnings[whole] == []
     assert 5 < decoded[cut] < 35
     assert len(warnings[cut]) == 1 and "the file may be truncated or damaged" in warnings[cut][0]
@@ -69,19 +75,48 @@ def test_a_short_mkv_cut_short_is_warned_of(shared: Path, tmp_path: Path, caplog
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.85)])
     for path in (whole, cut):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, "vidparse.stages.source"):
-            source = VideoSource(str(path))
-            source.open()
-            decoded = len(list(source.frames()))
-            source.close()
-        warnings = [record.getMessage() for record in caplog.records]
+        decoded, warnings = decode_warning(path, caplog)
         if path == whole:
             assert decoded == 20 and warnings == []
         else:
             assert 10 < decoded < 18
             assert warnings == [f"input {cut} ended at {(decoded - 1) / 10:.1f} s of the 2.0 s its header announces: "
                                 "the file may be truncated or damaged"]
+
+
+def test_an_avi_half_a_second_short_is_warned_of(shared: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """vtest's 40 frames (10 fps) cut by a tenth of their bytes end about five frames short: the second and 2% of
+    slack the frame count allowed let that pass (three frames short is enough: whole files end one short)."""
+    whole = cut_clip(VTEST, tmp_path / "whole.avi", 40)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.9)])
+    assert decode_warning(whole, caplog) == (40, [])
+    decoded, warnings = decode_warning(cut, caplog)
+    assert 32 <= decoded <= 37, decoded
+    assert warnings == [f"input {cut} ended after {decoded} of the 40 frames its header announces: the file may be "
+                        "truncated or damaged"]
+
+
+def test_an_mp4_trimmed_without_re_encoding_is_not_taken_for_a_truncated_one(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """``ffmpeg -ss 1.5 -i in.mp4 -c copy``: the header counts the frames from the keyframe before 1.5 s, and its
+    edit list hides those before it: 100 frames counted, 62 shown, and the whole file was 'truncated or damaged'."""
+    whole, trimmed = tmp_path / "whole.mp4", tmp_path / "trimmed.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=160x120:r=25:d=4", "-c:v", "libx264", "-g", "100", str(whole))
+    ffmpeg("-ss", "1.5", "-i", str(whole), "-c", "copy", str(trimmed))
+    assert probe(str(trimmed)).frames == 100
+    assert decode_warning(trimmed, caplog) == (62, [])
+
+
+def test_a_transport_stream_whose_timestamps_wrap_is_not_taken_for_a_truncated_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Its first frames come before 0 once the 2^33 wrap is undone: counted from 0, the last frame was half the
+    duration in, and the whole file 'ended at 0.6 s of the 1.2 s its header announces'."""
+    wrapped = tmp_path / "wrap.ts"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=160x120:r=10:d=1.2", "-c:v", "libx264", "-output_ts_offset",
+           str(TS_WRAP_OFFSET_S), str(wrapped))
+    assert decode_warning(wrapped, caplog) == (12, [])
 
 
 @pytest.mark.parametrize("has_audio, last_second, shortfall", [
@@ -101,6 +136,9 @@ def test_a_duration_alone_allows_a_second_only_beside_audio(has_audio: bool, las
     (98, 9.7, None),  # a frame or two the header counts that never decode
     (80, 9.9, None),  # frames counted that never decode (null frames), the time reached all the same
     (80, 7.9, "after 80 of the 100 frames its header announces"),  # cut short
+    # half a second short: a second and 2% of slack let it pass, though whole files end at most a frame short
+    (95, 9.4, "after 95 of the 100 frames its header announces"),
+    (97, 9.6, "after 97 of the 100 frames its header announces"),  # three frames short: past two
 ])
 def test_a_shortfall_counts_only_when_frames_and_time_fall_short(decoded: int, last_second: float,
                                                                  shortfall: str | None) -> None:
