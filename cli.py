@@ -7,6 +7,7 @@ import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -104,33 +105,73 @@ def user_errors() -> Iterator[None]:
         raise _unexpected(exc) from None
 
 
-# Config keys set by a flag not named after the key's last part (--open-timeout sets live.open_timeout_s).
-_FLAG_NAMES = {"live.open_timeout_s": "--open-timeout", "live.read_timeout_s": "--read-timeout",
-               "max_memory_mb": "--max-memory", "tracking.enabled": "--tracking", "tracking.draw_ids": "--track-ids",
-               "model_path": "--model-dir", "roi.mode": "--roi-mode", "temporal.window": "--temporal-window"}
+# The options of each command that set a config key: the parameter's name (as the command's function names it) ->
+# the key. `_overrides` reads their values from the command line as parsed, and a wrong one is reported by the flag
+# its option declares (`_flags_named`): nothing else names them.
+_QUALITY_OVERRIDES = {"model": "model", "model_dir": "model_path", "roi_mode": "roi.mode", "margin": "roi.margin",
+                      "person_height": "roi.person_height", "score_threshold": "detector.score_threshold"}
+OVERRIDES: dict[str, dict[str, str]] = {
+    "run": {"workers": "workers", "threads": "threads", "model": "model", "device": "device",
+            "model_dir": "model_path", "alpha": "compose.alpha", "legend": "compose.legend",
+            "queue_size": "queue_size", "policy": "policy", "rtsp_transport": "live.rtsp_transport",
+            "reconnect_attempts": "live.reconnect_attempts", "open_timeout": "live.open_timeout_s",
+            "read_timeout": "live.read_timeout_s", "segment_seconds": "output.segment_seconds",
+            "fragmented": "output.fragmented", "max_memory": "max_memory_mb", "parse_every": "keyframes.parse_every",
+            "tracking": "tracking.enabled", "max_missed": "tracking.max_missed", "track_ids": "tracking.draw_ids",
+            "tiles": "detector.tiles"},
+    "batch": {"model": "model", "segment_seconds": "batch.segment_seconds", "retries": "batch.retries",
+              "cpus_per_task": "batch.cpus_per_task"},
+    "bench": {"model": "model", "model_dir": "model_path", "threads": "threads"},
+    "tune": {"model": "model", "model_dir": "model_path", "parse_every": "keyframes.parse_every"},
+    "serve": {"workers": "workers", "max_upload_mb": "serve.max_upload_mb", "job_ttl_s": "serve.job_ttl_s",
+              "max_data_mb": "serve.max_data_mb"},
+    "eval": _QUALITY_OVERRIDES,
+    "eval-video": {**_QUALITY_OVERRIDES, "temporal_window": "temporal.window"},
+}
+
+
+@dataclass(frozen=True)
+class Overrides:
+    values: dict[str, Any]  # config key -> the value its flag gave (None: not given)
+    flags: dict[str, str]  # config key -> the flag, as typed
+
+
+def _overrides(context: typer.Context) -> Overrides:
+    """What the flags of the command running in ``context`` set (`OVERRIDES`), paths as text (as the configuration
+    holds them)."""
+    assert context.command.name is not None  # a command of the app
+    options = {param.name: param for param in context.command.params}
+    values, flags = {}, {}
+    for name, key in OVERRIDES[context.command.name].items():
+        value = context.params[name]
+        values[key] = str(value) if isinstance(value, Path) else value
+        option = options[name]
+        typed = option.secondary_opts if value is False and option.secondary_opts else option.opts  # --no-tracking
+        flags[key] = next((flag for flag in typed if flag.startswith("--")), typed[0])
+    return Overrides(values, flags)
 
 
 @contextmanager
-def _flags_named(overrides: dict[str, Any]) -> Iterator[None]:
-    """A wrong value that came from a flag (``overrides``: config key -> the flag's value, None when not given) is
-    reported by the flag the user typed, not by its config key."""
+def _flags_named(overrides: Overrides) -> Iterator[None]:
+    """A wrong value that came from a flag is reported by the flag the user typed, not by its config key."""
     try:
         yield
     except ConfigError as exc:
-        if exc.key is None or overrides.get(exc.key) is None:
+        if exc.key is None or overrides.values.get(exc.key) is None:
             raise
-        flag = _FLAG_NAMES.get(exc.key, "--" + exc.key.rsplit(".", 1)[-1].replace("_", "-"))
+        flag = overrides.flags[exc.key]
         hint = exc.hint and (exc.hint.replace(f"set {exc.key} to", f"give {flag}") if f"set {exc.key} to" in exc.hint
                              else exc.hint.replace(exc.key, flag))
         raise ConfigError(exc.message.replace(f"config key '{exc.key}'", flag), hint) from None
 
 
-def _settings(config: Optional[Path], overrides: dict[str, Any]) -> Config:
-    """The run's configuration: defaults, the --config file, then the flags given (``overrides``)."""
+def _settings(context: typer.Context, config: Optional[Path]) -> Config:
+    """The command's configuration: defaults, the --config file, then the flags given (`OVERRIDES`)."""
     from vidparse.config import load_config
 
+    overrides = _overrides(context)
     with _flags_named(overrides):
-        return load_config(config, overrides)
+        return load_config(config, overrides.values)
 
 
 def _measuring(settings: Config) -> Config:
@@ -186,6 +227,7 @@ def _print_error(message: str, hint: str | None) -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     inputs: Annotated[Optional[list[str]], typer.Argument(
         metavar="INPUT...", help="Video files, URLs FFmpeg can open, photos, folders of photos or patterns.")] = None,
     output: Annotated[Optional[str], typer.Option(
@@ -230,16 +272,7 @@ def run(
     from vidparse.stages.source import without_credentials
 
     with user_errors():
-        settings = _settings(config, {
-            "workers": workers, "threads": threads, "model": model, "device": device,
-            "model_path": str(model_dir) if model_dir else None, "compose.alpha": alpha, "compose.legend": legend,
-            "queue_size": queue_size, "policy": policy, "live.rtsp_transport": rtsp_transport,
-            "live.reconnect_attempts": reconnect_attempts, "live.open_timeout_s": open_timeout,
-            "live.read_timeout_s": read_timeout, "output.segment_seconds": segment_seconds,
-            "output.fragmented": fragmented, "max_memory_mb": max_memory, "keyframes.parse_every": parse_every,
-            "tracking.enabled": tracking, "tracking.max_missed": max_missed, "tracking.draw_ids": track_ids,
-            "detector.tiles": tiles,
-        })
+        settings = _settings(ctx, config)
         if bool(inputs) == bool(sources):
             raise ConfigError("give the inputs or --sources FILE, not both" if inputs else "no input given",
                               hint="vidparse run INPUT -o OUTPUT.mp4, or vidparse run IN1 IN2 -o OUTDIR/, or "
@@ -315,6 +348,7 @@ def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
 
 @app.command()
 def batch(
+    ctx: typer.Context,
     outdir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs and manifest.jsonl.")],
     inputs: Annotated[Optional[list[str]], typer.Argument(metavar="INPUT...", help="Video files, folders of videos or glob patterns.")] = None,
     list_file: Annotated[Optional[Path], typer.Option("--list", help="A file with one input per line.")] = None,
@@ -340,8 +374,7 @@ def batch(
     from vidparse.stages.writers import make_directory
 
     with user_errors(), ExitStack() as stack:
-        settings = _settings(config, {"model": model, "batch.segment_seconds": segment_seconds,
-                                      "batch.retries": retries, "batch.cpus_per_task": cpus_per_task})
+        settings = _settings(ctx, config)
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, not '{engine}'", hint="--engine local")
         if engine == "local" and (gather or ray_address != "auto"):
@@ -390,6 +423,7 @@ def _batch_engine(engine: str, ray_address: str, cpus_per_task: int) -> LocalEng
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     input: Annotated[str, typer.Argument(metavar="INPUT", help="Video to benchmark on (e.g. vtest.avi).")],
     frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
     workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
@@ -419,8 +453,7 @@ def bench(
             raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
                               hint=f"--frames {MIN_FRAMES} or more (100 by default)")
         check_file_output(markdown, "--markdown", [input, config], example="bench.md")
-        settings = _measuring(_settings(config, {"model": model, "model_path": str(model_dir) if model_dir else None,
-                                                 "threads": threads}))  # checked as run checks it
+        settings = _measuring(_settings(ctx, config))  # checked as run checks it
         counts = _worker_counts(workers)
         warn_if_oversubscribed(max(counts))
         variants = small_people_settings(settings, probe(input, settings.live).width)
@@ -452,6 +485,7 @@ def bench(
 
 @app.command()
 def tune(
+    ctx: typer.Context,
     input: Annotated[str, typer.Argument(metavar="INPUT", help="Video (or stream) to tune on, like the ones you will parse.")],
     seconds: Annotated[float, typer.Option(min=1, help="Measuring time per trial, after a warm-up.")] = 10,
     max_workers: Annotated[Optional[int], typer.Option(min=1, help="Try at most this many workers.")] = None,
@@ -475,8 +509,8 @@ def tune(
     with user_errors():
         # the --config file may be written over: the tuned config is that file's settings, merged
         check_file_output(write, "--write", [input], example="vidparse-tuned.yaml")
-        flags = {"model": model, "model_path": str(model_dir) if model_dir else None, "keyframes.parse_every": parse_every}
-        chosen = user_settings(config, flags)
+        flags = _overrides(ctx)
+        chosen = user_settings(config, flags.values)
         with _flags_named(flags):
             settings = config_from(chosen)
         settings = _measuring(settings)
@@ -546,6 +580,7 @@ def _worker_counts(text: str) -> list[int]:
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     token: Annotated[Optional[str], typer.Option(envvar="VIDPARSE_TOKEN", help="Bearer token required on every route but /healthz and the page /.")] = None,
@@ -565,8 +600,7 @@ def serve(
     if not verbose:  # a service's log tells when jobs and streams start and end
         logging.getLogger("vidparse.service").setLevel(logging.INFO)
     with user_errors():
-        settings = _settings(config, {"workers": workers, "serve.max_upload_mb": max_upload_mb,
-                                      "serve.job_ttl_s": job_ttl_s, "serve.max_data_mb": max_data_mb})
+        settings = _settings(ctx, config)
         try:
             from vidparse.service.app import ServeSettings
             from vidparse.service.server import serve as run_server
@@ -667,16 +701,6 @@ ScoreOption = Annotated[Optional[float], typer.Option("--score-threshold", help=
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here.")]
 
 
-def _quality_config(config: Optional[Path], model: Optional[str], model_dir: Optional[Path], roi_mode: Optional[str],
-                    margin: Optional[float], person_height: Optional[int], score_threshold: Optional[float],
-                    temporal_window: Optional[int] = None) -> Config:
-    return _settings(config, {
-        "model": model, "model_path": str(model_dir) if model_dir else None, "roi.mode": roi_mode, "roi.margin": margin,
-        "roi.person_height": person_height, "detector.score_threshold": score_threshold,
-        "temporal.window": temporal_window,
-    })
-
-
 def _progress() -> Progress:
     from rich.progress import MofNCompleteColumn, Progress
 
@@ -694,6 +718,7 @@ def _report(table: Table, report: ImageReport | VideoReport, json_path: Optional
 
 @app.command("eval")
 def eval_images(
+    ctx: typer.Context,
     images: Annotated[Path, typer.Argument(metavar="IMAGES_DIR", help="Folder of images (jpg, png).")],
     labels: Annotated[Path, typer.Argument(metavar="LABELS_DIR", help="Folder of ground-truth label PNGs, one per image, same stem.")],
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp or bodypix "
@@ -723,7 +748,7 @@ def eval_images(
     with user_errors():
         if scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme '{scheme}'", hint=f"choose one of: {', '.join(SCHEMES)}")
-        settings = _quality_config(config, model, model_dir, roi_mode, margin, person_height, score_threshold)
+        settings = _settings(ctx, config)
         truth = load_label_set(label_set)
         samples = find_samples(images, labels)
         check_file_output(json_path, "--json", [config, *(p for s in samples for p in (s.image_path, s.label_path))],
@@ -782,6 +807,7 @@ def train_weights(
 
 @app.command("eval-video")
 def eval_video(
+    ctx: typer.Context,
     input: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file, or a URL FFmpeg can open.")],
     max_frames: Annotated[Optional[int], typer.Option(min=2, help="Stop after this many frames.")] = None,
     temporal_window: Annotated[Optional[int], typer.Option(
@@ -811,8 +837,7 @@ def eval_video(
 
     with user_errors():
         check_file_output(json_path, "--json", [input, truth, config], example="out.json")
-        settings = _measuring(_quality_config(config, model, model_dir, roi_mode, margin, person_height,
-                                              score_threshold, temporal_window))
+        settings = _measuring(_settings(ctx, config))
         frames = probe(input, settings.live).frames or 0  # a camera that cannot be reached fails here, before the bar
         ground_truth = read_mot(truth) if truth else None
         models = ResolvedModels.for_config(settings)

@@ -1,6 +1,9 @@
+import dataclasses
+import json
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -180,3 +183,54 @@ def test_running_out_of_memory_is_said_so_and_other_failures_are_bugs(error: Exc
     assert ended.value.exit_code == 7
     printed = " ".join(capsys.readouterr().err.split())
     assert printed.startswith(said) and ("this is a bug" in printed) == ("unexpected" in said), printed
+
+
+# Each command's arguments before its flags: enough to reach the configuration, which is read before any work.
+COMMAND_LINES = {"run": ["run", "in.mp4", "-o", "out.mp4"], "batch": ["batch", "in.mp4", "-o", "out"],
+                 "bench": ["bench", "in.mp4"], "tune": ["tune", "in.mp4"], "serve": ["serve"],
+                 "eval": ["eval", "images", "labels", "--label-set", "ccp"], "eval-video": ["eval-video", "in.mp4"]}
+FLAG_ERRORS = """
+import json, sys
+from typer.testing import CliRunner
+from vidparse.cli import app
+print(json.dumps([CliRunner().invoke(app, args).output for args in json.loads(sys.stdin.read())]))
+"""
+
+
+def config_field(key: str) -> dataclasses.Field:
+    """The field of a dotted config key; a KeyError names a part that is not there."""
+    owner: type = Config
+    for part in key.split("."):
+        field = {f.name: f for f in dataclasses.fields(owner)}[part]
+        owner = typing.get_type_hints(owner)[part]
+    return field
+
+
+def test_every_override_flag_sets_a_config_key_there_is_and_a_wrong_value_is_told_by_that_flag(
+        tmp_path: Path) -> None:
+    """Which flag sets which key was a hand-kept table beside the options (`_FLAG_NAMES`): a flag not named after
+    its key's last part and missing from it was told by a flag that does not exist. Now the flag comes from the
+    option itself: each option in `OVERRIDES` is one of its command's, and sets a key of `Config`; a value out of a
+    key's range or choices is told by the flag as typed, never by the key."""
+    import typer.main
+
+    from vidparse.cli import OVERRIDES, app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    cases = []
+    for name, overrides in OVERRIDES.items():
+        options = {param.name: param for param in commands[name].params}
+        for parameter, key in overrides.items():
+            assert parameter in options and options[parameter].opts[0].startswith("--"), (name, parameter)
+            metadata = config_field(key).metadata
+            if "range" in metadata:
+                high = metadata["range"][1]
+                cases.append((key, [*COMMAND_LINES[name], options[parameter].opts[0], str(high + 1)]))
+            elif "choices" in metadata:
+                cases.append((key, [*COMMAND_LINES[name], options[parameter].opts[0], "nonsense"]))
+    assert len(cases) > 20
+    told = subprocess.run([sys.executable, "-c", FLAG_ERRORS], input=json.dumps([args for _, args in cases]),
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120, check=True)
+    for (key, args), output in zip(cases, json.loads(told.stdout)):
+        line = next(line for line in output.splitlines() if line.startswith("error:"))
+        assert line.startswith(f"error: {args[-2]} must be ") and "config key" not in output, (key, args, output)
