@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from vidparse.cli_help import Typer
 from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadInputError, BadOutputError,
                              ConfigError, VidparseError, check_not_overwriting, file_in_the_way, not_writable)
 
@@ -36,8 +37,8 @@ ModelOption = Annotated[Optional[str], typer.Option(help="Parser: bodypix, cihp-
 ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Explicit model file or folder.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-models_app = typer.Typer(no_args_is_help=True, help="List, download and make models.")
+app = Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = Typer(no_args_is_help=True, help="List, download and make models.")
 app.add_typer(models_app, name="models")
 
 
@@ -229,7 +230,7 @@ def _print_error(message: str, hint: str | None) -> None:
 def run(
     ctx: typer.Context,
     inputs: Annotated[Optional[list[str]], typer.Argument(
-        metavar="INPUT...", help="Video files, URLs FFmpeg can open, photos, folders of photos or patterns.")] = None,
+        metavar="INPUT", help="Video files, URLs FFmpeg can open, photos, folders of photos or patterns.")] = None,
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="PATH",
         help="Video (.mp4, .mov, .mkv), image or folder (a trailing / makes it); a folder for several inputs.")] = None,
@@ -350,7 +351,7 @@ def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
 def batch(
     ctx: typer.Context,
     outdir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs and manifest.jsonl.")],
-    inputs: Annotated[Optional[list[str]], typer.Argument(metavar="INPUT...", help="Video files, folders of videos or glob patterns.")] = None,
+    inputs: Annotated[Optional[list[str]], typer.Argument(metavar="INPUT", help="Video files, folders of videos or glob patterns.")] = None,
     list_file: Annotated[Optional[Path], typer.Option("--list", help="A file with one input per line.")] = None,
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster).")] = "local",
     ray_address: Annotated[str, typer.Option("--ray-address", help="auto or HOST:PORT of the Ray head.")] = "auto",
@@ -588,8 +589,8 @@ def serve(
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes (shared by jobs and streams).")] = None,
     max_upload_mb: Annotated[Optional[int], typer.Option("--max-upload-mb", help="Larger uploads get 413.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Keep jobs' files here: a server started again on it finds them (default: a temporary folder).")] = None,
-    allow_dir: Annotated[Optional[list[Path]], typer.Option("--allow-dir", help="A folder JSON job inputs may name (repeat).")] = None,
-    allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="A host URLs may name even when it is private or loopback (repeat).")] = None,
+    allow_dir: Annotated[Optional[list[Path]], typer.Option("--allow-dir", metavar="DIR", help="A folder JSON job inputs may name (repeat).")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", metavar="HOST", help="A host URLs may name even when it is private or loopback (repeat).")] = None,
     allow_private: Annotated[bool, typer.Option("--allow-private", help="URLs may name any host, private, loopback and link-local ones included.")] = False,
     job_ttl_s: Annotated[Optional[float], typer.Option("--job-ttl-s", help="Finished jobs and their files are removed this long after they end.")] = None,
     max_data_mb: Annotated[Optional[int], typer.Option("--max-data-mb", help="Quota of the data dir: oldest finished jobs go first, then new jobs get 507.")] = None,

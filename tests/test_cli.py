@@ -46,22 +46,43 @@ def test_version_is_printed_alone() -> None:
     assert result.returncode == 0 and result.stdout == f"vidparse {vidparse.__version__}\n", result.stderr
 
 
+def commands(group: Any, prefix: str = "", groups: bool = False) -> Iterator[tuple[str, Any]]:
+    """``vidparse``'s commands (with ``groups``, its groups too, the top one as ""), by the words that call them."""
+    if groups:
+        yield prefix.strip(), group
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from commands(command, f"{prefix}{name} ", groups)
+        else:
+            yield prefix + name, command
+
+
 def test_every_command_takes_verbose() -> None:
     """The hint of an unexpected failure says to run again with --verbose: every command must take it."""
     import typer.main
 
     from vidparse.cli import app
 
-    def commands(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-        for name, command in group.commands.items():
-            if hasattr(command, "commands"):
-                yield from commands(command, f"{prefix}{name} ")
-            else:
-                yield prefix + name, command
-
     lacking = [name for name, command in commands(typer.main.get_command(app))
                if not any("--verbose" in getattr(param, "opts", ()) for param in command.params)]
     assert not lacking, f"without --verbose: {lacking}"
+
+
+def test_help_shows_no_value_after_a_flag_and_no_python_type_after_an_option() -> None:
+    """typer's rich help put '<bool>' after every flag, --help and --version included, as if it took a value,
+    '<list[Path]>' and '<list[str]>' after serve's --allow-dir and --allow-host, and '[INPUT...]...' in the usage
+    of run and batch."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from vidparse.cli import app
+
+    for name, _ in commands(typer.main.get_command(app), groups=True):
+        said = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"}).output
+        options = [line for line in said.splitlines() if line.lstrip("│ *").startswith("-")]
+        assert options and "Usage:" in said, (name, said)
+        assert not [line for line in options if "<bool>" in line or "list[" in line], (name, said)
+        assert "...]..." not in said, (name, said)
 
 
 def test_output_matches_input_size_frames_and_timing(parsed_clip: dict[int, Path], clip: Path) -> None:
