@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -504,7 +505,10 @@ class VideoSource:
         self.reconnects = 0
         self._failures = 0  # failed connections in a row; a decoded frame resets it
         self._container: av.container.InputContainer | None = None
-        self._first_frame: av.VideoFrame | None = None  # decoded while connecting
+        # Frames decoded and not yet handed out: the first one decoded while connecting and any that came with it
+        # (a short file's decoder gives them all at the demuxer's end); ``_demuxed_all``: that end was read.
+        self._held: deque[av.VideoFrame] = deque()
+        self._demuxed_all = False
         self._file_decoded: Iterator[av.VideoFrame] | None = None
         self.turn = Turn.NONE  # what turns a file's frames upright (its display matrix)
         self.info: StreamInfo | None = None
@@ -570,9 +574,10 @@ class VideoSource:
         packet's error some frames later, and PyAV's final flush stops at it, losing the frames still held (the
         last two or three of an MP4 cut short)."""
         assert self._container is not None
-        if self._first_frame is not None:
-            first, self._first_frame = self._first_frame, None
-            yield first
+        while self._held:
+            yield self._held.popleft()
+        if self._demuxed_all:  # read to its end while connecting: a second end would fail the decoder (EOFError)
+            return
         stream = main_video_stream(self._container)
         assert stream is not None  # every container kept passed _video_stream
         for packet in self._container.demux(stream):
@@ -588,7 +593,10 @@ class VideoSource:
                 else:  # a camera joined between keyframes: normal until its first keyframe
                     log.debug("skipped an undecodable packet while connecting at pts %s: %s", packet.pts, exc)
                 continue
-            yield from decoded
+            self._demuxed_all = packet.size == 0 and packet.pts is None  # the demuxer's empty flush packet
+            self._held.extend(decoded)  # those not handed out stay for the next `_decoded`, should this one be left
+            while self._held:
+                yield self._held.popleft()
 
     def _peek_turn(self) -> Turn:
         """Decode the first frame (kept for ``frames()``) to read its display matrix: the stream's size on screen
@@ -744,7 +752,7 @@ class VideoSource:
         live = self._is_live(container)
         self._container = container
         try:
-            self._first_frame = self._first_frame_by(started + OPEN_TIMEOUTS_PER_ATTEMPT * options.open_timeout_s)
+            self._held.appendleft(self._first_frame_by(started + OPEN_TIMEOUTS_PER_ATTEMPT * options.open_timeout_s))
         except BaseException as exc:
             out_of_reach = isinstance(exc, OSError) and not live and frames_out_of_reach(container)
             self._close_container()
@@ -792,6 +800,8 @@ class VideoSource:
                                hint="raise --reconnect-attempts (-1 = keep trying) or check the camera")
 
     def _close_container(self) -> None:
+        self._held.clear()
+        self._demuxed_all = False
         if self._container is not None:
             self._container.close()
             self._container = None

@@ -315,6 +315,24 @@ def test_an_mp4_indexed_at_its_end_on_a_server_without_ranges_fails_at_once(tmp_
         "hint: make it fast-start (ffmpeg -i IN -c copy -movflags +faststart OUT) or download it first"], result.stderr
 
 
+def test_a_two_frame_mp4_over_http_is_parsed_whole(tmp_path: Path) -> None:
+    """A clip so short that its decoder gives every frame only at the demuxer's end: connecting decodes the first one
+    and reads that end, and the rest must come from what it decoded, not from a second end (it failed
+    'unexpected EOFError', exit 7, with the second frame lost)."""
+    video = vtest_h264(tmp_path / "two.mp4", 2)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            result = run_cli("run", f"http://127.0.0.1:{server.server_address[1]}/{video.name}", "-o",
+                             str(tmp_path / "o.mp4"), "--workers", "1", "--config",
+                             str(Path(__file__).parent / "fast.yaml"), timeout=60)
+        finally:
+            server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert probe_video(tmp_path / "o.mp4").frames == 2
+
+
 @pytest.mark.slow
 def test_sigterm_while_connecting_is_an_interruption_and_the_line_shows_the_attempts(tmp_path: Path) -> None:
     """`vidparse run` on a camera nobody answers yet: the progress line says which attempt failed and why; SIGTERM
