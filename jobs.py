@@ -14,7 +14,8 @@ import numpy as np
 
 from vidparse.config import Config
 from vidparse.errors import ConfigError
-from vidparse.model_store import resolve_model
+from vidparse.model_check import check_loadable
+from vidparse.model_store import needed_models, resolve_model
 from vidparse.names import unique_names
 from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.contracts import OnConnecting, OnEnd, OnOpen, ParserFactory
@@ -44,12 +45,18 @@ class ResolvedModels:
     parser: Path
 
     @classmethod
-    def for_config(cls, config: Config) -> ResolvedModels:
-        """Find the model files up front, and check that the parser can run on ``config.device``, so a missing model
-        or device fails before any process starts."""
+    def for_config(cls, config: Config, check_files: bool = True) -> ResolvedModels:
+        """Find the model files up front, check that the parser can run on ``config.device`` and (``check_files``)
+        that the files are whole (`check_loadable`), so a missing or damaged model or a device fails before any
+        process starts."""
         check_device(config)
         explicit = Path(config.model_path) if config.model_path else None
-        return cls(detector=resolve_model("fastestdet"), parser=resolve_model(config.model, explicit))
+        models = cls(detector=resolve_model("fastestdet"), parser=resolve_model(config.model, explicit))
+        if check_files:
+            for name, path in (("fastestdet", models.detector), *needed_models(config.model),
+                               (config.model, models.parser)):
+                check_loadable(name, path)
+        return models
 
 
 def check_device(config: Config) -> None:

@@ -143,10 +143,14 @@ def search_dirs() -> list[Path]:
 def resolve_model(name: str, explicit: Path | None = None) -> Path:
     """Find a model: an explicit path first, then ``$VIDPARSE_MODEL_DIR``, then the user cache. The models it
     ``needs`` must be found too (in the usual places), so that a missing one fails before any work starts."""
-    spec = model_spec(name)
-    for need in spec.needs:
-        resolve_model(need)
-    return _located(spec, explicit)
+    needed_models(name)
+    return _located(model_spec(name), explicit)
+
+
+def needed_models(name: str) -> list[tuple[str, Path]]:
+    """The models ``name`` runs with (its ``needs``, and theirs first), each with where it is found."""
+    return [found for need in model_spec(name).needs
+            for found in (*needed_models(need), (need, _located(model_spec(need))))]
 
 
 def _located(spec: ModelSpec, explicit: Path | None = None) -> Path:

@@ -118,7 +118,8 @@ class Service:
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.inputs = InputPolicy(UrlPolicy.allowing(settings.allow_hosts, settings.allow_private),
                                   tuple(settings.allow_dirs), config.serve.max_video_pixels)
-        models = ResolvedModels.for_config(config)
+        # a damaged model file keeps the server up: /readyz and each request say why (docs/serve.md)
+        models = ResolvedModels.for_config(config, check_files=False)
         self.metrics = Metrics()
         self.engines = EngineHost(config, ParserSpec(config, models))
         self.photos = PhotoParser(config, self.engines.threads)

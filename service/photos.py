@@ -44,7 +44,8 @@ class PhotoParser:
     """The parser in its own thread: requests take turns, ``queue`` of them at most admitted at once."""
 
     def __init__(self, config: Config, threads: int) -> None:
-        self.parser = Parser(config=config, threads=threads)
+        self.config, self.threads = config, threads
+        self.parser: Parser | None = None  # made and loaded by `open`: a damaged model file keeps the server up
         self.alpha = config.compose.alpha
         self.quality = config.serve.preview_quality
         self.queue = config.serve.photo_queue
@@ -55,6 +56,7 @@ class PhotoParser:
 
     def open(self) -> None:
         try:
+            self.parser = Parser(config=self.config, threads=self.threads)
             self.parser.open()
         except VidparseError as exc:
             log.error("the photo model cannot be loaded: %s (hint: %s)", exc.message, exc.hint)
@@ -73,7 +75,8 @@ class PhotoParser:
     def close(self) -> None:
         self.ready = False
         self._thread.shutdown(wait=True, cancel_futures=True)
-        self.parser.close()
+        if self.parser is not None:
+            self.parser.close()
 
     def no_room(self) -> ApiError | None:
         """The 429 while ``queue`` photos wait or are parsed (the request guard asks before a photo's body is read);
@@ -106,6 +109,7 @@ class PhotoParser:
         """Only in `run`'s work (the parser's thread)."""
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])
         started = time.perf_counter()
+        assert self.parser is not None, "check_ready() first"
         parsing = self.parser.parse(rgb)
         return ParsedPhoto(rgb, parsing, time.perf_counter() - started)
 

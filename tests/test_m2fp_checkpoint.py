@@ -9,6 +9,7 @@ import pickle
 import pytest
 import torch
 
+import vidparse
 from conftest import run_cli
 from vidparse.errors import ModelError
 from vidparse.stages.parsers.m2fp import make_random_checkpoint
@@ -95,6 +96,17 @@ def test_corrupt_weights_are_refused(tmp_path, tiny_dir, damage):
         torch.save({"state_dict": {}}, target)
     with pytest.raises(ModelError, match=str(target)):
         load_model(folder)
+
+
+def test_a_checkpoint_cut_short_fails_the_api_parser_before_torch_loads_it(tmp_path, tiny_dir):
+    """Found before any worker (or the first parse) loads it: the zip archive's index at its end is missing."""
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    (folder / "configuration.json").write_text((tiny_dir / "configuration.json").read_text())
+    weights = (tiny_dir / "pytorch_model.pt").read_bytes()
+    (folder / "pytorch_model.pt").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ModelError, match="is not a PyTorch checkpoint"):
+        vidparse.Parser(model="m2fp", model_dir=folder)
 
 
 def test_bad_configuration_is_refused(tmp_path):

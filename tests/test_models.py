@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import vidparse
 from conftest import MODELS, run_cli
 from vidparse import model_store
 from vidparse.errors import ConfigError, ModelError
@@ -102,6 +103,45 @@ def test_a_damaged_model_in_a_model_folder_is_fetched_again(shared: Path, tmp_pa
     assert result.returncode == 5, result.stderr
     said = " ".join(result.stderr.split())
     assert f"replace or remove {damaged}, then `vidparse models pull bodypix` fetches it again" in said, said
+
+
+def model_folder_with_one_cut_short(folder: Path, damaged: str, others: tuple[str, ...]) -> Path:
+    """A $VIDPARSE_MODEL_DIR with the models ``others`` (links to the real ones) and model ``damaged`` cut short
+    halfway, as a download that stopped leaves it; the damaged file's path."""
+    for name in others:
+        link = folder / model_store.MODELS[name].path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(model_store.resolve_model(name))
+    whole = model_store.resolve_model(damaged).read_bytes()
+    target = folder / model_store.MODELS[damaged].path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(whole[:len(whole) // 2])
+    return target
+
+
+def test_a_model_cut_short_stops_a_run_of_several_inputs_before_any_process_starts(shared: Path, tmp_path: Path
+                                                                                   ) -> None:
+    """Found only when the workers loaded it, it failed every stream apart ('stream ... failed' each, progress bars)
+    after the processes had started: now one line and its hint, exit 5, before any work."""
+    damaged = model_folder_with_one_cut_short(tmp_path / "models", "fastestdet", ("bodypix",))
+    photo = str(shared / "data" / "photos" / "messi5.jpg")
+    result = run_cli("run", photo, photo, "-o", str(tmp_path / "parsed") + "/", "--model", "bodypix",
+                     env={"VIDPARSE_MODEL_DIR": str(tmp_path / "models")})
+    assert result.returncode == ModelError.exit_code, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: cannot load model {damaged}: truncated: its data runs past its end ({damaged.stat().st_size} bytes)",
+        f"hint: the file is corrupt: replace or remove {damaged}, then `vidparse models pull fastestdet` fetches it "
+        "again"], result.stderr
+
+
+def test_a_segmenter_cut_short_fails_the_api_parser_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Parser checks the files of every model it runs with when it is made, not when it first parses."""
+    damaged = model_folder_with_one_cut_short(tmp_path / "models", "multiclass", ("fastestdet", "bodypix"))
+    monkeypatch.setenv("VIDPARSE_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("VIDPARSE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelError, match=f"cannot load model {damaged}: truncated") as raised:
+        vidparse.Parser(model="cihp-net")
+    assert raised.value.hint and "vidparse models pull multiclass" in raised.value.hint
 
 
 @pytest.mark.parametrize("model", ["m2fp", "m2fp-single"])

@@ -19,8 +19,11 @@ from vidparse.stages.parsers.m2fp.config import (
     WEIGHTS_FILE,
     M2FPConfig,
     full_config,
+    missing_weights,
+    not_a_checkpoint,
     read_config,
     tiny_config,
+    unreadable_weights,
     write_config,
 )
 from vidparse.stages.parsers.m2fp.model import M2FPNet
@@ -68,19 +71,18 @@ def _shown(names: list[str]) -> str:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The ``model`` entry of a ModelScope ``pytorch_model.pt``."""
     if not path.is_file():
-        raise ModelError(f"{path} not found", hint="a ModelScope M2FP folder holds pytorch_model.pt")
+        raise missing_weights(path)
     try:
         with warnings.catch_warnings():  # a pickle not written by torch.save warns of its protocol, then fails below
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror or exc}", hint="check the file's permissions") from exc
+        raise unreadable_weights(path, exc) from exc
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         if unsafe := UNSAFE_GLOBAL.search(str(exc)):
             raise ModelError(f"{path} holds Python objects other than tensors ({unsafe[1]}): refused as unsafe to "
                              "load", hint=f"save the weights alone, {SAVED_AS_MODELSCOPE}") from exc
-        raise ModelError(f"{path} is not a PyTorch checkpoint (corrupt or truncated)",
-                         hint="pull the model again, or make one with `vidparse models make-random`") from exc
+        raise not_a_checkpoint(path) from exc
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise ModelError(f"{path} holds no 'model' state_dict", hint=f"expected {SAVED_AS_MODELSCOPE}")
     state_dict = checkpoint["model"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from collections.abc import Mapping
@@ -168,6 +169,40 @@ def parse_model_section(section: dict[str, Any]) -> M2FPConfig:
     values = {k: v for k, v in values.items() if k in known}
     return _typed(M2FPConfig, {**values, **parts}, "model")
 
+
+
+def missing_weights(path: Path) -> ModelError:
+    return ModelError(f"{path} not found", hint="a ModelScope M2FP folder holds pytorch_model.pt")
+
+
+def unreadable_weights(path: Path, exc: OSError) -> ModelError:
+    return ModelError(f"cannot read {path}: {exc.strerror or exc}", hint="check the file's permissions")
+
+
+def not_a_checkpoint(path: Path) -> ModelError:
+    return ModelError(f"{path} is not a PyTorch checkpoint (corrupt or truncated)",
+                      hint="pull the model again, or make one with `vidparse models make-random`")
+
+
+def check_folder(model_dir: Path) -> None:
+    """What can be checked of an M2FP folder without torch (a few milliseconds): its configuration, and that its
+    checkpoint is a whole zip archive (its index at the end is read); an older pickle-only checkpoint is left to
+    torch. Raises `ModelError` as loading it would."""
+    read_config(model_dir)
+    path = model_dir / WEIGHTS_FILE
+    if not path.is_file():
+        raise missing_weights(path)
+    try:
+        with path.open("rb") as file:
+            head = file.read(2)
+            if head == b"PK":
+                zipfile.ZipFile(file).close()
+            elif head[:1] != b"\x80":  # a pickle's first byte
+                raise not_a_checkpoint(path)
+    except zipfile.BadZipFile as exc:
+        raise not_a_checkpoint(path) from exc
+    except OSError as exc:
+        raise unreadable_weights(path, exc) from exc
 
 
 def read_config(model_dir: Path) -> M2FPConfig:
