@@ -21,7 +21,7 @@ from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
 from vidparse.pipeline.writer import Subscriber, Written
 from vidparse.signals import stop_on_signals
-from vidparse.stages.images import ImageSet, check_image_output, is_image_input
+from vidparse.stages.images import ImageSet, check_image_output, image_files, is_image_input
 from vidparse.stages.sink import check_output_path, writes_photos
 from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe
 
@@ -106,9 +106,10 @@ def written_twice(sources: Sequence[Source]) -> Path | None:
 
 
 def files_read(sources: Sequence[Source]) -> list[Path]:
-    """The local inputs of a run's sources, videos and photos (a folder or a pattern as given, not its photos): no
-    source's output may replace one of them."""
-    return [Path(source.input) for source in sources if input_kind(source.input) is InputKind.FILE]
+    """The local inputs of a run's sources, videos and photos (a folder or a pattern as given, and each of its
+    photos): no source's output may replace one of them."""
+    return [path for source in sources if input_kind(source.input) is InputKind.FILE
+            for path in (Path(source.input), *(image_files(source.input) if is_image_input(source.input) else ()))]
 
 
 def stream_files(name: str, masks: Path | None, stats: Path | None, instances: Path | None) -> dict[str, Path | None]:

@@ -55,13 +55,13 @@ def is_image_path(path: Path) -> bool:
 
 
 def is_sequence(spec: str) -> bool:
-    """Whether an image input names the frames of one sequence (a pattern, as ``_expand`` reads one), not photos
+    """Whether an image input names the frames of one sequence (a pattern, as ``image_files`` reads one), not photos
     each its own picture (a photo, a folder)."""
     path = Path(spec)
     return not path.is_dir() and not path.is_file() and bool(_PRINTF.search(path.name) or glob.has_magic(spec))
 
 
-def _expand(spec: str) -> list[Path]:
+def image_files(spec: str) -> list[Path]:
     """The image files ``spec`` names, in order (numbers of a %d pattern in numeric order, names otherwise)."""
     path = Path(spec)
     if path.is_dir():
@@ -181,7 +181,7 @@ class ImageSet:
 
     @classmethod
     def find(cls, spec: str) -> ImageSet:
-        paths = _expand(spec)
+        paths = image_files(spec)
         if not paths and not glob.has_magic(spec) and not _PRINTF.search(spec) and not Path(spec).exists():
             raise BadInputError(f"input {spec} does not exist", hint="check the path")
         if not paths:
@@ -253,7 +253,7 @@ def check_image_output(spec: str, path: Path) -> None:
         raise BadOutputError(f"output {path} is neither a video nor an image",
                              hint="give a video (.mp4, .mov, .mkv), an image (.jpg, .png, ...) or a folder")
     # a folder or a pattern (several photos, whatever they hold); naming none is said when the photos are listed
-    if path.suffix and not Path(spec).is_file() and (listed := len(_expand(spec))):
+    if path.suffix and not Path(spec).is_file() and (listed := len(image_files(spec))):
         raise BadOutputError(f"{listed} images cannot all be written to {path}",
                              hint="give a folder for -o (one annotated image each), or a video such as out.mp4")
     blocked = file_in_the_way(path, path.parent if path.suffix else path)

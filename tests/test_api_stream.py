@@ -150,6 +150,21 @@ def test_outputs_that_would_replace_an_input_or_each_other_are_refused(clip: Pat
     assert photo.read_bytes() == kept_photo
 
 
+def test_an_output_over_a_photo_in_another_sources_folder_is_refused(tmp_path: Path) -> None:
+    """A folder's photos are inputs too: one source writing its photo over one of them was not refused (only the
+    folder itself and single photos were compared)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo, other = folder / "a.png", tmp_path / "other.png"
+    for made in (photo, folder / "b.png", other):
+        Image.new("RGB", (64, 48)).save(made)
+    kept = photo.read_bytes()
+    before = pipeline_processes()
+    with pytest.raises(BadOutputError, match=f"output {photo} would overwrite the input {photo}"):
+        vidparse.stream([folder, other], model="bodypix", outputs=[None, photo])
+    assert pipeline_processes() == before and photo.read_bytes() == kept
+
+
 @pytest.mark.parametrize("limit", [0, -1, 2.5, "3"])
 def test_a_frame_limit_that_is_not_a_count_is_refused(clip: Path, tmp_path: Path, limit: Any) -> None:
     """0 or less parsed nothing and ended "ok" without an output; a string failed with a raw TypeError."""
