@@ -20,6 +20,7 @@ from rich.table import Table
 from vidparse.cli_help import Typer
 from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadInputError, BadOutputError,
                              ConfigError, VidparseError, check_not_overwriting, file_in_the_way, not_writable)
+from vidparse.minimums import EVAL_VIDEO_MIN_FRAMES
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -810,7 +811,7 @@ def train_weights(
 def eval_video(
     ctx: typer.Context,
     input: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file, or a URL FFmpeg can open.")],
-    max_frames: Annotated[Optional[int], typer.Option(min=2, help="Stop after this many frames.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(min=EVAL_VIDEO_MIN_FRAMES, help="Stop after this many frames.")] = None,
     temporal_window: Annotated[Optional[int], typer.Option(
         "--temporal-window", help="Parses the vote moves by flow and votes over (temporal.window; 1 = off).")] = None,
     truth: Annotated[Optional[Path], typer.Option(
@@ -829,7 +830,7 @@ def eval_video(
     consecutive-frame agreement (as is, and with the motion taken out by optical flow), agreement with each frame's
     own parse, and ID switches against MOT ground truth; per frame, and as `vidparse run` writes the labels."""
     _setup_logging(verbose)
-    from vidparse.evaluation.runs import evaluate_video
+    from vidparse.evaluation.runs import check_long_enough, evaluate_video
     from vidparse.evaluation.tracking import read_mot
     from vidparse.evaluation.tables import video_table
     from vidparse.jobs import ResolvedModels
@@ -840,6 +841,7 @@ def eval_video(
         check_file_output(json_path, "--json", [input, truth, config], example="out.json")
         settings = _measuring(_settings(ctx, config))
         frames = probe(input, settings.live).frames or 0  # a camera that cannot be reached fails here, before the bar
+        check_long_enough(input, frames)  # where the header tells; else once measured
         ground_truth = read_mot(truth) if truth else None
         models = ResolvedModels.for_config(settings)
         with _progress() as progress:

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from vidparse.config import Config
-from vidparse.errors import BadOutputError, StreamLostError
+from vidparse.errors import BadInputError, BadOutputError, StreamLostError
 from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.metrics import (OTHER, STILL_THRESHOLD, FlickerMeter, coarse_lut, confusion, iou_per_class,
                                          pixel_accuracy, producible)
 from vidparse.evaluation.tracking import AgreementMeter, IdSwitchMeter, InputFlow, PresenceMeter, WarpedAgreementMeter
 from vidparse.jobs import ResolvedModels, build_person_parser
+from vidparse.minimums import EVAL_VIDEO_MIN_FRAMES
 from vidparse.stages.labels import SCHEMES, load_label_set
 from vidparse.stages.parsers import LABEL_SETS
 from vidparse.stages.source import VideoSource, without_credentials
@@ -257,12 +258,22 @@ def video_rows(frames: Iterable[tuple[np.ndarray, np.ndarray, FrameResult]], lab
     return [run.row() for run in runs]
 
 
+def check_long_enough(url: str, frames: int) -> None:
+    """A `BadInputError` for a video of fewer than EVAL_VIDEO_MIN_FRAMES ``frames`` (0: not known, not refused)."""
+    if 0 < frames < EVAL_VIDEO_MIN_FRAMES:
+        raise BadInputError(f"{without_credentials(url)} is too short to measure: {frames} frame"
+                            f"{'' if frames == 1 else 's'}, where flicker and agreement compare each frame with the one "
+                            f"before ({EVAL_VIDEO_MIN_FRAMES} frames at least)", hint="measure on a longer video")
+
+
 def evaluate_video(config: Config, models: ResolvedModels, url: str, max_frames: int | None = None,
                    threads: int | None = None, on_frame: Callable[[], None] | None = None,
                    truth: dict[int, list[tuple[int, np.ndarray]]] | None = None) -> VideoReport:
-    """Flicker and agreement of per-frame parsing on a clip, and with the configured vote and tracking."""
+    """Flicker and agreement of per-frame parsing on a clip, and with the configured vote and tracking; a
+    `BadInputError` for a clip too short to measure (`check_long_enough`)."""
     frames = parsed_frames(config, models, url, max_frames, threads, on_frame)
     rows = video_rows(frames, load_label_set(LABEL_SETS[config.model]), config, video_modes(config), truth)
+    check_long_enough(url, rows[0].frames)
     return VideoReport(config.model, without_credentials(url), rows[0].frames, quality_settings(config),
                        STILL_THRESHOLD, rows)
 

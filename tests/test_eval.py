@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import png_header_only, run_cli
+from conftest import VTEST, cut_clip, png_header_only, run_cli
 from vidparse.config import load_config
 from vidparse.errors import BadInputError, ConfigError
 from vidparse.evaluation.datasets import Sample, find_samples, read_labels, read_sample
@@ -385,6 +385,19 @@ def test_eval_video_shows_names_in_brackets_as_they_are(clip: Path, tmp_path: Pa
                      "--json", str(report_path))
     assert result.returncode == 0, result.stderr
     assert f"on {video}, frames 0-1" in result.stdout and f"wrote {report_path}" in result.stderr
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mkv"], ids=["count-in-the-header", "counted-once-parsed"])
+def test_eval_video_on_a_one_frame_video_is_refused(suffix: str, tmp_path: Path) -> None:
+    """Nothing to compare the frame with: it printed n/a throughout and exited 0. An AVI says its frame count
+    (refused before the models load), a Matroska file does not (refused once its one frame is parsed)."""
+    video = cut_clip(VTEST, tmp_path / f"one{suffix}", 1)
+    result = run_cli("eval-video", str(video), "--config", str(Path(__file__).with_name("fast.yaml")))
+    assert result.returncode == BadInputError.exit_code, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith(("error:", "hint:"))] == [
+        f"error: {video} is too short to measure: 1 frame, where flicker and agreement compare each frame with the "
+        "one before (2 frames at least)", "hint: measure on a longer video"], result.stderr
+    assert not result.stdout and "Traceback" not in result.stderr
 
 
 def test_temporal_window_is_validated() -> None:
