@@ -13,6 +13,7 @@ from typing import Any
 from vidparse.config import Config
 from vidparse.errors import BadInputError
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
+from vidparse.minimums import BENCH_MIN_FRAMES
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
 from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
@@ -23,7 +24,6 @@ from vidparse.stages.parsers.cihp_net import segmenter_detail
 from vidparse.stages.source import without_credentials
 from vidparse.stages.tiles import small_people_pass, without_small_people
 
-MIN_FRAMES = 3  # the first frame and two after it: a steady rate
 
 
 @dataclass
@@ -93,11 +93,11 @@ def run_trial(config: Config, input_url: str, frames: int, workers: int, threads
 
 def frames_measured(trials: list[Trial], asked: int, input_url: str) -> int:
     """The frames each trial ran (fewer than ``asked`` on a short input); an input too short for a steady rate
-    (MIN_FRAMES) is a user error."""
+    (BENCH_MIN_FRAMES) is a user error."""
     frames = min(t.stats.frames for t in trials)
-    if frames < MIN_FRAMES:
+    if frames < BENCH_MIN_FRAMES:
         raise BadInputError(f"{without_credentials(input_url)} is too short to benchmark: {frames} frames, the steady fps needs "
-                            f"{MIN_FRAMES}", hint="bench on a longer video")
+                            f"{BENCH_MIN_FRAMES}", hint="bench on a longer video")
     return min(frames, asked)
 
 

@@ -20,7 +20,7 @@ from rich.table import Table
 from vidparse.cli_help import Typer
 from vidparse.errors import (INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadInputError, BadOutputError,
                              ConfigError, VidparseError, check_not_overwriting, file_in_the_way, not_writable)
-from vidparse.minimums import EVAL_VIDEO_MIN_FRAMES
+from vidparse.minimums import BENCH_MIN_FRAMES, EVAL_VIDEO_MIN_FRAMES
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -427,7 +427,8 @@ def _batch_engine(engine: str, ray_address: str, cpus_per_task: int) -> LocalEng
 def bench(
     ctx: typer.Context,
     input: Annotated[str, typer.Argument(metavar="INPUT", help="Video to benchmark on (e.g. vtest.avi).")],
-    frames: Annotated[int, typer.Option(min=1, help="Frames per trial.")] = 100,
+    frames: Annotated[int, typer.Option(min=BENCH_MIN_FRAMES, help="Frames per trial (the first and two more at "
+                                                                   "least, for a steady fps).")] = 100,
     workers: Annotated[str, typer.Option(help="Comma-separated worker counts to try.")] = "1,2",
     threads: Annotated[Optional[int], typer.Option(min=0, help="Threads per worker; 0 = usable CPUs / workers "
                                                                "(default: --config's threads, else 0).")] = None,
@@ -441,7 +442,7 @@ def bench(
     _setup_logging(verbose)
     from rich.progress import Progress
 
-    from vidparse.bench import (COLUMNS, MIN_FRAMES, frames_measured, machine_description, markdown_table, run_trial,
+    from vidparse.bench import (COLUMNS, frames_measured, machine_description, markdown_table, run_trial,
                                 small_people_settings, trial_rows)
     from vidparse.runs import warn_if_oversubscribed
     from vidparse.stages.source import input_kind, probe, without_credentials
@@ -451,9 +452,6 @@ def bench(
             shown = without_credentials(input)
             raise BadInputError(f"bench measures a video file; {shown} is a live input, which drops frames to keep up",
                                 hint=f"record a clip of it first, or size the workers for it with: vidparse tune {shown}")
-        if frames < MIN_FRAMES:
-            raise ConfigError(f"--frames {frames} is too few: the steady fps needs {MIN_FRAMES}",
-                              hint=f"--frames {MIN_FRAMES} or more (100 by default)")
         check_file_output(markdown, "--markdown", [input, config], example="bench.md")
         settings = _measuring(_settings(ctx, config))  # checked as run checks it
         counts = _worker_counts(workers)

@@ -2,3 +2,4 @@
 module imports nothing) and checked against inputs too short, with one number for both."""
 
 EVAL_VIDEO_MIN_FRAMES = 2  # flicker and agreement compare each frame with the one before
+BENCH_MIN_FRAMES = 3  # the first frame and two after it: a steady rate

@@ -42,6 +42,16 @@ def test_bench_reports_each_worker_count_with_its_scaling(clip: Path, tmp_path: 
     assert abs(int(eff2) - 100 * float(speedup2) / 2) <= 1
 
 
+def test_bench_declares_the_fewest_frames_it_takes(clip: Path) -> None:
+    """--help said [x>=1] while --frames 1 and 2 were refused at run time for a minimum of 3: help and the error
+    now give the same minimum, before any work."""
+    assert "[x>=3]" in run_cli("bench", "--help").stdout
+    result = run_cli("bench", str(clip), "--frames", "2", "--workers", "1", "--config", str(FAST))
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--frames': Input should be greater than or equal to 3" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_bench_names_the_frames_it_ran_and_refuses_an_input_too_short(tmp_path: Path) -> None:
     table = tmp_path / "bench.md"
     four = vtest_h264(tmp_path / "four.mp4", 4)

@@ -298,7 +298,6 @@ def test_a_run_stopped_near_its_end_ends_its_audio_with_its_video(tmp_path: Path
         (["run", "{tmp}/huge.png", "-o", "{tmp}/o.png"], 3, "a photo of more than 179 megapixels"),
         (["bench", "{clip}", "--markdown", "{tmp}/nodir/b.md"], 4, "folder {tmp}/nodir does not exist"),
         (["bench", "{clip}", "--workers", "1,5000"], 2, "whole numbers from 1 to 1024"),
-        (["bench", "{clip}", "--frames", "1"], 2, "--frames 1 is too few: the steady fps needs 3"),
         (["tune", "{clip}", "--write", "{tmp}/nodir/t.yaml"], 4, "folder {tmp}/nodir does not exist"),
         (["tune", "{clip}", "--write", "/sys/t.yaml"], 4, "--write /sys/t.yaml is not writable"),
         (["tune", "{tmp}/in.mp4", "--write", "{tmp}/./in.mp4"], 4, "would overwrite the input"),
@@ -325,7 +324,7 @@ def test_a_run_stopped_near_its_end_ends_its_audio_with_its_video(tmp_path: Path
          "unknown-model", "missing-config", "missing-model-file", "one-tile", "stats-file-for-two-inputs",
          "photo-past-pils-limit",
          "bench-markdown-nowhere",
-         "bench-5000-workers", "bench-one-frame", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "batch-into-a-file", "tune-on-an-unreachable-camera", "bench-on-an-unreachable-camera",
+         "bench-5000-workers", "tune-write-nowhere", "tune-write-read-only", "tune-write-onto-its-input", "batch-more-cpus-than-the-machine", "batch-negative-retries", "batch-into-a-file", "tune-on-an-unreachable-camera", "bench-on-an-unreachable-camera",
          "eval-video-on-an-unreachable-camera", "eval-json-nowhere", "eval-json-into-a-folder", "train-into-a-folder", "eval-roi-mode-named",
          "eval-video-window-named", "bench-5000-threads", "yaml-mistake-located"],
 )
