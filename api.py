@@ -2,7 +2,8 @@
 
 Images go in and come out as RGB ``uint8`` arrays (H x W x 3), as PIL, matplotlib and most Python imaging code
 use them; inside the stages they are BGR, as OpenCV and FFmpeg use them. Errors are `vidparse.errors.VidparseError`
-subclasses, each with a ``message``, a ``hint`` and the CLI's ``exit_code``.
+subclasses, each with a ``message``, a ``hint`` and the CLI's ``exit_code``; they name this API's arguments and
+config keys, where the CLI's name its flags (`vidparse.api_words`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any, Union
 import cv2
 import numpy as np
 
+from vidparse.api_words import api_words, in_api_words, reworded
 from vidparse.config import Config, config_from, load_config, merge, user_settings
-from vidparse.errors import BadInputError, ConfigError
+from vidparse.errors import BadInputError, ConfigError, VidparseError
 from vidparse.jobs import ResolvedModels, StreamSpec, add_stream, build_engine, build_person_parser
 from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.ends import StreamEnd
@@ -67,12 +69,13 @@ def resolve_config(config: ConfigInput = None, **overrides: Any) -> Config:
     """A validated `Config`: ``config`` (a YAML path, a preset name such as ``"fast"``, a `Config`, or None for
     the defaults) with ``overrides`` on top. Overrides use the YAML keys: ``workers=2``, ``roi={"margin": 0.2}``
     or, as in ``**{"roi.margin": 0.2}``, dotted keys; None values are ignored. Raises `ConfigError`."""
-    if isinstance(config, Config):
-        return config_from(merge(config.to_dict(), user_settings(None, overrides)))
-    if config is not None and not isinstance(config, (str, Path)):
-        raise ConfigError(f"config must be a YAML file, a preset name or a Config, got {type(config).__name__}",
-                          hint="give settings as keyword arguments: roi={'margin': 0.2}, or **settings for a dict")
-    return load_config(Path(config) if config is not None else None, overrides)
+    with api_words():
+        if isinstance(config, Config):
+            return config_from(merge(config.to_dict(), user_settings(None, overrides)))
+        if config is not None and not isinstance(config, (str, Path)):
+            raise ConfigError(f"config must be a YAML file, a preset name or a Config, got {type(config).__name__}",
+                              hint="give settings as keyword arguments: roi={'margin': 0.2}, or **settings for a dict")
+        return load_config(Path(config) if config is not None else None, overrides)
 
 
 def _bgr(image: ImageInput) -> np.ndarray:
@@ -119,14 +122,16 @@ class Parser:
                  **overrides: Any) -> None:
         self.config = resolve_config(config, model=model, model_path=str(model_dir) if model_dir else None,
                                      **overrides)
-        self.models = ResolvedModels.for_config(self.config)  # a missing model fails here, not at the first image
+        with api_words():
+            self.models = ResolvedModels.for_config(self.config)  # a missing model fails here, not at the first image
         self._stage: Any = None
 
     def open(self) -> None:
         """Load the models (`parse` does it when needed)."""
         if self._stage is None:
-            stage = build_person_parser(self.config, self.models, threads_per_worker(1, self.config.threads))
-            stage.open()
+            with api_words():
+                stage = build_person_parser(self.config, self.models, threads_per_worker(1, self.config.threads))
+                stage.open()
             self._stage = stage
 
     @property
@@ -216,17 +221,18 @@ class Stream:
              ) -> Generator[StreamFrame, None, None]:
         written_frames = engine.results()
         label_set = load_label_set(LABEL_SETS[settings.model])
-        try:
-            for index, spec in enumerate(specs):
-                add_stream(engine, spec, on_end=_ender(index, failed))
-            engine.start()
-            for written in written_frames:
-                if written.result.status != "missing":  # a photo gone since its folder was listed (logged)
-                    yield _stream_frame(written, specs[written.stream], label_set)
-        finally:
-            written_frames.close()  # aborts a run that is still going, and waits for its processes
-        if failed:
-            raise next(iter(failed.values()))
+        with api_words():
+            try:
+                for index, spec in enumerate(specs):
+                    add_stream(engine, spec, on_end=_ender(index, failed))
+                engine.start()
+                for written in written_frames:
+                    if written.result.status != "missing":  # a photo gone since its folder was listed (logged)
+                        yield _stream_frame(written, specs[written.stream], label_set)
+            finally:
+                written_frames.close()  # aborts a run that is still going, and waits for its processes
+            if failed:
+                raise next(iter(failed.values()))
 
     def __iter__(self) -> Stream:
         return self
@@ -255,8 +261,8 @@ class Stream:
 def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamEnd], None]:
     def ended(end: StreamEnd) -> None:
         if end.error is not None:
-            log.warning("source %d failed: %s", index, end.message)
-            failed[index] = end.error
+            log.warning("source %d failed: %s", index, reworded(end.message or str(end.error)))
+            failed[index] = in_api_words(end.error) if isinstance(end.error, VidparseError) else end.error
 
     return ended
 
@@ -309,23 +315,24 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
     frames, as ``policy: auto`` says). Other arguments as for `Parser`; ``max_frames`` (a whole number >= 1) stops
     each source after that many frames. Inputs, outputs (two sources writing one file, an output over another
     source's input), models and settings are checked before any process starts."""
-    inputs = _inputs(sources)
-    paths = [outputs] if outputs is None or not isinstance(outputs, Sequence) or isinstance(outputs, str) \
-        else list(outputs)
-    if len(paths) == 1 and len(inputs) > 1 and paths[0] is None:
-        paths = paths * len(inputs)
-    if len(paths) != len(inputs):
-        raise ConfigError(f"{len(inputs)} sources but {len(paths)} outputs",
-                          hint="give one output (or None) per source, or no outputs")
-    settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
-                              **overrides)
-    limit = checked_max_frames(max_frames)
-    sources_given = [Source(url, _path(path, "output"), max_frames=limit) for url, path in zip(inputs, paths)]
-    if (repeated := written_twice(sources_given)) is not None:
-        raise ConfigError(f"two sources write {repeated}", hint="give each source its own output, or None")
-    read = files_read(sources_given)  # no output may replace what another source reads
-    specs = [check_source(source, settings, read) for source in sources_given]
-    return Stream(build_engine(settings, specs), specs, settings)
+    with api_words():
+        inputs = _inputs(sources)
+        paths = [outputs] if outputs is None or not isinstance(outputs, Sequence) or isinstance(outputs, str) \
+            else list(outputs)
+        if len(paths) == 1 and len(inputs) > 1 and paths[0] is None:
+            paths = paths * len(inputs)
+        if len(paths) != len(inputs):
+            raise ConfigError(f"{len(inputs)} sources but {len(paths)} outputs",
+                              hint="give one output (or None) per source, or no outputs")
+        settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
+                                  **overrides)
+        limit = checked_max_frames(max_frames)
+        sources_given = [Source(url, _path(path, "output"), max_frames=limit) for url, path in zip(inputs, paths)]
+        if (repeated := written_twice(sources_given)) is not None:
+            raise ConfigError(f"two sources write {repeated}", hint="give each source its own output, or None")
+        read = files_read(sources_given)  # no output may replace what another source reads
+        specs = [check_source(source, settings, read) for source in sources_given]
+        return Stream(build_engine(settings, specs), specs, settings)
 
 
 def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: str | None = None,
@@ -343,13 +350,17 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     KeyboardInterrupt, so that a loop over many calls stops too."""
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
-    inputs_given = _inputs(inputs)
-    target = _path(output, "output", folder_slash=True)
-    if target is None:
-        raise ConfigError("no output given", hint='output="out.mp4" (a folder for several inputs)')
-    outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"),
-                                                _path(stats, "stats", folder_slash=True),
-                                                _path(instances, "instances"), max_frames))
+    with api_words():
+        inputs_given = _inputs(inputs)
+        target = _path(output, "output", folder_slash=True)
+        if target is None:
+            raise ConfigError("no output given", hint='output="out.mp4" (a folder for several inputs)')
+        outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"),
+                                                    _path(stats, "stats", folder_slash=True),
+                                                    _path(instances, "instances"), max_frames))
+    for stream in outcome.failed:
+        if isinstance(stream.error, VidparseError):
+            in_api_words(stream.error)
     if outcome.interrupted:  # before any stream's failure: a loop over many calls stops, whatever else it catches
         raise KeyboardInterrupt
     if check and (error := next((s.error for s in outcome.failed if s.error is not None), None)) is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image
 
 import vidparse
 from vidparse.config import preset_path
-from vidparse.errors import BadInputError, ConfigError, ModelError
+from vidparse.errors import BadInputError, ConfigError, ModelError, VidparseError
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,39 @@ def test_mistakes_raise_vidparse_errors_with_a_hint(parser: vidparse.Parser, cal
     with pytest.raises(error) as raised:
         call(parser)
     assert raised.value.hint
+
+
+CLI_FLAG = re.compile(r"(?<![\w-])(-o|--[a-z][a-z-]*)(?![\w-])")
+
+
+@pytest.mark.parametrize(("call", "said"), [
+    (lambda clip, photo, tmp: vidparse.run([clip, clip], tmp / "one.mp4"),
+     "2 inputs need a folder for output, not {tmp}/one.mp4 | give a folder such as output='parsed/'"),
+    (lambda clip, photo, tmp: vidparse.run([clip, clip], tmp / "out", stats=tmp / "s.jsonl"),
+     "2 inputs need a folder for stats, not {tmp}/s.jsonl | give a folder such as stats='stats/'"),
+    (lambda clip, photo, tmp: vidparse.run(clip, tmp / "o.mp4", masks=tmp / "o.mp4"),
+     "output and masks name the same path {tmp}/o.mp4"),
+    (lambda clip, photo, tmp: vidparse.run(clip, tmp / "o.mp4", instances=tmp / "ids", tracking={"enabled": False}),
+     "instances needs tracking, which runs on videos and image sequences (patterns) only | drop tracking.enabled: "
+     "false, or give a video or a pattern"),
+    (lambda clip, photo, tmp: vidparse.stream(photo.parent, outputs=[tmp / "one.jpg"]),
+     "| give a folder for output (one annotated image each)"),
+    (lambda clip, photo, tmp: vidparse.Parser(model="bodypix", model_dir=photo),
+     "| check model_dir (or model_path in the configuration)"),
+    (lambda clip, photo, tmp: vidparse.Parser(model="bodypix", tracking={"enabled": False, "draw_ids": True}),
+     "track ids (tracking.draw_ids) need tracking, which is off | drop tracking.enabled: false or tracking.draw_ids"),
+    (lambda clip, photo, tmp: vidparse.run(clip, tmp / "o.mp4", model="bodypix", workers=2, max_memory_mb=300),
+     "or more, or use fewer workers"),  # found as the stream opens, in the engine: a stream's failure
+], ids=["several-inputs-one-file", "several-inputs-one-stats-file", "output-is-masks", "instances-untracked",
+        "photos-into-one-file", "model-dir-a-photo", "track-ids-untracked", "memory-for-the-workers"])
+def test_api_errors_name_its_arguments_not_the_clis_flags(call, said: str, clip: Path, photo: Path,
+                                                          tmp_path: Path) -> None:
+    """Messages and hints are written for the CLI ("for -o", "--masks", "check --model-dir"): an API caller has no
+    flags, and is told the argument or config key it sets."""
+    with pytest.raises(VidparseError) as raised:
+        call(clip, photo, tmp_path)
+    text = f"{raised.value.message} | {raised.value.hint}"
+    assert said.format(tmp=tmp_path) in text and not CLI_FLAG.search(text), text
 
 
 def test_no_input_is_a_mistake_not_an_empty_run(tmp_path: Path) -> None:
