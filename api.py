@@ -27,7 +27,7 @@ from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.writer import Written
 from vidparse.runs import (RunOutcome, Source, check_source, checked_max_frames, files_read, path_or_folder,
-                          run_sources, sources_for, written_twice)
+                          run_sources, sources_for, warn_if_oversubscribed, written_twice)
 from vidparse.stages.images import load_upright
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS
@@ -332,6 +332,7 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
             raise ConfigError(f"two sources write {repeated}", hint="give each source its own output, or None")
         read = files_read(sources_given)  # no output may replace what another source reads
         specs = [check_source(source, settings, read) for source in sources_given]
+        warn_if_oversubscribed(settings.worker_count)  # as `vidparse run` and `vidparse.run` warn
         return Stream(build_engine(settings, specs), specs, settings)
 
 

@@ -4,6 +4,7 @@ left behind when the caller leaves early, raises, or drops the iterator."""
 from __future__ import annotations
 
 import gc
+import logging
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import vidparse
 from conftest import VTEST, cut_clip, decode_frames, probe_video
 from rtsp import free_port
 from vidparse.errors import BadInputError, BadOutputError, ConfigError, VidparseError
+from vidparse.pipeline.cpus import usable_cpus
 
 
 def pipeline_processes() -> list[psutil.Process]:
@@ -148,6 +150,14 @@ def test_outputs_that_would_replace_an_input_or_each_other_are_refused(clip: Pat
     assert pipeline_processes() == before
     assert video.read_bytes() == kept and not (tmp_path / "same.mp4").exists()
     assert photo.read_bytes() == kept_photo
+
+
+def test_more_workers_than_cpus_are_warned_of(clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As `vidparse run` and `vidparse.run` warn: the API's stream said nothing."""
+    cpus = usable_cpus()
+    with caplog.at_level(logging.WARNING, logger="vidparse"):
+        vidparse.stream(clip, model="bodypix", workers=cpus + 1).close()  # never iterated: no process started
+    assert f"{cpus + 1} workers on {cpus} usable CPUs" in caplog.text
 
 
 def test_an_output_over_a_photo_in_another_sources_folder_is_refused(tmp_path: Path) -> None:
