@@ -129,7 +129,8 @@ def test_a_model_cut_short_stops_a_run_of_several_inputs_before_any_process_star
                      env={"VIDPARSE_MODEL_DIR": str(tmp_path / "models")})
     assert result.returncode == ModelError.exit_code, result.stderr
     assert result.stderr.splitlines() == [
-        f"error: cannot load model {damaged}: truncated: its data runs past its end ({damaged.stat().st_size} bytes)",
+        f"error: cannot load model {damaged}: truncated or not an ONNX model: its protobuf data is broken "
+        f"({damaged.stat().st_size} bytes)",
         f"hint: the file is corrupt: replace or remove {damaged}, then `vidparse models pull fastestdet` fetches it "
         "again"], result.stderr
 
