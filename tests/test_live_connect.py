@@ -284,6 +284,19 @@ def test_a_file_over_http_keeps_every_frame_under_the_default_policy(clip: Path,
     assert probe_video(tmp_path / "o.mp4").frames == probe_video(clip).frames, result.stdout
 
 
+def run_over_plain_http(video: Path, output: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """`vidparse run` on ``video`` served by Python's own HTTP server (no Range requests), and the URL it read."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(video.parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
+        try:
+            return run_cli("run", url, "-o", str(output), "--workers", "1", "--config",
+                           str(Path(__file__).parent / "fast.yaml"), timeout=60), url
+        finally:
+            server.shutdown()
+
+
 def test_an_mp4_indexed_at_its_end_on_a_server_without_ranges_fails_at_once(tmp_path: Path) -> None:
     """FFmpeg reads the index (moov) at the end of an MP4 that is not fast-start, then must seek back to its frames;
     a server that answers every request with the whole file (http.server ignores Range) cannot take it there. Every
@@ -299,18 +312,10 @@ def test_an_mp4_indexed_at_its_end_on_a_server_without_ranges_fails_at_once(tmp_
         container.mux(stream.encode())
     data = video.read_bytes()
     assert data.find(b"mdat") < data.find(b"moov") and len(data) > 64 * 1024
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
-    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            result = run_cli("run", f"http://127.0.0.1:{server.server_address[1]}/{video.name}", "-o",
-                             str(tmp_path / "o.mp4"), "--workers", "1", "--config",
-                             str(Path(__file__).parent / "fast.yaml"), timeout=60)
-        finally:
-            server.shutdown()
+    result, url = run_over_plain_http(video, tmp_path / "o.mp4")
     assert result.returncode == 3, result.stderr
     assert result.stderr.splitlines() == [
-        f"error: cannot read http://127.0.0.1:{server.server_address[1]}/{video.name}: the server does not allow "
+        f"error: cannot read {url}: the server does not allow "
         "seeking (no HTTP Range requests), and this MP4 keeps its index after its frames",
         "hint: make it fast-start (ffmpeg -i IN -c copy -movflags +faststart OUT) or download it first"], result.stderr
 
@@ -320,15 +325,7 @@ def test_a_two_frame_mp4_over_http_is_parsed_whole(tmp_path: Path) -> None:
     and reads that end, and the rest must come from what it decoded, not from a second end (it failed
     'unexpected EOFError', exit 7, with the second frame lost)."""
     video = vtest_h264(tmp_path / "two.mp4", 2)
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
-    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            result = run_cli("run", f"http://127.0.0.1:{server.server_address[1]}/{video.name}", "-o",
-                             str(tmp_path / "o.mp4"), "--workers", "1", "--config",
-                             str(Path(__file__).parent / "fast.yaml"), timeout=60)
-        finally:
-            server.shutdown()
+    result, _ = run_over_plain_http(video, tmp_path / "o.mp4")
     assert result.returncode == 0, result.stderr
     assert probe_video(tmp_path / "o.mp4").frames == 2
 
