@@ -25,7 +25,6 @@ from vidparse.stages.source import without_credentials
 from vidparse.stages.tiles import small_people_pass, without_small_people
 
 
-
 @dataclass
 class Trial:
     workers: int
