@@ -233,8 +233,12 @@ def test_reconnects_after_the_server_is_killed_and_restarted(rtsp_server: RtspSe
     assert sum(f.captured_at < restarted_at[0] for f in frames) >= 2 * CLIP_FPS, "frames from before the kill"
     # The server was down 3 s; the gap is shorter by what FFmpeg buffered while opening (about 1 s).
     assert gap_s(frames, restarted_at[0]) >= 2.0, "the outage shows in the timestamps"
-    warnings = [r.getMessage() for r in messages(caplog, logging.WARNING)]
-    assert warnings[0].startswith(f"disconnected from {rtsp_server.url} (the stream ended); reconnecting in")
+    warnings = messages(caplog, logging.WARNING)
+    # A kill can cut the packet in flight: decoding it fails once, before the outage is noticed.
+    cut = [r for r in warnings if r.getMessage().startswith("skipped an undecodable packet")]
+    assert len(cut) <= 1 and all(r.created < restarted_at[0] for r in cut), [r.getMessage() for r in cut]
+    others = [r.getMessage() for r in warnings if r not in cut]
+    assert others[0].startswith(f"disconnected from {rtsp_server.url} (the stream ended); reconnecting in")
     assert [r.getMessage() for r in messages(caplog, logging.INFO)] == [f"reconnected to {rtsp_server.url}"]
 
 
