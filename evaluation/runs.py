@@ -102,7 +102,7 @@ class _ModeRun:
         self.agreement = AgreementMeter(len(label_set))
         self.warped = WarpedAgreementMeter(len(label_set))
         self.parse = AgreementMeter(len(label_set))
-        self.ids = IdSwitchMeter(truth) if truth is not None and mode.tracked else None
+        self.ids = IdSwitchMeter(truth) if truth is not None and self.stages.tracks else None
 
     def update(self, image: np.ndarray, labels: np.ndarray, result: FrameResult, flow: InputFlow) -> None:
         tracked = self.stages.process(labels, image, result, self.stages.measure(image, labels, result.seq))
@@ -112,12 +112,8 @@ class _ModeRun:
         self.agreement.update(tracked.labels)
         self.warped.update_warped(tracked.labels, flow)
         self.parse.add(labels, tracked.labels)
-        if self.ids:
-            tracks = []
-            for p in persons:
-                assert p.track_id is not None  # ids are counted in tracked modes, where every person has one
-                tracks.append((p.track_id, np.array(p.box)))
-            self.ids.update(result.seq, tracks)
+        if self.ids:  # the tracker gives every person an id
+            self.ids.update(result.seq, [(p.track_id, np.array(p.box)) for p in persons if p.track_id is not None])
 
     def row(self) -> FlickerRow:
         count = self.flicker.count

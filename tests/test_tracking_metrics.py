@@ -7,8 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vidparse.config import Config
 from vidparse.errors import BadInputError
+from vidparse.evaluation.runs import VideoMode, video_rows
 from vidparse.evaluation.tracking import AgreementMeter, IdSwitchMeter, PresenceMeter, read_mot
+from vidparse.stages.labels import load_label_set
+from vidparse.stages.options import TemporalOptions, TrackingOptions
+from vidparse.stages.types import FrameResult, PersonStats
 
 
 def box(x: float) -> np.ndarray:
@@ -55,6 +60,19 @@ def test_id_switches_on_a_synthetic_mot_sequence(tmp_path: Path) -> None:
         ids = (7, 8) if seq < 3 else (8, 7)
         meter.update(seq, [(ids[0], a), (ids[1], b)])
     assert (meter.switches, meter.matched, meter.truth_boxes) == (2, 12, 12)
+
+
+def test_a_mode_that_tracks_nobody_counts_no_id_switches() -> None:
+    """A tracked mode with tracking off in the config (`video_rows`' caller chose both) has no track ids to count:
+    its ID switches are n/a, neither a failure nor switches counted between persons without ids."""
+    image = np.zeros((80, 120, 3), np.uint8)
+    parse = np.zeros((80, 120), np.uint8)
+    parse[10:60, 1:21] = 1
+    frames = [(image, parse, FrameResult(seq, [PersonStats(tuple(box(seq + 1)), 0.9, {})])) for seq in range(2)]
+    truth = {seq: [(1, box(seq + 1))] for seq in range(2)}
+    [row] = video_rows(frames, load_label_set("bodypix"), Config(tracking=TrackingOptions(enabled=False)),
+                       [VideoMode(TemporalOptions(window=1), tracked=True)], truth)
+    assert row.id_switches is None
 
 
 def test_a_mot_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
