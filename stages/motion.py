@@ -135,8 +135,9 @@ class FrameMotion:
     allow for) is a cut (``Flow.cut``) where
     the parse before it, moved onto it, is contradicted by its image on more than ``cut_share`` of the moved person
     pixels and agrees with its own parse on under MAX_CUT_AGREEMENT of them (person IoU): both, so that neither a
-    detector's missed person (the image agrees) nor a fast limb (the parses agree) is taken for one; and a frame
-    whose parse finds nobody is none (the detector missing everyone is likelier than a cut to an empty view)."""
+    detector's missed person (the image agrees) nor a fast limb (the parses agree) is taken for one. A frame whose
+    parse finds nobody agrees with none of them: the image alone tells a cut to an empty view from a detector that
+    missed everyone (the people are still where the flow takes them)."""
 
     def __init__(self, preset: str, scale: float, cut_share: float = 1.0) -> None:
         self.preset = preset
@@ -184,8 +185,6 @@ class FrameMotion:
         step, min_pixels = CUT_STEP, MIN_CUT_PIXELS // CUT_STEP ** 2
         rows, columns = now.shape[0] // step, now.shape[1] // step
         person = parse[:rows * step:step, :columns * step:step] != 0
-        if np.count_nonzero(person) < min_pixels:  # a detector's miss of everyone far likelier than a cut
-            return False
         # every step-th flow vector: OpenCV's nearest-neighbour resize by a whole factor picks them, and faster
         sampled = cv2.resize(backward[:rows * step, :columns * step], (columns, rows), interpolation=cv2.INTER_NEAREST)
         maps = cv2.scaleAdd(_pixel_grid(rows, columns), step, sampled)  # where each sampled pixel came from

@@ -1,4 +1,5 @@
-"""Cuts found by the motion stage (`stages/motion.py`): only between frames that follow one another."""
+"""Cuts found by the motion stage (`stages/motion.py`): only between frames that follow one another, also to an empty
+view."""
 
 from __future__ import annotations
 
@@ -29,3 +30,14 @@ def test_a_cut_is_found_between_consecutive_frames_only() -> None:
     never = FrameMotion("ultrafast", 1.0, cut_share=1.0)
     never.next(before[0], None, before[1], 0)
     assert not never.next(after[0], None, after[1], 1).cut, "cut_share 1: never"
+
+
+def test_a_cut_to_an_empty_view_is_found_and_a_detector_missing_everyone_is_not() -> None:
+    before, after = shot(0, 10), shot(1, 90)
+    nobody = np.zeros_like(after[1])
+    for image, cut in ((after[0], True), (before[0], False)):  # another picture; the same one, its person unseen
+        motion = FrameMotion("ultrafast", 1.0, cut_share=0.35)
+        motion.next(before[0], None, before[1], 0)
+        flow = motion.next(image, None, nobody, 1)
+        assert flow is not None and flow.cut == cut
+
