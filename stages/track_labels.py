@@ -134,8 +134,10 @@ class OrderedLabels:
         self.tracks = TrackLabels(tracking, label_set, margin) if tracking and tracking.enabled else None
         self.vote = MotionVote(temporal, len(label_set)) if temporal and temporal.window > 1 else None
         flow_options = temporal or TemporalOptions()
+        # tracking alone needs the flow too, to find the cuts where its tracks end
+        tracks_need_flow = self.tracks and (flow_options.cut_share < 1 or self.tracks.options.flow_noise)
         self.motion = FrameMotion(flow_options.flow_preset, flow_options.flow_scale, flow_options.cut_share) \
-            if self.vote or (self.tracks and self.tracks.options.flow_noise) else None
+            if self.vote or tracks_need_flow else None
         self.region = LabelledRegion(self.vote.depth if self.vote else 2)
 
     def open(self) -> None:

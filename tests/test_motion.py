@@ -1,11 +1,15 @@
 """Cuts found by the motion stage (`stages/motion.py`): only between frames that follow one another, also to an empty
-view."""
+view and with tracking alone."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from vidparse.stages.labels import load_label_set
 from vidparse.stages.motion import FrameMotion
+from vidparse.stages.options import TemporalOptions, TrackingOptions
+from vidparse.stages.track_labels import OrderedLabels
+from vidparse.stages.types import FrameResult, PersonStats
 
 
 def shot(seed: int, person_x: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,3 +45,15 @@ def test_a_cut_to_an_empty_view_is_found_and_a_detector_missing_everyone_is_not(
         flow = motion.next(image, None, nobody, 1)
         assert flow is not None and flow.cut == cut
 
+
+def test_tracking_alone_ends_its_tracks_at_a_cut() -> None:
+    """With the vote off (`temporal.window: 1`) the tracks still end at a cut: no ghost of the old shot is bridged
+    over the new one."""
+    ordered = OrderedLabels(load_label_set("bodypix"), TemporalOptions(window=1), TrackingOptions(), 0.1)
+    ordered.open()
+    for seq, (image, parse) in enumerate((shot(0, 10), shot(0, 10), shot(1, 90))):
+        x = int(np.flatnonzero(parse.any(axis=0))[0])
+        person = PersonStats(box=(x, 20, x + 24, 80), score=0.9, part_pixels={})
+        frame = ordered.process(parse, image, FrameResult(seq, [person]), ordered.measure(image, parse, seq))
+    assert frame.result.cut
+    assert [(p.track_id, p.bridged) for p in frame.result.persons] == [(2, False)]
