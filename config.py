@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,11 @@ from vidparse.errors import ConfigError
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.stages.options import (PARSER_OPTIONS, ComposeOptions, DetectorOptions, EncoderOptions, KeyframeOptions,
                                      LiveOptions, RoiOptions, TemporalOptions, TrackingOptions, check_model)
+
+log = logging.getLogger(__name__)
+
+# Documented config keys that moved, old -> new: the old one still sets the new one.
+MOVED_KEYS = {"keyframes.cut_share": "temporal.cut_share"}  # one threshold for what a cut is (docs/temporal.md)
 
 
 @dataclass
@@ -205,7 +211,25 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 
 def config_from(settings: dict[str, Any]) -> Config:
     """The defaults with ``settings`` (as from `user_settings`) on top, validated."""
-    return build(Config, merge(read_yaml(default_config_path()), settings), "")
+    return build(Config, merge(read_yaml(default_config_path()), _moved_keys(settings)), "")
+
+
+def _moved_keys(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with each old key of MOVED_KEYS given as its new one (which must not say otherwise)."""
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        given = settings.get(section)
+        if not isinstance(given, dict) or key not in given:
+            continue
+        value = given[key]
+        new_section, new_key = new.split(".")
+        current = settings.get(new_section)
+        if isinstance(current, dict) and current.get(new_key, value) != value:
+            raise ConfigError(f"config keys '{old}' ({value}) and '{new}' ({current[new_key]}) disagree: '{old}' "
+                              f"is now '{new}'", hint=f"give only {new}", key=new)
+        log.warning("config key '%s' is now '%s': set that one", old, new)
+        settings = merge({**settings, section: {k: v for k, v in given.items() if k != key}}, dotted({new: value}))
+    return settings
 
 
 def build(cls: type, data: Any, where: str) -> Any:

@@ -122,7 +122,8 @@ class ParserSpec:
     def make_parser(self, threads: int) -> LabelsParser:
         parser = build_person_parser(self.config, self.models, threads)
         keyframes = self.config.keyframes
-        return LabelsParser(parser if keyframes.parse_every == 1 else KeyframeParser(parser, keyframes))
+        return LabelsParser(parser if keyframes.parse_every == 1 else
+                            KeyframeParser(parser, keyframes, self.config.temporal.cut_share))
 
 
 @dataclass

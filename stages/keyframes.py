@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vidparse.stages.motion import FLOW_PRESETS, backward_maps, contradicted_share, dense_flow, moved_labels
+from vidparse.stages.motion import FLOW_PRESETS, backward_maps, contradicts, dense_flow, moved_labels
 from vidparse.stages.options import KeyframeOptions
 from vidparse.stages.person_parser import PersonParser, box_region, person_stats
 from vidparse.stages.types import Detections, FrameResult
@@ -65,11 +65,15 @@ class KeyframeParser:
     directly, so results never depend on which process got which frame. Without (``group`` None: live inputs,
     where frames are dropped while a worker parses): one frame in ``parse_every`` of those this process sees of
     the stream is parsed, and the others are carried from the frame before them here, up to MAX_CARRY_GAP back.
+
+    A frame whose image contradicts more than ``cut_share`` of the person pixels carried onto it is parsed (a cut;
+    the motion stage's own sign of one, `temporal.cut_share`: one threshold, so the two cannot disagree).
     """
 
-    def __init__(self, parser: PersonParser, options: KeyframeOptions) -> None:
+    def __init__(self, parser: PersonParser, options: KeyframeOptions, cut_share: float) -> None:
         self.parser = parser
         self.options = options
+        self.cut_share = cut_share
         self._flow: cv2.DISOpticalFlow | None = None
         self._carried: dict[int, _Carried] = {}  # stream -> what its next frame is carried from
 
@@ -103,7 +107,7 @@ class KeyframeParser:
         flow = dense_flow(self._flow, gray, carried.gray)
         maps = backward_maps(flow, gray.shape)
         labels = moved_labels(carried.labels, maps)
-        if self._is_cut(carried.gray, gray, maps, labels):
+        if contradicts(carried.gray, gray, maps, labels, self.cut_share):
             labels, result, detections = self.parser.process_with_detections(image, seq)
             self._carried[stream] = _Carried(seq, group, seq, 0, gray, labels, detections)
             return labels, result
@@ -115,14 +119,6 @@ class KeyframeParser:
         result = FrameResult(seq=seq, persons=persons, timings={"propagate": time.perf_counter() - start},
                              carried_from=carried.keyframe)
         return labels, result
-
-    def _is_cut(self, before: np.ndarray, now: np.ndarray, maps: np.ndarray, carried_labels: np.ndarray) -> bool:
-        """Whether the new frame contradicts the persons carried onto it: more than ``cut_share`` of their pixels
-        look unlike what the flow brought there (a cut; the flow follows people who move, and misses some limbs)."""
-        if self.options.cut_share >= 1.0:
-            return False
-        share = contradicted_share(before, now, maps, carried_labels)
-        return share is not None and share > self.options.cut_share
 
     def forget(self, stream: int) -> None:
         """The stream ended: drop what its frames would be carried from."""

@@ -90,6 +90,16 @@ def contradicted_share(before: np.ndarray, now: np.ndarray, maps: np.ndarray, mo
     return np.count_nonzero((cv2.absdiff(moved_image, now) > CONTRADICTED) & person) / count
 
 
+def contradicts(before: np.ndarray, now: np.ndarray, maps: np.ndarray, moved: np.ndarray, cut_share: float,
+                min_pixels: int = MIN_CUT_PIXELS) -> bool:
+    """The image's sign of a cut, for keyframe mode and the motion stage alike: it contradicts more than
+    ``cut_share`` of the person pixels moved onto it (`contradicted_share`); never with ``cut_share`` 1."""
+    if cut_share >= 1:
+        return False
+    share = contradicted_share(before, now, maps, moved, min_pixels)
+    return share is not None and share > cut_share
+
+
 @dataclass
 class Flow:
     """A frame's backward flow (H x W x 2 float32, at the scale it was measured at) and its largest component in
@@ -192,9 +202,8 @@ class FrameMotion:
         moved_person = moved != 0
         if np.count_nonzero(moved_person & person) >= MAX_CUT_AGREEMENT * np.count_nonzero(moved_person | person):
             return False  # most frames: the image is not looked at
-        share = contradicted_share(before, np.ascontiguousarray(now[:rows * step:step, :columns * step:step]), maps,
-                                   moved, min_pixels)
-        return share is not None and share > self.cut_share
+        return contradicts(before, np.ascontiguousarray(now[:rows * step:step, :columns * step:step]), maps, moved,
+                           self.cut_share, min_pixels)
 
     def close(self) -> None:
         self._gray = self._parse = None

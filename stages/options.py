@@ -68,9 +68,6 @@ class KeyframeOptions:
     parse_every: int = field(default=1, metadata={"range": (1, 100)})
     # DIS optical flow preset: ultrafast | fast | medium (slower, follows fast limbs better)
     flow_preset: str = field(default="ultrafast", metadata={"choices": FLOW_PRESET_NAMES})
-    # a frame whose image contradicts more than this share of the person pixels carried onto it is parsed
-    # directly (a cut: the carried people are not there); 1 = never
-    cut_share: float = field(default=0.35, metadata={"range": (0.05, 1.0)})
 
 
 @dataclass
@@ -134,7 +131,8 @@ class TemporalOptions:
     flow_scale: float = field(default=1.0, metadata={"range": (0.1, 1.0)})
     # a frame is a cut (the vote forgets the parses before it, every track ends) where its image contradicts more
     # than this share of the person pixels of the parse before, moved onto it, and its own parse mostly disagrees
-    # with them; 1 = never
+    # with them; keyframe mode parses a frame whose image contradicts this share of the labels carried onto it
+    # (config key 'keyframes.cut_share' until 2026-12-07); 1 = never
     cut_share: float = field(default=0.35, metadata={"range": (0.05, 1.0)})
 
 

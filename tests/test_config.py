@@ -80,6 +80,18 @@ def test_file_then_cli_overrides(tmp_path: Path) -> None:
     assert config.compose.alpha == 0.2  # a flag not given leaves the file's value
 
 
+def test_the_old_keyframe_cut_key_sets_the_one_cut_threshold(tmp_path: Path) -> None:
+    """Keyframe mode and the vote share one cut threshold (`temporal.cut_share`), so they cannot disagree on what a
+    cut is; `keyframes.cut_share`, the keyframe stage's own until then, still sets it, and says it moved."""
+    old = tmp_path / "old.yaml"
+    old.write_text("keyframes:\n  parse_every: 5\n  cut_share: 0.5\n")
+    config = load_config(old)
+    assert config.temporal.cut_share == 0.5 and config.keyframes.parse_every == 5
+    assert load_config(old, {"temporal.cut_share": 0.5}).temporal.cut_share == 0.5
+    with pytest.raises(ConfigError, match="'keyframes.cut_share' .0.5. and 'temporal.cut_share' .0.2."):
+        load_config(old, {"temporal.cut_share": 0.2})
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -14,9 +14,11 @@ from conftest import run_cli
 from vidparse.config import load_config
 from vidparse.jobs import ResolvedModels, build_person_parser
 from vidparse.stages.keyframes import KeyframeOptions, KeyframeParser, track_boxes
+from vidparse.stages.options import TemporalOptions
 from vidparse.stages.motion import warp_labels
 
 FAST = Path(__file__).with_name("fast.yaml")
+CUT_SHARE = TemporalOptions().cut_share
 
 
 def test_warping_moves_labels_along_the_backward_flow() -> None:
@@ -55,7 +57,7 @@ def shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 
 def test_a_moved_frame_gets_the_keyframe_labels_moved_with_it(person_parser, vtest_frame: np.ndarray) -> None:
-    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="fast"))
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="fast"), CUT_SHARE)
     stage.open()
     key_labels, key_result = stage.process(vtest_frame, seq=0, group=0)
     labels, result = stage.process(shifted(vtest_frame, 6, 3), seq=1, group=0)
@@ -74,7 +76,7 @@ def test_a_moved_frame_gets_the_keyframe_labels_moved_with_it(person_parser, vte
 
 
 def test_a_frame_without_an_earlier_frame_of_its_group_is_parsed(person_parser, vtest_frame: np.ndarray) -> None:
-    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"))
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"), CUT_SHARE)
     stage.open()
     direct, _ = person_parser.process(vtest_frame, seq=4)
     stage.process(vtest_frame, seq=0, group=0)
@@ -90,7 +92,7 @@ def test_a_frame_without_an_earlier_frame_of_its_group_is_parsed(person_parser, 
 
 def test_what_is_carried_is_kept_per_stream(person_parser, vtest_frame: np.ndarray) -> None:
     """One worker parses frames of two streams: stream 1's frames are never carried from stream 0's."""
-    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"))
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"), CUT_SHARE)
     stage.open()
     stage.process(vtest_frame, seq=0, stream=0, group=0)
     _, other = stage.process(vtest_frame, seq=1, stream=1, group=0)  # stream 1 joined late: its first frame
@@ -104,7 +106,8 @@ def test_what_is_carried_is_kept_per_stream(person_parser, vtest_frame: np.ndarr
 
 def test_across_drops_one_frame_in_k_is_parsed(person_parser, vtest_frame: np.ndarray) -> None:
     """Live: frames dropped while a worker parses leave gaps; the next frames are still carried, not parsed."""
-    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"))  # no groups
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=3, flow_preset="ultrafast"),
+                           CUT_SHARE)  # no groups
     stage.open()
     sources = [stage.process(vtest_frame, seq)[1].carried_from for seq in (0, 5, 6, 7, 8, 9, 10, 40)]
     assert sources == [None, 0, 0, None, 7, 7, None, None], "parse, carry twice, parse...; too far back: parse"
@@ -139,7 +142,7 @@ def test_photos_of_a_folder_are_each_parsed_whatever_parse_every_says(shared: Pa
     next; the second photo's labels are those of a run on it alone. Cut detection is off: it would parse these two
     photos of different people anyway, not two of one scene."""
     config = tmp_path / "no_cuts.yaml"
-    config.write_text(FAST.read_text() + "keyframes:\n  cut_share: 1.0\n")
+    config.write_text(FAST.read_text().replace("temporal:\n", "temporal:\n  cut_share: 1.0\n"))
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("0002.jpg", "0011.jpg"):  # two people, photos of one size (flow carries between frames of one)
@@ -161,7 +164,7 @@ def test_a_cut_is_parsed_not_carried(person_parser, vtest_frame: np.ndarray, sha
     (and what follows is carried from it), unless cut detection is off."""
     other_scene = cv2.resize(cv2.imread(str(shared / "data" / "cihp" / "images" / "0002190.jpg")),
                              vtest_frame.shape[1::-1])
-    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=10, flow_preset="ultrafast"))
+    stage = KeyframeParser(person_parser, KeyframeOptions(parse_every=10, flow_preset="ultrafast"), CUT_SHARE)
     stage.open()
     stage.process(vtest_frame, seq=0, group=0)
     _, moved = stage.process(shifted(vtest_frame, 4, 2), seq=1, group=0)
@@ -170,7 +173,7 @@ def test_a_cut_is_parsed_not_carried(person_parser, vtest_frame: np.ndarray, sha
     assert cut.carried_from is None and np.array_equal(labels, person_parser.process(other_scene, seq=2)[0])
     _, after = stage.process(other_scene, seq=3, group=0)
     assert after.carried_from == 2
-    never = KeyframeParser(person_parser, KeyframeOptions(parse_every=10, flow_preset="ultrafast", cut_share=1.0))
+    never = KeyframeParser(person_parser, KeyframeOptions(parse_every=10, flow_preset="ultrafast"), 1.0)
     never.open()
     never.process(vtest_frame, seq=0, group=0)
     assert never.process(other_scene, seq=1, group=0)[1].carried_from == 0
