@@ -98,7 +98,7 @@ class MemoryBudget:
         if fitting < least:
             need = math.ceil(fixed_mb + least * slot_mb)  # rounded up: the value the hint names is enough
             held = f" ({others_mb:.0f} MB of it held by {len(others)} other streams)" if others_mb else ""
-            raise ConfigError(f"max_memory_mb {self.total_mb} is too small for these frames with {workers} "
+            raise ConfigError(f"--max-memory {self.total_mb} is too small for these frames with {workers} "
                               f"worker{'s' if workers > 1 else ''}{held}: about {need} MB is needed",
                               hint=f"raise --max-memory to {need} or more"
                                    + (", or use fewer --workers" if workers > 1 else ""))

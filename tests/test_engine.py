@@ -14,6 +14,7 @@ import pytest
 
 from test_pipeline import Collected, TrivialJob, runner
 from conftest import VTEST
+from vidparse.api_words import reworded
 from vidparse.errors import BadInputError, ConfigError, ModelError
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
@@ -215,6 +216,14 @@ def test_the_memory_budget_is_shared_by_the_streams() -> None:
     assert MemoryBudget(total_mb=0, workers=2).slot_count(0, queue_size=8, slot_bytes=slot) == 12, "no budget"
     assert MemoryBudget(total_mb=0, workers=2).slot_count(0, queue_size=8, slot_bytes=slot, frames=1) == 1, \
         "a single photo needs one slot"
+
+
+def test_a_budget_too_small_names_the_flag_on_the_command_line_and_the_key_in_the_api() -> None:
+    """The message named the config key (max_memory_mb) where its hint named the flag the user typed."""
+    with pytest.raises(ConfigError) as raised:
+        MemoryBudget(total_mb=300, workers=2).slot_count(0, queue_size=8, slot_bytes=10 * MB)
+    assert raised.value.message.startswith("--max-memory 300 is too small"), raised.value.message
+    assert reworded(raised.value.message).startswith("max_memory_mb=300 is too small")
 
 
 def test_one_stream_closing_does_not_stall_another(shared: Path, clip: Path) -> None:
