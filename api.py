@@ -12,13 +12,14 @@ import inspect
 import logging
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Union
 
 import cv2
 import numpy as np
 
-from vidparse.api_words import api_words, in_api_words, reworded
+from vidparse.api_words import STREAM_NAMES, api_words, in_api_words, reworded
 from vidparse.config import Config, config_from, load_config, merge, user_settings
 from vidparse.errors import BadInputError, ConfigError, VidparseError
 from vidparse.jobs import ResolvedModels, StreamSpec, add_stream, build_engine, build_person_parser
@@ -221,7 +222,7 @@ class Stream:
              ) -> Generator[StreamFrame, None, None]:
         written_frames = engine.results()
         label_set = load_label_set(LABEL_SETS[settings.model])
-        with api_words():
+        with api_words(STREAM_NAMES):
             try:
                 for index, spec in enumerate(specs):
                     add_stream(engine, spec, on_end=_ender(index, failed))
@@ -261,8 +262,9 @@ class Stream:
 def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamEnd], None]:
     def ended(end: StreamEnd) -> None:
         if end.error is not None:
-            log.warning("source %d failed: %s", index, reworded(end.message or str(end.error)))
-            failed[index] = in_api_words(end.error) if isinstance(end.error, VidparseError) else end.error
+            log.warning("source %d failed: %s", index, reworded(end.message or str(end.error), STREAM_NAMES))
+            failed[index] = in_api_words(end.error, STREAM_NAMES) if isinstance(end.error, VidparseError) \
+                else end.error
 
     return ended
 
@@ -291,11 +293,12 @@ def _inputs(sources: str | Path | Sequence[str | Path]) -> list[str]:
     return [str(source) for source in sources]
 
 
-def _path(value: str | Path | None, what: str, folder_slash: bool = False) -> Path | None:
-    """``value`` as a path; ``folder_slash``: a trailing slash asks for a folder, made here, as the CLI's -o does."""
+def _path(value: str | Path | None, what: str, folder_slash: bool = False, example: str | None = None) -> Path | None:
+    """``value`` as a path; ``folder_slash``: a trailing slash asks for a folder, made here, as the CLI's -o does;
+    ``example``: what the hint shows (default: ``what="parsed/what"``)."""
     if value is not None and not isinstance(value, (str, Path)):
-        raise ConfigError(f"{what} must be a path, got {value!r}", hint=f'e.g. {what}="out.mp4"' if what == "output"
-                          else f'e.g. {what}="parsed/{what}"')
+        example = example or f'{what}="parsed/{what}"'
+        raise ConfigError(f"{what} must be a path, got {value!r}", hint=f"e.g. {example}")
     if folder_slash:
         return path_or_folder(value)
     return None if value is None else Path(value)
@@ -315,7 +318,7 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
     frames, as ``policy: auto`` says). Other arguments as for `Parser`; ``max_frames`` (a whole number >= 1) stops
     each source after that many frames. Inputs, outputs (two sources writing one file, an output over another
     source's input), models and settings are checked before any process starts."""
-    with api_words():
+    with api_words(STREAM_NAMES):
         inputs = _inputs(sources)
         paths = [outputs] if outputs is None or not isinstance(outputs, Sequence) or isinstance(outputs, str) \
             else list(outputs)
@@ -327,11 +330,12 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
         settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                                   **overrides)
         limit = checked_max_frames(max_frames)
-        sources_given = [Source(url, _path(path, "output"), max_frames=limit) for url, path in zip(inputs, paths)]
+        sources_given = [Source(url, _path(path, "outputs", example='outputs=["a.mp4", None]'), max_frames=limit)
+                         for url, path in zip(inputs, paths)]
         if (repeated := written_twice(sources_given)) is not None:
             raise ConfigError(f"two sources write {repeated}", hint="give each source its own output, or None")
         read = files_read(sources_given)  # no output may replace what another source reads
-        specs = [check_source(source, settings, read) for source in sources_given]
+        specs = [check_source(source, settings, read, partial(reworded, names=STREAM_NAMES)) for source in sources_given]
         warn_if_oversubscribed(settings.worker_count)  # as `vidparse run` and `vidparse.run` warn
         return Stream(build_engine(settings, specs), specs, settings)
 
@@ -353,12 +357,12 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
                               **overrides)
     with api_words():
         inputs_given = _inputs(inputs)
-        target = _path(output, "output", folder_slash=True)
+        target = _path(output, "output", folder_slash=True, example='output="out.mp4"')
         if target is None:
             raise ConfigError("no output given", hint='output="out.mp4" (a folder for several inputs)')
         outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"),
                                                     _path(stats, "stats", folder_slash=True),
-                                                    _path(instances, "instances"), max_frames))
+                                                    _path(instances, "instances"), max_frames), words=reworded)
     for stream in outcome.failed:
         if isinstance(stream.error, VidparseError):
             in_api_words(stream.error)

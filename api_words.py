@@ -1,12 +1,13 @@
 """vidparse's errors in the Python API's words: messages and hints are written for the command line ("-o",
 "--workers", "give a folder such as -o parsed/"), and an error that leaves the API names the argument or the config
-key its caller sets instead ("output", "workers", 'output="parsed/"'). One wording per error, translated here, so
-that the CLI's text stays as it is and no message is written twice."""
+key its caller sets instead ("output", "workers", 'output="parsed/"'), as do the warnings of an API run
+(`vidparse.runs.Words`). One wording per message, translated here, so that the CLI's text stays as it is and no
+message is written twice."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from vidparse.errors import VidparseError
@@ -19,6 +20,7 @@ API_NAMES = {
     "--max-memory": "max_memory_mb", "--queue-size": "queue_size", "--reconnect-attempts": "live.reconnect_attempts",
     "--track-ids": "tracking.draw_ids", "--no-tracking": "tracking.enabled: false", "--verbose": "DEBUG logging",
 }
+STREAM_NAMES = {**API_NAMES, "-o": "outputs"}  # `vidparse.stream` takes one output per source
 # A flag, and the value it is given where one follows: a path, a number or a name with a digit, a device
 FLAG = re.compile(r"(?<![\w-])(-o|--[a-z][a-z-]*)(?![\w-])(?: ([\w.-]*[/\d][\w./-]*|cpu|cuda)(?![\w/]))?")
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
@@ -26,35 +28,35 @@ NUMBER = re.compile(r"-?\d+(\.\d+)?")
 TWICE = re.compile(r"(?<![\w.])([a-z_][\w.]*(?:: \w+)?) \((?:or )?\1\)|\(([a-z_][\w.]*), \2\)")
 
 
-def reworded(text: str) -> str:
-    """``text`` with each CLI flag of `API_NAMES` named as the API names it (a value it is given as ``name="value"``),
+def reworded(text: str, names: Mapping[str, str] = API_NAMES) -> str:
+    """``text`` with each CLI flag of ``names`` named as the API names it (a value it is given as ``name="value"``),
     and what that leaves twice said once; a command in backticks (`vidparse models pull NAME`) is left as it is."""
     def named(match: re.Match[str]) -> str:
         flag, value = match[1], match[2]
-        if flag not in API_NAMES:  # not vidparse's (Docker's --shm-size), or not an API setting
+        if flag not in names:  # not vidparse's (Docker's --shm-size), or not an API setting
             return match[0]
         if value is None:
-            return API_NAMES[flag]
-        return f"{API_NAMES[flag]}={value if NUMBER.fullmatch(value) else repr(value)}"
+            return names[flag]
+        return f"{names[flag]}={value if NUMBER.fullmatch(value) else repr(value)}"
 
     parts = text.split("`")  # odd parts are quoted commands
     return "`".join(part if index % 2 else TWICE.sub(lambda m: m[1] or f"({m[2]})", FLAG.sub(named, part))
                     for index, part in enumerate(parts))
 
 
-def in_api_words(error: VidparseError) -> VidparseError:
+def in_api_words(error: VidparseError, names: Mapping[str, str] = API_NAMES) -> VidparseError:
     """``error`` itself, its message and hint `reworded`."""
-    error.message = reworded(error.message)
-    error.hint = error.hint and reworded(error.hint)
+    error.message = reworded(error.message, names)
+    error.hint = error.hint and reworded(error.hint, names)
     error.args = (error.message, *error.args[1:])
     return error
 
 
 @contextmanager
-def api_words() -> Iterator[None]:
+def api_words(names: Mapping[str, str] = API_NAMES) -> Iterator[None]:
     """vidparse's errors raised in the block leave it `in_api_words` (the same error, its traceback kept)."""
     try:
         yield
     except VidparseError as exc:
-        in_api_words(exc)
+        in_api_words(exc, names)
         raise

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("auto", "block", "drop")
 T = TypeVar("T")
+# How the warnings of a run name its settings: as the CLI's flags (`as_written`), or in the API's words
+# (`vidparse.api_words.reworded`); errors are reworded where they leave the API.
+Words = Callable[[str], str]
+
+
+def as_written(text: str) -> str:
+    return text
 
 
 @dataclass
@@ -292,7 +299,7 @@ def check_outputs_apart(source: Source) -> None:
                                   hint="give each output its own file or folder")
 
 
-def warn_of_earlier_frames(source: Source, writes: int | None) -> None:
+def warn_of_earlier_frames(source: Source, writes: int | None, words: Words = as_written) -> None:
     """Warn where a --masks or --instances folder holds frame PNGs this run may not replace: past the ``writes``
     frames it writes (None or 0: not known, so any)."""
     for flag, folder in (("--masks", source.masks), ("--instances", source.instances)):
@@ -300,10 +307,11 @@ def warn_of_earlier_frames(source: Source, writes: int | None) -> None:
             continue
         if stale := [number for number in frame_numbers(folder) if number >= (writes or 0)]:
             log.warning("%s %s already holds %d frame PNGs from frame %d on: those this run does not write stay from "
-                        "before", flag, folder, len(stale), min(stale))
+                        "before", words(flag), folder, len(stale), min(stale))
 
 
-def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()) -> StreamSpec:
+def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = (), words: Words = as_written
+                 ) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec. ``run_inputs``: the
     files the run's other streams read, which its output must not replace either."""
     check_outputs_apart(source)
@@ -333,25 +341,27 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
             check_output_path(source.output)
             own = (images.paths if images else [Path(source.input)]) if local else []
             check_not_overwriting([*own, *run_inputs], [source.output])
-    warn_of_earlier_frames(source, min(filter(None, (frames, source.max_frames)), default=None))
+    warn_of_earlier_frames(source, min(filter(None, (frames, source.max_frames)), default=None), words)
     if config.policy == "drop" and (images is not None or input_kind(source.input) is InputKind.FILE):
         log.warning("%s: policy drop on a file or photos drops every frame that comes while the workers are busy (a "
                     "file is read as fast as it decodes); the default, block, parses them all", source.label)
     return spec
 
 
-def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
+def run_sources(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None,
+                words: Words = as_written) -> RunOutcome:
     """Run these inputs with this config on one worker pool, as `vidparse run` does. A stream that fails (its
     input missing, damaged, unreachable or lost for good, its output not writable) is reported in its outcome
     and stops alone; the others go on. Ctrl-C or SIGTERM (from the main thread) finishes the frames in flight;
     a second one aborts. Raises `VidparseError` only for what stops every stream (models, workers)."""
-    outcome = run_to_end(config, sources, hooks)
+    outcome = run_to_end(config, sources, hooks, words)
     if outcome.error is not None:
         raise outcome.error
     return outcome
 
 
-def run_to_end(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None) -> RunOutcome:
+def run_to_end(config: Config, sources: Sequence[Source], hooks: RunHooks | None = None,
+               words: Words = as_written) -> RunOutcome:
     """`run_sources`, but what stops every stream is returned as the outcome's ``error`` (each stream it cut short
     failed with it), not raised: `vidparse run` still shows every stream's row."""
     hooks = hooks or RunHooks()
@@ -364,7 +374,7 @@ def run_to_end(config: Config, sources: Sequence[Source], hooks: RunHooks | None
     specs: dict[int, StreamSpec] = {}
     for index, (outcome, source) in enumerate(zip(outcomes, sources)):
         try:
-            specs[index] = check_source(source, replace(config, policy=source.policy or config.policy), read)
+            specs[index] = check_source(source, replace(config, policy=source.policy or config.policy), read, words)
         except VidparseError as exc:
             outcome.end = StreamEnd(index, "failed", exc)
     if not specs:
@@ -373,7 +383,7 @@ def run_to_end(config: Config, sources: Sequence[Source], hooks: RunHooks | None
     engine = build_engine(config, list(specs.values()))
     for index, spec in specs.items():
         add_stream(engine, spec, _subscribers(hooks, index), on_open=_bind(hooks.on_open, index),
-                   on_end=_ender(outcomes[index], len(outcomes) == 1),
+                   on_end=_ender(outcomes[index], len(outcomes) == 1, words),
                    on_connecting=_bind(hooks.on_connecting, index))
     error: VidparseError | None = None
     with stop_on_signals(engine.stop) as signals:
@@ -395,11 +405,11 @@ def _bind(callback: Callable[[int, T], None] | None, index: int) -> Callable[[T]
     return None if callback is None else (lambda value: callback(index, value))
 
 
-def _ender(outcome: StreamOutcome, alone: bool) -> Callable[[StreamEnd], None]:
+def _ender(outcome: StreamOutcome, alone: bool, words: Words) -> Callable[[StreamEnd], None]:
     def ended(end: StreamEnd) -> None:
         outcome.end = end
-        if end.error is not None and not alone:  # said when it happens: the other streams go on
-            log.warning("stream %s failed: %s", outcome.name, end.message)
+        if end.message is not None and not alone:  # said when it happens: the other streams go on
+            log.warning("stream %s failed: %s", outcome.name, words(end.message))
         if end.output is not None:
             outcome.paths = list(end.output.paths)
             timestamps = getattr(end.output, "timestamps", None)

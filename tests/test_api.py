@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from PIL import Image
 import vidparse
 from vidparse.config import preset_path
 from vidparse.errors import BadInputError, ConfigError, ModelError, VidparseError
+from vidparse.runs import Source, warn_of_earlier_frames
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,8 @@ CLI_FLAG = re.compile(r"(?<![\w-])(-o|--[a-z][a-z-]*)(?![\w-])")
      "instances needs tracking, which runs on videos and image sequences (patterns) only | drop tracking.enabled: "
      "false, or give a video or a pattern"),
     (lambda clip, photo, tmp: vidparse.stream(photo.parent, outputs=[tmp / "one.jpg"]),
-     "| give a folder for output (one annotated image each)"),
+     "| give a folder for outputs (one annotated image each)"),  # stream's argument, not run's
+    (lambda clip, photo, tmp: vidparse.stream(clip, outputs=[3]), 'outputs must be a path, got 3 | e.g. outputs=['),
     (lambda clip, photo, tmp: vidparse.Parser(model="bodypix", model_dir=photo),
      "| check model_dir (or model_path in the configuration)"),
     (lambda clip, photo, tmp: vidparse.Parser(model="bodypix", tracking={"enabled": False, "draw_ids": True}),
@@ -141,7 +144,7 @@ CLI_FLAG = re.compile(r"(?<![\w-])(-o|--[a-z][a-z-]*)(?![\w-])")
     (lambda clip, photo, tmp: vidparse.run(clip, tmp / "o.mp4", model="bodypix", workers=2, max_memory_mb=300),
      "or more, or use fewer workers"),  # found as the stream opens, in the engine: a stream's failure
 ], ids=["several-inputs-one-file", "several-inputs-one-stats-file", "output-is-masks", "instances-untracked",
-        "photos-into-one-file", "model-dir-a-photo", "track-ids-untracked", "memory-for-the-workers"])
+        "photos-into-one-file", "stream-output-no-path", "model-dir-a-photo", "track-ids-untracked", "memory-for-the-workers"])
 def test_api_errors_name_its_arguments_not_the_clis_flags(call, said: str, clip: Path, photo: Path,
                                                           tmp_path: Path) -> None:
     """Messages and hints are written for the CLI ("for -o", "--masks", "check --model-dir"): an API caller has no
@@ -150,6 +153,25 @@ def test_api_errors_name_its_arguments_not_the_clis_flags(call, said: str, clip:
         call(clip, photo, tmp_path)
     text = f"{raised.value.message} | {raised.value.hint}"
     assert said.format(tmp=tmp_path) in text and not CLI_FLAG.search(text), text
+
+
+def test_the_warnings_of_an_api_run_name_its_arguments_not_the_clis_flags(clip: Path, tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """`vidparse.run` logged "--masks FOLDER already holds..." and, of several inputs, "stream NAME failed: --max-memory
+    300 is too small..." as the CLI says them; the CLI's own wording stays."""
+    earlier = tmp_path / "masks" / clip.stem
+    earlier.mkdir(parents=True)
+    Image.new("P", (4, 4)).save(earlier / "000099.png")  # an earlier, longer run's frame
+    with caplog.at_level(logging.WARNING, logger="vidparse"):
+        outcome = vidparse.run([clip, clip], tmp_path / "out", masks=tmp_path / "masks", model="bodypix", workers=1,
+                               max_memory_mb=300, check=False)  # both streams fail as they open: no frame parsed
+        said = [record.getMessage() for record in caplog.records if record.name == "vidparse.runs"]
+        assert len(outcome.failed) == 2 and not any(CLI_FLAG.search(line) for line in said), said
+        assert f"masks {earlier} already holds 1 frame PNGs" in said[0]
+        assert f"stream {clip.stem}_2 failed: max_memory_mb=300 is too small" in " ".join(said)
+        caplog.clear()
+        warn_of_earlier_frames(Source(str(clip), tmp_path / "o.mp4", masks=earlier), writes=None)  # as the CLI calls it
+        assert caplog.records[0].getMessage().startswith(f"--masks {earlier} already holds")
 
 
 def test_no_input_is_a_mistake_not_an_empty_run(tmp_path: Path) -> None:
