@@ -340,7 +340,8 @@ def pull(name: str, url: str | None = None, progress=None) -> Path:
     log.info("downloading %s from %s", name, source)
     download(source, target, spec.sha256, progress, _fit_check(spec, source))
     found = find_model(name)
-    if found != target:  # a copy in $VIDPARSE_MODEL_DIR is looked at first
+    # a copy in $VIDPARSE_MODEL_DIR is looked at first: the one used, which only matters when it differs
+    if found is not None and found != target and not (found.is_file() and sha256_of(found) == sha256_of(target)):
         log.warning("%s is found before %s and is not the file just fetched: remove it to use the new one", found,
                     target)
     return target

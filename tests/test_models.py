@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,13 +281,28 @@ def test_a_pull_from_elsewhere_warns_of_the_copy_that_is_found_first(isolated: P
     assert quiet.returncode == 0 and "found before" not in quiet.stderr, "the pulled copy is the one used"
     first = isolated / "models"
     first.mkdir()
-    (first / "cihp-net.onnx").write_bytes(Path(shipped).read_bytes())
+    (first / "cihp-net.onnx").write_bytes(Path(shipped).read_bytes() + b"an older copy")  # differs from the one pulled
     for folder in ("bodypix", "mediapipe"):
         (first / folder).symlink_to(MODELS / folder)
     warned = run_cli("models", "pull", "cihp-net", "--from", shipped, env={**env, "VIDPARSE_MODEL_DIR": str(first)})
     assert warned.returncode == 0, warned.stderr
     assert f"{first / 'cihp-net.onnx'} is found before {isolated / 'cache' / 'cihp-net.onnx'}" in \
         " ".join(warned.stderr.split())
+
+
+def test_a_pull_from_elsewhere_says_nothing_of_an_identical_copy_found_first(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """It warned "remove it to use the new one" of a copy in $VIDPARSE_MODEL_DIR the same as the file pulled: that
+    copy is the model pulled."""
+    first = isolated / "models"
+    first.mkdir()
+    (first / "fastestdet").mkdir()
+    pulled_from = MODELS / "fastestdet" / "FastestDet.onnx"
+    (first / "fastestdet" / "FastestDet.onnx").write_bytes(pulled_from.read_bytes())
+    monkeypatch.setenv("VIDPARSE_MODEL_DIR", str(first))
+    with caplog.at_level(logging.WARNING, logger="vidparse"):
+        model_store.pull("fastestdet", str(pulled_from))
+    assert not caplog.records, caplog.text
 
 
 def test_a_cached_cihp_net_that_does_not_fit_names_the_copy_and_how_to_drop_it(isolated: Path, shared: Path) -> None:
