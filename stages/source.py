@@ -105,8 +105,9 @@ class FrameTooLargeError(BadInputError):
 
 
 class NotSeekableError(BadInputError):
-    """An MP4 over HTTP(S) whose frames FFmpeg cannot go back to: its index (the moov atom) comes after them, and
-    the server answers no Range request. Every attempt would fail alike: it is never retried."""
+    """An MP4 over HTTP(S) none of whose frames FFmpeg reached while it probed it: most likely its index (the moov
+    atom) comes after them and the server answers no Range request, which every attempt would meet alike (it is never
+    retried); a connection cut while probing looks the same."""
 
 
 @dataclass(frozen=True)
@@ -758,9 +759,11 @@ class VideoSource:
             self._close_container()
             if out_of_reach:
                 raise NotSeekableError(
-                    f"cannot read {self.shown_url}: the server does not allow seeking (no HTTP Range requests), and "
-                    "this MP4 keeps its index after its frames", hint="make it fast-start (ffmpeg -i IN -c copy "
-                    "-movflags +faststart OUT) or download it first") from exc
+                    f"cannot read {self.shown_url}: none of this MP4's frames could be reached, as when the server "
+                    "does not allow seeking (no HTTP Range requests) and the MP4 keeps its index after its frames, "
+                    f"or when the connection breaks while it is probed ({_reason(exc)})",
+                    hint="if it fails alike again, make it fast-start (ffmpeg -i IN -c copy -movflags +faststart "
+                         "OUT) or download it first") from exc
             raise
 
     def _first_frame_by(self, deadline: float) -> av.VideoFrame:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -315,9 +315,53 @@ def test_an_mp4_indexed_at_its_end_on_a_server_without_ranges_fails_at_once(tmp_
     result, url = run_over_plain_http(video, tmp_path / "o.mp4")
     assert result.returncode == 3, result.stderr
     assert result.stderr.splitlines() == [
-        f"error: cannot read {url}: the server does not allow "
-        "seeking (no HTTP Range requests), and this MP4 keeps its index after its frames",
-        "hint: make it fast-start (ffmpeg -i IN -c copy -movflags +faststart OUT) or download it first"], result.stderr
+        f"error: cannot read {url}: none of this MP4's frames could be reached, as when the server does not allow "
+        "seeking (no HTTP Range requests) and the MP4 keeps its index after its frames, or when the connection breaks "
+        "while it is probed (Input/output error)",
+        "hint: if it fails alike again, make it fast-start (ffmpeg -i IN -c copy -movflags +faststart OUT) or "
+        "download it first"], result.stderr
+
+
+def test_a_connection_cut_while_an_mp4_is_probed_is_not_called_a_server_without_ranges(tmp_path: Path) -> None:
+    """A fast-start MP4 on a server that answers Range requests, its first answer cut short just past the index:
+    FFmpeg's probing reaches no frame, as on a server without ranges, and the error said "the server does not allow
+    seeking ... this MP4 keeps its index after its frames", both untrue."""
+    fast = tmp_path / "faststart.mp4"  # PyAV's MP4 muxer writes the index last: remuxed to put it first
+    with av.open(str(vtest_h264(tmp_path / "indexed_last.mp4", 2))) as source, av.open(str(fast), "w", options={"movflags": "+faststart"}) \
+            as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    data = fast.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")
+    answers: list[str | None] = []
+
+    class RangesCutOnce(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            asked = self.headers.get("Range")
+            answers.append(asked)
+            start = int(asked.split("=")[1].split("-")[0]) if asked else 0
+            self.send_response(206 if asked else 200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:data.find(b"mdat") + 100] if len(answers) == 1 else data[start:])
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), RangesCutOnce) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with pytest.raises(BadInputError) as raised:
+                VideoSource(f"http://127.0.0.1:{server.server_address[1]}/fast.mp4", live=TOO_SHORT).open()
+        finally:
+            server.shutdown()
+    said = f"{raised.value.message} | {raised.value.hint}"
+    assert "or when the connection breaks while it is probed" in said and "if it fails alike again" in said, said
 
 
 def test_a_two_frame_mp4_over_http_is_parsed_whole(tmp_path: Path) -> None:
