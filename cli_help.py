@@ -17,7 +17,7 @@ class _SeveralValues(TyperArgument):
 
     def display_type_rich(self, ctx: Any) -> str:
         (each,) = get_args(self.type_descriptor.annotation)
-        return f"<{self._bare_type(each)}>..."
+        return f"<{getattr(each, '__name__', each)}>..."
 
 
 def _plainly_typed(params: list[Any]) -> list[Any]:
