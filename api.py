@@ -261,8 +261,9 @@ class Stream:
 
 def _ender(index: int, failed: dict[int, Exception]) -> Callable[[StreamEnd], None]:
     def ended(end: StreamEnd) -> None:
-        if end.error is not None:
+        if end.failed_alone:  # what ended every source is raised, not said once per source
             log.warning("source %d failed: %s", index, reworded(end.message or str(end.error), STREAM_NAMES))
+        if end.error is not None:
             failed[index] = in_api_words(end.error, STREAM_NAMES) if isinstance(end.error, VidparseError) \
                 else end.error
 

@@ -26,6 +26,8 @@ class StreamEnd:
     stats: RunStats = field(default_factory=RunStats)
     output: Any = None  # the stream's output stage (its files), None when its input never opened
     slots_name: str | None = None  # the stream's shared-memory block, for diagnostics
+    # failed with what ended the whole engine (its error, which whoever runs the engine says once for every stream)
+    with_engine: bool = False
 
     def __post_init__(self) -> None:
         if (self.state == "failed") != (self.error is not None):
@@ -34,6 +36,11 @@ class StreamEnd:
     @property
     def ok(self) -> bool:
         return self.state == "ok"
+
+    @property
+    def failed_alone(self) -> bool:
+        """Failed of its own (the other streams may go on), not with the whole engine."""
+        return self.error is not None and not self.with_engine
 
     @property
     def message(self) -> str | None:

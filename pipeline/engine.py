@@ -350,8 +350,10 @@ class Engine:
             session.close(clean)
         except Exception as exc:
             session.error = session.error or exc
-        end = StreamEnd(session.stream, *self._end_state(session), stats=session.stats, output=session.output,
-                        slots_name=session.slots.handle.name if session.slots is not None else None)
+        state, error = self._end_state(session)
+        end = StreamEnd(session.stream, state, error, stats=session.stats, output=session.output,
+                        slots_name=session.slots.handle.name if session.slots is not None else None,
+                        with_engine=error is not None and error is self._error)
         self._call_on_end(on_end, end)
 
     def _end_state(self, session: StreamSession) -> tuple[EndState, Exception | None]:
@@ -394,7 +396,8 @@ class Engine:
                     stream, on_end = argument[0], argument[-1]
                     error = self._error if isinstance(self._error, Exception) else None
                     log.info("stream %d ended before it started: the engine ended (%s)", stream, self._reason())
-                    self._call_on_end(on_end, StreamEnd(stream, "failed" if error else "interrupted", error))
+                    self._call_on_end(on_end, StreamEnd(stream, "failed" if error else "interrupted", error,
+                                                        with_engine=error is not None))
             for session in list(self._sessions.values()):
                 self._end(None, session, clean)
             for closing in self._closing:

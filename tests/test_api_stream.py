@@ -200,6 +200,17 @@ def test_a_source_that_fails_stops_alone_and_is_raised_at_the_end(clip: Path) ->
     assert list(frames.failed) == [1]
 
 
+def test_a_model_no_worker_can_load_is_raised_once_not_warned_of_per_source(
+        clip: Path, short_clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What stops every source is the error raised: a warning per source repeated it before."""
+    model = tmp_path / "bodypix.onnx"
+    model.write_bytes(b"\x3a\x03abc")  # whole protobuf, no graph inside: only the workers find it broken
+    with caplog.at_level(logging.WARNING, logger="vidparse"), pytest.raises(VidparseError, match="cannot load model"):
+        for _ in vidparse.stream([clip, short_clip], model="bodypix", workers=1, model_dir=model):
+            pass
+    assert "cannot load model" not in caplog.text
+
+
 @pytest.mark.slow
 def test_run_does_what_the_cli_run_does(clip: Path, tmp_path: Path) -> None:
     """One input: its video (every frame) and masks; several inputs, one of them missing: the good one is written

@@ -107,6 +107,7 @@ def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path
     assert len(errors) == 2 and "Traceback" not in result.stderr
     assert errors[0].startswith("error: stream missing: input") and "does not exist" in errors[0]
     assert errors[1].startswith("error: stream 127.0.0.1_") and "cannot open rtsp://" in errors[1]
+    assert "WARNING stream 127.0.0.1_" in result.stderr  # said when it fails: the other streams go on
     assert result.stderr.count("hint:") == 2
     assert probe_video(tmp_path / "out" / "vtest12.mp4").frames == 4
     assert [line["stream"] for line in stats_lines(tmp_path / "stats" / "vtest12.jsonl")] == ["vtest12"] * 4
@@ -118,7 +119,8 @@ def test_a_failing_input_stops_alone_with_exit_code_9(clip: Path, tmp_path: Path
 def test_a_pool_no_worker_can_start_still_shows_every_streams_row(clip: Path, tmp_path: Path) -> None:
     """A model file that only the workers find broken stops every stream at once: the table (each stream failed)
     came no more, only the error line. Now the table, then the missing input's own line and the model's, exit 5.
-    The file is whole protobuf whose graph (field 7) is no graph: the check before the run reads no deeper."""
+    The file is whole protobuf whose graph (field 7) is no graph: the check before the run reads no deeper. The
+    model's error is said once: a warning per stream repeated it before the table."""
     model = tmp_path / "bodypix.onnx"
     model.write_bytes(b"\x3a\x03abc")
     result = run_cli("run", str(clip), str(tmp_path / "missing.avi"), "-o", str(tmp_path / "out"), "--workers", "1",
@@ -131,6 +133,7 @@ def test_a_pool_no_worker_can_start_still_shows_every_streams_row(clip: Path, tm
     assert len(errors) == 2 and errors[0].startswith("error: stream missing: input"), errors
     assert errors[1].startswith(f"error: cannot load model {model}"), errors
     assert result.stderr.index("┃ stream") < result.stderr.index(errors[0]) and "Traceback" not in result.stderr
+    assert result.stderr.count("cannot load model") == 1, result.stderr
 
 
 @pytest.mark.slow
