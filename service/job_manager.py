@@ -116,6 +116,9 @@ class JobRecord:
     error: str | None
     created_at: float
     ended_at: float | None
+    # recorded at the first frame and at the end (its fps); a killed job's last frame is its stats' last write
+    first_frame_at: float | None = None
+    last_frame_at: float | None = None
 
 
 RECORDS = TypeAdapter(JobRecord)
@@ -124,7 +127,8 @@ RECORDS = TypeAdapter(JobRecord)
 def write_record(job: Job, state: str, ended_at: float | None) -> None:
     """The job's record as of ``state``, replacing the last one whole."""
     record = JobRecord(job.id, without_credentials(job.source), state,  # type: ignore[arg-type]  # a job state
-                       job.frames, job.dropped, job.total, job.error, job.created_at, ended_at)
+                       job.frames, job.dropped, job.total, job.error, job.created_at, ended_at,
+                       wall_of(job.first_frame_at), wall_of(job.last_frame_at))
     with written_whole(job.directory / RECORD, "w") as file:
         json.dump(asdict(record), file)
 
@@ -145,9 +149,15 @@ def read_record(folder: Path) -> JobRecord | None:
     return record
 
 
-def monotonic_of(wall: float) -> float:
-    """A past wall-clock time on the monotonic clock (a time to come, from a clock set back since: now)."""
-    return time.monotonic() - max(0.0, time.time() - wall)
+def monotonic_of(wall: float | None) -> float | None:
+    """A past wall-clock time on the monotonic clock (a time to come, from a clock set back since: now; None:
+    none)."""
+    return None if wall is None else time.monotonic() - max(0.0, time.time() - wall)
+
+
+def wall_of(moment: float | None) -> float | None:
+    """A past monotonic time on the wall clock (None: none)."""
+    return None if moment is None else time.time() - (time.monotonic() - moment)
 
 
 class JobManager:
@@ -187,9 +197,11 @@ class JobManager:
         killed = record.state in ACTIVE
         ended = time.time() if killed or record.ended_at is None else record.ended_at
         frames = written_lines(folder / STATS) if killed else record.frames  # the record's are its start's: 0
+        last_frame_at = last_written(folder / STATS) if killed else record.last_frame_at
         job = Job(record.id, record.source, folder, state="interrupted" if killed else record.state,
                   frames=frames, dropped=record.dropped, total=record.total,
-                  error=STOPPED if killed else record.error, created_at=record.created_at, ended_at=monotonic_of(ended))
+                  error=STOPPED if killed else record.error, created_at=record.created_at, ended_at=monotonic_of(ended),
+                  first_frame_at=monotonic_of(record.first_frame_at), last_frame_at=monotonic_of(last_frame_at))
         if killed:  # its TTL counts from now, once: a server killed again does not restart it
             self._record(job, job.state, ended)
         return job
@@ -292,9 +304,11 @@ class JobManager:
 
     def _frame(self, job: Job, stats: RunStats, metrics: StreamMetrics) -> None:
         now = time.monotonic()
-        job.first_frame_at = job.first_frame_at or now
         job.last_frame_at = now
         job.frames, job.dropped = stats.frames, stats.dropped_frames
+        if job.first_frame_at is None:  # recorded: a server killed from now on still gives the job's fps
+            job.first_frame_at = now
+            self._record(job, job.state, None)
         metrics.frame(stats)
 
     def _ended(self, job: Job, end: StreamEnd, url: bool) -> None:
@@ -394,6 +408,15 @@ def written_whole(target: Path, mode: str) -> Iterator[IO[Any]]:
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def last_written(path: Path) -> float | None:
+    """When the file at ``path`` was last written (wall clock): a killed job's stats, its last whole line's frame
+    (lines reach the file in blocks: at most a frame late); None without it."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def written_lines(path: Path) -> int:

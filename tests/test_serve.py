@@ -330,6 +330,7 @@ def test_the_log_tells_a_jobs_life_and_a_new_server_finds_the_job(tmp_path: Path
         found = again.client.get(f"/v1/jobs/{job['id']}").json()
         assert {key: found[key] for key in ("state", "frames", "total", "source", "result")} == \
             {"state": "done", "frames": 12, "total": 12, "source": "upload", "result": job["result"]}, found
+        assert found["fps"] == pytest.approx(job["fps"], abs=0.01), found  # from the frame times recorded
         assert again.client.get(job["result"]).content == mp4
         assert len(again.client.get(f"/v1/jobs/{job['id']}/stats.jsonl").text.splitlines()) == 12
 
@@ -755,12 +756,17 @@ def test_jobs_an_earlier_server_left_come_back_or_go(tmp_path: Path) -> None:
     """A server started again on the same --data-dir finds the jobs of the one before from their records (jobs lived
     in the server's memory: their folders went, their ids answered 404). Finished ones expire from their real end
     and hold the quota as before, oldest first; one the record says was running (the server was killed) is
-    interrupted; a folder without a readable record goes (kept, it would only hold the quota)."""
+    interrupted; a folder without a readable record goes (kept, it would only hold the quota). Their fps (null
+    before) comes from the frames' times: the record's, or for a killed job its first frame's and its stats' last
+    write."""
     data = tmp_path / "data"
-    killed = left_job(data, "0123456789abcdef0123456a", {"state": "running", "frames": 0, "ended_at": None},
-                      b"\1" * 1000)
+    first_frame_at = time.time() - 1000
+    killed = left_job(data, "0123456789abcdef0123456a", {"state": "running", "frames": 0, "ended_at": None,
+                                                         "first_frame_at": first_frame_at}, b"\1" * 1000)
     (killed / "stats.jsonl").write_text('{"frame": 0}\n' * 7 + '{"fra')  # 7 frames written, the 8th cut off
-    newer = left_job(data, "0123456789abcdef0123456b", {}, b"\0" * 600_000)
+    os.utime(killed / "stats.jsonl", (first_frame_at + 3, first_frame_at + 3))  # 6 frames after the first in 3 s
+    newer = left_job(data, "0123456789abcdef0123456b", {"first_frame_at": first_frame_at,
+                                                        "last_frame_at": first_frame_at + 5.5}, b"\0" * 600_000)
     older = left_job(data, "0123456789abcdef0123456c", {"ended_at": time.time() - 1800}, b"\0" * 600_000)
     expired = left_job(data, "0123456789abcdef0123456d", {"state": "failed", "ended_at": time.time() - 4000})
     unrecorded = left_job(data, "0123456789abcdef0123456e", None)  # reserved, never started
@@ -769,10 +775,11 @@ def test_jobs_an_earlier_server_left_come_back_or_go(tmp_path: Path) -> None:
         for gone in (older, expired, unrecorded, damaged):
             assert started.client.get(f"/v1/jobs/{gone.name}").status_code == 404, gone.name
             assert not gone.exists(), gone.name
-        assert started.client.get(f"/v1/jobs/{newer.name}").json()["state"] == "done"
+        done = started.client.get(f"/v1/jobs/{newer.name}").json()
+        assert done["state"] == "done" and done["fps"] == pytest.approx(2.0), done  # 11 frames after the first
         interrupted = started.client.get(f"/v1/jobs/{killed.name}").json()
         assert interrupted["state"] == "interrupted" and "server stopped" in interrupted["error"], interrupted
-        assert interrupted["frames"] == 7, interrupted
+        assert interrupted["frames"] == 7 and interrupted["fps"] == pytest.approx(2.0), interrupted
         assert started.client.get(interrupted["result"]).content == b"\1" * 1000
         assert json.loads((killed / "job.json").read_text())["state"] == "interrupted"
 
