@@ -165,6 +165,9 @@ class StreamInfo:
     codec: str
     has_audio: bool
     live: bool = False  # a stream or camera: frames arrive in real time, reconnects happen, nothing can wait
+    # the header gives no frame rate: frame_rate is FFmpeg's guess (a Matroska file of a few frames muxed without
+    # one: 1000, its time base's)
+    frame_rate_guessed: bool = False
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -184,25 +187,38 @@ def short_of(seconds: float | None, end_s: float, slack_s: float = 1.0) -> bool:
 FRAMES_SHORT = 2
 
 
+def frame_seconds(info: StreamInfo, decoded: int, first_pts: int | None, last_pts: int | None) -> float | None:
+    """How long a frame of a file lasts: by its header's frame rate, else by the spacing of the ``decoded`` frames
+    (the first at ``first_pts``, the last at ``last_pts``); None from a lone frame of a header without a rate."""
+    if not info.frame_rate_guessed:
+        return float(1 / info.frame_rate)
+    if decoded < 2 or first_pts is None or last_pts is None:
+        return None
+    return float((last_pts - first_pts) * info.time_base) / (decoded - 1)
+
+
 def ended_early(info: StreamInfo, decoded: int, last_pts: int | None, discarded: int = 0,
                 first_pts: int | None = None) -> str | None:
     """How a file that has ended after ``decoded`` frames (the first at ``first_pts``, the last at ``last_pts``)
     falls short of what its header announces: a frame count when it gives one, else a duration; None when it does
     not fall short. A shortfall counts past `FRAMES_SHORT` frames, in both frames and time: a header may count frames
     that never decode (an AVI's null frames for the ones a capture dropped) while the frames that do decode still
-    reach its end. ``discarded``: the packets the header counts and its edit list hides (a file trimmed without
-    re-encoding). A duration is the longest stream's: with audio beside the video it allows a second and 2%
+    reach its end. A frame lasts what `frame_seconds` says: a lone frame of a header without a frame rate is not
+    checked against a duration. ``discarded``: the packets the header counts and its edit list hides (a file trimmed
+    without re-encoding). A duration is the longest stream's: with audio beside the video it allows a second and 2%
     (`short_of`). Time counts from 0 (a Matroska file's duration is where its end is, counted from 0, wherever its
     first frame is), or from a first frame before 0 (a transport stream whose timestamps wrapped past 2^33)."""
     start = min(0, first_pts or 0)
     seconds = None if last_pts is None else float((last_pts - start) * info.time_base)
-    slack_s = float(FRAMES_SHORT / info.frame_rate)
+    frame_s = frame_seconds(info, decoded, first_pts, last_pts)
     if info.frames:
         frames = info.frames - discarded
-        if frames - decoded > FRAMES_SHORT and (seconds is None or seconds < float(frames / info.frame_rate) - slack_s):
+        if frames - decoded > FRAMES_SHORT and (seconds is None or frame_s is None
+                                                or seconds < (frames - FRAMES_SHORT) * frame_s):
             return f"after {decoded} of the {frames} frames its header announces"
-    elif info.duration_s and seconds is not None and (short_of(seconds, info.duration_s) if info.has_audio
-                                                      else seconds < info.duration_s - slack_s):
+    elif info.duration_s and seconds is not None and (
+            short_of(seconds, info.duration_s) if info.has_audio
+            else frame_s is not None and seconds < info.duration_s - FRAMES_SHORT * frame_s):
         return f"at {seconds:.1f} s of the {info.duration_s:.1f} s its header announces"
     return None
 
@@ -558,6 +574,7 @@ class VideoSource:
             codec=stream.codec_context.name,
             has_audio=bool(container.streams.audio),
             live=live,
+            frame_rate_guessed=not stream.average_rate,
         )
         return self.info
 
