@@ -408,7 +408,7 @@ def _bind(callback: Callable[[int, T], None] | None, index: int) -> Callable[[T]
 def _ender(outcome: StreamOutcome, alone: bool, words: Words) -> Callable[[StreamEnd], None]:
     def ended(end: StreamEnd) -> None:
         outcome.end = end
-        if end.failed_alone and not alone:  # said when it happens: the other streams go on
+        if end.message is not None and end.failed_alone and not alone:  # said when it happens: the others go on
             log.warning("stream %s failed: %s", outcome.name, words(end.message))
         if end.output is not None:
             outcome.paths = list(end.output.paths)

@@ -312,7 +312,7 @@ def is_permanent(error: BaseException) -> bool:
     return next((permanent for kind, permanent in CONNECT_FAILURES if isinstance(error, kind)), TRANSIENT)
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: BaseException) -> str:
     return (getattr(error, "strerror", None) or str(error) or type(error).__name__).strip()
 
 
