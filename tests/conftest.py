@@ -107,6 +107,27 @@ def make_audio_only(path: Path) -> Path:
     return path
 
 
+def mkv_without_a_frame_rate(path: Path, durations_ms: list[int]) -> Path:
+    """H.264 frames lasting ``durations_ms`` each in Matroska without a frame rate in its header (no default
+    duration, as muxers that know none write it; the duration counts the last frame's): FFmpeg guesses 1000 fps, its
+    time base's, for a file of up to 5 frames."""
+    starts_ms = [sum(durations_ms[:index]) for index in range(len(durations_ms))]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264")
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.time_base, stream.codec_context.framerate = Fraction(1, 1000), Fraction(0, 1)
+        stream.options = {"bf": "0"}  # packets in presentation order: each is given its frame's duration
+        for index, start_ms in enumerate([*starts_ms, None]):
+            frame = None
+            if start_ms is not None:
+                frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), index * 40, np.uint8), format="bgr24")
+                frame.pts, frame.time_base = start_ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                packet.duration = durations_ms[starts_ms.index(packet.pts)]
+                container.mux(packet)
+    return path
+
+
 @dataclass
 class VideoFacts:
     codec: str

@@ -4,11 +4,10 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
-from conftest import VTEST, cut_clip, make_audio_only
+from conftest import VTEST, cut_clip, make_audio_only, mkv_without_a_frame_rate
 from media import TS_WRAP_OFFSET_S, ffmpeg
 from vidparse.errors import BadInputError
 from vidparse.stages.source import FrameTooLargeError, InputLimits, StreamInfo, VideoSource, ended_early, probe
@@ -120,31 +119,12 @@ def test_a_transport_stream_whose_timestamps_wrap_is_not_taken_for_a_truncated_o
     assert decode_warning(wrapped, caplog) == (12, [])
 
 
-def mkv_without_a_frame_rate(path: Path, frames: int) -> Path:
-    """H.264 frames of 40 ms in Matroska without a frame rate in its header (no default duration, as muxers that
-    know none write it; the duration counts the last frame's 40 ms): FFmpeg guesses 1000 fps, its time base's, for
-    a file of up to 5 frames."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264")
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        stream.codec_context.time_base, stream.codec_context.framerate = Fraction(1, 1000), Fraction(0, 1)
-        images = [np.full((64, 64, 3), index * 40, np.uint8) for index in range(frames)]
-        for index, image in enumerate([*images, None]):
-            frame = None if image is None else av.VideoFrame.from_ndarray(image, format="bgr24")
-            if frame is not None:
-                frame.pts, frame.time_base = index * 40, Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                packet.duration = 40
-                container.mux(packet)
-    return path
-
-
 @pytest.mark.parametrize("frames", [1, 2, 3])
 def test_a_whole_mkv_without_a_frame_rate_is_not_taken_for_a_truncated_one(frames: int, tmp_path: Path,
                                                                            caplog: pytest.LogCaptureFixture) -> None:
     """FFmpeg's guess of 1000 fps left two frames' slack of 2 ms: the whole file 'ended at 0.0 s of the 0.0 s its
     header announces'. The frames' own spacing stands in for the rate; a lone frame cannot be measured."""
-    whole = mkv_without_a_frame_rate(tmp_path / "whole.mkv", frames)
+    whole = mkv_without_a_frame_rate(tmp_path / "whole.mkv", [40] * frames)
     assert probe(str(whole)).frame_rate == 1000
     assert decode_warning(whole, caplog) == (frames, [])
 
