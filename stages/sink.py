@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from vidparse.errors import BadOutputError, file_in_the_way, folder_vanished, not_writable
-from vidparse.stages.source import StreamInfo, short_of
+from vidparse.stages.source import StreamInfo, frame_seconds, short_of
 from vidparse.stages.types import Frame
 from vidparse.stages.options import EncoderOptions
 
@@ -33,6 +33,7 @@ FRAGMENTABLE = ("mp4", "mov")  # the formats written in fragments (and finished 
 FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyond the encoder's delay
 SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
 H264_SIDES = (2, 16384)  # the frame sides libx264 encodes, after an odd side has lost its last row or column
+RATE_DENOMINATOR = 1001  # the largest denominator of an encoder rate measured from frames: NTSC's 30000/1001 stays
 
 
 def writes_photos(output: Path | None) -> TypeGuard[Path]:
@@ -119,6 +120,11 @@ class VideoSink:
         self._segment_start: Fraction | None = None  # first frame time of the current segment, seconds
         self._pts_origin = 0
         self._written_to: float | None = None  # the input's time where the last frame written ends, seconds
+        # the frames come so far that have a timestamp, the first's and the last's: how long a frame lasts
+        self._timed = 0
+        self._first_pts: int | None = None
+        self._last_pts: int | None = None
+        self._unrated: av.VideoFrame | None = None  # a first frame waiting for the encoder's rate (`_encode`)
         self._audio_lead_s = 0.0  # how far before 0 the audio started (AAC's priming), for the fast-start rewrite
 
     @property
@@ -162,7 +168,7 @@ class VideoSink:
         except (av.error.FFmpegError, OSError) as exc:
             raise BadOutputError(f"cannot create {path}: {exc}", hint="choose a writable location") from exc
         self.paths.append(path)
-        stream = output.add_stream("libx264", rate=self.info.frame_rate)
+        stream = output.add_stream("libx264")  # its rate is set with its first frame (`_encode`)
         stream.width = self.info.width - self.info.width % 2
         stream.height = self.info.height - self.info.height % 2
         stream.pix_fmt = "yuv420p"
@@ -188,6 +194,7 @@ class VideoSink:
         log.info("writing segment %s", self.paths[-1])
 
     def write(self, frame: Frame) -> None:
+        self._time(frame)
         if self.segmented:
             self._rotate(frame)
         image = frame.image[: self._video.height, : self._video.width]
@@ -195,14 +202,59 @@ class VideoSink:
         av_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         av_frame.pts = None if frame.pts is None else frame.pts - self._pts_origin
         av_frame.time_base = frame.time_base
-        self._mux(lambda: self._video.encode(av_frame))
+        self._encode(av_frame)
         audio, seconds = self._audio, frame.seconds
         if audio is not None and seconds is not None:
             self._mux(lambda: audio.copy_until(seconds))
         self.frames_written += 1
         self._frames_in_file += 1
         if frame.seconds is not None:
-            self._written_to = frame.seconds + float(1 / self.info.frame_rate)
+            self._written_to = frame.seconds + self._frame_seconds()
+
+    def _time(self, frame: Frame) -> None:
+        """Count ``frame`` in the frames' spacing."""
+        if frame.pts is None:
+            return
+        self._timed += 1
+        self._first_pts = frame.pts if self._first_pts is None else self._first_pts
+        self._last_pts = frame.pts
+
+    def _frame_seconds(self) -> float:
+        """How long a frame lasts, as `frame_seconds` says from the frames come so far: by the header's frame rate,
+        else by their spacing; a lone frame of a header without a rate lasts what FFmpeg guessed (nothing tells)."""
+        measured = frame_seconds(self.info, self._timed, self._first_pts, self._last_pts)
+        return float(1 / self.info.frame_rate) if measured is None else measured
+
+    def _encode(self, av_frame: av.VideoFrame | None) -> None:
+        """Encode ``av_frame`` (None: flush the encoder); a file's first frame waits for the next one while the
+        encoder's rate does (`_awaits_rate`)."""
+        if av_frame is not None and self._awaits_rate():
+            self._unrated = av_frame
+            return
+        if self._unrated is not None:
+            waiting, self._unrated = self._unrated, None
+            self._encode_now(waiting)
+        self._encode_now(av_frame)
+
+    def _awaits_rate(self) -> bool:
+        """Whether the encoder's rate, taken with a file's first frame, waits for the frames' spacing: the header
+        gives none and only one frame has come. x264 picks the H.264 level by it: at a guessed 1000 fps, a level
+        players may refuse."""
+        return self.info.frame_rate_guessed and not self._video.codec_context.is_open and self._timed < 2
+
+    def _encode_now(self, av_frame: av.VideoFrame | None) -> None:
+        codec = self._video.codec_context
+        if not codec.is_open:
+            codec.framerate = Fraction(1 / self._frame_seconds()).limit_denominator(RATE_DENOMINATOR)
+        self._mux(lambda: self._lasting_a_frame(self._video.encode(av_frame)))
+
+    def _lasting_a_frame(self, packets: list[av.Packet]) -> list[av.Packet]:
+        """``packets`` lasting `_frame_seconds`, which the muxer takes the file's last frame to last (x264 gives no
+        duration: the muxer would take the rate's)."""
+        for packet in packets:
+            assert packet.time_base is not None  # the stream's
+            packet.duration = round(self._frame_seconds() / packet.time_base)
+        return packets
 
     def _mux(self, packets: Callable[[], list[av.Packet] | None]) -> None:
         """Encode and mux; whatever FFmpeg or the disk raises becomes a ``BadOutputError`` and marks the sink
@@ -234,7 +286,7 @@ class VideoSink:
             return
         try:
             if not self.failed:  # after a failure the encoder's last packets are not worth a second error
-                self._mux(lambda: self._video.encode(None))
+                self._encode(None)
                 audio = self._audio
                 if audio is not None and self.frames_written:  # no frame, no file: not an audio-only one
                     self._mux(lambda: audio.finish(self._audio_end()))

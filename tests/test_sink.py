@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import VTEST, assert_audio_copied, decode_frames, probe_video, vtest_h264
+from conftest import VTEST, assert_audio_copied, decode_frames, mkv_without_a_frame_rate, probe_video, vtest_h264
 from vidparse.errors import BadOutputError
 from vidparse.stages.sink import EncoderOptions, VideoSink, check_output_path, segment_stamp, trim_to_whole_fragments
 from vidparse.stages.source import VideoSource, probe
@@ -96,6 +96,25 @@ def test_variable_frame_timestamps_survive(clip: Path, tmp_path: Path) -> None:
         sink.write(Frame(seq, p, Fraction(1, 10), image))
     sink.close()
     assert probe_video(tmp_path / "vfr.mp4").pts_s == pytest.approx([p / 10 for p in pts])
+
+
+@pytest.mark.parametrize("durations_ms, last_ms", [
+    ([40, 40, 40], 40),
+    ([40, 40, 120, 40], 67),  # a variable rate: the last frame lasts the mean spacing, 200 ms / 3
+])
+def test_an_input_without_a_frame_rate_keeps_its_timing(durations_ms: list[int], last_ms: int, tmp_path: Path) -> None:
+    """FFmpeg's guess of 1000 fps made the last frame last 1 ms (a 3-frame file of 40 ms frames lasted 0.081 s) and
+    the encoder take a level for 1000 fps. The frames' spacing stands in for the rate, as if the header gave it."""
+    source = mkv_without_a_frame_rate(tmp_path / "in.mkv", durations_ms)
+    assert probe(str(source)).frame_rate_guessed
+    copy_through_sink(source, tmp_path / "out.mp4", audio=False)
+    facts = probe_video(tmp_path / "out.mp4")
+    starts_s = [sum(durations_ms[:index]) / 1000 for index in range(len(durations_ms))]
+    assert (facts.frames, facts.pts_s) == (len(durations_ms), pytest.approx(starts_s))
+    assert facts.duration_s == pytest.approx(starts_s[-1] + last_ms / 1000)
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        # H.264 level 1.0 takes 64x64 frames at up to 92 fps; 1000 fps needed level 2.1
+        assert written.streams.video[0].codec_context.level == 10
 
 
 def test_fine_stripes_keep_their_mean_colour_and_the_colours_are_tagged(clip: Path, tmp_path: Path) -> None:
