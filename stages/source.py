@@ -441,11 +441,13 @@ class FrameWindow:
 
 @dataclass(frozen=True)
 class Packets:
-    """A file's video packets in presentation order: ``pts`` of every frame, the indices of its keyframes."""
+    """A file's video packets in presentation order: ``pts`` of every frame, the indices of its keyframes; not the
+    ``hidden`` packets its edit list hides (a file trimmed without re-encoding), which decode to no frame."""
 
     pts: list[int]
     keyframes: list[int]
     time_base: Fraction
+    hidden: int = 0
 
     def seconds(self, index: int) -> float:
         return float((self.pts[index] - self.pts[0]) * self.time_base)
@@ -458,20 +460,23 @@ def read_packets(url: str) -> Packets | None:
         stream = main_video_stream(container)
         if stream is None:
             raise BadInputError(f"input {url} has no video stream", hint="give a file with a video track")
-        packets = []
+        packets, hidden = [], 0
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the demuxer's empty flush packet
                     continue
                 if packet.pts is None:
                     return None
+                if packet.is_discard:
+                    hidden += 1
+                    continue
                 packets.append((packet.pts, packet.is_keyframe))
         except av.error.FFmpegError as exc:
             log.warning("reading the packets of %s stopped early (%s); it runs as one segment", url, exc)
             return None
         time_base = stream.time_base or Fraction(1, 1000)
     packets.sort()
-    return Packets([pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key], time_base)
+    return Packets([pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key], time_base, hidden)
 
 
 def resume_window(url: str, window: FrameWindow | None, skip: int) -> FrameWindow:

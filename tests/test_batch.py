@@ -124,6 +124,24 @@ def test_a_cut_file_is_parsed_to_where_it_ends_as_run_parses_it(batch_clips: Bat
     assert alone.returncode == 0 and len(frame_times(tmp_path / "alone.mp4")) == record["frames"]
 
 
+def trimmed(clip: Path, target: Path) -> Path:
+    """``clip`` from 1.5 s on without re-encoding: it keeps the packets from the keyframe at 1.2 s, which its edit
+    list hides (a whole file: its 21 frames from 1.5 s decode)."""
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "1.5", "-i", str(clip), "-c", "copy", str(target)], check=True,
+                   timeout=60)
+    return target
+
+
+def test_a_trimmed_files_segments_count_only_the_frames_it_shows(batch_clips: BatchClips, tmp_path: Path) -> None:
+    """Its 3 hidden packets counted as frames put every cut 3 frames late and each offset 0.3 s late."""
+    clip = trimmed(batch_clips.long, tmp_path / "trimmed.mp4")
+    packets = read_packets(str(clip))
+    assert packets is not None and packets.hidden == 3 and len(packets.pts) == len(frame_times(clip)) == 21
+    segments = plan_segments(packets, 0.5, 10)
+    assert [(s.start, s.end) for s in segments] == [(0, 9), (9, 21)]
+    assert [float(s.offset) for s in segments] == [0.0, 0.9]
+
+
 def test_a_second_batch_on_a_folder_in_use_is_refused_and_ray_options_need_ray(batch_clips: BatchClips,
                                                                              tmp_path: Path) -> None:
     """Two batches on one folder would remove each other's segments and write over each other's records."""
