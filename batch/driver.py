@@ -21,7 +21,7 @@ from vidparse.config import Config
 from vidparse.errors import BadInputError, BadOutputError, ConfigError, ModelError, VidparseError
 from vidparse.jobs import output_names
 from vidparse.names import unique_names
-from vidparse.stages.source import InputKind, input_kind, probe
+from vidparse.stages.source import InputKind, StreamInfo, input_kind, probe, warn_if_ended_early
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,24 @@ class Job:
     input: str
     name: str
     segments: list[Segment]
-    has_audio: bool
+    info: StreamInfo
+    hidden: int  # the packets its edit list hides (`Packets.hidden`)
     record: Record
     earlier_outputs: list[str] = field(default_factory=list)  # what an earlier run of this input recorded
     folders: dict[int, Path] = field(default_factory=dict)
     tries: dict[int, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    first_pts: int | None = None  # of its first frame (segment 0's)
+    last_pts: int | None = None  # of its last decoded frame (the final segment's)
+
+    def take(self, segment: Segment, result: SegmentResult) -> None:
+        """Keep a finished segment's folder, count its frames, and where the file's frames start or end."""
+        self.folders[segment.number] = receive(result)
+        self.record.frames += result.frames
+        if segment.number == 0:
+            self.first_pts = result.first_pts
+        if segment.final:
+            self.last_pts = result.last_pts
 
 
 def known_frames(segments: list[Segment]) -> int:
@@ -156,13 +168,14 @@ class BatchDriver:
             split = self.config.keyframes.parse_every == 1 and (settings.split_tracked or
                                                                 not self.config.tracking.enabled)
             seconds = settings.segment_seconds if split else 0
-            segments = plan_segments(read_packets(url), seconds, settings.warmup_frames, info.frames)
+            packets = read_packets(url)
+            segments = plan_segments(packets, seconds, settings.warmup_frames, info.frames)
         except VidparseError as exc:
             record.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
             self._finish(record)
             return None
         record.segments = len(segments)
-        job = Job(url, name, segments, info.has_audio, record, earlier_outputs)
+        job = Job(url, name, segments, info, packets.hidden if packets else 0, record, earlier_outputs)
         shutil.rmtree(self._parts(job), ignore_errors=True)  # what a killed batch left
         self.progress.planned(known_frames(segments))
         return job
@@ -192,13 +205,12 @@ class BatchDriver:
                 except Exception as exc:  # noqa: BLE001  (any failure of a task: a retry, then a record)
                     self._segment_failed(job, segment, exc)
                     continue
-                job.folders[segment.number] = receive(result)
-                job.record.frames += result.frames
-                if result.frames < segment.frames and segment.end != UNBOUNDED:  # the last segment, cut short
-                    log.warning("%s ended after %d of the %d frames its packets announce: the file may be truncated",
-                                job.input, segment.start + result.frames, segment.end)
+                job.take(segment, result)
                 self.progress.segment_done(result.frames)
                 if len(job.folders) == len(job.segments):
+                    # as `vidparse run` judges the file, from the frames all its segments wrote
+                    warn_if_ended_early(job.input, job.info, job.record.frames, job.last_pts, job.hidden,
+                                        job.first_pts)
                     self._join(job)
 
     def _segment_failed(self, job: Job, segment: Segment, error: BaseException) -> None:
@@ -221,7 +233,7 @@ class BatchDriver:
         folders = [job.folders[s.number] for s in job.segments]
         try:
             join_segments([(folder / VIDEO_NAME, s.offset) for folder, s in zip(folders, job.segments)], output,
-                          job.input if job.has_audio else None)
+                          job.input if job.info.has_audio else None)
             job.record.outputs = [str(output)]
             job.record.video_size = output.stat().st_size
             if self.masks:

@@ -22,6 +22,8 @@ from vidparse.config import Config
 from vidparse.errors import ConfigError, VidparseError
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.runner import Runner
+from vidparse.pipeline.stats import RunStats
+from vidparse.pipeline.writer import Written
 
 VIDEO_NAME = "video.mp4"
 MASKS_NAME = "masks"
@@ -56,6 +58,24 @@ class SegmentResult:
     seconds: float
     folder: Path  # where the attempt wrote (on the driver, once gathered)
     files: dict[str, bytes] | None = None  # gathered: path relative to ``folder`` -> content
+    # the input's timestamps of the first and the last frame parsed (the warm-up's included): segment 0's first is the
+    # file's first, the final segment's last is the file's last decoded frame (`ended_early` needs both)
+    first_pts: int | None = None
+    last_pts: int | None = None
+
+
+class FrameTimes:
+    """A subscriber keeping the timestamps of the first and the last frame a run parsed, as the output stamps them:
+    the source's, repaired only where one is missing or out of order."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def __call__(self, written: Written, stats: RunStats) -> None:
+        if self.first is None:
+            self.first = written.frame.pts
+        self.last = written.frame.pts
 
 
 class Cancel:
@@ -140,17 +160,19 @@ def _run(task: SegmentTask, folder: Path, cancel: Cancel | None) -> SegmentResul
     stream = StreamSpec(config, task.input_url, folder / VIDEO_NAME, masks_dir=folder / MASKS_NAME if task.masks
                         else None, window=segment.window, write_from=segment.start)
     # The models are resolved in this node's model folder; a segment is a part of a file, never live.
-    runner = Runner(build_engine(config, [stream]), stream, stream_settings(config, task.input_url))
+    times = FrameTimes()
+    runner = Runner(build_engine(config, [stream]), stream, stream_settings(config, task.input_url),
+                    subscribers=[times])
     if cancel is not None:
         cancel.bind(runner.engine.abort)
     stats = runner.run()  # raises a failed end's error
     assert runner.end is not None
     written = runner.output.sink.frames_written if runner.output is not None else 0
-    # the file's last segment may end early, as `vidparse run` takes a cut file (the driver says so)
+    # the file's last segment may end early, as `vidparse run` takes a cut file (the driver judges how the file ended)
     short = written < segment.frames and not segment.final
     if not runner.end.ok or stats.degraded or (segment.end != UNBOUNDED and (written > segment.frames or short)):
         what = "wrote" if runner.end.ok else f"was {runner.end.state} after"
         raise SegmentFailed(f"segment {segment.number} of {task.input_url} {what} {written} of {segment.frames} "
                             f"frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
                             hint="it is retried; see --verbose for the run's log")
-    return SegmentResult(written, time.monotonic() - started, folder)
+    return SegmentResult(written, time.monotonic() - started, folder, first_pts=times.first, last_pts=times.last)

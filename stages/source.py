@@ -223,6 +223,14 @@ def ended_early(info: StreamInfo, decoded: int, last_pts: int | None, discarded:
     return None
 
 
+def warn_if_ended_early(url: str, info: StreamInfo, decoded: int, last_pts: int | None, discarded: int,
+                        first_pts: int | None) -> None:
+    """Warn of a file that falls short of its header, as `ended_early` judges it: `vidparse run`'s source, and
+    `vidparse batch` once every segment of the file is parsed."""
+    if shortfall := ended_early(info, decoded, last_pts, discarded, first_pts):
+        log.warning("input %s ended %s: the file may be truncated or damaged", without_credentials(url), shortfall)
+
+
 def _finite(container: av.container.InputContainer) -> bool:
     """Whether an input over HTTP is a file rather than a stream: its container gives a duration, or the server its
     length (a transport stream file has no duration; an HLS playlist's length is the playlist's, not the video's)."""
@@ -664,9 +672,8 @@ class VideoSource:
             first_pts = pts if first_pts is None else first_pts
             if self.max_frames is not None and seq + 1 >= self.max_frames:
                 return
-        if self.window is None and (shortfall := ended_early(self.info, decoded, last_pts, self.discarded_packets,
-                                                             first_pts)):
-            log.warning("input %s ended %s: the file may be truncated or damaged", self.shown_url, shortfall)
+        if self.window is None:  # a batch segment's file is judged by the batch, from all its segments' frames
+            warn_if_ended_early(self.url, self.info, decoded, last_pts, self.discarded_packets, first_pts)
 
     def _check_size(self, av_frame: av.VideoFrame) -> None:
         """A frame past the limits ends the input there, wherever it comes (the first frame's size was checked when

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -23,6 +24,7 @@ from vidparse.batch.manifest import Record, config_hash, input_identity
 from vidparse.batch.plan import plan_segments, read_packets
 from vidparse.batch.segment import PACKAGE_ROOT, SegmentTask, code_digest, code_fingerprint
 from vidparse.config import load_config
+from vidparse.stages.source import VideoSource
 
 
 def manifest(outdir: Path) -> list[dict]:
@@ -132,6 +134,25 @@ def trimmed(clip: Path, target: Path) -> Path:
     return target
 
 
+def cut_matroska(clip: Path, target: Path) -> Path:
+    """``clip`` in Matroska (a duration and no frame count in its header) cut to 60% of its bytes."""
+    whole = target.with_name(f"whole-{target.name}")
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-c", "copy", str(whole)], check=True, timeout=60)
+    target.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * 0.6)])
+    return target
+
+
+def run_warning(clip: Path, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What `vidparse run`'s source says of how ``clip`` ended (decoded in this process, nothing parsed)."""
+    source = VideoSource(str(clip))
+    source.open()
+    with caplog.at_level(logging.WARNING, logger="vidparse.stages.source"):
+        for _ in source.frames():
+            pass
+    source.close()
+    return [record.getMessage() for record in caplog.records if "truncated" in record.getMessage()]
+
+
 def test_a_trimmed_files_segments_count_only_the_frames_it_shows(batch_clips: BatchClips, tmp_path: Path) -> None:
     """Its 3 hidden packets counted as frames put every cut 3 frames late and each offset 0.3 s late."""
     clip = trimmed(batch_clips.long, tmp_path / "trimmed.mp4")
@@ -140,6 +161,27 @@ def test_a_trimmed_files_segments_count_only_the_frames_it_shows(batch_clips: Ba
     segments = plan_segments(packets, 0.5, 10)
     assert [(s.start, s.end) for s in segments] == [(0, 9), (9, 21)]
     assert [float(s.offset) for s in segments] == [0.0, 0.9]
+
+
+def test_batch_says_a_file_ended_early_when_run_does_and_only_then(batch_clips: BatchClips, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A whole trimmed MP4 is not truncated (it was said to be short of its hidden packets, and a segment that seeks
+    wrote 3 frames twice); a cut Matroska file's packets all decode, but it ends 2 s before its header's duration
+    (it was not warned of). Without a warm-up the second segment seeks to its keyframe."""
+    whole, cut = trimmed(batch_clips.long, tmp_path / "trimmed.mp4"), cut_matroska(batch_clips.long, tmp_path / "cut.mkv")
+    assert run_warning(whole, caplog) == []
+    (said,) = run_warning(cut, caplog)
+    config = tmp_path / "no-warmup.yaml"
+    config.write_text(BATCH_CONFIG.read_text() + "  warmup_frames: 0\n")
+    result = run_cli("batch", str(whole), str(cut), "-o", str(tmp_path / "out"), "--config", str(config),
+                     "--segment-seconds", "0.5")
+    assert result.returncode == 0, result.stderr
+    records = {Path(r["input"]).name: r for r in manifest(tmp_path / "out")}
+    assert records["trimmed.mp4"]["segments"] == 2 and records["trimmed.mp4"]["frames"] == 21, result.stderr
+    assert frame_times(tmp_path / "out" / "trimmed.mp4") == frame_times(whole), "each frame once, at its time"
+    stderr = " ".join(result.stderr.split())
+    assert "trimmed.mp4 ended" not in stderr
+    assert said in stderr, result.stderr
 
 
 def test_a_second_batch_on_a_folder_in_use_is_refused_and_ray_options_need_ray(batch_clips: BatchClips,
