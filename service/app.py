@@ -20,7 +20,7 @@ from fastapi import Body, FastAPI, File, Query, Request, Response, UploadFile
 from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as FormFile
 from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
@@ -92,12 +92,16 @@ MAX_INPUT_CHARS = 4096
 
 
 class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt "max_frame" is refused, not a job of the whole video
+
     input: str = Field(description="A file under an --allow-dir folder, or an rtsp/rtsps/http/https URL",
                        max_length=MAX_INPUT_CHARS)
     max_frames: int | None = Field(None, ge=1, description="Stop after this many frames")
 
 
 class StreamRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     url: str = Field(description="rtsp, rtsps, http or https URL", max_length=MAX_INPUT_CHARS)
     name: str = Field("", max_length=100)
 

@@ -481,6 +481,15 @@ def test_uploads_too_large_not_media_or_not_allowed(server: Server, tmp_path: Pa
     assert "max_frames: Input should be greater than or equal to 1" in negative.json()["error"], "names the field"
 
 
+def test_unknown_fields_are_refused_not_ignored(server: Server) -> None:
+    """A misspelt field ("max_frame") is a 422 naming it, not a job of the whole video or a stream without its name.
+    The inputs are ones the policy refuses, so that the old behaviour answered 403 and started nothing."""
+    job = server.client.post("/v1/jobs", json={"input": "/etc/passwd", "max_frame": 2})
+    assert job.status_code == 422 and "max_frame" in job.json()["error"], job.text
+    live = server.client.post("/v1/streams", json={"url": "rtsp://127.0.0.2:9/x", "nmae": "door"})
+    assert live.status_code == 422 and "nmae" in live.json()["error"], live.text
+
+
 def test_url_policy_refuses_internal_addresses() -> None:
     """On the check itself: no address here is ever connected to, and no name is resolved (the resolver is a
     stand-in), so no traffic leaves for a private or link-local range."""
