@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Body, FastAPI, File, Query, Request, Response, UploadFile
+from fastapi import FastAPI, File, Query, Request, Response, UploadFile
 from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -104,6 +104,9 @@ class StreamRequest(BaseModel):
 
     url: str = Field(description="rtsp, rtsps, http or https URL", max_length=MAX_INPUT_CHARS)
     name: str = Field("", max_length=100)
+
+
+RequestBody = TypeVar("RequestBody", bound=BaseModel)
 
 
 class Service:
@@ -199,6 +202,21 @@ class PreviewResponse(ReleasedAtEnd, StreamingResponse):
     def __init__(self, parts: AsyncIterator[bytes], release: Callable[[], None]) -> None:
         self.release = release
         super().__init__(parts, media_type=PREVIEW_TYPE, headers={"Cache-Control": "no-store"})
+
+
+def validated(model: type[RequestBody], body: bytes, hint: str) -> RequestBody:
+    """``body`` as ``model``; JSON that is broken, undecodable or of the wrong shape is a 422 naming the first
+    problem and where it is."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first: Mapping[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        raise ApiError(422, f"invalid JSON body: {where}: {first.get('msg', 'invalid')}", hint) from exc
+
+
+def unsupported_type(kind: str, hint: str) -> ApiError:
+    return ApiError(415, f"unsupported content type '{kind or 'none'}'", hint)
 
 
 def refuse_if_failed(live: LiveStream) -> None:
@@ -304,21 +322,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 await asyncio.to_thread(probe_video, target, service.inputs.file_limits())
                 service.jobs.start(job, str(target), max_frames)
         elif kind.startswith("application/json"):
-            try:
-                body = JobRequest.model_validate_json(await request.body())
-            except ValidationError as exc:
-                first: Mapping[str, Any] = exc.errors()[0] if exc.errors() else {}
-                where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-                raise ApiError(422, f"invalid JSON body: {where}: {first.get('msg', 'invalid')}",
-                               'send {"input": "path-or-url"} and optionally "max_frames": a whole number >= 1') from exc
+            body = validated(JobRequest, await request.body(),
+                             'send {"input": "path-or-url"} and optionally "max_frames": a whole number >= 1')
             input_url = await asyncio.to_thread(service.inputs.check, body.input)
             if "://" not in input_url:
                 await asyncio.to_thread(probe_video, Path(input_url), service.inputs.file_limits())
             with service.jobs.reserved(body.input) as job:
                 service.jobs.start(job, input_url, body.max_frames or max_frames)
         else:
-            raise ApiError(415, f"unsupported content type '{kind or 'none'}'",
-                           "send multipart/form-data with a file, or application/json")
+            raise unsupported_type(kind, "send multipart/form-data with a file, or application/json")
         return JSONResponse(job.describe(), status_code=202)
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
@@ -344,10 +356,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """Cancel a queued or running job (what it wrote stays playable); remove a finished one."""
         return service.jobs.delete(job_id).describe()
 
-    @app.post("/v1/streams", tags=["streams"], status_code=201)
-    def add_stream(body: Annotated[StreamRequest, Body()]) -> dict[str, Any]:
+    @app.post("/v1/streams", tags=["streams"], status_code=201, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": StreamRequest.model_json_schema()}}}})
+    async def add_stream(request: Request) -> dict[str, Any]:
         """Parse a live stream; watch it at ``preview``."""
-        return service.streams.add(service.inputs.urls.check(body.url), body.name).describe()
+        kind = request.headers.get("content-type", "").lower()
+        if not kind.startswith("application/json"):
+            raise unsupported_type(kind, "send application/json")
+        body = validated(StreamRequest, await request.body(), 'send {"url": "rtsp://..."} and optionally "name"')
+        url = await asyncio.to_thread(service.inputs.urls.check, body.url)  # resolves the host
+        return (await asyncio.to_thread(service.streams.add, url, body.name)).describe()
 
     @app.get("/v1/streams", tags=["streams"])
     def list_streams() -> list[dict[str, Any]]:

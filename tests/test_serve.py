@@ -490,6 +490,20 @@ def test_unknown_fields_are_refused_not_ignored(server: Server) -> None:
     assert live.status_code == 422 and "nmae" in live.json()["error"], live.text
 
 
+def test_a_stream_body_that_is_not_json_is_answered_as_a_jobs_is(server: Server) -> None:
+    """POST /v1/streams answered broken JSON with "body.1: JSON decode error", undecodable or too deeply nested
+    JSON with a 400 whose hint was about multipart uploads, and another content type with a 422: now as
+    POST /v1/jobs does, a 422 saying the JSON is invalid with a hint naming the fields, and a 415."""
+    json_type = {"Content-Type": "application/json"}
+    for body in (b'{"url": ', b"\xff\xfe{", b"[" * 30_000 + b"]" * 30_000, b""):
+        refused = server.client.post("/v1/streams", content=body, headers=json_type)
+        assert refused.status_code == 422, (body[:10], refused.text)
+        assert refused.json()["error"].startswith("invalid JSON body") and '"url"' in refused.json()["hint"]
+    as_text = server.client.post("/v1/streams", content=b'{"url": "rtsp://127.0.0.2:9/x"}',
+                                 headers={"Content-Type": "text/plain"})
+    assert as_text.status_code == 415 and "application/json" in as_text.json()["hint"], as_text.text
+
+
 def test_url_policy_refuses_internal_addresses() -> None:
     """On the check itself: no address here is ever connected to, and no name is resolved (the resolver is a
     stand-in), so no traffic leaves for a private or link-local range."""
