@@ -18,6 +18,7 @@ from typing import Any, Union
 
 import cv2
 import numpy as np
+from PIL import UnidentifiedImageError
 
 from vidparse.api_words import STREAM_NAMES, api_words, in_api_words, reworded
 from vidparse.config import Config, config_from, load_config, merge, user_settings
@@ -90,7 +91,7 @@ def _bgr(image: ImageInput) -> np.ndarray:
             raise BadInputError(f"image {path} is a folder", hint="give one image file; vidparse.run parses folders")
         if not path.is_file():
             raise BadInputError(f"image {path} does not exist", hint="check the path")
-        return load_upright(path)
+        return _photo(path)
     if not isinstance(image, np.ndarray):
         raise BadInputError(f"cannot parse {type(image).__name__}", hint="give a path or a uint8 RGB array of shape "
                             "H x W x 3 (a PIL image: np.asarray(image.convert('RGB')))")
@@ -106,6 +107,18 @@ def _bgr(image: ImageInput) -> np.ndarray:
         raise BadInputError(f"cannot parse an array of shape {image.shape}",
                             hint="give H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA)")
     return cv2.cvtColor(np.ascontiguousarray(image), conversion)
+
+
+def _photo(path: Path) -> np.ndarray:
+    """A photo file as BGR. A file of no image format PIL knows is most often a video given by mistake: it is told
+    where videos go, not only that it may be damaged."""
+    try:
+        return load_upright(path)
+    except BadInputError as exc:
+        if not isinstance(exc.__cause__, UnidentifiedImageError):
+            raise
+        raise BadInputError(exc.message, hint="give a jpg, png, webp, bmp or tiff (or this one is damaged); "
+                                              "vidparse.stream and vidparse.run parse videos") from exc.__cause__
 
 
 class Parser:

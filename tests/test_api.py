@@ -218,6 +218,13 @@ def test_a_folder_or_a_url_given_as_an_image_is_called_what_it_is(parser: vidpar
         parser.parse("http://example.com/x.jpg")
 
 
+def test_a_video_given_as_an_image_is_pointed_to_stream_not_called_damaged(parser: vidparse.Parser, clip: Path) -> None:
+    """``parser.parse("clip.avi")`` hinted only "the file may be truncated or damaged", of a sound video."""
+    with pytest.raises(BadInputError, match="is not a readable image") as raised:
+        parser.parse(clip)
+    assert "vidparse.stream" in str(raised.value.hint)
+
+
 def test_configuration_from_a_config_a_preset_and_overrides(tmp_path: Path) -> None:
     """Overrides go on top of a `Config`, a preset name or a YAML file, with the YAML keys, nested or dotted."""
     base = vidparse.resolve_config(model="bodypix", roi={"margin": 0.3})
