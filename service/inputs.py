@@ -124,9 +124,11 @@ class InputPolicy:
             raise ApiError(403, "that path is outside the allowed folders",
                            "start the server with --allow-dir FOLDER, or upload the file")
         try:
-            found = path.is_file()
+            found, folder = path.is_file(), path.is_dir()
         except OSError:  # a name too long, say
-            found = False
+            found = folder = False
+        if folder:
+            raise ApiError(400, "that path is a folder", "give one video file in it")
         if not found:
             raise ApiError(400, "no such file in the allowed folders", "check the path")
         return str(path)

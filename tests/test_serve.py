@@ -504,6 +504,12 @@ def test_a_stream_body_that_is_not_json_is_answered_as_a_jobs_is(server: Server)
     assert as_text.status_code == 415 and "application/json" in as_text.json()["hint"], as_text.text
 
 
+def test_a_folder_as_a_jobs_input_is_called_a_folder(server: Server) -> None:
+    """An allowed folder given as a job's input was "no such file in the allowed folders"."""
+    folder = server.client.post("/v1/jobs", json={"input": str(VTEST.parent)})
+    assert folder.status_code == 400 and "is a folder" in folder.json()["error"], folder.text
+
+
 def test_url_policy_refuses_internal_addresses() -> None:
     """On the check itself: no address here is ever connected to, and no name is resolved (the resolver is a
     stand-in), so no traffic leaves for a private or link-local range."""
