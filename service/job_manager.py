@@ -92,11 +92,11 @@ class Job:
             running = self.last_frame_at - self.first_frame_at
             fps = round((self.frames - 1) / running, 2) if running > 0 else None
         progress = None if not self.total else round(min(1.0, self.frames / self.total), 4)
+        state = "cancelling" if self.cancel_asked and self.state in ACTIVE else self.state
         eta = None
-        if self.state == "running" and fps and self.total:
+        if state == "running" and fps and self.total:  # a cancelling job stops before its end
             eta = round(max(0, self.total - self.frames) / fps, 1)
         finished = self.state in ("done", "cancelled", "interrupted") and self.result_path.exists()
-        state = "cancelling" if self.cancel_asked and self.state in ACTIVE else self.state
         return {"id": self.id, "state": state, "source": without_credentials(self.source), "frames": self.frames,
                 "dropped": self.dropped, "total": self.total,
                 "progress": 1.0 if self.state == "done" else progress, "fps": fps, "eta_s": eta, "error": self.error,

@@ -51,7 +51,7 @@ from vidparse.errors import VidparseError
 from vidparse.service.errors import ApiError, install_handlers
 from vidparse.service.server import GRACEFUL_S
 from vidparse.service.inputs import InputPolicy, UrlPolicy
-from vidparse.service.job_manager import JobManager
+from vidparse.service.job_manager import Job, JobManager
 from vidparse.service.metrics import Metrics
 from vidparse.service.streams import Viewers
 
@@ -630,6 +630,16 @@ def test_a_reserved_job_is_forgotten_whatever_fails(tmp_path: Path) -> None:
     assert jobs.count("queued") == 0 and not job.directory.exists()
     with pytest.raises(ApiError), jobs.reserved("upload"):  # the slot is free again: this one is reserved
         raise ApiError(415, "not a video")
+
+
+def test_a_cancelling_job_promises_no_eta(tmp_path: Path) -> None:
+    """A job cancelled at frame 33 of 60 still said "eta_s": 3.0, the time to parse the whole file, while it stops
+    once the frames in flight are written."""
+    job = Job("0123456789abcdef01234567", "clip.avi", tmp_path, state="running", frames=33, total=60,
+              first_frame_at=100.0, last_frame_at=104.0)
+    assert job.describe()["eta_s"] is not None
+    job.cancel_asked = True
+    assert job.describe()["state"] == "cancelling" and job.describe()["eta_s"] is None
 
 
 def test_a_bug_is_a_json_500_that_names_no_path() -> None:
