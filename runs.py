@@ -15,7 +15,7 @@ from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
                              ConfigError, VidparseError, check_not_overwriting)
 from vidparse.jobs import StreamSpec, add_stream, build_engine, output_names, stream_name
-from vidparse.names import frame_numbers, free_name
+from vidparse.names import frame_numbers, frame_png_name, free_name
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
@@ -310,6 +310,16 @@ def warn_of_earlier_frames(source: Source, writes: int | None, words: Words = as
                         "before", words(flag), folder, len(stale), min(stale))
 
 
+def side_outputs(source: Source, writes: int | None) -> list[Path]:
+    """The files a run replaces besides -o: the --stats file, and the frame PNGs (``frame_png_name``) the --masks and
+    --instances folders hold already below frame ``writes`` (None: not known, so any); photos written as photos name
+    their label PNGs as `ImageSet.output_paths` says."""
+    folders = [] if source.writes_images else [folder for folder in (source.masks, source.instances) if folder]
+    frame_pngs = [folder / frame_png_name(number) for folder in folders for number in frame_numbers(folder)
+                  if writes is None or number < writes]
+    return [*([source.stats] if source.stats else []), *frame_pngs]
+
+
 def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = (), words: Words = as_written
                  ) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec. ``run_inputs``: the
@@ -330,18 +340,19 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
         canvas = images.info()
         log.warning("%s: photos of %d sizes made into one %dx%d video: each is placed at its top left, on black",
                     source.label, len(set(images.sizes)), canvas.width, canvas.height)
+    local = input_kind(source.input) is InputKind.FILE
+    reads = [*(images.paths if images else [Path(source.input)] if local else []), *run_inputs]
     if images is not None and source.output is not None and source.writes_images:
-        check_not_overwriting([*images.paths, *run_inputs],
-                              [path for pair in images.output_paths(source.output, source.masks) for path in pair])
+        check_not_overwriting(reads, [path for pair in images.output_paths(source.output, source.masks) for path in pair])
     else:
-        local = input_kind(source.input) is InputKind.FILE
         if local and not images:
             frames = probe(source.input).frames
         if source.output is not None:
             check_output_path(source.output)
-            own = (images.paths if images else [Path(source.input)]) if local else []
-            check_not_overwriting([*own, *run_inputs], [source.output])
-    warn_of_earlier_frames(source, min(filter(None, (frames, source.max_frames)), default=None), words)
+            check_not_overwriting(reads, [source.output])
+    writes = min(filter(None, (frames, source.max_frames)), default=None)
+    check_not_overwriting(reads, side_outputs(source, writes))
+    warn_of_earlier_frames(source, writes, words)
     if config.policy == "drop" and (images is not None or input_kind(source.input) is InputKind.FILE):
         log.warning("%s: policy drop on a file or photos drops every frame that comes while the workers are busy (a "
                     "file is read as fast as it decodes); the default, block, parses them all", source.label)

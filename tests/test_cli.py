@@ -269,6 +269,25 @@ def test_a_run_stopped_near_its_end_ends_its_audio_with_its_video(tmp_path: Path
     assert frames * 0.1 - 0.05 <= end <= frames * 0.1 + 1024 / 48000 * 2, f"audio to {end:.2f} s, {frames} frames"
 
 
+@pytest.mark.parametrize("flag, target", [("--stats", "in.mp4"), ("--masks", "frames")],
+                         ids=["stats-onto-the-video", "masks-among-the-pattern's-frames"])
+def test_side_outputs_do_not_overwrite_the_input(flag: str, target: str, clip: Path, tmp_path: Path) -> None:
+    """--stats named the input video, or --masks the folder of a pattern's frames (000001.png...): the run wrote its
+    statistics over the video and its mask PNGs over the frames, and said 'wrote'."""
+    video = tmp_path / "in.mp4"
+    video.write_bytes(clip.read_bytes())
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for number in (1, 2):
+        Image.new("RGB", (64, 48), (number, 0, 0)).save(frames / f"{number:06d}.png")
+    given = {"in.mp4": str(video), "frames": f"{frames}/%06d.png"}[target]
+    kept = {path: path.read_bytes() for path in (video, *frames.iterdir())}
+    result = run_cli("run", given, "-o", str(tmp_path / "o.mp4"), "--model", "bodypix", flag, str(tmp_path / target))
+    assert result.returncode == 4, result.stderr
+    assert "would overwrite the input" in result.stderr and "Traceback" not in result.stderr
+    assert {path: path.read_bytes() for path in kept} == kept
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [
