@@ -158,6 +158,8 @@ class StatsWriter:
         except OSError:
             pass
         self._file = None
+        if not self.path.is_file():  # a device or a pipe keeps no lines to cut (and /dev/full reads as endless zeros)
+            return
         try:
             with self.path.open("rb+") as file:
                 end = file.seek(0, 2)

@@ -273,6 +273,15 @@ def test_a_full_disk_stops_with_a_clear_message_and_outputs_that_read_to_their_e
     assert [json.loads(line)["seq"] for line in (small_disk / "stats.jsonl").read_text().splitlines()]
 
 
+def test_stats_to_a_device_that_refuses_writes_ends_with_one_line(clip: Path, tmp_path: Path) -> None:
+    """--stats /dev/full: after the failed write the run read the device back to cut the file to whole lines, and
+    /dev/full reads as endless zeros: it never ended, its memory growing."""
+    result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--stats", "/dev/full", "--model", "bodypix",
+                     "--max-frames", "2", timeout=60)
+    assert result.returncode == BAD_OUTPUT, result.stderr
+    assert "No space left on device" in error_lines(result.stderr)[0] and "Traceback" not in result.stderr
+
+
 def test_no_room_for_shared_memory_is_one_clear_error(clip: Path, tmp_path: Path) -> None:
     def tiny_files() -> None:  # /dev/shm blocks are files: this makes the frame pool impossible to allocate
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
