@@ -94,10 +94,15 @@ def frames_measured(trials: list[Trial], asked: int, input_url: str) -> int:
     """The frames each trial ran (fewer than ``asked`` on a short input); an input too short for a steady rate
     (BENCH_MIN_FRAMES) is a user error."""
     frames = min(t.stats.frames for t in trials)
+    check_long_enough(input_url, frames)
+    return min(frames, asked)
+
+
+def check_long_enough(input_url: str, frames: int) -> None:
+    """A `BadInputError` for an input of fewer than BENCH_MIN_FRAMES ``frames``: too short for a steady rate."""
     if frames < BENCH_MIN_FRAMES:
         raise BadInputError(f"{without_credentials(input_url)} is too short to benchmark: {frames} frames, the steady fps needs "
                             f"{BENCH_MIN_FRAMES}", hint="bench on a longer video")
-    return min(frames, asked)
 
 
 def machine_description() -> str:

@@ -442,8 +442,8 @@ def bench(
     _setup_logging(verbose)
     from rich.progress import Progress
 
-    from vidparse.bench import (COLUMNS, frames_measured, machine_description, markdown_table, run_trial,
-                                small_people_settings, trial_rows)
+    from vidparse.bench import (COLUMNS, check_long_enough, frames_measured, machine_description, markdown_table,
+                                run_trial, small_people_settings, trial_rows)
     from vidparse.runs import warn_if_oversubscribed
     from vidparse.stages.source import input_kind, probe, without_credentials
 
@@ -456,7 +456,10 @@ def bench(
         settings = _measuring(_settings(ctx, config))  # checked as run checks it
         counts = _worker_counts(workers)
         warn_if_oversubscribed(max(counts))
-        variants = small_people_settings(settings, probe(input, settings.live).width)
+        info = probe(input, settings.live)
+        if info.frames:  # where the header tells, before any trial; else once measured
+            check_long_enough(input, info.frames)
+        variants = small_people_settings(settings, info.width)
         trials = []
         with Progress(console=console) as progress:
             task = progress.add_task("bench", total=len(counts) * len(variants))

@@ -72,6 +72,15 @@ def test_bench_names_the_frames_it_ran_and_refuses_an_input_too_short(tmp_path: 
     assert "rtsp://127.0.0.1:9/cam" in live.stderr and "s3cret" not in live.stderr, "no password in the output"
 
 
+def test_bench_refuses_an_input_too_short_before_running_a_trial(tmp_path: Path) -> None:
+    """A clip whose header says 2 frames ran every trial (here 2 worker counts, each starting its processes and
+    models) and only then was refused."""
+    two = vtest_h264(tmp_path / "two.mp4", 2)
+    result = run_cli("bench", str(two), "--workers", "1,2", "--config", str(FAST))
+    assert result.returncode == 3 and "is too short to benchmark: 2 frames" in result.stderr, result.stderr
+    assert "workers=" not in result.stderr, "no trial ran"
+
+
 @pytest.mark.parametrize("command", [["bench", "--frames", "3"], ["tune", "--seconds", "1", "--max-workers", "1"]])
 def test_a_url_too_short_to_measure_is_named_without_its_password(command: list[str], tmp_path: Path) -> None:
     cut_clip(VTEST, tmp_path / "two.avi", 2)  # AVI: an MP4 over a server without Range requests is another error
