@@ -170,6 +170,16 @@ def load_upright(path: Path, formats: tuple[str, ...] | None = None) -> np.ndarr
     return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
 
 
+def warn_of_other_files(folder: Path) -> None:
+    """A folder input is read for its photos: its other files (a video, a GIF, notes; hidden ones aside) are named
+    once rather than left out unsaid."""
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and not is_image_path(p) and not p.name.startswith("."))
+    if others:
+        log.warning("input %s: %d file%s that are not photos left out (%s%s): a folder is read for its photos; give "
+                    "a video or a GIF as an input of its own", folder, len(others), "" if len(others) == 1 else "s",
+                    ", ".join(others[:3]), ", ..." if len(others) > 3 else "")
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """The images of one input, in order, with their upright sizes."""
@@ -187,6 +197,8 @@ class ImageSet:
         if not paths:
             raise BadInputError(f"input {spec} names no image files",
                                 hint=f"give a photo, a folder of photos or a pattern ({', '.join(IMAGE_SUFFIXES)})")
+        if Path(spec).is_dir():
+            warn_of_other_files(Path(spec))
         for path in filter(is_animated, paths):
             log.warning("input %s is animated: only its first frame is parsed", path)
         if len(paths) == 1:

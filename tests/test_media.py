@@ -361,3 +361,17 @@ def test_a_folder_skips_its_damaged_file_and_reads_16_bit_and_float_grey(shared:
         written = cv2.imread(str(tmp_path / "out" / name))
         assert difference(written, cv2.cvtColor((grey // 257).astype(np.uint8), cv2.COLOR_GRAY2BGR)) < 1, name
         assert (np.asarray(Image.open(tmp_path / "m" / f"{Path(name).stem}.png")) > 0).mean() > 0.02, name
+
+
+def test_a_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A GIF or a video in a folder of photos was left out without a word: the run wrote the photos and said nothing
+    of the rest (the README calls a GIF a video: given by its own name, it is parsed)."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.new("RGB", (32, 48)).save(photos / "a.png")
+    for name in ("wave.gif", "clip.mp4", ".DS_Store"):
+        (photos / name).write_bytes(b"\0" * 16)
+    with caplog.at_level("WARNING", logger="vidparse"):
+        images = ImageSet.find(str(photos))
+    assert images.paths == (photos / "a.png",)
+    assert f"input {photos}: 2 files that are not photos left out (clip.mp4, wave.gif)" in caplog.text, caplog.text
