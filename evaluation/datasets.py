@@ -59,13 +59,23 @@ def find_samples(images_dir: Path, labels_dir: Path) -> list[Sample]:
                     len(nested), "" if len(nested) == 1 else "s", ", ".join(nested[:3]))
     samples = [Sample(p.stem, p, labels.get(p.stem, labels_dir / f"{p.stem}.png")) for p in images]
     missing = [s for s in samples if not s.label_path.is_file()]
+    unused = sorted(set(labels) - set(stems))
     if missing:
         raise BadInputError(f"{len(missing)} of {len(samples)} images have no label map, first {missing[0].image_path.name}",
-                            hint=f"put {missing[0].label_path.name} (class indices, one channel) in {labels_dir}")
-    if unused := sorted(set(labels) - set(stems)):
+                            hint=f"put {missing[0].label_path.name} (class indices, one channel) in {labels_dir}"
+                                 + _named_otherwise([labels[stem].name for stem in unused]))
+    if unused:
         log.warning("%s: %d label map%s without an image (%s): not used", labels_dir, len(unused),
                     "" if len(unused) == 1 else "s", ", ".join(f"{stem}.png" for stem in unused[:3]))
     return samples
+
+
+def _named_otherwise(names: Sequence[str]) -> str:
+    """The hint's word on the label PNGs that no image's stem names (the maps, likely, named another way)."""
+    if not names:
+        return ""
+    return (f"; it holds {len(names)} PNG{'' if len(names) == 1 else 's'} named as no image ({', '.join(names[:3])}"
+            f"{', ...' if len(names) > 3 else ''}): a label map takes its image's name")
 
 
 def read_sample(sample: Sample, label_set: LabelSet) -> tuple[np.ndarray, np.ndarray]:

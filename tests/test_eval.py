@@ -594,3 +594,15 @@ def test_the_flow_is_measured_around_the_recent_labels_only() -> None:
     assert measured.reach == pytest.approx(np.abs(flow).max()) and measured.reach >= 2.5
     nothing = motion.next(texture, (0, 0, 0, 0))
     assert nothing is not None and not nothing.backward.any() and nothing.reach == 0
+
+
+def test_label_maps_named_otherwise_are_named_in_the_hint(shared: Path, tmp_path: Path) -> None:
+    """Label PNGs named 0001_label.png: the error said only "put 0001.png in LABELS_DIR", as if the folder held none."""
+    images, labels = _link_dirs(tmp_path, shared, ("0001",), ())
+    (labels / "0001_label.png").symlink_to(shared / "data" / "ccp" / "labels" / "0001.png")
+    result = run_cli("eval", str(images), str(labels), "--label-set", "ccp", "--model", "bodypix")
+    assert result.returncode == 3, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "1 of 1 images have no label map, first 0001.jpg" in said
+    assert f"hint: put 0001.png (class indices, one channel) in {labels}; it holds 1 PNG named as no image " \
+           "(0001_label.png): a label map takes its image's name" in said, said
