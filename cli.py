@@ -643,7 +643,8 @@ def models_list(verbose: VerboseOption = False) -> None:
             f" [red](needs {', '.join(lacking)}: missing)[/]" if path and lacking else "")
         table.add_row(spec.name, where, spec.license, spec.description)
     out.print(table)
-    out.print("searched: " + ", ".join(str(d) for d in search_dirs()))
+    out.print("searched: " + ", ".join(escape(str(d)) + (" [red](not a folder)[/]" if d.exists() and not d.is_dir()
+                                                          else "") for d in search_dirs()))
 
 
 @models_app.command("pull")

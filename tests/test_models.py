@@ -391,6 +391,15 @@ def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
         "error: download of http://127.0.0.1:9/x.onnx failed: <urlopen error [Errno 111] Connection refused>"]
 
 
+def test_a_model_dir_that_is_a_file_is_said_to_be_no_folder(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "models.onnx"
+    not_a_folder.write_bytes(b"")
+    listing = run_cli("models", "list", env={"VIDPARSE_CACHE": str(tmp_path / "cache"),
+                                             "VIDPARSE_MODEL_DIR": str(not_a_folder)})
+    assert listing.returncode == 0, listing.stderr
+    assert f"searched: {not_a_folder} (not a folder), {tmp_path / 'cache'}," in " ".join(listing.stdout.split())
+
+
 def test_a_pull_of_an_unknown_name_is_a_user_mistake(isolated: Path) -> None:
     """Exit code 2, as a mistyped --model: 5 is for a model missing or broken."""
     unknown = run_cli("models", "pull", "yolo")
