@@ -161,7 +161,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = merge(merged[key], value)
-        elif isinstance(value, dict) and key in merged:
+        elif value is None and isinstance(merged.get(key), dict):
+            continue  # a section left empty in YAML (`roi:` with its keys commented out) changes nothing
+        elif isinstance(value, dict) and merged.get(key) is not None:
             continue  # not a mapping where one belongs: kept for `build` to report (a flag does not hide it)
         else:
             merged[key] = value
