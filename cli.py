@@ -723,7 +723,7 @@ def _report(table: Table, report: ImageReport | VideoReport, json_path: Optional
 @app.command("eval")
 def eval_images(
     ctx: typer.Context,
-    images: Annotated[Path, typer.Argument(metavar="IMAGES_DIR", help="Folder of images (jpg, png).")],
+    images: Annotated[Path, typer.Argument(metavar="IMAGES_DIR", help="Folder of images (jpg, png, webp, bmp, tiff).")],
     labels: Annotated[Path, typer.Argument(metavar="LABELS_DIR", help="Folder of ground-truth label PNGs, one per image, same stem.")],
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the ground truth: cihp, ccp or bodypix "
                                                            "(as `vidparse run --model bodypix --masks` writes it).")],
@@ -768,7 +768,7 @@ def eval_images(
 
 @app.command("train")
 def train_weights(
-    images: Annotated[Path, typer.Argument(metavar="IMAGES_DIR", help="Folder of labelled photos (jpg, png).")],
+    images: Annotated[Path, typer.Argument(metavar="IMAGES_DIR", help="Folder of labelled photos (jpg, png, webp, bmp, tiff).")],
     labels: Annotated[Path, typer.Argument(metavar="LABELS_DIR", help="Folder of their label PNGs, one per photo, same stem.")],
     label_set: Annotated[str, typer.Option("--label-set", help="Label set of the labels: ccp or cihp.")] = "ccp",
     output: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write (ONNX); MODEL_CARD.md goes "
