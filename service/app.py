@@ -92,7 +92,8 @@ MAX_INPUT_CHARS = 4096
 
 
 class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt "max_frame" is refused, not a job of the whole video
+    # a misspelt "max_frame" is refused, not a job of the whole video; "max_frames": true or "3" is no number
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     input: str = Field(description="A file under an --allow-dir folder, or an rtsp/rtsps/http/https URL",
                        max_length=MAX_INPUT_CHARS)
@@ -100,7 +101,7 @@ class JobRequest(BaseModel):
 
 
 class StreamRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str = Field(description="rtsp, rtsps, http or https URL", max_length=MAX_INPUT_CHARS)
     name: str = Field("", max_length=100)

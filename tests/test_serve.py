@@ -488,6 +488,11 @@ def test_unknown_fields_are_refused_not_ignored(server: Server) -> None:
     assert job.status_code == 422 and "max_frame" in job.json()["error"], job.text
     live = server.client.post("/v1/streams", json={"url": "rtsp://127.0.0.2:9/x", "nmae": "door"})
     assert live.status_code == 422 and "nmae" in live.json()["error"], live.text
+    for not_a_number in (True, "3", 2.5):  # pydantic's lax mode took true as 1 and "3" as 3
+        job = server.client.post("/v1/jobs", json={"input": "/etc/passwd", "max_frames": not_a_number})
+        assert job.status_code == 422 and "max_frames" in job.json()["error"], job.text
+    unnamed = server.client.post("/v1/streams", json={"url": "rtsp://127.0.0.2:9/x", "name": 7})
+    assert unnamed.status_code == 422 and "name" in unnamed.json()["error"], unnamed.text
 
 
 def test_a_stream_body_that_is_not_json_is_answered_as_a_jobs_is(server: Server) -> None:
