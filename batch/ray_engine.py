@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 NODE_FAILURE_RETRIES = 3  # Ray reruns a task this many times when its worker or node dies
+# a client's HTTP/2 opening: the preface and an empty SETTINGS frame; a server's first frame is its SETTINGS
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_FRAME_TYPE = 3  # the byte of a frame header (length: 3, type: 1, flags: 1, stream: 4) giving its type
+HTTP2_SETTINGS = 4
 
 
 class ClusterUnreachable(VidparseError):
@@ -31,11 +35,26 @@ def check_reachable(address: str) -> None:
     if not host or not port.isdigit():
         raise ConfigError(f"--ray-address must be auto or HOST:PORT, not '{address}'", hint="e.g. 10.0.0.5:6379")
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
+            answers_grpc = _answers_grpc(connection)
     except OSError as exc:
         raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: {exc.strerror or exc}",
                                  hint="start it with `ray start --head`, or check the address and the firewall"
                                  ) from exc
+    if not answers_grpc:  # ray.init would retry such a port for many minutes, deaf to Ctrl-C
+        raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: what listens there is not a Ray head",
+                                 hint="give the head's GCS port (`ray start --head` prints it; 6379 by default), "
+                                      "not the dashboard's or another service's")
+
+
+def _answers_grpc(connection: socket.socket) -> bool:
+    """Whether the server answers an HTTP/2 connection preface with a SETTINGS frame, as the Ray head's GCS (a gRPC
+    server) does; an HTTP/1 server, Redis or a silent one does not."""
+    connection.sendall(HTTP2_PREFACE)
+    header = b""
+    while len(header) < HTTP2_FRAME_TYPE + 1 and (data := connection.recv(HTTP2_FRAME_TYPE + 1 - len(header))):
+        header += data
+    return len(header) > HTTP2_FRAME_TYPE and header[HTTP2_FRAME_TYPE] == HTTP2_SETTINGS
 
 
 class RayEngine:

@@ -12,7 +12,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -261,6 +263,21 @@ def test_an_unreachable_ray_cluster_is_one_line_and_no_record(batch_clips: Batch
     assert result.returncode == 3, result.stderr
     assert errors(result.stderr) == [f"error: Ray cluster at {address} is unreachable: Connection refused"]
     assert not (tmp_path / "manifest.jsonl").exists(), "nothing ran: a rerun with the cluster up does every input"
+
+
+def test_an_address_where_no_ray_head_listens_is_one_line_at_once(batch_clips: BatchClips, tmp_path: Path) -> None:
+    """A port of another service (a web server, as the dashboard's is): ray.init would retry it for many minutes."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        result = run_cli("batch", str(batch_clips.short[3]), "-o", str(tmp_path), "--engine", "ray", "--ray-address",
+                         address, "--config", str(BATCH_CONFIG), timeout=60)
+    finally:
+        server.shutdown()
+    assert result.returncode == 3, result.stderr
+    assert errors(result.stderr) == [f"error: Ray cluster at {address} is unreachable: what listens there is not a "
+                                     "Ray head"]
 
 
 def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) -> None:
