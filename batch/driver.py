@@ -14,7 +14,7 @@ from typing import Protocol
 
 from vidparse.batch.join import join_segments
 from vidparse.batch.manifest import Manifest, Record, config_hash, input_identity, input_key
-from vidparse.batch.plan import UNBOUNDED, Segment, plan_segments, read_packets
+from vidparse.batch.plan import UNBOUNDED, Segment, plan_segments, read_packets, splits_videos
 from vidparse.batch.progress import BatchProgress
 from vidparse.batch.segment import MASKS_NAME, VIDEO_NAME, SegmentResult, SegmentTask, code_fingerprint, receive
 from vidparse.config import Config
@@ -163,11 +163,7 @@ class BatchDriver:
             # a file over HTTP that cannot be fetched fails now, as a missing file does, instead of retrying forever
             info = probe(url, replace(self.config.live, reconnect_attempts=0))
             settings = self.config.batch
-            # Keyframe mode parses frames in fixed groups from frame 0: a cut elsewhere would move them. Tracking's
-            # state cannot be rebuilt at a cut (docs/batch.md).
-            split = self.config.keyframes.parse_every == 1 and (settings.split_tracked or
-                                                                not self.config.tracking.enabled)
-            seconds = settings.segment_seconds if split else 0
+            seconds = settings.segment_seconds if splits_videos(self.config) else 0
             packets = read_packets(url)
             segments = plan_segments(packets, seconds, settings.warmup_frames, info.frames)
         except VidparseError as exc:

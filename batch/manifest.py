@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidparse.batch.plan import splits_videos
 from vidparse.config import Config
 from vidparse.errors import BadOutputError
 from vidparse.names import frame_numbers
@@ -24,8 +25,10 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.jsonl"
 LOCK_NAME = ".batch.lock"
 # Keys that change how fast a run goes, never what it writes: not part of the configuration's hash.
-EXECUTION_KEYS = ("workers", "threads", "queue_size", "policy", "max_memory_mb", "frame_timeout_s", "live")
+EXECUTION_KEYS = ("workers", "threads", "queue_size", "policy", "max_memory_mb", "frame_timeout_s",
+                  "worker_niceness", "live", "serve")
 EXECUTION_BATCH_KEYS = ("retries", "cpus_per_task")
+CUTTING_BATCH_KEYS = ("segment_seconds", "warmup_frames", "split_tracked")  # where and how videos are cut
 
 
 def config_hash(config: Config) -> str:
@@ -34,6 +37,9 @@ def config_hash(config: Config) -> str:
         settings.pop(key)
     for key in EXECUTION_BATCH_KEYS:
         settings["batch"].pop(key)
+    if not splits_videos(config):  # each video runs whole, as `vidparse run` parses it
+        for key in CUTTING_BATCH_KEYS:
+            settings["batch"].pop(key)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

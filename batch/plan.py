@@ -6,10 +6,17 @@ import bisect
 from dataclasses import dataclass
 from fractions import Fraction
 
+from vidparse.config import Config
 from vidparse.stages.source import FrameWindow, Packets, read_packets
 
-__all__ = ["UNBOUNDED", "Packets", "Segment", "plan_segments", "read_packets"]
+__all__ = ["UNBOUNDED", "Packets", "Segment", "plan_segments", "read_packets", "splits_videos"]
 UNBOUNDED = 2**62  # the end of a segment that runs to the end of a file of unknown length
+
+
+def splits_videos(config: Config) -> bool:
+    """Whether ``config`` cuts videos into segments. Keyframe mode parses frames in fixed groups from frame 0: a cut
+    elsewhere would move them. Tracking's state cannot be rebuilt at a cut (docs/batch.md)."""
+    return config.keyframes.parse_every == 1 and (config.batch.split_tracked or not config.tracking.enabled)
 
 
 @dataclass(frozen=True)

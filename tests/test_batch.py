@@ -307,6 +307,18 @@ def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) 
     assert config_hash(load_config(None, {"model": "bodypix"})) != config_hash(load_config(None, {}))
 
 
+def test_the_config_hash_holds_only_what_changes_the_outputs() -> None:
+    """With tracking on, each video runs whole: where it would be cut changes nothing; cut, it changes the masks."""
+    default = config_hash(load_config(None, {}))
+    for execution in ({"worker_niceness": 5}, {"serve": {"max_jobs": 5}}, {"batch": {"segment_seconds": 1}},
+                      {"batch": {"warmup_frames": 3}}):
+        assert config_hash(load_config(None, execution)) == default, execution
+    untracked = {"tracking": {"enabled": False}}
+    assert (config_hash(load_config(None, {**untracked, "batch": {"segment_seconds": 1}}))
+            != config_hash(load_config(None, untracked)))
+    assert config_hash(load_config(None, {"batch": {"split_tracked": True}})) != default
+
+
 def test_an_output_that_would_overwrite_its_input_is_refused(batch_clips: BatchClips, tmp_path: Path) -> None:
     folder = tmp_path / "archive"
     folder.mkdir()
