@@ -48,7 +48,13 @@ def _one(name: str) -> list[str]:
         return [name]
     path = Path(name)
     if path.is_dir():
-        return sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        return _videos_in(path)
     if not path.exists() and glob.has_magic(name):
-        return sorted(glob.glob(name, recursive=True))
+        # a folder it matches is taken as a folder given by name is (as the shell's expansion of the pattern would be)
+        return [video for match in sorted(glob.glob(name, recursive=True))
+                for video in (_videos_in(Path(match)) if Path(match).is_dir() else [match])]
     return [name]  # a file, or a missing one: its probe records why it failed
+
+
+def _videos_in(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())

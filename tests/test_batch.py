@@ -400,6 +400,10 @@ def test_inputs_are_each_file_once_and_never_the_batchs_own_outputs(tmp_path: Pa
     assert found == ["in/a.mp4", "in/b.mp4"], "the output folder inside the input folder is left out"
     assert expand(["in/parsed/a.mp4"], None, Path("in/parsed"))[0] == ["in/parsed/a.mp4"], "named: an input"
     assert expand(["in/**/*.mp4"], None, Path("in/parsed"))[0] == ["in/a.mp4", "in/b.mp4"], "a recursive pattern"
+    (tmp_path / "in" / "more").mkdir()
+    (tmp_path / "in" / "more" / "c.mkv").write_bytes(b"x")
+    assert expand(["in/*"], None, Path("in/parsed"))[0] == ["in/a.mp4", "in/b.mp4", "in/more/c.mkv", "in/notes.txt"], \
+        "a folder the pattern matches is read for videos as a folder given by name is, not an input of its own"
     assert [(r.input, r.state, r.error) for r in problems] == [("typo/*.mp4", "failed",
                                                                 "pattern typo/*.mp4 matches no file")]
 
