@@ -17,13 +17,14 @@ from pathlib import Path
 
 from vidparse.batch.plan import splits_videos
 from vidparse.config import Config
-from vidparse.errors import BadOutputError
+from vidparse.errors import BadOutputError, not_writable
 from vidparse.names import frame_numbers
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 LOCK_NAME = ".batch.lock"
+WRITE_PROBE_NAME = ".batch.probe"
 # Keys that change how fast a run goes, never what it writes: not part of the configuration's hash.
 EXECUTION_KEYS = ("workers", "threads", "queue_size", "policy", "max_memory_mb", "frame_timeout_s",
                   "worker_niceness", "live", "serve")
@@ -132,6 +133,9 @@ class Manifest:
 def only_batch_in(outdir: Path) -> Iterator[None]:
     """Hold ``outdir`` for this batch: a second batch writing there would remove the first's segments and write the
     manifest over it. The lock goes with the process, however it ends."""
+    if (refused := not_writable(outdir / WRITE_PROBE_NAME)) is not None:  # a lock left there may still open
+        raise BadOutputError(f"output folder {outdir} is not writable: {refused.strerror}",
+                             hint="give -o a folder this user can write to")
     with open(outdir / LOCK_NAME, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -198,6 +198,12 @@ def test_a_second_batch_on_a_folder_in_use_is_refused_and_ray_options_need_ray(b
     assert local.returncode == 2 and "--ray-address and --gather are for --engine ray" in local.stderr
 
 
+def test_an_output_folder_that_takes_no_files_is_one_line(batch_clips: BatchClips) -> None:
+    result = run_cli("batch", str(batch_clips.short[3]), "-o", "/sys", "--config", str(BATCH_CONFIG))
+    assert result.returncode == 4, result.stderr
+    assert errors(result.stderr) == ["error: output folder /sys is not writable: Permission denied"]
+
+
 def test_audio_browsers_do_not_play_is_re_encoded_to_its_end(batch_clips: BatchClips, tmp_path: Path) -> None:
     """8 kHz PCM in an MKV becomes AAC: its last packets leave the encoder only when it is flushed."""
     clip = tmp_path / "pcm.mkv"
