@@ -4,6 +4,7 @@ cluster's CPUs allow, and reruns a task whose node died). Ray is an optional ext
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from concurrent.futures import Future
 from typing import Any
@@ -36,7 +37,7 @@ def check_reachable(address: str) -> None:
         raise ConfigError(f"--ray-address must be auto or HOST:PORT, not '{address}'", hint="e.g. 10.0.0.5:6379")
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
-            answers_grpc = _answers_grpc(connection)
+            answers_grpc = _uses_tls() or _answers_grpc(connection)
     except OSError as exc:
         raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: {exc.strerror or exc}",
                                  hint="start it with `ray start --head`, or check the address and the firewall"
@@ -45,6 +46,11 @@ def check_reachable(address: str) -> None:
         raise ClusterUnreachable(f"Ray cluster at {address} is unreachable: what listens there is not a Ray head",
                                  hint="give the head's GCS port (`ray start --head` prints it; 6379 by default), "
                                       "not the dashboard's or another service's")
+
+
+def _uses_tls() -> bool:
+    """Whether Ray speaks TLS to its cluster (as Ray reads RAY_USE_TLS): its GCS then answers no plain HTTP/2."""
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
 
 
 def _answers_grpc(connection: socket.socket) -> bool:
