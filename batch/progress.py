@@ -59,7 +59,7 @@ class BatchProgress:
         eta = f"{(self.total - self.frames) / fps:.0f} s" if fps > 0 else "?"
         self._progress.update(self._task, total=self.total, completed=self.frames,
                               status=f"files {self.done} done, {self.failed} failed, {self.skipped} skipped · "
-                                     f"{fps:.1f} fps over the cluster · ETA {eta}")
+                                     f"{fps:.1f} fps in all · ETA {eta}")
 
 
 def _shown(path: str) -> str:
