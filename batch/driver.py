@@ -84,6 +84,13 @@ def known_frames(segments: list[Segment]) -> int:
     return sum(segment.frames for segment in segments if segment.end != UNBOUNDED)
 
 
+def in_given_order(records: list[Record], inputs: list[str]) -> list[Record]:
+    """``records`` (in the order their inputs ended) in the order the inputs were given; the records of what named
+    no input (a list that cannot be read, a pattern that finds nothing) first, as they were found."""
+    given = {input_key(url): index for index, url in enumerate(inputs)}
+    return sorted(records, key=lambda record: given.get(record.input, -1))
+
+
 class BatchDriver:
     def __init__(self, config: Config, outdir: Path, engine: Engine, progress: BatchProgress, masks: bool = False,
                  gather: bool = False) -> None:
@@ -129,7 +136,7 @@ class BatchDriver:
         else:
             with contextlib.suppress(OSError):  # each input's folder went after its join; a failed one's stays
                 (self.outdir / PARTS_NAME).rmdir()
-        return self.records
+        return in_given_order(self.records, inputs)
 
     @staticmethod
     def _names(inputs: list[str], previous: dict[str, Record]) -> list[str]:

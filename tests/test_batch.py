@@ -22,6 +22,7 @@ import pytest
 from batch_media import BATCH_CONFIG, LONG_FRAMES, SHORT_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
 from conftest import VTEST, assert_audio_copied, audio_packets, run_cli
 from rtsp import free_port
+from vidparse.batch.driver import in_given_order
 from vidparse.batch.manifest import Record, config_hash, input_identity
 from vidparse.batch.plan import plan_segments, read_packets
 from vidparse.batch.segment import PACKAGE_ROOT, SegmentTask, code_digest, code_fingerprint
@@ -311,6 +312,14 @@ def test_a_record_skips_only_the_same_file_with_the_same_config(tmp_path: Path) 
     assert not record.skips("abc"), "an output that is gone"
     assert config_hash(load_config(None, {"workers": 3})) == config_hash(load_config(None, {}))
     assert config_hash(load_config(None, {"model": "bodypix"})) != config_hash(load_config(None, {}))
+
+
+def test_the_summary_lists_inputs_as_given_not_as_they_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    ended = [Record(input=str(tmp_path / name), state="done") for name in ("short.mp4", "long.mp4")]
+    nothing_found = Record(input="empty/*.mp4", state="failed", error="no videos")
+    ordered = in_given_order([ended[0], nothing_found, ended[1]], ["long.mp4", "./short.mp4"])
+    assert [r.input for r in ordered] == ["empty/*.mp4", str(tmp_path / "long.mp4"), str(tmp_path / "short.mp4")]
 
 
 def test_the_config_hash_holds_only_what_changes_the_outputs() -> None:
