@@ -507,7 +507,7 @@ def tune(
     from vidparse.config import config_from, user_settings
     from vidparse.pipeline.cpus import usable_cpus
     from vidparse.stages.source import InputKind, input_kind, probe, without_credentials
-    from vidparse.tune import TrialResult, best, layouts, run_trial, tuned_config_text
+    from vidparse.tune import TrialResult, best, check_long_enough, layouts, run_trial, tuned_config_text
 
     with user_errors():
         # the --config file may be written over: the tuned config is that file's settings, merged
@@ -518,10 +518,13 @@ def tune(
             settings = config_from(chosen)
         settings = _measuring(settings)
         # a live input is not opened twice: its small-people pass is not measured apart
-        variants = small_people_settings(settings, probe(input).width) if input_kind(input) is InputKind.FILE else []
-        no_small_people = variants[1][1] if len(variants) > 1 else None
         cpus = usable_cpus()
         grid = layouts(cpus, max_workers)
+        info = probe(input) if input_kind(input) is InputKind.FILE else None
+        if info is not None and info.frames:  # where the header tells, before any trial; else as each one ends
+            check_long_enough(input, info.frames, grid)
+        variants = small_people_settings(settings, info.width) if info is not None else []
+        no_small_people = variants[1][1] if len(variants) > 1 else None
         results: list[TrialResult] = []
         without: TrialResult | None = None
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),

@@ -116,9 +116,28 @@ class _Window:
         return self.last_at - self.opened_at
 
 
+def warmup_frames(layout: Layout) -> int:
+    """Frames written before a trial's window opens: the workers' start-up is not measured."""
+    return max(3, 2 * layout.workers)
+
+
+def check_long_enough(input_url: str, frames: int, grid: list[Layout]) -> None:
+    """A `BadInputError` where an input of ``frames`` (its header's count) cannot fill every layout's warm-up and
+    window: said before any trial rather than after the first ones."""
+    layout = max(grid, key=warmup_frames)
+    if frames < warmup_frames(layout) + MIN_WINDOW_FRAMES:
+        raise too_short(input_url, layout, frames)
+
+
+def too_short(input_url: str, layout: Layout, frames: int) -> BadInputError:
+    return BadInputError(f"{without_credentials(input_url)} is too short to measure {layout}: {frames} frames, where "
+                         f"the warm-up takes {warmup_frames(layout)} and the measure {MIN_WINDOW_FRAMES} more",
+                         hint="tune on a longer video")
+
+
 def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cpus: int) -> TrialResult:
     """One layout on the real pipeline: warm up, measure ``seconds`` (or until the input ends), stop."""
-    warmup = max(3, 2 * layout.workers)
+    warmup = warmup_frames(layout)
     with scratch_runner(config, input_url, layout.workers, layout.threads) as runner:
         window = _Window(warmup, seconds, runner.stop)
         runner.subscribers.append(window.on_frame)
@@ -127,8 +146,7 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
     if signals.received:
         raise KeyboardInterrupt
     if window.frames < MIN_WINDOW_FRAMES:
-        raise BadInputError(f"{without_credentials(input_url)} is too short to measure {layout}: {stats.frames} frames, where the "
-                            f"warm-up takes {warmup} and the measure {MIN_WINDOW_FRAMES} more", hint="tune on a longer video")
+        raise too_short(input_url, layout, stats.frames)
     elapsed = window.elapsed_s
     frame_p95 = percentile(window.frame_ms, 95)
     assert frame_p95 is not None, "two frames or more were measured"

@@ -99,6 +99,7 @@ def test_tune_on_a_too_short_video_says_so(tmp_path: Path) -> None:
     result = run_cli("tune", str(short), "--seconds", "1", "--config", str(FAST), "--max-workers", "1",
                      "-w", str(tmp_path / "t.yaml"))
     assert result.returncode == 3 and "too short" in result.stderr and "Traceback" not in result.stderr
+    assert "trials" not in result.stderr, "told from the header's frame count, before any trial ran"
     assert not (tmp_path / "t.yaml").exists()
 
 
