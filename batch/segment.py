@@ -22,8 +22,6 @@ from vidparse.config import Config
 from vidparse.errors import ConfigError, VidparseError
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.pipeline.runner import Runner
-from vidparse.pipeline.stats import RunStats
-from vidparse.pipeline.writer import Written
 
 VIDEO_NAME = "video.mp4"
 MASKS_NAME = "masks"
@@ -58,24 +56,10 @@ class SegmentResult:
     seconds: float
     folder: Path  # where the attempt wrote (on the driver, once gathered)
     files: dict[str, bytes] | None = None  # gathered: path relative to ``folder`` -> content
-    # the input's timestamps of the first and the last frame parsed (the warm-up's included): segment 0's first is the
-    # file's first, the final segment's last is the file's last decoded frame (`ended_early` needs both)
+    # the input's timestamps (as the output stamps them) of the first and the last frame written: segment 0's first
+    # is the file's first, the final segment's last is the file's last decoded frame (`ended_early` needs both)
     first_pts: int | None = None
     last_pts: int | None = None
-
-
-class FrameTimes:
-    """A subscriber keeping the timestamps of the first and the last frame a run parsed, as the output stamps them:
-    the source's, repaired only where one is missing or out of order."""
-
-    def __init__(self) -> None:
-        self.first: int | None = None
-        self.last: int | None = None
-
-    def __call__(self, written: Written, stats: RunStats) -> None:
-        if self.first is None:
-            self.first = written.frame.pts
-        self.last = written.frame.pts
 
 
 class Cancel:
@@ -160,14 +144,13 @@ def _run(task: SegmentTask, folder: Path, cancel: Cancel | None) -> SegmentResul
     stream = StreamSpec(config, task.input_url, folder / VIDEO_NAME, masks_dir=folder / MASKS_NAME if task.masks
                         else None, window=segment.window, write_from=segment.start)
     # The models are resolved in this node's model folder; a segment is a part of a file, never live.
-    times = FrameTimes()
-    runner = Runner(build_engine(config, [stream]), stream, stream_settings(config, task.input_url),
-                    subscribers=[times])
+    runner = Runner(build_engine(config, [stream]), stream, stream_settings(config, task.input_url))
     if cancel is not None:
         cancel.bind(runner.engine.abort)
     stats = runner.run()  # raises a failed end's error
     assert runner.end is not None
-    written = runner.output.sink.frames_written if runner.output is not None else 0
+    sink = runner.output.sink if runner.output is not None else None
+    written = sink.frames_written if sink is not None else 0
     # the file's last segment may end early, as `vidparse run` takes a cut file (the driver judges how the file ended)
     short = written < segment.frames and not segment.final
     if not runner.end.ok or stats.degraded or (segment.end != UNBOUNDED and (written > segment.frames or short)):
@@ -175,4 +158,5 @@ def _run(task: SegmentTask, folder: Path, cancel: Cancel | None) -> SegmentResul
         raise SegmentFailed(f"segment {segment.number} of {task.input_url} {what} {written} of {segment.frames} "
                             f"frames{' (degraded: some frames unparsed)' if stats.degraded else ''}",
                             hint="it is retried; see --verbose for the run's log")
-    return SegmentResult(written, time.monotonic() - started, folder, first_pts=times.first, last_pts=times.last)
+    return SegmentResult(written, time.monotonic() - started, folder, first_pts=sink.first_pts if sink else None,
+                         last_pts=sink.last_pts if sink else None)

@@ -120,10 +120,10 @@ class VideoSink:
         self._segment_start: Fraction | None = None  # first frame time of the current segment, seconds
         self._pts_origin = 0
         self._written_to: float | None = None  # the input's time where the last frame written ends, seconds
-        # the frames come so far that have a timestamp, the first's and the last's: how long a frame lasts
+        # the frames written so far that have a timestamp (how long a frame lasts), the first's and the last's
         self._timed = 0
-        self._first_pts: int | None = None
-        self._last_pts: int | None = None
+        self.first_pts: int | None = None
+        self.last_pts: int | None = None
         self._unrated: av.VideoFrame | None = None  # a first frame waiting for the encoder's rate (`_encode`)
         self._audio_lead_s = 0.0  # how far before 0 the audio started (AAC's priming), for the fast-start rewrite
 
@@ -216,13 +216,13 @@ class VideoSink:
         if frame.pts is None:
             return
         self._timed += 1
-        self._first_pts = frame.pts if self._first_pts is None else self._first_pts
-        self._last_pts = frame.pts
+        self.first_pts = frame.pts if self.first_pts is None else self.first_pts
+        self.last_pts = frame.pts
 
     def _frame_seconds(self) -> float:
         """How long a frame lasts, as `frame_seconds` says from the frames come so far: by the header's frame rate,
         else by their spacing; a lone frame of a header without a rate lasts what FFmpeg guessed (nothing tells)."""
-        measured = frame_seconds(self.info, self._timed, self._first_pts, self._last_pts)
+        measured = frame_seconds(self.info, self._timed, self.first_pts, self.last_pts)
         return float(1 / self.info.frame_rate) if measured is None else measured
 
     def _encode(self, av_frame: av.VideoFrame | None) -> None:
