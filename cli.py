@@ -68,6 +68,12 @@ def report_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else REPORT_WIDTH)
 
 
+def _print_report(table: Table) -> None:
+    """A run's summary on stderr, with the progress lines: at the terminal's width, or whole in a file or a pipe (a
+    log), where Rich would squeeze it into 80 columns and cut the stream names."""
+    (console if console.is_terminal else Console(file=console.file, width=REPORT_WIDTH)).print(table)
+
+
 def _setup_logging(verbose: bool) -> None:
     """Rich's log lines on a terminal; elsewhere (a file, a pipe, a service's journal) one unwrapped line each, as
     the child processes write theirs."""
@@ -315,7 +321,7 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
     summary = reporter.summary(result)
     if stream.timestamps_repaired:
         summary.add_row("timestamps repaired (docs/faults.md)", f"{stream.timestamps_repaired}")
-    console.print(summary)
+    _print_report(summary)
     if not written:
         console.print("[yellow]interrupted[/] before a frame was written: nothing written" if result.interrupted
                       else "nothing written", soft_wrap=True)
@@ -335,7 +341,7 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
 def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
     """Several inputs: a row per stream, then one error line (and hint) per stream that failed on its own (what
     stopped every stream is said once, by the caller)."""
-    console.print(reporter.streams_table(outcome))
+    _print_report(reporter.streams_table(outcome))
     written = [str(path) for stream in outcome.streams for path in stream.paths]
     if written:
         console.print("wrote " + ", ".join(written), soft_wrap=True, markup=False)

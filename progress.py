@@ -110,8 +110,9 @@ class RunReporter:
         skipped = any(stream.stats.skipped_packets for stream in outcome.streams)
         columns = ("stream", "status", "frames", "fps", "persons", "p50 ms", "dropped", "restarts",
                    *(["source restarts"] if source_restarts else []), *(["skipped"] if skipped else []))
-        for column in columns:
-            table.add_column(column, justify="left" if column in ("stream", "status") else "right")
+        for column in columns:  # a name too long for the terminal folds: cut, several would read alike
+            table.add_column(column, justify="left" if column in ("stream", "status") else "right",
+                             overflow="fold" if column == "stream" else "ellipsis")
         for index, stream in enumerate(outcome.streams):
             stats, seen = stream.stats, self.seen[index]
             p50 = stats.latency_percentile(50) if seen.live else None

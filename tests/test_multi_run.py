@@ -69,6 +69,34 @@ def test_the_streams_table_shows_source_restarts_where_a_stream_had_them() -> No
     assert "source restarts" in table and table.splitlines()[-2].rstrip(" │").endswith("2"), table
 
 
+def test_the_streams_table_shows_whole_stream_names_in_a_log_file_and_on_a_narrow_terminal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table went to stderr at 80 columns in a file or a pipe (a CI log): URL inputs all read '127.0.0.…' and
+    'interru…'. Off a terminal it is printed whole; on a terminal too narrow for it a name folds, never cut."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from vidparse import cli
+    from vidparse.pipeline.ends import StreamEnd
+    from vidparse.pipeline.stats import RunStats
+    from vidparse.progress import RunReporter
+    from vidparse.runs import RunOutcome, StreamOutcome
+
+    names = ["127.0.0.1_38251_cam", "127.0.0.1_38252_cam"]
+    outcome = RunOutcome([StreamOutcome(name, Source(f"rtsp://{name}", None), StreamEnd(index, "interrupted",
+                                                                                        stats=RunStats()))
+                          for index, name in enumerate(names)])
+    log = StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=log, width=80))
+    cli._streams_summary(RunReporter(cli.console, names), outcome)
+    assert all(name in log.getvalue() for name in [*names, "interrupted"]), log.getvalue()
+    terminal = Console(force_terminal=True, width=72, record=True, file=StringIO())
+    terminal.print(RunReporter(terminal, names).streams_table(outcome))
+    first_cells = [line.split("│")[1].strip() for line in terminal.export_text().splitlines() if line.startswith("│")]
+    assert "".join(first_cells) == "".join(names), first_cells
+
+
 def test_two_inputs_on_one_pool_write_what_each_writes_alone(clip: Path, other_clip: Path, tmp_path: Path) -> None:
     """Two files share two workers: each gets OUTDIR/<name>.mp4 with every frame, the same masks (byte for byte)
     as when it runs alone, and stats lines that name their stream."""
