@@ -352,13 +352,14 @@ def _video_stream(url: str, container: av.container.InputContainer,
     problem = None
     stream = main_video_stream(container)
     if stream is None:
-        problem = (f"input {url} has no video stream", "give a file with a video track")
+        problem = (f"input {url} has no video stream", "give a file or stream with a video track")
     elif sized and (stream.codec_context.width <= 0 or stream.codec_context.height <= 0):
         problem = (f"input {url} has a video stream without a frame size", "the file may be truncated or damaged")
     elif container.format.name == "image2" or container.format.name.endswith("_pipe"):
-        problem = (f"input {url} is a still image, not a video",
-                   "vidparse run takes photos by their extension (.jpg, .png or the like); tune, bench, "
-                   "eval-video and batch take videos")
+        hint = ("download it first: vidparse run takes photos from files, by their extension (.jpg, .png or the like)"
+                if "://" in url else "vidparse run takes photos by their extension (.jpg, .png or the like); tune, "
+                "bench, eval-video and batch take videos")
+        problem = (f"input {url} is a still image, not a video", hint)
     if problem:
         container.close()
         raise BadInputError(*problem)
@@ -756,6 +757,8 @@ class VideoSource:
             except (av.error.FFmpegError, OSError, BadInputError, NotReadyError) as exc:
                 reason = _reason(exc)
                 if lost is None and is_permanent(exc):
+                    if isinstance(exc, BadInputError):  # what the input is (a photo, no video): its own hint
+                        raise
                     raise self._unreachable(reason) from exc
                 continue
             if self._wait(0):  # told to stop while connecting: the connection is not wanted any more

@@ -249,6 +249,25 @@ def test_a_file_over_http_connects_like_a_stream_and_is_read_like_a_file(clip: P
     assert [f.seq for f in frames] == list(range(probe_video(clip).frames)), "every frame, the first one too"
 
 
+def test_a_photo_over_http_is_refused_with_its_own_reason_not_a_camera_hint(shared: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A URL of a photo failed as "cannot open URL: input URL is a still image", hinting at the address, the
+    credentials and the camera; now the still image's own error, with the way to parse it (download it first)."""
+    photos = shared / "data" / "photos"
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(photos))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/messi5.jpg"
+        try:
+            with pytest.raises(BadInputError) as raised:
+                VideoSource(url, live=PATIENT).open()
+        finally:
+            server.shutdown()
+    assert raised.value.message == f"input {url} is a still image, not a video"
+    assert "download" in (raised.value.hint or "") and "credentials" not in (raised.value.hint or "")
+    assert not warnings(caplog), "refused at once, not retried"
+
+
 def test_a_transport_stream_file_over_http_is_read_once_like_a_file(tmp_path: Path) -> None:
     """A .ts file has no duration in its container; the server's length says it is a file: read once to its end,
     not taken for a stream that ended and read again from its start on every reconnect."""
