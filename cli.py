@@ -513,7 +513,7 @@ def tune(
     from vidparse.config import config_from, user_settings
     from vidparse.pipeline.cpus import usable_cpus
     from vidparse.stages.source import InputKind, input_kind, probe, without_credentials
-    from vidparse.tune import TrialResult, best, check_long_enough, layouts, run_trial, tuned_config_text
+    from vidparse.tune import TrialResult, best, check_long_enough, fastest, layouts, run_trial, tuned_config_text
 
     with user_errors():
         # the --config file may be written over: the tuned config is that file's settings, merged
@@ -558,9 +558,11 @@ def tune(
     for column in ("", "workers", "threads", "fps", "serial ceiling fps", "p95 frame ms", "peak MB", "CPU busy",
                    "start-up s"):
         table.add_column(column, justify="right")
+    top = fastest(results)
     for r in results + ([without] if without else []):
         ceiling = "n/a" if r.serial_ceiling_fps is None else f"{r.serial_ceiling_fps:.0f}"
-        name = "best" if r is pick else "best, no small-people pass" if r is without else ""
+        name = ("best" if r is pick else "best, no small-people pass" if r is without else
+                "fastest" if r is top else "")
         table.add_row(name, str(r.layout.workers), str(r.layout.threads), f"{r.fps:.2f}",
                       ceiling, f"{r.p95_frame_ms:.0f}", f"{r.peak_mb:.0f}", f"{r.cpu_share:.0%}", f"{r.startup_s:.1f}",
                       style="bold green" if r is pick else None)

@@ -159,11 +159,24 @@ def run_trial(config: Config, input_url: str, layout: Layout, seconds: float, cp
 SAME_FPS = 0.97  # layouts this close to the fastest run as fast within a trial's noise
 
 
+def fastest(results: list[TrialResult]) -> TrialResult:
+    return max(results, key=lambda result: result.fps)
+
+
 def best(results: list[TrialResult]) -> TrialResult:
     """The fastest layout; among those within ``SAME_FPS`` of it (a camera's own rate caps every layout), the one that
     keeps the CPUs least busy."""
-    fastest = max(result.fps for result in results)
-    return min((result for result in results if result.fps >= SAME_FPS * fastest), key=lambda r: r.cpu_share)
+    top = fastest(results).fps
+    return min((result for result in results if result.fps >= SAME_FPS * top), key=lambda r: r.cpu_share)
+
+
+def why_picked(pick: TrialResult, results: list[TrialResult]) -> str:
+    """Why `best` chose ``pick``, in words: the fastest, or the least busy of those about as fast as the fastest."""
+    top = fastest(results)
+    if pick.fps >= top.fps:
+        return "the fastest of these trials"
+    return (f"within {1 - SAME_FPS:.0%} of the fastest ({top.layout}, {top.fps:.2f} fps) and the least busy of "
+            "those")
 
 
 def tuned_config_text(settings: dict[str, Any], pick: TrialResult, results: list[TrialResult], command: str,
@@ -172,7 +185,7 @@ def tuned_config_text(settings: dict[str, Any], pick: TrialResult, results: list
     the pick's layout measured without the detector's pass for small people, when it ran); ``command``: the tune
     command as typed."""
     lines = [f"# Written by `{command}` on {date.today().isoformat()} ({machine}).",
-             f"# Picked {pick.layout}: {pick.fps:.2f} fps, the fastest of these trials:",
+             f"# Picked {pick.layout}: {pick.fps:.2f} fps, {why_picked(pick, results)}:",
              "#   workers  threads      fps  p95 frame ms  peak MB  CPU busy"]
     lines += [f"#   {r.layout.workers:7d}  {r.layout.threads:7d}  {r.fps:7.2f}  {r.p95_frame_ms:12.0f}  "
               f"{r.peak_mb:7.0f}  {r.cpu_share:7.0%}" for r in results]

@@ -16,7 +16,7 @@ import multiprocess
 from conftest import VTEST, cut_clip, probe_video, run_cli
 from vidparse.config import load_config
 from vidparse.pipeline.proctree import process_cpu_seconds, tree_cpu_seconds
-from vidparse.tune import SAME_FPS, Layout, TrialResult, _Window, best, layouts
+from vidparse.tune import SAME_FPS, Layout, TrialResult, _Window, best, layouts, tuned_config_text
 
 FAST = Path(__file__).with_name("fast.yaml")
 
@@ -75,7 +75,7 @@ def test_tune_measures_every_layout_and_writes_a_config_run_accepts(clip: Path, 
     assert result.stdout.count("best") == 1
     assert "ended before the 30 s window in 3 of 3 trials" in " ".join(result.stderr.split()), \
         "the clip's 12 frames end each trial"
-    table = re.findall(r"^│\s*(?:best)?\s*│\s*\d+ │\s*\d+ │\s*([\d.]+) │\s*(\d+) │", result.stdout, re.M)
+    table = re.findall(r"^│\s*(?:best|fastest)?\s*│\s*\d+ │\s*\d+ │\s*([\d.]+) │\s*(\d+) │", result.stdout, re.M)
     assert len(table) == 3 and all(float(fps) <= float(ceiling) for fps, ceiling in table), \
         f"a serial ceiling measured over the same window as the fps bounds it: {table}"
     out = tmp_path / "out.mp4"
@@ -133,3 +133,18 @@ def test_the_pick_is_the_fastest_and_among_equals_the_least_busy() -> None:
     capped = [trial(1, 1, 9.9, 0.18), trial(1, 2, 10.1, 0.63), trial(2, 1, 9.9, 0.35)]
     assert best(capped).layout == Layout(1, 1)
     assert best([trial(1, 1, 5.0, 0.5), trial(2, 1, 9.0, 0.95)]).layout == Layout(2, 1), "faster wins"
+
+
+def test_a_pick_slower_than_the_fastest_is_not_called_the_fastest() -> None:
+    """The config's comment called every pick "the fastest of these trials", also the least busy of those within 3%
+    of a faster one (a camera's own rate): it now names the fastest and why the pick was preferred."""
+    def trial(workers: int, threads: int, fps: float, cpu: float) -> TrialResult:
+        return TrialResult(Layout(workers, threads), round(fps * 10), 10.0, 50.0, 500.0, cpu, 2.0)
+
+    capped = [trial(1, 1, 9.9, 0.18), trial(1, 2, 10.1, 0.63), trial(2, 1, 9.9, 0.35)]
+    text = tuned_config_text({}, best(capped), capped, "vidparse tune cam", "a machine")
+    assert "# Picked 1 worker x 1 thread: 9.90 fps, within 3% of the fastest (1 worker x 2 threads, 10.10 fps) and " \
+           "the least busy of those:" in text, text
+    fastest = [trial(1, 1, 5.0, 0.5), trial(2, 1, 9.0, 0.95)]
+    assert "# Picked 2 workers x 1 thread: 9.00 fps, the fastest of these trials:" in \
+           tuned_config_text({}, best(fastest), fastest, "vidparse tune clip.mp4", "a machine")
