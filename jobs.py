@@ -219,11 +219,17 @@ def add_stream(engine: Engine, spec: StreamSpec, subscribers: list[Subscriber] |
                              on_open=on_open, on_end=on_end, on_connecting=on_connecting)
 
 
+# A URL's name is cut to this: a signed URL's query runs to hundreds of characters, and the name with the suffixes
+# added to it (a segment's start time, `_2`, `_masks`) must stay a file name (255 bytes).
+URL_NAME_CHARS = 120
+
+
 def stream_name(input: str) -> str:
     """A file's stem; a pattern's folder; for a URL, its host and path with anything but letters, digits, '-' and '.'
-    as '_'."""
+    as '_' (its first `URL_NAME_CHARS`)."""
     if "://" in input:
-        return re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1]).strip("_") or "stream"
+        name = re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1])
+        return name[:URL_NAME_CHARS].strip("_") or "stream"
     path = Path(input.rstrip("/"))
     if glob.has_magic(path.name) or "%" in path.name:  # a pattern of photos: named by its folder, as a folder is
         return Path(path.parent).resolve().name or "photos"

@@ -291,6 +291,17 @@ def test_a_pattern_of_photos_is_named_by_its_folder() -> None:
     assert [stream_name(p) for p in ("photos/*.jpg", "shots/%06d.png", "clip.mp4")] == ["photos", "shots", "clip"]
 
 
+def test_a_signed_url_names_its_outputs_within_a_file_name_s_length(tmp_path: Path) -> None:
+    """A URL's whole query went into its name: a signed URL (hundreds of characters) made 'unexpected OSError: File
+    name too long' (exit 7) and ended every stream of the run. Its name is now cut to a length any file system takes,
+    with room for the longest suffix vidparse adds (a live segment's start time)."""
+    query = "&".join(f"X-Amz-Param{index}={'a' * 40}" for index in range(8))
+    name = stream_name(f"https://bucket.example.com/videos/clip.mp4?{query}")
+    assert name.startswith("bucket.example.com_videos_clip.mp4_X-Amz-Param0_aaaa")
+    (tmp_path / f"{name}_20261123T041500.mp4").touch()
+    (tmp_path / f"{name}_12_masks").mkdir()
+
+
 def test_names_with_brackets_are_shown_as_typed_in_the_progress_and_the_tables() -> None:
     """Rich read "clip [final]" as markup and showed "clip " in the run's progress line and streams table, and in
     the batch's failure line and summary table."""
