@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import shlex
 import sys
@@ -109,6 +110,12 @@ def user_errors() -> Iterator[None]:
         _print_error(f"out of memory ({str(exc) or type(exc).__name__})",
                      "raise the process's memory limit (ulimit -v, a container's), or use fewer --workers or --threads")
         raise typer.Exit(UNEXPECTED_EXIT) from None
+    except OSError as exc:  # a path given with a name past the file system's limit: a mistyped value, not a bug
+        if exc.errno != errno.ENAMETOOLONG:
+            raise _unexpected(exc) from None
+        _print_error(f"a name in {exc.filename} is too long",
+                     "a file or folder name is at most 255 bytes on most file systems: shorten it")
+        raise typer.Exit(ConfigError.exit_code) from None
     except Exception as exc:
         raise _unexpected(exc) from None
 

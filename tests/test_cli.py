@@ -288,6 +288,23 @@ def test_side_outputs_do_not_overwrite_the_input(flag: str, target: str, clip: P
     assert {path: path.read_bytes() for path in kept} == kept
 
 
+@pytest.mark.parametrize("option", ["input", "-o", "--stats"])
+def test_a_name_too_long_for_the_file_system_is_a_user_mistake(option: str, clip: Path, tmp_path: Path) -> None:
+    """A path with a name past 255 bytes was "unexpected OSError: File name too long ... this is a bug" (exit 7)."""
+    from typer.testing import CliRunner
+
+    from vidparse.cli import app
+
+    long = str(tmp_path / ("x" * 300))
+    args = {"input": [f"{long}.mp4", "-o", str(tmp_path / "o.mp4")], "-o": [str(clip), "-o", f"{long}.mp4"],
+            "--stats": [str(clip), "-o", str(tmp_path / "o.mp4"), "--stats", f"{long}.jsonl"]}[option]
+    result = CliRunner().invoke(app, ["run", *args], env={"COLUMNS": "1000"})
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert f"error: a name in {long}" in said and "hint: a file or folder name is at most 255 bytes" in said, said
+    assert not (tmp_path / "o.mp4").exists()
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [
