@@ -27,7 +27,7 @@ from vidparse.stages.options import ClassOffsets
 from vidparse.stages.parsers import cihp_net, upsampling
 from vidparse.stages.parsers.multiclass import (CLASSES, MIN_CELL, MulticlassSegmenter, cell_side, fitted_sides, pack,
                                                 with_feature_output)
-from vidparse.training import fit
+from vidparse.training import dataset, fit
 from vidparse.training.card import TrainingRecord, write_card
 from vidparse.training.dataset import IGNORED, Example, Extractor, fine_lut
 from vidparse.training.run import TrainingJob
@@ -491,6 +491,31 @@ def test_labels_that_look_like_another_label_sets_are_warned_of(shared: Path, tm
     assert "use no class above 13, as CIHP's would: check --label-set" in caplog.text
 
 
+def test_a_damaged_frozen_model_stops_training_before_any_work(shared: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pool process failed to load it, and the training ended in 'unexpected BrokenProcessPool: this is a bug'
+    with a traceback per process."""
+    monkeypatch.setenv("VIDPARSE_MODEL_DIR", str(models_with_a_damaged_segmenter(tmp_path)))
+    (tmp_path / "0032.jpg").symlink_to(shared / "data" / "ccp-train" / "images" / "0032.jpg")
+    (tmp_path / "0032.png").symlink_to(shared / "data" / "ccp-train" / "labels" / "0032.png")
+    job = TrainingJob(tmp_path, tmp_path, "ccp", tmp_path / "w.onnx", folds=0, epochs=1, cache=tmp_path / "cache")
+    with pytest.raises(ModelError, match="selfie_multiclass_256x256.tflite: truncated or not a TFLite model"):
+        job.check()
+
+
+def test_frozen_models_a_pool_process_cannot_load_are_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that passes the main process's check but not the loader (another TFLite model in the segmenter's
+    place) broke the pool: 'unexpected BrokenProcessPool'."""
+    def refused(label_set: str, threads: int) -> Extractor:
+        raise ModelError("the multiclass segmenter has no segmentation head features", hint="pull it")
+
+    monkeypatch.setattr(dataset, "Extractor", refused)
+    monkeypatch.setattr(dataset, "_extractor", None)
+    dataset.open_extractor("ccp")
+    with pytest.raises(ModelError, match="no segmentation head features"):
+        dataset.examples_of(Sample("0032", Path("0032.jpg"), Path("0032.png")), seed=0)
+
+
 def test_a_card_describing_other_weights_is_replaced_with_a_warning(tmp_path: Path, caplog) -> None:
     record = TrainingRecord("vidparse train ... --epochs 1", tmp_path, "ccp", 4, 8, fit.TrainSettings(epochs=1), 60.0,
                             0, {})
@@ -631,8 +656,9 @@ def test_bad_weights_are_one_line(make, message: str, clip: Path, tmp_path: Path
     assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_damaged_segmenter_is_one_line(clip: Path, tmp_path: Path) -> None:
-    models = tmp_path / "models"
+def models_with_a_damaged_segmenter(folder: Path) -> Path:
+    """A model folder for ``$VIDPARSE_MODEL_DIR``: the real detector and BodyPix, a damaged multiclass segmenter."""
+    models = folder / "models"
     for name in ("fastestdet", "bodypix"):
         path = resolve_model(name)
         target = models / path.relative_to(path.parents[1])
@@ -641,6 +667,11 @@ def test_damaged_segmenter_is_one_line(clip: Path, tmp_path: Path) -> None:
     damaged = models / "mediapipe" / "selfie_multiclass_256x256.tflite"
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"TFL3" + b"\x00" * 4000)
+    return models
+
+
+def test_damaged_segmenter_is_one_line(clip: Path, tmp_path: Path) -> None:
+    models = models_with_a_damaged_segmenter(tmp_path)
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "cihp-net",
                      env={"VIDPARSE_MODEL_DIR": str(models), "VIDPARSE_CACHE": str(tmp_path / "cache")})
     assert result.returncode == ModelError.exit_code, result.stderr

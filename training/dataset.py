@@ -22,8 +22,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vidparse.errors import VidparseError
 from vidparse.evaluation.datasets import Sample, read_sample
 from vidparse.evaluation.metrics import coarse_lut
+from vidparse.model_check import check_loadable
 from vidparse.model_store import resolve_model, sha256_of
 from vidparse.pipeline.spawning import STOP_SIGNALS, stop_signals_held
 from vidparse.stages.detect import DetectorOptions, PersonDetector
@@ -39,6 +41,7 @@ IGNORED = 255  # label of pixels left out of the loss (accessories, padding)
 SMALL_PERSON = (48, 160)  # person heights (pixels) of the scaled-down view
 CACHED_EXAMPLE_SETS = 3  # example sets kept in the cache (one per photo folder, seed and version of the features)
 ROI_MARGIN, ROI_HEIGHT, ROI_UPSCALE = 0.15, 512, 2.0  # configs/default.yaml's roi section
+FROZEN_MODELS = ("fastestdet", "bodypix", "multiclass")  # the detector and the models whose outputs are the input
 
 
 @dataclass
@@ -128,20 +131,39 @@ class Extractor:
 
 
 _extractor: Extractor | None = None
+_extractor_failure: VidparseError | None = None  # why this pool process could not load the frozen models
 
 
 def _start_worker(label_set: str) -> None:
-    global _extractor
     # Ctrl-C reaches the whole process group: the training stops its pool itself. SIGTERM and SIGHUP keep their
     # default, which ends a worker quietly (the pool ends a broken pool's workers with SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held while it started (`stop_signals_held`)
-    _extractor = Extractor(label_set, threads=1)
+    open_extractor(label_set)
 
 
-def _examples_of(sample: Sample, seed: int) -> list[Example]:
+def open_extractor(label_set: str) -> None:
+    """This pool process's extractor. A model it cannot load is kept and raised by `examples_of`, so the training
+    ends with that error (an initializer that raises breaks the pool: 'BrokenProcessPool')."""
+    global _extractor, _extractor_failure
+    try:
+        _extractor = Extractor(label_set, threads=1)
+    except VidparseError as exc:
+        _extractor_failure = exc
+
+
+def examples_of(sample: Sample, seed: int) -> list[Example]:
+    if _extractor_failure is not None:
+        raise _extractor_failure
     assert _extractor is not None
     return _extractor.examples(sample, seed)
+
+
+def check_frozen_models() -> None:
+    """The frozen models are found and whole (`check_loadable`), before any photo is read: a damaged one would
+    fail in every pool process."""
+    for model in FROZEN_MODELS:
+        check_loadable(model, resolve_model(model))
 
 
 def cache_key(samples: Sequence[Sample], label_set: str, seed: int) -> str:
@@ -154,7 +176,7 @@ def cache_key(samples: Sequence[Sample], label_set: str, seed: int) -> str:
         for path in (sample.image_path, sample.label_path):
             stat = path.stat()
             digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    for model in ("fastestdet", "bodypix", "multiclass"):
+    for model in FROZEN_MODELS:
         digest.update(sha256_of(resolve_model(model)).encode())
     return digest.hexdigest()[:16]
 
@@ -177,7 +199,7 @@ def extract(samples: Sequence[Sample], label_set: str, seed: int, processes: int
                              initargs=(label_set,)) as pool:
         try:
             with stop_signals_held():  # the pool starts its processes as the work is submitted
-                results = pool.map(_examples_of, samples, [seed] * len(samples))
+                results = pool.map(examples_of, samples, [seed] * len(samples))
             for found in results:
                 examples.extend(found)
                 if on_sample:

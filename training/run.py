@@ -67,6 +67,7 @@ class TrainingJob:
         cache = self.cache or training_cache_dir()
         if cache.exists() and not cache.is_dir():
             raise ConfigError(f"--cache {cache} is a file", hint="give a folder for the frozen models' outputs")
+        dataset.check_frozen_models()
         check_labels(samples, label_set)
         self._check_cache(cache)
         return samples
