@@ -95,11 +95,26 @@ def check_labels(samples: Sequence[Sample], label_set: LabelSet) -> int:
     """Every label map read and checked against its image's size (from the header) and ``label_set``: a mistake
     found before the slow work starts; maps that look like another label set's are warned of. Returns the highest
     class seen."""
-    highest = max(int(read_labels(sample, label_set, upright_size(sample.image_path)).max()) for sample in samples)
-    if label_set.name == "ccp" and highest < CIHP_CLASSES:
+    highest = [int(read_labels(sample, label_set, upright_size(sample.image_path)).max()) for sample in samples]
+    if label_set.name == "ccp":
+        _warn_of_cihp_like_maps(samples, highest, label_set)
+    return max(highest)
+
+
+def _warn_of_cihp_like_maps(samples: Sequence[Sample], highest: Sequence[int], label_set: LabelSet) -> None:
+    """Warn of CCP label maps that label a person with CIHP's classes only (a CCP person has skin, class 41): the
+    whole folder, or the maps of another label set mixed in with CCP's."""
+    folder = samples[0].label_path.parent
+    if max(highest) < CIHP_CLASSES:
         log.warning("the label maps in %s use no class above %d, as CIHP's would: check --label-set (ccp has %d)",
-                    samples[0].label_path.parent, highest, len(label_set))
-    return highest
+                    folder, max(highest), len(label_set))
+        return
+    cihp_like = [sample.label_path.name for sample, top in zip(samples, highest) if 0 < top < CIHP_CLASSES]
+    if cihp_like:
+        log.warning("%d of the %d label maps in %s use no class above %d, as CIHP's would (%s%s): check --label-set "
+                    "(ccp has %d), and that the folder holds maps of one label set", len(cihp_like), len(samples),
+                    folder, CIHP_CLASSES - 1, ", ".join(cihp_like[:3]), ", ..." if len(cihp_like) > 3 else "",
+                    len(label_set))
 
 
 def read_labels(sample: Sample, label_set: LabelSet, image_size: tuple[int, int]) -> np.ndarray:

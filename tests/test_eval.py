@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import VTEST, cut_clip, png_header_only, run_cli
 from vidparse.config import load_config
 from vidparse.errors import BadInputError, ConfigError
-from vidparse.evaluation.datasets import Sample, find_samples, read_labels, read_sample
+from vidparse.evaluation.datasets import Sample, check_labels, find_samples, read_labels, read_sample
 from vidparse.evaluation.metrics import OTHER, UNSCORED, coarse_lut, confusion, iou_per_class, pixel_accuracy, producible
 from vidparse.evaluation.runs import MODEL_CANNOT, TRUTH_LACKS
 from vidparse.stages.images import upright_size
@@ -291,6 +291,20 @@ def test_photos_pair_with_their_labels_by_stem_in_one_folder_or_two(tmp_path: Pa
     with caplog.at_level("WARNING"):
         assert len(find_samples(images, labels)) == 2
     assert "1 subfolder not searched (more)" in caplog.text
+
+
+def test_cihp_label_maps_among_ccp_ones_are_warned_of(shared: Path, tmp_path: Path, caplog) -> None:
+    """Only a folder whose every map looked like CIHP's was warned of: mixed in with CCP maps, CIHP's maps were read
+    as CCP classes without a word (its hair as CCP's bag, its face as coat), by eval and by train."""
+    images, labels = _link_dirs(tmp_path, shared, ("0001", "0002", "0003"), ("0001",))
+    for stem in ("0002", "0003"):
+        with Image.open(shared / "data" / "ccp" / "labels" / f"{stem}.png") as ccp:
+            Image.fromarray((np.array(ccp) > 0).astype(np.uint8) * 13).save(labels / f"{stem}.png")  # CIHP's face
+    with caplog.at_level("WARNING"):
+        check_labels(find_samples(images, labels), load_label_set("ccp"))
+    said = " ".join(caplog.text.split())
+    assert "2 of the 3 label maps in" in said and "use no class above 19, as CIHP's would (0002.png, 0003.png)" in said
+    assert said.count("check --label-set") == 1
 
 
 def test_a_label_map_past_pils_size_limit_is_one_error(tmp_path: Path) -> None:
