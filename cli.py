@@ -643,7 +643,7 @@ def serve(
 def models_list(verbose: VerboseOption = False) -> None:
     """Show known models and where each was found."""
     _setup_logging(verbose)
-    from vidparse.model_store import MODELS, find_model, search_dirs
+    from vidparse.model_store import MODELS, find_model, model_dir, search_dirs
 
     with user_errors():
         found = {spec.name: find_model(spec.name) for spec in MODELS.values()}
@@ -661,8 +661,15 @@ def models_list(verbose: VerboseOption = False) -> None:
             f" [red](needs {', '.join(lacking)}: missing)[/]" if path and lacking else "")
         table.add_row(spec.name, where, spec.license, spec.description)
     out.print(table)
-    out.print("searched: " + ", ".join(escape(str(d)) + (" [red](not a folder)[/]" if d.exists() and not d.is_dir()
-                                                          else "") for d in search_dirs()))
+    out.print("searched: " + ", ".join(escape(str(d)) + _folder_problem(d, d == model_dir()) for d in search_dirs()))
+
+
+def _folder_problem(folder: Path, named_by_user: bool) -> str:
+    """What `vidparse models list` says after a searched folder that cannot hold models: a file, or (where the user
+    named it: $VIDPARSE_MODEL_DIR) a folder that is not there. The user cache is made by the first pull."""
+    if folder.exists() and not folder.is_dir():
+        return " [red](not a folder)[/]"
+    return " [red](does not exist)[/]" if named_by_user and not folder.exists() else ""
 
 
 @models_app.command("pull")

@@ -391,13 +391,17 @@ def test_models_cli_lists_and_pulls(isolated: Path, file_server: str) -> None:
         "error: download of http://127.0.0.1:9/x.onnx failed: <urlopen error [Errno 111] Connection refused>"]
 
 
-def test_a_model_dir_that_is_a_file_is_said_to_be_no_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("make, said", [(lambda p: p.write_bytes(b""), "not a folder"), (lambda p: None, "does not exist")],
+                         ids=["a-file", "missing"])
+def test_a_model_dir_that_is_no_folder_is_said_to_be(make, said: str, tmp_path: Path) -> None:
+    """A $VIDPARSE_MODEL_DIR that does not exist (a typo, a relative path from another folder) was listed as
+    searched, every model in it 'missing', and nothing said why."""
     not_a_folder = tmp_path / "models.onnx"
-    not_a_folder.write_bytes(b"")
+    make(not_a_folder)
     listing = run_cli("models", "list", env={"VIDPARSE_CACHE": str(tmp_path / "cache"),
                                              "VIDPARSE_MODEL_DIR": str(not_a_folder)})
     assert listing.returncode == 0, listing.stderr
-    assert f"searched: {not_a_folder} (not a folder), {tmp_path / 'cache'}," in " ".join(listing.stdout.split())
+    assert f"searched: {not_a_folder} ({said}), {tmp_path / 'cache'}," in " ".join(listing.stdout.split())
 
 
 def test_a_pull_of_an_unknown_name_is_a_user_mistake(isolated: Path) -> None:
