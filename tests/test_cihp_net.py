@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from vidparse.errors import ModelError
+from vidparse.errors import ConfigError, ModelError
 from vidparse.evaluation.datasets import Sample, find_samples
 from vidparse.model_store import PACKAGED_DIR, resolve_model, sha256_of
 from vidparse.stages.labels import FINE_CLASSES, load_label_set
@@ -501,6 +501,18 @@ def test_a_damaged_frozen_model_stops_training_before_any_work(shared: Path, tmp
     job = TrainingJob(tmp_path, tmp_path, "ccp", tmp_path / "w.onnx", folds=0, epochs=1, cache=tmp_path / "cache")
     with pytest.raises(ModelError, match="selfie_multiclass_256x256.tflite: truncated or not a TFLite model"):
         job.check()
+
+
+def test_photos_that_all_fall_in_one_fold_are_refused_before_any_work(shared: Path, tmp_path: Path) -> None:
+    """Photos are dealt to folds by name; when every one fell in the last fold, the frozen models ran and the
+    first fold trained before the error."""
+    for stem in ("0032", "0033"):  # both in fold 2 of 2
+        (tmp_path / f"{stem}.jpg").symlink_to(shared / "data" / "ccp-train" / "images" / f"{stem}.jpg")
+        (tmp_path / f"{stem}.png").symlink_to(shared / "data" / "ccp-train" / "labels" / f"{stem}.png")
+    job = TrainingJob(tmp_path, tmp_path, "ccp", tmp_path / "w.onnx", folds=2, epochs=1, cache=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="fold 2 of 2 holds every labelled photo: too few photos for 2 folds"):
+        job.check()
+    assert not (tmp_path / "cache").exists(), "refused before any work"
 
 
 def test_frozen_models_a_pool_process_cannot_load_are_its_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -179,6 +179,14 @@ def fold_of(name: str, folds: int) -> int:
     return zlib.crc32(name.encode()) % folds
 
 
+def check_folds(names: Sequence[str], folds: int) -> None:
+    """A ConfigError when the photos ``names`` all fall in one of ``folds`` folds (they are dealt by name: a few may),
+    which leaves that fold's network nothing to train on."""
+    if len(dealt := {fold_of(name, folds) for name in names}) == 1:
+        raise ConfigError(f"fold {dealt.pop() + 1} of {folds} holds every labelled photo: too few photos for {folds} "
+                          "folds", hint="add photos, or use --folds 0 (no scores)")
+
+
 @dataclass
 class FoldScores:
     reports: dict[str, ImageReport]  # scheme -> pooled report over every held-out photo
@@ -190,12 +198,9 @@ def fold_models(examples: Sequence[Example], folds: int, settings: TrainSettings
                 ) -> Iterator[tuple[int, GarmentUNet, list[Example]]]:
     """For each fold in turn: its index, the network trained on all the other folds, and its held-out photos'
     full-size views (the views k-fold scores)."""
+    check_folds([e.name for e in examples], folds)
     for fold in range(folds):
-        rest = [e for e in examples if fold_of(e.name, folds) != fold]
-        if not rest:  # photos are dealt to folds by name: a few may all land in one
-            raise ConfigError(f"fold {fold + 1} of {folds} holds every labelled photo: too few photos for {folds} folds",
-                              hint="add photos, or use --folds 0 (no scores)")
-        model = train(rest, settings, on_epoch)
+        model = train([e for e in examples if fold_of(e.name, folds) != fold], settings, on_epoch)
         yield fold, model, [e for e in examples if not e.small and fold_of(e.name, folds) == fold]
 
 

@@ -56,6 +56,8 @@ class TrainingJob:
         if len(samples) < self.folds:
             raise ConfigError(f"--folds {self.folds} needs {self.folds} photos or more, {self.images} holds "
                               f"{len(samples)}", hint="use --folds 0 (no scores) or fewer folds")
+        if self.folds:
+            fit.check_folds([sample.name for sample in samples], self.folds)
         if self.output.suffix.lower() != ".onnx":  # also never a photo, a label map or the model card
             raise BadOutputError(f"--output {self.output}: the weights are an ONNX file",
                                  hint="give a file name ending in .onnx (MODEL_CARD.md is written beside it)")
