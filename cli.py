@@ -815,9 +815,12 @@ def train_weights(
     """Train cihp-net's network from labelled photos: k-fold scores, then weights and a model card."""
     _setup_logging(verbose)
     logging.getLogger("vidparse.training").setLevel(logging.INFO)  # each epoch's loss, each fold scored
-    with user_errors():
+    from vidparse.signals import interrupted_by_stop_signals
+
+    # from the start: a script's background job has SIGINT ignored until the block, and checking ccp-train's
+    # photos takes seconds
+    with user_errors(), interrupted_by_stop_signals():
         from vidparse.evaluation.tables import image_table
-        from vidparse.signals import interrupted_by_stop_signals
 
         try:
             from vidparse.training.run import TrainingJob
@@ -827,7 +830,7 @@ def train_weights(
         job = TrainingJob(images, labels, label_set, output, folds, epochs, seed, processes, cache,
                           bfloat16=not float32, class_weight_power=class_weight_power)
         samples = job.check()
-        with _progress() as progress, interrupted_by_stop_signals():
+        with _progress() as progress:
             card = job.run(progress, samples)
         for report in job.scores.values():
             report_console().print(image_table(report))

@@ -612,6 +612,28 @@ def test_ctrl_c_while_the_frozen_models_start_stops_training_without_a_traceback
     stopped_leaving_no_process(training)
 
 
+def test_ctrl_c_while_the_photos_are_checked_stops_a_background_training(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script's background job starts with SIGINT ignored; the training honoured it only from the frozen models
+    on, so a SIGINT while the photos were checked (seconds on ccp-train) was lost and the training ran to its end."""
+    from typer.testing import CliRunner
+
+    from vidparse.cli import app
+
+    def check_interrupted(job: TrainingJob) -> list[Sample]:
+        os.kill(os.getpid(), signal.SIGINT)
+        return []
+
+    monkeypatch.setattr(TrainingJob, "check", check_interrupted)
+    monkeypatch.setattr(TrainingJob, "run", lambda job, progress, samples: tmp_path / "MODEL_CARD.md")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = CliRunner().invoke(app, ["train", str(tmp_path), str(tmp_path), "-o", str(tmp_path / "w.onnx")])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130 and "stopped at once" in result.output, result.output
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["{tmp}/none", "{tmp}/none"], 3, "images folder"),
     (["{images}", "{labels}", "--folds", "1"], 2, "--folds 1 leaves nothing to train on"),
