@@ -17,6 +17,9 @@ from vidparse.stages.images import IMAGE_SUFFIXES, shown_turned, upright_size
 from vidparse.stages.types import LabelSet
 
 log = logging.getLogger(__name__)
+# A label map's value for pixels left unlabelled (LIP's and VOC's boundaries): the class tables send it to no class,
+# so it is neither scored nor trained on.
+UNLABELLED = 255
 
 
 
@@ -95,7 +98,7 @@ def check_labels(samples: Sequence[Sample], label_set: LabelSet) -> int:
     """Every label map read and checked against its image's size (from the header) and ``label_set``: a mistake
     found before the slow work starts; maps that look like another label set's are warned of. Returns the highest
     class seen."""
-    highest = [int(read_labels(sample, label_set, upright_size(sample.image_path)).max()) for sample in samples]
+    highest = [highest_class(read_labels(sample, label_set, upright_size(sample.image_path))) for sample in samples]
     if label_set.name == "ccp":
         _warn_of_cihp_like_maps(samples, highest, label_set)
     return max(highest)
@@ -138,10 +141,17 @@ def read_labels(sample: Sample, label_set: LabelSet, image_size: tuple[int, int]
         swapped = _why_swapped(sample.image_path) if labels.shape == (width, height) else ""
         raise BadInputError(f"label map {sample.label_path} is {labels.shape[1]}x{labels.shape[0]} but its image is "
                             f"{width}x{height}{swapped}", hint="labels must match their image pixel for pixel")
-    if labels.max() >= len(label_set):
-        raise BadInputError(f"label map {sample.label_path} holds class {labels.max()}, but label set "
-                            f"'{label_set.name}' has {len(label_set)} classes", hint="check --label-set")
+    if (highest := highest_class(labels)) >= len(label_set):
+        raise BadInputError(f"label map {sample.label_path} holds class {highest}, but label set "
+                            f"'{label_set.name}' has {len(label_set)} classes",
+                            hint=f"check --label-set ({UNLABELLED} marks pixels left unlabelled)")
     return labels
+
+
+def highest_class(labels: np.ndarray) -> int:
+    """The highest class of a label map, its unlabelled pixels (UNLABELLED) aside; 0 where there is none."""
+    highest = int(labels.max(initial=0))
+    return int(labels[labels != UNLABELLED].max(initial=0)) if highest == UNLABELLED else highest
 
 
 def _why_swapped(image_path: Path) -> str:

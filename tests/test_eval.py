@@ -307,6 +307,25 @@ def test_cihp_label_maps_among_ccp_ones_are_warned_of(shared: Path, tmp_path: Pa
     assert said.count("check --label-set") == 1
 
 
+def test_unlabelled_pixels_255_are_read_and_left_out_of_the_scores(shared: Path, tmp_path: Path) -> None:
+    """255 marks unlabelled pixels (LIP's and VOC's boundaries): such a map was refused as holding class 255 with
+    "check --label-set"; it is read, its highest class is the highest real one, and its 255s are scored nowhere."""
+    from vidparse.evaluation.runs import Tally
+
+    images, labels = _link_dirs(tmp_path, shared, ("0001",), ())
+    with Image.open(shared / "data" / "ccp" / "labels" / "0001.png") as ccp:
+        truth = np.array(ccp)
+    marked = truth.copy()
+    marked[:100] = 255
+    Image.fromarray(marked).save(labels / "0001.png")
+    ccp_set = load_label_set("ccp")
+    assert check_labels(find_samples(images, labels), ccp_set) == truth.max()
+    whole, unmarked = Tally(ccp_set, ccp_set, "garments"), Tally(ccp_set, ccp_set, "garments")
+    whole.add(read_sample(find_samples(images, labels)[0], ccp_set)[1], truth)
+    unmarked.add(truth[100:], truth[100:])
+    assert np.array_equal(whole.matrix, unmarked.matrix)
+
+
 def test_a_label_map_past_pils_size_limit_is_one_error(tmp_path: Path) -> None:
     """A label map PIL refuses to open (over 179 megapixels) is a mismatch with its photo, not a crash."""
     huge = tmp_path / "huge.png"
