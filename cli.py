@@ -58,21 +58,23 @@ def _options(version: Annotated[bool, typer.Option("--version", "-V", callback=_
     """Human parsing for video: every pixel of every person labelled, as an annotated video."""
 
 
-console = Console(stderr=True)
 MEASURE_CONNECT_ATTEMPTS = 3  # tune, bench and eval-video give up on a live input after this many reconnect attempts
 REPORT_WIDTH = 1000  # columns of tables written to a file or a pipe (a terminal gives its own width)
+
+
+def stderr_console() -> Console:
+    """Where progress, summaries and messages go: stderr, at the terminal's width, or unwrapped in a file or a pipe (a
+    log), where Rich would squeeze them into 80 columns and cut stream names and progress lines."""
+    return Console(stderr=True, width=None if sys.stderr.isatty() else REPORT_WIDTH)
+
+
+console = stderr_console()
 
 
 def report_console() -> Console:
     """Where reports and tables go: stdout, at the terminal's width, or unwrapped in a file or a pipe (Rich would
     squeeze them into 80 columns there)."""
     return Console(width=None if sys.stdout.isatty() else REPORT_WIDTH)
-
-
-def _print_report(table: Table) -> None:
-    """A run's summary on stderr, with the progress lines: at the terminal's width, or whole in a file or a pipe (a
-    log), where Rich would squeeze it into 80 columns and cut the stream names."""
-    (console if console.is_terminal else Console(file=console.file, width=REPORT_WIDTH)).print(table)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -328,7 +330,7 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
     summary = reporter.summary(result)
     if stream.timestamps_repaired:
         summary.add_row("timestamps repaired (docs/faults.md)", f"{stream.timestamps_repaired}")
-    _print_report(summary)
+    console.print(summary)
     if not written:
         console.print("[yellow]interrupted[/] before a frame was written: nothing written" if result.interrupted
                       else "nothing written", soft_wrap=True)
@@ -348,7 +350,7 @@ def _single_summary(reporter: RunReporter, stream: StreamOutcome) -> None:
 def _streams_summary(reporter: RunReporter, outcome: RunOutcome) -> None:
     """Several inputs: a row per stream, then one error line (and hint) per stream that failed on its own (what
     stopped every stream is said once, by the caller)."""
-    _print_report(reporter.streams_table(outcome))
+    console.print(reporter.streams_table(outcome))
     written = [str(path) for stream in outcome.streams for path in stream.paths]
     if written:
         console.print("wrote " + ", ".join(written), soft_wrap=True, markup=False)
