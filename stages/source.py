@@ -237,13 +237,21 @@ def _finite(container: av.container.InputContainer) -> bool:
     return bool(container.duration) or (container.size > 0 and container.format.name != "hls")
 
 
+PHOTOS_ARE_FOR_RUN = ("vidparse run takes photos by their extension (.jpg, .png or the like), folders and patterns of "
+                      "them; tune, bench and eval-video take one video, batch videos and patterns of videos")
+
+
 def open_container(url: str, options: dict[str, str] | None = None) -> av.container.InputContainer:
     """Open an input for reading, turning FFmpeg's failures into one clear ``BadInputError`` (``options``: FFmpeg's
     format options)."""
     if not url.strip():  # Path("") is the current folder
         raise BadInputError("the input is an empty name", hint="give a video file or a URL")
     if "://" not in url:
+        from vidparse.stages.images import is_sequence  # images reads StreamInfo from here
+
         path = Path(url)
+        if is_sequence(url):
+            raise BadInputError(f"input {url} is a pattern of files, not one video", hint=PHOTOS_ARE_FOR_RUN)
         if not path.exists():
             raise BadInputError(f"input {url} does not exist", hint="check the path")
         if path.is_dir():
@@ -357,8 +365,7 @@ def _video_stream(url: str, container: av.container.InputContainer,
         problem = (f"input {url} has a video stream without a frame size", "the file may be truncated or damaged")
     elif container.format.name == "image2" or container.format.name.endswith("_pipe"):
         hint = ("download it first: vidparse run takes photos from files, by their extension (.jpg, .png or the like)"
-                if "://" in url else "vidparse run takes photos by their extension (.jpg, .png or the like); tune, "
-                "bench, eval-video and batch take videos")
+                if "://" in url else PHOTOS_ARE_FOR_RUN)
         problem = (f"input {url} is a still image, not a video", hint)
     if problem:
         container.close()

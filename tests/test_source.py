@@ -186,8 +186,10 @@ def _file(path: Path, data: bytes) -> Path:
         (lambda d: _file(d / "empty.mp4", b""), "empty"),
         (lambda d: _file(d / "notes.mp4", b"this is not a video\n" * 50), "not a readable video"),
         (lambda d: d, "is a directory"),
+        (lambda d: d / "*.jpg", r"\*.jpg is a pattern of files, not one video"),  # was "does not exist"
+        (lambda d: d / "%06d.png", "%06d.png is a pattern of files, not one video"),
     ],
-    ids=["missing", "zero-length", "text-renamed-mp4", "directory"],
+    ids=["missing", "zero-length", "text-renamed-mp4", "directory", "glob", "printf-pattern"],
 )
 def test_bad_inputs_raise_one_clear_error(tmp_path: Path, make, message: str) -> None:
     with pytest.raises(BadInputError, match=message):
