@@ -231,7 +231,8 @@ def stream_name(input: str) -> str:
         name = re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1])
         return name[:URL_NAME_CHARS].strip("_") or "stream"
     path = Path(input.rstrip("/"))
-    if glob.has_magic(path.name) or "%" in path.name:  # a pattern of photos: named by its folder, as a folder is
+    # a pattern of photos: named by its folder, as a folder is; a file named like one ("clip [1080p].mp4") by its stem
+    if (glob.has_magic(path.name) or "%" in path.name) and not path.is_file():
         return Path(path.parent).resolve().name or "photos"
     return path.stem or "stream"
 

@@ -9,6 +9,7 @@ import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
@@ -236,7 +237,8 @@ class BatchDriver:
         folders = [job.folders[s.number] for s in job.segments]
         try:
             join_segments([(folder / VIDEO_NAME, s.offset) for folder, s in zip(folders, job.segments)], output,
-                          job.input if job.info.has_audio else None)
+                          job.input if job.info.has_audio else None,
+                          Fraction(job.first_pts or 0) * job.info.time_base)
             job.record.outputs = [str(output)]
             job.record.video_size = output.stat().st_size
             if self.masks:

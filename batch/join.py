@@ -12,9 +12,12 @@ from vidparse.errors import BadOutputError
 from vidparse.stages.sink import CONTAINERS, AudioCopy, container_options
 
 
-def join_segments(parts: list[tuple[Path, Fraction]], output: Path, audio_from: str | None) -> None:
+def join_segments(parts: list[tuple[Path, Fraction]], output: Path, audio_from: str | None,
+                  origin: Fraction = Fraction(0)) -> None:
     """``parts``: each segment file and the time of its first frame from the first segment's, in order. Every
-    segment starts with a keyframe (a fresh encoder), so the packets concatenate as they are. Written beside
+    segment starts with a keyframe (a fresh encoder), so the packets concatenate as they are. ``origin``: the first
+    frame's time on the input's clock, where the joined video starts at 0 and the audio copied from ``audio_from``
+    moves with it (a transport stream starts at 1.4 s or anywhere: its audio was that much late). Written beside
     ``output`` and renamed into place: a crash never leaves a half-joined file under the output's name."""
     staging = output.with_name(f".{output.name}.joining")
     fmt = CONTAINERS[output.suffix.lower()]
@@ -27,7 +30,7 @@ def join_segments(parts: list[tuple[Path, Fraction]], output: Path, audio_from: 
                     stream = source.streams.video[0]
                     if video is None:
                         video = target.add_stream_from_template(stream)
-                        audio = AudioCopy(audio_from, target) if audio_from else None
+                        audio = AudioCopy(audio_from, target, float(origin)) if audio_from else None
                     shift = round(offset / stream.time_base)
                     for packet in source.demux(stream):
                         if packet.dts is None:
@@ -37,7 +40,7 @@ def join_segments(parts: list[tuple[Path, Fraction]], output: Path, audio_from: 
                         packet.stream = video
                         target.mux(packet)
                         if audio is not None:
-                            audio.copy_until(float(Fraction(packet.pts) * packet.time_base))
+                            audio.copy_until(float(Fraction(packet.pts) * packet.time_base + origin))
             if audio is not None:
                 audio.finish(float("inf"))  # a re-encoded track's last samples are in its encoder until flushed
                 audio.close()

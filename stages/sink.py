@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from vidparse.errors import BadOutputError, file_in_the_way, folder_vanished, not_writable
-from vidparse.stages.source import StreamInfo, frame_seconds, short_of
+from vidparse.stages.source import StreamInfo, frame_seconds, short_of, without_credentials
 from vidparse.stages.types import Frame
 from vidparse.stages.options import EncoderOptions
 
@@ -125,7 +125,10 @@ class VideoSink:
         self.first_pts: int | None = None
         self.last_pts: int | None = None
         self._unrated: av.VideoFrame | None = None  # a first frame waiting for the encoder's rate (`_encode`)
-        self._audio_lead_s = 0.0  # how far before 0 the audio started (AAC's priming), for the fast-start rewrite
+        self._video_first_s: float | None = None  # the first frame written, on the input's clock
+        # where the audio's first packet starts from the first frame, on the input's clock (before it: negative, as
+        # AAC's priming), for the fast-start rewrite; None: not known (no audio, no timestamp)
+        self._audio_offset_s: float | None = None
 
     @property
     def segmented(self) -> bool:
@@ -172,6 +175,8 @@ class VideoSink:
         stream.width = self.info.width - self.info.width % 2
         stream.height = self.info.height - self.info.height % 2
         stream.pix_fmt = "yuv420p"
+        if self.info.sample_aspect_ratio:  # anamorphic (DV, DVD, broadcast): players stretch it as the input's
+            stream.codec_context.sample_aspect_ratio = self.info.sample_aspect_ratio
         stream.time_base = self.info.time_base
         stream.codec_context.time_base = self.info.time_base
         # No B-frames: presentation order is decode order, so fragments need no edit list to start at the
@@ -204,6 +209,8 @@ class VideoSink:
         av_frame.time_base = frame.time_base
         self._encode(av_frame)
         audio, seconds = self._audio, frame.seconds
+        if self._video_first_s is None:
+            self._video_first_s = seconds
         if audio is not None and seconds is not None:
             self._mux(lambda: audio.copy_until(seconds))
         self.frames_written += 1
@@ -292,7 +299,8 @@ class VideoSink:
                     self._mux(lambda: audio.finish(self._audio_end()))
         finally:
             if self._audio is not None:
-                self._audio_lead_s = self._audio.lead_s
+                if self._audio.first_s is not None and self._video_first_s is not None:
+                    self._audio_offset_s = self._audio.first_s - self._video_first_s
                 self._audio.close()
                 self._audio = None
             try:
@@ -345,7 +353,7 @@ class VideoSink:
         finally:  # a file that got no frame was never made; one removed (its folder with it) is not written
             self.paths = [path for path in self.paths if path.exists()]
         if self._faststart_at_end and not self.failed and self.paths and self.path.exists():  # gone: removed meanwhile
-            _make_faststart(self.path, self._audio_lead_s)
+            _make_faststart(self.path, self._audio_offset_s)
 
 
 # OpenCV's YCrCb is full range (JPEG's): chroma 128 +- 127.5 -> limited range (video's) 128 +- 112
@@ -414,21 +422,25 @@ def trim_to_whole_fragments(path: Path) -> Trimmed:
     return Trimmed(fragments, kept < end)
 
 
-def _make_faststart(path: Path, audio_lead_s: float = 0.0) -> None:
+def _make_faststart(path: Path, audio_offset_s: float | None = None) -> None:
     """Rewrite a finished fragmented MP4 as a fast-start MP4 (packets copied, not re-encoded), atomically. The audio
-    moves ``audio_lead_s`` back, to where it started in the input (before 0: an edit list skips the priming)."""
+    moves to start ``audio_offset_s`` from the first frame, as it did in the input: a fragmented file starts every
+    track at 0, which moved audio that started later than the video (a late audio track) earlier, and audio that
+    started before it (a transport stream's, AAC's priming) later. An edit list skips what lies before 0 and waits
+    for what starts later."""
     staging = path.with_name(f".{path.name}.faststart")
     try:
         with av.open(str(path)) as source, av.open(str(staging), "w", format=CONTAINERS[path.suffix.lower()],
                                                    options={"movflags": "+faststart"}) as target:
             streams = {s.index: target.add_stream_from_template(s) for s in source.streams if s.type in ("video", "audio")}
+            shift_s = _audio_shift(source, audio_offset_s)
             for packet in source.demux(*[s for s in source.streams if s.index in streams]):
                 if packet.dts is None:
                     continue
-                if audio_lead_s and packet.stream.type == "audio":
-                    lead = round(audio_lead_s / packet.time_base)
-                    packet.pts -= lead
-                    packet.dts -= lead
+                if shift_s and packet.stream.type == "audio":
+                    shift = round(shift_s / packet.time_base)
+                    packet.pts += shift
+                    packet.dts += shift
                 packet.stream = streams[packet.stream.index]
                 target.mux(packet)
         staging.replace(path)
@@ -437,32 +449,72 @@ def _make_faststart(path: Path, audio_lead_s: float = 0.0) -> None:
         log.warning("kept %s fragmented (it plays; fast start failed: %s)", path, exc)
 
 
+def _audio_shift(source: av.container.InputContainer, audio_offset_s: float | None) -> float:
+    """How far the audio of the fragmented file ``source`` moves, in seconds, to start ``audio_offset_s`` from its
+    video (0 when either is unknown)."""
+    if audio_offset_s is None or not source.streams.audio or not source.streams.video:
+        return 0.0
+    audio, video = source.streams.audio[0], source.streams.video[0]
+    starts = [float(s.start_time * s.time_base) if s.start_time is not None and s.time_base else 0.0
+              for s in (audio, video)]
+    return audio_offset_s - (starts[0] - starts[1])
+
+
 BROWSER_AUDIO = ("aac", "mp3")  # audio every browser plays in an MP4; other codecs (PCM, FLAC, Vorbis...) -> AAC
+AAC_RATES = frozenset(av.Codec("aac", "w").audio_rates or ())  # 7350 to 96000 Hz
+AAC_FALLBACK_RATE = 48000
+
+
+def _channels(stream: av.audio.stream.AudioStream) -> int:
+    """How many channels ``stream`` has. A layout that lists its channels one by one (a custom order: a MOV's
+    channel labels, as FFmpeg writes 7.1 PCM) is replaced by the usual layout of as many channels before anything
+    reads it: PyAV (17, 18) copies such a layout without its list and frees the list twice, which aborts the process
+    (the run ended by SIGABRT, leaving no output and no message). The channels may be mixed down to stereo as the
+    usual layout's, not as labelled."""
+    layout = stream.codec_context.layout  # a copy that shares a custom layout's list with the decoder
+    count = layout.nb_channels
+    if "(" in layout.name:  # a custom order is described as "8 channels (FL+FR+FC+LFE+SL+SR+BL+BR)"
+        log.info("audio channels %s taken as %s", layout.name, av.AudioLayout(f"{count}c").name)
+        stream.codec_context.layout = av.AudioLayout(f"{count}c")
+    del layout  # frees the list now that only it has it
+    return count
 
 
 class AudioCopy:
     """The input's first audio stream: its packets copied as they are when browsers play them in an MP4 (AAC,
-    MP3), else decoded and encoded as AAC (PCM from an AVI or MKV would be muxed as ``ipcm``, which they do not)."""
+    MP3), else decoded and encoded as AAC (PCM from an AVI or MKV would be muxed as ``ipcm``, which they do not), at
+    the input's rate when AAC has it, else at 48 kHz (a 192 kHz recorder's PCM). ``shift_s``: moved that much earlier
+    than on the input's clock (the input's time of the output's 0)."""
 
-    def __init__(self, url: str, output: av.container.OutputContainer) -> None:
+    def __init__(self, url: str, output: av.container.OutputContainer, shift_s: float = 0.0) -> None:
         self._input = av.open(url)
         self._stream = self._input.streams.audio[0]
+        if (tracks := len(self._input.streams.audio)) > 1:
+            log.warning("input %s has %d audio tracks: only the first is kept", without_credentials(url), tracks)
         self._encoder: av.audio.stream.AudioStream | None = None
+        channels = _channels(self._stream)
         codec = self._stream.codec_context.codec.canonical_name  # "mp3", where the decoder is "mp3float"
         # AAC in ADTS frames (MPEG-TS, HLS) carries no AudioSpecificConfig, which an MP4 needs: re-encoded too
         adts = codec == "aac" and not self._stream.codec_context.extradata
         if codec in BROWSER_AUDIO and not adts:
             self._out_stream = output.add_stream_from_template(self._stream)
         else:
-            self._encoder = self._out_stream = output.add_stream("aac", rate=self._stream.rate or 48000)
-            self._encoder.layout = "stereo" if self._stream.channels > 1 else "mono"
+            rate = self._stream.rate or AAC_FALLBACK_RATE
+            if rate not in AAC_RATES:
+                log.info("audio at %d Hz resampled to %d Hz (AAC has no %d Hz)", rate, AAC_FALLBACK_RATE, rate)
+                rate = AAC_FALLBACK_RATE
+            self._encoder = self._out_stream = output.add_stream("aac", rate=rate)
+            self._encoder.layout = "stereo" if channels > 1 else "mono"
             log.info("audio %s re-encoded as AAC%s (%s)", codec,
-                     f", its {self._stream.channels} channels mixed down to stereo" if self._stream.channels > 2 else "",
+                     f", its {channels} channels mixed down to stereo" if channels > 2 else "",
                      "its ADTS frames do not go into an MP4 as they are" if adts else "browsers do not play it in an MP4")
         self._output = output
+        self._shift_s = shift_s
         self._packets = self._input.demux(self._stream)
         self._pending: av.Packet[av.audio.stream.AudioStream] | None = None
-        self.lead_s = 0.0  # how far before 0 the first packet written starts (AAC's priming), seconds
+        # where the first packet written starts on the input's clock (AAC's priming: before the first sample),
+        # seconds; None before it is written
+        self.first_s: float | None = None
         self._written = False
 
     @property
@@ -498,8 +550,16 @@ class AudioCopy:
         if packets and not self._written:
             self._written = True
             first = packets[0]
-            if first.pts is not None and first.pts < 0:
-                self.lead_s = float(-first.pts * first.time_base)
+            if first.pts is not None and first.time_base is not None:
+                self.first_s = float(first.pts * first.time_base)
+        if self._shift_s:
+            for packet in packets:
+                assert packet.time_base is not None  # a demuxed or encoded packet has its stream's
+                shift = round(self._shift_s / packet.time_base)
+                if packet.pts is not None:
+                    packet.pts -= shift
+                if packet.dts is not None:
+                    packet.dts -= shift
         self._output.mux(packets)
 
     def finish(self, seconds: float) -> None:

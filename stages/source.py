@@ -168,6 +168,9 @@ class StreamInfo:
     # the header gives no frame rate: frame_rate is FFmpeg's guess (a Matroska file of a few frames muxed without
     # one: 1000, its time base's)
     frame_rate_guessed: bool = False
+    # the width of a pixel as shown over its height, upright, when not 1: an anamorphic picture (DV, DVD, broadcast
+    # 720x576 shown 1024x576), which players stretch
+    sample_aspect_ratio: Fraction | None = None
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -185,6 +188,7 @@ def short_of(seconds: float | None, end_s: float, slack_s: float = 1.0) -> bool:
 # for rounding. Measured on whole files (docs/faults.md): x264 MP4 (with audio, 29.97 fps, variable rate, 10 min),
 # MJPEG and MPEG-4 AVI (null frames too), FFV1 and x264 MKV, VP8 WebM, ProRes MOV: every one ends 0 or 1 frame short.
 FRAMES_SHORT = 2
+MAX_FRAME_RATE = 1000  # an average rate above it, beside a codec rate under it, is not the frames' (raw DV)
 
 
 def frame_seconds(info: StreamInfo, decoded: int, first_pts: int | None, last_pts: int | None) -> float | None:
@@ -567,7 +571,12 @@ class VideoSource:
             container = connected
             stream = _video_stream(self.shown_url, container)
         live = self._is_live(container)
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        rate = stream.average_rate
+        if rate and rate > MAX_FRAME_RATE and stream.guessed_rate and stream.guessed_rate <= MAX_FRAME_RATE:
+            # not a frame rate: FFmpeg 8 gives a raw DV file's as its time base's, 60000 fps (x264 took level 6.2,
+            # the last frame lasted 1/60000 s and the whole file was said to be truncated); its codec's rate holds
+            rate = stream.guessed_rate
+        rate = rate or stream.guessed_rate or Fraction(25)
         self._container = container
         width, height = stream.codec_context.width, stream.codec_context.height
         try:
@@ -582,8 +591,10 @@ class VideoSource:
         except BadInputError:
             self._close_container()
             raise
+        aspect = stream.sample_aspect_ratio  # the container's when it says, else the codec's (FFmpeg's guess)
         if self.turn.swaps_axes:
             width, height = height, width
+            aspect = 1 / aspect if aspect else aspect
         self.info = StreamInfo(
             width=width,
             height=height,
@@ -596,6 +607,7 @@ class VideoSource:
             has_audio=bool(container.streams.audio),
             live=live,
             frame_rate_guessed=not stream.average_rate,
+            sample_aspect_ratio=Fraction(aspect) if aspect and aspect != 1 else None,
         )
         return self.info
 

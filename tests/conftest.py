@@ -171,6 +171,21 @@ def assert_audio_copied(copied: Path, source: Path) -> None:
     assert [p[0] for p in ours] == pytest.approx([p[0] for p in theirs], abs=1e-9), "same timestamps"
 
 
+# A 10 ms 1 kHz beep at 1.0 s of the audio track's own clock, in silence: where it is heard tells the audio's place.
+BEEP = r"aevalsrc=if(between(t\,1\,1.01)\,sin(2*PI*1000*t)\,0):s=48000:d=2.5"
+
+
+def beep_heard_at(path: Path) -> float:
+    """Where a player hears the beep from the video's start: ffmpeg applies the edit lists and pads what starts
+    late with silence from 0 (the video's first frame is at 0 in every MP4 written here)."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-af",
+                          "aresample=async=1:first_pts=0", "-ac", "1", "-ar", "48000", "-f", "f32le", "-"],
+                         capture_output=True, check=True).stdout
+    loud = np.flatnonzero(np.abs(np.frombuffer(raw, np.float32)) > 0.3)
+    assert len(loud), "the beep is heard"
+    return float(loud[0] / 48000)
+
+
 def decode_frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from batch_media import BATCH_CONFIG, LONG_FRAMES, SHORT_FRAMES, BatchClips, Reference, assert_matches_reference, frame_times
-from conftest import VTEST, assert_audio_copied, audio_packets, run_cli
+from conftest import BEEP, VTEST, assert_audio_copied, audio_packets, beep_heard_at, run_cli
 from rtsp import free_port
 from vidparse.batch.driver import in_given_order
 from vidparse.batch.manifest import Record, config_hash, input_identity
@@ -214,6 +214,20 @@ def test_audio_browsers_do_not_play_is_re_encoded_to_its_end(batch_clips: BatchC
     assert result.returncode == 0, result.stderr
     packets = audio_packets(tmp_path / "out" / "pcm.mp4")
     assert packets[-1][0] + packets[-1][1] == pytest.approx(2.0, abs=0.02), "the audio as long as the input's"
+
+
+def test_the_audio_of_a_transport_stream_keeps_its_place_beside_the_video(tmp_path: Path) -> None:
+    """A transport stream's clock starts anywhere (1.4 s here, its video 0.5 s after its audio): the joined video
+    starts at 0 and its audio moves with it (it stayed on the stream's clock: the beep 0.5 s into the video was heard
+    at 2.4 s; with a camera's clock hours in, no audio played at all)."""
+    clip = tmp_path / "recording.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-itsoffset", "0.5", "-i", str(VTEST), "-f", "lavfi", "-i", BEEP,
+                    "-t", "2.5", "-vf", "scale=384:288", "-c:v", "libx264", "-g", "10", "-c:a", "aac", str(clip)],
+                   check=True, timeout=60)
+    result = run_cli("batch", str(clip), "-o", str(tmp_path / "out"), "--config", str(BATCH_CONFIG))
+    assert result.returncode == 0, result.stderr
+    assert manifest(tmp_path / "out")[0]["segments"] > 1, "joined from segments"
+    assert beep_heard_at(tmp_path / "out" / "recording.mp4") == pytest.approx(0.5, abs=0.005)
 
 
 def test_bad_inputs_get_a_line_and_a_record_and_the_rest_runs(batch_clips: BatchClips, clip_with_audio: Path,

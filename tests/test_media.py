@@ -10,6 +10,7 @@ import re
 
 import shutil
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import VTEST, decode_frames, probe_video, run_cli
+from conftest import BEEP, VTEST, beep_heard_at, decode_frames, probe_video, run_cli
 from media import ROTATED, VIDEOS, build_corpus, exif_rotated_jpeg, ffmpeg, reference_frames
 from vidparse.jobs import LabelsParser
 from vidparse.pipeline.messages import FrameKey
@@ -375,3 +376,73 @@ def test_a_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog: pytest.L
         images = ImageSet.find(str(photos))
     assert images.paths == (photos / "a.png",)
     assert f"input {photos}: 2 files that are not photos left out (clip.mp4, wave.gif)" in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("name, args, heard", [
+    # a camera's MKV whose audio starts 0.7 s after the video: the beep at 1.7 s was heard at 1.02 s
+    ("audio_late.mkv", ["-i", "{vtest}", "-itsoffset", "0.7", "-f", "lavfi", "-i", BEEP, "-c:a", "aac"], 1.7),
+    # the same with PCM in a MOV (re-encoded as AAC)
+    ("audio_late_pcm.mov", ["-i", "{vtest}", "-itsoffset", "0.7", "-f", "lavfi", "-i", BEEP, "-c:a", "pcm_s16le"],
+     1.7),
+    # a transport stream whose video starts 0.5 s after its audio (a recording that began between keyframes):
+    # heard at 1.04 s
+    ("video_late.ts", ["-itsoffset", "0.5", "-i", "{vtest}", "-f", "lavfi", "-i", BEEP, "-c:a", "aac"], 0.5),
+])
+def test_the_audio_keeps_its_place_beside_the_video(name: str, args: list[str], heard: float, shared: Path,
+                                                     tmp_path: Path) -> None:
+    """An MP4 written fragmented starts every track at 0: the fast-start rewrite puts the audio back where it was
+    beside the first frame (docs/faults.md, "Real-world media")."""
+    clip = tmp_path / name
+    ffmpeg(*[str(VTEST) if a == "{vtest}" else a for a in args], "-vf", "scale=384:288", "-t", "2.5", "-c:v",
+           "libx264", str(clip))
+    parse(clip, tmp_path / "o.mp4")
+    assert beep_heard_at(tmp_path / "o.mp4") == pytest.approx(heard, abs=0.005)
+
+
+@pytest.mark.parametrize("rate, layout", [(192000, "mono"), (48000, "7.1")])
+def test_audio_aac_has_no_rate_for_or_pyav_cannot_copy_the_layout_of_becomes_aac(rate: int, layout: str, shared: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A recorder's 192 kHz PCM (AAC goes to 96 kHz: the encoder refused the first frame, exit 4 and no file) is
+    resampled to 48 kHz; FFmpeg's 7.1 PCM in a MOV, whose layout lists its channels (a custom order: PyAV freed the
+    list twice and the run died of SIGABRT, no output, no message), is mixed down to stereo."""
+    clip = tmp_path / "pcm.mov"
+    ffmpeg("-i", str(VTEST), "-f", "lavfi", "-i", f"sine=f=440:r={rate},aformat=channel_layouts={layout}",
+           "-t", "1", "-vf", "scale=384:288", "-c:v", "libx264", "-c:a", "pcm_s24le", str(clip))
+    parse(clip, tmp_path / "o.mp4")
+    with av.open(str(tmp_path / "o.mp4")) as written:
+        audio = written.streams.audio[0]
+        assert (audio.codec_context.name, audio.rate, audio.channels) == ("aac", 48000, 1 if layout == "mono" else 2)
+        samples = np.concatenate([f.to_ndarray().mean(axis=0) for f in written.decode(audio=0)])
+    assert len(samples) / 48000 == pytest.approx(1.0, abs=0.05), "as long as the video"
+    spectrum = np.abs(np.fft.rfft(samples))
+    assert np.fft.rfftfreq(len(samples), 1 / 48000)[spectrum.argmax()] == pytest.approx(440, abs=3), "the same tone"
+
+
+@pytest.mark.parametrize("turn, shown", [(0, "64/45"), (90, "45/64")])
+def test_an_anamorphic_video_keeps_its_pixel_shape(turn: int, shown: str, shared: Path, tmp_path: Path) -> None:
+    """A 16:9 PAL DVD's 720x576 pixels are shown 64:45 wide (1024x576): written with that pixel shape, turned with
+    the frame, players show what they show of the input (the output was 720x576 of square pixels, 4:5)."""
+    plain = tmp_path / "wide.mp4"
+    ffmpeg("-i", str(VTEST), "-vf", "scale=720:576,setsar=64/45", "-frames:v", "4", "-c:v", "libx264", str(plain))
+    clip = tmp_path / f"wide{turn}.mp4"
+    ffmpeg("-i", str(plain), "-c", "copy", "-metadata:s:v:0", f"rotate={turn}", str(clip))
+    parse(clip, tmp_path / "o.mp4")
+    with av.open(str(tmp_path / "o.mp4")) as written:
+        stream = written.streams.video[0]
+        assert (stream.width, stream.height) == ((720, 576) if turn == 0 else (576, 720))
+        assert stream.sample_aspect_ratio == Fraction(shown)
+
+
+def test_a_raw_dv_file_keeps_its_25_fps(shared: Path, tmp_path: Path) -> None:
+    """FFmpeg 8 gives a raw DV file's average rate as its time base's, 60000 fps: x264 took level 6.2 (players
+    refuse it), the last frame lasted 1/60000 s, and the whole file was said to be 'truncated at 2.0 s of 2.0 s'."""
+    clip = tmp_path / "tape.dv"
+    ffmpeg("-i", str(VTEST), "-vf", "scale=720:576", "-r", "25", "-frames:v", "10", "-pix_fmt", "yuv420p",
+           str(clip))
+    result = parse(clip, tmp_path / "o.mp4")
+    assert "truncated" not in result.stderr
+    facts = probe_video(tmp_path / "o.mp4")
+    assert facts.frames == 10 and facts.duration_s == pytest.approx(0.4, abs=1e-3)
+    with av.open(str(tmp_path / "o.mp4")) as written:
+        stream = written.streams.video[0]
+        assert stream.codec_context.level <= 30 and stream.sample_aspect_ratio == Fraction(16, 15)

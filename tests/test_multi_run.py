@@ -288,8 +288,14 @@ def test_an_output_never_replaces_another_streams_input(clip: Path, tmp_path: Pa
     assert other.read_bytes() == before and probe_video(out / f"{other.stem}_2.mp4").frames == 2
 
 
-def test_a_pattern_of_photos_is_named_by_its_folder() -> None:
+def test_a_pattern_of_photos_is_named_by_its_folder_a_file_named_like_one_by_its_stem(tmp_path: Path) -> None:
+    """Files named "clip [1080p].mp4" or "take 100%.mov" were named after their folder, as patterns are: two of them
+    wrote <folder>.mp4 and <folder>_2.mp4."""
     assert [stream_name(p) for p in ("photos/*.jpg", "shots/%06d.png", "clip.mp4")] == ["photos", "shots", "clip"]
+    files = [tmp_path / "clip [1080p].mp4", tmp_path / "take 100%.mov", tmp_path / "what?.avi"]
+    for file in files:
+        file.write_bytes(b"")
+    assert [stream_name(str(file)) for file in files] == ["clip [1080p]", "take 100%", "what?"]
 
 
 def test_a_signed_url_names_its_outputs_within_a_file_name_s_length(tmp_path: Path) -> None:

@@ -78,6 +78,23 @@ def test_audio_browsers_play_is_copied_the_rest_becomes_aac(codec: str, containe
     assert np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()] == pytest.approx(440, abs=3), "the same tone"
 
 
+def test_of_several_audio_tracks_the_first_is_kept_and_said_so(tmp_path: Path, caplog) -> None:
+    """A recording with a second language or a commentary track: an MP4 for browsers plays one, the first; the
+    others were dropped without a word."""
+    clip = tmp_path / "two tracks.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(VTEST), "-f", "lavfi", "-i", "sine=frequency=440", "-f", "lavfi",
+                    "-i", "sine=frequency=880", "-map", "0:v", "-map", "1:a", "-map", "2:a", "-t", "1", "-c:v", "ffv1",
+                    "-c:a", "aac", str(clip)], check=True)
+    copy_through_sink(clip, tmp_path / "out.mp4", audio=True)
+    assert f"input {clip} has 2 audio tracks: only the first is kept" in caplog.text
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        assert len(written.streams.audio) == 1
+        rate = written.streams.audio[0].rate
+        samples = np.concatenate([f.to_ndarray().mean(axis=0) for f in written.decode(audio=0)])
+    spectrum = np.abs(np.fft.rfft(samples))
+    assert np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()] == pytest.approx(440, abs=3), "the first"
+
+
 def test_a_live_inputs_audio_is_said_not_to_be_recorded(clip: Path, tmp_path: Path, caplog) -> None:
     info = dataclasses.replace(probe(str(clip)), live=True, has_audio=True)
     sink = VideoSink(tmp_path / "live.mp4", info, EncoderOptions(crf=23, preset="ultrafast"))
