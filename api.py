@@ -196,7 +196,15 @@ def annotate(image: ImageInput, parsing: Parsing, alpha: float | None = None, le
         raise BadInputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but its labels are "
                             f"{parsing.labels.shape[1]}x{parsing.labels.shape[0]}",
                             hint="annotate the image that was parsed")
-    options = resolve_config(None, **{"compose.alpha": alpha, "compose.legend": legend}).compose  # validated, defaults
+    try:  # validated as the config's keys are, and named as this function's arguments
+        options = resolve_config(None, **{"compose.alpha": alpha, "compose.legend": legend}).compose
+    except ConfigError as exc:
+        argument = {"compose.alpha": "alpha", "compose.legend": "legend"}.get(exc.key or "")
+        if argument is None:
+            raise
+        raise ConfigError(exc.message.replace(f"config key '{exc.key}'", argument),
+                          hint=exc.hint and exc.hint.replace(f"set {exc.key} to", f"give {argument}")
+                          .replace(f"write {exc.key} as", f"give {argument} as"), key=exc.key) from None
     rgb_colors = replace(parsing.label_set, colors=parsing.palette)  # Recolor blends in the image's channel order
     return Recolor(rgb_colors, options).process(rgb, parsing.labels)
 
@@ -206,7 +214,8 @@ class StreamFrame(Parsing):
     """One parsed frame of `stream`: a `Parsing` (labels, persons with track ids when tracking is on, label set)
     plus where it came from. ``stream`` is the source's index in the list given to `stream` and ``source`` its
     input (for a folder or pattern of photos, the photo's path); ``seq`` counts the source's frames from 0; ``pts`` is the frame's timestamp in the source's time base
-    and ``time_s`` the same in seconds (None when the source has none); ``image`` is the frame, RGB."""
+    and ``time_s`` the same in seconds (None when the source has none, as a photo or a folder of photos: a
+    pattern's frames are 25 fps); ``image`` is the frame, RGB."""
 
     stream: int
     source: str
@@ -291,9 +300,12 @@ def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> St
         image, labels = image[:height, :width], labels[:height, :width]
         source = str(spec.images.paths[written.frame.seq])
     persons = sorted(written.result.persons, key=lambda person: -person.score)  # tracking lists them by track
+    # Photos (not a pattern's frames) have no clock, as their stats lines say (pts and time_s null): the 25 fps
+    # the pipeline numbers them by is no time of theirs.
+    pts, seconds = (None, None) if spec.stills else (written.frame.pts, written.frame.seconds)
     return StreamFrame(labels=np.ascontiguousarray(labels), persons=persons, label_set=label_set,
-                       stream=written.stream, source=source, seq=written.frame.seq, pts=written.frame.pts,
-                       time_s=written.frame.seconds, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+                       stream=written.stream, source=source, seq=written.frame.seq, pts=pts,
+                       time_s=seconds, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
 def _inputs(sources: str | Path | Sequence[str | Path]) -> list[str]:

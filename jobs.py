@@ -162,7 +162,10 @@ class StreamSpec:
         if self.images and writes_photos(self.output_path):
             return AnnotatedImages(self.images, load_label_set(LABEL_SETS[self.config.model]), self.output_path,
                                    self.config.compose, masks_dir=self.masks_dir, stats_path=self.stats_path,
-                                   stream_name=self.name)
+                                   stream_name=self.name,
+                                   temporal=None if self.stills else self.config.temporal,
+                                   tracking=None if self.stills else self.config.tracking,
+                                   margin=self.config.roi.margin)
         return AnnotatedOutput(
             info,
             load_label_set(LABEL_SETS[self.config.model]),

@@ -80,9 +80,15 @@ def image_files(spec: str) -> list[Path]:
 @contextmanager
 def _opened(path: Path, formats: tuple[str, ...] | None = None) -> Iterator[Image.Image]:
     """The image as PIL opens it; one past PIL's decompression-bomb limit is refused with one line, and PIL's
-    warning for one past half that limit (such photos are read) is not shown."""
+    warning for one past half that limit (such photos are read) is not shown, nor its warnings of damaged EXIF data
+    (``Corrupt EXIF data``, ``Tag data larger than file``: the photo is read, as a viewer shows it, without what
+    could not be read), which came out as two lines each naming a file of PIL's, once as the photo was listed and
+    once as it was read."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        if path.stat().st_size == 0:  # PIL says it "cannot identify image file": as a video's, say what it is
+            raise BadInputError(f"input {path} is empty (0 bytes)", hint="the file was not written completely")
         try:
             image = Image.open(path, formats=formats)
         except Image.DecompressionBombError as exc:

@@ -154,15 +154,20 @@ class AnnotatedImages:
     """One annotated image and one label PNG per input image, each at that image's own size.
 
     ``target`` is the annotated image's path for a single photo, else a folder that gets ``<stem><suffix>`` per
-    image. Both go where `ImageSet.output_paths` says.
+    image. Both go where `ImageSet.output_paths` says. A pattern's frames are one sequence, as they are made into a
+    video: given ``temporal`` and ``tracking``, they are voted on and tracked as a video's frames are (photos, each
+    its own picture, are given neither).
     """
 
     timestamps = None  # images carry no timestamps to repair
 
     def __init__(self, images: ImageSet, label_set: LabelSet, target: Path, compose: ComposeOptions,
-                 masks_dir: Path | None = None, stats_path: Path | None = None, stream_name: str | None = None
-                 ) -> None:
+                 masks_dir: Path | None = None, stats_path: Path | None = None, stream_name: str | None = None,
+                 temporal: TemporalOptions | None = None, tracking: TrackingOptions | None = None,
+                 margin: float = 0.0) -> None:
         self.images = images
+        self.ordered = OrderedLabels(label_set, temporal, tracking, margin)
+        self.draw_ids = bool(tracking and tracking.enabled and tracking.draw_ids)
         self.recolor = Recolor(label_set, compose)
         self.target = target
         self.masks = MaskWriter(masks_dir or self._image_dir, label_set)
@@ -176,20 +181,34 @@ class AnnotatedImages:
 
     def open(self) -> None:
         make_directory(self._image_dir, "output folder")
+        self.ordered.open()
         self.masks.open()
         if self.stats:
             self.stats.open()
 
-    def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> None:
-        """Images are composed one at a time: nothing to measure across them."""
+    def measure(self, frame: Frame, arrays: dict[str, np.ndarray]) -> Flow | None:
+        """A pattern's frame's optical flow, as `AnnotatedOutput.measure`; None for photos (nothing is measured
+        across them) and for a photo gone since the listing (it is not written)."""
+        if frame.picture == (0, 0):
+            return None
+        return self.ordered.measure(frame.image, arrays["labels"], frame.seq)
 
     def compose(self, frame: Frame, arrays: dict[str, np.ndarray], result: FrameResult,
-                measured: None = None) -> Composed:
-        """As `AnnotatedOutput.compose`, at the image's own size."""
-        width, height = self.images.sizes[frame.seq]
-        image, labels = frame.image[:height, :width], np.ascontiguousarray(arrays["labels"][:height, :width])
+                measured: Flow | None = None) -> Composed:
+        """As `AnnotatedOutput.compose` (a pattern's frames voted on and tracked on the shared canvas), at the
+        image's own size."""
         started = time.perf_counter()
+        labels = arrays["labels"]
+        if frame.picture != (0, 0):
+            tracked = self.ordered.process(labels, frame.image, result, measured)
+            labels = tracked.labels
+            # in place: the run's summary counts the persons written, the stats say where a shot starts
+            result.persons, result.cut = tracked.result.persons, tracked.result.cut
+        width, height = self.images.sizes[frame.seq]
+        image, labels = frame.image[:height, :width], np.ascontiguousarray(labels[:height, :width])
         annotated = self.recolor.process(image, labels)
+        if self.draw_ids:
+            draw_track_ids(annotated, result.persons)
         result.timings["compose"] = time.perf_counter() - started
         return Composed(frame, labels, annotated, result)
 
@@ -217,6 +236,7 @@ class AnnotatedImages:
 
     def close(self) -> None:
         try:
+            self.ordered.close()
             if self.stats:
                 self.stats.close()
         finally:  # photos removed (their folder with them) are not written

@@ -121,6 +121,20 @@ def test_mistakes_raise_vidparse_errors_with_a_hint(parser: vidparse.Parser, cal
     assert raised.value.hint
 
 
+@pytest.mark.parametrize(("options", "said"), [
+    ({"alpha": 1.5}, "alpha must be between 0.0 and 1.0, got 1.5 | give alpha a value in [0.0, 1.0]"),
+    ({"alpha": "half"}, "alpha must be a number, got 'half' | give alpha as a number"),
+    ({"legend": "yes"}, "legend must be true or false, got 'yes' | give legend as true or false"),
+])
+def test_annotates_mistakes_name_its_arguments(parser: vidparse.Parser, options: dict, said: str) -> None:
+    """``annotate(image, parsing, alpha=1.5)`` was told "config key 'compose.alpha' must be between 0.0 and 1.0" and
+    to "set compose.alpha": a key its caller never set."""
+    image = np.zeros((20, 20, 3), np.uint8)
+    with pytest.raises(ConfigError) as raised:
+        vidparse.annotate(image, parser.parse(image), **options)
+    assert f"{raised.value.message} | {raised.value.hint}" == said
+
+
 CLI_FLAG = re.compile(r"(?<![\w-])(-o|--[a-z][a-z-]*)(?![\w-])")
 
 

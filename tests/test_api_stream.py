@@ -76,6 +76,7 @@ def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, s
         assert np.array_equal(frame.image, picture) and frame.labels.shape == picture.shape[:2]
         assert np.array_equal(frame.labels, parsing.labels), "as the photo parsed alone"
         assert [(p.box, p.track_id) for p in frame.persons] == [(p.box, None) for p in parsing.persons]
+    assert [(f.pts, f.time_s) for f in seen[2]] == [(None, None)] * 2, "photos have no clock, as their stats say"
     for stream, frames in ((0, seen[0]), (1, seen[1])):
         assert [f.seq for f in frames] == list(range(len(expected[stream])))
         assert [f.time_s for f in frames] == pytest.approx([0.1 * i for i in range(len(frames))])
@@ -88,6 +89,7 @@ def test_sources_yield_every_frame_once_in_order(clip: Path, short_clip: Path, s
     assert all(p.track_id is not None for f in seen[0] for p in f.persons), "tracking is on for video"
     assert [f.seq for f in seen[3]] == [0, 1, 2] and all(p.track_id is not None for f in seen[3] for p in f.persons)
     assert any(f.persons for f in seen[3]), "a pattern's frames are a sequence: tracked"
+    assert [f.time_s for f in seen[3]] == pytest.approx([0, 0.04, 0.08]), "at 25 fps"
     assert probe_video(video).frames == len(expected[1])
 
 

@@ -6,11 +6,14 @@ output is the input up to encoder noise and can be matched frame by frame agains
 
 from __future__ import annotations
 
+import json
 import re
 
 import shutil
+import struct
 import subprocess
 from fractions import Fraction
+import warnings
 from pathlib import Path
 
 import av
@@ -23,7 +26,7 @@ from conftest import BEEP, VTEST, beep_heard_at, decode_frames, probe_video, run
 from media import ROTATED, VIDEOS, build_corpus, exif_rotated_jpeg, ffmpeg, reference_frames
 from vidparse.jobs import LabelsParser
 from vidparse.pipeline.messages import FrameKey
-from vidparse.stages.images import ImageSet, ImageSource, is_sequence
+from vidparse.stages.images import ImageSet, ImageSource, is_sequence, load_upright, upright_size
 
 FAST = str(Path(__file__).parent / "fast.yaml")
 NOISE = 8.0  # mean absolute difference (0..255) of one frame encoded twice; a wrong frame or turn is far above
@@ -151,6 +154,31 @@ def test_a_glob_pattern_gives_an_annotated_image_and_a_label_png_each(corpus: di
         labels = np.asarray(Image.open(tmp_path / "out" / f"{source.stem}_labels.png"))
         assert difference(annotated, cv2.imread(str(source))) < 1, "png in, lossless png out"
         assert labels.shape == annotated.shape[:2]
+
+
+def test_a_patterns_frames_written_as_photos_are_tracked_and_voted_on_as_its_video(corpus: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """A pattern's frames are one sequence (README): written as photos (``-o DIR/``) they were parsed each alone, with
+    no track id in the stats and no vote, while the same pattern made into a video was tracked and voted on."""
+    sequence = corpus["sequence"]
+    common = ("--model", "bodypix", "--alpha", "0")  # the default vote and tracking
+    video = run_cli("run", str(sequence / "%06d.png"), "-o", str(tmp_path / "o.mp4"), "--masks", str(tmp_path / "m"),
+                    "--stats", str(tmp_path / "video.jsonl"), *common)
+    photos = run_cli("run", f"{sequence}/*.png", "-o", str(tmp_path / "out"), "--stats", str(tmp_path / "photos.jsonl"),
+                     *common)
+    assert video.returncode == 0 and photos.returncode == 0, video.stderr + photos.stderr
+    for index, source in enumerate(sorted(sequence.glob("*.png"))):
+        as_photo = np.asarray(Image.open(tmp_path / "out" / f"{source.stem}_labels.png"))
+        assert np.array_equal(as_photo, np.asarray(Image.open(tmp_path / "m" / f"{index:06d}.png"))), source.name
+    records = {name: [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+               for name in ("video.jsonl", "photos.jsonl")}
+    assert [[person["track_id"] for person in record["persons"]] for record in records["photos.jsonl"]] == \
+        [[person["track_id"] for person in record["persons"]] for record in records["video.jsonl"]]
+    assert all(person["track_id"] is not None for record in records["photos.jsonl"] for person in record["persons"])
+    assert any(record["persons"] for record in records["photos.jsonl"])
+    refused = run_cli("run", f"{sequence}/*.png", "-o", str(tmp_path / "out2"), "--instances", str(tmp_path / "ids"))
+    assert refused.returncode == 2 and "a pattern written as photos is tracked, but writes no instance PNGs" in \
+        refused.stderr and "hint: give -o a video" in refused.stderr, refused.stderr
 
 
 def test_a_photo_gets_an_overlay_and_a_label_png_at_its_size(shared: Path, tmp_path: Path) -> None:
@@ -325,12 +353,13 @@ def cut_jpeg(path: Path) -> Path:
     [
         (lambda d: (d / "notes.jpg").write_text("hello") and d / "notes.jpg", "o.png", 3, "is not a readable image"),
         (lambda d: cut_jpeg(d / "cut.jpg"), "o.png", 3, "is not a readable image (image file is truncated"),
+        (lambda d: (d / "empty.jpg").write_bytes(b"") or d / "empty.jpg", "o.png", 3, "empty.jpg is empty (0 bytes)"),
         (lambda d: d / "nothing_*.png", "out", 3, "names no image files"),
         (lambda d: d / "missing.jpg", "o.jpg", 3, "missing.jpg does not exist"),
         (lambda d: (d / "a.png", d / "b.png") and d, "o.png", 4, "cannot all be written"),
         (lambda d: d, "in", 4, "would overwrite the input"),
     ],
-    ids=["text-as-jpeg", "cut-jpeg", "empty-pattern", "missing-photo", "folder-into-one-image", "folder-onto-itself"],
+    ids=["text-as-jpeg", "cut-jpeg", "empty-jpeg", "empty-pattern", "missing-photo", "folder-into-one-image", "folder-onto-itself"],
 )
 def test_image_mistakes_get_one_line_and_an_exit_code(make, output: str, code: int, message: str,
                                                       tmp_path: Path) -> None:
@@ -362,6 +391,23 @@ def test_a_folder_skips_its_damaged_file_and_reads_16_bit_and_float_grey(shared:
         written = cv2.imread(str(tmp_path / "out" / name))
         assert difference(written, cv2.cvtColor((grey // 257).astype(np.uint8), cv2.COLOR_GRAY2BGR)) < 1, name
         assert (np.asarray(Image.open(tmp_path / "m" / f"{Path(name).stem}.png")) > 0).mean() > 0.02, name
+
+
+def test_a_photo_with_damaged_exif_is_read_without_pils_warnings(tmp_path: Path) -> None:
+    """A camera's damaged EXIF block made PIL warn ("Tag data larger than file", "Corrupt EXIF data"): two raw lines
+    naming a file of PIL's on the run's output, once as the photo was listed and once as it was read."""
+    photo = tmp_path / "p.jpg"
+    Image.new("RGB", (40, 30), (90, 120, 150)).save(photo)
+    entry = struct.pack("<HHII", 0x0112, 3, 0x7FFFFFFF, 8)  # the orientation, said to hold 2**31 values
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1) + entry + struct.pack("<I", 0)
+    data = photo.read_bytes()
+    photo.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + data[2:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="Tag data larger than file"):  # what PIL says of it
+            Image.open(photo).getexif()
+        assert upright_size(photo, decoded=True) == (40, 30)
+        assert load_upright(photo).shape == (30, 40, 3)
 
 
 def test_a_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
