@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -122,7 +123,8 @@ def _photo(path: Path) -> np.ndarray:
 
 
 class Parser:
-    """Parses images one at a time in this process, with the models loaded once.
+    """Parses images one at a time in this process, with the models loaded once. One parser may be shared by
+    threads: their calls take turns (its models hold state for the call, as TFLite's interpreter does).
 
     ``model``: ``cihp-net`` (default), ``cihp-lite``, ``bodypix``, ``m2fp`` or ``m2fp-single``; ``model_dir``: an explicit model
     file or folder; ``config`` and ``overrides`` as in `resolve_config`. The models load on the first `parse`
@@ -139,34 +141,42 @@ class Parser:
         with api_words():
             self.models = ResolvedModels.for_config(self.config)  # a missing model fails here, not at the first image
         self._stage: Any = None
+        # Calls from several threads take turns: cihp-net's TFLite segmenter raised RuntimeError ("There is at least
+        # 1 reference to internal data") when two threads parsed at once.
+        self._lock = threading.RLock()
 
     def open(self) -> None:
         """Load the models (`parse` does it when needed)."""
-        if self._stage is None:
-            with api_words():
-                stage = build_person_parser(self.config, self.models, threads_per_worker(1, self.config.threads))
-                stage.open()
-            self._stage = stage
+        with self._lock:
+            if self._stage is None:
+                with api_words():
+                    stage = build_person_parser(self.config, self.models, threads_per_worker(1, self.config.threads))
+                    stage.open()
+                self._stage = stage
 
     @property
     def label_set(self) -> LabelSet:
         """The classes this parser's labels index (loads the models)."""
-        self.open()
-        return self._stage.label_set
+        with self._lock:
+            self.open()
+            return self._stage.label_set
 
     def parse(self, image: ImageInput) -> Parsing:
         """Parse one image: a path (jpg, png, webp, bmp, tiff; EXIF orientation applied) or an RGB ``uint8``
         array of any size. Raises `BadInputError` for anything else."""
-        bgr = _bgr(image)
-        self.open()
-        labels, result = self._stage.process(bgr)
-        return Parsing(labels=labels, persons=result.persons, label_set=self._stage.label_set)
+        bgr = _bgr(image)  # read and checked outside the turns
+        with self._lock:
+            self.open()
+            labels, result = self._stage.process(bgr)
+            return Parsing(labels=labels, persons=result.persons, label_set=self._stage.label_set)
 
     def close(self) -> None:
-        """Free the models; a later `parse` loads them again."""
-        if self._stage is not None:
-            stage, self._stage = self._stage, None
-            stage.close()
+        """Free the models (once a call under way in another thread has ended); a later `parse` loads them
+        again."""
+        with self._lock:
+            if self._stage is not None:
+                stage, self._stage = self._stage, None
+                stage.close()
 
     def __enter__(self) -> Parser:
         self.open()

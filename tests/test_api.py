@@ -6,6 +6,7 @@ import logging
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,17 @@ def test_a_photo_by_path_and_as_an_rgb_array_parse_alike(photo: Path, rgb: np.nd
     assert np.array_equal(by_array.labels, by_path.labels)
     swapped = vidparse.parse_image(np.ascontiguousarray(rgb[:, :, ::-1]))
     assert not np.array_equal(swapped.labels, by_path.labels)
+
+
+def test_a_parser_shared_by_threads_parses_as_it_does_alone(rgb: np.ndarray) -> None:
+    """cihp-net's TFLite segmenter takes one call at a time: a Parser that threads shared (a web app's) raised
+    RuntimeError "There is at least 1 reference to internal data in the interpreter" from its second thread on."""
+    with vidparse.Parser() as parser:
+        alone = parser.parse(rgb)
+        with ThreadPoolExecutor(4) as pool:
+            shared = list(pool.map(parser.parse, [rgb] * 8))
+    assert all(np.array_equal(parsing.labels, alone.labels) for parsing in shared)
+    assert all([p.box for p in parsing.persons] == [p.box for p in alone.persons] for parsing in shared)
 
 
 def test_a_parser_loads_its_models_once(parser: vidparse.Parser, photo: Path, rgb: np.ndarray,
