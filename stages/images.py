@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
 import time
 import warnings
@@ -35,6 +36,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 FRAME_RATE = Fraction(25)  # an image sequence written as video, as FFmpeg's image2 demuxer reads it
 _PRINTF = re.compile(r"%(0?\d*)d")
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+NAME_MAX = 255  # bytes in a file name, on Linux's and macOS's file systems
 
 
 def is_image_input(spec: str) -> bool:
@@ -238,7 +240,8 @@ class ImageSet:
         repeats (x.jpg and x.png) gets ``_2``, ``_3``... in input order on its label PNG, and on its annotated copy
         too where the whole name repeats (x.jpg from two folders). An annotated copy and a label PNG that would
         still be one file (a photo named like another's label PNG, --masks naming -o's folder for PNG photos) are
-        a `ConfigError` naming both photos: nothing is renamed past this rule, nothing written over."""
+        a `ConfigError` naming both photos: nothing is renamed past this rule, nothing written over. A name longer
+        than a file name may be (``<stem>_labels.png`` of a photo named 250 bytes) is a `BadOutputError`."""
         single = self.single and bool(target.suffix)
         repeated = {name for name, count in Counter(path.name for path in self.paths).items() if count > 1}
         stems = unique_names([path.stem for path in self.paths])
@@ -247,6 +250,14 @@ class ImageSet:
         masks = [masks_dir / f"{stem}.png" if masks_dir is not None
                  else image.with_name(f"{target.stem if single else stem}_labels.png")
                  for stem, image in zip(stems, annotated)]
+        for photo, image, mask in zip(self.paths, annotated, masks):
+            for what, path in (("annotated copy", image), ("label PNG", mask)):
+                if len(os.fsencode(path.name)) > NAME_MAX:  # found now, not as OSError once the photo is parsed
+                    raise BadOutputError(
+                        f"photo {photo}'s {what} would be named {path.name}: {len(os.fsencode(path.name))} bytes, more "
+                        f"than a file name may have ({NAME_MAX})",
+                        hint="shorten the photo's name" + (", or give --masks a folder of its own (label PNGs go "
+                                                           "there as <stem>.png)" if what == "label PNG" else ""))
         annotates = {image.resolve(): photo for image, photo in zip(annotated, self.paths)}
         for photo, mask in zip(self.paths, masks):
             if (other := annotates.get(mask.resolve())) is not None:

@@ -393,6 +393,21 @@ def test_a_folder_skips_its_damaged_file_and_reads_16_bit_and_float_grey(shared:
         assert (np.asarray(Image.open(tmp_path / "m" / f"{Path(name).stem}.png")) > 0).mean() > 0.02, name
 
 
+def test_a_name_too_long_for_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    """A photo named 250 bytes (82 CJK characters) has a label PNG named 257: the run parsed it, wrote its annotated
+    copy, then ended with "unexpected OSError: [Errno 36] File name too long ... this is a bug" (exit 7)."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.new("RGB", (8, 8)).save(photos / ("\u5199" * 82 + ".jpg"))
+    result = run_cli("run", str(photos), "-o", str(tmp_path / "out"), "--config", FAST)
+    assert result.returncode == 4, result.stderr
+    assert "label PNG would be named" in result.stderr and "257 bytes, more than a file name may have (255)" in \
+        result.stderr and "hint: shorten the photo's name, or give --masks a folder" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing written"
+    beside = run_cli("run", str(photos), "-o", str(tmp_path / "out"), "--masks", str(tmp_path / "m"), "--config", FAST)
+    assert beside.returncode == 0 and [p.name for p in (tmp_path / "m").iterdir()] == ["\u5199" * 82 + ".png"]
+
+
 def test_a_photo_with_damaged_exif_is_read_without_pils_warnings(tmp_path: Path) -> None:
     """A camera's damaged EXIF block made PIL warn ("Tag data larger than file", "Corrupt EXIF data"): two raw lines
     naming a file of PIL's on the run's output, once as the photo was listed and once as it was read."""
