@@ -37,6 +37,8 @@ FRAME_RATE = Fraction(25)  # an image sequence written as video, as FFmpeg's ima
 _PRINTF = re.compile(r"%(0?\d*)d")
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 NAME_MAX = 255  # bytes in a file name, on Linux's and macOS's file systems
+# The largest side each format holds (PNG's, TIFF's and BMP's are past any photo PIL reads): suffix -> (name, side)
+MAX_SIDES = {".webp": ("WebP", 16383), ".jpg": ("JPEG", 65535), ".jpeg": ("JPEG", 65535)}
 
 
 def is_image_input(spec: str) -> bool:
@@ -250,7 +252,11 @@ class ImageSet:
         masks = [masks_dir / f"{stem}.png" if masks_dir is not None
                  else image.with_name(f"{target.stem if single else stem}_labels.png")
                  for stem, image in zip(stems, annotated)]
-        for photo, image, mask in zip(self.paths, annotated, masks):
+        for photo, image, mask, size in zip(self.paths, annotated, masks, self.sizes):
+            limit = MAX_SIDES.get(image.suffix.lower())
+            if limit and max(size) > limit[1]:  # OpenCV's encoder fails, unsaid why, once the photo is parsed
+                raise BadOutputError(f"output {image}: {limit[0]} holds at most {limit[1]} pixels a side, photo {photo} "
+                                     f"is {size[0]}x{size[1]}", hint="write it as .png")
             for what, path in (("annotated copy", image), ("label PNG", mask)):
                 if len(os.fsencode(path.name)) > NAME_MAX:  # found now, not as OSError once the photo is parsed
                     raise BadOutputError(

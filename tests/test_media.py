@@ -252,6 +252,23 @@ def test_photo_outputs_are_named_by_one_rule() -> None:
     assert named("in/x.jpg", "in/y.jpg", masks="out") == [("out/x.jpg", "out/x.png"), ("out/y.jpg", "out/y.png")]
 
 
+@pytest.mark.parametrize("size, output, said", [
+    ((20000, 600), "o.webp", "WebP holds at most 16383 pixels a side, photo {photo} is 20000x600"),
+    ((70000, 20), "o.jpg", "JPEG holds at most 65535 pixels a side, photo {photo} is 70000x20"),
+], ids=["webp", "jpeg"])
+def test_a_photo_too_large_for_its_outputs_format_is_refused_before_any_work(size: tuple[int, int], output: str,
+                                                                              said: str, tmp_path: Path) -> None:
+    """A 20000-pixel panorama written as .webp was parsed, then OpenCV's encoder failed (a raw "[ERROR] ... WebP
+    encoding failed" line) and the run said "writing o.webp failed", with the hint to check the free disk space."""
+    photo = tmp_path / "pano.png"
+    Image.new("RGB", size).save(photo)
+    result = run_cli("run", str(photo), "-o", str(tmp_path / output), "--config", FAST)
+    assert result.returncode == 4, result.stderr
+    assert f"error: output {tmp_path / output}: {said.format(photo=photo)}" in result.stderr, result.stderr
+    assert "hint: write it as .png" in result.stderr and "ERROR" not in result.stderr
+    assert not (tmp_path / output).exists()
+
+
 @pytest.mark.parametrize("names, masks, message", [
     (["p.jpg", "p_labels.png"], False, "photos {in}/p_labels.png and {in}/p.jpg would both be written as "
                                        "{out}/p_labels.png (the annotated copy of one, the label PNG of the other)"),
