@@ -19,7 +19,7 @@ from vidparse.stages.recolor import ComposeOptions, Recolor
 from vidparse.stages.sink import EncoderOptions, VideoSink
 from vidparse.stages.source import MAX_TIMESTAMP_GAP_S, StreamInfo
 from vidparse.stages.temporal import TemporalOptions
-from vidparse.stages.track_labels import OrderedLabels, draw_track_ids
+from vidparse.stages.track_labels import OrderedLabels, TrackedFrame, draw_track_ids
 from vidparse.stages.timestamps import TimestampRepair
 from vidparse.stages.tracker import TrackingOptions
 from vidparse.stages.types import Frame, FrameResult, LabelSet
@@ -37,6 +37,15 @@ class Composed:
     result: FrameResult
     instances: np.ndarray | None = None
     written: bool = True
+
+
+def _ordered(ordered: OrderedLabels, labels: np.ndarray, image: np.ndarray, result: FrameResult,
+             measured: Flow | None) -> TrackedFrame:
+    """The frame's labels voted on and tracked, its persons and cut set on ``result`` in place: the run's summary
+    counts the persons written, the stats say where a shot starts."""
+    tracked = ordered.process(labels, image, result, measured)
+    result.persons, result.cut = tracked.result.persons, tracked.result.cut
+    return tracked
 
 
 class AnnotatedOutput:
@@ -103,9 +112,7 @@ class AnnotatedOutput:
         started = time.perf_counter()
         if self.timestamps:
             frame = replace(frame, pts=self.timestamps.stamp(frame.pts))
-        tracked = self.ordered.process(arrays["labels"], frame.image, result, measured)
-        # in place: the run's summary counts the persons written, the stats say where a shot starts
-        result.persons, result.cut = tracked.result.persons, tracked.result.cut
+        tracked = _ordered(self.ordered, arrays["labels"], frame.image, result, measured)
         if frame.seq < self.warmup:
             return Composed(frame, tracked.labels, frame.image, result, tracked.instances, written=False)
         annotated = self.recolor.process(frame.image, tracked.labels)
@@ -200,10 +207,7 @@ class AnnotatedImages:
         started = time.perf_counter()
         labels = arrays["labels"]
         if frame.picture != (0, 0):
-            tracked = self.ordered.process(labels, frame.image, result, measured)
-            labels = tracked.labels
-            # in place: the run's summary counts the persons written, the stats say where a shot starts
-            result.persons, result.cut = tracked.result.persons, tracked.result.cut
+            labels = _ordered(self.ordered, labels, frame.image, result, measured).labels
         width, height = self.images.sizes[frame.seq]
         image, labels = frame.image[:height, :width], np.ascontiguousarray(labels[:height, :width])
         annotated = self.recolor.process(image, labels)
