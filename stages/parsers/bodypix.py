@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,10 @@ from vidparse.stages.parsers.base import Parser
 from vidparse.stages.options import BodyPixOptions as Options
 
 STRIDE = 16
+# Upsampled maps are made in tiles of this many pixels a side: each tile reads only the few logit cells under it, so
+# the work grows with the pixels, not with the square of a side (a 30000-pixel-wide panorama), and a tile's 25 planes
+# stay small.
+TILE = 256
 
 
 def _interpolation_matrix(positions: np.ndarray, in_size: int) -> np.ndarray:
@@ -28,11 +32,23 @@ def _interpolation_matrix(positions: np.ndarray, in_size: int) -> np.ndarray:
     return weights
 
 
-def _upsampling_matrix(out_size: int, image_size: int, padded_size: int, in_size: int) -> np.ndarray:
-    """Weights taking a logit axis (``in_size`` cells over a ``padded_size`` input, corners aligned) to
-    ``out_size`` samples spread over the first ``image_size`` input pixels (the image; the rest is padding)."""
+def _sample_positions(out_size: int, image_size: int, padded_size: int, in_size: int) -> np.ndarray:
+    """Where ``out_size`` samples spread over the first ``image_size`` input pixels (the image; the rest is padding)
+    fall on a logit axis of ``in_size`` cells over a ``padded_size`` input, corners aligned."""
     pixels = np.arange(out_size, dtype=np.float64) * ((image_size - 1) / max(out_size - 1, 1))
-    return _interpolation_matrix(pixels * ((in_size - 1) / max(padded_size - 1, 1)), in_size)
+    return pixels * ((in_size - 1) / max(padded_size - 1, 1))
+
+
+def _bands(positions: np.ndarray, in_size: int) -> list[tuple[slice, slice, np.ndarray]]:
+    """The interpolation weights of ``positions`` on an axis of ``in_size`` cells, in runs of TILE samples, each
+    with the span of cells it reads: (samples, cells, the run's weights over those cells)."""
+    bands = []
+    for start in range(0, len(positions), TILE):
+        weights = _interpolation_matrix(positions[start:start + TILE], in_size)
+        read = np.flatnonzero(weights.any(axis=0))
+        cells = slice(int(read[0]), int(read[-1]) + 1)
+        bands.append((slice(start, start + len(weights)), cells, weights[:, cells]))
+    return bands
 
 
 def _argmax_planes(planes: np.ndarray) -> np.ndarray:
@@ -69,9 +85,11 @@ class BodyPixParser(Parser):
         return [self._parse_one(image) for image in images]
 
     def _parse_one(self, image: np.ndarray) -> np.ndarray:
-        planes = upsample(*self.logits(image), image.shape[:2])
-        labels = _argmax_planes(planes[1:]) + 1
-        labels[planes[0] <= self._logit_threshold] = 0
+        labels = np.empty(image.shape[:2], np.uint8)
+        for rows, columns, planes in upsampled_tiles(*self.logits(image), image.shape[:2]):
+            tile = _argmax_planes(planes[1:]) + 1
+            tile[planes[0] <= self._logit_threshold] = 0
+            labels[rows, columns] = tile
         return labels
 
     def logits(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
@@ -91,14 +109,28 @@ class BodyPixParser(Parser):
         self._session = None
 
 
+def upsampled_tiles(logits: np.ndarray, padded_hw: tuple[int, int], image_hw: tuple[int, int],
+                    out_hw: tuple[int, int] | None = None) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """BodyPix logits upsampled bilinearly (corners aligned, padding cut off) to ``out_hw`` (default: the image's
+    size), tile by tile: (rows, columns, C x rows x columns)."""
+    out_h, out_w = out_hw or image_hw
+    in_h, in_w = logits.shape[1:]
+    columns = _bands(_sample_positions(out_w, image_hw[1], padded_hw[1], in_w), in_w)
+    for out_rows, in_rows, row_weights in _bands(_sample_positions(out_h, image_hw[0], padded_hw[0], in_h), in_h):
+        band = row_weights @ logits[:, in_rows, :]
+        for out_columns, in_columns, column_weights in columns:
+            yield out_rows, out_columns, band[:, :, in_columns] @ column_weights.T
+
+
 def upsample(logits: np.ndarray, padded_hw: tuple[int, int], image_hw: tuple[int, int],
              out_hw: tuple[int, int] | None = None) -> np.ndarray:
     """BodyPix logits upsampled bilinearly (corners aligned, padding cut off) to ``out_hw`` (default: the image's
-    size): separable, C x out_h x out_w."""
+    size): C x out_h x out_w."""
     out_h, out_w = out_hw or image_hw
-    rows = _upsampling_matrix(out_h, image_hw[0], padded_hw[0], logits.shape[1])
-    cols = _upsampling_matrix(out_w, image_hw[1], padded_hw[1], logits.shape[2])
-    return rows @ logits @ cols.T
+    planes = np.empty((logits.shape[0], out_h, out_w), np.float32)
+    for rows, columns, tile in upsampled_tiles(logits, padded_hw, image_hw, out_hw):
+        planes[:, rows, columns] = tile
+    return planes
 
 
 def create(name: str, options: Options, model_path: Path, device: str, threads: int | None = None) -> Parser:
