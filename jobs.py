@@ -34,7 +34,7 @@ from vidparse.stages.options import M2fpOptions
 from vidparse.stages.parsers import LABEL_SETS, create_parser
 from vidparse.stages.person_parser import PersonParser
 from vidparse.stages.sink import writes_photos
-from vidparse.stages.source import FrameWindow, InputKind, InputLimits, StreamInfo, input_kind
+from vidparse.stages.source import FrameWindow, InputKind, InputLimits, StreamInfo, input_kind, without_credentials
 from vidparse.stages.source_spec import SourceSpec
 from vidparse.stages.types import FrameResult
 
@@ -228,10 +228,10 @@ URL_NAME_CHARS = 120
 
 
 def stream_name(input: str) -> str:
-    """A file's stem; a pattern's folder; for a URL, its host and path with anything but letters, digits, '-' and '.'
-    as '_' (its first `URL_NAME_CHARS`)."""
+    """A file's stem; a pattern's folder; for a URL, its host, path and query, secrets left out
+    (`without_credentials`), with anything but letters, digits, '-' and '.' as '_' (its first `URL_NAME_CHARS`)."""
     if "://" in input:
-        name = re.sub(r"[^A-Za-z0-9.-]+", "_", input.split("://", 1)[1].split("@")[-1])
+        name = re.sub(r"[^A-Za-z0-9.-]+", "_", without_credentials(input).split("://", 1)[1])
         return name[:URL_NAME_CHARS].strip("_") or "stream"
     path = Path(input.rstrip("/"))
     # a pattern of photos: named by its folder, as a folder is; a file named like one ("clip [1080p].mp4") by its stem

@@ -93,11 +93,26 @@ def malformed_url(url: str) -> str | None:
 
 
 CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]*@")
+QUERY_PARAMETER = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
+# A query parameter whose name holds one of these words carries a secret: `?token=`, `access_token`, `api-key`,
+# `password`, a signed URL's `X-Amz-Signature` and `X-Amz-Credential`, a camera's `?user=admin&pwd=`.
+SECRET_WORDS = frozenset({"token", "key", "apikey", "secret", "password", "passwd", "pwd", "pass", "auth",
+                          "authorization", "signature", "sig", "credential", "credentials", "session", "sessionid",
+                          "jwt"})
+HIDDEN = "***"
+
+
+def _hide_secret_value(parameter: re.Match[str]) -> str:
+    separator, name, value = parameter.groups()
+    if value and SECRET_WORDS.intersection(re.split(r"[^a-z0-9]+", name.lower())):
+        return f"{separator}{name}={HIDDEN}"
+    return parameter.group(0)
 
 
 def without_credentials(text: str) -> str:
-    """``text`` with the ``user:password@`` of every URL in it taken out (log lines, errors, listings)."""
-    return CREDENTIALS.sub(r"\1", text)
+    """``text`` with the ``user:password@`` of every URL in it taken out and the values of its secret query
+    parameters (`SECRET_WORDS`) hidden (log lines, errors, listings, output names)."""
+    return QUERY_PARAMETER.sub(_hide_secret_value, CREDENTIALS.sub(r"\1", text))
 
 
 class FrameTooLargeError(BadInputError):

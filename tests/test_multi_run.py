@@ -309,6 +309,19 @@ def test_a_signed_url_names_its_outputs_within_a_file_name_s_length(tmp_path: Pa
     (tmp_path / f"{name}_12_masks").mkdir()
 
 
+def test_secrets_in_a_url_s_query_name_no_output_and_show_in_no_line() -> None:
+    """Only a URL's user:password@ was taken out: `?token=s3cret` named `..._token_s3cret.mp4` and the stats'
+    `stream`, and showed in every log line and error; a camera's `?user=admin&pwd=` and a signed URL's signature
+    alike. The values of secret parameters are hidden; the others (`channel=1`) still tell cameras apart."""
+    from vidparse.stages.source import without_credentials
+
+    url = "rtsp://cam.example.com/live?channel=1&access_token=s3cret&keyframes=1&pwd=hunter2;X-Amz-Signature=ab12"
+    assert stream_name(url) == "cam.example.com_live_channel_1_access_token_keyframes_1_pwd_X-Amz-Signature"
+    line = f"could not open {url} (401), retrying"
+    assert without_credentials(line) == ("could not open rtsp://cam.example.com/live?channel=1&access_token=***"
+                                         "&keyframes=1&pwd=***;X-Amz-Signature=*** (401), retrying")
+
+
 def test_names_with_brackets_are_shown_as_typed_in_the_progress_and_the_tables() -> None:
     """Rich read "clip [final]" as markup and showed "clip " in the run's progress line and streams table, and in
     the batch's failure line and summary table."""
