@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from vidparse.stages.options import TrackingOptions
 
 # Kalman noise, as a share of the box height (ByteTrack's values): position and velocity per frame.
@@ -48,6 +47,9 @@ def match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Pairs (row, column) of the assignment with the most total IoU, keeping pairs with IoU >= threshold."""
     if not iou.size:
         return []
+    # imported here: scipy.optimize takes half a second to import, which every worker and source process paid
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(-iou)
     return [(int(r), int(c)) for r, c in zip(rows, cols) if iou[r, c] >= threshold]
 

@@ -36,3 +36,11 @@ def test_the_source_process_imports_no_parser_libraries(clip: Path, tmp_path: Pa
     report = json.loads(child.stdout)
     assert report["shape"] == [576, 768, 3]  # it really decoded the clip
     assert report["heavy"] == []
+
+
+def test_the_workers_modules_import_no_scipy() -> None:
+    """scipy.optimize (the tracker's assignment) took half a second to import in every worker, which never tracks:
+    about a second of CPU on every run with two workers."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, vidparse.jobs; print(' '.join(sorted(sys.modules)))"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert "scipy" not in loaded
