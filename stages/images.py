@@ -32,13 +32,13 @@ from vidparse.stages.types import Frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff")
 FRAME_RATE = Fraction(25)  # an image sequence written as video, as FFmpeg's image2 demuxer reads it
 _PRINTF = re.compile(r"%(0?\d*)d")
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 NAME_MAX = 255  # bytes in a file name, on Linux's and macOS's file systems
 # The largest side each format holds (PNG's, TIFF's and BMP's are past any photo PIL reads): suffix -> (name, side)
-MAX_SIDES = {".webp": ("WebP", 16383), ".jpg": ("JPEG", 65535), ".jpeg": ("JPEG", 65535)}
+MAX_SIDES = {".webp": ("WebP", 16383), **dict.fromkeys((".jpg", ".jpeg", ".jpe", ".jfif"), ("JPEG", 65535))}
 
 
 def is_image_input(spec: str) -> bool:
@@ -104,11 +104,15 @@ def _opened(path: Path, formats: tuple[str, ...] | None = None) -> Iterator[Imag
             yield image
 
 
-ANIMATED_SUFFIXES = (".png", ".webp")  # a JPEG with several images (MPO: a phone's depth or gain map) is a photo
+# Formats whose files may hold several frames, or pages (a multi-page TIFF: a scan, a fax); a JPEG with several
+# images (MPO: a phone's depth or gain map) is a photo
+ANIMATED_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+PAGED_SUFFIXES = (".tif", ".tiff")
 
 
 def is_animated(path: Path) -> bool:
-    """Whether an image file holds several frames (an APNG, an animated WebP); False for one PIL cannot read."""
+    """Whether an image file holds several frames (an APNG, an animated WebP) or pages (a TIFF); False for one PIL
+    cannot read."""
     if path.suffix.lower() not in ANIMATED_SUFFIXES:
         return False
     try:
@@ -210,7 +214,10 @@ class ImageSet:
         if Path(spec).is_dir():
             warn_of_other_files(Path(spec))
         for path in filter(is_animated, paths):
-            log.warning("input %s is animated: only its first frame is parsed", path)
+            if path.suffix.lower() in PAGED_SUFFIXES:
+                log.warning("input %s has several pages: only its first page is parsed", path)
+            else:
+                log.warning("input %s is animated: only its first frame is parsed", path)
         if len(paths) == 1:
             return cls(spec, tuple(paths), (upright_size(paths[0]),))
         readable, sizes = [], []

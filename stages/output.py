@@ -48,6 +48,23 @@ def _ordered(ordered: OrderedLabels, labels: np.ndarray, image: np.ndarray, resu
     return tracked
 
 
+# Suffixes OpenCV writes by another's encoder: .jfif (Windows' name for a JPEG saved from the web) is a JPEG it does
+# not know by that name
+ENCODED_AS = {".jfif": ".jpg"}
+
+
+def write_image(path: Path, image: np.ndarray) -> bool:
+    """``cv2.imwrite``, a suffix of `ENCODED_AS` too: False where OpenCV or the file system could not write it."""
+    encoder = ENCODED_AS.get(path.suffix.lower())
+    if encoder is None:
+        return bool(cv2.imwrite(str(path), image))
+    encoded, data = cv2.imencode(encoder, image)
+    try:
+        return encoded and path.write_bytes(data.tobytes()) > 0
+    except OSError:
+        return False
+
+
 class AnnotatedOutput:
     """Each parsed frame recolored and encoded into ``video_path`` (None: no video, as for `vidparse.stream`), with
     the optional masks, statistics and instances."""
@@ -223,7 +240,7 @@ class AnnotatedImages:
         seq = composed.frame.seq
         path, mask = self._outputs[seq]
         try:
-            saved = cv2.imwrite(str(path), composed.annotated)
+            saved = write_image(path, composed.annotated)
         except cv2.error as exc:
             raise BadOutputError(f"cannot write {path}: {exc}", hint="use jpg, png, webp, bmp or tiff") from exc
         if not saved:  # OpenCV tells no reason

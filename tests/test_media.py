@@ -26,7 +26,15 @@ from conftest import BEEP, VTEST, beep_heard_at, decode_frames, probe_video, run
 from media import ROTATED, VIDEOS, build_corpus, exif_rotated_jpeg, ffmpeg, reference_frames
 from vidparse.jobs import LabelsParser
 from vidparse.pipeline.messages import FrameKey
-from vidparse.stages.images import ImageSet, ImageSource, is_sequence, load_upright, upright_size
+from vidparse.stages.images import (
+    ImageSet,
+    ImageSource,
+    check_image_output,
+    is_sequence,
+    load_upright,
+    upright_size,
+)
+from vidparse.stages.output import write_image
 
 FAST = str(Path(__file__).parent / "fast.yaml")
 NOISE = 8.0  # mean absolute difference (0..255) of one frame encoded twice; a wrong frame or turn is far above
@@ -237,6 +245,32 @@ def test_no_output_file_of_a_run_is_written_over_by_another(layout: str, shared:
     labels = [p for p in written if Image.open(p).mode in ("P", "L")]
     assert len(overlays) == len(labels) == 2, [p.name for p in written]
     assert sorted(Image.open(p).size for p in overlays) == sorted(Image.open(p).size for p in ccp[:2])
+
+
+def test_jpegs_named_jfif_or_jpe_are_photos_and_written_as_named(tmp_path: Path) -> None:
+    """.jfif (Windows' name for a JPEG saved from the web) and .jpe were no photos: a folder of them held 'no images',
+    and `-o x.jfif` was 'neither a video nor an image'; OpenCV writes no .jfif by that name."""
+    for name in ("a.jfif", "b.jpe"):
+        Image.new("RGB", (40, 30), "red").save(tmp_path / name, format="JPEG")
+    assert ImageSet.find(str(tmp_path)).paths == (tmp_path / "a.jfif", tmp_path / "b.jpe")
+    check_image_output(str(tmp_path / "a.jfif"), tmp_path / "out" / "one.jfif")
+    for name in ("out.jfif", "out.jpe"):
+        assert write_image(tmp_path / name, np.zeros((30, 40, 3), np.uint8))
+        with Image.open(tmp_path / name) as image:
+            assert (image.format, image.size) == ("JPEG", (40, 30)), name
+    assert not write_image(tmp_path / "gone" / "out.jfif", np.zeros((30, 40, 3), np.uint8))
+
+
+def test_a_multi_page_tiff_is_said_to_be_parsed_by_its_first_page(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A scan's or a fax's TIFF of several pages was parsed by its first page without a word."""
+    pages = [Image.new("RGB", (40, 30), colour) for colour in ("red", "blue")]
+    pages[0].save(tmp_path / "scan.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(tmp_path / "one.tiff")
+    with caplog.at_level("WARNING"):
+        ImageSet.find(str(tmp_path))
+    assert [record.getMessage() for record in caplog.records] == [
+        f"input {tmp_path / 'scan.tif'} has several pages: only its first page is parsed"]
 
 
 def test_photo_outputs_are_named_by_one_rule() -> None:
