@@ -40,14 +40,15 @@ def _sample_positions(out_size: int, image_size: int, padded_size: int, in_size:
 
 
 def _bands(positions: np.ndarray, in_size: int) -> list[tuple[slice, slice, np.ndarray]]:
-    """The interpolation weights of ``positions`` on an axis of ``in_size`` cells, in runs of TILE samples, each
-    with the span of cells it reads: (samples, cells, the run's weights over those cells)."""
+    """The interpolation weights of (rising) ``positions`` on an axis of ``in_size`` cells, in runs of TILE
+    samples, each over the span of cells it reads: (samples, cells, the run's weights over those cells)."""
     bands = []
     for start in range(0, len(positions), TILE):
-        weights = _interpolation_matrix(positions[start:start + TILE], in_size)
-        read = np.flatnonzero(weights.any(axis=0))
-        cells = slice(int(read[0]), int(read[-1]) + 1)
-        bands.append((slice(start, start + len(weights)), cells, weights[:, cells]))
+        run = positions[start:start + TILE]
+        first = min(int(run[0]), max(in_size - 2, 0))  # the cells _interpolation_matrix reads: clipped alike
+        last = min(int(run[-1]) + 1, in_size - 1)
+        bands.append((slice(start, start + len(run)), slice(first, last + 1),
+                      _interpolation_matrix(run - first, last + 1 - first)))
     return bands
 
 
