@@ -8,7 +8,8 @@ import glob
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -228,10 +229,14 @@ URL_NAME_CHARS = 120
 
 
 def stream_name(input: str) -> str:
-    """A file's stem; a pattern's folder; for a URL, its host, path and query, secrets left out
-    (`without_credentials`), with anything but letters, digits, '-' and '.' as '_' (its first `URL_NAME_CHARS`)."""
+    """A file's stem; a pattern's folder; for a URL, its host, path (a file's without its suffix, as a file is
+    named) and query, secrets left out (`without_credentials`), with anything but letters, digits, '-' and '.' as '_'
+    (its first `URL_NAME_CHARS`)."""
     if "://" in input:
-        name = re.sub(r"[^A-Za-z0-9.-]+", "_", without_credentials(input).split("://", 1)[1])
+        url = urlsplit(without_credentials(input))
+        path = url.path.removesuffix(PurePosixPath(url.path).suffix)
+        shown = url.netloc + path + (f"?{url.query}" if url.query else "") + (f"#{url.fragment}" if url.fragment else "")
+        name = re.sub(r"[^A-Za-z0-9.-]+", "_", shown)
         return name[:URL_NAME_CHARS].strip("_") or "stream"
     path = Path(input.rstrip("/"))
     # a pattern of photos: named by its folder, as a folder is; a file named like one ("clip [1080p].mp4") by its stem

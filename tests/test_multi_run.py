@@ -304,9 +304,16 @@ def test_a_signed_url_names_its_outputs_within_a_file_name_s_length(tmp_path: Pa
     with room for the longest suffix vidparse adds (a live segment's start time)."""
     query = "&".join(f"X-Amz-Param{index}={'a' * 40}" for index in range(8))
     name = stream_name(f"https://bucket.example.com/videos/clip.mp4?{query}")
-    assert name.startswith("bucket.example.com_videos_clip.mp4_X-Amz-Param0_aaaa")
+    assert name.startswith("bucket.example.com_videos_clip_X-Amz-Param0_aaaa")
     (tmp_path / f"{name}_20261123T041500.mp4").touch()
     (tmp_path / f"{name}_12_masks").mkdir()
+
+
+def test_a_file_s_url_is_named_without_its_suffix_as_the_file_is() -> None:
+    """http://host/clip.mp4 named its output 'host_clip.mp4.mp4'."""
+    assert [stream_name(url) for url in ("http://127.0.0.1:8000/media/clip.mp4", "rtsp://cam/live.sdp?channel=2",
+                                         "rtsp://cam:554/Streaming/Channels/101", "https://cdn.example/v1.2/")] == [
+        "127.0.0.1_8000_media_clip", "cam_live_channel_2", "cam_554_Streaming_Channels_101", "cdn.example_v1.2"]
 
 
 def test_secrets_in_a_url_s_query_name_no_output_and_show_in_no_line() -> None:
