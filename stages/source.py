@@ -253,7 +253,7 @@ def warn_if_ended_early(url: str, info: StreamInfo, decoded: int, last_pts: int 
 def _finite(container: av.container.InputContainer) -> bool:
     """Whether an input over HTTP is a file rather than a stream: its container gives a duration, or the server its
     length (a transport stream file has no duration; an HLS playlist's length is the playlist's, not the video's)."""
-    return bool(container.duration) or (container.size > 0 and container.format.name != "hls")
+    return bool(container.duration) or ((container.size or 0) > 0 and container.format.name != "hls")
 
 
 PHOTOS_ARE_FOR_RUN = ("vidparse run takes photos by their extension (.jpg, .png or the like), folders and patterns of "
@@ -674,10 +674,11 @@ class VideoSource:
             if self.window is None or not self.window.seeks:
                 raise BadInputError(f"no frame of {self.shown_url} could be decoded", hint="the file is damaged")
             return Turn.NONE
-        # PyAV's stub types side_data as a dict of motion vectors; it is a SideDataContainer of SideData buffers.
+        # PyAV 18.1.0's stub types side_data as a dict of motion vectors; it is a SideDataContainer, a mapping by
+        # type (iterating it gave the SideData buffers up to 18.1.0, their types from 18.1.1)
         side_data = cast(av.sidedata.sidedata.SideDataContainer, first.side_data)
-        matrix = next((np.frombuffer(bytes(side), np.int32) for side in side_data
-                       if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
+        display = side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+        matrix = None if display is None else np.frombuffer(bytes(display), np.int32)
         turn = turn_for_display_matrix(matrix)
         if turn is not Turn.NONE:
             self._report(logging.INFO, "turning frames upright as the display matrix says (%s)", turn.value)
