@@ -234,8 +234,8 @@ def stream_name(input: str) -> str:
     (its first `URL_NAME_CHARS`)."""
     if "://" in input:
         url = urlsplit(without_credentials(input))
-        path = url.path.removesuffix(PurePosixPath(url.path).suffix)
-        shown = url.netloc + path + (f"?{url.query}" if url.query else "") + (f"#{url.fragment}" if url.fragment else "")
+        stem = url.path.removesuffix(PurePosixPath(url.path).suffix)
+        shown = url.netloc + stem + (f"?{url.query}" if url.query else "") + (f"#{url.fragment}" if url.fragment else "")
         name = re.sub(r"[^A-Za-z0-9.-]+", "_", shown)
         return name[:URL_NAME_CHARS].strip("_") or "stream"
     path = Path(input.rstrip("/"))
