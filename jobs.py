@@ -233,9 +233,15 @@ def stream_name(input: str) -> str:
     named) and query, secrets left out (`without_credentials`), with anything but letters, digits, '-' and '.' as '_'
     (its first `URL_NAME_CHARS`)."""
     if "://" in input:
-        url = urlsplit(without_credentials(input))
-        stem = url.path.removesuffix(PurePosixPath(url.path).suffix)
-        shown = url.netloc + stem + (f"?{url.query}" if url.query else "") + (f"#{url.fragment}" if url.fragment else "")
+        shown = without_credentials(input)
+        try:
+            url = urlsplit(shown)
+        except ValueError:  # malformed ('rtsp://[::1:554/x'): named as typed, and opening it says what is wrong
+            shown = shown.split("://", 1)[1]
+        else:
+            stem = url.path.removesuffix(PurePosixPath(url.path).suffix)
+            shown = url.netloc + stem + (f"?{url.query}" if url.query else "") + (f"#{url.fragment}" if url.fragment
+                                                                                 else "")
         name = re.sub(r"[^A-Za-z0-9.-]+", "_", shown)
         return name[:URL_NAME_CHARS].strip("_") or "stream"
     path = Path(input.rstrip("/"))

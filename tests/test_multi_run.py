@@ -314,6 +314,7 @@ def test_a_file_s_url_is_named_without_its_suffix_as_the_file_is() -> None:
     assert [stream_name(url) for url in ("http://127.0.0.1:8000/media/clip.mp4", "rtsp://cam/live.sdp?channel=2",
                                          "rtsp://cam:554/Streaming/Channels/101", "https://cdn.example/v1.2/")] == [
         "127.0.0.1_8000_media_clip", "cam_live_channel_2", "cam_554_Streaming_Channels_101", "cdn.example_v1.2"]
+    assert stream_name("rtsp://[::1:554/x.sdp") == "1_554_x.sdp", "a malformed URL is named as typed"
 
 
 def test_secrets_in_a_url_s_query_name_no_output_and_show_in_no_line() -> None:
