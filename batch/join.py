@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 
 from vidparse.errors import BadOutputError
-from vidparse.stages.sink import CONTAINERS, AudioCopy, container_options
+from vidparse.stages.sink import CONTAINERS, AudioCopy, container_options, move_packet
 
 
 def join_segments(parts: list[tuple[Path, Fraction]], output: Path, audio_from: str | None,
@@ -31,12 +31,10 @@ def join_segments(parts: list[tuple[Path, Fraction]], output: Path, audio_from: 
                     if video is None:
                         video = target.add_stream_from_template(stream)
                         audio = AudioCopy(audio_from, target, float(origin)) if audio_from else None
-                    shift = round(offset / stream.time_base)
                     for packet in source.demux(stream):
                         if packet.dts is None:
                             continue
-                        packet.pts += shift
-                        packet.dts += shift
+                        move_packet(packet, offset)
                         packet.stream = video
                         target.mux(packet)
                         if audio is not None:

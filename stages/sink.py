@@ -422,6 +422,16 @@ def trim_to_whole_fragments(path: Path) -> Trimmed:
     return Trimmed(fragments, kept < end)
 
 
+def move_packet(packet: av.Packet, seconds: float | Fraction) -> None:
+    """Move ``packet`` ``seconds`` later (earlier if negative), in whole ticks of its time base."""
+    assert packet.time_base is not None  # a demuxed or encoded packet has its stream's
+    ticks = round(seconds / packet.time_base)
+    if packet.pts is not None:
+        packet.pts += ticks
+    if packet.dts is not None:
+        packet.dts += ticks
+
+
 def _make_faststart(path: Path, audio_offset_s: float | None = None) -> None:
     """Rewrite a finished fragmented MP4 as a fast-start MP4 (packets copied, not re-encoded), atomically. The audio
     moves to start ``audio_offset_s`` from the first frame, as it did in the input: a fragmented file starts every
@@ -438,9 +448,7 @@ def _make_faststart(path: Path, audio_offset_s: float | None = None) -> None:
                 if packet.dts is None:
                     continue
                 if shift_s and packet.stream.type == "audio":
-                    shift = round(shift_s / packet.time_base)
-                    packet.pts += shift
-                    packet.dts += shift
+                    move_packet(packet, shift_s)
                 packet.stream = streams[packet.stream.index]
                 target.mux(packet)
         staging.replace(path)
@@ -554,12 +562,7 @@ class AudioCopy:
                 self.first_s = float(first.pts * first.time_base)
         if self._shift_s:
             for packet in packets:
-                assert packet.time_base is not None  # a demuxed or encoded packet has its stream's
-                shift = round(self._shift_s / packet.time_base)
-                if packet.pts is not None:
-                    packet.pts -= shift
-                if packet.dts is not None:
-                    packet.dts -= shift
+                move_packet(packet, -self._shift_s)
         self._output.mux(packets)
 
     def finish(self, seconds: float) -> None:
