@@ -240,8 +240,7 @@ def stream_name(input: str) -> str:
             shown = shown.split("://", 1)[1]
         else:
             stem = url.path.removesuffix(PurePosixPath(url.path).suffix)
-            shown = url.netloc + stem + (f"?{url.query}" if url.query else "") + (f"#{url.fragment}" if url.fragment
-                                                                                 else "")
+            shown = url._replace(scheme="", path=stem).geturl().removeprefix("//")
         name = re.sub(r"[^A-Za-z0-9.-]+", "_", shown)
         return name[:URL_NAME_CHARS].strip("_") or "stream"
     path = Path(input.rstrip("/"))
