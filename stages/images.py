@@ -106,8 +106,8 @@ def _opened(path: Path, formats: tuple[str, ...] | None = None) -> Iterator[Imag
 
 # Formats whose files may hold several frames, or pages (a multi-page TIFF: a scan, a fax); a JPEG with several
 # images (MPO: a phone's depth or gain map) is a photo
-ANIMATED_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 PAGED_SUFFIXES = (".tif", ".tiff")
+ANIMATED_SUFFIXES = (".png", ".webp", *PAGED_SUFFIXES)
 
 
 def is_animated(path: Path) -> bool:
