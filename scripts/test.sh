@@ -16,7 +16,9 @@ mkdir -p .venv/typecheck && ln -sfn ../.. .venv/typecheck/vidparse
 # CLI run, its source and worker processes) compiled vidparse's modules again: about 0.8 s a run
 unset PYTHONDONTWRITEBYTECODE
 set +e
-.venv/bin/python -m pytest "$@"
+# Two test processes (VIDPARSE_TEST_PROCESSES sets how many; 0 runs the tests in this one), each given whole test files:
+# many tests wait on real time (a live stream, a camera's reconnect, a server's start), so one process left a CPU idle
+.venv/bin/python -m pytest -n "${VIDPARSE_TEST_PROCESSES:-2}" --dist loadfile "$@"
 status=$?
 set -e
 if [[ $status -eq 5 ]]; then

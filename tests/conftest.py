@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -212,6 +214,24 @@ def small_disk(tmp_path: Path):
         pytest.fail(f"cannot mount a small tmpfs ({mounted.stderr.strip()}): the tests need root, as in CI")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def wait_for_stats(path: Path, lines: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and len(path.read_text().splitlines()) >= lines):
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.1)
+
+
+def run_in_a_private_tmpfs(folder: Path, kilobytes: int, command: list[str],
+                           timeout: float = 300) -> subprocess.CompletedProcess:
+    """``command`` with a tmpfs of ``kilobytes`` mounted on ``folder`` that it alone sees (its own mount namespace;
+    skipped without the right to mount)."""
+    mount = f"mount -t tmpfs -o size={kilobytes}k tmpfs {shlex.quote(str(folder))}"
+    if subprocess.run(["unshare", "-m", "sh", "-c", mount], capture_output=True).returncode != 0:
+        pytest.skip("a private filesystem needs unshare and mount (root)")
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec {shlex.join(command)}"], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
 
 
 def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

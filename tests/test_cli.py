@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import (VTEST, assert_audio_copied, audio_packets, decode_frames, png_header_only, probe_video, run_cli,
-                      vtest_h264)
+                      run_in_a_private_tmpfs, vtest_h264)
 from run_summary import summary_rows
 import vidparse
 from vidparse.pipeline.cpus import usable_cpus
@@ -202,22 +200,12 @@ def test_stats_into_a_folder_are_named_after_the_input(folder: str, clip: Path, 
 def test_a_small_dev_shm_shortens_the_queue_or_is_one_line(shm_mb: int, code: int, message: str, clip: Path,
                                                             tmp_path: Path) -> None:
     """Docker gives containers a 64 MB /dev/shm: frames that do not fit are not found out by a SIGBUS mid-run."""
-    result = run_on_a_small_filesystem(Path("/dev/shm"), shm_mb * 1024, "run", str(clip), "-o", str(tmp_path / "o.mp4"),
-                                       "--model", "bodypix", "--workers", "2")
+    result = run_in_a_private_tmpfs(Path("/dev/shm"), shm_mb * 1024,
+                                    [sys.executable, "-m", "vidparse", "run", str(clip), "-o", str(tmp_path / "o.mp4"),
+                                     "--model", "bodypix", "--workers", "2"])
     assert result.returncode == code, result.stderr
     assert re.search(message, " ".join(result.stderr.split())) and "Traceback" not in result.stderr
     assert code or probe_video(tmp_path / "o.mp4").frames == 12
-
-
-def run_on_a_small_filesystem(folder: Path, kilobytes: int, *args: str) -> subprocess.CompletedProcess:
-    """``vidparse ARGS`` with a private tmpfs of ``kilobytes`` mounted on ``folder`` for it alone (skipped without the
-    right to mount)."""
-    mount = f"mount -t tmpfs -o size={kilobytes}k tmpfs {shlex.quote(str(folder))}"
-    if subprocess.run(["unshare", "-m", "sh", "-c", mount], capture_output=True).returncode != 0:
-        pytest.skip("a private filesystem needs unshare and mount (root)")
-    command = shlex.join([sys.executable, "-m", "vidparse", *args])
-    return subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec {command}"], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "COLUMNS": "200"})
 
 
 def test_more_workers_than_cpus_are_run_with_a_warning(clip: Path, tmp_path: Path) -> None:
