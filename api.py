@@ -29,8 +29,9 @@ from vidparse.pipeline.cpus import threads_per_worker
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.writer import Written
-from vidparse.runs import (RunOutcome, Source, check_source, checked_max_frames, files_read, path_or_folder,
-                          run_sources, sources_for, warn_if_oversubscribed, written_twice)
+from vidparse.runs import (RunOutcome, Source, check_source, checked_max_frames, files_read,
+                           no_empty_folder_left_on_error, path_or_folder, run_sources, sources_for,
+                           warn_if_oversubscribed, written_twice)
 from vidparse.stages.images import load_upright
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS
@@ -391,19 +392,21 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     KeyboardInterrupt, so that a loop over many calls stops too."""
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
-    with api_words():
-        inputs_given = _inputs(inputs)
-        target = _path(output, "output", folder_slash=True, example='output="out.mp4"')
-        if target is None:
-            raise ConfigError("no output given", hint='output="out.mp4" (a folder for several inputs)')
-        outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"),
-                                                    _path(stats, "stats", folder_slash=True),
-                                                    _path(instances, "instances"), max_frames), words=reworded)
-    for stream in outcome.failed:
-        if isinstance(stream.error, VidparseError):
-            in_api_words(stream.error)
-    if outcome.interrupted:  # before any stream's failure: a loop over many calls stops, whatever else it catches
-        raise KeyboardInterrupt
-    if check and (error := next((s.error for s in outcome.failed if s.error is not None), None)) is not None:
-        raise error
+    typed = (value if isinstance(value, (str, Path)) else None for value in (output, stats, masks, instances))
+    with no_empty_folder_left_on_error(*typed):
+        with api_words():
+            inputs_given = _inputs(inputs)
+            target = _path(output, "output", folder_slash=True, example='output="out.mp4"')
+            if target is None:
+                raise ConfigError("no output given", hint='output="out.mp4" (a folder for several inputs)')
+            outcome = run_sources(settings, sources_for(inputs_given, target, _path(masks, "masks"),
+                                                        _path(stats, "stats", folder_slash=True),
+                                                        _path(instances, "instances"), max_frames), words=reworded)
+        for stream in outcome.failed:
+            if isinstance(stream.error, VidparseError):
+                in_api_words(stream.error)
+        if outcome.interrupted:  # before any stream's failure: a loop over many calls stops, whatever else it catches
+            raise KeyboardInterrupt
+        if check and (error := next((s.error for s in outcome.failed if s.error is not None), None)) is not None:
+            raise error
     return outcome

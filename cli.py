@@ -285,10 +285,10 @@ def run(
     H.264 video, or annotated images and label PNGs. Several inputs share one pool of workers."""
     _setup_logging(verbose)
     from vidparse.progress import RunReporter
-    from vidparse.runs import RunHooks, load_sources, path_or_folder, run_to_end, sources_for
+    from vidparse.runs import RunHooks, load_sources, no_empty_folder_left_on_error, path_or_folder, run_to_end, sources_for
     from vidparse.stages.source import without_credentials
 
-    with user_errors():
+    with user_errors(), no_empty_folder_left_on_error(output, stats, masks, instances):
         settings = _settings(ctx, config)
         if bool(inputs) == bool(sources):
             raise ConfigError("give the inputs or --sources FILE, not both" if inputs else "no input given",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -133,6 +134,20 @@ def path_or_folder(value: str | Path | None) -> Path | None:
     if isinstance(value, str) and value.endswith(("/", os.sep)):
         make_folder(Path(value))
     return Path(value)
+
+
+@contextmanager
+def no_empty_folder_left_on_error(*paths: str | Path | None) -> Iterator[None]:
+    """Folders among ``paths`` (and their parents) that do not exist yet are made by the run (a trailing slash,
+    several inputs): where it ends in an error, those still empty are removed, so a refused run leaves nothing."""
+    new = [folder for path in paths if path for folder in (Path(path), *Path(path).parents) if not folder.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(set(new), key=lambda folder: len(folder.parts), reverse=True):
+            with suppress(OSError):  # not empty, or never made
+                folder.rmdir()
+        raise
 
 
 def make_folder(folder: Path) -> None:

@@ -182,6 +182,20 @@ def test_one_video_into_a_folder_is_named_after_it(folder: str, clip: Path, tmp_
     assert probe_video(tmp_path / folder / f"{clip.stem}.mp4").frames == 2
 
 
+def test_a_refused_run_leaves_no_folder_it_made(clip: Path, tmp_path: Path) -> None:
+    """The folders ``-o new/nested/`` and ``--stats`` ask for are made before the run's checks; a refused run removes
+    them (and the parents it made), not a folder that was there or one that holds files."""
+    (tmp_path / "kept").mkdir()
+    refused = run_cli("run", str(tmp_path / "missing.mp4"), "-o", f"{tmp_path / 'new' / 'nested'}/", "--stats",
+                      f"{tmp_path / 'kept' / 'stats'}/", "--model", "bodypix")
+    assert refused.returncode != 0 and "missing.mp4" in refused.stderr, refused.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept"] and not any((tmp_path / "kept").iterdir())
+    several = run_cli("run", str(clip), str(tmp_path / "missing.mp4"), "-o", f"{tmp_path / 'out'}/", "--model",
+                      "bodypix", "--max-frames", "2")
+    assert several.returncode != 0, several.stderr
+    assert probe_video(tmp_path / "out" / f"{clip.stem}.mp4").frames == 2, "a folder a stream wrote into is kept"
+
+
 @pytest.mark.parametrize("folder", ["existing", "new"])
 def test_stats_into_a_folder_are_named_after_the_input(folder: str, clip: Path, tmp_path: Path) -> None:
     """``--stats folder/`` with one input: ``folder/<name>.jsonl``, not a file named after the folder."""
