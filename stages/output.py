@@ -51,14 +51,14 @@ def _ordered(ordered: OrderedLabels, labels: np.ndarray, image: np.ndarray, resu
 # Suffixes OpenCV writes by another's encoder: .jfif (Windows' name for a JPEG saved from the web) is a JPEG it does
 # not know by that name
 ENCODED_AS = {".jfif": ".jpg"}
+# OpenCV writes WebP lossless unless given a quality, several times a lossy file's size; 90 looks as JPEG's default 95
+ENCODER_PARAMS = {".webp": [cv2.IMWRITE_WEBP_QUALITY, 90]}
 
 
 def write_image(path: Path, image: np.ndarray) -> bool:
     """``cv2.imwrite``, a suffix of `ENCODED_AS` too: False where OpenCV or the file system could not write it."""
-    encoder = ENCODED_AS.get(path.suffix.lower())
-    if encoder is None:
-        return bool(cv2.imwrite(str(path), image))
-    encoded, data = cv2.imencode(encoder, image)
+    suffix = path.suffix.lower()
+    encoded, data = cv2.imencode(ENCODED_AS.get(suffix, suffix), image, ENCODER_PARAMS.get(suffix, []))
     try:
         return encoded and path.write_bytes(data.tobytes()) > 0
     except OSError:

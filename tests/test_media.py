@@ -261,6 +261,15 @@ def test_jpegs_named_jfif_or_jpe_are_photos_and_written_as_named(tmp_path: Path)
     assert not write_image(tmp_path / "gone" / "out.jfif", np.zeros((30, 40, 3), np.uint8))
 
 
+def test_a_webp_output_is_lossy_as_webp_photos_are(vtest_frame: np.ndarray, tmp_path: Path) -> None:
+    """OpenCV writes WebP lossless unless told otherwise: an annotated .webp was several times a lossy one's size."""
+    assert write_image(tmp_path / "out.webp", vtest_frame)
+    lossless = len(cv2.imencode(".webp", vtest_frame)[1])
+    assert (tmp_path / "out.webp").stat().st_size < lossless / 3
+    written = cv2.imread(str(tmp_path / "out.webp"))
+    assert written.shape == vtest_frame.shape and 0 < np.abs(written.astype(int) - vtest_frame).mean() < 3
+
+
 def test_a_multi_page_tiff_is_said_to_be_parsed_by_its_first_page(tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """A scan's or a fax's TIFF of several pages was parsed by its first page without a word."""
