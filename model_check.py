@@ -1,14 +1,17 @@
 """Cheap checks, in the main process, that the model files a run needs can load: an ONNX file's protobuf fields
 (read by protobuf, with no `onnx` import), a TFLite file as LiteRT's loader verifies it (nothing allocated), an M2FP
 folder's configuration and checkpoint index; no network is built, so that a damaged or truncated file fails before
-any worker starts (milliseconds for the shipped models) instead of in every worker. What passes may still fail to
-load (a damaged weight, a network for another model): the workers say so."""
+any worker starts (milliseconds for the shipped models) instead of in every worker; trained weights against the
+sha256 of the model card beside them (a damaged weight still parses as ONNX). What passes may still fail to load (a
+network for another model): the workers say so."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from vidparse.model_store import model_spec, unloadable_model
+from vidparse.errors import ModelError
+from vidparse.model_store import MODEL_CARD, card_sha256, model_spec, unloadable_model
 
 ONNX_GRAPH_FIELD = 7  # ModelProto.graph
 
@@ -27,6 +30,11 @@ def check_loadable(name: str, path: Path) -> None:
         raise unloadable_model(path, exc.strerror or str(exc)) from exc
     if why := (tflite_problem(data) if kind == ".tflite" else onnx_problem(data)):
         raise unloadable_model(path, why)
+    if (recorded := card_sha256(path)) and hashlib.sha256(data).hexdigest() != recorded:
+        raise ModelError(f"cannot load model {path}: its bytes are not those its {MODEL_CARD} records (sha256 "
+                         f"{recorded[:16]}…): damaged, or replaced without its card",
+                         hint="put back the file the card describes or train it again with `vidparse train`; "
+                              f"weights replaced on purpose need their own {MODEL_CARD} (or none)")
 
 
 def onnx_problem(data: bytes) -> str | None:

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -225,6 +226,21 @@ def find_model(name: str) -> Path | None:
     """``name``'s own file or folder where it is found, whether or not the models it needs are (None where it is
     not; a folder that cannot be looked into is a ModelError)."""
     return _first_found(model_spec(name))
+
+
+MODEL_CARD = "MODEL_CARD.md"  # written beside trained weights by `vidparse train` (training/card.py)
+_CARD_RECORD = re.compile(r"^# [\w-]+ weights: `(?P<name>[^`]+)`$.*?^- sha256: `(?P<sha256>[0-9a-f]{64})`",
+                          re.MULTILINE | re.DOTALL)
+
+
+def card_sha256(weights: Path) -> str | None:
+    """The sha256 that the model card beside ``weights`` records for them; None without a card naming them."""
+    try:
+        text = (weights.parent / MODEL_CARD).read_text(errors="replace")
+    except OSError:
+        return None
+    record = _CARD_RECORD.search(text)
+    return record["sha256"] if record and record["name"] == weights.name else None
 
 
 def sha256_of(path: Path) -> str:

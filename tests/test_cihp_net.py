@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -667,6 +668,15 @@ def test_train_mistakes_are_one_line_before_any_work(args: list[str], code: int,
     assert result.stderr.startswith("error:") and not (tmp_path / "cache").exists(), "no progress display, no work"
 
 
+def weights_unlike_their_card(path: Path) -> Path:
+    """The shipped weights with their card, one weight byte changed: still a whole ONNX file that loads and runs."""
+    data = bytearray((PACKAGED_DIR / "cihp-net.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    shutil.copy(PACKAGED_DIR / "MODEL_CARD.md", path.parent)
+    return path
+
+
 def earlier_weights(path: Path) -> Path:
     """A network of the version before the coarse input: features and details in, the garment types' logits out."""
     class TwoInputs(torch.nn.Module):
@@ -682,7 +692,8 @@ def earlier_weights(path: Path) -> Path:
     (lambda p: p, "does not exist"),
     (lambda p: (p.write_bytes(b"\x08\x01garbage" * 100), p)[1], "cannot load model"),
     (earlier_weights, "is not a cihp-net network for this version of vidparse"),
-], ids=["missing-weights", "damaged-weights", "an-earlier-versions-weights"])
+    (weights_unlike_their_card, "its bytes are not those its MODEL_CARD.md records"),
+], ids=["missing-weights", "damaged-weights", "an-earlier-versions-weights", "weights-unlike-their-card"])
 def test_bad_weights_are_one_line(make, message: str, clip: Path, tmp_path: Path) -> None:
     weights = make(tmp_path / "cihp-net.onnx")
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "cihp-net", "--model-dir", str(weights))

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from vidparse.evaluation.runs import ImageReport
-from vidparse.model_store import sha256_of
+from vidparse.model_store import MODEL_CARD, sha256_of
 from vidparse.training.fit import TrainSettings, uses_bfloat16
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def cpu_name() -> str:
 
 
 def card_path(weights: Path) -> Path:
-    return weights.with_name("MODEL_CARD.md")
+    return weights.with_name(MODEL_CARD)
 
 
 def write_card(weights: Path, record: TrainingRecord) -> Path:
