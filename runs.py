@@ -335,6 +335,22 @@ def side_outputs(source: Source, writes: int | None) -> list[Path]:
     return [*([source.stats] if source.stats else []), *frame_pngs]
 
 
+def check_instances_written(source: Source, stills: bool, tracking: bool) -> None:
+    """``--instances`` writes one PNG per tracked frame of a video: refused where it would write none."""
+    if not source.instances:
+        return
+    if stills:
+        raise ConfigError("--instances needs tracking, which runs on videos and image sequences (patterns) only: "
+                          "photos are each their own picture", hint="give a video or a pattern (frames/%06d.png)")
+    if not tracking:
+        raise ConfigError("--instances needs tracking, which runs on videos and image sequences (patterns) only",
+                          hint="drop --no-tracking (or tracking.enabled: false), or give a video or a pattern")
+    if source.writes_images:
+        raise ConfigError("--instances writes one PNG per frame of a video: a pattern written as photos is tracked, "
+                          "but writes no instance PNGs", hint="give -o a video (frames.mp4), or leave --instances out "
+                                                              "(--stats gives each person's track_id)")
+
+
 def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = (), words: Words = as_written
                  ) -> StreamSpec:
     """Everything about one source that can be checked before any process starts; its spec. ``run_inputs``: the
@@ -347,16 +363,7 @@ def check_source(source: Source, config: Config, run_inputs: Sequence[Path] = ()
     images = ImageSet.find(source.input) if is_image_input(source.input) else None
     spec = StreamSpec(config, source.input, source.output, masks_dir=source.masks, stats_path=source.stats,
                       instances_dir=source.instances, max_frames=source.max_frames, images=images, name=source.label)
-    if source.instances and spec.stills:
-        raise ConfigError("--instances needs tracking, which runs on videos and image sequences (patterns) only: "
-                          "photos are each their own picture", hint="give a video or a pattern (frames/%06d.png)")
-    if source.instances and config.tracking.enabled and source.writes_images:
-        raise ConfigError("--instances writes one PNG per frame of a video: a pattern written as photos is tracked, "
-                          "but writes no instance PNGs", hint="give -o a video (frames.mp4), or leave --instances out "
-                                                              "(--stats gives each person's track_id)")
-    if source.instances and not config.tracking.enabled:
-        raise ConfigError("--instances needs tracking, which runs on videos and image sequences (patterns) only",
-                          hint="drop --no-tracking (or tracking.enabled: false), or give a video or a pattern")
+    check_instances_written(source, spec.stills, config.tracking.enabled)
     frames = len(images.paths) if images else 0  # the frames the input holds, where known
     if images is not None and source.output is not None and not source.writes_images and len(set(images.sizes)) > 1:
         canvas = images.info()

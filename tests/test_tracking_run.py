@@ -74,6 +74,10 @@ def test_instances_and_track_ids_need_tracking(clip: Path, tmp_path: Path) -> No
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--no-tracking", "--instances", str(tmp_path))
     assert result.returncode == 2
     assert "--instances needs tracking" in result.stderr and "Traceback" not in result.stderr
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48)).save(photo)
+    result = run_cli("run", str(photo), "-o", str(tmp_path / "out.png"), "--instances", str(tmp_path / "ids"))
+    assert result.returncode == 2 and "photos are each their own picture" in result.stderr, result.stderr
     result = run_cli("run", str(clip), "-o", str(tmp_path / "o.mp4"), "--no-tracking", "--track-ids")
     assert result.returncode == 2 and not (tmp_path / "o.mp4").exists()
     assert "track ids (--track-ids, tracking.draw_ids) need tracking" in result.stderr, result.stderr
