@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 FRAGMENTABLE = ("mp4", "mov")  # the formats written in fragments (and finished as fast-start files)
 FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyond the encoder's delay
+# FFmpeg's interleaver holds the other tracks' packets this long for a track that has none yet (max_interleave_delta):
+# a fragmented file waits no longer than that for a late audio track's first packet
+AUDIO_WAIT_S = 10
 SEGMENT_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC
 H264_SIDES = (2, 16384)  # the frame sides libx264 encodes, after an odd side has lost its last row or column
 RATE_DENOMINATOR = 1001  # the largest denominator of an encoder rate measured from frames: NTSC's 30000/1001 stays
@@ -46,14 +49,35 @@ def fragmentable(path: Path) -> bool:
     return CONTAINERS.get(path.suffix.lower()) in FRAGMENTABLE
 
 
-def container_options(fmt: str, fragmented: bool) -> dict[str, str]:
+def container_options(fmt: str, fragmented: bool, edit_list: bool = False) -> dict[str, str]:
+    """The muxer's options; ``edit_list``: a fragmented file's moov waits for every track's first packet (written
+    with the first fragment), so that its edit lists say where each track starts. Otherwise a fragmented MP4 starts
+    every track at 0: audio that starts before the first frame played with that frame held from 0, and browsers
+    played audio that starts later from 0 (FFmpeg held its first packet until its second)."""
     if fmt not in FRAGMENTABLE:
         return {}
     if fragmented:
         # flush_packets: each finished fragment reaches the file at once instead of waiting in the I/O buffer.
-        return {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": str(FRAGMENT_US),
-                "flush_packets": "1"}
+        flags = "+frag_keyframe+empty_moov+default_base_moof" + ("+delay_moov" if edit_list else "")
+        return {"movflags": flags, "frag_duration": str(FRAGMENT_US), "flush_packets": "1",
+                **({"use_editlist": "1"} if edit_list else {})}
     return {"movflags": "+faststart"}
+
+
+def audio_starts_in_time(source: av.container.InputContainer) -> bool:
+    """Whether the first audio track of ``source`` starts, by the header, before its video or at most `AUDIO_WAIT_S`
+    after it: a fragmented file's moov, which gives the edit lists, waits for it (`container_options`)."""
+    if not source.streams.audio or not source.streams.video:
+        return False
+    audio, video = start_s(source.streams.audio[0]), start_s(source.streams.video[0])
+    return audio is not None and video is not None and audio <= video + AUDIO_WAIT_S
+
+
+def start_s(stream: av.stream.Stream) -> Fraction | None:
+    """Where ``stream`` starts by its header, seconds; None when it does not say."""
+    if stream.start_time is None or not stream.time_base:
+        return None
+    return stream.start_time * stream.time_base
 
 
 def segment_path(path: Path, stamp: str) -> Path:
@@ -129,6 +153,9 @@ class VideoSink:
         # where the audio's first packet starts from the first frame, on the input's clock (before it: negative, as
         # AAC's priming), for the fast-start rewrite; None: not known (no audio, no timestamp)
         self._audio_offset_s: float | None = None
+        # a file kept fragmented, with audio: written with edit lists that place the audio beside the first frame, which
+        # is at 0 (`container_options`)
+        self._edit_list = False
 
     @property
     def segmented(self) -> bool:
@@ -147,8 +174,16 @@ class VideoSink:
             if self.audio_from:
                 log.warning("segmented output: the input's audio is not copied")
             return  # each segment is named by the time of its first frame, so it opens with that frame
-        output = self._open_file(self.path)
-        self._audio = AudioCopy(self.audio_from, output) if self.audio_from else None
+        audio_input = av.open(self.audio_from) if self.audio_from else None
+        try:
+            self._edit_list = (self.options.fragmented and fragmentable(self.path) and audio_input is not None
+                               and audio_starts_in_time(audio_input))
+            output = self._open_file(self.path)
+        except BaseException:
+            if audio_input is not None:
+                audio_input.close()
+            raise
+        self._audio = AudioCopy(audio_input, output) if audio_input is not None else None
 
     @property
     def _faststart_at_end(self) -> bool:
@@ -160,7 +195,7 @@ class VideoSink:
         """Open ``path`` as the file being written (``_output``), with its video stream; returns it."""
         fmt = CONTAINERS[path.suffix.lower()]
         fragmented = self.options.fragmented or self._faststart_at_end
-        options = container_options(fmt, fragmented)
+        options = container_options(fmt, fragmented, edit_list=self._edit_list)
         if self._faststart_at_end:
             # A fragment cannot start before 0: the muxer would move the frames after the first by the audio's
             # priming (the first held that much longer). With an edit list they keep their times; the audio's
@@ -198,10 +233,19 @@ class VideoSink:
         self._pts_origin = frame.pts or 0
         log.info("writing segment %s", self.paths[-1])
 
+    def _start_at(self, frame: Frame) -> None:
+        """Make ``frame`` the output's 0, and the audio beside it: what comes before it falls before 0, which the
+        edit list skips, and what comes later waits there."""
+        self._pts_origin = frame.pts or 0
+        if self._audio is not None and frame.seconds is not None:
+            self._audio.shift_s = frame.seconds
+
     def write(self, frame: Frame) -> None:
         self._time(frame)
         if self.segmented:
             self._rotate(frame)
+        elif self._edit_list and self.frames_written == 0:
+            self._start_at(frame)
         image = frame.image[: self._video.height, : self._video.width]
         yuv = to_yuv420(np.ascontiguousarray(image))
         av_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
@@ -463,8 +507,7 @@ def _audio_shift(source: av.container.InputContainer, audio_offset_s: float | No
     if audio_offset_s is None or not source.streams.audio or not source.streams.video:
         return 0.0
     audio, video = source.streams.audio[0], source.streams.video[0]
-    starts = [float(s.start_time * s.time_base) if s.start_time is not None and s.time_base else 0.0
-              for s in (audio, video)]
+    starts = [float(start_s(stream) or 0) for stream in (audio, video)]
     return audio_offset_s - (starts[0] - starts[1])
 
 
@@ -492,13 +535,16 @@ class AudioCopy:
     """The input's first audio stream: its packets copied as they are when browsers play them in an MP4 (AAC,
     MP3), else decoded and encoded as AAC (PCM from an AVI or MKV would be muxed as ``ipcm``, which they do not), at
     the input's rate when AAC has it, else at 48 kHz (a 192 kHz recorder's PCM). ``shift_s``: moved that much earlier
-    than on the input's clock (the input's time of the output's 0)."""
+    than on the input's clock (the input's time of the output's 0). ``source``: the input's URL, or the input opened
+    (taken over: closed with this)."""
 
-    def __init__(self, url: str, output: av.container.OutputContainer, shift_s: float = 0.0) -> None:
-        self._input = av.open(url)
+    def __init__(self, source: str | av.container.InputContainer, output: av.container.OutputContainer,
+                 shift_s: float = 0.0) -> None:
+        self._input = av.open(source) if isinstance(source, str) else source
         self._stream = self._input.streams.audio[0]
         if (tracks := len(self._input.streams.audio)) > 1:
-            log.warning("input %s has %d audio tracks: only the first is kept", without_credentials(url), tracks)
+            log.warning("input %s has %d audio tracks: only the first is kept", without_credentials(self._input.name),
+                        tracks)
         self._encoder: av.audio.stream.AudioStream | None = None
         channels = _channels(self._stream)
         codec = self._stream.codec_context.codec.canonical_name  # "mp3", where the decoder is "mp3float"
@@ -517,7 +563,7 @@ class AudioCopy:
                      f", its {channels} channels mixed down to stereo" if channels > 2 else "",
                      "its ADTS frames do not go into an MP4 as they are" if adts else "browsers do not play it in an MP4")
         self._output = output
-        self._shift_s = shift_s
+        self.shift_s = shift_s
         self._packets = self._input.demux(self._stream)
         self._pending: av.Packet[av.audio.stream.AudioStream] | None = None
         # where the first packet written starts on the input's clock (AAC's priming: before the first sample),
@@ -560,9 +606,9 @@ class AudioCopy:
             first = packets[0]
             if first.pts is not None and first.time_base is not None:
                 self.first_s = float(first.pts * first.time_base)
-        if self._shift_s:
+        if self.shift_s:
             for packet in packets:
-                move_packet(packet, -self._shift_s)
+                move_packet(packet, -self.shift_s)
         self._output.mux(packets)
 
     def finish(self, seconds: float) -> None:

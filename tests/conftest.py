@@ -178,14 +178,27 @@ BEEP = r"aevalsrc=if(between(t\,1\,1.01)\,sin(2*PI*1000*t)\,0):s=48000:d=2.5"
 
 
 def beep_heard_at(path: Path) -> float:
-    """Where a player hears the beep from the video's start: ffmpeg applies the edit lists and pads what starts
-    late with silence from 0 (the video's first frame is at 0 in every MP4 written here)."""
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-af",
+    """Where a player hears the beep from the video's start: ffmpeg applies the edit lists, keeps the file's clock
+    (-copyts: the video's first frame is at 0 in every MP4 written here), pads what starts late with silence from 0
+    and cuts what an edit list puts before 0."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-copyts", "-i", str(path), "-map", "0:a:0", "-af",
                           "aresample=async=1:first_pts=0", "-ac", "1", "-ar", "48000", "-f", "f32le", "-"],
                          capture_output=True, check=True).stdout
     loud = np.flatnonzero(np.abs(np.frombuffer(raw, np.float32)) > 0.3)
     assert len(loud), "the beep is heard"
     return float(loud[0] / 48000)
+
+
+def beep_played_at(path: Path) -> float:
+    """Where a browser hears the beep from the video's start: Chromium plays the audio's samples one after another
+    from the first's time (edit lists applied), closing gaps in their timestamps that FFmpeg fills with silence
+    (`beep_heard_at`). Within 10 ms of where a headless Chromium's analyser heard it (docs/faults.md)."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(audio=0))
+    samples = np.concatenate([frame.to_ndarray().mean(axis=0) for frame in frames])
+    loud = np.flatnonzero(np.abs(samples) > 0.3)
+    assert len(loud) and frames[0].time is not None, "the beep is heard"
+    return frames[0].time + float(loud[0] / frames[0].sample_rate)
 
 
 def decode_frames(path: Path) -> list[np.ndarray]:

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import VTEST, assert_audio_copied, decode_frames, mkv_without_a_frame_rate, probe_video, vtest_h264
+from conftest import BEEP, VTEST, assert_audio_copied, beep_heard_at, beep_played_at, decode_frames, mkv_without_a_frame_rate, probe_video, vtest_h264
 from vidparse.errors import BadOutputError
 from vidparse.stages.sink import EncoderOptions, VideoSink, check_output_path, segment_stamp, trim_to_whole_fragments
 from vidparse.stages.source import VideoSource, probe
@@ -245,3 +245,32 @@ def test_fragmented_mp4_plays_like_the_plain_one(clip: Path, tmp_path: Path) -> 
     copy_through_sink(clip, tmp_path / "out.mp4", False, EncoderOptions(23, "ultrafast", fragmented=True))
     assert b"moof" in (tmp_path / "out.mp4").read_bytes()
     assert probe_video(tmp_path / "out.mp4").pts_s == pytest.approx([i / 10 for i in range(12)])
+
+
+@pytest.mark.parametrize("inputs, heard", [
+    # a transport stream whose recording began between keyframes: its audio 0.5 s before the first frame, which was
+    # held from 0 while that audio played (heard at 1.04 s); an edit list now skips it
+    (["-itsoffset", "0.5", "-i", str(VTEST), "-f", "lavfi", "-i", BEEP], 0.5),
+    # a camera's audio 0.7 s after the video: FFmpeg held its first packet until the second, browsers played it
+    # from 0 (heard at 1.02 s)
+    (["-i", str(VTEST), "-itsoffset", "0.7", "-f", "lavfi", "-i", BEEP], 1.7),
+])
+def test_a_file_kept_fragmented_keeps_its_audio_beside_the_video(inputs: list[str], heard: float, shared: Path,
+                                                                 tmp_path: Path) -> None:
+    """--fragmented (no fast-start rewrite): the beep is heard where it is beside the first frame, by FFmpeg and by
+    a browser, in the finished file and in what a process killed mid-run leaves (the file as it is being written)."""
+    clip = tmp_path / "in.ts"
+    subprocess.run(["ffmpeg", "-v", "error", *inputs, "-t", "4", "-vf", "scale=192:144", "-c:v", "libx264",
+                    "-c:a", "aac", str(clip)], check=True)
+    source = VideoSource(str(clip))
+    sink = VideoSink(tmp_path / "out.mp4", source.open(), EncoderOptions(23, "ultrafast", fragmented=True), str(clip))
+    sink.open()
+    for frame in source.frames():
+        sink.write(frame)
+        if frame.seq == 29:  # 3 s of video: two whole fragments are in the file
+            shutil.copy(tmp_path / "out.mp4", tmp_path / "killed.mp4")
+    sink.close()
+    source.close()
+    assert probe_video(tmp_path / "killed.mp4").frames >= 10, "the flushed fragments play"
+    for written in (tmp_path / "out.mp4", tmp_path / "killed.mp4"):
+        assert (beep_heard_at(written), beep_played_at(written)) == pytest.approx((heard, heard), abs=0.005)
