@@ -157,7 +157,8 @@ class StreamSpec:
     def slot_layout(self, info: StreamInfo) -> SlotLayout:
         # a set of photos knows its number (a video's header may not tell it right): no idle photo-sized slots
         frames = min(info.frames, self.max_frames or info.frames) if self.images and info.frames else None
-        return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")), frames)
+        return SlotLayout((("image", info.frame_shape, "uint8"), ("labels", info.frame_shape[:2], "uint8")), frames,
+                          photos=self.stills and writes_photos(self.output_path))
 
     def make_output(self, info: StreamInfo) -> AnnotatedOutput | AnnotatedImages:
         if self.images and writes_photos(self.output_path):

@@ -173,7 +173,8 @@ class StreamSession:
         if self.settings.drop_only_if_live and not info.live:
             self.settings = replace(self.settings, drop_oldest=False)
         layout = self.spec.slot_layout(info)
-        count = self._budget.slot_count(self.stream, self.settings.queue_size, layout.slot_bytes, layout.frames)
+        count = self._budget.slot_count(self.stream, self.settings.queue_size, layout.slot_bytes, layout.frames,
+                                        layout.photos)
         try:
             self.slots = SharedSlots(layout, count)
         except OSError as exc:

@@ -20,6 +20,10 @@ PROCESS_MB = 120
 # 16 let 24 4K frames reach 1213 MB under a 1000 MB budget; with the writer thread and tracking, 24 let them reach
 # 1378 MB under 1300 MB (4 slots: about 27 copies outside them), so 30 (test_faults.py)
 FRAME_COPIES_OUTSIDE_SLOTS = 30
+# Photos written as photos (no video encoder, no vote or tracking across them) hold far fewer: with BodyPix, one
+# 6000x4000 photo peaked at 2.3 slot-sized copies outside its slot, two of them at 4.2 (one or two workers: one
+# decoded while another is composed), a folder of four 3000x2000 ones at 3.0 (docs/faults.md), so 6
+PHOTO_COPIES_OUTSIDE_SLOTS = 6
 # numba and LLVM, loaded by the main process for the compiled temporal vote: 126 MB of PSS measured (docs/faults.md)
 COMPILED_VOTE_MB = 130
 
@@ -73,12 +77,15 @@ class MemoryBudget:
         self._reserved_mb: dict[int, float] = {}  # stream -> its source process and frames
         self._lock = threading.Lock()  # streams open in the hub thread and are released by their closing thread
 
-    def slot_count(self, stream: int, queue_size: int, slot_bytes: int, frames: int | None = None) -> int:
-        """How many slots ``stream`` gets (reserved until `release`); never more than its ``frames``, if known."""
+    def slot_count(self, stream: int, queue_size: int, slot_bytes: int, frames: int | None = None,
+                   photos: bool = False) -> int:
+        """How many slots ``stream`` gets (reserved until `release`); never more than its ``frames``, if known.
+        ``photos``: its frames are photos written each alone (`SlotLayout.photos`), with few copies outside the slots."""
+        copies = PHOTO_COPIES_OUTSIDE_SLOTS if photos else FRAME_COPIES_OUTSIDE_SLOTS
         with self._lock:
-            return self._reserve(stream, queue_size, slot_bytes, frames)
+            return self._reserve(stream, queue_size, slot_bytes, frames, copies)
 
-    def _reserve(self, stream: int, queue_size: int, slot_bytes: int, frames: int | None) -> int:
+    def _reserve(self, stream: int, queue_size: int, slot_bytes: int, frames: int | None, copies: int) -> int:
         workers = self.workers
         wanted = queue_size + 2 * workers
         least = 1 + 2 * workers
@@ -93,7 +100,7 @@ class MemoryBudget:
         slot_mb = slot_bytes / MB
         others = [mb for other, mb in self._reserved_mb.items() if other != stream]
         others_mb = sum(others)
-        fixed_mb = PROCESS_MB * (workers + 2) + COMPILED_VOTE_MB + FRAME_COPIES_OUTSIDE_SLOTS * slot_mb + others_mb
+        fixed_mb = PROCESS_MB * (workers + 2) + COMPILED_VOTE_MB + copies * slot_mb + others_mb
         fitting = int((self.total_mb - fixed_mb) // slot_mb)
         if fitting < least:
             need = math.ceil(fixed_mb + least * slot_mb)  # rounded up: the value the hint names is enough
@@ -103,7 +110,7 @@ class MemoryBudget:
                               hint=f"raise --max-memory to {need} or more"
                                    + (", or use fewer --workers" if workers > 1 else ""))
         count = min(wanted, fitting)
-        self._reserved_mb[stream] = PROCESS_MB + (FRAME_COPIES_OUTSIDE_SLOTS + count) * slot_mb
+        self._reserved_mb[stream] = PROCESS_MB + (copies + count) * slot_mb
         return count
 
     def release(self, stream: int) -> None:

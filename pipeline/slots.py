@@ -71,6 +71,8 @@ class SlotLayout:
 
     arrays: tuple[tuple[str, tuple[int, ...], str], ...]
     frames: int | None = None  # the stream's frames, where it knows their number for sure: no more slots than that
+    # photos written each alone: no video encoder, temporal vote or tracking holds frames outside the slots
+    photos: bool = False
 
     @property
     def input(self) -> str:

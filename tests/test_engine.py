@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,9 @@ import pytest
 from test_pipeline import Collected, TrivialJob, runner
 from conftest import VTEST
 from vidparse.api_words import reworded
+from vidparse.config import Config
 from vidparse.errors import BadInputError, ConfigError, ModelError
+from vidparse.jobs import StreamSpec
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.engine import Engine
 from vidparse.pipeline.errors import EngineEndedError
@@ -24,7 +27,8 @@ from vidparse.pipeline.scheduler import Scheduler
 from vidparse.pipeline.memory import MB
 from vidparse.pipeline.settings import MemoryBudget, PoolSettings, StreamSettings
 from vidparse.pipeline.writer import Written
-from vidparse.stages.source import VideoSource
+from vidparse.stages.images import ImageSet
+from vidparse.stages.source import StreamInfo, VideoSource
 
 
 def decoded(clip: Path) -> list[np.ndarray]:
@@ -216,6 +220,35 @@ def test_the_memory_budget_is_shared_by_the_streams() -> None:
     assert MemoryBudget(total_mb=0, workers=2).slot_count(0, queue_size=8, slot_bytes=slot) == 12, "no budget"
     assert MemoryBudget(total_mb=0, workers=2).slot_count(0, queue_size=8, slot_bytes=slot, frames=1) == 1, \
         "a single photo needs one slot"
+
+
+def test_photos_written_alone_reserve_their_few_copies_not_a_videos() -> None:
+    """A 6000x4000 photo's slot (image and labels) is 91.5 MB. Counted as a video's frames (30 copies outside the
+    slots: decoder, vote, compose, x264 lookahead) it needed 3329 MB; photos written as photos peak at about 4
+    copies outside their slots (docs/faults.md), and reserve 6: 490 + 6 x 91.5 MB, and a slot each."""
+    slot = 6000 * 4000 * 4
+    with pytest.raises(ConfigError, match="about 3329 MB is needed"):
+        MemoryBudget(total_mb=1500, workers=1).slot_count(0, queue_size=8, slot_bytes=slot, frames=1)
+    assert MemoryBudget(total_mb=1500, workers=1).slot_count(0, queue_size=8, slot_bytes=slot, frames=1,
+                                                             photos=True) == 1
+    assert MemoryBudget(total_mb=1500, workers=1).slot_count(0, queue_size=8, slot_bytes=slot, frames=10,
+                                                             photos=True) == 5, "(1500 - 490 - 549) // 91.5"
+    with pytest.raises(ConfigError, match="about 1131 MB is needed"):
+        MemoryBudget(total_mb=1000, workers=1).slot_count(0, queue_size=8, slot_bytes=slot, frames=1, photos=True)
+
+
+def test_only_photos_written_as_photos_are_budgeted_as_photos() -> None:
+    """Photos made into a video go through x264's lookahead; a pattern's frames written as images are voted on and
+    tracked: both keep a video's copies outside the slots."""
+    info = StreamInfo(6000, 4000, Fraction(1, 25), Fraction(25), 1, None, "mjpeg", False)
+    photo = ImageSet("big.jpg", (Path("big.jpg"),), ((6000, 4000),))
+    sequence = ImageSet("f%03d.png", (Path("f001.png"),), ((6000, 4000),))
+
+    def photos(images: ImageSet, output: str) -> bool:
+        return StreamSpec(Config(), images.spec, Path(output), images=images).slot_layout(info).photos
+
+    assert photos(photo, "out.jpg") and photos(photo, "out/")
+    assert not photos(photo, "out.mp4") and not photos(sequence, "out/")
 
 
 def test_a_budget_too_small_names_the_flag_on_the_command_line_and_the_key_in_the_api() -> None:
