@@ -242,8 +242,9 @@ def build(cls: type, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(map(str, set(data) - set(fields)))  # YAML keys may be numbers or booleans too
     if unknown:
-        raise ConfigError(f"unknown config key '{where}{unknown[0]}'", hint=f"allowed keys{' in ' + where.rstrip('.') if where else ''}: "
-                          f"{', '.join(fields)}")
+        raise ConfigError(f"unknown config key '{where}{unknown[0]}'",
+                          hint=_nested_key_hint(cls, unknown[0], where) or
+                          f"allowed keys{' in ' + where.rstrip('.') if where else ''}: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
@@ -252,6 +253,18 @@ def build(cls: type, data: Any, where: str) -> Any:
             continue  # every option has a Python default
         values[name] = _value(hints[name], data[name], key, f.metadata)
     return cls(**values)
+
+
+def _nested_key_hint(cls: type, key: str, where: str) -> str | None:
+    """Where ``key``, unknown in ``cls``, is a key of one of its sections (``parse_every`` is
+    ``keyframes.parse_every``, as ``--parse-every`` sets it): the hint that names it there."""
+    hints = typing.get_type_hints(cls)
+    sections = [name for name, kind in hints.items() if isinstance(kind, type) and dataclasses.is_dataclass(kind)
+                and key in {f.name for f in dataclasses.fields(kind)}]
+    if len(sections) != 1:
+        return None
+    dotted_key = f"{where}{sections[0]}.{key}"
+    return f"'{key}' is a key of {where}{sections[0]}: set '{dotted_key}' (in YAML, {key} under {sections[0]}:)"
 
 
 def _value(kind: Any, value: Any, key: str, metadata: typing.Mapping[str, Any]) -> Any:

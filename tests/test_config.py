@@ -249,3 +249,11 @@ def test_every_override_flag_sets_a_config_key_there_is_and_a_wrong_value_is_tol
     for (key, args), output in zip(cases, json.loads(told.stdout)):
         line = next(line for line in output.splitlines() if line.startswith("error:"))
         assert line.startswith(f"error: {args[-2]} must be ") and "config key" not in output, (key, args, output)
+
+
+def test_a_section_key_given_at_the_top_is_named_where_it_belongs() -> None:
+    """README's keyframe mode is --parse-every; an API user writes parse_every=3 and was shown the top-level keys."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={"parse_every": 3})
+    assert caught.value.message == "unknown config key 'parse_every'"
+    assert "'keyframes.parse_every'" in caught.value.hint
