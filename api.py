@@ -319,11 +319,12 @@ def _stream_frame(written: Written, spec: StreamSpec, label_set: LabelSet) -> St
                        time_s=seconds, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
-def _inputs(sources: str | Path | Sequence[str | Path]) -> list[str]:
+def _inputs(sources: str | Path | Sequence[str | Path], what: str = "inputs") -> list[str]:
+    """``what``: the argument's name in the call (`run`'s inputs, `stream`'s sources)."""
     if isinstance(sources, (str, Path)):
         return [str(sources)]
     if not isinstance(sources, Sequence) or not all(isinstance(source, (str, Path)) for source in sources):
-        raise ConfigError(f"inputs must be a path or URL, or a list of them; got {sources!r}",
+        raise ConfigError(f"{what} must be a path or URL, or a list of them; got {sources!r}",
                           hint='e.g. "clip.mp4" or ["a.mp4", "rtsp://camera/1"]')
     if not sources:  # run would write nothing and say "ok"; stream would blame the outputs
         raise ConfigError("no input given", hint='e.g. "clip.mp4" or ["a.mp4", "rtsp://camera/1"]')
@@ -356,7 +357,7 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
     each source after that many frames. Inputs, outputs (two sources writing one file, an output over another
     source's input), models and settings are checked before any process starts."""
     with api_words(STREAM_NAMES):
-        inputs = _inputs(sources)
+        inputs = _inputs(sources, "sources")
         paths = [outputs] if outputs is None or not isinstance(outputs, Sequence) or isinstance(outputs, str) \
             else list(outputs)
         if len(paths) == 1 and len(inputs) > 1 and paths[0] is None:

@@ -262,3 +262,11 @@ def test_configuration_from_a_config_a_preset_and_overrides(tmp_path: Path) -> N
     yaml_file.write_text("compose:\n  alpha: 0.25\n")
     assert vidparse.resolve_config(yaml_file, workers=3).compose.alpha == 0.25
     assert vidparse.Parser(config=yaml_file, model="bodypix").config.compose.alpha == 0.25
+
+
+def test_a_wrong_type_of_input_is_named_by_the_argument_given() -> None:
+    """``stream(42)`` said "inputs must be a path or URL", but stream's argument is ``sources``."""
+    with pytest.raises(ConfigError, match=r"^sources must be a path or URL, or a list of them; got 42$"):
+        vidparse.stream(42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^inputs must be a path or URL"):
+        vidparse.run(42, "out.mp4")  # type: ignore[arg-type]
