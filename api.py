@@ -391,6 +391,9 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     fails stops alone; with ``check`` (the default) the first failure is raised once every stream has ended.
     Ctrl-C, SIGTERM or SIGHUP (in the main thread) finishes the frames in flight and closes the files, then raises
     KeyboardInterrupt, so that a loop over many calls stops too."""
+    if not isinstance(check, bool):  # check="no" is truthy: it would raise the failures it was meant to return
+        raise ConfigError(f"check must be True or False, got {check!r}",
+                          hint="check=False returns a failed input's error in the outcome instead of raising it")
     settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
                               **overrides)
     typed = (value if isinstance(value, (str, Path)) else None for value in (output, stats, masks, instances))

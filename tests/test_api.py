@@ -270,3 +270,10 @@ def test_a_wrong_type_of_input_is_named_by_the_argument_given() -> None:
         vidparse.stream(42)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^inputs must be a path or URL"):
         vidparse.run(42, "out.mp4")  # type: ignore[arg-type]
+
+
+def test_check_that_is_no_bool_is_refused(tmp_path: Path) -> None:
+    """``run(..., check="no")`` ran with check on ("no" is truthy) and raised the failure it was asked to return."""
+    with pytest.raises(ConfigError, match=r"^check must be True or False, got 'no'$") as raised:
+        vidparse.run(str(tmp_path / "missing.avi"), tmp_path / "out.mp4", check="no")  # type: ignore[arg-type]
+    assert raised.value.hint
