@@ -137,7 +137,7 @@ class Parser:
 
     def __init__(self, model: str | None = None, config: ConfigInput = None, model_dir: str | Path | None = None,
                  **overrides: Any) -> None:
-        self.config = resolve_config(config, model=model, model_path=str(model_dir) if model_dir else None,
+        self.config = resolve_config(config, model=model, model_path=_model_path(model_dir),
                                      **overrides)
         with api_words():
             self.models = ResolvedModels.for_config(self.config)  # a missing model fails here, not at the first image
@@ -342,6 +342,12 @@ def _path(value: str | Path | None, what: str, folder_slash: bool = False, examp
     return None if value is None else Path(value)
 
 
+def _model_path(model_dir: str | Path | None) -> str | None:
+    """``model_dir`` as the config's ``model_path``, refused as the other paths are when it is none."""
+    _path(model_dir, "model_dir", example='model_dir="models/"')
+    return str(model_dir) if model_dir else None
+
+
 def stream(sources: str | Path | Sequence[str | Path], model: str | None = None, workers: int | None = None,
            config: ConfigInput = None, outputs: str | Path | Sequence[str | Path | None] | None = None,
            max_frames: int | None = None, model_dir: str | Path | None = None, **overrides: Any) -> Stream:
@@ -365,7 +371,7 @@ def stream(sources: str | Path | Sequence[str | Path], model: str | None = None,
         if len(paths) != len(inputs):
             raise ConfigError(f"{len(inputs)} sources but {len(paths)} outputs",
                               hint="give one output (or None) per source, or no outputs")
-        settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
+        settings = resolve_config(config, model=model, workers=workers, model_path=_model_path(model_dir),
                                   **overrides)
         limit = checked_max_frames(max_frames)
         sources_given = [Source(url, _path(path, "outputs", example='outputs=["a.mp4", None]'), max_frames=limit)
@@ -394,7 +400,7 @@ def run(inputs: str | Path | Sequence[str | Path], output: str | Path, model: st
     if not isinstance(check, bool):  # check="no" is truthy: it would raise the failures it was meant to return
         raise ConfigError(f"check must be True or False, got {check!r}",
                           hint="check=False returns a failed input's error in the outcome instead of raising it")
-    settings = resolve_config(config, model=model, workers=workers, model_path=str(model_dir) if model_dir else None,
+    settings = resolve_config(config, model=model, workers=workers, model_path=_model_path(model_dir),
                               **overrides)
     typed = (value if isinstance(value, (str, Path)) else None for value in (output, stats, masks, instances))
     with no_empty_folder_left_on_error(*typed):

@@ -277,3 +277,10 @@ def test_check_that_is_no_bool_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^check must be True or False, got 'no'$") as raised:
         vidparse.run(str(tmp_path / "missing.avi"), tmp_path / "out.mp4", check="no")  # type: ignore[arg-type]
     assert raised.value.hint
+
+
+def test_a_model_dir_that_is_no_path_is_refused_as_one() -> None:
+    """``Parser(model_dir=5)`` said "model path 5 does not exist", as if a folder named 5 were missing."""
+    for call in (lambda: vidparse.Parser(model_dir=5), lambda: vidparse.stream("clip.avi", model_dir=5)):
+        with pytest.raises(ConfigError, match=r"^model_dir must be a path, got 5$"):
+            call()  # type: ignore[arg-type]
