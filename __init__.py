@@ -15,12 +15,12 @@ from vidparse import errors as errors  # what the API raises, catchable before t
 
 __version__ = "0.1.0"
 
-__all__ = ["Parser", "Parsing", "PersonStats", "RunOutcome", "Stream", "StreamFrame", "annotate", "parse_image",
-           "resolve_config", "run", "stream"]
+__all__ = ["Config", "Parser", "Parsing", "PersonStats", "RunOutcome", "Stream", "StreamFrame", "StreamOutcome",
+           "annotate", "parse_image", "resolve_config", "run", "stream"]
 
 if TYPE_CHECKING:
-    from vidparse.api import (Parser, Parsing, RunOutcome, Stream, StreamFrame, annotate, parse_image, resolve_config,
-                              run, stream)
+    from vidparse.api import (Config, Parser, Parsing, RunOutcome, Stream, StreamFrame, StreamOutcome, annotate,
+                              parse_image, resolve_config, run, stream)
     from vidparse.stages.types import PersonStats
 
 

@@ -32,6 +32,7 @@ from vidparse.pipeline.writer import Written
 from vidparse.runs import (RunOutcome, Source, check_source, checked_max_frames, files_read,
                            no_empty_folder_left_on_error, path_or_folder, run_sources, sources_for,
                            warn_if_oversubscribed, written_twice)
+from vidparse.runs import StreamOutcome as StreamOutcome  # a RunOutcome's streams: `vidparse.StreamOutcome`
 from vidparse.stages.images import load_upright
 from vidparse.stages.labels import load_label_set
 from vidparse.stages.parsers import LABEL_SETS

@@ -284,3 +284,12 @@ def test_a_model_dir_that_is_no_path_is_refused_as_one() -> None:
     for call in (lambda: vidparse.Parser(model_dir=5), lambda: vidparse.stream("clip.avi", model_dir=5)):
         with pytest.raises(ConfigError, match=r"^model_dir must be a path, got 5$"):
             call()  # type: ignore[arg-type]
+
+
+def test_the_types_the_docs_name_are_importable_from_vidparse() -> None:
+    """docs/api.md takes a `Config` as config and returns a `StreamOutcome` per input; neither could be imported
+    from vidparse (ImportError), as the other types could."""
+    from vidparse import Config, StreamOutcome
+
+    assert isinstance(vidparse.resolve_config(), Config)
+    assert StreamOutcome.__name__ == "StreamOutcome" and {"Config", "StreamOutcome"} <= set(dir(vidparse))
