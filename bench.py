@@ -14,6 +14,7 @@ from vidparse.config import Config
 from vidparse.errors import BadInputError
 from vidparse.jobs import StreamSpec, build_engine, stream_settings
 from vidparse.minimums import BENCH_MIN_FRAMES
+from vidparse.names import plural
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.runner import Runner
 from vidparse.pipeline.stats import SERIAL_THREADS, RunStats
@@ -108,7 +109,7 @@ def check_long_enough(input_url: str, frames: int) -> None:
 def machine_description() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"{cpu}, {usable_cpus()} usable CPUs, Python {platform.python_version()}, {platform.system()}"
+    return f"{cpu}, {plural(usable_cpus(), 'usable CPU')}, Python {platform.python_version()}, {platform.system()}"
 
 
 COLUMNS = ("workers", "threads", "small people", "fps", "speed-up", "efficiency", "serial ceiling fps", "start-up s",

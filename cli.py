@@ -520,6 +520,7 @@ def tune(
 
     from vidparse.bench import machine_description, small_people_settings
     from vidparse.config import config_from, user_settings
+    from vidparse.names import plural
     from vidparse.pipeline.cpus import usable_cpus
     from vidparse.stages.source import InputKind, input_kind, probe, without_credentials
     from vidparse.tune import TrialResult, best, check_long_enough, fastest, layouts, run_trial, tuned_config_text
@@ -562,7 +563,7 @@ def tune(
         typed = " ".join(shlex.quote(without_credentials(arg) if "://" in arg else arg) for arg in sys.argv[1:])
         write_file_output(write, "--write", tuned_config_text(chosen, pick, results, f"vidparse {typed}", machine,
                                                               without))
-    table = Table(title=f"vidparse tune: {settings.model} on {escape(Path(input).name)}, {cpus} usable CPUs, "
+    table = Table(title=f"vidparse tune: {settings.model} on {escape(Path(input).name)}, {plural(cpus, 'usable CPU')}, "
                         f"{seconds:g} s a trial")
     for column in ("", "workers", "threads", "fps", "serial ceiling fps", "p95 frame ms", "peak MB", "CPU busy",
                    "start-up s"):

@@ -1,10 +1,15 @@
 """Output names: what several inputs, or photos sharing a stem, are written as without colliding, and the frame PNGs
-of --masks and --instances."""
+of --masks and --instances; and `plural`, a count with its noun as messages say it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+
+def plural(count: int, noun: str) -> str:
+    """``count`` ``noun``s: "1 usable CPU", "2 usable CPUs"."""
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 def free_name(name: str, taken: Callable[[str], bool]) -> str:

@@ -16,7 +16,7 @@ from vidparse.config import Config, read_yaml
 from vidparse.errors import (DEGRADED_EXIT, INTERRUPTED_EXIT, STREAMS_FAILED_EXIT, UNEXPECTED_EXIT, BadOutputError,
                              ConfigError, VidparseError, check_not_overwriting)
 from vidparse.jobs import StreamSpec, add_stream, build_engine, output_names, stream_name
-from vidparse.names import frame_numbers, frame_png_name, free_name
+from vidparse.names import frame_numbers, frame_png_name, free_name, plural
 from vidparse.pipeline.cpus import usable_cpus
 from vidparse.pipeline.ends import StreamEnd
 from vidparse.pipeline.stats import RunStats
@@ -296,8 +296,8 @@ class RunHooks:
 
 def warn_if_oversubscribed(workers: int) -> None:
     if workers > (cpus := usable_cpus()):
-        log.warning("%d workers on %d usable CPUs: they take turns on them and each holds its own models; as many "
-                    "workers as CPUs is usually as fast (`vidparse tune` measures it)", workers, cpus)
+        log.warning("%d workers on %s: they take turns on them and each holds its own models; as many "
+                    "workers as CPUs is usually as fast (`vidparse tune` measures it)", workers, plural(cpus, "usable CPU"))
 
 
 def check_outputs_apart(source: Source) -> None:

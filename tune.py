@@ -15,6 +15,7 @@ import yaml
 from vidparse.bench import scratch_runner
 from vidparse.config import Config
 from vidparse.errors import BadInputError
+from vidparse.names import plural
 from vidparse.pipeline.memory import PeakMemory
 from vidparse.pipeline.proctree import tree_cpu_seconds
 from vidparse.pipeline.stats import RunStats, percentile, serial_ceiling
@@ -26,17 +27,13 @@ WORKER_STAGES = ("detect", "parse", "propagate")  # what a worker spends on one 
 MIN_WINDOW_FRAMES = 2  # frames written in the window, the fewest that give a rate
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' if count > 1 else ''}"
-
-
 @dataclass(frozen=True)
 class Layout:
     workers: int
     threads: int
 
     def __str__(self) -> str:
-        return f"{_plural(self.workers, 'worker')} x {_plural(self.threads, 'thread')}"
+        return f"{plural(self.workers, 'worker')} x {plural(self.threads, 'thread')}"
 
 
 @dataclass

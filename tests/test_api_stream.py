@@ -24,6 +24,7 @@ import vidparse
 from conftest import VTEST, cut_clip, decode_frames, probe_video
 from rtsp import free_port
 from vidparse.errors import BadInputError, BadOutputError, ConfigError, VidparseError
+from vidparse.names import plural
 from vidparse.pipeline.cpus import usable_cpus
 
 
@@ -159,7 +160,7 @@ def test_more_workers_than_cpus_are_warned_of(clip: Path, caplog: pytest.LogCapt
     cpus = usable_cpus()
     with caplog.at_level(logging.WARNING, logger="vidparse"):
         vidparse.stream(clip, model="bodypix", workers=cpus + 1).close()  # never iterated: no process started
-    assert f"{cpus + 1} workers on {cpus} usable CPUs" in caplog.text
+    assert f"{cpus + 1} workers on {plural(cpus, 'usable CPU')}" in caplog.text
 
 
 def test_an_output_over_a_photo_in_another_sources_folder_is_refused(tmp_path: Path) -> None:

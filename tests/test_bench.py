@@ -4,6 +4,7 @@ fewest workers, and on a wide input the detector's pass for small people measure
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import VTEST, cut_clip, run_cli, vtest_h264
-from vidparse.bench import small_people_settings
+from vidparse.bench import machine_description, small_people_settings
 from vidparse.config import load_config
+from vidparse.names import plural
 
 FAST = Path(__file__).with_name("fast.yaml")
 ROW = re.compile(r"^\| (\d+) \| (\d+) \| ([^|]+) \| ([\d.]+) \| ([\d.]+)x \| (\d+)% \| (\d+) \|", re.M)
@@ -138,3 +140,16 @@ def test_the_small_people_pass_off_also_turns_off_the_finer_segmenter_cells() ->
     only_the_segmenter = load_config(overrides={"detector.tiles": 0, "detector.zoom_below": 0})
     assert [label for label, _ in small_people_settings(only_the_segmenter, 1920)] == ["on", "off"]
     assert [label for label, _ in small_people_settings(config, 768)] == ["off (under 1280 px wide)"]
+
+
+def test_one_usable_cpu_is_said_in_the_singular() -> None:
+    """Under `taskset -c 0` bench's and tune's machine line said "1 usable CPUs" (and a run's warning "2 workers on
+    1 usable CPUs")."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        said = machine_description()
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert ", 1 usable CPU, Python" in said
+    assert plural(1, "usable CPU") == "1 usable CPU" and plural(2, "usable CPU") == "2 usable CPUs"
