@@ -153,3 +153,11 @@ def test_one_usable_cpu_is_said_in_the_singular() -> None:
         os.sched_setaffinity(0, allowed)
     assert ", 1 usable CPU, Python" in said
     assert plural(1, "usable CPU") == "1 usable CPU" and plural(2, "usable CPU") == "2 usable CPUs"
+
+
+def test_worker_counts_are_tried_each_once_fewest_first() -> None:
+    """``--workers 2,1,1`` ran 1 worker twice, after 2: a row of 0.57x speed-up first and one of 110% efficiency
+    against itself."""
+    from vidparse.cli import _worker_counts
+
+    assert _worker_counts("2,1,1") == [1, 2]
