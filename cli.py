@@ -281,8 +281,10 @@ def run(
     fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Keep the finished MP4 fragmented (no fast-start rewrite at the end). A single MP4 is written in fragments either way, so a crash leaves a playable file; --segment-seconds files only with this.")] = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Parse every person in each INPUT (a file, rtsp://, http(s)://, /dev/videoN, or photos) into an annotated
-    H.264 video, or annotated images and label PNGs. Several inputs share one pool of workers."""
+    """Parse every person in each INPUT into an annotated video, or annotated photos and label PNGs.
+
+    An INPUT is a file, rtsp://, http(s)://, /dev/videoN, or photos (a photo, a folder, a pattern). Several inputs
+    share one pool of workers."""
     _setup_logging(verbose)
     from vidparse.progress import RunReporter
     from vidparse.runs import RunHooks, load_sources, no_empty_folder_left_on_error, path_or_folder, run_to_end, sources_for
@@ -859,9 +861,11 @@ def eval_video(
     json_path: JsonOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Measure flicker (labels changing where the image stood still, persons vanishing for a frame or three),
-    consecutive-frame agreement (as is, and with the motion taken out by optical flow), agreement with each frame's
-    own parse, and ID switches against MOT ground truth; per frame, and as `vidparse run` writes the labels."""
+    """Measure how steady a video's labels are: flicker, frame-to-frame agreement, ID switches.
+
+    Flicker is labels changing where the image stood still and persons vanishing for a frame or three; agreement is
+    between consecutive frames (as is, and with the motion taken out by optical flow) and with each frame's own
+    parse; ID switches are counted against MOT ground truth. Per frame, and as `vidparse run` writes the labels."""
     _setup_logging(verbose)
     from vidparse.evaluation.runs import check_long_enough, evaluate_video
     from vidparse.evaluation.tracking import read_mot

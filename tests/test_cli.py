@@ -67,6 +67,13 @@ def test_every_command_takes_verbose() -> None:
     assert not lacking, f"without --verbose: {lacking}"
 
 
+def test_each_command_is_summed_up_in_one_line_of_the_help() -> None:
+    """A docstring's first paragraph is its command's line in `vidparse --help`: its own line breaks showed there."""
+    result = run_cli("--help", env={"COLUMNS": "250"})
+    commands = [line for line in result.stdout[result.stdout.index("Commands"):].splitlines() if line.startswith("│")]
+    assert len(commands) >= 9 and all(re.match(r"│ [a-z-]+ +\S", line) for line in commands), "\n".join(commands)
+
+
 def test_help_shows_no_value_after_a_flag_and_no_python_type_after_an_option() -> None:
     """typer's rich help put '<bool>' after every flag, --help and --version included, as if it took a value,
     '<list[Path]>' and '<list[str]>' after serve's --allow-dir and --allow-host and in the INPUT row of run and
