@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
 from vidparse.errors import BadInputError, BadOutputError, ConfigError, file_in_the_way
 from vidparse.names import unique_names
@@ -32,7 +32,18 @@ from vidparse.stages.types import Frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _pil_reads_avif() -> bool:
+    try:
+        return bool(features.check_module("avif"))  # Pillow 11.3+ wheels; a Pillow before 11.2 knows no such module
+    except ValueError:
+        return False
+
+
+# AVIF (a phone's or a browser's photo) where Pillow reads it: else FFmpeg decodes it as a one-frame video
+AVIF_SUFFIXES = (".avif",) if _pil_reads_avif() else ()
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", *AVIF_SUFFIXES)
 FRAME_RATE = Fraction(25)  # an image sequence written as video, as FFmpeg's image2 demuxer reads it
 _PRINTF = re.compile(r"%(0?\d*)d")
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -43,13 +54,13 @@ MAX_SIDES = {".webp": ("WebP", 16383), **dict.fromkeys((".jpg", ".jpeg", ".jpe",
 
 def is_image_input(spec: str) -> bool:
     """Whether ``spec`` names images rather than a video: an image file, a folder, a %d or glob pattern of images.
-    An animated PNG is a video: FFmpeg decodes its frames, as it does a GIF's (not an animated WebP's)."""
+    An animated PNG or AVIF is a video: FFmpeg decodes its frames, as it does a GIF's (not an animated WebP's)."""
     if "://" in spec or not spec.strip():  # Path("") is the current folder
         return False
     path = Path(spec)
     if path.is_dir():
         return True
-    if path.suffix.lower() == ".png" and path.is_file() and is_animated(path):
+    if path.suffix.lower() in VIDEO_WHEN_ANIMATED and path.is_file() and is_animated(path):
         return False
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -107,7 +118,8 @@ def _opened(path: Path, formats: tuple[str, ...] | None = None) -> Iterator[Imag
 # Formats whose files may hold several frames, or pages (a multi-page TIFF: a scan, a fax); a JPEG with several
 # images (MPO: a phone's depth or gain map) is a photo
 PAGED_SUFFIXES = (".tif", ".tiff")
-ANIMATED_SUFFIXES = (".png", ".webp", *PAGED_SUFFIXES)
+ANIMATED_SUFFIXES = (".png", ".webp", *PAGED_SUFFIXES, *AVIF_SUFFIXES)
+VIDEO_WHEN_ANIMATED = (".png", *AVIF_SUFFIXES)  # FFmpeg decodes their frames
 
 
 def is_animated(path: Path) -> bool:

@@ -5,15 +5,17 @@ the next."""
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from vidparse.errors import BadOutputError, folder_vanished
-from vidparse.stages.images import ImageSet
+from vidparse.stages.images import AVIF_SUFFIXES, ImageSet
 from vidparse.stages.motion import Flow
 from vidparse.stages.recolor import ComposeOptions, Recolor
 from vidparse.stages.sink import EncoderOptions, VideoSink
@@ -53,12 +55,22 @@ def _ordered(ordered: OrderedLabels, labels: np.ndarray, image: np.ndarray, resu
 ENCODED_AS = {".jfif": ".jpg"}
 # OpenCV writes WebP lossless unless given a quality, several times a lossy file's size; 90 looks as JPEG's default 95
 ENCODER_PARAMS = {".webp": [cv2.IMWRITE_WEBP_QUALITY, 90]}
+AVIF_QUALITY = 90  # as WebP's; Pillow's default, 75, blurs the fine colored edges of the labels
 
 
 def write_image(path: Path, image: np.ndarray) -> bool:
-    """``cv2.imwrite``, a suffix of `ENCODED_AS` too: False where OpenCV or the file system could not write it."""
+    """``cv2.imwrite``, a suffix of `ENCODED_AS` too: False where OpenCV or the file system could not write it. An
+    AVIF is written by Pillow, which read it (an OpenCV wheel may have no AVIF encoder)."""
     suffix = path.suffix.lower()
-    encoded, data = cv2.imencode(ENCODED_AS.get(suffix, suffix), image, ENCODER_PARAMS.get(suffix, []))
+    if suffix in AVIF_SUFFIXES:
+        buffer = io.BytesIO()
+        try:
+            Image.fromarray(np.ascontiguousarray(image[..., ::-1])).save(buffer, "AVIF", quality=AVIF_QUALITY)
+        except (OSError, ValueError):
+            return False
+        encoded, data = True, np.frombuffer(buffer.getbuffer(), np.uint8)
+    else:
+        encoded, data = cv2.imencode(ENCODED_AS.get(suffix, suffix), image, ENCODER_PARAMS.get(suffix, []))
     try:
         return encoded and path.write_bytes(data.tobytes()) > 0
     except OSError:

@@ -567,3 +567,30 @@ def test_a_raw_dv_file_keeps_its_25_fps(shared: Path, tmp_path: Path) -> None:
     with av.open(str(tmp_path / "o.mp4")) as written:
         stream = written.streams.video[0]
         assert stream.codec_context.level <= 30 and stream.sample_aspect_ratio == Fraction(16, 15)
+
+
+def test_an_avif_photo_is_a_photo_and_an_animated_one_a_video(shared: Path, tmp_path: Path) -> None:
+    """Phones and browsers save photos as AVIF. One was taken for a video: `-o parsed.avif` or `-o parsed.jpg` was
+    refused ("unsupported extension", hint: .mp4, .mov, .mkv), `-o DIR/` wrote a one-frame MP4, and a folder of a
+    phone's photos left it out as "not a photo". An animated AVIF stays a video, as an animated PNG does."""
+    photo = tmp_path / "IMG_0001.avif"
+    with Image.open(shared / "data" / "photos" / "messi5.jpg") as image:
+        image.save(photo, quality=90)
+        original = np.asarray(image.convert("RGB"))[..., ::-1]
+    (tmp_path / "phone").mkdir()
+    shutil.copy(photo, tmp_path / "phone" / "IMG_0002.avif")
+    shutil.copy(shared / "data" / "photos" / "messi5.jpg", tmp_path / "phone" / "IMG_0003.jpg")
+    for output in ("parsed.avif", "parsed.jpg"):
+        parse(photo, tmp_path / output)
+        with Image.open(tmp_path / output) as image:
+            written = np.asarray(image.convert("RGB"))[..., ::-1]
+        assert written.shape == original.shape and difference(written, original) < NOISE, output
+        assert np.asarray(Image.open(tmp_path / f"{Path(output).stem}_labels.png")).shape == original.shape[:2]
+    result = parse(tmp_path / "phone", tmp_path / "out")
+    assert "not photos left out" not in result.stderr, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "IMG_0002.avif", "IMG_0002_labels.png", "IMG_0003.jpg", "IMG_0003_labels.png"]
+    animation = tmp_path / "anim.avif"
+    ffmpeg("-i", str(VTEST), "-t", "0.4", "-vf", "scale=192:144", "-c:v", "libaom-av1", "-cpu-used", "8", str(animation))
+    parse(animation, tmp_path / "anim.mp4")
+    assert probe_video(tmp_path / "anim.mp4").frames == 4
