@@ -182,12 +182,22 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray((np.clip(grey, 0, 65535) // 257).astype(np.uint8), "L")
 
 
+def _flattened(image: Image.Image) -> Image.Image:
+    """An image with transparency (an alpha channel, or a palette's or a colour key's transparent entry) laid on
+    white, as a page shows it: PIL's RGB conversion drops the alpha and brings back whatever colours lie under it (a
+    cutout's erased background, its people too); other images as they are."""
+    if image.mode not in ("RGBA", "LA", "PA", "La", "RGBa") and "transparency" not in image.info:
+        return image
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+
+
 def load_upright(path: Path, formats: tuple[str, ...] | None = None) -> np.ndarray:
     """The image as HxWx3 BGR uint8, turned as its EXIF orientation says; ``formats``: the PIL formats it may be
     in (None: any)."""
     try:
         with _opened(path, formats) as image:
-            rgb = _eight_bit(ImageOps.exif_transpose(image)).convert("RGB")
+            rgb = _flattened(_eight_bit(ImageOps.exif_transpose(image))).convert("RGB")
     except FileNotFoundError as exc:
         raise BadInputError(f"input {path} does not exist (any more)", hint="check the path") from exc
     except (UnidentifiedImageError, OSError) as exc:

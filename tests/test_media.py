@@ -594,3 +594,32 @@ def test_an_avif_photo_is_a_photo_and_an_animated_one_a_video(shared: Path, tmp_
     ffmpeg("-i", str(VTEST), "-t", "0.4", "-vf", "scale=192:144", "-c:v", "libaom-av1", "-cpu-used", "8", str(animation))
     parse(animation, tmp_path / "anim.mp4")
     assert probe_video(tmp_path / "anim.mp4").frames == 4
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_the_transparent_pixels_of_a_photo_are_not_parsed(shared: Path, tmp_path: Path, mode: str) -> None:
+    """A cutout PNG (a person with the background made transparent) keeps the background's colors under alpha 0; the
+    run parsed them as a viewer never shows them: the hidden background came back in the annotated copy, and the people
+    in it were labelled. Transparent pixels are taken as white (as on a page)."""
+    with Image.open(shared / "data" / "photos" / "messi5.jpg") as image:
+        rgb = image.convert("RGB")
+    hidden = np.asarray(rgb).copy()
+    alpha = np.full(hidden.shape[:2], 255, np.uint8)
+    alpha[:, : hidden.shape[1] // 2] = 0  # the left half (the footballer's side) is transparent
+    cutout = Image.fromarray(np.dstack([hidden, alpha]), "RGBA")
+    if mode == "LA":
+        cutout = cutout.convert("LA")
+    elif mode == "P":  # a palette PNG with a transparent index (tRNS), as GIF-like exports are
+        cutout = cutout.convert("RGB").quantize(255)
+        palette = np.asarray(cutout).copy()
+        palette[alpha == 0] = 255
+        cutout = Image.fromarray(palette, "P")
+        cutout.putpalette(rgb.quantize(255).getpalette() + [0, 0, 0])
+        cutout.info["transparency"] = 255
+    cutout.save(tmp_path / "cutout.png", transparency=255) if mode == "P" else cutout.save(tmp_path / "cutout.png")
+    parse(tmp_path / "cutout.png", tmp_path / "parsed.png")
+    written = cv2.imread(str(tmp_path / "parsed.png"))
+    labels = np.asarray(Image.open(tmp_path / "parsed_labels.png"))
+    assert (written[alpha == 0] == 255).all(), "the transparent half is white, not the background hidden under it"
+    hidden_part = labels[:, : labels.shape[1] // 2 - 8]  # beside the cut, the right half's person may bleed over
+    assert not hidden_part.any(), "nobody is labelled where nothing shows (20000 pixels of the footballer were)"
