@@ -10,6 +10,7 @@ back to its image's own size. An ordered set written to a video becomes frames a
 from __future__ import annotations
 
 import glob
+import io
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError, features
 
 from vidparse.errors import BadInputError, BadOutputError, ConfigError, file_in_the_way
 from vidparse.names import unique_names
@@ -192,12 +193,28 @@ def _flattened(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
 
 
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _in_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """An RGB, CMYK or grey image with a colour profile of its own (a phone's Display P3 photo, a print's CMYK)
+    converted to sRGB, as a colour-managed viewer shows it: the annotated copy is written without a profile, as
+    sRGB, and the P3 photo's colours came out dull; others, and a profile littleCMS cannot read, as they are."""
+    if not icc or image.mode not in ("RGB", "CMYK", "L"):
+        return image
+    try:
+        return ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+
+
 def load_upright(path: Path, formats: tuple[str, ...] | None = None) -> np.ndarray:
     """The image as HxWx3 BGR uint8, turned as its EXIF orientation says; ``formats``: the PIL formats it may be
     in (None: any)."""
     try:
         with _opened(path, formats) as image:
-            rgb = _flattened(_eight_bit(ImageOps.exif_transpose(image))).convert("RGB")
+            upright = _flattened(_eight_bit(ImageOps.exif_transpose(image)))
+            rgb = _in_srgb(upright, image.info.get("icc_profile")).convert("RGB")
     except FileNotFoundError as exc:
         raise BadInputError(f"input {path} does not exist (any more)", hint="check the path") from exc
     except (UnidentifiedImageError, OSError) as exc:

@@ -6,6 +6,7 @@ output is the input up to encoder noise and can be matched frame by frame agains
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -20,7 +21,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from conftest import BEEP, VTEST, beep_heard_at, decode_frames, probe_video, run_cli
 from media import ROTATED, VIDEOS, build_corpus, exif_rotated_jpeg, ffmpeg, reference_frames
@@ -623,3 +624,34 @@ def test_the_transparent_pixels_of_a_photo_are_not_parsed(shared: Path, tmp_path
     assert (written[alpha == 0] == 255).all(), "the transparent half is white, not the background hidden under it"
     hidden_part = labels[:, : labels.shape[1] // 2 - 8]  # beside the cut, the right half's person may bleed over
     assert not hidden_part.any(), "nobody is labelled where nothing shows (20000 pixels of the footballer were)"
+
+
+def display_p3_profile() -> bytes:
+    """sRGB's ICC profile with Display P3's primaries (adapted to D50), as an iPhone's photo carries."""
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    primaries = {b"rXYZ": (0.5151, 0.2412, -0.0011), b"gXYZ": (0.2920, 0.6922, 0.0419),
+                 b"bXYZ": (0.1571, 0.0666, 0.7841)}
+    (count,) = struct.unpack(">I", data[128:132])
+    for i in range(count):
+        tag, offset, _ = struct.unpack(">4sII", data[132 + 12 * i: 144 + 12 * i])
+        if tag in primaries:
+            data[offset + 8: offset + 20] = struct.pack(">3i", *(round(v * 65536) for v in primaries[tag]))
+    data[84:100] = bytes(16)  # the profile's MD5, no longer its own: zero is "not computed"
+    return bytes(data)
+
+
+def test_a_display_p3_photo_is_written_in_srgb(shared: Path, tmp_path: Path) -> None:
+    """An iPhone's JPEG is Display P3, said by its ICC profile. The profile was dropped: the annotated copy (written
+    without one, so sRGB to every viewer) had the P3 numbers as sRGB ones, duller than the photo (P3 200,100,50 is
+    sRGB 215,93,31). It is converted to sRGB as it is read."""
+    profile = display_p3_profile()
+    with Image.open(shared / "data" / "photos" / "messi5.jpg") as image:
+        image.convert("RGB").save(tmp_path / "IMG_0001.jpg", icc_profile=profile, quality=95)
+    with Image.open(tmp_path / "IMG_0001.jpg") as image:
+        p3 = np.asarray(image.convert("RGB"))[..., ::-1]
+        srgb = np.asarray(ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                                    ImageCms.createProfile("sRGB"), outputMode="RGB"))[..., ::-1]
+    assert difference(p3, srgb) > 3, "the profile changes the colours"
+    parse(tmp_path / "IMG_0001.jpg", tmp_path / "parsed.png")
+    written = cv2.imread(str(tmp_path / "parsed.png"))
+    assert difference(written, srgb) < 1 < difference(written, p3)
