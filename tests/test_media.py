@@ -637,6 +637,8 @@ def display_p3_profile() -> bytes:
         if tag in primaries:
             data[offset + 8: offset + 20] = struct.pack(">3i", *(round(v * 65536) for v in primaries[tag]))
     data[84:100] = bytes(16)  # the profile's MD5, no longer its own: zero is "not computed"
+    for encoding in ("ascii", "utf-16-be"):  # its name too (an sRGB profile is left as it is)
+        data = data.replace("sRGB built-in".encode(encoding), "Display P3 v1".encode(encoding))
     return bytes(data)
 
 
