@@ -206,7 +206,7 @@ def _in_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if image.mode == "RGB" and "srgb" in ImageCms.getProfileDescription(profile).lower():
             return image  # most cameras' (sRGB IEC61966-2.1): converting a 12-megapixel one took 0.2-0.5 s
-        return ImageCms.profileToProfile(image, profile, SRGB, outputMode="RGB")
+        return ImageCms.profileToProfile(image, profile, SRGB, outputMode="RGB") or image  # None: done in place
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return image
 
