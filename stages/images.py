@@ -34,7 +34,6 @@ from vidparse.stages.types import Frame
 log = logging.getLogger(__name__)
 
 
-
 def _pil_reads_avif() -> bool:
     try:
         return bool(features.check_module("avif"))  # Pillow 11.3+ wheels; a Pillow before 11.2 knows no such module
