@@ -223,7 +223,8 @@ def load_sources(path: Path, output: Path | None, masks: Path | None = None, sta
 @dataclass
 class StreamOutcome:
     """How one stream ended (``end``, as the engine decided it; a source refused before the run is failed), its
-    statistics and the files it wrote."""
+    statistics and its outputs written (``paths``: the video files, or the annotated photos; label PNGs, masks,
+    stats and instances are where the source names them)."""
 
     name: str
     source: Source
