@@ -249,7 +249,7 @@ def run(
         metavar="INPUT", help="Video files, URLs FFmpeg can open, photos, folders of photos or patterns.")] = None,
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="PATH",
-        help="Video (.mp4, .mov, .mkv), image or folder (a trailing / makes it); a folder for several inputs.")] = None,
+        help="Video (.mp4, .m4v, .mov, .mkv), image or folder (a trailing / makes it); a folder for several inputs.")] = None,
     sources: Annotated[Optional[Path], typer.Option(
         help="YAML list of sources with per-source name, output, policy... (README, 'Many inputs').")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parser worker processes.")] = None,

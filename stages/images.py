@@ -334,7 +334,7 @@ def check_image_output(spec: str, path: Path) -> None:
     ``spec``: a file for one photo, else a folder."""
     if path.suffix and not is_image_path(path):
         raise BadOutputError(f"output {path} is neither a video nor an image",
-                             hint="give a video (.mp4, .mov, .mkv), an image (.jpg, .png, ...) or a folder")
+                             hint="give a video (.mp4, .m4v, .mov, .mkv), an image (.jpg, .png, ...) or a folder")
     # a folder or a pattern (several photos, whatever they hold); naming none is said when the photos are listed
     if path.suffix and not Path(spec).is_file() and (listed := len(image_files(spec))):
         raise BadOutputError(f"{listed} images cannot all be written to {path}",

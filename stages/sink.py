@@ -28,7 +28,7 @@ from vidparse.stages.options import EncoderOptions
 
 log = logging.getLogger(__name__)
 
-CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}  # .m4v: Apple's name for an MP4
 FRAGMENTABLE = ("mp4", "mov")  # the formats written in fragments (and finished as fast-start files)
 FRAGMENT_US = 1_000_000  # longest fragment: what a killed process can lose beyond the encoder's delay
 # FFmpeg's interleaver holds the other tracks' packets this long for a track that has none yet (max_interleave_delta):

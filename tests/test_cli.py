@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -179,6 +180,17 @@ def test_audio_is_kept_and_every_timestamp_is_the_inputs(clip_with_audio: Path, 
     assert facts.audio_codec == "aac" and facts.frames == 8
     assert facts.pts_s == pytest.approx(probe_video(clip_with_audio).pts_s, abs=1e-6)
     assert_audio_copied(tmp_path / "o.mp4", clip_with_audio)
+
+
+def test_an_m4v_output_is_an_mp4_with_its_audio(clip_with_audio: Path, tmp_path: Path) -> None:
+    """.m4v (Apple's name for an MP4, what iTunes and Final Cut export) was 'an unsupported extension'."""
+    result = run_cli("run", str(clip_with_audio), "-o", str(tmp_path / "o.m4v"), "--model", "bodypix",
+                     "--max-frames", "3")
+    assert result.returncode == 0, result.stderr
+    facts = probe_video(tmp_path / "o.m4v")
+    assert (facts.frames, facts.audio_codec) == (3, "aac")
+    with av.open(str(tmp_path / "o.m4v")) as container:
+        assert "mp4" in container.format.name
 
 
 @pytest.mark.parametrize("folder", ["existing", "new/nested"])
