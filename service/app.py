@@ -37,7 +37,7 @@ from vidparse.service.job_manager import JobManager, new_id
 from vidparse.service.metrics import Metrics
 from vidparse.service.photos import PhotoParser
 from vidparse.service.streams import LiveStream, StreamManager
-from vidparse.service.uploads import probe_video, read_photo, save_upload
+from vidparse.service.uploads import PHOTO_FORMAT_NAMES, probe_video, read_photo, save_upload
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return HTMLResponse((resources.files("vidparse.service") / "static" / "index.html").read_text())
 
     @app.post("/v1/images", tags=["photos"], responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-    async def parse_image(file: Annotated[UploadFile, File(description="jpg, png, webp, bmp or tiff")],
+    async def parse_image(file: Annotated[UploadFile, File(description=f"a photo: {PHOTO_FORMAT_NAMES}")],
                           format: Literal["json", "labels", "overlay"] = "json",
                           overlay: Annotated[bool, Query(description="json: also the overlay JPEG, base64")] = False
                           ) -> Response:

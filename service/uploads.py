@@ -10,12 +10,14 @@ from starlette.datastructures import UploadFile
 
 from vidparse.errors import BadInputError
 from vidparse.service.errors import ApiError
-from vidparse.stages.images import load_upright
+from vidparse.stages.images import AVIF_SUFFIXES, load_upright
 from vidparse.stages.source import FrameTooLargeError, InputLimits, StreamInfo, probe
 
 CHUNK = 1 << 20
 MB = 1 << 20
-PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # PIL's names; no other decoder (EPS, PSD...) is reached
+# PIL's names (AVIF where Pillow reads it, as `vidparse run` does); no other decoder (EPS, PSD...) is reached
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", *(("AVIF",) if AVIF_SUFFIXES else ()))
+PHOTO_FORMAT_NAMES = ", ".join(name.lower() for name in PHOTO_FORMATS)
 
 
 def too_large(limit_mb: int) -> ApiError:
@@ -50,7 +52,7 @@ def read_photo(path: Path, max_pixels: int) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise too_many_pixels(max_pixels) from exc
     except (UnidentifiedImageError, OSError) as exc:
-        raise ApiError(415, "the upload is not a jpeg, png, webp, bmp or tiff image", "send one of those") from exc
+        raise ApiError(415, f"the upload is not an image of {PHOTO_FORMAT_NAMES}", "send one of those") from exc
     if width * height > max_pixels:
         raise too_many_pixels(max_pixels)
     try:

@@ -577,6 +577,10 @@ def png_header(width: int, height: int) -> bytes:
 
 
 def test_photo_formats_and_pixel_cap(server: Server) -> None:
+    avif = io.BytesIO()
+    Image.open(PHOTO).save(avif, format="AVIF")  # a phone's or a browser's photo: `vidparse run` takes it too
+    answer = server.client.post("/v1/images", params={"format": "json"}, files={"file": ("a.avif", avif.getvalue())})
+    assert answer.status_code == 200 and (answer.json()["width"], answer.json()["height"]) == photo_size(), answer.text
     bomb = server.client.post("/v1/images", files={"file": ("bomb.png", png_header(10_000, 10_000), "image/png")})
     assert bomb.status_code == 413 and "pixels" in bomb.json()["error"]
     gif = io.BytesIO()
