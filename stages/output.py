@@ -260,7 +260,12 @@ class AnnotatedImages:
                 raise folder_vanished(path.parent)
             raise BadOutputError(f"writing {path} failed", hint="check free disk space and the output folder")
         self.paths.append(path)
-        self.masks.write(seq, composed.labels, mask.stem)
+        try:
+            self.masks.write(seq, composed.labels, mask.stem)
+        except BadOutputError:  # the folder can go between the annotated copy and its label PNG
+            if not mask.parent.is_dir():
+                raise folder_vanished(mask.parent) from None
+            raise
         if self.stats:
             self.stats.write(composed.result, None, None, {"image": str(self.images.paths[seq])})
 
